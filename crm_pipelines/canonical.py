@@ -1,0 +1,131 @@
+"""Canonical entities: the shape every source is mapped onto before deduplication and loading.
+
+``record_id`` is ``"<source>:<source_id>"`` and identifies one source row everywhere (quarantine,
+crosswalk, reconciliation). Column descriptions are shown in the Dagster UI and copied onto the
+warehouse tables.
+"""
+
+from __future__ import annotations
+
+import pyarrow as pa
+
+TS = pa.timestamp("us", tz="UTC")
+MONEY = pa.decimal128(18, 2)
+
+
+def _schema(*fields: tuple[str, pa.DataType, str]) -> pa.Schema:
+    return pa.schema([pa.field(name, dtype, metadata={"description": doc}) for name, dtype, doc in fields])
+
+
+_LINEAGE = (
+    ("record_id", pa.string(), "Source row identity: '<source>:<source id>'."),
+    ("source", pa.string(), "System the row came from (salesforce, hubspot, erp, billing_sftp)."),
+    ("source_id", pa.string(), "Primary key of the row in its source system."),
+)
+
+ACCOUNT = _schema(
+    *_LINEAGE,
+    ("name", pa.string(), "Company name as the source spells it."),
+    ("domain", pa.string(), "Web domain, lower case, without scheme or www."),
+    ("phone", pa.string(), "Main phone number in E.164 (+4930123456)."),
+    ("email", pa.string(), "Main e-mail address, lower case."),
+    ("street", pa.string(), "Street address line."),
+    ("city", pa.string(), "City."),
+    ("postal_code", pa.string(), "Postal code."),
+    ("country", pa.string(), "ISO 3166-1 alpha-2 country code."),
+    ("industry", pa.string(), "Industry as the source names it."),
+    ("vat_number", pa.string(), "VAT / tax registration number, upper case without spaces."),
+    ("annual_revenue", MONEY, "Annual revenue in the account currency."),
+    ("updated_at", TS, "When the source last modified the row (UTC)."),
+)
+
+CONTACT = _schema(
+    *_LINEAGE,
+    ("account_record_id", pa.string(), "record_id of the contact's account in the same source."),
+    ("first_name", pa.string(), "Given name."),
+    ("last_name", pa.string(), "Family name."),
+    ("email", pa.string(), "E-mail address, lower case."),
+    ("phone", pa.string(), "Phone number in E.164."),
+    ("title", pa.string(), "Job title."),
+    ("country", pa.string(), "ISO 3166-1 alpha-2 country code."),
+    ("updated_at", TS, "When the source last modified the row (UTC)."),
+)
+
+OPPORTUNITY = _schema(
+    *_LINEAGE,
+    ("account_record_id", pa.string(), "record_id of the opportunity's account in the same source."),
+    ("name", pa.string(), "Opportunity / deal name."),
+    ("stage", pa.string(), "Canonical stage: prospecting, qualification, proposal, negotiation, closed_won, closed_lost."),
+    ("amount", MONEY, "Expected amount."),
+    ("currency", pa.string(), "ISO 4217 currency code."),
+    ("close_date", pa.date32(), "Expected or actual close date."),
+    ("is_closed", pa.bool_(), "True when the opportunity is closed (won or lost)."),
+    ("is_won", pa.bool_(), "True when the opportunity is closed and won."),
+    ("updated_at", TS, "When the source last modified the row (UTC)."),
+)
+
+SALES_ORDER = _schema(
+    *_LINEAGE,
+    ("order_number", pa.string(), "ERP sales order number."),
+    ("account_record_id", pa.string(), "record_id of the ordering customer."),
+    ("order_date", pa.date32(), "Order date."),
+    ("currency", pa.string(), "ISO 4217 currency code."),
+    ("status", pa.string(), "Order status: open, shipped, invoiced, cancelled."),
+    ("amount", MONEY, "Order total: sum of its lines."),
+    ("line_count", pa.int32(), "Number of order lines."),
+    ("crm_opportunity_ref", pa.string(), "CRM opportunity the order came from, when known."),
+    ("updated_at", TS, "When the source last modified the row (UTC)."),
+)
+
+INVOICE = _schema(
+    *_LINEAGE,
+    ("invoice_number", pa.string(), "Invoice number, unique across sources."),
+    ("account_record_id", pa.string(), "record_id of the invoiced customer."),
+    ("order_number", pa.string(), "Sales order the invoice bills, when known."),
+    ("invoice_date", pa.date32(), "Invoice date."),
+    ("due_date", pa.date32(), "Payment due date."),
+    ("currency", pa.string(), "ISO 4217 currency code."),
+    ("amount_net", MONEY, "Net amount."),
+    ("amount_tax", MONEY, "Tax amount."),
+    ("amount_gross", MONEY, "Gross amount (net + tax)."),
+    ("status", pa.string(), "Invoice status: open, paid, cancelled."),
+    ("updated_at", TS, "When the source last modified the row (UTC)."),
+)
+
+PAYMENT = _schema(
+    *_LINEAGE,
+    ("invoice_number", pa.string(), "Invoice the payment settles."),
+    ("payment_date", pa.date32(), "Value date of the payment."),
+    ("amount", MONEY, "Amount paid."),
+    ("currency", pa.string(), "ISO 4217 currency code."),
+    ("method", pa.string(), "Payment method: bank_transfer, card, direct_debit, cheque."),
+    ("updated_at", TS, "When the source last modified the row (UTC)."),
+)
+
+ENTITIES: dict[str, pa.Schema] = {
+    "account": ACCOUNT,
+    "contact": CONTACT,
+    "opportunity": OPPORTUNITY,
+    "sales_order": SALES_ORDER,
+    "invoice": INVOICE,
+    "payment": PAYMENT,
+}
+
+# Quarantined rows, in the lake and in ops.quarantine.
+QUARANTINE = _schema(
+    ("source", pa.string(), "System the row came from."),
+    ("entity", pa.string(), "Canonical entity or raw dataset the row belongs to."),
+    ("record_id", pa.string(), "record_id of the row, or '<file>:<line>' when it has none."),
+    ("record", pa.string(), "The offending row as JSON."),
+    ("rule", pa.string(), "Name of the rule that failed."),
+    ("reason", pa.string(), "Human-readable reason: field, value and what was expected."),
+)
+
+
+def descriptions(schema: pa.Schema) -> dict[str, str]:
+    """Column name -> description, from the schema's field metadata."""
+    out: dict[str, str] = {}
+    for field in schema:
+        meta = field.metadata or {}
+        out[field.name] = meta.get(b"description", b"").decode()
+    return out

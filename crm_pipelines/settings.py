@@ -1,0 +1,82 @@
+"""Every environment variable the pipelines read, in one place.
+
+Nothing here is read at import time: call the functions when a run or command needs the value.
+Connection secrets are wired into resources with ``dg.EnvVar`` in ``crm_pipelines/definitions.py``;
+this module only holds names, defaults and the non-secret paths.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+# Names of environment variables, documented in the README ("Connecting real systems").
+SALESFORCE_BASE_URL = "SALESFORCE_BASE_URL"
+SALESFORCE_CLIENT_ID = "SALESFORCE_CLIENT_ID"
+SALESFORCE_CLIENT_SECRET = "SALESFORCE_CLIENT_SECRET"
+HUBSPOT_BASE_URL = "HUBSPOT_BASE_URL"
+HUBSPOT_ACCESS_TOKEN = "HUBSPOT_ACCESS_TOKEN"
+ERP_DATABASE_URL = "ERP_DATABASE_URL"
+SFTP_HOST = "SFTP_HOST"
+SFTP_PORT = "SFTP_PORT"
+SFTP_USERNAME = "SFTP_USERNAME"
+SFTP_PRIVATE_KEY_PATH = "SFTP_PRIVATE_KEY_PATH"
+SFTP_KNOWN_HOSTS = "SFTP_KNOWN_HOSTS"
+SFTP_FINANCE_DIR = "SFTP_FINANCE_DIR"
+WAREHOUSE_URL = "WAREHOUSE_URL"
+LAKE_DIR = "CRM_PIPELINES_LAKE_DIR"
+TIMEZONE = "CRM_PIPELINES_TIMEZONE"
+
+DEFAULT_WAREHOUSE_URL = "duckdb:///data/warehouse.duckdb"
+DEFAULT_LAKE_DIR = "data/lake"
+DEFAULT_TIMEZONE = "UTC"
+DEFAULT_SFTP_FINANCE_DIR = "/outbound/finance"
+
+# Every variable a sandbox exports, so `doctor` and the README can list them.
+CONNECTION_VARIABLES: tuple[str, ...] = (
+    SALESFORCE_BASE_URL,
+    SALESFORCE_CLIENT_ID,
+    SALESFORCE_CLIENT_SECRET,
+    HUBSPOT_BASE_URL,
+    HUBSPOT_ACCESS_TOKEN,
+    ERP_DATABASE_URL,
+    SFTP_HOST,
+    SFTP_PORT,
+    SFTP_USERNAME,
+    SFTP_PRIVATE_KEY_PATH,
+    SFTP_KNOWN_HOSTS,
+    SFTP_FINANCE_DIR,
+)
+SECRET_VARIABLES: frozenset[str] = frozenset({SALESFORCE_CLIENT_SECRET, HUBSPOT_ACCESS_TOKEN})
+
+
+@dataclass(frozen=True)
+class Paths:
+    """Local paths of the lake and the warehouse file, resolved from the environment."""
+
+    lake_dir: Path
+    warehouse_url: str
+
+    @property
+    def warehouse_path(self) -> Path:
+        return duckdb_path_from_url(self.warehouse_url)
+
+
+def duckdb_path_from_url(url: str) -> Path:
+    """Return the file path of a ``duckdb:///relative`` or ``duckdb:////absolute`` URL."""
+    prefix = "duckdb:///"
+    if not url.startswith(prefix):
+        raise ValueError(f"{WAREHOUSE_URL} must look like duckdb:///path/to/file.duckdb, got {url!r}")
+    return Path(url[len(prefix) :])
+
+
+def current_paths() -> Paths:
+    return Paths(
+        lake_dir=Path(os.environ.get(LAKE_DIR, DEFAULT_LAKE_DIR)),
+        warehouse_url=os.environ.get(WAREHOUSE_URL, DEFAULT_WAREHOUSE_URL),
+    )
+
+
+def current_timezone() -> str:
+    return os.environ.get(TIMEZONE, DEFAULT_TIMEZONE)
