@@ -19,7 +19,7 @@ def _schema(*fields: tuple[str, pa.DataType, str]) -> pa.Schema:
 
 _LINEAGE = (
     ("record_id", pa.string(), "Source row identity: '<source>:<source id>'."),
-    ("source", pa.string(), "System the row came from (salesforce, hubspot, erp, billing_sftp)."),
+    ("source", pa.string(), "System the row came from (salesforce, hubspot, erp, finance_sftp)."),
     ("source_id", pa.string(), "Primary key of the row in its source system."),
 )
 

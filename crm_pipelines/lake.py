@@ -98,6 +98,24 @@ def write_batches(path: Path, schema: pa.Schema, batches: Iterable[pa.RecordBatc
     return sink.rows
 
 
+def stream_to_parquet(path: Path, batches: Iterable[pa.RecordBatch], *, empty_schema: pa.Schema) -> int:
+    """Write batches whose schema is only known from the first one; ``empty_schema`` if none arrive."""
+    sink: ParquetSink | None = None
+    try:
+        for batch in batches:
+            if sink is None:
+                sink = ParquetSink(path, batch.schema)
+            sink.write(batch)
+    except BaseException:
+        if sink is not None:
+            sink.abort()
+        raise
+    if sink is None:
+        return write_batches(path, empty_schema, [])
+    sink.close()
+    return sink.rows
+
+
 def iter_batches(folder: Path, batch_size: int = 65_536) -> Iterator[pa.RecordBatch]:
     """Read every Parquet file of a folder back as record batches, in file-name order."""
     for file in sorted(Path(folder).glob("*.parquet")):

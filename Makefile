@@ -1,0 +1,35 @@
+# The two commands of the README, plus the UI. Each bootstraps what it needs.
+SHELL := /bin/bash
+UV ?= $(shell command -v uv 2>/dev/null || echo $(HOME)/.local/bin/uv)
+export DAGSTER_HOME ?= $(CURDIR)/data/dagster_home
+export UV_LINK_MODE ?= copy
+
+.PHONY: demo test dev lint types unit bootstrap system-packages
+
+bootstrap:
+	@command -v uv >/dev/null 2>&1 || [ -x "$(UV)" ] || python3 -m pip install --quiet --user uv || python3 -m pip install --quiet uv
+	@$(UV) sync --frozen --quiet
+
+## Run the nightly sync on the embedded sandbox and print the summary.
+demo: bootstrap
+	@$(UV) run --frozen crm-pipelines demo $(ARGS)
+
+## The sandbox plus the Dagster UI on http://localhost:3000.
+dev: bootstrap
+	@$(UV) run --frozen crm-pipelines dev $(ARGS)
+
+## Lint, types and the test suite.
+test: bootstrap system-packages lint types unit
+
+system-packages:
+	@bash scripts/install-system-packages.sh
+
+lint:
+	@$(UV) run --frozen ruff check .
+	@$(UV) run --frozen ruff format --check .
+
+types:
+	@$(UV) run --frozen mypy
+
+unit:
+	@$(UV) run --frozen pytest $(PYTEST_ARGS)

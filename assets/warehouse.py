@@ -1,0 +1,164 @@
+"""Load steps: the only assets that write the warehouse, one transaction each.
+
+raw.<source>__<dataset>   the lake's raw partition, as extracted
+staging.<entity>          valid canonical rows per partition (and staging.xref_identity)
+core.*                    current state: golden records, crosswalk, facts
+ops.quarantine            every row that did not make it, with the rule and reason
+"""
+
+
+import json
+
+import dagster as dg
+
+from crm_pipelines.identity_paths import identity_files
+from crm_pipelines.lake import has_parquet, parquet_glob, partition_dir
+from crm_pipelines.mapping.spec import load_mappings
+from crm_pipelines.partitions import NIGHTLY_PARTITIONS
+from crm_pipelines.sources import load_sources
+from crm_pipelines.sql import quote_literal
+from crm_pipelines.warehouse.load import merge_by_key, newest_partition, record_load_state, replace_partition, replace_table
+from crm_pipelines.warehouse.quarantine import replace_quarantine
+from resources.lake import LakeResource, WarehouseResource
+
+FACT_ENTITIES = ("opportunity", "sales_order", "invoice", "payment")
+PARTY_ENTITIES = ("account", "contact")
+
+
+def raw_table(source: str, dataset: str) -> str:
+    return f"{source}__{dataset}"
+
+
+def staging_folder(lake: LakeResource, entity: str, partition: str):  # type: ignore[no-untyped-def]
+    return partition_dir(lake.path, "staging", "canonical", entity, partition)
+
+
+def quality_quarantine_folder(lake: LakeResource, entity: str, partition: str):  # type: ignore[no-untyped-def]
+    return partition_dir(lake.path, "quarantine", "quality", entity, partition)
+
+
+def _build_raw_load(source: str, datasets: list[str], kind: str) -> dg.AssetsDefinition:
+    @dg.asset(
+        key=["raw", source],
+        deps=[dg.AssetKey([source, d]) for d in datasets],
+        group_name="warehouse",
+        partitions_def=NIGHTLY_PARTITIONS,
+        kinds={"duckdb"},
+        pool="warehouse",
+        description=f"Lands the partition's {source} extracts in raw.{source}__<dataset>, in one transaction.",
+    )
+    def _load(context: dg.AssetExecutionContext, lake: LakeResource, warehouse: WarehouseResource) -> dg.MaterializeResult:
+        pk = context.partition_key
+        loaded: dict[str, int] = {}
+        files: list[dict[str, object]] = []
+        with warehouse.get().transaction() as con:
+            for dataset in datasets:
+                folder = partition_dir(lake.path, "raw", source, dataset, pk)
+                if not has_parquet(folder):
+                    context.log.warning(f"{source}/{dataset}: nothing in the lake for {pk}")
+                    continue
+                loaded[dataset] = replace_partition(
+                    con, schema="raw", table=raw_table(source, dataset), parquet_glob=parquet_glob(folder), partition=pk
+                )
+                quarantine = partition_dir(lake.path, "quarantine", source, dataset, pk)
+                replace_quarantine(con, folder=quarantine, partition=pk, stage="extract", source=source,
+                                   run_id=context.run_id)
+                if kind == "sftp":
+                    for manifest_file in sorted(folder.glob("*.json")):
+                        manifest = json.loads(manifest_file.read_text())
+                        # The ledger row commits with the rows it describes: a file is ingested once.
+                        con.execute(
+                            "INSERT INTO ops.file_ingest VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, now()) "
+                            "ON CONFLICT DO NOTHING",
+                            [source, dataset, manifest["path"], manifest["sha256"], manifest["size"], pk,
+                             manifest["data_lines"], manifest["rows_landed"], manifest["rows_quarantined"],
+                             context.run_id],
+                        )
+                        files.append(manifest)
+        metadata: dict[str, object] = {f"rows_{d}": dg.MetadataValue.int(n) for d, n in loaded.items()}
+        if kind == "sftp":
+            metadata["files"] = dg.MetadataValue.json(files)
+        return dg.MaterializeResult(metadata=metadata)  # type: ignore[arg-type]
+
+    return _load
+
+
+def build_raw_load_assets() -> list[dg.AssetsDefinition]:
+    """One raw load per source system."""
+    return [
+        _build_raw_load(source, list(spec.datasets), spec.kind) for source, spec in load_sources().items()
+    ]
+
+
+@dg.asset(
+    key=["core", "identity"],
+    deps=[dg.AssetKey(["identity", "resolution"])],
+    group_name="warehouse",
+    partitions_def=NIGHTLY_PARTITIONS,
+    kinds={"duckdb"},
+    pool="warehouse",
+    description="Golden accounts and contacts with their crosswalk core.xref_identity, in one transaction.",
+)
+def core_identity(context: dg.AssetExecutionContext, lake: LakeResource, warehouse: WarehouseResource) -> dg.MaterializeResult:
+    pk = context.partition_key
+    files = identity_files(lake.path, pk)
+    counts: dict[str, int] = {}
+    with warehouse.get().transaction() as con:
+        for entity in PARTY_ENTITIES:
+            folder = staging_folder(lake, entity, pk)
+            if has_parquet(folder):
+                counts[f"staging_{entity}"] = replace_partition(
+                    con, schema="staging", table=entity, parquet_glob=parquet_glob(folder), partition=pk
+                )
+            replace_quarantine(con, folder=quality_quarantine_folder(lake, entity, pk), partition=pk,
+                               stage="quality", entity=entity, run_id=context.run_id)
+        counts["staging_xref_identity"] = replace_partition(
+            con, schema="staging", table="xref_identity", parquet_glob=str(files.xref), partition=pk
+        )
+        newest = newest_partition(con, "core.identity")
+        if newest is not None and pk < newest:
+            context.log.warning(f"core holds the newer partition {newest}; {pk} is kept in staging only")
+        else:
+            for name, path in (("golden_account", files.golden_account), ("golden_contact", files.golden_contact),
+                               ("xref_identity", files.xref)):
+                counts[name] = replace_table(
+                    con, schema="core", table=name,
+                    select_sql=f"SELECT * FROM read_parquet({quote_literal(str(path))})",
+                )
+            record_load_state(con, target="core.identity", partition=pk, run_id=context.run_id)
+    return dg.MaterializeResult(metadata={k: dg.MetadataValue.int(v) for k, v in counts.items()})
+
+
+def _build_fact_load(entity: str) -> dg.AssetsDefinition:
+    @dg.asset(
+        key=["core", entity],
+        deps=[dg.AssetKey(["staging", entity])],
+        group_name="warehouse",
+        partitions_def=NIGHTLY_PARTITIONS,
+        kinds={"duckdb"},
+        pool="warehouse",
+        description=f"Valid {entity} rows into staging.{entity} and merged into core.{entity}, in one transaction.",
+    )
+    def _load(context: dg.AssetExecutionContext, lake: LakeResource, warehouse: WarehouseResource) -> dg.MaterializeResult:
+        pk = context.partition_key
+        folder = staging_folder(lake, entity, pk)
+        staged = merged = 0
+        with warehouse.get().transaction() as con:
+            if has_parquet(folder):
+                staged = replace_partition(con, schema="staging", table=entity, parquet_glob=parquet_glob(folder), partition=pk)
+                merged = merge_by_key(con, schema="core", table=entity, parquet_glob=parquet_glob(folder),
+                                      key="record_id", partition=pk, version_column="updated_at")
+            quarantined = replace_quarantine(con, folder=quality_quarantine_folder(lake, entity, pk), partition=pk,
+                                             stage="quality", entity=entity, run_id=context.run_id)
+        return dg.MaterializeResult(
+            metadata={"staged_rows": dg.MetadataValue.int(staged), "core_rows_written": dg.MetadataValue.int(merged),
+                      "quarantine_rows": dg.MetadataValue.int(quarantined)}
+        )
+
+    return _load
+
+
+def build_core_load_assets() -> list[dg.AssetsDefinition]:
+    """The identity load and one load per fact entity that has mappings."""
+    mapped = load_mappings().entities
+    return [core_identity, *(_build_fact_load(e) for e in FACT_ENTITIES if e in mapped)]

@@ -1,0 +1,80 @@
+"""The one ``dg.Definitions`` of the code location: assets, checks, jobs, schedule, sensor, resources.
+
+Loaded lazily (``@dg.definitions``): importing this module reads no environment and opens nothing.
+Connections are wired with ``dg.EnvVar`` and resolved when a run or sensor needs them.
+"""
+
+from __future__ import annotations
+
+import os
+
+import dagster as dg
+
+from assets.crm_apis import api_resource_key, build_crm_api_assets
+from assets.erp_database import build_erp_database_assets
+from assets.identity import identity_resolution
+from assets.marts import build_mart_assets
+from assets.reconciliation import reconciliation
+from assets.sftp_files import build_sftp_assets
+from assets.staging import build_staging_assets
+from assets.warehouse import build_core_load_assets, build_raw_load_assets
+from crm_pipelines import settings
+from crm_pipelines.jobs import build_nightly_sync_job, build_sftp_ingest_job
+from resources.crm_api import CrmApiResource
+from resources.erp_database import ErpDatabaseResource
+from resources.lake import LakeResource, WarehouseResource
+from resources.sftp import SFTPResource
+from sensors.schedules import build_nightly_schedule
+from sensors.sftp_arrival import build_sftp_arrival_sensor
+
+
+def build_resources() -> dict[str, object]:
+    """Every resource, with connection settings and secrets from environment variables."""
+    return {
+        api_resource_key("salesforce"): CrmApiResource(
+            system="salesforce",
+            base_url=dg.EnvVar(settings.SALESFORCE_BASE_URL),
+            client_id=dg.EnvVar(settings.SALESFORCE_CLIENT_ID),
+            client_secret=dg.EnvVar(settings.SALESFORCE_CLIENT_SECRET),
+        ),
+        api_resource_key("hubspot"): CrmApiResource(
+            system="hubspot",
+            base_url=dg.EnvVar(settings.HUBSPOT_BASE_URL),
+            access_token=dg.EnvVar(settings.HUBSPOT_ACCESS_TOKEN),
+        ),
+        "erp_database": ErpDatabaseResource(url=dg.EnvVar(settings.ERP_DATABASE_URL)),
+        "sftp": SFTPResource(
+            host=dg.EnvVar(settings.SFTP_HOST),
+            port=dg.EnvVar.int(settings.SFTP_PORT),
+            username=dg.EnvVar(settings.SFTP_USERNAME),
+            private_key_path=dg.EnvVar(settings.SFTP_PRIVATE_KEY_PATH),
+            known_hosts_path=dg.EnvVar(settings.SFTP_KNOWN_HOSTS),
+            finance_dir=os.environ.get(settings.SFTP_FINANCE_DIR, settings.DEFAULT_SFTP_FINANCE_DIR),
+        ),
+        # Local paths, not secrets: defaults apply when the variables are unset.
+        "lake": LakeResource(root=os.environ.get(settings.LAKE_DIR, settings.DEFAULT_LAKE_DIR)),
+        "warehouse": WarehouseResource(url=os.environ.get(settings.WAREHOUSE_URL, settings.DEFAULT_WAREHOUSE_URL)),
+    }
+
+
+@dg.definitions
+def defs() -> dg.Definitions:
+    nightly_sync = build_nightly_sync_job()
+    sftp_ingest = build_sftp_ingest_job()
+    return dg.Definitions(
+        assets=[
+            *build_crm_api_assets(),
+            *build_erp_database_assets(),
+            *build_sftp_assets(),
+            *build_raw_load_assets(),
+            *build_staging_assets(),
+            identity_resolution,
+            *build_core_load_assets(),
+            *build_mart_assets(),
+            reconciliation,
+        ],
+        jobs=[nightly_sync, sftp_ingest],
+        schedules=[build_nightly_schedule(job_name="nightly_sync", timezone=settings.current_timezone())],
+        sensors=[build_sftp_arrival_sensor(job_name="sftp_file_ingest")],
+        resources=build_resources(),
+    )

@@ -1,0 +1,29 @@
+"""Where identity resolution writes its outputs in the lake."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from crm_pipelines.lake import partition_dir
+
+
+@dataclass(frozen=True)
+class IdentityFiles:
+    folder: Path
+
+    @property
+    def golden_account(self) -> Path:
+        return self.folder / "golden_account.parquet"
+
+    @property
+    def golden_contact(self) -> Path:
+        return self.folder / "golden_contact.parquet"
+
+    @property
+    def xref(self) -> Path:
+        return self.folder / "xref_identity.parquet"
+
+
+def identity_files(lake_dir: Path, partition: str) -> IdentityFiles:
+    return IdentityFiles(partition_dir(lake_dir, "core", "identity", "all", partition))

@@ -1,0 +1,142 @@
+"""Turn the declared mappings into DuckDB SQL over the lake's raw Parquet."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import duckdb
+
+from crm_pipelines.canonical import ENTITIES
+from crm_pipelines.lake import has_parquet, parquet_glob, partition_dir
+from crm_pipelines.mapping.normalize import register_udfs
+from crm_pipelines.mapping.spec import ColumnMapping, Mappings, SourceMapping
+from crm_pipelines.sql import duckdb_type, quote_ident, quote_literal
+
+
+def _text(column: str) -> str:
+    return f"norm_text(CAST({quote_ident(column)} AS VARCHAR))"
+
+
+def column_sql(column: ColumnMapping, value_maps: dict[str, dict[str, str]]) -> str:
+    """SQL expression for one canonical column, before the final cast to the canonical type."""
+    t = column.transform
+    if t == "const":
+        return quote_literal(column.value or "")
+    src = column.source_column or ""
+    text = _text(src)
+    if t == "text":
+        return text
+    if t == "lower":
+        return f"lower({text})"
+    if t == "upper":
+        return f"upper({text})"
+    if t == "email":
+        return f"norm_email({text})"
+    if t == "domain":
+        return f"norm_domain({text})"
+    if t == "country":
+        return f"norm_country({text})"
+    if t == "phone":
+        return f"norm_phone({text}, {_text(column.country_from or '')})"
+    if t == "decimal":
+        return f"TRY_CAST({text} AS DECIMAL(18, 2))"
+    if t == "int":
+        return f"TRY_CAST({text} AS BIGINT)"
+    if t == "date":
+        return f"TRY_CAST({text} AS DATE)"
+    if t == "timestamp":
+        return f"TRY_CAST({text} AS TIMESTAMPTZ)"
+    if t == "bool":
+        return f"TRY_CAST({text} AS BOOLEAN)"
+    if t == "ref":
+        return f"{quote_literal((column.ref or '') + ':')} || {text}"
+    if t == "value_map":
+        pairs = value_maps[column.value_map or ""]
+        whens = " ".join(f"WHEN {quote_literal(k.lower())} THEN {quote_literal(v)}" for k, v in pairs.items())
+        # Unknown values pass through lower-cased so the quality rule names them in its reason.
+        return f"CASE lower({text}) {whens} ELSE lower({text}) END"
+    raise ValueError(f"unknown transform {t!r}")
+
+
+@dataclass(frozen=True)
+class PlannedMapping:
+    """One source's mapping SQL for one entity, or why it was skipped."""
+
+    entity: str
+    source: str
+    sql: str | None
+    missing_inputs: tuple[str, ...]
+
+
+def plan_mapping(
+    *, entity: str, mapping: SourceMapping, value_maps: dict[str, dict[str, str]], lake_dir: Path, partition: str
+) -> PlannedMapping:
+    """Build the SELECT that maps one source onto ``entity`` for one partition.
+
+    Args:
+        entity: Canonical entity name.
+        mapping: The declared source mapping.
+        value_maps: Named value maps from the mappings file.
+        lake_dir: Root of the lake.
+        partition: Partition key (``YYYY-MM-DD``).
+
+    Returns:
+        The planned SQL, or ``sql=None`` with the datasets that have no data for the partition.
+    """
+    folders = {}
+    for alias, dataset in mapping.inputs.items():
+        source_dir, name = dataset.split("/")
+        folders[alias] = partition_dir(lake_dir, "raw", source_dir, name, partition)
+    missing = tuple(mapping.inputs[a] for a, f in folders.items() if not has_parquet(f))
+    if missing:
+        return PlannedMapping(entity, mapping.source, None, missing)
+
+    def scan(alias: str) -> str:
+        return f"read_parquet({quote_literal(parquet_glob(folders[alias]))}, union_by_name = true)"
+
+    if mapping.query is None:
+        source_select = f"SELECT * FROM {scan(next(iter(mapping.inputs)))}"
+    else:
+        source_select = re.sub(r"\{(\w+)\}", lambda m: scan(m.group(1)), mapping.query)
+
+    schema = ENTITIES[entity]
+    source_id = _text(mapping.id)
+    select = [
+        f"{quote_literal(mapping.source + ':')} || {source_id} AS record_id",
+        f"{quote_literal(mapping.source)} AS source",
+        f"{source_id} AS source_id",
+    ]
+    for field in schema:
+        if field.name in ("record_id", "source", "source_id"):
+            continue
+        column = mapping.columns.get(field.name)
+        expr = "NULL" if column is None else column_sql(column, value_maps)
+        select.append(f"CAST({expr} AS {duckdb_type(field.type)}) AS {quote_ident(field.name)}")
+    select.append("to_json(src) AS _raw")
+    sql = (
+        f"WITH src AS ({source_select})\n"
+        f"SELECT {', '.join(select)}\nFROM src"
+    )
+    return PlannedMapping(entity, mapping.source, sql, ())
+
+
+def plan_entity(*, entity: str, mappings: Mappings, lake_dir: Path, partition: str) -> list[PlannedMapping]:
+    """Plan every source mapping of one entity."""
+    return [
+        plan_mapping(
+            entity=entity, mapping=m, value_maps=mappings.value_maps, lake_dir=lake_dir, partition=partition
+        )
+        for m in mappings.entities.get(entity, [])
+    ]
+
+
+def mapping_connection(memory_limit: str = "2GB") -> duckdb.DuckDBPyConnection:
+    """An in-memory DuckDB with the normaliser UDFs, UTC session time and a bounded memory budget."""
+    con = duckdb.connect()
+    con.execute("SET TimeZone = 'UTC'")
+    con.execute(f"SET memory_limit = {quote_literal(memory_limit)}")
+    con.execute("SET preserve_insertion_order = false")
+    register_udfs(con)
+    return con

@@ -1,0 +1,52 @@
+"""Helpers for SQL text built from configuration: identifiers are validated and quoted, literals escaped."""
+
+from __future__ import annotations
+
+import re
+
+import pyarrow as pa
+
+_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def quote_ident(name: str) -> str:
+    """Double-quote a validated identifier; anything but letters, digits and underscore is refused."""
+    if not _IDENTIFIER.match(name):
+        raise ValueError(f"refusing SQL identifier {name!r}: only letters, digits and underscore are allowed")
+    return f'"{name}"'
+
+
+def qualified(schema: str, table: str) -> str:
+    return f"{quote_ident(schema)}.{quote_ident(table)}"
+
+
+def quote_literal(value: str) -> str:
+    """A SQL string literal; for text that must be inlined (file paths in read_parquet, value maps)."""
+    return "'" + value.replace("'", "''") + "'"
+
+
+def duckdb_type(dtype: pa.DataType) -> str:
+    """DuckDB column type for an Arrow type of the canonical schemas."""
+    if pa.types.is_string(dtype) or pa.types.is_large_string(dtype):
+        return "VARCHAR"
+    if pa.types.is_decimal(dtype):
+        return f"DECIMAL({dtype.precision}, {dtype.scale})"
+    if pa.types.is_date(dtype):
+        return "DATE"
+    if pa.types.is_timestamp(dtype):
+        return "TIMESTAMPTZ" if dtype.tz else "TIMESTAMP"
+    if pa.types.is_boolean(dtype):
+        return "BOOLEAN"
+    if pa.types.is_int32(dtype):
+        return "INTEGER"
+    if pa.types.is_int64(dtype):
+        return "BIGINT"
+    if pa.types.is_floating(dtype):
+        return "DOUBLE"
+    raise TypeError(f"no DuckDB type for {dtype}")
+
+
+def check_identifier(name: str) -> str:
+    """Return ``name`` if it is a plain identifier, else raise (identifiers from configuration)."""
+    quote_ident(name)
+    return name

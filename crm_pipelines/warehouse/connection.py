@@ -1,0 +1,121 @@
+"""The warehouse: one DuckDB file, one writer at a time, each load one transaction."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import duckdb
+from filelock import FileLock
+
+from crm_pipelines.settings import duckdb_path_from_url
+
+SCHEMAS = ("raw", "staging", "core", "marts", "ops")
+
+OPS_DDL = """
+CREATE TABLE IF NOT EXISTS ops.quarantine (
+    partition VARCHAR NOT NULL,
+    stage VARCHAR NOT NULL,          -- extract (file structure) or quality (a rule failed)
+    source VARCHAR NOT NULL,
+    entity VARCHAR NOT NULL,
+    record_id VARCHAR NOT NULL,
+    record VARCHAR,
+    rule VARCHAR NOT NULL,
+    reason VARCHAR NOT NULL,
+    run_id VARCHAR NOT NULL
+);
+CREATE TABLE IF NOT EXISTS ops.reconciliation (
+    run_id VARCHAR NOT NULL,
+    partition VARCHAR NOT NULL,
+    source VARCHAR NOT NULL,
+    entity VARCHAR NOT NULL,
+    extracted BIGINT NOT NULL,
+    loaded BIGINT NOT NULL,
+    merged BIGINT NOT NULL,
+    quarantined BIGINT NOT NULL,
+    adds_up BOOLEAN NOT NULL,
+    detail VARCHAR,
+    checked_at TIMESTAMPTZ NOT NULL
+);
+CREATE TABLE IF NOT EXISTS ops.file_ingest (
+    source VARCHAR NOT NULL,
+    dataset VARCHAR NOT NULL,
+    path VARCHAR NOT NULL,
+    sha256 VARCHAR NOT NULL,
+    size BIGINT NOT NULL,
+    partition VARCHAR NOT NULL,
+    data_lines BIGINT NOT NULL,
+    rows_landed BIGINT NOT NULL,
+    rows_quarantined BIGINT NOT NULL,
+    run_id VARCHAR NOT NULL,
+    ingested_at TIMESTAMPTZ NOT NULL,
+    PRIMARY KEY (path, sha256)
+);
+CREATE TABLE IF NOT EXISTS ops.load_state (
+    target VARCHAR PRIMARY KEY,      -- e.g. core.account: the newest partition loaded into it
+    partition VARCHAR NOT NULL,
+    run_id VARCHAR NOT NULL,
+    loaded_at TIMESTAMPTZ NOT NULL
+);
+"""
+
+
+class Warehouse:
+    """A DuckDB warehouse file guarded by a lock file.
+
+    DuckDB lets one process write a database file; the lock makes concurrent steps (the UI's
+    multiprocess executor, a sensor run next to the nightly job) wait their turn instead of failing.
+
+    Args:
+        url: ``duckdb:///path/to/file.duckdb``.
+        lock_timeout: Seconds to wait for the writer lock before failing the step.
+    """
+
+    def __init__(self, url: str, *, lock_timeout: float = 1800.0) -> None:
+        self.url = url
+        self.path: Path = duckdb_path_from_url(url)
+        self._lock = FileLock(str(self.path) + ".lock", timeout=lock_timeout)
+
+    @contextmanager
+    def connect(self, *, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A connection held under the warehouse lock; read-only when asked and the file exists."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self._lock:
+            if read_only and not self.path.exists():
+                con = duckdb.connect()  # nothing loaded yet: an empty database answers every read
+            else:
+                con = duckdb.connect(str(self.path), read_only=read_only)
+            try:
+                con.execute("SET TimeZone = 'UTC'")
+                if not read_only:
+                    ensure_schemas(con)
+                yield con
+            finally:
+                con.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """One write transaction: everything inside commits together or not at all."""
+        with self.connect() as con:
+            con.execute("BEGIN TRANSACTION")
+            try:
+                yield con
+            except BaseException:
+                con.execute("ROLLBACK")
+                raise
+            con.execute("COMMIT")
+
+
+def ensure_schemas(con: duckdb.DuckDBPyConnection) -> None:
+    for schema in SCHEMAS:
+        con.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
+    con.execute(OPS_DDL)
+
+
+def table_exists(con: duckdb.DuckDBPyConnection, schema: str, table: str) -> bool:
+    row = con.execute(
+        "SELECT count(*) FROM information_schema.tables WHERE table_schema = ? AND table_name = ?",
+        [schema, table],
+    ).fetchone()
+    return bool(row and row[0])
