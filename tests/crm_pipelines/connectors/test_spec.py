@@ -1,0 +1,365 @@
+"""System declarations (YAML + pydantic) and the paginators, tested without any HTTP."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from crm_pipelines.connectors.paging import (
+    MISSING,
+    CursorPaginator,
+    NextLinkPaginator,
+    OffsetPaginator,
+    PageNumberPaginator,
+    PageRequest,
+    Paginator,
+    make_paginator,
+    resolve_path,
+)
+from crm_pipelines.connectors.spec import (
+    CursorPaging,
+    NextLinkPaging,
+    SystemSpecError,
+    available_systems,
+    load_system,
+    load_system_file,
+    parse_system,
+    systems_dir,
+)
+
+# Field lists from docs/contracts.md, the contract the YAMLs must honour.
+SALESFORCE_FIELDS = {
+    "Account": "Id Name Website Phone BillingStreet BillingCity BillingPostalCode BillingCountry Industry "
+    "AnnualRevenue CreatedDate LastModifiedDate SystemModstamp IsDeleted",
+    "Contact": "Id AccountId FirstName LastName Email Phone Title MailingCountry CreatedDate SystemModstamp IsDeleted",
+    "Opportunity": "Id AccountId Name StageName Amount CurrencyIsoCode CloseDate IsClosed IsWon CreatedDate "
+    "SystemModstamp IsDeleted",
+}
+HUBSPOT_PROPERTIES = {
+    "companies": "name domain phone address city zip country industry annualrevenue createdate hs_lastmodifieddate",
+    "contacts": "firstname lastname email phone jobtitle country associatedcompanyid createdate lastmodifieddate",
+    "deals": "dealname amount deal_currency_code dealstage pipeline closedate createdate hs_lastmodifieddate",
+}
+
+
+def _raw(name: str) -> dict[str, Any]:
+    data = yaml.safe_load((systems_dir() / f"{name}.yaml").read_text(encoding="utf-8"))
+    assert isinstance(data, dict)
+    return data
+
+
+# --- the bundled systems ---------------------------------------------------------------------------
+
+
+def test_bundled_systems_are_listed() -> None:
+    assert {"salesforce", "hubspot"} <= set(available_systems())
+
+
+def test_salesforce_yaml_validates_and_matches_contract() -> None:
+    system = load_system(name="salesforce")
+    assert isinstance(system.paging, NextLinkPaging)
+    assert system.page_size.default == 2000
+    for object_name, fields in SALESFORCE_FIELDS.items():
+        obj = system.get_object(object_name)
+        assert [f.name for f in obj.fields] == fields.split()
+        # Only declared fields are requested: the SOQL SELECT list is exactly the declared paths.
+        assert obj.selected_names() == fields.split()
+        assert obj.primary_key == "Id"
+        assert obj.incremental.cursor == "SystemModstamp"
+        assert obj.incremental.format == "soql_datetime"
+        assert obj.deletes.mode == "query_all" and obj.deletes.flag_field == "IsDeleted"
+        assert "v62.0/query" in obj.request.path
+        assert f"FROM {object_name}" in obj.request.params["q"]
+        assert obj.request.headers["Sforce-Query-Options"] == "batchSize={page_size}"
+
+
+def test_hubspot_yaml_validates_and_matches_contract() -> None:
+    system = load_system(name="hubspot")
+    assert isinstance(system.paging, CursorPaging)
+    assert system.page_size.maximum == 100
+    for object_name, properties in HUBSPOT_PROPERTIES.items():
+        obj = system.get_object(object_name)
+        assert obj.selected_names() == properties.split()
+        assert obj.request.path == f"/crm/v3/objects/{object_name}"
+        assert obj.request.params["properties"] == "{fields}"
+        assert obj.primary_key == "id"
+        assert obj.deletes.mode == "archived_pass"
+    assert load_system(name="hubspot").get_object("contacts").incremental.cursor == "lastmodifieddate"
+    deals = system.get_object("deals")
+    assert deals.request.params["associations"] == "companies"
+    assert deals.field("company_id").source_path == "associations.companies.results.0.id"
+
+
+def test_unknown_object_names_the_declared_ones() -> None:
+    with pytest.raises(KeyError, match="Account"):
+        load_system(name="salesforce").get_object("Lead")
+
+
+@pytest.mark.parametrize("name", ["../etc/passwd", "Salesforce", "nope"])
+def test_load_system_refuses_bad_or_unknown_names(name: str) -> None:
+    with pytest.raises(SystemSpecError):
+        load_system(name=name)
+
+
+def test_page_size_is_clamped_into_the_api_range() -> None:
+    page_size = load_system(name="salesforce").page_size
+    assert page_size.clamp(None) == 2000
+    assert page_size.clamp(10) == 200  # Salesforce's batchSize minimum
+    assert page_size.clamp(50_000) == 2000
+
+
+# --- bad declarations give clear errors ------------------------------------------------------------
+
+
+def _broken(mutate: Any) -> dict[str, Any]:
+    data = copy.deepcopy(_raw("salesforce"))
+    mutate(data)
+    return data
+
+
+@pytest.mark.parametrize(
+    ("mutate", "expected"),
+    [
+        pytest.param(
+            lambda d: d["objects"]["Account"].update(primary_key="AccountNumber"),
+            r"objects\.Account: .*primary_key 'AccountNumber' is not a declared field",
+            id="primary-key-not-declared",
+        ),
+        pytest.param(
+            lambda d: d["objects"]["Account"].update(recordz_path="records"),
+            r"objects\.Account\.recordz_path: Extra inputs are not permitted",
+            id="typo-in-key",
+        ),
+        pytest.param(
+            lambda d: d["paging"].update(kind="link_header"),
+            r"paging: .*link_header",
+            id="unknown-paging-kind",
+        ),
+        pytest.param(
+            lambda d: d["objects"]["Contact"]["request"]["params"].update(q="SELECT {feilds} FROM Contact"),
+            r"objects\.Contact\.request\.params: .*unknown placeholder\(s\) \['feilds'\]",
+            id="unknown-template-placeholder",
+        ),
+        pytest.param(
+            lambda d: d["page_size"].update(default=5000),
+            r"page_size: .*minimum <= default <= maximum",
+            id="page-size-out-of-range",
+        ),
+        pytest.param(
+            lambda d: d["objects"]["Opportunity"]["fields"].append({"name": "Id"}),
+            r"duplicate field names: \['Id'\]",
+            id="duplicate-field",
+        ),
+        pytest.param(
+            lambda d: d["auth"].pop("token_path"),
+            r"auth\.oauth2_client_credentials\.token_path: Field required",
+            id="missing-auth-parameter",
+        ),
+    ],
+)
+def test_bad_declaration_gives_located_error(mutate: Any, expected: str) -> None:
+    with pytest.raises(SystemSpecError, match=expected) as info:
+        parse_system(data=_broken(mutate), source="broken.yaml")
+    assert str(info.value).startswith("broken.yaml: ")
+    assert info.value.__cause__ is not None  # pydantic's ValidationError, kept for tooling
+
+
+def test_unparseable_yaml_file_names_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text("name: [unclosed\n", encoding="utf-8")
+    with pytest.raises(SystemSpecError, match="bad.yaml: cannot read"):
+        load_system_file(path=path)
+
+
+# --- resolve_path ----------------------------------------------------------------------------------
+
+DOC = {"a": {"b": None, "c": [{"id": "7"}]}, "flag": False}
+
+
+@pytest.mark.parametrize(
+    ("path", "expected"),
+    [
+        pytest.param("a.b", None, id="present-null"),
+        pytest.param("a.c.0.id", "7", id="list-index"),
+        pytest.param("a.c.1.id", MISSING, id="index-out-of-range"),
+        pytest.param("a.x", MISSING, id="absent-key"),
+        pytest.param("flag", False, id="false-is-a-value"),
+        pytest.param("flag.deeper", MISSING, id="through-a-scalar"),
+    ],
+)
+def test_resolve_path(path: str, expected: Any) -> None:
+    assert resolve_path(DOC, path) is expected or resolve_path(DOC, path) == expected
+
+
+# --- paginators: (paginator, previous request, body, records, page size) -> next request ------------
+
+FIRST = PageRequest(url="/items", params={"limit": "2"}, headers={"X-Page": "h"})
+
+
+@pytest.mark.parametrize(
+    ("paginator", "previous", "body", "n_records", "expected"),
+    [
+        # next link (Salesforce)
+        pytest.param(
+            NextLinkPaginator(next_path="nextRecordsUrl", done_path="done"),
+            FIRST,
+            {"done": False, "nextRecordsUrl": "/services/data/v62.0/query/01g-2000"},
+            2,
+            PageRequest(url="/services/data/v62.0/query/01g-2000", params={}, headers={"X-Page": "h"}),
+            id="next-link-follows",
+        ),
+        pytest.param(
+            NextLinkPaginator(next_path="nextRecordsUrl", done_path="done"),
+            FIRST,
+            {"done": True, "nextRecordsUrl": "/stale"},
+            2,
+            None,
+            id="next-link-done-wins",
+        ),
+        pytest.param(
+            NextLinkPaginator(next_path="nextRecordsUrl", done_path="done"),
+            FIRST,
+            {"done": False},
+            2,
+            None,
+            id="next-link-absent",
+        ),
+        # cursor (HubSpot)
+        pytest.param(
+            CursorPaginator(cursor_path="paging.next.after", cursor_param="after"),
+            FIRST,
+            {"paging": {"next": {"after": "NTI1", "link": "?after=NTI1"}}},
+            2,
+            PageRequest(url="/items", params={"limit": "2", "after": "NTI1"}, headers={"X-Page": "h"}),
+            id="cursor-follows",
+        ),
+        pytest.param(
+            CursorPaginator(cursor_path="paging.next.after", cursor_param="after"),
+            PageRequest(url="/items", params={"limit": "2", "after": "NTI1"}),
+            {"paging": {"next": {"after": "OTk5"}}},
+            2,
+            PageRequest(url="/items", params={"limit": "2", "after": "OTk5"}),
+            id="cursor-replaces-previous",
+        ),
+        pytest.param(
+            CursorPaginator(cursor_path="paging.next.after", cursor_param="after"),
+            FIRST,
+            {"results": []},
+            0,
+            None,
+            id="cursor-no-paging-block",
+        ),
+        # offset
+        pytest.param(
+            OffsetPaginator(),
+            PageRequest(url="/items", params={"offset": "0", "limit": "2"}),
+            {},
+            2,
+            PageRequest(url="/items", params={"offset": "2", "limit": "2"}),
+            id="offset-full-page-advances",
+        ),
+        pytest.param(
+            OffsetPaginator(),
+            PageRequest(url="/items", params={"offset": "4", "limit": "2"}),
+            {},
+            1,
+            None,
+            id="offset-short-page-stops",
+        ),
+        pytest.param(
+            OffsetPaginator(total_path="meta.total"),
+            PageRequest(url="/items", params={"offset": "2", "limit": "2"}),
+            {"meta": {"total": 4}},
+            2,
+            None,
+            id="offset-total-reached",
+        ),
+        pytest.param(
+            OffsetPaginator(total_path="meta.total"),
+            PageRequest(url="/items", params={"offset": "0", "limit": "2"}),
+            {"meta": {"total": 5}},
+            1,
+            PageRequest(url="/items", params={"offset": "1", "limit": "2"}),
+            id="offset-server-capped-page-continues-by-total",
+        ),
+        pytest.param(
+            OffsetPaginator(),
+            PageRequest(url="/items", params={"offset": "0", "limit": "2"}),
+            {},
+            0,
+            None,
+            id="offset-empty-stops",
+        ),
+        # page number
+        pytest.param(
+            PageNumberPaginator(),
+            PageRequest(url="/items", params={"page": "1"}),
+            {},
+            2,
+            PageRequest(url="/items", params={"page": "2"}),
+            id="page-number-advances",
+        ),
+        pytest.param(
+            PageNumberPaginator(),
+            PageRequest(url="/items", params={"page": "3"}),
+            {},
+            1,
+            None,
+            id="page-number-short-page-stops",
+        ),
+        pytest.param(
+            PageNumberPaginator(start=0, total_pages_path="total_pages"),
+            PageRequest(url="/items", params={"page": "2"}),
+            {"total_pages": 3},
+            2,
+            None,
+            id="page-number-zero-based-last-page",
+        ),
+        pytest.param(
+            PageNumberPaginator(total_pages_path="total_pages"),
+            PageRequest(url="/items", params={"page": "1"}),
+            {"total_pages": 3},
+            2,
+            PageRequest(url="/items", params={"page": "2"}),
+            id="page-number-before-total",
+        ),
+    ],
+)
+def test_paginator_next_request(
+    paginator: Paginator, previous: PageRequest, body: Any, n_records: int, expected: PageRequest | None
+) -> None:
+    records = [{"id": str(i)} for i in range(n_records)]
+    assert paginator.next_request(previous=previous, body=body, records=records, page_size=2) == expected
+
+
+@pytest.mark.parametrize(
+    ("paginator", "expected_params"),
+    [
+        pytest.param(NextLinkPaginator(next_path="n"), {"q": "x"}, id="next-link"),
+        pytest.param(CursorPaginator(cursor_path="c", cursor_param="after"), {"q": "x"}, id="cursor"),
+        pytest.param(OffsetPaginator(start=0), {"q": "x", "offset": "0", "limit": "50"}, id="offset"),
+        pytest.param(PageNumberPaginator(start=1), {"q": "x", "page": "1"}, id="page-number"),
+    ],
+)
+def test_paginator_first_request(paginator: Paginator, expected_params: dict[str, str]) -> None:
+    first = paginator.first_request(request=PageRequest(url="/items", params={"q": "x"}), page_size=50)
+    assert dict(first.params) == expected_params
+
+
+def test_offset_paging_walks_a_list_without_gaps_or_duplicates() -> None:
+    rows = [str(i) for i in range(7)]
+    paginator = make_paginator(spec=parse_system(data=_raw("salesforce"), source="x").paging)
+    assert isinstance(paginator, NextLinkPaginator)
+    offset = OffsetPaginator()
+    request: PageRequest | None = offset.first_request(request=PageRequest(url="/items"), page_size=3)
+    seen: list[str] = []
+    while request is not None:
+        start = int(request.params["offset"])
+        page = rows[start : start + int(request.params["limit"])]
+        seen += page
+        request = offset.next_request(previous=request, body={}, records=page, page_size=3)
+    assert seen == rows

@@ -1,0 +1,90 @@
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from pydantic import ValidationError
+
+from crm_pipelines.lake import partition_dir
+from crm_pipelines.mapping.build import mapping_connection, plan_mapping
+from crm_pipelines.mapping.spec import Mappings, load_mappings
+
+
+def test_packaged_mappings_validate_and_cover_every_entity() -> None:
+    mappings = load_mappings()
+    assert set(mappings.entities) == {"account", "contact", "opportunity", "sales_order", "invoice", "payment"}
+    assert mappings.entity_of("finance_sftp/invoices") == "invoice"
+
+
+@pytest.mark.parametrize(
+    ("entities", "message"),
+    [
+        pytest.param({"unicorn": []}, "unknown entity", id="unknown-entity"),
+        pytest.param(
+            {"account": [{"source": "x", "inputs": {"a": "x/a"}, "id": "Id", "columns": {"colour": {"from": "c"}}}]},
+            "unknown columns",
+            id="unknown-column",
+        ),
+        pytest.param(
+            {"account": [{"source": "x", "inputs": {"a": "x/a"}, "id": "Id; DROP TABLE t", "columns": {}}]},
+            "not a valid column name",
+            id="injection-in-identifier",
+        ),
+        pytest.param(
+            {"account": [{"source": "x", "inputs": {"a": "x/a"}, "id": "Id",
+                          "columns": {"phone": {"from": "Phone", "transform": "phone"}}}]},
+            "country_from",
+            id="phone-needs-country",
+        ),
+    ],
+)
+def test_bad_mappings_are_refused_with_a_clear_error(entities: dict, message: str) -> None:
+    with pytest.raises(ValidationError, match=message):
+        Mappings.model_validate({"entities": entities})
+
+
+def test_mapping_sql_converts_normalises_and_keeps_the_raw_row(tmp_path: Path) -> None:
+    folder = partition_dir(tmp_path, "raw", "salesforce", "accounts", "2026-11-25")
+    folder.mkdir(parents=True)
+    pq.write_table(
+        pa.table(
+            {
+                "Id": ["001A", "001B"],
+                "Name": [" Acme  GmbH ", "Bad Revenue Ltd"],
+                "Website": ["https://www.acme.de", None],
+                "Phone": ["030 1234567", "+44 20 7946 0018"],
+                "BillingStreet": ["Hauptstr. 1", None],
+                "BillingCity": ["Berlin", "London"],
+                "BillingPostalCode": ["10115", "sw1a 1aa"],
+                "BillingCountry": ["Deutschland", "UK"],
+                "Industry": ["Manufacturing", None],
+                "AnnualRevenue": ["1500000.5", "lots"],
+                "SystemModstamp": ["2026-11-20T08:00:00.000+0000", "not a date"],
+            }
+        ),
+        folder / "part-0000.parquet",
+    )
+    mapping = next(m for m in load_mappings().entities["account"] if m.source == "salesforce")
+    planned = plan_mapping(entity="account", mapping=mapping, value_maps={}, lake_dir=tmp_path, partition="2026-11-25")
+    assert planned.sql is not None
+    con = mapping_connection()
+    rows = con.execute(planned.sql + " ORDER BY record_id").to_arrow_table().to_pylist()
+    acme, bad = rows
+    assert acme["record_id"] == "salesforce:001A"
+    assert acme["name"] == "Acme GmbH"
+    assert acme["phone"] == "+49301234567"
+    assert acme["country"] == "DE"
+    assert acme["domain"] == "acme.de"
+    assert str(acme["annual_revenue"]) == "1500000.50"
+    assert acme["updated_at"].isoformat() == "2026-11-20T08:00:00+00:00"
+    assert '"Name":" Acme  GmbH "' in acme["_raw"]
+    # Values that cannot be converted become NULL for the quality rules to catch.
+    assert bad["annual_revenue"] is None and bad["updated_at"] is None
+    assert bad["postal_code"] == "SW1A 1AA"
+
+
+def test_missing_input_is_reported_not_crashed(tmp_path: Path) -> None:
+    mapping = load_mappings().entities["invoice"][1]
+    planned = plan_mapping(entity="invoice", mapping=mapping, value_maps={}, lake_dir=tmp_path, partition="2026-11-25")
+    assert planned.sql is None
+    assert "finance_sftp/invoices" in planned.missing_inputs
