@@ -77,7 +77,9 @@ def test_make_keys_reuses_existing_keys_and_writes_known_hosts(tmp_path: Path) -
     assert "[127.0.0.1]:2222 ssh-ed25519 " in text
     assert "[127.0.0.1]:2223 ssh-ed25519 " in text
     # Re-writing one port replaces its entry instead of adding a second key.
-    write_known_hosts(first.known_hosts_path, "127.0.0.1", 2222, load_public_key(first.client_public_key_path))
+    write_known_hosts(
+        first.known_hosts_path, "127.0.0.1", 2222, load_public_key(first.client_public_key_path)
+    )
     lines = first.known_hosts_path.read_text().splitlines()
     assert len([line for line in lines if line.startswith("[127.0.0.1]:2222 ")]) == 1
 

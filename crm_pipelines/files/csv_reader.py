@@ -1,0 +1,538 @@
+"""Streaming CSV to Arrow, with row-level quarantine of structurally broken rows.
+
+The file is decoded to UTF-8 in a small Python stream (bad bytes become U+FFFD) and parsed by
+Arrow's streaming CSV reader, so memory stays at a few blocks whatever the file size. Rows with
+the wrong number of fields, undecodable bytes or a quote that is never closed are quarantined with
+their physical line number; every other row comes through with every declared column as a string.
+Types are not touched here: the mapping step converts them.
+
+Line numbers: Arrow reports the record number of a bad row but not the line of a good one, so we
+count lines ourselves: a record spans one line plus the line breaks inside its quoted values.
+"""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import io
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+
+# Bytes Arrow parses at a time; also the largest single record we accept.
+BLOCK_SIZE = 1024 * 1024
+# Bytes read from disk per decode step.
+READ_CHUNK = 1024 * 1024
+# The longest header line we look for before giving up (a binary file has no line breaks).
+MAX_HEADER_CHARS = 1024 * 1024
+REPLACEMENT = "\ufffd"
+# Longest quarantined record text kept; an unclosed quote can make a "row" of the whole file.
+MAX_RECORD_CHARS = 64 * 1024
+
+SOURCE_FILE = "_source_file"
+SOURCE_LINE = "_source_line"
+
+
+class FileRejected(Exception):
+    """The whole file is unusable (no header, a missing column, no data rows, ...)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass
+class CsvChunk:
+    """Rows that passed the structural checks, and the rows quarantined since the previous chunk."""
+
+    rows: pa.RecordBatch
+    quarantine: list[dict[str, str]] = field(default_factory=list)
+
+
+def normalize_header(name: str) -> str:
+    """``" Invoice-Number "`` -> ``"invoice_number"`` (BOM removed, runs of spaces/dashes -> ``_``)."""
+    return re.sub(r"[\s\-]+", "_", name.replace("\ufeff", "").strip().lower())
+
+
+def output_schema(columns: list[str]) -> pa.Schema:
+    """Schema of :attr:`CsvChunk.rows` for the declared ``columns``."""
+    names = [normalize_header(c) for c in columns]
+    return pa.schema(
+        [pa.field(n, pa.string()) for n in names]
+        + [pa.field(SOURCE_FILE, pa.string()), pa.field(SOURCE_LINE, pa.int64())]
+    )
+
+
+def _line_breaks(text: str) -> int:
+    """Line breaks in ``text``: ``\\n``, ``\\r\\n`` and a lone ``\\r`` each count once."""
+    return text.count("\n") + text.count("\r") - text.count("\r\n")
+
+
+class _Utf8Stream(io.RawIOBase):
+    """Decodes a byte stream from ``encoding`` and re-encodes it as UTF-8 for Arrow.
+
+    Undecodable bytes become U+FFFD, so Arrow always sees valid UTF-8 (its bad-row callback cannot
+    cope with anything else) and the reader can quarantine those rows by looking for U+FFFD.
+    """
+
+    def __init__(self, raw: BinaryIO, encoding: str) -> None:
+        super().__init__()
+        # utf-8-sig drops a leading BOM and is otherwise identical to utf-8.
+        if codecs.lookup(encoding).name == "utf-8":
+            encoding = "utf-8-sig"
+        self._raw = raw
+        self._decoder = codecs.getincrementaldecoder(encoding)(errors="replace")
+        self._pending = b""
+        self._eof = False
+        self.saw_replacement = False
+        # Parity of '"' characters: odd at the end means the file most likely ends inside a quote.
+        self.quotes = 0
+
+    def _decode_more(self) -> str:
+        if self._eof:
+            return ""
+        data = self._raw.read(READ_CHUNK)
+        final = not data
+        self._eof = final
+        text = self._decoder.decode(data, final=final)
+        if REPLACEMENT in text:
+            self.saw_replacement = True
+        self.quotes += text.count('"')
+        return text
+
+    def read_header(self) -> tuple[str, bool]:
+        """The first line (without its line break), and whether any text follows it."""
+        text = ""
+        while True:
+            match = re.search(r"\r\n|\r|\n", text)
+            # A '\r' at the end of what we have may be the first half of '\r\n'.
+            if match and not (match.group() == "\r" and match.end() == len(text) and not self._eof):
+                header, rest = text[: match.start()], text[match.end() :]
+                break
+            if self._eof:
+                header, rest = text, ""
+                break
+            if len(text) > MAX_HEADER_CHARS:
+                raise ValueError(f"no line break in the first {MAX_HEADER_CHARS} characters")
+            text += self._decode_more()
+        # Look past the header so "nothing follows" is known now, not as an Arrow error later.
+        while not rest and not self._eof:
+            rest = self._decode_more()
+        self._pending = rest.encode("utf-8")
+        return header, bool(rest)
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int = -1) -> bytes:
+        while not self._eof and (size < 0 or len(self._pending) < size):
+            self._pending += self._decode_more().encode("utf-8")
+        if size < 0:
+            size = len(self._pending)
+        out, self._pending = self._pending[:size], self._pending[size:]
+        return out
+
+    def readinto(self, buffer: Any) -> int:
+        data = self.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+    def close(self) -> None:
+        self._raw.close()
+        super().close()
+
+
+@dataclass
+class _BadRow:
+    number: int  # Arrow's record number: 1 = first record after the header
+    text: str
+    actual: int
+
+
+class _LineTracker:
+    """Maps Arrow's record stream back to physical line numbers.
+
+    Good rows come in batches, bad rows through the callback with their record number; records
+    arrive in order, so a cursor (next record number, its first line) is all the state needed.
+    """
+
+    def __init__(self, first_line: int) -> None:
+        self.next_record = 1
+        self.next_line = first_line
+        self.pending: list[_BadRow] = []
+
+    def take_batch(self, spans: np.ndarray) -> tuple[np.ndarray, list[tuple[_BadRow, int]]]:
+        """Line numbers of a batch of good rows, and the bad rows (with lines) that precede them."""
+        n = len(spans)
+        if n == 0:
+            return np.empty(0, dtype=np.int64), []
+        bad_numbers = np.fromiter((b.number for b in self.pending), dtype=np.int64, count=len(self.pending))
+        # The good rows are the first n record numbers, from the cursor on, that are not bad.
+        width = n + len(bad_numbers)
+        taken = np.zeros(width, dtype=bool)
+        offsets = bad_numbers - self.next_record
+        taken[offsets[(offsets >= 0) & (offsets < width)]] = True
+        good = np.flatnonzero(~taken)[:n]
+        last = int(good[-1])
+        before = [b for b in self.pending if b.number - self.next_record < last]
+        self.pending = [b for b in self.pending if b.number - self.next_record >= last]
+        record_spans = np.ones(last + 1, dtype=np.int64)
+        record_spans[good] = spans
+        for bad in before:
+            record_spans[bad.number - self.next_record] = _line_breaks(bad.text) + 1
+        starts = self.next_line + np.concatenate(([0], np.cumsum(record_spans[:-1])))
+        bad_lines = [(bad, int(starts[bad.number - self.next_record])) for bad in before]
+        self.next_line = int(starts[-1] + record_spans[-1])
+        self.next_record += last + 1
+        return starts[good], bad_lines
+
+    def take_rest(self) -> list[tuple[_BadRow, int]]:
+        """Bad rows after the last good row (end of file)."""
+        out = []
+        for bad in self.pending:
+            # Records between bad rows cannot be missing here; if Arrow ever skips numbers we still
+            # keep counting from the last known line rather than fail.
+            self.next_line += max(bad.number - self.next_record, 0)
+            out.append((bad, self.next_line))
+            self.next_line += _line_breaks(bad.text) + 1
+            self.next_record = bad.number + 1
+        self.pending = []
+        return out
+
+
+def _as_csv_line(values: list[str], delimiter: str) -> str:
+    out = io.StringIO()
+    csv.writer(out, delimiter=delimiter, lineterminator="").writerow(values)
+    return out.getvalue()
+
+
+def read_csv_batches(
+    path: Path,
+    *,
+    columns: list[str],
+    source_file: str,
+    source: str,
+    dataset: str,
+    batch_rows: int = 65_536,
+    delimiter: str = ",",
+    encoding: str = "utf-8",
+) -> Iterator[CsvChunk]:
+    """Stream a CSV file as Arrow batches of string columns, quarantining broken rows.
+
+    Args:
+        path: Local CSV file with a header row.
+        columns: Required columns, in any order in the file; header names are normalised
+            (see :func:`normalize_header`) on both sides. Other columns in the file are dropped.
+        source_file: File name for lineage (``_source_file`` and quarantine ``record_id``).
+        source: Quarantine ``source`` (system the file came from).
+        dataset: Quarantine ``entity`` (raw dataset name).
+        batch_rows: Rows per yielded chunk (the last one may be smaller).
+        delimiter: Field separator.
+        encoding: Text encoding of the file; undecodable bytes quarantine their row.
+
+    Yields:
+        :class:`CsvChunk`; the rows of every chunk have the schema :func:`output_schema` gives
+        for ``columns``. A row whose fields are all empty (a blank line) is skipped, not quarantined.
+
+    Raises:
+        FileRejected: no header, a required column missing or duplicated, a record bigger than
+            the parse block, or no data rows at all. Header problems are raised before the first
+            chunk; "no data rows" is known only at the end, when nothing has been yielded.
+    """
+    if batch_rows < 1:
+        raise ValueError("batch_rows must be at least 1")
+    if len(delimiter) != 1:
+        raise ValueError("delimiter must be a single character")
+    wanted = [normalize_header(c) for c in columns]
+    with open(path, "rb") as raw:
+        stream = _Utf8Stream(raw, encoding)
+        try:
+            header_line, has_more = stream.read_header()
+        except ValueError as exc:
+            raise FileRejected(f"{source_file}: no header row: {exc}") from exc
+        if not header_line.strip():
+            raise FileRejected(f"{source_file}: the file is empty (no header row)")
+        try:
+            header = next(csv.reader([header_line], delimiter=delimiter, strict=True))
+        except csv.Error as exc:
+            raise FileRejected(f"{source_file}: the header row is not valid CSV: {exc}") from exc
+        names = [normalize_header(h) for h in header]
+        missing = [c for c in wanted if c not in names]
+        if missing:
+            raise FileRejected(
+                f"{source_file}: missing required column(s) {', '.join(missing)}; the header has "
+                f"{', '.join(names)} (required: {', '.join(wanted)})"
+            )
+        duplicated = sorted({c for c in wanted if names.count(c) > 1})
+        if duplicated:
+            raise FileRejected(
+                f"{source_file}: column(s) {', '.join(duplicated)} appear more than once in the header"
+            )
+        if not has_more:
+            raise FileRejected(f"{source_file}: no data rows after the header")
+        parser = _RowParser(
+            names=names,
+            wanted=wanted,
+            source_file=source_file,
+            source=source,
+            dataset=dataset,
+            batch_rows=batch_rows,
+            delimiter=delimiter,
+        )
+        yield from parser.run(stream)
+
+
+class _RowParser:
+    """Runs Arrow over the body of the file and re-chunks its output to ``batch_rows``."""
+
+    def __init__(
+        self,
+        *,
+        names: list[str],
+        wanted: list[str],
+        source_file: str,
+        source: str,
+        dataset: str,
+        batch_rows: int,
+        delimiter: str,
+    ) -> None:
+        self.names = names
+        self.source_file = source_file
+        self.source = source
+        self.dataset = dataset
+        self.batch_rows = batch_rows
+        self.delimiter = delimiter
+        self.schema = output_schema(wanted)
+        # Positional internal names: the header may hold duplicate or empty names we do not use.
+        self.internal = [f"c{i}" for i in range(len(names))]
+        self.picks = [names.index(c) for c in wanted]
+        self.tracker = _LineTracker(first_line=2)
+        self.buffered: list[pa.RecordBatch] = []
+        self.buffered_rows = 0
+        self.quarantine: list[dict[str, str]] = []
+        self.data_rows = 0  # good + quarantined rows, for the "no data rows" check
+        # The file's last good record: how many lines it spans and whether it was kept.
+        self.last_span = 0
+        self.last_kept = False
+
+    def _on_invalid(self, row: Any) -> str:
+        # Must never raise: Arrow would turn that into an unhelpful parse error.
+        self.tracker.pending.append(_BadRow(int(row.number or 0), row.text or "", int(row.actual_columns)))
+        return "skip"
+
+    def _entry(self, line: int, record: str, rule: str, reason: str) -> dict[str, str]:
+        return {
+            "source": self.source,
+            "entity": self.dataset,
+            "record_id": f"{self.source_file}:{line}",
+            "record": record
+            if len(record) <= MAX_RECORD_CHARS
+            else record[:MAX_RECORD_CHARS] + " [truncated]",
+            "rule": rule,
+            "reason": f"line {line}: {reason}",
+        }
+
+    def _quarantine_bad(self, bad_rows: list[tuple[_BadRow, int]]) -> None:
+        for bad, line in bad_rows:
+            self.quarantine.append(
+                self._entry(
+                    line, bad.text, "field_count", f"expected {len(self.names)} fields, found {bad.actual}"
+                )
+            )
+        self.data_rows += len(bad_rows)
+
+    def _open(self, stream: _Utf8Stream) -> pacsv.CSVStreamingReader:
+        return pacsv.open_csv(
+            pa.PythonFile(stream, mode="r"),
+            # use_threads=False: Arrow only reports bad-row numbers when it parses serially.
+            read_options=pacsv.ReadOptions(
+                use_threads=False, block_size=BLOCK_SIZE, column_names=self.internal
+            ),
+            parse_options=pacsv.ParseOptions(
+                delimiter=self.delimiter,
+                newlines_in_values=True,
+                # Blank lines must come through (as all-empty rows) or the line count drifts.
+                ignore_empty_lines=False,
+                invalid_row_handler=self._on_invalid,
+            ),
+            convert_options=pacsv.ConvertOptions(
+                column_types={n: pa.string() for n in self.internal},
+                strings_can_be_null=False,
+                quoted_strings_can_be_null=False,
+            ),
+        )
+
+    def run(self, stream: _Utf8Stream) -> Iterator[CsvChunk]:
+        try:
+            for batch in self._open(stream):
+                self._take(batch, stream.saw_replacement)
+                if self.buffered_rows >= self.batch_rows or len(self.quarantine) >= self.batch_rows:
+                    yield from self._emit(final=False)
+        except pa.ArrowInvalid as exc:
+            detail = str(exc)
+            if "straddl" in detail:
+                # Usually an unclosed quote that swallows the rest of the file.
+                detail = (
+                    f"a record is longer than {BLOCK_SIZE // 1024} KiB, most likely an unclosed quote "
+                    f"after line {self.tracker.next_line - 1}"
+                )
+            raise FileRejected(f"{self.source_file}: the CSV could not be parsed: {detail}") from exc
+        if stream.quotes % 2 and not self.tracker.pending:
+            self._check_unclosed_quote()
+        self._quarantine_bad(self.tracker.take_rest())
+        if self.data_rows == 0:
+            raise FileRejected(f"{self.source_file}: no data rows after the header")
+        yield from self._emit(final=True)
+
+    def _take(self, batch: pa.RecordBatch, check_encoding: bool) -> None:
+        n = batch.num_rows
+        spans = np.ones(n, dtype=np.int64)
+        total_length = np.zeros(n, dtype=np.int64)
+        for col in batch.columns:
+            breaks, lengths = _value_stats(col)
+            spans += breaks
+            total_length += lengths
+        lines, bad_rows = self.tracker.take_batch(spans)
+        self._quarantine_bad(bad_rows)
+        if n == 0:
+            return
+        blank = total_length == 0
+        garbled = self._quarantine_garbled(batch, lines) if check_encoding else None
+        self.last_span = int(spans[-1])
+        self.last_kept = not blank[-1] and not (garbled is not None and garbled[-1].as_py())
+        out = pa.RecordBatch.from_arrays(
+            [batch.column(i) for i in self.picks]
+            + [_repeat_string(self.source_file, n), _int64_array(lines)],
+            schema=self.schema,
+        )
+        if garbled is not None or blank.any():
+            drop = pc.not_equal(_int64_array(blank.astype(np.int64)), 0)
+            if garbled is not None:
+                drop = pc.or_(drop, garbled)
+            out = out.filter(pc.invert(drop))
+        self.data_rows += out.num_rows
+        if out.num_rows:
+            self.buffered.append(out)
+            self.buffered_rows += out.num_rows
+
+    def _check_unclosed_quote(self) -> None:
+        """Quarantine the last row if it swallowed the end of the file through an unclosed quote.
+
+        Arrow accepts a quoted field that runs to the end of the file; the tell-tales are an odd
+        number of quote characters in the file and a last record spanning several lines.
+        """
+        if not (self.last_kept and self.last_span > 1 and self.buffered_rows):
+            return
+        table = pa.Table.from_batches(self.buffered, schema=self.schema)
+        last = table.slice(table.num_rows - 1).to_pylist()[0]
+        rest = table.slice(0, table.num_rows - 1)
+        self.buffered = rest.to_batches()
+        self.buffered_rows = rest.num_rows
+        line = int(last[SOURCE_LINE])
+        values = [str(last[name]) for name in self.schema.names[:-2]]
+        self.quarantine.append(
+            self._entry(
+                line,
+                _as_csv_line(values, self.delimiter),
+                "unclosed_quote",
+                f"a quoted field is never closed; the row runs to the end of the file "
+                f"({self.last_span} lines)",
+            )
+        )
+
+    def _quarantine_garbled(self, batch: pa.RecordBatch, lines: np.ndarray) -> pa.Array:
+        """Quarantine rows holding U+FFFD; returns the mask of those rows."""
+        garbled: pa.Array | None = None
+        for col in batch.columns:
+            hit = pc.match_substring(col, REPLACEMENT)
+            garbled = hit if garbled is None else pc.or_(garbled, hit)
+        assert garbled is not None
+        for i in np.flatnonzero(garbled.to_numpy(zero_copy_only=False)):
+            values = [str(batch.column(j)[int(i)].as_py()) for j in range(batch.num_columns)]
+            self.quarantine.append(
+                self._entry(
+                    int(lines[i]),
+                    _as_csv_line(values, self.delimiter),
+                    "encoding",
+                    "bytes that are not valid in the file's encoding (shown as U+FFFD)",
+                )
+            )
+            self.data_rows += 1
+        return garbled
+
+    def _emit(self, final: bool) -> Iterator[CsvChunk]:
+        """Yield full ``batch_rows`` chunks (and, when ``final``, the remainder)."""
+        table = pa.Table.from_batches(self.buffered, schema=self.schema)
+        offset = 0
+        # Before the end, keep at least one row back: the last row of the file may still be
+        # quarantined (see _check_unclosed_quote).
+        while table.num_rows - offset > self.batch_rows or (final and offset < table.num_rows):
+            size = min(self.batch_rows, table.num_rows - offset)
+            rows = table.slice(offset, size).combine_chunks().to_batches()
+            yield CsvChunk(rows[0] if rows else _empty(self.schema), self._drain_quarantine())
+            offset += size
+        rest = table.slice(offset)
+        self.buffered = rest.to_batches()
+        self.buffered_rows = rest.num_rows
+        # Quarantine with no rows to ride on: a run of bad rows, or bad rows at the end.
+        if self.quarantine and (final or len(self.quarantine) >= self.batch_rows):
+            yield CsvChunk(_empty(self.schema), self._drain_quarantine())
+
+    def _drain_quarantine(self) -> list[dict[str, str]]:
+        out, self.quarantine = self.quarantine, []
+        return out
+
+
+def _value_stats(col: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    """Per value of a string array: line breaks inside it, and its length in bytes.
+
+    Works on the raw offsets and data buffers with numpy: Arrow's substring kernels cost more than
+    the parse itself, and almost every value has no line break at all.
+    """
+    n = len(col)
+    offsets = np.frombuffer(col.buffers()[1], dtype=np.int32)[col.offset : col.offset + n + 1]
+    lengths = np.diff(offsets).astype(np.int64)
+    breaks = np.zeros(n, dtype=np.int64)
+    data_buffer = col.buffers()[2]
+    if n == 0 or data_buffer is None:
+        return breaks, lengths
+    start, end = int(offsets[0]), int(offsets[-1])
+    data = np.frombuffer(data_buffer, dtype=np.uint8)[start:end]
+    lf = np.flatnonzero(data == 10)
+    if len(lf):
+        breaks += np.bincount(np.searchsorted(offsets, lf + start, side="right") - 1, minlength=n)
+    cr = np.flatnonzero(data == 13)
+    if len(cr):
+        owner = np.searchsorted(offsets, cr + start, side="right") - 1
+        after = cr + 1
+        # '\r\n' was counted once as '\n'; only a '\r' not followed by '\n' in its value adds a line.
+        followed = (after < len(data)) & (after + start < offsets[owner + 1])
+        followed[followed] = data[after[followed]] == 10
+        lone = owner[~followed]
+        if len(lone):
+            breaks += np.bincount(lone, minlength=n)
+    return breaks, lengths
+
+
+def _int64_array(values: np.ndarray) -> pa.Array:
+    # From buffers: pa.array() on numpy input imports pandas, which costs seconds on first use.
+    data = np.ascontiguousarray(values, dtype=np.int64)
+    return pa.Array.from_buffers(pa.int64(), len(data), [None, pa.py_buffer(data)])
+
+
+def _repeat_string(value: str, n: int) -> pa.Array:
+    """A string array of ``n`` copies of ``value`` (built from buffers: pa.repeat is slow for strings)."""
+    encoded = value.encode("utf-8")
+    offsets = np.arange(n + 1, dtype=np.int32) * len(encoded)
+    return pa.StringArray.from_buffers(n, pa.py_buffer(offsets), pa.py_buffer(encoded * n))
+
+
+def _empty(schema: pa.Schema) -> pa.RecordBatch:
+    return pa.RecordBatch.from_arrays([pa.array([], type=f.type) for f in schema], schema=schema)
