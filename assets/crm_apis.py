@@ -1,6 +1,5 @@
 """Extract assets for every CRM declared in sources.yaml: API pages streamed into the lake."""
 
-
 import dagster as dg
 
 from crm_pipelines.connectors.engine import SchemaDrift
@@ -37,9 +36,13 @@ def _build_extract(source: str, title: str, dataset: str, object_name: str) -> d
         drift = SchemaDrift(system=source, object_name=object_name)
         # A snapshot as of the partition's end; deleted records are not part of it (soft deletes
         # come with incremental extraction).
-        result = api.extract(object_name=object_name, since=None, until=until, drift=drift, include_deleted=False)
+        result = api.extract(
+            object_name=object_name, since=None, until=until, drift=drift, include_deleted=False
+        )
         rows = stream_to_parquet(
-            folder / "part-0000.parquet", progress.counted(result), empty_schema=api.output_schema(object_name=object_name)
+            folder / "part-0000.parquet",
+            progress.counted(result),
+            empty_schema=api.output_schema(object_name=object_name),
         )
         progress.done()
         return dg.MaterializeResult(
@@ -66,4 +69,3 @@ def build_crm_api_assets() -> list[dg.AssetsDefinition]:
         for dataset, declared in spec.datasets.items():
             assets.append(_build_extract(source, spec.title, dataset, declared.object or dataset))
     return assets
-

@@ -1,6 +1,5 @@
 """Extract assets for the ERP database: tables streamed in chunks into the lake."""
 
-
 import itertools
 
 import dagster as dg
@@ -32,7 +31,9 @@ def _build_extract(source: str, dataset: str, declared: Dataset) -> dg.AssetsDef
         batches = erp_database.read_table(table=table, order_by=declared.order_by)
         # The first batch always exists (an empty table yields one empty batch) and fixes the schema.
         first = next(batches)
-        rows = write_batches(folder / "part-0000.parquet", first.schema, progress.counted(itertools.chain([first], batches)))
+        rows = write_batches(
+            folder / "part-0000.parquet", first.schema, progress.counted(itertools.chain([first], batches))
+        )
         progress.done()
         return dg.MaterializeResult(
             metadata={

@@ -1,6 +1,5 @@
 """Identity resolution: accounts and contacts from every system deduplicated into golden records."""
 
-
 import dagster as dg
 
 from crm_pipelines.identity.resolve import resolve_entities

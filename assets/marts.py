@@ -1,6 +1,5 @@
 """Marts for analysts: rebuilt from core in one transaction each, with column descriptions."""
 
-
 from dataclasses import dataclass
 
 import dagster as dg

@@ -1,6 +1,5 @@
 """The run's reconciliation: it fails loudly when the row counts do not add up."""
 
-
 import dagster as dg
 
 from crm_pipelines.mapping.spec import load_mappings

@@ -1,6 +1,5 @@
 """Extract assets for SFTP file drops: complete files downloaded, parsed in chunks, landed once."""
 
-
 import datetime as dt
 import json
 import posixpath
@@ -39,8 +38,17 @@ def version_name(remote_name: str, sha256: str) -> str:
 
 
 def land_file(
-    *, local_file: Path, remote_path: str, sha256: str, size: int, declared: Dataset, source: str, entity: str,
-    folder: Path, quarantine_folder: Path, log: dg.DagsterLogManager | None = None,
+    *,
+    local_file: Path,
+    remote_path: str,
+    sha256: str,
+    size: int,
+    declared: Dataset,
+    source: str,
+    entity: str,
+    folder: Path,
+    quarantine_folder: Path,
+    log: dg.DagsterLogManager | None = None,
 ) -> dict[str, object]:
     """Parse one downloaded file into the lake: rows, quarantined lines and a manifest.
 
@@ -57,7 +65,7 @@ def land_file(
     extracted_at = pa.scalar(dt.datetime.now(dt.UTC), type=pa.timestamp("us", tz="UTC"))
     schema = file_schema(declared)
     progress = ProgressLog(log, f"{source}/{name}") if log else None
-    quarantine_rows: list[dict[str, object]] = []
+    quarantine_rows: list[dict[str, str | None]] = []
     rejected: str | None = None
     with ParquetSink(folder / f"{version}.parquet", schema) as sink:
         try:
@@ -65,7 +73,11 @@ def land_file(
                 local_file, columns=declared.columns, source_file=name, source=source, dataset=entity
             ):
                 rows = chunk.rows
-                sink.write(rows.append_column("_extracted_at", pa.array([extracted_at] * rows.num_rows, extracted_at.type)))
+                sink.write(
+                    rows.append_column(
+                        "_extracted_at", pa.array([extracted_at] * rows.num_rows, extracted_at.type)
+                    )
+                )
                 quarantine_rows.extend(chunk.quarantine)
                 if progress:
                     progress.add(chunk.rows.num_rows)
@@ -74,8 +86,14 @@ def land_file(
     if rejected is not None:
         (folder / f"{version}.parquet").unlink(missing_ok=True)
         quarantine_rows = [
-            {"source": source, "entity": entity, "record_id": f"{name}:0", "record": None,
-             "rule": "file_rejected", "reason": rejected}
+            {
+                "source": source,
+                "entity": entity,
+                "record_id": f"{name}:0",
+                "record": None,
+                "rule": "file_rejected",
+                "reason": rejected,
+            }
         ]
     quarantine_folder.mkdir(parents=True, exist_ok=True)
     with ParquetSink(quarantine_folder / f"{version}.parquet", QUARANTINE) as qsink:
@@ -93,7 +111,9 @@ def land_file(
     return manifest
 
 
-def _build_extract(source: str, title: str, dataset: str, declared: Dataset, entity: str) -> dg.AssetsDefinition:
+def _build_extract(
+    source: str, title: str, dataset: str, declared: Dataset, entity: str
+) -> dg.AssetsDefinition:
     @dg.asset(
         key=[source, dataset],
         group_name=source,
@@ -118,14 +138,23 @@ def _build_extract(source: str, title: str, dataset: str, declared: Dataset, ent
                 version = version_name(remote.name, downloaded.sha256)
                 manifest_file = folder / f"{version}.json"
                 if manifest_file.exists():
-                    context.log.info(f"{remote.path} (sha256 {downloaded.sha256[:12]}) is already in the lake")
+                    context.log.info(
+                        f"{remote.path} (sha256 {downloaded.sha256[:12]}) is already in the lake"
+                    )
                     manifests.append(json.loads(manifest_file.read_text()))
                     continue
                 manifests.append(
                     land_file(
-                        local_file=local, remote_path=remote.path, sha256=downloaded.sha256,
-                        size=downloaded.size, declared=declared, source=source, entity=entity,
-                        folder=folder, quarantine_folder=quarantine_folder, log=context.log,
+                        local_file=local,
+                        remote_path=remote.path,
+                        sha256=downloaded.sha256,
+                        size=downloaded.size,
+                        declared=declared,
+                        source=source,
+                        entity=entity,
+                        folder=folder,
+                        quarantine_folder=quarantine_folder,
+                        log=context.log,
                     )
                 )
         yield dg.MaterializeResult(

@@ -6,14 +6,13 @@ into valid rows (lake ``staging``) and quarantined rows with rule and reason (la
 The suite's result is a blocking asset check: a broken feed stops the load.
 """
 
-
 import tempfile
 from pathlib import Path
 
 import dagster as dg
 
 from crm_pipelines.canonical import ENTITIES, QUARANTINE, descriptions
-from crm_pipelines.lake import ParquetSink, partition_dir, reset_dir
+from crm_pipelines.lake import ParquetSink, partition_dir, reset_dir, scan_parquet
 from crm_pipelines.mapping.build import mapping_connection, plan_entity
 from crm_pipelines.mapping.spec import load_mappings
 from crm_pipelines.partitions import NIGHTLY_PARTITIONS
@@ -25,7 +24,9 @@ from resources.lake import LakeResource
 BATCH_ROWS = 100_000
 
 
-def stage_entity(*, entity: str, lake_dir: Path, partition: str, log: dg.DagsterLogManager) -> dict[str, dict[str, object]]:
+def stage_entity(
+    *, entity: str, lake_dir: Path, partition: str, log: dg.DagsterLogManager
+) -> dict[str, dict[str, object]]:
     """Map, deduplicate by source key and validate one entity for one partition.
 
     Args:
@@ -43,9 +44,13 @@ def stage_entity(*, entity: str, lake_dir: Path, partition: str, log: dg.Dagster
     per_source: dict[str, dict[str, object]] = {}
     con = mapping_connection()
     try:
-        for planned in plan_entity(entity=entity, mappings=load_mappings(), lake_dir=lake_dir, partition=partition):
+        for planned in plan_entity(
+            entity=entity, mappings=load_mappings(), lake_dir=lake_dir, partition=partition
+        ):
             if planned.sql is None:
-                log.warning(f"{entity} from {planned.source}: no data for {partition} in {list(planned.missing_inputs)}")
+                log.warning(
+                    f"{entity} from {planned.source}: no data for {partition} in {list(planned.missing_inputs)}"
+                )
                 per_source[planned.source] = {"skipped": f"no input in {list(planned.missing_inputs)}"}
                 continue
             progress = ProgressLog(log, f"{entity} from {planned.source}")
@@ -53,14 +58,14 @@ def stage_entity(*, entity: str, lake_dir: Path, partition: str, log: dg.Dagster
                 # Materialise the mapping once: the normalising UDFs are the costly part.
                 mapped = Path(scratch) / "mapped.parquet"
                 con.execute(f"COPY ({planned.sql}) TO {quote_literal(str(mapped))} (FORMAT parquet)")
-                scan = f"read_parquet({quote_literal(str(mapped))})"
+                scan = scan_parquet(mapped)
                 row = con.execute(f"SELECT count(*), count(DISTINCT record_id) FROM {scan}").fetchone()
                 mapped_rows, distinct = (int(row[0]), int(row[1])) if row else (0, 0)
                 # Several rows with one source key (an overlapping page, a corrected line): keep the newest.
                 reader = con.execute(
                     f"SELECT * FROM {scan} "
                     "QUALIFY row_number() OVER (PARTITION BY record_id ORDER BY updated_at DESC NULLS LAST, _raw) = 1"
-                ).fetch_record_batch(BATCH_ROWS)
+                ).to_arrow_reader(BATCH_ROWS)
                 run = validate_batches(entity=entity, batches=progress.counted(reader), source=planned.source)
                 with (
                     ParquetSink(staging / f"{planned.source}.parquet", schema) as valid_sink,
@@ -111,16 +116,22 @@ def _build_staging(entity: str, inputs: list[dg.AssetKey]) -> dg.AssetsDefinitio
         ],
     )
     def _staging(context: dg.AssetExecutionContext, lake: LakeResource):  # type: ignore[no-untyped-def]
-        per_source = stage_entity(entity=entity, lake_dir=lake.path, partition=context.partition_key, log=context.log)
+        per_source = stage_entity(
+            entity=entity, lake_dir=lake.path, partition=context.partition_key, log=context.log
+        )
         checked = {s: v for s, v in per_source.items() if "suite_success" in v}
         yield dg.MaterializeResult(
             metadata={
                 "rows": dg.MetadataValue.int(sum(int(v["rows_valid"]) for v in checked.values())),  # type: ignore[call-overload]
-                "rows_quarantined": dg.MetadataValue.int(sum(int(v["rows_quarantined"]) for v in checked.values())),  # type: ignore[call-overload]
+                "rows_quarantined": dg.MetadataValue.int(
+                    sum(int(v["rows_quarantined"]) for v in checked.values())
+                ),  # type: ignore[call-overload]
                 "duplicate_keys_collapsed": dg.MetadataValue.int(
                     sum(int(v["duplicate_keys_collapsed"]) for v in checked.values())  # type: ignore[call-overload]
                 ),
-                "per_source": dg.MetadataValue.json({s: {k: v for k, v in d.items() if k != "quality"} for s, d in per_source.items()}),
+                "per_source": dg.MetadataValue.json(
+                    {s: {k: v for k, v in d.items() if k != "quality"} for s, d in per_source.items()}
+                ),
             }
         )
         failed = {s: v["failed_rules"] for s, v in checked.items() if not v["suite_success"]}

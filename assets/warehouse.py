@@ -6,18 +6,22 @@ core.*                    current state: golden records, crosswalk, facts
 ops.quarantine            every row that did not make it, with the rule and reason
 """
 
-
 import json
 
 import dagster as dg
 
 from crm_pipelines.identity_paths import identity_files
-from crm_pipelines.lake import has_parquet, parquet_glob, partition_dir
+from crm_pipelines.lake import has_parquet, parquet_glob, partition_dir, scan_parquet
 from crm_pipelines.mapping.spec import load_mappings
 from crm_pipelines.partitions import NIGHTLY_PARTITIONS
 from crm_pipelines.sources import load_sources
-from crm_pipelines.sql import quote_literal
-from crm_pipelines.warehouse.load import merge_by_key, newest_partition, record_load_state, replace_partition, replace_table
+from crm_pipelines.warehouse.load import (
+    merge_by_key,
+    newest_partition,
+    record_load_state,
+    replace_partition,
+    replace_table,
+)
 from crm_pipelines.warehouse.quarantine import replace_quarantine
 from resources.lake import LakeResource, WarehouseResource
 
@@ -47,7 +51,9 @@ def _build_raw_load(source: str, datasets: list[str], kind: str) -> dg.AssetsDef
         pool="warehouse",
         description=f"Lands the partition's {source} extracts in raw.{source}__<dataset>, in one transaction.",
     )
-    def _load(context: dg.AssetExecutionContext, lake: LakeResource, warehouse: WarehouseResource) -> dg.MaterializeResult:
+    def _load(
+        context: dg.AssetExecutionContext, lake: LakeResource, warehouse: WarehouseResource
+    ) -> dg.MaterializeResult:
         pk = context.partition_key
         loaded: dict[str, int] = {}
         files: list[dict[str, object]] = []
@@ -58,11 +64,21 @@ def _build_raw_load(source: str, datasets: list[str], kind: str) -> dg.AssetsDef
                     context.log.warning(f"{source}/{dataset}: nothing in the lake for {pk}")
                     continue
                 loaded[dataset] = replace_partition(
-                    con, schema="raw", table=raw_table(source, dataset), parquet_glob=parquet_glob(folder), partition=pk
+                    con,
+                    schema="raw",
+                    table=raw_table(source, dataset),
+                    parquet_glob=parquet_glob(folder),
+                    partition=pk,
                 )
                 quarantine = partition_dir(lake.path, "quarantine", source, dataset, pk)
-                replace_quarantine(con, folder=quarantine, partition=pk, stage="extract", source=source,
-                                   run_id=context.run_id)
+                replace_quarantine(
+                    con,
+                    folder=quarantine,
+                    partition=pk,
+                    stage="extract",
+                    source=source,
+                    run_id=context.run_id,
+                )
                 if kind == "sftp":
                     for manifest_file in sorted(folder.glob("*.json")):
                         manifest = json.loads(manifest_file.read_text())
@@ -70,9 +86,18 @@ def _build_raw_load(source: str, datasets: list[str], kind: str) -> dg.AssetsDef
                         con.execute(
                             "INSERT INTO ops.file_ingest VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, now()) "
                             "ON CONFLICT DO NOTHING",
-                            [source, dataset, manifest["path"], manifest["sha256"], manifest["size"], pk,
-                             manifest["data_lines"], manifest["rows_landed"], manifest["rows_quarantined"],
-                             context.run_id],
+                            [
+                                source,
+                                dataset,
+                                manifest["path"],
+                                manifest["sha256"],
+                                manifest["size"],
+                                pk,
+                                manifest["data_lines"],
+                                manifest["rows_landed"],
+                                manifest["rows_quarantined"],
+                                context.run_id,
+                            ],
                         )
                         files.append(manifest)
         metadata: dict[str, object] = {f"rows_{d}": dg.MetadataValue.int(n) for d, n in loaded.items()}
@@ -99,7 +124,9 @@ def build_raw_load_assets() -> list[dg.AssetsDefinition]:
     pool="warehouse",
     description="Golden accounts and contacts with their crosswalk core.xref_identity, in one transaction.",
 )
-def core_identity(context: dg.AssetExecutionContext, lake: LakeResource, warehouse: WarehouseResource) -> dg.MaterializeResult:
+def core_identity(
+    context: dg.AssetExecutionContext, lake: LakeResource, warehouse: WarehouseResource
+) -> dg.MaterializeResult:
     pk = context.partition_key
     files = identity_files(lake.path, pk)
     counts: dict[str, int] = {}
@@ -110,8 +137,14 @@ def core_identity(context: dg.AssetExecutionContext, lake: LakeResource, warehou
                 counts[f"staging_{entity}"] = replace_partition(
                     con, schema="staging", table=entity, parquet_glob=parquet_glob(folder), partition=pk
                 )
-            replace_quarantine(con, folder=quality_quarantine_folder(lake, entity, pk), partition=pk,
-                               stage="quality", entity=entity, run_id=context.run_id)
+            replace_quarantine(
+                con,
+                folder=quality_quarantine_folder(lake, entity, pk),
+                partition=pk,
+                stage="quality",
+                entity=entity,
+                run_id=context.run_id,
+            )
         counts["staging_xref_identity"] = replace_partition(
             con, schema="staging", table="xref_identity", parquet_glob=str(files.xref), partition=pk
         )
@@ -119,11 +152,16 @@ def core_identity(context: dg.AssetExecutionContext, lake: LakeResource, warehou
         if newest is not None and pk < newest:
             context.log.warning(f"core holds the newer partition {newest}; {pk} is kept in staging only")
         else:
-            for name, path in (("golden_account", files.golden_account), ("golden_contact", files.golden_contact),
-                               ("xref_identity", files.xref)):
+            for name, path in (
+                ("golden_account", files.golden_account),
+                ("golden_contact", files.golden_contact),
+                ("xref_identity", files.xref),
+            ):
                 counts[name] = replace_table(
-                    con, schema="core", table=name,
-                    select_sql=f"SELECT * FROM read_parquet({quote_literal(str(path))})",
+                    con,
+                    schema="core",
+                    table=name,
+                    select_sql=f"SELECT * FROM {scan_parquet(path)}",
                 )
             record_load_state(con, target="core.identity", partition=pk, run_id=context.run_id)
     return dg.MaterializeResult(metadata={k: dg.MetadataValue.int(v) for k, v in counts.items()})
@@ -139,20 +177,40 @@ def _build_fact_load(entity: str) -> dg.AssetsDefinition:
         pool="warehouse",
         description=f"Valid {entity} rows into staging.{entity} and merged into core.{entity}, in one transaction.",
     )
-    def _load(context: dg.AssetExecutionContext, lake: LakeResource, warehouse: WarehouseResource) -> dg.MaterializeResult:
+    def _load(
+        context: dg.AssetExecutionContext, lake: LakeResource, warehouse: WarehouseResource
+    ) -> dg.MaterializeResult:
         pk = context.partition_key
         folder = staging_folder(lake, entity, pk)
         staged = merged = 0
         with warehouse.get().transaction() as con:
             if has_parquet(folder):
-                staged = replace_partition(con, schema="staging", table=entity, parquet_glob=parquet_glob(folder), partition=pk)
-                merged = merge_by_key(con, schema="core", table=entity, parquet_glob=parquet_glob(folder),
-                                      key="record_id", partition=pk, version_column="updated_at")
-            quarantined = replace_quarantine(con, folder=quality_quarantine_folder(lake, entity, pk), partition=pk,
-                                             stage="quality", entity=entity, run_id=context.run_id)
+                staged = replace_partition(
+                    con, schema="staging", table=entity, parquet_glob=parquet_glob(folder), partition=pk
+                )
+                merged = merge_by_key(
+                    con,
+                    schema="core",
+                    table=entity,
+                    parquet_glob=parquet_glob(folder),
+                    key="record_id",
+                    partition=pk,
+                    version_column="updated_at",
+                )
+            quarantined = replace_quarantine(
+                con,
+                folder=quality_quarantine_folder(lake, entity, pk),
+                partition=pk,
+                stage="quality",
+                entity=entity,
+                run_id=context.run_id,
+            )
         return dg.MaterializeResult(
-            metadata={"staged_rows": dg.MetadataValue.int(staged), "core_rows_written": dg.MetadataValue.int(merged),
-                      "quarantine_rows": dg.MetadataValue.int(quarantined)}
+            metadata={
+                "staged_rows": dg.MetadataValue.int(staged),
+                "core_rows_written": dg.MetadataValue.int(merged),
+                "quarantine_rows": dg.MetadataValue.int(quarantined),
+            }
         )
 
     return _load

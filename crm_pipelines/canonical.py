@@ -55,7 +55,11 @@ OPPORTUNITY = _schema(
     *_LINEAGE,
     ("account_record_id", pa.string(), "record_id of the opportunity's account in the same source."),
     ("name", pa.string(), "Opportunity / deal name."),
-    ("stage", pa.string(), "Canonical stage: prospecting, qualification, proposal, negotiation, closed_won, closed_lost."),
+    (
+        "stage",
+        pa.string(),
+        "Canonical stage: prospecting, qualification, proposal, negotiation, closed_won, closed_lost.",
+    ),
     ("amount", MONEY, "Expected amount."),
     ("currency", pa.string(), "ISO 4217 currency code."),
     ("close_date", pa.date32(), "Expected or actual close date."),
@@ -116,7 +120,7 @@ QUARANTINE = _schema(
     ("source", pa.string(), "System the row came from."),
     ("entity", pa.string(), "Canonical entity or raw dataset the row belongs to."),
     ("record_id", pa.string(), "record_id of the row, or '<file>:<line>' when it has none."),
-    ("record", pa.string(), "The offending row as JSON."),
+    ("record", pa.string(), "The offending row: JSON for a record, the raw text for a file line."),
     ("rule", pa.string(), "Name of the rule that failed."),
     ("reason", pa.string(), "Human-readable reason: field, value and what was expected."),
 )

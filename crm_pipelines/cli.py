@@ -17,7 +17,8 @@ from rich.table import Table
 
 from crm_pipelines import settings
 
-console = Console(stderr=False)
+# Wide enough for the summary tables when the output is a file or a CI log.
+console = Console(width=None if sys.stdout.isatty() else 140)
 DATA_DIR = Path("data")
 
 
@@ -42,7 +43,9 @@ def _start_sandbox(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     from crm_pipelines.sandbox.run import Sandbox
 
     sandbox = Sandbox(Path(args.sandbox_dir), contacts=args.contacts, seed=args.seed, as_of=args.date)
-    with console.status(f"Preparing the sandbox ({args.contacts:,} contacts, seed {args.seed}, day {args.date})"):
+    with console.status(
+        f"Preparing the sandbox ({args.contacts:,} contacts, seed {args.seed}, day {args.date})"
+    ):
         sandbox.prepare()
     env = sandbox.start()
     return sandbox, env
@@ -65,7 +68,7 @@ def cmd_sandbox(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from crm_pipelines.demo import run_nightly, print_summary
+    from crm_pipelines.demo import print_summary, run_nightly
 
     _prepare_dagster_home()
     sandbox, env = _start_sandbox(args)
@@ -100,7 +103,14 @@ def cmd_doctor(args: argparse.Namespace) -> int:
         table.add_column(column)
     mark = {True: "[green]yes[/]", False: "[red]no[/]", None: "-"}
     for row in rows:
-        table.add_row(row.system, mark[row.configured], mark[row.reachable], mark[row.authenticated], row.detail, row.fix)
+        table.add_row(
+            row.system,
+            mark[row.configured],
+            mark[row.reachable],
+            mark[row.authenticated],
+            row.detail,
+            row.fix,
+        )
     console.print(table)
     return 0 if all(r.ok for r in rows) else 1
 
@@ -112,9 +122,15 @@ def build_parser() -> argparse.ArgumentParser:
     def sandbox_options(p: argparse.ArgumentParser) -> None:
         p.add_argument("--contacts", type=int, default=2000, help="sandbox scale: people across the CRMs")
         p.add_argument("--seed", type=int, default=42, help="random seed of the sandbox data")
-        p.add_argument("--date", type=dt.date.fromisoformat, default=_default_day(),
-                       help="business day to sync (default: yesterday)")
-        p.add_argument("--sandbox-dir", default=str(DATA_DIR / "sandbox"), help="where the sandbox data lives")
+        p.add_argument(
+            "--date",
+            type=dt.date.fromisoformat,
+            default=_default_day(),
+            help="business day to sync (default: yesterday)",
+        )
+        p.add_argument(
+            "--sandbox-dir", default=str(DATA_DIR / "sandbox"), help="where the sandbox data lives"
+        )
 
     demo = sub.add_parser("demo", help="run the nightly sync against the embedded sandbox and summarise")
     sandbox_options(demo)
@@ -126,7 +142,9 @@ def build_parser() -> argparse.ArgumentParser:
     sandbox_options(dev)
     dev.add_argument("--port", type=int, default=3000)
     dev.set_defaults(func=cmd_dev)
-    doctor = sub.add_parser("doctor", help="check configuration, credentials and connectivity of every system")
+    doctor = sub.add_parser(
+        "doctor", help="check configuration, credentials and connectivity of every system"
+    )
     doctor.set_defaults(func=cmd_doctor)
     return parser
 

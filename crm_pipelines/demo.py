@@ -58,8 +58,12 @@ def run_nightly(*, partition: str, console: Console) -> DemoOutcome:
             outcome.failures.append(f"{event.step_key}: {error.message.strip() if error else 'failed'}")
     for evaluation in result.get_asset_check_evaluations():
         outcome.checks.append(
-            (evaluation.asset_key.to_user_string(), evaluation.check_name, evaluation.passed,
-             str(evaluation.description or ""))
+            (
+                evaluation.asset_key.to_user_string(),
+                evaluation.check_name,
+                evaluation.passed,
+                str(evaluation.description or ""),
+            )
         )
     warehouse = Warehouse(current_paths().warehouse_url)
     outcome.warehouse = str(warehouse.path)
@@ -92,18 +96,33 @@ def print_summary(outcome: DemoOutcome, *, console: Console) -> None:
     console.print(steps)
 
     recon = Table(title="Reconciliation (ops.reconciliation)")
-    for column in ("source", "entity", "extracted", "loaded", "merged as duplicates", "quarantined", "adds up"):
+    for column in (
+        "source",
+        "entity",
+        "extracted",
+        "loaded",
+        "merged as duplicates",
+        "quarantined",
+        "adds up",
+    ):
         recon.add_column(column, justify="right" if column not in ("source", "entity") else "left")
     for source, entity, extracted, loaded, merged, quarantined, ok in outcome.reconciliation:
-        recon.add_row(str(source), str(entity), f"{extracted:,}", f"{loaded:,}", f"{merged:,}", f"{quarantined:,}",
-                      "[green]yes[/]" if ok else "[red]NO[/]")
+        recon.add_row(
+            str(source),
+            str(entity),
+            f"{extracted:,}",
+            f"{loaded:,}",
+            f"{merged:,}",
+            f"{quarantined:,}",
+            "[green]yes[/]" if ok else "[red]NO[/]",
+        )
     console.print(recon)
 
     checks = Table(title="Data-quality checks")
-    for column in ("asset", "check", "result"):
+    for column in ("asset", "check", "result", "detail"):
         checks.add_column(column)
-    for asset, name, passed, _ in outcome.checks:
-        checks.add_row(asset, name, "[green]passed[/]" if passed else "[red]failed[/]")
+    for asset, name, passed, description in outcome.checks:
+        checks.add_row(asset, name, "[green]passed[/]" if passed else "[red]failed[/]", "" if passed else description)
     console.print(checks)
 
     if outcome.quarantine:
@@ -118,7 +137,8 @@ def print_summary(outcome: DemoOutcome, *, console: Console) -> None:
     merged = sum(int(r[4]) for r in outcome.reconciliation if r[0] != "all")
     quarantined = sum(int(r[5]) for r in outcome.reconciliation if r[0] != "all")
     console.print(
-        f"\nMarts: " + ", ".join(f"marts.{k} {v:,} rows" for k, v in outcome.marts.items())
+        "\nMarts: "
+        + ", ".join(f"marts.{k} {v:,} rows" for k, v in outcome.marts.items())
         + f"\nDuplicates merged: {merged:,}   rows quarantined: {quarantined:,}   "
         f"checks passed: {passed}/{len(outcome.checks)}   run time: {outcome.seconds:.1f}s"
     )

@@ -29,6 +29,15 @@ def parquet_glob(folder: Path) -> str:
     return str(Path(folder) / "*.parquet")
 
 
+def scan_parquet(glob: str | Path) -> str:
+    """DuckDB table function reading Parquet files of the lake.
+
+    Hive partitioning is off: the ``dt=`` folders are our layout, not a column of the data.
+    """
+    text = str(glob).replace("'", "''")
+    return f"read_parquet('{text}', union_by_name = true, hive_partitioning = false)"
+
+
 def has_parquet(folder: Path) -> bool:
     return Path(folder).is_dir() and any(Path(folder).glob("*.parquet"))
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import duckdb
 
 from crm_pipelines.canonical import ENTITIES
-from crm_pipelines.lake import has_parquet, parquet_glob, partition_dir
+from crm_pipelines.lake import has_parquet, parquet_glob, partition_dir, scan_parquet
 from crm_pipelines.mapping.normalize import register_udfs
 from crm_pipelines.mapping.spec import ColumnMapping, Mappings, SourceMapping
 from crm_pipelines.sql import duckdb_type, quote_ident, quote_literal
@@ -32,6 +32,9 @@ def column_sql(column: ColumnMapping, value_maps: dict[str, dict[str, str]]) -> 
         return f"lower({text})"
     if t == "upper":
         return f"upper({text})"
+    if t == "code":
+        # Identifiers people type with spaces, dots or dashes (VAT numbers, postcodes of codes).
+        return f"nullif(upper(regexp_replace({text}, '[[:space:].-]', '', 'g')), '')"
     if t == "email":
         return f"norm_email({text})"
     if t == "domain":
@@ -71,7 +74,12 @@ class PlannedMapping:
 
 
 def plan_mapping(
-    *, entity: str, mapping: SourceMapping, value_maps: dict[str, dict[str, str]], lake_dir: Path, partition: str
+    *,
+    entity: str,
+    mapping: SourceMapping,
+    value_maps: dict[str, dict[str, str]],
+    lake_dir: Path,
+    partition: str,
 ) -> PlannedMapping:
     """Build the SELECT that maps one source onto ``entity`` for one partition.
 
@@ -94,7 +102,7 @@ def plan_mapping(
         return PlannedMapping(entity, mapping.source, None, missing)
 
     def scan(alias: str) -> str:
-        return f"read_parquet({quote_literal(parquet_glob(folders[alias]))}, union_by_name = true)"
+        return scan_parquet(parquet_glob(folders[alias]))
 
     if mapping.query is None:
         source_select = f"SELECT * FROM {scan(next(iter(mapping.inputs)))}"
@@ -115,10 +123,7 @@ def plan_mapping(
         expr = "NULL" if column is None else column_sql(column, value_maps)
         select.append(f"CAST({expr} AS {duckdb_type(field.type)}) AS {quote_ident(field.name)}")
     select.append("to_json(src) AS _raw")
-    sql = (
-        f"WITH src AS ({source_select})\n"
-        f"SELECT {', '.join(select)}\nFROM src"
-    )
+    sql = f"WITH src AS ({source_select})\nSELECT {', '.join(select)}\nFROM src"
     return PlannedMapping(entity, mapping.source, sql, ())
 
 

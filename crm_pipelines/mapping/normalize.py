@@ -156,7 +156,13 @@ def register_udfs(con: duckdb.DuckDBPyConnection) -> None:
         ("norm_text", clean_text),
     ):
         con.create_function(
-            name, _arrow_udf1(fn), [varchar], varchar, type="arrow", null_handling="special", side_effects=False
+            name,
+            _arrow_udf1(fn),
+            [varchar],
+            varchar,
+            type="arrow",
+            null_handling="special",
+            side_effects=False,
         )
     con.create_function(
         "norm_phone",

@@ -16,8 +16,22 @@ DATASET = re.compile(r"^[a-z][a-z0-9_]*/[a-z][a-z0-9_]*$")
 DEFAULT_MAPPINGS = Path(__file__).with_name("mappings.yaml")
 
 Transform = Literal[
-    "text", "lower", "upper", "email", "phone", "country", "domain", "decimal", "int", "date", "timestamp",
-    "bool", "ref", "value_map", "const",
+    "text",
+    "lower",
+    "upper",
+    "email",
+    "phone",
+    "country",
+    "domain",
+    "decimal",
+    "int",
+    "date",
+    "timestamp",
+    "bool",
+    "ref",
+    "value_map",
+    "const",
+    "code",
 ]
 
 
@@ -74,7 +88,9 @@ class SourceMapping(BaseModel):
 
     source: str
     inputs: dict[str, str]  # alias used in `query` -> lake dataset "<source dir>/<dataset>"
-    query: str | None = None  # optional SELECT over {alias} placeholders; default: SELECT * FROM the one input
+    query: str | None = (
+        None  # optional SELECT over {alias} placeholders; default: SELECT * FROM the one input
+    )
     id: str
     columns: dict[str, ColumnMapping]
 

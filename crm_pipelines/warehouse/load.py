@@ -11,12 +11,13 @@ from collections.abc import Mapping, Sequence
 
 import duckdb
 
+from crm_pipelines.lake import scan_parquet
 from crm_pipelines.sql import qualified, quote_ident, quote_literal
 from crm_pipelines.warehouse.connection import table_exists
 
 
 def _scan(parquet_glob: str) -> str:
-    return f"read_parquet({quote_literal(parquet_glob)}, union_by_name = true)"
+    return scan_parquet(parquet_glob)
 
 
 def _sync_columns(con: duckdb.DuckDBPyConnection, target: str, select_sql: str) -> None:
@@ -119,7 +120,9 @@ def replace_table(
     return int(row[0]) if row else 0
 
 
-def comment_columns(con: duckdb.DuckDBPyConnection, *, schema: str, table: str, descriptions: Mapping[str, str]) -> None:
+def comment_columns(
+    con: duckdb.DuckDBPyConnection, *, schema: str, table: str, descriptions: Mapping[str, str]
+) -> None:
     """Copy column descriptions onto the table so SQL clients show them too."""
     target = qualified(schema, table)
     existing = {row[0] for row in con.execute(f"DESCRIBE {target}").fetchall()}

@@ -6,8 +6,7 @@ from pathlib import Path
 
 import duckdb
 
-from crm_pipelines.lake import has_parquet, parquet_glob
-from crm_pipelines.sql import quote_literal
+from crm_pipelines.lake import has_parquet, parquet_glob, scan_parquet
 
 
 def replace_quarantine(
@@ -43,7 +42,7 @@ def replace_quarantine(
     con.execute(f"DELETE FROM ops.quarantine WHERE {condition}", list(filters.values()))
     if not has_parquet(folder):
         return 0
-    scan = f"read_parquet({quote_literal(parquet_glob(folder))})"
+    scan = scan_parquet(parquet_glob(folder))
     con.execute(
         "INSERT INTO ops.quarantine BY NAME "
         f"SELECT ? AS partition, ? AS stage, source, entity, record_id, record, rule, reason, ? AS run_id FROM {scan}",

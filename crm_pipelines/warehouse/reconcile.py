@@ -37,7 +37,9 @@ def _count(con: duckdb.DuckDBPyConnection, sql: str, params: list[object]) -> in
     return int(row[0] or 0) if row else 0
 
 
-def reconcile_partition(con: duckdb.DuckDBPyConnection, *, partition: str, mappings: Mappings) -> list[ReconciliationRow]:
+def reconcile_partition(
+    con: duckdb.DuckDBPyConnection, *, partition: str, mappings: Mappings
+) -> list[ReconciliationRow]:
     """Count every (source, entity) of one partition and say whether the counts add up.
 
     Args:
@@ -57,7 +59,9 @@ def reconcile_partition(con: duckdb.DuckDBPyConnection, *, partition: str, mappi
             extracted_raw = pk_duplicates = 0
             if table_exists(con, "raw", raw):
                 key = f"nullif(trim(CAST({quote_ident(mapping.id)} AS VARCHAR)), '')"
-                extracted_raw = _count(con, f"SELECT count(*) FROM {qualified('raw', raw)} WHERE _partition = ?", [partition])
+                extracted_raw = _count(
+                    con, f"SELECT count(*) FROM {qualified('raw', raw)} WHERE _partition = ?", [partition]
+                )
                 distinct = _count(
                     con,
                     f"SELECT count(DISTINCT {key}) + count(*) FILTER (WHERE {key} IS NULL) "
@@ -74,7 +78,9 @@ def reconcile_partition(con: duckdb.DuckDBPyConnection, *, partition: str, mappi
             staged = 0
             if table_exists(con, "staging", entity):
                 staged = _count(
-                    con, f"SELECT count(*) FROM staging.{entity} WHERE _partition = ? AND source = ?", [partition, mapping.source]
+                    con,
+                    f"SELECT count(*) FROM staging.{entity} WHERE _partition = ? AND source = ?",
+                    [partition, mapping.source],
                 )
             problems = []
             if entity in PARTY_ENTITIES:
@@ -114,8 +120,16 @@ def reconcile_partition(con: duckdb.DuckDBPyConnection, *, partition: str, mappi
                     f"extracted {extracted} != loaded {loaded} + merged {merged} + quarantined {quarantined}"
                 )
             rows.append(
-                ReconciliationRow(mapping.source, entity, extracted, loaded, merged, quarantined, not problems,
-                                  "; ".join(problems))
+                ReconciliationRow(
+                    mapping.source,
+                    entity,
+                    extracted,
+                    loaded,
+                    merged,
+                    quarantined,
+                    not problems,
+                    "; ".join(problems),
+                )
             )
     rows.extend(_marts_rows(con, partition))
     return rows
@@ -129,16 +143,29 @@ def _marts_rows(con: duckdb.DuckDBPyConnection, partition: str) -> list[Reconcil
     for entity, mart in (("account", "dim_account"), ("contact", "dim_contact")):
         if not table_exists(con, "marts", mart):
             continue
-        staged = _count(con, "SELECT count(*) FROM staging.xref_identity WHERE _partition = ? AND entity = ?", [partition, entity])
+        staged = _count(
+            con,
+            "SELECT count(*) FROM staging.xref_identity WHERE _partition = ? AND entity = ?",
+            [partition, entity],
+        )
         merged = _count(
-            con, "SELECT count(*) FROM staging.xref_identity WHERE _partition = ? AND entity = ? AND NOT is_survivor",
+            con,
+            "SELECT count(*) FROM staging.xref_identity WHERE _partition = ? AND entity = ? AND NOT is_survivor",
             [partition, entity],
         )
         golden = _count(con, f"SELECT count(*) FROM marts.{mart}", [])
         ok = staged == golden + merged
         out.append(
-            ReconciliationRow("all", entity, staged, golden, merged, 0, ok,
-                              "" if ok else f"marts.{mart} has {golden} rows, crosswalk expects {staged - merged}")
+            ReconciliationRow(
+                "all",
+                entity,
+                staged,
+                golden,
+                merged,
+                0,
+                ok,
+                "" if ok else f"marts.{mart} has {golden} rows, crosswalk expects {staged - merged}",
+            )
         )
     return out
 
@@ -150,6 +177,16 @@ def record_reconciliation(
     for row in rows:
         con.execute(
             "INSERT INTO ops.reconciliation VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, now())",
-            [run_id, partition, row.source, row.entity, row.extracted, row.loaded, row.merged, row.quarantined,
-             row.adds_up, row.detail],
+            [
+                run_id,
+                partition,
+                row.source,
+                row.entity,
+                row.extracted,
+                row.loaded,
+                row.merged,
+                row.quarantined,
+                row.adds_up,
+                row.detail,
+            ],
         )

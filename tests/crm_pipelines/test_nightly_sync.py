@@ -1,0 +1,189 @@
+"""The whole nightly sync, in-process, against the sandbox's real servers on loopback."""
+
+import datetime as dt
+import json
+from collections.abc import Iterator
+
+import dagster as dg
+import duckdb
+import pytest
+
+from crm_pipelines import settings
+from crm_pipelines.definitions import defs
+from crm_pipelines.sandbox.run import Sandbox
+
+DAY = dt.date(2026, 11, 25)
+MARTS = ("dim_account", "dim_contact", "fact_opportunity", "fact_sales_order", "fact_invoice")
+
+
+@pytest.fixture(scope="module")
+def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sandbox]:
+    root = tmp_path_factory.mktemp("nightly")
+    monkeypatch = pytest.MonkeyPatch()
+    box = Sandbox(root / "sandbox", contacts=800, seed=7, as_of=DAY)
+    try:
+        for name, value in box.start().items():
+            monkeypatch.setenv(name, value)
+        monkeypatch.setenv(settings.LAKE_DIR, str(root / "lake"))
+        monkeypatch.setenv(settings.WAREHOUSE_URL, f"duckdb:///{root}/warehouse.duckdb")
+        yield box
+    finally:
+        box.stop()
+        monkeypatch.undo()
+
+
+def run_nightly() -> dg.ExecuteInProcessResult:
+    return (
+        defs()
+        .resolve_job_def("nightly_sync")
+        .execute_in_process(
+            partition_key=DAY.isoformat(), instance=dg.DagsterInstance.ephemeral(), raise_on_error=False
+        )
+    )
+
+
+def warehouse(sandbox: Sandbox) -> duckdb.DuckDBPyConnection:
+    return duckdb.connect(str(sandbox.root.parent / "warehouse.duckdb"), read_only=True)
+
+
+def fingerprint(con: duckdb.DuckDBPyConnection) -> dict[str, str]:
+    """A digest of every data table; extraction timestamps are the only columns allowed to differ."""
+    out = {}
+    tables = con.execute(
+        "SELECT table_schema, table_name FROM information_schema.tables "
+        "WHERE table_schema IN ('raw', 'staging', 'core', 'marts') ORDER BY 1, 2"
+    ).fetchall()
+    for schema, table in tables:
+        columns = [
+            r[0] for r in con.execute(f'DESCRIBE "{schema}"."{table}"').fetchall() if r[0] != "_extracted_at"
+        ]
+        select = ", ".join(f'"{c}"' for c in columns)
+        row = con.execute(
+            f"SELECT count(*), md5(coalesce(string_agg(r::VARCHAR, '|' ORDER BY r::VARCHAR), '')) "
+            f'FROM (SELECT {select} FROM "{schema}"."{table}") AS r'
+        ).fetchone()
+        out[f"{schema}.{table}"] = f"{row[0]}:{row[1]}" if row else ""
+    return out
+
+
+@pytest.fixture(scope="module")
+def first_run(sandbox: Sandbox) -> dg.ExecuteInProcessResult:
+    return run_nightly()
+
+
+def test_the_nightly_sync_loads_every_mart(sandbox: Sandbox, first_run: dg.ExecuteInProcessResult) -> None:
+    failures = [e.message for e in first_run.all_events if e.event_type == dg.DagsterEventType.STEP_FAILURE]
+    assert first_run.success, failures
+    with warehouse(sandbox) as con:
+        for mart in MARTS:
+            assert con.execute(f"SELECT count(*) FROM marts.{mart}").fetchone()[0] > 0, mart
+        # Every fact points at a golden account.
+        orphans = con.execute("SELECT count(*) FROM marts.fact_invoice WHERE account_id IS NULL").fetchone()[
+            0
+        ]
+        assert orphans == 0
+
+
+def test_every_row_is_loaded_merged_or_quarantined(
+    sandbox: Sandbox, first_run: dg.ExecuteInProcessResult
+) -> None:
+    with warehouse(sandbox) as con:
+        rows = con.execute(
+            "SELECT source, entity, extracted, loaded, merged, quarantined, adds_up, detail FROM ops.reconciliation "
+            "WHERE run_id = ?",
+            [first_run.run_id],
+        ).fetchall()
+    by_key = {(r[0], r[1]): r for r in rows}
+    for key in [
+        ("salesforce", "account"),
+        ("hubspot", "contact"),
+        ("erp", "invoice"),
+        ("finance_sftp", "payment"),
+        ("all", "account"),
+    ]:
+        assert key in by_key, key
+    for source, entity, extracted, loaded, merged, quarantined, adds_up, detail in rows:
+        assert adds_up, (source, entity, detail)
+        assert extracted == loaded + merged + quarantined
+    assert (
+        sum(r[4] for r in rows if r[0] != "all" and r[1] in ("account", "contact")) > 0
+    )  # duplicates merged
+
+
+def test_bad_rows_are_quarantined_with_the_reason(
+    sandbox: Sandbox, first_run: dg.ExecuteInProcessResult
+) -> None:
+    assert sandbox.layout is not None
+    summary = json.loads(sandbox.layout.truth_summary.read_text())
+    with warehouse(sandbox) as con:
+        quarantined = dict(
+            con.execute(
+                "SELECT source || '.' || entity, count(DISTINCT record_id) FROM ops.quarantine GROUP BY 1"
+            ).fetchall()
+        )
+        line_rule = con.execute(
+            "SELECT reason FROM ops.quarantine WHERE source = 'finance_sftp' AND rule = 'field_count'"
+        ).fetchall()
+    assert quarantined.get("erp.payment", 0) >= summary["datasets"]["erp.payments"]["invalid"]
+    assert quarantined.get("finance_sftp.invoice", 0) >= 1
+    # A CSV line with the wrong number of fields names its line.
+    assert line_rule and all("line" in reason for (reason,) in line_rule)
+
+
+def test_running_again_changes_nothing(sandbox: Sandbox, first_run: dg.ExecuteInProcessResult) -> None:
+    with warehouse(sandbox) as con:
+        before = fingerprint(con)
+        first = con.execute(
+            "SELECT source, entity, extracted, loaded, merged, quarantined FROM ops.reconciliation WHERE run_id = ? "
+            "ORDER BY 1, 2",
+            [first_run.run_id],
+        ).fetchall()
+    second_run = run_nightly()
+    assert second_run.success
+    with warehouse(sandbox) as con:
+        assert fingerprint(con) == before
+        second = con.execute(
+            "SELECT source, entity, extracted, loaded, merged, quarantined FROM ops.reconciliation WHERE run_id = ? "
+            "ORDER BY 1, 2",
+            [second_run.run_id],
+        ).fetchall()
+        files = con.execute("SELECT count(*), count(DISTINCT (path, sha256)) FROM ops.file_ingest").fetchone()
+    assert second == first
+    assert files[0] == files[1] == 2  # each SFTP file version recorded once
+
+
+def test_golden_records_match_the_ground_truth(
+    sandbox: Sandbox, first_run: dg.ExecuteInProcessResult
+) -> None:
+    """Pairwise precision and recall of the account and contact clusters against the generator's truth."""
+    assert sandbox.layout is not None
+    with warehouse(sandbox) as con:
+        con.execute(f"CREATE TEMP TABLE truth AS SELECT * FROM read_parquet('{sandbox.layout.truth}')")
+        scores = {}
+        for entity, datasets in (
+            ("account", ("salesforce.Account", "hubspot.companies", "erp.customers")),
+            ("contact", ("salesforce.Contact", "hubspot.contacts")),
+        ):
+            sources = ", ".join(f"'{d}'" for d in datasets)
+            con.execute(f"""
+                CREATE OR REPLACE TEMP TABLE pairs_{entity} AS
+                WITH labelled AS (
+                    SELECT x.golden_id, t.entity_id, x.record_id
+                    FROM core.xref_identity AS x
+                    JOIN truth AS t
+                      ON t.dataset IN ({sources})
+                     AND split_part(t.dataset, '.', 1) || ':' || t.source_id = x.record_id
+                    WHERE x.entity = '{entity}' AND t.entity_id IS NOT NULL
+                )
+                SELECT a.golden_id = b.golden_id AS predicted, a.entity_id = b.entity_id AS actual
+                FROM labelled AS a JOIN labelled AS b ON a.record_id < b.record_id
+                WHERE a.golden_id = b.golden_id OR a.entity_id = b.entity_id
+            """)
+            tp, fp, fn = con.execute(
+                f"SELECT count(*) FILTER (WHERE predicted AND actual), count(*) FILTER (WHERE predicted AND NOT actual),"
+                f" count(*) FILTER (WHERE actual AND NOT predicted) FROM pairs_{entity}"
+            ).fetchone()
+            scores[entity] = (tp / max(tp + fp, 1), tp / max(tp + fn, 1))
+    for entity, (precision, recall) in scores.items():
+        assert precision >= 0.95, (entity, scores)
+        assert recall >= 0.85, (entity, scores)
