@@ -2,15 +2,37 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+import socket
+import time
+from collections.abc import Callable, Iterable, Iterator
+from datetime import UTC, date, datetime, timedelta
 from email.utils import format_datetime
 
 import httpx
+import pyarrow as pa
+import pyarrow.compute as pc
 import pytest
 
-from crm_pipelines.connectors.auth import ConnectionSettings, Secret
-from crm_pipelines.connectors.engine import _format_cursor, _render, parse_cursor
+from crm_pipelines.connectors.auth import (
+    ConnectionSettings,
+    OAuth2ClientCredentials,
+    Secret,
+    clear_token_cache,
+)
+from crm_pipelines.connectors.engine import (
+    EXTRACTED_AT,
+    PageInfo,
+    SchemaDrift,
+    _format_cursor,
+    _render,
+    check_connection,
+    extract_object,
+    output_schema,
+    parse_cursor,
+)
 from crm_pipelines.connectors.limits import (
+    ApiRequestError,
+    AuthenticationError,
     ErrorContext,
     InsecureURLError,
     TokenBucket,
@@ -18,7 +40,15 @@ from crm_pipelines.connectors.limits import (
     describe_error_body,
     parse_retry_after,
     redact,
+    shared_bucket,
 )
+from crm_pipelines.connectors.spec import SystemSpec, load_system, parse_system
+from crm_pipelines.sandbox.data import SandboxLayout, generate_sandbox
+from crm_pipelines.sandbox.simulators.base import RateLimit
+from crm_pipelines.sandbox.simulators.hubspot import HubSpotSimulator
+from crm_pipelines.sandbox.simulators.salesforce import SalesforceSimulator
+from crm_pipelines.sandbox.simulators.store import count_records, fetch_records
+from resources.crm_api import CrmApiResource
 
 CONTEXT = ErrorContext(system_name="salesforce", system_title="Salesforce", object_name="Contact")
 
@@ -37,7 +67,9 @@ CONTEXT = ErrorContext(system_name="salesforce", system_title="Salesforce", obje
             format_datetime(datetime(2026, 11, 25, 10, 0, 30, tzinfo=UTC), usegmt=True), 30.0, id="http-date"
         ),
         pytest.param(
-            format_datetime(datetime(2026, 11, 25, 9, 0, 0, tzinfo=UTC), usegmt=True), 0.0, id="http-date-past"
+            format_datetime(datetime(2026, 11, 25, 9, 0, 0, tzinfo=UTC), usegmt=True),
+            0.0,
+            id="http-date-past",
         ),
     ],
 )
@@ -111,23 +143,90 @@ def test_error_bodies_are_understood(body: bytes, expected: tuple[str, str | Non
 
 def test_secrets_do_not_print() -> None:
     connection = ConnectionSettings(
-        base_url="https://login.example.com/", client_id="cid", client_secret="s3cr3t-value", access_token="tok-123456"
+        base_url="https://login.example.com/",
+        client_id="cid",
+        client_secret="s3cr3t-value",
+        access_token="tok-123456",
     )
-    for text in (repr(connection), str(connection), repr(connection.client_secret), f"{connection.access_token}"):
+    for text in (
+        repr(connection),
+        str(connection),
+        repr(connection.client_secret),
+        f"{connection.access_token}",
+    ):
         assert "s3cr3t-value" not in text and "tok-123456" not in text
     assert connection.base_url == "https://login.example.com"
     assert connection.client_secret == Secret("s3cr3t-value")
     assert redact("token tok-123456 and s3cr3t-value", connection.secret_values()) == "token *** and ***"
 
 
+def test_oauth_token_is_cached_and_refreshed_before_expiry() -> None:
+    now = [1000.0]
+    answers = iter([{"expires_in": 100}, {}, {}])
+    sent: list[httpx.Request] = []
+
+    def send(build: Callable[[], httpx.Request]) -> httpx.Response:
+        request = build()
+        sent.append(request)
+        body = {
+            "access_token": f"tok-{len(sent)}",
+            "instance_url": "https://na1.example.com",
+            **next(answers),
+        }
+        return httpx.Response(200, json=body, request=request)
+
+    auth = OAuth2ClientCredentials(
+        spec=SALESFORCE.auth,  # type: ignore[arg-type]
+        base_url="https://login.example.com",
+        client_id="cid",
+        client_secret=Secret("s3cr3t-value"),
+        context=CONTEXT,
+        clock=lambda: now[0],
+    )
+    first = auth.token(send=send)
+    assert first.value.reveal() == "tok-1" and first.api_base_url == "https://na1.example.com"
+    assert sent[0].url == "https://login.example.com/services/oauth2/token"
+    assert (
+        b"grant_type=client_credentials" in sent[0].content
+        and b"client_secret=s3cr3t-value" in sent[0].content
+    )
+    now[0] += 40
+    assert auth.token(send=send) is first  # cached
+    now[0] += 15  # expires_in 100, refreshed at half-life for short lifetimes
+    second = auth.token(send=send)
+    assert second.value.reveal() == "tok-2"
+    auth.invalidate(token=first)  # a stale 401 must not throw away the newer token
+    assert auth.token(send=send) is second
+    auth.invalidate(token=second)
+    assert auth.token(send=send).value.reveal() == "tok-3"
+    assert "s3cr3t-value" not in repr(auth) and "tok-" not in repr(second)
+
+
+def test_accounts_share_one_bucket() -> None:
+    limit = HUBSPOT.rate_limit
+    a = shared_bucket(base_url="https://api.hubapi.com/", fingerprint="f1", rate_limit=limit)
+    assert shared_bucket(base_url="https://API.hubapi.com", fingerprint="f1", rate_limit=limit) is a
+    assert shared_bucket(base_url="https://api.hubapi.com", fingerprint="f2", rate_limit=limit) is not a
+
+
 @pytest.mark.parametrize(
     ("fmt", "value", "round_up", "expected"),
     [
-        pytest.param("soql_datetime", datetime(2026, 11, 25, 10, 0, 0, tzinfo=UTC), False, "2026-11-25T10:00:00Z"),
-        pytest.param("soql_datetime", datetime(2026, 11, 25, 10, 0, 0, 500, tzinfo=UTC), True, "2026-11-25T10:00:01Z"),
-        pytest.param("soql_datetime", datetime(2026, 11, 25, 11, 0, 0), False, "2026-11-25T11:00:00Z", id="naive=utc"),
-        pytest.param("iso8601", datetime(2026, 11, 25, 10, 0, 0, 123456, tzinfo=UTC), False, "2026-11-25T10:00:00.123Z"),
-        pytest.param("iso8601", datetime(2026, 11, 25, 10, 0, 0, 123456, tzinfo=UTC), True, "2026-11-25T10:00:00.124Z"),
+        pytest.param(
+            "soql_datetime", datetime(2026, 11, 25, 10, 0, 0, tzinfo=UTC), False, "2026-11-25T10:00:00Z"
+        ),
+        pytest.param(
+            "soql_datetime", datetime(2026, 11, 25, 10, 0, 0, 500, tzinfo=UTC), True, "2026-11-25T10:00:01Z"
+        ),
+        pytest.param(
+            "soql_datetime", datetime(2026, 11, 25, 11, 0, 0), False, "2026-11-25T11:00:00Z", id="naive=utc"
+        ),
+        pytest.param(
+            "iso8601", datetime(2026, 11, 25, 10, 0, 0, 123456, tzinfo=UTC), False, "2026-11-25T10:00:00.123Z"
+        ),
+        pytest.param(
+            "iso8601", datetime(2026, 11, 25, 10, 0, 0, 123456, tzinfo=UTC), True, "2026-11-25T10:00:00.124Z"
+        ),
         pytest.param("epoch_ms", datetime(1970, 1, 1, 0, 0, 1, tzinfo=UTC), False, "1000"),
         pytest.param(
             "soql_datetime",
@@ -146,7 +245,9 @@ def test_cursor_literals(fmt: str, value: datetime, round_up: bool, expected: st
     ("raw", "expected"),
     [
         pytest.param("2026-11-25T10:00:00.000+0000", datetime(2026, 11, 25, 10, tzinfo=UTC), id="salesforce"),
-        pytest.param("2026-11-25T10:00:00.250Z", datetime(2026, 11, 25, 10, 0, 0, 250000, tzinfo=UTC), id="hubspot"),
+        pytest.param(
+            "2026-11-25T10:00:00.250Z", datetime(2026, 11, 25, 10, 0, 0, 250000, tzinfo=UTC), id="hubspot"
+        ),
         pytest.param("1764064800000", datetime(2025, 11, 25, 10, tzinfo=UTC), id="epoch-ms"),
         pytest.param(None, None, id="null"),
         pytest.param("yesterday", None, id="garbage"),
@@ -164,3 +265,500 @@ def test_values_render_as_received() -> None:
     record = _decode(b'{"a": 1.50, "b": 7, "c": true, "d": false, "e": null, "f": "x", "g": {"k": [1]}}')
     assert [_render(record[k]) for k in "abcdefg"] == ["1.50", "7", "true", "false", None, "x", '{"k":[1]}']
     assert json.dumps(record["a"]) == '"1.50"'  # kept as text, never rounded through float
+
+
+# --- end to end against the simulators -------------------------------------------------------------
+
+AS_OF = date(2026, 11, 25)
+
+
+@pytest.fixture(scope="module")
+def sandbox(tmp_path_factory: pytest.TempPathFactory) -> SandboxLayout:
+    # ~530 Salesforce contacts: three pages at the smallest batch size Salesforce accepts (200).
+    return generate_sandbox(tmp_path_factory.mktemp("sandbox"), contacts=1000, seed=11, as_of=AS_OF)
+
+
+@pytest.fixture(autouse=True)
+def _fresh_tokens() -> Iterator[None]:
+    # Token and bucket caches are process-wide by design; tests must not see each other's.
+    clear_token_cache()
+    yield
+    clear_token_cache()
+
+
+@pytest.fixture(scope="module")
+def salesforce_sim(sandbox: SandboxLayout) -> Iterator[SalesforceSimulator]:
+    sim = SalesforceSimulator(sandbox.salesforce_store, client_id=SF_CLIENT_ID, client_secret=SF_SECRET)
+    sim.start()
+    try:
+        yield sim
+    finally:
+        sim.stop()
+
+
+@pytest.fixture(scope="module")
+def hubspot_sim(sandbox: SandboxLayout) -> Iterator[HubSpotSimulator]:
+    sim = HubSpotSimulator(sandbox.hubspot_store, access_token=HS_TOKEN)
+    sim.start()
+    try:
+        yield sim
+    finally:
+        sim.stop()
+
+
+@pytest.fixture(autouse=True)
+def _reset_faults(request: pytest.FixtureRequest) -> Iterator[None]:
+    yield
+    for name in ("salesforce_sim", "hubspot_sim"):
+        if name in request.fixturenames:
+            sim = request.getfixturevalue(name)
+            sim.faults.clear()
+            sim.rate_limit = None
+
+
+SF_CLIENT_ID = "3MVG9test.client"
+SF_SECRET = "sf-test-secret-4e1f9c"
+HS_TOKEN = "pat-eu1-test-token-8d2a71"
+SALESFORCE = load_system(name="salesforce")
+HUBSPOT = load_system(name="hubspot")
+
+
+def _sf(sim: SalesforceSimulator, secret: str = SF_SECRET) -> ConnectionSettings:
+    return ConnectionSettings(base_url=sim.base_url, client_id=SF_CLIENT_ID, client_secret=secret)
+
+
+def _hs(sim: HubSpotSimulator, token: str = HS_TOKEN) -> ConnectionSettings:
+    return ConnectionSettings(base_url=sim.base_url, access_token=token)
+
+
+def _table(batches: Iterable[pa.RecordBatch], system: SystemSpec, object_name: str) -> pa.Table:
+    return pa.Table.from_batches(list(batches), schema=output_schema(system=system, object_name=object_name))
+
+
+def _with_fields(system: SystemSpec, object_name: str, fields: list[dict[str, str]]) -> SystemSpec:
+    """The system with one object's field list replaced (as a user would edit the YAML)."""
+    data = system.model_dump(mode="json")
+    data["objects"][object_name]["fields"] = fields
+    return parse_system(data=data, source="test")
+
+
+@pytest.mark.parametrize("object_name", ["Account", "Contact", "Opportunity"])
+def test_salesforce_full_extract_equals_store(
+    salesforce_sim: SalesforceSimulator, sandbox: SandboxLayout, object_name: str
+) -> None:
+    pages: list[PageInfo] = []
+    drift = SchemaDrift("salesforce", object_name)
+    table = _table(
+        extract_object(
+            system=SALESFORCE,
+            object_name=object_name,
+            connection=_sf(salesforce_sim),
+            since=None,
+            until=None,
+            page_size=200,
+            on_page=pages.append,
+            drift=drift,
+        ),
+        SALESFORCE,
+        object_name,
+    )
+    ids = table.column("Id").to_pylist()
+    assert len(ids) == len(set(ids)) == count_records(sandbox.salesforce_store, object_name)
+    assert table.column_names == [f.name for f in SALESFORCE.get_object(object_name).fields] + [EXTRACTED_AT]
+    assert not drift.has_drift, drift.describe()
+    if object_name == "Contact":
+        assert len(pages) == 3  # 532 rows at batchSize=200: gaps or repeats across pages would show
+    # Ordered by cursor then primary key (server-side ORDER BY).
+    keys = list(zip(table.column("SystemModstamp").to_pylist(), ids, strict=True))
+    assert keys == sorted(keys)
+    # Deleted rows come through queryAll, flagged.
+    deleted = table.filter(pc.equal(table.column("IsDeleted"), "true")).num_rows
+    live = count_records(sandbox.salesforce_store, object_name, include_deleted=False)
+    assert deleted == len(ids) - live
+
+
+def test_salesforce_values_are_text_as_sent(
+    salesforce_sim: SalesforceSimulator, sandbox: SandboxLayout
+) -> None:
+    table = _table(
+        extract_object(
+            system=SALESFORCE, object_name="Account", connection=_sf(salesforce_sim), since=None, until=None
+        ),
+        SALESFORCE,
+        "Account",
+    )
+    assert table.schema.field(EXTRACTED_AT).type == pa.timestamp("us", tz="UTC")
+    assert all(pa.types.is_string(table.schema.field(name).type) for name in table.column_names[:-1])
+    stored = {str(r["Id"]): r for r in fetch_records(sandbox.salesforce_store, "Account")}
+    for row in table.to_pylist():
+        source = stored[row["Id"]]
+        assert row["IsDeleted"] == ("true" if source["IsDeleted"] else "false")
+        assert row["SystemModstamp"] == source["SystemModstamp"]
+        if source["AnnualRevenue"] is None:
+            assert row["AnnualRevenue"] is None
+        else:  # a JSON number, kept as its text
+            assert float(row["AnnualRevenue"]) == source["AnnualRevenue"]
+
+
+def test_salesforce_live_only_uses_query(salesforce_sim: SalesforceSimulator, sandbox: SandboxLayout) -> None:
+    table = _table(
+        extract_object(
+            system=SALESFORCE,
+            object_name="Contact",
+            connection=_sf(salesforce_sim),
+            since=None,
+            until=None,
+            include_deleted=False,
+        ),
+        SALESFORCE,
+        "Contact",
+    )
+    assert table.num_rows == count_records(sandbox.salesforce_store, "Contact", include_deleted=False)
+    assert set(table.column("IsDeleted").to_pylist()) == {"false"}
+
+
+def _window(stamps: list[datetime], start: int, width: int) -> tuple[datetime, datetime]:
+    ordered = sorted(set(stamps))
+    return ordered[start], ordered[start + width]
+
+
+def test_salesforce_incremental_window_includes_since(
+    salesforce_sim: SalesforceSimulator, sandbox: SandboxLayout
+) -> None:
+    rows = fetch_records(sandbox.salesforce_store, "Contact")
+    stamps = [datetime.strptime(str(r["SystemModstamp"]), "%Y-%m-%dT%H:%M:%S.%f%z") for r in rows]
+    since, until = _window(stamps, 100, 60)
+    expected = {str(r["Id"]) for r, ts in zip(rows, stamps, strict=True) if since <= ts < until}
+    at_since = {str(r["Id"]) for r, ts in zip(rows, stamps, strict=True) if ts == since}
+    table = _table(
+        extract_object(
+            system=SALESFORCE, object_name="Contact", connection=_sf(salesforce_sim), since=since, until=until
+        ),
+        SALESFORCE,
+        "Contact",
+    )
+    got = table.column("Id").to_pylist()
+    assert set(got) == expected and len(got) == len(expected)
+    assert at_since <= set(got)  # the inclusive lower bound
+
+
+def test_hubspot_full_extract_equals_store(hubspot_sim: HubSpotSimulator, sandbox: SandboxLayout) -> None:
+    for object_name in ("companies", "contacts", "deals"):
+        drift = SchemaDrift("hubspot", object_name)
+        pages: list[PageInfo] = []
+        table = _table(
+            extract_object(
+                system=HUBSPOT,
+                object_name=object_name,
+                connection=_hs(hubspot_sim),
+                since=None,
+                until=None,
+                on_page=pages.append,
+                drift=drift,
+            ),
+            HUBSPOT,
+            object_name,
+        )
+        ids = table.column("id").to_pylist()
+        assert len(ids) == len(set(ids)) == count_records(sandbox.hubspot_store, object_name), object_name
+        archived = table.filter(pc.equal(table.column("archived"), "true")).num_rows
+        assert archived == len(ids) - count_records(sandbox.hubspot_store, object_name, include_deleted=False)
+        assert any(p.deleted_pass for p in pages) and any(not p.deleted_pass for p in pages)
+        assert not drift.undeclared, drift.describe()
+    # Deals carry their company from associations=companies.
+    stored = {str(r["id"]): r["company_id"] for r in fetch_records(sandbox.hubspot_store, "deals")}
+    for row in table.to_pylist():
+        company = stored[row["id"]]
+        assert row["company_id"] == (None if company is None else str(company))
+
+
+def test_pages_can_be_grouped_into_batches(hubspot_sim: HubSpotSimulator, sandbox: SandboxLayout) -> None:
+    pages: list[PageInfo] = []
+    batches = list(
+        extract_object(
+            system=HUBSPOT,
+            object_name="companies",
+            connection=_hs(hubspot_sim),
+            since=None,
+            until=None,
+            page_size=10,
+            pages_per_batch=5,
+            on_page=pages.append,
+        )
+    )
+    assert len(pages) > 2 * len(batches)
+    assert sum(b.num_rows for b in batches) == count_records(sandbox.hubspot_store, "companies")
+
+
+def test_hubspot_incremental_window_is_applied_client_side(
+    hubspot_sim: HubSpotSimulator, sandbox: SandboxLayout
+) -> None:
+    rows = [r for r in fetch_records(sandbox.hubspot_store, "contacts") if not r["archived"]]
+    stamps = [datetime.fromisoformat(str(r["lastmodifieddate"])) for r in rows]
+    since, until = _window(stamps, 200, 150)
+    expected = {str(r["id"]) for r, ts in zip(rows, stamps, strict=True) if since <= ts < until}
+    at_since = {str(r["id"]) for r, ts in zip(rows, stamps, strict=True) if ts == since}
+    table = _table(
+        extract_object(
+            system=HUBSPOT,
+            object_name="contacts",
+            connection=_hs(hubspot_sim),
+            since=since,
+            until=until,
+            include_deleted=False,
+        ),
+        HUBSPOT,
+        "contacts",
+    )
+    got = table.column("id").to_pylist()
+    assert set(got) == expected and len(got) == len(expected)
+    assert at_since and at_since <= set(got)
+
+
+def test_only_declared_fields_are_requested_and_drift_is_reported(hubspot_sim: HubSpotSimulator) -> None:
+    narrow = _with_fields(
+        HUBSPOT,
+        "contacts",
+        [
+            {"name": "id", "path": "id"},
+            {"name": "email", "path": "properties.email"},
+            {"name": "lastmodifieddate", "path": "properties.lastmodifieddate"},
+            {"name": "shoe_size", "path": "properties.shoe_size"},
+        ],
+    )
+    drift = SchemaDrift("hubspot", "contacts")
+    table = _table(
+        extract_object(
+            system=narrow,
+            object_name="contacts",
+            connection=_hs(hubspot_sim),
+            since=None,
+            until=None,
+            drift=drift,
+            include_deleted=False,
+        ),
+        narrow,
+        "contacts",
+    )
+    assert table.column_names == ["id", "email", "lastmodifieddate", "shoe_size", EXTRACTED_AT]
+    # HubSpot always adds createdate; firstname etc. were not asked for, so they are not there.
+    assert drift.undeclared == {"properties.createdate", "archived"}
+    assert drift.missing == {"shoe_size"}
+    assert "shoe_size" in drift.describe()
+
+
+def test_token_expiry_mid_run_recovers(salesforce_sim: SalesforceSimulator, sandbox: SandboxLayout) -> None:
+    expired: list[int] = []
+
+    def expire_after_first_page(info: PageInfo) -> None:
+        if info.page_number == 1:
+            salesforce_sim.expire_tokens()  # the session times out between two pages
+            expired.append(info.page_number)
+
+    before = len(salesforce_sim.request_log)
+    table = _table(
+        extract_object(
+            system=SALESFORCE,
+            object_name="Contact",
+            connection=_sf(salesforce_sim),
+            since=None,
+            until=None,
+            page_size=200,
+            on_page=expire_after_first_page,
+        ),
+        SALESFORCE,
+        "Contact",
+    )
+    log = list(salesforce_sim.request_log)[before:]
+    assert expired == [1]
+    assert table.num_rows == count_records(sandbox.salesforce_store, "Contact")
+    assert [r.status for r in log if r.status == 401] == [401]
+    assert sum(1 for r in log if r.path == "/services/oauth2/token") == 2
+
+
+def test_token_is_cached_between_extracts(salesforce_sim: SalesforceSimulator) -> None:
+    before = len(salesforce_sim.request_log)
+    for _ in range(2):
+        list(
+            extract_object(
+                system=SALESFORCE,
+                object_name="Account",
+                connection=_sf(salesforce_sim),
+                since=None,
+                until=None,
+            )
+        )
+    log = list(salesforce_sim.request_log)[before:]
+    assert sum(1 for r in log if r.path == "/services/oauth2/token") == 1
+
+
+def test_rate_limited_hubspot_still_completes(hubspot_sim: HubSpotSimulator, sandbox: SandboxLayout) -> None:
+    hubspot_sim.rate_limit = RateLimit(max_requests=3, interval_seconds=1.0)
+    hubspot_sim.faults.fail_next(429, 503)
+    before = len(hubspot_sim.request_log)
+    table = _table(
+        extract_object(
+            system=HUBSPOT, object_name="contacts", connection=_hs(hubspot_sim), since=None, until=None
+        ),
+        HUBSPOT,
+        "contacts",
+    )
+    statuses = [r.status for r in list(hubspot_sim.request_log)[before:]]
+    assert 429 in statuses and 503 in statuses
+    ids = table.column("id").to_pylist()
+    assert len(ids) == len(set(ids)) == count_records(sandbox.hubspot_store, "contacts")
+
+
+def test_transient_salesforce_errors_are_retried(
+    salesforce_sim: SalesforceSimulator, sandbox: SandboxLayout
+) -> None:
+    salesforce_sim.faults.fail_next(503, 429, 502)  # token request included: it retries too
+    table = _table(
+        extract_object(
+            system=SALESFORCE,
+            object_name="Opportunity",
+            connection=_sf(salesforce_sim),
+            since=None,
+            until=None,
+        ),
+        SALESFORCE,
+        "Opportunity",
+    )
+    assert table.num_rows == count_records(sandbox.salesforce_store, "Opportunity")
+
+
+def test_bad_request_names_system_object_and_fix(salesforce_sim: SalesforceSimulator) -> None:
+    broken = _with_fields(
+        SALESFORCE,
+        "Contact",
+        [{"name": "Id"}, {"name": "Fax__c"}, {"name": "SystemModstamp"}, {"name": "IsDeleted"}],
+    )
+    with pytest.raises(ApiRequestError) as info:
+        list(
+            extract_object(
+                system=broken, object_name="Contact", connection=_sf(salesforce_sim), since=None, until=None
+            )
+        )
+    message = str(info.value)
+    assert info.value.status == 400 and info.value.code == "INVALID_FIELD"
+    assert message.startswith(
+        "Salesforce Contact: GET /services/data/v62.0/queryAll failed: HTTP 400 INVALID_FIELD"
+    )
+    assert "Fax__c" in message
+    assert "Fix: check the declared fields" in message and "systems/salesforce.yaml" in message
+
+
+def test_wrong_secret_fails_clearly_without_leaking(salesforce_sim: SalesforceSimulator) -> None:
+    wrong = "wrong-secret-5b7c2d9e"
+    connection = _sf(salesforce_sim, secret=wrong)
+    with pytest.raises(AuthenticationError) as info:
+        list(
+            extract_object(
+                system=SALESFORCE, object_name="Account", connection=connection, since=None, until=None
+            )
+        )
+    text = f"{info.value} {info.value!r} {connection!r}"
+    assert "invalid_client" in text and "SALESFORCE_CLIENT_SECRET" in text
+    assert wrong not in text and SF_SECRET not in text
+
+
+def test_wrong_hubspot_token_fails_clearly_without_leaking(hubspot_sim: HubSpotSimulator) -> None:
+    wrong = "pat-eu1-wrong-0f3c9a"
+    with pytest.raises(AuthenticationError) as info:
+        list(
+            extract_object(
+                system=HUBSPOT,
+                object_name="deals",
+                connection=_hs(hubspot_sim, wrong),
+                since=None,
+                until=None,
+            )
+        )
+    assert "HTTP 401 INVALID_AUTHENTICATION" in str(info.value) and "HUBSPOT_ACCESS_TOKEN" in str(info.value)
+    assert wrong not in str(info.value) and wrong not in repr(info.value)
+
+
+def test_check_connection(salesforce_sim: SalesforceSimulator, hubspot_sim: HubSpotSimulator) -> None:
+    ok = check_connection(system=SALESFORCE, connection=_sf(salesforce_sim))
+    assert ok.ok and ok.fix == "" and salesforce_sim.base_url in ok.detail
+    assert check_connection(system=HUBSPOT, connection=_hs(hubspot_sim)).ok
+
+    refused = check_connection(system=SALESFORCE, connection=_sf(salesforce_sim, secret="nope-nope-nope"))
+    assert refused.reachable and not refused.authenticated and "SALESFORCE_CLIENT_SECRET" in refused.fix
+    assert "nope-nope-nope" not in refused.detail + refused.fix
+
+    bad_token = check_connection(system=HUBSPOT, connection=_hs(hubspot_sim, "pat-bad-token"))
+    assert bad_token.reachable and not bad_token.authenticated and "HUBSPOT_ACCESS_TOKEN" in bad_token.fix
+
+    with socket.socket() as sock:  # a port nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    down = check_connection(
+        system=HUBSPOT, connection=ConnectionSettings(base_url=f"http://127.0.0.1:{port}", access_token="x")
+    )
+    assert not down.reachable and "HUBSPOT_BASE_URL" in down.fix
+
+    insecure = check_connection(
+        system=HUBSPOT, connection=ConnectionSettings(base_url="http://api.hubapi.com", access_token="x")
+    )
+    assert not insecure.reachable and "https" in insecure.fix
+
+    missing = check_connection(
+        system=SALESFORCE, connection=ConnectionSettings(base_url=salesforce_sim.base_url)
+    )
+    assert not missing.authenticated and "SALESFORCE_CLIENT_ID" in missing.fix
+
+
+def test_resource_extracts_checks_and_hides_secrets(
+    hubspot_sim: HubSpotSimulator, sandbox: SandboxLayout
+) -> None:
+    resource = CrmApiResource(system="hubspot", base_url=hubspot_sim.base_url, access_token=HS_TOKEN)
+    assert HS_TOKEN not in repr(resource) and HS_TOKEN not in str(resource)
+    assert resource.check().ok
+    batches = list(resource.extract(object_name="companies", since=None, until=None))
+    assert sum(b.num_rows for b in batches) == count_records(sandbox.hubspot_store, "companies")
+    assert batches[0].schema == resource.output_schema(object_name="companies")
+
+
+def test_bad_arguments_fail_at_the_call_not_mid_iteration() -> None:
+    connection = ConnectionSettings(base_url="https://login.example.com", client_id="c", client_secret="s")
+    t0 = datetime(2026, 11, 25, tzinfo=UTC)
+    with pytest.raises(KeyError, match="Lead"):
+        extract_object(system=SALESFORCE, object_name="Lead", connection=connection, since=None, until=None)
+    with pytest.raises(ValueError, match="empty window"):
+        extract_object(system=SALESFORCE, object_name="Account", connection=connection, since=t0, until=t0)
+    with pytest.raises(InsecureURLError):
+        extract_object(
+            system=HUBSPOT,
+            object_name="deals",
+            connection=ConnectionSettings(base_url="http://api.hubapi.com", access_token="t"),
+            since=None,
+            until=None,
+        )
+    with pytest.raises(AuthenticationError, match="HUBSPOT_ACCESS_TOKEN"):
+        extract_object(
+            system=HUBSPOT,
+            object_name="deals",
+            connection=ConnectionSettings(base_url="https://api.hubapi.com"),
+            since=None,
+            until=None,
+        )
+
+
+def test_too_long_retry_after_fails_fast_with_advice(salesforce_sim: SalesforceSimulator) -> None:
+    salesforce_sim.rate_limit = RateLimit(max_requests=1, interval_seconds=900.0)
+    started = time.monotonic()
+    with pytest.raises(ApiRequestError) as info:
+        list(
+            extract_object(
+                system=SALESFORCE,
+                object_name="Contact",
+                connection=_sf(salesforce_sim),
+                since=None,
+                until=None,
+                page_size=200,
+            )
+        )
+    assert time.monotonic() - started < 5
+    assert info.value.status == 429 and "REQUEST_LIMIT_EXCEEDED" in str(info.value)
+    assert "asked to wait" in info.value.fix

@@ -1,0 +1,249 @@
+"""Paginators: given the request just made and its response, what is the next request?
+
+Each paginator is a pure function of (previous request, response body, records on that page), so
+it can be tested with a table of cases and no HTTP. The kinds follow dlt's REST client:
+
+* :class:`NextLinkPaginator`: the body names the next page's URL (Salesforce ``nextRecordsUrl``,
+  stop when ``done`` is true). Follow-up requests carry no query parameters, per Salesforce's docs.
+* :class:`CursorPaginator`: the body carries an opaque cursor sent back as a parameter (HubSpot
+  ``paging.next.after`` → ``?after=``).
+* :class:`OffsetPaginator` and :class:`PageNumberPaginator`: for later systems; they stop at the
+  reported total when the API gives one, else at the first short or empty page.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any, Final
+
+from crm_pipelines.connectors.spec import (
+    CursorPaging,
+    NextLinkPaging,
+    OffsetPaging,
+    PageNumberPaging,
+    PagingSpec,
+)
+
+
+class _Missing:
+    """Marks a path that is absent from a document (as opposed to present with a null value)."""
+
+    _instance: _Missing | None = None
+
+    def __new__(cls) -> _Missing:
+        if cls._instance is None:
+            cls._instance = super().__new__(cls)
+        return cls._instance
+
+    def __repr__(self) -> str:
+        return "MISSING"
+
+    def __bool__(self) -> bool:
+        return False
+
+
+MISSING: Final = _Missing()
+
+
+def resolve_path(data: Any, path: str) -> Any:
+    """Follow a dotted path through dicts and lists (numeric parts index lists).
+
+    Args:
+        data: A decoded JSON document.
+        path: E.g. ``properties.email`` or ``associations.companies.results.0.id``.
+
+    Returns:
+        The value, or :data:`MISSING` when any step does not exist.
+    """
+    current = data
+    for part in path.split("."):
+        if isinstance(current, Mapping):
+            if part not in current:
+                return MISSING
+            current = current[part]
+        elif isinstance(current, list) and part.lstrip("-").isdigit():
+            index = int(part)
+            if not -len(current) <= index < len(current):
+                return MISSING
+            current = current[index]
+        else:
+            return MISSING
+    return current
+
+
+@dataclass(frozen=True)
+class PageRequest:
+    """One GET: ``url`` is absolute or relative to the API base; params/headers already rendered."""
+
+    url: str
+    params: Mapping[str, str] = field(default_factory=dict)
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+
+class Paginator(ABC):
+    """Turns a page's response into the next request, or ``None`` when there are no more pages."""
+
+    def first_request(self, *, request: PageRequest, page_size: int) -> PageRequest:
+        """Add the paging parameters the first request needs (most kinds need none).
+
+        Args:
+            request: The rendered first request.
+            page_size: Records per page.
+
+        Returns:
+            The request to send first.
+        """
+        return request
+
+    @abstractmethod
+    def next_request(
+        self, *, previous: PageRequest, body: Any, records: Sequence[Any], page_size: int
+    ) -> PageRequest | None:
+        """Return the request for the next page, or ``None`` after the last page.
+
+        Args:
+            previous: The request that produced ``body``.
+            body: The decoded response body.
+            records: The records found on that page.
+            page_size: Records per page that were asked for.
+
+        Returns:
+            The next request or ``None``.
+        """
+
+
+class NextLinkPaginator(Paginator):
+    """Follow a URL found in the body until a ``done`` flag is true or the link is absent."""
+
+    def __init__(self, *, next_path: str, done_path: str | None = None) -> None:
+        self.next_path = next_path
+        self.done_path = done_path
+
+    def next_request(
+        self, *, previous: PageRequest, body: Any, records: Sequence[Any], page_size: int
+    ) -> PageRequest | None:
+        if self.done_path is not None and resolve_path(body, self.done_path) is True:
+            return None
+        link = resolve_path(body, self.next_path)
+        if not isinstance(link, str) or not link:
+            return None
+        return PageRequest(url=link, params={}, headers=previous.headers)
+
+
+class CursorPaginator(Paginator):
+    """Send the cursor found in the body back as a query parameter until there is none."""
+
+    def __init__(self, *, cursor_path: str, cursor_param: str) -> None:
+        self.cursor_path = cursor_path
+        self.cursor_param = cursor_param
+
+    def next_request(
+        self, *, previous: PageRequest, body: Any, records: Sequence[Any], page_size: int
+    ) -> PageRequest | None:
+        cursor = resolve_path(body, self.cursor_path)
+        if cursor is MISSING or cursor is None or cursor == "":
+            return None
+        return replace(previous, params={**previous.params, self.cursor_param: str(cursor)})
+
+
+class OffsetPaginator(Paginator):
+    """``offset``/``limit`` parameters; the offset advances by the records actually received."""
+
+    def __init__(
+        self,
+        *,
+        offset_param: str = "offset",
+        limit_param: str = "limit",
+        start: int = 0,
+        total_path: str | None = None,
+    ) -> None:
+        self.offset_param = offset_param
+        self.limit_param = limit_param
+        self.start = start
+        self.total_path = total_path
+
+    def first_request(self, *, request: PageRequest, page_size: int) -> PageRequest:
+        params = {**request.params, self.offset_param: str(self.start), self.limit_param: str(page_size)}
+        return replace(request, params=params)
+
+    def next_request(
+        self, *, previous: PageRequest, body: Any, records: Sequence[Any], page_size: int
+    ) -> PageRequest | None:
+        offset = int(previous.params.get(self.offset_param, self.start))
+        received = len(records)
+        if received == 0:
+            return None
+        next_offset = offset + received
+        total = _as_int(resolve_path(body, self.total_path)) if self.total_path else None
+        if total is not None:
+            if next_offset >= total:
+                return None
+        elif received < page_size:
+            return None
+        return replace(previous, params={**previous.params, self.offset_param: str(next_offset)})
+
+
+class PageNumberPaginator(Paginator):
+    """A page number parameter starting at ``start``."""
+
+    def __init__(
+        self, *, page_param: str = "page", start: int = 1, total_pages_path: str | None = None
+    ) -> None:
+        self.page_param = page_param
+        self.start = start
+        self.total_pages_path = total_pages_path
+
+    def first_request(self, *, request: PageRequest, page_size: int) -> PageRequest:
+        return replace(request, params={**request.params, self.page_param: str(self.start)})
+
+    def next_request(
+        self, *, previous: PageRequest, body: Any, records: Sequence[Any], page_size: int
+    ) -> PageRequest | None:
+        page = int(previous.params.get(self.page_param, self.start))
+        if not records:
+            return None
+        total_pages = _as_int(resolve_path(body, self.total_pages_path)) if self.total_pages_path else None
+        if total_pages is not None:
+            if page - self.start + 1 >= total_pages:
+                return None
+        elif len(records) < page_size:
+            return None
+        return replace(previous, params={**previous.params, self.page_param: str(page + 1)})
+
+
+def _as_int(value: Any) -> int | None:
+    if value is MISSING or value is None or isinstance(value, bool):
+        return None
+    try:
+        return int(str(value))
+    except ValueError:
+        return None
+
+
+def make_paginator(*, spec: PagingSpec) -> Paginator:
+    """Build the paginator a system declares.
+
+    Args:
+        spec: The system's paging declaration.
+
+    Returns:
+        A paginator.
+    """
+    if isinstance(spec, NextLinkPaging):
+        return NextLinkPaginator(next_path=spec.next_path, done_path=spec.done_path)
+    if isinstance(spec, CursorPaging):
+        return CursorPaginator(cursor_path=spec.cursor_path, cursor_param=spec.cursor_param)
+    if isinstance(spec, OffsetPaging):
+        return OffsetPaginator(
+            offset_param=spec.offset_param,
+            limit_param=spec.limit_param,
+            start=spec.start,
+            total_path=spec.total_path,
+        )
+    if isinstance(spec, PageNumberPaging):
+        return PageNumberPaginator(
+            page_param=spec.page_param, start=spec.start, total_pages_path=spec.total_pages_path
+        )
+    raise TypeError(f"unsupported paging kind {spec!r}")  # pragma: no cover - the spec union is closed
