@@ -5,6 +5,7 @@ import json
 import posixpath
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
 import pyarrow as pa
@@ -65,7 +66,7 @@ def land_file(
     extracted_at = pa.scalar(dt.datetime.now(dt.UTC), type=pa.timestamp("us", tz="UTC"))
     schema = file_schema(declared)
     progress = ProgressLog(log, f"{source}/{name}") if log else None
-    quarantine_rows: list[dict[str, str | None]] = []
+    quarantine_rows: list[dict[str, Any]] = []
     rejected: str | None = None
     with ParquetSink(folder / f"{version}.parquet", schema) as sink:
         try:

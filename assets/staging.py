@@ -7,7 +7,9 @@ The suite's result is a blocking asset check: a broken feed stops the load.
 """
 
 import tempfile
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
 
@@ -24,9 +26,27 @@ from resources.lake import LakeResource
 BATCH_ROWS = 100_000
 
 
+@dataclass
+class SourceStaging:
+    """What staging did with one source's rows of an entity."""
+
+    source: str
+    skipped: str | None = None
+    rows_mapped: int = 0
+    duplicate_keys_collapsed: int = 0
+    rows_valid: int = 0
+    rows_quarantined: int = 0
+    suite_success: bool = True
+    failed_rules: list[str] = field(default_factory=list)
+    quality: dict[str, Any] = field(default_factory=dict)
+
+    def counts(self) -> dict[str, Any]:
+        return {k: v for k, v in asdict(self).items() if k != "quality"}
+
+
 def stage_entity(
     *, entity: str, lake_dir: Path, partition: str, log: dg.DagsterLogManager
-) -> dict[str, dict[str, object]]:
+) -> list[SourceStaging]:
     """Map, deduplicate by source key and validate one entity for one partition.
 
     Args:
@@ -36,12 +56,12 @@ def stage_entity(
         log: Where progress goes.
 
     Returns:
-        Per source: counts and the quality summary.
+        One outcome per declared source of the entity.
     """
     schema = ENTITIES[entity]
     staging = reset_dir(partition_dir(lake_dir, "staging", "canonical", entity, partition))
     quarantine = reset_dir(partition_dir(lake_dir, "quarantine", "quality", entity, partition))
-    per_source: dict[str, dict[str, object]] = {}
+    outcomes: list[SourceStaging] = []
     con = mapping_connection()
     try:
         for planned in plan_entity(
@@ -51,18 +71,23 @@ def stage_entity(
                 log.warning(
                     f"{entity} from {planned.source}: no data for {partition} in {list(planned.missing_inputs)}"
                 )
-                per_source[planned.source] = {"skipped": f"no input in {list(planned.missing_inputs)}"}
+                outcomes.append(
+                    SourceStaging(planned.source, skipped=f"no input in {list(planned.missing_inputs)}")
+                )
                 continue
             progress = ProgressLog(log, f"{entity} from {planned.source}")
             with tempfile.TemporaryDirectory(dir=lake_dir) as scratch:
                 # Materialise the mapping once: the normalising UDFs are the costly part.
                 mapped = Path(scratch) / "mapped.parquet"
-                con.execute(f"COPY ({planned.sql}) TO {quote_literal(str(mapped))} (FORMAT parquet)")
+                con.execute(
+                    f"COPY ({planned.sql}) TO {quote_literal(str(mapped))} (FORMAT parquet)"
+                ).fetchall()
                 scan = scan_parquet(mapped)
-                row = con.execute(f"SELECT count(*), count(DISTINCT record_id) FROM {scan}").fetchone()
-                mapped_rows, distinct = (int(row[0]), int(row[1])) if row else (0, 0)
+                ((mapped_rows, distinct),) = con.execute(
+                    f"SELECT count(*), count(DISTINCT record_id) FROM {scan}"
+                ).fetchall()
                 # Several rows with one source key (an overlapping page, a corrected line): keep the newest.
-                reader = con.execute(
+                reader = con.sql(
                     f"SELECT * FROM {scan} "
                     "QUALIFY row_number() OVER (PARTITION BY record_id ORDER BY updated_at DESC NULLS LAST, _raw) = 1"
                 ).to_arrow_reader(BATCH_ROWS)
@@ -76,18 +101,21 @@ def stage_entity(
                         quarantine_sink.write(result.quarantine)
             progress.done()
             summary = run.summary
-            per_source[planned.source] = {
-                "rows_mapped": mapped_rows,
-                "duplicate_keys_collapsed": mapped_rows - distinct,
-                "rows_valid": summary.rows_valid,
-                "rows_quarantined": summary.rows_quarantined,
-                "suite_success": summary.success,
-                "failed_rules": summary.failed_rules,
-                "quality": summary.to_dict(),
-            }
+            outcomes.append(
+                SourceStaging(
+                    planned.source,
+                    rows_mapped=int(mapped_rows),
+                    duplicate_keys_collapsed=int(mapped_rows) - int(distinct),
+                    rows_valid=summary.rows_valid,
+                    rows_quarantined=summary.rows_quarantined,
+                    suite_success=summary.success,
+                    failed_rules=summary.failed_rules,
+                    quality=summary.to_dict(),
+                )
+            )
     finally:
         con.close()
-    return per_source
+    return outcomes
 
 
 def _build_staging(entity: str, inputs: list[dg.AssetKey]) -> dg.AssetsDefinition:
@@ -116,32 +144,30 @@ def _build_staging(entity: str, inputs: list[dg.AssetKey]) -> dg.AssetsDefinitio
         ],
     )
     def _staging(context: dg.AssetExecutionContext, lake: LakeResource):  # type: ignore[no-untyped-def]
-        per_source = stage_entity(
+        outcomes = stage_entity(
             entity=entity, lake_dir=lake.path, partition=context.partition_key, log=context.log
         )
-        checked = {s: v for s, v in per_source.items() if "suite_success" in v}
+        checked = [o for o in outcomes if o.skipped is None]
         yield dg.MaterializeResult(
             metadata={
-                "rows": dg.MetadataValue.int(sum(int(v["rows_valid"]) for v in checked.values())),  # type: ignore[call-overload]
-                "rows_quarantined": dg.MetadataValue.int(
-                    sum(int(v["rows_quarantined"]) for v in checked.values())
-                ),  # type: ignore[call-overload]
+                "rows": dg.MetadataValue.int(sum(o.rows_valid for o in checked)),
+                "rows_quarantined": dg.MetadataValue.int(sum(o.rows_quarantined for o in checked)),
                 "duplicate_keys_collapsed": dg.MetadataValue.int(
-                    sum(int(v["duplicate_keys_collapsed"]) for v in checked.values())  # type: ignore[call-overload]
+                    sum(o.duplicate_keys_collapsed for o in checked)
                 ),
-                "per_source": dg.MetadataValue.json(
-                    {s: {k: v for k, v in d.items() if k != "quality"} for s, d in per_source.items()}
-                ),
+                "per_source": dg.MetadataValue.json({o.source: o.counts() for o in outcomes}),
             }
         )
-        failed = {s: v["failed_rules"] for s, v in checked.items() if not v["suite_success"]}
+        failed = [o for o in checked if not o.suite_success]
         yield dg.AssetCheckResult(
             check_name="quality_suite",
             passed=not failed,
             severity=dg.AssetCheckSeverity.ERROR,
-            description="; ".join(f"{s}: rules {r} below their 'mostly' threshold" for s, r in failed.items())
+            description="; ".join(
+                f"{o.source}: rules {o.failed_rules} below their 'mostly' threshold" for o in failed
+            )
             or "every rule met its threshold; failing rows are in ops.quarantine",
-            metadata={s: dg.MetadataValue.json(v["quality"]) for s, v in checked.items()},
+            metadata={o.source: dg.MetadataValue.json(o.quality) for o in checked},
         )
 
     return _staging

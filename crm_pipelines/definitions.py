@@ -19,7 +19,7 @@ from assets.sftp_files import build_sftp_assets
 from assets.staging import build_staging_assets
 from assets.warehouse import build_core_load_assets, build_raw_load_assets
 from crm_pipelines import settings
-from crm_pipelines.jobs import build_nightly_sync_job, build_sftp_ingest_job
+from crm_pipelines.jobs import nightly_sync_job, sftp_ingest_job
 from resources.crm_api import CrmApiResource
 from resources.erp_database import ErpDatabaseResource
 from resources.lake import LakeResource, WarehouseResource
@@ -53,14 +53,14 @@ def build_resources() -> dict[str, object]:
         ),
         # Local paths, not secrets: defaults apply when the variables are unset.
         "lake": LakeResource(root=os.environ.get(settings.LAKE_DIR, settings.DEFAULT_LAKE_DIR)),
-        "warehouse": WarehouseResource(url=os.environ.get(settings.WAREHOUSE_URL, settings.DEFAULT_WAREHOUSE_URL)),
+        "warehouse": WarehouseResource(
+            url=os.environ.get(settings.WAREHOUSE_URL, settings.DEFAULT_WAREHOUSE_URL)
+        ),
     }
 
 
 @dg.definitions
 def defs() -> dg.Definitions:
-    nightly_sync = build_nightly_sync_job()
-    sftp_ingest = build_sftp_ingest_job()
     return dg.Definitions(
         assets=[
             *build_crm_api_assets(),
@@ -73,7 +73,7 @@ def defs() -> dg.Definitions:
             *build_mart_assets(),
             reconciliation,
         ],
-        jobs=[nightly_sync, sftp_ingest],
+        jobs=[nightly_sync_job, sftp_ingest_job],
         schedules=[build_nightly_schedule(job_name="nightly_sync", timezone=settings.current_timezone())],
         sensors=[build_sftp_arrival_sensor(job_name="sftp_file_ingest")],
         resources=build_resources(),

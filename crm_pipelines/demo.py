@@ -23,7 +23,7 @@ class DemoOutcome:
     seconds: float
     step_rows: list[tuple[str, str, int | None]] = field(default_factory=list)
     checks: list[tuple[str, str, bool, str]] = field(default_factory=list)
-    reconciliation: list[tuple[object, ...]] = field(default_factory=list)
+    reconciliation: list[tuple[str, str, int, int, int, int, bool]] = field(default_factory=list)
     marts: dict[str, int] = field(default_factory=dict)
     quarantine: list[tuple[object, ...]] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
@@ -73,7 +73,7 @@ def run_nightly(*, partition: str, console: Console) -> DemoOutcome:
                 row = con.execute(f"SELECT count(*) FROM marts.{mart}").fetchone()
                 outcome.marts[mart] = int(row[0]) if row else 0
         if table_exists(con, "ops", "reconciliation"):
-            outcome.reconciliation = con.execute(
+            outcome.reconciliation = con.execute(  # type: ignore[assignment]
                 "SELECT source, entity, extracted, loaded, merged, quarantined, adds_up FROM ops.reconciliation "
                 "WHERE run_id = ? ORDER BY entity, source",
                 [result.run_id],
@@ -122,25 +122,27 @@ def print_summary(outcome: DemoOutcome, *, console: Console) -> None:
     for column in ("asset", "check", "result", "detail"):
         checks.add_column(column)
     for asset, name, passed, description in outcome.checks:
-        checks.add_row(asset, name, "[green]passed[/]" if passed else "[red]failed[/]", "" if passed else description)
+        checks.add_row(
+            asset, name, "[green]passed[/]" if passed else "[red]failed[/]", "" if passed else description
+        )
     console.print(checks)
 
     if outcome.quarantine:
         quarantine = Table(title="Quarantined rows by rule (ops.quarantine)")
         for column in ("source", "entity", "rule", "rows"):
             quarantine.add_column(column)
-        for source, entity, rule, count in outcome.quarantine:
-            quarantine.add_row(str(source), str(entity), str(rule), f"{count:,}")
+        for q_source, q_entity, rule, count in outcome.quarantine:
+            quarantine.add_row(str(q_source), str(q_entity), str(rule), f"{count:,}")
         console.print(quarantine)
 
-    passed = sum(1 for c in outcome.checks if c[2])
-    merged = sum(int(r[4]) for r in outcome.reconciliation if r[0] != "all")
-    quarantined = sum(int(r[5]) for r in outcome.reconciliation if r[0] != "all")
+    checks_passed = sum(1 for c in outcome.checks if c[2])
+    total_merged = sum(r[4] for r in outcome.reconciliation if r[0] != "all")
+    total_quarantined = sum(r[5] for r in outcome.reconciliation if r[0] != "all")
     console.print(
         "\nMarts: "
         + ", ".join(f"marts.{k} {v:,} rows" for k, v in outcome.marts.items())
-        + f"\nDuplicates merged: {merged:,}   rows quarantined: {quarantined:,}   "
-        f"checks passed: {passed}/{len(outcome.checks)}   run time: {outcome.seconds:.1f}s"
+        + f"\nDuplicates merged: {total_merged:,}   rows quarantined: {total_quarantined:,}   "
+        f"checks passed: {checks_passed}/{len(outcome.checks)}   run time: {outcome.seconds:.1f}s"
     )
     for failure in outcome.failures:
         console.print(f"[red]failed[/] {failure}")

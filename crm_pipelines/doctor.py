@@ -32,7 +32,14 @@ def _crm(system: str, names: tuple[str, ...], **fields: str) -> DoctorRow:
 
     if missing := _missing(*names):
         return DoctorRow(system, False, None, None, "not configured", "set " + ", ".join(missing))
-    resource = CrmApiResource(system=system, **{k: os.environ[v] for k, v in fields.items()})
+    values = {k: os.environ[v] for k, v in fields.items()}
+    resource = CrmApiResource(
+        system=system,
+        base_url=values["base_url"],
+        client_id=values.get("client_id"),
+        client_secret=values.get("client_secret"),
+        access_token=values.get("access_token"),
+    )
     check = resource.check()
     return DoctorRow(system, True, check.reachable, check.authenticated, check.detail, check.fix)
 
@@ -65,8 +72,14 @@ def check_erp() -> DoctorRow:
         version = ErpDatabaseResource(url=os.environ[settings.ERP_DATABASE_URL]).check()
     except Exception as exc:  # the driver's own message says what is wrong
         text = str(exc).splitlines()[0]
-        return DoctorRow("erp database", True, False, False, text[:200],
-                         "check host, port, database name and credentials in ERP_DATABASE_URL")
+        return DoctorRow(
+            "erp database",
+            True,
+            False,
+            False,
+            text[:200],
+            "check host, port, database name and credentials in ERP_DATABASE_URL",
+        )
     return DoctorRow("erp database", True, True, True, version, "")
 
 
@@ -74,13 +87,20 @@ def check_sftp() -> DoctorRow:
     from crm_pipelines.files.sftp import HostKeyRejected, SFTPAuthError
     from resources.sftp import SFTPResource
 
-    names = (settings.SFTP_HOST, settings.SFTP_PORT, settings.SFTP_USERNAME, settings.SFTP_PRIVATE_KEY_PATH,
-             settings.SFTP_KNOWN_HOSTS)
+    names = (
+        settings.SFTP_HOST,
+        settings.SFTP_PORT,
+        settings.SFTP_USERNAME,
+        settings.SFTP_PRIVATE_KEY_PATH,
+        settings.SFTP_KNOWN_HOSTS,
+    )
     if missing := _missing(*names):
         return DoctorRow("sftp", False, None, None, "not configured", "set " + ", ".join(missing))
     resource = SFTPResource(
-        host=os.environ[settings.SFTP_HOST], port=int(os.environ[settings.SFTP_PORT]),
-        username=os.environ[settings.SFTP_USERNAME], private_key_path=os.environ[settings.SFTP_PRIVATE_KEY_PATH],
+        host=os.environ[settings.SFTP_HOST],
+        port=int(os.environ[settings.SFTP_PORT]),
+        username=os.environ[settings.SFTP_USERNAME],
+        private_key_path=os.environ[settings.SFTP_PRIVATE_KEY_PATH],
         known_hosts_path=os.environ[settings.SFTP_KNOWN_HOSTS],
         finance_dir=os.environ.get(settings.SFTP_FINANCE_DIR, settings.DEFAULT_SFTP_FINANCE_DIR),
         timeout_seconds=10,
@@ -89,13 +109,27 @@ def check_sftp() -> DoctorRow:
         with resource.session() as session:
             files = session.list_files(resource.finance_dir, "*")
     except HostKeyRejected as exc:
-        return DoctorRow("sftp", True, True, False, str(exc)[:200],
-                         "add the server's host key to SFTP_KNOWN_HOSTS (ssh-keyscan, verified out of band)")
+        return DoctorRow(
+            "sftp",
+            True,
+            True,
+            False,
+            str(exc)[:200],
+            "add the server's host key to SFTP_KNOWN_HOSTS (ssh-keyscan, verified out of band)",
+        )
     except SFTPAuthError as exc:
-        return DoctorRow("sftp", True, True, False, str(exc)[:200],
-                         "install the public key of SFTP_PRIVATE_KEY_PATH for SFTP_USERNAME on the server")
+        return DoctorRow(
+            "sftp",
+            True,
+            True,
+            False,
+            str(exc)[:200],
+            "install the public key of SFTP_PRIVATE_KEY_PATH for SFTP_USERNAME on the server",
+        )
     except (OSError, Exception) as exc:  # network errors and missing folders read best in their own words
-        return DoctorRow("sftp", True, False, None, str(exc)[:200], "check SFTP_HOST, SFTP_PORT and SFTP_FINANCE_DIR")
+        return DoctorRow(
+            "sftp", True, False, None, str(exc)[:200], "check SFTP_HOST, SFTP_PORT and SFTP_FINANCE_DIR"
+        )
     return DoctorRow("sftp", True, True, True, f"{len(files)} file(s) in {resource.finance_dir}", "")
 
 
@@ -107,11 +141,19 @@ def check_warehouse() -> DoctorRow:
         with Warehouse(url, lock_timeout=10).connect() as con:
             con.execute("SELECT 1")
     except Exception as exc:
-        return DoctorRow("warehouse", True, False, None, str(exc)[:200], "WAREHOUSE_URL must be duckdb:///<writable path>")
+        return DoctorRow(
+            "warehouse", True, False, None, str(exc)[:200], "WAREHOUSE_URL must be duckdb:///<writable path>"
+        )
     return DoctorRow("warehouse", True, True, True, url, "")
 
 
-CHECKS: tuple[Callable[[], DoctorRow], ...] = (check_salesforce, check_hubspot, check_erp, check_sftp, check_warehouse)
+CHECKS: tuple[Callable[[], DoctorRow], ...] = (
+    check_salesforce,
+    check_hubspot,
+    check_erp,
+    check_sftp,
+    check_warehouse,
+)
 
 
 def run_checks() -> list[DoctorRow]:

@@ -76,8 +76,11 @@ def normalize_country(value: str | None) -> str | None:
         return key
     if len(key) == 3 and (country := pycountry.countries.get(alpha_3=key)):
         return str(country.alpha_2)
-    for attribute in ("name", "official_name", "common_name"):
-        match = pycountry.countries.get(**{attribute: text})
+    for match in (
+        pycountry.countries.get(name=text),
+        pycountry.countries.get(official_name=text),
+        pycountry.countries.get(common_name=text),
+    ):
         if match:
             return str(match.alpha_2)
     return key
@@ -155,7 +158,8 @@ def register_udfs(con: duckdb.DuckDBPyConnection) -> None:
         ("norm_domain", normalize_domain),
         ("norm_text", clean_text),
     ):
-        con.create_function(
+        # The stubs do not know the "arrow" UDF form.
+        con.create_function(  # type: ignore[call-overload]
             name,
             _arrow_udf1(fn),
             [varchar],
@@ -164,7 +168,7 @@ def register_udfs(con: duckdb.DuckDBPyConnection) -> None:
             null_handling="special",
             side_effects=False,
         )
-    con.create_function(
+    con.create_function(  # type: ignore[call-overload]
         "norm_phone",
         _phone_udf,
         [varchar, varchar],
