@@ -67,14 +67,18 @@ class Sandbox:
         client_id = "crm-pipelines-sandbox"
         client_secret = secrets.token_urlsafe(24)
         hubspot_token = "pat-sandbox-" + secrets.token_hex(16)
-        self._salesforce = SalesforceSimulator(layout.salesforce_store, client_id=client_id, client_secret=client_secret)
+        self._salesforce = SalesforceSimulator(
+            layout.salesforce_store, client_id=client_id, client_secret=client_secret
+        )
         self._hubspot = HubSpotSimulator(layout.hubspot_store, access_token=hubspot_token)
         salesforce_url = self._salesforce.start()
         hubspot_url = self._hubspot.start()
 
         keys = make_keys(self.root / "keys")
         self._sftp = SandboxSFTPServer(
-            layout.sftp_root, username=SFTP_USER, authorized_key=keys.client_public_key_path,
+            layout.sftp_root,
+            username=SFTP_USER,
+            authorized_key=keys.client_public_key_path,
             host_key_path=keys.host_key_path,
         )
         port = self._sftp.start()
