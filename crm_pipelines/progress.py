@@ -18,7 +18,9 @@ class ProgressLog:
         every_seconds: Minimum time between two lines.
     """
 
-    def __init__(self, log: logging.Logger | logging.LoggerAdapter, label: str, every_seconds: float = 5.0) -> None:
+    def __init__(
+        self, log: logging.Logger | logging.LoggerAdapter, label: str, every_seconds: float = 5.0
+    ) -> None:
         self.log = log
         self.label = label
         self.every = every_seconds

@@ -1,6 +1,5 @@
 """The nightly schedule: 02:00 in the business timezone, for the business day that just ended."""
 
-
 import datetime as dt
 from zoneinfo import ZoneInfo
 

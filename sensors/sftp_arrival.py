@@ -1,6 +1,5 @@
 """SFTP file-arrival sensor: one run per new, completely written file."""
 
-
 import json
 import time
 
@@ -23,7 +22,10 @@ def match_dataset(name: str) -> tuple[str, str, str] | None:
 
 
 def evaluate_arrivals(
-    *, files: list[tuple[str, str, int, float]], cursor: dict[str, dict[str, list[object]]], now: float,
+    *,
+    files: list[tuple[str, str, int, float]],
+    cursor: dict[str, dict[str, list[object]]],
+    now: float,
     stable_seconds: float,
 ) -> tuple[list[dg.RunRequest], dict[str, dict[str, list[object]]], list[str]]:
     """Decide which listed files are complete and new.
@@ -99,6 +101,8 @@ def build_sftp_arrival_sensor(*, job_name: str) -> dg.SensorDefinition:
                 if waiting
                 else f"no new files in {sftp.finance_dir}"
             )
-        return dg.SensorResult(run_requests=requests, cursor=json.dumps(new_cursor, sort_keys=True), skip_reason=skip)
+        return dg.SensorResult(
+            run_requests=requests, cursor=json.dumps(new_cursor, sort_keys=True), skip_reason=skip
+        )
 
     return _sensor

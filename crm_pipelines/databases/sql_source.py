@@ -80,12 +80,16 @@ def read_table_batches(
     names = list(read.columns) if read.columns is not None else [c.name for c in table.columns]
     missing = [n for n in names if n not in table.c]
     if missing:
-        raise LookupError(f"table {read.table!r} has no column(s) {missing}; it has {[c.name for c in table.c]}")
+        raise LookupError(
+            f"table {read.table!r} has no column(s) {missing}; it has {[c.name for c in table.c]}"
+        )
     enforced = engine.dialect.name != "sqlite"
     # SQLite hands back whatever text was stored, so read raw values instead of letting the
     # dialect's date/decimal processors raise on a malformed one.
     columns = [
-        table.c[n] if enforced or isinstance(table.c[n].type, sa.Integer | sa.Boolean) else sa.type_coerce(table.c[n], sa.String()).label(n)
+        table.c[n]
+        if enforced or isinstance(table.c[n].type, sa.Integer | sa.Boolean)
+        else sa.type_coerce(table.c[n], sa.String()).label(n)
         for n in names
     ]
     schema = pa.schema([pa.field(n, arrow_type(table.c[n].type, enforced=enforced)) for n in names])

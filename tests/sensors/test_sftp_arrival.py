@@ -31,7 +31,9 @@ def test_a_corrected_file_under_the_same_name_fires_again() -> None:
 
 def test_files_that_match_no_drop_are_reported_not_launched() -> None:
     requests, cursor, notes = evaluate_arrivals(
-        files=[("holiday_photos.zip", "/outbound/finance/holiday_photos.zip", 5, 1.0)], cursor={}, now=0.0,
+        files=[("holiday_photos.zip", "/outbound/finance/holiday_photos.zip", 5, 1.0)],
+        cursor={},
+        now=0.0,
         stable_seconds=0,
     )
     assert requests == [] and cursor["pending"] == {}

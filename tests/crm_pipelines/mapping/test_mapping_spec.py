@@ -12,7 +12,14 @@ from crm_pipelines.mapping.spec import Mappings, load_mappings
 
 def test_packaged_mappings_validate_and_cover_every_entity() -> None:
     mappings = load_mappings()
-    assert set(mappings.entities) == {"account", "contact", "opportunity", "sales_order", "invoice", "payment"}
+    assert set(mappings.entities) == {
+        "account",
+        "contact",
+        "opportunity",
+        "sales_order",
+        "invoice",
+        "payment",
+    }
     assert mappings.entity_of("finance_sftp/invoices") == "invoice"
 
 
@@ -21,7 +28,11 @@ def test_packaged_mappings_validate_and_cover_every_entity() -> None:
     [
         pytest.param({"unicorn": []}, "unknown entity", id="unknown-entity"),
         pytest.param(
-            {"account": [{"source": "x", "inputs": {"a": "x/a"}, "id": "Id", "columns": {"colour": {"from": "c"}}}]},
+            {
+                "account": [
+                    {"source": "x", "inputs": {"a": "x/a"}, "id": "Id", "columns": {"colour": {"from": "c"}}}
+                ]
+            },
             "unknown columns",
             id="unknown-column",
         ),
@@ -31,8 +42,16 @@ def test_packaged_mappings_validate_and_cover_every_entity() -> None:
             id="injection-in-identifier",
         ),
         pytest.param(
-            {"account": [{"source": "x", "inputs": {"a": "x/a"}, "id": "Id",
-                          "columns": {"phone": {"from": "Phone", "transform": "phone"}}}]},
+            {
+                "account": [
+                    {
+                        "source": "x",
+                        "inputs": {"a": "x/a"},
+                        "id": "Id",
+                        "columns": {"phone": {"from": "Phone", "transform": "phone"}},
+                    }
+                ]
+            },
             "country_from",
             id="phone-needs-country",
         ),
@@ -65,7 +84,9 @@ def test_mapping_sql_converts_normalises_and_keeps_the_raw_row(tmp_path: Path) -
         folder / "part-0000.parquet",
     )
     mapping = next(m for m in load_mappings().entities["account"] if m.source == "salesforce")
-    planned = plan_mapping(entity="account", mapping=mapping, value_maps={}, lake_dir=tmp_path, partition="2026-11-25")
+    planned = plan_mapping(
+        entity="account", mapping=mapping, value_maps={}, lake_dir=tmp_path, partition="2026-11-25"
+    )
     assert planned.sql is not None
     con = mapping_connection()
     rows = con.execute(planned.sql + " ORDER BY record_id").to_arrow_table().to_pylist()
@@ -85,6 +106,8 @@ def test_mapping_sql_converts_normalises_and_keeps_the_raw_row(tmp_path: Path) -
 
 def test_missing_input_is_reported_not_crashed(tmp_path: Path) -> None:
     mapping = load_mappings().entities["invoice"][1]
-    planned = plan_mapping(entity="invoice", mapping=mapping, value_maps={}, lake_dir=tmp_path, partition="2026-11-25")
+    planned = plan_mapping(
+        entity="invoice", mapping=mapping, value_maps={}, lake_dir=tmp_path, partition="2026-11-25"
+    )
     assert planned.sql is None
     assert "finance_sftp/invoices" in planned.missing_inputs

@@ -35,9 +35,21 @@ def test_unusable_phone_stays_visible_for_quarantine() -> None:
 @pytest.mark.parametrize(
     ("raw", "expected"),
     [
-        ("Germany", "DE"), ("Deutschland", "DE"), ("de", "DE"), ("DEU", "DE"), ("USA", "US"), ("U.S.", "US"),
-        ("United States", "US"), ("UK", "GB"), ("United Kingdom", "GB"), ("Netherlands", "NL"), ("France", "FR"),
-        ("Atlantis", "ATLANTIS"), ("XX", "XX"), (None, None), ("", None),
+        ("Germany", "DE"),
+        ("Deutschland", "DE"),
+        ("de", "DE"),
+        ("DEU", "DE"),
+        ("USA", "US"),
+        ("U.S.", "US"),
+        ("United States", "US"),
+        ("UK", "GB"),
+        ("United Kingdom", "GB"),
+        ("Netherlands", "NL"),
+        ("France", "FR"),
+        ("Atlantis", "ATLANTIS"),
+        ("XX", "XX"),
+        (None, None),
+        ("", None),
     ],
 )
 def test_countries_become_iso2_or_stay_visible(raw: str | None, expected: str | None) -> None:

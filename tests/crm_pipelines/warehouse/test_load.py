@@ -33,9 +33,15 @@ def test_replacing_a_partition_twice_changes_nothing(tmp_path: Path) -> None:
 def test_a_new_source_column_is_added_not_an_error(tmp_path: Path) -> None:
     warehouse = Warehouse(f"duckdb:///{tmp_path}/w.duckdb")
     with warehouse.transaction() as con:
-        replace_partition(con, schema="raw", table="t", parquet_glob=_write(tmp_path / "a", id=["1"]), partition="d1")
         replace_partition(
-            con, schema="raw", table="t", parquet_glob=_write(tmp_path / "b", id=["2"], extra=["x"]), partition="d2"
+            con, schema="raw", table="t", parquet_glob=_write(tmp_path / "a", id=["1"]), partition="d1"
+        )
+        replace_partition(
+            con,
+            schema="raw",
+            table="t",
+            parquet_glob=_write(tmp_path / "b", id=["2"], extra=["x"]),
+            partition="d2",
         )
         assert con.execute("SELECT id, extra FROM raw.t ORDER BY id").fetchall() == [("1", None), ("2", "x")]
 
@@ -47,10 +53,21 @@ def test_merge_never_rolls_back_to_an_older_version(tmp_path: Path) -> None:
     warehouse = Warehouse(f"duckdb:///{tmp_path}/w.duckdb")
     for glob in (newer, older, newer):
         with warehouse.transaction() as con:
-            merge_by_key(con, schema="core", table="t", parquet_glob=glob, key="record_id", partition="p",
-                         version_column="updated_at")
+            merge_by_key(
+                con,
+                schema="core",
+                table="t",
+                parquet_glob=glob,
+                key="record_id",
+                partition="p",
+                version_column="updated_at",
+            )
     with warehouse.connect(read_only=True) as con:
-        assert con.execute("SELECT record_id, v FROM core.t ORDER BY 1").fetchall() == [("1", 1), ("2", 2), ("3", 3)]
+        assert con.execute("SELECT record_id, v FROM core.t ORDER BY 1").fetchall() == [
+            ("1", 1),
+            ("2", 2),
+            ("3", 3),
+        ]
 
 
 def test_a_failed_load_leaves_nothing_behind(tmp_path: Path) -> None:
@@ -60,7 +77,9 @@ def test_a_failed_load_leaves_nothing_behind(tmp_path: Path) -> None:
         replace_partition(con, schema="raw", table="t", parquet_glob=glob, partition="d1")
         raise RuntimeError("the load failed half way")
     with warehouse.connect(read_only=True) as con:
-        assert con.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = 't'").fetchone() == (0,)
+        assert con.execute(
+            "SELECT count(*) FROM information_schema.tables WHERE table_name = 't'"
+        ).fetchone() == (0,)
 
 
 def test_writers_take_turns(tmp_path: Path) -> None:
