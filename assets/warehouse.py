@@ -23,6 +23,7 @@ from crm_pipelines.warehouse.load import (
     replace_table,
 )
 from crm_pipelines.warehouse.quarantine import replace_quarantine
+from crm_pipelines.warehouse.watermarks import advance_watermark, read_pending
 from resources.lake import LakeResource, WarehouseResource
 
 FACT_ENTITIES = ("opportunity", "sales_order", "invoice", "payment")
@@ -57,6 +58,7 @@ def _build_raw_load(source: str, datasets: list[str], kind: str) -> dg.AssetsDef
         pk = context.partition_key
         loaded: dict[str, int] = {}
         files: list[dict[str, object]] = []
+        watermarks: dict[str, str | None] = {}
         with warehouse.get().transaction() as con:
             for dataset in datasets:
                 folder = partition_dir(lake.path, "raw", source, dataset, pk)
@@ -70,6 +72,11 @@ def _build_raw_load(source: str, datasets: list[str], kind: str) -> dg.AssetsDef
                     parquet_glob=parquet_glob(folder),
                     partition=pk,
                 )
+                pending = read_pending(folder)
+                if pending is not None and advance_watermark(
+                    con, pending=pending, partition=pk, run_id=context.run_id
+                ):
+                    watermarks[dataset] = pending.reached
                 quarantine = partition_dir(lake.path, "quarantine", source, dataset, pk)
                 replace_quarantine(
                     con,
@@ -101,6 +108,8 @@ def _build_raw_load(source: str, datasets: list[str], kind: str) -> dg.AssetsDef
                         )
                         files.append(manifest)
         metadata: dict[str, object] = {f"rows_{d}": dg.MetadataValue.int(n) for d, n in loaded.items()}
+        if watermarks:
+            metadata["watermarks_advanced"] = dg.MetadataValue.json(watermarks)
         if kind == "sftp":
             metadata["files"] = dg.MetadataValue.json(files)
         return dg.MaterializeResult(metadata=metadata)  # type: ignore[arg-type]

@@ -108,9 +108,12 @@ class Warehouse:
 
 
 def ensure_schemas(con: duckdb.DuckDBPyConnection) -> None:
+    from crm_pipelines.warehouse.watermarks import DDL as WATERMARK_DDL
+
     for schema in SCHEMAS:
         con.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
     con.execute(OPS_DDL)
+    con.execute(WATERMARK_DDL)
 
 
 def table_exists(con: duckdb.DuckDBPyConnection, schema: str, table: str) -> bool:
