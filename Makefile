@@ -4,7 +4,7 @@ UV ?= $(shell command -v uv 2>/dev/null || echo $(HOME)/.local/bin/uv)
 export DAGSTER_HOME ?= $(CURDIR)/data/dagster_home
 export UV_LINK_MODE ?= copy
 
-.PHONY: demo test dev lint types unit bootstrap system-packages
+.PHONY: demo test dev lint types validate unit bootstrap system-packages
 
 bootstrap:
 	@command -v uv >/dev/null 2>&1 || [ -x "$(UV)" ] || python3 -m pip install --quiet --user uv || python3 -m pip install --quiet uv
@@ -19,7 +19,10 @@ dev: bootstrap
 	@$(UV) run --frozen crm-pipelines dev $(ARGS)
 
 ## Lint, types and the test suite.
-test: bootstrap system-packages lint types unit
+test: bootstrap system-packages lint types validate unit
+
+validate:
+	@$(UV) run --frozen dagster definitions validate -w workspace.yaml >/dev/null 2>&1 || $(UV) run --frozen dagster definitions validate -w workspace.yaml
 
 system-packages:
 	@bash scripts/install-system-packages.sh

@@ -87,7 +87,9 @@ def cmd_dev(args: argparse.Namespace) -> int:
     try:
         os.environ.update(env)
         console.print(f"Sandbox running for day {args.date}; starting the Dagster UI (Ctrl-C stops both).")
-        return subprocess.call(["dagster", "dev", "-w", "workspace.yaml", "-p", str(args.port)])
+        return subprocess.call(
+            [sys.executable, "-m", "dagster", "dev", "-w", "workspace.yaml", "-p", str(args.port)]
+        )
     except KeyboardInterrupt:
         return 0
     finally:

@@ -147,6 +147,7 @@ class RuleStats:
     expectation: str
     columns: list[str]
     mostly: float
+    tolerated_failures: int = 0
     evaluated: int = 0
     unexpected: int = 0
     gx_failed_batches: int = 0
@@ -159,7 +160,7 @@ class RuleStats:
     def success(self) -> bool:
         # GX's rule: the share of evaluated (non-missing, condition-selected) rows that pass must
         # reach `mostly`; applied to the whole feed, not chunk by chunk.
-        if not self.evaluated:
+        if not self.evaluated or self.unexpected <= self.tolerated_failures:
             return True
         return (self.evaluated - self.unexpected) / self.evaluated >= self.mostly
 
@@ -168,6 +169,7 @@ class RuleStats:
             "expectation": self.expectation,
             "columns": list(self.columns),
             "mostly": self.mostly,
+            "tolerated_failures": self.tolerated_failures,
             "evaluated": self.evaluated,
             "unexpected": self.unexpected,
             "unexpected_percent": round(self.unexpected_percent, 4),
@@ -376,7 +378,12 @@ class ValidationRun:
             | {key_column}
         )
         self._stats = {
-            name: RuleStats(expectation=rule.expectation, columns=list(rule.columns), mostly=rule.mostly)
+            name: RuleStats(
+                expectation=rule.expectation,
+                columns=list(rule.columns),
+                mostly=rule.mostly,
+                tolerated_failures=rules.tolerated_failures,
+            )
             for name, rule in self._rules.items()
         }
         self._gx_stats: dict[str, Any] = {

@@ -392,13 +392,16 @@ def test_summary_is_json_for_dagster_metadata(runs: dict[str, EntityRun]) -> Non
     data = json.loads(json.dumps(summary.to_dict()))
     assert data["entity"] == "invoice" and data["suite"] == "crm_pipelines.invoice"
     assert data["rows_in"] == summary.rows_in
-    assert data["success"] is False  # 1 row in a dozen fails each rule: far below any sane mostly
+    # 1 row in a dozen fails each rule: below any sane mostly, but within the tolerated failures
+    # that keep a tiny feed with one bad row from stopping the load.
+    assert load_rules().tolerated_failures >= 1
+    assert data["success"] is True
     rule = data["rules"]["invoice_due_after_invoice_date"]
     declared = {r.name: r.mostly for r in load_rules().rules_for("invoice")}
     assert rule["unexpected"] == 1 and rule["mostly"] == declared["invoice_due_after_invoice_date"]
-    assert rule["success"] is False
+    assert rule["success"] is True and rule["tolerated_failures"] == load_rules().tolerated_failures
     assert rule["unexpected_percent"] == pytest.approx(100 / rule["evaluated"], abs=1e-3)
-    assert "invoice_due_after_invoice_date" in data["failed_rules"]
+    assert data["failed_rules"] == []
     gx_stats = data["gx_statistics"]
     assert gx_stats["evaluated_expectations"] == len(data["rules"])
     assert gx_stats["successful_expectations"] + gx_stats["unsuccessful_expectations"] == len(data["rules"])
@@ -502,3 +505,30 @@ def test_missing_column_is_named(mostly_rules: RuleSet) -> None:
 def test_unknown_entity() -> None:
     with pytest.raises(QualityError, match="unknown entity 'lead'"):
         validate_batches(entity="lead", batches=[])
+
+
+def test_a_small_feed_with_one_bad_row_is_not_a_broken_feed() -> None:
+    """1 bad row in 13 is below mostly=0.95, but within the tolerated failures: quarantined, suite passes."""
+    from crm_pipelines.quality.rules import load_rules
+    from crm_pipelines.quality.validate import RuleStats
+
+    tolerated = load_rules().tolerated_failures
+    assert tolerated >= 1
+    small = RuleStats(
+        expectation="x",
+        columns=["amount"],
+        mostly=0.95,
+        tolerated_failures=tolerated,
+        evaluated=13,
+        unexpected=1,
+    )
+    assert small.success
+    broken = RuleStats(
+        expectation="x",
+        columns=["amount"],
+        mostly=0.95,
+        tolerated_failures=tolerated,
+        evaluated=13,
+        unexpected=tolerated + 1,
+    )
+    assert not broken.success
