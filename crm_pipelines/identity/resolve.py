@@ -1,0 +1,932 @@
+"""Identity resolution: deduplicate accounts and contacts into golden records, all in DuckDB.
+
+Steps per entity, each a SQL statement over temporary tables (nothing is pulled into Python):
+
+1. load the canonical staging Parquet and drop repeated ``record_id`` s (the newest row wins);
+2. compute the *features* the rules read (cleaned names, normalised company name, e-mail parts ...);
+3. per declared rule, join records sharing the blocking key and keep the pairs that pass the
+   conditions. A rule without conditions links each record to one record of its block instead of
+   building all pairs: the clusters are the same and the cost stays linear;
+4. cluster: connected components by min-label propagation with pointer jumping, iterated in SQL
+   until no label changes;
+5. survivorship per field (source priority, then the most recently updated non-null value, then the
+   smallest record_id) and one survivor per cluster, then the golden records and the crosswalk.
+   Records that matched nothing (usually most of them) skip the aggregation and pass straight through.
+
+Nothing depends on the order rows arrive in: golden ids come from the smallest record_id of a
+cluster, and every choice between records ends in a record_id comparison. Accounts are resolved
+first; contacts read the account crosswalk (``golden_account`` feature, ``golden_account_id``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+
+from crm_pipelines import canonical
+from crm_pipelines.identity.rules import (
+    FEATURES,
+    SURVIVOR_FIELDS,
+    Entity,
+    EntityRules,
+    KeyPart,
+    MatchRule,
+    MatchRules,
+)
+
+GOLDEN_ACCOUNT_FILE = "golden_account.parquet"
+GOLDEN_CONTACT_FILE = "golden_contact.parquet"
+XREF_FILE = "xref_identity.parquet"
+
+_ID_PREFIX: dict[Entity, str] = {"account": "A-", "contact": "C-"}
+_SCHEMAS: dict[Entity, pa.Schema] = {"account": canonical.ACCOUNT, "contact": canonical.CONTACT}
+_LINEAGE = ("record_id", "source", "source_id")
+# Survivorship key: source rank * 2**32 + recency position within the cluster (clusters are far smaller).
+_RANK_SCALE = 1 << 32
+# Pointer jumping halves distances each round, so even long chains settle in a few dozen rounds.
+_MAX_CC_ROUNDS = 200
+_IDENT_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+# Features computed from other features (second layer of the feature query), with what they read.
+_DERIVED_FEATURES: dict[str, tuple[str, ...]] = {
+    "email_local": ("email",),
+    "email_domain": ("email",),
+    "web_domain": ("domain", "email"),
+    "full_name": ("first_name", "last_name"),
+    "sorted_name": ("first_name", "last_name"),
+}
+
+# Scalar macros shared by the feature SQL; created on the private cursor of a run, so they vanish
+# with it and never clash with the caller's catalog.
+_MACROS = (
+    # Lower case, accents stripped, every run of non-letters/digits folded to one space; '' -> null.
+    r"""
+    CREATE OR REPLACE TEMP MACRO identity_clean(x) AS
+        nullif(trim(regexp_replace(lower(strip_accents(x)), '[^\pL\pN]+', ' ', 'g')), '')
+    """,
+    # As identity_clean, but dots and apostrophes vanish first so that "G.m.b.H." folds to "gmbh"
+    # and "McDonald's" to "mcdonalds".
+    r"""
+    CREATE OR REPLACE TEMP MACRO identity_fold(x) AS
+        trim(regexp_replace(
+            regexp_replace(lower(strip_accents(x)), '[.''`´’]', '', 'g'), '[^\pL\pN]+', ' ', 'g'))
+    """,
+    r"""
+    CREATE OR REPLACE TEMP MACRO identity_company(x, suffix_re, prefix_re) AS
+        nullif(trim(regexp_replace(regexp_replace(identity_fold(x), suffix_re, ''), prefix_re, '')), '')
+    """,
+    r"""
+    CREATE OR REPLACE TEMP MACRO identity_email(x) AS
+        CASE WHEN contains(lower(trim(x)), '@') THEN lower(trim(x)) END
+    """,
+    r"""
+    CREATE OR REPLACE TEMP MACRO identity_domain(x, free_mail) AS
+        CASE WHEN NOT list_contains(free_mail, x) THEN nullif(x, '') END
+    """,
+    # E.164 keeps '+' and digits; fewer than 6 digits is a placeholder ("+1", "0000"), not a number.
+    r"""
+    CREATE OR REPLACE TEMP MACRO identity_phone(x) AS
+        CASE WHEN length(regexp_replace(x, '[^0-9]', '', 'g')) >= 6
+             THEN regexp_replace(x, '[^0-9+]', '', 'g') END
+    """,
+    # American Soundex (R163 for Robert and Rupert): the first letter, then the codes of the other
+    # consonants with H and W dropped (they do not separate equal codes), runs of one code collapsed,
+    # vowels removed, padded to three digits.
+    r"""
+    CREATE OR REPLACE TEMP MACRO identity_letters(x) AS
+        nullif(upper(regexp_replace(strip_accents(x), '[^A-Za-z]', '', 'g')), '')
+    """,
+    r"""
+    CREATE OR REPLACE TEMP MACRO identity_soundex_codes(s) AS
+        regexp_replace(
+            translate(s[1] || regexp_replace(s[2:], '[HW]', '', 'g'),
+                      'ABCDEFGHIJKLMNOPQRSTUVWXYZ', '01230120022455012623010202'),
+            '(1)1*|(2)2*|(3)3*|(4)4*|(5)5*|(6)6*', '\1\2\3\4\5\6', 'g')
+    """,
+    r"""
+    CREATE OR REPLACE TEMP MACRO identity_soundex_of(s) AS
+        s[1] || rpad(left(replace(identity_soundex_codes(s)[2:], '0', ''), 3), 3, '0')
+    """,
+    r"""
+    CREATE OR REPLACE TEMP MACRO identity_soundex(x) AS identity_soundex_of(identity_letters(x))
+    """,
+)
+
+
+# --------------------------------------------------------------------------------------------------
+# Statistics
+
+
+@dataclass(frozen=True)
+class SourceStats:
+    """Records of one source and how many of them were folded into another record's golden record."""
+
+    records: int
+    merged: int
+
+
+@dataclass(frozen=True)
+class RuleStats:
+    """Matched record pairs of one rule (before clustering) and blocks skipped as too large."""
+
+    pairs: int
+    skipped_blocks: int
+
+
+@dataclass(frozen=True)
+class EntityStats:
+    """Outcome of resolving one entity."""
+
+    records: int
+    golden: int
+    merged: int
+    largest_cluster: int
+    by_source: dict[str, SourceStats]
+    rules: dict[str, RuleStats]
+    dropped_without_id: int
+    dropped_duplicate_ids: int
+    cluster_rounds: int
+
+    @property
+    def pairs_by_rule(self) -> dict[str, int]:
+        return {name: rule.pairs for name, rule in self.rules.items()}
+
+
+@dataclass(frozen=True)
+class ResolutionStats:
+    """Counts of one :func:`resolve_entities` run."""
+
+    account: EntityStats
+    contact: EntityStats
+    seconds: float
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain nested dict (for logs and Dagster metadata)."""
+        return dataclasses.asdict(self)
+
+
+# --------------------------------------------------------------------------------------------------
+# SQL helpers
+
+
+class _Params:
+    """Bound values of one statement; ``bind`` returns the ``$name`` to put in the SQL text."""
+
+    def __init__(self) -> None:
+        self.values: dict[str, object] = {}
+
+    def bind(self, value: object) -> str:
+        name = f"p{len(self.values)}"
+        self.values[name] = value
+        return f"${name}"
+
+    def bind_once(self, name: str, value: object) -> str:
+        """Bind a value shared by several expressions under a fixed name."""
+        self.values.setdefault(name, value)
+        return f"${name}"
+
+
+def _q(name: str) -> str:
+    """Quote an identifier after checking it is a plain name."""
+    if not _IDENT_RE.match(name):
+        raise ValueError(f"not a plain SQL identifier: {name!r}")
+    return f'"{name}"'
+
+
+def _run(
+    cur: duckdb.DuckDBPyConnection, sql: str, params: _Params | None = None
+) -> duckdb.DuckDBPyConnection:
+    return cur.execute(sql, params.values if params and params.values else None)
+
+
+def _one(cur: duckdb.DuckDBPyConnection, sql: str, params: _Params | None = None) -> tuple[Any, ...]:
+    row = _run(cur, sql, params).fetchone()
+    if row is None:
+        raise RuntimeError(f"query returned no row: {sql}")
+    return tuple(row)
+
+
+def _sql_type(dtype: pa.DataType) -> str:
+    if pa.types.is_string(dtype) or pa.types.is_large_string(dtype):
+        return "VARCHAR"
+    if pa.types.is_decimal(dtype):
+        return f"DECIMAL({dtype.precision}, {dtype.scale})"
+    if pa.types.is_timestamp(dtype):
+        return "TIMESTAMPTZ" if dtype.tz else "TIMESTAMP"
+    raise TypeError(f"no DuckDB type for {dtype}")
+
+
+class _Tables:
+    """Names of one entity's temporary tables: ``t.src`` is the quoted name, ``t.bare("src")`` the plain one."""
+
+    def __init__(self, entity: Entity) -> None:
+        self.entity = entity
+
+    def bare(self, purpose: str) -> str:
+        return f"identity_{self.entity}_{purpose}"
+
+    def __getattr__(self, purpose: str) -> str:
+        if purpose.startswith("_"):
+            raise AttributeError(purpose)
+        return _q(self.bare(purpose))
+
+
+def _suffix_regex(rules: MatchRules) -> str:
+    # Legal words are letters, digits and single spaces (validated), so they need no escaping.
+    if not rules.legal_suffixes:
+        return "$^"
+    return "( (" + "|".join(rules.legal_suffixes) + "))+$"
+
+
+def _prefix_regex(rules: MatchRules) -> str:
+    if not rules.legal_prefixes:
+        return "$^"
+    return "^((" + "|".join(rules.legal_prefixes) + ") )+"
+
+
+def _base_feature_sql(entity: Entity, feature: str, rules: MatchRules, params: _Params) -> str:
+    """SQL of a feature read from the source row ``s`` (contacts: account crosswalk ``ax``)."""
+
+    def col(name: str) -> str:
+        return f"s.{_q(name)}"
+
+    def account() -> str:
+        return f"nullif(trim({col('account_record_id')}), '')"
+
+    sql: dict[str, Callable[[], str]] = {
+        "email": lambda: f"identity_email({col('email')})",
+        "phone": lambda: f"identity_phone({col('phone')})",
+        "country": lambda: f"nullif(upper(trim({col('country')})), '')",
+    }
+    if entity == "account":
+        sql |= {
+            "name": lambda: f"identity_clean({col('name')})",
+            "normalized_name": lambda: (
+                f"identity_company({col('name')}, {params.bind_once('suffix_re', _suffix_regex(rules))}, "
+                f"{params.bind_once('prefix_re', _prefix_regex(rules))})"
+            ),
+            "domain": lambda: (
+                f"identity_domain(regexp_replace(lower(trim({col('domain')})), '^www\\.', ''), "
+                f"{params.bind_once('free_mail', rules.free_mail_domains)}::VARCHAR[])"
+            ),
+            "street": lambda: f"identity_clean({col('street')})",
+            "city": lambda: f"identity_clean({col('city')})",
+            "postal_code": lambda: (
+                f"nullif(upper(regexp_replace({col('postal_code')}, '[\\s-]+', '', 'g')), '')"
+            ),
+            "industry": lambda: f"identity_clean({col('industry')})",
+            "vat_number": lambda: (
+                f"nullif(upper(regexp_replace({col('vat_number')}, '[^A-Za-z0-9]', '', 'g')), '')"
+            ),
+        }
+    else:
+        sql |= {
+            "first_name": lambda: f"identity_clean({col('first_name')})",
+            "last_name": lambda: f"identity_clean({col('last_name')})",
+            "title": lambda: f"identity_clean({col('title')})",
+            "account": account,
+            "golden_account": lambda: f"coalesce(ax.golden_id, {account()})",
+        }
+    if feature not in sql:
+        raise KeyError(f"{entity} feature {feature!r} has no SQL")
+    return sql[feature]()
+
+
+def _derived_feature_sql(feature: str, rules: MatchRules, params: _Params) -> str:
+    """SQL of a feature computed from the base features (see ``_DERIVED_FEATURES``)."""
+
+    def email_domain() -> str:
+        free_mail = params.bind_once("free_mail", rules.free_mail_domains)
+        return f"identity_domain(split_part(\"email\", '@', 2), {free_mail}::VARCHAR[])"
+
+    sql: dict[str, Callable[[], str]] = {
+        "email_local": lambda: "nullif(split_part(\"email\", '@', 1), '')",
+        "email_domain": email_domain,
+        "web_domain": lambda: f'coalesce("domain", {email_domain()})',
+        "full_name": lambda: '("first_name" || \' \' || "last_name")',
+        # The two parts in alphabetical order, so "Imogen Braithwaite" and "Braithwaite Imogen" compare equal.
+        "sorted_name": lambda: (
+            'CASE WHEN "first_name" <= "last_name" THEN "first_name" || \' \' || "last_name" '
+            'ELSE "last_name" || \' \' || "first_name" END'
+        ),
+    }
+    return sql[feature]()
+
+
+def _part_sql(part: KeyPart, params: _Params) -> str:
+    """SQL of a (transformed) feature column of the features table."""
+    column = _q(part.feature)
+    if part.transform == "soundex":
+        return f"identity_soundex({column})"
+    if part.transform == "prefix":
+        return f"nullif(left({column}, {params.bind(part.length)}), '')"
+    return column
+
+
+def _rank_sql(priority: Sequence[str], params: _Params) -> str:
+    """Rank of ``s.source`` in a priority list (unlisted sources after listed ones)."""
+    if not priority:
+        return "0"
+    listed = params.bind(list(priority))
+    return f"coalesce(list_position({listed}::VARCHAR[], s.source), {params.bind(len(priority) + 1)})"
+
+
+def _order_sql(priority: Sequence[str], params: _Params) -> str:
+    """Survivorship order of a linked record ``s``/``k``: best source, then newest, then smallest record_id.
+
+    ``k.recency`` already orders a cluster's records by (newest, smallest record_id), so one BIGINT
+    carries the whole order; arg_min over it is about twice as fast as over a (rank, time, id) struct.
+    """
+    return (
+        f"{_rank_sql(priority, params)}::BIGINT * {params.bind_once('rank_scale', _RANK_SCALE)} + k.recency"
+    )
+
+
+# --------------------------------------------------------------------------------------------------
+# Steps
+
+
+def _create_macros(cur: duckdb.DuckDBPyConnection) -> None:
+    # One round trip for all of them: small runs (tests, daily deltas) are dominated by statement count.
+    _run(cur, ";\n".join(sql.strip() for sql in _MACROS))
+
+
+def _load_source(cur: duckdb.DuckDBPyConnection, *, entity: Entity, glob: str, t: _Tables) -> tuple[int, int]:
+    """Load one entity's staging Parquet into ``t.src``; returns (rows without id, repeated ids dropped)."""
+    schema = _SCHEMAS[entity]
+    params = _Params()
+    pattern = params.bind(glob)
+    (files,) = _one(cur, f"SELECT count(*) FROM glob({pattern})", params)
+    present: set[str] = set()
+    if files:
+        described = _run(cur, f"DESCRIBE SELECT * FROM read_parquet({pattern}, union_by_name = true)", params)
+        present = {row[0] for row in described.fetchall()}
+        missing = [name for name in _LINEAGE if name not in present]
+        if missing:
+            raise ValueError(f"{entity} input {glob!r} lacks required columns {missing}")
+        # The file position is a free unique row key; nothing downstream depends on its order.
+        source = f"read_parquet({pattern}, union_by_name = true)"
+        rid = "(file_index::BIGINT << 40) | file_row_number"
+    else:
+        # No staging files yet (no source delivers this entity): resolve an empty input, so the
+        # outputs still exist with their schema.
+        params, source, rid = _Params(), "(SELECT 1 WHERE false)", "NULL"
+    columns = "".join(
+        f",\n            CAST({_q(f.name) if f.name in present else 'NULL'} AS {_sql_type(f.type)}) AS {_q(f.name)}"
+        for f in schema
+    )
+    _run(
+        cur,
+        f"""
+        CREATE OR REPLACE TEMP TABLE {t.src} AS
+        SELECT
+            CAST({rid} AS BIGINT) AS rid{columns}
+        FROM {source}
+        """,
+        params,
+    )
+    without_id, rows, distinct_ids = _one(
+        cur,
+        f"SELECT count(*) FILTER (WHERE record_id IS NULL), count(*), count(DISTINCT record_id) FROM {t.src}",
+    )
+    if without_id:
+        _run(cur, f"DELETE FROM {t.src} WHERE record_id IS NULL")
+    repeated = rows - without_id - distinct_ids
+    if repeated:
+        # The same record delivered twice (overlapping extracts): keep the newest row; the other
+        # columns only break ties between otherwise identical timestamps.
+        tie_break = ", ".join(_q(f.name) for f in schema if f.name not in ("record_id", "updated_at"))
+        _run(
+            cur,
+            f"""
+            DELETE FROM {t.src}
+            WHERE rid IN (
+                SELECT rid FROM {t.src}
+                QUALIFY row_number() OVER (
+                    PARTITION BY record_id ORDER BY updated_at DESC NULLS LAST, {tie_break}
+                ) > 1
+            )
+            """,
+        )
+    return int(without_id), int(repeated)
+
+
+def _build_features(
+    cur: duckdb.DuckDBPyConnection, *, entity: Entity, rules: MatchRules, t: _Tables, account_xref: str | None
+) -> None:
+    """Materialise the features the entity's rules read, one row per record (``t.feat``).
+
+    Materialised once rather than computed inline by each rule: DuckDB would evaluate the cleaning
+    expressions again for the null filter and the block-size window of every rule.
+    """
+    used = sorted({part.feature for rule in rules.for_entity(entity).rules for part in rule.parts()})
+    base = sorted({dep for name in used for dep in _DERIVED_FEATURES.get(name, (name,))})
+    params = _Params()
+    inner = "".join(
+        f",\n                {_base_feature_sql(entity, name, rules, params)} AS {_q(name)}" for name in base
+    )
+    outer = "".join(
+        f",\n            {_derived_feature_sql(name, rules, params) if name in _DERIVED_FEATURES else _q(name)}"
+        f" AS {_q(name)}"
+        for name in used
+    )
+    join = ""
+    if "golden_account" in base:
+        if account_xref is None:
+            raise ValueError("feature golden_account needs the account crosswalk")
+        join = f"LEFT JOIN {account_xref} AS ax ON ax.record_id = s.account_record_id"
+    _run(
+        cur,
+        f"""
+        CREATE OR REPLACE TEMP TABLE {t.feat} AS
+        SELECT
+            rid{outer}
+        FROM (
+            SELECT
+                s.rid{inner}
+            FROM {t.src} AS s
+            {join}
+        )
+        """,
+        params,
+    )
+
+
+def _apply_rule(
+    cur: duckdb.DuckDBPyConnection, *, index: int, rule: MatchRule, limit: int, t: _Tables
+) -> tuple[int, int]:
+    """Insert the rule's links into ``t.edges``; returns (matched pairs, skipped blocks)."""
+    params = _Params()
+    keys = [f"k{i}" for i in range(len(rule.block))]
+    partition = ", ".join(keys)
+    key_cols = ", ".join(
+        f"{_part_sql(part, params)} AS {k}" for part, k in zip(rule.block, keys, strict=True)
+    )
+    cond_cols = "".join(f", {_part_sql(c.part, params)} AS c{i}" for i, c in enumerate(rule.conditions))
+    # Never link on a null: a record takes part only when every key part has a value.
+    _run(
+        cur,
+        f"""
+        CREATE OR REPLACE TEMP TABLE {t.block} AS
+        SELECT *, count(*) OVER (PARTITION BY {partition}) AS n
+        FROM (SELECT rid, {key_cols}{cond_cols} FROM {t.feat})
+        WHERE {" AND ".join(f"{k} IS NOT NULL" for k in keys)}
+        """,
+        params,
+    )
+    params = _Params()
+    limit_sql = params.bind(limit)
+    skipped, block_pairs = _one(
+        cur,
+        f"""
+        SELECT
+            count(*) FILTER (WHERE n > {limit_sql}),
+            coalesce(sum(n * (n - 1) // 2) FILTER (WHERE n BETWEEN 2 AND {limit_sql}), 0)
+        FROM (SELECT any_value(n) AS n FROM {t.block} GROUP BY {partition})
+        """,
+        params,
+    )
+
+    params = _Params()
+    limit_sql, rule_index = params.bind(limit), params.bind(index)
+    if not rule.conditions:
+        # Equality alone: a star to the block's smallest rid links the block as all pairs would.
+        _run(
+            cur,
+            f"""
+            INSERT INTO {t.edges}
+            SELECT rid, hub, {rule_index}
+            FROM (
+                SELECT rid, min(rid) OVER (PARTITION BY {partition}) AS hub
+                FROM {t.block}
+                WHERE n BETWEEN 2 AND {limit_sql}
+            )
+            WHERE rid <> hub
+            """,
+            params,
+        )
+        return int(block_pairs), int(skipped)
+
+    tests = []
+    for i, cond in enumerate(rule.conditions):
+        if cond.equal is not None:
+            tests.append(f"l.c{i} = r.c{i}")
+        else:
+            threshold = params.bind(cond.threshold)
+            # With a cut-off DuckDB returns 0 below it and can stop early on hopeless pairs.
+            tests.append(f"{cond.similarity_method}_similarity(l.c{i}, r.c{i}, {threshold}) >= {threshold}")
+    (inserted,) = _one(
+        cur,
+        f"""
+        INSERT INTO {t.edges}
+        SELECT l.rid, r.rid, {rule_index}
+        FROM (SELECT * FROM {t.block} WHERE n BETWEEN 2 AND {limit_sql}) AS l
+        JOIN (SELECT * FROM {t.block} WHERE n BETWEEN 2 AND {limit_sql}) AS r
+          ON {" AND ".join(f"l.{k} = r.{k}" for k in keys)} AND l.rid < r.rid
+        WHERE {" AND ".join(tests)}
+        """,
+        params,
+    )
+    return int(inserted), int(skipped)
+
+
+def _connected_components(cur: duckdb.DuckDBPyConnection, *, t: _Tables) -> int:
+    """Label every linked record with the smallest rid of its component; returns the rounds needed.
+
+    Leaves ``t.linked`` (rid, cluster, rule_index, recency): only records with at least one link, each
+    with the first rule (in declared order) that linked it.
+    """
+    _run(
+        cur,
+        f"""
+        CREATE OR REPLACE TEMP TABLE {t.adj} AS
+        SELECT a, b FROM {t.edges} UNION ALL SELECT b, a FROM {t.edges}
+        """,
+    )
+    _run(
+        cur,
+        f"CREATE OR REPLACE TEMP TABLE {t.labels} AS SELECT a AS node, least(a, min(b)) AS c FROM {t.adj} GROUP BY a",
+    )
+    rounds = 0
+    while True:
+        rounds += 1
+        if rounds > _MAX_CC_ROUNDS:
+            raise RuntimeError(f"clustering did not settle in {_MAX_CC_ROUNDS} rounds")
+        # One round: take the smallest label among the neighbours, then jump to the label's label.
+        _run(
+            cur,
+            f"""
+            CREATE OR REPLACE TEMP TABLE {t.labels_next} AS
+            WITH hop AS (
+                SELECT adj.a AS node, min(l.c) AS c
+                FROM {t.adj} AS adj JOIN {t.labels} AS l ON l.node = adj.b
+                GROUP BY adj.a
+            ),
+            merged AS (
+                SELECT l.node, least(l.c, h.c) AS c
+                FROM {t.labels} AS l JOIN hop AS h USING (node)
+            )
+            SELECT m.node, least(m.c, j.c) AS c
+            FROM merged AS m JOIN merged AS j ON j.node = m.c
+            """,
+        )
+        (changed,) = _one(
+            cur,
+            f"""
+            SELECT count(*)
+            FROM {t.labels_next} AS n JOIN {t.labels} AS o USING (node)
+            WHERE n.c <> o.c
+            """,
+        )
+        _run(cur, f"DROP TABLE {t.labels}")
+        _run(cur, f"ALTER TABLE {t.labels_next} RENAME TO {_q(t.bare('labels'))}")
+        if not changed:
+            break
+    # recency: position in the cluster by (newest first, no timestamp last, smallest record_id), the
+    # tie-break of every survivorship choice.
+    _run(
+        cur,
+        f"""
+        CREATE OR REPLACE TEMP TABLE {t.linked} AS
+        SELECT
+            l.node AS rid,
+            l.c AS cluster,
+            r.rule_index,
+            row_number() OVER (
+                PARTITION BY l.c ORDER BY s.updated_at DESC NULLS LAST, s.record_id
+            ) AS recency
+        FROM {t.labels} AS l
+        JOIN (
+            SELECT node, min(rule_index) AS rule_index
+            FROM (SELECT a AS node, rule_index FROM {t.edges} UNION ALL SELECT b, rule_index FROM {t.edges})
+            GROUP BY node
+        ) AS r USING (node)
+        JOIN {t.src} AS s ON s.rid = l.node
+        """,
+    )
+    for table in (t.adj, t.labels):
+        _run(cur, f"DROP TABLE {table}")
+    return rounds
+
+
+def _present_sql(entity: Entity, name: str, column: str) -> str:
+    """Condition under which a field counts as having a value (blank strings do not)."""
+    if _SCHEMAS[entity].field(name).type == pa.string():
+        return f"{column} IS NOT NULL AND trim({column}) <> ''"
+    return f"{column} IS NOT NULL"
+
+
+def _build_golden(
+    cur: duckdb.DuckDBPyConnection, *, entity: Entity, entity_rules: EntityRules, t: _Tables
+) -> None:
+    """Survivorship over every cluster of two or more records (``t.golden``)."""
+    params = _Params()
+    survivorship = entity_rules.survivorship
+    fields = "".join(
+        f",\n            arg_min(s.{_q(name)}, {_order_sql(survivorship.priority(name), params)})"
+        f" FILTER (WHERE {_present_sql(entity, name, f's.{_q(name)}')}) AS {_q(name)}"
+        for name in SURVIVOR_FIELDS[entity]
+    )
+    _run(
+        cur,
+        f"""
+        CREATE OR REPLACE TEMP TABLE {t.golden} AS
+        SELECT
+            k.cluster,
+            {params.bind(_ID_PREFIX[entity])} || left(md5(min(s.record_id)), 16) AS golden_id,
+            arg_min(s.rid, {_order_sql(survivorship.default, params)}) AS survivor_rid{fields},
+            max(s.updated_at) AS updated_at,
+            list_sort(list_distinct(list(s.source))) AS source_list,
+            count(*) AS record_count
+        FROM {t.src} AS s JOIN {t.linked} AS k USING (rid)
+        GROUP BY k.cluster
+        """,
+        params,
+    )
+
+
+def _build_xref(
+    cur: duckdb.DuckDBPyConnection, *, entity: Entity, entity_rules: EntityRules, t: _Tables
+) -> None:
+    """Crosswalk rows of every record of the entity (``t.xref``)."""
+    params = _Params()
+    names = params.bind([rule.name for rule in entity_rules.rules] or ["self"])
+    entity_sql, prefix = params.bind(entity), params.bind(_ID_PREFIX[entity])
+    _run(
+        cur,
+        f"""
+        CREATE OR REPLACE TEMP TABLE {t.xref} AS
+        SELECT
+            g.golden_id,
+            {entity_sql} AS entity,
+            s.source,
+            s.source_id,
+            s.record_id,
+            s.rid = g.survivor_rid AS is_survivor,
+            CASE
+                WHEN s.rid = g.survivor_rid THEN 'self'
+                ELSE list_extract({names}::VARCHAR[], k.rule_index + 1)
+            END AS match_rule
+        FROM {t.src} AS s
+        JOIN {t.linked} AS k USING (rid)
+        JOIN {t.golden} AS g USING (cluster)
+        UNION ALL
+        SELECT
+            {prefix} || left(md5(s.record_id), 16),
+            {entity_sql},
+            s.source,
+            s.source_id,
+            s.record_id,
+            true,
+            'self'
+        FROM {t.src} AS s
+        ANTI JOIN {t.linked} AS k USING (rid)
+        """,
+        params,
+    )
+
+
+def _build_contact_accounts(cur: duckdb.DuckDBPyConnection, *, t: _Tables, account_xref: str) -> None:
+    """Golden account of each multi-record golden contact: the most common among its members, ties by smallest id."""
+    _run(
+        cur,
+        f"""
+        CREATE OR REPLACE TEMP TABLE {t.golden_account} AS
+        WITH votes AS (
+            SELECT k.cluster, ax.golden_id AS golden_account_id, count(*) AS n
+            FROM {t.src} AS s
+            JOIN {t.linked} AS k USING (rid)
+            JOIN {account_xref} AS ax ON ax.record_id = s.account_record_id
+            GROUP BY ALL
+        )
+        SELECT cluster, golden_account_id
+        FROM votes
+        QUALIFY row_number() OVER (PARTITION BY cluster ORDER BY n DESC, golden_account_id) = 1
+        """,
+    )
+
+
+def _golden_query(entity: Entity, t: _Tables, params: _Params, account_xref: str | None) -> str:
+    """The golden records of an entity: clusters from ``t.golden`` plus every unmatched record as is."""
+    names = SURVIVOR_FIELDS[entity]
+    fields = ", ".join(_q(name) for name in names)
+    single_fields = ", ".join(
+        f"CASE WHEN {_present_sql(entity, name, f's.{_q(name)}')} THEN s.{_q(name)} END AS {_q(name)}"
+        for name in names
+    )
+    account_multi = account_single = account_join = vote_join = ""
+    if account_xref is not None:
+        account_multi, account_single = "v.golden_account_id, ", "ax.golden_id, "
+        account_join = f"LEFT JOIN {account_xref} AS ax ON ax.record_id = s.account_record_id"
+        vote_join = f"LEFT JOIN {t.golden_account} AS v USING (cluster)"
+    return f"""
+        SELECT
+            g.golden_id, {account_multi}{fields}, g.updated_at,
+            len(g.source_list) AS source_count,
+            g.record_count,
+            array_to_string(g.source_list, ',') AS sources
+        FROM {t.golden} AS g
+        {vote_join}
+        UNION ALL
+        SELECT
+            {params.bind(_ID_PREFIX[entity])} || left(md5(s.record_id), 16), {account_single}{single_fields},
+            s.updated_at,
+            1::BIGINT,
+            1::BIGINT,
+            s.source
+        FROM {t.src} AS s
+        ANTI JOIN {t.linked} AS k USING (rid)
+        {account_join}
+    """
+
+
+def _resolve_entity(
+    cur: duckdb.DuckDBPyConnection, *, entity: Entity, glob: str, rules: MatchRules, account_xref: str | None
+) -> EntityStats:
+    t = _Tables(entity)
+    entity_rules = rules.for_entity(entity)
+    without_id, repeated = _load_source(cur, entity=entity, glob=glob, t=t)
+    _build_features(cur, entity=entity, rules=rules, t=t, account_xref=account_xref)
+    _run(cur, f"CREATE OR REPLACE TEMP TABLE {t.edges} (a BIGINT, b BIGINT, rule_index INTEGER)")
+    rule_stats: dict[str, RuleStats] = {}
+    for index, rule in enumerate(entity_rules.rules):
+        pairs, skipped = _apply_rule(cur, index=index, rule=rule, limit=entity_rules.block_limit(rule), t=t)
+        rule_stats[rule.name] = RuleStats(pairs=pairs, skipped_blocks=skipped)
+    for table in (t.block, t.feat):
+        _run(cur, f"DROP TABLE IF EXISTS {table}")
+    rounds = _connected_components(cur, t=t)
+    _run(cur, f"DROP TABLE {t.edges}")
+    _build_golden(cur, entity=entity, entity_rules=entity_rules, t=t)
+    _build_xref(cur, entity=entity, entity_rules=entity_rules, t=t)
+    if account_xref is not None:
+        _build_contact_accounts(cur, t=t, account_xref=account_xref)
+
+    records, linked = _one(cur, f"SELECT (SELECT count(*) FROM {t.src}), (SELECT count(*) FROM {t.linked})")
+    clusters, largest = _one(cur, f"SELECT count(*), coalesce(max(record_count), 0) FROM {t.golden}")
+    golden = records - linked + clusters
+    by_source = {
+        source: SourceStats(records=int(n), merged=int(merged))
+        for source, n, merged in _run(
+            cur,
+            f"""
+            SELECT source, count(*), count(*) FILTER (WHERE NOT is_survivor)
+            FROM {t.xref} GROUP BY source ORDER BY source
+            """,
+        ).fetchall()
+    }
+    return EntityStats(
+        records=int(records),
+        golden=int(golden),
+        merged=int(records - golden),
+        largest_cluster=int(largest or min(records, 1)),
+        by_source=by_source,
+        rules=rule_stats,
+        dropped_without_id=without_id,
+        dropped_duplicate_ids=repeated,
+        cluster_rounds=rounds,
+    )
+
+
+def _copy_to(cur: duckdb.DuckDBPyConnection, *, query: str, path: Path, params: _Params) -> None:
+    """COPY a query to Parquet under a temporary name, renamed on success (no half-written files)."""
+    tmp = path.with_name(f".{path.name}.inprogress")
+    target = params.bind(str(tmp))
+    try:
+        _run(cur, f"COPY ({query}) TO {target} (FORMAT parquet, COMPRESSION zstd)", params)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _write_outputs(cur: duckdb.DuckDBPyConnection, *, out_dir: Path) -> None:
+    accounts, contacts = _Tables("account"), _Tables("contact")
+    # Row order in the files is not meaningful (sorting 1M string keys would double the write time).
+    params = _Params()
+    _copy_to(
+        cur,
+        query=_golden_query("account", accounts, params, None),
+        path=out_dir / GOLDEN_ACCOUNT_FILE,
+        params=params,
+    )
+    params = _Params()
+    _copy_to(
+        cur,
+        query=_golden_query("contact", contacts, params, accounts.xref),
+        path=out_dir / GOLDEN_CONTACT_FILE,
+        params=params,
+    )
+    _copy_to(
+        cur,
+        query=f"SELECT * FROM {accounts.xref} UNION ALL SELECT * FROM {contacts.xref}",
+        path=out_dir / XREF_FILE,
+        params=_Params(),
+    )
+
+
+# --------------------------------------------------------------------------------------------------
+# Public API
+
+
+def resolve_entities(
+    *,
+    con: duckdb.DuckDBPyConnection,
+    accounts_glob: str,
+    contacts_glob: str,
+    out_dir: Path,
+    rules: MatchRules,
+) -> ResolutionStats:
+    """Deduplicate accounts and contacts into golden records and write them with a crosswalk.
+
+    Writes ``golden_account.parquet``, ``golden_contact.parquet`` and ``xref_identity.parquet`` into
+    ``out_dir`` with DuckDB ``COPY``; each file appears atomically. Golden ids are ``'A-'``/``'C-'`` plus
+    the first 16 hex digits of the md5 of the smallest record_id in the cluster, so a re-run on the
+    same data gives the same ids whatever the row order. Work happens on a private cursor of ``con``
+    (its temporary tables and macros vanish with it); the caller's settings (threads, memory_limit,
+    temp_directory) apply.
+
+    Args:
+        con: DuckDB connection to run on.
+        accounts_glob: Parquet glob of canonical accounts (schema ``canonical.ACCOUNT``).
+        contacts_glob: Parquet glob of canonical contacts (schema ``canonical.CONTACT``).
+        out_dir: Folder for the three output files (created when missing).
+        rules: Match rules, e.g. from :func:`~crm_pipelines.identity.rules.load_match_rules`.
+
+    Returns:
+        Counts per entity (records, golden records, merged duplicates per source, pairs per rule)
+        and the run time in seconds.
+    """
+    started = time.perf_counter()
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    cur = con.cursor()
+    try:
+        _create_macros(cur)
+        account = _resolve_entity(cur, entity="account", glob=accounts_glob, rules=rules, account_xref=None)
+        contact = _resolve_entity(
+            cur, entity="contact", glob=contacts_glob, rules=rules, account_xref=_Tables("account").xref
+        )
+        _write_outputs(cur, out_dir=out_dir)
+    finally:
+        cur.close()
+    return ResolutionStats(account=account, contact=contact, seconds=round(time.perf_counter() - started, 3))
+
+
+def normalize_company_names(
+    *, con: duckdb.DuckDBPyConnection, names: Sequence[str | None], rules: MatchRules
+) -> list[str | None]:
+    """Apply the matching normalisation of company names (the ``normalized_name`` feature).
+
+    Meant for checking a rules file and for debugging why two accounts did or did not match.
+
+    Args:
+        con: DuckDB connection to run on (a private cursor is used).
+        names: Company names as sources spell them.
+        rules: Match rules (their legal suffixes and prefixes apply).
+
+    Returns:
+        The normalised names, in input order (``None`` where nothing is left).
+    """
+    cur = con.cursor()
+    try:
+        _create_macros(cur)
+        params = _Params()
+        values = params.bind(list(names))
+        suffix_re, prefix_re = params.bind(_suffix_regex(rules)), params.bind(_prefix_regex(rules))
+        (result,) = _one(
+            cur,
+            f"SELECT list_transform({values}::VARCHAR[], lambda x: identity_company(x, {suffix_re}, {prefix_re}))",
+            params,
+        )
+    finally:
+        cur.close()
+    return list(result or [])
+
+
+def features_with_sql(entity: Entity) -> frozenset[str]:
+    """Features of ``entity`` that compile to SQL (to check them against the declared vocabulary).
+
+    Args:
+        entity: 'account' or 'contact'.
+
+    Returns:
+        The feature names.
+    """
+    names = set()
+    for name in FEATURES[entity]:
+        try:
+            if name in _DERIVED_FEATURES:
+                _derived_feature_sql(name, MatchRules(), _Params())
+            else:
+                _base_feature_sql(entity, name, MatchRules(), _Params())
+        except KeyError:
+            continue
+        names.add(name)
+    return frozenset(names)
