@@ -93,7 +93,8 @@ MARTS = (
         deps=("identity", "opportunity"),
         sql=f"""
             SELECT f.record_id AS opportunity_id, f.source, f.source_id, x.golden_id AS account_id,
-                   f.name, f.stage, f.amount, f.currency, f.close_date, f.is_closed, f.is_won, f.updated_at
+                   f.name, f.stage, f.amount, f.currency, f.close_date, f.is_closed, f.is_won, f.updated_at,
+                   coalesce(f.is_deleted, false) AS is_deleted
             FROM core.opportunity AS f {ACCOUNT_OF}
             ORDER BY opportunity_id
         """,
@@ -110,6 +111,7 @@ MARTS = (
             "is_closed": "Closed (won or lost).",
             "is_won": "Closed and won.",
             "updated_at": "Last modified in the CRM (UTC).",
+            "is_deleted": "Deleted in the CRM (kept as a soft delete).",
         },
     ),
     Mart(
@@ -119,7 +121,7 @@ MARTS = (
         sql=f"""
             SELECT f.record_id AS sales_order_id, f.order_number, x.golden_id AS account_id, f.order_date,
                    f.currency, f.status, f.amount, f.line_count,
-                   o.record_id AS opportunity_id, f.updated_at
+                   o.record_id AS opportunity_id, f.updated_at, coalesce(f.is_deleted, false) AS is_deleted
             FROM core.sales_order AS f {ACCOUNT_OF}
             LEFT JOIN core.opportunity AS o ON o.record_id = 'salesforce:' || f.crm_opportunity_ref
             ORDER BY sales_order_id
@@ -135,6 +137,7 @@ MARTS = (
             "line_count": "Number of lines.",
             "opportunity_id": "CRM opportunity the order came from, when known.",
             "updated_at": "Last modified in the ERP (UTC).",
+            "is_deleted": "Deleted in the ERP (kept as a soft delete).",
         },
     ),
     Mart(
@@ -147,10 +150,11 @@ MARTS = (
                    f.amount_gross,
                    coalesce(p.amount_paid, 0)::DECIMAL(18, 2) AS amount_paid,
                    (f.amount_gross - coalesce(p.amount_paid, 0))::DECIMAL(18, 2) AS amount_open,
-                   f.status
+                   f.status, coalesce(f.is_deleted, false) AS is_deleted
             FROM core.invoice AS f {ACCOUNT_OF}
             LEFT JOIN (
-                SELECT invoice_number, sum(amount) AS amount_paid FROM core.payment GROUP BY invoice_number
+                SELECT invoice_number, sum(amount) AS amount_paid FROM core.payment
+                WHERE NOT coalesce(is_deleted, false) GROUP BY invoice_number
             ) AS p USING (invoice_number)
             ORDER BY invoice_id
         """,
@@ -169,6 +173,7 @@ MARTS = (
             "amount_paid": "Sum of payments received for this invoice.",
             "amount_open": "Gross amount minus payments.",
             "status": "open, paid or cancelled, as the source says.",
+            "is_deleted": "Deleted in the source (kept as a soft delete).",
         },
     ),
 )

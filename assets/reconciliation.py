@@ -24,9 +24,10 @@ def reconciliation(context: dg.AssetExecutionContext, warehouse: WarehouseResour
         rows = reconcile_partition(con, partition=context.partition_key, mappings=load_mappings())
         record_reconciliation(con, run_id=context.run_id, partition=context.partition_key, rows=rows)
     table = dg.MetadataValue.md(
-        "| source | entity | extracted | loaded | merged | quarantined | adds up |\n|---|---|---|---|---|---|---|\n"
+        "| source | entity | extracted | loaded | merged | quarantined | deleted | adds up |\n"
+        "|---|---|---|---|---|---|---|---|\n"
         + "\n".join(
-            f"| {r.source} | {r.entity} | {r.extracted:,} | {r.loaded:,} | {r.merged:,} | {r.quarantined:,} | "
+            f"| {r.source} | {r.entity} | {r.extracted:,} | {r.loaded:,} | {r.merged:,} | {r.quarantined:,} | {r.deleted:,} | "
             f"{'yes' if r.adds_up else 'NO: ' + r.detail} |"
             for r in rows
         )

@@ -21,6 +21,7 @@ from crm_pipelines.partitions import NIGHTLY_PARTITIONS
 from crm_pipelines.progress import ProgressLog
 from crm_pipelines.quality.validate import validate_batches
 from crm_pipelines.sql import quote_literal
+from crm_pipelines.warehouse.deletes import deleted_folder
 from resources.lake import LakeResource
 
 BATCH_ROWS = 100_000
@@ -34,6 +35,7 @@ class SourceStaging:
     skipped: str | None = None
     rows_mapped: int = 0
     duplicate_keys_collapsed: int = 0
+    rows_deleted: int = 0
     rows_valid: int = 0
     rows_quarantined: int = 0
     suite_success: bool = True
@@ -61,6 +63,7 @@ def stage_entity(
     schema = ENTITIES[entity]
     staging = reset_dir(partition_dir(lake_dir, "staging", "canonical", entity, partition))
     quarantine = reset_dir(partition_dir(lake_dir, "quarantine", "quality", entity, partition))
+    deleted_dir = reset_dir(deleted_folder(lake_dir, entity, partition))
     outcomes: list[SourceStaging] = []
     con = mapping_connection()
     try:
@@ -87,10 +90,20 @@ def stage_entity(
                     f"SELECT count(*), count(DISTINCT record_id) FROM {scan}"
                 ).fetchall()
                 # Several rows with one source key (an overlapping page, a corrected line): keep the newest.
-                reader = con.sql(
+                newest = (
                     f"SELECT * FROM {scan} "
                     "QUALIFY row_number() OVER (PARTITION BY record_id ORDER BY updated_at DESC NULLS LAST, _raw) = 1"
-                ).to_arrow_reader(BATCH_ROWS)
+                )
+                # Records the source deleted are not validated: they are logged as soft deletes.
+                deleted_file = deleted_dir / f"{planned.source}.parquet"
+                con.execute(
+                    f"COPY (SELECT record_id, source, source_id, {quote_literal(entity)} AS entity "
+                    f"FROM ({newest}) WHERE _deleted) TO {quote_literal(str(deleted_file))} (FORMAT parquet)"
+                ).fetchall()
+                ((deleted_rows,),) = con.execute(
+                    f"SELECT count(*) FROM {scan_parquet(deleted_file)}"
+                ).fetchall()
+                reader = con.sql(f"SELECT * FROM ({newest}) WHERE NOT _deleted").to_arrow_reader(BATCH_ROWS)
                 run = validate_batches(entity=entity, batches=progress.counted(reader), source=planned.source)
                 with (
                     ParquetSink(staging / f"{planned.source}.parquet", schema) as valid_sink,
@@ -106,6 +119,7 @@ def stage_entity(
                     planned.source,
                     rows_mapped=int(mapped_rows),
                     duplicate_keys_collapsed=int(mapped_rows) - int(distinct),
+                    rows_deleted=int(deleted_rows),
                     rows_valid=summary.rows_valid,
                     rows_quarantined=summary.rows_quarantined,
                     suite_success=summary.success,

@@ -23,7 +23,7 @@ class DemoOutcome:
     seconds: float
     step_rows: list[tuple[str, str, int | None]] = field(default_factory=list)
     checks: list[tuple[str, str, bool, str]] = field(default_factory=list)
-    reconciliation: list[tuple[str, str, int, int, int, int, bool]] = field(default_factory=list)
+    reconciliation: list[tuple[str, str, int, int, int, int, int, bool]] = field(default_factory=list)
     marts: dict[str, int] = field(default_factory=dict)
     quarantine: list[tuple[object, ...]] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
@@ -74,7 +74,7 @@ def run_nightly(*, partition: str, console: Console) -> DemoOutcome:
                 outcome.marts[mart] = int(row[0]) if row else 0
         if table_exists(con, "ops", "reconciliation"):
             outcome.reconciliation = con.execute(  # type: ignore[assignment]
-                "SELECT source, entity, extracted, loaded, merged, quarantined, adds_up FROM ops.reconciliation "
+                "SELECT source, entity, extracted, loaded, merged, quarantined, deleted, adds_up FROM ops.reconciliation "
                 "WHERE run_id = ? ORDER BY entity, source",
                 [result.run_id],
             ).fetchall()
@@ -106,7 +106,7 @@ def print_summary(outcome: DemoOutcome, *, console: Console) -> None:
         "adds up",
     ):
         recon.add_column(column, justify="right" if column not in ("source", "entity") else "left")
-    for source, entity, extracted, loaded, merged, quarantined, ok in outcome.reconciliation:
+    for source, entity, extracted, loaded, merged, quarantined, deleted, ok in outcome.reconciliation:
         recon.add_row(
             str(source),
             str(entity),
@@ -114,6 +114,7 @@ def print_summary(outcome: DemoOutcome, *, console: Console) -> None:
             f"{loaded:,}",
             f"{merged:,}",
             f"{quarantined:,}",
+            f"{deleted:,}",
             "[green]yes[/]" if ok else "[red]NO[/]",
         )
     console.print(recon)

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import duckdb
+import pyarrow.parquet as pq
 
 from crm_pipelines.canonical import ENTITIES
 from crm_pipelines.lake import has_parquet, parquet_glob, partition_dir, scan_parquet
@@ -63,6 +64,10 @@ def column_sql(column: ColumnMapping, value_maps: dict[str, dict[str, str]]) -> 
     raise ValueError(f"unknown transform {t!r}")
 
 
+# Column of raw snapshots marking rows the source deleted (soft deletes).
+DELETED = "_deleted"
+
+
 @dataclass(frozen=True)
 class PlannedMapping:
     """One source's mapping SQL for one entity, or why it was skipped."""
@@ -111,8 +116,22 @@ def plan_mapping(
 
     schema = ENTITIES[entity]
     source_id = _text(mapping.id)
+    main_folder = folders[next(iter(mapping.inputs))]
+    main_columns = set(pq.read_schema(min(main_folder.glob("*.parquet"))).names)
+    # A row without a key still needs an identity to be quarantined under (source_id stays NULL,
+    # which the quality rules reject); numbering keeps such rows apart instead of collapsing them.
+    record_id = (
+        f"coalesce({quote_literal(mapping.source + ':')} || {source_id}, "
+        f"{quote_literal(mapping.source + ':<no id>#')} || CAST(row_number() OVER () AS VARCHAR))"
+    )
+    # Raw snapshots flag records the source deleted; they leave the live data as soft deletes.
+    deleted = (
+        f"coalesce(TRY_CAST({quote_ident(DELETED)} AS BOOLEAN), false)"
+        if DELETED in main_columns
+        else "false"
+    )
     select = [
-        f"{quote_literal(mapping.source + ':')} || {source_id} AS record_id",
+        f"{record_id} AS record_id",
         f"{quote_literal(mapping.source)} AS source",
         f"{source_id} AS source_id",
     ]
@@ -122,6 +141,7 @@ def plan_mapping(
         column = mapping.columns.get(field.name)
         expr = "NULL" if column is None else column_sql(column, value_maps)
         select.append(f"CAST({expr} AS {duckdb_type(field.type)}) AS {quote_ident(field.name)}")
+    select.append(f"{deleted} AS {DELETED}")
     select.append("to_json(src) AS _raw")
     sql = f"WITH src AS ({source_select})\nSELECT {', '.join(select)}\nFROM src"
     return PlannedMapping(entity, mapping.source, sql, ())

@@ -1002,7 +1002,7 @@ class _Generator:
         fill = (4 if code in ("AT", "CH") else 5) - len(prefix)
         return prefix + str(int(rnd() * 10**fill)).zfill(fill)
 
-    def new_person(self, company: _Company, index: int, pattern: int) -> _Person:
+    def new_person(self, company: _Company, index: int, pattern: int, taken: set[str]) -> _Person:
         rnd = self.rnd
         country = company.country
         first = self.pick(country.language.first_names)
@@ -1016,6 +1016,12 @@ class _Generator:
             local = f
         else:
             local = f"{f}_{la}"
+        # One mail server never hands two people the same mailbox: namesakes get a number.
+        base, n = local, 1
+        while local in taken:
+            n += 1
+            local = f"{base}{n}"
+        taken.add(local)
         if rnd() < 0.5:
             area, sub = company.area, self.digits(company.sub_len, company.leads)
         else:
@@ -1729,8 +1735,9 @@ class _Generator:
                 if rnd() < 0.01:
                     self.emit_erp_customer(company, True)
             pattern = min(bisect((0.6, 0.8, 0.9), rnd()), 3)  # the company's e-mail address scheme
+            mailboxes: set[str] = set()
             for p in range(n_people):
-                person = self.new_person(company, people_done + p, pattern)
+                person = self.new_person(company, people_done + p, pattern, mailboxes)
                 r = rnd()
                 if in_sf and in_hs:
                     to_sf, to_hs = r < 0.7, r >= 0.3

@@ -34,6 +34,7 @@ CREATE TABLE IF NOT EXISTS ops.reconciliation (
     loaded BIGINT NOT NULL,
     merged BIGINT NOT NULL,
     quarantined BIGINT NOT NULL,
+    deleted BIGINT NOT NULL DEFAULT 0,  -- deleted in the source: kept as soft deletes
     adds_up BOOLEAN NOT NULL,
     detail VARCHAR,
     checked_at TIMESTAMPTZ NOT NULL
@@ -114,6 +115,8 @@ def ensure_schemas(con: duckdb.DuckDBPyConnection) -> None:
         con.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
     con.execute(OPS_DDL)
     con.execute(WATERMARK_DDL)
+    # Columns added after a warehouse was first created.
+    con.execute("ALTER TABLE ops.reconciliation ADD COLUMN IF NOT EXISTS deleted BIGINT DEFAULT 0")
 
 
 def table_exists(con: duckdb.DuckDBPyConnection, schema: str, table: str) -> bool:

@@ -25,6 +25,7 @@ class ReconciliationRow:
     loaded: int
     merged: int
     quarantined: int
+    deleted: int
     adds_up: bool
     detail: str
 
@@ -82,6 +83,13 @@ def reconcile_partition(
                     f"SELECT count(*) FROM staging.{entity} WHERE _partition = ? AND source = ?",
                     [partition, mapping.source],
                 )
+            deleted = 0
+            if table_exists(con, "staging", "deleted"):
+                deleted = _count(
+                    con,
+                    "SELECT count(*) FROM staging.deleted WHERE _partition = ? AND source = ? AND entity = ?",
+                    [partition, mapping.source, entity],
+                )
             problems = []
             if entity in PARTY_ENTITIES:
                 survivors = non_survivors = 0
@@ -115,9 +123,10 @@ def reconcile_partition(
                         problems.append(f"{staged - in_core} staged rows missing from core.{entity}")
             extracted = extracted_raw + extract_q
             quarantined = extract_q + quality_q
-            if extracted != loaded + merged + quarantined:
+            if extracted != loaded + merged + quarantined + deleted:
                 problems.append(
                     f"extracted {extracted} != loaded {loaded} + merged {merged} + quarantined {quarantined}"
+                    f" + deleted {deleted}"
                 )
             rows.append(
                 ReconciliationRow(
@@ -127,6 +136,7 @@ def reconcile_partition(
                     loaded,
                     merged,
                     quarantined,
+                    deleted,
                     not problems,
                     "; ".join(problems),
                 )
@@ -163,6 +173,7 @@ def _marts_rows(con: duckdb.DuckDBPyConnection, partition: str) -> list[Reconcil
                 golden,
                 merged,
                 0,
+                0,
                 ok,
                 "" if ok else f"marts.{mart} has {golden} rows, crosswalk expects {staged - merged}",
             )
@@ -176,7 +187,8 @@ def record_reconciliation(
     """Append the run's reconciliation to ops.reconciliation (one row per source and entity)."""
     for row in rows:
         con.execute(
-            "INSERT INTO ops.reconciliation VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, now())",
+            "INSERT INTO ops.reconciliation (run_id, partition, source, entity, extracted, loaded, merged, "
+            "quarantined, deleted, adds_up, detail, checked_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, now())",
             [
                 run_id,
                 partition,
@@ -186,6 +198,7 @@ def record_reconciliation(
                 row.loaded,
                 row.merged,
                 row.quarantined,
+                row.deleted,
                 row.adds_up,
                 row.detail,
             ],

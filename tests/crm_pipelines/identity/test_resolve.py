@@ -419,7 +419,10 @@ def test_contacts_match_and_take_the_most_common_golden_account(tmp_path: Path) 
         frozenset({"salesforce:c1", "hubspot:c2", "erp:c3"}),
         frozenset({"salesforce:c4", "hubspot:c5"}),
         frozenset({"salesforce:c6", "hubspot:c7"}),
-        frozenset({"hubspot:c8", "erp:c9"}),
+        # A private and a work address with one mailbox name are not linked: namesakes at other
+        # companies share mailbox names too (see match_rules.yaml).
+        frozenset({"hubspot:c8"}),
+        frozenset({"erp:c9"}),
         frozenset({"erp:c10"}),
     }
     acme = run.golden_of("salesforce:A1")
@@ -434,7 +437,7 @@ def test_contacts_match_and_take_the_most_common_golden_account(tmp_path: Path) 
     assert run.stats.contact.rules["same_email"].pairs == 3
     assert run.stats.contact.rules["phone_last_name"].pairs == 1
     assert run.stats.contact.rules["similar_name_same_account"].pairs == 2  # Jane c1-c2, Jonathan c6-c7
-    assert run.stats.contact.rules["similar_name_email_local"].pairs == 2  # "jane" c1-c2, "priya.patel"
+    assert "similar_name_email_local" not in run.stats.contact.rules
 
 
 def test_golden_account_vote_ties_go_to_the_smallest_id(tmp_path: Path) -> None:
@@ -704,7 +707,6 @@ def test_shipped_rules_load() -> None:
         "phone_last_name",
         "phone_similar_name",
         "similar_name_same_account",
-        "similar_name_email_local",
     ]
     assert {"gmail.com", "gmx.de", "web.de", "outlook.com"} <= set(rules.free_mail_domains)
     assert "gmbh" in rules.legal_suffixes
