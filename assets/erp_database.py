@@ -1,15 +1,29 @@
-"""Extract assets for the ERP database: tables streamed in chunks into the lake."""
+"""Extract assets for the ERP database: each table's snapshot as of the partition, in the lake.
 
-import itertools
+Full reads, or incremental ones merged onto the previous snapshot (``crm_pipelines/databases/extract.py``);
+the raw load advances the watermark in the transaction that commits the rows.
+"""
+
+import time
 
 import dagster as dg
 
-from crm_pipelines.lake import partition_dir, reset_dir, write_batches
+from crm_pipelines.databases.extract import extract_table
+from crm_pipelines.lake import partition_dir
 from crm_pipelines.partitions import NIGHTLY_PARTITIONS
-from crm_pipelines.progress import ProgressLog
 from crm_pipelines.sources import Dataset, load_sources
+from crm_pipelines.warehouse.connection import Warehouse, table_exists
+from crm_pipelines.warehouse.watermarks import read_watermark
 from resources.erp_database import ErpDatabaseResource
-from resources.lake import LakeResource
+from resources.lake import LakeResource, WarehouseResource
+
+
+def committed_watermark(warehouse_url: str, *, source: str, dataset: str) -> str | None:
+    """The dataset's watermark from ``ops.watermark``, read without taking a write connection."""
+    with Warehouse(warehouse_url).connect(read_only=True) as con:
+        if not table_exists(con, "ops", "watermark"):
+            return None  # nothing loaded yet
+        return read_watermark(con, source=source, dataset=dataset)
 
 
 def _build_extract(source: str, dataset: str, declared: Dataset) -> dg.AssetsDefinition:
@@ -20,29 +34,53 @@ def _build_extract(source: str, dataset: str, declared: Dataset) -> dg.AssetsDef
         group_name=source,
         partitions_def=NIGHTLY_PARTITIONS,
         kinds={"sql", "parquet"},
-        description=f"ERP table {table}, streamed in chunks into the lake.",
-        metadata={"source_table": table},
+        description=f"ERP table {table}: its snapshot as of the partition, streamed into the lake.",
+        metadata={"source_table": table, "incremental": declared.incremental is not None},
     )
     def _extract(
-        context: dg.AssetExecutionContext, erp_database: ErpDatabaseResource, lake: LakeResource
+        context: dg.AssetExecutionContext,
+        erp_database: ErpDatabaseResource,
+        lake: LakeResource,
+        warehouse: WarehouseResource,
     ) -> dg.MaterializeResult:
-        folder = reset_dir(partition_dir(lake.path, "raw", source, dataset, context.partition_key))
-        progress = ProgressLog(context.log, f"{source}/{dataset}")
-        batches = erp_database.read_table(table=table, order_by=declared.order_by)
-        # The first batch always exists (an empty table yields one empty batch) and fixes the schema.
-        first = next(batches)
-        rows = write_batches(
-            folder / "part-0000.parquet", first.schema, progress.counted(itertools.chain([first], batches))
+        watermark = None
+        if declared.incremental is not None:
+            watermark = committed_watermark(warehouse.url, source=source, dataset=dataset)
+        started = time.monotonic()
+        database = erp_database.source()
+        try:
+            report = extract_table(
+                database,
+                lake_dir=lake.path,
+                source_name=source,
+                dataset=dataset,
+                declared=declared,
+                partition=context.partition_key,
+                watermark=watermark,
+                chunk_rows=erp_database.chunk_rows,
+            )
+        finally:
+            database.close()
+        context.log.info(
+            f"{source}/{dataset}: {report.mode} read of {report.rows_read} rows, "
+            f"snapshot {report.snapshot_rows} rows ({report.deleted_rows} deleted)"
         )
-        progress.done()
-        return dg.MaterializeResult(
-            metadata={
-                "rows": dg.MetadataValue.int(rows),
-                "seconds": round(progress.seconds, 2),
-                "rows_per_second": round(progress.rate),
-                "lake_path": dg.MetadataValue.path(str(folder)),
-            }
-        )
+        metadata: dict[str, dg.RawMetadataValue] = {
+            "mode": report.mode,
+            "rows_read": dg.MetadataValue.int(report.rows_read),
+            "rows": dg.MetadataValue.int(report.snapshot_rows),
+            "rows_deleted": dg.MetadataValue.int(report.deleted_rows),
+            "seconds": round(time.monotonic() - started, 2),
+            "lake_path": dg.MetadataValue.path(
+                str(partition_dir(lake.path, "raw", source, dataset, context.partition_key))
+            ),
+        }
+        if report.reached is not None:
+            metadata["watermark_reached"] = report.reached
+        if report.since is not None:
+            metadata["read_since"] = report.since
+            metadata["base_partition"] = report.base_partition or ""
+        return dg.MaterializeResult(metadata=metadata)
 
     return _extract
 

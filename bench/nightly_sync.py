@@ -75,12 +75,13 @@ def main() -> None:
         from crm_pipelines.definitions import defs
 
         job = defs().resolve_job_def("nightly_sync")
+        instance = dg.DagsterInstance.ephemeral()
         rss_before = psutil.Process().memory_info().rss
         with PeakRss() as peak:
             run_started = time.monotonic()
             result = job.execute_in_process(
                 partition_key=day.isoformat(),
-                instance=dg.DagsterInstance.ephemeral(),
+                instance=instance,
                 raise_on_error=False,
                 run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}},
             )
@@ -91,13 +92,14 @@ def main() -> None:
     starts: dict[str, float] = {}
     seconds: dict[str, float] = {}
     rows: dict[str, int] = defaultdict(int)
-    for event in result.all_events:
-        if event.step_key is None:
+    for entry in instance.all_logs(result.run_id):
+        event = entry.dagster_event
+        if event is None or event.step_key is None:
             continue
         if event.event_type == dg.DagsterEventType.STEP_START:
-            starts[event.step_key] = event.timestamp
+            starts[event.step_key] = entry.timestamp
         elif event.event_type in (dg.DagsterEventType.STEP_SUCCESS, dg.DagsterEventType.STEP_FAILURE):
-            seconds[event.step_key] = event.timestamp - starts.get(event.step_key, event.timestamp)
+            seconds[event.step_key] = entry.timestamp - starts.get(event.step_key, entry.timestamp)
         elif event.event_type == dg.DagsterEventType.ASSET_MATERIALIZATION:
             metadata = event.event_specific_data.materialization.metadata  # type: ignore[union-attr]
             for key in ("rows", "dagster/row_count", "staged_rows", "golden_contacts"):

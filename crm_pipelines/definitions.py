@@ -15,6 +15,7 @@ from assets.erp_database import build_erp_database_assets
 from assets.identity import identity_resolution
 from assets.marts import build_mart_assets
 from assets.reconciliation import reconciliation
+from assets.reverse_sync import erp_sales_orders_from_crm
 from assets.sftp_files import build_sftp_assets
 from assets.staging import build_staging_assets
 from assets.warehouse import build_core_load_assets, build_raw_load_assets
@@ -25,7 +26,15 @@ from resources.erp_database import ErpDatabaseResource
 from resources.lake import LakeResource, WarehouseResource
 from resources.sftp import SFTPResource
 from sensors.schedules import build_nightly_schedule
-from sensors.sftp_arrival import build_sftp_arrival_sensor
+from sensors.sftp_arrival import build_sftp_arrival_sensors
+
+
+def _optional_env(name: str) -> dg.EnvVar | None:
+    """``dg.EnvVar(name)`` when the variable is set, else None (for optional SFTP settings).
+
+    Only the presence is checked here; the value (possibly a secret) is resolved by Dagster.
+    """
+    return dg.EnvVar(name) if name in os.environ else None
 
 
 def build_resources() -> dict[str, object]:
@@ -47,8 +56,14 @@ def build_resources() -> dict[str, object]:
             host=dg.EnvVar(settings.SFTP_HOST),
             port=dg.EnvVar.int(settings.SFTP_PORT),
             username=dg.EnvVar(settings.SFTP_USERNAME),
-            private_key_path=dg.EnvVar(settings.SFTP_PRIVATE_KEY_PATH),
-            known_hosts_path=dg.EnvVar(settings.SFTP_KNOWN_HOSTS),
+            private_key_path=_optional_env(settings.SFTP_PRIVATE_KEY_PATH),
+            private_key_passphrase=_optional_env(settings.SFTP_PRIVATE_KEY_PASSPHRASE),
+            password=_optional_env(settings.SFTP_PASSWORD),
+            known_hosts_path=_optional_env(settings.SFTP_KNOWN_HOSTS),
+            host_key_fingerprint=_optional_env(settings.SFTP_HOST_KEY_FINGERPRINT),
+            trust_on_first_use=os.environ.get(settings.SFTP_TRUST_ON_FIRST_USE, "").lower()
+            in ("1", "true", "yes"),
+            timeout_seconds=float(os.environ.get(settings.SFTP_TIMEOUT_SECONDS, "30")),
             finance_dir=os.environ.get(settings.SFTP_FINANCE_DIR, settings.DEFAULT_SFTP_FINANCE_DIR),
         ),
         # Local paths, not secrets: defaults apply when the variables are unset.
@@ -72,9 +87,10 @@ def defs() -> dg.Definitions:
             *build_core_load_assets(),
             *build_mart_assets(),
             reconciliation,
+            erp_sales_orders_from_crm,
         ],
         jobs=[nightly_sync_job, sftp_ingest_job],
         schedules=[build_nightly_schedule(job_name="nightly_sync", timezone=settings.current_timezone())],
-        sensors=[build_sftp_arrival_sensor(job_name="sftp_file_ingest")],
+        sensors=build_sftp_arrival_sensors(job_name="sftp_file_ingest"),
         resources=build_resources(),
     )

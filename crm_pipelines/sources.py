@@ -2,17 +2,58 @@
 
 from __future__ import annotations
 
+import posixpath
 import re
 from functools import cache
 from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, field_validator
+from pydantic import BaseModel, ConfigDict, field_validator, model_validator
 
 from crm_pipelines.sql import check_identifier
 
 DEFAULT_SOURCES = Path(__file__).with_name("sources.yaml")
+
+
+_DURATION = re.compile(r"^(\d+)\s*([smhd])$")
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+class Incremental(BaseModel):
+    """How a database table is read incrementally.
+
+    Attributes:
+        cursor: Column that grows when a row changes (modified-at timestamp or rowversion/sequence).
+        kind: ``timestamp`` or ``integer``.
+        lookback: How far behind the watermark to read again, e.g. ``2h``: a transaction that
+            commits late carries a cursor value below rows already read.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    cursor: str
+    kind: Literal["timestamp", "integer"] = "timestamp"
+    lookback: str = "0s"
+
+    @field_validator("cursor")
+    @classmethod
+    def _cursor(cls, v: str) -> str:
+        return check_identifier(v)
+
+    @field_validator("lookback")
+    @classmethod
+    def _lookback(cls, v: str) -> str:
+        if not _DURATION.match(v.strip()):
+            raise ValueError(f"lookback {v!r} must be a number and a unit s, m, h or d, e.g. '2h'")
+        return v
+
+    @property
+    def lookback_seconds(self) -> int:
+        """The lookback in seconds (for an integer cursor: the number of sequence values)."""
+        match = _DURATION.match(self.lookback.strip())
+        assert match is not None  # validated
+        return int(match.group(1)) * _UNIT_SECONDS[match.group(2)]
 
 
 class Dataset(BaseModel):
@@ -23,13 +64,62 @@ class Dataset(BaseModel):
     object: str | None = None
     table: str | None = None
     order_by: list[str] = []
+    # Database tables only (kind database): key, incremental cursor and delete detection.
+    primary_key: list[str] = []
+    incremental: Incremental | None = None
+    deletes: Literal["key_compare"] | None = None
     pattern: str | None = None
     columns: list[str] = []
+    # File drops only (kind sftp): where the files are, when one is complete, where it goes after.
+    folder: str | None = None
+    format: Literal["csv"] = "csv"
+    # None: detected per file (UTF-8 with or without BOM, else cp1252; , ; tab or |).
+    encoding: str | None = None
+    delimiter: str | None = None
+    complete_when: Literal["stable", "marker", "rename"] = "stable"
+    markers: list[str] = [".done", ".ok"]
+    after_load: Literal["move", "leave"] = "move"
+    processed_folder: str = "processed"
+    error_folder: str = "error"
+
+    @field_validator("folder")
+    @classmethod
+    def _folder(cls, v: str | None) -> str | None:
+        if v is not None and (not v.startswith("/") or ".." in v.split("/")):
+            raise ValueError(f"drop folder {v!r} must be an absolute remote path without '..'")
+        return None if v is None else posixpath.normpath(v)
+
+    @field_validator("processed_folder", "error_folder")
+    @classmethod
+    def _subfolder(cls, v: str) -> str:
+        # Relative to the drop folder (or absolute); never climbing out with '..'.
+        if not v or ".." in v.split("/") or any(ord(c) < 32 for c in v):
+            raise ValueError(f"folder {v!r} must be a plain folder name or path without '..'")
+        return v
+
+    @field_validator("markers")
+    @classmethod
+    def _markers(cls, v: list[str]) -> list[str]:
+        for marker in v:
+            if not re.fullmatch(r"\.[A-Za-z0-9_]+", marker):
+                raise ValueError(f"marker suffix {marker!r} must look like '.done'")
+        return v
 
     @field_validator("table")
     @classmethod
     def _table(cls, v: str | None) -> str | None:
         return None if v is None else check_identifier(v)
+
+    @field_validator("order_by", "primary_key")
+    @classmethod
+    def _key_columns(cls, v: list[str]) -> list[str]:
+        return [check_identifier(c) for c in v]
+
+    @model_validator(mode="after")
+    def _keys_for_merging(self) -> Dataset:
+        if (self.incremental is not None or self.deletes is not None) and not self.primary_key:
+            raise ValueError("incremental and deletes need primary_key: the snapshot is merged by key")
+        return self
 
     @field_validator("pattern")
     @classmethod
@@ -37,6 +127,11 @@ class Dataset(BaseModel):
         if v is not None and ("/" in v or "{date}" not in v):
             raise ValueError(f"file pattern {v!r} must be a bare file name containing {{date}}")
         return v
+
+    def remote_folder(self, default: str, which: Literal["processed", "error"]) -> str:
+        """Absolute remote folder for processed or rejected files of a drop living in ``default``."""
+        sub = self.processed_folder if which == "processed" else self.error_folder
+        return sub if sub.startswith("/") else posixpath.join(self.folder or default, sub)
 
     def file_name(self, date: str) -> str:
         return (self.pattern or "").replace("{date}", date)

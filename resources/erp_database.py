@@ -1,4 +1,4 @@
-"""The ERP database, reached through SQLAlchemy (any dialect; ODBC through pyodbc URLs)."""
+"""The ERP database, reached through SQLAlchemy (any dialect), PostgreSQL COPY, or ODBC (``odbc:`` URLs)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,9 @@ import dagster as dg
 import pyarrow as pa
 import sqlalchemy as sa
 
-from crm_pipelines.databases.sql_source import TableRead, check_database, read_table_batches
+from crm_pipelines.databases.odbc_source import connect_read_only
+from crm_pipelines.databases.source import ODBC_PREFIX, DatabaseSource
+from crm_pipelines.databases.sql_source import TableRead, check_database
 
 
 class ErpDatabaseResource(dg.ConfigurableResource):
@@ -16,7 +18,8 @@ class ErpDatabaseResource(dg.ConfigurableResource):
 
     Attributes:
         url: SQLAlchemy URL (``ERP_DATABASE_URL``), e.g. ``postgresql+psycopg://user:pw@host/erp`` or
-            ``mssql+pyodbc://...``; the password is never logged (SQLAlchemy masks it in reprs).
+            ``mssql+pyodbc://...``, or ``odbc:`` followed by a DSN-less ODBC connection string
+            (``odbc:DRIVER={PostgreSQL Unicode};SERVER=...``); the password is never logged.
         chunk_rows: Rows fetched per round trip and written per Parquet batch.
     """
 
@@ -25,6 +28,10 @@ class ErpDatabaseResource(dg.ConfigurableResource):
 
     def engine(self) -> sa.Engine:
         return sa.create_engine(self.url, pool_pre_ping=True)
+
+    def source(self) -> DatabaseSource:
+        """The database as a streaming source (close it when done)."""
+        return DatabaseSource(self.url)
 
     def read_table(
         self, *, table: str, columns: Sequence[str] | None = None, order_by: Sequence[str] = ()
@@ -39,16 +46,22 @@ class ErpDatabaseResource(dg.ConfigurableResource):
         Returns:
             Iterator of record batches.
         """
-        engine = self.engine()
+        source = self.source()
         try:
-            yield from read_table_batches(
-                engine, read=TableRead(table, columns, tuple(order_by)), chunk_rows=self.chunk_rows
-            )
+            yield from source.read(TableRead(table, columns, tuple(order_by)), chunk_rows=self.chunk_rows)
         finally:
-            engine.dispose()
+            source.close()
 
     def check(self) -> str:
         """Connect and run ``SELECT 1``; returns the dialect and server version."""
+        if self.url.startswith(ODBC_PREFIX):
+            import pyodbc
+
+            conn = connect_read_only(self.url[len(ODBC_PREFIX) :])
+            try:
+                return f"odbc {conn.getinfo(pyodbc.SQL_DBMS_NAME)} {conn.getinfo(pyodbc.SQL_DBMS_VER)}"
+            finally:
+                conn.close()
         engine = self.engine()
         try:
             return check_database(engine)

@@ -65,7 +65,9 @@ def test_closed_won_becomes_one_order_and_its_number_lands_in_the_warehouse(tmp_
     engine.dispose()
     assert orders == [("SO-SALESFORCE-006A", "salesforce:006A")]
     with duckdb.connect(str(tmp_path / "wh.duckdb"), read_only=True) as con:
-        links = con.execute("SELECT crm_opportunity_ref, erp_order_number FROM core.erp_order_link").fetchall()
+        links = con.execute(
+            "SELECT crm_opportunity_ref, erp_order_number FROM core.erp_order_link"
+        ).fetchall()
     assert links == [("salesforce:006A", "SO-SALESFORCE-006A")]
     metadata = result.asset_materializations_for_node("erp__sales_orders_from_crm")[0].metadata
     assert metadata["orders_created"].value == 0 and metadata["orders_already_there"].value == 1
