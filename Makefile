@@ -1,13 +1,14 @@
 # The two commands of the README, plus the UI. Each bootstraps what it needs.
 SHELL := /bin/bash
-UV ?= $(shell command -v uv 2>/dev/null || echo $(HOME)/.local/bin/uv)
+# uv from PATH, else the one pip installs into this Python (bootstrap below).
+UV ?= $(shell command -v uv 2>/dev/null || echo python3 -m uv)
 export DAGSTER_HOME ?= $(CURDIR)/data/dagster_home
 export UV_LINK_MODE ?= copy
 
 .PHONY: demo test dev lint types validate unit bootstrap system-packages
 
 bootstrap:
-	@command -v uv >/dev/null 2>&1 || [ -x "$(UV)" ] || python3 -m pip install --quiet --user uv || python3 -m pip install --quiet uv
+	@command -v uv >/dev/null 2>&1 || python3 -m uv --version >/dev/null 2>&1 || python3 -m pip install --quiet uv
 	@$(UV) sync --frozen --quiet
 
 ## Run the nightly sync on the embedded sandbox and print the summary.
