@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import datetime
+from typing import Any
 
 import dagster as dg
 import pyarrow as pa
@@ -12,11 +13,14 @@ from pydantic import Field
 from crm_pipelines.connectors.engine import (
     ConnectionCheck,
     ConnectionSettings,
+    ExtractStats,
     PageInfo,
     SchemaDrift,
+    UpsertResult,
     check_connection,
     extract_object,
     output_schema,
+    upsert_records,
 )
 from crm_pipelines.connectors.spec import SystemSpec, load_system
 
@@ -89,6 +93,7 @@ class CrmApiResource(dg.ConfigurableResource):
         drift: SchemaDrift | None = None,
         on_page: Callable[[PageInfo], None] | None = None,
         include_deleted: bool = True,
+        stats: ExtractStats | None = None,
     ) -> Iterator[pa.RecordBatch]:
         """Stream ``object_name`` records with ``since <= cursor < until`` as Arrow batches.
 
@@ -98,7 +103,8 @@ class CrmApiResource(dg.ConfigurableResource):
             until: Exclusive upper bound, or ``None`` for up to now.
             drift: Filled with schema drift once the iterator is exhausted.
             on_page: Progress callback after each page.
-            include_deleted: Also read deleted records.
+            include_deleted: Also read deleted records (they come with ``_deleted`` true).
+            stats: Filled with the method used (REST, Bulk job, search), rows and the highest cursor.
 
         Returns:
             An iterator of record batches.
@@ -113,6 +119,28 @@ class CrmApiResource(dg.ConfigurableResource):
             on_page=on_page,
             drift=drift,
             include_deleted=include_deleted,
+            stats=stats,
+        )
+
+    def upsert(
+        self, *, object_name: str, external_id_field: str, records: Iterable[Mapping[str, Any]]
+    ) -> list[UpsertResult]:
+        """Create or update records by external id, batched and rate limited; one result per record.
+
+        Args:
+            object_name: A declared object with an ``upsert`` declaration.
+            external_id_field: Salesforce external id field or HubSpot unique property to match on.
+            records: Field name to value per record, each carrying ``external_id_field``.
+
+        Returns:
+            Created, updated or rejected (with the system's code and reason) per record, in order.
+        """
+        return upsert_records(
+            system=self.spec(),
+            object_name=object_name,
+            connection=self.connection(),
+            external_id_field=external_id_field,
+            records=records,
         )
 
     def check(self) -> ConnectionCheck:

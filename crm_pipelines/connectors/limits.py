@@ -23,6 +23,7 @@ import logging
 import random
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -172,6 +173,11 @@ def check_url_allowed(*, url: httpx.URL | str, context: ErrorContext) -> None:
 class TokenBucket:
     """Thread-safe token bucket: ``capacity`` requests per ``interval_seconds``, refilled smoothly.
 
+    Tokens refill continuously, and in addition no more than ``capacity`` requests go out within
+    any one interval: APIs count their limit in a sliding window (HubSpot's "100 per 10 seconds
+    rolling"), and a plain bucket would allow a full burst plus the refill inside one window, which
+    the server answers with 429s and the client with long pauses.
+
     Args:
         capacity: Requests allowed per interval (also the burst size).
         interval_seconds: Length of the interval.
@@ -197,6 +203,11 @@ class TokenBucket:
         self._tokens = float(capacity)
         self._updated = clock()
         self._paused_until = 0.0
+        self.interval = interval_seconds
+        self._sent: deque[float] = deque(maxlen=capacity)
+        # The server stamps a request when it arrives, a little after we send it: keep a margin so
+        # the oldest request has surely left the server's window before the next one goes out.
+        self._margin = min(0.25, max(0.02, 0.01 * interval_seconds))
 
     def _refill(self, now: float) -> None:
         self._tokens = min(self.capacity, self._tokens + (now - self._updated) * self.rate)
@@ -213,15 +224,38 @@ class TokenBucket:
             with self._lock:
                 now = self._clock()
                 self._refill(now)
+                window_free_at = (
+                    self._sent[0] + self.interval + self._margin
+                    if len(self._sent) == self._sent.maxlen
+                    else 0.0
+                )
                 if now < self._paused_until:
                     wait = self._paused_until - now
+                elif now < window_free_at:
+                    wait = window_free_at - now
                 elif self._tokens >= 1:
                     self._tokens -= 1
+                    self._sent.append(now)
                     return waited
                 else:
                     wait = (1 - self._tokens) / self.rate
             self._sleep(wait)
             waited += wait
+
+    def hold_for_window(self, interval_seconds: float) -> None:
+        """The server says its window is used up: wait until a slot frees.
+
+        When our own requests filled it, that is when our oldest one leaves the window (the server
+        stamps arrivals a little later than we stamp sends, hence at least one margin from now);
+        otherwise someone else shares the account and we wait the server's whole window.
+        """
+        with self._lock:
+            now = self._clock()
+            if len(self._sent) == self._sent.maxlen:
+                until = max(self._sent[0] + self.interval + self._margin, now + self._margin)
+            else:
+                until = now + interval_seconds
+            self._paused_until = max(self._paused_until, until)
 
     def pause(self, seconds: float) -> None:
         """Hold every caller for ``seconds`` (the server said so, e.g. with ``Retry-After``)."""
@@ -234,6 +268,12 @@ class TokenBucket:
 
 _BUCKETS: dict[tuple[str, str], TokenBucket] = {}
 _BUCKETS_LOCK = threading.Lock()
+
+
+def clear_buckets() -> None:
+    """Forget every account's bucket (tests and benchmarks that change the declared limit)."""
+    with _BUCKETS_LOCK:
+        _BUCKETS.clear()
 
 
 def shared_bucket(*, base_url: str, fingerprint: str, rate_limit: RateLimitSpec) -> TokenBucket:
@@ -455,13 +495,13 @@ def _observe_limits(*, response: httpx.Response, bucket: TokenBucket, rate_limit
         except ValueError:
             return
         if remaining <= 0:
-            # The window is used up: wait for it to roll over rather than collect a 429. The server's
-            # own window length wins over the declared one when it says.
+            # The window is used up: wait for a slot rather than collect a 429. The server's own
+            # window length wins over the declared one when it says.
             interval = rate_limit.interval_seconds
             if rate_limit.interval_ms_header:
                 with contextlib.suppress(KeyError, ValueError):
                     interval = int(response.headers[rate_limit.interval_ms_header]) / 1000
-            bucket.pause(interval)
+            bucket.hold_for_window(interval)
 
 
 def send_request(

@@ -244,6 +244,14 @@ class IncrementalSpec(_Model):
     server_order: bool = Field(
         default=False, description="The request template orders by cursor then primary key."
     )
+    lookback_seconds: int = Field(
+        default=0,
+        ge=0,
+        description=(
+            "An incremental run reads from the committed watermark minus this: records committed late "
+            "with an earlier cursor (long transactions, search index lag) are picked up the next time."
+        ),
+    )
 
 
 class DeletesSpec(_Model):
@@ -271,6 +279,71 @@ class DeletesSpec(_Model):
         return self
 
 
+class BulkQuerySpec(_Model):
+    """Salesforce Bulk API 2.0 query jobs for objects at or above ``threshold_records``.
+
+    ``count_query`` (a SOQL ``COUNT()`` through the REST query resource) sizes the window first;
+    below the threshold the REST query is cheaper (no job to create and poll).
+    """
+
+    jobs_path: str = Field(description="Query jobs resource, e.g. /services/data/v62.0/jobs/query.")
+    query: str = Field(description="SOQL of the job; no ORDER BY (Bulk 2.0 refuses it).")
+    count_query: str = Field(description="SOQL COUNT() with the same {where}.")
+    threshold_records: int = Field(default=50_000, ge=0)
+    max_records_per_page: int = Field(default=50_000, gt=0)
+    poll_initial_seconds: float = Field(default=0.5, gt=0)
+    poll_max_seconds: float = Field(default=10.0, gt=0)
+    timeout_seconds: float = Field(default=3600.0, gt=0)
+
+    @field_validator("query", "count_query", "jobs_path")
+    @classmethod
+    def _templates(cls, value: str) -> str:
+        return _check_template(value, TEMPLATE_PLACEHOLDERS)
+
+
+class SearchSpec(_Model):
+    """A search endpoint for incremental reads (HubSpot CRM search): filter and sort on the cursor.
+
+    The search stops at ``max_results`` per query (HubSpot: 10,000, a 400 beyond), so a window whose
+    ``total`` exceeds it is split in two halves by time until each half fits.
+    """
+
+    path: str = Field(description="POST path, e.g. /crm/v3/objects/contacts/search.")
+    page_size: int = Field(default=200, gt=0)
+    max_results: int = Field(default=10_000, gt=0)
+    total_path: str = "total"
+    after_path: str = "paging.next.after"
+
+
+class DescribeSpec(_Model):
+    """Where the source lists an object's fields, so a field added in the source is noticed even
+    though only declared fields are requested (Salesforce describe, HubSpot properties)."""
+
+    path: str = Field(
+        description="GET path of the field list, e.g. /services/data/v62.0/sobjects/Account/describe."
+    )
+    names_path: str = Field(description="Dotted path of the list of field entries.")
+    name_key: str = "name"
+
+
+class UpsertSpec(_Model):
+    """Batched upsert by external id for the write side.
+
+    * ``sobject_collections``: Salesforce ``PATCH .../composite/sobjects/{SObject}/{ExternalIdField}``
+      with ``allOrNone: false``; one result per record in request order.
+    * ``hubspot_batch``: HubSpot ``POST /crm/v3/objects/{object}/batch/upsert`` with ``idProperty``;
+      results matched back by the id property, per-record errors in ``errors[].context``.
+    """
+
+    style: Literal["sobject_collections", "hubspot_batch"]
+    path: str = Field(description="Request path; {object} and {id_field} are filled in.")
+    batch_size: int = Field(gt=0)
+    retryable_errors: list[str] = Field(
+        default_factory=list, description="Per-record error codes worth another attempt."
+    )
+    max_attempts: int = Field(default=3, ge=1)
+
+
 class ObjectSpec(_Model):
     request: RequestSpec
     records_path: str = Field(description="Dotted path of the records list in a response body.")
@@ -288,6 +361,10 @@ class ObjectSpec(_Model):
         default_factory=list,
         description="Response paths (or their prefixes) that are expected and not schema drift.",
     )
+    bulk: BulkQuerySpec | None = Field(default=None, description="Bulk query jobs for big windows.")
+    search: SearchSpec | None = Field(default=None, description="Search endpoint for incremental reads.")
+    upsert: UpsertSpec | None = Field(default=None, description="How records are written back.")
+    describe: DescribeSpec | None = Field(default=None, description="The source's field list, for drift.")
     fields: list[FieldSpec] = Field(min_length=1)
 
     @model_validator(mode="after")
@@ -296,8 +373,9 @@ class ObjectSpec(_Model):
         duplicates = sorted({n for n in names if names.count(n) > 1})
         if duplicates:
             raise ValueError(f"duplicate field names: {duplicates}")
-        if "_extracted_at" in names:
-            raise ValueError("'_extracted_at' is added by the engine and cannot be declared")
+        for reserved in ("_extracted_at", "_deleted"):
+            if reserved in names:
+                raise ValueError(f"'{reserved}' is added by the engine and cannot be declared")
         for role, name in (
             ("primary_key", self.primary_key),
             ("incremental.cursor", self.incremental.cursor),

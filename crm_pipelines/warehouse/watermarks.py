@@ -54,8 +54,16 @@ def read_pending(folder: Path) -> PendingWatermark | None:
 
 
 def read_watermark(con: duckdb.DuckDBPyConnection, *, source: str, dataset: str) -> str | None:
-    """The committed watermark of a dataset, or None before its first incremental load."""
-    con.execute(DDL)
+    """The committed watermark of a dataset, or None before its first incremental load.
+
+    Works on a read-only connection (extracts read it without taking the writer's role): the table
+    is looked up rather than created; every write connection creates it (``ensure_schemas``).
+    """
+    exists = con.execute(
+        "SELECT count(*) FROM information_schema.tables WHERE table_schema = 'ops' AND table_name = 'watermark'"
+    ).fetchone()
+    if not exists or not exists[0]:
+        return None
     row = con.execute(
         "SELECT cursor_value FROM ops.watermark WHERE source = ? AND dataset = ?", [source, dataset]
     ).fetchone()

@@ -1,7 +1,21 @@
 """HTTP simulators of the CRM APIs the sandbox serves, each backed by a SQLite store."""
 
-from crm_pipelines.sandbox.simulators.base import Faults, RateLimit, SimulatorServer
+from crm_pipelines.sandbox.simulators.base import (
+    DROP_CONNECTION,
+    SLOW_RESPONSE,
+    Faults,
+    RateLimit,
+    SimulatorServer,
+)
 from crm_pipelines.sandbox.simulators.hubspot import HubSpotSimulator
 from crm_pipelines.sandbox.simulators.salesforce import SalesforceSimulator
 
-__all__ = ["Faults", "HubSpotSimulator", "RateLimit", "SalesforceSimulator", "SimulatorServer"]
+__all__ = [
+    "DROP_CONNECTION",
+    "SLOW_RESPONSE",
+    "Faults",
+    "HubSpotSimulator",
+    "RateLimit",
+    "SalesforceSimulator",
+    "SimulatorServer",
+]

@@ -158,20 +158,30 @@ class SlidingWindow:
             return max(0, self.limit.max_requests - len(hits))
 
 
+# Pseudo statuses for Faults: close the connection without an answer, or answer late.
+DROP_CONNECTION = 0
+SLOW_RESPONSE = 1
+
+
 @dataclass
 class Faults:
     """Fault injection, off by default.
 
     ``error_rate`` of the requests (drawn from a seeded generator) get one of ``statuses``;
     ``fail_next(...)`` queues exact statuses for the next requests; ``latency_seconds`` delays
-    every request. Connectivity endpoints (token, versions) are affected like any other.
+    every request. Besides HTTP statuses, :data:`DROP_CONNECTION` closes the connection without an
+    answer and :data:`SLOW_RESPONSE` answers normally after ``slow_seconds`` (past a client's
+    timeout, that is a timeout). Connectivity endpoints (token, versions) are affected like any other.
     """
 
     error_rate: float = 0.0
     statuses: tuple[int, ...] = (429, 503, 500)
     latency_seconds: float = 0.0
     seed: int = 0
+    slow_seconds: float = 2.0
     _queue: deque[int] = field(default_factory=deque, repr=False)
+    _pass_before_failing: int | None = field(default=None, repr=False)
+    _failing_status: int = field(default=503, repr=False)
     _rng: random.Random = field(init=False, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -183,9 +193,22 @@ class Faults:
         with self._lock:
             self._queue.extend(statuses)
 
+    def fail_after(self, requests: int, status: int) -> None:
+        """Let ``requests`` more requests through, then answer every one with ``status`` (until cleared).
+
+        A run that breaks midway: the first pages arrive, the rest never do.
+        """
+        with self._lock:
+            self._pass_before_failing = requests
+            self._failing_status = status
+
     def draw(self) -> int | None:
         """The status the current request must fail with, or None."""
         with self._lock:
+            if self._pass_before_failing is not None:
+                if self._pass_before_failing <= 0:
+                    return self._failing_status
+                self._pass_before_failing -= 1
             if self._queue:
                 return self._queue.popleft()
             if self.error_rate > 0 and self.statuses and self._rng.random() < self.error_rate:
@@ -195,6 +218,7 @@ class Faults:
     def clear(self) -> None:
         with self._lock:
             self._queue.clear()
+            self._pass_before_failing = None
         self.error_rate = 0.0
         self.latency_seconds = 0.0
 
@@ -214,6 +238,9 @@ class _Server(ThreadingHTTPServer):
 
 class _RequestHandler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    # Headers and body go out in two writes; with Nagle on, the body waits for the client's delayed
+    # ACK (~40 ms per request on Linux), which capped a keep-alive client at ~20 requests/s.
+    disable_nagle_algorithm = True
     server: _Server
 
     def _handle(self) -> None:
@@ -228,6 +255,9 @@ class _RequestHandler(BaseHTTPRequestHandler):
             body=body,
         )
         response = self.server.sim.dispatch(request)
+        if response.status == DROP_CONNECTION:
+            self.close_connection = True  # the client sees the connection end without an answer
+            return
         self.send_response(response.status)
         for key, value in response.headers.items():
             self.send_header(key, value)
@@ -365,7 +395,11 @@ class SimulatorServer:
         if self.faults.latency_seconds > 0:
             time.sleep(self.faults.latency_seconds)
         status = self.faults.draw()
-        if status is not None:
+        if status == DROP_CONNECTION:
+            return Response(DROP_CONNECTION), None
+        if status == SLOW_RESPONSE:
+            time.sleep(self.faults.slow_seconds)
+        elif status is not None:
             return self.error_response(status), None
         key: str | None = None
         if route.auth:

@@ -12,9 +12,12 @@ from __future__ import annotations
 import base64
 import binascii
 import hmac
+import json
 import threading
 import time
 import uuid
+from contextlib import closing
+from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import urlencode
 
@@ -30,6 +33,8 @@ from crm_pipelines.sandbox.simulators.base import (
 from crm_pipelines.sandbox.simulators.store import (
     HUBSPOT_MODIFIED_PROPERTY,
     HUBSPOT_SYSTEM_COLUMNS,
+    hs_datetime,
+    open_store,
     table_columns,
 )
 
@@ -40,6 +45,12 @@ DEFAULT_DAILY_LIMIT = 500_000
 NOMINAL_RATE_LIMIT = RateLimit(190, 10.0)
 DEFAULT_PAGE_SIZE = 10
 MAX_PAGE_SIZE = 100
+# CRM search: at most 200 per page and 10,000 results per query (paging past it answers 400).
+SEARCH_MAX_PAGE_SIZE = 200
+SEARCH_MAX_RESULTS = 10_000
+BATCH_MAX_INPUTS = 100
+_SEARCH_OPERATORS = {"EQ": "=", "NEQ": "!=", "LT": "<", "LTE": "<=", "GT": ">", "GTE": ">="}
+_DATE_PROPERTIES = frozenset({"createdate", "lastmodifieddate", "hs_lastmodifieddate", "closedate"})
 
 # Object type names and ids HubSpot accepts in the path, to the store table.
 _OBJECT_TYPES = {
@@ -116,6 +127,10 @@ class HubSpotSimulator(SimulatorServer):
         self.daily_usage = 0
         self._nominal = SlidingWindow(NOMINAL_RATE_LIMIT)
         self._usage_lock = threading.Lock()
+        self._write_lock = threading.Lock()
+        # Error categories to answer for an input id on its next upsert attempts (tests' per-record faults).
+        self.record_faults: dict[str, list[str]] = {}
+        self.search_max_results = SEARCH_MAX_RESULTS  # tests lower it to exercise the cap cheaply
         super().__init__(store_path, host=host, port=port, rate_limit=rate_limit, faults=faults)
 
     # -- auth, limits, errors ------------------------------------------------------------------
@@ -196,7 +211,10 @@ class HubSpotSimulator(SimulatorServer):
 
     def register_routes(self, router: Router) -> None:
         router.add("GET", r"/crm/v3/objects/(?P<object_type>[\w-]+)/?", self.list_objects)
+        router.add("POST", r"/crm/v3/objects/(?P<object_type>[\w-]+)/search", self.search_objects)
+        router.add("POST", r"/crm/v3/objects/(?P<object_type>[\w-]+)/batch/upsert", self.batch_upsert)
         router.add("GET", r"/crm/v3/objects/(?P<object_type>[\w-]+)/(?P<object_id>\d+)", self.read_object)
+        router.add("GET", r"/crm/v3/properties/(?P<object_type>[\w-]+)/?", self.list_properties)
         router.add("GET", r"/account-info/v3/details", self.account_details)
         router.add("GET", r"/account-info/v3/api-usage/daily/private-apps", self.api_usage)
 
@@ -400,3 +418,216 @@ class HubSpotSimulator(SimulatorServer):
             for linked_id, owner in self.db().execute(query, keys):
                 links.setdefault(int(str(owner)), []).append(int(linked_id))
         return links
+
+    # -- properties --------------------------------------------------------------------------
+
+    def list_properties(self, request: Request, object_type: str) -> Response:
+        """The object's property definitions (a property added in the store shows up here)."""
+        table = self._table(object_type)
+        if table is None:
+            return self._unknown_type(object_type)
+        columns = table_columns(self.db(), table)
+        names = [
+            c for c in columns if c not in HUBSPOT_SYSTEM_COLUMNS and c not in _ASSOCIATION_COLUMNS.values()
+        ]
+        return Response.json(
+            200,
+            {
+                "results": [
+                    {
+                        "name": name,
+                        "label": name.replace("_", " ").title(),
+                        "type": "datetime" if name in _DATE_PROPERTIES else "string",
+                        "fieldType": "date" if name in _DATE_PROPERTIES else "text",
+                        "groupName": f"{_SINGULAR[table]}information",
+                        "hidden": False,
+                        "calculated": False,
+                    }
+                    for name in ["hs_object_id", *names]
+                ]
+            },
+        )
+
+    # -- search --------------------------------------------------------------------------------
+
+    def _search_value(self, name: str, value: object) -> str:
+        """A filter value as the store holds it: date properties accept epoch milliseconds or ISO text."""
+        text = str(value)
+        if name in _DATE_PROPERTIES and text.lstrip("-").isdigit():
+            return hs_datetime(datetime.fromtimestamp(int(text) / 1000, tz=UTC))
+        return text
+
+    def search_objects(self, request: Request, object_type: str) -> Response:
+        table = self._table(object_type)
+        if table is None:
+            return self._unknown_type(object_type)
+        try:
+            body = json.loads(request.body or b"{}")
+            limit = int(body.get("limit") or 10)
+            after = int(body.get("after") or 0)
+        except (ValueError, TypeError):
+            return _error(400, "Invalid input JSON on line 1", "VALIDATION_ERROR")
+        if limit < 1 or limit > SEARCH_MAX_PAGE_SIZE:
+            return _error(400, f"limit must be between 1 and {SEARCH_MAX_PAGE_SIZE}", "VALIDATION_ERROR")
+        cap = self.search_max_results
+        if after >= cap:
+            # What HubSpot answers when paging past the search's result cap.
+            return _error(
+                400,
+                f"There was a problem with the request. The paging offset {after} is beyond the maximum "
+                f"of {cap} results for a search.",
+                "VALIDATION_ERROR",
+            )
+        conn = self.db()
+        columns = table_columns(conn, table)
+        known = set(columns) - {"id", "createdAt", "updatedAt", "archived", "archivedAt"}
+        clauses: list[str] = []
+        params: list[object] = []
+        groups = []
+        for group in body.get("filterGroups") or []:
+            parts = []
+            for flt in group.get("filters") or []:
+                name, operator = str(flt.get("propertyName")), str(flt.get("operator"))
+                column = "id" if name == "hs_object_id" else name
+                if column != "id" and column not in known:
+                    return _error(400, f"Property {name} does not exist", "VALIDATION_ERROR")
+                if operator == "HAS_PROPERTY":
+                    parts.append(f'"{column}" IS NOT NULL')
+                elif operator in _SEARCH_OPERATORS:
+                    parts.append(f'"{column}" {_SEARCH_OPERATORS[operator]} ?')
+                    value = self._search_value(name, flt.get("value"))
+                    params.append(int(value) if column == "id" else value)
+                else:
+                    return _error(400, f"Unsupported operator {operator}", "VALIDATION_ERROR")
+            if parts:
+                groups.append("(" + " AND ".join(parts) + ")")
+        if groups:
+            clauses.append("(" + " OR ".join(groups) + ")")
+        clauses.append("archived = 0")  # search never returns archived records
+        order = "id ASC"
+        sorts = body.get("sorts") or []
+        if sorts:
+            sort = sorts[0]
+            name = str(sort.get("propertyName")) if isinstance(sort, dict) else str(sort)
+            direction = "DESC" if isinstance(sort, dict) and sort.get("direction") == "DESCENDING" else "ASC"
+            column = "id" if name == "hs_object_id" else name
+            if column != "id" and column not in known:
+                return _error(400, f"Property {name} does not exist", "VALIDATION_ERROR")
+            order = f'"{column}" {direction}, id ASC'
+        where = " AND ".join(clauses)
+        total = int(conn.execute(f'SELECT COUNT(*) FROM "{table}" WHERE {where}', params).fetchone()[0])
+        take = min(limit, cap - after)
+        rows = conn.execute(
+            f'SELECT * FROM "{table}" WHERE {where} ORDER BY {order} LIMIT ? OFFSET ?', [*params, take, after]
+        ).fetchall()
+        requested = body.get("properties") or []
+        available = known - set(_ASSOCIATION_COLUMNS.values())
+        properties = sorted(
+            {"createdate", HUBSPOT_MODIFIED_PROPERTY[table], "hs_object_id"}
+            | {str(p) for p in requested if str(p) in available}
+        )
+        results = [self._object(table, columns, row, properties) for row in rows]
+        answer: dict[str, object] = {"total": total, "results": results}
+        if after + len(rows) < total and rows:
+            answer["paging"] = {"next": {"after": str(after + len(rows))}}
+        return Response.json(200, answer)
+
+    # -- batch upsert --------------------------------------------------------------------------
+
+    def batch_upsert(self, request: Request, object_type: str) -> Response:
+        table = self._table(object_type)
+        if table is None:
+            return self._unknown_type(object_type)
+        try:
+            inputs = json.loads(request.body or b"{}").get("inputs")
+        except (ValueError, AttributeError):
+            return _error(400, "Invalid input JSON on line 1", "VALIDATION_ERROR")
+        if not isinstance(inputs, list) or not inputs:
+            return _error(400, "inputs must be a non-empty list", "VALIDATION_ERROR")
+        if len(inputs) > BATCH_MAX_INPUTS:
+            return _error(
+                400,
+                f"Batch input is limited to {BATCH_MAX_INPUTS} inputs, got {len(inputs)}",
+                "VALIDATION_ERROR",
+            )
+        started = hs_datetime(datetime.now(UTC))
+        results: list[dict[str, object]] = []
+        errors: list[dict[str, object]] = []
+        with self._write_lock, closing(open_store(self.store_path)) as conn, conn:
+            columns = table_columns(conn, table)
+            writable = set(columns) - set(HUBSPOT_SYSTEM_COLUMNS) - set(_ASSOCIATION_COLUMNS.values())
+            for item in inputs:
+                id_property = str(item.get("idProperty") or "hs_object_id")
+                key = str(item.get("id") or "")
+                props = {str(k): v for k, v in (item.get("properties") or {}).items()}
+                problem = self._upsert_problem(table, id_property, key, props, writable)
+                if problem is not None:
+                    category, message = problem
+                    errors.append(
+                        {
+                            "status": "error",
+                            "category": category,
+                            "message": message,
+                            "context": {"ids": [key]},
+                        }
+                    )
+                    continue
+                now = hs_datetime(datetime.now(UTC))
+                stamped = {**{k: None if v is None else str(v) for k, v in props.items()}, id_property: key}
+                stamped[HUBSPOT_MODIFIED_PROPERTY[table]] = now
+                found = conn.execute(f'SELECT id FROM "{table}" WHERE "{id_property}" = ?', (key,)).fetchone()
+                if found is None:
+                    stamped.setdefault("createdate", now)
+                    names = ["createdAt", "updatedAt", *stamped]
+                    marks = ", ".join("?" for _ in names)
+                    quoted = ", ".join(f'"{n}"' for n in names)
+                    cursor = conn.execute(
+                        f'INSERT INTO "{table}" ({quoted}) VALUES ({marks})', [now, now, *stamped.values()]
+                    )
+                    object_id, new = int(cursor.lastrowid or 0), True
+                else:
+                    object_id, new = int(found[0]), False
+                    assignments = ", ".join(f'"{n}" = ?' for n in stamped)
+                    conn.execute(
+                        f'UPDATE "{table}" SET "updatedAt" = ?, {assignments} WHERE id = ?',
+                        [now, *stamped.values(), object_id],
+                    )
+                results.append(
+                    {
+                        "id": str(object_id),
+                        "properties": {k: v for k, v in stamped.items()},
+                        "createdAt": now,
+                        "updatedAt": now,
+                        "archived": False,
+                        "new": new,
+                    }
+                )
+        answer: dict[str, object] = {
+            "status": "COMPLETE",
+            "results": results,
+            "startedAt": started,
+            "completedAt": hs_datetime(datetime.now(UTC)),
+        }
+        if errors:
+            answer["numErrors"] = len(errors)
+            answer["errors"] = errors
+            return Response.json(207, answer)
+        return Response.json(200, answer)
+
+    def _upsert_problem(
+        self, table: str, id_property: str, key: str, props: dict[str, object], writable: set[str]
+    ) -> tuple[str, str] | None:
+        queued = self.record_faults.get(key)
+        if queued:
+            return queued.pop(0), f"Injected failure for {key}"
+        if not key:
+            return "VALIDATION_ERROR", "id is required for an upsert input"
+        if id_property not in writable:
+            return "VALIDATION_ERROR", f"Property {id_property} does not exist or is not unique"
+        unknown = sorted(set(props) - writable)
+        if unknown:
+            return "VALIDATION_ERROR", f'Property "{unknown[0]}" does not exist'
+        email = (key if id_property == "email" else props.get("email")) if table == "contacts" else None
+        if email is not None and "@" not in str(email):
+            return "VALIDATION_ERROR", f"Property values were not valid: INVALID_EMAIL {email}"
+        return None

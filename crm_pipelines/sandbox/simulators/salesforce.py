@@ -16,8 +16,10 @@ against the table, values are never interpolated.
 from __future__ import annotations
 
 import base64
+import csv
 import hashlib
 import hmac
+import io
 import json
 import re
 import secrets
@@ -25,7 +27,8 @@ import sqlite3
 import threading
 import time
 from array import array
-from collections import OrderedDict
+from collections import OrderedDict, deque
+from contextlib import closing
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -42,6 +45,7 @@ from crm_pipelines.sandbox.simulators.store import (
     SALESFORCE_INTEGER_TYPES,
     SALESFORCE_KEY_PREFIXES,
     SALESFORCE_NUMERIC_TYPES,
+    open_store,
     table_columns,
 )
 
@@ -539,12 +543,84 @@ class _Cursor:
     last_used: float
 
 
+@dataclass
+class _BulkJob:
+    """A Bulk API 2.0 query job: its query, state, and once complete the rows it returns."""
+
+    id: str
+    operation: str
+    sobject: str
+    query: str
+    compiled: _Compiled
+    created: str
+    state: str = "UploadComplete"
+    polls: int = 0
+    error: str | None = None
+    rowids: array[int] | None = None
+
+
+def _csv_value(sf_type: str, value: object) -> str:
+    """A field as Bulk 2.0 CSV writes it: null as nothing, booleans true/false, numbers as in JSON."""
+    rendered = _json_value(sf_type, value)
+    if rendered is None:
+        return ""
+    if isinstance(rendered, bool):
+        return "true" if rendered else "false"
+    if isinstance(rendered, int | float):
+        return json.dumps(rendered)
+    return str(rendered)
+
+
+# Fields a create must set, as the org's page layouts and the schema require.
+_REQUIRED_ON_CREATE = {"Account": ("Name",), "Contact": ("LastName",), "Opportunity": ("Name", "StageName")}
+_READ_ONLY = frozenset({"Id", "CreatedDate", "LastModifiedDate", "SystemModstamp", "IsDeleted"})
+UPSERT_MAX_RECORDS = 200
+
+
 def _sf_error(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> Response:
     return Response.json(status, [{"message": message, "errorCode": code}], headers)
 
 
 def _oauth_error(error: str, description: str, status: int = 400) -> Response:
     return Response.json(status, {"error": error, "error_description": description})
+
+
+def _now_iso() -> str:
+    now = datetime.now(UTC)
+    return now.strftime("%Y-%m-%dT%H:%M:%S.") + f"{now.microsecond // 1000:03d}+0000"
+
+
+def _job_info(job: _BulkJob, version: str) -> dict[str, object]:
+    info: dict[str, object] = {
+        "id": job.id,
+        "operation": job.operation,
+        "object": job.sobject,
+        "createdById": "005Qy000000Integ",
+        "createdDate": job.created,
+        "systemModstamp": _now_iso(),
+        "state": job.state,
+        "concurrencyMode": "Parallel",
+        "contentType": "CSV",
+        "apiVersion": float(version),
+        "jobType": "V2Query",
+        "lineEnding": "LF",
+        "columnDelimiter": "COMMA",
+    }
+    if job.rowids is not None:
+        info["numberRecordsProcessed"] = len(job.rowids)
+    if job.error is not None:
+        info["errorMessage"] = job.error
+    return info
+
+
+def _base36(number: int) -> str:
+    digits = "0123456789abcdefghijklmnopqrstuvwxyz"
+    out = ""
+    while True:
+        number, rest = divmod(number, 36)
+        out = digits[rest] + out
+        if number == 0:
+            return out
 
 
 class SalesforceSimulator(SimulatorServer):
@@ -578,6 +654,14 @@ class SalesforceSimulator(SimulatorServer):
         self._cursors: OrderedDict[str, _Cursor] = OrderedDict()
         self._cursor_seq = 0
         self._state_lock = threading.Lock()
+        self._write_lock = threading.Lock()
+        self._jobs: dict[str, _BulkJob] = {}
+        # Bulk jobs complete after this many status polls (the first answers InProgress).
+        self.bulk_polls_to_complete = 1
+        # Messages for the next query jobs to fail with (state Failed, errorMessage), in order.
+        self.bulk_failures: deque[str] = deque()
+        # statusCodes to answer for an external id on its next upsert attempts (per-record faults).
+        self.record_faults: dict[str, list[str]] = {}
         super().__init__(store_path, host=host, port=port, rate_limit=rate_limit, faults=faults)
 
     # -- token management ----------------------------------------------------------------------
@@ -673,6 +757,12 @@ class SalesforceSimulator(SimulatorServer):
         router.add("GET", _V + r"/queryAll/?", self.query_all)
         router.add(
             "GET", _V + r"/(?:query|queryAll)/(?P<locator>01g[A-Za-z0-9]+)-(?P<offset>\d+)", self.query_more
+        )
+        router.add("POST", _V + r"/jobs/query/?", self.create_query_job)
+        router.add("GET", _V + r"/jobs/query/(?P<job_id>750[A-Za-z0-9]+)", self.query_job_status)
+        router.add("GET", _V + r"/jobs/query/(?P<job_id>750[A-Za-z0-9]+)/results", self.query_job_results)
+        router.add(
+            "PATCH", _V + r"/composite/sobjects/(?P<sobject>\w+)/(?P<id_field>\w+)", self.upsert_collection
         )
 
     def token(self, request: Request) -> Response:
@@ -968,6 +1058,212 @@ class SalesforceSimulator(SimulatorServer):
             body["nextRecordsUrl"] = f"/services/data/v{version}/query/{locator}-{end}"
         body["records"] = records
         return Response.json(200, body)
+
+    # -- Bulk API 2.0 query jobs -----------------------------------------------------------------
+
+    def create_query_job(self, request: Request, version: str) -> Response:
+        if (bad := self._check_version(version)) is not None:
+            return bad
+        try:
+            body = json.loads(request.body or b"{}")
+        except ValueError:
+            return _sf_error(400, "JSON_PARSER_ERROR", "The request body is not valid JSON")
+        operation = body.get("operation")
+        if operation not in ("query", "queryAll"):
+            return _sf_error(400, "INVALIDJOB", f"Invalid operation: {operation}")
+        try:
+            parsed = parse_soql(str(body.get("query") or ""))
+            if parsed.fields is None:
+                raise SoqlError("INVALIDJOB", "Aggregate Relationships not supported in Bulk Query: COUNT()")
+            if parsed.offset is not None:
+                raise SoqlError("INVALIDJOB", "OFFSET clause is not supported in Bulk API 2.0 queries")
+            sobject = self._canonical_sobject(parsed.sobject)
+            types = self._field_types(sobject) if sobject else None
+            if sobject is None or types is None:
+                raise SoqlError("INVALIDJOB", f"Entity '{parsed.sobject}' is not supported by the Bulk API.")
+            compiled = _Compiler(parsed, sobject, types, operation == "queryAll").compile()
+        except SoqlError as exc:
+            return _sf_error(400, exc.code, exc.message)
+        with self._state_lock:
+            self._cursor_seq += 1
+            job_id = f"750Qy{self._cursor_seq:010d}AAA"
+            job = _BulkJob(job_id, operation, sobject, parsed.text, compiled, _now_iso())
+            if self.bulk_failures:
+                job.error = self.bulk_failures.popleft()
+            self._jobs[job_id] = job
+        return Response.json(200, _job_info(job, version))
+
+    def query_job_status(self, request: Request, version: str, job_id: str) -> Response:
+        if (bad := self._check_version(version)) is not None:
+            return bad
+        with self._state_lock:
+            job = self._jobs.get(job_id)
+        if job is None:
+            return _sf_error(404, "NOT_FOUND", "The requested resource does not exist")
+        if job.state in ("UploadComplete", "InProgress"):
+            job.polls += 1
+            if job.polls <= self.bulk_polls_to_complete:
+                job.state = "InProgress"
+            elif job.error is not None:
+                job.state = "Failed"
+            else:
+                # The job's rows are fixed when it completes, like a query locator's.
+                compiled = job.compiled
+                where = f" WHERE {compiled.where_sql}" if compiled.where_sql else ""
+                limit = -1 if compiled.limit is None else compiled.limit
+                sql = f'SELECT rowid FROM "{compiled.sobject}"{where} ORDER BY {compiled.order_sql} LIMIT ?'
+                job.rowids = array("q", (r[0] for r in self.db().execute(sql, [*compiled.params, limit])))
+                job.state = "JobComplete"
+        return Response.json(200, _job_info(job, version))
+
+    def query_job_results(self, request: Request, version: str, job_id: str) -> Response:
+        if (bad := self._check_version(version)) is not None:
+            return bad
+        with self._state_lock:
+            job = self._jobs.get(job_id)
+        if job is None:
+            return _sf_error(404, "NOT_FOUND", "The requested resource does not exist")
+        if job.state != "JobComplete" or job.rowids is None:
+            return _sf_error(400, "INVALIDJOBSTATE", f"Job {job_id} is in state {job.state}, not JobComplete")
+        try:
+            start = int(request.param("locator") or "0", 36) if request.param("locator") else 0
+            page = int(request.param("maxRecords") or "50000")
+        except ValueError:
+            return _sf_error(400, "INVALIDLOCATOR", "Invalid locator or maxRecords")
+        if start > len(job.rowids) or page < 1:
+            return _sf_error(400, "INVALIDLOCATOR", "Invalid locator or maxRecords")
+        end = min(start + page, len(job.rowids))
+        wanted = list(job.rowids[start:end])
+        fields = job.compiled.fields or []
+        types = self._field_types(job.sobject) or {}
+        columns = ", ".join(f'"{f}"' for f in fields)
+        rows = (
+            self.db()
+            .execute(
+                f'SELECT rowid, {columns} FROM "{job.sobject}" WHERE rowid IN (SELECT value FROM json_each(?))',
+                (json.dumps(wanted),),
+            )
+            .fetchall()
+        )
+        by_rowid = {row[0]: row[1:] for row in rows}
+        out = io.StringIO()
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerow(fields)
+        written = 0
+        for rowid in wanted:
+            row = by_rowid.get(rowid)
+            if row is None:
+                continue
+            writer.writerow([_csv_value(types.get(f, "string"), v) for f, v in zip(fields, row, strict=True)])
+            written += 1
+        # The locator is opaque to clients; here it is the next row's position in base 36.
+        locator = "null" if end >= len(job.rowids) else _base36(end)
+        return Response(
+            200,
+            out.getvalue().encode("utf-8"),
+            {
+                "Content-Type": "text/csv",
+                "Sforce-Locator": locator,
+                "Sforce-NumberOfRecords": str(written),
+            },
+        )
+
+    def upsert_collection(self, request: Request, version: str, sobject: str, id_field: str) -> Response:
+        """sObject Collections upsert: one result per record, in request order (allOrNone false)."""
+        if (bad := self._check_version(version)) is not None:
+            return bad
+        name = self._canonical_sobject(sobject)
+        types = self._field_types(name) if name else None
+        if name is None or types is None:
+            return _sf_error(404, "NOT_FOUND", f"The requested resource does not exist: {sobject}")
+        if id_field not in types:
+            return _sf_error(
+                404,
+                "NOT_FOUND",
+                f"Provided external ID field does not exist or is not accessible: {id_field}",
+            )
+        try:
+            body = json.loads(request.body or b"{}")
+        except ValueError:
+            return _sf_error(400, "JSON_PARSER_ERROR", "The request body is not valid JSON")
+        records = body.get("records")
+        if not isinstance(records, list) or not records:
+            return _sf_error(400, "INVALID_FIELD", "records must be a non-empty list")
+        if len(records) > UPSERT_MAX_RECORDS:
+            return _sf_error(
+                400,
+                "EXCEEDED_ID_LIMIT",
+                f"Record limit reached. Only {UPSERT_MAX_RECORDS} records allowed per request.",
+            )
+        results: list[dict[str, object]] = []
+        with self._write_lock, closing(open_store(self.store_path)) as conn, conn:
+            for record in records:
+                results.append(self._upsert_one(conn, name, id_field, types, record))
+        return Response.json(200, results)
+
+    def _upsert_one(
+        self,
+        conn: sqlite3.Connection,
+        sobject: str,
+        id_field: str,
+        types: dict[str, str],
+        record: object,
+    ) -> dict[str, object]:
+        def failed(code: str, message: str, fields: list[str]) -> dict[str, object]:
+            return {"success": False, "errors": [{"statusCode": code, "message": message, "fields": fields}]}
+
+        if not isinstance(record, dict):
+            return failed("INVALID_FIELD", "a record must be an object", [])
+        values = {k: v for k, v in record.items() if k != "attributes"}
+        key = values.get(id_field)
+        if key in (None, ""):
+            return failed("MISSING_ARGUMENT", f"{id_field} not specified", [id_field])
+        queued = self.record_faults.get(str(key))
+        if queued:
+            code = queued.pop(0)
+            return failed(code, f"injected {code} for {key}", [])
+        unknown = sorted(set(values) - set(types))
+        if unknown:
+            return failed(
+                "INVALID_FIELD", f"No such column '{unknown[0]}' on sobject of type {sobject}", unknown
+            )
+        read_only = sorted(set(values) & _READ_ONLY)
+        if read_only:
+            return failed(
+                "INVALID_FIELD_FOR_INSERT_UPDATE",
+                f"Unable to create/update fields: {', '.join(read_only)}",
+                read_only,
+            )
+        stamp = _now_iso()
+        found = conn.execute(f'SELECT "Id" FROM "{sobject}" WHERE "{id_field}" = ?', (key,)).fetchall()
+        if len(found) > 1:
+            return failed(
+                "DUPLICATE_EXTERNAL_ID", f"{id_field}: more than one record found for {key}", [id_field]
+            )
+        stamped = dict(values)
+        for column in ("LastModifiedDate", "SystemModstamp"):
+            if column in types:
+                stamped[column] = stamp
+        if found:
+            record_id = str(found[0][0])
+            assignments = ", ".join(f'"{c}" = ?' for c in stamped)
+            conn.execute(
+                f'UPDATE "{sobject}" SET {assignments} WHERE "Id" = ?', [*stamped.values(), record_id]
+            )
+            return {"id": record_id, "success": True, "errors": [], "created": False}
+        missing = [f for f in _REQUIRED_ON_CREATE.get(sobject, ()) if values.get(f) in (None, "")]
+        if missing:
+            return failed(
+                "REQUIRED_FIELD_MISSING", f"Required fields are missing: [{', '.join(missing)}]", missing
+            )
+        record_id = f"{SALESFORCE_KEY_PREFIXES.get(sobject, '001')}Qy{secrets.token_hex(5).upper()}AAA"[:18]
+        stamped["Id"] = record_id
+        if "CreatedDate" in types:
+            stamped["CreatedDate"] = stamp
+        quoted = ", ".join(f'"{c}"' for c in stamped)
+        marks = ", ".join("?" for _ in stamped)
+        conn.execute(f'INSERT INTO "{sobject}" ({quoted}) VALUES ({marks})', list(stamped.values()))
+        return {"id": record_id, "success": True, "errors": [], "created": True}
 
     @staticmethod
     def _record(
