@@ -7,14 +7,17 @@ ops.quarantine            every row that did not make it, with the rule and reas
 """
 
 import json
+from pathlib import Path
 
 import dagster as dg
+import duckdb
 
 from crm_pipelines.identity_paths import identity_files
 from crm_pipelines.lake import has_parquet, parquet_glob, partition_dir, scan_parquet
 from crm_pipelines.mapping.spec import load_mappings
 from crm_pipelines.partitions import NIGHTLY_PARTITIONS
 from crm_pipelines.sources import load_sources
+from crm_pipelines.warehouse.deletes import load_deleted, soft_delete
 from crm_pipelines.warehouse.load import (
     merge_by_key,
     newest_partition,
@@ -42,6 +45,33 @@ def quality_quarantine_folder(lake: LakeResource, entity: str, partition: str): 
     return partition_dir(lake.path, "quarantine", "quality", entity, partition)
 
 
+def _record_sftp_files(
+    con: duckdb.DuckDBPyConnection, source: str, dataset: str, folder: Path, partition: str, run_id: str
+) -> list[dict[str, object]]:
+    """Insert the ledger rows of the partition's landed file versions (inside the load's transaction)."""
+    files = []
+    for manifest_file in sorted(folder.glob("*.json")):
+        manifest = json.loads(manifest_file.read_text())
+        # The ledger row commits with the rows it describes: a file version is ingested once.
+        con.execute(
+            "INSERT INTO ops.file_ingest VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, now()) ON CONFLICT DO NOTHING",
+            [
+                source,
+                dataset,
+                manifest["path"],
+                manifest["sha256"],
+                manifest["size"],
+                partition,
+                manifest["data_lines"],
+                manifest["rows_landed"],
+                manifest["rows_quarantined"],
+                run_id,
+            ],
+        )
+        files.append(manifest)
+    return files
+
+
 def _build_raw_load(source: str, datasets: list[str], kind: str) -> dg.AssetsDefinition:
     @dg.asset(
         key=["raw", source],
@@ -63,6 +93,10 @@ def _build_raw_load(source: str, datasets: list[str], kind: str) -> dg.AssetsDef
             for dataset in datasets:
                 folder = partition_dir(lake.path, "raw", source, dataset, pk)
                 if not has_parquet(folder):
+                    if kind == "sftp":
+                        # Every file of the drop was rejected: no rows, but its ledger rows (and the
+                        # quarantine, below) must commit, or the files would never reach the error folder.
+                        files += _record_sftp_files(con, source, dataset, folder, pk, context.run_id)
                     context.log.warning(f"{source}/{dataset}: nothing in the lake for {pk}")
                     continue
                 loaded[dataset] = replace_partition(
@@ -87,26 +121,21 @@ def _build_raw_load(source: str, datasets: list[str], kind: str) -> dg.AssetsDef
                     run_id=context.run_id,
                 )
                 if kind == "sftp":
-                    for manifest_file in sorted(folder.glob("*.json")):
-                        manifest = json.loads(manifest_file.read_text())
-                        # The ledger row commits with the rows it describes: a file is ingested once.
-                        con.execute(
-                            "INSERT INTO ops.file_ingest VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, now()) "
-                            "ON CONFLICT DO NOTHING",
-                            [
-                                source,
-                                dataset,
-                                manifest["path"],
-                                manifest["sha256"],
-                                manifest["size"],
-                                pk,
-                                manifest["data_lines"],
-                                manifest["rows_landed"],
-                                manifest["rows_quarantined"],
-                                context.run_id,
-                            ],
-                        )
-                        files.append(manifest)
+                    files += _record_sftp_files(con, source, dataset, folder, pk, context.run_id)
+            if kind == "sftp":
+                # Several drops share one source: each dataset's quarantine is replaced per entity,
+                # so one drop's replacement never wipes another's.
+                mappings = load_mappings()
+                for dataset in datasets:
+                    replace_quarantine(
+                        con,
+                        folder=partition_dir(lake.path, "quarantine", source, dataset, pk),
+                        partition=pk,
+                        stage="extract",
+                        source=source,
+                        entity=mappings.entity_of(f"{source}/{dataset}") or dataset,
+                        run_id=context.run_id,
+                    )
         metadata: dict[str, object] = {f"rows_{d}": dg.MetadataValue.int(n) for d, n in loaded.items()}
         if watermarks:
             metadata["watermarks_advanced"] = dg.MetadataValue.json(watermarks)
@@ -146,6 +175,7 @@ def core_identity(
                 counts[f"staging_{entity}"] = replace_partition(
                     con, schema="staging", table=entity, parquet_glob=parquet_glob(folder), partition=pk
                 )
+            load_deleted(con, lake_dir=lake.path, entity=entity, partition=pk)
             replace_quarantine(
                 con,
                 folder=quality_quarantine_folder(lake, entity, pk),
@@ -206,6 +236,8 @@ def _build_fact_load(entity: str) -> dg.AssetsDefinition:
                     partition=pk,
                     version_column="updated_at",
                 )
+            deleted = load_deleted(con, lake_dir=lake.path, entity=entity, partition=pk)
+            soft_delete(con, table=entity, partition=pk, live_glob=parquet_glob(folder) if staged else None)
             quarantined = replace_quarantine(
                 con,
                 folder=quality_quarantine_folder(lake, entity, pk),
@@ -218,6 +250,7 @@ def _build_fact_load(entity: str) -> dg.AssetsDefinition:
             metadata={
                 "staged_rows": dg.MetadataValue.int(staged),
                 "core_rows_written": dg.MetadataValue.int(merged),
+                "soft_deleted": dg.MetadataValue.int(deleted),
                 "quarantine_rows": dg.MetadataValue.int(quarantined),
             }
         )

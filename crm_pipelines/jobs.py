@@ -14,6 +14,10 @@ nightly_sync_job = dg.define_asset_job(
     ),
 )
 
+# Tags a sensor-launched sftp_file_ingest run carries: the one file and drop it is for.
+SFTP_PATH_TAG = "crm_pipelines/sftp_path"
+SFTP_DATASET_TAG = "crm_pipelines/dataset"
+
 # The SFTP extracts and their raw loads (the warehouse-group assets right after them).
 _sftp_extracts = dg.AssetSelection.kind("sftp")
 sftp_ingest_job = dg.define_asset_job(

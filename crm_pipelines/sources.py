@@ -72,7 +72,7 @@ class Dataset(BaseModel):
     columns: list[str] = []
     # File drops only (kind sftp): where the files are, when one is complete, where it goes after.
     folder: str | None = None
-    format: Literal["csv"] = "csv"
+    format: Literal["csv", "jsonl"] = "csv"
     # None: detected per file (UTF-8 with or without BOM, else cp1252; , ; tab or |).
     encoding: str | None = None
     delimiter: str | None = None

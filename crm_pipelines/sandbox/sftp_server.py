@@ -506,6 +506,17 @@ class SandboxSFTPServer:
         for thread, _ in connections:
             thread.join(timeout=5)
 
+    def drop_connections(self) -> int:
+        """Close every open client connection, as a network failure would; returns how many."""
+        with self._lock:
+            connections = [(t, tr) for t, tr in self._connections if tr.is_active()]
+        for _, transport in connections:
+            with contextlib.suppress(Exception):
+                # Shut the socket down first: close() alone may wait on the transport thread.
+                transport.sock.shutdown(socket.SHUT_RDWR)
+            transport.close()
+        return len(connections)
+
     def __enter__(self) -> SandboxSFTPServer:
         self.start()
         return self

@@ -26,7 +26,8 @@ def test_definitions_load_with_every_part_of_the_nightly_sync() -> None:
         assert expected in keys
     assert definitions.resolve_job_def("nightly_sync").partitions_def is not None
     assert definitions.resolve_schedule_def("nightly_sync_schedule").cron_schedule == "0 2 * * *"
-    assert definitions.resolve_sensor_def("sftp_file_arrival") is not None
+    for drop in ("invoices", "payments"):  # one arrival sensor per declared file drop
+        assert definitions.resolve_sensor_def(f"sftp_file_arrival__finance_sftp__{drop}") is not None
     checks = {key.name for key in definitions.resolve_asset_graph().asset_check_keys}
     assert "quality_suite" in checks
 

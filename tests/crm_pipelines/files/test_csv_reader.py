@@ -11,6 +11,7 @@ from crm_pipelines.canonical import QUARANTINE
 from crm_pipelines.files.csv_reader import (
     CsvChunk,
     FileRejected,
+    detect_dialect,
     normalize_header,
     output_schema,
     read_csv_batches,
@@ -276,3 +277,37 @@ def test_binary_file_is_rejected(tmp_path: Path) -> None:
     path.write_bytes(b"\x00\x01" * (700 * 1024))
     with pytest.raises(FileRejected, match="invoices_2026-11-25.csv: no header row"):
         read_all(path)
+
+
+@pytest.mark.parametrize(
+    ("raw", "encoding", "delimiter"),
+    [
+        pytest.param("\ufeffKunde;Firma\nK-1;Müller\n".encode(), "utf-8", ";", id="utf8-bom-semicolon"),
+        pytest.param("kunde\tfirma\nK-1\tMüller\n".encode(), "utf-8", "\t", id="utf8-tab"),
+        pytest.param("kunde|firma\nK-1|Müller €\n".encode("cp1252"), "cp1252", "|", id="cp1252-pipe"),
+        pytest.param(b'"a;b",c\n"1;2",3\n', "utf-8", ",", id="delimiter-inside-quotes-ignored"),
+    ],
+)
+def test_encoding_and_delimiter_are_detected(
+    tmp_path: Path, raw: bytes, encoding: str, delimiter: str
+) -> None:
+    path = tmp_path / "drop.csv"
+    path.write_bytes(raw)
+    dialect = detect_dialect(path)
+    assert (dialect.encoding, dialect.delimiter) == (encoding, delimiter)
+    if delimiter != ",":
+        rows = [
+            r
+            for chunk in read_csv_batches(
+                path,
+                columns=["Kunde", "Firma"],
+                source_file="drop.csv",
+                source="s",
+                dataset="d",
+                encoding=dialect.encoding,
+                delimiter=dialect.delimiter,
+            )
+            for r in chunk.rows.to_pylist()
+        ]
+        # Header names normalised ("Kunde" -> "kunde"), text decoded without replacement characters.
+        assert rows[0]["kunde"] == "K-1" and rows[0]["firma"].startswith("Müller")

@@ -131,9 +131,9 @@ def test_list_and_download(drop: Drop, session: SFTPSession, tmp_path: Path) -> 
         "invoices_2026-11-26.csv.part",
         "invoices_2026-11-27.csv.filepart",
         "invoices_old.csv.d",
-        "invoices_link.csv",
     }
-    assert listing.rejected == []
+    # A link may point outside the folder: refused and reported, never followed.
+    assert [r.name for r in listing.rejected] == ["invoices_link.csv"]
     assert [f.name for f in session.list_files(FOLDER, "*.csv")] == [
         "invoices_2026-11-25.csv",
         "payments_2026-11-25.csv",
