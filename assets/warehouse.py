@@ -89,14 +89,26 @@ def _build_raw_load(source: str, datasets: list[str], kind: str) -> dg.AssetsDef
         loaded: dict[str, int] = {}
         files: list[dict[str, object]] = []
         watermarks: dict[str, str | None] = {}
+        mappings = load_mappings()
         with warehouse.get().transaction() as con:
             for dataset in datasets:
                 folder = partition_dir(lake.path, "raw", source, dataset, pk)
+                # Extract-stage quarantine (file lines) is scoped to the dataset's entity, so one
+                # dataset's replacement never wipes another's. It loads even when no row survived.
+                replace_quarantine(
+                    con,
+                    folder=partition_dir(lake.path, "quarantine", source, dataset, pk),
+                    partition=pk,
+                    stage="extract",
+                    source=source,
+                    entity=mappings.entity_of(f"{source}/{dataset}") or dataset,
+                    run_id=context.run_id,
+                )
+                if kind == "sftp":
+                    # Ledger rows commit with the rows they describe, also for files rejected whole,
+                    # or those files would never reach the error folder.
+                    files += _record_sftp_files(con, source, dataset, folder, pk, context.run_id)
                 if not has_parquet(folder):
-                    if kind == "sftp":
-                        # Every file of the drop was rejected: no rows, but its ledger rows (and the
-                        # quarantine, below) must commit, or the files would never reach the error folder.
-                        files += _record_sftp_files(con, source, dataset, folder, pk, context.run_id)
                     context.log.warning(f"{source}/{dataset}: nothing in the lake for {pk}")
                     continue
                 loaded[dataset] = replace_partition(
@@ -111,31 +123,6 @@ def _build_raw_load(source: str, datasets: list[str], kind: str) -> dg.AssetsDef
                     con, pending=pending, partition=pk, run_id=context.run_id
                 ):
                     watermarks[dataset] = pending.reached
-                quarantine = partition_dir(lake.path, "quarantine", source, dataset, pk)
-                replace_quarantine(
-                    con,
-                    folder=quarantine,
-                    partition=pk,
-                    stage="extract",
-                    source=source,
-                    run_id=context.run_id,
-                )
-                if kind == "sftp":
-                    files += _record_sftp_files(con, source, dataset, folder, pk, context.run_id)
-            if kind == "sftp":
-                # Several drops share one source: each dataset's quarantine is replaced per entity,
-                # so one drop's replacement never wipes another's.
-                mappings = load_mappings()
-                for dataset in datasets:
-                    replace_quarantine(
-                        con,
-                        folder=partition_dir(lake.path, "quarantine", source, dataset, pk),
-                        partition=pk,
-                        stage="extract",
-                        source=source,
-                        entity=mappings.entity_of(f"{source}/{dataset}") or dataset,
-                        run_id=context.run_id,
-                    )
         metadata: dict[str, object] = {f"rows_{d}": dg.MetadataValue.int(n) for d, n in loaded.items()}
         if watermarks:
             metadata["watermarks_advanced"] = dg.MetadataValue.json(watermarks)

@@ -14,7 +14,6 @@ import argparse
 import itertools
 import shutil
 import tempfile
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -23,34 +22,12 @@ import pandas as pd
 import psutil
 import psycopg
 import sqlalchemy as sa
+from measure import PeakRss  # bench/measure.py (the scripts run from bench/)
 
 from crm_pipelines.databases.postgres_server import running_postgres
 from crm_pipelines.databases.source import DatabaseSource
 from crm_pipelines.databases.sql_source import TableRead
 from crm_pipelines.lake import write_batches
-
-
-class PeakRss:
-    """Samples this process's resident memory every 20 ms."""
-
-    def __init__(self) -> None:
-        self.peak = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        proc = psutil.Process()
-        while not self._stop.is_set():
-            self.peak = max(self.peak, proc.memory_info().rss)
-            time.sleep(0.02)
-
-    def __enter__(self) -> PeakRss:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
 
 
 def measure(name: str, rows: int, run: Callable[[], int]) -> tuple[str, float, float, float]:

@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import argparse
 import tempfile
-import threading
 import time
 from pathlib import Path
 
 import psutil
+from measure import PeakRss  # bench/measure.py (the scripts run from bench/)
 
 from assets.sftp_files import land_file
 from crm_pipelines.sources import load_sources
@@ -42,29 +42,6 @@ def write_csv(path: Path, rows: int) -> None:
         out.write("".join(block))
 
 
-class PeakMemory:
-    """Samples this process's RSS in a thread; ``peak`` is the highest seen."""
-
-    def __init__(self) -> None:
-        self.peak = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        process = psutil.Process()
-        while not self._stop.is_set():
-            self.peak = max(self.peak, process.memory_info().rss)
-            time.sleep(0.05)
-
-    def __enter__(self) -> PeakMemory:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -83,7 +60,7 @@ def main() -> None:
         import pandas  # noqa: F401
 
         baseline = psutil.Process().memory_info().rss
-        with PeakMemory() as memory:
+        with PeakRss() as memory:
             started = time.perf_counter()
             manifest = land_file(
                 local_file=csv_path,

@@ -14,7 +14,6 @@ import datetime as dt
 import os
 import resource
 import tempfile
-import threading
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -22,32 +21,10 @@ from pathlib import Path
 import dagster as dg
 import duckdb
 import psutil
+from measure import PeakRss  # bench/measure.py (the scripts run from bench/)
 
 from crm_pipelines import settings
 from crm_pipelines.sandbox.run import Sandbox
-
-
-class PeakRss:
-    """Samples this process's resident memory every 50 ms and keeps the maximum."""
-
-    def __init__(self) -> None:
-        self.peak = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._sample, daemon=True)
-
-    def _sample(self) -> None:
-        process = psutil.Process()
-        while not self._stop.is_set():
-            self.peak = max(self.peak, process.memory_info().rss)
-            time.sleep(0.05)
-
-    def __enter__(self) -> PeakRss:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
 
 
 def main() -> None:

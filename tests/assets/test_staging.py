@@ -23,12 +23,26 @@ def write_raw(lake: Path, source: str, dataset: str, rows: list[dict]) -> None:
 
 def erp_payments(lake: Path, *, bad: int, good: int) -> None:
     rows = [
-        {"payment_id": i, "invoice_id": 1, "payment_date": "2026-11-20", "amount": "100.00", "currency": "EUR",
-         "method": "bank_transfer", "updated_at": "2026-11-20 10:00:00"}
+        {
+            "payment_id": i,
+            "invoice_id": 1,
+            "payment_date": "2026-11-20",
+            "amount": "100.00",
+            "currency": "EUR",
+            "method": "bank_transfer",
+            "updated_at": "2026-11-20 10:00:00",
+        }
         for i in range(good)
     ] + [
-        {"payment_id": 1000 + i, "invoice_id": 1, "payment_date": "2026-11-20", "amount": "-5.00", "currency": "EUR",
-         "method": "bank_transfer", "updated_at": "2026-11-20 10:00:00"}
+        {
+            "payment_id": 1000 + i,
+            "invoice_id": 1,
+            "payment_date": "2026-11-20",
+            "amount": "-5.00",
+            "currency": "EUR",
+            "method": "bank_transfer",
+            "updated_at": "2026-11-20 10:00:00",
+        }
         for i in range(bad)
     ]
     write_raw(lake, "erp", "payments", rows)
@@ -37,7 +51,9 @@ def erp_payments(lake: Path, *, bad: int, good: int) -> None:
 
 def materialize(tmp_path: Path) -> dg.ExecuteInProcessResult:
     wanted = {"staging/payment", "core/payment"}
-    selected = [a for a in [*build_staging_assets(), *build_core_load_assets()] if a.key.to_user_string() in wanted]
+    selected = [
+        a for a in [*build_staging_assets(), *build_core_load_assets()] if a.key.to_user_string() in wanted
+    ]
     return dg.materialize(
         selected,
         partition_key=DAY,
