@@ -10,6 +10,7 @@ export UV_LINK_MODE ?= copy
 bootstrap:
 	@command -v uv >/dev/null 2>&1 || python3 -m uv --version >/dev/null 2>&1 || python3 -m pip install --quiet uv
 	@$(UV) sync --frozen --quiet
+	@mkdir -p "$(DAGSTER_HOME)"
 
 ## Run the nightly sync on the embedded sandbox and print the summary.
 demo: bootstrap

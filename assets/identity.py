@@ -22,7 +22,7 @@ from resources.lake import LakeResource
 def identity_resolution(context: dg.AssetExecutionContext, lake: LakeResource) -> dg.MaterializeResult:
     pk = context.partition_key
     files = identity_files(lake.path, pk)
-    con = mapping_connection()
+    con = mapping_connection(spill_dir=lake.path / "_spill")
     try:
         stats = resolve_entities(
             con=con,

@@ -65,7 +65,7 @@ def stage_entity(
     quarantine = reset_dir(partition_dir(lake_dir, "quarantine", "quality", entity, partition))
     deleted_dir = reset_dir(deleted_folder(lake_dir, entity, partition))
     outcomes: list[SourceStaging] = []
-    con = mapping_connection()
+    con = mapping_connection(spill_dir=lake_dir / "_spill")
     try:
         for planned in plan_entity(
             entity=entity, mappings=load_mappings(), lake_dir=lake_dir, partition=partition

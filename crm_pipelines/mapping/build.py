@@ -157,11 +157,27 @@ def plan_entity(*, entity: str, mappings: Mappings, lake_dir: Path, partition: s
     ]
 
 
-def mapping_connection(memory_limit: str = "2GB") -> duckdb.DuckDBPyConnection:
-    """An in-memory DuckDB with the normaliser UDFs, UTC session time and a bounded memory budget."""
+def mapping_connection(
+    *, spill_dir: Path | None = None, memory_limit: str = "1GB"
+) -> duckdb.DuckDBPyConnection:
+    """An in-memory DuckDB with the normaliser UDFs, UTC session time and a fixed memory budget.
+
+    DuckDB's buffer pool grows to its limit; past it, joins and sorts spill to ``spill_dir``. So memory
+    is set by this budget, not by the data's size.
+
+    Args:
+        spill_dir: Where DuckDB may spill (e.g. a folder in the lake); DuckDB's default when None.
+        memory_limit: DuckDB ``memory_limit``.
+
+    Returns:
+        The connection.
+    """
     con = duckdb.connect()
     con.execute("SET TimeZone = 'UTC'")
     con.execute(f"SET memory_limit = {quote_literal(memory_limit)}")
+    if spill_dir is not None:
+        spill_dir.mkdir(parents=True, exist_ok=True)
+        con.execute(f"SET temp_directory = {quote_literal(str(spill_dir))}")
     con.execute("SET preserve_insertion_order = false")
     register_udfs(con)
     return con
