@@ -89,7 +89,7 @@ def test_mapping_sql_converts_normalises_and_keeps_the_raw_row(tmp_path: Path) -
     )
     assert planned.sql is not None
     con = mapping_connection()
-    rows = con.execute(planned.sql + " ORDER BY record_id").to_arrow_table().to_pylist()
+    rows = con.sql(planned.sql + " ORDER BY record_id").to_arrow_table().to_pylist()
     acme, bad = rows
     assert acme["record_id"] == "salesforce:001A"
     assert acme["name"] == "Acme GmbH"
