@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from pathlib import Path
 from types import TracebackType
 
@@ -123,9 +123,3 @@ def stream_to_parquet(path: Path, batches: Iterable[pa.RecordBatch], *, empty_sc
         return write_batches(path, empty_schema, [])
     sink.close()
     return sink.rows
-
-
-def iter_batches(folder: Path, batch_size: int = 65_536) -> Iterator[pa.RecordBatch]:
-    """Read every Parquet file of a folder back as record batches, in file-name order."""
-    for file in sorted(Path(folder).glob("*.parquet")):
-        yield from pq.ParquetFile(file).iter_batches(batch_size=batch_size)

@@ -706,7 +706,7 @@ def validate_batches(
     of about ``batch_rows`` rows (small input batches are merged, big ones split), and afterwards
     ``run.summary`` holds the totals::
 
-        run = validate_batches(entity="account", batches=iter_batches(folder))
+        run = validate_batches(entity="account", batches=pq.ParquetFile(path).iter_batches())
         for result in run:
             valid_sink.write(result.valid)
             quarantine_sink.write(result.quarantine)
