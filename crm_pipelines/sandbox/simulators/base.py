@@ -8,6 +8,9 @@ through :mod:`crm_pipelines.sandbox.simulators.store` without restarting the ser
 
 from __future__ import annotations
 
+import base64
+import binascii
+import contextlib
 import json
 import logging
 import math
@@ -19,6 +22,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from http.cookies import CookieError, SimpleCookie
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import TracebackType
@@ -64,12 +68,38 @@ class Request:
         parsed = parse_qs(self.body.decode("utf-8", errors="replace"), keep_blank_values=True)
         return {key: values[0] for key, values in parsed.items()}
 
+    def json(self) -> Any:
+        """The body decoded as JSON; raises ``ValueError`` when it is not JSON."""
+        return json.loads(self.body.decode("utf-8")) if self.body else None
+
+    def cookies(self) -> dict[str, str]:
+        """The ``Cookie`` header's name/value pairs."""
+        jar = SimpleCookie()
+        with contextlib.suppress(CookieError):
+            jar.load(self.header("Cookie") or "")
+        return {name: morsel.value for name, morsel in jar.items()}
+
+    def basic_auth(self) -> tuple[str, str] | None:
+        """(user, password) of an ``Authorization: Basic`` header, or None."""
+        scheme, _, encoded = (self.header("Authorization") or "").strip().partition(" ")
+        if scheme.lower() != "basic":
+            return None
+        try:
+            user, sep, password = (
+                base64.b64decode(encoded.strip(), validate=True).decode("utf-8").partition(":")
+            )
+        except (binascii.Error, UnicodeDecodeError):
+            return None
+        return (user, password) if sep else None
+
 
 @dataclass
 class Response:
     status: int
     body: bytes = b""
     headers: dict[str, str] = field(default_factory=dict)
+    # Each entry is sent as its own Set-Cookie header (a dict cannot hold the same name twice).
+    set_cookies: list[str] = field(default_factory=list)
 
     @classmethod
     def json(cls, status: int, payload: object, headers: Mapping[str, str] | None = None) -> Response:
@@ -261,6 +291,8 @@ class _RequestHandler(BaseHTTPRequestHandler):
         self.send_response(response.status)
         for key, value in response.headers.items():
             self.send_header(key, value)
+        for cookie in response.set_cookies:
+            self.send_header("Set-Cookie", cookie)
         self.send_header("Content-Length", str(len(response.body)))
         self.end_headers()
         if self.command != "HEAD":
