@@ -12,8 +12,8 @@ import pyarrow as pa
 
 from crm_pipelines.canonical import QUARANTINE
 from crm_pipelines.files.compression import unpacked
-from crm_pipelines.files.csv_reader import CsvDialect, FileRejected, detect_dialect, read_csv_batches
-from crm_pipelines.files.jsonl_reader import read_jsonl_batches
+from crm_pipelines.files.csv_reader import DriftReport, FileRejected, normalize_header
+from crm_pipelines.files.readers import read_file_batches, text_dialect
 from crm_pipelines.files.sftp import DownloadError, SFTPSession, find_complete_files
 from crm_pipelines.jobs import SFTP_DATASET_TAG
 from crm_pipelines.lake import ParquetSink, partition_dir
@@ -28,7 +28,7 @@ from resources.sftp import SFTPResource
 
 def file_schema(declared: Dataset) -> pa.Schema:
     return pa.schema(
-        [pa.field(c, pa.string()) for c in declared.columns]
+        [pa.field(normalize_header(c), pa.string()) for c in declared.columns]
         + [
             pa.field("_source_file", pa.string()),
             pa.field("_source_line", pa.int64()),
@@ -78,29 +78,20 @@ def land_file(
         parsed_file = unpacked(local_file, local_file.parent / ".unpacked")
     except FileRejected as exc:
         rejected = str(exc)
-    detected = detect_dialect(parsed_file) if parsed_file else CsvDialect("utf-8", ",")
-    dialect = {
-        "encoding": declared.encoding or detected.encoding,
-        "delimiter": declared.delimiter or detected.delimiter,
-    }
+    dialect = text_dialect(parsed_file, declared) if parsed_file else None
+    drift = DriftReport()
     with ParquetSink(folder / f"{version}.parquet", schema) as sink:
         try:
             if parsed_file is None:
                 raise FileRejected(rejected or "unreadable")
-            chunks = (
-                read_jsonl_batches(
-                    parsed_file, columns=declared.columns, source_file=name, source=source, dataset=entity
-                )
-                if declared.format == "jsonl"
-                else read_csv_batches(
-                    parsed_file,
-                    columns=declared.columns,
-                    source_file=name,
-                    source=source,
-                    dataset=entity,
-                    encoding=dialect["encoding"],
-                    delimiter=dialect["delimiter"],
-                )
+            chunks = read_file_batches(
+                parsed_file,
+                declared=declared,
+                source_file=name,
+                source=source,
+                dataset=entity,
+                dialect=dialect,
+                drift=drift,
             )
             for chunk in chunks:
                 rows = chunk.rows
@@ -116,6 +107,11 @@ def land_file(
             rejected = str(exc)
     if parsed_file is not None and parsed_file != local_file:
         parsed_file.unlink(missing_ok=True)
+    if drift.new_columns and log:
+        log.warning(
+            f"{name}: schema drift: column(s) {', '.join(drift.new_columns)} are not declared for "
+            "this drop and were not loaded (declare them in sources.yaml to load them)"
+        )
     if rejected is not None:
         (folder / f"{version}.parquet").unlink(missing_ok=True)
         quarantine_rows = [
@@ -136,7 +132,12 @@ def land_file(
         "sha256": sha256,
         "size": size,
         "mtime": mtime,
-        "dialect": dialect,
+        "format": declared.format,
+        "dialect": None
+        if dialect is None
+        else {"encoding": dialect.encoding, "delimiter": dialect.delimiter},
+        # Schema drift: columns in the file the drop does not declare (not loaded; reported).
+        "new_columns": drift.new_columns,
         "rows_landed": sink.rows if rejected is None else 0,
         "rows_quarantined": len({q["record_id"] for q in quarantine_rows}),
         "rejected": rejected,
@@ -234,6 +235,7 @@ def _build_extract(
                     [{"name": r.name, "reason": r.reason} for r in listing.rejected]
                 ),
                 "unreadable_files": dg.MetadataValue.json(unreadable),
+                "new_file_columns": dg.MetadataValue.json(new_file_columns(manifests)),
             }
         )
         # A file landed by an earlier run of this day (and since moved to processed/) has arrived too.
@@ -252,6 +254,13 @@ def _build_extract(
         )
 
     return _extract
+
+
+def new_file_columns(manifests: list[dict[str, Any]]) -> dict[str, list[str]]:
+    """Schema drift per file: the columns each file has that its drop does not declare."""
+    return {
+        posixpath.basename(str(m["path"])): list(m["new_columns"]) for m in manifests if m.get("new_columns")
+    }
 
 
 def move_to_error(session: SFTPSession, remote_path: str, error_folder: str, reason: str) -> str:

@@ -54,7 +54,9 @@ def _record_sftp_files(
         manifest = json.loads(manifest_file.read_text())
         # The ledger row commits with the rows it describes: a file version is ingested once.
         con.execute(
-            "INSERT INTO ops.file_ingest VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, now()) ON CONFLICT DO NOTHING",
+            "INSERT INTO ops.file_ingest (source, dataset, path, sha256, size, partition, data_lines, "
+            "rows_landed, rows_quarantined, run_id, new_columns, ingested_at) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, now()) ON CONFLICT DO NOTHING",
             [
                 source,
                 dataset,
@@ -66,6 +68,7 @@ def _record_sftp_files(
                 manifest["rows_landed"],
                 manifest["rows_quarantined"],
                 run_id,
+                manifest.get("new_columns", []),
             ],
         )
         files.append(manifest)

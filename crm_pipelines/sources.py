@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from crm_pipelines.sql import check_identifier
 
@@ -56,6 +56,80 @@ class Incremental(BaseModel):
         return int(match.group(1)) * _UNIT_SECONDS[match.group(2)]
 
 
+class FixedWidthField(BaseModel):
+    """One field of a fixed-width layout: where it sits on the line (characters, counted from 1).
+
+    Attributes:
+        name: Column name (normalised like a CSV header).
+        start: Position of its first character on the line, from 1.
+        width: Characters it takes; values are trimmed of the padding around them.
+        header: Its label in the header line, when it is not the name (e.g. ``CUR`` for
+            ``currency``); checked only with ``header_names``.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    start: int = Field(ge=1)
+    width: int = Field(ge=1)
+    header: str | None = None
+
+    @property
+    def end(self) -> int:
+        """Position of its last character."""
+        return self.start + self.width - 1
+
+
+class FixedWidthLayout(BaseModel):
+    """The declared layout of a fixed-width file.
+
+    Attributes:
+        fields: The fields, in any order; they must not overlap.
+        header_lines: Lines before the data (titles, a header); skipped.
+        header_names: The last header line labels every field at its own start position; it is
+            checked, so a file whose columns moved is rejected whole instead of loaded shifted.
+        line_length: Exact characters per data line, when the writer pads every line; a line of
+            another length is quarantined. Without it a line must reach the end of the last field.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    fields: list[FixedWidthField] = Field(min_length=1)
+    header_lines: int = Field(0, ge=0)
+    header_names: bool = False
+    line_length: int | None = Field(None, ge=1)
+
+    @property
+    def end(self) -> int:
+        """Position of the last character of the rightmost field."""
+        return max(f.end for f in self.fields)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> FixedWidthLayout:
+        names = [f.name for f in self.fields]
+        if len(set(names)) != len(names):
+            raise ValueError(f"fixed-width field names must be unique: {names}")
+        ordered = sorted(self.fields, key=lambda f: f.start)
+        for left, right in zip(ordered, ordered[1:], strict=False):
+            if right.start <= left.end:
+                raise ValueError(
+                    f"fixed-width fields {left.name} ({left.start}-{left.end}) and {right.name} "
+                    f"({right.start}-{right.end}) overlap"
+                )
+        if self.header_names and self.header_lines < 1:
+            raise ValueError("header_names needs header_lines >= 1 (the last header line holds the names)")
+        if self.line_length is not None and self.line_length < self.end:
+            raise ValueError(
+                f"line_length {self.line_length} is shorter than the layout ({self.end} characters)"
+            )
+        return self
+
+
+# A path through a JSON document (data.invoices) or an XML one (Invoices/Invoice).
+_JSON_PATH = re.compile(r"[A-Za-z_][A-Za-z0-9_\-]*(\.[A-Za-z_][A-Za-z0-9_\-]*)*")
+_XML_PATH = re.compile(r"[A-Za-z_][A-Za-z0-9_.\-]*(/[A-Za-z_][A-Za-z0-9_.\-]*)*")
+
+
 class Dataset(BaseModel):
     """One dataset: an API object, a table, or a file drop."""
 
@@ -72,7 +146,13 @@ class Dataset(BaseModel):
     columns: list[str] = []
     # File drops only (kind sftp): where the files are, when one is complete, where it goes after.
     folder: str | None = None
-    format: Literal["csv", "jsonl"] = "csv"
+    format: Literal["csv", "jsonl", "json", "xml", "fixed_width"] = "csv"
+    # format json: dot path of the array holding the records (None: the document is the array).
+    records_path: str | None = None
+    # format xml: element path from the root to one record.
+    record_path: str | None = None
+    # format fixed_width: where each field sits; the columns are its field names.
+    layout: FixedWidthLayout | None = None
     # None: detected per file (UTF-8 with or without BOM, else cp1252; , ; tab or |).
     encoding: str | None = None
     delimiter: str | None = None
@@ -114,6 +194,35 @@ class Dataset(BaseModel):
     @classmethod
     def _key_columns(cls, v: list[str]) -> list[str]:
         return [check_identifier(c) for c in v]
+
+    @model_validator(mode="after")
+    def _format_settings(self) -> Dataset:
+        given = {
+            "records_path": self.records_path is not None,
+            "record_path": self.record_path is not None,
+            "layout": self.layout is not None,
+        }
+        allowed = {"json": "records_path", "xml": "record_path", "fixed_width": "layout"}.get(self.format)
+        stray = [key for key, present in given.items() if present and key != allowed]
+        if stray:
+            raise ValueError(f"{', '.join(stray)} does not apply to format {self.format}")
+        if self.records_path is not None and not _JSON_PATH.fullmatch(self.records_path):
+            raise ValueError(
+                f"records_path {self.records_path!r} must be keys joined by dots, e.g. data.invoices"
+            )
+        if self.format == "xml" and (self.record_path is None or not _XML_PATH.fullmatch(self.record_path)):
+            raise ValueError(
+                f"format xml needs record_path, element names from the root joined by '/', e.g. "
+                f"Invoices/Invoice (got {self.record_path!r})"
+            )
+        if self.format == "fixed_width":
+            if self.layout is None:
+                raise ValueError("format fixed_width needs a layout (fields with name, start and width)")
+            names = [f.name for f in self.layout.fields]
+            if self.columns and self.columns != names:
+                raise ValueError("format fixed_width takes its columns from layout.fields; leave columns out")
+            self.columns = names
+        return self
 
     @model_validator(mode="after")
     def _keys_for_merging(self) -> Dataset:

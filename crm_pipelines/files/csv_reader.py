@@ -16,7 +16,7 @@ import codecs
 import csv
 import io
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -48,6 +48,31 @@ class FileRejected(Exception):
         self.reason = reason
 
 
+# Undeclared column names kept per file: a file with a field per record id must not flood the ledger.
+MAX_NEW_COLUMNS = 100
+
+
+@dataclass
+class DriftReport:
+    """Columns (fields, elements) a file carries that its drop does not declare.
+
+    They are not loaded (the declared columns are the contract); they are reported so a human
+    decides whether to declare them. The readers fill it in while they stream.
+    """
+
+    new_columns: list[str] = field(default_factory=list)
+    truncated: bool = False
+
+    def add(self, names: Iterable[str]) -> None:
+        for name in names:
+            if name in self.new_columns:
+                continue
+            if len(self.new_columns) >= MAX_NEW_COLUMNS:
+                self.truncated = True
+                return
+            self.new_columns.append(name)
+
+
 @dataclass
 class CsvChunk:
     """Rows that passed the structural checks, and the rows quarantined since the previous chunk."""
@@ -56,9 +81,17 @@ class CsvChunk:
     quarantine: list[dict[str, str]] = field(default_factory=list)
 
 
+_CAMEL_BOUNDARY = re.compile(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])")
+
+
 def normalize_header(name: str) -> str:
-    """``" Invoice-Number "`` -> ``"invoice_number"`` (BOM removed, runs of spaces/dashes -> ``_``)."""
-    return re.sub(r"[\s\-]+", "_", name.replace("\ufeff", "").strip().lower())
+    """``" Invoice-Number "``, ``InvoiceNumber``, ``invoiceNumber`` -> ``"invoice_number"``.
+
+    BOM removed, camel case split (XML elements and JSON keys are usually written that way;
+    ``VATNumber`` -> ``vat_number``, ``IBAN`` stays whole), runs of spaces and dashes -> ``_``.
+    """
+    split = _CAMEL_BOUNDARY.sub("_", name.replace("\ufeff", "").strip())
+    return re.sub(r"[\s\-]+", "_", split.lower())
 
 
 def output_schema(columns: list[str]) -> pa.Schema:
@@ -264,6 +297,7 @@ def read_csv_batches(
     batch_rows: int = 65_536,
     delimiter: str = ",",
     encoding: str = "utf-8",
+    drift: DriftReport | None = None,
 ) -> Iterator[CsvChunk]:
     """Stream a CSV file as Arrow batches of string columns, quarantining broken rows.
 
@@ -277,6 +311,7 @@ def read_csv_batches(
         batch_rows: Rows per yielded chunk (the last one may be smaller).
         delimiter: Field separator.
         encoding: Text encoding of the file; undecodable bytes quarantine their row.
+        drift: Receives the header's columns that are not in ``columns`` (reported, not loaded).
 
     Yields:
         :class:`CsvChunk`; the rows of every chunk have the schema :func:`output_schema` gives
@@ -305,6 +340,9 @@ def read_csv_batches(
         except csv.Error as exc:
             raise FileRejected(f"{source_file}: the header row is not valid CSV: {exc}") from exc
         names = [normalize_header(h) for h in header]
+        # Before the checks: a renamed column is both missing and new, and the report shows both.
+        if drift is not None:
+            drift.add(n or f"(unnamed column {i + 1})" for i, n in enumerate(names) if n not in wanted)
         missing = [c for c in wanted if c not in names]
         if missing:
             raise FileRejected(
@@ -449,12 +487,11 @@ class _RowParser:
         self.last_span = int(spans[-1])
         self.last_kept = not blank[-1] and not (garbled is not None and garbled[-1].as_py())
         out = pa.RecordBatch.from_arrays(
-            [batch.column(i) for i in self.picks]
-            + [_repeat_string(self.source_file, n), _int64_array(lines)],
+            [batch.column(i) for i in self.picks] + [repeat_string(self.source_file, n), int64_array(lines)],
             schema=self.schema,
         )
         if garbled is not None or blank.any():
-            drop = pc.not_equal(_int64_array(blank.astype(np.int64)), 0)
+            drop = pc.not_equal(int64_array(blank.astype(np.int64)), 0)
             if garbled is not None:
                 drop = pc.or_(drop, garbled)
             out = out.filter(pc.invert(drop))
@@ -562,13 +599,13 @@ def _value_stats(col: pa.Array) -> tuple[np.ndarray, np.ndarray]:
     return breaks, lengths
 
 
-def _int64_array(values: np.ndarray) -> pa.Array:
+def int64_array(values: np.ndarray) -> pa.Array:
     # From buffers: pa.array() on numpy input imports pandas, which costs seconds on first use.
     data = np.ascontiguousarray(values, dtype=np.int64)
     return pa.Array.from_buffers(pa.int64(), len(data), [None, pa.py_buffer(data)])
 
 
-def _repeat_string(value: str, n: int) -> pa.Array:
+def repeat_string(value: str, n: int) -> pa.Array:
     """A string array of ``n`` copies of ``value`` (built from buffers: pa.repeat is slow for strings)."""
     encoded = value.encode("utf-8")
     offsets = np.arange(n + 1, dtype=np.int32) * len(encoded)

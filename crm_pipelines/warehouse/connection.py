@@ -51,6 +51,7 @@ CREATE TABLE IF NOT EXISTS ops.file_ingest (
     rows_quarantined BIGINT NOT NULL,
     run_id VARCHAR NOT NULL,
     ingested_at TIMESTAMPTZ NOT NULL,
+    new_columns VARCHAR[],           -- schema drift: columns in the file the drop does not declare
     PRIMARY KEY (path, sha256)
 );
 CREATE TABLE IF NOT EXISTS ops.load_state (
@@ -117,6 +118,7 @@ def ensure_schemas(con: duckdb.DuckDBPyConnection) -> None:
     con.execute(WATERMARK_DDL)
     # Columns added after a warehouse was first created.
     con.execute("ALTER TABLE ops.reconciliation ADD COLUMN IF NOT EXISTS deleted BIGINT DEFAULT 0")
+    con.execute("ALTER TABLE ops.file_ingest ADD COLUMN IF NOT EXISTS new_columns VARCHAR[]")
 
 
 def table_exists(con: duckdb.DuckDBPyConnection, schema: str, table: str) -> bool:

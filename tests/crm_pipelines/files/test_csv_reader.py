@@ -10,6 +10,7 @@ import pytest
 from crm_pipelines.canonical import QUARANTINE
 from crm_pipelines.files.csv_reader import (
     CsvChunk,
+    DriftReport,
     FileRejected,
     detect_dialect,
     normalize_header,
@@ -311,3 +312,18 @@ def test_encoding_and_delimiter_are_detected(
         ]
         # Header names normalised ("Kunde" -> "kunde"), text decoded without replacement characters.
         assert rows[0]["kunde"] == "K-1" and rows[0]["firma"].startswith("Müller")
+
+
+def test_undeclared_columns_are_reported_as_drift_not_loaded(tmp_path: Path) -> None:
+    path = tmp_path / "invoices_2026-11-25.csv"
+    path.write_text(f"{HEADER},PO Number,\n{invoice_line(1)},PO-7,\n")
+    drift = DriftReport()
+    chunks = read_all(path, drift=drift)
+    assert drift.new_columns == ["po_number", "(unnamed column 11)"]
+    assert rows_of(chunks).column_names == [*INVOICE_COLUMNS, "_source_file", "_source_line"]
+    # A renamed column is missing (the file is rejected) and new: the report shows both.
+    path.write_text(HEADER.replace("amount_gross", "gross") + "\n" + invoice_line(1) + "\n")
+    drift = DriftReport()
+    with pytest.raises(FileRejected, match="missing required column"):
+        read_all(path, drift=drift)
+    assert drift.new_columns == ["gross"]
