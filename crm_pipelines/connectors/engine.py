@@ -21,25 +21,20 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import logging
 import math
+import re
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal
+from typing import Any
 
-import httpx
 import pyarrow as pa
 
-from crm_pipelines.connectors.auth import (
-    AccessToken,
-    Authenticator,
-    ConnectionSettings,
-    build_authenticator,
-)
+from crm_pipelines.connectors.auth import ConnectionSettings, build_authenticator, value_matches
 from crm_pipelines.connectors.limits import (
     ApiRequestError,
     AuthenticationError,
@@ -47,23 +42,24 @@ from crm_pipelines.connectors.limits import (
     ConnectorError,
     ErrorContext,
     InsecureURLError,
-    TokenBucket,
     check_url_allowed,
-    raise_for_status,
-    redact,
-    send_request,
-    shared_bucket,
 )
 from crm_pipelines.connectors.paging import MISSING, PageRequest, make_paginator, resolve_path
-from crm_pipelines.connectors.spec import (
-    BearerTokenAuth,
-    IncrementalSpec,
-    OAuth2ClientCredentialsAuth,
-    ObjectSpec,
-    RetrySpec,
-    SystemSpec,
-    UpsertSpec,
+from crm_pipelines.connectors.session import (
+    Session,
+    context_for,
+    http_client,
+    render_value,
 )
+from crm_pipelines.connectors.spec import (
+    IncrementalSpec,
+    ObjectSpec,
+    OffsetPaging,
+    PageNumberPaging,
+    PagingSpec,
+    SystemSpec,
+)
+from crm_pipelines.connectors.writes import UpsertResult, upsert_records
 
 __all__ = [
     "DELETED",
@@ -86,42 +82,6 @@ EXTRACTED_AT = "_extracted_at"
 # True for a record the source has deleted (Salesforce IsDeleted, HubSpot archived): kept as a soft delete.
 DELETED = "_deleted"
 _EXTRACTED_AT_TYPE = pa.timestamp("us", tz="UTC")
-_USER_AGENT = "crm-pipelines"
-
-
-class _JsonNumber(str):
-    """A JSON number kept as the exact text the API sent (no float rounding, no ``1.0`` vs ``1``)."""
-
-    __slots__ = ()
-
-
-def _decode(content: bytes) -> Any:
-    return json.loads(content, parse_float=_JsonNumber, parse_int=_JsonNumber)
-
-
-def _render(value: Any) -> str | None:
-    if value is None or value is MISSING:
-        return None
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, str):
-        return str.__str__(value)
-    return _dump(value)
-
-
-def _dump(value: Any) -> str:
-    """Compact JSON of a nested value, writing numbers with the text they arrived as."""
-    if isinstance(value, _JsonNumber):
-        return str.__str__(value)
-    if isinstance(value, dict):
-        return (
-            "{"
-            + ",".join(f"{json.dumps(str(k), ensure_ascii=False)}:{_dump(v)}" for k, v in value.items())
-            + "}"
-        )
-    if isinstance(value, list):
-        return "[" + ",".join(_dump(v) for v in value) + "]"
-    return json.dumps(value, ensure_ascii=False)
 
 
 # --- public result types ---------------------------------------------------------------------------
@@ -225,11 +185,20 @@ def _format_cursor(value: datetime, fmt: str, *, round_up: bool) -> str:
     if fmt == "epoch_ms":
         ms = value.timestamp() * 1000
         return str(math.ceil(ms) if round_up else math.floor(ms))
-    if fmt == "soql_datetime":
-        # SOQL dateTime literals (YYYY-MM-DDThh:mm:ssZ) carry whole seconds.
+    if fmt == "date":
+        day = value.replace(hour=0, minute=0, second=0, microsecond=0)
+        if round_up and day != value:
+            day += timedelta(days=1)
+        return day.strftime("%Y-%m-%d")
+    if fmt in ("soql_datetime", "iso8601_seconds", "iso8601_offset", "sql_datetime", "sdata"):
         floored = value.replace(microsecond=0)
         if round_up and floored != value:
             floored += timedelta(seconds=1)
+        if fmt == "iso8601_offset":
+            return floored.strftime("%Y-%m-%dT%H:%M:%S+00:00")
+        if fmt == "sql_datetime":
+            return floored.strftime("%Y-%m-%d %H:%M:%S")
+        # SOQL and OData dateTime literals (YYYY-MM-DDThh:mm:ssZ) carry whole seconds.
         return floored.strftime("%Y-%m-%dT%H:%M:%SZ")
     # iso8601 with milliseconds, as HubSpot writes its timestamps.
     ms_floor = value.replace(microsecond=value.microsecond // 1000 * 1000)
@@ -238,12 +207,18 @@ def _format_cursor(value: datetime, fmt: str, *, round_up: bool) -> str:
     return ms_floor.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ms_floor.microsecond // 1000:03d}Z"
 
 
-def parse_cursor(*, value: Any, fmt: str) -> datetime | None:
+_MS_DATE = re.compile(r"^/Date\((-?\d+)([+-]\d{4})?\)/$")
+
+
+def parse_cursor(*, value: Any, fmt: str, time_of_day: Any = None) -> datetime | None:
     """Parse a cursor value from a record into an aware UTC datetime.
 
     Args:
-        value: The raw value (Salesforce ``2026-11-25T10:00:00.000+0000``, ISO 8601, epoch ms).
+        value: The raw value (Salesforce ``2026-11-25T10:00:00.000+0000``, ISO 8601 with or without an
+            offset or time, ``2026-11-25 10:00:00``, epoch ms, SData/ASP.NET ``/Date(1764064800000)/``).
         fmt: The declared cursor format.
+        time_of_day: A separate time of day (``10:15:00``, or seconds since midnight) for a date
+            cursor (SAP Business One ``UpdateDate`` + ``UpdateTime``).
 
     Returns:
         The datetime, or ``None`` when null or unparseable.
@@ -258,10 +233,35 @@ def parse_cursor(*, value: Any, fmt: str) -> datetime | None:
             return datetime.fromtimestamp(int(text) / 1000, tz=UTC)
         except (ValueError, OverflowError):
             return None
+    ms_date = _MS_DATE.match(text)
+    if ms_date:
+        return datetime.fromtimestamp(int(ms_date.group(1)) / 1000, tz=UTC)
     try:
-        return _utc(datetime.fromisoformat(text))
+        moment = _utc(datetime.fromisoformat(text))
     except ValueError:
         return None
+    if time_of_day is not None and time_of_day is not MISSING:
+        moment = _with_time(moment, time_of_day)
+    return moment
+
+
+def _with_time(day: datetime, time_of_day: Any) -> datetime:
+    text = str(time_of_day).strip()
+    if not text:
+        return day
+    midnight = day.replace(hour=0, minute=0, second=0, microsecond=0)
+    if text.isdigit():
+        # SAP Business One's DI API keeps times as HHMM or seconds; the Service Layer sends "10:15:00".
+        number = int(text)
+        seconds = number if number >= 2400 else (number // 100) * 3600 + (number % 100) * 60
+        return midnight + timedelta(seconds=seconds)
+    try:
+        parsed = datetime.fromisoformat(f"2000-01-01T{text}" if ":" in text and "T" not in text else text)
+    except ValueError:
+        return day
+    return midnight + timedelta(
+        hours=parsed.hour, minutes=parsed.minute, seconds=parsed.second, microseconds=parsed.microsecond
+    )
 
 
 def _render_where(incremental: IncrementalSpec, since: datetime | None, until: datetime | None) -> str:
@@ -284,170 +284,19 @@ def _render_where(incremental: IncrementalSpec, since: datetime | None, until: d
     return server.where.format(conditions=server.join.join(conditions), cursor=incremental.cursor)
 
 
-# --- HTTP session ----------------------------------------------------------------------------------
-
-
-def _context(system: SystemSpec, connection: ConnectionSettings, object_name: str | None) -> ErrorContext:
-    auth = system.auth
-    if isinstance(auth, OAuth2ClientCredentialsAuth):
-        variables: tuple[str, ...] = (auth.client_id_variable, auth.client_secret_variable)
-    elif isinstance(auth, BearerTokenAuth):
-        variables = (auth.token_variable,)
-    else:  # pragma: no cover - the spec union is closed
-        variables = ()
-    return ErrorContext(
-        system_name=system.name,
-        system_title=system.title,
-        object_name=object_name,
-        base_url_variable=system.base_url_variable,
-        credential_variables=variables,
-        secrets=connection.secret_values(),
-    )
-
-
-class _Session:
-    """One HTTP client, the account's shared bucket and the authenticator, for one extract or check."""
-
-    def __init__(
-        self,
-        *,
-        system: SystemSpec,
-        connection: ConnectionSettings,
-        context: ErrorContext,
-        client: httpx.Client,
-        retry: RetrySpec,
-    ) -> None:
-        self.system = system
-        self.context = context
-        self.client = client
-        self.retry = retry
-        self.bucket: TokenBucket = shared_bucket(
-            base_url=connection.base_url, fingerprint=connection.fingerprint, rate_limit=system.rate_limit
-        )
-        self.auth: Authenticator = build_authenticator(system=system, connection=connection, context=context)
-
-    def _send(
-        self, build: Callable[[], httpx.Request], *, context: ErrorContext, token_request: bool = False
-    ) -> httpx.Response:
-        return send_request(
-            client=self.client,
-            build=build,
-            context=context,
-            bucket=self.bucket,
-            retry=self.retry,
-            rate_limit=self.system.rate_limit,
-            token_request=token_request,
-        )
-
-    def token(self) -> AccessToken:
-        return self.auth.token(send=lambda build: self._send(build, context=self.context, token_request=True))
-
-    @staticmethod
-    def _absolute(url: str, api_base: str) -> str:
-        if url.startswith(("http://", "https://")):
-            return url
-        base = httpx.URL(api_base)
-        prefix = base.path.rstrip("/")
-        if prefix and not url.startswith(prefix + "/"):
-            return api_base.rstrip("/") + url
-        return str(base.copy_with(path="/", query=None, fragment=None)).rstrip("/") + url
-
-    def send(
-        self,
-        method: str,
-        page: PageRequest,
-        *,
-        context: ErrorContext,
-        json_body: Any = None,
-        accept: str = "application/json",
-    ) -> httpx.Response:
-        """Send with the current token; on a 401 refresh the token once and try again.
-
-        Returns:
-            A 2xx response (207 included: batch endpoints report per-record errors with it).
-        """
-        content = None if json_body is None else json.dumps(json_body, ensure_ascii=False).encode("utf-8")
-        for attempt in range(2):
-            token = self.token()
-            url = self._absolute(page.url, token.api_base_url)
-            api_origin = httpx.URL(token.api_base_url)
-            target = httpx.URL(url)
-            if (target.scheme, target.host, target.port) != (
-                api_origin.scheme,
-                api_origin.host,
-                api_origin.port,
-            ):
-                # A next-page link to another host would carry our token there.
-                raise ApiRequestError(
-                    f"{context.where}: refusing to follow a link to {target.scheme}://{target.host} "
-                    f"(the API is at {api_origin.scheme}://{api_origin.host}).",
-                    fix=f"check the paging declaration in {context.yaml_path}.",
-                )
-            headers = {
-                **page.headers,
-                "Accept": accept,
-                "Authorization": f"Bearer {token.value.reveal()}",
-            }
-            if content is not None:
-                headers["Content-Type"] = "application/json"
-            params = dict(page.params) or None
-
-            def build(
-                url: str = url, headers: dict[str, str] = headers, params: dict[str, str] | None = params
-            ) -> httpx.Request:
-                return httpx.Request(method, url, params=params, headers=headers, content=content)
-
-            response = self._send(build, context=context)
-            if response.status_code == 401 and self.auth.refreshable and attempt == 0:
-                log.info("%s: token rejected (401); fetching a new one and retrying once", context.where)
-                response.read()
-                self.auth.invalidate(token=token)
-                continue
-            raise_for_status(response=response, context=context)
-            return response
-        raise AssertionError("unreachable: the loop returns or raises")  # pragma: no cover
-
-    def decode(self, response: httpx.Response, *, context: ErrorContext) -> Any:
-        try:
-            return _decode(response.content)
-        except (ValueError, UnicodeDecodeError):
-            raise ApiRequestError(
-                redact(
-                    f"{context.where}: {response.request.url.path} answered HTTP {response.status_code} with "
-                    f"a body that is not JSON ({response.headers.get('content-type', 'no content type')}).",
-                    context.secrets,
-                ),
-                fix=f"check {context.base_url_variable}: it must point at the {self.system.title} API.",
-                status=response.status_code,
-            ) from None
-
-    def get_json(self, page: PageRequest, *, context: ErrorContext) -> Any:
-        """GET a page as JSON with the current token (401: refresh once and retry)."""
-        return self.decode(self.send("GET", page, context=context), context=context)
-
-    def post_json(self, page: PageRequest, body: Any, *, context: ErrorContext, method: str = "POST") -> Any:
-        """POST (or PATCH) a JSON body and decode the JSON answer."""
-        return self.decode(self.send(method, page, context=context, json_body=body), context=context)
-
-
-def _client(*, connection: ConnectionSettings, retry: RetrySpec) -> httpx.Client:
-    timeout = connection.timeout_seconds or retry.timeout_seconds
-    return httpx.Client(
-        timeout=httpx.Timeout(timeout),
-        verify=connection.verify,  # certificate verification stays on unless a CA bundle is given
-        follow_redirects=False,  # a redirect would re-send the bearer token elsewhere
-        headers={"User-Agent": _USER_AGENT},
-    )
-
-
 # --- extraction ------------------------------------------------------------------------------------
 
 
 @dataclass
 class _Pass:
+    """One walk through pages: the live records, or a separate pass over deleted ones."""
+
     request: PageRequest
+    paging: PagingSpec
+    records_path: str
     cursor_path: str  # record path windowing this pass
-    deleted_only: bool
+    deleted_only: bool  # every record of this pass is a deletion
+    id_path: str | None = None  # where a deleted entry's key sits, when not where the key does
 
 
 @dataclass
@@ -455,13 +304,16 @@ class ExtractStats:
     """What an extract did, filled in while it runs; read it after the iterator is exhausted.
 
     Attributes:
-        method: ``rest``, ``bulk`` (Salesforce Bulk API 2.0 query job) or ``search``.
+        method: ``rest``, ``bulk`` (Salesforce Bulk API 2.0 query job), ``search`` or ``delta``.
         rows: Rows yielded.
         deleted_rows: Rows yielded with ``_deleted`` true.
         max_cursor: Highest cursor among the rows yielded (the next watermark), or None.
         requests: Data requests made (pages, polls, job and count requests).
         bulk_jobs: Ids of the Bulk API query jobs run.
         search_windows: Time windows the search was split into to stay under its result cap.
+        delta_link: The delta link a change-tracked read ended with (the next read's watermark).
+        full_read: A change-tracked read whose link had expired read everything instead: the rows
+            are the whole object, not changes.
     """
 
     method: str = "rest"
@@ -471,6 +323,8 @@ class ExtractStats:
     requests: int = 0
     bulk_jobs: list[str] = field(default_factory=list)
     search_windows: int = 0
+    delta_link: str | None = None
+    full_read: bool = False
 
 
 class _DriftTracker:
@@ -519,37 +373,91 @@ def _leaf_paths(data: dict[str, Any], prefix: str) -> Iterator[str]:
             yield path
 
 
-def _render_request(
-    obj: ObjectSpec, object_name: str, path: str, where: str, page_size: int, query: str | None = None
-) -> PageRequest:
-    values = {
-        "fields": ",".join(obj.selected_names()),
+def _template_values(
+    obj: ObjectSpec,
+    object_name: str,
+    *,
+    where: str = "",
+    since: datetime | None = None,
+    until: datetime | None = None,
+    page_size: int = 0,
+    fields: Sequence[str] | None = None,
+) -> dict[str, Any]:
+    fmt = obj.incremental.format
+    return {
+        "fields": ",".join(obj.selected_names() if fields is None else fields),
         "where": where,
+        "since": _format_cursor(since, fmt, round_up=False) if since is not None else "",
+        "until": _format_cursor(until, fmt, round_up=True) if until is not None else "",
         "page_size": page_size,
         "object": object_name,
     }
-    params = {k: v.format(**values) for k, v in obj.request.params.items()}
+
+
+def _fill(templates: Mapping[str, str], values: Mapping[str, Any]) -> dict[str, str]:
+    """Render templates; one that renders empty is left out (a full read sends no `updated_since=`)."""
+    rendered = {k: v.format(**values) for k, v in templates.items()}
+    return {k: v for k, v in rendered.items() if v != ""}
+
+
+def _render_request(
+    obj: ObjectSpec,
+    path: str,
+    values: Mapping[str, Any],
+    *,
+    params: Mapping[str, str] | None = None,
+    headers: Mapping[str, str] | None = None,
+    query: str | None = None,
+) -> PageRequest:
+    rendered = _fill(obj.request.params if params is None else params, values)
     if query is not None:
-        params = {"q": query.format(**values)}
-    headers = {k: v.format(**values) for k, v in obj.request.headers.items()}
-    return PageRequest(url=path.format(**values), params=params, headers=headers)
+        rendered = {"q": query.format(**values)}
+    return PageRequest(
+        url=path.format(**values),
+        params=rendered,
+        headers=_fill(obj.request.headers if headers is None else headers, values),
+    )
 
 
 def _passes(
-    obj: ObjectSpec, object_name: str, where: str, page_size: int, include_deleted: bool
+    system: SystemSpec, obj: ObjectSpec, object_name: str, values: Mapping[str, Any], include_deleted: bool
 ) -> list[_Pass]:
     cursor_path = obj.field(obj.incremental.cursor).source_path
+    paging = system.paging_of(object_name)
     deletes = obj.deletes
-    if include_deleted and deletes.mode == "query_all" and deletes.path:
-        return [_Pass(_render_request(obj, object_name, deletes.path, where, page_size), cursor_path, False)]
-    live = _Pass(_render_request(obj, object_name, obj.request.path, where, page_size), cursor_path, False)
-    if include_deleted and deletes.mode == "archived_pass" and deletes.param and deletes.value:
-        archived = PageRequest(
-            url=live.request.url,
-            params={**live.request.params, deletes.param: deletes.value},
-            headers=live.request.headers,
+    if include_deleted and deletes.mode == "flagged":
+        request = _render_request(
+            obj,
+            deletes.path or obj.request.path,
+            values,
+            params={**obj.request.params, **deletes.params},
+            headers={**obj.request.headers, **deletes.headers},
         )
-        return [live, _Pass(archived, deletes.cursor_path or cursor_path, True)]
+        return [_Pass(request, paging, obj.records_path, cursor_path, False)]
+    live = _Pass(_render_request(obj, obj.request.path, values), paging, obj.records_path, cursor_path, False)
+    if include_deleted and deletes.mode == "deleted_pass":
+        if deletes.path:
+            # Another endpoint (Zoho's /deleted): only its own parameters make sense there.
+            request = _render_request(
+                obj, deletes.path, values, params=deletes.params, headers=deletes.headers
+            )
+        else:
+            request = _render_request(
+                obj,
+                obj.request.path,
+                values,
+                params={**obj.request.params, **deletes.params},
+                headers={**obj.request.headers, **deletes.headers},
+            )
+        deleted = _Pass(
+            request,
+            deletes.paging or paging,
+            deletes.records_path if deletes.records_path is not None else obj.records_path,
+            deletes.cursor_path or cursor_path,
+            True,
+            deletes.id_path,
+        )
+        return [live, deleted]
     return [live]
 
 
@@ -558,8 +466,11 @@ def _resolver(path: str) -> Callable[[Any], Any]:
     parts = tuple(path.split("."))
     if any(p.lstrip("-").isdigit() for p in parts):
         return lambda record: resolve_path(record, path)
+    dotted = len(parts) > 1
 
     def resolve(record: Any) -> Any:
+        if dotted and type(record) is dict and path in record:
+            return record[path]  # a key that contains dots (OData annotations)
         current = record
         for part in parts:
             if type(current) is not dict:
@@ -579,7 +490,13 @@ def _shape(record: dict[str, Any]) -> tuple[object, ...]:
 
 
 class _Collector:
-    """Turns records into column lists: drift, the exact window, de-duplication, ``_deleted``."""
+    """Turns records into column lists: drift, the exact window, de-duplication, ``_deleted``.
+
+    A record is a deletion when its pass returns only deletions, when the ``flagged`` field says
+    so, or when it matches the delta declaration (Dynamics ``$deletedEntity``). A deletion whose
+    key sits elsewhere than the live key (``id_path``) keeps only its key: the snapshot merge keeps
+    the rest of the last known record.
+    """
 
     def __init__(
         self,
@@ -598,12 +515,19 @@ class _Collector:
         self.until = until
         self.fmt = obj.incremental.format
         self.cursor_field_path = obj.field(obj.incremental.cursor).source_path
+        time_field = obj.incremental.time_field
+        self._time_of = _resolver(obj.field(time_field).source_path) if time_field else None
+        self.pk_name = obj.primary_key
         self.pk_path = obj.field(obj.primary_key).source_path
+        deletes = obj.deletes
         self.flag_path = (
-            obj.field(obj.deletes.flag_field).source_path
-            if obj.deletes.mode == "query_all" and obj.deletes.flag_field
+            obj.field(deletes.flag_field).source_path
+            if deletes.mode == "flagged" and deletes.flag_field
             else None
         )
+        self.flag_values = frozenset(v.lower() for v in deletes.flag_values)
+        self.delta_match = deletes.match if deletes.mode == "delta" else None
+        self.delta_id = _resolver(deletes.id_path) if deletes.mode == "delta" and deletes.id_path else None
         self.field_paths = [(f.name, f.source_path) for f in obj.fields]
         self._fields = [(f.name, f.source_path, _resolver(f.source_path)) for f in obj.fields]
         self._pk = _resolver(self.pk_path)
@@ -623,18 +547,35 @@ class _Collector:
         # itself (offset paging, search windows and lookbacks can repeat a row).
         self.seen = set()
 
-    def add(self, records: Sequence[Any], *, cursor_path: str, deleted_pass: bool) -> int:
+    def _moment(self, record: Any, cursor_of: Callable[[Any], Any], main_cursor: bool) -> datetime | None:
+        time_of_day = self._time_of(record) if (main_cursor and self._time_of is not None) else None
+        return parse_cursor(value=cursor_of(record), fmt=self.fmt, time_of_day=time_of_day)
+
+    def add(
+        self,
+        records: Sequence[Any],
+        *,
+        cursor_path: str,
+        deleted_pass: bool,
+        id_path: str | None = None,
+        windowed: bool = True,
+    ) -> int:
         extracted_at = datetime.now(UTC)
         kept = 0
-        windowed = self.since is not None or self.until is not None
+        windowed = windowed and (self.since is not None or self.until is not None)
         cursor_of = self._cursor_of.get(cursor_path)
         if cursor_of is None:
             cursor_of = self._cursor_of[cursor_path] = _resolver(cursor_path)
+        main_cursor = cursor_path == self.cursor_field_path
         watermark_of = self._cursor_of.setdefault(self.cursor_field_path, _resolver(self.cursor_field_path))
+        key_of = _resolver(id_path) if id_path else self._pk
         present, columns, seen = self.tracker.present, self.columns, self.seen
         for record in records:
-            self.tracker.observe(record)
-            moment = parse_cursor(value=cursor_of(record), fmt=self.fmt)
+            tombstone = self.delta_match is not None and value_matches(record, self.delta_match)
+            deletion = deleted_pass or tombstone
+            if not deletion:
+                self.tracker.observe(record)
+            moment = self._moment(record, cursor_of, main_cursor)
             if windowed:
                 if moment is None:
                     self.skipped_no_cursor += 1
@@ -643,26 +584,36 @@ class _Collector:
                     self.until is not None and moment >= self.until
                 ):
                     continue
-            key = _render(self._pk(record))
+            if tombstone and self.delta_id is not None:
+                key = render_value(self.delta_id(record))
+            else:
+                key = render_value(key_of(record))
             if key is not None:
                 if key in seen:
                     continue
                 seen.add(key)
+            key_only = deletion and (tombstone or id_path is not None)
             for name, path, resolve in self._fields:
+                if key_only:
+                    columns[name].append(key if name == self.pk_name else None)
+                    continue
                 value = resolve(record)
                 if value is MISSING:
                     columns[name].append(None)
                     continue
-                if path not in present:
+                if not deletion and path not in present:
                     present.add(path)
-                columns[name].append(value if type(value) is str else _render(value))
-            deleted = deleted_pass or (self._flag is not None and _render(self._flag(record)) == "true")
-            self.deleted.append(deleted)
+                columns[name].append(value if type(value) is str else render_value(value))
+            flagged = (
+                self._flag is not None
+                and (render_value(self._flag(record)) or "").lower() in self.flag_values
+            )
+            self.deleted.append(deletion or flagged)
             self.stamps.append(extracted_at)
-            # The watermark follows the object's cursor field (archived passes window on archivedAt).
-            stamp = moment if cursor_path == self.cursor_field_path else None
-            if stamp is None:
-                stamp = parse_cursor(value=watermark_of(record), fmt=self.fmt)
+            # The watermark follows the object's cursor field (a deleted pass may window on archivedAt).
+            stamp = moment if main_cursor else None
+            if stamp is None and not key_only:
+                stamp = self._moment(record, watermark_of, True)
             if stamp is not None and (self.stats.max_cursor is None or stamp > self.stats.max_cursor):
                 self.stats.max_cursor = stamp
             kept += 1
@@ -693,6 +644,7 @@ def extract_object(
     include_deleted: bool = True,
     pages_per_batch: int = 1,
     stats: ExtractStats | None = None,
+    delta_link: str | None = None,
 ) -> Iterator[pa.RecordBatch]:
     """Stream one declared object as Arrow batches.
 
@@ -714,7 +666,10 @@ def extract_object(
             ``archived=true`` as a second pass, windowed on ``archivedAt``); they come with
             ``_deleted`` true.
         pages_per_batch: Pages gathered into one batch (fewer, larger batches).
-        stats: An :class:`ExtractStats` to fill in (method, rows, highest cursor, bulk jobs).
+        stats: An :class:`ExtractStats` to fill in (method, rows, highest cursor, bulk jobs, the
+            delta link a change-tracked read ended with).
+        delta_link: For an object with ``incremental.delta``: the link the last read ended with
+            (changes and deletions since), or None to start tracking with a full read.
 
     Returns:
         An iterator of record batches with :func:`output_schema`'s schema. Pages whose rows all
@@ -734,7 +689,7 @@ def extract_object(
     if since is not None and until is not None and _utc(since) >= _utc(until):
         raise ValueError(f"empty window: since ({since}) must be before until ({until})")
     system.get_object(object_name)
-    context = _context(system, connection, object_name)
+    context = context_for(system, connection, object_name)
     check_url_allowed(url=connection.base_url, context=context)
     build_authenticator(system=system, connection=connection, context=context)
     return _extract(
@@ -750,16 +705,17 @@ def extract_object(
         include_deleted=include_deleted,
         pages_per_batch=pages_per_batch,
         stats=stats if stats is not None else ExtractStats(),
+        delta_link=delta_link,
     )
 
 
-def _records_of(body: Any, obj: ObjectSpec, object_name: str, context: ErrorContext) -> list[Any]:
-    records = resolve_path(body, obj.records_path)
+def _records_of(body: Any, records_path: str, object_name: str, context: ErrorContext) -> list[Any]:
+    records = resolve_path(body, records_path)
     if records is MISSING or records is None:
         return []
     if not isinstance(records, list):
         raise ApiRequestError(
-            f"{context.where}: '{obj.records_path}' in the response is not a list.",
+            f"{context.where}: '{records_path}' in the response is not a list.",
             fix=f"check records_path of {object_name} in {context.yaml_path}.",
         )
     return records
@@ -779,38 +735,61 @@ def _extract(
     include_deleted: bool,
     pages_per_batch: int,
     stats: ExtractStats,
+    delta_link: str | None,
 ) -> Iterator[pa.RecordBatch]:
     obj = system.get_object(object_name)
     schema = output_schema(system=system, object_name=object_name)
     size = system.page_size.clamp(page_size)
     incremental = obj.incremental
     where = _render_where(incremental, since, until)
+    values = _template_values(obj, object_name, where=where, since=since, until=until, page_size=size)
     tracker = _DriftTracker(obj, drift)
-    collector = _Collector(obj=obj, schema=schema, tracker=tracker, stats=stats, since=since, until=until)
+    # A change-tracked read is not a window: the link says where the last read ended.
+    windowed_since, windowed_until = (None, None) if incremental.delta is not None else (since, until)
+    collector = _Collector(
+        obj=obj, schema=schema, tracker=tracker, stats=stats, since=windowed_since, until=windowed_until
+    )
     pages = _PageCounter(system.name, object_name, on_page, stats)
 
-    with _client(connection=connection, retry=system.retries) as client:
-        session = _Session(
+    with http_client(connection=connection, retry=system.retries) as client:
+        session = Session(
             system=system, connection=connection, context=context, client=client, retry=system.retries
         )
         if obj.describe is not None:
             _describe(session, obj, object_name, context, drift)
-        passes = _passes(obj, object_name, where, size, include_deleted)
-        if obj.bulk is not None and _use_bulk(session, obj, object_name, passes[0], where, context, stats):
-            stats.method = "bulk"
-            yield from _bulk_extract(session, obj, object_name, passes[0], where, context, collector, pages)
+        if incremental.delta is not None:
+            stats.method = "delta"
+            yield from _delta_extract(
+                session,
+                system,
+                obj,
+                object_name,
+                values,
+                delta_link,
+                context,
+                collector,
+                pages,
+                pages_per_batch,
+            )
         else:
-            for run in passes:
-                collector.new_pass()
-                if obj.search is not None and since is not None and not run.deleted_only:
-                    stats.method = "search"
-                    yield from _search_extract(
-                        session, obj, since, until or datetime.now(UTC), context, collector, pages
-                    )
-                    continue
-                yield from _paged_extract(
-                    session, system, obj, object_name, run, size, context, collector, pages, pages_per_batch
+            passes = _passes(system, obj, object_name, values, include_deleted)
+            if obj.bulk is not None and _use_bulk(session, obj, passes[0], values, context, stats):
+                stats.method = "bulk"
+                yield from _bulk_extract(
+                    session, obj, object_name, passes[0], values, context, collector, pages
                 )
+            else:
+                for run in passes:
+                    collector.new_pass()
+                    if obj.search is not None and since is not None and not run.deleted_only:
+                        stats.method = "search"
+                        yield from _search_extract(
+                            session, obj, since, until or datetime.now(UTC), context, collector, pages
+                        )
+                        continue
+                    yield from _paged_extract(
+                        session, obj, object_name, run, size, context, collector, pages, pages_per_batch
+                    )
     tracker.finish()
     if collector.skipped_no_cursor:
         log.warning(
@@ -832,7 +811,7 @@ def _extract(
 
 
 def _describe(
-    session: _Session, obj: ObjectSpec, object_name: str, context: ErrorContext, drift: SchemaDrift
+    session: Session, obj: ObjectSpec, object_name: str, context: ErrorContext, drift: SchemaDrift
 ) -> None:
     """Read the source's field list; a failure here is logged, never fatal (drift must not crash)."""
     assert obj.describe is not None
@@ -888,9 +867,105 @@ class _PageCounter:
             )
 
 
+def _pages(
+    session: Session,
+    paging: PagingSpec,
+    first: PageRequest,
+    size: int,
+    records_path: str,
+    object_name: str,
+    context: ErrorContext,
+) -> Iterator[tuple[PageRequest, Any, list[Any]]]:
+    """(request, body, records) of every page, in order.
+
+    Offset and page-number paging with ``concurrency`` > 1 keep that many requests in flight
+    (through the account's shared bucket): the next offsets are known before the answers arrive.
+    """
+    paginator = make_paginator(spec=paging)
+    request: PageRequest | None = paginator.first_request(request=first, page_size=size)
+    if isinstance(paging, OffsetPaging | PageNumberPaging) and paging.concurrency > 1 and request is not None:
+        yield from _concurrent_pages(
+            session, paging, request, size, records_path, object_name, context, paging.concurrency
+        )
+        return
+    while request is not None:
+        body = session.get_json(request, context=context)
+        records = _records_of(body, records_path, object_name, context)
+        yield request, body, records
+        next_request = paginator.next_request(previous=request, body=body, records=records, page_size=size)
+        if next_request == request:
+            raise ApiRequestError(
+                f"{context.where}: paging did not advance (the same page was requested twice).",
+                fix=f"check the paging declaration in {context.yaml_path}.",
+            )
+        request = next_request
+
+
+def _nth_page(paging: OffsetPaging | PageNumberPaging, first: PageRequest, n: int, size: int) -> PageRequest:
+    if isinstance(paging, OffsetPaging):
+        offset = int(first.params.get(paging.offset_param, paging.start)) + n * size
+        return PageRequest(first.url, {**first.params, paging.offset_param: str(offset)}, first.headers)
+    page = int(first.params.get(paging.page_param, paging.start)) + n
+    return PageRequest(first.url, {**first.params, paging.page_param: str(page)}, first.headers)
+
+
+def _concurrent_pages(
+    session: Session,
+    paging: OffsetPaging | PageNumberPaging,
+    first: PageRequest,
+    size: int,
+    records_path: str,
+    object_name: str,
+    context: ErrorContext,
+    concurrency: int,
+) -> Iterator[tuple[PageRequest, Any, list[Any]]]:
+    paginator = make_paginator(spec=paging)
+    executor = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix=f"{context.system_name}-pages")
+    in_flight: deque[tuple[PageRequest, Future[Any]]] = deque()
+    submitted = 0
+
+    def submit() -> None:
+        nonlocal submitted
+        request = _nth_page(paging, first, submitted, size)
+        in_flight.append((request, executor.submit(session.get_json, request, context=context)))
+        submitted += 1
+
+    try:
+        for _ in range(concurrency):
+            submit()
+        while in_flight:
+            request, future = in_flight.popleft()
+            body = future.result()
+            records = _records_of(body, records_path, object_name, context)
+            yield request, body, records
+            expected = paginator.next_request(previous=request, body=body, records=records, page_size=size)
+            if expected is None:
+                return
+            if in_flight and expected != in_flight[0][0]:
+                # A short page that is not the last (a server capping pages below our size): the
+                # offsets run ahead of the data. Drop the speculative requests and walk on one by one.
+                for _, pending in in_flight:
+                    pending.cancel()
+                in_flight.clear()
+                yield from _pages(
+                    session,
+                    paging.model_copy(update={"concurrency": 1}),
+                    expected,
+                    size,
+                    records_path,
+                    object_name,
+                    context,
+                )
+                return
+            submit()
+    finally:
+        for _, pending in in_flight:
+            pending.cancel()
+        executor.shutdown(wait=True, cancel_futures=True)
+
+
 def _paged_extract(
-    session: _Session,
-    system: SystemSpec,
+    session: Session,
     obj: ObjectSpec,
     object_name: str,
     run: _Pass,
@@ -900,38 +975,165 @@ def _paged_extract(
     pages: _PageCounter,
     pages_per_batch: int,
 ) -> Iterator[pa.RecordBatch]:
-    paginator = make_paginator(spec=system.paging)
-    request: PageRequest | None = paginator.first_request(request=run.request, page_size=size)
     pages_in_batch = 0
-    while request is not None:
-        body = session.get_json(request, context=context)
-        records = _records_of(body, obj, object_name, context)
-        kept = collector.add(records, cursor_path=run.cursor_path, deleted_pass=run.deleted_only)
+    for _, _, records in _pages(
+        session, run.paging, run.request, size, run.records_path, object_name, context
+    ):
+        kept = collector.add(
+            records, cursor_path=run.cursor_path, deleted_pass=run.deleted_only, id_path=run.id_path
+        )
         pages.page(records=len(records), kept=kept, deleted_pass=run.deleted_only)
         pages_in_batch += 1
-        next_request = paginator.next_request(previous=request, body=body, records=records, page_size=size)
-        if next_request == request:
-            raise ApiRequestError(
-                f"{context.where}: paging did not advance (the same page was requested twice).",
-                fix=f"check the paging declaration in {context.yaml_path}.",
-            )
-        request = next_request
-        if pages_in_batch >= pages_per_batch or request is None:
+        if pages_in_batch >= pages_per_batch:
             batch = collector.flush()
             if batch is not None:
                 yield batch
             pages_in_batch = 0
+    batch = collector.flush()
+    if batch is not None:
+        yield batch
+
+
+# --- change tracking (delta links) -----------------------------------------------------------------
+
+
+def _delta_extract(
+    session: Session,
+    system: SystemSpec,
+    obj: ObjectSpec,
+    object_name: str,
+    values: Mapping[str, Any],
+    delta_link: str | None,
+    context: ErrorContext,
+    collector: _Collector,
+    pages: _PageCounter,
+    pages_per_batch: int,
+) -> Iterator[pa.RecordBatch]:
+    """Follow ``delta_link`` (changes and deletions since), or start tracking with a full read.
+
+    An expired link (declared statuses or codes) falls back to a full tracked read; the stats then
+    say ``full_read`` so the caller writes a whole snapshot instead of merging changes.
+    """
+    delta = obj.incremental.delta
+    assert delta is not None
+    headers = {**obj.request.headers, **delta.headers}
+    if delta_link is not None:
+        first = PageRequest(url=delta_link, params={}, headers=_fill(headers, values))
+    else:
+        collector.stats.full_read = True
+        first = _render_request(obj, obj.request.path, values, params=delta.params or None, headers=headers)
+    size = int(values["page_size"])
+    paging = system.paging_of(object_name)
+    link: str | None = None
+    pages_in_batch = 0
+    try:
+        for _, body, records in _pages(session, paging, first, size, obj.records_path, object_name, context):
+            kept = collector.add(records, cursor_path=collector.cursor_field_path, deleted_pass=False)
+            pages.page(records=len(records), kept=kept, deleted_pass=False)
+            found = resolve_path(body, delta.link_path)
+            if isinstance(found, str) and found:
+                link = found
+            pages_in_batch += 1
+            if pages_in_batch >= pages_per_batch:
+                batch = collector.flush()
+                if batch is not None:
+                    yield batch
+                pages_in_batch = 0
+    except ApiRequestError as exc:
+        expired = exc.status in delta.expired_statuses or (
+            exc.code is not None and exc.code in delta.expired_codes
+        )
+        if delta_link is None or not expired or pages.number > 0:
+            raise
+        log.warning("%s: the delta link expired (%s); reading everything again", context.where, exc.detail)
+        yield from _delta_extract(
+            session, system, obj, object_name, values, None, context, collector, pages, pages_per_batch
+        )
+        return
+    batch = collector.flush()
+    if batch is not None:
+        yield batch
+    if link is None:
+        raise ApiRequestError(
+            f"{context.where}: the change-tracked read ended without a delta link ({delta.link_path}).",
+            fix=f"check incremental.delta of {object_name} in {context.yaml_path} and that change tracking "
+            "is enabled for the table in the system.",
+        )
+    collector.stats.delta_link = link
+
+
+# --- keys for delete detection ---------------------------------------------------------------------
+
+
+def key_schema(*, system: SystemSpec, object_name: str) -> pa.Schema:
+    """Arrow schema of :func:`extract_keys` batches: the primary key column only."""
+    return pa.schema([pa.field(system.get_object(object_name).primary_key, pa.string())])
+
+
+def extract_keys(
+    *,
+    system: SystemSpec,
+    object_name: str,
+    connection: ConnectionSettings,
+    page_size: int | None = None,
+    stats: ExtractStats | None = None,
+) -> Iterator[pa.RecordBatch]:
+    """Stream every live key of an object (``deletes: key_compare``): keys gone since are deletions.
+
+    Only the key field is requested; no window applies. One batch per page.
+
+    Args:
+        system: The system declaration.
+        object_name: A declared object.
+        connection: Base URL and credentials.
+        page_size: Records per page (clamped); default the system's.
+        stats: Filled with the requests made.
+
+    Returns:
+        Batches with :func:`key_schema`.
+    """
+    obj = system.get_object(object_name)
+    context = context_for(system, connection, object_name)
+    check_url_allowed(url=connection.base_url, context=context)
+    build_authenticator(system=system, connection=connection, context=context)
+    schema = key_schema(system=system, object_name=object_name)
+    size = system.page_size.clamp(page_size)
+    pk_path = obj.field(obj.primary_key).source_path
+    prefix = obj.select_prefix or ""
+    pk_name = pk_path[len(prefix) :] if pk_path.startswith(prefix) else pk_path
+    values = _template_values(obj, object_name, page_size=size, fields=[pk_name])
+    request = _render_request(
+        obj, obj.request.path, values, params={**obj.request.params, **obj.deletes.params}
+    )
+    counted = stats if stats is not None else ExtractStats()
+    resolve = _resolver(pk_path)
+
+    def generate() -> Iterator[pa.RecordBatch]:
+        with http_client(connection=connection, retry=system.retries) as client:
+            session = Session(
+                system=system, connection=connection, context=context, client=client, retry=system.retries
+            )
+            paging = system.paging_of(object_name)
+            for _, _, records in _pages(
+                session, paging, request, size, obj.records_path, object_name, context
+            ):
+                counted.requests += 1
+                keys = [render_value(resolve(r)) for r in records]
+                counted.rows += len(keys)
+                if keys:
+                    yield pa.RecordBatch.from_arrays([pa.array(keys, type=pa.string())], schema=schema)
+
+    return generate()
 
 
 # --- Salesforce Bulk API 2.0 -----------------------------------------------------------------------
 
 
 def _use_bulk(
-    session: _Session,
+    session: Session,
     obj: ObjectSpec,
-    object_name: str,
     run: _Pass,
-    where: str,
+    values: Mapping[str, Any],
     context: ErrorContext,
     stats: ExtractStats,
 ) -> bool:
@@ -939,7 +1141,7 @@ def _use_bulk(
     assert obj.bulk is not None
     if obj.bulk.threshold_records == 0:
         return True
-    request = _render_request(obj, object_name, run.request.url, where, 0, query=obj.bulk.count_query)
+    request = _render_request(obj, run.request.url, values, query=obj.bulk.count_query)
     body = session.get_json(PageRequest(url=request.url, params=request.params), context=context)
     stats.requests += 1
     total = resolve_path(body, "totalSize")
@@ -949,20 +1151,20 @@ def _use_bulk(
 
 
 def _bulk_extract(
-    session: _Session,
+    session: Session,
     obj: ObjectSpec,
     object_name: str,
     run: _Pass,
-    where: str,
+    values: Mapping[str, Any],
     context: ErrorContext,
     collector: _Collector,
     pages: _PageCounter,
 ) -> Iterator[pa.RecordBatch]:
     bulk = obj.bulk
     assert bulk is not None
-    query = _render_request(obj, object_name, run.request.url, where, 0, query=bulk.query).params["q"]
+    query = _render_request(obj, run.request.url, values, query=bulk.query).params["q"]
     operation = (
-        "queryAll" if obj.deletes.mode == "query_all" and run.request.url == obj.deletes.path else "query"
+        "queryAll" if obj.deletes.mode == "flagged" and run.request.url == obj.deletes.path else "query"
     )
     jobs = PageRequest(url=bulk.jobs_path.format(object=object_name))
     job = session.post_json(
@@ -1033,7 +1235,7 @@ def _ms(value: datetime, *, round_up: bool) -> int:
 
 
 def _search_extract(
-    session: _Session,
+    session: Session,
     obj: ObjectSpec,
     since: datetime,
     until: datetime,
@@ -1087,7 +1289,7 @@ def _search_extract(
             if first:
                 pages.stats.search_windows += 1
             first = False
-            records = _records_of(answer, obj, str(search.path), context)
+            records = _records_of(answer, obj.records_path, str(search.path), context)
             kept = collector.add(records, cursor_path=cursor_path, deleted_pass=False)
             pages.page(records=len(records), kept=kept, deleted_pass=False)
             batch = collector.flush()
@@ -1096,210 +1298,7 @@ def _search_extract(
             next_after = resolve_path(answer, search.after_path)
             if next_after in (None, MISSING) or not records:
                 break
-            after = _render(next_after)
-
-
-# --- write side ------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class UpsertResult:
-    """The outcome of one record of :func:`upsert_records`.
-
-    Attributes:
-        external_id: The record's external id value.
-        status: ``created``, ``updated`` or ``rejected``.
-        record_id: The system's id of the record (None when rejected).
-        error_code: The system's error code when rejected (``REQUIRED_FIELD_MISSING``, ``VALIDATION_ERROR``).
-        reason: The system's message when rejected.
-        attempts: Attempts made for this record.
-    """
-
-    external_id: str
-    status: Literal["created", "updated", "rejected"]
-    record_id: str | None = None
-    error_code: str | None = None
-    reason: str | None = None
-    attempts: int = 1
-
-    @property
-    def ok(self) -> bool:
-        return self.status != "rejected"
-
-
-_Outcome = tuple[str, str | None, str | None, str | None]  # status, record id, error code, reason
-
-
-def upsert_records(
-    *,
-    system: SystemSpec,
-    object_name: str,
-    connection: ConnectionSettings,
-    external_id_field: str,
-    records: Iterable[Mapping[str, Any]],
-) -> list[UpsertResult]:
-    """Create or update records by external id, batched as the system allows; a result per record.
-
-    Batches go through the account's shared token bucket and the usual retries (429, 5xx,
-    connection resets). A record the system rejects with a retryable code (``upsert.retryable_errors``,
-    e.g. Salesforce ``UNABLE_TO_LOCK_ROW``) is sent again, up to ``upsert.max_attempts``; any other
-    rejection comes back with its code and reason. A batch refused as a whole (HTTP 400) is split in
-    halves until the offending records are isolated, so one bad record never sinks its neighbours.
-    Nothing is dropped: the result list has one entry per input record, in input order.
-
-    Args:
-        system: The system declaration; the object must declare ``upsert``.
-        object_name: A declared object, e.g. ``"Account"`` or ``"contacts"``.
-        connection: Base URL and credentials.
-        external_id_field: Field (Salesforce external id field, HubSpot unique property) matched on.
-        records: Field name to value per record; each must carry ``external_id_field``.
-
-    Returns:
-        One :class:`UpsertResult` per record, in input order.
-    """
-    obj = system.get_object(object_name)
-    if obj.upsert is None:
-        raise ValueError(f"{system.title} {object_name} declares no upsert in {system.name}.yaml")
-    spec = obj.upsert
-    context = _context(system, connection, object_name)
-    check_url_allowed(url=connection.base_url, context=context)
-    items = [dict(r) for r in records]
-    results: list[UpsertResult | None] = [None] * len(items)
-    attempts = [0] * len(items)
-    with _client(connection=connection, retry=system.retries) as client:
-        session = _Session(
-            system=system, connection=connection, context=context, client=client, retry=system.retries
-        )
-        pending = list(range(len(items)))
-        for attempt in range(1, spec.max_attempts + 1):
-            retry_next: list[int] = []
-            for start in range(0, len(pending), spec.batch_size):
-                chunk = pending[start : start + spec.batch_size]
-                for index, outcome in _upsert_chunk(
-                    session, spec, object_name, external_id_field, items, chunk, context
-                ):
-                    attempts[index] += 1
-                    status, record_id, code, reason = outcome
-                    key = _render(items[index].get(external_id_field)) or ""
-                    if status == "rejected" and code in spec.retryable_errors and attempt < spec.max_attempts:
-                        retry_next.append(index)
-                        continue
-                    results[index] = UpsertResult(
-                        key,
-                        "created"
-                        if status == "created"
-                        else "updated"
-                        if status == "updated"
-                        else "rejected",
-                        record_id,
-                        code,
-                        reason,
-                        attempts[index],
-                    )
-            if not retry_next:
-                break
-            log.info(
-                "%s: %d record(s) rejected with a retryable error; retrying", context.where, len(retry_next)
-            )
-            time.sleep(
-                min(system.retries.backoff_max_seconds, system.retries.backoff_initial_seconds * attempt)
-            )
-            pending = retry_next
-    missing = [i for i, r in enumerate(results) if r is None]
-    assert not missing, f"upsert lost records {missing}"  # every path above sets a result
-    return [r for r in results if r is not None]
-
-
-def _upsert_chunk(
-    session: _Session,
-    spec: UpsertSpec,
-    object_name: str,
-    id_field: str,
-    items: list[dict[str, Any]],
-    chunk: list[int],
-    context: ErrorContext,
-) -> Iterator[tuple[int, _Outcome]]:
-    request = PageRequest(url=spec.path.format(object=object_name, id_field=id_field))
-    batch = [items[i] for i in chunk]
-    try:
-        if spec.style == "sobject_collections":
-            body: Any = {
-                "allOrNone": False,
-                "records": [{"attributes": {"type": object_name}, **record} for record in batch],
-            }
-            answer = session.post_json(request, body, context=context, method="PATCH")
-            yield from zip(chunk, _salesforce_outcomes(answer, len(batch)), strict=True)
-        else:
-            inputs = [
-                {
-                    "idProperty": id_field,
-                    "id": _render(record.get(id_field)),
-                    "properties": {
-                        k: _render(v) if not isinstance(v, str) else v
-                        for k, v in record.items()
-                        if k != id_field
-                    },
-                }
-                for record in batch
-            ]
-            answer = session.post_json(request, {"inputs": inputs}, context=context)
-            keys = [str(i["id"]) for i in inputs]
-            yield from zip(chunk, _hubspot_outcomes(answer, keys, id_field), strict=True)
-    except AuthenticationError:
-        raise
-    except ApiRequestError as exc:
-        if exc.status != 400:
-            raise
-        if len(chunk) > 1:
-            # The batch was refused as a whole: halve it until the bad records stand alone.
-            middle = len(chunk) // 2
-            yield from _upsert_chunk(session, spec, object_name, id_field, items, chunk[:middle], context)
-            yield from _upsert_chunk(session, spec, object_name, id_field, items, chunk[middle:], context)
-        else:
-            yield chunk[0], ("rejected", None, exc.code or "HTTP_400", exc.detail)
-
-
-def _salesforce_outcomes(answer: Any, expected: int) -> list[_Outcome]:
-    outcomes: list[_Outcome] = []
-    rows = answer if isinstance(answer, list) else []
-    for position in range(expected):
-        row = rows[position] if position < len(rows) and isinstance(rows[position], dict) else None
-        if row is None:
-            outcomes.append(("rejected", None, "NO_RESULT", "the API returned no result for this record"))
-        elif row.get("success") is True:
-            outcomes.append(
-                ("created" if row.get("created") else "updated", _render(row.get("id")), None, None)
-            )
-        else:
-            errors = row.get("errors") or [{}]
-            first = errors[0] if isinstance(errors[0], dict) else {}
-            outcomes.append(
-                ("rejected", None, _render(first.get("statusCode")), _render(first.get("message")))
-            )
-    return outcomes
-
-
-def _hubspot_outcomes(answer: Any, keys: list[str], id_field: str) -> list[_Outcome]:
-    by_key: dict[str, _Outcome] = {}
-    for result in answer.get("results") or []:
-        props = result.get("properties") or {}
-        key = _render(props.get(id_field))
-        if key is not None:
-            status = "created" if result.get("new") else "updated"
-            by_key[key] = (status, _render(result.get("id")), None, None)
-    for error in answer.get("errors") or []:
-        context = error.get("context") or {}
-        for key in context.get("ids") or context.get("id") or []:
-            by_key[str(key)] = (
-                "rejected",
-                None,
-                _render(error.get("category")),
-                _render(error.get("message")),
-            )
-    return [
-        by_key.get(key, ("rejected", None, "NO_RESULT", "the API returned no result for this record"))
-        for key in keys
-    ]
+            after = render_value(next_after)
 
 
 # --- doctor ----------------------------------------------------------------------------------------
@@ -1320,7 +1319,7 @@ def check_connection(*, system: SystemSpec, connection: ConnectionSettings) -> C
     Returns:
         The outcome with a detail line and, when something is wrong, what to fix.
     """
-    context = _context(system, connection, None)
+    context = context_for(system, connection, None)
     # doctor should answer in seconds, not sit through a full backoff schedule.
     retry = system.retries.model_copy(
         update={
@@ -1333,9 +1332,9 @@ def check_connection(*, system: SystemSpec, connection: ConnectionSettings) -> C
         check_url_allowed(url=connection.base_url, context=context)
     except InsecureURLError as exc:
         return ConnectionCheck(False, False, exc.detail, exc.fix)
-    with _client(connection=connection, retry=retry) as client:
+    with http_client(connection=connection, retry=retry) as client:
         try:
-            session = _Session(
+            session = Session(
                 system=system, connection=connection, context=context, client=client, retry=retry
             )
         except AuthenticationError as exc:  # a credential is not set at all

@@ -15,6 +15,7 @@ Secrets never reach an error message: every message goes through :func:`redact`.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import email.utils
 import hashlib
 import ipaddress
@@ -83,6 +84,9 @@ class ErrorContext:
     credential_variables: tuple[str, ...] = ()
     # Raw secret values to scrub from any message; never shown in repr.
     secrets: tuple[str, ...] = field(default=(), repr=False)
+    # Where this system's error bodies put the message and the code (its YAML's error_body).
+    message_paths: tuple[str, ...] = ()
+    code_paths: tuple[str, ...] = ()
 
     @property
     def where(self) -> str:
@@ -93,14 +97,7 @@ class ErrorContext:
         return f"crm_pipelines/connectors/systems/{self.system_name}.yaml"
 
     def for_object(self, object_name: str | None) -> ErrorContext:
-        return ErrorContext(
-            system_name=self.system_name,
-            system_title=self.system_title,
-            object_name=object_name,
-            base_url_variable=self.base_url_variable,
-            credential_variables=self.credential_variables,
-            secrets=self.secrets,
-        )
+        return dataclasses.replace(self, object_name=object_name)
 
 
 def redact(text: str, secrets: Iterable[str]) -> str:
@@ -325,14 +322,47 @@ def parse_retry_after(*, value: str | None, now: datetime | None = None) -> floa
 # --- error bodies and fixes ------------------------------------------------------------------------
 
 
-def describe_error_body(*, response: httpx.Response) -> tuple[str, str | None]:
+def _text(value: Any) -> str | None:
+    """A message that may be a string, an OData ``{"lang", "value"}`` object or a list of those."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return value
+    if isinstance(value, dict):
+        return _text(value.get("value") or value.get("message") or value.get("$message"))
+    if isinstance(value, list):
+        parts = [t for t in (_text(v) for v in value) if t]
+        return "; ".join(parts) or None
+    return str(value)
+
+
+def _at(data: Any, path: str) -> Any:
+    current = data
+    for part in path.split("."):
+        if isinstance(current, dict) and part in current:
+            current = current[part]
+        elif isinstance(current, list) and part.isdigit() and int(part) < len(current):
+            current = current[int(part)]
+        else:
+            return None
+    return current
+
+
+def describe_error_body(
+    *, response: httpx.Response, message_paths: Iterable[str] = (), code_paths: Iterable[str] = ()
+) -> tuple[str, str | None]:
     """Pull the message and code out of an error response.
 
-    Understands Salesforce ``[{"message", "errorCode"}]``, HubSpot ``{"message", "category"}`` and
-    OAuth ``{"error", "error_description"}``; anything else is quoted (shortened).
+    The system's declared paths are tried first; then the shapes the bundled systems use:
+    Salesforce ``[{"message", "errorCode"}]``; HubSpot, Zoho ``{"message", "category"|"code"}``; OAuth
+    ``{"error", "error_description"}`` (SugarCRM ``error_message``, Pipedrive ``error_info``); OData
+    ``{"error": {"code", "message"}}`` (SAP Business One's message is ``{"lang", "value"}``); SData
+    ``{"$diagnoses": [{"$sdataCode", "$message"}]}``. Anything else is quoted (shortened).
 
     Args:
         response: An error response (its body is read).
+        message_paths: Dotted paths of the message, tried first.
+        code_paths: Dotted paths of the code, tried first.
 
     Returns:
         ``(message, code)``; ``code`` is ``None`` when the body has none.
@@ -342,17 +372,38 @@ def describe_error_body(*, response: httpx.Response) -> tuple[str, str | None]:
     except (ValueError, UnicodeDecodeError):
         text = response.text.strip()
         return (text[:_BODY_EXCERPT] or response.reason_phrase or "no response body"), None
+    declared_message = next((t for p in message_paths if (t := _text(_at(data, p)))), None)
+    declared_code = next((str(c) for p in code_paths if (c := _at(data, p)) not in (None, "")), None)
+    message, code = _known_shapes(data)
+    return declared_message or message, declared_code or code
+
+
+def _known_shapes(data: Any) -> tuple[str, str | None]:
     if isinstance(data, list) and data and all(isinstance(item, dict) for item in data):
+        if any("$message" in item or "$sdataCode" in item for item in data):
+            return _known_shapes({"$diagnoses": data})
         messages = [str(item.get("message", "")).strip() for item in data]
         codes = [str(item["errorCode"]) for item in data if item.get("errorCode")]
         return "; ".join(m for m in messages if m) or "no message", (codes[0] if codes else None)
     if isinstance(data, dict):
-        if "error" in data and isinstance(data["error"], str):
-            return str(data.get("error_description") or data["error"]), data["error"]
-        message = data.get("message")
+        diagnoses = data.get("$diagnoses") or data.get("diagnoses")
+        if isinstance(diagnoses, list) and diagnoses:
+            first = diagnoses[0] if isinstance(diagnoses[0], dict) else {}
+            code = first.get("$sdataCode") or first.get("$applicationCode")
+            return _text(diagnoses) or "no message", (str(code) if code else None)
+        error = data.get("error")
+        if isinstance(error, dict):
+            code = error.get("code")
+            return _text(error.get("message")) or "no message", (
+                str(code) if code not in (None, "") else None
+            )
+        if isinstance(error, str):
+            detail = data.get("error_description") or data.get("error_message") or data.get("error_info")
+            return str(detail or error), error
+        message = data.get("message") or data.get("Message")
         code = data.get("category") or data.get("errorCode") or data.get("code")
         if message is not None:
-            return str(message), (str(code) if code is not None else None)
+            return str(_text(message)), (str(code) if code is not None else None)
     return json.dumps(data)[:_BODY_EXCERPT], None
 
 
@@ -419,7 +470,9 @@ def api_error(
         :class:`AuthenticationError` for 401 and refused token requests, else :class:`ApiRequestError`.
     """
     status = response.status_code
-    message, code = describe_error_body(response=response)
+    message, code = describe_error_body(
+        response=response, message_paths=context.message_paths, code_paths=context.code_paths
+    )
     fix = fix or suggest_fix(status=status, code=code, context=context, token_request=token_request)
     what = "token request" if token_request else f"{response.request.method} {response.request.url.path}"
     tried = f" after {attempts} attempts" if attempts > 1 else ""
@@ -491,16 +544,19 @@ def _observe_limits(*, response: httpx.Response, bucket: TokenBucket, rate_limit
         log.debug("%s: %s", rate_limit.usage_header, response.headers[rate_limit.usage_header])
     if rate_limit.remaining_header and rate_limit.remaining_header in response.headers:
         try:
-            remaining = int(response.headers[rate_limit.remaining_header])
+            remaining = int(float(response.headers[rate_limit.remaining_header]))
         except ValueError:
             return
         if remaining <= 0:
             # The window is used up: wait for a slot rather than collect a 429. The server's own
-            # window length wins over the declared one when it says.
+            # window length (or the seconds until it resets) wins over the declared one.
             interval = rate_limit.interval_seconds
             if rate_limit.interval_ms_header:
                 with contextlib.suppress(KeyError, ValueError):
                     interval = int(response.headers[rate_limit.interval_ms_header]) / 1000
+            if rate_limit.reset_header:
+                with contextlib.suppress(KeyError, ValueError):
+                    interval = max(0.0, float(response.headers[rate_limit.reset_header]))
             bucket.hold_for_window(interval)
 
 

@@ -7,8 +7,10 @@ it can be tested with a table of cases and no HTTP. The kinds follow dlt's REST 
   stop when ``done`` is true). Follow-up requests carry no query parameters, per Salesforce's docs.
 * :class:`CursorPaginator`: the body carries an opaque cursor sent back as a parameter (HubSpot
   ``paging.next.after`` → ``?after=``).
-* :class:`OffsetPaginator` and :class:`PageNumberPaginator`: for later systems; they stop at the
-  reported total when the API gives one, else at the first short or empty page.
+* :class:`OffsetPaginator` and :class:`PageNumberPaginator`: stop at the reported total (or a
+  "more" flag) when the API gives one, else at the first short or empty page. Their pages can be
+  fetched concurrently (the engine computes the next offsets ahead; see ``engine._concurrent_pages``).
+* :class:`SinglePaginator`: one request.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Final
+from urllib.parse import urljoin
 
 from crm_pipelines.connectors.spec import (
     CursorPaging,
@@ -24,6 +27,7 @@ from crm_pipelines.connectors.spec import (
     OffsetPaging,
     PageNumberPaging,
     PagingSpec,
+    SinglePaging,
 )
 
 
@@ -50,16 +54,27 @@ MISSING: Final = _Missing()
 def resolve_path(data: Any, path: str) -> Any:
     """Follow a dotted path through dicts and lists (numeric parts index lists).
 
+    A key that itself contains dots (``@odata.nextLink``, ``odata.nextLink``) is matched whole: at
+    each step, the rest of the path is tried as one key before it is split. The empty path is the
+    document itself.
+
     Args:
         data: A decoded JSON document.
-        path: E.g. ``properties.email`` or ``associations.companies.results.0.id``.
+        path: E.g. ``properties.email``, ``associations.companies.results.0.id``, ``@odata.deltaLink``.
 
     Returns:
         The value, or :data:`MISSING` when any step does not exist.
     """
+    if path == "":
+        return data
     current = data
-    for part in path.split("."):
+    parts = path.split(".")
+    for index, part in enumerate(parts):
         if isinstance(current, Mapping):
+            if index < len(parts) - 1:
+                rest = ".".join(parts[index:])
+                if rest in current:
+                    return current[rest]
             if part not in current:
                 return MISSING
             current = current[part]
@@ -115,11 +130,17 @@ class Paginator(ABC):
 
 
 class NextLinkPaginator(Paginator):
-    """Follow a URL found in the body until a ``done`` flag is true or the link is absent."""
+    """Follow a URL found in the body until a ``done`` flag is true or the link is absent.
 
-    def __init__(self, *, next_path: str, done_path: str | None = None) -> None:
+    A relative link (SAP Business One's ``BusinessPartners?$skip=20``) resolves against the request
+    that produced it. The link carries its own query (Salesforce, OData), so the first request's
+    parameters are dropped unless ``keep_params``.
+    """
+
+    def __init__(self, *, next_path: str, done_path: str | None = None, keep_params: bool = False) -> None:
         self.next_path = next_path
         self.done_path = done_path
+        self.keep_params = keep_params
 
     def next_request(
         self, *, previous: PageRequest, body: Any, records: Sequence[Any], page_size: int
@@ -129,21 +150,40 @@ class NextLinkPaginator(Paginator):
         link = resolve_path(body, self.next_path)
         if not isinstance(link, str) or not link:
             return None
-        return PageRequest(url=link, params={}, headers=previous.headers)
+        if not link.startswith(("/", "http://", "https://")):
+            link = urljoin(previous.url, link)
+        return PageRequest(
+            url=link, params=previous.params if self.keep_params else {}, headers=previous.headers
+        )
 
 
 class CursorPaginator(Paginator):
-    """Send the cursor found in the body back as a query parameter until there is none."""
+    """Send the cursor found in the body back as a query parameter until there is none.
 
-    def __init__(self, *, cursor_path: str, cursor_param: str) -> None:
+    ``more_path`` (Zoho ``info.more_records``) stops on false; ``stop_values`` are cursors meaning
+    "done" (SugarCRM answers ``next_offset: -1`` on the last page).
+    """
+
+    def __init__(
+        self,
+        *,
+        cursor_path: str,
+        cursor_param: str,
+        more_path: str | None = None,
+        stop_values: Sequence[str] = (),
+    ) -> None:
         self.cursor_path = cursor_path
         self.cursor_param = cursor_param
+        self.more_path = more_path
+        self.stop_values = frozenset(stop_values)
 
     def next_request(
         self, *, previous: PageRequest, body: Any, records: Sequence[Any], page_size: int
     ) -> PageRequest | None:
+        if self.more_path is not None and resolve_path(body, self.more_path) is not True:
+            return None
         cursor = resolve_path(body, self.cursor_path)
-        if cursor is MISSING or cursor is None or cursor == "":
+        if cursor is MISSING or cursor is None or cursor == "" or str(cursor) in self.stop_values:
             return None
         return replace(previous, params={**previous.params, self.cursor_param: str(cursor)})
 
@@ -186,17 +226,28 @@ class OffsetPaginator(Paginator):
 
 
 class PageNumberPaginator(Paginator):
-    """A page number parameter starting at ``start``."""
+    """A page number parameter starting at ``start`` (and the page size in ``size_param``, if any)."""
 
     def __init__(
-        self, *, page_param: str = "page", start: int = 1, total_pages_path: str | None = None
+        self,
+        *,
+        page_param: str = "page",
+        start: int = 1,
+        total_pages_path: str | None = None,
+        size_param: str | None = None,
+        more_path: str | None = None,
     ) -> None:
         self.page_param = page_param
         self.start = start
         self.total_pages_path = total_pages_path
+        self.size_param = size_param
+        self.more_path = more_path
 
     def first_request(self, *, request: PageRequest, page_size: int) -> PageRequest:
-        return replace(request, params={**request.params, self.page_param: str(self.start)})
+        params = {**request.params, self.page_param: str(self.start)}
+        if self.size_param:
+            params[self.size_param] = str(page_size)
+        return replace(request, params=params)
 
     def next_request(
         self, *, previous: PageRequest, body: Any, records: Sequence[Any], page_size: int
@@ -204,13 +255,28 @@ class PageNumberPaginator(Paginator):
         page = int(previous.params.get(self.page_param, self.start))
         if not records:
             return None
-        total_pages = _as_int(resolve_path(body, self.total_pages_path)) if self.total_pages_path else None
-        if total_pages is not None:
-            if page - self.start + 1 >= total_pages:
+        if self.more_path is not None:
+            if resolve_path(body, self.more_path) is not True:
                 return None
-        elif len(records) < page_size:
-            return None
+        else:
+            total_pages = (
+                _as_int(resolve_path(body, self.total_pages_path)) if self.total_pages_path else None
+            )
+            if total_pages is not None:
+                if page - self.start + 1 >= total_pages:
+                    return None
+            elif len(records) < page_size:
+                return None
         return replace(previous, params={**previous.params, self.page_param: str(page + 1)})
+
+
+class SinglePaginator(Paginator):
+    """One request, no further pages."""
+
+    def next_request(
+        self, *, previous: PageRequest, body: Any, records: Sequence[Any], page_size: int
+    ) -> PageRequest | None:
+        return None
 
 
 def _as_int(value: Any) -> int | None:
@@ -226,15 +292,22 @@ def make_paginator(*, spec: PagingSpec) -> Paginator:
     """Build the paginator a system declares.
 
     Args:
-        spec: The system's paging declaration.
+        spec: The system's (or object's) paging declaration.
 
     Returns:
         A paginator.
     """
     if isinstance(spec, NextLinkPaging):
-        return NextLinkPaginator(next_path=spec.next_path, done_path=spec.done_path)
+        return NextLinkPaginator(
+            next_path=spec.next_path, done_path=spec.done_path, keep_params=spec.keep_params
+        )
     if isinstance(spec, CursorPaging):
-        return CursorPaginator(cursor_path=spec.cursor_path, cursor_param=spec.cursor_param)
+        return CursorPaginator(
+            cursor_path=spec.cursor_path,
+            cursor_param=spec.cursor_param,
+            more_path=spec.more_path,
+            stop_values=spec.stop_values,
+        )
     if isinstance(spec, OffsetPaging):
         return OffsetPaginator(
             offset_param=spec.offset_param,
@@ -244,6 +317,12 @@ def make_paginator(*, spec: PagingSpec) -> Paginator:
         )
     if isinstance(spec, PageNumberPaging):
         return PageNumberPaginator(
-            page_param=spec.page_param, start=spec.start, total_pages_path=spec.total_pages_path
+            page_param=spec.page_param,
+            start=spec.start,
+            total_pages_path=spec.total_pages_path,
+            size_param=spec.size_param,
+            more_path=spec.more_path,
         )
+    if isinstance(spec, SinglePaging):
+        return SinglePaginator()
     raise TypeError(f"unsupported paging kind {spec!r}")  # pragma: no cover - the spec union is closed

@@ -16,6 +16,7 @@ import functools
 import importlib.resources
 import re
 import string
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -23,7 +24,9 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 # Placeholders a request template may use; anything else is a typo we catch at load time.
-TEMPLATE_PLACEHOLDERS: frozenset[str] = frozenset({"fields", "where", "page_size", "object"})
+TEMPLATE_PLACEHOLDERS: frozenset[str] = frozenset(
+    {"fields", "where", "page_size", "object", "since", "until"}
+)
 # Placeholders of the server-side window filter templates.
 FILTER_PLACEHOLDERS: frozenset[str] = frozenset({"value", "conditions", "cursor"})
 
@@ -56,45 +59,245 @@ def _check_template(template: str, allowed: frozenset[str]) -> str:
 
 # --- auth ------------------------------------------------------------------------------------------
 
+# Placeholders of token/login request templates (scope, login body): credentials and the base URL.
+CREDENTIAL_PLACEHOLDERS: frozenset[str] = frozenset(
+    {"base_url", "client_id", "client_secret", "username", "password", "company", "refresh_token"}
+)
 
-class OAuth2ClientCredentialsAuth(_Model):
-    """OAuth 2.0 client credentials grant (RFC 6749 §4.4), e.g. a Salesforce connected app."""
 
-    kind: Literal["oauth2_client_credentials"]
-    token_path: str = Field(description="Token endpoint, relative to the base URL.")
-    use_instance_url: bool = Field(
-        default=False,
-        description="Use the token response's `instance_url` as the API base (Salesforce).",
+class _TokenAuth(_Model):
+    """What every kind that ends in a token has: where the token goes and how long it lives."""
+
+    header: str = Field(default="Authorization", description="Request header carrying the token.")
+    scheme: str = Field(
+        default="Bearer",
+        description="Word before the token in the header (Zoho 'Zoho-oauthtoken'; '' sends the bare token).",
     )
     default_ttl_seconds: int = Field(
         default=900,
         gt=0,
-        description="Token lifetime assumed when the response has no `expires_in` (Salesforce sends none).",
+        description="Token lifetime assumed when the answer has no `expires_in` (Salesforce sends none).",
     )
-    refresh_margin_seconds: int = Field(default=60, ge=0, description="Refresh this long before expiry.")
-    client_id_variable: str = Field(description="Environment variable holding the client id (for messages).")
-    client_secret_variable: str = Field(description="Environment variable holding the secret (for messages).")
+    refresh_margin_seconds: int = Field(default=60, ge=0, description="Renew this long before expiry.")
+
+
+class _OAuthEndpoint(_TokenAuth):
+    token_path: str | None = Field(default=None, description="Token endpoint, relative to the base URL.")
+    token_url_variable: str | None = Field(
+        default=None,
+        description=(
+            "Environment variable with the absolute token endpoint, for identity providers on another "
+            "host (Microsoft identity platform, Zoho's accounts server). Wins over token_path."
+        ),
+    )
+    api_base_path: str | None = Field(
+        default=None,
+        description="Dotted path of the API base in the token answer (Salesforce instance_url, Zoho api_domain).",
+    )
+    body_format: Literal["form", "json"] = "form"
+
+    @model_validator(mode="after")
+    def _endpoint(self) -> _OAuthEndpoint:
+        if self.token_path is None and self.token_url_variable is None:
+            raise ValueError("needs token_path or token_url_variable")
+        if self.token_path is not None and not self.token_path.startswith("/"):
+            raise ValueError(f"token_path must start with '/', got {self.token_path!r}")
+        return self
+
+
+class OAuth2ClientCredentialsAuth(_OAuthEndpoint):
+    """OAuth 2.0 client credentials grant (RFC 6749 §4.4): a Salesforce connected app, an Entra ID app."""
+
+    kind: Literal["oauth2_client_credentials"]
+    scope: str | None = Field(default=None, description="Scope template, e.g. '{base_url}/.default'.")
+    client_id_variable: str = Field(description="Environment variable holding the client id.")
+    client_secret_variable: str = Field(description="Environment variable holding the secret.")
+
+    @field_validator("scope")
+    @classmethod
+    def _scope(cls, value: str | None) -> str | None:
+        return None if value is None else _check_template(value, CREDENTIAL_PLACEHOLDERS)
+
+
+class OAuth2RefreshTokenAuth(_OAuthEndpoint):
+    """OAuth 2.0 refresh token grant (RFC 6749 §6): a long-lived refresh token buys access tokens (Zoho)."""
+
+    kind: Literal["oauth2_refresh_token"]
+    client_id_variable: str
+    client_secret_variable: str
+    refresh_token_variable: str
+
+
+class OAuth2PasswordAuth(_OAuthEndpoint):
+    """OAuth 2.0 resource owner password grant (RFC 6749 §4.3), e.g. SugarCRM's ``client_id=sugar``.
+
+    A ``refresh_token`` in the answer renews the access token; the password is sent again only when
+    that fails.
+    """
+
+    kind: Literal["oauth2_password"]
+    username_variable: str
+    password_variable: str
+    client_id_variable: str | None = None
+    client_secret_variable: str | None = None
+    extra_fields: dict[str, str] = Field(
+        default_factory=dict,
+        description="Fields sent with every token request, e.g. {client_id: sugar, platform: crm_pipelines}.",
+    )
 
 
 class BearerTokenAuth(_Model):
-    """A static bearer token, e.g. a HubSpot private-app access token."""
+    """A static token, e.g. a HubSpot private-app access token."""
 
     kind: Literal["bearer"]
-    token_variable: str = Field(description="Environment variable holding the token (for messages).")
+    token_variable: str = Field(description="Environment variable holding the token.")
+    header: str = "Authorization"
+    scheme: str = "Bearer"
 
 
-AuthSpec = Annotated[OAuth2ClientCredentialsAuth | BearerTokenAuth, Field(discriminator="kind")]
+class ApiKeyAuth(_Model):
+    """A static API key in a header (Pipedrive ``x-api-token``) or a query parameter."""
+
+    kind: Literal["api_key"]
+    token_variable: str
+    header: str | None = None
+    query_param: str | None = None
+
+    @model_validator(mode="after")
+    def _one_place(self) -> ApiKeyAuth:
+        if (self.header is None) == (self.query_param is None):
+            raise ValueError("api_key needs exactly one of header or query_param")
+        return self
+
+
+class BasicAuth(_Model):
+    """HTTP Basic authentication on every request (SData servers: Infor CRM, Sage CRM)."""
+
+    kind: Literal["basic"]
+    username_variable: str
+    password_variable: str
+
+
+class ValueMatch(_Model):
+    """A test on a value found at a dotted path: equal to a value, or ending with a suffix."""
+
+    path: str
+    equals: Any = None
+    suffix: str | None = None
+
+    @model_validator(mode="after")
+    def _one_test(self) -> ValueMatch:
+        if (self.equals is None) == (self.suffix is None):
+            raise ValueError("a match needs exactly one of equals or suffix")
+        return self
+
+
+class CsrfSpec(_Model):
+    """Send a session cookie's value back as a header (Creatio ``BPMCSRF``)."""
+
+    header: str
+    cookie: str
+
+
+class SessionAuth(_Model):
+    """A login request that opens a cookie session (SAP Business One ``B1SESSION``, Creatio ``.ASPXAUTH``)."""
+
+    kind: Literal["session"]
+    login_path: str
+    body: dict[str, Any] = Field(description="JSON body template; string values may use {username} etc.")
+    username_variable: str
+    password_variable: str
+    company_variable: str | None = None
+    ttl_path: str | None = Field(
+        default=None, description="Dotted path of the session lifetime in the answer."
+    )
+    ttl_unit: Literal["seconds", "minutes"] = "seconds"
+    default_ttl_seconds: int = Field(default=1800, gt=0)
+    refresh_margin_seconds: int = Field(default=60, ge=0)
+    success: ValueMatch | None = Field(default=None, description="A 200 that fails this is a refusal.")
+    csrf: CsrfSpec | None = None
+    logout_path: str | None = None
+
+    @field_validator("body")
+    @classmethod
+    def _body(cls, value: dict[str, Any]) -> dict[str, Any]:
+        for item in value.values():
+            if isinstance(item, str):
+                _check_template(item, CREDENTIAL_PLACEHOLDERS)
+        return value
+
+
+AuthSpec = Annotated[
+    OAuth2ClientCredentialsAuth
+    | OAuth2RefreshTokenAuth
+    | OAuth2PasswordAuth
+    | BearerTokenAuth
+    | ApiKeyAuth
+    | BasicAuth
+    | SessionAuth,
+    Field(discriminator="kind"),
+]
+
+
+@dataclass(frozen=True)
+class CredentialVariable:
+    """One environment variable an auth kind reads: the resource field it fills and whether it must be set."""
+
+    field: str  # a ConnectionSettings / CrmApiResource field
+    variable: str
+    required: bool = True
+    secret: bool = False
+
+
+def credential_variables(auth: AuthSpec) -> list[CredentialVariable]:
+    """The environment variables an auth declaration reads, in the order a user sets them.
+
+    Args:
+        auth: A system's auth declaration.
+
+    Returns:
+        One entry per variable (the base URL is the system's ``base_url_variable``, not listed here).
+    """
+    out: list[CredentialVariable] = []
+    if isinstance(auth, _OAuthEndpoint) and auth.token_url_variable:
+        out.append(CredentialVariable("token_url", auth.token_url_variable, required=auth.token_path is None))
+    if isinstance(auth, OAuth2ClientCredentialsAuth | OAuth2RefreshTokenAuth):
+        out.append(CredentialVariable("client_id", auth.client_id_variable))
+        out.append(CredentialVariable("client_secret", auth.client_secret_variable, secret=True))
+    if isinstance(auth, OAuth2RefreshTokenAuth):
+        out.append(CredentialVariable("refresh_token", auth.refresh_token_variable, secret=True))
+    if isinstance(auth, OAuth2PasswordAuth | BasicAuth | SessionAuth):
+        if isinstance(auth, SessionAuth) and auth.company_variable:
+            out.append(CredentialVariable("company", auth.company_variable))
+        out.append(CredentialVariable("username", auth.username_variable))
+        out.append(CredentialVariable("password", auth.password_variable, secret=True))
+    if isinstance(auth, OAuth2PasswordAuth):
+        # Optional: SugarCRM's default public client is client_id "sugar" with an empty secret.
+        if auth.client_id_variable:
+            out.append(CredentialVariable("client_id", auth.client_id_variable, required=False))
+        if auth.client_secret_variable:
+            out.append(
+                CredentialVariable("client_secret", auth.client_secret_variable, required=False, secret=True)
+            )
+    if isinstance(auth, BearerTokenAuth | ApiKeyAuth):
+        out.append(CredentialVariable("access_token", auth.token_variable, secret=True))
+    return out
 
 
 # --- paging ----------------------------------------------------------------------------------------
 
 
 class NextLinkPaging(_Model):
-    """The response names the next page's URL (Salesforce ``nextRecordsUrl`` until ``done``)."""
+    """The response names the next page's URL (Salesforce ``nextRecordsUrl``, OData ``@odata.nextLink``)."""
 
     kind: Literal["next_link"]
-    next_path: str = Field(description="Dotted path of the next page's URL in the response body.")
+    next_path: str = Field(
+        description="Path of the next page's URL in the body (a dotted key matches whole)."
+    )
     done_path: str | None = Field(default=None, description="Dotted path of a boolean 'no more pages'.")
+    keep_params: bool = Field(
+        default=False, description="Send the first request's query parameters again (the link lacks them)."
+    )
 
 
 class CursorPaging(_Model):
@@ -103,6 +306,10 @@ class CursorPaging(_Model):
     kind: Literal["cursor"]
     cursor_path: str = Field(description="Dotted path of the next cursor in the response body.")
     cursor_param: str = Field(description="Query parameter that carries the cursor.")
+    more_path: str | None = Field(default=None, description="Dotted path of a boolean 'more pages follow'.")
+    stop_values: list[str] = Field(
+        default_factory=list, description="Cursor values meaning 'no more pages' (SugarCRM next_offset -1)."
+    )
 
 
 class OffsetPaging(_Model):
@@ -111,21 +318,32 @@ class OffsetPaging(_Model):
     kind: Literal["offset"]
     offset_param: str = "offset"
     limit_param: str = "limit"
-    start: int = 0
+    start: int = Field(default=0, description="The first offset (1 for SData's 1-based startIndex).")
     total_path: str | None = None
+    concurrency: int = Field(default=1, ge=1, le=16, description="Page requests kept in flight.")
 
 
 class PageNumberPaging(_Model):
-    """A page number query parameter; stops on a short page or at the reported page count."""
+    """A page number query parameter; stops on a short page, ``more_path`` false or the page count."""
 
     kind: Literal["page_number"]
     page_param: str = "page"
+    size_param: str | None = Field(default=None, description="Query parameter for the page size, if any.")
     start: int = 1
     total_pages_path: str | None = None
+    more_path: str | None = None
+    concurrency: int = Field(default=1, ge=1, le=16, description="Page requests kept in flight.")
+
+
+class SinglePaging(_Model):
+    """One request answers everything."""
+
+    kind: Literal["single"]
 
 
 PagingSpec = Annotated[
-    NextLinkPaging | CursorPaging | OffsetPaging | PageNumberPaging, Field(discriminator="kind")
+    NextLinkPaging | CursorPaging | OffsetPaging | PageNumberPaging | SinglePaging,
+    Field(discriminator="kind"),
 ]
 
 
@@ -163,6 +381,10 @@ class RateLimitSpec(_Model):
     )
     interval_ms_header: str | None = Field(
         default=None, description="Header with the server's window length in milliseconds."
+    )
+    reset_header: str | None = Field(
+        default=None,
+        description="Header with the seconds until the server's window resets (held when 0 left).",
     )
     usage_header: str | None = Field(default=None, description="Header reporting usage, logged only.")
 
@@ -232,10 +454,54 @@ class ServerFilterSpec(_Model):
         return _check_template(value, FILTER_PLACEHOLDERS)
 
 
+CursorFormat = Literal[
+    "soql_datetime",  # 2026-11-25T10:00:00Z, unquoted (SOQL)
+    "iso8601",  # 2026-11-25T10:00:00.123Z (HubSpot)
+    "iso8601_seconds",  # 2026-11-25T10:00:00Z (OData: Dynamics, Creatio; Pipedrive v2)
+    "iso8601_offset",  # 2026-11-25T10:00:00+00:00 (Zoho, SugarCRM)
+    "sql_datetime",  # 2026-11-25 10:00:00
+    "date",  # 2026-11-25 (SAP Business One UpdateDate)
+    "epoch_ms",  # 1764064800000
+    "sdata",  # 2026-11-25T10:00:00Z as the SData literal @...@ carries it
+]
+
+
+class DeltaSpec(_Model):
+    """Change tracking: the first read asks for a delta link, later reads follow it (Dynamics 365).
+
+    The final page of a tracked read carries the link (``link_path``); following it later returns
+    the records changed since and the deletions, and a new link.
+    """
+
+    link_path: str = Field(description="Path of the delta link in the final page, e.g. '@odata.deltaLink'.")
+    headers: dict[str, str] = Field(
+        default_factory=dict, description="Headers of a tracked read, e.g. Prefer: odata.track-changes."
+    )
+    params: dict[str, str] = Field(
+        default_factory=dict,
+        description="Parameters of the first tracked read, replacing the object's (change tracking refuses $filter).",
+    )
+    expired_statuses: list[int] = Field(
+        default_factory=lambda: [410], description="Statuses meaning the link expired: read everything again."
+    )
+    expired_codes: list[str] = Field(
+        default_factory=list, description="Error codes meaning the link expired (with any 4xx status)."
+    )
+
+    @field_validator("headers", "params")
+    @classmethod
+    def _templates(cls, value: dict[str, str]) -> dict[str, str]:
+        for template in value.values():
+            _check_template(template, TEMPLATE_PLACEHOLDERS)
+        return value
+
+
 class IncrementalSpec(_Model):
     cursor: str = Field(description="Declared field (output name) holding the cursor.")
-    format: Literal["soql_datetime", "iso8601", "epoch_ms"] = Field(
-        description="Literal format of a cursor value in the request filter."
+    format: CursorFormat = Field(description="Literal format of a cursor value in request filters.")
+    time_field: str | None = Field(
+        default=None,
+        description="Declared field with the time of day of a date cursor (SAP Business One UpdateTime).",
     )
     server_filter: ServerFilterSpec | None = Field(
         default=None,
@@ -252,30 +518,59 @@ class IncrementalSpec(_Model):
             "with an earlier cursor (long transactions, search index lag) are picked up the next time."
         ),
     )
+    delta: DeltaSpec | None = Field(default=None, description="Change tracking instead of a cursor window.")
 
 
 class DeletesSpec(_Model):
     """How deleted records are read.
 
-    * ``query_all``: one request path that also returns deleted rows (Salesforce ``queryAll``),
-      flagged by ``flag_field``.
-    * ``archived_pass``: a second pass with ``param=value`` returning only deleted rows (HubSpot
-      ``archived=true``); ``cursor_path`` is the record path windowing that pass (``archivedAt``).
+    * ``flagged``: the listing (or ``path``/``params``) also returns deleted rows, marked by
+      ``flag_field`` (Salesforce ``queryAll`` + ``IsDeleted``).
+    * ``deleted_pass``: a second pass returning only deleted records (HubSpot ``archived=true``, Zoho
+      ``/{module}/deleted``); ``cursor_path`` windows it, ``id_path`` finds the key.
+    * ``delta``: entries of a delta response that ``match`` are deletions (Dynamics ``$deletedEntity``).
+    * ``key_compare``: a keys-only read of the whole object; keys gone since the last snapshot are
+      deleted (systems with no deletion feed).
     """
 
-    mode: Literal["none", "query_all", "archived_pass"] = "none"
-    path: str | None = Field(default=None, description="query_all: request path including deleted rows.")
-    flag_field: str | None = Field(default=None, description="Declared field that marks a deleted row.")
-    param: str | None = None
-    value: str | None = None
-    cursor_path: str | None = None
+    mode: Literal["none", "flagged", "deleted_pass", "delta", "key_compare"] = "none"
+    path: str | None = Field(default=None, description="Request path of the pass (default: the object's).")
+    params: dict[str, str] = Field(
+        default_factory=dict, description="Parameters added to (or replacing) the object's."
+    )
+    headers: dict[str, str] = Field(default_factory=dict)
+    flag_field: str | None = Field(
+        default=None, description="flagged: declared field that marks a deleted row."
+    )
+    flag_values: list[str] = Field(default_factory=lambda: ["true", "1"])
+    records_path: str | None = Field(default=None, description="deleted_pass: where the records sit.")
+    id_path: str | None = Field(
+        default=None, description="Path of a deleted entry's key (default: the key's)."
+    )
+    cursor_path: str | None = Field(default=None, description="Record path windowing a deleted pass.")
+    match: ValueMatch | None = Field(default=None, description="delta: what marks an entry as a deletion.")
+    paging: PagingSpec | None = None
+
+    @field_validator("params", "headers")
+    @classmethod
+    def _templates(cls, value: dict[str, str]) -> dict[str, str]:
+        for template in value.values():
+            _check_template(template, TEMPLATE_PLACEHOLDERS)
+        return value
+
+    @field_validator("path")
+    @classmethod
+    def _path(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith("/"):
+            raise ValueError(f"deletes path must start with '/', got {value!r}")
+        return None if value is None else _check_template(value, TEMPLATE_PLACEHOLDERS)
 
     @model_validator(mode="after")
     def _complete(self) -> DeletesSpec:
-        if self.mode == "query_all" and not (self.path and self.flag_field):
-            raise ValueError("deletes mode 'query_all' needs 'path' and 'flag_field'")
-        if self.mode == "archived_pass" and not (self.param and self.value):
-            raise ValueError("deletes mode 'archived_pass' needs 'param' and 'value'")
+        if self.mode == "flagged" and not self.flag_field:
+            raise ValueError("deletes mode 'flagged' needs 'flag_field'")
+        if self.mode == "delta" and self.match is None:
+            raise ValueError("deletes mode 'delta' needs 'match'")
         return self
 
 
@@ -326,22 +621,125 @@ class DescribeSpec(_Model):
     name_key: str = "name"
 
 
-class UpsertSpec(_Model):
-    """Batched upsert by external id for the write side.
-
-    * ``sobject_collections``: Salesforce ``PATCH .../composite/sobjects/{SObject}/{ExternalIdField}``
-      with ``allOrNone: false``; one result per record in request order.
-    * ``hubspot_batch``: HubSpot ``POST /crm/v3/objects/{object}/batch/upsert`` with ``idProperty``;
-      results matched back by the id property, per-record errors in ``errors[].context``.
-    """
-
-    style: Literal["sobject_collections", "hubspot_batch"]
+class _UpsertBase(_Model):
     path: str = Field(description="Request path; {object} and {id_field} are filled in.")
-    batch_size: int = Field(gt=0)
+    batch_size: int = Field(default=100, gt=0)
     retryable_errors: list[str] = Field(
         default_factory=list, description="Per-record error codes worth another attempt."
     )
     max_attempts: int = Field(default=3, ge=1)
+
+
+class SObjectCollectionsUpsert(_UpsertBase):
+    """Salesforce ``PATCH .../composite/sobjects/{SObject}/{ExternalIdField}``, ``allOrNone: false``."""
+
+    style: Literal["sobject_collections"]
+
+
+class HubSpotBatchUpsert(_UpsertBase):
+    """HubSpot ``POST /crm/v3/objects/{object}/batch/upsert`` with ``idProperty``."""
+
+    style: Literal["hubspot_batch"]
+
+
+class JsonBatchUpsert(_UpsertBase):
+    """One JSON request per batch whose answer lists one result per record, in order (Zoho upsert)."""
+
+    style: Literal["json_batch"]
+    method: Literal["POST", "PUT", "PATCH"] = "POST"
+    body: dict[str, Any] = Field(
+        description='Body template: the string "{records}" becomes the list, "{id_field}" the field name.'
+    )
+    results_path: str
+    success: ValueMatch
+    created: ValueMatch | None = None
+    id_path: str
+    error_code_path: str
+    error_message_path: str
+
+
+class ODataBatchUpsert(_UpsertBase):
+    """A multipart ``$batch`` of per-record requests, continuing on error (Dynamics 365)."""
+
+    style: Literal["odata_batch"]
+    item_method: Literal["PATCH", "PUT", "POST"] = "PATCH"
+    item_path: str = Field(description="Per-record path: {object}, {id_field} and {key} (quoted as OData).")
+    odata_version: Literal[3, 4] = 4
+
+
+class SubrequestItem(_Model):
+    method: Literal["POST", "PUT", "PATCH"]
+    url: str = Field(description="Sub-request URL template: {object}, {id_field}, {key}.")
+    body_key: str = "body"
+    body_as_string: bool = Field(default=False, description="The body travels as a JSON string (SugarCRM).")
+    id_key: str | None = Field(
+        default=None, description="Key carrying a request id, when the batch wants one."
+    )
+
+
+class SubrequestsUpsert(_UpsertBase):
+    """A JSON batch of sub-requests answered one response each (SugarCRM ``/bulk``)."""
+
+    style: Literal["subrequests"]
+    envelope: str = "requests"
+    item: SubrequestItem
+    responses_path: str = Field(default="", description="Where the responses list sits ('' = the body).")
+    status_path: str = "status"
+    body_path: str = "body"
+    id_path: str = Field(default="id", description="The record id in a sub-response body.")
+
+
+class RecordRequest(_Model):
+    method: Literal["POST", "PUT", "PATCH"]
+    path: str = Field(description="Template: {object}, {id_field}, {key}, and {id} (the looked-up id).")
+    wrap: str | None = Field(default=None, description="Key the record is wrapped in, if the API wants one.")
+
+
+class LookupSpec(_Model):
+    """Find a record's system id by its external id."""
+
+    path: str
+    params: dict[str, str] = Field(
+        default_factory=dict, description="Templates: {id_field}, {key}, {object}."
+    )
+    records_path: str = Field(description="Where the matches sit in the answer.")
+    id_path: str = Field(description="The system id in a match.")
+
+
+class PerRecordUpsert(_UpsertBase):
+    """One request per record, after a lookup by external id where the system cannot upsert by it."""
+
+    style: Literal["per_record"]
+    path: str = "/"  # unused: the requests below carry their paths
+    lookup: LookupSpec | None = Field(default=None, description="Absent: `update` upserts by key itself.")
+    create: RecordRequest | None = None
+    update: RecordRequest
+    created_id_path: str | None = Field(default=None, description="The new record's id in a create answer.")
+    concurrency: int = Field(default=4, ge=1, le=16)
+
+    @model_validator(mode="after")
+    def _complete(self) -> PerRecordUpsert:
+        if self.lookup is not None and self.create is None:
+            raise ValueError("per_record with a lookup needs 'create' for records not found")
+        return self
+
+
+UpsertSpec = Annotated[
+    SObjectCollectionsUpsert
+    | HubSpotBatchUpsert
+    | JsonBatchUpsert
+    | ODataBatchUpsert
+    | SubrequestsUpsert
+    | PerRecordUpsert,
+    Field(discriminator="style"),
+]
+
+
+class ErrorBodySpec(_Model):
+    """Where a system's error bodies put the message and the code (tried before the built-in shapes)."""
+
+    message_paths: list[str] = Field(default_factory=list)
+    code_paths: list[str] = Field(default_factory=list)
 
 
 class ObjectSpec(_Model):
@@ -365,6 +763,7 @@ class ObjectSpec(_Model):
     search: SearchSpec | None = Field(default=None, description="Search endpoint for incremental reads.")
     upsert: UpsertSpec | None = Field(default=None, description="How records are written back.")
     describe: DescribeSpec | None = Field(default=None, description="The source's field list, for drift.")
+    paging: PagingSpec | None = Field(default=None, description="Overrides the system's paging.")
     fields: list[FieldSpec] = Field(min_length=1)
 
     @model_validator(mode="after")
@@ -379,10 +778,13 @@ class ObjectSpec(_Model):
         for role, name in (
             ("primary_key", self.primary_key),
             ("incremental.cursor", self.incremental.cursor),
+            ("incremental.time_field", self.incremental.time_field),
             ("deletes.flag_field", self.deletes.flag_field),
         ):
             if name is not None and name not in names:
                 raise ValueError(f"{role} {name!r} is not a declared field (declared: {names})")
+        if (self.deletes.mode == "delta") != (self.incremental.delta is not None):
+            raise ValueError("deletes mode 'delta' and incremental.delta go together")
         return self
 
     def field(self, name: str) -> FieldSpec:
@@ -413,6 +815,10 @@ class SystemSpec(_Model):
     retries: RetrySpec = Field(default_factory=RetrySpec)
     check: CheckSpec
     docs_url: str | None = None
+    empty_statuses: list[int] = Field(
+        default_factory=list, description="Statuses meaning 'an empty page' (Zoho: 304 Not Modified)."
+    )
+    error_body: ErrorBodySpec = Field(default_factory=ErrorBodySpec)
     objects: dict[str, ObjectSpec] = Field(min_length=1)
 
     @field_validator("name")
@@ -421,6 +827,14 @@ class SystemSpec(_Model):
         if not _SYSTEM_NAME.match(value):
             raise ValueError(f"system name must match {_SYSTEM_NAME.pattern}, got {value!r}")
         return value
+
+    def paging_of(self, name: str) -> PagingSpec:
+        """The paging of an object: its own declaration, else the system's."""
+        return self.get_object(name).paging or self.paging
+
+    def credential_variables(self) -> list[CredentialVariable]:
+        """The environment variables of the system's credentials (see :func:`credential_variables`)."""
+        return credential_variables(self.auth)
 
     def get_object(self, name: str) -> ObjectSpec:
         """Return the declared object ``name`` or fail with the list of declared ones."""

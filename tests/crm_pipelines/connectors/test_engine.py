@@ -25,7 +25,6 @@ from crm_pipelines.connectors.engine import (
     PageInfo,
     SchemaDrift,
     _format_cursor,
-    _render,
     check_connection,
     extract_object,
     output_schema,
@@ -43,6 +42,7 @@ from crm_pipelines.connectors.limits import (
     redact,
     shared_bucket,
 )
+from crm_pipelines.connectors.session import render_value
 from crm_pipelines.connectors.spec import SystemSpec, load_system, parse_system
 from crm_pipelines.sandbox.data import SandboxLayout, generate_sandbox
 from crm_pipelines.sandbox.simulators.base import RateLimit
@@ -263,10 +263,18 @@ def test_parse_cursor(raw: str | None, expected: datetime | None) -> None:
 def test_values_render_as_received() -> None:
     import json
 
-    from crm_pipelines.connectors.engine import _decode
+    from crm_pipelines.connectors.session import decode_json
 
-    record = _decode(b'{"a": 1.50, "b": 7, "c": true, "d": false, "e": null, "f": "x", "g": {"k": [1]}}')
-    assert [_render(record[k]) for k in "abcdefg"] == ["1.50", "7", "true", "false", None, "x", '{"k":[1]}']
+    record = decode_json(b'{"a": 1.50, "b": 7, "c": true, "d": false, "e": null, "f": "x", "g": {"k": [1]}}')
+    assert [render_value(record[k]) for k in "abcdefg"] == [
+        "1.50",
+        "7",
+        "true",
+        "false",
+        None,
+        "x",
+        '{"k":[1]}',
+    ]
     assert json.dumps(record["a"]) == '"1.50"'  # kept as text, never rounded through float
 
 

@@ -71,7 +71,8 @@ def test_salesforce_yaml_validates_and_matches_contract() -> None:
         assert obj.primary_key == "Id"
         assert obj.incremental.cursor == "SystemModstamp"
         assert obj.incremental.format == "soql_datetime"
-        assert obj.deletes.mode == "query_all" and obj.deletes.flag_field == "IsDeleted"
+        assert obj.deletes.mode == "flagged" and obj.deletes.flag_field == "IsDeleted"
+        assert obj.deletes.path == "/services/data/v62.0/queryAll"
         assert "v62.0/query" in obj.request.path
         assert f"FROM {object_name}" in obj.request.params["q"]
         assert obj.request.headers["Sforce-Query-Options"] == "batchSize={page_size}"
@@ -87,7 +88,7 @@ def test_hubspot_yaml_validates_and_matches_contract() -> None:
         assert obj.request.path == f"/crm/v3/objects/{object_name}"
         assert obj.request.params["properties"] == "{fields}"
         assert obj.primary_key == "id"
-        assert obj.deletes.mode == "archived_pass"
+        assert obj.deletes.mode == "deleted_pass" and obj.deletes.params == {"archived": "true"}
     assert load_system(name="hubspot").get_object("contacts").incremental.cursor == "lastmodifieddate"
     deals = system.get_object("deals")
     assert deals.request.params["associations"] == "companies"
@@ -156,7 +157,12 @@ def _broken(mutate: Any) -> dict[str, Any]:
         ),
         pytest.param(
             lambda d: d["auth"].pop("token_path"),
-            r"auth\.oauth2_client_credentials\.token_path: Field required",
+            r"auth\.oauth2_client_credentials: Value error, needs token_path or token_url_variable",
+            id="missing-token-endpoint",
+        ),
+        pytest.param(
+            lambda d: d["auth"].pop("client_id_variable"),
+            r"auth\.oauth2_client_credentials\.client_id_variable: Field required",
             id="missing-auth-parameter",
         ),
     ],
