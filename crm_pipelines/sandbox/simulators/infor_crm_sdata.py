@@ -436,10 +436,13 @@ class Pager:
                 bookmark = marks[start] if start is not None else None
             if bookmark is not None and start is not None:
                 direction = "<" if query.order[0][1] else ">"
-                conditions.append(
-                    f"({', '.join(sort_exprs)}) {direction} ({', '.join('?' for _ in sort_exprs)})"
+                # First in the WHERE: SQLite seeks its index with the first range bound it meets on
+                # a column, and a `ModifyDate ge` filter would otherwise restart every page at the
+                # window's start.
+                conditions.insert(
+                    0, f"({', '.join(sort_exprs)}) {direction} ({', '.join('?' for _ in sort_exprs)})"
                 )
-                params.extend(bookmark)
+                params = [*bookmark, *params]
                 skip = offset - start
         where = f" WHERE {' AND '.join(conditions)}" if conditions else ""
         sort_columns = ", ".join(f"{expr} AS _sort{i}" for i, expr in enumerate(sort_exprs))
@@ -487,6 +490,7 @@ class SDataSimulator(SimulatorServer):
     prefix = "/sdata"
     realm = "SData"
     names_case_insensitive = False
+    key_as_property = False  # whether the key is also a property of the entry besides $key
     default_count = 100
     max_count = 1000
 
@@ -629,7 +633,7 @@ class SDataSimulator(SimulatorServer):
         chosen: dict[str, list[str]] = {}
         if raw is None or not raw.strip() or raw.strip() == "*":
             for fdef in obj.fields:
-                if fdef.name == obj.key or (
+                if (fdef.name == obj.key and not self.key_as_property) or (
                     fdef.name in view.include_only and fdef.name.lower() not in include
                 ):
                     continue
@@ -653,7 +657,11 @@ class SDataSimulator(SimulatorServer):
             if name.lower() in include:
                 chosen.setdefault(name, [])
         by_name = {f.name: f for f in obj.fields}
-        return [(by_name[name], tuple(subs)) for name, subs in chosen.items() if name != obj.key]
+        return [
+            (by_name[name], tuple(subs))
+            for name, subs in chosen.items()
+            if name != obj.key or self.key_as_property
+        ]
 
     def entry(
         self, obj: ObjectDef, row: sqlite3.Row, fields: Sequence[tuple[FieldDef, tuple[str, ...]]]
