@@ -7,6 +7,7 @@ Connections are wired with ``dg.EnvVar`` and resolved when a run or sensor needs
 from __future__ import annotations
 
 import os
+from typing import Any
 
 import dagster as dg
 
@@ -20,7 +21,9 @@ from assets.sftp_files import build_sftp_assets
 from assets.staging import build_staging_assets
 from assets.warehouse import build_core_load_assets, build_raw_load_assets
 from crm_pipelines import settings
+from crm_pipelines.connectors.spec import load_system
 from crm_pipelines.jobs import nightly_sync_job, sftp_ingest_job
+from crm_pipelines.sources import load_sources
 from resources.crm_api import CrmApiResource
 from resources.erp_database import ErpDatabaseResource
 from resources.lake import LakeResource, WarehouseResource
@@ -37,20 +40,26 @@ def _optional_env(name: str) -> dg.EnvVar | None:
     return dg.EnvVar(name) if name in os.environ else None
 
 
+def crm_api_resource(system: str) -> CrmApiResource:
+    """The resource of a declared CRM, its settings wired to the variables its YAML names.
+
+    A credential the auth kind requires becomes ``dg.EnvVar`` (resolved, and checked, when a run
+    needs it); an optional one (SugarCRM's client id, which defaults to ``sugar``) only when set.
+    """
+    spec = load_system(name=system)
+    fields: dict[str, Any] = {}
+    for credential in spec.credential_variables():
+        value = dg.EnvVar(credential.variable) if credential.required else _optional_env(credential.variable)
+        if value is not None:
+            fields[credential.field] = value
+    return CrmApiResource(system=system, base_url=dg.EnvVar(spec.base_url_variable), **fields)
+
+
 def build_resources() -> dict[str, object]:
     """Every resource, with connection settings and secrets from environment variables."""
+    crm_sources = [name for name, source in load_sources().items() if source.kind == "crm_api"]
     return {
-        api_resource_key("salesforce"): CrmApiResource(
-            system="salesforce",
-            base_url=dg.EnvVar(settings.SALESFORCE_BASE_URL),
-            client_id=dg.EnvVar(settings.SALESFORCE_CLIENT_ID),
-            client_secret=dg.EnvVar(settings.SALESFORCE_CLIENT_SECRET),
-        ),
-        api_resource_key("hubspot"): CrmApiResource(
-            system="hubspot",
-            base_url=dg.EnvVar(settings.HUBSPOT_BASE_URL),
-            access_token=dg.EnvVar(settings.HUBSPOT_ACCESS_TOKEN),
-        ),
+        **{api_resource_key(source): crm_api_resource(source) for source in crm_sources},
         "erp_database": ErpDatabaseResource(url=dg.EnvVar(settings.ERP_DATABASE_URL)),
         "sftp": SFTPResource(
             host=dg.EnvVar(settings.SFTP_HOST),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from crm_pipelines import settings
 
@@ -27,40 +28,40 @@ def _missing(*names: str) -> list[str]:
     return [n for n in names if not os.environ.get(n)]
 
 
-def _crm(system: str, names: tuple[str, ...], **fields: str) -> DoctorRow:
+def check_crm(system: str) -> DoctorRow:
+    """Reach and authenticate against a declared CRM with the variables its YAML names."""
+    from crm_pipelines.connectors.spec import load_system
     from resources.crm_api import CrmApiResource
 
-    if missing := _missing(*names):
+    spec = load_system(name=system)
+    credentials = spec.credential_variables()
+    required = (spec.base_url_variable, *(c.variable for c in credentials if c.required))
+    if missing := _missing(*required):
         return DoctorRow(system, False, None, None, "not configured", "set " + ", ".join(missing))
-    values = {k: os.environ[v] for k, v in fields.items()}
-    resource = CrmApiResource(
-        system=system,
-        base_url=values["base_url"],
-        client_id=values.get("client_id"),
-        client_secret=values.get("client_secret"),
-        access_token=values.get("access_token"),
-    )
+    values: dict[str, Any] = {
+        c.field: os.environ[c.variable] for c in credentials if os.environ.get(c.variable)
+    }
+    resource = CrmApiResource(system=system, base_url=os.environ[spec.base_url_variable], **values)
     check = resource.check()
     return DoctorRow(system, True, check.reachable, check.authenticated, check.detail, check.fix)
 
 
-def check_salesforce() -> DoctorRow:
-    return _crm(
-        "salesforce",
-        (settings.SALESFORCE_BASE_URL, settings.SALESFORCE_CLIENT_ID, settings.SALESFORCE_CLIENT_SECRET),
-        base_url=settings.SALESFORCE_BASE_URL,
-        client_id=settings.SALESFORCE_CLIENT_ID,
-        client_secret=settings.SALESFORCE_CLIENT_SECRET,
-    )
+def crm_systems() -> list[str]:
+    """The CRMs the source catalog reads (sources.yaml, kind crm_api)."""
+    from crm_pipelines.sources import load_sources
+
+    return [name for name, source in load_sources().items() if source.kind == "crm_api"]
 
 
-def check_hubspot() -> DoctorRow:
-    return _crm(
-        "hubspot",
-        (settings.HUBSPOT_BASE_URL, settings.HUBSPOT_ACCESS_TOKEN),
-        base_url=settings.HUBSPOT_BASE_URL,
-        access_token=settings.HUBSPOT_ACCESS_TOKEN,
-    )
+def crm_connection_variables() -> list[str]:
+    """Every environment variable of every declared CRM (base URLs and credentials)."""
+    from crm_pipelines.connectors.spec import load_system
+
+    names: list[str] = []
+    for system in crm_systems():
+        spec = load_system(name=system)
+        names += [spec.base_url_variable, *(c.variable for c in spec.credential_variables())]
+    return names
 
 
 def check_erp() -> DoctorRow:
@@ -147,15 +148,9 @@ def check_warehouse() -> DoctorRow:
     return DoctorRow("warehouse", True, True, True, url, "")
 
 
-CHECKS: tuple[Callable[[], DoctorRow], ...] = (
-    check_salesforce,
-    check_hubspot,
-    check_erp,
-    check_sftp,
-    check_warehouse,
-)
+CHECKS: tuple[Callable[[], DoctorRow], ...] = (check_erp, check_sftp, check_warehouse)
 
 
 def run_checks() -> list[DoctorRow]:
-    """Run every system's check; one row each."""
-    return [check() for check in CHECKS]
+    """Run every system's check: each declared CRM, the ERP database, SFTP, the warehouse; one row each."""
+    return [check_crm(system) for system in crm_systems()] + [check() for check in CHECKS]

@@ -18,7 +18,9 @@ from crm_pipelines.connectors.engine import (
     SchemaDrift,
     UpsertResult,
     check_connection,
+    extract_keys,
     extract_object,
+    key_schema,
     output_schema,
     upsert_records,
 )
@@ -26,26 +28,34 @@ from crm_pipelines.connectors.spec import SystemSpec, load_system
 
 
 class CrmApiResource(dg.ConfigurableResource):
-    """Connection to one declared CRM system (``salesforce``, ``hubspot``, ...).
+    """Connection to one declared CRM system (``salesforce``, ``hubspot``, ``dynamics``, ...).
 
-    The system's endpoints, paging, limits and fields come from
+    The system's endpoints, auth kind, paging, limits and fields come from
     ``crm_pipelines/connectors/systems/<system>.yaml``; this resource only carries where to connect
-    and the credential. Wire secrets with ``dg.EnvVar`` so they never sit in code or run config,
-    e.g. ``CrmApiResource(system="hubspot", base_url=dg.EnvVar("HUBSPOT_BASE_URL"),
-    access_token=dg.EnvVar("HUBSPOT_ACCESS_TOKEN"))``. Secrets are left out of the resource's repr.
+    and the credential the auth kind needs (the YAML names its environment variables, and
+    ``definitions.py`` wires them with ``dg.EnvVar`` so secrets never sit in code or run config, e.g.
+    ``CrmApiResource(system="hubspot", base_url=dg.EnvVar("HUBSPOT_BASE_URL"),
+    access_token=dg.EnvVar("HUBSPOT_ACCESS_TOKEN"))``). Secrets are left out of the resource's repr.
 
-    Nothing connects until :meth:`extract` or :meth:`check` is called.
+    Nothing connects until :meth:`extract`, :meth:`upsert` or :meth:`check` is called.
     """
 
     system: str = Field(description="System name: the YAML file's stem under connectors/systems.")
     base_url: str = Field(description="API base URL (Salesforce: login or My Domain URL).")
-    client_id: str | None = Field(default=None, repr=False, description="OAuth client id (Salesforce).")
-    client_secret: str | None = Field(
-        default=None, repr=False, description="OAuth client secret (Salesforce)."
+    token_url: str | None = Field(
+        default=None, description="Absolute token endpoint (Entra ID for Dynamics, Zoho's accounts server)."
     )
+    client_id: str | None = Field(default=None, repr=False, description="OAuth client id.")
+    client_secret: str | None = Field(default=None, repr=False, description="OAuth client secret.")
     access_token: str | None = Field(
-        default=None, repr=False, description="Bearer token (HubSpot private app)."
+        default=None, repr=False, description="Static token or API key (HubSpot private app, Pipedrive)."
     )
+    refresh_token: str | None = Field(default=None, repr=False, description="OAuth refresh token (Zoho).")
+    username: str | None = Field(
+        default=None, description="User of a password grant, Basic or session login."
+    )
+    password: str | None = Field(default=None, repr=False, description="That user's password.")
+    company: str | None = Field(default=None, description="Company database (SAP Business One CompanyDB).")
     page_size: int | None = Field(default=None, description="Records per page; default: the system's.")
     timeout_seconds: float | None = Field(
         default=None, description="Per-request timeout; default: the system's."
@@ -67,9 +77,14 @@ class CrmApiResource(dg.ConfigurableResource):
         """
         return ConnectionSettings(
             base_url=self.base_url,
+            token_url=self.token_url,
             client_id=self.client_id,
             client_secret=self.client_secret,
             access_token=self.access_token,
+            refresh_token=self.refresh_token,
+            username=self.username,
+            password=self.password,
+            company=self.company,
             timeout_seconds=self.timeout_seconds,
         )
 
@@ -94,6 +109,7 @@ class CrmApiResource(dg.ConfigurableResource):
         on_page: Callable[[PageInfo], None] | None = None,
         include_deleted: bool = True,
         stats: ExtractStats | None = None,
+        delta_link: str | None = None,
     ) -> Iterator[pa.RecordBatch]:
         """Stream ``object_name`` records with ``since <= cursor < until`` as Arrow batches.
 
@@ -104,7 +120,9 @@ class CrmApiResource(dg.ConfigurableResource):
             drift: Filled with schema drift once the iterator is exhausted.
             on_page: Progress callback after each page.
             include_deleted: Also read deleted records (they come with ``_deleted`` true).
-            stats: Filled with the method used (REST, Bulk job, search), rows and the highest cursor.
+            stats: Filled with the method used (REST, Bulk job, search, delta), rows, the highest
+                cursor and the delta link a change-tracked read ended with.
+            delta_link: For change-tracked objects: where the last read ended (None: start over).
 
         Returns:
             An iterator of record batches.
@@ -119,6 +137,31 @@ class CrmApiResource(dg.ConfigurableResource):
             on_page=on_page,
             drift=drift,
             include_deleted=include_deleted,
+            stats=stats,
+            delta_link=delta_link,
+        )
+
+    def key_schema(self, *, object_name: str) -> pa.Schema:
+        """Arrow schema of :meth:`extract_keys` batches (the primary key column)."""
+        return key_schema(system=self.spec(), object_name=object_name)
+
+    def extract_keys(
+        self, *, object_name: str, stats: ExtractStats | None = None
+    ) -> Iterator[pa.RecordBatch]:
+        """Stream every live key of ``object_name`` (``deletes: key_compare``).
+
+        Args:
+            object_name: A declared object.
+            stats: Filled with the requests made and keys read.
+
+        Returns:
+            Batches with the primary key column.
+        """
+        return extract_keys(
+            system=self.spec(),
+            object_name=object_name,
+            connection=self.connection(),
+            page_size=self.page_size,
             stats=stats,
         )
 

@@ -8,7 +8,7 @@ import pytest
 
 from crm_pipelines import settings
 from crm_pipelines.cli import main
-from crm_pipelines.doctor import run_checks
+from crm_pipelines.doctor import crm_connection_variables, run_checks
 from crm_pipelines.sandbox.run import Sandbox
 
 
@@ -56,7 +56,7 @@ def test_a_wrong_credential_is_named_with_a_fix_and_never_printed(
 def test_nothing_configured_says_which_variables_to_set(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    for name in settings.CONNECTION_VARIABLES:
+    for name in (*settings.CONNECTION_VARIABLES, *crm_connection_variables()):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv(settings.WAREHOUSE_URL, f"duckdb:///{tmp_path}/w.duckdb")
     rows = {row.system: row for row in run_checks()}
