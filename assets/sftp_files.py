@@ -10,17 +10,19 @@ from typing import Any
 import dagster as dg
 import pyarrow as pa
 
+from assets.warehouse import load_raw_dataset
 from crm_pipelines.canonical import QUARANTINE
 from crm_pipelines.files.compression import unpacked
 from crm_pipelines.files.csv_reader import DriftReport, FileRejected, normalize_header
 from crm_pipelines.files.readers import read_file_batches, text_dialect
 from crm_pipelines.files.sftp import DownloadError, SFTPSession, find_complete_files
-from crm_pipelines.jobs import SFTP_DATASET_TAG
+from crm_pipelines.jobs import DROP_TAG, FILE_VERSION_TAG, SFTP_SHA256_TAG, drop_tag
 from crm_pipelines.lake import ParquetSink, partition_dir
 from crm_pipelines.mapping.spec import load_mappings
-from crm_pipelines.partitions import NIGHTLY_PARTITIONS
+from crm_pipelines.partitions import NIGHTLY_PARTITIONS, file_versions_partitions, parse_file_version_key
 from crm_pipelines.progress import ProgressLog
 from crm_pipelines.sources import Dataset, load_sources
+from crm_pipelines.warehouse.connection import table_exists
 from crm_pipelines.warehouse.watermarks import PENDING_FILE
 from resources.lake import LakeResource, WarehouseResource
 from resources.sftp import SFTPResource
@@ -160,13 +162,6 @@ def _build_extract(
     )
     def _extract(context: dg.AssetExecutionContext, sftp: SFTPResource, lake: LakeResource):  # type: ignore[no-untyped-def]
         expected = declared.file_name(context.partition_key)
-        # A sensor run names the one drop it is for; the other drops of the day are left alone.
-        wanted = context.run.tags.get(SFTP_DATASET_TAG)
-        if wanted is not None and wanted != f"{source}/{dataset}":
-            context.log.info(f"run launched for {wanted}; {source}/{dataset} is not part of it")
-            yield dg.MaterializeResult(metadata={"skipped": dg.MetadataValue.text(f"run for {wanted}")})
-            yield dg.AssetCheckResult(check_name="file_arrived", passed=True, description="not checked")
-            return
         remote_folder = sftp.folder_of(declared.folder)
         folder = partition_dir(lake.path, "raw", source, dataset, context.partition_key)
         quarantine_folder = partition_dir(lake.path, "quarantine", source, dataset, context.partition_key)
@@ -321,6 +316,23 @@ def archive_committed_files(
     return actions
 
 
+def committed_versions(warehouse: WarehouseResource, source: str, paths: list[str]) -> set[tuple[str, str]]:
+    """``(path, sha256)`` of the given files that ``ops.file_ingest`` records: their load committed.
+
+    The ledger, not the lake, says what committed, so a move never runs ahead of the load.
+    """
+    if not paths:
+        return set()
+    with warehouse.get().connect(read_only=True) as con:
+        if not table_exists(con, "ops", "file_ingest"):
+            return set()
+        rows = con.execute(
+            "SELECT path, sha256 FROM ops.file_ingest WHERE source = ? AND path IN (SELECT unnest(?::VARCHAR[]))",
+            [source, paths],
+        ).fetchall()
+    return {(str(p), str(h)) for p, h in rows}
+
+
 def _build_archive(source: str, title: str, datasets: dict[str, Dataset]) -> dg.AssetsDefinition:
     @dg.asset(
         key=["ops", f"{source}__files_archived"],
@@ -344,21 +356,8 @@ def _build_archive(source: str, title: str, datasets: dict[str, Dataset]) -> dg.
         for dataset in datasets:
             folder = partition_dir(lake.path, "raw", source, dataset, pk)
             manifests[dataset] = [json.loads(f.read_text()) for f in sorted(folder.glob("*.json"))]
-        paths = [m["path"] for ms in manifests.values() for m in ms]
-        committed: set[tuple[str, str]] = set()
-        if paths:
-            # The ledger, not the lake, says what committed: the move never runs ahead of the load.
-            with warehouse.get().connect(read_only=True) as con:
-                if con.execute(
-                    "SELECT count(*) FROM information_schema.tables "
-                    "WHERE table_schema = 'ops' AND table_name = 'file_ingest'"
-                ).fetchone() != (0,):
-                    rows = con.execute(
-                        "SELECT path, sha256 FROM ops.file_ingest WHERE source = ? AND path IN "
-                        "(SELECT unnest(?::VARCHAR[]))",
-                        [source, paths],
-                    ).fetchall()
-                    committed = {(str(p), str(h)) for p, h in rows}
+        paths = [str(m["path"]) for ms in manifests.values() for m in ms]
+        committed = committed_versions(warehouse, source, paths)
         actions: list[dict[str, str]] = []
         if paths:
             with sftp.session() as session:
@@ -395,3 +394,202 @@ def build_sftp_assets() -> list[dg.AssetsDefinition]:
             assets.append(_build_extract(source, spec.title, dataset, declared, entity))
         assets.append(_build_archive(source, spec.title, spec.datasets))
     return assets
+
+
+# ----------------------------------------------------------------- one run per file version
+#
+# The arrival sensor adds a dynamic partition per complete file version (name@sha256[:12]) and
+# launches the drop's job for it. These three assets do for that one file what the nightly
+# extract, raw load and mover do for a day: land it in the lake (the same day folder, the same
+# manifest, so the nightly sweep finds it landed), commit its day's raw rows with the ledger,
+# then move it. Exactly once rests on the same two things: the lake manifest named by the
+# version and the ledger keyed by (path, sha256).
+
+
+def file_version_keys(source: str, dataset: str) -> tuple[dg.AssetKey, dg.AssetKey, dg.AssetKey]:
+    """Asset keys of a drop's per-file-version extract, raw load and mover."""
+    return (
+        dg.AssetKey([source, dataset, "file_version"]),
+        dg.AssetKey(["raw", source, dataset, "file_version"]),
+        dg.AssetKey(["ops", source, dataset, "file_version_archived"]),
+    )
+
+
+def _file_of(partition_key: str, declared: Dataset) -> tuple[str, str, str]:
+    """(file name, sha256 prefix, business day) of a file-version partition."""
+    name, checksum = parse_file_version_key(partition_key)
+    day = declared.date_from_name(name)
+    if day is None:
+        raise dg.Failure(f"{name} does not match the drop's pattern {declared.pattern}")
+    return name, checksum, day
+
+
+def _build_file_version_assets(
+    source: str, title: str, dataset: str, declared: Dataset, entity: str
+) -> list[dg.AssetsDefinition]:
+    partitions = file_versions_partitions(source, dataset)
+    tags = {FILE_VERSION_TAG: "file_version", DROP_TAG: drop_tag(source, dataset)}
+    extract_key, load_key, archive_key = file_version_keys(source, dataset)
+
+    @dg.asset(
+        key=extract_key,
+        group_name=source,
+        partitions_def=partitions,
+        tags=tags,
+        kinds={"sftp", "parquet"},
+        description=f"{title}: one version of a {dataset} file (name@sha256), landed in its day's lake folder.",
+    )
+    def _extract(
+        context: dg.AssetExecutionContext, sftp: SFTPResource, lake: LakeResource
+    ) -> dg.MaterializeResult:
+        name, checksum, day = _file_of(context.partition_key, declared)
+        remote_folder = sftp.folder_of(declared.folder)
+        remote_path = posixpath.join(remote_folder, name)
+        full_checksum = context.run.tags.get(SFTP_SHA256_TAG, checksum)
+        folder = partition_dir(lake.path, "raw", source, dataset, day)
+        manifest_file = folder / f"{version_name(name, checksum)}.json"
+        if manifest_file.exists():
+            # Landed before (an earlier attempt, or the nightly sweep got there first).
+            context.log.info(f"{remote_path} (sha256 {checksum}) is already in the lake")
+            manifest = json.loads(manifest_file.read_text())
+        else:
+            folder.mkdir(parents=True, exist_ok=True)
+            with sftp.session() as session, tempfile.TemporaryDirectory(dir=lake.path) as scratch:
+                local = Path(scratch) / name
+                try:
+                    # Size and mtime as read, so the mover can tell this content from a later one.
+                    seen = session.stat(remote_path)
+                    downloaded = session.download(remote_path, local, retries=sftp.download_retries)
+                except FileNotFoundError as exc:
+                    raise dg.Failure(
+                        f"{remote_path} is gone from the drop folder and version {checksum} is not in the lake"
+                    ) from exc
+                except (PermissionError, DownloadError) as exc:
+                    reason = f"could not be downloaded: {exc}"
+                    move_to_error(
+                        session, remote_path, declared.remote_folder(remote_folder, "error"), reason
+                    )
+                    raise dg.Failure(f"{remote_path} {reason}; moved to the error folder") from exc
+                if not downloaded.sha256.startswith(full_checksum):
+                    # Replaced after the sensor hashed it: the new content is another version, which
+                    # the sensor launches on its own; landing it under this key would mislabel it.
+                    raise dg.Failure(
+                        f"{remote_path} changed since the sensor saw it (sha256 {full_checksum[:12]}, now "
+                        f"{downloaded.sha256[:12]}); the new version gets its own partition"
+                    )
+                manifest = land_file(
+                    local_file=local,
+                    remote_path=remote_path,
+                    sha256=downloaded.sha256,
+                    size=downloaded.size,
+                    mtime=seen.mtime,
+                    declared=declared,
+                    source=source,
+                    entity=entity,
+                    folder=folder,
+                    quarantine_folder=partition_dir(lake.path, "quarantine", source, dataset, day),
+                    log=context.log,
+                )
+        return dg.MaterializeResult(
+            metadata={
+                "path": dg.MetadataValue.text(str(manifest["path"])),
+                "sha256": dg.MetadataValue.text(str(manifest["sha256"])),
+                "business_day": dg.MetadataValue.text(day),
+                "rows": dg.MetadataValue.int(int(manifest["rows_landed"])),
+                "rows_quarantined": dg.MetadataValue.int(int(manifest["rows_quarantined"])),
+                "rejected": dg.MetadataValue.text(str(manifest.get("rejected") or "")),
+                "new_file_columns": dg.MetadataValue.json(new_file_columns([manifest])),
+                "lake_path": dg.MetadataValue.path(str(folder)),
+            }
+        )
+
+    @dg.asset(
+        key=load_key,
+        deps=[extract_key],
+        group_name="warehouse",
+        partitions_def=partitions,
+        tags=tags,
+        kinds={"duckdb"},
+        pool="warehouse",
+        description=(
+            f"Lands the {dataset} file version's business day in raw.{source}__{dataset} with its ledger "
+            "row in ops.file_ingest, in one transaction."
+        ),
+    )
+    def _load(
+        context: dg.AssetExecutionContext, lake: LakeResource, warehouse: WarehouseResource
+    ) -> dg.MaterializeResult:
+        _, _, day = _file_of(context.partition_key, declared)
+        with warehouse.get().transaction() as con:
+            result = load_raw_dataset(
+                con,
+                lake_dir=lake.path,
+                source=source,
+                dataset=dataset,
+                kind="sftp",
+                partition=day,
+                run_id=context.run_id,
+                log=context.log,
+            )
+        return dg.MaterializeResult(
+            metadata={
+                "business_day": dg.MetadataValue.text(day),
+                "rows_in_day": dg.MetadataValue.int(result.rows or 0),
+                "files": dg.MetadataValue.json(result.files),
+            }
+        )
+
+    @dg.asset(
+        key=archive_key,
+        deps=[load_key],
+        group_name=source,
+        partitions_def=partitions,
+        tags=tags,
+        kinds={"sftp"},
+        description=(
+            f"{title}: after the load committed, moves the {dataset} file version to its processed folder "
+            "(a rejected one to the error folder with a .error.txt)."
+        ),
+    )
+    def _archive(
+        context: dg.AssetExecutionContext,
+        sftp: SFTPResource,
+        lake: LakeResource,
+        warehouse: WarehouseResource,
+    ) -> dg.MaterializeResult:
+        name, checksum, day = _file_of(context.partition_key, declared)
+        manifest_file = (
+            partition_dir(lake.path, "raw", source, dataset, day) / f"{version_name(name, checksum)}.json"
+        )
+        if not manifest_file.exists():
+            raise dg.Failure(f"{name} version {checksum} is not in the lake; nothing to move")
+        manifest = json.loads(manifest_file.read_text())
+        committed = committed_versions(warehouse, source, [str(manifest["path"])])
+        remote_folder = sftp.folder_of(declared.folder)
+        with sftp.session() as session:
+            actions = archive_committed_files(
+                session=session,
+                manifests=[manifest],
+                committed=committed,
+                declared=declared,
+                remote_folder=remote_folder,
+            )
+        for action in actions:
+            context.log.info(f"{action['path']}: {action['action']} {action.get('to', '')}".strip())
+        return dg.MaterializeResult(metadata={"actions": dg.MetadataValue.json(actions)})
+
+    return [_extract, _load, _archive]
+
+
+def build_sftp_file_version_assets() -> list[dg.AssetsDefinition]:
+    """Per SFTP drop: the extract, raw load and mover of one file version (the sensor's runs)."""
+    mappings = load_mappings()
+    return [
+        asset
+        for source, spec in load_sources().items()
+        if spec.kind == "sftp"
+        for dataset, declared in spec.datasets.items()
+        for asset in _build_file_version_assets(
+            source, spec.title, dataset, declared, mappings.entity_of(f"{source}/{dataset}") or dataset
+        )
+    ]

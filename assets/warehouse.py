@@ -7,6 +7,7 @@ ops.quarantine            every row that did not make it, with the rule and reas
 """
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import dagster as dg
@@ -75,6 +76,65 @@ def _record_sftp_files(
     return files
 
 
+@dataclass
+class RawLoad:
+    """What :func:`load_raw_dataset` did: rows loaded (None: nothing in the lake), files, watermark."""
+
+    rows: int | None
+    files: list[dict[str, object]]
+    watermark: str | None
+
+
+def load_raw_dataset(
+    con: duckdb.DuckDBPyConnection,
+    *,
+    lake_dir: Path,
+    source: str,
+    dataset: str,
+    kind: str,
+    partition: str,
+    run_id: str,
+    log: dg.DagsterLogManager,
+) -> RawLoad:
+    """Land one dataset's lake partition in ``raw.<source>__<dataset>`` (inside the caller's transaction).
+
+    Also its extract quarantine, its SFTP ledger rows and its pending watermark, so all of them
+    commit with the rows or not at all.
+    """
+    folder = partition_dir(lake_dir, "raw", source, dataset, partition)
+    # Extract-stage quarantine (file lines) is scoped to the dataset's entity, so one
+    # dataset's replacement never wipes another's. It loads even when no row survived.
+    replace_quarantine(
+        con,
+        folder=partition_dir(lake_dir, "quarantine", source, dataset, partition),
+        partition=partition,
+        stage="extract",
+        source=source,
+        entity=load_mappings().entity_of(f"{source}/{dataset}") or dataset,
+        run_id=run_id,
+    )
+    files: list[dict[str, object]] = []
+    if kind == "sftp":
+        # Ledger rows commit with the rows they describe, also for files rejected whole,
+        # or those files would never reach the error folder.
+        files = _record_sftp_files(con, source, dataset, folder, partition, run_id)
+    if not has_parquet(folder):
+        log.warning(f"{source}/{dataset}: nothing in the lake for {partition}")
+        return RawLoad(rows=None, files=files, watermark=None)
+    rows = replace_partition(
+        con,
+        schema="raw",
+        table=raw_table(source, dataset),
+        parquet_glob=parquet_glob(folder),
+        partition=partition,
+    )
+    pending = read_pending(folder)
+    reached = None
+    if pending is not None and advance_watermark(con, pending=pending, partition=partition, run_id=run_id):
+        reached = pending.reached
+    return RawLoad(rows=rows, files=files, watermark=reached)
+
+
 def _build_raw_load(source: str, datasets: list[str], kind: str) -> dg.AssetsDefinition:
     @dg.asset(
         key=["raw", source],
@@ -92,40 +152,23 @@ def _build_raw_load(source: str, datasets: list[str], kind: str) -> dg.AssetsDef
         loaded: dict[str, int] = {}
         files: list[dict[str, object]] = []
         watermarks: dict[str, str | None] = {}
-        mappings = load_mappings()
         with warehouse.get().transaction() as con:
             for dataset in datasets:
-                folder = partition_dir(lake.path, "raw", source, dataset, pk)
-                # Extract-stage quarantine (file lines) is scoped to the dataset's entity, so one
-                # dataset's replacement never wipes another's. It loads even when no row survived.
-                replace_quarantine(
+                result = load_raw_dataset(
                     con,
-                    folder=partition_dir(lake.path, "quarantine", source, dataset, pk),
-                    partition=pk,
-                    stage="extract",
+                    lake_dir=lake.path,
                     source=source,
-                    entity=mappings.entity_of(f"{source}/{dataset}") or dataset,
-                    run_id=context.run_id,
-                )
-                if kind == "sftp":
-                    # Ledger rows commit with the rows they describe, also for files rejected whole,
-                    # or those files would never reach the error folder.
-                    files += _record_sftp_files(con, source, dataset, folder, pk, context.run_id)
-                if not has_parquet(folder):
-                    context.log.warning(f"{source}/{dataset}: nothing in the lake for {pk}")
-                    continue
-                loaded[dataset] = replace_partition(
-                    con,
-                    schema="raw",
-                    table=raw_table(source, dataset),
-                    parquet_glob=parquet_glob(folder),
+                    dataset=dataset,
+                    kind=kind,
                     partition=pk,
+                    run_id=context.run_id,
+                    log=context.log,
                 )
-                pending = read_pending(folder)
-                if pending is not None and advance_watermark(
-                    con, pending=pending, partition=pk, run_id=context.run_id
-                ):
-                    watermarks[dataset] = pending.reached
+                files += result.files
+                if result.rows is not None:
+                    loaded[dataset] = result.rows
+                if result.watermark is not None:
+                    watermarks[dataset] = result.watermark
         metadata: dict[str, object] = {f"rows_{d}": dg.MetadataValue.int(n) for d, n in loaded.items()}
         if watermarks:
             metadata["watermarks_advanced"] = dg.MetadataValue.json(watermarks)

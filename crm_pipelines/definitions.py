@@ -17,12 +17,12 @@ from assets.identity import identity_resolution
 from assets.marts import build_mart_assets
 from assets.reconciliation import reconciliation
 from assets.reverse_sync import erp_sales_orders_from_crm
-from assets.sftp_files import build_sftp_assets
+from assets.sftp_files import build_sftp_assets, build_sftp_file_version_assets
 from assets.staging import build_staging_assets
 from assets.warehouse import build_core_load_assets, build_raw_load_assets
 from crm_pipelines import settings
 from crm_pipelines.connectors.spec import load_system
-from crm_pipelines.jobs import nightly_sync_job, sftp_ingest_job
+from crm_pipelines.jobs import build_sftp_file_jobs, nightly_sync_job
 from crm_pipelines.sources import load_sources
 from resources.crm_api import CrmApiResource
 from resources.erp_database import ErpDatabaseResource
@@ -90,6 +90,7 @@ def defs() -> dg.Definitions:
             *build_crm_api_assets(),
             *build_erp_database_assets(),
             *build_sftp_assets(),
+            *build_sftp_file_version_assets(),
             *build_raw_load_assets(),
             *build_staging_assets(),
             identity_resolution,
@@ -98,8 +99,8 @@ def defs() -> dg.Definitions:
             reconciliation,
             erp_sales_orders_from_crm,
         ],
-        jobs=[nightly_sync_job, sftp_ingest_job],
+        jobs=[nightly_sync_job, *build_sftp_file_jobs()],
         schedules=[build_nightly_schedule(job_name="nightly_sync", timezone=settings.current_timezone())],
-        sensors=build_sftp_arrival_sensors(job_name="sftp_file_ingest"),
+        sensors=build_sftp_arrival_sensors(),
         resources=build_resources(),
     )

@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
@@ -111,6 +111,28 @@ class FileListing(list[RemoteFile]):
         super().__init__()
         self.rejected: list[RejectedName] = []
         self.ignored: list[str] = []
+
+
+@dataclass
+class PartialChecksum:
+    """A SHA-256 of a remote file computed in steps (a sensor tick may end before the file does).
+
+    Attributes:
+        size, mtime: The file as it was when hashing began; a change means starting over.
+        offset: Bytes hashed so far.
+    """
+
+    size: int
+    mtime: float
+    offset: int = 0
+    digest: Any = field(default_factory=hashlib.sha256)
+
+    @property
+    def done(self) -> bool:
+        return self.offset >= self.size
+
+    def hexdigest(self) -> str:
+        return str(self.digest.hexdigest())
 
 
 @dataclass(frozen=True)
@@ -527,6 +549,37 @@ class SFTPSession:
             tmp.unlink(missing_ok=True)
             raise
         return DownloadResult(local_path=local_path, size=written, sha256=digest.hexdigest())
+
+    def checksum(
+        self, remote_path: str, partial: PartialChecksum, *, deadline: float | None = None
+    ) -> PartialChecksum:
+        """Continue hashing ``remote_path`` (streamed, nothing stored) until the end or ``deadline``.
+
+        Args:
+            remote_path: File on the server.
+            partial: Where an earlier call stopped (a fresh one starts at byte 0).
+            deadline: ``time.monotonic()`` value after which to stop and return ``partial`` as far
+                as it got; None reads to the end.
+
+        Raises:
+            DownloadError: the file's size or mtime differs from ``partial``'s (it changed).
+        """
+        now = self.stat(remote_path)
+        if (now.size, now.mtime) != (partial.size, partial.mtime):
+            raise DownloadError(f"{self.where} {remote_path}: changed while being hashed")
+        with self.sftp.open(remote_path, "rb") as remote:
+            remote.MAX_REQUEST_SIZE = READ_REQUEST_BYTES
+            remote.seek(partial.offset)
+            remote.prefetch(partial.size, MAX_PREFETCH_REQUESTS)
+            while not partial.done:
+                data = remote.read(min(READ_SIZE, partial.size - partial.offset))
+                if not data:
+                    raise DownloadError(f"{self.where} {remote_path}: ended at byte {partial.offset}")
+                partial.digest.update(data)
+                partial.offset += len(data)
+                if deadline is not None and time.monotonic() > deadline:
+                    break
+        return partial
 
     def _download_ranges(self, remote_path: str, tmp: Path, announced: RemoteFile, retries: int) -> str:
         """Fetch a large file as byte ranges over parallel connections into ``tmp``; returns its sha256.

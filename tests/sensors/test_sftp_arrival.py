@@ -1,5 +1,7 @@
 """The SFTP arrival sensors: the decision logic, then the sensors against a real sshd and the sandbox."""
 
+import hashlib
+import os
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -12,46 +14,78 @@ from crm_pipelines.sandbox.openssh_server import OpenSSHServer, sshd_unavailable
 from crm_pipelines.sandbox.sftp_server import SandboxSFTPServer, make_keys, write_known_hosts
 from crm_pipelines.sources import Dataset
 from resources.sftp import SFTPResource
-from sensors.sftp_arrival import build_sftp_arrival_sensor, evaluate_arrivals
+from sensors.sftp_arrival import build_sftp_arrival_sensor, find_arrivals, plan_runs
+
+INVOICES = Dataset(pattern="invoices_{date}.csv", columns=["invoice_number"])
+SHA = {"v1": "1a2b3c4d5e6f" + "0" * 52, "v2": "abcdefabcdef" + "1" * 52}
 
 
-def test_a_file_fires_once_after_it_stops_changing() -> None:
+def test_a_file_is_named_by_its_checksum_once_it_stops_changing() -> None:
     path = "/outbound/finance/invoices_2026-11-25.csv"
     growing = [("invoices_2026-11-25.csv", path, 100, 1000.0)]
-    requests, cursor, _ = evaluate_arrivals(files=growing, cursor={}, now=10.0, stable_seconds=5)
-    assert requests == []  # first look: not known to be complete yet
+    arrivals, cursor, _ = find_arrivals(
+        files=growing, declared=INVOICES, cursor={}, now=10.0, stable_seconds=5
+    )
+    assert arrivals == []  # first look: not known to be complete yet
     grown = [("invoices_2026-11-25.csv", path, 250, 1003.0)]
-    requests, cursor, _ = evaluate_arrivals(files=grown, cursor=cursor, now=20.0, stable_seconds=5)
-    assert requests == []  # still being written
-    requests, cursor, _ = evaluate_arrivals(files=grown, cursor=cursor, now=30.0, stable_seconds=5)
-    assert [r.partition_key for r in requests] == ["2026-11-25"]
-    assert requests[0].run_key == f"{path}:250:1003"
-    # The same file, unchanged, never fires again (also after a restart: the cursor is persisted).
-    requests, cursor, _ = evaluate_arrivals(files=grown, cursor=cursor, now=40.0, stable_seconds=5)
-    assert requests == []
+    arrivals, cursor, _ = find_arrivals(
+        files=grown, declared=INVOICES, cursor=cursor, now=20.0, stable_seconds=5
+    )
+    assert arrivals == []  # still being written
+    arrivals, cursor, _ = find_arrivals(
+        files=grown, declared=INVOICES, cursor=cursor, now=30.0, stable_seconds=5
+    )
+    assert [(a.path, a.day) for a in arrivals] == [(path, "2026-11-25")]
+    # Not hashed within this tick: nothing launched, and it stays complete for the next tick.
+    requests, keys, waiting, _ = plan_runs(arrivals=arrivals, checksums={}, cursor=cursor)
+    assert requests == [] and keys == []
+    arrivals, _, _ = find_arrivals(files=grown, declared=INVOICES, cursor=waiting, now=31.0, stable_seconds=5)
+    requests, keys, cursor, _ = plan_runs(arrivals=arrivals, checksums={path: SHA["v1"]}, cursor=waiting)
+    assert keys == ["invoices_2026-11-25.csv@1a2b3c4d5e6f"]
+    assert [(r.run_key, r.partition_key) for r in requests] == [(f"{path}@{SHA['v1']}", keys[0])]
+    # The same file, unchanged, is not even hashed again (also after a restart: the cursor persists).
+    arrivals, cursor, _ = find_arrivals(
+        files=grown, declared=INVOICES, cursor=cursor, now=40.0, stable_seconds=5
+    )
+    assert arrivals == []
 
 
-def test_a_corrected_file_under_the_same_name_fires_again() -> None:
-    path = "/outbound/finance/payments_2026-11-25.csv"
-    first = [("payments_2026-11-25.csv", path, 10, 1.0)]
-    _, cursor, _ = evaluate_arrivals(files=first, cursor={}, now=0.0, stable_seconds=1)
-    requests, cursor, _ = evaluate_arrivals(files=first, cursor=cursor, now=5.0, stable_seconds=1)
-    assert len(requests) == 1
-    corrected = [("payments_2026-11-25.csv", path, 12, 50.0)]
-    _, cursor, _ = evaluate_arrivals(files=corrected, cursor=cursor, now=60.0, stable_seconds=1)
-    requests, _, _ = evaluate_arrivals(files=corrected, cursor=cursor, now=65.0, stable_seconds=1)
-    assert [r.run_key for r in requests] == [f"{path}:12:50"]
+def test_a_touched_file_is_not_launched_again_and_a_corrected_one_is() -> None:
+    path = "/outbound/finance/invoices_2026-11-25.csv"
+
+    def tick(
+        size: int, mtime: float, now: float, cursor: dict, sha: str
+    ) -> tuple[list[str], dict, list[str]]:  # type: ignore[type-arg]
+        files = [("invoices_2026-11-25.csv", path, size, mtime)]
+        arrivals, cursor, _ = find_arrivals(
+            files=files, declared=INVOICES, cursor=cursor, now=now, stable_seconds=1
+        )
+        requests, keys, cursor, notes = plan_runs(
+            arrivals=arrivals, checksums={a.path: sha for a in arrivals}, cursor=cursor
+        )
+        return keys, cursor, notes
+
+    _, cursor, _ = tick(10, 1.0, 0.0, {}, SHA["v1"])
+    keys, cursor, _ = tick(10, 1.0, 5.0, cursor, SHA["v1"])
+    assert keys == ["invoices_2026-11-25.csv@1a2b3c4d5e6f"]
+    _, cursor, _ = tick(10, 9.0, 10.0, cursor, SHA["v1"])  # touched: new mtime, same bytes
+    keys, cursor, notes = tick(10, 9.0, 15.0, cursor, SHA["v1"])
+    assert keys == [] and "content unchanged" in notes[0]
+    _, cursor, _ = tick(12, 50.0, 60.0, cursor, SHA["v2"])  # corrected
+    keys, cursor, _ = tick(12, 50.0, 65.0, cursor, SHA["v2"])
+    assert keys == ["invoices_2026-11-25.csv@abcdefabcdef"]
 
 
-def test_files_that_match_no_drop_are_reported_not_launched() -> None:
-    requests, cursor, notes = evaluate_arrivals(
-        files=[("holiday_photos.zip", "/outbound/finance/holiday_photos.zip", 5, 1.0)],
+def test_files_that_do_not_match_the_drop_are_reported_not_launched() -> None:
+    arrivals, cursor, notes = find_arrivals(
+        files=[("invoices_final.csv", "/outbound/finance/invoices_final.csv", 5, 1.0)],
+        declared=INVOICES,
         cursor={},
         now=0.0,
         stable_seconds=0,
     )
-    assert requests == [] and cursor["pending"] == {}
-    assert notes == ["holiday_photos.zip: matches no declared drop"]
+    assert arrivals == [] and cursor["pending"] == {}
+    assert notes == ["invoices_final.csv: does not match invoices_{date}.csv"]
 
 
 # ------------------------------------------------------- the sensors against real SFTP servers
@@ -107,17 +141,25 @@ def served(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Served]:
         )
 
 
-def tick(served: Served, declared: Dataset, cursor: str | None) -> dg.SensorResult:
+def tick(served: Served, declared: Dataset, cursor: str | None, **settings: float) -> dg.SensorResult:
     """One evaluation of a freshly built sensor (a restarted daemon builds it anew each time)."""
     sensor = build_sftp_arrival_sensor(
-        job_name="sftp_file_ingest", source="finance_sftp", dataset="invoices", declared=declared
+        source="finance_sftp",
+        dataset="invoices",
+        declared=declared,
+        **settings,  # type: ignore[arg-type]
     )
     result = sensor(dg.build_sensor_context(cursor=cursor, resources={"sftp": served.resource}))
     assert isinstance(result, dg.SensorResult)
     return result
 
 
-INVOICES = Dataset(pattern="invoices_{date}.csv", columns=["invoice_number"])
+def sha256_of(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def added_partitions(result: dg.SensorResult) -> list[str]:
+    return [key for request in result.dynamic_partitions_requests or [] for key in request.partition_keys]
 
 
 def test_a_growing_file_waits_and_fires_once_across_restarts(served: Served) -> None:
@@ -132,20 +174,25 @@ def test_a_growing_file_waits_and_fires_once_across_restarts(served: Served) -> 
     assert second.run_requests == []
     time.sleep(0.4)
     third = tick(served, INVOICES, second.cursor)
-    assert [r.partition_key for r in third.run_requests or []] == ["2026-11-25"]
+    sha = sha256_of(invoices)
+    version = f"invoices_2026-11-25.csv@{sha[:12]}"
+    assert added_partitions(third) == [version]
+    assert [(r.partition_key, r.run_key) for r in third.run_requests or []] == [
+        (version, f"{served.resource.finance_dir}/invoices_2026-11-25.csv@{sha}")
+    ]
     request = (third.run_requests or [])[0]
-    assert request.tags["crm_pipelines/sftp_path"].endswith("/invoices_2026-11-25.csv")
+    assert request.tags["crm_pipelines/sftp_sha256"] == sha
     # A restart: a new sensor instance with the stored cursor launches nothing again.
     again = tick(served, INVOICES, third.cursor)
     assert again.run_requests == [] and "no new" in str(again.skip_reason)
-    # A corrected file under the same name is a new version with a new run key.
+    # A corrected file under the same name is a new version with its own partition and run key.
     invoices.write_text("invoice_number\nBIL-1\nBIL-2\nBIL-3\n")
     seen = tick(served, INVOICES, again.cursor)
     assert seen.run_requests == []  # first look at the new version
     time.sleep(0.4)
     later = tick(served, INVOICES, seen.cursor)
-    new_keys = [r.run_key for r in later.run_requests or []]
-    assert len(new_keys) == 1 and new_keys != [request.run_key]
+    assert added_partitions(later) == [f"invoices_2026-11-25.csv@{sha256_of(invoices)[:12]}"]
+    assert [r.run_key for r in later.run_requests or []] != [request.run_key]
 
 
 def test_marker_and_rename_rules_fire_without_waiting(served: Served) -> None:
@@ -159,4 +206,22 @@ def test_marker_and_rename_rules_fire_without_waiting(served: Served) -> None:
     (served.folder / "invoices_2026-11-26.csv.part").write_text("invoice_number\n")
     rename = INVOICES.model_copy(update={"complete_when": "rename"})
     result = tick(served, rename, None)
-    assert [r.partition_key for r in result.run_requests or []] == ["2026-11-25"]  # not the .part
+    assert [r.partition_key.split("@")[0] for r in result.run_requests or []] == ["invoices_2026-11-25.csv"]
+
+
+@pytest.mark.parametrize("served", ["openssh"], indirect=True)
+def test_a_file_too_big_to_hash_in_one_tick_is_hashed_over_several(served: Served) -> None:
+    big = served.folder / "invoices_2026-11-25.csv"
+    big.write_bytes(b"invoice_number\n" + os.urandom(3 * 1024 * 1024))
+    rename = INVOICES.model_copy(update={"complete_when": "rename"})
+    cursor = None
+    progress = []
+    for _ in range(10):
+        # No time at all per tick: each tick hashes one block and hands the rest to the next.
+        result = tick(served, rename, cursor, checksum_budget_seconds=0.0)
+        cursor = result.cursor
+        if result.run_requests:
+            break
+        progress.append(str(result.skip_reason))
+    assert len(progress) >= 2 and all("% hashed" in p for p in progress)
+    assert added_partitions(result) == [f"invoices_2026-11-25.csv@{sha256_of(big)[:12]}"]

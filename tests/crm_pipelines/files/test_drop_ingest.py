@@ -7,6 +7,8 @@ checks: rows and quarantine in the warehouse, ``ops.file_ingest``, and where fil
 
 from __future__ import annotations
 
+import hashlib
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -14,10 +16,12 @@ import dagster as dg
 import duckdb
 import pytest
 
-from assets.sftp_files import build_sftp_assets
+from assets.sftp_files import build_sftp_assets, build_sftp_file_version_assets, file_version_keys
 from assets.warehouse import build_raw_load_assets
+from crm_pipelines.sources import load_sources
 from resources.lake import LakeResource, WarehouseResource
 from resources.sftp import SFTPResource
+from sensors.sftp_arrival import build_sftp_arrival_sensor
 
 if TYPE_CHECKING:
     from conftest import DropServer
@@ -81,8 +85,10 @@ def test_each_file_version_is_ingested_once_then_moved(drop_server: DropServer, 
         + "BIL-X,extra,field,,,,,,,\n"
         + invoice_lines("BIL-3")
     )
-    # The payments file lacks a required column: rejected whole.
-    (folder / f"payments_{DAY}.csv").write_text("payment_reference,amount\nP-1,10\n")
+    # The payments file (XML) lacks a required field in every record: rejected whole.
+    (folder / f"payments_{DAY}.xml").write_text(
+        "<Payments><Payment><payment_reference>P-1</payment_reference><amount>10</amount></Payment></Payments>"
+    )
 
     drop.run()
     assert drop.sql("SELECT invoice_number, _source_line FROM raw.finance_sftp__invoices ORDER BY 2") == [
@@ -96,23 +102,23 @@ def test_each_file_version_is_ingested_once_then_moved(drop_server: DropServer, 
             "SELECT record_id, rule, reason FROM ops.quarantine WHERE source = 'finance_sftp'"
         )
     }
-    assert set(quarantine) == {f"invoices_{DAY}.csv:4", f"payments_{DAY}.csv:0"}
+    assert set(quarantine) == {f"invoices_{DAY}.csv:4", f"payments_{DAY}.xml:0"}
     rule, reason = quarantine[f"invoices_{DAY}.csv:4"]
     assert rule == "field_count" and "line 4" in reason
-    rule, reason = quarantine[f"payments_{DAY}.csv:0"]
-    assert rule == "file_rejected" and "missing required column" in reason
+    rule, reason = quarantine[f"payments_{DAY}.xml:0"]
+    assert rule == "file_rejected" and "invoice_number, payment_date, currency, method are in none" in reason
     ledger = drop.sql(
         "SELECT path, data_lines, rows_landed, rows_quarantined FROM ops.file_ingest ORDER BY path"
     )
     assert [(Path(str(p)).name, d, r, q) for p, d, r, q in ledger] == [
         (f"invoices_{DAY}.csv", 4, 3, 1),  # the counts add up
-        (f"payments_{DAY}.csv", 1, 0, 1),  # rejected whole: one quarantine entry for the file
+        (f"payments_{DAY}.xml", 1, 0, 1),  # rejected whole: one quarantine entry for the file
     ]
     # After the commit: the good file is processed, the rejected one is in error/ with the reason.
     assert drop.names() == []
     assert drop.names("processed") == [f"invoices_{DAY}.csv"]
-    assert drop.names("error") == [f"payments_{DAY}.csv", f"payments_{DAY}.csv.error.txt"]
-    assert "missing required column" in (folder / "error" / f"payments_{DAY}.csv.error.txt").read_text()
+    assert drop.names("error") == [f"payments_{DAY}.xml", f"payments_{DAY}.xml.error.txt"]
+    assert "are in none of the 1 record" in (folder / "error" / f"payments_{DAY}.xml.error.txt").read_text()
 
     # A restart with nothing new: nothing ingested twice.
     drop.run()
@@ -140,3 +146,88 @@ def test_a_crash_between_commit_and_move_does_not_ingest_twice(
     assert drop.sql("SELECT count(*) FROM ops.file_ingest") == [(1,)]
     assert drop.sql("SELECT count(*) FROM raw.finance_sftp__invoices") == [(1,)]
     assert drop.names("processed") == [f"invoices_{DAY}.csv"]
+
+
+@pytest.mark.parametrize("drop_server", ["openssh"], indirect=True)
+def test_the_sensor_launches_one_partition_per_file_version(drop_server: DropServer, tmp_path: Path) -> None:
+    drop = Drop(drop_server, tmp_path)
+    declared = load_sources()["finance_sftp"].datasets["invoices"]
+    sensor = build_sftp_arrival_sensor(source="finance_sftp", dataset="invoices", declared=declared)
+    instance = dg.DagsterInstance.ephemeral()
+    version_assets = [
+        a for a in build_sftp_file_version_assets() if a.key in file_version_keys("finance_sftp", "invoices")
+    ]
+    cursor: str | None = None
+
+    def arrive() -> list[dg.RunRequest]:
+        """Sensor ticks until the file counts as complete (stable rule: two looks 0.2 s apart)."""
+        nonlocal cursor
+        for _ in range(5):
+            result = sensor(
+                dg.build_sensor_context(
+                    cursor=cursor, resources={"sftp": drop.resources["sftp"]}, instance=instance
+                )
+            )
+            assert isinstance(result, dg.SensorResult)
+            cursor = result.cursor
+            for request in result.dynamic_partitions_requests or []:
+                instance.add_dynamic_partitions(request.partitions_def_name, list(request.partition_keys))
+            if result.run_requests:
+                return list(result.run_requests)
+            time.sleep(0.25)
+        raise AssertionError("the sensor never launched")
+
+    def run(request: dg.RunRequest) -> dg.ExecuteInProcessResult:
+        result = dg.materialize(
+            version_assets,
+            partition_key=request.partition_key,
+            resources=drop.resources,
+            instance=instance,
+            tags=request.tags,
+        )
+        assert result.success
+        return result
+
+    invoices = drop_server.local / f"invoices_{DAY}.csv"
+    # A column nobody declared (schema drift) and one broken line.
+    invoices.write_text(
+        INVOICE_HEADER
+        + ",po_number\n"
+        + "".join(line.rstrip("\n") + ",PO-1\n" for line in invoice_lines("BIL-1", "BIL-2").splitlines(True))
+        + "BIL-X,broken\n"
+    )
+    (request,) = arrive()
+    first_key = request.partition_key
+    assert first_key == f"invoices_{DAY}.csv@{hashlib.sha256(invoices.read_bytes()).hexdigest()[:12]}"
+    assert first_key in instance.get_dynamic_partitions("sftp_files__finance_sftp__invoices")
+    result = run(request)
+    extract = result.asset_materializations_for_node(version_assets[0].op.name)[0]
+    assert extract.metadata["new_file_columns"].value == {f"invoices_{DAY}.csv": ["po_number"]}
+    assert drop.sql("SELECT invoice_number FROM raw.finance_sftp__invoices ORDER BY 1") == [
+        ("BIL-1",),
+        ("BIL-2",),
+    ]
+    assert drop.sql("SELECT partition, rows_landed, rows_quarantined, new_columns FROM ops.file_ingest") == [
+        (DAY, 2, 1, ["po_number"])
+    ]
+    assert drop.sql("SELECT reason FROM ops.quarantine WHERE rule = 'field_count'") == [
+        ("line 4: expected 10 fields, found 2",)
+    ]
+    assert drop.names() == [] and drop.names("processed") == [f"invoices_{DAY}.csv"]
+
+    # The nightly sweep of that day finds nothing new: the version was ingested once.
+    drop.run()
+    assert drop.sql("SELECT count(*) FROM ops.file_ingest") == [(1,)]
+    assert drop.sql("SELECT count(*) FROM raw.finance_sftp__invoices") == [(2,)]
+
+    # A corrected file under the same name: its own partition, and its rows replace the day's.
+    invoices.write_text(INVOICE_HEADER + "\n" + invoice_lines("BIL-1", "BIL-2", "BIL-3"))
+    (request,) = arrive()
+    assert request.partition_key != first_key and request.partition_key.startswith(f"invoices_{DAY}.csv@")
+    run(request)
+    assert drop.sql("SELECT count(*) FROM raw.finance_sftp__invoices") == [(3,)]
+    assert drop.sql("SELECT count(*) FROM ops.file_ingest") == [(2,)]
+    assert drop.names("processed") == [f"invoices_{DAY}.1.csv", f"invoices_{DAY}.csv"]
+    # Running a partition again (a retry) changes nothing.
+    run(request)
+    assert drop.sql("SELECT count(*) FROM ops.file_ingest") == [(2,)]
