@@ -28,6 +28,7 @@ from itertools import accumulate, product
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import IO
+from xml.sax.saxutils import escape
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -144,7 +145,9 @@ class SandboxLayout:
         return self.finance_dir / f"invoices_{as_of.isoformat()}.csv"
 
     def payments_file(self, as_of: date) -> Path:
-        return self.finance_dir / f"payments_{as_of.isoformat()}.csv"
+        # XML, so the demo runs a second drop format; one <Payment> per line keeps the truth's
+        # line numbers meaningful as in the invoices CSV.
+        return self.finance_dir / f"payments_{as_of.isoformat()}.xml"
 
 
 def as_of_end(as_of: date) -> datetime:
@@ -643,6 +646,17 @@ _INVALID_KINDS_BY_DATASET = {
     "sftp.invoices": ("bad_date", "negative_amount", "unknown_currency"),
     "sftp.payments": ("bad_date", "negative_amount", "unknown_currency"),
 }
+
+
+def _payment_xml(fields: list[str]) -> str:
+    """One <Payment> on its own line; a malformed one lacks its last elements, as a cut CSV row does.
+
+    Each record starts a line (the root was opened on line 1 and is closed after the last one).
+    """
+    values = "".join(
+        f"<{name}>{escape(value)}</{name}>" for name, value in zip(PAYMENT_CSV_COLUMNS, fields, strict=False)
+    )
+    return f"\n<Payment>{values}</Payment>"
 
 
 def _slug(text: str) -> str:
@@ -1604,7 +1618,10 @@ class _Generator:
         ds.rows += 1
         if reason is not None:
             ds.invalid += 1
-        self.files[dataset].write(",".join(fields) + "\n")
+        if dataset == "sftp.payments":
+            self.files[dataset].write(_payment_xml(fields))
+        else:
+            self.files[dataset].write(",".join(fields) + "\n")
         self.truth(ds, str(line), None, reason, False)
         self.last_csv_fields[dataset] = fields
 
@@ -1613,7 +1630,8 @@ class _Generator:
         expected = len(fields)
         at = 7 if expected == len(INVOICE_CSV_COLUMNS) else 3  # amount_gross / amount
         amount = fields[at]
-        if len(amount.split(".")[0].lstrip("-")) > 3:
+        # An XML payment cannot grow a field from a comma: it loses its last element instead.
+        if at == 7 and len(amount.split(".")[0].lstrip("-")) > 3:
             # A thousands separator in an unquoted amount: the classic extra field.
             fields = [*fields[:at], f"{amount[:-6]},{amount[-6:]}", *fields[at + 1 :]]
         else:
@@ -1949,11 +1967,12 @@ def generate_sandbox(
     complete = False
     try:
         invoices.write(",".join(INVOICE_CSV_COLUMNS) + "\n")
-        payments.write(",".join(PAYMENT_CSV_COLUMNS) + "\n")
+        payments.write('<?xml version="1.0" encoding="UTF-8"?><Payments>')
         gen.emit_products()
         gen.run()
         complete = True
     finally:
+        payments.write("</Payments>\n")
         invoices.close()
         payments.close()
         gen.sink.close(complete=complete)

@@ -126,10 +126,18 @@ def test_bad_rows_are_quarantined_with_the_reason(
         line_rule = con.execute(
             "SELECT reason FROM ops.quarantine WHERE source = 'finance_sftp' AND rule = 'field_count'"
         ).fetchall()
+        # The payments drop is XML: a <Payment> missing an element is quarantined by its line.
+        xml_rule = con.execute(
+            "SELECT reason FROM ops.quarantine WHERE source = 'finance_sftp' AND entity = 'payment' "
+            "AND rule = 'missing_field'"
+        ).fetchall()
+        xml_rows = con.execute("SELECT count(*) FROM raw.finance_sftp__payments").fetchone()
     assert quarantined.get("erp.payment", 0) >= summary["datasets"]["erp.payments"]["invalid"]
     assert quarantined.get("finance_sftp.invoice", 0) >= 1
     # A CSV line with the wrong number of fields names its line.
     assert line_rule and all("line" in reason for (reason,) in line_rule)
+    assert xml_rule and all(reason.startswith("line ") for (reason,) in xml_rule)
+    assert xml_rows is not None and xml_rows[0] > 0
 
 
 def test_running_again_changes_nothing(sandbox: Sandbox, first_run: dg.ExecuteInProcessResult) -> None:

@@ -11,6 +11,7 @@ from collections import Counter
 from contextlib import closing
 from datetime import date, datetime, timedelta
 from pathlib import Path
+from xml.etree import ElementTree
 
 import phonenumbers
 import pyarrow.parquet as pq
@@ -85,6 +86,18 @@ def digests(root: Path) -> dict[str, str]:
     }
 
 
+def xml_payments(path: Path) -> list[list[str]]:
+    """The payments of the XML drop, each as its field values in PAYMENT_CSV_COLUMNS order."""
+    root = ElementTree.parse(path).getroot()
+    assert root.tag == "Payments"
+    out = []
+    for payment in root:
+        assert payment.tag == "Payment"
+        assert [child.tag for child in payment] == list(PAYMENT_CSV_COLUMNS[: len(payment)])
+        out.append([child.text or "" for child in payment])
+    return out
+
+
 def csv_lines(path: Path) -> list[list[str]]:
     with path.open(encoding="utf-8", newline="") as fh:
         return list(csv.reader(fh))
@@ -96,7 +109,7 @@ def test_same_seed_gives_the_same_bytes_and_another_seed_does_not(
     again = generate_sandbox(tmp_path / "again", contacts=CONTACTS, seed=42, as_of=AS_OF)
     first_root = sandbox.truth.parent
     assert digests(again.truth.parent) == digests(first_root)
-    assert len(digests(first_root)) == 7  # 3 databases, 2 CSV files, truth and its summary
+    assert len(digests(first_root)) == 7  # 3 databases, 2 drop files, truth and its summary
 
     other = generate_sandbox(tmp_path / "other", contacts=CONTACTS, seed=7, as_of=AS_OF)
     assert other.truth.read_bytes() != sandbox.truth.read_bytes()
@@ -161,7 +174,7 @@ def test_truth_lists_exactly_the_rows_in_each_store(
     assert len(stored) > 0
 
 
-def test_csv_truth_is_keyed_by_line_number(sandbox: SandboxLayout, truth: list[dict[str, object]]) -> None:
+def test_drop_truth_is_keyed_by_line_number(sandbox: SandboxLayout, truth: list[dict[str, object]]) -> None:
     for dataset, path in (
         ("sftp.invoices", sandbox.invoices_file(AS_OF)),
         ("sftp.payments", sandbox.payments_file(AS_OF)),
@@ -388,9 +401,8 @@ def test_erp_invoices_and_payments_follow_the_orders(
 def test_finance_drop_files(sandbox: SandboxLayout, truth: list[dict[str, object]]) -> None:
     assert sandbox.finance_dir == sandbox.sftp_root / "outbound" / "finance"
     invoices = csv_lines(sandbox.invoices_file(AS_OF))
-    payments = csv_lines(sandbox.payments_file(AS_OF))
+    payments = xml_payments(sandbox.payments_file(AS_OF))
     assert tuple(invoices[0]) == INVOICE_CSV_COLUMNS
-    assert tuple(payments[0]) == PAYMENT_CSV_COLUMNS
     codes = {r[0] for r in rows(sandbox.erp_db, "SELECT customer_code FROM customers")}
     erp_invoices = {r[0] for r in rows(sandbox.erp_db, "SELECT invoice_number FROM invoices")}
     bil = set()
@@ -404,7 +416,7 @@ def test_finance_drop_files(sandbox: SandboxLayout, truth: list[dict[str, object
         assert fields[0].startswith("BIL-") and fields[1] in codes
         bil.add(fields[0])
     referenced = Counter()
-    for fields in payments[1:]:
+    for fields in payments:
         if len(fields) == len(PAYMENT_CSV_COLUMNS):
             assert fields[1] in erp_invoices or fields[1] in bil
             referenced[fields[1][:4]] += 1
