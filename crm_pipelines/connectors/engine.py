@@ -33,6 +33,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pyarrow as pa
+from defusedxml import ElementTree as DefusedET
+from defusedxml.common import DefusedXmlException
 
 from crm_pipelines.connectors.auth import ConnectionSettings, build_authenticator, value_matches
 from crm_pipelines.connectors.limits import (
@@ -52,6 +54,7 @@ from crm_pipelines.connectors.session import (
     render_value,
 )
 from crm_pipelines.connectors.spec import (
+    DescribeSpec,
     IncrementalSpec,
     ObjectSpec,
     OffsetPaging,
@@ -264,11 +267,15 @@ def _with_time(day: datetime, time_of_day: Any) -> datetime:
     )
 
 
-def _render_where(incremental: IncrementalSpec, since: datetime | None, until: datetime | None) -> str:
+def _render_where(
+    incremental: IncrementalSpec, since: datetime | None, until: datetime | None, extra: str | None = None
+) -> str:
     server = incremental.server_filter
-    if server is None or (since is None and until is None):
+    if server is None:
+        return extra or ""
+    conditions = [extra] if extra else []
+    if not conditions and since is None and until is None:
         return ""
-    conditions = []
     if since is not None:
         conditions.append(
             server.lower.format(
@@ -420,7 +427,13 @@ def _render_request(
 
 
 def _passes(
-    system: SystemSpec, obj: ObjectSpec, object_name: str, values: Mapping[str, Any], include_deleted: bool
+    system: SystemSpec,
+    obj: ObjectSpec,
+    object_name: str,
+    values: Mapping[str, Any],
+    include_deleted: bool,
+    since: datetime | None,
+    until: datetime | None,
 ) -> list[_Pass]:
     cursor_path = obj.field(obj.incremental.cursor).source_path
     paging = system.paging_of(object_name)
@@ -436,6 +449,8 @@ def _passes(
         return [_Pass(request, paging, obj.records_path, cursor_path, False)]
     live = _Pass(_render_request(obj, obj.request.path, values), paging, obj.records_path, cursor_path, False)
     if include_deleted and deletes.mode == "deleted_pass":
+        if deletes.filter:
+            values = {**values, "where": _render_where(obj.incremental, since, until, deletes.filter)}
         if deletes.path:
             # Another endpoint (Zoho's /deleted): only its own parameters make sense there.
             request = _render_request(
@@ -772,7 +787,7 @@ def _extract(
                 pages_per_batch,
             )
         else:
-            passes = _passes(system, obj, object_name, values, include_deleted)
+            passes = _passes(system, obj, object_name, values, include_deleted, since, until)
             if obj.bulk is not None and _use_bulk(session, obj, passes[0], values, context, stats):
                 stats.method = "bulk"
                 yield from _bulk_extract(
@@ -815,10 +830,12 @@ def _describe(
 ) -> None:
     """Read the source's field list; a failure here is logged, never fatal (drift must not crash)."""
     assert obj.describe is not None
+    request = PageRequest(url=obj.describe.path.format(object=object_name))
     try:
-        body = session.get_json(
-            PageRequest(url=obj.describe.path.format(object=object_name)), context=context
-        )
+        if obj.describe.format == "xsd":
+            body: Any = session.send("GET", request, context=context, accept="application/xml").content
+        else:
+            body = session.get_json(request, context=context)
     except AuthenticationError:
         raise
     except ConnectorError as exc:
@@ -826,10 +843,9 @@ def _describe(
             "%s: could not read the field list (%s); drift is judged from records only", context.where, exc
         )
         return
-    entries = resolve_path(body, obj.describe.names_path)
-    if not isinstance(entries, list):
+    names = _field_names(body, obj.describe)
+    if names is None:
         return
-    names = {str(e.get(obj.describe.name_key)) for e in entries if isinstance(e, dict)}
     prefix = obj.select_prefix or ""
     known = {
         f.source_path[len(prefix) :] if f.source_path.startswith(prefix) else f.source_path
@@ -838,6 +854,28 @@ def _describe(
     ignored = {i[len(prefix) :] if prefix and i.startswith(prefix) else i for i in obj.ignore_undeclared}
     drift.source_fields = names
     drift.not_selected = names - known - ignored
+
+
+_XSD = "http://www.w3.org/2001/XMLSchema"
+
+
+def _field_names(body: Any, describe: DescribeSpec) -> set[str] | None:
+    """Field names from a describe answer: entries of a JSON list, or elements of an XML schema."""
+    if describe.format == "xsd":
+        try:
+            root = DefusedET.fromstring(body)
+        except (DefusedET.ParseError, ValueError, DefusedXmlException):
+            return None
+        path = "/".join(p for p in describe.names_path.replace(".", "/").split("/") if p)
+        root_tag = root.tag.rsplit("}", 1)[-1]
+        if path.split("/", 1)[0].split(":")[-1] == root_tag:
+            path = path.split("/", 1)[1] if "/" in path else "."
+        attribute = describe.name_key.lstrip("@")
+        return {str(e.get(attribute)) for e in root.findall(path, {"xs": _XSD}) if e.get(attribute)}
+    entries = resolve_path(body, describe.names_path)
+    if not isinstance(entries, list):
+        return None
+    return {str(e.get(describe.name_key)) for e in entries if isinstance(e, dict)}
 
 
 class _PageCounter:

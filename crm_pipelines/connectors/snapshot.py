@@ -63,7 +63,13 @@ def _quote(name: str) -> str:
 
 
 def merge_snapshot(
-    *, previous: Path, increment: Path, output: Path, primary_key: str, columns: list[str]
+    *,
+    previous: Path,
+    increment: Path,
+    output: Path,
+    primary_key: str,
+    columns: list[str],
+    live_keys: Path | None = None,
 ) -> tuple[int, int]:
     """Write ``output`` = ``previous`` snapshot overlaid with ``increment`` (newest row per key).
 
@@ -75,15 +81,23 @@ def merge_snapshot(
         columns: Output columns in order (the object's output schema); a column the earlier snapshot
             lacks (a newly declared field, ``_deleted`` in an old lake) comes out null, ``_deleted``
             false.
+        live_keys: Folder of a keys-only read of the source (``deletes: key_compare``): a record whose
+            key is not there has been deleted and stays in the snapshot with ``_deleted`` true.
 
     Returns:
         (rows in the snapshot, rows marked deleted).
     """
     key = _quote(primary_key)
-    select = ", ".join(
-        f"coalesce({_quote(c)}, false) AS {_quote(c)}" if c == DELETED else _quote(c) for c in columns
-    )
-    # Within the increment a key repeats only across passes (live, then archived): the later
+    deleted = _quote(DELETED)
+    if live_keys is not None:
+        flag = f"(coalesce(m.{deleted}, false) OR k.{key} IS NULL) AS {deleted}"
+        keys_join = f"LEFT JOIN (SELECT DISTINCT {key} FROM {scan_parquet(parquet_glob(live_keys))}) AS k ON k.{key} = m.{key}"
+    else:
+        flag = f"coalesce(m.{deleted}, false) AS {deleted}"
+        keys_join = ""
+    select = ", ".join(flag if c == DELETED else f"m.{_quote(c)}" for c in columns)
+    tmp = output.with_name(f".{output.name}.inprogress")
+    # Within the increment a key repeats only across passes (live, then deleted): the later
     # extraction is the newer state.
     sql = f"""
         COPY (
@@ -96,11 +110,11 @@ def merge_snapshot(
                 WHERE NOT EXISTS (SELECT 1 FROM increment AS i WHERE i.{key} = p.{key})
                 UNION ALL BY NAME
                 SELECT * FROM increment
-            )
-        ) TO '{str(output.with_name(f".{output.name}.inprogress")).replace("'", "''")}'
+            ) AS m
+            {keys_join}
+        ) TO '{str(tmp).replace("'", "''")}'
         (FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE 122880)
     """
-    tmp = output.with_name(f".{output.name}.inprogress")
     output.parent.mkdir(parents=True, exist_ok=True)
     con = duckdb.connect()
     try:
@@ -108,7 +122,7 @@ def merge_snapshot(
         con.execute(sql)
         os.replace(tmp, output)
         row = con.execute(
-            f"SELECT count(*), count(*) FILTER (WHERE {_quote(DELETED)}) FROM {scan_parquet(output)}"
+            f"SELECT count(*), count(*) FILTER (WHERE {deleted}) FROM {scan_parquet(output)}"
         ).fetchone()
     except BaseException:
         tmp.unlink(missing_ok=True)
@@ -117,3 +131,15 @@ def merge_snapshot(
         con.close()
     assert row is not None
     return int(row[0]), int(row[1])
+
+
+def live_rows(folder: Path) -> int:
+    """Rows of a snapshot not marked deleted."""
+    con = duckdb.connect()
+    try:
+        row = con.execute(
+            f"SELECT count(*) FILTER (WHERE NOT coalesce({_quote(DELETED)}, false)) FROM {scan_parquet(parquet_glob(folder))}"
+        ).fetchone()
+    finally:
+        con.close()
+    return int(row[0]) if row else 0

@@ -549,6 +549,13 @@ class DeletesSpec(_Model):
     )
     cursor_path: str | None = Field(default=None, description="Record path windowing a deleted pass.")
     match: ValueMatch | None = Field(default=None, description="delta: what marks an entry as a deletion.")
+    filter: str | None = Field(
+        default=None,
+        description=(
+            "deleted_pass: a server condition added to the window's (incremental.server_filter), e.g. "
+            "'comp_deleted eq 1'; the pass's {where} is both, joined, or this alone on a full read."
+        ),
+    )
     paging: PagingSpec | None = None
 
     @field_validator("params", "headers")
@@ -617,8 +624,19 @@ class DescribeSpec(_Model):
     path: str = Field(
         description="GET path of the field list, e.g. /services/data/v62.0/sobjects/Account/describe."
     )
-    names_path: str = Field(description="Dotted path of the list of field entries.")
-    name_key: str = "name"
+    format: Literal["json", "xsd"] = Field(
+        default="json",
+        description="json: a JSON document; xsd: an XML schema (SData $schema, OData $metadata).",
+    )
+    names_path: str = Field(
+        description=(
+            "json: dotted path of the list of field entries; xsd: the element path from the root, "
+            "prefix xs: for the XML Schema namespace, e.g. 'xs:complexType/xs:all/xs:element'."
+        )
+    )
+    name_key: str = Field(
+        default="name", description="Key (json) or attribute '@name' (xsd) of a field's name."
+    )
 
 
 class _UpsertBase(_Model):
@@ -755,6 +773,10 @@ class ObjectSpec(_Model):
             "({fields} placeholder); None requests nothing explicitly."
         ),
     )
+    select_separator: str = Field(
+        default=".",
+        description="How a nested field path is written in {fields} (SData selects 'Address/City').",
+    )
     ignore_undeclared: list[str] = Field(
         default_factory=list,
         description="Response paths (or their prefixes) that are expected and not schema drift.",
@@ -798,7 +820,7 @@ class ObjectSpec(_Model):
         for f in self.fields:
             path = f.source_path
             if path.startswith(self.select_prefix):
-                name = path[len(self.select_prefix) :]
+                name = path[len(self.select_prefix) :].replace(".", self.select_separator)
                 if name and name not in selected:
                     selected.append(name)
         return selected

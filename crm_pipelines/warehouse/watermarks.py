@@ -20,7 +20,7 @@ DDL = """
 CREATE TABLE IF NOT EXISTS ops.watermark (
     source VARCHAR NOT NULL,
     dataset VARCHAR NOT NULL,
-    cursor_value VARCHAR NOT NULL,   -- ISO timestamp or integer sequence, compared as the extract wrote it
+    cursor_value VARCHAR NOT NULL,   -- ISO timestamp, integer sequence or delta link, as the extract wrote it
     partition VARCHAR NOT NULL,
     run_id VARCHAR NOT NULL,
     updated_at TIMESTAMPTZ NOT NULL,
@@ -37,7 +37,9 @@ class PendingWatermark:
     dataset: str
     since: str | None
     reached: str | None
-    kind: str = "timestamp"  # timestamp (ISO-8601, UTC) or integer
+    kind: str = (
+        "timestamp"  # timestamp (ISO-8601, UTC), integer, or delta_link (an opaque change-tracking link)
+    )
 
 
 def write_pending(folder: Path, pending: PendingWatermark) -> Path:
@@ -73,6 +75,10 @@ def read_watermark(con: duckdb.DuckDBPyConnection, *, source: str, dataset: str)
 def _newer(kind: str, candidate: str, current: str | None) -> bool:
     if current is None:
         return True
+    if kind == "delta_link":
+        # Opaque: a later read's link replaces the earlier one (the load of an older partition run
+        # again commits an older link only if it is the one its snapshot was built from).
+        return candidate != current
     if kind == "integer":
         return int(candidate) > int(current)
     return candidate > current  # ISO-8601 UTC strings order as time does
