@@ -40,9 +40,7 @@ Pipedrive's own generated client (github.com/pipedrive/client-nodejs, ``src/vers
 
 from __future__ import annotations
 
-import base64
 import binascii
-import hashlib
 import hmac
 import itertools
 import json
@@ -53,7 +51,7 @@ import threading
 import weakref
 from collections.abc import Mapping
 from contextlib import closing
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -67,6 +65,41 @@ from crm_pipelines.sandbox.simulators.base import (
     SimulatorServer,
     SlidingWindow,
 )
+from crm_pipelines.sandbox.simulators.pipedrive_schema import (
+    CUSTOM_LABELS,
+    DAILY_WRITE_REQUESTS,
+    DEFAULT_DAILY_BUDGET,
+    DEFAULT_LIMIT,
+    DELETED_DEALS_DAYS,
+    FIELD_TYPES,
+    FIELDS_PATHS,
+    INCLUDE_FIELDS,
+    MAX_CUSTOM_FIELD_KEYS,
+    MAX_LIMIT,
+    NAME_FIELD,
+    NOMINAL_BURST,
+    OBJECTS,
+    ORG_ANNUAL_REVENUE,
+    ORG_INDUSTRY,
+    ORG_PHONE,
+    ORG_WEBSITE,
+    OWNER_ID,
+    PERSON_COUNTRY,
+    PERSON_EXTERNAL_ID,
+    SEARCH_MAX_LIMIT,
+    SINGULAR,
+    SORTS,
+    STANDARD_NAMES,
+    TOKEN_COSTS,
+    decode_cursor,
+    encode_cursor,
+    json_value,
+    parse_rfc3339,
+    rfc3339,
+    v1_error,
+    v2_error,
+)
+from crm_pipelines.sandbox.simulators.pipedrive_write import body_values
 from crm_pipelines.sandbox.simulators.records import (
     FieldDef,
     ObjectDef,
@@ -80,186 +113,6 @@ from crm_pipelines.sandbox.simulators.records import (
     update_rows,
 )
 from crm_pipelines.sandbox.systems import Kind, SandboxCrm, Started, WriteCase
-
-DEFAULT_LIMIT = 100
-MAX_LIMIT = 500
-SEARCH_MAX_LIMIT = 100
-MAX_CUSTOM_FIELD_KEYS = 15
-DELETED_DEALS_DAYS = 30
-OWNER_ID = 13_540_546
-# Professional plan with an api_token: 80 requests per 2 s; the daily budget is 30,000 base tokens
-# x plan multiplier x seats (here 4 x 10). Reported in headers when no stricter limit is configured.
-NOMINAL_BURST = RateLimit(80, 2.0)
-DEFAULT_DAILY_BUDGET = 1_200_000
-DAILY_WRITE_REQUESTS = 10_000  # the POST/PUT fair-usage limit reported in x-daily-requests-left
-# Token cost per call (the docs list a cost per endpoint; v2 lists are cheaper than v1, search dearer).
-TOKEN_COSTS = {"list": 10, "get": 1, "search": 20, "write": 5, "fields": 20}
-ERROR_INFO = "Please check developers.pipedrive.com for more information about Pipedrive API."
-
-
-def _field_hash(label: str) -> str:
-    """A custom field key the way Pipedrive makes them: 40 hex characters (here always starting a-f)."""
-    digest = hashlib.sha1(f"crm-pipelines:{label}".encode()).hexdigest()
-    return "abcdef"[int(digest[0], 16) % 6] + digest[1:]
-
-
-ORG_WEBSITE = _field_hash("organizations:website")
-ORG_PHONE = _field_hash("organizations:phone")
-ORG_INDUSTRY = _field_hash("organizations:industry")
-ORG_ANNUAL_REVENUE = _field_hash("organizations:annual_revenue")
-ORG_EXTERNAL_ID = _field_hash("organizations:external_id")
-PERSON_COUNTRY = _field_hash("persons:country")
-PERSON_EXTERNAL_ID = _field_hash("persons:external_id")
-DEAL_EXTERNAL_ID = _field_hash("deals:external_id")
-
-# Custom field labels and Pipedrive field types, for the field metadata endpoints.
-_CUSTOM_LABELS = {
-    ORG_WEBSITE: ("Website", "varchar"),
-    ORG_PHONE: ("Phone", "phone"),
-    ORG_INDUSTRY: ("Industry", "varchar"),
-    ORG_ANNUAL_REVENUE: ("Annual revenue", "double"),
-    ORG_EXTERNAL_ID: ("External ID", "varchar"),
-    PERSON_COUNTRY: ("Country", "varchar"),
-    PERSON_EXTERNAL_ID: ("External ID", "varchar"),
-    DEAL_EXTERNAL_ID: ("External ID", "varchar"),
-}
-
-_STANDARD: dict[str, tuple[FieldDef, ...]] = {
-    "organizations": (
-        FieldDef("id", "integer"),
-        FieldDef("name", required=True),
-        FieldDef("owner_id", "integer"),
-        FieldDef("add_time", "datetime"),
-        FieldDef("update_time", "datetime"),
-        FieldDef("visible_to", "integer"),
-        FieldDef("label_ids", "json"),
-        FieldDef("address", "json"),
-        FieldDef("is_deleted", "boolean"),
-    ),
-    "persons": (
-        FieldDef("id", "integer"),
-        FieldDef("name", required=True),
-        FieldDef("first_name"),
-        FieldDef("last_name"),
-        FieldDef("owner_id", "integer"),
-        FieldDef("org_id", "integer"),
-        FieldDef("add_time", "datetime"),
-        FieldDef("update_time", "datetime"),
-        FieldDef("emails", "json"),
-        FieldDef("phones", "json"),
-        FieldDef("job_title"),
-        FieldDef("is_deleted", "boolean"),
-        FieldDef("visible_to", "integer"),
-        FieldDef("label_ids", "json"),
-    ),
-    "deals": (
-        FieldDef("id", "integer"),
-        FieldDef("title", required=True),
-        FieldDef("owner_id", "integer"),
-        FieldDef("person_id", "integer"),
-        FieldDef("org_id", "integer"),
-        FieldDef("pipeline_id", "integer"),
-        FieldDef("stage_id", "integer"),
-        FieldDef("value", "number"),
-        FieldDef("currency"),
-        FieldDef("add_time", "datetime"),
-        FieldDef("update_time", "datetime"),
-        FieldDef("is_deleted", "boolean"),
-        FieldDef("status"),
-        FieldDef("probability", "number"),
-        FieldDef("visible_to", "integer"),
-        FieldDef("close_time", "datetime"),
-        FieldDef("won_time", "datetime"),
-        FieldDef("lost_time", "datetime"),
-        FieldDef("expected_close_date", "date"),
-        FieldDef("label_ids", "json"),
-    ),
-}
-_CUSTOM: dict[str, tuple[FieldDef, ...]] = {
-    "organizations": (
-        FieldDef(ORG_WEBSITE),
-        FieldDef(ORG_PHONE),
-        FieldDef(ORG_INDUSTRY),
-        FieldDef(ORG_ANNUAL_REVENUE, "number"),
-        FieldDef(ORG_EXTERNAL_ID),
-    ),
-    "persons": (FieldDef(PERSON_COUNTRY), FieldDef(PERSON_EXTERNAL_ID)),
-    "deals": (FieldDef(DEAL_EXTERNAL_ID),),
-}
-OBJECTS = tuple(
-    ObjectDef(
-        name=name,
-        key="id",
-        fields=_STANDARD[name] + _CUSTOM[name],
-        created_field="add_time",
-        modified_field="update_time",
-        deleted_flag="is_deleted",
-    )
-    for name in ("organizations", "persons", "deals")
-)
-_STANDARD_NAMES = {name: {f.name for f in fields} for name, fields in _STANDARD.items()}
-_SORTS = {"id": "id", "update_time": "_modified", "add_time": "_created"}
-_SINGULAR = {"organizations": "Organization", "persons": "Person", "deals": "Deal"}
-_NAME_FIELD = {"organizations": "name", "persons": "name", "deals": "title"}
-_FIELDS_PATHS = {"organizationFields": "organizations", "personFields": "persons", "dealFields": "deals"}
-# Optional fields a list may include on request (include_fields); counts are computed from deals.
-_INCLUDE_FIELDS = {
-    "organizations": ("open_deals_count", "closed_deals_count", "won_deals_count", "lost_deals_count"),
-    "persons": ("open_deals_count", "closed_deals_count", "won_deals_count", "lost_deals_count"),
-    "deals": ("first_won_time", "products_count"),
-}
-_FIELD_TYPES = {
-    "string": "varchar",
-    "number": "double",
-    "integer": "int",
-    "boolean": "boolean",
-    "date": "date",
-    "datetime": "date",
-    "json": "json",
-}
-_TIME_FIELDS = ("add_time", "update_time", "close_time", "won_time", "lost_time")
-
-
-def v1_error(status: int, message: str) -> Response:
-    """The API gateway's error body (auth, limits, server faults): the v1 shape with ``errorCode``."""
-    body = {
-        "success": False,
-        "error": message,
-        "errorCode": status,
-        "error_info": ERROR_INFO,
-        "data": None,
-        "additional_data": None,
-    }
-    return Response.json(status, body)
-
-
-def v2_error(status: int, message: str, code: str) -> Response:
-    """A v2 endpoint's error body: ``success: false``, ``error`` and a ``code``."""
-    return Response.json(status, {"success": False, "error": message, "code": code})
-
-
-def _rfc3339(value: datetime) -> str:
-    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _parse_rfc3339(text: str) -> datetime | None:
-    try:
-        parsed = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return parsed if parsed.tzinfo is not None else None
-
-
-def _encode_cursor(values: list[object]) -> str:
-    return base64.urlsafe_b64encode(json.dumps(values, separators=(",", ":")).encode()).decode().rstrip("=")
-
-
-def _decode_cursor(text: str) -> list[object]:
-    padded = text + "=" * (-len(text) % 4)
-    values = json.loads(base64.urlsafe_b64decode(padded.encode()).decode())
-    if not isinstance(values, list) or len(values) != 4:
-        raise ValueError("not a cursor")
-    return values
 
 
 class PipedriveSimulator(SimulatorServer):
@@ -464,20 +317,20 @@ class PipedriveSimulator(SimulatorServer):
 
     def _field_entries(self, object_name: str) -> list[tuple[FieldDef, bool]]:
         obj = self._info().objects[object_name]
-        return [(f, f.name not in _STANDARD_NAMES[object_name]) for f in obj.fields]
+        return [(f, f.name not in STANDARD_NAMES[object_name]) for f in obj.fields]
 
     @staticmethod
     def _label(field: FieldDef, custom: bool) -> tuple[str, str]:
         if custom:
-            return _CUSTOM_LABELS.get(field.name, (field.name.replace("_", " ").capitalize(), "varchar"))
-        return field.name.replace("_", " ").capitalize(), _FIELD_TYPES[field.type]
+            return CUSTOM_LABELS.get(field.name, (field.name.replace("_", " ").capitalize(), "varchar"))
+        return field.name.replace("_", " ").capitalize(), FIELD_TYPES[field.type]
 
     def fields_v2(self, request: Request, fields_path: str) -> Response:
         page = self._limit_and_offset(request, MAX_LIMIT)
         if isinstance(page, Response):
             return page
         limit, offset = page
-        entries = self._field_entries(_FIELDS_PATHS[fields_path])
+        entries = self._field_entries(FIELDS_PATHS[fields_path])
         chunk = entries[offset : offset + limit]
         data = []
         for field, custom in chunk:
@@ -498,13 +351,13 @@ class PipedriveSimulator(SimulatorServer):
                 "success": True,
                 "data": data,
                 "additional_data": {
-                    "next_cursor": _encode_cursor(["fields", offset + limit, 0, 0]) if more else None
+                    "next_cursor": encode_cursor(["fields", offset + limit, 0, 0]) if more else None
                 },
             },
         )
 
     def fields_v1(self, request: Request, fields_path: str) -> Response:
-        entries = self._field_entries(_FIELDS_PATHS[fields_path])
+        entries = self._field_entries(FIELDS_PATHS[fields_path])
         data = []
         for position, (field, custom) in enumerate(entries, start=1):
             label, field_type = self._label(field, custom)
@@ -539,7 +392,7 @@ class PipedriveSimulator(SimulatorServer):
         if not cursor:
             return limit, 0
         try:
-            values = _decode_cursor(cursor)
+            values = decode_cursor(cursor)
             return limit, int(str(values[1]))
         except (ValueError, TypeError, binascii.Error, UnicodeDecodeError):
             return v2_error(400, "Invalid cursor", "ERR_INVALID_CURSOR")
@@ -574,8 +427,8 @@ class PipedriveSimulator(SimulatorServer):
             return limit
         sort_by = request.param("sort_by") or "id"
         direction = (request.param("sort_direction") or "asc").lower()
-        if sort_by not in _SORTS or direction not in ("asc", "desc"):
-            bad = "sort_by" if sort_by not in _SORTS else "sort_direction"
+        if sort_by not in SORTS or direction not in ("asc", "desc"):
+            bad = "sort_by" if sort_by not in SORTS else "sort_direction"
             return v2_error(400, f"Validation failed: {bad}: Invalid value", "ERR_SCHEMA_VALIDATION_FAILED")
         conditions: list[str] = []
         params: list[object] = []
@@ -583,7 +436,7 @@ class PipedriveSimulator(SimulatorServer):
             raw = request.param(name)
             if raw is None:
                 continue
-            instant = _parse_rfc3339(raw)
+            instant = parse_rfc3339(raw)
             if instant is None:
                 return v2_error(
                     400,
@@ -608,14 +461,14 @@ class PipedriveSimulator(SimulatorServer):
         if isinstance(custom_keys, Response):
             return custom_keys
         include = [n.strip() for n in (request.param("include_fields") or "").split(",") if n.strip()]
-        unknown = [n for n in include if n not in _INCLUDE_FIELDS[object_name]]
+        unknown = [n for n in include if n not in INCLUDE_FIELDS[object_name]]
         if unknown:
             return v2_error(
                 400,
                 f"Validation failed: include_fields: Invalid value '{unknown[0]}'",
                 "ERR_SCHEMA_VALIDATION_FAILED",
             )
-        column = _SORTS[sort_by]
+        column = SORTS[sort_by]
         if column == "_created":
             self._ensure_index(object_name, "_created")
         sort = quote(column)
@@ -623,7 +476,7 @@ class PipedriveSimulator(SimulatorServer):
         cursor = request.param("cursor")
         if cursor:
             try:
-                bound_sort, last_value, last_rowid, bound_direction = _decode_cursor(cursor)
+                bound_sort, last_value, last_rowid, bound_direction = decode_cursor(cursor)
             except (ValueError, TypeError, binascii.Error, UnicodeDecodeError):
                 return v2_error(400, "Invalid cursor", "ERR_INVALID_CURSOR")
             if bound_sort != sort_by or bound_direction != direction:
@@ -647,7 +500,7 @@ class PipedriveSimulator(SimulatorServer):
         next_cursor = None
         if more:
             last = page[-1]
-            next_cursor = _encode_cursor([sort_by, last["__sort"], last["__rowid"], direction])
+            next_cursor = encode_cursor([sort_by, last["__sort"], last["__rowid"], direction])
         data = [self._render(obj, row, custom_keys) for row in page]
         if include:
             self._attach_counts(object_name, page, data, include)
@@ -692,11 +545,11 @@ class PipedriveSimulator(SimulatorServer):
 
     def _render(self, obj: ObjectDef, row: sqlite3.Row, custom_keys: list[str] | None) -> dict[str, object]:
         """A record as v2 shows it: standard fields at the top, custom fields under ``custom_fields``."""
-        standard = _STANDARD_NAMES[obj.name]
+        standard = STANDARD_NAMES[obj.name]
         record: dict[str, object] = {}
         custom: dict[str, object] = {}
         for field in obj.fields:
-            value = _json_value(field.type, row[field.name])
+            value = json_value(field.type, row[field.name])
             if field.name in standard:
                 record[field.name] = value
             elif custom_keys is None or field.name in custom_keys:
@@ -746,7 +599,7 @@ class PipedriveSimulator(SimulatorServer):
             f"SELECT * FROM {quote(object_name)} WHERE id = ? AND _deleted_at IS NULL", (int(record_id),)
         ).fetchone()
         if row is None:
-            return v2_error(404, f"{_SINGULAR[object_name]} not found", "ERR_NOT_FOUND")
+            return v2_error(404, f"{SINGULAR[object_name]} not found", "ERR_NOT_FOUND")
         return Response.json(200, {"success": True, "data": self._render(obj, row, None)})
 
     # -- search ----------------------------------------------------------------------------------
@@ -790,12 +643,12 @@ class PipedriveSimulator(SimulatorServer):
         for field in wanted:
             if field == "custom_fields":
                 for f in obj.fields:
-                    if f.name not in _STANDARD_NAMES[object_name] and f.type in ("string", "number"):
+                    if f.name not in STANDARD_NAMES[object_name] and f.type in ("string", "number"):
                         if exact:
                             self._ensure_index(object_name, f.name, nocase=True)
                         match(f.name)
             elif field in ("name", "title"):
-                match(_NAME_FIELD[object_name])
+                match(NAME_FIELD[object_name])
             elif field in ("email", "phone"):
                 # The values sit in a JSON list; match the value text inside it.
                 clauses.append(f"{quote(field + 's')} LIKE ?")
@@ -826,7 +679,7 @@ class PipedriveSimulator(SimulatorServer):
                 "success": True,
                 "data": {"items": items},
                 "additional_data": {
-                    "next_cursor": _encode_cursor(["search", offset + limit, 0, 0]) if more else None
+                    "next_cursor": encode_cursor(["search", offset + limit, 0, 0]) if more else None
                 },
             },
         )
@@ -835,12 +688,12 @@ class PipedriveSimulator(SimulatorServer):
         custom_values = [
             row[f.name]
             for f in obj.fields
-            if f.name not in _STANDARD_NAMES[obj.name] and row[f.name] is not None
+            if f.name not in STANDARD_NAMES[obj.name] and row[f.name] is not None
         ]
         item: dict[str, object] = {
             "id": int(row["id"]),
             "type": obj.name[:-1] if obj.name != "persons" else "person",
-            _NAME_FIELD[obj.name]: row[_NAME_FIELD[obj.name]],
+            NAME_FIELD[obj.name]: row[NAME_FIELD[obj.name]],
             "visible_to": row["visible_to"],
             "owner": {"id": row["owner_id"]},
             "custom_fields": [str(v) for v in custom_values],
@@ -875,12 +728,12 @@ class PipedriveSimulator(SimulatorServer):
         with self._write_lock, closing(open_store(self.store_path)) as conn, conn:
             info = store_info(conn)
             obj = info.objects[object_name]
-            values = self._values(obj, body)
+            values = body_values(obj, body)
             if isinstance(values, Response):
                 return values
             now = datetime.now(UTC)
             if record_id is None:
-                name = _NAME_FIELD[object_name]
+                name = NAME_FIELD[object_name]
                 if values.get(name) in (None, ""):
                     return v2_error(
                         400,
@@ -903,7 +756,7 @@ class PipedriveSimulator(SimulatorServer):
                     f"SELECT 1 FROM {quote(object_name)} WHERE id = ? AND _deleted_at IS NULL", (record_id,)
                 ).fetchone()
                 if found is None:
-                    return v2_error(404, f"{_SINGULAR[object_name]} not found", "ERR_NOT_FOUND")
+                    return v2_error(404, f"{SINGULAR[object_name]} not found", "ERR_NOT_FOUND")
                 update_rows(conn, info, object_name, [record_id], at=now, changes=values)
             conn.row_factory = sqlite3.Row
             stored = conn.execute(f"SELECT * FROM {quote(object_name)} WHERE id = ?", (record_id,)).fetchone()
@@ -920,90 +773,6 @@ class PipedriveSimulator(SimulatorServer):
                     return self.error_response(int(code))
                 return v2_error(400, f"injected {code} for {key}", code)
         return None
-
-    def _values(self, obj: ObjectDef, body: Mapping[str, object]) -> dict[str, object] | Response:
-        """The request body as store values; unknown or read-only keys are validation errors."""
-        types = {f.name: f.type for f in obj.fields}
-        standard = _STANDARD_NAMES[obj.name]
-        values: dict[str, object] = {}
-        for name, value in body.items():
-            if name == "custom_fields":
-                if not isinstance(value, dict):
-                    return v2_error(
-                        400,
-                        "Validation failed: custom_fields: must be an object",
-                        "ERR_SCHEMA_VALIDATION_FAILED",
-                    )
-                for key, custom_value in value.items():
-                    if key not in types or key in standard:
-                        return v2_error(
-                            400,
-                            f"Validation failed: custom_fields: Unknown custom field '{key}'",
-                            "ERR_SCHEMA_VALIDATION_FAILED",
-                        )
-                    values[key] = custom_value
-                continue
-            if name not in standard or name in ("id", "is_deleted"):
-                return v2_error(
-                    400, f"Validation failed: {name}: Unknown parameter", "ERR_SCHEMA_VALIDATION_FAILED"
-                )
-            field_type = types[name]
-            if (
-                value is not None
-                and field_type in ("integer", "number")
-                and (isinstance(value, bool) or not isinstance(value, int | float))
-            ):
-                return v2_error(
-                    400, f"Validation failed: {name}: must be a number", "ERR_SCHEMA_VALIDATION_FAILED"
-                )
-            if field_type == "date" and value is not None:
-                try:
-                    value = date.fromisoformat(str(value)).isoformat()
-                except ValueError:
-                    return v2_error(
-                        400,
-                        f"Validation failed: {name}: must be a date (YYYY-MM-DD)",
-                        "ERR_SCHEMA_VALIDATION_FAILED",
-                    )
-            if name in ("emails", "phones"):
-                if not isinstance(value, list) or not all(
-                    isinstance(v, dict) and "value" in v for v in value
-                ):
-                    return v2_error(
-                        400,
-                        f"Validation failed: {name}: must be a list of {{value, primary, label}}",
-                        "ERR_SCHEMA_VALIDATION_FAILED",
-                    )
-                value = [
-                    {
-                        "value": str(v["value"]),
-                        "primary": bool(v.get("primary", i == 0)),
-                        "label": str(v.get("label") or "work"),
-                    }
-                    for i, v in enumerate(value)
-                ]
-            values[name] = value
-        if (
-            obj.name == "persons"
-            and values.get("name") is None
-            and (values.get("first_name") or values.get("last_name"))
-        ):
-            values["name"] = " ".join(str(values[n]) for n in ("first_name", "last_name") if values.get(n))
-        return values
-
-
-def _json_value(field_type: str, value: object) -> object:
-    if value is None:
-        return None
-    if field_type == "number":
-        return float(value) if isinstance(value, int | float) else value
-    if field_type == "integer":
-        return int(value) if isinstance(value, int | float) else value
-    if field_type == "boolean":
-        return bool(value)
-    if field_type == "json":
-        return json.loads(str(value))
-    return value
 
 
 # --- the sandbox contract ----------------------------------------------------------------------------
@@ -1074,7 +843,7 @@ class PipedriveSandbox(SandboxCrm):
             }
         stage = self.stage_values[seed.stage]
         closed = stage in ("won", "lost")
-        close_time = _rfc3339(seed.modified) if closed else None
+        close_time = rfc3339(seed.modified) if closed else None
         return {
             **common,
             "title": seed.name,

@@ -48,11 +48,9 @@ and Zoho's own OpenAPI files (github.com/zoho/crm-oas, folder ``v8.0``):
 
 from __future__ import annotations
 
-import base64
 import binascii
 import hmac
 import itertools
-import json
 import math
 import secrets
 import sqlite3
@@ -62,8 +60,7 @@ import weakref
 from collections import OrderedDict, deque
 from collections.abc import Mapping
 from contextlib import closing
-from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -77,195 +74,48 @@ from crm_pipelines.sandbox.simulators.base import (
     SimulatorServer,
 )
 from crm_pipelines.sandbox.simulators.records import (
-    FieldDef,
     ObjectDef,
-    Stamped,
     StoreInfo,
     canonical,
-    insert_rows,
     open_store,
     quote,
     store_info,
-    update_rows,
 )
+from crm_pipelines.sandbox.simulators.zoho_schema import (
+    API,
+    CURRENCY_SYMBOLS,
+    DEFAULT_CONCURRENCY,
+    DEFAULT_DAILY_CREDITS,
+    DEFAULT_PER_PAGE,
+    DEFAULT_TOKEN_TTL,
+    DISCRETE_PAGE_LIMIT,
+    DISPLAY_NAME,
+    ID_PREFIX,
+    JSON_TYPES,
+    LOOKUPS,
+    MAX_FIELDS,
+    MAX_PER_PAGE,
+    MAX_TOKENS_PER_REFRESH_TOKEN,
+    OBJECTS,
+    ORG_ID,
+    PAGE_TOKEN_LIMIT,
+    PAGE_TOKEN_TTL,
+    RECYCLE_BIN_DAYS,
+    SORT_COLUMNS,
+    STANDARD_FIELDS,
+    SYSTEM_DUPLICATE_FIELDS,
+    SYSTEM_USER_FIELDS,
+    UNIQUE_FIELDS,
+    UPSERT_MAX_RECORDS,
+    USER,
+    PageToken,
+    json_value,
+    parse_instant,
+    time_text,
+    zoho_error,
+)
+from crm_pipelines.sandbox.simulators.zoho_write import upsert_one
 from crm_pipelines.sandbox.systems import Kind, SandboxCrm, Started, WriteCase
-
-API = "/crm/v8"
-ORG_ID = "20104567891"
-# The first seven digits of every record id in one Zoho org (ids are 19 digits, increasing).
-ID_PREFIX = "5725767"
-USER = {"name": "Sandbox Integration", "id": f"{ID_PREFIX}000000411001", "email": "integration@example.com"}
-DEFAULT_TOKEN_TTL = 3600.0
-MAX_TOKENS_PER_REFRESH_TOKEN = 10
-DEFAULT_PER_PAGE = 200
-MAX_PER_PAGE = 200
-MAX_FIELDS = 50
-DISCRETE_PAGE_LIMIT = 2000  # records reachable with ``page`` alone
-PAGE_TOKEN_LIMIT = 100_000  # records one chain of page tokens reaches
-PAGE_TOKEN_TTL = 86_400.0
-UPSERT_MAX_RECORDS = 100
-RECYCLE_BIN_DAYS = 60
-# Enterprise edition: 50,000 + 1,000 per user licence, at most 5,000,000 credits per rolling 24 h.
-DEFAULT_DAILY_CREDITS = 5_000_000
-DEFAULT_CONCURRENCY = 20
-_CURRENCY_SYMBOLS = {"EUR": "€", "USD": "$", "GBP": "£", "CHF": "CHF", "SEK": "kr"}
-
-# Lookup fields hold the related record's id in the store and are served as {"name", "id"}.
-_LOOKUPS: dict[str, dict[str, tuple[str, str]]] = {
-    "Contacts": {"Account_Name": ("Accounts", "Account_Name")},
-    "Deals": {"Account_Name": ("Accounts", "Account_Name")},
-}
-# Owner and audit users are org-wide in the sandbox: served, never stored per row.
-_SYSTEM_USER_FIELDS = ("Owner", "Created_By", "Modified_By")
-# System-defined duplicate check fields per module, then the user-defined unique fields.
-_SYSTEM_DUPLICATE_FIELDS = {"Accounts": ("Account_Name",), "Contacts": ("Email",), "Deals": ("Deal_Name",)}
-_UNIQUE_FIELDS = ("External_Id",)
-_DISPLAY_NAME = {
-    "Accounts": ("Account_Name",),
-    "Contacts": ("First_Name", "Last_Name"),
-    "Deals": ("Deal_Name",),
-}
-_SORT_COLUMNS = {"id": None, "Created_Time": "_created", "Modified_Time": "_modified"}
-_JSON_TYPES = {
-    "string": "string",
-    "number": "double",
-    "integer": "integer",
-    "boolean": "boolean",
-    "date": "string",
-    "datetime": "string",
-    "json": "jsonobject",
-}
-
-OBJECTS = (
-    ObjectDef(
-        name="Accounts",
-        key="id",
-        fields=(
-            FieldDef("id"),
-            FieldDef("Account_Name", required=True),
-            FieldDef("Website"),
-            FieldDef("Phone"),
-            FieldDef("Billing_Street"),
-            FieldDef("Billing_City"),
-            FieldDef("Billing_Code"),
-            FieldDef("Billing_Country"),
-            FieldDef("Industry"),
-            FieldDef("Annual_Revenue", "number"),
-            FieldDef("External_Id"),
-            FieldDef("Created_Time", "datetime"),
-            FieldDef("Modified_Time", "datetime"),
-        ),
-        created_field="Created_Time",
-        modified_field="Modified_Time",
-    ),
-    ObjectDef(
-        name="Contacts",
-        key="id",
-        fields=(
-            FieldDef("id"),
-            FieldDef("First_Name"),
-            FieldDef("Last_Name", required=True),
-            FieldDef("Email"),
-            FieldDef("Phone"),
-            FieldDef("Title"),
-            FieldDef("Mailing_Country"),
-            FieldDef("Account_Name"),
-            FieldDef("External_Id"),
-            FieldDef("Created_Time", "datetime"),
-            FieldDef("Modified_Time", "datetime"),
-        ),
-        created_field="Created_Time",
-        modified_field="Modified_Time",
-    ),
-    ObjectDef(
-        name="Deals",
-        key="id",
-        fields=(
-            FieldDef("id"),
-            FieldDef("Deal_Name", required=True),
-            FieldDef("Amount", "number"),
-            FieldDef("Currency"),
-            FieldDef("Stage", required=True),
-            FieldDef("Closing_Date", "date"),
-            FieldDef("Account_Name"),
-            FieldDef("External_Id"),
-            FieldDef("Created_Time", "datetime"),
-            FieldDef("Modified_Time", "datetime"),
-        ),
-        created_field="Created_Time",
-        modified_field="Modified_Time",
-    ),
-)
-_STANDARD_FIELDS = {obj.name: set(obj.field_names) for obj in OBJECTS}
-
-
-def zoho_error(status: int, code: str, message: str, details: Mapping[str, object] | None = None) -> Response:
-    """Zoho's error body: ``code``, ``details``, ``message``, ``status: "error"``."""
-    body = {"code": code, "details": dict(details or {}), "message": message, "status": "error"}
-    return Response.json(status, body)
-
-
-def _record_error(code: str, message: str, details: Mapping[str, object]) -> dict[str, object]:
-    return {"code": code, "details": dict(details), "message": message, "status": "error"}
-
-
-def _time_text(value: datetime) -> str:
-    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S+00:00")
-
-
-def _parse_instant(text: str) -> datetime | None:
-    """An ISO 8601 instant with offset (``Z`` accepted); None when it is not one."""
-    try:
-        parsed = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return parsed if parsed.tzinfo is not None else None
-
-
-@dataclass(frozen=True)
-class _PageToken:
-    """What a page token carries: where the chain stands and what it is bound to."""
-
-    module: str
-    sort_by: str
-    sort_order: str
-    since: str  # canonical lower bound from If-Modified-Since, "" when none
-    last_value: str
-    last_rowid: int
-    served: int
-    expires: float  # epoch seconds
-
-    def encode(self) -> str:
-        payload = json.dumps(
-            [
-                self.module,
-                self.sort_by,
-                self.sort_order,
-                self.since,
-                self.last_value,
-                self.last_rowid,
-                self.served,
-                self.expires,
-            ],
-            separators=(",", ":"),
-        )
-        return base64.urlsafe_b64encode(payload.encode()).decode().rstrip("=")
-
-    @classmethod
-    def decode(cls, text: str) -> _PageToken:
-        padded = text + "=" * (-len(text) % 4)
-        values = json.loads(base64.urlsafe_b64decode(padded.encode()).decode())
-        module, sort_by, sort_order, since, last_value, last_rowid, served, expires = values
-        return cls(
-            str(module),
-            str(sort_by),
-            str(sort_order),
-            str(since),
-            str(last_value),
-            int(last_rowid),
-            int(served),
-            float(expires),
-        )
 
 
 class ZohoSimulator(SimulatorServer):
@@ -545,11 +395,11 @@ class ZohoSimulator(SimulatorServer):
         if isinstance(obj, Response):
             return obj
         entries: list[dict[str, object]] = []
-        names = [*obj.field_names, *_SYSTEM_USER_FIELDS]
+        names = [*obj.field_names, *SYSTEM_USER_FIELDS]
         for position, name in enumerate(names):
             field = next((f for f in obj.fields if f.name == name), None)
-            lookup = _LOOKUPS.get(obj.name, {}).get(name)
-            if name in _SYSTEM_USER_FIELDS:
+            lookup = LOOKUPS.get(obj.name, {}).get(name)
+            if name in SYSTEM_USER_FIELDS:
                 data_type, json_type = "ownerlookup" if name == "Owner" else "lookup", "jsonobject"
             elif lookup is not None:
                 data_type, json_type = "lookup", "jsonobject"
@@ -561,7 +411,7 @@ class ZohoSimulator(SimulatorServer):
                     "datetime": "datetime",
                     "boolean": "boolean",
                 }.get(field.type, "text")
-                json_type = _JSON_TYPES[field.type]
+                json_type = JSON_TYPES[field.type]
             entries.append(
                 {
                     "api_name": name,
@@ -570,14 +420,14 @@ class ZohoSimulator(SimulatorServer):
                     "display_label": name.replace("_", " "),
                     "data_type": data_type,
                     "json_type": json_type,
-                    "custom_field": name not in _STANDARD_FIELDS.get(obj.name, set())
-                    and name not in _SYSTEM_USER_FIELDS,
+                    "custom_field": name not in STANDARD_FIELDS.get(obj.name, set())
+                    and name not in SYSTEM_USER_FIELDS,
                     "system_mandatory": bool(field and field.required),
                     "read_only": name in ("id", "Created_Time", "Modified_Time", "Created_By", "Modified_By"),
-                    "unique": {"casesensitive": "false"} if name in _UNIQUE_FIELDS else {},
+                    "unique": {"casesensitive": "false"} if name in UNIQUE_FIELDS else {},
                     "lookup": {"module": {"api_name": lookup[0]}} if lookup else {},
                     "visible": True,
-                    "sortable": name in _SORT_COLUMNS,
+                    "sortable": name in SORT_COLUMNS,
                 }
             )
         return Response.json(200, {"fields": entries})
@@ -601,7 +451,7 @@ class ZohoSimulator(SimulatorServer):
         header = request.header("If-Modified-Since")
         if header is None:
             return ""
-        instant = _parse_instant(header)
+        instant = parse_instant(header)
         if instant is None:
             return zoho_error(
                 400,
@@ -645,12 +495,12 @@ class ZohoSimulator(SimulatorServer):
         if isinstance(per_page, Response):
             return per_page
         sort_by = request.param("sort_by") or "id"
-        if sort_by not in _SORT_COLUMNS:
+        if sort_by not in SORT_COLUMNS:
             return zoho_error(
                 400,
                 "INVALID_DATA",
                 "invalid data",
-                {"param_name": "sort_by", "supported_values": list(_SORT_COLUMNS)},
+                {"param_name": "sort_by", "supported_values": list(SORT_COLUMNS)},
             )
         sort_order = request.param("sort_order") or "desc"
         if sort_order not in ("asc", "desc"):
@@ -663,15 +513,15 @@ class ZohoSimulator(SimulatorServer):
         since = self._since(request)
         if isinstance(since, Response):
             return since
-        column = _SORT_COLUMNS[sort_by] or obj.key
+        column = SORT_COLUMNS[sort_by] or obj.key
         if column == "_created":
             self._ensure_index(obj.name, "_created")
         token_text = request.param("page_token")
-        token: _PageToken | None = None
+        token: PageToken | None = None
         page = 1
         if token_text:
             try:
-                token = _PageToken.decode(token_text)
+                token = PageToken.decode(token_text)
             except (ValueError, TypeError, binascii.Error, UnicodeDecodeError):
                 return zoho_error(400, "INVALID_DATA", "invalid data", {"param_name": "page_token"})
             if token.expires <= time.time():
@@ -721,7 +571,7 @@ class ZohoSimulator(SimulatorServer):
         if more:
             last = rows[-1]
             expires = time.time() + self.page_token_ttl_seconds
-            next_token = _PageToken(
+            next_token = PageToken(
                 obj.name,
                 sort_by,
                 sort_order,
@@ -731,7 +581,7 @@ class ZohoSimulator(SimulatorServer):
                 served,
                 expires,
             ).encode()
-            expiry = _time_text(datetime.fromtimestamp(expires, tz=UTC))
+            expiry = time_text(datetime.fromtimestamp(expires, tz=UTC))
         data = self._render(obj, wanted, rows)
         return Response.json(
             200,
@@ -761,7 +611,7 @@ class ZohoSimulator(SimulatorServer):
         since: str,
         per_page: int,
         page: int,
-        token: _PageToken | None,
+        token: PageToken | None,
     ) -> tuple[list[sqlite3.Row], bool]:
         """One page by keyset (after a token) or offset (page numbers, at most 2,000 deep)."""
         conditions = ["_deleted_at IS NULL"]
@@ -794,8 +644,8 @@ class ZohoSimulator(SimulatorServer):
     def _render(self, obj: ObjectDef, wanted: list[str], rows: list[sqlite3.Row]) -> list[dict[str, object]]:
         """Records as the API shows them: ``id`` plus the requested fields (unknown names are ignored)."""
         types = {f.name: f.type for f in obj.fields}
-        lookups = _LOOKUPS.get(obj.name, {})
-        names = [n for n in wanted if (n in types or n in _SYSTEM_USER_FIELDS) and n != "id"]
+        lookups = LOOKUPS.get(obj.name, {})
+        names = [n for n in wanted if (n in types or n in SYSTEM_USER_FIELDS) and n != "id"]
         resolved: dict[str, dict[str, str | None]] = {}
         for name in names:
             if name in lookups:
@@ -807,7 +657,7 @@ class ZohoSimulator(SimulatorServer):
         for row in rows:
             record: dict[str, object] = {}
             for name in names:
-                if name in _SYSTEM_USER_FIELDS:
+                if name in SYSTEM_USER_FIELDS:
                     record[name] = dict(USER)
                 elif name in lookups:
                     value = row[name]
@@ -815,10 +665,10 @@ class ZohoSimulator(SimulatorServer):
                         None if value is None else {"name": resolved[name].get(str(value)), "id": str(value)}
                     )
                 else:
-                    record[name] = _json_value(types[name], row[name])
+                    record[name] = json_value(types[name], row[name])
             if currency_field is not None:
                 code = row["Currency"] if "Currency" in types else "EUR"
-                record["$currency_symbol"] = _CURRENCY_SYMBOLS.get(str(code or "EUR"), str(code))
+                record["$currency_symbol"] = CURRENCY_SYMBOLS.get(str(code or "EUR"), str(code))
             record["id"] = str(row[obj.key])
             out.append(record)
         return out
@@ -883,7 +733,7 @@ class ZohoSimulator(SimulatorServer):
         user = {"name": USER["name"], "id": USER["id"]}
         for row in rows:
             recycled = row["_deleted_at"] >= purge_line
-            label = " ".join(str(row[n]) for n in _DISPLAY_NAME[obj.name] if row[n]) if recycled else None
+            label = " ".join(str(row[n]) for n in DISPLAY_NAME[obj.name] if row[n]) if recycled else None
             data.append(
                 {
                     "deleted_by": dict(user) if recycled else None,
@@ -891,7 +741,7 @@ class ZohoSimulator(SimulatorServer):
                     "display_name": label or None,
                     "type": "recycle" if recycled else "permanent",
                     "created_by": dict(user) if recycled else None,
-                    "deleted_time": _time_text(datetime.fromisoformat(row["_deleted_at"])),
+                    "deleted_time": time_text(datetime.fromisoformat(row["_deleted_at"])),
                 }
             )
         return Response.json(
@@ -928,8 +778,8 @@ class ZohoSimulator(SimulatorServer):
                 {"limit": UPSERT_MAX_RECORDS, "api_name": "data", "json_path": "$.data"},
             )
         allowed = [
-            *_SYSTEM_DUPLICATE_FIELDS.get(obj.name, ()),
-            *(f for f in _UNIQUE_FIELDS if f in obj.field_names),
+            *SYSTEM_DUPLICATE_FIELDS.get(obj.name, ()),
+            *(f for f in UNIQUE_FIELDS if f in obj.field_names),
         ]
         check_fields = body.get("duplicate_check_fields") or allowed
         if not isinstance(check_fields, list) or any(f not in allowed for f in check_fields):
@@ -949,156 +799,12 @@ class ZohoSimulator(SimulatorServer):
         with self._write_lock, closing(open_store(self.store_path)) as conn, conn:
             info = store_info(conn)
             for index, record in enumerate(data):
-                results.append(self._upsert_one(conn, info, obj.name, check_fields, index, record))
+                results.append(
+                    upsert_one(conn, info, obj.name, check_fields, index, record, self.record_faults)
+                )
         succeeded = sum(1 for r in results if r["status"] == "success")
         status = 200 if succeeded == len(results) else 207 if succeeded else 400
         return Response.json(status, {"data": results})
-
-    def _upsert_one(
-        self,
-        conn: sqlite3.Connection,
-        info: StoreInfo,
-        module: str,
-        check_fields: list[str],
-        index: int,
-        record: object,
-    ) -> dict[str, object]:
-        path = f"$.data[{index}]"
-        if not isinstance(record, dict):
-            return _record_error("INVALID_DATA", "invalid data", {"api_name": "data", "json_path": path})
-        obj = info.objects[module]
-        types = {f.name: f.type for f in obj.fields}
-        key_value = next((str(record[f]) for f in check_fields if record.get(f) not in (None, "")), None)
-        queued = self.record_faults.get(key_value or "")
-        if queued:
-            code = queued.pop(0)
-            return _record_error(
-                code, f"injected {code} for {key_value}", {"api_name": check_fields[0], "json_path": path}
-            )
-        values: dict[str, object] = {}
-        for name, value in record.items():
-            if name in ("id", "Created_Time", "Modified_Time", *_SYSTEM_USER_FIELDS) or name.startswith("$"):
-                continue  # system fields: read only, ignored on write
-            if name not in types:
-                return _record_error(
-                    "INVALID_DATA", "invalid data", {"api_name": name, "json_path": f"{path}.{name}"}
-                )
-            converted = self._write_value(module, name, types[name], value)
-            if isinstance(converted, dict) and converted.get("status") == "error":
-                details = converted["details"]
-                assert isinstance(details, dict)
-                details["json_path"] = f"{path}.{name}"
-                return converted
-            values[name] = converted
-        now = datetime.now(UTC)
-        match: tuple[str, str] | None = None
-        created_time = _time_text(now)
-        duplicate_field: str | None = None
-        for name in check_fields:
-            value = values.get(name)
-            if value in (None, ""):
-                continue
-            found = conn.execute(
-                f"SELECT {quote(obj.key)}, Created_Time FROM {quote(module)}"
-                f" WHERE {quote(name)} = ? AND _deleted_at IS NULL ORDER BY rowid LIMIT 1",
-                (value,),
-            ).fetchone()
-            if found is not None:
-                match = (str(found[0]), name)
-                created_time = str(found[1])
-                break
-        if match is not None:
-            record_id, duplicate_field = match
-            update_rows(conn, info, module, [record_id], at=now, changes=values)
-            action, message = "update", "record updated"
-        else:
-            missing = [f.name for f in obj.fields if f.required and values.get(f.name) in (None, "")]
-            if missing:
-                return _record_error(
-                    "MANDATORY_NOT_FOUND",
-                    "required field not found",
-                    {"api_name": missing[0], "json_path": f"{path}.{missing[0]}"},
-                )
-            record_id = self._next_id(conn)
-            insert_rows(conn, info, module, [Stamped({**values, obj.key: record_id}, now, now)])
-            action, message = "insert", "record added"
-        user = {"name": USER["name"], "id": USER["id"]}
-        return {
-            "code": "SUCCESS",
-            "duplicate_field": duplicate_field,
-            "action": action,
-            "details": {
-                "Modified_Time": _time_text(now),
-                "Modified_By": dict(user),
-                "Created_Time": created_time,
-                "id": record_id,
-                "Created_By": dict(user),
-            },
-            "message": message,
-            "status": "success",
-        }
-
-    def _write_value(self, module: str, name: str, field_type: str, value: object) -> object:
-        """A request value as the store keeps it, or a per-record error body."""
-        if value is None:
-            return None
-        if name in _LOOKUPS.get(module, {}):
-            if isinstance(value, dict) and value.get("id"):
-                return str(value["id"])
-            if isinstance(value, str | int) and str(value).isdigit():
-                return str(value)
-            return _record_error(
-                "INVALID_DATA", "invalid data", {"api_name": name, "expected_data_type": "lookup"}
-            )
-        if field_type in ("number", "integer"):
-            if isinstance(value, bool) or not isinstance(value, int | float):
-                expected = "double" if field_type == "number" else "integer"
-                return _record_error(
-                    "INVALID_DATA", "invalid data", {"api_name": name, "expected_data_type": expected}
-                )
-            return value
-        if field_type == "boolean":
-            if not isinstance(value, bool):
-                return _record_error(
-                    "INVALID_DATA", "invalid data", {"api_name": name, "expected_data_type": "boolean"}
-                )
-            return value
-        if field_type == "date":
-            try:
-                return date.fromisoformat(str(value)).isoformat()
-            except ValueError:
-                return _record_error(
-                    "INVALID_DATA", "invalid data", {"api_name": name, "expected_data_type": "date"}
-                )
-        if not isinstance(value, str):
-            return _record_error(
-                "INVALID_DATA", "invalid data", {"api_name": name, "expected_data_type": "text"}
-            )
-        return value
-
-    @staticmethod
-    def _next_id(conn: sqlite3.Connection) -> str:
-        """The next record id of the org: ids are unique across modules and increase."""
-        highest = 0
-        for (table,) in conn.execute("SELECT name FROM _objects").fetchall():
-            row = conn.execute(f"SELECT max({quote('id')}) FROM {quote(str(table))}").fetchone()
-            if row and row[0]:
-                highest = max(highest, int(str(row[0])))
-        return str(max(highest + 1, int(f"{ID_PREFIX}000000000001")))
-
-
-def _json_value(field_type: str, value: object) -> object:
-    if value is None:
-        return None
-    if field_type == "number":
-        return float(value) if isinstance(value, int | float) else value
-    if field_type == "integer":
-        return int(value) if isinstance(value, int | float) else value
-    if field_type == "boolean":
-        return bool(value)
-    if field_type == "json":
-        return json.loads(str(value))
-    return value
 
 
 # --- the sandbox contract ----------------------------------------------------------------------------
