@@ -33,6 +33,7 @@ from crm_pipelines.connectors.limits import (
     credential_fingerprint,
     raise_for_status,
     redact,
+    suggest_fix,
 )
 from crm_pipelines.connectors.paging import MISSING, resolve_path
 from crm_pipelines.connectors.spec import (
@@ -384,7 +385,9 @@ class OAuth2Token(_CachedCredential):
         self._connection = connection
         self._base_url = connection.base_url.rstrip("/")
         if spec.token_url_variable and connection.token_url:
-            self._token_url = connection.token_url
+            # The variable holds the whole endpoint (Entra ID's tenant URL), or the identity host when
+            # the declaration also names the path (Zoho: https://accounts.zoho.eu + /oauth/v2/token).
+            self._token_url = connection.token_url.rstrip("/") + (spec.token_path or "")
         else:
             self._token_url = self._base_url + (spec.token_path or "")
         self._context = context
@@ -454,8 +457,17 @@ class OAuth2Token(_CachedCredential):
         try:
             access_token = str(body["access_token"])
         except (KeyError, TypeError):
+            # Some identity servers refuse with HTTP 200 and {"error": "invalid_client"} (Zoho).
+            refusal = body.get("error") if isinstance(body, dict) else None
+            said = f": {refusal}" if refusal else " without an access_token"
             raise AuthenticationError(
-                f"{self._context.system_title}: the token endpoint answered without an access_token.", fix=fix
+                redact(
+                    f"{self._context.system_title}: the token endpoint answered{said}.", self._context.secrets
+                ),
+                fix=suggest_fix(
+                    status=401, code=str(refusal or ""), context=self._context, token_request=True
+                ),
+                code=str(refusal) if refusal else None,
             ) from None
         api_base = self._base_url
         if self._spec.api_base_path:

@@ -86,8 +86,9 @@ class _OAuthEndpoint(_TokenAuth):
     token_url_variable: str | None = Field(
         default=None,
         description=(
-            "Environment variable with the absolute token endpoint, for identity providers on another "
-            "host (Microsoft identity platform, Zoho's accounts server). Wins over token_path."
+            "Environment variable with the token endpoint of an identity provider on another host "
+            "(Microsoft identity platform), or with that host when token_path is also given (Zoho's "
+            "accounts server + /oauth/v2/token)."
         ),
     )
     api_base_path: str | None = Field(
