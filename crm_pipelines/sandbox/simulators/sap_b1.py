@@ -213,6 +213,8 @@ class SapB1Simulator(SimulatorServer):
         self._write_lock = threading.Lock()
         # Error codes (B1's, e.g. "-2039") to answer for a key on its next write attempts.
         self.record_faults: dict[str, list[str]] = {}
+        # (query, $skip) -> the sort key the page before it ended on (see crossjoin).
+        self._crossjoin_cursors: dict[tuple[object, int], tuple[object, ...]] = {}
         super().__init__(store_path, host=host, port=port, rate_limit=rate_limit, faults=faults)
         self._ensure_indexes()
 
@@ -611,16 +613,34 @@ class SapB1Simulator(SimulatorServer):
             for c in [*objects[m].field_names, "_created", "_modified"]
         )
         tables = ", ".join(f"{quote(objects[m].name)} {aliases[m]}" for m in members)
-        sql = f"SELECT {columns or '1'} FROM {tables} WHERE {' AND '.join(where)} ORDER BY {', '.join(order)}"
+        expressions = [term.rsplit(" ", 1)[0] for term in order]
+        columns += "".join(f', {e} AS "__o{i}"' for i, e in enumerate(expressions))
+        # A join makes OFFSET cost the rows it skips; when this page continues one we served (the
+        # client follows our nextLink), start after that page's last sort key instead.
+        signature = (tuple(members), *(request.param(o) for o in ("$expand", "$filter", "$orderby")))
+        resume = self._crossjoin_cursors.get((signature, skip)) if skip else None
+        offset = skip
+        if resume is not None and all(term.endswith(" ASC") for term in order):
+            where = [*where, f"({', '.join(expressions)}) > ({', '.join('?' for _ in resume)})"]
+            where.append(f"{expressions[0]} >= ?")  # lets the planner start from the index
+            params = [*params, *resume, resume[0]]
+            offset = 0
+        sql = f"SELECT {columns} FROM {tables} WHERE {' AND '.join(where)} ORDER BY {', '.join(order)}"
         conn = self.db()
         conn.row_factory = sqlite3.Row
         try:
             rows = conn.execute(
-                f"{sql} LIMIT ? OFFSET ?", [*params, -1 if take is None else take + 1, skip]
+                f"{sql} LIMIT ? OFFSET ?", [*params, -1 if take is None else take + 1, offset]
             ).fetchall()
         finally:
             conn.row_factory = None
         page = rows if take is None else rows[:take]
+        if page and take is not None and len(rows) > take:
+            last = tuple(page[-1][f"__o{i}"] for i in range(len(expressions)))
+            with self._state_lock:
+                self._crossjoin_cursors[(signature, skip + len(page))] = last
+                while len(self._crossjoin_cursors) > 256:
+                    self._crossjoin_cursors.pop(next(iter(self._crossjoin_cursors)))
         value = []
         for row in page:
             item: dict[str, object] = {}
