@@ -888,7 +888,7 @@ def country_code(typed: str | None) -> str | None:
 
 
 class SapB1Sandbox(SandboxCrm):
-    """SAP Business One in the sandbox: customers (C20000...), their contact persons, sales opportunities."""
+    """SAP Business One in the sandbox: customers (CardCode C + digits), their contact persons, opportunities."""
 
     system = "sap_b1"
     timestamp_format = "iso_z"  # unused: B1's dates and times are derived from the canonical instants
@@ -898,15 +898,21 @@ class SapB1Sandbox(SandboxCrm):
 
     def __init__(self) -> None:
         self._rng: random.Random | None = None
-        self._next: dict[str, int] = {}
+        self._issued: dict[str, set[object]] = {}
 
     def new_key(self, kind: Kind, rng: random.Random) -> Any:
-        # B1 numbers these from sequences; a new generator (a new store) starts them again.
+        # B1 draws these from numbering series; drawn at random here so that a key made later with
+        # another generator (a record added between two runs) cannot meet one already in the store.
         if rng is not self._rng:
-            self._rng, self._next = rng, {"account": 20000, "contact": 1, "deal": 1}
-        number = self._next[kind]
-        self._next[kind] = number + 1
-        return f"C{number}" if kind == "account" else number
+            self._rng, self._issued = rng, {"account": set(), "contact": set(), "deal": set()}
+        issued = self._issued[kind]
+        while True:
+            key: object = (
+                f"C{rng.randrange(10**7, 10**8)}" if kind == "account" else rng.randrange(1, 2**31 - 1)
+            )
+            if key not in issued:
+                issued.add(key)
+                return key
 
     def row(self, kind: Kind, seed: Any, key: Any, refs: Mapping[str, Any]) -> dict[str, Any]:
         if kind == "account":
