@@ -700,17 +700,21 @@ class CreatioSandbox(SandboxCrm):
         )
 
     def write_case(self, store: Path) -> WriteCase:
-        existing = fetch_records(store, "Account")[0]
+        taken = {r["Code"] for r in fetch_records(store, "Account", include_deleted=True)}
+        accepted: list[dict[str, Any]] = [
+            {"Code": "WB-20001", "Name": "Fjord Maritime AS", "Phone": "+47 22 33 44 55"},
+            {"Code": "WB-20002", "Name": "Tramontana Foods S.L.", "UsrAnnualRevenue": 2500000.0},
+            {"Code": "WB-20004", "Name": "Kestrel Avionics Ltd", "Web": "https://kestrel.example"},
+        ]
+        if taken & {r["Code"] for r in accepted}:
+            raise ValueError("write-case codes must be new to the store")
         return WriteCase(
             object_name="Account",
             external_id_field="Code",
-            accepted=[
-                {"Code": "WB-20001", "Name": "Fjord Maritime AS", "Phone": "+47 22 33 44 55"},
-                {"Code": "WB-20002", "Name": "Tramontana Foods S.L.", "UsrAnnualRevenue": 2500000.0},
-                {"Code": existing["Code"], "Name": f"{existing['Name']} (renamed)"},
-            ],
+            accepted=accepted,
+            # An account needs a Name; Creatio's error bodies carry an empty code, so the HTTP status
+            # is the category the engine reports.
             rejected=[{"Code": "WB-20003", "Web": "https://no-name.example"}],
-            # Creatio's error bodies carry an empty code: the HTTP status is the category.
             rejected_code="400",
         )
 

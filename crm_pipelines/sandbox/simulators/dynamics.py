@@ -916,15 +916,23 @@ class DynamicsSandbox(SandboxCrm):
         return ConnectionSettings(**settings)
 
     def write_case(self, store: Path) -> WriteCase:
-        existing = fetch_records(store, "accounts")[0]
+        taken = {r["accountnumber"] for r in fetch_records(store, "accounts", include_deleted=True)}
+        accepted: list[dict[str, Any]] = [
+            {"accountnumber": "WB-10001", "name": "Fjord Maritime AS", "telephone1": "+47 22 33 44 55"},
+            {"accountnumber": "WB-10002", "name": "Tramontana Foods S.L.", "revenue": 2500000.0},
+            {
+                "accountnumber": "WB-10004",
+                "name": "Kestrel Avionics Ltd",
+                "websiteurl": "https://kestrel.example",
+            },
+        ]
+        if taken & {r["accountnumber"] for r in accepted}:
+            raise ValueError("write-case keys must be new to the store")
         return WriteCase(
             object_name="accounts",
             external_id_field="accountnumber",
-            accepted=[
-                {"accountnumber": "WB-10001", "name": "Fjord Maritime AS", "telephone1": "+47 22 33 44 55"},
-                {"accountnumber": "WB-10002", "name": "Tramontana Foods S.L.", "revenue": 2500000.0},
-                {"accountnumber": existing["accountnumber"], "name": f"{existing['name']} (renamed)"},
-            ],
+            accepted=accepted,
+            # An account needs a name: Dataverse refuses the create with "Invalid argument".
             rejected=[{"accountnumber": "WB-10003", "websiteurl": "https://no-name.example"}],
             rejected_code="0x80040203",
         )

@@ -281,47 +281,40 @@ def test_create_update_and_json_batch_with_lookup_first(tmp_path: Path) -> None:
         assert http.post(f"{ODATA}/Account", json={"Name": "x", "Nope": 1}).status_code == 400
 
         # Upsert by Code: look the codes up, then create or update in one JSON batch.
-        records = [*case.accepted, *case.rejected]
-        codes = " or ".join(f"Code eq '{r['Code']}'" for r in records)
-        found = {
-            r["Code"]: r["Id"]
-            for r in http.get(f"{ODATA}/Account", params={"$filter": codes, "$select": "Id,Code"}).json()[
-                "value"
+        def upsert_batch(records: list[dict]) -> tuple[list[dict], list[dict]]:
+            codes = " or ".join(f"Code eq '{r['Code']}'" for r in records)
+            lookup = http.get(f"{ODATA}/Account", params={"$filter": codes, "$select": "Id,Code"})
+            found = {r["Code"]: r["Id"] for r in lookup.json()["value"]}
+            requests = [
+                {"method": "PATCH", "url": f"Account({found[r['Code']]})", "id": str(n), "body": r}
+                if r["Code"] in found
+                else {"method": "POST", "url": "Account", "id": str(n), "body": r}
+                for n, r in enumerate(records)
             ]
-        }
-        assert list(found) == [case.accepted[2]["Code"]]
-        requests = []
-        for n, record in enumerate(records):
-            if record["Code"] in found:
-                requests.append(
-                    {
-                        "method": "PATCH",
-                        "url": f"Account({found[record['Code']]})",
-                        "id": str(n),
-                        "body": record,
-                    }
-                )
-            else:
-                requests.append({"method": "POST", "url": "Account", "id": str(n), "body": record})
+            answer = http.post(
+                f"{ODATA}/$batch", json={"requests": requests}, headers={"Prefer": "continue-on-error"}
+            )
+            assert answer.status_code == 200
+            return requests, answer.json()["responses"]
+
         sim.record_faults["WB-20002"] = ["503"]
-        answer = http.post(
-            f"{ODATA}/$batch", json={"requests": requests}, headers={"Prefer": "continue-on-error"}
-        )
-        assert answer.status_code == 200
-        responses = answer.json()["responses"]
-        assert [(r["id"], r["status"]) for r in responses] == [("0", 201), ("1", 503), ("2", 204), ("3", 400)]
+        requests, responses = upsert_batch([*case.accepted, *case.rejected])
+        assert [(r["id"], r["status"]) for r in responses] == [("0", 201), ("1", 503), ("2", 201), ("3", 400)]
         assert responses[3]["body"]["error"]["code"] == "" and case.rejected_code == "400"
+        assert responses[0]["body"]["Code"] == "WB-20001" and responses[1]["body"]["error"]["code"] == "503"
         retry = http.post(f"{ODATA}/$batch", json={"requests": [requests[1]]})
         assert [r["status"] for r in retry.json()["responses"]] == [201]
+        _, again = upsert_batch(case.accepted)
+        assert [r["status"] for r in again] == [204, 204, 204]  # found by Code: updated, not duplicated
         stored = {r["Code"]: r["Name"] for r in fetch_records(path, "Account")}
         assert stored["WB-20001"] == "Fjord Maritime AS" and stored["WB-20002"] == "Tramontana Foods S.L."
-        assert stored[case.accepted[2]["Code"]].endswith("(renamed)") and "WB-20003" not in stored
+        assert stored["WB-20004"] == "Kestrel Avionics Ltd" and "WB-20003" not in stored
 
         stops = http.post(f"{ODATA}/$batch", json={"requests": [requests[3], {**requests[0], "id": "again"}]})
         assert [r["status"] for r in stops.json()["responses"]] == [400]  # the rest is not executed
         too_many = http.post(f"{ODATA}/$batch", json={"requests": [requests[0]] * 101})
         assert too_many.status_code == 400
-        assert count_records(path, "Account") == baseline + 3  # WB-1 and the two new ones
+        assert count_records(path, "Account") == baseline + 4  # WB-1 and the three new ones
         touch_records(path, "Account", [new_id], datetime(2026, 11, 27, tzinfo=UTC), {"Name": "Renamed"})
         assert http.get(f"{ODATA}/Account({new_id})").json()["Name"] == "Renamed"
 
