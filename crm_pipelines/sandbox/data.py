@@ -34,6 +34,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from crm_pipelines.sandbox import erp_db
+from crm_pipelines.sandbox.other_crms import OtherCrmSeeder
 from crm_pipelines.sandbox.simulators import store
 
 # Datasets of the truth file: '<source>.<table or file>'.
@@ -123,6 +124,7 @@ class SandboxLayout:
     sftp_root: Path
     truth: Path
     truth_summary: Path
+    crm_dir: Path  # the other CRMs' stores, <system>.sqlite (see other_crms.py)
 
     @classmethod
     def under(cls, root: Path) -> SandboxLayout:
@@ -134,7 +136,12 @@ class SandboxLayout:
             sftp_root=root / "sftp",
             truth=root / "truth.parquet",
             truth_summary=root / "truth_summary.json",
+            crm_dir=root / "crms",
         )
+
+    def crm_store(self, system: str) -> Path:
+        """The store of one of the other CRMs."""
+        return self.crm_dir / f"{system}.sqlite"
 
     @property
     def finance_dir(self) -> Path:
@@ -616,9 +623,10 @@ _PHONE_STYLE_WEIGHTS = {
     "salesforce": (0.30, 0.05, 0.25, 0.30, 0.10),
     "hubspot": (0.35, 0.25, 0.30, 0.00, 0.10),
     "erp": (0.20, 0.00, 0.50, 0.10, 0.20),
+    "crm": (0.40, 0.10, 0.30, 0.10, 0.10),  # the other CRMs (crm_pipelines/sandbox/other_crms.py)
 }
 # Share of rows spelling the country as its English name, as its code; the rest use a variant.
-_COUNTRY_SHARES = {"salesforce": (0.7, 0.1), "hubspot": (0.5, 0.2), "erp": (0.1, 0.75)}
+_COUNTRY_SHARES = {"salesforce": (0.7, 0.1), "hubspot": (0.5, 0.2), "erp": (0.1, 0.75), "crm": (0.6, 0.2)}
 _FOLD = str.maketrans(
     {
         "ä": "ae", "ö": "oe", "ü": "ue", "ß": "ss", "é": "e", "è": "e", "ê": "e", "ë": "e", "á": "a",
@@ -815,8 +823,8 @@ class _Generator:
 
     # -- small helpers -------------------------------------------------------------------------
 
-    def pick(self, seq: Sequence[str]) -> str:
-        return seq[int(self.rnd() * len(seq))]
+    def pick(self, seq: Sequence[str], rnd: Callable[[], float] | None = None) -> str:
+        return seq[int((rnd or self.rnd)() * len(seq))]
 
     def slug(self, text: str) -> str:
         value = self.slugs.get(text)
@@ -868,18 +876,23 @@ class _Generator:
             ds.deleted += 1
         self.truth_rows.append((ds.name, source_id, entity, reason, deleted))
 
-    def country_text(self, country: _Country, system: str) -> str:
+    # The text helpers take their own random source when another stream than the generator's main
+    # one drives them (the other CRMs: their rows must not shift the main systems' data).
+    def country_text(self, country: _Country, system: str, rnd: Callable[[], float] | None = None) -> str:
+        rnd = rnd or self.rnd
         spellings = COUNTRY_SPELLINGS[country.code]
         name_share, code_share = _COUNTRY_SHARES[system]
-        r = self.rnd()
+        r = rnd()
         if r < name_share:
             return spellings[0]
         if r < name_share + code_share:
             return spellings[1]
-        return spellings[2 + int(self.rnd() * (len(spellings) - 2))]
+        return spellings[2 + int(rnd() * (len(spellings) - 2))]
 
-    def phone_text(self, country: _Country, area: str, sub: str, system: str) -> str:
-        style = bisect(self.style_cum[system], self.rnd())
+    def phone_text(
+        self, country: _Country, area: str, sub: str, system: str, rnd: Callable[[], float] | None = None
+    ) -> str:
+        style = bisect(self.style_cum[system], (rnd or self.rnd)())
         cc = country.calling
         if cc == "1":
             ex, line = sub[:3], sub[3:]
@@ -903,20 +916,23 @@ class _Generator:
             return f"({country.trunk}{area}) {sub[:3]}-{sub[3:]}"
         return f"00{cc} {area} {sub}"
 
-    def typo(self, text: str) -> str:
+    def typo(self, text: str, rnd: Callable[[], float] | None = None) -> str:
         """Swap, drop or double one inner character."""
+        rnd = rnd or self.rnd
         if len(text) < 4:
             return text
-        i = 1 + int(self.rnd() * (len(text) - 2))
-        op = int(self.rnd() * 3)
+        i = 1 + int(rnd() * (len(text) - 2))
+        op = int(rnd() * 3)
         if op == 0:
             return text[:i] + text[i + 1] + text[i] + text[i + 2 :]
         if op == 1:
             return text[:i] + text[i + 1 :]
         return text[:i] + text[i] + text[i:]
 
-    def company_name(self, company: _Company, upper_share: float) -> str:
-        rnd = self.rnd
+    def company_name(
+        self, company: _Company, upper_share: float, rnd: Callable[[], float] | None = None
+    ) -> str:
+        rnd = rnd or self.rnd
         forms = company.forms
         form = forms[0] if rnd() < 0.6 else forms[1 + int(rnd() * (len(forms) - 1))]
         name = f"{company.brand} {form}" if form else company.brand
@@ -928,11 +944,11 @@ class _Generator:
         elif r < upper_share + 0.10:
             name = name.title()  # 'Nordwerk Logistik Gmbh', as typed by someone in a hurry
         if rnd() < 0.03:
-            name = self.typo(name)
+            name = self.typo(name, rnd)
         return name
 
-    def street_text(self, street: str) -> str:
-        r = self.rnd()
+    def street_text(self, street: str, rnd: Callable[[], float] | None = None) -> str:
+        r = (rnd or self.rnd)()
         if r < 0.15:
             for long, short in (("straße", "str."), ("Street", "St"), ("Avenue", "Ave"), ("Road", "Rd")):
                 if long in street:
@@ -1754,8 +1770,10 @@ class _Generator:
                     self.emit_erp_customer(company, True)
             pattern = min(bisect((0.6, 0.8, 0.9), rnd()), 3)  # the company's e-mail address scheme
             mailboxes: set[str] = set()
+            people: list[_Person] = []
             for p in range(n_people):
                 person = self.new_person(company, people_done + p, pattern, mailboxes)
+                people.append(person)
                 r = rnd()
                 if in_sf and in_hs:
                     to_sf, to_hs = r < 0.7, r >= 0.3
@@ -1777,6 +1795,8 @@ class _Generator:
                         self.emit_hs_contact(
                             person, company, hs_company_id if rnd() < 0.5 else None, True, created
                         )
+            if self.others is not None:
+                self.others.company(company, people)
             people_done += n_people
             if (index + 1) % _BATCH_COMPANIES == 0:
                 self.flush()
@@ -1787,6 +1807,8 @@ class _Generator:
 
     def flush(self) -> None:
         """Hand the buffered rows to the sink and start new buffers."""
+        if self.others is not None:
+            self.truth_rows.extend(self.others.flush())
         batch = {table: rows for table, rows in self.buffers.items() if rows}
         self.sink.write(batch, self.truth_rows)
         self.buffers = {table: [] for table in self.buffers}
@@ -1815,6 +1837,7 @@ class _Generator:
     # Attached by generate_sandbox once the files are open.
     sink: _Sink | _SinkProcess
     files: dict[str, IO[str]]
+    others: OtherCrmSeeder | None = None
 
 
 _Batch = dict[str, list[tuple[object, ...]]]
@@ -1958,6 +1981,9 @@ def generate_sandbox(
 
     gen = _Generator(layout, contacts, seed, as_of)
     gen.progress = progress
+    gen.others = OtherCrmSeeder(
+        layout.crm_dir, style=gen, industries=_INDUSTRIES, seed=seed, as_of=as_of, window_days=_WINDOW_DAYS
+    )
     if writer_process is None:
         writer_process = contacts >= _WRITER_PROCESS_FROM
     gen.sink = _SinkProcess(layout) if writer_process else _Sink(layout)
@@ -1976,7 +2002,9 @@ def generate_sandbox(
         invoices.close()
         payments.close()
         gen.sink.close(complete=complete)
+        gen.others.close()
     summary = gen.summary()
+    summary["other_crms"] = gen.others.summary()
     summary["seed"] = seed
     layout.truth_summary.write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     return layout

@@ -19,8 +19,11 @@ from crm_pipelines.sandbox.erp_db import erp_database_url
 from crm_pipelines.sandbox.sftp_server import SandboxSFTPServer, make_keys, write_known_hosts
 from crm_pipelines.sandbox.simulators.hubspot import HubSpotSimulator
 from crm_pipelines.sandbox.simulators.salesforce import SalesforceSimulator
+from crm_pipelines.sandbox.systems import Started, sandbox_crm, sandbox_crms
 
 SFTP_USER = "finance"
+# Raised whenever the generated layout changes, so a cached sandbox of an older layout is rebuilt.
+DATA_VERSION = 2
 
 
 class Sandbox:
@@ -42,10 +45,12 @@ class Sandbox:
         self._salesforce: SalesforceSimulator | None = None
         self._hubspot: HubSpotSimulator | None = None
         self._sftp: SandboxSFTPServer | None = None
+        self._others: dict[str, Started] = {}
         self._env: dict[str, str] = {}
 
     def _data_dir(self) -> Path:
-        return self.root / f"data-{self.contacts}-{self.seed}-{self.as_of.isoformat()}"
+        # The generator's version is part of the name: data of an older layout is made again.
+        return self.root / f"data-v{DATA_VERSION}-{self.contacts}-{self.seed}-{self.as_of.isoformat()}"
 
     def prepare(self) -> SandboxLayout:
         """Generate the data unless this scale, seed and date were generated before."""
@@ -97,13 +102,31 @@ class Sandbox:
             settings.SFTP_KNOWN_HOSTS: str(keys.known_hosts_path.resolve()),
             settings.SFTP_FINANCE_DIR: settings.DEFAULT_SFTP_FINANCE_DIR,
         }
+        # The other CRMs: each simulator with fresh credentials, and the variables its YAML names.
+        for system in sandbox_crms():
+            started = sandbox_crm(system).start(layout.crm_store(system))
+            self._others[system] = started
+            self._env.update(started.env)
         return dict(self._env)
+
+    @property
+    def simulators(self) -> dict[str, object]:
+        """Every running CRM simulator by system name (tests inject faults and expire tokens through it)."""
+        running: dict[str, object] = {name: started.simulator for name, started in self._others.items()}
+        if self._salesforce is not None:
+            running["salesforce"] = self._salesforce
+        if self._hubspot is not None:
+            running["hubspot"] = self._hubspot
+        return running
 
     @property
     def env(self) -> dict[str, str]:
         return dict(self._env)
 
     def stop(self) -> None:
+        for started in self._others.values():
+            started.simulator.stop()
+        self._others = {}
         for server in (self._sftp, self._hubspot, self._salesforce):
             if server is not None:
                 server.stop()

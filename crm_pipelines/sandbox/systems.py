@@ -18,10 +18,10 @@ data a simulator serves is always what the system's own conventions say.
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import random
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
-from contextlib import closing
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -32,6 +32,8 @@ from crm_pipelines.sandbox.simulators.base import SimulatorServer
 from crm_pipelines.sandbox.simulators.records import ObjectDef, Stamped, create_store, insert_rows, store_info
 
 Kind = Literal["account", "contact", "deal"]
+# The systems declared after Salesforce and HubSpot, each with a simulator module exposing SANDBOX.
+OTHER_CRMS = ("dynamics", "zoho", "pipedrive", "sugarcrm", "creatio", "infor_crm", "sage_crm", "sap_b1")
 # The canonical stages every system's own stage values map onto (mappings.yaml value maps).
 STAGES = ("prospecting", "qualification", "proposal", "negotiation", "closed_won", "closed_lost")
 
@@ -155,6 +157,13 @@ class SandboxCrm(ABC):
         """A write-back batch that this system partly accepts and partly rejects."""
 
 
+def sandbox_crms() -> list[str]:
+    """The other CRMs that have a simulator module (all of :data:`OTHER_CRMS` once they are built)."""
+    return [
+        name for name in OTHER_CRMS if importlib.util.find_spec(f"crm_pipelines.sandbox.simulators.{name}")
+    ]
+
+
 def sandbox_crm(system: str) -> SandboxCrm:
     """The sandbox contract of a system (imports ``crm_pipelines.sandbox.simulators.<system>``)."""
     module = importlib.import_module(f"crm_pipelines.sandbox.simulators.{system}")
@@ -164,34 +173,64 @@ def sandbox_crm(system: str) -> SandboxCrm:
     return crm
 
 
+class StoreWriter:
+    """Creates a system's store and inserts seeds in batches as the system's rows (keys assigned here).
+
+    Seeds of one kind may reference seeds of another written earlier (a contact's account): the
+    writer remembers every key it handed out.
+
+    Args:
+        path: The store file to create (replaced when it exists).
+        crm: The system.
+        seed: Seed of the key generator.
+    """
+
+    def __init__(self, path: Path, crm: SandboxCrm, *, seed: int = 7) -> None:
+        Path(path).unlink(missing_ok=True)
+        self.crm = crm
+        self._rng = random.Random(seed)
+        self._conn = create_store(
+            path, system=crm.system, objects=crm.objects, timestamp_format=crm.timestamp_format
+        )
+        self._info = store_info(self._conn)
+        self.refs: dict[str, Any] = {}
+
+    def add(self, kind: Kind, items: Sequence[SeedAccount | SeedContact | SeedDeal]) -> dict[str, Any]:
+        """Insert seeds of one kind; returns seed ref -> key."""
+        if kind not in self.crm.kinds or not items:
+            return {}
+        keys: dict[str, Any] = {}
+        rows: list[Stamped] = []
+        for item in items:
+            key = self.crm.new_key(kind, self._rng)
+            keys[item.ref] = key
+            self.refs[item.ref] = key
+            rows.append(
+                Stamped(self.crm.row(kind, item, key, self.refs), item.created, item.modified, item.deleted)
+            )
+        with self._conn:
+            insert_rows(self._conn, self._info, self.crm.kinds[kind], rows)
+        return keys
+
+    def close(self) -> None:
+        self._conn.close()
+
+
 def build_store(path: Path, crm: SandboxCrm, seeds: Seeds, *, seed: int = 7) -> dict[str, dict[str, Any]]:
     """Create ``path`` as the system's store and insert the seeds as the system's rows.
 
     Returns:
         Kind -> seed ref -> the key the record got (the truth table needs it).
     """
-    rng = random.Random(seed)
-    keys: dict[str, dict[str, Any]] = {"account": {}, "contact": {}, "deal": {}}
-    with (
-        closing(
-            create_store(path, system=crm.system, objects=crm.objects, timestamp_format=crm.timestamp_format)
-        ) as conn,
-        conn,
-    ):
-        info = store_info(conn)
-        refs: dict[str, Any] = {}
-        for kind, items in (("account", seeds.accounts), ("contact", seeds.contacts), ("deal", seeds.deals)):
-            if kind not in crm.kinds or not items:
-                continue
-            rows: list[Stamped] = []
-            for item in items:
-                key = crm.new_key(kind, rng)  # type: ignore[arg-type]
-                keys[kind][item.ref] = key
-                refs[item.ref] = key
-                values = crm.row(kind, item, key, refs)  # type: ignore[arg-type]
-                rows.append(Stamped(values, item.created, item.modified, item.deleted))
-            insert_rows(conn, info, crm.kinds[kind], rows)
-    return keys
+    writer = StoreWriter(path, crm, seed=seed)
+    try:
+        return {
+            "account": writer.add("account", seeds.accounts),
+            "contact": writer.add("contact", seeds.contacts),
+            "deal": writer.add("deal", seeds.deals),
+        }
+    finally:
+        writer.close()
 
 
 # --- a small deterministic sample for tests --------------------------------------------------------

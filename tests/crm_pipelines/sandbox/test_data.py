@@ -29,6 +29,8 @@ from crm_pipelines.sandbox.data import (
     generate_sandbox,
     salesforce_id_is_valid,
 )
+from crm_pipelines.sandbox.simulators.records import fetch_records, read_info
+from crm_pipelines.sandbox.systems import sandbox_crm, sandbox_crms
 
 AS_OF = date(2026, 11, 25)
 CONTACTS = 2000
@@ -109,7 +111,8 @@ def test_same_seed_gives_the_same_bytes_and_another_seed_does_not(
     again = generate_sandbox(tmp_path / "again", contacts=CONTACTS, seed=42, as_of=AS_OF)
     first_root = sandbox.truth.parent
     assert digests(again.truth.parent) == digests(first_root)
-    assert len(digests(first_root)) == 7  # 3 databases, 2 drop files, truth and its summary
+    # 3 databases, 2 drop files, truth and its summary, and one store per other CRM.
+    assert len(digests(first_root)) == 7 + len(sandbox_crms())
 
     other = generate_sandbox(tmp_path / "other", contacts=CONTACTS, seed=7, as_of=AS_OF)
     assert other.truth.read_bytes() != sandbox.truth.read_bytes()
@@ -151,8 +154,39 @@ def test_world_size_and_summary_reconcile_with_truth(
     for name in PARTY_DATASETS:
         distinct = {r["entity_id"] for r in truth if r["dataset"] == name}
         assert datasets[name]["entities"] == len(distinct)
-    non_party = [r for r in truth if r["dataset"] not in PARTY_DATASETS]
+    other_crm = {f"{s}." for s in sandbox_crms()}
+    non_party = [
+        r
+        for r in truth
+        if r["dataset"] not in PARTY_DATASETS and not str(r["dataset"]).startswith(tuple(other_crm))
+    ]
     assert all(r["entity_id"] is None for r in non_party)
+
+
+def test_the_other_crms_hold_some_of_the_same_companies_and_people(
+    sandbox: SandboxLayout, truth: list[dict[str, object]], summary: dict[str, object]
+) -> None:
+    """Each other CRM's store holds exactly the records the truth lists for it, each a real entity."""
+    known = {r["entity_id"] for r in truth if r["dataset"] in PARTY_DATASETS}
+    counts = summary["other_crms"]
+    assert isinstance(counts, dict) and set(counts) == set(sandbox_crms())
+    for system in sandbox_crms():
+        info = read_info(sandbox.crm_store(system))
+        crm = sandbox_crm(system)
+        for kind in ("account", "contact"):
+            if kind not in crm.kinds:
+                continue
+            dataset = f"{system}.{crm.kinds[kind]}"
+            stored = {
+                str(r[info.objects[crm.kinds[kind]].key]): r["_deleted_at"] is not None
+                for r in fetch_records(
+                    sandbox.crm_store(system), crm.kinds[kind], include_deleted=True, with_meta=True
+                )
+            }
+            expected = {str(r["source_id"]): bool(r["deleted"]) for r in truth if r["dataset"] == dataset}
+            assert stored == expected, dataset
+            assert counts[system][kind] == len(stored) > 0, dataset
+            assert {r["entity_id"] for r in truth if r["dataset"] == dataset} <= known, dataset
 
 
 @pytest.mark.parametrize(("dataset", "db", "table", "key", "deleted_column"), STORE_TABLES)
