@@ -441,9 +441,11 @@ class CreatioSimulator(SimulatorServer):
         queued = self.record_faults.get(str(external)) if external is not None else None
         if queued:
             code = queued.pop(0)
-            return _part_error(
-                int(code) if code.isdigit() else 500, f"Injected failure for {external}.", code
-            )
+            # Creatio's error bodies carry no code: "HTTP_503" (the engine's name for it) is a status.
+            status = re.fullmatch(r"(?:HTTP_)?(\d{3})", code)
+            if status is not None:
+                return _part_error(int(status.group(1)), f"Injected failure for {external}.")
+            return _part_error(500, f"Injected failure for {external}.", code)
         if method == "DELETE":
             update_rows(conn, info, obj.name, [key], at=now_seconds(), delete=True)
             return BatchResponse(204, {"OData-Version": "4.0"})
@@ -715,7 +717,7 @@ class CreatioSandbox(SandboxCrm):
             # An account needs a Name; Creatio's error bodies carry an empty code, so the HTTP status
             # is the category the engine reports.
             rejected=[{"Code": "WB-20003", "Web": "https://no-name.example"}],
-            rejected_code="400",
+            rejected_code="HTTP_400",
         )
 
 

@@ -297,11 +297,11 @@ def test_create_update_and_json_batch_with_lookup_first(tmp_path: Path) -> None:
             assert answer.status_code == 200
             return requests, answer.json()["responses"]
 
-        sim.record_faults["WB-20002"] = ["503"]
+        sim.record_faults["WB-20002"] = ["HTTP_503"]
         requests, responses = upsert_batch([*case.accepted, *case.rejected])
         assert [(r["id"], r["status"]) for r in responses] == [("0", 201), ("1", 503), ("2", 201), ("3", 400)]
-        assert responses[3]["body"]["error"]["code"] == "" and case.rejected_code == "400"
-        assert responses[0]["body"]["Code"] == "WB-20001" and responses[1]["body"]["error"]["code"] == "503"
+        assert responses[3]["body"]["error"]["code"] == "" and case.rejected_code == "HTTP_400"
+        assert responses[0]["body"]["Code"] == "WB-20001" and responses[1]["body"]["error"]["code"] == ""
         retry = http.post(f"{ODATA}/$batch", json={"requests": [requests[1]]})
         assert [r["status"] for r in retry.json()["responses"]] == [201]
         _, again = upsert_batch(case.accepted)
