@@ -20,6 +20,13 @@ def _text(column: str) -> str:
     return f"norm_text(CAST({quote_ident(column)} AS VARCHAR))"
 
 
+def _ms_date(text: str) -> str:
+    """An SData / ASP.NET JSON date, ``/Date(1764064800000)/`` or ``/Date(1764064800000+0100)/``
+    (milliseconds since the epoch, UTC; the offset is the server's, for display only)."""
+    millis = f"TRY_CAST(regexp_extract({text}, '^/Date\\((-?[0-9]+)', 1) AS BIGINT)"
+    return f"CAST(epoch_ms({millis}) AS TIMESTAMP) AT TIME ZONE 'UTC'"
+
+
 def column_sql(column: ColumnMapping, value_maps: dict[str, dict[str, str]]) -> str:
     """SQL expression for one canonical column, before the final cast to the canonical type."""
     t = column.transform
@@ -49,9 +56,9 @@ def column_sql(column: ColumnMapping, value_maps: dict[str, dict[str, str]]) -> 
     if t == "int":
         return f"TRY_CAST({text} AS BIGINT)"
     if t == "date":
-        return f"TRY_CAST({text} AS DATE)"
+        return f"coalesce(TRY_CAST({text} AS DATE), CAST({_ms_date(text)} AS DATE))"
     if t == "timestamp":
-        return f"TRY_CAST({text} AS TIMESTAMPTZ)"
+        return f"coalesce(TRY_CAST({text} AS TIMESTAMPTZ), {_ms_date(text)})"
     if t == "bool":
         return f"TRY_CAST({text} AS BOOLEAN)"
     if t == "ref":

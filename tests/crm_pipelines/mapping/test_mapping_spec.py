@@ -111,3 +111,35 @@ def test_missing_input_is_reported_not_crashed(tmp_path: Path) -> None:
     )
     assert planned.sql is None
     assert "finance_sftp/invoices" in planned.missing_inputs
+
+
+@pytest.mark.parametrize(
+    ("raw", "as_timestamp", "as_date"),
+    [
+        pytest.param(
+            "2026-11-20T08:00:00.000+0000", "2026-11-20T08:00:00+00:00", "2026-11-20", id="salesforce"
+        ),
+        pytest.param("2026-11-20T09:00:00+01:00", "2026-11-20T08:00:00+00:00", "2026-11-20", id="iso-offset"),
+        pytest.param("2026-11-20 08:00:00", "2026-11-20T08:00:00+00:00", "2026-11-20", id="sql"),
+        pytest.param("/Date(1795680000000)/", "2026-11-26T08:00:00+00:00", "2026-11-26", id="sdata"),
+        pytest.param(
+            "/Date(1795680000000+0100)/", "2026-11-26T08:00:00+00:00", "2026-11-26", id="sdata-offset"
+        ),
+        pytest.param("2026-11-20", "2026-11-20T00:00:00+00:00", "2026-11-20", id="date"),
+        pytest.param("31/13/2025", None, None, id="garbage"),
+    ],
+)
+def test_timestamps_and_dates_in_every_systems_format(
+    raw: str, as_timestamp: str | None, as_date: str | None
+) -> None:
+    from crm_pipelines.mapping.build import column_sql
+    from crm_pipelines.mapping.spec import ColumnMapping
+
+    con = mapping_connection()
+    con.execute("CREATE TABLE t AS SELECT ? AS v", [raw])
+    ts = column_sql(ColumnMapping.model_validate({"from": "v", "transform": "timestamp"}), {})
+    day = column_sql(ColumnMapping.model_validate({"from": "v", "transform": "date"}), {})
+    row = con.execute(f"SELECT {ts}, {day} FROM t").fetchone()
+    assert row is not None
+    assert (row[0].isoformat() if row[0] else None) == as_timestamp
+    assert (row[1].isoformat() if row[1] else None) == as_date
