@@ -599,7 +599,10 @@ class SapB1Simulator(SimulatorServer):
 
         try:
             expand = self._expand(request.param("$expand") or "", objects)
-            where, params = self._where(request, resolve, tuple(aliases.values()))
+            # A contact person the store holds is served even when its partner row is gone (B1
+            # deletes them together; records.delete_records on a partner alone does not).
+            visible = [a for m, a in aliases.items() if f"{m}/ContactEmployees" not in aliases]
+            where, params = self._where(request, resolve, tuple(visible))
             order = compile_orderby(request.param("$orderby") or "", resolve)
             top, skip = self._int_option(request, "$top"), self._int_option(request, "$skip") or 0
         except ODataError as exc:

@@ -233,12 +233,7 @@ def test_contacts_read_flat_through_crossjoin(client: httpx.Client, store: Path)
         "$orderby": "BusinessPartners/ContactEmployees/UpdateDate,BusinessPartners/ContactEmployees/UpdateTime",
     }
     values, pages = follow(client, CONTACTS_XJOIN, {"Prefer": "odata.maxpagesize=4"}, **params)
-    partners = {r["CardCode"] for r in live(store, "BusinessPartners")}
-    expected = {
-        r["InternalCode"]
-        for r in live(store, "ContactEmployees")
-        if r["_modified"][:10] >= day and r["CardCode"] in partners
-    }
+    expected = {r["InternalCode"] for r in live(store, "ContactEmployees") if r["_modified"][:10] >= day}
     contacts = [v["BusinessPartners/ContactEmployees"] for v in values]
     assert sorted(c["InternalCode"] for c in contacts) == sorted(expected) and pages > 1
     stamps = [(c["UpdateDate"], c["UpdateTime"]) for c in contacts]
