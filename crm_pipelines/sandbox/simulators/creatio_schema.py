@@ -128,7 +128,21 @@ STAGE_NAMES = {
     "closed_lost": "Closed lost",
 }
 STAGE_IDS = {stage: _ref("OpportunityStage", name) for stage, name in STAGE_NAMES.items()}
-INDUSTRIES = ("Manufacturing", "Technology", "Retail", "Finance", "Transportation", "Services", "Healthcare")
+INDUSTRIES = (
+    "Technology",
+    "Manufacturing",
+    "Retail",
+    "Finance",
+    "Healthcare",
+    "Energy",
+    "Transportation",
+    "Consulting",
+    "Telecommunications",
+    "Food & Beverage",
+    "Construction",
+    "Chemicals",
+    "Services",
+)
 _NATIVE_COUNTRY_NAMES = {
     "deutschland": "DE",
     "españa": "ES",

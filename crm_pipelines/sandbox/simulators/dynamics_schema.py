@@ -135,21 +135,33 @@ OPPORTUNITIES = ObjectDef(
 
 # The default industrycode choices of the account table, for the industries the sample uses.
 INDUSTRY_CODES = {
-    "Accounting": 1,
+    "Broadcasting Printing and Publishing": 3,
     "Business Services": 6,
     "Consulting": 7,
+    "Doctor's Offices and Clinics": 11,
     "Durable Manufacturing": 12,
     "Financial": 16,
+    "Food and Tobacco Processing": 17,
+    "Petrochemical Extraction and Distribution": 24,
     "Service Retail": 25,
+    "Special Outbound Trade Contractors": 28,
     "Transportation": 30,
-    "Wholesale": 33,
+    "Utility Creation and Distribution": 31,
 }
+# What a user picks among those choices for the industries the sandbox's companies are in.
 INDUSTRY_FROM_SEED = {
-    "Manufacturing": "Durable Manufacturing",
     "Technology": "Business Services",
+    "Manufacturing": "Durable Manufacturing",
     "Retail": "Service Retail",
     "Finance": "Financial",
+    "Healthcare": "Doctor's Offices and Clinics",
+    "Energy": "Utility Creation and Distribution",
     "Transportation": "Transportation",
+    "Consulting": "Consulting",
+    "Telecommunications": "Broadcasting Printing and Publishing",
+    "Food & Beverage": "Food and Tobacco Processing",
+    "Construction": "Special Outbound Trade Contractors",
+    "Chemicals": "Petrochemical Extraction and Distribution",
 }
 # Opportunities move through the "Opportunity Sales Process" steps; closing sets statecode (1 won, 2 lost).
 STAGE_VALUES = {
