@@ -1239,23 +1239,67 @@ def _bulk_extract(
             )
         time.sleep(wait)
         wait = min(bulk.poll_max_seconds, wait * 2)
-    locator: str | None = None
-    while True:
-        params = {"maxRecords": str(bulk.max_records_per_page)}
-        if locator:
-            params["locator"] = locator
-        response = session.send(
-            "GET", PageRequest(url=f"{job_url}/results", params=params), context=context, accept="text/csv"
-        )
-        records = _csv_records(response.content)
+    if bulk.parallel_results:
+        contents = _parallel_results(session, job_url, bulk.parallel_results, context, collector.stats)
+    else:
+        contents = _sequential_results(session, job_url, bulk.max_records_per_page, context)
+    for content in contents:
+        records = _csv_records(content)
         kept = collector.add(records, cursor_path=collector.cursor_field_path, deleted_pass=False)
         pages.page(records=len(records), kept=kept, deleted_pass=False)
         batch = collector.flush()
         if batch is not None:
             yield batch
+
+
+def _sequential_results(
+    session: Session, job_url: str, page_records: int, context: ErrorContext
+) -> Iterator[bytes]:
+    """Result pages one after another, each naming the next in its Sforce-Locator header."""
+    locator: str | None = None
+    while True:
+        params = {"maxRecords": str(page_records)}
+        if locator:
+            params["locator"] = locator
+        response = session.send(
+            "GET", PageRequest(url=f"{job_url}/results", params=params), context=context, accept="text/csv"
+        )
+        yield response.content
         locator = response.headers.get("Sforce-Locator")
         if not locator or locator == "null":
-            break
+            return
+
+
+def _parallel_results(
+    session: Session, job_url: str, parallel: int, context: ErrorContext, stats: ExtractStats
+) -> Iterator[bytes]:
+    """Result pages fetched ``parallel`` at a time from the URLs 'Get Parallel Results' lists, in order.
+
+    Pages are held only while earlier ones are still in flight: at most ``parallel`` in memory.
+    """
+
+    def links() -> Iterator[str]:
+        request: PageRequest | None = PageRequest(url=f"{job_url}/resultPages")
+        while request is not None:
+            answer = session.get_json(request, context=context)
+            stats.requests += 1
+            for page in answer.get("resultPages") or []:
+                if isinstance(page, dict) and page.get("resultUrl"):
+                    yield str(page["resultUrl"])
+            following = answer.get("nextRecordsUrl")
+            request = None if answer.get("done") or not following else PageRequest(url=str(following))
+
+    def fetch(url: str) -> bytes:
+        return session.send("GET", PageRequest(url=url), context=context, accept="text/csv").content
+
+    with ThreadPoolExecutor(max_workers=parallel, thread_name_prefix=f"{context.system_name}-bulk") as pool:
+        in_flight: deque[Future[bytes]] = deque()
+        for url in links():
+            in_flight.append(pool.submit(fetch, url))
+            if len(in_flight) >= parallel:
+                yield in_flight.popleft().result()
+        while in_flight:
+            yield in_flight.popleft().result()
 
 
 def _csv_records(content: bytes) -> list[dict[str, str | None]]:

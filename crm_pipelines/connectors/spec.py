@@ -594,6 +594,15 @@ class BulkQuerySpec(_Model):
     count_query: str = Field(description="SOQL COUNT() with the same {where}.")
     threshold_records: int = Field(default=50_000, ge=0)
     max_records_per_page: int = Field(default=50_000, gt=0)
+    parallel_results: int = Field(
+        default=0,
+        ge=0,
+        le=5,
+        description=(
+            "Result pages fetched at once through 'Get Parallel Results' (jobs/query/{id}/resultPages, "
+            "API 58.0+); 0 follows the Sforce-Locator header one page after another."
+        ),
+    )
     poll_initial_seconds: float = Field(default=0.5, gt=0)
     poll_max_seconds: float = Field(default=10.0, gt=0)
     timeout_seconds: float = Field(default=3600.0, gt=0)

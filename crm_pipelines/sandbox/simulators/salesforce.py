@@ -658,6 +658,8 @@ class SalesforceSimulator(SimulatorServer):
         self._jobs: dict[str, _BulkJob] = {}
         # Bulk jobs complete after this many status polls (the first answers InProgress).
         self.bulk_polls_to_complete = 1
+        # Records per result page the parallel results resource hands out (Salesforce picks its own).
+        self.bulk_result_page_records = 50_000
         # Messages for the next query jobs to fail with (state Failed, errorMessage), in order.
         self.bulk_failures: deque[str] = deque()
         # statusCodes to answer for an external id on its next upsert attempts (per-record faults).
@@ -761,6 +763,9 @@ class SalesforceSimulator(SimulatorServer):
         router.add("POST", _V + r"/jobs/query/?", self.create_query_job)
         router.add("GET", _V + r"/jobs/query/(?P<job_id>750[A-Za-z0-9]+)", self.query_job_status)
         router.add("GET", _V + r"/jobs/query/(?P<job_id>750[A-Za-z0-9]+)/results", self.query_job_results)
+        router.add(
+            "GET", _V + r"/jobs/query/(?P<job_id>750[A-Za-z0-9]+)/resultPages", self.query_job_result_pages
+        )
         router.add(
             "PATCH", _V + r"/composite/sobjects/(?P<sobject>\w+)/(?P<id_field>\w+)", self.upsert_collection
         )
@@ -1115,6 +1120,36 @@ class SalesforceSimulator(SimulatorServer):
                 job.rowids = array("q", (r[0] for r in self.db().execute(sql, [*compiled.params, limit])))
                 job.state = "JobComplete"
         return Response.json(200, _job_info(job, version))
+
+    def query_job_result_pages(self, request: Request, version: str, job_id: str) -> Response:
+        """Get Parallel Results for a Query Job (API 58.0+): up to five result URLs per answer.
+
+        Each ``resultUrl`` is a results request with its own locator, so a client fetches them at
+        once; ``nextRecordsUrl`` names the next five until ``done``.
+        """
+        if (bad := self._check_version(version)) is not None:
+            return bad
+        if float(version) < 58.0:
+            return _sf_error(404, "NOT_FOUND", "The requested resource does not exist")
+        with self._state_lock:
+            job = self._jobs.get(job_id)
+        if job is None:
+            return _sf_error(404, "NOT_FOUND", "The requested resource does not exist")
+        if job.state != "JobComplete" or job.rowids is None:
+            return _sf_error(400, "INVALIDJOBSTATE", f"Job {job_id} is in state {job.state}, not JobComplete")
+        try:
+            start = int(request.param("locator") or "0", 36)
+        except ValueError:
+            return _sf_error(400, "INVALIDLOCATOR", "Invalid locator")
+        size = self.bulk_result_page_records
+        base = f"/services/data/v{version}/jobs/query/{job_id}"
+        starts = list(range(start, len(job.rowids), size))[:5]
+        pages = [{"resultUrl": f"{base}/results?locator={_base36(s)}&maxRecords={size}"} for s in starts]
+        following = start + 5 * size
+        done = following >= len(job.rowids)
+        body: dict[str, object] = {"resultPages": pages, "done": done}
+        body["nextRecordsUrl"] = None if done else f"{base}/resultPages?locator={_base36(following)}"
+        return Response.json(200, body)
 
     def query_job_results(self, request: Request, version: str, job_id: str) -> Response:
         if (bad := self._check_version(version)) is not None:

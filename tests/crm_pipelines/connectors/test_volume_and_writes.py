@@ -79,11 +79,16 @@ def _with_object(system: SystemSpec, name: str, **changes: object) -> SystemSpec
     return system.model_copy(update={"objects": {**system.objects, name: obj.model_copy(update=changes)}})
 
 
-def _always_bulk(page: int = 250) -> SystemSpec:
+def _always_bulk(page: int = 250, parallel: int = 0) -> SystemSpec:
     bulk = SALESFORCE.objects["Contact"].bulk
     assert bulk is not None
     fast = bulk.model_copy(
-        update={"threshold_records": 1, "max_records_per_page": page, "poll_initial_seconds": 0.01}
+        update={
+            "threshold_records": 1,
+            "max_records_per_page": page,
+            "poll_initial_seconds": 0.01,
+            "parallel_results": parallel,
+        }
     )
     return _with_object(SALESFORCE, "Contact", bulk=fast)
 
@@ -110,6 +115,29 @@ def test_bulk_job_returns_what_rest_returns(salesforce_sim: SalesforceSimulator)
     # Result pages were followed with Sforce-Locator: more than one results request.
     results = [r for r in salesforce_sim.request_log if r.path.endswith("/results")]
     assert len(results) == -(-len(bulk) // 250)
+
+
+def test_bulk_result_pages_are_fetched_in_parallel(salesforce_sim: SalesforceSimulator) -> None:
+    salesforce_sim.bulk_result_page_records = 60
+    stats = ExtractStats()
+    parallel = _rows(
+        extract_object(
+            system=_always_bulk(parallel=4),
+            object_name="Contact",
+            connection=_sf(salesforce_sim),
+            stats=stats,
+        ),
+        "Id",
+    )
+    rest = _rows(
+        extract_object(system=SALESFORCE, object_name="Contact", connection=_sf(salesforce_sim)), "Id"
+    )
+    assert stats.method == "bulk" and parallel == rest
+    # The result URLs came from 'Get Parallel Results', five per answer, each with its own locator.
+    listings = [r for r in salesforce_sim.request_log if r.path.endswith("/resultPages")]
+    results = [r for r in salesforce_sim.request_log if r.path.endswith("/results")]
+    assert len(results) == -(-len(parallel) // 60)
+    assert len(listings) == -(-len(results) // 5)
 
 
 def test_small_windows_stay_on_rest(salesforce_sim: SalesforceSimulator) -> None:
