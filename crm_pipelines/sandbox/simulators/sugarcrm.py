@@ -54,7 +54,6 @@ from __future__ import annotations
 import hmac
 import json
 import random
-import re
 import secrets
 import sqlite3
 import threading
@@ -63,7 +62,7 @@ import uuid
 from collections.abc import Mapping
 from contextlib import closing
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -78,16 +77,24 @@ from crm_pipelines.sandbox.simulators.base import (
     SimulatorServer,
 )
 from crm_pipelines.sandbox.simulators.records import (
-    FieldDef,
     ObjectDef,
     Stamped,
     StoreInfo,
-    canonical,
     insert_rows,
     open_store,
     quote,
     store_info,
     update_rows,
+)
+from crm_pipelines.sandbox.simulators.sugarcrm_filter import FilterCompiler, FilterError, nest
+from crm_pipelines.sandbox.simulators.sugarcrm_schema import (
+    CURRENCIES,
+    OBJECTS,
+    PROBABILITY,
+    READ_ONLY,
+    STAGE_VALUES,
+    STORE_TO_SUGAR,
+    SUGAR_TYPES,
 )
 from crm_pipelines.sandbox.systems import (
     Kind,
@@ -161,323 +168,6 @@ def _gateway_page(status: int) -> Response:
     reason = {502: "Bad Gateway", 503: "Service Unavailable", 504: "Gateway Time-out"}[status]
     body = f"<html><head><title>{status} {reason}</title></head><body><h1>{reason}</h1></body></html>"
     return Response(status, body.encode(), {"Content-Type": "text/html"})
-
-
-# --- objects ----------------------------------------------------------------------------------------
-
-ACCOUNTS = ObjectDef(
-    name="Accounts",
-    key="id",
-    fields=(
-        FieldDef("id"),
-        FieldDef("name", required=True),
-        FieldDef("date_entered", "datetime"),
-        FieldDef("date_modified", "datetime"),
-        FieldDef("deleted", "boolean"),
-        FieldDef("account_type"),
-        FieldDef("industry"),
-        FieldDef("annual_revenue"),  # a varchar in Sugar's vardefs, not a number
-        FieldDef("website"),
-        FieldDef("phone_office"),
-        FieldDef("email1"),
-        FieldDef("billing_address_street"),
-        FieldDef("billing_address_city"),
-        FieldDef("billing_address_postalcode"),
-        FieldDef("billing_address_country"),
-        FieldDef("sync_key"),
-    ),
-    created_field="date_entered",
-    modified_field="date_modified",
-    deleted_flag="deleted",
-)
-CONTACTS = ObjectDef(
-    name="Contacts",
-    key="id",
-    fields=(
-        FieldDef("id"),
-        FieldDef("first_name"),
-        FieldDef("last_name", required=True),
-        FieldDef("date_entered", "datetime"),
-        FieldDef("date_modified", "datetime"),
-        FieldDef("deleted", "boolean"),
-        FieldDef("title"),
-        FieldDef("phone_work"),
-        FieldDef("email1"),
-        FieldDef("primary_address_country"),
-        FieldDef("account_id"),
-        FieldDef("sync_key"),
-    ),
-    created_field="date_entered",
-    modified_field="date_modified",
-    deleted_flag="deleted",
-)
-OPPORTUNITIES = ObjectDef(
-    name="Opportunities",
-    key="id",
-    fields=(
-        FieldDef("id"),
-        FieldDef("name", required=True),
-        FieldDef("date_entered", "datetime"),
-        FieldDef("date_modified", "datetime"),
-        FieldDef("deleted", "boolean"),
-        FieldDef("amount", "number"),
-        FieldDef("currency_id"),
-        FieldDef("sales_stage"),
-        FieldDef("probability", "integer"),
-        FieldDef("date_closed", "date", required=True),
-        FieldDef("account_id"),
-        FieldDef("sync_key"),
-    ),
-    created_field="date_entered",
-    modified_field="date_modified",
-    deleted_flag="deleted",
-)
-OBJECTS = (ACCOUNTS, CONTACTS, OPPORTUNITIES)
-_READ_ONLY = frozenset({"id", "date_entered", "date_modified", "deleted"})
-# Sugar vardef types of the built-in fields (metadata); custom fields get theirs from the store type.
-_SUGAR_TYPES = {
-    "id": "id",
-    "name": "name",
-    "date_entered": "datetime",
-    "date_modified": "datetime",
-    "deleted": "bool",
-    "account_type": "enum",
-    "industry": "enum",
-    "sales_stage": "enum",
-    "website": "url",
-    "phone_office": "phone",
-    "phone_work": "phone",
-    "email1": "varchar",
-    "amount": "currency",
-    "currency_id": "currency_id",
-    "probability": "int",
-    "date_closed": "date",
-    "account_id": "id",
-    "sync_key": "varchar",
-}
-_STORE_TO_SUGAR = {
-    "string": "varchar",
-    "number": "decimal",
-    "integer": "int",
-    "boolean": "bool",
-    "date": "date",
-    "datetime": "datetime",
-    "json": "text",
-}
-# Sugar's currency ids: -99 is the system currency (US Dollar); others are UUIDs of the Currencies module.
-CURRENCIES = {
-    "USD": ("-99", "US Dollars", "$", 1.0),
-    "EUR": ("9a5b6c7d-0001-4e2f-8a10-6b3c2d1e0f01", "Euro", "€", 0.92),
-    "GBP": ("9a5b6c7d-0002-4e2f-8a10-6b3c2d1e0f02", "British Pound", "£", 0.79),
-    "CHF": ("9a5b6c7d-0003-4e2f-8a10-6b3c2d1e0f03", "Swiss Franc", "CHF", 0.88),
-}
-_CURRENCY_IDS = {cid: iso for iso, (cid, _, _, _) in CURRENCIES.items()}
-# Canonical stage -> Sugar's sales_stage dropdown value, and the probability Sugar defaults it to.
-STAGE_VALUES = {
-    "prospecting": "Prospecting",
-    "qualification": "Qualification",
-    "proposal": "Proposal/Price Quote",
-    "negotiation": "Negotiation/Review",
-    "closed_won": "Closed Won",
-    "closed_lost": "Closed Lost",
-}
-_PROBABILITY = {
-    "Prospecting": 10,
-    "Qualification": 20,
-    "Proposal/Price Quote": 65,
-    "Negotiation/Review": 80,
-    "Closed Won": 100,
-    "Closed Lost": 0,
-}
-
-
-# --- helpers ------------------------------------------------------------------------------------------
-
-
-def sugar_datetime(value: datetime) -> str:
-    """Sugar's API datetime for a UTC user: ``2026-11-25T10:00:00+00:00``."""
-    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S+00:00")
-
-
-def _parse_instant(text: str) -> tuple[datetime, bool]:
-    """A filter value as a UTC instant; True when it named a whole day (``2026-11-25``)."""
-    text = text.strip()
-    if re.fullmatch(r"\d{4}-\d{2}-\d{2}", text):
-        return datetime.fromisoformat(text).replace(tzinfo=UTC), True
-    parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=UTC)
-    return parsed.astimezone(UTC), False
-
-
-def _nest(query: Mapping[str, list[str]]) -> dict[str, Any]:
-    """PHP-style bracket parameters (``filter[0][date_modified][$gte]=x``) as nested lists/dicts."""
-    root: dict[str, Any] = {}
-    for key, values in query.items():
-        parts = re.findall(r"[^\[\]]+|\[\]", key)
-        if not parts:
-            continue
-        node: dict[str, Any] = root
-        for part in parts[:-1]:
-            node = node.setdefault(part, {})
-            if not isinstance(node, dict):
-                break
-        else:
-            node[parts[-1]] = values[0] if len(values) == 1 else values
-    return _listify(root)
-
-
-def _listify(node: Any) -> Any:
-    if isinstance(node, dict):
-        items = {k: _listify(v) for k, v in node.items()}
-        if items and all(k.isdigit() for k in items):
-            return [items[k] for k in sorted(items, key=int)]
-        return items
-    return node
-
-
-class FilterError(Exception):
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.message = message
-
-
-@dataclass
-class _Sql:
-    where: list[str]
-    params: list[object]
-
-
-class _FilterCompiler:
-    """Sugar filter definitions to parameterised SQLite over the store's columns."""
-
-    _COMPARE = {"$gt": ">", "$gte": ">=", "$lt": "<", "$lte": "<="}
-
-    def __init__(self, obj: ObjectDef) -> None:
-        self.obj = obj
-        self.types = {f.name: f.type for f in obj.fields}
-
-    def compile(self, definition: Any) -> _Sql:
-        out = _Sql([], [])
-        if definition in (None, "", []):
-            return out
-        if isinstance(definition, str):
-            try:
-                definition = json.loads(definition)
-            except ValueError:
-                raise FilterError("Unexpected filter type string.") from None
-        if isinstance(definition, dict):
-            definition = [definition]
-        if not isinstance(definition, list):
-            raise FilterError(f"Unexpected filter type {type(definition).__name__}.")
-        for clause in definition:
-            out.where.append(self._clause(clause, out.params))
-        return out
-
-    def _clause(self, clause: Any, params: list[object]) -> str:
-        if not isinstance(clause, dict) or not clause:
-            raise FilterError("Did not recognize the filter definition.")
-        parts = []
-        for name, value in clause.items():
-            if name in ("$and", "$or"):
-                subs = value if isinstance(value, list) else [value]
-                joined = f" {name[1:].upper()} ".join(self._clause(s, params) for s in subs)
-                parts.append(f"({joined})")
-            elif name.startswith("$"):
-                raise FilterError(f"Did not recognize the operand: {name}")
-            else:
-                parts.append(self._field(name, value, params))
-        return "(" + " AND ".join(parts) + ")"
-
-    def _column(self, name: str) -> str:
-        if name == "date_modified":
-            return "_modified"
-        if name == "date_entered":
-            return "_created"
-        if name not in self.types:
-            raise FilterError(f"Unknown field: {name}")
-        return quote(name)
-
-    def _value(self, name: str, value: Any) -> object:
-        kind = self.types.get(name)
-        if kind == "boolean":
-            return 1 if str(value).lower() in ("1", "true") else 0
-        if kind in ("number", "integer") and value not in (None, ""):
-            try:
-                return float(value) if kind == "number" else int(value)
-            except (TypeError, ValueError):
-                raise FilterError(f"Invalid value for {name}: {value}") from None
-        return value
-
-    def _field(self, name: str, spec: Any, params: list[object]) -> str:
-        column = self._column(name)
-        ops = spec if isinstance(spec, dict) else {"$equals": spec}
-        conditions = []
-        for op, operand in ops.items():
-            if column in ("_modified", "_created"):
-                conditions.append(self._instant(column, op, operand, params))
-            elif op == "$equals":
-                conditions.append(f"{column} = ?")
-                params.append(self._value(name, operand))
-            elif op == "$not_equals":
-                conditions.append(f"({column} IS NULL OR {column} != ?)")
-                params.append(self._value(name, operand))
-            elif op in self._COMPARE:
-                conditions.append(f"{column} {self._COMPARE[op]} ?")
-                params.append(self._value(name, operand))
-            elif op in ("$in", "$not_in"):
-                values = operand if isinstance(operand, list) else [operand]
-                marks = ", ".join("?" for _ in values) or "NULL"
-                conditions.append(f"{column} {'NOT IN' if op == '$not_in' else 'IN'} ({marks})")
-                params.extend(self._value(name, v) for v in values)
-            elif op == "$is_null":
-                conditions.append(f"({column} IS NULL OR {column} = '')")
-            elif op == "$not_null":
-                conditions.append(f"({column} IS NOT NULL AND {column} != '')")
-            elif op in ("$starts", "$ends", "$contains"):
-                pattern = str(operand).replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-                pattern = {"$starts": f"{pattern}%", "$ends": f"%{pattern}", "$contains": f"%{pattern}%"}[op]
-                conditions.append(f"{column} LIKE ? ESCAPE '\\'")
-                params.append(pattern)
-            elif op == "$between":
-                if not isinstance(operand, list) or len(operand) != 2:
-                    raise FilterError("$between needs two values")
-                conditions.append(f"{column} BETWEEN ? AND ?")
-                params.extend(self._value(name, v) for v in operand)
-            else:
-                raise FilterError(f"Did not recognize the operand: {op}")
-        return " AND ".join(conditions)
-
-    def _instant(self, column: str, op: str, operand: Any, params: list[object]) -> str:
-        """Datetime filters on the canonical UTC column; a whole-day value covers that day."""
-        if op in ("$is_null", "$not_null"):
-            return "0" if op == "$is_null" else "1"
-        values = operand if isinstance(operand, list) else [operand]
-        try:
-            parsed = [_parse_instant(str(v)) for v in values]
-        except ValueError:
-            raise FilterError(f"Invalid datetime value: {operand}") from None
-        if op in ("$between", "$dateBetween"):
-            if len(parsed) != 2:
-                raise FilterError(f"{op} needs two values")
-            (low, _), (high, high_day) = parsed
-            params.extend([canonical(low), canonical(high + timedelta(days=1) if high_day else high)])
-            return f"({column} >= ? AND {column} {'<' if high_day else '<='} ?)"
-        instant, day = parsed[0]
-        start = canonical(instant)
-        after = canonical(instant + timedelta(days=1) if day else instant + timedelta(seconds=1))
-        if op == "$equals":
-            params.extend([start, after])
-            return f"({column} >= ? AND {column} < ?)"
-        if op == "$not_equals":
-            params.extend([start, after])
-            return f"({column} < ? OR {column} >= ?)"
-        bounds = {"$gte": (">=", start), "$gt": (">=", after), "$lt": ("<", start), "$lte": ("<", after)}
-        if op not in bounds:
-            raise FilterError(f"Did not recognize the operand: {op}")
-        sign, value = bounds[op]
-        params.append(value)
-        return f"{column} {sign} ?"
 
 
 # --- the simulator ----------------------------------------------------------------------------------
@@ -725,7 +415,7 @@ class SugarSimulator(SimulatorServer):
         return info, obj
 
     def list_records(self, request: Request, version: str, module: str) -> Response:
-        args = _nest(request.query)
+        args = nest(request.query)
         return self._list(version, module, args)
 
     def filter_post(self, request: Request, version: str, module: str) -> Response:
@@ -735,7 +425,7 @@ class SugarSimulator(SimulatorServer):
             return sugar_error("invalid_parameter", "Invalid JSON in request body")
         if not isinstance(body, dict):
             return sugar_error("invalid_parameter", "Invalid JSON in request body")
-        return self._list(version, module, {**_nest(request.query), **body})
+        return self._list(version, module, {**nest(request.query), **body})
 
     def count(self, request: Request, version: str, module: str) -> Response:
         if (bad := self._version(version)) is not None:
@@ -744,9 +434,9 @@ class SugarSimulator(SimulatorServer):
         if isinstance(found, Response):
             return found
         _, obj = found
-        args = _nest(request.query)
+        args = nest(request.query)
         try:
-            sql = _FilterCompiler(obj).compile(args.get("filter"))
+            sql = FilterCompiler(obj).compile(args.get("filter"))
         except FilterError as exc:
             return sugar_error("invalid_parameter", exc.message)
         where = (
@@ -774,7 +464,7 @@ class SugarSimulator(SimulatorServer):
         offset = max(0, offset)
         with_deleted = str(args.get("deleted", "")).lower() in ("1", "true")
         try:
-            sql = _FilterCompiler(obj).compile(args.get("filter"))
+            sql = FilterCompiler(obj).compile(args.get("filter"))
             order = self._order(obj, str(args.get("order_by") or "date_modified:DESC"))
         except FilterError as exc:
             return sugar_error("invalid_parameter", exc.message)
@@ -811,17 +501,18 @@ class SugarSimulator(SimulatorServer):
     @staticmethod
     def _fields(obj: ObjectDef, requested: Any, with_deleted: bool) -> list[str]:
         if requested in (None, "", []):
-            names = [n for n in obj.field_names if n != "deleted"]
+            # The whole record, "deleted": false included (as the docs' record samples show it).
+            names = list(obj.field_names)
             if "email1" in names:
                 names.append("email")
-        else:
-            raw = requested if isinstance(requested, list) else str(requested).split(",")
-            wanted = {str(n).strip() for n in raw}
-            # Fields Sugar does not know are dropped; id and date_modified always come back.
-            names = [n for n in obj.field_names if n in wanted or n in ("id", "date_modified")]
-            if "email" in wanted and "email1" in obj.field_names:
-                names.append("email")
-            names = [n for n in names if n != "deleted"]
+            return names
+        raw = requested if isinstance(requested, list) else str(requested).split(",")
+        wanted = {str(n).strip() for n in raw}
+        # Fields Sugar does not know are dropped; id and date_modified always come back.
+        names = [n for n in obj.field_names if n in wanted or n in ("id", "date_modified")]
+        if "email" in wanted and "email1" in obj.field_names:
+            names.append("email")
+        names = [n for n in names if n != "deleted"]
         if with_deleted:
             names.append("deleted")
         return names
@@ -900,7 +591,7 @@ class SugarSimulator(SimulatorServer):
                 definition: dict[str, object] = {
                     "name": f.name,
                     "vname": f"LBL_{f.name.upper()}",
-                    "type": _SUGAR_TYPES.get(f.name) or _STORE_TO_SUGAR[f.type],
+                    "type": SUGAR_TYPES.get(f.name) or STORE_TO_SUGAR[f.type],
                     "required": f.required,
                 }
                 if f.name not in base:
@@ -939,7 +630,7 @@ class SugarSimulator(SimulatorServer):
             return sugar_error(label, f"Injected {label} for sync_key {value}")
         data.pop("fields", None)  # the response field list; this simulator answers the id only
         # Sugar ignores what it has no field for and what the API may not set.
-        changes = {k: v for k, v in data.items() if k in obj.field_names and k not in _READ_ONLY}
+        changes = {k: v for k, v in data.items() if k in obj.field_names and k not in READ_ONLY}
         changes["sync_key"] = value
         at = datetime.now(UTC).replace(microsecond=0)  # Sugar keeps whole seconds
         with self._write_lock, closing(open_store(self.store_path)) as conn, conn:
@@ -1076,7 +767,7 @@ class SugarSandbox(SandboxCrm):
             "amount": float(seed.amount) if seed.amount else None,
             "currency_id": currency[0],
             "sales_stage": stage,
-            "probability": _PROBABILITY[stage],
+            "probability": PROBABILITY[stage],
             "date_closed": seed.close_date.isoformat() if isinstance(seed.close_date, date) else None,
             "account_id": refs.get(seed.account_ref) if seed.account_ref else None,
             "deleted": 0,

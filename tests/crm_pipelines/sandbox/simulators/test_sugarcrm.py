@@ -167,7 +167,8 @@ def test_fields_selection_and_defaults(client: httpx.Client) -> None:
         assert set(record) == {"id", "date_modified", "name", "industry", "_acl", "_module"}
     default = client.get("/Contacts", params={"max_num": "3"}).json()["records"][0]
     assert {"first_name", "last_name", "email1", "account_id", "date_entered", "sync_key"} <= set(default)
-    assert "deleted" not in default  # only listed with deleted=true
+    assert default["deleted"] is False  # the whole record; with "fields" only when deleted=true
+    assert "deleted" not in chosen["records"][0]
     assert default["email"][0]["email_address"] == default["email1"]
     deal = client.get("/Opportunities", params={"fields": "amount,sales_stage", "max_num": "1"}).json()
     amount = deal["records"][0]["amount"]
