@@ -24,7 +24,9 @@ What it serves, as SAP's "Working with SAP Business One Service Layer" guide des
   ``$expand=BusinessPartners($select=CardCode),BusinessPartners/ContactEmployees($select=...)`` and a
   ``$filter`` joining ``BusinessPartners/CardCode eq BusinessPartners/ContactEmployees/CardCode``;
   each result is ``{"BusinessPartners": {...}, "BusinessPartners/ContactEmployees": {...}}``.
-  Contacts carry their own ``UpdateDate``/``UpdateTime``.
+  Contacts carry their own ``UpdateDate``/``UpdateTime``. The next link of a ``$crossjoin`` is
+  written as an absolute path (``/b1s/v1/$crossjoin(...)?...&$skip=N``, the form of the guide's paging
+  example): relative to a request URL with a "/" inside the parentheses it would resolve wrongly.
 * **Dates**: ``CreateDate``/``UpdateDate`` are dates (``2026-11-25``) and ``CreateTime``/
   ``UpdateTime`` times of day (``10:15:30``); the simulator derives both from the store's canonical
   instants (the store's columns for them stay empty), so edits made with ``records.touch_records``
