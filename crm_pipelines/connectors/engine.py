@@ -843,8 +843,13 @@ def _describe(
             "%s: could not read the field list (%s); drift is judged from records only", context.where, exc
         )
         return
-    names = _field_names(body, obj.describe)
+    try:
+        names = _field_names(body, obj.describe)
+    except (SyntaxError, ValueError, KeyError, TypeError) as exc:  # a path the answer does not fit
+        names = None
+        log.warning("%s: could not read the field list (%s)", context.where, exc)
     if names is None:
+        log.warning("%s: the field list did not parse; drift is judged from records only", context.where)
         return
     prefix = obj.select_prefix or ""
     known = {
