@@ -135,7 +135,9 @@ def test_the_declaration_names_every_sandbox_object(running: Running) -> None:
 
 def test_a_full_read_returns_exactly_the_live_records(running: Running) -> None:
     for kind in running.crm.kinds:
-        table, stats = running.extract(kind, page_size=7)
+        # A full read is the snapshot as of now: deleted records are not in it (the extract asset
+        # reads deletes only incrementally, from a base snapshot).
+        table, stats = running.extract(kind, page_size=7, include_deleted=False)
         keys = [str(k) for k in table.column(running.key_of(kind)).to_pylist()]
         assert len(keys) == len(set(keys)), f"{kind}: a record came twice"
         assert set(keys) == running.live_keys(kind), kind
@@ -163,7 +165,7 @@ def test_a_full_read_returns_exactly_the_live_records(running: Running) -> None:
 
 def test_an_incremental_read_returns_the_changes_and_the_record_on_the_watermark(running: Running) -> None:
     kind = "contact"
-    full, stats = running.extract(kind)
+    full, stats = running.extract(kind, include_deleted=False)
     watermark = stats.max_cursor
     assert watermark is not None
     live = sorted(running.live_keys(kind))
@@ -192,7 +194,7 @@ def test_an_incremental_read_returns_the_changes_and_the_record_on_the_watermark
 
 def test_deletes_arrive_as_soft_deletes(running: Running) -> None:
     kind = "account"
-    full, stats = running.extract(kind)
+    full, stats = running.extract(kind, include_deleted=False)
     gone = sorted(running.live_keys(kind))[:2]
     delete_records(running.store, running.object_of(kind), gone, EDIT)
     obj = running.system.get_object(running.object_of(kind))
