@@ -13,7 +13,10 @@ import logging
 import os
 import posixpath
 import stat as stat_mod
+import struct
+import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -24,19 +27,21 @@ from types import TracebackType
 from typing import Any, Literal
 
 import paramiko
+from paramiko.buffered_pipe import BufferedPipe
+from paramiko.sftp import CMD_DATA, CMD_READ, SFTP_EOF, int64
 
 log = logging.getLogger(__name__)
 
 # Names a writer uses while a file is still being uploaded; never picked up.
 TEMP_SUFFIXES = (".tmp", ".part", ".filepart")
-# Bytes per local read/write while streaming a download; prefetch keeps the pipe full.
+# Bytes per local read when hashing a finished file.
 READ_SIZE = 1024 * 1024
 # Outstanding prefetch requests; OpenSSH's sftp keeps 64 in flight too.
 MAX_PREFETCH_REQUESTS = 64
 # Bytes per read request. paramiko asks for 32 KiB, and its per-packet Python work then caps a
 # stream at ~40 MB/s on loopback; OpenSSH's sftp-server serves up to 256 KiB - 1 KiB per read
 # (limits@openssh.com), which measured 2.3x faster. A server that sends less per request is still
-# read correctly: paramiko falls back to plain reads for the gaps, and the byte count is checked.
+# read correctly: the rest of a short block is asked for before the next block (_PipelinedRead).
 READ_REQUEST_BYTES = 252 * 1024
 # Channel window and packet size big enough to keep those requests flowing without stalls.
 CHANNEL_WINDOW_BYTES = 128 * 1024 * 1024
@@ -46,7 +51,7 @@ KEEPALIVE_SECONDS = 30
 # crypto in one thread, so a single stream is CPU-bound well below what sshd can send.
 PARALLEL_MIN_BYTES = 64 * 1024 * 1024
 # 0 = automatic: half the CPUs, capped at 4. Each range costs a client thread and a server process;
-# on 2 CPUs the extra streams only fight one another (measured slower than one stream), so none.
+# on 2 CPUs two streams measured no faster than one (both fight sshd for the cores), so one.
 PARALLEL_CONNECTIONS = 0
 
 
@@ -329,19 +334,160 @@ def _connect(settings: ConnectSettings) -> tuple[paramiko.SSHClient, paramiko.SF
         transport = ssh.get_transport()
         assert transport is not None
         transport.set_keepalive(settings.keepalive_seconds)
-        opened = paramiko.SFTPClient.from_transport(
-            transport, window_size=CHANNEL_WINDOW_BYTES, max_packet_size=CHANNEL_MAX_PACKET_BYTES
+        # What SFTPClient.from_transport does, with our channel buffer put in before any data flows.
+        channel = transport.open_session(
+            window_size=CHANNEL_WINDOW_BYTES, max_packet_size=CHANNEL_MAX_PACKET_BYTES
         )
-        if opened is None:
-            raise SFTPError(f"SFTP server {where}: the sftp subsystem could not be opened")
-        sftp = opened
-        channel = sftp.get_channel()
-        if channel is not None:
-            channel.settimeout(settings.timeout)
+        channel.in_buffer = _FrontCheapPipe()
+        channel.settimeout(settings.timeout)
+        channel.invoke_subsystem("sftp")
+        sftp = paramiko.SFTPClient(channel)
     except BaseException:
         ssh.close()
         raise
     return ssh, sftp
+
+
+class _FrontCheapPipe(BufferedPipe):
+    """paramiko's channel input buffer over a ``bytearray``, so reading from its front is cheap.
+
+    ``BufferedPipe`` keeps an ``array('B')`` and deletes what was read from its front, which moves
+    everything still buffered. The SFTP client reads each response in two or more such steps, so
+    when the reader fell behind (a slow disk write, a busy core) and megabytes piled up in the
+    128 MiB window, every read moved megabytes: the further behind, the slower, and a 1 GB
+    download ran at a third of OpenSSH's speed. A ``bytearray`` deletes from the front by moving
+    its start (CPython), so a read costs what it returns.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._buffer = bytearray()  # type: ignore[assignment]
+
+    def _buffer_frombytes(self, data: bytes) -> None:
+        self._buffer += data  # type: ignore[arg-type,operator]
+
+    def _buffer_tobytes(self, limit: int | None = None) -> bytes:
+        # One copy (a slice of the bytearray would be a second); the view is gone before any delete.
+        return bytes(memoryview(self._buffer)[:limit])  # type: ignore[arg-type]
+
+
+class _PipelinedRead:
+    """Reads ``[start, end)`` of an open remote file with up to ``depth`` READ requests in flight.
+
+    Why not paramiko's ``SFTPFile.prefetch``: it issues requests from a helper thread that polls
+    every 10 ms once ``depth`` are out, the reader busy-waits (holding the GIL) when a response
+    beats that thread's bookkeeping, it finds each block by scanning every buffered one, and each
+    byte is copied three times between the channel and the caller. On two cores, where sshd takes
+    one, a 1 GB download spent its time there and ran at a third of OpenSSH's speed. Here the
+    reading thread keeps the pipe full itself and reads each DATA response straight off the
+    channel: one copy, blocks in order, no helper thread.
+
+    It sends with paramiko's ``_async_request`` (which numbers and registers the request) and
+    reads the responses itself, so it must be the only reader of the SFTP session while it runs:
+    true here, one session per thread and nothing else in flight. paramiko is pinned; the tests
+    run it against OpenSSH and the sandbox server.
+
+    Iterating yields the data blocks in file order. Raises :class:`DownloadError` if the file
+    ends before ``end`` or (with ``expect_eof``) goes on after it: it changed while being read.
+    """
+
+    def __init__(
+        self,
+        sftp: paramiko.SFTPClient,
+        remote: paramiko.SFTPFile,
+        *,
+        start: int,
+        end: int,
+        where: str,
+        request_bytes: int | None = None,
+        depth: int = MAX_PREFETCH_REQUESTS,
+        expect_eof: bool = True,
+    ) -> None:
+        self._sftp = sftp
+        self._channel = sftp.get_channel()
+        self._handle = remote.handle
+        self._start, self._end = start, end
+        self._where = where
+        self._request_bytes = request_bytes or READ_REQUEST_BYTES
+        self._depth = depth
+        self._expect_eof = expect_eof
+        self._early: dict[int, tuple[int, bytes]] = {}
+
+    def _request(self, offset: int, size: int) -> int:
+        return int(self._sftp._async_request(type(None), CMD_READ, self._handle, int64(offset), int(size)))  # type: ignore[attr-defined]
+
+    def _recv(self, n: int) -> bytes:
+        assert self._channel is not None
+        first = self._channel.recv(n)
+        if len(first) == n:
+            return first
+        parts = [first]
+        got = len(first)
+        while got < n:
+            if not parts[-1]:
+                raise EOFError("SFTP channel closed")
+            parts.append(self._channel.recv(n - got))
+            got += len(parts[-1])
+        return b"".join(parts)
+
+    def _response(self, num: int) -> tuple[int, bytes]:
+        """The response to request ``num``: (type, DATA payload or the raw STATUS body)."""
+        while num not in self._early:
+            length, kind, got = struct.unpack(">IBI", self._recv(9))
+            if kind == CMD_DATA:
+                (size,) = struct.unpack(">I", self._recv(4))
+                body = self._recv(size)
+            else:
+                body = self._recv(length - 5)
+            with self._sftp._lock:  # type: ignore[attr-defined]
+                self._sftp._expecting.pop(got, None)  # type: ignore[attr-defined]
+            self._early[got] = (kind, body)
+        return self._early.pop(num)
+
+    def _status(self, body: bytes, at: int) -> DownloadError:
+        code = struct.unpack(">I", body[:4])[0] if len(body) >= 4 else -1
+        if code == SFTP_EOF:
+            return DownloadError(
+                f"{self._where}: the file ended at byte {at}, expected {self._end}; it changed"
+            )
+        return DownloadError(f"{self._where}: the server refused a read at byte {at} (SFTP status {code})")
+
+    def __iter__(self) -> Iterator[bytes]:
+        pending: deque[tuple[int, int, int]] = deque()
+        offset = self._start
+        try:
+            while pending or offset < self._end:
+                while len(pending) < self._depth and offset < self._end:
+                    size = min(self._request_bytes, self._end - offset)
+                    pending.append((self._request(offset, size), offset, size))
+                    offset += size
+                num, at, size = pending.popleft()
+                kind, data = self._response(num)
+                if kind != CMD_DATA:
+                    raise self._status(data, at)
+                if len(data) < size:
+                    # The server sends less per read than asked (its own limit): ask for the rest
+                    # first in line, so blocks still come in order.
+                    rest = (at + len(data), size - len(data))
+                    pending.appendleft((self._request(*rest), *rest))
+                if data:
+                    yield data
+            if self._expect_eof:
+                # One more read must hit the end of the file; data there means the file grew.
+                kind, data = self._response(self._request(self._end, 1))
+                if kind == CMD_DATA and data:
+                    raise DownloadError(
+                        f"{self._where}: the file is longer than {self._end} bytes; it changed"
+                    )
+        finally:
+            # Responses still on their way (the caller stopped early) are read and dropped, so the
+            # session is clean for the next request.
+            try:
+                for num, _, _ in pending:
+                    self._response(num)
+            except _CONNECTION_LOST:
+                pass  # the session is gone anyway; the caller reconnects
+            self._early.clear()
 
 
 # paramiko has no public list of its ciphers; pinning some means disabling the rest.
@@ -508,13 +654,14 @@ class SFTPSession:
                                     f"{self.where} {remote_path}: the file changed while we reconnected "
                                     f"({announced.size} -> {now.size} bytes); not resuming"
                                 )
-                            remote.MAX_REQUEST_SIZE = READ_REQUEST_BYTES
-                            remote.seek(written)
-                            remote.prefetch(announced.size, MAX_PREFETCH_REQUESTS)
-                            while True:
-                                data = remote.read(READ_SIZE)
-                                if not data:
-                                    break
+                            blocks = _PipelinedRead(
+                                self.sftp,
+                                remote,
+                                start=written,
+                                end=announced.size,
+                                where=f"{self.where} {remote_path}",
+                            )
+                            for data in blocks:
                                 digest.update(data)
                                 out.write(data)
                                 written += len(data)
@@ -568,13 +715,10 @@ class SFTPSession:
         if (now.size, now.mtime) != (partial.size, partial.mtime):
             raise DownloadError(f"{self.where} {remote_path}: changed while being hashed")
         with self.sftp.open(remote_path, "rb") as remote:
-            remote.MAX_REQUEST_SIZE = READ_REQUEST_BYTES
-            remote.seek(partial.offset)
-            remote.prefetch(partial.size, MAX_PREFETCH_REQUESTS)
-            while not partial.done:
-                data = remote.read(min(READ_SIZE, partial.size - partial.offset))
-                if not data:
-                    raise DownloadError(f"{self.where} {remote_path}: ended at byte {partial.offset}")
+            blocks = _PipelinedRead(
+                self.sftp, remote, start=partial.offset, end=partial.size, where=f"{self.where} {remote_path}"
+            )
+            for data in blocks:
                 partial.digest.update(data)
                 partial.offset += len(data)
                 if deadline is not None and time.monotonic() > deadline:
@@ -584,37 +728,53 @@ class SFTPSession:
     def _download_ranges(self, remote_path: str, tmp: Path, announced: RemoteFile, retries: int) -> str:
         """Fetch a large file as byte ranges over parallel connections into ``tmp``; returns its sha256.
 
-        Each range has its own connection, prefetch pipeline and reconnect-and-resume loop. The
-        hash is computed from the assembled local file afterwards (ranges arrive out of order).
+        Each range has its own connection, request pipeline and reconnect-and-resume loop. Ranges
+        arrive out of order, so a hashing thread follows the written prefix of the file (the
+        page cache still holds it) instead of hashing the whole file once the last byte is in.
         """
         assert self.settings is not None
         settings = self.settings
         size = announced.size
         parts = parallel_ranges(settings.parallel_connections)
-        step = -(-size // parts // READ_SIZE) * READ_SIZE
+        # Whole read requests per range: a read that splits a requested block costs a copy.
+        step = -(-size // parts // READ_REQUEST_BYTES) * READ_REQUEST_BYTES
         ranges = [(start, min(start + step, size)) for start in range(0, size, step)]
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        reached = [start for start, _ in ranges]  # bytes written per range, from its start
+        progress = threading.Condition()
+        stopped = threading.Event()
+        digest = hashlib.sha256()
+
+        def written_prefix() -> int:
+            for (_, end), pos in zip(ranges, reached, strict=True):
+                if pos < end:
+                    return pos
+            return size
+
+        fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
         try:
             os.ftruncate(fd, size)
 
-            def fetch(start: int, end: int) -> None:
+            def fetch(index: int, start: int, end: int) -> None:
                 pos, attempts = start, 0
                 ssh, sftp = _connect(settings)
                 try:
                     while pos < end:
                         try:
                             with sftp.open(remote_path, "rb") as remote:
-                                remote.MAX_REQUEST_SIZE = READ_REQUEST_BYTES
-                                remote.seek(pos)
-                                remote.prefetch(end, MAX_PREFETCH_REQUESTS)
-                                while pos < end:
-                                    data = remote.read(min(READ_SIZE, end - pos))
-                                    if not data:
-                                        raise DownloadError(
-                                            f"{self.where} {remote_path}: ended at byte {pos}, expected {size}"
-                                        )
+                                # Only the last range can check the end of the file.
+                                for data in _PipelinedRead(
+                                    sftp,
+                                    remote,
+                                    start=pos,
+                                    end=end,
+                                    where=f"{self.where} {remote_path}",
+                                    expect_eof=end == size,
+                                ):
                                     os.pwrite(fd, data, pos)
                                     pos += len(data)
+                                    with progress:
+                                        reached[index] = pos
+                                        progress.notify()
                         except (FileNotFoundError, PermissionError, DownloadError):
                             raise
                         except _CONNECTION_LOST:
@@ -627,15 +787,34 @@ class SFTPSession:
                 finally:
                     ssh.close()
 
-            with ThreadPoolExecutor(max_workers=len(ranges), thread_name_prefix="sftp-range") as pool:
-                for future in [pool.submit(fetch, start, end) for start, end in ranges]:
-                    future.result()
+            def hash_in_order() -> None:
+                hashed = 0
+                while hashed < size and not stopped.is_set():
+                    with progress:
+                        upto = written_prefix()
+                        if upto <= hashed:
+                            progress.wait(timeout=1.0)  # notified at every block written
+                            continue
+                    while hashed < upto:
+                        block = os.pread(fd, min(8 * READ_SIZE, upto - hashed), hashed)
+                        digest.update(block)
+                        hashed += len(block)
+
+            with ThreadPoolExecutor(max_workers=len(ranges) + 1, thread_name_prefix="sftp-range") as pool:
+                hasher = pool.submit(hash_in_order)
+                try:
+                    for future in [
+                        pool.submit(fetch, i, start, end) for i, (start, end) in enumerate(ranges)
+                    ]:
+                        future.result()
+                finally:
+                    if any(pos < end for (_, end), pos in zip(ranges, reached, strict=True)):
+                        stopped.set()  # a range failed: the hash will never be needed
+                    with progress:
+                        progress.notify_all()
+                hasher.result()
         finally:
             os.close(fd)
-        digest = hashlib.sha256()
-        with open(tmp, "rb") as local:
-            while block := local.read(8 * READ_SIZE):
-                digest.update(block)
         return digest.hexdigest()
 
     def move(self, remote_path: str, folder: str, *, new_name: str | None = None) -> str:

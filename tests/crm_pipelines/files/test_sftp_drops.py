@@ -264,3 +264,40 @@ def test_large_files_come_as_parallel_ranges(drop_server: DropServer, tmp_path: 
     assert result.size == len(content)
     assert result.sha256 == hashlib.sha256(content).hexdigest()
     assert list(tmp_path.glob(".big.csv.download")) == []
+
+
+@pytest.mark.parametrize("drop_server", ["openssh"], indirect=True)
+def test_reads_larger_than_the_server_serves_still_come_in_order(
+    drop_server: DropServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from crm_pipelines.files import sftp
+
+    # OpenSSH's sftp-server answers at most 255 KiB per read; asking for 1 MiB makes every answer
+    # short, and the rest of each block must be asked for before the next one is used.
+    monkeypatch.setattr(sftp, "READ_REQUEST_BYTES", 1024 * 1024)
+    content = os.urandom(5 * 1024 * 1024 + 123)
+    (drop_server.local / "invoices_2026-11-25.csv").write_bytes(content)
+    with drop_server.client().session() as session:
+        result = session.download(f"{drop_server.remote}/invoices_2026-11-25.csv", tmp_path / "out.csv")
+    assert result.sha256 == hashlib.sha256(content).hexdigest()
+    assert (tmp_path / "out.csv").read_bytes() == content
+
+
+def test_a_file_that_grows_during_the_download_is_refused(drop_server: DropServer, tmp_path: Path) -> None:
+    from crm_pipelines.files.sftp import DownloadError
+
+    growing = drop_server.local / "invoices_2026-11-25.csv"
+    growing.write_bytes(os.urandom(6 * 1024 * 1024))
+
+    def writer_appends(written: int) -> None:
+        if written < 2 * 1024 * 1024:
+            with growing.open("ab") as fh:
+                fh.write(b"late line\n")
+
+    with drop_server.client().session() as session, pytest.raises(DownloadError, match="changed"):
+        session.download(
+            f"{drop_server.remote}/invoices_2026-11-25.csv",
+            tmp_path / "landing" / "out.csv",
+            on_progress=writer_appends,
+        )
+    assert list((tmp_path / "landing").iterdir()) == []  # no partial file left behind
