@@ -300,6 +300,22 @@ FIRST = PageRequest(url="/items", params={"limit": "2"}, headers={"X-Page": "h"}
             None,
             id="offset-empty-stops",
         ),
+        pytest.param(
+            OffsetPaginator(offset_param="startIndex", start=1, total_path="$totalResults"),
+            PageRequest(url="/items", params={"startIndex": "3", "limit": "2"}),
+            {"$totalResults": 5},
+            2,
+            PageRequest(url="/items", params={"startIndex": "5", "limit": "2"}),
+            id="offset-one-based-last-record-still-read",
+        ),
+        pytest.param(
+            OffsetPaginator(offset_param="startIndex", start=1, total_path="$totalResults"),
+            PageRequest(url="/items", params={"startIndex": "3", "limit": "2"}),
+            {"$totalResults": 4},
+            2,
+            None,
+            id="offset-one-based-total-reached",
+        ),
         # page number
         pytest.param(
             PageNumberPaginator(),
