@@ -274,20 +274,20 @@ def _render_where(
     if server is None:
         return extra or ""
     conditions = [extra] if extra else []
-    if not conditions and since is None and until is None:
-        return ""
     if since is not None:
         conditions.append(
             server.lower.format(
                 value=_format_cursor(since, incremental.format, round_up=False), cursor=incremental.cursor
             )
         )
-    if until is not None:
+    if until is not None and server.upper is not None:
         conditions.append(
             server.upper.format(
                 value=_format_cursor(until, incremental.format, round_up=True), cursor=incremental.cursor
             )
         )
+    if not conditions:
+        return ""  # nothing to filter on: no " WHERE " left dangling
     return server.where.format(conditions=server.join.join(conditions), cursor=incremental.cursor)
 
 

@@ -445,14 +445,21 @@ class ServerFilterSpec(_Model):
     """How the cursor window is pushed into the request (e.g. a SOQL WHERE clause)."""
 
     lower: str = Field(description="Inclusive lower bound, e.g. 'SystemModstamp >= {value}'.")
-    upper: str = Field(description="Exclusive upper bound, e.g. 'SystemModstamp < {value}'.")
+    upper: str | None = Field(
+        default=None,
+        description=(
+            "Exclusive upper bound, e.g. 'SystemModstamp < {value}'. Absent when the filter language "
+            "has no 'less than' (Sage CRM documents eq, ge, gt, like, between): the window's end is "
+            "then applied on the client only."
+        ),
+    )
     join: str = " AND "
     where: str = Field(default=" WHERE {conditions}", description="Wraps the joined conditions.")
 
     @field_validator("lower", "upper", "where")
     @classmethod
-    def _templates(cls, value: str) -> str:
-        return _check_template(value, FILTER_PLACEHOLDERS)
+    def _templates(cls, value: str | None) -> str | None:
+        return None if value is None else _check_template(value, FILTER_PLACEHOLDERS)
 
 
 CursorFormat = Literal[

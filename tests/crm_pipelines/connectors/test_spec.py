@@ -23,6 +23,7 @@ from crm_pipelines.connectors.paging import (
 from crm_pipelines.connectors.spec import (
     CursorPaging,
     NextLinkPaging,
+    ObjectSpec,
     SystemSpecError,
     available_systems,
     load_system,
@@ -93,6 +94,36 @@ def test_hubspot_yaml_validates_and_matches_contract() -> None:
     deals = system.get_object("deals")
     assert deals.request.params["associations"] == "companies"
     assert deals.field("company_id").source_path == "associations.companies.results.0.id"
+
+
+def _sdata_object(**overrides: Any) -> ObjectSpec:
+    data: dict[str, Any] = {
+        "request": {"path": "/sdata/slx/dynamic/-/contacts", "params": {"select": "{fields}"}},
+        "records_path": "$resources",
+        "primary_key": "id",
+        "incremental": {"cursor": "ModifyDate", "format": "sdata"},
+        "fields": [
+            {"name": "id", "path": "$key"},
+            {"name": "LastName"},
+            {"name": "Country", "path": "Address.Country"},
+            {"name": "account_id", "path": "Account.$key"},
+            {"name": "ModifyDate"},
+        ],
+        **overrides,
+    }
+    return ObjectSpec.model_validate(data)
+
+
+def test_a_server_filter_may_leave_the_upper_bound_to_the_client() -> None:
+    # Sage CRM's where documents eq, ge, gt, like, between: no "lt" for the window's end.
+    obj = _sdata_object(
+        incremental={
+            "cursor": "ModifyDate",
+            "format": "sdata",
+            "server_filter": {"lower": "ModifyDate ge @{value}@", "where": "{conditions}"},
+        }
+    )
+    assert obj.incremental.server_filter is not None and obj.incremental.server_filter.upper is None
 
 
 def test_unknown_object_names_the_declared_ones() -> None:
