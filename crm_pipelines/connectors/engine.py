@@ -1142,9 +1142,11 @@ def extract_keys(
     schema = key_schema(system=system, object_name=object_name)
     size = system.page_size.clamp(page_size)
     pk_path = obj.field(obj.primary_key).source_path
-    prefix = obj.select_prefix or ""
-    pk_name = pk_path[len(prefix) :] if pk_path.startswith(prefix) else pk_path
-    values = _template_values(obj, object_name, page_size=size, fields=[pk_name])
+    under_prefix = obj.select_prefix is not None and pk_path.startswith(obj.select_prefix)
+    # A key the API returns unasked (SData $key) leaves {fields} empty: deletes.params says how to
+    # keep the payload small instead (SData precedence=0).
+    pk_name = obj.select_name(pk_path) if under_prefix else pk_path
+    values = _template_values(obj, object_name, page_size=size, fields=[pk_name] if pk_name else [])
     request = _render_request(
         obj, obj.request.path, values, params={**obj.request.params, **obj.deletes.params}
     )

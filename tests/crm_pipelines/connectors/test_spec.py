@@ -114,6 +114,15 @@ def _sdata_object(**overrides: Any) -> ObjectSpec:
     return ObjectSpec.model_validate(data)
 
 
+def test_nested_selects_and_protocol_properties() -> None:
+    plain = _sdata_object(select_separator="/")
+    assert plain.selected_names() == ["$key", "LastName", "Address/Country", "Account/$key", "ModifyDate"]
+    # SData returns $key with every resource and reference: never asked for, the reference is.
+    sdata = _sdata_object(select_separator="/", protocol_prefix="$")
+    assert sdata.selected_names() == ["LastName", "Address/Country", "Account", "ModifyDate"]
+    assert sdata.select_name("$key") is None and sdata.select_name("Account.$key") == "Account"
+
+
 def test_a_server_filter_may_leave_the_upper_bound_to_the_client() -> None:
     # Sage CRM's where documents eq, ge, gt, like, between: no "lt" for the window's end.
     obj = _sdata_object(
