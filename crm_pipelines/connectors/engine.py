@@ -856,6 +856,8 @@ def _describe(
         f.source_path[len(prefix) :] if f.source_path.startswith(prefix) else f.source_path
         for f in obj.fields
     }
+    # A declared nested path (Address.City) means its top-level source field (Address) is in use.
+    known |= {name.split(".", 1)[0] for name in known}
     ignored = {i[len(prefix) :] if prefix and i.startswith(prefix) else i for i in obj.ignore_undeclared}
     drift.source_fields = names
     drift.not_selected = names - known - ignored

@@ -1,5 +1,5 @@
 """SData declarations (Infor CRM) through the engine, beyond the shared conformance suite: what the
-requests ask for."""
+requests ask for and how the XSD schema is read for drift."""
 
 from __future__ import annotations
 
@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 
 from crm_pipelines.connectors.auth import ConnectionSettings
-from crm_pipelines.connectors.engine import extract_keys, extract_object
+from crm_pipelines.connectors.engine import SchemaDrift, extract_keys, extract_object
 from crm_pipelines.connectors.spec import load_system
 from crm_pipelines.sandbox.simulators.base import Request, Response
 from crm_pipelines.sandbox.simulators.infor_crm import SANDBOX, InforCrmSimulator
-from crm_pipelines.sandbox.simulators.records import keys_of
+from crm_pipelines.sandbox.simulators.records import add_field, keys_of
 from crm_pipelines.sandbox.systems import build_store, sample_seeds
 
 INFOR = load_system(name="infor_crm")
@@ -28,6 +28,20 @@ def store(tmp_path: Path) -> Path:
 
 def _connection(sim: InforCrmSimulator) -> ConnectionSettings:
     return ConnectionSettings(base_url=sim.base_url, username="u", password="p")
+
+
+def test_drift_from_the_xsd_names_only_a_property_added_in_the_crm(store: Path) -> None:
+    with InforCrmSimulator(store, username="u", password="p") as sim:
+        clean = SchemaDrift("infor_crm", "accounts")
+        list(extract_object(system=INFOR, object_name="accounts", connection=_connection(sim), drift=clean))
+        # Address is read through Address.City and the like, Id is the $key: neither is drift.
+        assert clean.source_fields >= {"Address", "Id", "AccountName"}
+        assert not clean.has_drift, clean.describe()
+
+        add_field(store, "accounts", "CustomerTier", default="Gold")
+        drift = SchemaDrift("infor_crm", "accounts")
+        list(extract_object(system=INFOR, object_name="accounts", connection=_connection(sim), drift=drift))
+        assert drift.not_selected == {"CustomerTier"} and not drift.undeclared
 
 
 def test_the_keys_read_asks_for_no_payload_in_key_order(store: Path, monkeypatch: pytest.MonkeyPatch) -> None:
