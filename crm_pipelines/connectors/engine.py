@@ -274,20 +274,20 @@ def _render_where(
     if server is None:
         return extra or ""
     conditions = [extra] if extra else []
-    if not conditions and since is None and until is None:
-        return ""
     if since is not None:
         conditions.append(
             server.lower.format(
                 value=_format_cursor(since, incremental.format, round_up=False), cursor=incremental.cursor
             )
         )
-    if until is not None:
+    if until is not None and server.upper is not None:
         conditions.append(
             server.upper.format(
                 value=_format_cursor(until, incremental.format, round_up=True), cursor=incremental.cursor
             )
         )
+    if not conditions:
+        return ""  # nothing to filter on: no " WHERE " left dangling
     return server.where.format(conditions=server.join.join(conditions), cursor=incremental.cursor)
 
 
@@ -856,6 +856,8 @@ def _describe(
         f.source_path[len(prefix) :] if f.source_path.startswith(prefix) else f.source_path
         for f in obj.fields
     }
+    # A declared nested path (Address.City) means its top-level source field (Address) is in use.
+    known |= {name.split(".", 1)[0] for name in known}
     ignored = {i[len(prefix) :] if prefix and i.startswith(prefix) else i for i in obj.ignore_undeclared}
     drift.source_fields = names
     drift.not_selected = names - known - ignored
@@ -1142,9 +1144,11 @@ def extract_keys(
     schema = key_schema(system=system, object_name=object_name)
     size = system.page_size.clamp(page_size)
     pk_path = obj.field(obj.primary_key).source_path
-    prefix = obj.select_prefix or ""
-    pk_name = pk_path[len(prefix) :] if pk_path.startswith(prefix) else pk_path
-    values = _template_values(obj, object_name, page_size=size, fields=[pk_name])
+    under_prefix = obj.select_prefix is not None and pk_path.startswith(obj.select_prefix)
+    # A key the API returns unasked (SData $key) leaves {fields} empty: deletes.params says how to
+    # keep the payload small instead (SData precedence=0).
+    pk_name = obj.select_name(pk_path) if under_prefix else pk_path
+    values = _template_values(obj, object_name, page_size=size, fields=[pk_name] if pk_name else [])
     request = _render_request(
         obj, obj.request.path, values, params={**obj.request.params, **obj.deletes.params}
     )

@@ -218,7 +218,9 @@ class OffsetPaginator(Paginator):
         next_offset = offset + received
         total = _as_int(resolve_path(body, self.total_path)) if self.total_path else None
         if total is not None:
-            if next_offset >= total:
+            # Offsets count from `start` (SData's startIndex is 1-based): records read so far are
+            # next_offset - start, and only when those reach the total is the list done.
+            if next_offset - self.start >= total:
                 return None
         elif received < page_size:
             return None

@@ -445,14 +445,21 @@ class ServerFilterSpec(_Model):
     """How the cursor window is pushed into the request (e.g. a SOQL WHERE clause)."""
 
     lower: str = Field(description="Inclusive lower bound, e.g. 'SystemModstamp >= {value}'.")
-    upper: str = Field(description="Exclusive upper bound, e.g. 'SystemModstamp < {value}'.")
+    upper: str | None = Field(
+        default=None,
+        description=(
+            "Exclusive upper bound, e.g. 'SystemModstamp < {value}'. Absent when the filter language "
+            "has no 'less than' (Sage CRM documents eq, ge, gt, like, between): the window's end is "
+            "then applied on the client only."
+        ),
+    )
     join: str = " AND "
     where: str = Field(default=" WHERE {conditions}", description="Wraps the joined conditions.")
 
     @field_validator("lower", "upper", "where")
     @classmethod
-    def _templates(cls, value: str) -> str:
-        return _check_template(value, FILTER_PLACEHOLDERS)
+    def _templates(cls, value: str | None) -> str | None:
+        return None if value is None else _check_template(value, FILTER_PLACEHOLDERS)
 
 
 CursorFormat = Literal[
@@ -787,6 +794,14 @@ class ObjectSpec(_Model):
         default=".",
         description="How a nested field path is written in {fields} (SData selects 'Address/City').",
     )
+    protocol_prefix: str | None = Field(
+        default=None,
+        description=(
+            "Path segments starting with this are protocol properties the API returns with every "
+            "resource and reference unasked (SData '$': $key, $url). They are never listed in "
+            "{fields}: '$key' is left out, a reference's 'Account.$key' is requested as 'Account'."
+        ),
+    )
     ignore_undeclared: list[str] = Field(
         default_factory=list,
         description="Response paths (or their prefixes) that are expected and not schema drift.",
@@ -822,17 +837,24 @@ class ObjectSpec(_Model):
     def field(self, name: str) -> FieldSpec:
         return next(f for f in self.fields if f.name == name)
 
+    def select_name(self, path: str) -> str | None:
+        """How a record path is requested in {fields}, or None when it is not requested at all."""
+        if self.select_prefix is None or not path.startswith(self.select_prefix):
+            return None
+        parts = path[len(self.select_prefix) :].split(".")
+        if self.protocol_prefix:
+            protocol = [i for i, part in enumerate(parts) if part.startswith(self.protocol_prefix)]
+            if protocol:
+                parts = parts[: protocol[0]]
+        return self.select_separator.join(parts) or None
+
     def selected_names(self) -> list[str]:
         """API names to request: declared paths under ``select_prefix``, prefix removed, in order."""
-        if self.select_prefix is None:
-            return []
         selected: list[str] = []
         for f in self.fields:
-            path = f.source_path
-            if path.startswith(self.select_prefix):
-                name = path[len(self.select_prefix) :].replace(".", self.select_separator)
-                if name and name not in selected:
-                    selected.append(name)
+            name = self.select_name(f.source_path)
+            if name and name not in selected:
+                selected.append(name)
         return selected
 
 

@@ -11,7 +11,8 @@ What it serves, and the public documentation each part follows:
   "$descriptor", ...properties}]}``. ``startIndex`` is 1-based; ``count`` defaults to 100 and is
   capped at 1000 (``$itemsPerPage`` reports the cap: the protocol lets a provider cut pages, and
   the public docs name no figure, so both are constructor settings). Without ``select`` every
-  property is returned; with it, only the named ones (``Address/City`` reaches into the address).
+  property is returned; with it, only the named ones (``Address/City`` reaches into the address);
+  ``precedence=0`` returns none (SData core 6.5: ``$key``, ``$url``, ``$descriptor`` only).
   Without ``orderBy`` records come in key order.
 * **Filters**: the SData query language, dates between ``@`` signs, e.g. ``where=ModifyDate ge
   @2026-11-25T10:00:00@ and ModifyDate lt @2026-11-26T00:00:00@``; comparisons on ``CreateDate``

@@ -600,12 +600,11 @@ class SDataSimulator(SimulatorServer):
         def resolve(name: str) -> Column | None:
             base = name.split(".", 1)[0]
             if name in ("$key", "Id") or (base in self.views[obj.name].references and "." in name):
-                key = obj.key if name in ("$key", "Id") else base
-                fdef = self.field_for(obj, key)
+                is_key = name in ("$key", "Id")
+                fdef = self.field_for(obj, obj.key if is_key else base)
                 assert fdef is not None
-                return Column(
-                    quote(fdef.name), typed_param(fdef.type, self.format_date), name == "$key", name
-                )
+                # The key is never null, so an order on it can page by bookmark.
+                return Column(quote(fdef.name), typed_param(fdef.type, self.format_date), is_key, name)
             fdef = self.field_for(obj, name)
             if fdef is None or fdef.type == "json":
                 return None
@@ -624,8 +623,20 @@ class SDataSimulator(SimulatorServer):
         return "_deleted_at IS NULL"
 
     def selected(self, obj: ObjectDef, request: Request) -> list[tuple[FieldDef, tuple[str, ...]]]:
-        """Fields to return, each with the sub-properties asked for (``Address/City``)."""
+        """Fields to return, each with the sub-properties asked for (``Address/City``).
+
+        ``precedence=0`` omits the payload (SData core 6.5): entries carry their protocol properties
+        ($key, $url) only. The schema declares no precedence levels, so any other value changes nothing.
+        """
         view = self.views[obj.name]
+        precedence = (request.param("precedence") or "").strip()
+        if precedence:
+            if not precedence.isdigit():
+                raise SDataError(
+                    400, BAD_QUERY, f"Invalid value '{precedence}' for query parameter 'precedence'"
+                )
+            if int(precedence) == 0:
+                return []
         include = {
             part.strip().lower() for part in (request.param("include") or "").split(",") if part.strip()
         }

@@ -25,6 +25,7 @@ from crm_pipelines.connectors.engine import (
     PageInfo,
     SchemaDrift,
     _format_cursor,
+    _render_where,
     check_connection,
     extract_object,
     output_schema,
@@ -43,7 +44,7 @@ from crm_pipelines.connectors.limits import (
     shared_bucket,
 )
 from crm_pipelines.connectors.session import render_value
-from crm_pipelines.connectors.spec import SystemSpec, load_system, parse_system
+from crm_pipelines.connectors.spec import IncrementalSpec, SystemSpec, load_system, parse_system
 from crm_pipelines.sandbox.data import SandboxLayout, generate_sandbox
 from crm_pipelines.sandbox.simulators.base import RateLimit
 from crm_pipelines.sandbox.simulators.hubspot import HubSpotSimulator
@@ -242,6 +243,56 @@ def test_accounts_share_one_bucket() -> None:
 )
 def test_cursor_literals(fmt: str, value: datetime, round_up: bool, expected: str) -> None:
     assert _format_cursor(value, fmt, round_up=round_up) == expected
+
+
+@pytest.mark.parametrize(
+    ("server_filter", "since", "until", "extra", "expected"),
+    [
+        pytest.param(
+            {"lower": "d ge @{value}@", "upper": "d lt @{value}@", "join": " and ", "where": "{conditions}"},
+            datetime(2026, 11, 25, tzinfo=UTC),
+            datetime(2026, 11, 26, tzinfo=UTC),
+            None,
+            "d ge @2026-11-25T00:00:00Z@ and d lt @2026-11-26T00:00:00Z@",
+            id="both-bounds",
+        ),
+        pytest.param(
+            {"lower": "d ge @{value}@", "join": " and ", "where": "{conditions}"},
+            datetime(2026, 11, 25, tzinfo=UTC),
+            datetime(2026, 11, 26, tzinfo=UTC),
+            None,
+            "d ge @2026-11-25T00:00:00Z@",
+            id="no-upper-template-end-left-to-the-client",
+        ),
+        pytest.param(
+            {"lower": "d ge @{value}@", "join": " and ", "where": "{conditions}"},
+            None,
+            datetime(2026, 11, 26, tzinfo=UTC),
+            "flag eq 1",
+            "flag eq 1",
+            id="no-upper-template-deleted-pass-filter-alone",
+        ),
+        pytest.param(
+            {"lower": "d >= {value}", "where": " WHERE {conditions}"},
+            None,
+            datetime(2026, 11, 26, tzinfo=UTC),
+            None,
+            "",
+            id="no-upper-template-nothing-to-filter-no-dangling-where",
+        ),
+    ],
+)
+def test_server_window_filter(
+    server_filter: dict[str, str],
+    since: datetime | None,
+    until: datetime | None,
+    extra: str | None,
+    expected: str,
+) -> None:
+    incremental = IncrementalSpec.model_validate(
+        {"cursor": "d", "format": "sdata", "server_filter": server_filter}
+    )
+    assert _render_where(incremental, since, until, extra) == expected
 
 
 @pytest.mark.parametrize(

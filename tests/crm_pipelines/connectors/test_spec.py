@@ -23,6 +23,7 @@ from crm_pipelines.connectors.paging import (
 from crm_pipelines.connectors.spec import (
     CursorPaging,
     NextLinkPaging,
+    ObjectSpec,
     SystemSpecError,
     available_systems,
     load_system,
@@ -93,6 +94,45 @@ def test_hubspot_yaml_validates_and_matches_contract() -> None:
     deals = system.get_object("deals")
     assert deals.request.params["associations"] == "companies"
     assert deals.field("company_id").source_path == "associations.companies.results.0.id"
+
+
+def _sdata_object(**overrides: Any) -> ObjectSpec:
+    data: dict[str, Any] = {
+        "request": {"path": "/sdata/slx/dynamic/-/contacts", "params": {"select": "{fields}"}},
+        "records_path": "$resources",
+        "primary_key": "id",
+        "incremental": {"cursor": "ModifyDate", "format": "sdata"},
+        "fields": [
+            {"name": "id", "path": "$key"},
+            {"name": "LastName"},
+            {"name": "Country", "path": "Address.Country"},
+            {"name": "account_id", "path": "Account.$key"},
+            {"name": "ModifyDate"},
+        ],
+        **overrides,
+    }
+    return ObjectSpec.model_validate(data)
+
+
+def test_nested_selects_and_protocol_properties() -> None:
+    plain = _sdata_object(select_separator="/")
+    assert plain.selected_names() == ["$key", "LastName", "Address/Country", "Account/$key", "ModifyDate"]
+    # SData returns $key with every resource and reference: never asked for, the reference is.
+    sdata = _sdata_object(select_separator="/", protocol_prefix="$")
+    assert sdata.selected_names() == ["LastName", "Address/Country", "Account", "ModifyDate"]
+    assert sdata.select_name("$key") is None and sdata.select_name("Account.$key") == "Account"
+
+
+def test_a_server_filter_may_leave_the_upper_bound_to_the_client() -> None:
+    # Sage CRM's where documents eq, ge, gt, like, between: no "lt" for the window's end.
+    obj = _sdata_object(
+        incremental={
+            "cursor": "ModifyDate",
+            "format": "sdata",
+            "server_filter": {"lower": "ModifyDate ge @{value}@", "where": "{conditions}"},
+        }
+    )
+    assert obj.incremental.server_filter is not None and obj.incremental.server_filter.upper is None
 
 
 def test_unknown_object_names_the_declared_ones() -> None:
@@ -299,6 +339,22 @@ FIRST = PageRequest(url="/items", params={"limit": "2"}, headers={"X-Page": "h"}
             0,
             None,
             id="offset-empty-stops",
+        ),
+        pytest.param(
+            OffsetPaginator(offset_param="startIndex", start=1, total_path="$totalResults"),
+            PageRequest(url="/items", params={"startIndex": "3", "limit": "2"}),
+            {"$totalResults": 5},
+            2,
+            PageRequest(url="/items", params={"startIndex": "5", "limit": "2"}),
+            id="offset-one-based-last-record-still-read",
+        ),
+        pytest.param(
+            OffsetPaginator(offset_param="startIndex", start=1, total_path="$totalResults"),
+            PageRequest(url="/items", params={"startIndex": "3", "limit": "2"}),
+            {"$totalResults": 4},
+            2,
+            None,
+            id="offset-one-based-total-reached",
         ),
         # page number
         pytest.param(

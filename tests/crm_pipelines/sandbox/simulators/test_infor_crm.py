@@ -140,6 +140,16 @@ def test_select_returns_only_the_named_properties(client: httpx.Client) -> None:
     assert refused.status_code == 400 and "Nope" in refused.json()[0]["message"]
 
 
+def test_precedence_zero_answers_keys_only_in_key_order(client: httpx.Client, store: Path) -> None:
+    # What the keys read of delete detection asks for: no payload (SData core 6.5), ordered by Id.
+    entries = read_all(client, "contacts", 250, precedence="0", orderBy="Id")
+    assert {frozenset(e) for e in entries} == {frozenset({"$key", "$url", "$descriptor"})}
+    assert [e["$key"] for e in entries] == sorted(keys_of(store, "contacts"))
+    assert feed(client, "contacts", count="1", precedence="2")["$resources"][0]["LastName"]
+    refused = client.get(f"{API}/contacts", params={"format": "json", "precedence": "none"})
+    assert refused.status_code == 400 and refused.json()[0]["sdataCode"] == "BadQueryParameter"
+
+
 def test_modify_date_filter_is_exact_at_its_bounds(client: httpx.Client, store: Path) -> None:
     rows = fetch_records(store, "accounts", with_meta=True)
     target = sorted(rows, key=lambda r: r["_modified"])[len(rows) // 2]
