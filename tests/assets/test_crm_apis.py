@@ -14,11 +14,16 @@ import pytest
 
 from assets.crm_apis import api_resource_key, build_crm_api_assets
 from assets.warehouse import build_raw_load_assets
-from crm_pipelines.connectors.auth import clear_token_cache
+from crm_pipelines.connectors.auth import ConnectionSettings, clear_token_cache
 from crm_pipelines.connectors.engine import DELETED, EXTRACTED_AT, extract_object
+from crm_pipelines.connectors.limits import clear_buckets
 from crm_pipelines.lake import parquet_glob, partition_dir, scan_parquet
 from crm_pipelines.sandbox.data import SandboxLayout, generate_sandbox
 from crm_pipelines.sandbox.simulators import HubSpotSimulator, SalesforceSimulator
+from crm_pipelines.sandbox.simulators.records import delete_records as delete_other
+from crm_pipelines.sandbox.simulators.records import fetch_records as other_fetch
+from crm_pipelines.sandbox.simulators.records import read_info
+from crm_pipelines.sandbox.simulators.records import touch_records as touch_other
 from crm_pipelines.sandbox.simulators.store import (
     add_field,
     delete_records,
@@ -28,6 +33,8 @@ from crm_pipelines.sandbox.simulators.store import (
     touch_records,
     update_records,
 )
+from crm_pipelines.sandbox.systems import build_store, sample_seeds, sandbox_crm
+from crm_pipelines.sources import load_sources
 from crm_pipelines.warehouse.watermarks import PENDING_FILE
 from resources.crm_api import CrmApiResource
 from resources.lake import LakeResource, WarehouseResource
@@ -221,3 +228,125 @@ def test_incremental_runs_build_the_snapshot_with_soft_deletes_and_survive_a_fai
             [deleted_sf],
         ).fetchone()
     assert deleted == (2,)
+
+
+# --- every other CRM the catalog reads: the same guarantees through the assets ----------------------
+
+OTHER_SOURCES = [
+    name
+    for name, spec in load_sources().items()
+    if spec.kind == "crm_api" and name not in ("salesforce", "hubspot")
+]
+
+
+@pytest.mark.parametrize("source", OTHER_SOURCES)
+def test_a_run_failing_midway_keeps_the_watermark_and_the_next_loses_nothing(
+    source: str, tmp_path: Path
+) -> None:
+    clear_token_cache()
+    clear_buckets()
+    crm = sandbox_crm(source)
+    store = tmp_path / f"{source}.sqlite"
+    build_store(store, crm, sample_seeds(accounts=12, as_of=DAY1))
+    started = crm.start(store)
+    try:
+        connection = crm.connection(started)
+        object_name = crm.kinds["contact"]
+        dataset = next(d for d, spec in load_sources()[source].datasets.items() if spec.object == object_name)
+        resource = CrmApiResource(system=source, **_resource_fields(connection))
+        resources = {
+            api_resource_key(source): resource,
+            "lake": LakeResource(root=str(tmp_path / "lake")),
+            "warehouse": WarehouseResource(url=f"duckdb:///{tmp_path}/warehouse.duckdb"),
+        }
+        wanted = {(source, dataset), ("raw", source)}
+        assets = [
+            a for a in [*build_crm_api_assets(), *build_raw_load_assets()] if tuple(a.key.path) in wanted
+        ]
+
+        def run(day: date) -> dg.ExecuteInProcessResult:
+            return dg.materialize(
+                assets, resources=resources, partition_key=day.isoformat(), raise_on_error=False
+            )
+
+        def watermark() -> str | None:
+            with duckdb.connect(str(tmp_path / "warehouse.duckdb"), read_only=True) as con:
+                row = con.execute(
+                    "SELECT cursor_value FROM ops.watermark WHERE source = ? AND dataset = ?",
+                    [source, dataset],
+                ).fetchone()
+            return str(row[0]) if row else None
+
+        def snapshot(day: date) -> dict[str, dict[str, object]]:
+            folder = partition_dir(tmp_path / "lake", "raw", source, dataset, day.isoformat())
+            key = resource.spec().get_object(object_name).primary_key
+            with duckdb.connect() as con:
+                rows = (
+                    con.sql(f"SELECT * FROM {scan_parquet(parquet_glob(folder))}")
+                    .to_arrow_table()
+                    .to_pylist()
+                )
+            return {str(r[key]): r for r in rows}
+
+        first = run(DAY1)
+        assert first.success
+        committed = watermark()
+        assert committed is not None
+        day1 = snapshot(DAY1)
+        assert set(day1) == {str(k) for k in records_keys(store, object_name)}
+
+        live = sorted(str(k) for k in records_keys(store, object_name))
+        edited, deleted = live[:2], live[2:4]
+        touch_other(store, object_name, _typed(store, object_name, edited), EDIT)
+        delete_other(store, object_name, _typed(store, object_name, deleted), EDIT)
+
+        # Day 2 breaks midway: the API starts refusing after a few requests.
+        clear_token_cache()
+        started.simulator.faults.fail_after(2, 400)
+        broken = run(DAY2)
+        assert not broken.success
+        assert watermark() == committed  # only a committed load moves it
+        started.simulator.faults.clear()
+
+        second = run(DAY2)
+        assert second.success
+        assert watermark() not in (None, committed)
+        day2 = snapshot(DAY2)
+        assert set(edited) <= set(day2)
+        assert all(day2[k][DELETED] for k in deleted), "deletes arrive as soft deletes"
+        assert not any(day2[k][DELETED] for k in edited)
+        assert set(day2) == set(day1)  # nothing lost, nothing doubled
+    finally:
+        started.simulator.stop()
+        clear_token_cache()
+        clear_buckets()
+
+
+def records_keys(store: Path, object_name: str) -> list[object]:
+    info = read_info(store).objects[object_name]
+    return [r[info.key] for r in other_fetch(store, object_name)]
+
+
+def _typed(store: Path, object_name: str, keys: list[str]) -> list[object]:
+    """Keys as the store holds them (an integer id stays an integer)."""
+    by_text = {str(k): k for k in records_keys(store, object_name)}
+    return [by_text[k] for k in keys]
+
+
+def _resource_fields(connection: ConnectionSettings) -> dict[str, object]:
+    fields: dict[str, object] = {}
+    for name in (
+        "base_url",
+        "token_url",
+        "client_id",
+        "client_secret",
+        "access_token",
+        "refresh_token",
+        "username",
+        "password",
+        "company",
+    ):
+        value = getattr(connection, name)
+        if value is not None:
+            fields[name] = value.reveal() if hasattr(value, "reveal") else value
+    return fields
