@@ -188,7 +188,14 @@ def _build_extract(
                     # Taken away (or renamed) by the partner between the listing and the download.
                     context.log.warning(f"{remote.path} disappeared before it could be downloaded")
                     continue
-                except (PermissionError, DownloadError) as exc:
+                except DownloadError as exc:
+                    # It changed while being read: still being written, or replaced. Not parked in
+                    # the error folder; its finished version is read by a later run.
+                    context.log.warning(
+                        f"{remote.path} changed while being downloaded ({exc}); left for a later run"
+                    )
+                    continue
+                except PermissionError as exc:
                     # Nothing was landed, so nothing needs a commit first: park it for a human now.
                     reason = f"could not be downloaded: {exc}"
                     move_to_error(
@@ -464,7 +471,12 @@ def _build_file_version_assets(
                     raise dg.Failure(
                         f"{remote_path} is gone from the drop folder and version {checksum} is not in the lake"
                     ) from exc
-                except (PermissionError, DownloadError) as exc:
+                except DownloadError as exc:
+                    raise dg.Failure(
+                        f"{remote_path} changed while being downloaded ({exc}); its next version gets its "
+                        "own partition"
+                    ) from exc
+                except PermissionError as exc:
                     reason = f"could not be downloaded: {exc}"
                     move_to_error(
                         session, remote_path, declared.remote_folder(remote_folder, "error"), reason
