@@ -968,20 +968,29 @@ def _concurrent_pages(
     executor = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix=f"{context.system_name}-pages")
     in_flight: deque[tuple[PageRequest, Future[Any]]] = deque()
     submitted = 0
+    # Pages that exist, once the first answer reports a total; until then the offsets are a guess.
+    last_page: int | None = None
 
     def submit() -> None:
         nonlocal submitted
+        if last_page is not None and submitted >= last_page:
+            return
         request = _nth_page(paging, first, submitted, size)
         in_flight.append((request, executor.submit(session.get_json, request, context=context)))
         submitted += 1
 
     try:
-        for _ in range(concurrency):
-            submit()
+        submit()
+        first_answer = True
         while in_flight:
             request, future = in_flight.popleft()
             body = future.result()
             records = _records_of(body, records_path, object_name, context)
+            if first_answer:
+                first_answer = False
+                last_page = _page_count(paging, body, size)
+                for _ in range(concurrency - 1):
+                    submit()
             yield request, body, records
             expected = paginator.next_request(previous=request, body=body, records=records, page_size=size)
             if expected is None:
@@ -1007,6 +1016,21 @@ def _concurrent_pages(
         for _, pending in in_flight:
             pending.cancel()
         executor.shutdown(wait=True, cancel_futures=True)
+
+
+def _page_count(paging: OffsetPaging | PageNumberPaging, body: Any, size: int) -> int | None:
+    """How many pages the first answer says there are (its total), or None when it does not say."""
+    path = paging.total_path if isinstance(paging, OffsetPaging) else paging.total_pages_path
+    if not path:
+        return None
+    found = resolve_path(body, path)
+    try:
+        total = int(str(found))
+    except ValueError:
+        return None
+    if isinstance(paging, PageNumberPaging):
+        return max(1, total)
+    return max(1, -(-total // size))
 
 
 def _paged_extract(

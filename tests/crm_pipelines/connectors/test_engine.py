@@ -7,6 +7,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, date, datetime, timedelta
 from email.utils import format_datetime
+from pathlib import Path
 
 import httpx
 import pyarrow as pa
@@ -44,7 +45,7 @@ from crm_pipelines.connectors.limits import (
     shared_bucket,
 )
 from crm_pipelines.connectors.session import render_value
-from crm_pipelines.connectors.spec import IncrementalSpec, SystemSpec, load_system, parse_system
+from crm_pipelines.connectors.spec import IncrementalSpec, OffsetPaging, SystemSpec, load_system, parse_system
 from crm_pipelines.sandbox.data import SandboxLayout, generate_sandbox
 from crm_pipelines.sandbox.simulators.base import RateLimit
 from crm_pipelines.sandbox.simulators.hubspot import HubSpotSimulator
@@ -827,3 +828,37 @@ def test_too_long_retry_after_fails_fast_with_advice(salesforce_sim: SalesforceS
     assert time.monotonic() - started < 5
     assert info.value.status == 429 and "REQUEST_LIMIT_EXCEEDED" in str(info.value)
     assert "asked to wait" in info.value.fix
+
+
+def test_offset_pages_in_flight_at_once_come_back_in_order_and_stop_at_the_total(tmp_path: Path) -> None:
+    """Infor CRM (SData): startIndex/count paging with $totalResults, four pages in flight."""
+    from crm_pipelines.sandbox.systems import build_store, sample_seeds, sandbox_crm
+
+    crm = sandbox_crm("infor_crm")
+    store = tmp_path / "infor.sqlite"
+    build_store(store, crm, sample_seeds(accounts=30, as_of=date(2026, 11, 25)))
+    started = crm.start(store)
+    try:
+        system = load_system(name="infor_crm")
+        paging = system.paging_of("contacts")
+        assert isinstance(paging, OffsetPaging) and paging.concurrency > 1
+        sequential = system.model_copy(update={"paging": paging.model_copy(update={"concurrency": 1})})
+
+        def read(spec: SystemSpec) -> list[str]:
+            batches = extract_object(
+                system=spec,
+                object_name="contacts",
+                connection=crm.connection(started),
+                page_size=7,
+                include_deleted=False,
+            )
+            return [str(k) for b in batches for k in b.column("id").to_pylist()]
+
+        started.simulator.request_log.clear()
+        in_flight = read(system)
+        pages = [r for r in started.simulator.request_log if r.path.endswith("/contacts")]
+        assert in_flight == read(sequential)  # same records, same order
+        assert len(in_flight) == len(set(in_flight)) > 50
+        assert len(pages) == -(-len(in_flight) // 7)  # no request past the reported total
+    finally:
+        started.simulator.stop()
