@@ -25,6 +25,7 @@ from crm_pipelines.connectors.engine import (
     EXTRACTED_AT,
     PageInfo,
     SchemaDrift,
+    _field_names,
     _format_cursor,
     _render_where,
     check_connection,
@@ -45,7 +46,14 @@ from crm_pipelines.connectors.limits import (
     shared_bucket,
 )
 from crm_pipelines.connectors.session import render_value
-from crm_pipelines.connectors.spec import IncrementalSpec, OffsetPaging, SystemSpec, load_system, parse_system
+from crm_pipelines.connectors.spec import (
+    DescribeSpec,
+    IncrementalSpec,
+    OffsetPaging,
+    SystemSpec,
+    load_system,
+    parse_system,
+)
 from crm_pipelines.sandbox.data import SandboxLayout, generate_sandbox
 from crm_pipelines.sandbox.simulators.base import RateLimit
 from crm_pipelines.sandbox.simulators.hubspot import HubSpotSimulator
@@ -328,6 +336,92 @@ def test_values_render_as_received() -> None:
         '{"k":[1]}',
     ]
     assert json.dumps(record["a"]) == '"1.50"'  # kept as text, never rounded through float
+
+
+_EDMX = b"""<?xml version="1.0" encoding="utf-8"?>
+<edmx:Edmx Version="1.0" xmlns:edmx="http://schemas.microsoft.com/ado/2007/06/edmx">
+ <edmx:DataServices>
+  <Schema Namespace="SAPB1" xmlns="http://schemas.microsoft.com/ado/2008/09/edm">
+   <ComplexType Name="ContactEmployee"><Property Name="InternalCode"/><Property Name="U_Tier"/></ComplexType>
+   <EntityType Name="BusinessPartner"><Property Name="CardCode"/><Property Name="Country"/></EntityType>
+   <EntityType Name="SAPB1.Odd"><Property Name="Dotted"/></EntityType>
+  </Schema>
+ </edmx:DataServices>
+</edmx:Edmx>"""
+_EDMX_NS = {"edmx": "http://schemas.microsoft.com/ado/2007/06/edmx"}
+_XSD_DOC = b"""<xs:schema xmlns:xs="http://www.w3.org/2001/XMLSchema">
+ <xs:complexType name="account"><xs:all><xs:element name="AccountName"/><xs:element name="Type"/></xs:all>
+ </xs:complexType></xs:schema>"""
+
+
+@pytest.mark.parametrize(
+    ("body", "describe", "expected"),
+    [
+        pytest.param(
+            {"fields": [{"name": "Id"}, {"name": "Name"}, "junk"]},
+            {"names_path": "fields"},
+            {"Id", "Name"},
+            id="json-entries",
+        ),
+        pytest.param(
+            # SugarCRM metadata: an object keyed by field name, with a "_hash" beside the fields.
+            {"modules": {"Accounts": {"fields": {"id": {"type": "id"}, "tier_c": {}, "_hash": "9f"}}}},
+            {"names_path": "modules.{object}.fields", "names_from": "keys"},
+            {"id", "tier_c"},
+            id="json-keys",
+        ),
+        pytest.param(
+            {"modules": {"Contacts": {"fields": {"id": {}}}}},
+            {"names_path": "modules.{object}.fields", "names_from": "keys"},
+            None,
+            id="json-keys-of-another-object",
+        ),
+        pytest.param(
+            _XSD_DOC,
+            {"format": "xsd", "names_path": "xs:schema.xs:complexType.xs:all.xs:element"},
+            {"AccountName", "Type"},
+            id="xsd-dotted",
+        ),
+        pytest.param(
+            _EDMX,
+            {
+                "format": "xsd",
+                "namespaces": {**_EDMX_NS, "edm": "http://schemas.microsoft.com/ado/2008/09/edm"},
+                "names_path": "edmx:DataServices/edm:Schema/edm:EntityType[@Name='BusinessPartner']/edm:Property",
+                "name_key": "@Name",
+            },
+            {"CardCode", "Country"},
+            id="edmx-entity-type",
+        ),
+        pytest.param(
+            _EDMX,
+            {
+                "format": "xsd",
+                "namespaces": {**_EDMX_NS, "edm": "*"},
+                "names_path": "edmx:DataServices/edm:Schema/edm:ComplexType[@Name='ContactEmployee']/edm:Property",
+                "name_key": "@Name",
+            },
+            {"InternalCode", "U_Tier"},
+            id="edmx-any-namespace",
+        ),
+        pytest.param(
+            _EDMX,
+            {
+                "format": "xsd",
+                "namespaces": {**_EDMX_NS, "edm": "*"},
+                "names_path": "edmx:Edmx/edmx:DataServices/edm:Schema/edm:EntityType[@Name='SAPB1.Odd']/edm:Property",
+                "name_key": "@Name",
+            },
+            {"Dotted"},
+            id="edmx-dots-inside-a-predicate",
+        ),
+    ],
+)
+def test_field_lists_are_read_from_the_describe_answer(
+    body: object, describe: dict[str, object], expected: set[str] | None
+) -> None:
+    spec = DescribeSpec.model_validate({"path": "/describe", **describe})
+    assert _field_names(body, spec, "Accounts") == expected
 
 
 # --- end to end against the simulators -------------------------------------------------------------

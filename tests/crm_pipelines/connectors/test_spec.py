@@ -205,6 +205,21 @@ def _broken(mutate: Any) -> dict[str, Any]:
             r"auth\.oauth2_client_credentials\.client_id_variable: Field required",
             id="missing-auth-parameter",
         ),
+        pytest.param(
+            lambda d: d["objects"]["Account"]["describe"].update(format="xsd", names_from="keys"),
+            r"objects\.Account\.describe: .*names_from 'keys' reads a JSON object",
+            id="describe-keys-of-xml",
+        ),
+        pytest.param(
+            lambda d: d["objects"]["Account"]["describe"].update(namespaces={"edm": "*"}),
+            r"objects\.Account\.describe: .*namespaces apply to format 'xsd' only",
+            id="describe-namespaces-of-json",
+        ),
+        pytest.param(
+            lambda d: d["objects"]["Account"]["describe"].update(params={"module": "{module}"}),
+            r"objects\.Account\.describe\.params: .*unknown placeholder\(s\) \['module'\]",
+            id="describe-unknown-placeholder",
+        ),
     ],
 )
 def test_bad_declaration_gives_located_error(mutate: Any, expected: str) -> None:
