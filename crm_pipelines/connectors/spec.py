@@ -792,11 +792,27 @@ class PerRecordUpsert(_UpsertBase):
     update: RecordRequest
     created_id_path: str | None = Field(default=None, description="The new record's id in a create answer.")
     concurrency: int = Field(default=4, ge=1, le=16)
+    on_missing: Literal["reject", "create"] = Field(
+        default="reject",
+        description=(
+            "Without a lookup, what an `update` answered with one of `missing_statuses` means: reject "
+            "the record, or create it with `create` (SAP Business One: PATCH by CardCode, POST on "
+            "404), which saves the lookup request of every record that exists."
+        ),
+    )
+    missing_statuses: list[int] = Field(
+        default_factory=lambda: [404], description="Statuses of an `update` meaning 'no such record'."
+    )
 
     @model_validator(mode="after")
     def _complete(self) -> PerRecordUpsert:
         if self.lookup is not None and self.create is None:
             raise ValueError("per_record with a lookup needs 'create' for records not found")
+        if self.on_missing == "create":
+            if self.lookup is not None:
+                raise ValueError("on_missing 'create' replaces the lookup; declare one or the other")
+            if self.create is None:
+                raise ValueError("on_missing 'create' needs 'create'")
         return self
 
 
