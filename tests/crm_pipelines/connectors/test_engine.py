@@ -57,8 +57,10 @@ from crm_pipelines.connectors.spec import (
 from crm_pipelines.sandbox.data import SandboxLayout, generate_sandbox
 from crm_pipelines.sandbox.simulators.base import RateLimit
 from crm_pipelines.sandbox.simulators.hubspot import HubSpotSimulator
+from crm_pipelines.sandbox.simulators.records import add_field
 from crm_pipelines.sandbox.simulators.salesforce import SalesforceSimulator
 from crm_pipelines.sandbox.simulators.store import count_records, fetch_records
+from crm_pipelines.sandbox.systems import build_store, sample_seeds, sandbox_crm
 from resources.crm_api import CrmApiResource
 
 CONTEXT = ErrorContext(system_name="salesforce", system_title="Salesforce", object_name="Contact")
@@ -956,3 +958,37 @@ def test_offset_pages_in_flight_at_once_come_back_in_order_and_stop_at_the_total
         assert len(pages) == -(-len(in_flight) // 7)  # no request past the reported total
     finally:
         started.simulator.stop()
+
+
+@pytest.mark.parametrize(
+    ("system_name", "object_name", "custom_field"),
+    [
+        # Sugar lists a module's fields as an object keyed by name (a Studio field ends in _c).
+        pytest.param("sugarcrm", "Accounts", "tier_c", id="sugarcrm-metadata"),
+    ],
+)
+def test_a_field_added_in_the_crm_is_reported_though_not_requested(
+    tmp_path: Path, system_name: str, object_name: str, custom_field: str
+) -> None:
+    crm = sandbox_crm(system_name)
+    store = tmp_path / f"{system_name}.sqlite"
+    build_store(store, crm, sample_seeds(accounts=4, as_of=AS_OF))
+    add_field(store, object_name, custom_field, default="Gold")
+    started = crm.start(store)
+    try:
+        system = load_system(name=system_name)
+        drift = SchemaDrift(system_name, object_name)
+        table = _table(
+            extract_object(
+                system=system, object_name=object_name, connection=crm.connection(started), drift=drift
+            ),
+            system,
+            object_name,
+        )
+    finally:
+        started.simulator.stop()
+    assert table.num_rows > 0
+    assert custom_field not in table.column_names  # only declared fields are read ...
+    assert custom_field in drift.not_selected  # ... and the source's field list tells of the new one
+    declared = {f.source_path.rsplit(".", 1)[-1] for f in system.get_object(object_name).fields}
+    assert declared & drift.source_fields and not declared & drift.not_selected
