@@ -965,6 +965,9 @@ def test_offset_pages_in_flight_at_once_come_back_in_order_and_stop_at_the_total
     [
         # Sugar lists a module's fields as an object keyed by name (a Studio field ends in _c).
         pytest.param("sugarcrm", "Accounts", "tier_c", id="sugarcrm-metadata"),
+        # B1 lists them in its EDMX; a contact person's fields are a complex type.
+        pytest.param("sap_b1", "BusinessPartners", "U_Tier", id="sap_b1-edmx-entity"),
+        pytest.param("sap_b1", "ContactEmployees", "U_Tier", id="sap_b1-edmx-complex-type"),
     ],
 )
 def test_a_field_added_in_the_crm_is_reported_though_not_requested(
