@@ -829,10 +829,14 @@ def _describe(
     session: Session, obj: ObjectSpec, object_name: str, context: ErrorContext, drift: SchemaDrift
 ) -> None:
     """Read the source's field list; a failure here is logged, never fatal (drift must not crash)."""
-    assert obj.describe is not None
-    request = PageRequest(url=obj.describe.path.format(object=object_name))
+    describe = obj.describe
+    assert describe is not None
+    request = PageRequest(
+        url=describe.path.format(object=object_name),
+        params={k: v.format(object=object_name) for k, v in describe.params.items()},
+    )
     try:
-        if obj.describe.format == "xsd":
+        if describe.format == "xsd":
             body: Any = session.send("GET", request, context=context, accept="application/xml").content
         else:
             body = session.get_json(request, context=context)
@@ -844,7 +848,7 @@ def _describe(
         )
         return
     try:
-        names = _field_names(body, obj.describe)
+        names = _field_names(body, describe, object_name)
     except (SyntaxError, ValueError, KeyError, TypeError) as exc:  # a path the answer does not fit
         names = None
         log.warning("%s: could not read the field list (%s)", context.where, exc)
@@ -866,20 +870,52 @@ def _describe(
 _XSD = "http://www.w3.org/2001/XMLSchema"
 
 
-def _field_names(body: Any, describe: DescribeSpec) -> set[str] | None:
-    """Field names from a describe answer: entries of a JSON list, or elements of an XML schema."""
+def _xml_steps(names_path: str) -> list[str]:
+    """The steps of an element path: split on '/' and on '.' (the dotted form), never inside a
+    predicate, whose quoted values may hold either (``[@Name='SAPB1.Country']``)."""
+    steps: list[str] = []
+    current = ""
+    depth = 0
+    for char in names_path:
+        if char == "[":
+            depth += 1
+        elif char == "]":
+            depth = max(0, depth - 1)
+        if char in "/." and depth == 0:
+            if current:
+                steps.append(current)
+            current = ""
+            continue
+        current += char
+    if current:
+        steps.append(current)
+    return steps
+
+
+def _field_names(body: Any, describe: DescribeSpec, object_name: str) -> set[str] | None:
+    """Field names from a describe answer: entries of a JSON list, keys of a JSON object, or
+    elements of an XML document (an XSD, an OData EDMX) found by a namespaced element path."""
+    names_path = describe.names_path.format(object=object_name)
     if describe.format == "xsd":
         try:
             root = DefusedET.fromstring(body)
         except (DefusedET.ParseError, ValueError, DefusedXmlException):
             return None
-        path = "/".join(p for p in describe.names_path.replace(".", "/").split("/") if p)
+        steps = _xml_steps(names_path)
         root_tag = root.tag.rsplit("}", 1)[-1]
-        if path.split("/", 1)[0].split(":")[-1] == root_tag:
-            path = path.split("/", 1)[1] if "/" in path else "."
+        # The path may name the root itself (SData schemas: 'xs:schema/xs:complexType/...').
+        if steps and steps[0].split("[", 1)[0].split(":")[-1] == root_tag:
+            steps = steps[1:]
+        path = "/".join(steps) or "."
         attribute = describe.name_key.lstrip("@")
-        return {str(e.get(attribute)) for e in root.findall(path, {"xs": _XSD}) if e.get(attribute)}
-    entries = resolve_path(body, describe.names_path)
+        namespaces = {"xs": _XSD, **describe.namespaces}
+        return {str(e.get(attribute)) for e in root.findall(path, namespaces) if e.get(attribute)}
+    entries = resolve_path(body, names_path)
+    if describe.names_from == "keys":
+        if not isinstance(entries, dict):
+            return None
+        # Field definitions are objects; a sibling such as Sugar's "_hash" string is not a field.
+        return {str(k) for k, v in entries.items() if isinstance(v, dict)}
     if not isinstance(entries, list):
         return None
     return {str(e.get(describe.name_key)) for e in entries if isinstance(e, dict)}

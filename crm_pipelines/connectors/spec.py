@@ -634,26 +634,67 @@ class SearchSpec(_Model):
     after_path: str = "paging.next.after"
 
 
+# Placeholders of a describe request and of its names_path: the object's name.
+DESCRIBE_PLACEHOLDERS: frozenset[str] = frozenset({"object"})
+
+
 class DescribeSpec(_Model):
     """Where the source lists an object's fields, so a field added in the source is noticed even
-    though only declared fields are requested (Salesforce describe, HubSpot properties)."""
+    though only declared fields are requested (Salesforce describe, HubSpot properties, SugarCRM
+    metadata, SAP Business One and other OData ``$metadata``)."""
 
     path: str = Field(
         description="GET path of the field list, e.g. /services/data/v62.0/sobjects/Account/describe."
     )
+    params: dict[str, str] = Field(
+        default_factory=dict,
+        description="Query parameters of the request, e.g. SugarCRM {module_filter: '{object}'}.",
+    )
     format: Literal["json", "xsd"] = Field(
         default="json",
-        description="json: a JSON document; xsd: an XML schema (SData $schema, OData $metadata).",
+        description="json: a JSON document; xsd: an XML schema (SData $schema, OData $metadata EDMX).",
     )
     names_path: str = Field(
         description=(
-            "json: dotted path of the list of field entries; xsd: the element path from the root, "
-            "prefix xs: for the XML Schema namespace, e.g. 'xs:complexType/xs:all/xs:element'."
+            "json: dotted path of the field entries; xsd: the element path from the root, prefixed "
+            "elements resolved through `namespaces` ('xs:' is the XML Schema namespace), predicates "
+            "as ElementTree reads them, e.g. \"edm:EntityType[@Name='BusinessPartner']/edm:Property\"."
         )
+    )
+    names_from: Literal["entries", "keys"] = Field(
+        default="entries",
+        description=(
+            "json only. entries: a list of field entries, each named by name_key; keys: an object "
+            "keyed by field name (SugarCRM's modules.<module>.fields), entries that are not objects skipped."
+        ),
     )
     name_key: str = Field(
         default="name", description="Key (json) or attribute '@name' (xsd) of a field's name."
     )
+    namespaces: dict[str, str] = Field(
+        default_factory=dict,
+        description="xsd only: prefix -> namespace URI of the prefixes names_path uses (EDMX: edmx, edm).",
+    )
+
+    @field_validator("path", "names_path")
+    @classmethod
+    def _template(cls, value: str) -> str:
+        return _check_template(value, DESCRIBE_PLACEHOLDERS)
+
+    @field_validator("params")
+    @classmethod
+    def _templates(cls, value: dict[str, str]) -> dict[str, str]:
+        for template in value.values():
+            _check_template(template, DESCRIBE_PLACEHOLDERS)
+        return value
+
+    @model_validator(mode="after")
+    def _format_keys(self) -> DescribeSpec:
+        if self.format == "xsd" and self.names_from != "entries":
+            raise ValueError("names_from 'keys' reads a JSON object; an XML field list is always entries")
+        if self.format == "json" and self.namespaces:
+            raise ValueError("namespaces apply to format 'xsd' only")
+        return self
 
 
 class _UpsertBase(_Model):
@@ -751,11 +792,27 @@ class PerRecordUpsert(_UpsertBase):
     update: RecordRequest
     created_id_path: str | None = Field(default=None, description="The new record's id in a create answer.")
     concurrency: int = Field(default=4, ge=1, le=16)
+    on_missing: Literal["reject", "create"] = Field(
+        default="reject",
+        description=(
+            "Without a lookup, what an `update` answered with one of `missing_statuses` means: reject "
+            "the record, or create it with `create` (SAP Business One: PATCH by CardCode, POST on "
+            "404), which saves the lookup request of every record that exists."
+        ),
+    )
+    missing_statuses: list[int] = Field(
+        default_factory=lambda: [404], description="Statuses of an `update` meaning 'no such record'."
+    )
 
     @model_validator(mode="after")
     def _complete(self) -> PerRecordUpsert:
         if self.lookup is not None and self.create is None:
             raise ValueError("per_record with a lookup needs 'create' for records not found")
+        if self.on_missing == "create":
+            if self.lookup is not None:
+                raise ValueError("on_missing 'create' replaces the lookup; declare one or the other")
+            if self.create is None:
+                raise ValueError("on_missing 'create' needs 'create'")
         return self
 
 

@@ -10,7 +10,8 @@ The styles a system can declare (``upsert.style`` in its YAML, see docs/connecto
   365 upserts by alternate key; SAP Business One).
 * ``subrequests``: a JSON batch of sub-requests, one response each (SugarCRM ``/bulk``).
 * ``per_record``: one request per record, after a lookup by external id where the system cannot
-  upsert by it (Pipedrive, Infor CRM, Sage CRM), several in flight.
+  upsert by it (Pipedrive, Infor CRM, Sage CRM), or an update by key that becomes a create when the
+  key is not found (SAP Business One), several in flight.
 
 Nothing is dropped: a record the system rejects with a retryable code is sent again, any other
 rejection comes back with the system's code and message, and a batch refused as a whole (HTTP 400) is
@@ -585,8 +586,39 @@ def _upsert_one(
         if isinstance(matches, list) and matches:
             found_id = _found(matches[0], lookup.id_path)
     creating = spec.lookup is not None and found_id is None
+    status, parsed = _send_record(
+        session, spec, object_name, id_field, record, key, found_id, creating, context
+    )
+    if not creating and spec.on_missing == "create" and status in spec.missing_statuses:
+        # The update by key found nothing: the record is new.
+        creating = True
+        status, parsed = _send_record(session, spec, object_name, id_field, record, key, None, True, context)
+    outcome = _outcome_of(
+        status,
+        parsed if parsed is not None else {},
+        creating,
+        spec.created_id_path if creating else None,
+        context,
+    )
+    if outcome[0] != "rejected" and outcome[1] is None:
+        outcome = (outcome[0], found_id, None, None)
+    return outcome
+
+
+def _send_record(
+    session: Session,
+    spec: PerRecordUpsert,
+    object_name: str,
+    id_field: str,
+    record: dict[str, Any],
+    key: str,
+    found_id: str | None,
+    creating: bool,
+    context: ErrorContext,
+) -> tuple[int, Any]:
+    """Send one record's create or update; the status and the decoded answer (None when empty)."""
     target = spec.create if creating else spec.update
-    assert target is not None  # validated: a lookup comes with `create`
+    assert target is not None  # validated: a lookup or on_missing 'create' comes with `create`
     body: Any = {target.wrap: record} if target.wrap else record
     request = PageRequest(url=_path(target.path, object_name, id_field, key, found_id or ""))
     response = session.send(target.method, request, context=context, json_body=body, raise_errors=False)
@@ -598,13 +630,4 @@ def _upsert_one(
             parsed = None
     if response.status_code >= 500:
         _raise_for(response, context)
-    outcome = _outcome_of(
-        response.status_code,
-        parsed if parsed is not None else {},
-        creating,
-        spec.created_id_path if creating else None,
-        context,
-    )
-    if outcome[0] != "rejected" and outcome[1] is None:
-        outcome = (outcome[0], found_id, None, None)
-    return outcome
+    return response.status_code, parsed

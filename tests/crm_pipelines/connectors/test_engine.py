@@ -25,6 +25,7 @@ from crm_pipelines.connectors.engine import (
     EXTRACTED_AT,
     PageInfo,
     SchemaDrift,
+    _field_names,
     _format_cursor,
     _render_where,
     check_connection,
@@ -45,12 +46,21 @@ from crm_pipelines.connectors.limits import (
     shared_bucket,
 )
 from crm_pipelines.connectors.session import render_value
-from crm_pipelines.connectors.spec import IncrementalSpec, OffsetPaging, SystemSpec, load_system, parse_system
+from crm_pipelines.connectors.spec import (
+    DescribeSpec,
+    IncrementalSpec,
+    OffsetPaging,
+    SystemSpec,
+    load_system,
+    parse_system,
+)
 from crm_pipelines.sandbox.data import SandboxLayout, generate_sandbox
 from crm_pipelines.sandbox.simulators.base import RateLimit
 from crm_pipelines.sandbox.simulators.hubspot import HubSpotSimulator
+from crm_pipelines.sandbox.simulators.records import add_field
 from crm_pipelines.sandbox.simulators.salesforce import SalesforceSimulator
 from crm_pipelines.sandbox.simulators.store import count_records, fetch_records
+from crm_pipelines.sandbox.systems import build_store, sample_seeds, sandbox_crm
 from resources.crm_api import CrmApiResource
 
 CONTEXT = ErrorContext(system_name="salesforce", system_title="Salesforce", object_name="Contact")
@@ -328,6 +338,92 @@ def test_values_render_as_received() -> None:
         '{"k":[1]}',
     ]
     assert json.dumps(record["a"]) == '"1.50"'  # kept as text, never rounded through float
+
+
+_EDMX = b"""<?xml version="1.0" encoding="utf-8"?>
+<edmx:Edmx Version="1.0" xmlns:edmx="http://schemas.microsoft.com/ado/2007/06/edmx">
+ <edmx:DataServices>
+  <Schema Namespace="SAPB1" xmlns="http://schemas.microsoft.com/ado/2008/09/edm">
+   <ComplexType Name="ContactEmployee"><Property Name="InternalCode"/><Property Name="U_Tier"/></ComplexType>
+   <EntityType Name="BusinessPartner"><Property Name="CardCode"/><Property Name="Country"/></EntityType>
+   <EntityType Name="SAPB1.Odd"><Property Name="Dotted"/></EntityType>
+  </Schema>
+ </edmx:DataServices>
+</edmx:Edmx>"""
+_EDMX_NS = {"edmx": "http://schemas.microsoft.com/ado/2007/06/edmx"}
+_XSD_DOC = b"""<xs:schema xmlns:xs="http://www.w3.org/2001/XMLSchema">
+ <xs:complexType name="account"><xs:all><xs:element name="AccountName"/><xs:element name="Type"/></xs:all>
+ </xs:complexType></xs:schema>"""
+
+
+@pytest.mark.parametrize(
+    ("body", "describe", "expected"),
+    [
+        pytest.param(
+            {"fields": [{"name": "Id"}, {"name": "Name"}, "junk"]},
+            {"names_path": "fields"},
+            {"Id", "Name"},
+            id="json-entries",
+        ),
+        pytest.param(
+            # SugarCRM metadata: an object keyed by field name, with a "_hash" beside the fields.
+            {"modules": {"Accounts": {"fields": {"id": {"type": "id"}, "tier_c": {}, "_hash": "9f"}}}},
+            {"names_path": "modules.{object}.fields", "names_from": "keys"},
+            {"id", "tier_c"},
+            id="json-keys",
+        ),
+        pytest.param(
+            {"modules": {"Contacts": {"fields": {"id": {}}}}},
+            {"names_path": "modules.{object}.fields", "names_from": "keys"},
+            None,
+            id="json-keys-of-another-object",
+        ),
+        pytest.param(
+            _XSD_DOC,
+            {"format": "xsd", "names_path": "xs:schema.xs:complexType.xs:all.xs:element"},
+            {"AccountName", "Type"},
+            id="xsd-dotted",
+        ),
+        pytest.param(
+            _EDMX,
+            {
+                "format": "xsd",
+                "namespaces": {**_EDMX_NS, "edm": "http://schemas.microsoft.com/ado/2008/09/edm"},
+                "names_path": "edmx:DataServices/edm:Schema/edm:EntityType[@Name='BusinessPartner']/edm:Property",
+                "name_key": "@Name",
+            },
+            {"CardCode", "Country"},
+            id="edmx-entity-type",
+        ),
+        pytest.param(
+            _EDMX,
+            {
+                "format": "xsd",
+                "namespaces": {**_EDMX_NS, "edm": "*"},
+                "names_path": "edmx:DataServices/edm:Schema/edm:ComplexType[@Name='ContactEmployee']/edm:Property",
+                "name_key": "@Name",
+            },
+            {"InternalCode", "U_Tier"},
+            id="edmx-any-namespace",
+        ),
+        pytest.param(
+            _EDMX,
+            {
+                "format": "xsd",
+                "namespaces": {**_EDMX_NS, "edm": "*"},
+                "names_path": "edmx:Edmx/edmx:DataServices/edm:Schema/edm:EntityType[@Name='SAPB1.Odd']/edm:Property",
+                "name_key": "@Name",
+            },
+            {"Dotted"},
+            id="edmx-dots-inside-a-predicate",
+        ),
+    ],
+)
+def test_field_lists_are_read_from_the_describe_answer(
+    body: object, describe: dict[str, object], expected: set[str] | None
+) -> None:
+    spec = DescribeSpec.model_validate({"path": "/describe", **describe})
+    assert _field_names(body, spec, "Accounts") == expected
 
 
 # --- end to end against the simulators -------------------------------------------------------------
@@ -862,3 +958,40 @@ def test_offset_pages_in_flight_at_once_come_back_in_order_and_stop_at_the_total
         assert len(pages) == -(-len(in_flight) // 7)  # no request past the reported total
     finally:
         started.simulator.stop()
+
+
+@pytest.mark.parametrize(
+    ("system_name", "object_name", "custom_field"),
+    [
+        # Sugar lists a module's fields as an object keyed by name (a Studio field ends in _c).
+        pytest.param("sugarcrm", "Accounts", "tier_c", id="sugarcrm-metadata"),
+        # B1 lists them in its EDMX; a contact person's fields are a complex type.
+        pytest.param("sap_b1", "BusinessPartners", "U_Tier", id="sap_b1-edmx-entity"),
+        pytest.param("sap_b1", "ContactEmployees", "U_Tier", id="sap_b1-edmx-complex-type"),
+    ],
+)
+def test_a_field_added_in_the_crm_is_reported_though_not_requested(
+    tmp_path: Path, system_name: str, object_name: str, custom_field: str
+) -> None:
+    crm = sandbox_crm(system_name)
+    store = tmp_path / f"{system_name}.sqlite"
+    build_store(store, crm, sample_seeds(accounts=4, as_of=AS_OF))
+    add_field(store, object_name, custom_field, default="Gold")
+    started = crm.start(store)
+    try:
+        system = load_system(name=system_name)
+        drift = SchemaDrift(system_name, object_name)
+        table = _table(
+            extract_object(
+                system=system, object_name=object_name, connection=crm.connection(started), drift=drift
+            ),
+            system,
+            object_name,
+        )
+    finally:
+        started.simulator.stop()
+    assert table.num_rows > 0
+    assert custom_field not in table.column_names  # only declared fields are read ...
+    assert custom_field in drift.not_selected  # ... and the source's field list tells of the new one
+    declared = {f.source_path.rsplit(".", 1)[-1] for f in system.get_object(object_name).fields}
+    assert declared & drift.source_fields and not declared & drift.not_selected

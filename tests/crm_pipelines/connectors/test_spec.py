@@ -156,6 +156,17 @@ def test_page_size_is_clamped_into_the_api_range() -> None:
 # --- bad declarations give clear errors ------------------------------------------------------------
 
 
+def _per_record(**changes: Any) -> dict[str, Any]:
+    """A per_record upsert declaration (lookup by external id, then create or update)."""
+    return {
+        "style": "per_record",
+        "lookup": {"path": "/x", "params": {"q": "{key}"}, "records_path": "value", "id_path": "Id"},
+        "create": {"method": "POST", "path": "/x"},
+        "update": {"method": "PATCH", "path": "/x('{key}')"},
+        **changes,
+    }
+
+
 def _broken(mutate: Any) -> dict[str, Any]:
     data = copy.deepcopy(_raw("salesforce"))
     mutate(data)
@@ -204,6 +215,33 @@ def _broken(mutate: Any) -> dict[str, Any]:
             lambda d: d["auth"].pop("client_id_variable"),
             r"auth\.oauth2_client_credentials\.client_id_variable: Field required",
             id="missing-auth-parameter",
+        ),
+        pytest.param(
+            lambda d: d["objects"]["Account"]["describe"].update(format="xsd", names_from="keys"),
+            r"objects\.Account\.describe: .*names_from 'keys' reads a JSON object",
+            id="describe-keys-of-xml",
+        ),
+        pytest.param(
+            lambda d: d["objects"]["Account"]["describe"].update(namespaces={"edm": "*"}),
+            r"objects\.Account\.describe: .*namespaces apply to format 'xsd' only",
+            id="describe-namespaces-of-json",
+        ),
+        pytest.param(
+            lambda d: d["objects"]["Account"]["describe"].update(params={"module": "{module}"}),
+            r"objects\.Account\.describe\.params: .*unknown placeholder\(s\) \['module'\]",
+            id="describe-unknown-placeholder",
+        ),
+        pytest.param(
+            lambda d: d["objects"]["Account"].update(upsert=_per_record(on_missing="create")),
+            r"objects\.Account\.upsert\.per_record: .*on_missing 'create' replaces the lookup",
+            id="on-missing-create-with-lookup",
+        ),
+        pytest.param(
+            lambda d: d["objects"]["Account"].update(
+                upsert={**_per_record(on_missing="create"), "lookup": None, "create": None}
+            ),
+            r"objects\.Account\.upsert\.per_record: .*on_missing 'create' needs 'create'",
+            id="on-missing-create-without-create",
         ),
     ],
 )

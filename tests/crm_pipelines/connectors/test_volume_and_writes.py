@@ -4,13 +4,20 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from datetime import UTC, date, datetime
+from pathlib import Path
 
 import httpx
 import pyarrow as pa
 import pytest
 
 from crm_pipelines.connectors.auth import ConnectionSettings, clear_token_cache
-from crm_pipelines.connectors.engine import EXTRACTED_AT, ExtractStats, extract_object, upsert_records
+from crm_pipelines.connectors.engine import (
+    EXTRACTED_AT,
+    ExtractStats,
+    UpsertResult,
+    extract_object,
+    upsert_records,
+)
 from crm_pipelines.connectors.limits import ApiRequestError
 from crm_pipelines.connectors.spec import SystemSpec, load_system
 from crm_pipelines.sandbox.data import SandboxLayout, generate_sandbox
@@ -22,6 +29,7 @@ from crm_pipelines.sandbox.simulators import (
     SalesforceSimulator,
 )
 from crm_pipelines.sandbox.simulators.store import add_field, fetch_records
+from crm_pipelines.sandbox.systems import build_store, sample_seeds, sandbox_crm
 
 AS_OF = date(2026, 11, 25)
 SF_CLIENT_ID = "3MVG9volume.client"
@@ -290,6 +298,45 @@ def test_hubspot_batch_upsert_reports_every_record(
     assert len([r for r in hubspot_sim.request_log if r.path.endswith("/batch/upsert")]) == 2  # 100 + 30
     stored = {r["email"]: r for r in fetch_records(sandbox.hubspot_store, "contacts")}
     assert stored["writer7@example.com"]["firstname"] == "W7"
+
+
+def test_per_record_updates_by_key_and_creates_on_404_without_lookups(tmp_path: Path) -> None:
+    # SAP Business One has no upsert: PATCH BusinessPartners('<CardCode>'), POST when that is a 404.
+    crm = sandbox_crm("sap_b1")
+    system = load_system(name="sap_b1")
+    store = tmp_path / "b1.sqlite"
+    build_store(store, crm, sample_seeds(accounts=2, as_of=AS_OF))
+    started = crm.start(store)
+    try:
+        sim, connection = started.simulator, crm.connection(started)
+        # Keys go into an OData key predicate: a quote is doubled, a space and a non-ASCII letter
+        # percent-encoded, and the partner lands under exactly that code.
+        records: list[dict[str, object]] = [
+            {"CardCode": code, "CardName": f"Partner {n}", "Country": "DE"}
+            for n, code in enumerate(["C9100", "C9'101", "C9 102 Ü"])
+        ]
+
+        def upsert(batch: list[dict[str, object]]) -> list[UpsertResult]:
+            return upsert_records(
+                system=system,
+                object_name="BusinessPartners",
+                connection=connection,
+                external_id_field="CardCode",
+                records=batch,
+            )
+
+        created = upsert(records)
+        assert [(r.status, r.record_id) for r in created] == [("created", r["CardCode"]) for r in records]
+        writes = [(r.method, r.status) for r in sim.request_log if not r.path.endswith("/Login")]
+        assert writes == [("PATCH", 404), ("POST", 201)] * 3  # no lookup: a new partner costs two requests
+        sim.request_log.clear()
+        updated = upsert([{**r, "City": "Bremen"} for r in records])
+        assert [r.status for r in updated] == ["updated"] * 3
+        assert [(r.method, r.status) for r in sim.request_log] == [("PATCH", 204)] * 3  # an existing one, one
+        stored = {r["CardCode"]: r for r in fetch_records(store, "BusinessPartners")}
+        assert all(stored[str(r["CardCode"])]["City"] == "Bremen" for r in records)
+    finally:
+        started.simulator.stop()
 
 
 # --- faults ----------------------------------------------------------------------------------------
