@@ -27,7 +27,7 @@ from types import TracebackType
 from typing import Any, Literal
 
 import paramiko
-from paramiko.buffered_pipe import BufferedPipe
+from paramiko.buffered_pipe import BufferedPipe, PipeTimeout
 from paramiko.sftp import CMD_DATA, CMD_READ, SFTP_EOF, int64
 
 log = logging.getLogger(__name__)
@@ -349,26 +349,62 @@ def _connect(settings: ConnectSettings) -> tuple[paramiko.SSHClient, paramiko.SF
 
 
 class _FrontCheapPipe(BufferedPipe):
-    """paramiko's channel input buffer over a ``bytearray``, so reading from its front is cheap.
+    """paramiko's channel input buffer, made cheap for large SFTP reads.
 
     ``BufferedPipe`` keeps an ``array('B')`` and deletes what was read from its front, which moves
-    everything still buffered. The SFTP client reads each response in two or more such steps, so
-    when the reader fell behind (a slow disk write, a busy core) and megabytes piled up in the
-    128 MiB window, every read moved megabytes: the further behind, the slower, and a 1 GB
-    download ran at a third of OpenSSH's speed. A ``bytearray`` deletes from the front by moving
-    its start (CPython), so a read costs what it returns.
+    everything still buffered: when the reader fell behind (a slow disk write, a busy core) and
+    megabytes piled up in the 128 MiB window, every read moved megabytes, and the further behind,
+    the slower. A ``bytearray`` deletes from the front by moving its start (CPython).
+
+    It also wakes a reader only once what it asked for is there: an SFTP client always knows the
+    length it needs, and waking it for each 64 KiB packet of a 252 KiB block cost a thread switch
+    per packet. After a whole ``timeout`` without enough data it returns what it has (or raises
+    ``PipeTimeout`` when that is nothing), as ``BufferedPipe`` does at once.
     """
+
+    # BufferedPipe's own state (its type stubs leave it out).
+    _lock: threading.Lock
+    _cv: threading.Condition
+    _event: threading.Event | None
+    _closed: bool
+    _buffer: bytearray
 
     def __init__(self) -> None:
         super().__init__()
-        self._buffer = bytearray()  # type: ignore[assignment]
+        self._buffer = bytearray()
+        self._wanted = 1
+
+    def feed(self, data: bytes) -> None:
+        with self._lock:
+            if self._event is not None:
+                self._event.set()
+            self._buffer += data
+            if len(self._buffer) >= self._wanted:
+                self._cv.notify_all()
+
+    def read(self, nbytes: int, timeout: float | None = None) -> bytes:
+        with self._lock:
+            self._wanted = max(1, nbytes)
+            try:
+                while len(self._buffer) < nbytes and not self._closed:
+                    if not self._cv.wait(timeout) and len(self._buffer) < nbytes:
+                        if not self._buffer:
+                            raise PipeTimeout()
+                        break
+            finally:
+                self._wanted = 1
+            # One copy (a slice of the bytearray would be a second); the view is gone before the delete.
+            out = bytes(memoryview(self._buffer)[:nbytes])
+            del self._buffer[:nbytes]
+            if not self._buffer and self._event is not None and not self._closed:
+                self._event.clear()
+            return out
 
     def _buffer_frombytes(self, data: bytes) -> None:
-        self._buffer += data  # type: ignore[arg-type,operator]
+        self._buffer += data
 
     def _buffer_tobytes(self, limit: int | None = None) -> bytes:
-        # One copy (a slice of the bytearray would be a second); the view is gone before any delete.
-        return bytes(memoryview(self._buffer)[:limit])  # type: ignore[arg-type]
+        return bytes(memoryview(self._buffer)[:limit])
 
 
 class _PipelinedRead:
