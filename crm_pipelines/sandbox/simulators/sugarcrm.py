@@ -512,8 +512,9 @@ class SugarSimulator(SimulatorServer):
         names = [n for n in obj.field_names if n in wanted or n in ("id", "date_modified")]
         if "email" in wanted and "email1" in obj.field_names:
             names.append("email")
+        # `deleted` is an ordinary vardef: it comes back when asked for, and always on a deleted=true read.
         names = [n for n in names if n != "deleted"]
-        if with_deleted:
+        if with_deleted or "deleted" in wanted:
             names.append("deleted")
         return names
 
