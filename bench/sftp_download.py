@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import signal
 import subprocess
 import sys
@@ -33,20 +34,29 @@ def write_random(path: Path, size: int) -> None:
             out.write(os.urandom(min(block, size - start)))
 
 
-def best_of(repeat: int, run: callable, local: Path) -> float:  # type: ignore[valid-type]
-    """Best wall time of ``repeat`` runs, each starting without the local copy and with clean pages.
+def client_cpu() -> float:
+    """CPU seconds used so far by this process and its finished children (OpenSSH's sftp and ssh)."""
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
-    Writing 1 GB leaves the page cache full of dirty pages; without a sync the next download pays
-    for the previous one's writeback, which made whichever client ran second look slower.
+
+def best_of(repeat: int, run: callable, local: Path) -> tuple[float, float]:  # type: ignore[valid-type]
+    """Best wall time of ``repeat`` runs and the client CPU seconds of that run.
+
+    Each run starts without the local copy and with clean pages: writing 1 GB leaves the page
+    cache full of dirty pages, and without a sync the next download pays for the previous one's
+    writeback, which made whichever client ran second look slower. The CPU seconds tell what a
+    client costs even when other work on a shared machine blurs the wall times.
     """
-    times = []
+    runs = []
     for _ in range(repeat):
         local.unlink(missing_ok=True)
         os.sync()
+        cpu = client_cpu()
         started = time.perf_counter()
         run()
-        times.append(time.perf_counter() - started)
-    return min(times)
+        runs.append((time.perf_counter() - started, client_cpu() - cpu))
+    return min(runs)
 
 
 def main() -> None:
@@ -82,7 +92,10 @@ def main() -> None:
                 assert transport is not None
                 mac = transport.remote_mac  # pin OpenSSH to the MAC paramiko negotiated
             print(f"sshd {sshd.port}, cipher {args.cipher}, mac {mac}, {os.cpu_count()} CPUs")
-            print(f"{'size':>8} {'openssh MB/s':>13} {'ours x1 MB/s':>13} {'ours xN MB/s':>13} {'ratio':>7}")
+            print(
+                f"{'size':>8} {'openssh MB/s':>13} {'ours x1 MB/s':>13} {'ours xN MB/s':>13} {'ratio':>7}"
+                f"   client CPU s/GB: openssh, ours x1"
+            )
             for size_mb in [int(s) for s in args.sizes.split(",")]:
                 name = f"file_{size_mb}mb.bin"
                 write_random(folder / name, size_mb * MB)
@@ -121,15 +134,16 @@ def main() -> None:
                     with connect_sftp(**common, parallel_connections=connections) as session:
                         session.download(remote, local)
 
-                openssh = best_of(args.repeat, openssh_get, local)
+                openssh, openssh_cpu = best_of(args.repeat, openssh_get, local)
                 print(f"  {size_mb} MB: openssh sftp {size_mb / openssh:.0f} MB/s", flush=True)
-                single = best_of(args.repeat, lambda: ours(1), local)
+                single, single_cpu = best_of(args.repeat, lambda: ours(1), local)
                 print(f"  {size_mb} MB: ours, one stream {size_mb / single:.0f} MB/s", flush=True)
-                parallel = best_of(args.repeat, lambda: ours(args.connections), local)
+                parallel, _ = best_of(args.repeat, lambda: ours(args.connections), local)
                 rate = {k: size_mb / t for k, t in (("o", openssh), ("1", single), ("n", parallel))}
+                gb = size_mb / 1024
                 print(
                     f"{size_mb:>6}MB {rate['o']:>13.0f} {rate['1']:>13.0f} {rate['n']:>13.0f} "
-                    f"{max(rate['1'], rate['n']) / rate['o']:>7.0%}"
+                    f"{max(rate['1'], rate['n']) / rate['o']:>7.0%}   {openssh_cpu / gb:.2f}, {single_cpu / gb:.2f}"
                 )
                 (folder / name).unlink()
                 local.unlink(missing_ok=True)
