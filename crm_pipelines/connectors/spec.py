@@ -435,6 +435,13 @@ class RequestSpec(_Model):
 class FieldSpec(_Model):
     name: str = Field(min_length=1, description="Output column name.")
     path: str | None = Field(default=None, description="Dotted path in the record; default: the name.")
+    select: bool = Field(
+        default=True,
+        description=(
+            "List the field in {fields}. False for a value another request option brings in, e.g. "
+            "a lookup's name from $expand (Country.Name): $select would refuse the path."
+        ),
+    )
 
     @property
     def source_path(self) -> str:
@@ -906,9 +913,14 @@ class ObjectSpec(_Model):
         return self.select_separator.join(parts) or None
 
     def selected_names(self) -> list[str]:
-        """API names to request: declared paths under ``select_prefix``, prefix removed, in order."""
+        """API names to request: declared paths under ``select_prefix``, prefix removed, in order.
+
+        Fields declared with ``select: false`` are left out (they arrive through another option).
+        """
         selected: list[str] = []
         for f in self.fields:
+            if not f.select:
+                continue
             name = self.select_name(f.source_path)
             if name and name not in selected:
                 selected.append(name)

@@ -153,6 +153,16 @@ def test_page_size_is_clamped_into_the_api_range() -> None:
     assert page_size.clamp(50_000) == 2000
 
 
+def test_a_field_with_select_false_is_read_but_not_requested() -> None:
+    data = _raw("salesforce")
+    data["objects"]["Account"]["fields"].append({"name": "owner_name", "path": "Owner.Name", "select": False})
+    obj = parse_system(data=data, source="x").get_object("Account")
+    # Owner.Name comes with another option (an expanded lookup): listing it in {fields} would be refused.
+    assert "Owner.Name" not in obj.selected_names()
+    assert obj.selected_names() == SALESFORCE_FIELDS["Account"].split()
+    assert obj.field("owner_name").source_path == "Owner.Name"
+
+
 # --- bad declarations give clear errors ------------------------------------------------------------
 
 
