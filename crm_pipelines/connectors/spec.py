@@ -218,6 +218,13 @@ class SessionAuth(_Model):
     success: ValueMatch | None = Field(default=None, description="A 200 that fails this is a refusal.")
     csrf: CsrfSpec | None = None
     logout_path: str | None = None
+    headers: dict[str, str] = Field(
+        default_factory=dict,
+        description=(
+            "Static headers sent with the login and with every request of the session "
+            "(Creatio: ForceUseSession: true)."
+        ),
+    )
 
     @field_validator("body")
     @classmethod

@@ -18,6 +18,7 @@ from crm_pipelines.connectors.auth import (
     ConnectionSettings,
     OAuth2ClientCredentials,
     Secret,
+    SessionLogin,
     clear_token_cache,
 )
 from crm_pipelines.connectors.engine import (
@@ -50,6 +51,7 @@ from crm_pipelines.connectors.spec import (
     DescribeSpec,
     IncrementalSpec,
     OffsetPaging,
+    SessionAuth,
     SystemSpec,
     load_system,
     parse_system,
@@ -215,6 +217,43 @@ def test_oauth_token_is_cached_and_refreshed_before_expiry() -> None:
     auth.invalidate(token=second)
     assert auth.token(send=send).value.reveal() == "tok-3"
     assert "s3cr3t-value" not in repr(auth) and "tok-" not in repr(second)
+
+
+def test_session_login_sends_the_declared_headers_on_the_login_and_every_request() -> None:
+    spec = SessionAuth.model_validate(
+        {
+            "kind": "session",
+            "login_path": "/ServiceModel/AuthService.svc/Login",
+            "body": {"UserName": "{username}", "UserPassword": "{password}"},
+            "username_variable": "U",
+            "password_variable": "P",
+            "success": {"path": "Code", "equals": 0},
+            "csrf": {"header": "BPMCSRF", "cookie": "BPMCSRF"},
+            "headers": {"ForceUseSession": "true"},
+        }
+    )
+    sent: list[httpx.Request] = []
+
+    def send(build: Callable[[], httpx.Request]) -> httpx.Response:
+        request = build()
+        sent.append(request)
+        cookies = [("set-cookie", ".ASPXAUTH=abc123; path=/"), ("set-cookie", "BPMCSRF=csrf-9; path=/")]
+        return httpx.Response(200, json={"Code": 0}, headers=cookies, request=request)
+
+    clear_token_cache()
+    login = SessionLogin(
+        spec=spec,
+        connection=ConnectionSettings(
+            base_url="https://acme.creatio.com", username="u", password="pw-secret"
+        ),
+        context=CONTEXT,
+    )
+    token = login.token(send=send)
+    assert sent[0].headers["ForceUseSession"] == "true"
+    headers = {name: value.reveal() for name, value in token.headers.items()}
+    assert headers["ForceUseSession"] == "true" and headers["BPMCSRF"] == "csrf-9"
+    assert ".ASPXAUTH=abc123" in headers["Cookie"]
+    clear_token_cache()
 
 
 def test_accounts_share_one_bucket() -> None:
