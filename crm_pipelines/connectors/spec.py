@@ -652,6 +652,19 @@ class SearchSpec(_Model):
 DESCRIBE_PLACEHOLDERS: frozenset[str] = frozenset({"object"})
 
 
+class DescribeRename(_Model):
+    """A field-list entry the records carry under another name (Dataverse lists the lookup
+    ``parentcustomerid``; records carry ``_parentcustomerid_value``)."""
+
+    match: ValueMatch = Field(description="Test on the entry (json: its keys; xsd: '@' + attribute).")
+    to: str = Field(description="The name records carry, a template with {name}, e.g. '_{name}_value'.")
+
+    @field_validator("to")
+    @classmethod
+    def _template(cls, value: str) -> str:
+        return _check_template(value, frozenset({"name"}))
+
+
 class DescribeSpec(_Model):
     """Where the source lists an object's fields, so a field added in the source is noticed even
     though only declared fields are requested (Salesforce describe, HubSpot properties, SugarCRM
@@ -688,6 +701,10 @@ class DescribeSpec(_Model):
     namespaces: dict[str, str] = Field(
         default_factory=dict,
         description="xsd only: prefix -> namespace URI of the prefixes names_path uses (EDMX: edmx, edm).",
+    )
+    renames: list[DescribeRename] = Field(
+        default_factory=list,
+        description="Entries the records carry under another name; the first matching rename applies.",
     )
 
     @field_validator("path", "names_path")

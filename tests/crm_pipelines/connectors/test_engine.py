@@ -256,6 +256,71 @@ def test_session_login_sends_the_declared_headers_on_the_login_and_every_request
     clear_token_cache()
 
 
+_CREATIO_EDMX = b"""<?xml version="1.0" encoding="utf-8"?>
+<edmx:Edmx Version="4.0" xmlns:edmx="http://docs.oasis-open.org/odata/ns/edmx"><edmx:DataServices>
+<Schema Namespace="Terrasoft.Configuration" xmlns="http://docs.oasis-open.org/odata/ns/edm">
+<EntityType Name="Account"><Key><PropertyRef Name="Id"/></Key>
+<Property Name="Id" Type="Edm.Guid"/><Property Name="Name" Type="Edm.String"/>
+<Property Name="CountryId" Type="Edm.Guid"/><NavigationProperty Name="Country" Type="T.Country"/></EntityType>
+</Schema></edmx:DataServices></edmx:Edmx>"""
+_ODATA4 = {
+    "edmx": "http://docs.oasis-open.org/odata/ns/edmx",
+    "edm": "http://docs.oasis-open.org/odata/ns/edm",
+}
+_DATAVERSE_ATTRIBUTES = {
+    "value": [
+        {"LogicalName": "fullname", "AttributeType": "String"},
+        {"LogicalName": "parentcustomerid", "AttributeType": "Customer"},
+        {"LogicalName": "owninguser", "AttributeType": "Lookup"},
+        {"AttributeType": "String"},  # no name: not a field
+    ]
+}
+_LOOKUP_VALUE = [
+    {"match": {"path": "AttributeType", "equals": kind}, "to": "_{name}_value"}
+    for kind in ("Lookup", "Customer")
+]
+
+
+@pytest.mark.parametrize(
+    ("body", "describe", "expected"),
+    [
+        pytest.param(
+            _DATAVERSE_ATTRIBUTES,
+            {"names_path": "value", "name_key": "LogicalName", "renames": _LOOKUP_VALUE},
+            {"fullname", "_parentcustomerid_value", "_owninguser_value"},
+            id="json-lookups-as-records-carry-them",
+        ),
+        pytest.param(
+            _CREATIO_EDMX,
+            {
+                "format": "xsd",
+                "names_path": "edmx:DataServices/edm:Schema/edm:EntityType[@Name='Account']/edm:Property",
+                "name_key": "@Name",
+                "namespaces": _ODATA4,
+                "renames": [{"match": {"path": "@Type", "equals": "Edm.Guid"}, "to": "{name}_guid"}],
+            },
+            {"Id_guid", "Name", "CountryId_guid"},  # navigation properties are not Property elements
+            id="xml-renames-test-attributes",
+        ),
+        pytest.param(
+            {"fields": {"account_id": {"type": "relate"}, "name": {"type": "name"}}},
+            {
+                "names_path": "fields",
+                "names_from": "keys",
+                "renames": [{"match": {"path": "type", "equals": "relate"}, "to": "{name}_ref"}],
+            },
+            {"account_id_ref", "name"},
+            id="json-keys-renames-test-the-definition",
+        ),
+    ],
+)
+def test_describe_renames_give_the_names_records_carry(
+    body: object, describe: dict[str, object], expected: set[str] | None
+) -> None:
+    spec = DescribeSpec.model_validate({"path": "/fields", **describe})
+    assert _field_names(body, spec, "accounts") == expected
+
+
 def test_accounts_share_one_bucket() -> None:
     limit = HUBSPOT.rate_limit
     a = shared_bucket(base_url="https://api.hubapi.com/", fingerprint="f1", rate_limit=limit)
