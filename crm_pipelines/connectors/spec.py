@@ -343,6 +343,33 @@ class PageNumberPaging(_Model):
     concurrency: int = Field(default=1, ge=1, le=16, description="Page requests kept in flight.")
 
 
+class KeysetPaging(_Model):
+    """Each page asks for the rows after the last key read (``$filter=Id gt <last>``, ordered by ``Id``).
+
+    Unlike an offset, the position survives rows deleted or inserted before it while the read runs, so
+    no row is skipped or read twice. The request must order by the key, ascending; stops on a short or
+    empty page.
+    """
+
+    kind: Literal["keyset"]
+    key_path: str = Field(description="Dotted path of the key in a record, e.g. 'Id'.")
+    filter_param: str = Field(description="Query parameter the condition is added to, e.g. '$filter'.")
+    condition: str = Field(
+        description="Rows after the last key: a template with {last}, e.g. 'Id gt {last}'."
+    )
+    join: str = Field(
+        default=" and ", description="Joins the request's own filter (parenthesised) and the condition."
+    )
+    limit_param: str | None = Field(default=None, description="Query parameter for the page size ($top).")
+
+    @field_validator("condition")
+    @classmethod
+    def _condition(cls, value: str) -> str:
+        if "last" not in _placeholders(_check_template(value, frozenset({"last"}))):
+            raise ValueError(f"condition {value!r} must use {{last}}")
+        return value
+
+
 class SinglePaging(_Model):
     """One request answers everything."""
 
@@ -350,7 +377,7 @@ class SinglePaging(_Model):
 
 
 PagingSpec = Annotated[
-    NextLinkPaging | CursorPaging | OffsetPaging | PageNumberPaging | SinglePaging,
+    NextLinkPaging | CursorPaging | OffsetPaging | PageNumberPaging | KeysetPaging | SinglePaging,
     Field(discriminator="kind"),
 ]
 
