@@ -799,6 +799,28 @@ class ODataBatchUpsert(_UpsertBase):
     item_method: Literal["PATCH", "PUT", "POST"] = "PATCH"
     item_path: str = Field(description="Per-record path: {object}, {id_field} and {key} (quoted as OData).")
     odata_version: Literal[3, 4] = 4
+    item_headers: dict[str, str] = Field(
+        default_factory=dict,
+        description=(
+            "Headers of every part, e.g. Prefer: return=representation (Dataverse then answers an "
+            "upsert 201 created / 200 updated instead of 204 for both)."
+        ),
+    )
+    item_params: dict[str, str] = Field(
+        default_factory=dict,
+        description="Query parameters of every part ({object}, {id_field}), e.g. $select: accountid.",
+    )
+    id_path: str | None = Field(
+        default=None,
+        description="The record id in a part's body; else the id in its OData-EntityId / Location header.",
+    )
+
+    @field_validator("item_headers", "item_params")
+    @classmethod
+    def _item_templates(cls, value: dict[str, str]) -> dict[str, str]:
+        for template in value.values():
+            _check_template(template, frozenset({"object", "id_field"}))
+        return value
 
 
 class SubrequestItem(_Model):
