@@ -479,9 +479,10 @@ class DynamicsSimulator(DataverseWriter):
             )
         values = []
         for field_def in obj.fields:
+            lookup = entity.lookups.get(field_def.name)
             kind = (
-                "Lookup"
-                if field_def.name in entity.lookups
+                lookup.attribute_type
+                if lookup is not None
                 else "Uniqueidentifier"
                 if field_def.name == obj.key
                 else ATTRIBUTE_TYPES[field_def.type]
@@ -501,9 +502,10 @@ class DynamicsSimulator(DataverseWriter):
                     "ManagedPropertyLogicalName": "canmodifyrequirementlevelsettings",
                 },
             }
+            metadata_type = "Lookup" if lookup is not None else kind  # Customer is a LookupAttributeMetadata
             values.append(
                 {
-                    "@odata.type": f"#Microsoft.Dynamics.CRM.{kind}AttributeMetadata",
+                    "@odata.type": f"#Microsoft.Dynamics.CRM.{metadata_type}AttributeMetadata",
                     **{k: full[k] for k in wanted},
                 }
             )

@@ -53,6 +53,8 @@ class Lookup:
     target: str  # entity set it points to
     target_logical: str
     bind: str  # navigation property used in <bind>@odata.bind
+    # AttributeType in the metadata: "Customer" for a lookup to account or contact (parentcustomerid).
+    attribute_type: str = "Lookup"
 
 
 @dataclass(frozen=True)
@@ -207,7 +209,7 @@ ENTITIES = {
         "contact",
         alternate_keys=("emailaddress1",),
         required=("lastname",),
-        lookups={"parentcustomerid": Lookup("accounts", "account", "parentcustomerid_account")},
+        lookups={"parentcustomerid": Lookup("accounts", "account", "parentcustomerid_account", "Customer")},
         picklists={"statecode": {0: "Active", 1: "Inactive"}},
     ),
     "opportunities": Entity(
@@ -406,9 +408,14 @@ def key_condition(entity: Entity, obj: ObjectDef, keys: str) -> tuple[str, list[
         return f"{quote_name(obj.key)} = ?", [text.lower()], {obj.key: text.lower()}
     pairs: dict[str, str] = {}
     for match in re.finditer(r"(\w+)=(?:'((?:[^']|'')*)'|([^,']+))\s*(?:,|$)", text):
-        pairs[match.group(1)] = (
-            match.group(2).replace("''", "'") if match.group(2) is not None else match.group(3).strip()
-        )
+        if match.group(2) is not None:
+            pairs[match.group(1)] = match.group(2).replace("''", "'")
+            continue
+        bare = match.group(3).strip()
+        # An unquoted key value is a number or a GUID literal; text must be a quoted string literal.
+        if not re.fullmatch(r"-?\d+(?:\.\d+)?|[0-9a-fA-F]{8}(?:-[0-9a-fA-F]{4}){3}-[0-9a-fA-F]{12}", bare):
+            raise ODataError(f"Bad Request - Error in query syntax: '{keys}'.", code="0x80060888")
+        pairs[match.group(1)] = bare
     if not pairs:
         raise ODataError(f"Bad Request - Error in query syntax: '{keys}'.")
     bad = [name for name in pairs if name not in entity.alternate_keys]

@@ -311,7 +311,7 @@ class DataverseWriter(SimulatorServer):
 
     def _operation(self, conn: sqlite3.Connection, op: BatchRequest) -> BatchResponse:
         parts = urlsplit(op.url)
-        path = parts.path
+        path = unquote(parts.path)  # a key may be percent-encoded (emailaddress1='a%40b.example')
         if not path.startswith("/"):
             path = f"{API}/{path}"
         query: dict[str, list[str]] = {}

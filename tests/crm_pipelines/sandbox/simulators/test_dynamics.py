@@ -331,7 +331,7 @@ def test_attribute_metadata_lists_fields_added_later(tmp_path: Path) -> None:
             contact_attrs = http.get(f"{API}/EntityDefinitions(LogicalName='contact')/Attributes").json()[
                 "value"
             ]
-            assert {"LogicalName": "parentcustomerid", "AttributeType": "Lookup"}.items() <= next(
+            assert {"LogicalName": "parentcustomerid", "AttributeType": "Customer"}.items() <= next(
                 a for a in contact_attrs if a["LogicalName"] == "parentcustomerid"
             ).items()
             listed = http.get(f"{API}/accounts", params={"$top": "2"}).json()["value"]
@@ -452,6 +452,9 @@ def test_upsert_by_alternate_key(tmp_path: Path) -> None:
             )
             bad_key = http.patch(f"{API}/accounts(name='x')", json={"name": "x"})
             assert bad_key.status_code == 400
+            # A text key is a string literal: unquoted it is a syntax error, not a match.
+            unquoted = http.patch(f"{API}/accounts(accountnumber=WB-1)", json={"name": "x"})
+            assert unquoted.status_code == 400 and "syntax" in unquoted.json()["error"]["message"]
 
             contact = http.patch(
                 f"{API}/contacts(emailaddress1='ola@fjord.example')",
