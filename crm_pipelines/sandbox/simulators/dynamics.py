@@ -100,6 +100,7 @@ from crm_pipelines.sandbox.simulators.dynamics_schema import (
     MAX_PAGE_SIZE,
     NAMESPACE,
     OPPORTUNITIES,
+    ORG_CREATED,
     STAGE_VALUES,
     STANDARD_COLUMNS,
     Entity,
@@ -515,7 +516,22 @@ class DynamicsSimulator(DataverseWriter):
         return ok_json({"@odata.context": context, "value": values})
 
     def currencies(self, request: Request) -> Response:
-        rows = [{"transactioncurrencyid": key, **row} for key, row in CURRENCIES.items()]
+        columns = ("transactioncurrencyid", "isocurrencycode", "currencyname", "createdon", "modifiedon")
+        wanted = split_list(request.param("$select")) or list(columns)
+        bad = [name for name in wanted if name not in columns]
+        if bad:
+            return error_json(
+                400,
+                "0x80060888",
+                f"Could not find a property named '{bad[0]}' on type 'Microsoft.Dynamics.CRM.transactioncurrency'.",
+            )
+        rows = []
+        for key, row in CURRENCIES.items():
+            # Reference rows come with the org: created (and last changed) when it was set up.
+            full = {"transactioncurrencyid": key, **row, "createdon": ORG_CREATED, "modifiedon": ORG_CREATED}
+            record = {"@odata.etag": 'W/"1"', **{name: full[name] for name in wanted}}
+            record["transactioncurrencyid"] = key  # the key always comes back, as Dataverse does
+            rows.append(record)
         return ok_json(
             {"@odata.context": f"{self.base_url}{API}/$metadata#transactioncurrencies", "value": rows}
         )

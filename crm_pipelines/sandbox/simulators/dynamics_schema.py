@@ -192,6 +192,7 @@ CURRENCIES = {
     for code, name in _CURRENCY_NAMES.items()
 }
 CURRENCY_IDS = {row["isocurrencycode"]: key for key, row in CURRENCIES.items()}
+ORG_CREATED = "2020-01-06T09:00:00Z"  # when the sandbox org (and its reference rows) was set up
 
 ENTITIES = {
     "accounts": Entity(

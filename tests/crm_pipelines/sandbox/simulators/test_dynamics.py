@@ -192,12 +192,26 @@ def test_select_default_lookups_and_unknown_columns(client: httpx.Client) -> Non
         f"{API}/opportunities",
         params={
             "$top": "1",
-            "$select": "name,estimatedvalue",
+            "$select": "name,estimatedvalue,_transactioncurrencyid_value",
             "$expand": "transactioncurrencyid($select=isocurrencycode)",
         },
     ).json()["value"][0]
     assert isinstance(opportunity["estimatedvalue"], float)
     assert opportunity["transactioncurrencyid"]["isocurrencycode"] in ("EUR", "GBP", "CHF", "USD")
+    # The currency list resolves an opportunity's _transactioncurrencyid_value to its ISO code.
+    currencies = client.get(
+        f"{API}/transactioncurrencies", params={"$select": "isocurrencycode,modifiedon"}
+    ).json()["value"]
+    by_id = {c["transactioncurrencyid"]: c["isocurrencycode"] for c in currencies}
+    assert (
+        by_id[opportunity["_transactioncurrencyid_value"]]
+        == opportunity["transactioncurrencyid"]["isocurrencycode"]
+    )
+    assert all(
+        set(c) == {"@odata.etag", "transactioncurrencyid", "isocurrencycode", "modifiedon"}
+        for c in currencies
+    )
+    assert client.get(f"{API}/transactioncurrencies", params={"$select": "nope"}).status_code == 400
     annotated = client.get(
         f"{API}/accounts",
         params={"$top": "1", "$select": "industrycode"},
