@@ -71,15 +71,6 @@ from crm_pipelines.sandbox.simulators.base import (
     Response,
     Router,
 )
-from crm_pipelines.sandbox.simulators.dynamics_odata import (
-    Column,
-    ODataError,
-    after_condition,
-    compile_filter,
-    parse_orderby,
-    parse_prefer,
-    split_list,
-)
 from crm_pipelines.sandbox.simulators.dynamics_schema import (
     ACCOUNTS,
     API,
@@ -118,6 +109,15 @@ from crm_pipelines.sandbox.simulators.dynamics_schema import (
     wants_annotations,
 )
 from crm_pipelines.sandbox.simulators.dynamics_write import DataverseWriter
+from crm_pipelines.sandbox.simulators.odata import (
+    Column,
+    ODataError,
+    after_condition,
+    compile_filter,
+    parse_orderby,
+    parse_prefer,
+    split_list,
+)
 from crm_pipelines.sandbox.simulators.records import (
     ObjectDef,
     StoreInfo,

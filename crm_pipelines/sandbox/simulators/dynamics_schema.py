@@ -22,7 +22,7 @@ from typing import Any
 from urllib.parse import quote
 
 from crm_pipelines.sandbox.simulators.base import RateLimit, Response
-from crm_pipelines.sandbox.simulators.dynamics_odata import BatchResponse, ODataError, split_list
+from crm_pipelines.sandbox.simulators.odata import BatchResponse, ODataError, split_list
 from crm_pipelines.sandbox.simulators.records import FieldDef, ObjectDef, open_store, store_info
 from crm_pipelines.sandbox.simulators.records import quote as quote_name
 

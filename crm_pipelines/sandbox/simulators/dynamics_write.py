@@ -21,16 +21,6 @@ from contextlib import closing
 from urllib.parse import unquote, urlsplit
 
 from crm_pipelines.sandbox.simulators.base import Request, Response, SimulatorServer
-from crm_pipelines.sandbox.simulators.dynamics_odata import (
-    BatchRequest,
-    BatchResponse,
-    ChangeSet,
-    ODataError,
-    parse_batch,
-    parse_prefer,
-    split_list,
-    write_batch,
-)
 from crm_pipelines.sandbox.simulators.dynamics_schema import (
     API,
     CURRENCIES,
@@ -52,6 +42,16 @@ from crm_pipelines.sandbox.simulators.dynamics_schema import (
     required_error,
     select_names,
     to_response,
+)
+from crm_pipelines.sandbox.simulators.odata import (
+    BatchRequest,
+    BatchResponse,
+    ChangeSet,
+    ODataError,
+    parse_batch,
+    parse_prefer,
+    split_list,
+    write_batch,
 )
 from crm_pipelines.sandbox.simulators.records import (
     ObjectDef,
