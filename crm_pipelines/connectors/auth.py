@@ -506,7 +506,7 @@ class SessionLogin(_CachedCredential):
     """A login request that opens a cookie session (SAP Business One, Creatio).
 
     The cookies the login sets go back on every request; with ``csrf`` one cookie's value is also
-    sent as a header. The session lives ``ttl_path`` of the answer (SAP: ``SessionTimeout`` minutes)
+    sent as a header, and the declared ``headers`` go with the login and every request. The session lives ``ttl_path`` of the answer (SAP: ``SessionTimeout`` minutes)
     or ``default_ttl_seconds``; it is renewed a margin before that and once on a 401.
 
     Args:
@@ -541,7 +541,8 @@ class SessionLogin(_CachedCredential):
         body = self._body()
 
         def build() -> httpx.Request:
-            return httpx.Request("POST", self._login_url, json=body, headers={"Accept": "application/json"})
+            headers = {**self._spec.headers, "Accept": "application/json"}
+            return httpx.Request("POST", self._login_url, json=body, headers=headers)
 
         started = self._clock()
         response = send(build)
@@ -563,7 +564,9 @@ class SessionLogin(_CachedCredential):
                 f"{self._context.system_title}: the login set no session cookie.", fix=fix
             )
         cookie_header = "; ".join(f"{name}={value}" for name, value in cookies.items())
-        headers = {"Cookie": Secret(cookie_header)}
+        # The declared headers travel with the session's cookies: the API wants them on every request.
+        headers = {name: Secret(value) for name, value in self._spec.headers.items()}
+        headers["Cookie"] = Secret(cookie_header)
         if self._spec.csrf is not None:
             csrf = cookies.get(self._spec.csrf.cookie)
             if csrf is None:

@@ -894,8 +894,14 @@ def _xml_steps(names_path: str) -> list[str]:
 
 def _field_names(body: Any, describe: DescribeSpec, object_name: str) -> set[str] | None:
     """Field names from a describe answer: entries of a JSON list, keys of a JSON object, or
-    elements of an XML document (an XSD, an OData EDMX) found by a namespaced element path."""
+    elements of an XML document (an XSD, an OData EDMX) found by a namespaced element path.
+
+    Each name is paired with its entry (an XML element's attributes keyed ``@name``), so a declared
+    rename can test it: a Dataverse lookup listed as ``parentcustomerid`` is read as
+    ``_parentcustomerid_value``.
+    """
     names_path = describe.names_path.format(object=object_name)
+    found: list[tuple[Any, Any]]  # (name, entry)
     if describe.format == "xsd":
         try:
             root = DefusedET.fromstring(body)
@@ -909,16 +915,28 @@ def _field_names(body: Any, describe: DescribeSpec, object_name: str) -> set[str
         path = "/".join(steps) or "."
         attribute = describe.name_key.lstrip("@")
         namespaces = {"xs": _XSD, **describe.namespaces}
-        return {str(e.get(attribute)) for e in root.findall(path, namespaces) if e.get(attribute)}
-    entries = resolve_path(body, names_path)
-    if describe.names_from == "keys":
-        if not isinstance(entries, dict):
+        found = [
+            (e.get(attribute), {f"@{name}": value for name, value in e.attrib.items()})
+            for e in root.findall(path, namespaces)
+        ]
+    else:
+        entries = resolve_path(body, names_path)
+        if describe.names_from == "keys":
+            if not isinstance(entries, dict):
+                return None
+            # Field definitions are objects; a sibling such as Sugar's "_hash" string is not a field.
+            found = [(k, v) for k, v in entries.items() if isinstance(v, dict)]
+        elif isinstance(entries, list):
+            found = [(e.get(describe.name_key), e) for e in entries if isinstance(e, dict)]
+        else:
             return None
-        # Field definitions are objects; a sibling such as Sugar's "_hash" string is not a field.
-        return {str(k) for k, v in entries.items() if isinstance(v, dict)}
-    if not isinstance(entries, list):
-        return None
-    return {str(e.get(describe.name_key)) for e in entries if isinstance(e, dict)}
+    names: set[str] = set()
+    for name, entry in found:
+        if name in (None, ""):
+            continue
+        rename = next((r for r in describe.renames if value_matches(entry, r.match)), None)
+        names.add(rename.to.format(name=name) if rename is not None else str(name))
+    return names
 
 
 class _PageCounter:

@@ -10,6 +10,9 @@ it can be tested with a table of cases and no HTTP. The kinds follow dlt's REST 
 * :class:`OffsetPaginator` and :class:`PageNumberPaginator`: stop at the reported total (or a
   "more" flag) when the API gives one, else at the first short or empty page. Their pages can be
   fetched concurrently (the engine computes the next offsets ahead; see ``engine._concurrent_pages``).
+* :class:`KeysetPaginator`: each request asks for the rows after the last key read (``Id gt <last>``
+  added to the request's own filter); exact when rows are deleted during the read. It remembers the
+  first request's filter, so its ``first_request`` must be called before ``next_request``.
 * :class:`SinglePaginator`: one request.
 """
 
@@ -23,6 +26,7 @@ from urllib.parse import urljoin
 
 from crm_pipelines.connectors.spec import (
     CursorPaging,
+    KeysetPaging,
     NextLinkPaging,
     OffsetPaging,
     PageNumberPaging,
@@ -272,6 +276,50 @@ class PageNumberPaginator(Paginator):
         return replace(previous, params={**previous.params, self.page_param: str(page + 1)})
 
 
+class KeysetPaginator(Paginator):
+    """Rows after the last key read: ``({filter}) and Id gt <last>``; the request orders by the key.
+
+    An offset counts rows, so a row deleted before the offset during the read shifts the rest and
+    the next page skips one; the last key does not move. Stops on a short or empty page.
+    """
+
+    def __init__(
+        self,
+        *,
+        key_path: str,
+        filter_param: str,
+        condition: str,
+        join: str = " and ",
+        limit_param: str | None = None,
+    ) -> None:
+        self.key_path = key_path
+        self.filter_param = filter_param
+        self.condition = condition
+        self.join = join
+        self.limit_param = limit_param
+        self._base: str | None = None
+
+    def first_request(self, *, request: PageRequest, page_size: int) -> PageRequest:
+        # Every later page adds its condition to this filter (the window of an incremental read).
+        self._base = request.params.get(self.filter_param, "")
+        if self.limit_param is None:
+            return request
+        return replace(request, params={**request.params, self.limit_param: str(page_size)})
+
+    def next_request(
+        self, *, previous: PageRequest, body: Any, records: Sequence[Any], page_size: int
+    ) -> PageRequest | None:
+        if not records or len(records) < page_size:
+            return None
+        last = resolve_path(records[-1], self.key_path)
+        if last is MISSING or last is None or isinstance(last, dict | list):
+            raise ValueError(f"keyset paging: the last record of a page has no key at {self.key_path!r}")
+        base = self._base if self._base is not None else previous.params.get(self.filter_param, "")
+        after = self.condition.format(last=last)
+        value = f"({base}){self.join}{after}" if base else after
+        return replace(previous, params={**previous.params, self.filter_param: value})
+
+
 class SinglePaginator(Paginator):
     """One request, no further pages."""
 
@@ -324,6 +372,14 @@ def make_paginator(*, spec: PagingSpec) -> Paginator:
             total_pages_path=spec.total_pages_path,
             size_param=spec.size_param,
             more_path=spec.more_path,
+        )
+    if isinstance(spec, KeysetPaging):
+        return KeysetPaginator(
+            key_path=spec.key_path,
+            filter_param=spec.filter_param,
+            condition=spec.condition,
+            join=spec.join,
+            limit_param=spec.limit_param,
         )
     if isinstance(spec, SinglePaging):
         return SinglePaginator()

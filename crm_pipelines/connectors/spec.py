@@ -218,6 +218,13 @@ class SessionAuth(_Model):
     success: ValueMatch | None = Field(default=None, description="A 200 that fails this is a refusal.")
     csrf: CsrfSpec | None = None
     logout_path: str | None = None
+    headers: dict[str, str] = Field(
+        default_factory=dict,
+        description=(
+            "Static headers sent with the login and with every request of the session "
+            "(Creatio: ForceUseSession: true)."
+        ),
+    )
 
     @field_validator("body")
     @classmethod
@@ -336,6 +343,33 @@ class PageNumberPaging(_Model):
     concurrency: int = Field(default=1, ge=1, le=16, description="Page requests kept in flight.")
 
 
+class KeysetPaging(_Model):
+    """Each page asks for the rows after the last key read (``$filter=Id gt <last>``, ordered by ``Id``).
+
+    Unlike an offset, the position survives rows deleted or inserted before it while the read runs, so
+    no row is skipped or read twice. The request must order by the key, ascending; stops on a short or
+    empty page.
+    """
+
+    kind: Literal["keyset"]
+    key_path: str = Field(description="Dotted path of the key in a record, e.g. 'Id'.")
+    filter_param: str = Field(description="Query parameter the condition is added to, e.g. '$filter'.")
+    condition: str = Field(
+        description="Rows after the last key: a template with {last}, e.g. 'Id gt {last}'."
+    )
+    join: str = Field(
+        default=" and ", description="Joins the request's own filter (parenthesised) and the condition."
+    )
+    limit_param: str | None = Field(default=None, description="Query parameter for the page size ($top).")
+
+    @field_validator("condition")
+    @classmethod
+    def _condition(cls, value: str) -> str:
+        if "last" not in _placeholders(_check_template(value, frozenset({"last"}))):
+            raise ValueError(f"condition {value!r} must use {{last}}")
+        return value
+
+
 class SinglePaging(_Model):
     """One request answers everything."""
 
@@ -343,7 +377,7 @@ class SinglePaging(_Model):
 
 
 PagingSpec = Annotated[
-    NextLinkPaging | CursorPaging | OffsetPaging | PageNumberPaging | SinglePaging,
+    NextLinkPaging | CursorPaging | OffsetPaging | PageNumberPaging | KeysetPaging | SinglePaging,
     Field(discriminator="kind"),
 ]
 
@@ -435,6 +469,13 @@ class RequestSpec(_Model):
 class FieldSpec(_Model):
     name: str = Field(min_length=1, description="Output column name.")
     path: str | None = Field(default=None, description="Dotted path in the record; default: the name.")
+    select: bool = Field(
+        default=True,
+        description=(
+            "List the field in {fields}. False for a value another request option brings in, e.g. "
+            "a lookup's name from $expand (Country.Name): $select would refuse the path."
+        ),
+    )
 
     @property
     def source_path(self) -> str:
@@ -638,6 +679,19 @@ class SearchSpec(_Model):
 DESCRIBE_PLACEHOLDERS: frozenset[str] = frozenset({"object"})
 
 
+class DescribeRename(_Model):
+    """A field-list entry the records carry under another name (Dataverse lists the lookup
+    ``parentcustomerid``; records carry ``_parentcustomerid_value``)."""
+
+    match: ValueMatch = Field(description="Test on the entry (json: its keys; xsd: '@' + attribute).")
+    to: str = Field(description="The name records carry, a template with {name}, e.g. '_{name}_value'.")
+
+    @field_validator("to")
+    @classmethod
+    def _template(cls, value: str) -> str:
+        return _check_template(value, frozenset({"name"}))
+
+
 class DescribeSpec(_Model):
     """Where the source lists an object's fields, so a field added in the source is noticed even
     though only declared fields are requested (Salesforce describe, HubSpot properties, SugarCRM
@@ -674,6 +728,10 @@ class DescribeSpec(_Model):
     namespaces: dict[str, str] = Field(
         default_factory=dict,
         description="xsd only: prefix -> namespace URI of the prefixes names_path uses (EDMX: edmx, edm).",
+    )
+    renames: list[DescribeRename] = Field(
+        default_factory=list,
+        description="Entries the records carry under another name; the first matching rename applies.",
     )
 
     @field_validator("path", "names_path")
@@ -741,6 +799,28 @@ class ODataBatchUpsert(_UpsertBase):
     item_method: Literal["PATCH", "PUT", "POST"] = "PATCH"
     item_path: str = Field(description="Per-record path: {object}, {id_field} and {key} (quoted as OData).")
     odata_version: Literal[3, 4] = 4
+    item_headers: dict[str, str] = Field(
+        default_factory=dict,
+        description=(
+            "Headers of every part, e.g. Prefer: return=representation (Dataverse then answers an "
+            "upsert 201 created / 200 updated instead of 204 for both)."
+        ),
+    )
+    item_params: dict[str, str] = Field(
+        default_factory=dict,
+        description="Query parameters of every part ({object}, {id_field}), e.g. $select: accountid.",
+    )
+    id_path: str | None = Field(
+        default=None,
+        description="The record id in a part's body; else the id in its OData-EntityId / Location header.",
+    )
+
+    @field_validator("item_headers", "item_params")
+    @classmethod
+    def _item_templates(cls, value: dict[str, str]) -> dict[str, str]:
+        for template in value.values():
+            _check_template(template, frozenset({"object", "id_field"}))
+        return value
 
 
 class SubrequestItem(_Model):
@@ -906,9 +986,14 @@ class ObjectSpec(_Model):
         return self.select_separator.join(parts) or None
 
     def selected_names(self) -> list[str]:
-        """API names to request: declared paths under ``select_prefix``, prefix removed, in order."""
+        """API names to request: declared paths under ``select_prefix``, prefix removed, in order.
+
+        Fields declared with ``select: false`` are left out (they arrive through another option).
+        """
         selected: list[str] = []
         for f in self.fields:
+            if not f.select:
+                continue
             name = self.select_name(f.source_path)
             if name and name not in selected:
                 selected.append(name)

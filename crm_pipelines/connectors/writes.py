@@ -32,7 +32,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Literal
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 import httpx
 
@@ -400,15 +400,20 @@ def _odata_batch(
 ) -> list[_Outcome]:
     boundary = f"batch_{uuid.uuid4()}"
     base_path = httpx.URL(session.token().api_base_url).path.rstrip("/")
+    names = {"object": object_name, "id_field": id_field}
+    query = urlencode({k: v.format(**names) for k, v in spec.item_params.items()}, safe="$,()'")
+    item_headers = "".join(f"{k}: {v.format(**names)}\r\n" for k, v in spec.item_headers.items())
     parts: list[bytes] = []
     for record, key in zip(batch, keys, strict=True):
         path = _path(spec.item_path, object_name, id_field, key)
         target = path if path.startswith(base_path + "/") or not base_path else base_path + path
+        if query:
+            target = f"{target}?{query}"
         payload = json.dumps({k: v for k, v in record.items()}, ensure_ascii=False).encode("utf-8")
         parts.append(
             f"--{boundary}\r\nContent-Type: application/http\r\nContent-Transfer-Encoding: binary\r\n\r\n"
             f"{spec.item_method} {target} HTTP/1.1\r\nContent-Type: application/json\r\n"
-            f"Accept: application/json\r\n\r\n".encode()
+            f"Accept: application/json\r\n{item_headers}\r\n".encode()
             + payload
             + b"\r\n"
         )
@@ -440,15 +445,17 @@ def _odata_batch(
                 parsed = content
         outcome = _outcome_of(status, parsed, False, None, context)
         if outcome[0] != "rejected":
-            entity = part_headers.get("odata-entityid") or part_headers.get("location") or ""
-            found = re.search(r"\(([^()]*)\)\s*$", entity)
-            record_id = (
-                found.group(1).strip("'")
-                if found
-                else _found(parsed, "id")
-                if isinstance(parsed, dict)
-                else None
-            )
+            record_id = _found(parsed, spec.id_path) if spec.id_path and isinstance(parsed, dict) else None
+            if record_id is None:
+                entity = part_headers.get("odata-entityid") or part_headers.get("location") or ""
+                found = re.search(r"\(([^()]*)\)\s*$", entity)
+                record_id = (
+                    found.group(1).strip("'")
+                    if found
+                    else _found(parsed, "id")
+                    if isinstance(parsed, dict)
+                    else None
+                )
             outcome = (outcome[0], record_id, None, None)
         outcomes.append(outcome)
     return outcomes

@@ -86,7 +86,7 @@ from crm_pipelines.sandbox.simulators.creatio_schema import (
     reference_data,
     user_name_cookie,
 )
-from crm_pipelines.sandbox.simulators.dynamics_odata import (
+from crm_pipelines.sandbox.simulators.odata import (
     BatchRequest,
     BatchResponse,
     ChangeSet,

@@ -71,15 +71,6 @@ from crm_pipelines.sandbox.simulators.base import (
     Response,
     Router,
 )
-from crm_pipelines.sandbox.simulators.dynamics_odata import (
-    Column,
-    ODataError,
-    after_condition,
-    compile_filter,
-    parse_orderby,
-    parse_prefer,
-    split_list,
-)
 from crm_pipelines.sandbox.simulators.dynamics_schema import (
     ACCOUNTS,
     API,
@@ -100,6 +91,7 @@ from crm_pipelines.sandbox.simulators.dynamics_schema import (
     MAX_PAGE_SIZE,
     NAMESPACE,
     OPPORTUNITIES,
+    ORG_CREATED,
     STAGE_VALUES,
     STANDARD_COLUMNS,
     Entity,
@@ -117,6 +109,15 @@ from crm_pipelines.sandbox.simulators.dynamics_schema import (
     wants_annotations,
 )
 from crm_pipelines.sandbox.simulators.dynamics_write import DataverseWriter
+from crm_pipelines.sandbox.simulators.odata import (
+    Column,
+    ODataError,
+    after_condition,
+    compile_filter,
+    parse_orderby,
+    parse_prefer,
+    split_list,
+)
 from crm_pipelines.sandbox.simulators.records import (
     ObjectDef,
     StoreInfo,
@@ -479,9 +480,10 @@ class DynamicsSimulator(DataverseWriter):
             )
         values = []
         for field_def in obj.fields:
+            lookup = entity.lookups.get(field_def.name)
             kind = (
-                "Lookup"
-                if field_def.name in entity.lookups
+                lookup.attribute_type
+                if lookup is not None
                 else "Uniqueidentifier"
                 if field_def.name == obj.key
                 else ATTRIBUTE_TYPES[field_def.type]
@@ -501,9 +503,10 @@ class DynamicsSimulator(DataverseWriter):
                     "ManagedPropertyLogicalName": "canmodifyrequirementlevelsettings",
                 },
             }
+            metadata_type = "Lookup" if lookup is not None else kind  # Customer is a LookupAttributeMetadata
             values.append(
                 {
-                    "@odata.type": f"#Microsoft.Dynamics.CRM.{kind}AttributeMetadata",
+                    "@odata.type": f"#Microsoft.Dynamics.CRM.{metadata_type}AttributeMetadata",
                     **{k: full[k] for k in wanted},
                 }
             )
@@ -513,7 +516,22 @@ class DynamicsSimulator(DataverseWriter):
         return ok_json({"@odata.context": context, "value": values})
 
     def currencies(self, request: Request) -> Response:
-        rows = [{"transactioncurrencyid": key, **row} for key, row in CURRENCIES.items()]
+        columns = ("transactioncurrencyid", "isocurrencycode", "currencyname", "createdon", "modifiedon")
+        wanted = split_list(request.param("$select")) or list(columns)
+        bad = [name for name in wanted if name not in columns]
+        if bad:
+            return error_json(
+                400,
+                "0x80060888",
+                f"Could not find a property named '{bad[0]}' on type 'Microsoft.Dynamics.CRM.transactioncurrency'.",
+            )
+        rows = []
+        for key, row in CURRENCIES.items():
+            # Reference rows come with the org: created (and last changed) when it was set up.
+            full = {"transactioncurrencyid": key, **row, "createdon": ORG_CREATED, "modifiedon": ORG_CREATED}
+            record = {"@odata.etag": 'W/"1"', **{name: full[name] for name in wanted}}
+            record["transactioncurrencyid"] = key  # the key always comes back, as Dataverse does
+            rows.append(record)
         return ok_json(
             {"@odata.context": f"{self.base_url}{API}/$metadata#transactioncurrencies", "value": rows}
         )

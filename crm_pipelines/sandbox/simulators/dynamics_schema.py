@@ -22,7 +22,7 @@ from typing import Any
 from urllib.parse import quote
 
 from crm_pipelines.sandbox.simulators.base import RateLimit, Response
-from crm_pipelines.sandbox.simulators.dynamics_odata import BatchResponse, ODataError, split_list
+from crm_pipelines.sandbox.simulators.odata import BatchResponse, ODataError, split_list
 from crm_pipelines.sandbox.simulators.records import FieldDef, ObjectDef, open_store, store_info
 from crm_pipelines.sandbox.simulators.records import quote as quote_name
 
@@ -53,6 +53,8 @@ class Lookup:
     target: str  # entity set it points to
     target_logical: str
     bind: str  # navigation property used in <bind>@odata.bind
+    # AttributeType in the metadata: "Customer" for a lookup to account or contact (parentcustomerid).
+    attribute_type: str = "Lookup"
 
 
 @dataclass(frozen=True)
@@ -190,6 +192,7 @@ CURRENCIES = {
     for code, name in _CURRENCY_NAMES.items()
 }
 CURRENCY_IDS = {row["isocurrencycode"]: key for key, row in CURRENCIES.items()}
+ORG_CREATED = "2020-01-06T09:00:00Z"  # when the sandbox org (and its reference rows) was set up
 
 ENTITIES = {
     "accounts": Entity(
@@ -207,7 +210,7 @@ ENTITIES = {
         "contact",
         alternate_keys=("emailaddress1",),
         required=("lastname",),
-        lookups={"parentcustomerid": Lookup("accounts", "account", "parentcustomerid_account")},
+        lookups={"parentcustomerid": Lookup("accounts", "account", "parentcustomerid_account", "Customer")},
         picklists={"statecode": {0: "Active", 1: "Inactive"}},
     ),
     "opportunities": Entity(
@@ -406,9 +409,14 @@ def key_condition(entity: Entity, obj: ObjectDef, keys: str) -> tuple[str, list[
         return f"{quote_name(obj.key)} = ?", [text.lower()], {obj.key: text.lower()}
     pairs: dict[str, str] = {}
     for match in re.finditer(r"(\w+)=(?:'((?:[^']|'')*)'|([^,']+))\s*(?:,|$)", text):
-        pairs[match.group(1)] = (
-            match.group(2).replace("''", "'") if match.group(2) is not None else match.group(3).strip()
-        )
+        if match.group(2) is not None:
+            pairs[match.group(1)] = match.group(2).replace("''", "'")
+            continue
+        bare = match.group(3).strip()
+        # An unquoted key value is a number or a GUID literal; text must be a quoted string literal.
+        if not re.fullmatch(r"-?\d+(?:\.\d+)?|[0-9a-fA-F]{8}(?:-[0-9a-fA-F]{4}){3}-[0-9a-fA-F]{12}", bare):
+            raise ODataError(f"Bad Request - Error in query syntax: '{keys}'.", code="0x80060888")
+        pairs[match.group(1)] = bare
     if not pairs:
         raise ODataError(f"Bad Request - Error in query syntax: '{keys}'.")
     bad = [name for name in pairs if name not in entity.alternate_keys]

@@ -21,16 +21,6 @@ from contextlib import closing
 from urllib.parse import unquote, urlsplit
 
 from crm_pipelines.sandbox.simulators.base import Request, Response, SimulatorServer
-from crm_pipelines.sandbox.simulators.dynamics_odata import (
-    BatchRequest,
-    BatchResponse,
-    ChangeSet,
-    ODataError,
-    parse_batch,
-    parse_prefer,
-    split_list,
-    write_batch,
-)
 from crm_pipelines.sandbox.simulators.dynamics_schema import (
     API,
     CURRENCIES,
@@ -52,6 +42,16 @@ from crm_pipelines.sandbox.simulators.dynamics_schema import (
     required_error,
     select_names,
     to_response,
+)
+from crm_pipelines.sandbox.simulators.odata import (
+    BatchRequest,
+    BatchResponse,
+    ChangeSet,
+    ODataError,
+    parse_batch,
+    parse_prefer,
+    split_list,
+    write_batch,
 )
 from crm_pipelines.sandbox.simulators.records import (
     ObjectDef,
@@ -311,7 +311,7 @@ class DataverseWriter(SimulatorServer):
 
     def _operation(self, conn: sqlite3.Connection, op: BatchRequest) -> BatchResponse:
         parts = urlsplit(op.url)
-        path = parts.path
+        path = unquote(parts.path)  # a key may be percent-encoded (emailaddress1='a%40b.example')
         if not path.startswith("/"):
             path = f"{API}/{path}"
         query: dict[str, list[str]] = {}

@@ -18,6 +18,7 @@ from crm_pipelines.connectors.auth import (
     ConnectionSettings,
     OAuth2ClientCredentials,
     Secret,
+    SessionLogin,
     clear_token_cache,
 )
 from crm_pipelines.connectors.engine import (
@@ -50,6 +51,7 @@ from crm_pipelines.connectors.spec import (
     DescribeSpec,
     IncrementalSpec,
     OffsetPaging,
+    SessionAuth,
     SystemSpec,
     load_system,
     parse_system,
@@ -215,6 +217,108 @@ def test_oauth_token_is_cached_and_refreshed_before_expiry() -> None:
     auth.invalidate(token=second)
     assert auth.token(send=send).value.reveal() == "tok-3"
     assert "s3cr3t-value" not in repr(auth) and "tok-" not in repr(second)
+
+
+def test_session_login_sends_the_declared_headers_on_the_login_and_every_request() -> None:
+    spec = SessionAuth.model_validate(
+        {
+            "kind": "session",
+            "login_path": "/ServiceModel/AuthService.svc/Login",
+            "body": {"UserName": "{username}", "UserPassword": "{password}"},
+            "username_variable": "U",
+            "password_variable": "P",
+            "success": {"path": "Code", "equals": 0},
+            "csrf": {"header": "BPMCSRF", "cookie": "BPMCSRF"},
+            "headers": {"ForceUseSession": "true"},
+        }
+    )
+    sent: list[httpx.Request] = []
+
+    def send(build: Callable[[], httpx.Request]) -> httpx.Response:
+        request = build()
+        sent.append(request)
+        cookies = [("set-cookie", ".ASPXAUTH=abc123; path=/"), ("set-cookie", "BPMCSRF=csrf-9; path=/")]
+        return httpx.Response(200, json={"Code": 0}, headers=cookies, request=request)
+
+    clear_token_cache()
+    login = SessionLogin(
+        spec=spec,
+        connection=ConnectionSettings(
+            base_url="https://acme.creatio.com", username="u", password="pw-secret"
+        ),
+        context=CONTEXT,
+    )
+    token = login.token(send=send)
+    assert sent[0].headers["ForceUseSession"] == "true"
+    headers = {name: value.reveal() for name, value in token.headers.items()}
+    assert headers["ForceUseSession"] == "true" and headers["BPMCSRF"] == "csrf-9"
+    assert ".ASPXAUTH=abc123" in headers["Cookie"]
+    clear_token_cache()
+
+
+_CREATIO_EDMX = b"""<?xml version="1.0" encoding="utf-8"?>
+<edmx:Edmx Version="4.0" xmlns:edmx="http://docs.oasis-open.org/odata/ns/edmx"><edmx:DataServices>
+<Schema Namespace="Terrasoft.Configuration" xmlns="http://docs.oasis-open.org/odata/ns/edm">
+<EntityType Name="Account"><Key><PropertyRef Name="Id"/></Key>
+<Property Name="Id" Type="Edm.Guid"/><Property Name="Name" Type="Edm.String"/>
+<Property Name="CountryId" Type="Edm.Guid"/><NavigationProperty Name="Country" Type="T.Country"/></EntityType>
+</Schema></edmx:DataServices></edmx:Edmx>"""
+_ODATA4 = {
+    "edmx": "http://docs.oasis-open.org/odata/ns/edmx",
+    "edm": "http://docs.oasis-open.org/odata/ns/edm",
+}
+_DATAVERSE_ATTRIBUTES = {
+    "value": [
+        {"LogicalName": "fullname", "AttributeType": "String"},
+        {"LogicalName": "parentcustomerid", "AttributeType": "Customer"},
+        {"LogicalName": "owninguser", "AttributeType": "Lookup"},
+        {"AttributeType": "String"},  # no name: not a field
+    ]
+}
+_LOOKUP_VALUE = [
+    {"match": {"path": "AttributeType", "equals": kind}, "to": "_{name}_value"}
+    for kind in ("Lookup", "Customer")
+]
+
+
+@pytest.mark.parametrize(
+    ("body", "describe", "expected"),
+    [
+        pytest.param(
+            _DATAVERSE_ATTRIBUTES,
+            {"names_path": "value", "name_key": "LogicalName", "renames": _LOOKUP_VALUE},
+            {"fullname", "_parentcustomerid_value", "_owninguser_value"},
+            id="json-lookups-as-records-carry-them",
+        ),
+        pytest.param(
+            _CREATIO_EDMX,
+            {
+                "format": "xsd",
+                "names_path": "edmx:DataServices/edm:Schema/edm:EntityType[@Name='Account']/edm:Property",
+                "name_key": "@Name",
+                "namespaces": _ODATA4,
+                "renames": [{"match": {"path": "@Type", "equals": "Edm.Guid"}, "to": "{name}_guid"}],
+            },
+            {"Id_guid", "Name", "CountryId_guid"},  # navigation properties are not Property elements
+            id="xml-renames-test-attributes",
+        ),
+        pytest.param(
+            {"fields": {"account_id": {"type": "relate"}, "name": {"type": "name"}}},
+            {
+                "names_path": "fields",
+                "names_from": "keys",
+                "renames": [{"match": {"path": "type", "equals": "relate"}, "to": "{name}_ref"}],
+            },
+            {"account_id_ref", "name"},
+            id="json-keys-renames-test-the-definition",
+        ),
+    ],
+)
+def test_describe_renames_give_the_names_records_carry(
+    body: object, describe: dict[str, object], expected: set[str] | None
+) -> None:
+    spec = DescribeSpec.model_validate({"path": "/fields", **describe})
+    assert _field_names(body, spec, "accounts") == expected
 
 
 def test_accounts_share_one_bucket() -> None:

@@ -12,6 +12,7 @@ import yaml
 from crm_pipelines.connectors.paging import (
     MISSING,
     CursorPaginator,
+    KeysetPaginator,
     NextLinkPaginator,
     OffsetPaginator,
     PageNumberPaginator,
@@ -22,6 +23,7 @@ from crm_pipelines.connectors.paging import (
 )
 from crm_pipelines.connectors.spec import (
     CursorPaging,
+    KeysetPaging,
     NextLinkPaging,
     ObjectSpec,
     SystemSpecError,
@@ -151,6 +153,16 @@ def test_page_size_is_clamped_into_the_api_range() -> None:
     assert page_size.clamp(None) == 2000
     assert page_size.clamp(10) == 200  # Salesforce's batchSize minimum
     assert page_size.clamp(50_000) == 2000
+
+
+def test_a_field_with_select_false_is_read_but_not_requested() -> None:
+    data = _raw("salesforce")
+    data["objects"]["Account"]["fields"].append({"name": "owner_name", "path": "Owner.Name", "select": False})
+    obj = parse_system(data=data, source="x").get_object("Account")
+    # Owner.Name comes with another option (an expanded lookup): listing it in {fields} would be refused.
+    assert "Owner.Name" not in obj.selected_names()
+    assert obj.selected_names() == SALESFORCE_FIELDS["Account"].split()
+    assert obj.field("owner_name").source_path == "Owner.Name"
 
 
 # --- bad declarations give clear errors ------------------------------------------------------------
@@ -463,3 +475,69 @@ def test_offset_paging_walks_a_list_without_gaps_or_duplicates() -> None:
         seen += page
         request = offset.next_request(previous=request, body={}, records=page, page_size=3)
     assert seen == rows
+
+
+def _keyset() -> KeysetPaginator:
+    return KeysetPaginator(
+        key_path="Id", filter_param="$filter", condition="Id gt {last}", limit_param="$top"
+    )
+
+
+def test_keyset_pages_add_the_last_key_to_the_request_filter() -> None:
+    paginator = _keyset()
+    first = paginator.first_request(
+        request=PageRequest(url="/Account", params={"$filter": "ModifiedOn ge X", "$orderby": "Id asc"}),
+        page_size=2,
+    )
+    assert dict(first.params) == {"$filter": "ModifiedOn ge X", "$orderby": "Id asc", "$top": "2"}
+    second = paginator.next_request(previous=first, body={}, records=[{"Id": "a"}, {"Id": "b"}], page_size=2)
+    assert second is not None and second.params["$filter"] == "(ModifiedOn ge X) and Id gt b"
+    # The condition replaces the previous page's: it is added to the first request's filter only.
+    third = paginator.next_request(previous=second, body={}, records=[{"Id": "c"}, {"Id": "d"}], page_size=2)
+    assert third is not None and third.params["$filter"] == "(ModifiedOn ge X) and Id gt d"
+    assert paginator.next_request(previous=third, body={}, records=[{"Id": "e"}], page_size=2) is None
+    # A full read has no filter of its own: the condition stands alone.
+    full = _keyset()
+    start = full.first_request(request=PageRequest(url="/Account"), page_size=1)
+    assert "$filter" not in start.params
+    following = full.next_request(previous=start, body={}, records=[{"Id": "a"}], page_size=1)
+    assert following is not None and following.params["$filter"] == "Id gt a"
+    with pytest.raises(ValueError, match="no key at 'Id'"):
+        full.next_request(previous=start, body={}, records=[{"Name": "x"}], page_size=1)
+
+
+def _walk(paginator: Paginator, rows: list[str], delete_after_first_page: str) -> list[str]:
+    """Read ``rows`` (sorted keys) page by page as a server would answer, deleting one row mid-read."""
+    live = list(rows)
+    request: PageRequest | None = paginator.first_request(request=PageRequest(url="/items"), page_size=3)
+    seen: list[str] = []
+    while request is not None:
+        after = str(request.params.get("$filter", "")).rpartition("Id gt ")[2]
+        matching = [r for r in live if not after or r > after]
+        start = int(request.params.get("offset", 0))
+        page = matching[start : start + 3] if after else live[start : start + 3]
+        seen += page
+        if delete_after_first_page in live and len(seen) == 3:
+            live.remove(delete_after_first_page)  # a row already read is deleted: the rest shift
+        request = paginator.next_request(
+            previous=request, body={}, records=[{"Id": r} for r in page], page_size=3
+        )
+    return seen
+
+
+def test_keyset_paging_misses_nothing_when_a_row_is_deleted_during_the_read() -> None:
+    rows = [f"k{i}" for i in range(8)]
+    assert _walk(_keyset(), rows, "k1") == rows
+    # What offset paging does in the same situation: the row after the deleted one is never read.
+    assert "k3" not in _walk(OffsetPaginator(), rows, "k1")
+
+
+def test_keyset_paging_is_declared_with_a_condition_on_the_last_key() -> None:
+    spec = KeysetPaging.model_validate(
+        {"kind": "keyset", "key_path": "Id", "filter_param": "$filter", "condition": "Id gt {last}"}
+    )
+    assert isinstance(make_paginator(spec=spec), KeysetPaginator)
+    with pytest.raises(ValueError, match="must use"):
+        KeysetPaging.model_validate(
+            {"kind": "keyset", "key_path": "Id", "filter_param": "$filter", "condition": "Id gt 0"}
+        )

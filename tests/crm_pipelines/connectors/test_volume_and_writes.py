@@ -18,7 +18,7 @@ from crm_pipelines.connectors.engine import (
     extract_object,
     upsert_records,
 )
-from crm_pipelines.connectors.limits import ApiRequestError
+from crm_pipelines.connectors.limits import ApiRequestError, ErrorContext
 from crm_pipelines.connectors.spec import SystemSpec, load_system
 from crm_pipelines.sandbox.data import SandboxLayout, generate_sandbox
 from crm_pipelines.sandbox.simulators import (
@@ -379,3 +379,63 @@ def test_with_faults_on_a_fifth_of_requests_the_result_is_the_same(
     failed = [r for r in sim.request_log if r.status != 200]
     assert faulty == clean
     assert len(failed) >= 3  # the faults did happen
+
+
+class _BatchRecorder:
+    """Stands in for the engine's session: keeps the $batch body and answers with canned parts."""
+
+    def __init__(self, parts: list[str]) -> None:
+        self.parts = parts
+        self.body = b""
+
+    def token(self) -> object:
+        return type("Token", (), {"api_base_url": "https://org.crm4.dynamics.com"})()
+
+    def send(self, method: str, page: object, **kwargs: object) -> httpx.Response:
+        self.body = kwargs["content"]  # type: ignore[assignment]
+        boundary = "batchresponse_1"
+        answer = "".join(
+            f"--{boundary}\r\nContent-Type: application/http\r\nContent-Transfer-Encoding: binary\r\n\r\n{part}\r\n"
+            for part in self.parts
+        )
+        return httpx.Response(
+            200,
+            content=f"{answer}--{boundary}--\r\n".encode(),
+            headers={"Content-Type": f"multipart/mixed; boundary={boundary}"},
+        )
+
+
+def test_odata_batch_parts_carry_the_declared_headers_and_parameters() -> None:
+    from crm_pipelines.connectors.spec import ODataBatchUpsert
+    from crm_pipelines.connectors.writes import _odata_batch
+
+    spec = ODataBatchUpsert.model_validate(
+        {
+            "style": "odata_batch",
+            "path": "/api/data/v9.2/$batch",
+            "item_path": "/api/data/v9.2/{object}({id_field}='{key}')",
+            "item_headers": {"Prefer": "return=representation"},
+            "item_params": {"$select": "accountid"},
+            "id_path": "accountid",
+        }
+    )
+    created = 'HTTP/1.1 201 Created\r\nContent-Type: application/json\r\n\r\n{"accountid":"a-1"}'
+    # No body to read the id from: the OData-EntityId header names the record.
+    updated = (
+        "HTTP/1.1 200 OK\r\nOData-EntityId: https://org.crm4.dynamics.com/api/data/v9.2/accounts(a-2)\r\n\r\n"
+    )
+    session = _BatchRecorder([created, updated])
+    context = ErrorContext(system_name="dynamics", system_title="Dynamics", object_name="accounts")
+    outcomes = _odata_batch(
+        session,  # type: ignore[arg-type]
+        spec,
+        "accounts",
+        "accountnumber",
+        [{"accountnumber": "A-1", "name": "x"}, {"accountnumber": "A-2", "name": "y"}],
+        ["A-1", "A-2"],
+        context,
+    )
+    assert [o[:2] for o in outcomes] == [("created", "a-1"), ("updated", "a-2")]
+    sent = session.body.decode()
+    assert "PATCH /api/data/v9.2/accounts(accountnumber='A-1')?$select=accountid HTTP/1.1" in sent
+    assert sent.count("Prefer: return=representation\r\n") == 2

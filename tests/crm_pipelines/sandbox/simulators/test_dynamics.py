@@ -192,12 +192,26 @@ def test_select_default_lookups_and_unknown_columns(client: httpx.Client) -> Non
         f"{API}/opportunities",
         params={
             "$top": "1",
-            "$select": "name,estimatedvalue",
+            "$select": "name,estimatedvalue,_transactioncurrencyid_value",
             "$expand": "transactioncurrencyid($select=isocurrencycode)",
         },
     ).json()["value"][0]
     assert isinstance(opportunity["estimatedvalue"], float)
     assert opportunity["transactioncurrencyid"]["isocurrencycode"] in ("EUR", "GBP", "CHF", "USD")
+    # The currency list resolves an opportunity's _transactioncurrencyid_value to its ISO code.
+    currencies = client.get(
+        f"{API}/transactioncurrencies", params={"$select": "isocurrencycode,modifiedon"}
+    ).json()["value"]
+    by_id = {c["transactioncurrencyid"]: c["isocurrencycode"] for c in currencies}
+    assert (
+        by_id[opportunity["_transactioncurrencyid_value"]]
+        == opportunity["transactioncurrencyid"]["isocurrencycode"]
+    )
+    assert all(
+        set(c) == {"@odata.etag", "transactioncurrencyid", "isocurrencycode", "modifiedon"}
+        for c in currencies
+    )
+    assert client.get(f"{API}/transactioncurrencies", params={"$select": "nope"}).status_code == 400
     annotated = client.get(
         f"{API}/accounts",
         params={"$top": "1", "$select": "industrycode"},
@@ -331,7 +345,7 @@ def test_attribute_metadata_lists_fields_added_later(tmp_path: Path) -> None:
             contact_attrs = http.get(f"{API}/EntityDefinitions(LogicalName='contact')/Attributes").json()[
                 "value"
             ]
-            assert {"LogicalName": "parentcustomerid", "AttributeType": "Lookup"}.items() <= next(
+            assert {"LogicalName": "parentcustomerid", "AttributeType": "Customer"}.items() <= next(
                 a for a in contact_attrs if a["LogicalName"] == "parentcustomerid"
             ).items()
             listed = http.get(f"{API}/accounts", params={"$top": "2"}).json()["value"]
@@ -452,6 +466,9 @@ def test_upsert_by_alternate_key(tmp_path: Path) -> None:
             )
             bad_key = http.patch(f"{API}/accounts(name='x')", json={"name": "x"})
             assert bad_key.status_code == 400
+            # A text key is a string literal: unquoted it is a syntax error, not a match.
+            unquoted = http.patch(f"{API}/accounts(accountnumber=WB-1)", json={"name": "x"})
+            assert unquoted.status_code == 400 and "syntax" in unquoted.json()["error"]["message"]
 
             contact = http.patch(
                 f"{API}/contacts(emailaddress1='ola@fjord.example')",

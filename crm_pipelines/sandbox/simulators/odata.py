@@ -1,4 +1,4 @@
-"""OData 4 query pieces of the Dataverse simulator, also used by the Creatio one (both speak OData 4).
+"""OData 4 query pieces shared by the simulators that speak OData 4 (Dataverse, Creatio).
 
 * ``$filter``: ``field op literal`` with ``eq ne gt ge lt le``, ``and``/``or``/``not``, parentheses,
   ``contains``/``startswith``/``endswith``, and literals as OData 4 writes them (``'text'`` with ``''``
