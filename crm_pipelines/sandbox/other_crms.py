@@ -76,6 +76,8 @@ class TextStyle(Protocol):
 
     def typo(self, text: str, rnd: Callable[[], float] | None = None) -> str: ...
 
+    def slug(self, text: str) -> str: ...
+
 
 @dataclass
 class _Pending:
@@ -206,7 +208,8 @@ class OtherCrmSeeder:
             if r < 0.08:
                 mail = email.upper() if r < 0.04 else email.capitalize()
             elif r < 0.12:
-                mail = f"{first.lower()}.{last.lower()}{int(rnd() * 100)}@{_PRIVATE_MAIL[int(rnd() * len(_PRIVATE_MAIL))]}"
+                private = _PRIVATE_MAIL[int(rnd() * len(_PRIVATE_MAIL))]
+                mail = f"{style.slug(first)}.{style.slug(last)}{int(rnd() * 100)}@{private}"
             elif r < 0.15:
                 mail = None
             pending.contacts.append(

@@ -23,7 +23,7 @@ from crm_pipelines.sandbox.systems import Started, sandbox_crm, sandbox_crms
 
 SFTP_USER = "finance"
 # Raised whenever the generated layout changes, so a cached sandbox of an older layout is rebuilt.
-DATA_VERSION = 2
+DATA_VERSION = 3
 
 
 class Sandbox:
