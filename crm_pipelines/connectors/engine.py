@@ -210,6 +210,26 @@ def _format_cursor(value: datetime, fmt: str, *, round_up: bool) -> str:
     return ms_floor.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ms_floor.microsecond // 1000:03d}Z"
 
 
+def _precision(fmt: str) -> timedelta:
+    """The smallest step a cursor literal of this format can express."""
+    if fmt == "date":
+        return timedelta(days=1)
+    if fmt in ("iso8601", "epoch_ms"):
+        return timedelta(milliseconds=1)
+    return timedelta(seconds=1)
+
+
+def _lower_literal(since: datetime, incremental: IncrementalSpec) -> str:
+    """The window's lower bound as the server reads it: an exclusive bound ("modified after") is
+    moved one literal step earlier, so a record stamped exactly at ``since`` is still returned."""
+    fmt = incremental.format
+    if incremental.lower_bound == "exclusive":
+        # Floor first, then step back: the literal then lies strictly before every instant >= since.
+        floored = parse_cursor(value=_format_cursor(since, fmt, round_up=False), fmt=fmt) or since
+        return _format_cursor(floored - _precision(fmt), fmt, round_up=False)
+    return _format_cursor(since, fmt, round_up=False)
+
+
 _MS_DATE = re.compile(r"^/Date\((-?\d+)([+-]\d{4})?\)/$")
 
 
@@ -276,9 +296,7 @@ def _render_where(
     conditions = [extra] if extra else []
     if since is not None:
         conditions.append(
-            server.lower.format(
-                value=_format_cursor(since, incremental.format, round_up=False), cursor=incremental.cursor
-            )
+            server.lower.format(value=_lower_literal(since, incremental), cursor=incremental.cursor)
         )
     if until is not None and server.upper is not None:
         conditions.append(
@@ -394,7 +412,7 @@ def _template_values(
     return {
         "fields": ",".join(obj.selected_names() if fields is None else fields),
         "where": where,
-        "since": _format_cursor(since, fmt, round_up=False) if since is not None else "",
+        "since": _lower_literal(since, obj.incremental) if since is not None else "",
         "until": _format_cursor(until, fmt, round_up=True) if until is not None else "",
         "page_size": page_size,
         "object": object_name,

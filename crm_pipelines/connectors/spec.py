@@ -559,6 +559,14 @@ class IncrementalSpec(_Model):
     server_order: bool = Field(
         default=False, description="The request template orders by cursor then primary key."
     )
+    lower_bound: Literal["inclusive", "exclusive"] = Field(
+        default="inclusive",
+        description=(
+            "How the server reads the lower bound ({since}, server_filter.lower): 'exclusive' means "
+            "'changed after' (Zoho's If-Modified-Since), so the engine sends one unit of the format's "
+            "precision earlier and a record stamped exactly at the bound is still read."
+        ),
+    )
     lookback_seconds: int = Field(
         default=0,
         ge=0,

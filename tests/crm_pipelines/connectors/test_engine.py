@@ -28,6 +28,7 @@ from crm_pipelines.connectors.engine import (
     SchemaDrift,
     _field_names,
     _format_cursor,
+    _lower_literal,
     _render_where,
     check_connection,
     extract_object,
@@ -1099,3 +1100,29 @@ def test_a_field_added_in_the_crm_is_reported_though_not_requested(
     assert custom_field in drift.not_selected  # ... and the source's field list tells of the new one
     declared = {f.source_path.rsplit(".", 1)[-1] for f in system.get_object(object_name).fields}
     assert declared & drift.source_fields and not declared & drift.not_selected
+
+
+# --- bounds, field lists and labels as declared (no HTTP) ------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("fmt", "lower_bound", "expected"),
+    [
+        pytest.param("iso8601_offset", "inclusive", "2026-11-25T10:00:00+00:00", id="inclusive-as-is"),
+        pytest.param(
+            "iso8601_offset", "exclusive", "2026-11-25T09:59:59+00:00", id="after-one-second-earlier"
+        ),
+        pytest.param("iso8601", "exclusive", "2026-11-25T09:59:59.999Z", id="after-one-millisecond-earlier"),
+        pytest.param("date", "exclusive", "2026-11-24", id="after-one-day-earlier"),
+        pytest.param("epoch_ms", "exclusive", "1795600799999", id="epoch-ms"),
+    ],
+)
+def test_an_exclusive_lower_bound_is_sent_one_literal_step_earlier(
+    fmt: str, lower_bound: str, expected: str
+) -> None:
+    incremental = IncrementalSpec.model_validate(
+        {"cursor": "Modified_Time", "format": fmt, "lower_bound": lower_bound}
+    )
+    # Sub-second parts are floored first: the literal then lies before every instant >= since.
+    since = datetime(2026, 11, 25, 10, 0, 0, 400 if fmt == "iso8601" else 0, tzinfo=UTC)
+    assert _lower_literal(since, incremental) == expected
