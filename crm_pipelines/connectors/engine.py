@@ -54,6 +54,7 @@ from crm_pipelines.connectors.session import (
     render_value,
 )
 from crm_pipelines.connectors.spec import (
+    CursorPaging,
     DescribeSpec,
     IncrementalSpec,
     ObjectSpec,
@@ -322,6 +323,8 @@ class _Pass:
     cursor_path: str  # record path windowing this pass
     deleted_only: bool  # every record of this pass is a deletion
     id_path: str | None = None  # where a deleted entry's key sits, when not where the key does
+    # The same request with the window's lower bound moved (a new chain of cursors from there).
+    restart_from: Callable[[datetime], PageRequest] | None = None
 
 
 @dataclass
@@ -339,6 +342,8 @@ class ExtractStats:
         delta_link: The delta link a change-tracked read ended with (the next read's watermark).
         full_read: A change-tracked read whose link had expired read everything instead: the rows
             are the whole object, not changes.
+        chain_restarts: Times a cursor chain reached its ``chain_limit`` and the read went on from
+            the highest cursor read (Zoho's 100,000 records per page_token chain).
     """
 
     method: str = "rest"
@@ -350,6 +355,7 @@ class ExtractStats:
     search_windows: int = 0
     delta_link: str | None = None
     full_read: bool = False
+    chain_restarts: int = 0
 
 
 class _DriftTracker:
@@ -456,16 +462,43 @@ def _passes(
     cursor_path = obj.field(obj.incremental.cursor).source_path
     paging = system.paging_of(object_name)
     deletes = obj.deletes
+
+    def restarter(
+        path: str, params: Mapping[str, str], headers: Mapping[str, str]
+    ) -> Callable[[datetime], PageRequest]:
+        def restart_from(moved: datetime) -> PageRequest:
+            again = {
+                **values,
+                "since": _lower_literal(moved, obj.incremental),
+                "where": _render_where(obj.incremental, moved, until),
+            }
+            return _render_request(obj, path, again, params=params, headers=headers)
+
+        return restart_from
+
     if include_deleted and deletes.mode == "flagged":
-        request = _render_request(
-            obj,
-            deletes.path or obj.request.path,
-            values,
-            params={**obj.request.params, **deletes.params},
-            headers={**obj.request.headers, **deletes.headers},
-        )
-        return [_Pass(request, paging, obj.records_path, cursor_path, False)]
-    live = _Pass(_render_request(obj, obj.request.path, values), paging, obj.records_path, cursor_path, False)
+        path = deletes.path or obj.request.path
+        params = {**obj.request.params, **deletes.params}
+        headers = {**obj.request.headers, **deletes.headers}
+        request = _render_request(obj, path, values, params=params, headers=headers)
+        return [
+            _Pass(
+                request,
+                paging,
+                obj.records_path,
+                cursor_path,
+                False,
+                restart_from=restarter(path, params, headers),
+            )
+        ]
+    live = _Pass(
+        _render_request(obj, obj.request.path, values),
+        paging,
+        obj.records_path,
+        cursor_path,
+        False,
+        restart_from=restarter(obj.request.path, obj.request.params, obj.request.headers),
+    )
     if include_deleted and deletes.mode == "deleted_pass":
         if deletes.filter:
             values = {**values, "where": _render_where(obj.incremental, since, until, deletes.filter)}
@@ -984,6 +1017,65 @@ class _PageCounter:
             )
 
 
+class _Chain:
+    """A chain of cursors that reaches at most ``limit`` records (Zoho: 100,000 per page_token chain).
+
+    Before the next page would pass the limit, the read starts over from the highest cursor value
+    read so far; the request sorts ascending by the cursor, so everything before it has been read,
+    and records stamped exactly there are read again and de-duplicated on the key.
+    """
+
+    def __init__(
+        self,
+        *,
+        limit: int,
+        cursor_path: str,
+        fmt: str,
+        since: datetime | None,
+        restart_from: Callable[[datetime], PageRequest],
+        stats: ExtractStats,
+        cursor_name: str,
+    ) -> None:
+        self.limit = limit
+        self._cursor_of = _resolver(cursor_path)
+        self._fmt = fmt
+        self._started_at = since
+        self._restart_from = restart_from
+        self._stats = stats
+        self._cursor_name = cursor_name
+        self.count = 0
+        self._highest: datetime | None = None
+
+    def observe(self, records: Sequence[Any]) -> None:
+        self.count += len(records)
+        for record in records:
+            moment = parse_cursor(value=self._cursor_of(record), fmt=self._fmt)
+            if moment is not None and (self._highest is None or moment > self._highest):
+                self._highest = moment
+
+    def restart(self, context: ErrorContext) -> PageRequest:
+        highest = self._highest
+        if highest is None or (self._started_at is not None and highest <= self._started_at):
+            raise ApiRequestError(
+                f"{context.where}: {self.count} records in a row share {self._cursor_name} "
+                f"{highest.isoformat() if highest else '(none)'}; one chain of cursors reaches at most "
+                f"{self.limit} records, so the read cannot go past them.",
+                fix="read the object in a narrower window, or ask the vendor about the chain limit.",
+            )
+        log.info(
+            "%s: %d records read in one cursor chain (limit %d); going on from %s %s",
+            context.where,
+            self.count,
+            self.limit,
+            self._cursor_name,
+            highest.isoformat(),
+        )
+        self._started_at = highest
+        self.count = 0
+        self._stats.chain_restarts += 1
+        return self._restart_from(highest)
+
+
 def _pages(
     session: Session,
     paging: PagingSpec,
@@ -992,11 +1084,13 @@ def _pages(
     records_path: str,
     object_name: str,
     context: ErrorContext,
+    chain: _Chain | None = None,
 ) -> Iterator[tuple[PageRequest, Any, list[Any]]]:
     """(request, body, records) of every page, in order.
 
     Offset and page-number paging with ``concurrency`` > 1 keep that many requests in flight
     (through the account's shared bucket): the next offsets are known before the answers arrive.
+    With a ``chain``, a cursor chain about to pass its limit is replaced by a new one.
     """
     paginator = make_paginator(spec=paging)
     request: PageRequest | None = paginator.first_request(request=first, page_size=size)
@@ -1010,6 +1104,10 @@ def _pages(
         records = _records_of(body, records_path, object_name, context)
         yield request, body, records
         next_request = paginator.next_request(previous=request, body=body, records=records, page_size=size)
+        if chain is not None:
+            chain.observe(records)
+            if next_request is not None and chain.count + size > chain.limit:
+                next_request = paginator.first_request(request=chain.restart(context), page_size=size)
         if next_request == request:
             raise ApiRequestError(
                 f"{context.where}: paging did not advance (the same page was requested twice).",
@@ -1117,8 +1215,19 @@ def _paged_extract(
     pages_per_batch: int,
 ) -> Iterator[pa.RecordBatch]:
     pages_in_batch = 0
+    chain: _Chain | None = None
+    if isinstance(run.paging, CursorPaging) and run.paging.chain_limit and run.restart_from is not None:
+        chain = _Chain(
+            limit=run.paging.chain_limit,
+            cursor_path=run.cursor_path,
+            fmt=obj.incremental.format,
+            since=collector.since,
+            restart_from=run.restart_from,
+            stats=collector.stats,
+            cursor_name=obj.incremental.cursor,
+        )
     for _, _, records in _pages(
-        session, run.paging, run.request, size, run.records_path, object_name, context
+        session, run.paging, run.request, size, run.records_path, object_name, context, chain
     ):
         kept = collector.add(
             records, cursor_path=run.cursor_path, deleted_pass=run.deleted_only, id_path=run.id_path

@@ -318,6 +318,16 @@ class CursorPaging(_Model):
     stop_values: list[str] = Field(
         default_factory=list, description="Cursor values meaning 'no more pages' (SugarCRM next_offset -1)."
     )
+    chain_limit: int | None = Field(
+        default=None,
+        gt=0,
+        description=(
+            "Records one chain of cursors reaches (Zoho page_token: 100,000). Before the next page "
+            "would pass it, the read starts a new chain from the highest incremental cursor read so "
+            "far; needs a request ordered ascending by the cursor (incremental.server_order) whose "
+            "lower bound is in the request ({since} or {where})."
+        ),
+    )
 
 
 class OffsetPaging(_Model):
@@ -1031,6 +1041,26 @@ class SystemSpec(_Model):
         if not _SYSTEM_NAME.match(value):
             raise ValueError(f"system name must match {_SYSTEM_NAME.pattern}, got {value!r}")
         return value
+
+    @model_validator(mode="after")
+    def _chains_can_restart(self) -> SystemSpec:
+        for name, obj in self.objects.items():
+            paging = obj.paging or self.paging
+            if not isinstance(paging, CursorPaging) or paging.chain_limit is None:
+                continue
+            if not obj.incremental.server_order:
+                raise ValueError(
+                    f"objects.{name}: paging.chain_limit restarts the read from the highest cursor "
+                    "read, which needs incremental.server_order: true (a request sorted by the cursor)"
+                )
+            templates = [obj.request.path, *obj.request.params.values(), *obj.request.headers.values()]
+            used = set().union(*(_placeholders(t) for t in templates))
+            if "since" not in used and not ("where" in used and obj.incremental.server_filter):
+                raise ValueError(
+                    f"objects.{name}: paging.chain_limit needs the window's lower bound in the request "
+                    "({since}, or {where} with incremental.server_filter) to restart a chain from it"
+                )
+        return self
 
     def paging_of(self, name: str) -> PagingSpec:
         """The paging of an object: its own declaration, else the system's."""

@@ -24,8 +24,10 @@ from crm_pipelines.connectors.auth import (
 from crm_pipelines.connectors.engine import (
     DELETED,
     EXTRACTED_AT,
+    ExtractStats,
     PageInfo,
     SchemaDrift,
+    _Chain,
     _field_names,
     _format_cursor,
     _lower_literal,
@@ -47,6 +49,7 @@ from crm_pipelines.connectors.limits import (
     redact,
     shared_bucket,
 )
+from crm_pipelines.connectors.paging import PageRequest
 from crm_pipelines.connectors.session import render_value
 from crm_pipelines.connectors.spec import (
     DescribeSpec,
@@ -1126,3 +1129,33 @@ def test_an_exclusive_lower_bound_is_sent_one_literal_step_earlier(
     # Sub-second parts are floored first: the literal then lies before every instant >= since.
     since = datetime(2026, 11, 25, 10, 0, 0, 400 if fmt == "iso8601" else 0, tzinfo=UTC)
     assert _lower_literal(since, incremental) == expected
+
+
+def test_a_cursor_chain_goes_on_from_the_highest_cursor_read_and_never_in_place() -> None:
+    stats = ExtractStats()
+    moved: list[datetime] = []
+
+    def restart_from(since: datetime) -> PageRequest:
+        moved.append(since)
+        return PageRequest(url="/items", headers={"If-Modified-Since": since.isoformat()})
+
+    chain = _Chain(
+        limit=4,
+        cursor_path="Modified_Time",
+        fmt="iso8601_offset",
+        since=None,
+        restart_from=restart_from,
+        stats=stats,
+        cursor_name="Modified_Time",
+    )
+    chain.observe(
+        [{"Modified_Time": "2026-11-25T10:00:00+00:00"}, {"Modified_Time": "2026-11-25T10:00:05+00:00"}]
+    )
+    chain.observe([{"Modified_Time": "2026-11-25T10:00:07+00:00"}, {"Modified_Time": None}])
+    chain.restart(CONTEXT)
+    assert moved == [datetime(2026, 11, 25, 10, 0, 7, tzinfo=UTC)]
+    assert chain.count == 0 and stats.chain_restarts == 1
+    # A chain whose records all share the value it started from cannot move on: it says so.
+    chain.observe([{"Modified_Time": "2026-11-25T10:00:07+00:00"}] * 4)
+    with pytest.raises(ApiRequestError, match="4 records in a row share Modified_Time 2026-11-25T10:00:07"):
+        chain.restart(CONTEXT)

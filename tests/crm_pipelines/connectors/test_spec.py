@@ -541,3 +541,48 @@ def test_keyset_paging_is_declared_with_a_condition_on_the_last_key() -> None:
         KeysetPaging.model_validate(
             {"kind": "keyset", "key_path": "Id", "filter_param": "$filter", "condition": "Id gt 0"}
         )
+
+
+# --- keys for chains of cursors, exclusive bounds and fields declared by label ---------------------
+
+
+def _hubspot(mutate: Any) -> dict[str, Any]:
+    data = copy.deepcopy(_raw("hubspot"))
+    mutate(data)
+    return data
+
+
+def _both(*mutations: Any) -> Any:
+    def apply(data: dict[str, Any]) -> None:
+        for mutate in mutations:
+            mutate(data)
+
+    return apply
+
+
+@pytest.mark.parametrize(
+    ("mutate", "expected"),
+    [
+        pytest.param(
+            lambda d: d["paging"].update(chain_limit=10_000),
+            r"objects\.companies: paging\.chain_limit restarts the read .*server_order: true",
+            id="chain-limit-needs-an-ordered-read",
+        ),
+        pytest.param(
+            _both(
+                lambda d: d["paging"].update(chain_limit=10_000),
+                lambda d: d["objects"]["companies"]["incremental"].update(server_order=True),
+            ),
+            r"objects\.companies: paging\.chain_limit needs the window's lower bound in the request",
+            id="chain-limit-needs-the-lower-bound-in-the-request",
+        ),
+        pytest.param(
+            lambda d: d["objects"]["contacts"]["incremental"].update(lower_bound="after"),
+            r"objects\.contacts\.incremental\.lower_bound: Input should be 'inclusive' or 'exclusive'",
+            id="lower-bound-kind",
+        ),
+    ],
+)
+def test_chains_bounds_and_labels_are_checked(mutate: Any, expected: str) -> None:
+    with pytest.raises(SystemSpecError, match=expected):
+        parse_system(data=_hubspot(mutate), source="broken.yaml")
