@@ -1348,11 +1348,15 @@ def extract_keys(
     build_authenticator(system=system, connection=connection, context=context)
     schema = key_schema(system=system, object_name=object_name)
     size = system.page_size.clamp(page_size)
-    pk_path = obj.field(obj.primary_key).source_path
+    pk_field = obj.field(obj.primary_key)
+    pk_path = pk_field.source_path
     under_prefix = obj.select_prefix is not None and pk_path.startswith(obj.select_prefix)
     # A key the API returns unasked (SData $key) leaves {fields} empty: deletes.params says how to
     # keep the payload small instead (SData precedence=0).
-    pk_name = obj.select_name(pk_path) if under_prefix else pk_path
+    if isinstance(pk_field.select, str):
+        pk_name: str | None = pk_field.select
+    else:
+        pk_name = obj.select_name(pk_path) if under_prefix else pk_path
     values = _template_values(obj, object_name, page_size=size, fields=[pk_name] if pk_name else [])
     request = _render_request(
         obj, obj.request.path, values, params={**obj.request.params, **obj.deletes.params}

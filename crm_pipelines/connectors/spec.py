@@ -479,11 +479,13 @@ class RequestSpec(_Model):
 class FieldSpec(_Model):
     name: str = Field(min_length=1, description="Output column name.")
     path: str | None = Field(default=None, description="Dotted path in the record; default: the name.")
-    select: bool = Field(
+    select: bool | str = Field(
         default=True,
         description=(
-            "List the field in {fields}. False for a value another request option brings in, e.g. "
-            "a lookup's name from $expand (Country.Name): $select would refuse the path."
+            "How the field is listed in {fields}: true by its path; false not at all, for a value "
+            "another request option brings in, e.g. a lookup's name from $expand (Country.Name: "
+            "$select would refuse the path); a name, when the API is asked for it by another name "
+            "than the path it is read from (Zoho: Account_Name.id is requested as Account_Name)."
         ),
     )
 
@@ -1003,16 +1005,22 @@ class ObjectSpec(_Model):
                 parts = parts[: protocol[0]]
         return self.select_separator.join(parts) or None
 
-    def selected_names(self) -> list[str]:
-        """API names to request: declared paths under ``select_prefix``, prefix removed, in order.
+    def requested_name(self, field: FieldSpec) -> str | None:
+        """How a field is requested in {fields}: its ``select`` name, else its path (``select_name``);
+        None when the object requests nothing by name or the field is not requested."""
+        if self.select_prefix is None or field.select is False:
+            return None
+        if isinstance(field.select, str):
+            return field.select
+        return self.select_name(field.source_path)
 
-        Fields declared with ``select: false`` are left out (they arrive through another option).
-        """
+    def selected_names(self) -> list[str]:
+        """API names to request: each field's ``select`` name, else its path as ``select_name``
+        writes it, fields with ``select: false`` left out (they arrive through another option); in
+        order, without repeats."""
         selected: list[str] = []
         for f in self.fields:
-            if not f.select:
-                continue
-            name = self.select_name(f.source_path)
+            name = self.requested_name(f)
             if name and name not in selected:
                 selected.append(name)
         return selected

@@ -560,6 +560,24 @@ def _both(*mutations: Any) -> Any:
     return apply
 
 
+def test_a_field_read_from_part_of_a_lookup_is_requested_once_by_its_select_name() -> None:
+    obj = ObjectSpec.model_validate(
+        {
+            "request": {"path": "/crm/v8/Contacts", "params": {"fields": "{fields}"}},
+            "records_path": "data",
+            "primary_key": "id",
+            "incremental": {"cursor": "Modified_Time", "format": "iso8601_offset"},
+            "fields": [
+                {"name": "id"},
+                {"name": "Modified_Time"},
+                {"name": "account_id", "path": "Account_Name.id", "select": "Account_Name"},
+                {"name": "account_name", "path": "Account_Name.name", "select": "Account_Name"},
+            ],
+        }
+    )
+    assert obj.selected_names() == ["id", "Modified_Time", "Account_Name"]
+
+
 @pytest.mark.parametrize(
     ("mutate", "expected"),
     [
