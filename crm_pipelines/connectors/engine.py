@@ -822,7 +822,7 @@ def _extract(
             system=system, connection=connection, context=context, client=client, retry=system.retries
         )
         if obj.describe is not None:
-            _describe(session, obj, object_name, context, drift)
+            _describe(session, obj, object_name, size, context, drift)
         if incremental.delta is not None:
             stats.method = "delta"
             yield from _delta_extract(
@@ -876,28 +876,69 @@ def _extract(
     )
 
 
+@dataclass(frozen=True)
+class _FieldList:
+    """An object's field list as the source describes it."""
+
+    names: set[str]  # what records call the fields (describe.name_key, or the keys)
+    entries: list[Any]  # the JSON entries of a list (empty for keys and for XML)
+
+
 def _describe(
-    session: Session, obj: ObjectSpec, object_name: str, context: ErrorContext, drift: SchemaDrift
+    session: Session,
+    obj: ObjectSpec,
+    object_name: str,
+    size: int,
+    context: ErrorContext,
+    drift: SchemaDrift,
 ) -> None:
-    """Read the source's field list; a failure here is logged, never fatal (drift must not crash)."""
+    """Read the source's field list and note the fields neither declared nor ignored as drift; a
+    failure here is logged, never fatal (drift must not crash)."""
+    listing = _read_field_list(session, obj, object_name, size, context)
+    if listing is None:
+        return
+    drift.source_fields = listing.names
+    drift.not_selected = listing.names - _described_names(obj)
+
+
+def _read_field_list(
+    session: Session, obj: ObjectSpec, object_name: str, size: int, context: ErrorContext
+) -> _FieldList | None:
     describe = obj.describe
     assert describe is not None
-    request = PageRequest(
-        url=describe.path.format(object=object_name),
-        params={k: v.format(object=object_name) for k, v in describe.params.items()},
-    )
+    values = {"object": object_name, "page_size": size}
+    request = PageRequest(url=describe.path.format(**values), params=_fill(describe.params, values))
+    names_path = describe.names_path.format(**values)
+    body: Any = None
+    entries: list[Any] = []
     try:
         if describe.format == "xsd":
-            body: Any = session.send("GET", request, context=context, accept="application/xml").content
+            body = session.send("GET", request, context=context, accept="application/xml").content
+        elif describe.paging is not None:
+            # A JSON list over pages (validated): the entries of every page, in order.
+            for _, _, page in _pages(
+                session, describe.paging, request, size, names_path, object_name, context
+            ):
+                entries.extend(page)
         else:
             body = session.get_json(request, context=context)
+            found = resolve_path(body, names_path)
+            entries = found if isinstance(found, list) and describe.names_from == "entries" else []
     except AuthenticationError:
         raise
     except ConnectorError as exc:
         log.warning(
             "%s: could not read the field list (%s); drift is judged from records only", context.where, exc
         )
-        return
+        return None
+    if describe.paging is not None:
+        paged = {
+            _record_name(e.get(describe.name_key), e, describe)
+            for e in entries
+            if isinstance(e, dict) and e.get(describe.name_key) not in (None, "")
+        }
+        return _FieldList(paged, entries)
+    names: set[str] | None
     try:
         names = _field_names(body, describe, object_name)
     except (SyntaxError, ValueError, KeyError, TypeError) as exc:  # a path the answer does not fit
@@ -905,17 +946,28 @@ def _describe(
         log.warning("%s: could not read the field list (%s)", context.where, exc)
     if names is None:
         log.warning("%s: the field list did not parse; drift is judged from records only", context.where)
-        return
+        return None
+    return _FieldList(names, entries)
+
+
+def _described_names(obj: ObjectSpec) -> set[str]:
+    """The field-list names the declaration covers: requested names, paths and the objects they sit
+    in (``address.value`` reads part of ``address``), names under a container, ignored paths."""
     prefix = obj.select_prefix or ""
-    known = {
-        f.source_path[len(prefix) :] if f.source_path.startswith(prefix) else f.source_path
-        for f in obj.fields
-    }
-    # A declared nested path (Address.City) means its top-level source field (Address) is in use.
-    known |= {name.split(".", 1)[0] for name in known}
-    ignored = {i[len(prefix) :] if prefix and i.startswith(prefix) else i for i in obj.ignore_undeclared}
-    drift.source_fields = names
-    drift.not_selected = names - known - ignored
+    containers = obj.describe.containers if obj.describe is not None else []
+    known: set[str] = set()
+    for f in obj.fields:
+        name = obj.requested_name(f)
+        if name:
+            known.add(name)
+        path = f.source_path[len(prefix) :] if f.source_path.startswith(prefix) else f.source_path
+        parts = path.split(".")
+        known.update(".".join(parts[:end]) for end in range(1, len(parts) + 1))
+        for container in containers:
+            if path.startswith(container + "."):
+                known.add(path[len(container) + 1 :])
+    known |= {i[len(prefix) :] if prefix and i.startswith(prefix) else i for i in obj.ignore_undeclared}
+    return known
 
 
 _XSD = "http://www.w3.org/2001/XMLSchema"
@@ -981,13 +1033,13 @@ def _field_names(body: Any, describe: DescribeSpec, object_name: str) -> set[str
             found = [(e.get(describe.name_key), e) for e in entries if isinstance(e, dict)]
         else:
             return None
-    names: set[str] = set()
-    for name, entry in found:
-        if name in (None, ""):
-            continue
-        rename = next((r for r in describe.renames if value_matches(entry, r.match)), None)
-        names.add(rename.to.format(name=name) if rename is not None else str(name))
-    return names
+    return {_record_name(name, entry, describe) for name, entry in found if name not in (None, "")}
+
+
+def _record_name(name: Any, entry: Any, describe: DescribeSpec) -> str:
+    """A listed field's name as records carry it: the first matching rename applies."""
+    rename = next((r for r in describe.renames if value_matches(entry, r.match)), None)
+    return rename.to.format(name=name) if rename is not None else str(name)
 
 
 class _PageCounter:

@@ -695,8 +695,8 @@ class SearchSpec(_Model):
     after_path: str = "paging.next.after"
 
 
-# Placeholders of a describe request and of its names_path: the object's name.
-DESCRIBE_PLACEHOLDERS: frozenset[str] = frozenset({"object"})
+# Placeholders of a describe request and of its names_path: the object's name, the page size.
+DESCRIBE_PLACEHOLDERS: frozenset[str] = frozenset({"object", "page_size"})
 
 
 class DescribeRename(_Model):
@@ -753,6 +753,17 @@ class DescribeSpec(_Model):
         default_factory=list,
         description="Entries the records carry under another name; the first matching rename applies.",
     )
+    paging: PagingSpec | None = Field(
+        default=None,
+        description="How a JSON list of entries is paged (Pipedrive v2 field lists); absent: one request.",
+    )
+    containers: list[str] = Field(
+        default_factory=list,
+        description=(
+            "Record paths under which listed fields sit (Pipedrive v2 puts custom fields under "
+            "custom_fields): a listed name N is declared by a field whose path is <container>.N."
+        ),
+    )
 
     @field_validator("path", "names_path")
     @classmethod
@@ -772,6 +783,8 @@ class DescribeSpec(_Model):
             raise ValueError("names_from 'keys' reads a JSON object; an XML field list is always entries")
         if self.format == "json" and self.namespaces:
             raise ValueError("namespaces apply to format 'xsd' only")
+        if self.paging is not None and (self.format != "json" or self.names_from != "entries"):
+            raise ValueError("paging applies to a JSON list of entries (format json, names_from entries)")
         return self
 
 

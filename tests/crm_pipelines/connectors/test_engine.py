@@ -28,6 +28,7 @@ from crm_pipelines.connectors.engine import (
     PageInfo,
     SchemaDrift,
     _Chain,
+    _described_names,
     _field_names,
     _format_cursor,
     _lower_literal,
@@ -54,6 +55,7 @@ from crm_pipelines.connectors.session import render_value
 from crm_pipelines.connectors.spec import (
     DescribeSpec,
     IncrementalSpec,
+    ObjectSpec,
     OffsetPaging,
     SessionAuth,
     SystemSpec,
@@ -1159,3 +1161,39 @@ def test_a_cursor_chain_goes_on_from_the_highest_cursor_read_and_never_in_place(
     chain.observe([{"Modified_Time": "2026-11-25T10:00:07+00:00"}] * 4)
     with pytest.raises(ApiRequestError, match="4 records in a row share Modified_Time 2026-11-25T10:00:07"):
         chain.restart(CONTEXT)
+
+
+DESCRIBE: dict[str, object] = {
+    "path": "/fields",
+    "names_path": "data",
+    "name_key": "field_code",
+    "containers": ["custom_fields"],
+}
+
+
+def _object(describe: dict[str, object], fields: list[dict[str, str]]) -> ObjectSpec:
+    return ObjectSpec.model_validate(
+        {
+            "request": {"path": "/items"},
+            "records_path": "data",
+            "primary_key": "id",
+            "incremental": {"cursor": "update_time", "format": "iso8601_seconds"},
+            "describe": describe,
+            "ignore_undeclared": ["visible_to"],
+            "fields": [
+                {"name": "id"},
+                {"name": "update_time"},
+                {"name": "city", "path": "address.locality"},
+                {"name": "account_id", "path": "Account_Name.id", "select": "Account_Name"},
+                *fields,
+            ],
+        }
+    )
+
+
+def test_the_field_list_names_a_declaration_covers() -> None:
+    obj = _object(DESCRIBE, [{"name": "external_id", "path": "custom_fields.4f1c"}])
+    listed = {"id", "update_time", "address", "Account_Name", "4f1c", "visible_to", "77de", "locality"}
+    # Paths, the object a nested path reads part of, requested names, names under a container and
+    # ignored paths are covered; the rest is drift (a new custom field, or a name seen only nested).
+    assert listed - _described_names(obj) == {"77de", "locality"}
