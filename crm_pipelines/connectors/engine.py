@@ -77,6 +77,7 @@ __all__ = [
     "check_connection",
     "extract_object",
     "output_schema",
+    "resolved_object",
     "upsert_records",
 ]
 
@@ -775,6 +776,40 @@ def extract_object(
     )
 
 
+def resolved_object(*, system: SystemSpec, object_name: str, connection: ConnectionSettings) -> ObjectSpec:
+    """The object with every field declared by ``label`` given its path in this account.
+
+    Pipedrive keys custom fields by a hash that differs per company; a writer needs the key of, say,
+    the external id field (``custom_fields.<hash>``) to address it. Objects without labels come back
+    as declared, without a request.
+
+    Args:
+        system: The system declaration.
+        object_name: A declared object.
+        connection: Base URL and credentials.
+
+    Returns:
+        The object declaration with concrete paths.
+    """
+    obj = system.get_object(object_name)
+    if not obj.labelled():
+        return obj
+    context = context_for(system, connection, object_name)
+    check_url_allowed(url=connection.base_url, context=context)
+    with http_client(connection=connection, retry=system.retries) as client:
+        session = Session(
+            system=system, connection=connection, context=context, client=client, retry=system.retries
+        )
+        return _describe(
+            session,
+            obj,
+            object_name,
+            system.page_size.default,
+            context,
+            SchemaDrift(system.name, object_name),
+        )
+
+
 def _records_of(body: Any, records_path: str, object_name: str, context: ErrorContext) -> list[Any]:
     records = resolve_path(body, records_path)
     if records is MISSING or records is None:
@@ -803,26 +838,26 @@ def _extract(
     stats: ExtractStats,
     delta_link: str | None,
 ) -> Iterator[pa.RecordBatch]:
-    obj = system.get_object(object_name)
     schema = output_schema(system=system, object_name=object_name)
     size = system.page_size.clamp(page_size)
-    incremental = obj.incremental
-    where = _render_where(incremental, since, until)
-    values = _template_values(obj, object_name, where=where, since=since, until=until, page_size=size)
-    tracker = _DriftTracker(obj, drift)
-    # A change-tracked read is not a window: the link says where the last read ended.
-    windowed_since, windowed_until = (None, None) if incremental.delta is not None else (since, until)
-    collector = _Collector(
-        obj=obj, schema=schema, tracker=tracker, stats=stats, since=windowed_since, until=windowed_until
-    )
-    pages = _PageCounter(system.name, object_name, on_page, stats)
-
     with http_client(connection=connection, retry=system.retries) as client:
         session = Session(
             system=system, connection=connection, context=context, client=client, retry=system.retries
         )
+        obj = system.get_object(object_name)
         if obj.describe is not None:
-            _describe(session, obj, object_name, size, context, drift)
+            # First: fields declared by their display name only get their paths from the field list.
+            obj = _describe(session, obj, object_name, size, context, drift)
+        incremental = obj.incremental
+        where = _render_where(incremental, since, until)
+        values = _template_values(obj, object_name, where=where, since=since, until=until, page_size=size)
+        tracker = _DriftTracker(obj, drift)
+        # A change-tracked read is not a window: the link says where the last read ended.
+        windowed_since, windowed_until = (None, None) if incremental.delta is not None else (since, until)
+        collector = _Collector(
+            obj=obj, schema=schema, tracker=tracker, stats=stats, since=windowed_since, until=windowed_until
+        )
+        pages = _PageCounter(system.name, object_name, on_page, stats)
         if incremental.delta is not None:
             stats.method = "delta"
             yield from _delta_extract(
@@ -891,18 +926,25 @@ def _describe(
     size: int,
     context: ErrorContext,
     drift: SchemaDrift,
-) -> None:
-    """Read the source's field list and note the fields neither declared nor ignored as drift; a
-    failure here is logged, never fatal (drift must not crash)."""
-    listing = _read_field_list(session, obj, object_name, size, context)
+) -> ObjectSpec:
+    """Read the source's field list: fields declared by ``label`` get their paths from it, and the
+    fields neither declared nor ignored are noted as drift.
+
+    Returns:
+        The object with every ``label`` resolved. A failed read is logged and drift judged from
+        records only, unless a label needs the list: then it fails, naming the field list.
+    """
+    listing = _read_field_list(session, obj, object_name, size, context, required=obj.labelled())
     if listing is None:
-        return
+        return obj
+    obj = _resolve_labels(obj, listing, context)
     drift.source_fields = listing.names
     drift.not_selected = listing.names - _described_names(obj)
+    return obj
 
 
 def _read_field_list(
-    session: Session, obj: ObjectSpec, object_name: str, size: int, context: ErrorContext
+    session: Session, obj: ObjectSpec, object_name: str, size: int, context: ErrorContext, *, required: bool
 ) -> _FieldList | None:
     describe = obj.describe
     assert describe is not None
@@ -927,6 +969,8 @@ def _read_field_list(
     except AuthenticationError:
         raise
     except ConnectorError as exc:
+        if required:
+            raise
         log.warning(
             "%s: could not read the field list (%s); drift is judged from records only", context.where, exc
         )
@@ -945,9 +989,65 @@ def _read_field_list(
         names = None
         log.warning("%s: could not read the field list (%s)", context.where, exc)
     if names is None:
+        if required:
+            raise ApiRequestError(
+                f"{context.where}: the field list {describe.path} did not parse; fields declared by label "
+                "cannot be found in it.",
+                fix=f"check describe.names_path of {object_name} in {context.yaml_path}.",
+            )
         log.warning("%s: the field list did not parse; drift is judged from records only", context.where)
         return None
     return _FieldList(names, entries)
+
+
+def _resolve_labels(obj: ObjectSpec, listing: _FieldList, context: ErrorContext) -> ObjectSpec:
+    """Fill ``{key}`` of each field declared by ``label`` with the key the field list gives that name."""
+    describe = obj.describe
+    if not obj.labelled() or describe is None or describe.label_key is None:
+        return obj
+    keys_by_label: dict[str, list[str]] = {}
+    for entry in listing.entries:
+        if not isinstance(entry, dict):
+            continue
+        if describe.label_where is not None and not value_matches(entry, describe.label_where):
+            continue
+        label, key = entry.get(describe.label_key), entry.get(describe.name_key)
+        if label is not None and key not in (None, ""):
+            keys_by_label.setdefault(str(label).strip(), []).append(_record_name(key, entry, describe))
+    fields = []
+    for f in obj.fields:
+        if f.label is None:
+            fields.append(f)
+            continue
+        keys = keys_by_label.get(f.label.strip())
+        if keys is None:
+            # Display names are typed by people: "External id" is meant as "External ID".
+            folded = [
+                k for label, ks in keys_by_label.items() if label.casefold() == f.label.casefold() for k in ks
+            ]
+            keys = folded or None
+        if not keys:
+            raise ApiRequestError(
+                f"{context.where}: the field list {describe.path} has no field named {f.label!r} "
+                f"(declared as {f.name}).",
+                fix=(
+                    f"create a field named {f.label!r} in {context.system_title}, or change the label of "
+                    f"{f.name} in {context.yaml_path} to the name the field has there."
+                ),
+            )
+        if len(keys) > 1:
+            raise ApiRequestError(
+                f"{context.where}: {len(keys)} fields are named {f.label!r} in {describe.path} "
+                f"({', '.join(keys)}); {f.name} cannot tell which one is meant.",
+                fix=f"rename all but one of them in {context.system_title}.",
+            )
+        update: dict[str, Any] = {"label": None}
+        for attribute in ("path", "select"):
+            template = getattr(f, attribute)
+            if isinstance(template, str):
+                update[attribute] = template.replace("{key}", keys[0])
+        fields.append(f.model_copy(update=update))
+    return obj.model_copy(update={"fields": fields})
 
 
 def _described_names(obj: ObjectSpec) -> set[str]:

@@ -488,6 +488,26 @@ class FieldSpec(_Model):
             "than the path it is read from (Zoho: Account_Name.id is requested as Account_Name)."
         ),
     )
+    label: str | None = Field(
+        default=None,
+        min_length=1,
+        description=(
+            "The field's display name in the source: its key is found at run time in the object's "
+            "field list (describe.label_key) and replaces {key} in path and select (Pipedrive custom "
+            "fields: path custom_fields.{key})."
+        ),
+    )
+
+    @model_validator(mode="after")
+    def _key_placeholder(self) -> FieldSpec:
+        templated = [t for t in (self.path, self.select) if isinstance(t, str) and "{key}" in t]
+        if self.label is not None and not templated:
+            raise ValueError(
+                f"field {self.name!r}: a label needs {{key}} in its path, e.g. custom_fields.{{key}}"
+            )
+        if self.label is None and templated:
+            raise ValueError(f"field {self.name!r}: {{key}} in a path needs a label to find the key by")
+        return self
 
     @property
     def source_path(self) -> str:
@@ -757,6 +777,20 @@ class DescribeSpec(_Model):
         default=None,
         description="How a JSON list of entries is paged (Pipedrive v2 field lists); absent: one request.",
     )
+    label_key: str | None = Field(
+        default=None,
+        description=(
+            "json: key of a field's display name; fields declared with `label` find their key "
+            "(name_key) by it at run time (Pipedrive custom fields are keyed by per-company hashes)."
+        ),
+    )
+    label_where: ValueMatch | None = Field(
+        default=None,
+        description=(
+            "Only entries matching this are found by label (Pipedrive: {path: is_custom_field, "
+            "equals: true}, so a standard field with the same display name does not compete)."
+        ),
+    )
     containers: list[str] = Field(
         default_factory=list,
         description=(
@@ -785,6 +819,8 @@ class DescribeSpec(_Model):
             raise ValueError("namespaces apply to format 'xsd' only")
         if self.paging is not None and (self.format != "json" or self.names_from != "entries"):
             raise ValueError("paging applies to a JSON list of entries (format json, names_from entries)")
+        if self.label_key is not None and (self.format != "json" or self.names_from != "entries"):
+            raise ValueError("label_key needs a JSON list of entries (format json, names_from entries)")
         return self
 
 
@@ -1002,7 +1038,18 @@ class ObjectSpec(_Model):
                 raise ValueError(f"{role} {name!r} is not a declared field (declared: {names})")
         if (self.deletes.mode == "delta") != (self.incremental.delta is not None):
             raise ValueError("deletes mode 'delta' and incremental.delta go together")
+        labelled = [f.name for f in self.fields if f.label is not None]
+        if self.primary_key in labelled:
+            raise ValueError("the primary key cannot be declared by label (keys-only reads need its path)")
+        if labelled and (self.describe is None or self.describe.label_key is None):
+            raise ValueError(
+                f"fields {labelled} have a label: describe with label_key must say where to find them"
+            )
         return self
+
+    def labelled(self) -> bool:
+        """Whether some field is declared by its display name and needs the field list to be read."""
+        return any(f.label is not None for f in self.fields)
 
     def field(self, name: str) -> FieldSpec:
         return next(f for f in self.fields if f.name == name)

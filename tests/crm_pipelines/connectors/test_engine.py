@@ -30,9 +30,11 @@ from crm_pipelines.connectors.engine import (
     _Chain,
     _described_names,
     _field_names,
+    _FieldList,
     _format_cursor,
     _lower_literal,
     _render_where,
+    _resolve_labels,
     check_connection,
     extract_object,
     output_schema,
@@ -1197,3 +1199,55 @@ def test_the_field_list_names_a_declaration_covers() -> None:
     # Paths, the object a nested path reads part of, requested names, names under a container and
     # ignored paths are covered; the rest is drift (a new custom field, or a name seen only nested).
     assert listed - _described_names(obj) == {"77de", "locality"}
+
+
+# Labels: fields whose key differs per account, found by display name in the field list.
+LABELLED = {**DESCRIBE, "label_key": "field_name", "label_where": {"path": "is_custom_field", "equals": True}}
+LABEL_FIELDS = [
+    {"name": "external_id", "path": "custom_fields.{key}", "label": "External ID"},
+    {"name": "website", "path": "custom_fields.{key}", "label": "Website"},
+]
+FIELD_LIST = [
+    {"field_code": "id", "field_name": "ID", "is_custom_field": False},
+    {"field_code": "address", "field_name": "Address", "is_custom_field": False},
+    {
+        "field_code": "external_id",
+        "field_name": "External ID",
+        "is_custom_field": False,
+    },  # standard, same name
+    {"field_code": "4f1c", "field_name": "External ID", "is_custom_field": True},
+    {"field_code": "9a2b", "field_name": "website", "is_custom_field": True},
+    {"field_code": "77de", "field_name": "Shoe size", "is_custom_field": True},
+]
+
+
+def test_labels_take_the_key_the_field_list_gives_their_display_name() -> None:
+    listing = _FieldList({str(e["field_code"]) for e in FIELD_LIST}, FIELD_LIST)
+    resolved = _resolve_labels(_object(LABELLED, LABEL_FIELDS), listing, CONTEXT)
+    # Only custom fields are candidates (label_where), and display names match regardless of case.
+    assert resolved.field("external_id").source_path == "custom_fields.4f1c"
+    assert resolved.field("website").source_path == "custom_fields.9a2b"
+    assert not resolved.labelled()
+    assert listing.names - _described_names(resolved) == {"external_id", "77de"}
+
+
+@pytest.mark.parametrize(
+    ("entries", "expected"),
+    [
+        pytest.param(
+            FIELD_LIST[:3], "has no field named 'External ID' \\(declared as external_id\\)", id="missing"
+        ),
+        pytest.param(
+            [*FIELD_LIST, {"field_code": "5e5e", "field_name": "External ID", "is_custom_field": True}],
+            "2 fields are named 'External ID' .*4f1c, 5e5e",
+            id="ambiguous",
+        ),
+    ],
+)
+def test_a_label_no_field_or_several_fields_have_fails_naming_it(
+    entries: list[dict[str, object]], expected: str
+) -> None:
+    entries = [*entries, {"field_code": "9a2b", "field_name": "Website", "is_custom_field": True}]
+    listing = _FieldList({str(e["field_code"]) for e in entries}, entries)
+    with pytest.raises(ApiRequestError, match=expected):
+        _resolve_labels(_object(LABELLED, LABEL_FIELDS), listing, CONTEXT)

@@ -552,6 +552,10 @@ def _hubspot(mutate: Any) -> dict[str, Any]:
     return data
 
 
+def _contact_field(field: dict[str, Any]) -> Any:
+    return lambda d: d["objects"]["contacts"]["fields"].append(field)
+
+
 def _both(*mutations: Any) -> Any:
     def apply(data: dict[str, Any]) -> None:
         for mutate in mutations:
@@ -598,6 +602,36 @@ def test_a_field_read_from_part_of_a_lookup_is_requested_once_by_its_select_name
             lambda d: d["objects"]["contacts"]["incremental"].update(lower_bound="after"),
             r"objects\.contacts\.incremental\.lower_bound: Input should be 'inclusive' or 'exclusive'",
             id="lower-bound-kind",
+        ),
+        pytest.param(
+            _contact_field({"name": "x", "label": "X"}),
+            r"field 'x': a label needs \{key\} in its path",
+            id="label-without-key-placeholder",
+        ),
+        pytest.param(
+            _contact_field({"name": "x", "path": "properties.{key}"}),
+            r"field 'x': \{key\} in a path needs a label",
+            id="key-placeholder-without-label",
+        ),
+        pytest.param(
+            _contact_field({"name": "x", "path": "properties.{key}", "label": "X"}),
+            r"objects\.contacts: .*have a label: describe with label_key must say where to find them",
+            id="labels-need-a-field-list",
+        ),
+        pytest.param(
+            lambda d: d["objects"]["contacts"]["describe"].update(format="xsd", label_key="label"),
+            r"label_key needs a JSON list of entries",
+            id="labels-need-json",
+        ),
+        pytest.param(
+            _both(
+                lambda d: d["objects"]["contacts"]["describe"].update(label_key="label"),
+                lambda d: d["objects"]["contacts"]["fields"].__setitem__(
+                    0, {"name": "id", "path": "{key}", "label": "Record ID"}
+                ),
+            ),
+            r"the primary key cannot be declared by label",
+            id="no-labelled-primary-key",
         ),
     ],
 )
