@@ -920,6 +920,20 @@ class RecordRequest(_Model):
     wrap: str | None = Field(default=None, description="Key the record is wrapped in, if the API wants one.")
 
 
+class ConfirmSpec(_Model):
+    """Check that a lookup's match really carries the external id (a search may match other fields)."""
+
+    path: str | None = Field(
+        default=None,
+        description="GET path of the match ({id}: its id, {object}); absent: the match itself is checked.",
+    )
+    record_path: str = Field(default="", description="Where the record sits in that answer ('' = the body).")
+    value_path: str = Field(
+        default="{id_field}",
+        description="Path of the external id in the record; {id_field} is the external id field's path.",
+    )
+
+
 class LookupSpec(_Model):
     """Find a record's system id by its external id."""
 
@@ -929,6 +943,13 @@ class LookupSpec(_Model):
     )
     records_path: str = Field(description="Where the matches sit in the answer.")
     id_path: str = Field(description="The system id in a match.")
+    confirm: ConfirmSpec | None = Field(
+        default=None,
+        description=(
+            "Check each match for the external id before taking it (Pipedrive's search matches the "
+            "term in any custom field); absent: the first match is taken."
+        ),
+    )
 
 
 class PerRecordUpsert(_UpsertBase):
