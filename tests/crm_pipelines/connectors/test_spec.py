@@ -638,3 +638,32 @@ def test_a_field_read_from_part_of_a_lookup_is_requested_once_by_its_select_name
 def test_chains_bounds_and_labels_are_checked(mutate: Any, expected: str) -> None:
     with pytest.raises(SystemSpecError, match=expected):
         parse_system(data=_hubspot(mutate), source="broken.yaml")
+
+
+# --- Zoho and Pipedrive: the declarations ------------------------------------------------------------
+
+
+def test_zoho_yaml_requests_lookups_once_and_restarts_long_chains() -> None:
+    system = load_system(name="zoho")
+    assert isinstance(system.paging, CursorPaging) and system.paging.chain_limit == 100_000
+    for module in ("Accounts", "Contacts", "Deals"):
+        obj = system.get_object(module)
+        assert obj.incremental.lower_bound == "exclusive" and obj.incremental.server_order
+        assert obj.request.headers["If-Modified-Since"] == "{since}"
+        assert obj.deletes.mode == "deleted_pass" and obj.deletes.path == f"/crm/v8/{module}/deleted"
+    contacts = system.get_object("Contacts")
+    assert contacts.field("account_id").source_path == "Account_Name.id"
+    assert contacts.selected_names().count("Account_Name") == 1  # the lookup, once, by its API name
+
+
+def test_pipedrive_yaml_declares_custom_fields_by_label_and_confirms_lookups() -> None:
+    system = load_system(name="pipedrive")
+    for name in ("organizations", "persons", "deals"):
+        obj = system.get_object(name)
+        assert obj.deletes.mode == "key_compare"
+        assert obj.field("external_id").label == "External ID"
+        assert obj.field("external_id").source_path == "custom_fields.{key}"
+        assert obj.upsert is not None and obj.upsert.style == "per_record"
+        assert obj.upsert.lookup is not None and obj.upsert.lookup.confirm is not None
+    deals = system.get_object("deals")
+    assert {"stage_id", "status"} <= {f.name for f in deals.fields}
