@@ -54,6 +54,7 @@ from crm_pipelines.connectors.session import (
     render_value,
 )
 from crm_pipelines.connectors.spec import (
+    CursorPaging,
     DescribeSpec,
     IncrementalSpec,
     ObjectSpec,
@@ -76,6 +77,7 @@ __all__ = [
     "check_connection",
     "extract_object",
     "output_schema",
+    "resolved_object",
     "upsert_records",
 ]
 
@@ -210,6 +212,26 @@ def _format_cursor(value: datetime, fmt: str, *, round_up: bool) -> str:
     return ms_floor.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ms_floor.microsecond // 1000:03d}Z"
 
 
+def _precision(fmt: str) -> timedelta:
+    """The smallest step a cursor literal of this format can express."""
+    if fmt == "date":
+        return timedelta(days=1)
+    if fmt in ("iso8601", "epoch_ms"):
+        return timedelta(milliseconds=1)
+    return timedelta(seconds=1)
+
+
+def _lower_literal(since: datetime, incremental: IncrementalSpec) -> str:
+    """The window's lower bound as the server reads it: an exclusive bound ("modified after") is
+    moved one literal step earlier, so a record stamped exactly at ``since`` is still returned."""
+    fmt = incremental.format
+    if incremental.lower_bound == "exclusive":
+        # Floor first, then step back: the literal then lies strictly before every instant >= since.
+        floored = parse_cursor(value=_format_cursor(since, fmt, round_up=False), fmt=fmt) or since
+        return _format_cursor(floored - _precision(fmt), fmt, round_up=False)
+    return _format_cursor(since, fmt, round_up=False)
+
+
 _MS_DATE = re.compile(r"^/Date\((-?\d+)([+-]\d{4})?\)/$")
 
 
@@ -276,9 +298,7 @@ def _render_where(
     conditions = [extra] if extra else []
     if since is not None:
         conditions.append(
-            server.lower.format(
-                value=_format_cursor(since, incremental.format, round_up=False), cursor=incremental.cursor
-            )
+            server.lower.format(value=_lower_literal(since, incremental), cursor=incremental.cursor)
         )
     if until is not None and server.upper is not None:
         conditions.append(
@@ -304,6 +324,8 @@ class _Pass:
     cursor_path: str  # record path windowing this pass
     deleted_only: bool  # every record of this pass is a deletion
     id_path: str | None = None  # where a deleted entry's key sits, when not where the key does
+    # The same request with the window's lower bound moved (a new chain of cursors from there).
+    restart_from: Callable[[datetime], PageRequest] | None = None
 
 
 @dataclass
@@ -321,6 +343,8 @@ class ExtractStats:
         delta_link: The delta link a change-tracked read ended with (the next read's watermark).
         full_read: A change-tracked read whose link had expired read everything instead: the rows
             are the whole object, not changes.
+        chain_restarts: Times a cursor chain reached its ``chain_limit`` and the read went on from
+            the highest cursor read (Zoho's 100,000 records per page_token chain).
     """
 
     method: str = "rest"
@@ -332,6 +356,7 @@ class ExtractStats:
     search_windows: int = 0
     delta_link: str | None = None
     full_read: bool = False
+    chain_restarts: int = 0
 
 
 class _DriftTracker:
@@ -394,7 +419,7 @@ def _template_values(
     return {
         "fields": ",".join(obj.selected_names() if fields is None else fields),
         "where": where,
-        "since": _format_cursor(since, fmt, round_up=False) if since is not None else "",
+        "since": _lower_literal(since, obj.incremental) if since is not None else "",
         "until": _format_cursor(until, fmt, round_up=True) if until is not None else "",
         "page_size": page_size,
         "object": object_name,
@@ -438,16 +463,43 @@ def _passes(
     cursor_path = obj.field(obj.incremental.cursor).source_path
     paging = system.paging_of(object_name)
     deletes = obj.deletes
+
+    def restarter(
+        path: str, params: Mapping[str, str], headers: Mapping[str, str]
+    ) -> Callable[[datetime], PageRequest]:
+        def restart_from(moved: datetime) -> PageRequest:
+            again = {
+                **values,
+                "since": _lower_literal(moved, obj.incremental),
+                "where": _render_where(obj.incremental, moved, until),
+            }
+            return _render_request(obj, path, again, params=params, headers=headers)
+
+        return restart_from
+
     if include_deleted and deletes.mode == "flagged":
-        request = _render_request(
-            obj,
-            deletes.path or obj.request.path,
-            values,
-            params={**obj.request.params, **deletes.params},
-            headers={**obj.request.headers, **deletes.headers},
-        )
-        return [_Pass(request, paging, obj.records_path, cursor_path, False)]
-    live = _Pass(_render_request(obj, obj.request.path, values), paging, obj.records_path, cursor_path, False)
+        path = deletes.path or obj.request.path
+        params = {**obj.request.params, **deletes.params}
+        headers = {**obj.request.headers, **deletes.headers}
+        request = _render_request(obj, path, values, params=params, headers=headers)
+        return [
+            _Pass(
+                request,
+                paging,
+                obj.records_path,
+                cursor_path,
+                False,
+                restart_from=restarter(path, params, headers),
+            )
+        ]
+    live = _Pass(
+        _render_request(obj, obj.request.path, values),
+        paging,
+        obj.records_path,
+        cursor_path,
+        False,
+        restart_from=restarter(obj.request.path, obj.request.params, obj.request.headers),
+    )
     if include_deleted and deletes.mode == "deleted_pass":
         if deletes.filter:
             values = {**values, "where": _render_where(obj.incremental, since, until, deletes.filter)}
@@ -724,6 +776,40 @@ def extract_object(
     )
 
 
+def resolved_object(*, system: SystemSpec, object_name: str, connection: ConnectionSettings) -> ObjectSpec:
+    """The object with every field declared by ``label`` given its path in this account.
+
+    Pipedrive keys custom fields by a hash that differs per company; a writer needs the key of, say,
+    the external id field (``custom_fields.<hash>``) to address it. Objects without labels come back
+    as declared, without a request.
+
+    Args:
+        system: The system declaration.
+        object_name: A declared object.
+        connection: Base URL and credentials.
+
+    Returns:
+        The object declaration with concrete paths.
+    """
+    obj = system.get_object(object_name)
+    if not obj.labelled():
+        return obj
+    context = context_for(system, connection, object_name)
+    check_url_allowed(url=connection.base_url, context=context)
+    with http_client(connection=connection, retry=system.retries) as client:
+        session = Session(
+            system=system, connection=connection, context=context, client=client, retry=system.retries
+        )
+        return _describe(
+            session,
+            obj,
+            object_name,
+            system.page_size.default,
+            context,
+            SchemaDrift(system.name, object_name),
+        )
+
+
 def _records_of(body: Any, records_path: str, object_name: str, context: ErrorContext) -> list[Any]:
     records = resolve_path(body, records_path)
     if records is MISSING or records is None:
@@ -752,26 +838,26 @@ def _extract(
     stats: ExtractStats,
     delta_link: str | None,
 ) -> Iterator[pa.RecordBatch]:
-    obj = system.get_object(object_name)
     schema = output_schema(system=system, object_name=object_name)
     size = system.page_size.clamp(page_size)
-    incremental = obj.incremental
-    where = _render_where(incremental, since, until)
-    values = _template_values(obj, object_name, where=where, since=since, until=until, page_size=size)
-    tracker = _DriftTracker(obj, drift)
-    # A change-tracked read is not a window: the link says where the last read ended.
-    windowed_since, windowed_until = (None, None) if incremental.delta is not None else (since, until)
-    collector = _Collector(
-        obj=obj, schema=schema, tracker=tracker, stats=stats, since=windowed_since, until=windowed_until
-    )
-    pages = _PageCounter(system.name, object_name, on_page, stats)
-
     with http_client(connection=connection, retry=system.retries) as client:
         session = Session(
             system=system, connection=connection, context=context, client=client, retry=system.retries
         )
+        obj = system.get_object(object_name)
         if obj.describe is not None:
-            _describe(session, obj, object_name, context, drift)
+            # First: fields declared by their display name only get their paths from the field list.
+            obj = _describe(session, obj, object_name, size, context, drift)
+        incremental = obj.incremental
+        where = _render_where(incremental, since, until)
+        values = _template_values(obj, object_name, where=where, since=since, until=until, page_size=size)
+        tracker = _DriftTracker(obj, drift)
+        # A change-tracked read is not a window: the link says where the last read ended.
+        windowed_since, windowed_until = (None, None) if incremental.delta is not None else (since, until)
+        collector = _Collector(
+            obj=obj, schema=schema, tracker=tracker, stats=stats, since=windowed_since, until=windowed_until
+        )
+        pages = _PageCounter(system.name, object_name, on_page, stats)
         if incremental.delta is not None:
             stats.method = "delta"
             yield from _delta_extract(
@@ -825,46 +911,163 @@ def _extract(
     )
 
 
+@dataclass(frozen=True)
+class _FieldList:
+    """An object's field list as the source describes it."""
+
+    names: set[str]  # what records call the fields (describe.name_key, or the keys)
+    entries: list[Any]  # the JSON entries of a list (empty for keys and for XML)
+
+
 def _describe(
-    session: Session, obj: ObjectSpec, object_name: str, context: ErrorContext, drift: SchemaDrift
-) -> None:
-    """Read the source's field list; a failure here is logged, never fatal (drift must not crash)."""
+    session: Session,
+    obj: ObjectSpec,
+    object_name: str,
+    size: int,
+    context: ErrorContext,
+    drift: SchemaDrift,
+) -> ObjectSpec:
+    """Read the source's field list: fields declared by ``label`` get their paths from it, and the
+    fields neither declared nor ignored are noted as drift.
+
+    Returns:
+        The object with every ``label`` resolved. A failed read is logged and drift judged from
+        records only, unless a label needs the list: then it fails, naming the field list.
+    """
+    listing = _read_field_list(session, obj, object_name, size, context, required=obj.labelled())
+    if listing is None:
+        return obj
+    obj = _resolve_labels(obj, listing, context)
+    drift.source_fields = listing.names
+    drift.not_selected = listing.names - _described_names(obj)
+    return obj
+
+
+def _read_field_list(
+    session: Session, obj: ObjectSpec, object_name: str, size: int, context: ErrorContext, *, required: bool
+) -> _FieldList | None:
     describe = obj.describe
     assert describe is not None
-    request = PageRequest(
-        url=describe.path.format(object=object_name),
-        params={k: v.format(object=object_name) for k, v in describe.params.items()},
-    )
+    values = {"object": object_name, "page_size": size}
+    request = PageRequest(url=describe.path.format(**values), params=_fill(describe.params, values))
+    names_path = describe.names_path.format(**values)
+    body: Any = None
+    entries: list[Any] = []
     try:
         if describe.format == "xsd":
-            body: Any = session.send("GET", request, context=context, accept="application/xml").content
+            body = session.send("GET", request, context=context, accept="application/xml").content
+        elif describe.paging is not None:
+            # A JSON list over pages (validated): the entries of every page, in order.
+            for _, _, page in _pages(
+                session, describe.paging, request, size, names_path, object_name, context
+            ):
+                entries.extend(page)
         else:
             body = session.get_json(request, context=context)
+            found = resolve_path(body, names_path)
+            entries = found if isinstance(found, list) and describe.names_from == "entries" else []
     except AuthenticationError:
         raise
     except ConnectorError as exc:
+        if required:
+            raise
         log.warning(
             "%s: could not read the field list (%s); drift is judged from records only", context.where, exc
         )
-        return
+        return None
+    if describe.paging is not None:
+        paged = {
+            _record_name(e.get(describe.name_key), e, describe)
+            for e in entries
+            if isinstance(e, dict) and e.get(describe.name_key) not in (None, "")
+        }
+        return _FieldList(paged, entries)
+    names: set[str] | None
     try:
         names = _field_names(body, describe, object_name)
     except (SyntaxError, ValueError, KeyError, TypeError) as exc:  # a path the answer does not fit
         names = None
         log.warning("%s: could not read the field list (%s)", context.where, exc)
     if names is None:
+        if required:
+            raise ApiRequestError(
+                f"{context.where}: the field list {describe.path} did not parse; fields declared by label "
+                "cannot be found in it.",
+                fix=f"check describe.names_path of {object_name} in {context.yaml_path}.",
+            )
         log.warning("%s: the field list did not parse; drift is judged from records only", context.where)
-        return
+        return None
+    return _FieldList(names, entries)
+
+
+def _resolve_labels(obj: ObjectSpec, listing: _FieldList, context: ErrorContext) -> ObjectSpec:
+    """Fill ``{key}`` of each field declared by ``label`` with the key the field list gives that name."""
+    describe = obj.describe
+    if not obj.labelled() or describe is None or describe.label_key is None:
+        return obj
+    keys_by_label: dict[str, list[str]] = {}
+    for entry in listing.entries:
+        if not isinstance(entry, dict):
+            continue
+        if describe.label_where is not None and not value_matches(entry, describe.label_where):
+            continue
+        label, key = entry.get(describe.label_key), entry.get(describe.name_key)
+        if label is not None and key not in (None, ""):
+            keys_by_label.setdefault(str(label).strip(), []).append(_record_name(key, entry, describe))
+    fields = []
+    for f in obj.fields:
+        if f.label is None:
+            fields.append(f)
+            continue
+        keys = keys_by_label.get(f.label.strip())
+        if keys is None:
+            # Display names are typed by people: "External id" is meant as "External ID".
+            folded = [
+                k for label, ks in keys_by_label.items() if label.casefold() == f.label.casefold() for k in ks
+            ]
+            keys = folded or None
+        if not keys:
+            raise ApiRequestError(
+                f"{context.where}: the field list {describe.path} has no field named {f.label!r} "
+                f"(declared as {f.name}).",
+                fix=(
+                    f"create a field named {f.label!r} in {context.system_title}, or change the label of "
+                    f"{f.name} in {context.yaml_path} to the name the field has there."
+                ),
+            )
+        if len(keys) > 1:
+            raise ApiRequestError(
+                f"{context.where}: {len(keys)} fields are named {f.label!r} in {describe.path} "
+                f"({', '.join(keys)}); {f.name} cannot tell which one is meant.",
+                fix=f"rename all but one of them in {context.system_title}.",
+            )
+        update: dict[str, Any] = {"label": None}
+        for attribute in ("path", "select"):
+            template = getattr(f, attribute)
+            if isinstance(template, str):
+                update[attribute] = template.replace("{key}", keys[0])
+        fields.append(f.model_copy(update=update))
+    return obj.model_copy(update={"fields": fields})
+
+
+def _described_names(obj: ObjectSpec) -> set[str]:
+    """The field-list names the declaration covers: requested names, paths and the objects they sit
+    in (``address.value`` reads part of ``address``), names under a container, ignored paths."""
     prefix = obj.select_prefix or ""
-    known = {
-        f.source_path[len(prefix) :] if f.source_path.startswith(prefix) else f.source_path
-        for f in obj.fields
-    }
-    # A declared nested path (Address.City) means its top-level source field (Address) is in use.
-    known |= {name.split(".", 1)[0] for name in known}
-    ignored = {i[len(prefix) :] if prefix and i.startswith(prefix) else i for i in obj.ignore_undeclared}
-    drift.source_fields = names
-    drift.not_selected = names - known - ignored
+    containers = obj.describe.containers if obj.describe is not None else []
+    known: set[str] = set()
+    for f in obj.fields:
+        name = obj.requested_name(f)
+        if name:
+            known.add(name)
+        path = f.source_path[len(prefix) :] if f.source_path.startswith(prefix) else f.source_path
+        parts = path.split(".")
+        known.update(".".join(parts[:end]) for end in range(1, len(parts) + 1))
+        for container in containers:
+            if path.startswith(container + "."):
+                known.add(path[len(container) + 1 :])
+    known |= {i[len(prefix) :] if prefix and i.startswith(prefix) else i for i in obj.ignore_undeclared}
+    return known
 
 
 _XSD = "http://www.w3.org/2001/XMLSchema"
@@ -930,13 +1133,13 @@ def _field_names(body: Any, describe: DescribeSpec, object_name: str) -> set[str
             found = [(e.get(describe.name_key), e) for e in entries if isinstance(e, dict)]
         else:
             return None
-    names: set[str] = set()
-    for name, entry in found:
-        if name in (None, ""):
-            continue
-        rename = next((r for r in describe.renames if value_matches(entry, r.match)), None)
-        names.add(rename.to.format(name=name) if rename is not None else str(name))
-    return names
+    return {_record_name(name, entry, describe) for name, entry in found if name not in (None, "")}
+
+
+def _record_name(name: Any, entry: Any, describe: DescribeSpec) -> str:
+    """A listed field's name as records carry it: the first matching rename applies."""
+    rename = next((r for r in describe.renames if value_matches(entry, r.match)), None)
+    return rename.to.format(name=name) if rename is not None else str(name)
 
 
 class _PageCounter:
@@ -966,6 +1169,65 @@ class _PageCounter:
             )
 
 
+class _Chain:
+    """A chain of cursors that reaches at most ``limit`` records (Zoho: 100,000 per page_token chain).
+
+    Before the next page would pass the limit, the read starts over from the highest cursor value
+    read so far; the request sorts ascending by the cursor, so everything before it has been read,
+    and records stamped exactly there are read again and de-duplicated on the key.
+    """
+
+    def __init__(
+        self,
+        *,
+        limit: int,
+        cursor_path: str,
+        fmt: str,
+        since: datetime | None,
+        restart_from: Callable[[datetime], PageRequest],
+        stats: ExtractStats,
+        cursor_name: str,
+    ) -> None:
+        self.limit = limit
+        self._cursor_of = _resolver(cursor_path)
+        self._fmt = fmt
+        self._started_at = since
+        self._restart_from = restart_from
+        self._stats = stats
+        self._cursor_name = cursor_name
+        self.count = 0
+        self._highest: datetime | None = None
+
+    def observe(self, records: Sequence[Any]) -> None:
+        self.count += len(records)
+        for record in records:
+            moment = parse_cursor(value=self._cursor_of(record), fmt=self._fmt)
+            if moment is not None and (self._highest is None or moment > self._highest):
+                self._highest = moment
+
+    def restart(self, context: ErrorContext) -> PageRequest:
+        highest = self._highest
+        if highest is None or (self._started_at is not None and highest <= self._started_at):
+            raise ApiRequestError(
+                f"{context.where}: {self.count} records in a row share {self._cursor_name} "
+                f"{highest.isoformat() if highest else '(none)'}; one chain of cursors reaches at most "
+                f"{self.limit} records, so the read cannot go past them.",
+                fix="read the object in a narrower window, or ask the vendor about the chain limit.",
+            )
+        log.info(
+            "%s: %d records read in one cursor chain (limit %d); going on from %s %s",
+            context.where,
+            self.count,
+            self.limit,
+            self._cursor_name,
+            highest.isoformat(),
+        )
+        self._started_at = highest
+        self.count = 0
+        self._stats.chain_restarts += 1
+        return self._restart_from(highest)
+
+
 def _pages(
     session: Session,
     paging: PagingSpec,
@@ -974,11 +1236,13 @@ def _pages(
     records_path: str,
     object_name: str,
     context: ErrorContext,
+    chain: _Chain | None = None,
 ) -> Iterator[tuple[PageRequest, Any, list[Any]]]:
     """(request, body, records) of every page, in order.
 
     Offset and page-number paging with ``concurrency`` > 1 keep that many requests in flight
     (through the account's shared bucket): the next offsets are known before the answers arrive.
+    With a ``chain``, a cursor chain about to pass its limit is replaced by a new one.
     """
     paginator = make_paginator(spec=paging)
     request: PageRequest | None = paginator.first_request(request=first, page_size=size)
@@ -992,6 +1256,10 @@ def _pages(
         records = _records_of(body, records_path, object_name, context)
         yield request, body, records
         next_request = paginator.next_request(previous=request, body=body, records=records, page_size=size)
+        if chain is not None:
+            chain.observe(records)
+            if next_request is not None and chain.count + size > chain.limit:
+                next_request = paginator.first_request(request=chain.restart(context), page_size=size)
         if next_request == request:
             raise ApiRequestError(
                 f"{context.where}: paging did not advance (the same page was requested twice).",
@@ -1099,8 +1367,19 @@ def _paged_extract(
     pages_per_batch: int,
 ) -> Iterator[pa.RecordBatch]:
     pages_in_batch = 0
+    chain: _Chain | None = None
+    if isinstance(run.paging, CursorPaging) and run.paging.chain_limit and run.restart_from is not None:
+        chain = _Chain(
+            limit=run.paging.chain_limit,
+            cursor_path=run.cursor_path,
+            fmt=obj.incremental.format,
+            since=collector.since,
+            restart_from=run.restart_from,
+            stats=collector.stats,
+            cursor_name=obj.incremental.cursor,
+        )
     for _, _, records in _pages(
-        session, run.paging, run.request, size, run.records_path, object_name, context
+        session, run.paging, run.request, size, run.records_path, object_name, context, chain
     ):
         kept = collector.add(
             records, cursor_path=run.cursor_path, deleted_pass=run.deleted_only, id_path=run.id_path
@@ -1221,11 +1500,15 @@ def extract_keys(
     build_authenticator(system=system, connection=connection, context=context)
     schema = key_schema(system=system, object_name=object_name)
     size = system.page_size.clamp(page_size)
-    pk_path = obj.field(obj.primary_key).source_path
+    pk_field = obj.field(obj.primary_key)
+    pk_path = pk_field.source_path
     under_prefix = obj.select_prefix is not None and pk_path.startswith(obj.select_prefix)
     # A key the API returns unasked (SData $key) leaves {fields} empty: deletes.params says how to
     # keep the payload small instead (SData precedence=0).
-    pk_name = obj.select_name(pk_path) if under_prefix else pk_path
+    if isinstance(pk_field.select, str):
+        pk_name: str | None = pk_field.select
+    else:
+        pk_name = obj.select_name(pk_path) if under_prefix else pk_path
     values = _template_values(obj, object_name, page_size=size, fields=[pk_name] if pk_name else [])
     request = _render_request(
         obj, obj.request.path, values, params={**obj.request.params, **obj.deletes.params}

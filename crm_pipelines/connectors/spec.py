@@ -318,6 +318,16 @@ class CursorPaging(_Model):
     stop_values: list[str] = Field(
         default_factory=list, description="Cursor values meaning 'no more pages' (SugarCRM next_offset -1)."
     )
+    chain_limit: int | None = Field(
+        default=None,
+        gt=0,
+        description=(
+            "Records one chain of cursors reaches (Zoho page_token: 100,000). Before the next page "
+            "would pass it, the read starts a new chain from the highest incremental cursor read so "
+            "far; needs a request ordered ascending by the cursor (incremental.server_order) whose "
+            "lower bound is in the request ({since} or {where})."
+        ),
+    )
 
 
 class OffsetPaging(_Model):
@@ -469,13 +479,35 @@ class RequestSpec(_Model):
 class FieldSpec(_Model):
     name: str = Field(min_length=1, description="Output column name.")
     path: str | None = Field(default=None, description="Dotted path in the record; default: the name.")
-    select: bool = Field(
+    select: bool | str = Field(
         default=True,
         description=(
-            "List the field in {fields}. False for a value another request option brings in, e.g. "
-            "a lookup's name from $expand (Country.Name): $select would refuse the path."
+            "How the field is listed in {fields}: true by its path; false not at all, for a value "
+            "another request option brings in, e.g. a lookup's name from $expand (Country.Name: "
+            "$select would refuse the path); a name, when the API is asked for it by another name "
+            "than the path it is read from (Zoho: Account_Name.id is requested as Account_Name)."
         ),
     )
+    label: str | None = Field(
+        default=None,
+        min_length=1,
+        description=(
+            "The field's display name in the source: its key is found at run time in the object's "
+            "field list (describe.label_key) and replaces {key} in path and select (Pipedrive custom "
+            "fields: path custom_fields.{key})."
+        ),
+    )
+
+    @model_validator(mode="after")
+    def _key_placeholder(self) -> FieldSpec:
+        templated = [t for t in (self.path, self.select) if isinstance(t, str) and "{key}" in t]
+        if self.label is not None and not templated:
+            raise ValueError(
+                f"field {self.name!r}: a label needs {{key}} in its path, e.g. custom_fields.{{key}}"
+            )
+        if self.label is None and templated:
+            raise ValueError(f"field {self.name!r}: {{key}} in a path needs a label to find the key by")
+        return self
 
     @property
     def source_path(self) -> str:
@@ -558,6 +590,14 @@ class IncrementalSpec(_Model):
     )
     server_order: bool = Field(
         default=False, description="The request template orders by cursor then primary key."
+    )
+    lower_bound: Literal["inclusive", "exclusive"] = Field(
+        default="inclusive",
+        description=(
+            "How the server reads the lower bound ({since}, server_filter.lower): 'exclusive' means "
+            "'changed after' (Zoho's If-Modified-Since), so the engine sends one unit of the format's "
+            "precision earlier and a record stamped exactly at the bound is still read."
+        ),
     )
     lookback_seconds: int = Field(
         default=0,
@@ -675,8 +715,8 @@ class SearchSpec(_Model):
     after_path: str = "paging.next.after"
 
 
-# Placeholders of a describe request and of its names_path: the object's name.
-DESCRIBE_PLACEHOLDERS: frozenset[str] = frozenset({"object"})
+# Placeholders of a describe request and of its names_path: the object's name, the page size.
+DESCRIBE_PLACEHOLDERS: frozenset[str] = frozenset({"object", "page_size"})
 
 
 class DescribeRename(_Model):
@@ -733,6 +773,31 @@ class DescribeSpec(_Model):
         default_factory=list,
         description="Entries the records carry under another name; the first matching rename applies.",
     )
+    paging: PagingSpec | None = Field(
+        default=None,
+        description="How a JSON list of entries is paged (Pipedrive v2 field lists); absent: one request.",
+    )
+    label_key: str | None = Field(
+        default=None,
+        description=(
+            "json: key of a field's display name; fields declared with `label` find their key "
+            "(name_key) by it at run time (Pipedrive custom fields are keyed by per-company hashes)."
+        ),
+    )
+    label_where: ValueMatch | None = Field(
+        default=None,
+        description=(
+            "Only entries matching this are found by label (Pipedrive: {path: is_custom_field, "
+            "equals: true}, so a standard field with the same display name does not compete)."
+        ),
+    )
+    containers: list[str] = Field(
+        default_factory=list,
+        description=(
+            "Record paths under which listed fields sit (Pipedrive v2 puts custom fields under "
+            "custom_fields): a listed name N is declared by a field whose path is <container>.N."
+        ),
+    )
 
     @field_validator("path", "names_path")
     @classmethod
@@ -752,6 +817,10 @@ class DescribeSpec(_Model):
             raise ValueError("names_from 'keys' reads a JSON object; an XML field list is always entries")
         if self.format == "json" and self.namespaces:
             raise ValueError("namespaces apply to format 'xsd' only")
+        if self.paging is not None and (self.format != "json" or self.names_from != "entries"):
+            raise ValueError("paging applies to a JSON list of entries (format json, names_from entries)")
+        if self.label_key is not None and (self.format != "json" or self.names_from != "entries"):
+            raise ValueError("label_key needs a JSON list of entries (format json, names_from entries)")
         return self
 
 
@@ -851,6 +920,20 @@ class RecordRequest(_Model):
     wrap: str | None = Field(default=None, description="Key the record is wrapped in, if the API wants one.")
 
 
+class ConfirmSpec(_Model):
+    """Check that a lookup's match really carries the external id (a search may match other fields)."""
+
+    path: str | None = Field(
+        default=None,
+        description="GET path of the match ({id}: its id, {object}); absent: the match itself is checked.",
+    )
+    record_path: str = Field(default="", description="Where the record sits in that answer ('' = the body).")
+    value_path: str = Field(
+        default="{id_field}",
+        description="Path of the external id in the record; {id_field} is the external id field's path.",
+    )
+
+
 class LookupSpec(_Model):
     """Find a record's system id by its external id."""
 
@@ -860,6 +943,13 @@ class LookupSpec(_Model):
     )
     records_path: str = Field(description="Where the matches sit in the answer.")
     id_path: str = Field(description="The system id in a match.")
+    confirm: ConfirmSpec | None = Field(
+        default=None,
+        description=(
+            "Check each match for the external id before taking it (Pipedrive's search matches the "
+            "term in any custom field); absent: the first match is taken."
+        ),
+    )
 
 
 class PerRecordUpsert(_UpsertBase):
@@ -969,7 +1059,18 @@ class ObjectSpec(_Model):
                 raise ValueError(f"{role} {name!r} is not a declared field (declared: {names})")
         if (self.deletes.mode == "delta") != (self.incremental.delta is not None):
             raise ValueError("deletes mode 'delta' and incremental.delta go together")
+        labelled = [f.name for f in self.fields if f.label is not None]
+        if self.primary_key in labelled:
+            raise ValueError("the primary key cannot be declared by label (keys-only reads need its path)")
+        if labelled and (self.describe is None or self.describe.label_key is None):
+            raise ValueError(
+                f"fields {labelled} have a label: describe with label_key must say where to find them"
+            )
         return self
+
+    def labelled(self) -> bool:
+        """Whether some field is declared by its display name and needs the field list to be read."""
+        return any(f.label is not None for f in self.fields)
 
     def field(self, name: str) -> FieldSpec:
         return next(f for f in self.fields if f.name == name)
@@ -985,16 +1086,22 @@ class ObjectSpec(_Model):
                 parts = parts[: protocol[0]]
         return self.select_separator.join(parts) or None
 
-    def selected_names(self) -> list[str]:
-        """API names to request: declared paths under ``select_prefix``, prefix removed, in order.
+    def requested_name(self, field: FieldSpec) -> str | None:
+        """How a field is requested in {fields}: its ``select`` name, else its path (``select_name``);
+        None when the object requests nothing by name or the field is not requested."""
+        if self.select_prefix is None or field.select is False:
+            return None
+        if isinstance(field.select, str):
+            return field.select
+        return self.select_name(field.source_path)
 
-        Fields declared with ``select: false`` are left out (they arrive through another option).
-        """
+    def selected_names(self) -> list[str]:
+        """API names to request: each field's ``select`` name, else its path as ``select_name``
+        writes it, fields with ``select: false`` left out (they arrive through another option); in
+        order, without repeats."""
         selected: list[str] = []
         for f in self.fields:
-            if not f.select:
-                continue
-            name = self.select_name(f.source_path)
+            name = self.requested_name(f)
             if name and name not in selected:
                 selected.append(name)
         return selected
@@ -1023,6 +1130,26 @@ class SystemSpec(_Model):
         if not _SYSTEM_NAME.match(value):
             raise ValueError(f"system name must match {_SYSTEM_NAME.pattern}, got {value!r}")
         return value
+
+    @model_validator(mode="after")
+    def _chains_can_restart(self) -> SystemSpec:
+        for name, obj in self.objects.items():
+            paging = obj.paging or self.paging
+            if not isinstance(paging, CursorPaging) or paging.chain_limit is None:
+                continue
+            if not obj.incremental.server_order:
+                raise ValueError(
+                    f"objects.{name}: paging.chain_limit restarts the read from the highest cursor "
+                    "read, which needs incremental.server_order: true (a request sorted by the cursor)"
+                )
+            templates = [obj.request.path, *obj.request.params.values(), *obj.request.headers.values()]
+            used = set().union(*(_placeholders(t) for t in templates))
+            if "since" not in used and not ("where" in used and obj.incremental.server_filter):
+                raise ValueError(
+                    f"objects.{name}: paging.chain_limit needs the window's lower bound in the request "
+                    "({since}, or {where} with incremental.server_filter) to restart a chain from it"
+                )
+        return self
 
     def paging_of(self, name: str) -> PagingSpec:
         """The paging of an object: its own declaration, else the system's."""

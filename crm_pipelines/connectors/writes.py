@@ -55,6 +55,7 @@ from crm_pipelines.connectors.session import (
 from crm_pipelines.connectors.spec import (
     HubSpotBatchUpsert,
     JsonBatchUpsert,
+    LookupSpec,
     ODataBatchUpsert,
     PerRecordUpsert,
     SObjectCollectionsUpsert,
@@ -146,7 +147,7 @@ def upsert_records(
                 ):
                     attempts[index] += 1
                     status, record_id, code, reason = outcome
-                    key = render_value(items[index].get(external_id_field)) or ""
+                    key = _external_id(items[index], external_id_field)
                     if status == "rejected" and code in spec.retryable_errors and attempt < spec.max_attempts:
                         retry_next.append(index)
                         continue
@@ -178,7 +179,7 @@ def _upsert_chunk(
     context: ErrorContext,
 ) -> Iterator[tuple[int, _Outcome]]:
     batch = [items[i] for i in chunk]
-    keys = [render_value(record.get(id_field)) or "" for record in batch]
+    keys = [_external_id(record, id_field) for record in batch]
     try:
         if isinstance(spec, PerRecordUpsert):
             # Each record is its own request: nothing to split.
@@ -209,6 +210,11 @@ def _upsert_chunk(
             yield from _upsert_chunk(session, spec, object_name, id_field, items, chunk[middle:], context)
         else:
             yield chunk[0], ("rejected", None, exc.code or "HTTP_400", exc.detail)
+
+
+def _external_id(record: Mapping[str, Any], id_field: str) -> str:
+    """The record's external id; a dotted field reaches into it (Pipedrive custom_fields.<key>)."""
+    return render_value(resolve_path(record, id_field)) or ""
 
 
 def _path(template: str, object_name: str, id_field: str, key: str = "", record_id: str = "") -> str:
@@ -572,6 +578,38 @@ def _per_record(
         return list(pool.map(one, batch, keys))
 
 
+def _confirmed_match(
+    session: Session,
+    lookup: LookupSpec,
+    object_name: str,
+    id_field: str,
+    key: str,
+    matches: list[Any],
+    context: ErrorContext,
+) -> str | None:
+    """The id of the first match that carries ``key``: a search can match on another field (Pipedrive's
+    exact_match on custom_fields matches any of them), so with ``confirm`` each match is checked."""
+    confirm = lookup.confirm
+    for match in matches if confirm is not None else matches[:1]:
+        candidate = _found(match, lookup.id_path)
+        if confirm is None:
+            return candidate
+        if candidate is None:
+            continue
+        record: Any = match
+        if confirm.path is not None:
+            request = PageRequest(url=_path(confirm.path, object_name, id_field, key, candidate))
+            try:
+                record = resolve_path(session.get_json(request, context=context), confirm.record_path)
+            except ApiRequestError as exc:
+                if exc.status == 404:  # deleted since the search indexed it
+                    continue
+                raise
+        if _found(record, confirm.value_path.replace("{id_field}", id_field)) == key:
+            return candidate
+    return None
+
+
 def _upsert_one(
     session: Session,
     spec: PerRecordUpsert,
@@ -590,8 +628,8 @@ def _upsert_one(
             params={k: v.format(**values) for k, v in lookup.params.items()},
         )
         matches = resolve_path(session.get_json(request, context=context), lookup.records_path)
-        if isinstance(matches, list) and matches:
-            found_id = _found(matches[0], lookup.id_path)
+        if isinstance(matches, list):
+            found_id = _confirmed_match(session, lookup, object_name, id_field, key, matches, context)
     creating = spec.lookup is not None and found_id is None
     status, parsed = _send_record(
         session, spec, object_name, id_field, record, key, found_id, creating, context

@@ -805,7 +805,9 @@ class PipedriveSandbox(SandboxCrm):
     def new_key(self, kind: Kind, rng: Any) -> int:
         counters = self._counters.setdefault(rng, {})
         if kind not in counters:
-            counters[kind] = itertools.count(1)
+            # Sequential from where the generator puts it: another generator's ids do not collide
+            # with this store's (a record added later by a test gets a fresh id).
+            counters[kind] = itertools.count(rng.randrange(1, 100_000) * 1000 + 1)
         return next(counters[kind])
 
     def row(self, kind: Kind, seed: Any, key: Any, refs: Mapping[str, Any]) -> dict[str, Any]:

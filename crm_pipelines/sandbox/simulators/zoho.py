@@ -895,15 +895,14 @@ class ZohoSandbox(SandboxCrm):
 
     def connection(self, started: Started) -> ConnectionSettings:
         env = started.env
-        # Keyword arguments of the ConnectionSettings the engine is being extended to (token_url, refresh_token).
-        settings: dict[str, Any] = {
-            "base_url": env["ZOHO_BASE_URL"],
-            "token_url": env["ZOHO_ACCOUNTS_URL"].rstrip("/") + "/oauth/v2/token",
-            "client_id": env["ZOHO_CLIENT_ID"],
-            "client_secret": env["ZOHO_CLIENT_SECRET"],
-            "refresh_token": env["ZOHO_REFRESH_TOKEN"],
-        }
-        return ConnectionSettings(**settings)
+        # ZOHO_ACCOUNTS_URL is the accounts server alone: the declaration appends /oauth/v2/token.
+        return ConnectionSettings(
+            base_url=env["ZOHO_BASE_URL"],
+            token_url=env["ZOHO_ACCOUNTS_URL"],
+            client_id=env["ZOHO_CLIENT_ID"],
+            client_secret=env["ZOHO_CLIENT_SECRET"],
+            refresh_token=env["ZOHO_REFRESH_TOKEN"],
+        )
 
     def write_case(self, store: Path) -> WriteCase:
         with closing(open_store(store, readonly=True)) as conn:

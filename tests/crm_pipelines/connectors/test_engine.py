@@ -24,11 +24,17 @@ from crm_pipelines.connectors.auth import (
 from crm_pipelines.connectors.engine import (
     DELETED,
     EXTRACTED_AT,
+    ExtractStats,
     PageInfo,
     SchemaDrift,
+    _Chain,
+    _described_names,
     _field_names,
+    _FieldList,
     _format_cursor,
+    _lower_literal,
     _render_where,
+    _resolve_labels,
     check_connection,
     extract_object,
     output_schema,
@@ -46,10 +52,12 @@ from crm_pipelines.connectors.limits import (
     redact,
     shared_bucket,
 )
+from crm_pipelines.connectors.paging import PageRequest
 from crm_pipelines.connectors.session import render_value
 from crm_pipelines.connectors.spec import (
     DescribeSpec,
     IncrementalSpec,
+    ObjectSpec,
     OffsetPaging,
     SessionAuth,
     SystemSpec,
@@ -1099,3 +1107,147 @@ def test_a_field_added_in_the_crm_is_reported_though_not_requested(
     assert custom_field in drift.not_selected  # ... and the source's field list tells of the new one
     declared = {f.source_path.rsplit(".", 1)[-1] for f in system.get_object(object_name).fields}
     assert declared & drift.source_fields and not declared & drift.not_selected
+
+
+# --- bounds, field lists and labels as declared (no HTTP) ------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("fmt", "lower_bound", "expected"),
+    [
+        pytest.param("iso8601_offset", "inclusive", "2026-11-25T10:00:00+00:00", id="inclusive-as-is"),
+        pytest.param(
+            "iso8601_offset", "exclusive", "2026-11-25T09:59:59+00:00", id="after-one-second-earlier"
+        ),
+        pytest.param("iso8601", "exclusive", "2026-11-25T09:59:59.999Z", id="after-one-millisecond-earlier"),
+        pytest.param("date", "exclusive", "2026-11-24", id="after-one-day-earlier"),
+        pytest.param("epoch_ms", "exclusive", "1795600799999", id="epoch-ms"),
+    ],
+)
+def test_an_exclusive_lower_bound_is_sent_one_literal_step_earlier(
+    fmt: str, lower_bound: str, expected: str
+) -> None:
+    incremental = IncrementalSpec.model_validate(
+        {"cursor": "Modified_Time", "format": fmt, "lower_bound": lower_bound}
+    )
+    # Sub-second parts are floored first: the literal then lies before every instant >= since.
+    since = datetime(2026, 11, 25, 10, 0, 0, 400 if fmt == "iso8601" else 0, tzinfo=UTC)
+    assert _lower_literal(since, incremental) == expected
+
+
+def test_a_cursor_chain_goes_on_from_the_highest_cursor_read_and_never_in_place() -> None:
+    stats = ExtractStats()
+    moved: list[datetime] = []
+
+    def restart_from(since: datetime) -> PageRequest:
+        moved.append(since)
+        return PageRequest(url="/items", headers={"If-Modified-Since": since.isoformat()})
+
+    chain = _Chain(
+        limit=4,
+        cursor_path="Modified_Time",
+        fmt="iso8601_offset",
+        since=None,
+        restart_from=restart_from,
+        stats=stats,
+        cursor_name="Modified_Time",
+    )
+    chain.observe(
+        [{"Modified_Time": "2026-11-25T10:00:00+00:00"}, {"Modified_Time": "2026-11-25T10:00:05+00:00"}]
+    )
+    chain.observe([{"Modified_Time": "2026-11-25T10:00:07+00:00"}, {"Modified_Time": None}])
+    chain.restart(CONTEXT)
+    assert moved == [datetime(2026, 11, 25, 10, 0, 7, tzinfo=UTC)]
+    assert chain.count == 0 and stats.chain_restarts == 1
+    # A chain whose records all share the value it started from cannot move on: it says so.
+    chain.observe([{"Modified_Time": "2026-11-25T10:00:07+00:00"}] * 4)
+    with pytest.raises(ApiRequestError, match="4 records in a row share Modified_Time 2026-11-25T10:00:07"):
+        chain.restart(CONTEXT)
+
+
+DESCRIBE: dict[str, object] = {
+    "path": "/fields",
+    "names_path": "data",
+    "name_key": "field_code",
+    "containers": ["custom_fields"],
+}
+
+
+def _object(describe: dict[str, object], fields: list[dict[str, str]]) -> ObjectSpec:
+    return ObjectSpec.model_validate(
+        {
+            "request": {"path": "/items"},
+            "records_path": "data",
+            "primary_key": "id",
+            "incremental": {"cursor": "update_time", "format": "iso8601_seconds"},
+            "describe": describe,
+            "ignore_undeclared": ["visible_to"],
+            "fields": [
+                {"name": "id"},
+                {"name": "update_time"},
+                {"name": "city", "path": "address.locality"},
+                {"name": "account_id", "path": "Account_Name.id", "select": "Account_Name"},
+                *fields,
+            ],
+        }
+    )
+
+
+def test_the_field_list_names_a_declaration_covers() -> None:
+    obj = _object(DESCRIBE, [{"name": "external_id", "path": "custom_fields.4f1c"}])
+    listed = {"id", "update_time", "address", "Account_Name", "4f1c", "visible_to", "77de", "locality"}
+    # Paths, the object a nested path reads part of, requested names, names under a container and
+    # ignored paths are covered; the rest is drift (a new custom field, or a name seen only nested).
+    assert listed - _described_names(obj) == {"77de", "locality"}
+
+
+# Labels: fields whose key differs per account, found by display name in the field list.
+LABELLED = {**DESCRIBE, "label_key": "field_name", "label_where": {"path": "is_custom_field", "equals": True}}
+LABEL_FIELDS = [
+    {"name": "external_id", "path": "custom_fields.{key}", "label": "External ID"},
+    {"name": "website", "path": "custom_fields.{key}", "label": "Website"},
+]
+FIELD_LIST = [
+    {"field_code": "id", "field_name": "ID", "is_custom_field": False},
+    {"field_code": "address", "field_name": "Address", "is_custom_field": False},
+    {
+        "field_code": "external_id",
+        "field_name": "External ID",
+        "is_custom_field": False,
+    },  # standard, same name
+    {"field_code": "4f1c", "field_name": "External ID", "is_custom_field": True},
+    {"field_code": "9a2b", "field_name": "website", "is_custom_field": True},
+    {"field_code": "77de", "field_name": "Shoe size", "is_custom_field": True},
+]
+
+
+def test_labels_take_the_key_the_field_list_gives_their_display_name() -> None:
+    listing = _FieldList({str(e["field_code"]) for e in FIELD_LIST}, FIELD_LIST)
+    resolved = _resolve_labels(_object(LABELLED, LABEL_FIELDS), listing, CONTEXT)
+    # Only custom fields are candidates (label_where), and display names match regardless of case.
+    assert resolved.field("external_id").source_path == "custom_fields.4f1c"
+    assert resolved.field("website").source_path == "custom_fields.9a2b"
+    assert not resolved.labelled()
+    assert listing.names - _described_names(resolved) == {"external_id", "77de"}
+
+
+@pytest.mark.parametrize(
+    ("entries", "expected"),
+    [
+        pytest.param(
+            FIELD_LIST[:3], "has no field named 'External ID' \\(declared as external_id\\)", id="missing"
+        ),
+        pytest.param(
+            [*FIELD_LIST, {"field_code": "5e5e", "field_name": "External ID", "is_custom_field": True}],
+            "2 fields are named 'External ID' .*4f1c, 5e5e",
+            id="ambiguous",
+        ),
+    ],
+)
+def test_a_label_no_field_or_several_fields_have_fails_naming_it(
+    entries: list[dict[str, object]], expected: str
+) -> None:
+    entries = [*entries, {"field_code": "9a2b", "field_name": "Website", "is_custom_field": True}]
+    listing = _FieldList({str(e["field_code"]) for e in entries}, entries)
+    with pytest.raises(ApiRequestError, match=expected):
+        _resolve_labels(_object(LABELLED, LABEL_FIELDS), listing, CONTEXT)

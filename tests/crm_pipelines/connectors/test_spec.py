@@ -541,3 +541,129 @@ def test_keyset_paging_is_declared_with_a_condition_on_the_last_key() -> None:
         KeysetPaging.model_validate(
             {"kind": "keyset", "key_path": "Id", "filter_param": "$filter", "condition": "Id gt 0"}
         )
+
+
+# --- keys for chains of cursors, exclusive bounds and fields declared by label ---------------------
+
+
+def _hubspot(mutate: Any) -> dict[str, Any]:
+    data = copy.deepcopy(_raw("hubspot"))
+    mutate(data)
+    return data
+
+
+def _contact_field(field: dict[str, Any]) -> Any:
+    return lambda d: d["objects"]["contacts"]["fields"].append(field)
+
+
+def _both(*mutations: Any) -> Any:
+    def apply(data: dict[str, Any]) -> None:
+        for mutate in mutations:
+            mutate(data)
+
+    return apply
+
+
+def test_a_field_read_from_part_of_a_lookup_is_requested_once_by_its_select_name() -> None:
+    obj = ObjectSpec.model_validate(
+        {
+            "request": {"path": "/crm/v8/Contacts", "params": {"fields": "{fields}"}},
+            "records_path": "data",
+            "primary_key": "id",
+            "incremental": {"cursor": "Modified_Time", "format": "iso8601_offset"},
+            "fields": [
+                {"name": "id"},
+                {"name": "Modified_Time"},
+                {"name": "account_id", "path": "Account_Name.id", "select": "Account_Name"},
+                {"name": "account_name", "path": "Account_Name.name", "select": "Account_Name"},
+            ],
+        }
+    )
+    assert obj.selected_names() == ["id", "Modified_Time", "Account_Name"]
+
+
+@pytest.mark.parametrize(
+    ("mutate", "expected"),
+    [
+        pytest.param(
+            lambda d: d["paging"].update(chain_limit=10_000),
+            r"objects\.companies: paging\.chain_limit restarts the read .*server_order: true",
+            id="chain-limit-needs-an-ordered-read",
+        ),
+        pytest.param(
+            _both(
+                lambda d: d["paging"].update(chain_limit=10_000),
+                lambda d: d["objects"]["companies"]["incremental"].update(server_order=True),
+            ),
+            r"objects\.companies: paging\.chain_limit needs the window's lower bound in the request",
+            id="chain-limit-needs-the-lower-bound-in-the-request",
+        ),
+        pytest.param(
+            lambda d: d["objects"]["contacts"]["incremental"].update(lower_bound="after"),
+            r"objects\.contacts\.incremental\.lower_bound: Input should be 'inclusive' or 'exclusive'",
+            id="lower-bound-kind",
+        ),
+        pytest.param(
+            _contact_field({"name": "x", "label": "X"}),
+            r"field 'x': a label needs \{key\} in its path",
+            id="label-without-key-placeholder",
+        ),
+        pytest.param(
+            _contact_field({"name": "x", "path": "properties.{key}"}),
+            r"field 'x': \{key\} in a path needs a label",
+            id="key-placeholder-without-label",
+        ),
+        pytest.param(
+            _contact_field({"name": "x", "path": "properties.{key}", "label": "X"}),
+            r"objects\.contacts: .*have a label: describe with label_key must say where to find them",
+            id="labels-need-a-field-list",
+        ),
+        pytest.param(
+            lambda d: d["objects"]["contacts"]["describe"].update(format="xsd", label_key="label"),
+            r"label_key needs a JSON list of entries",
+            id="labels-need-json",
+        ),
+        pytest.param(
+            _both(
+                lambda d: d["objects"]["contacts"]["describe"].update(label_key="label"),
+                lambda d: d["objects"]["contacts"]["fields"].__setitem__(
+                    0, {"name": "id", "path": "{key}", "label": "Record ID"}
+                ),
+            ),
+            r"the primary key cannot be declared by label",
+            id="no-labelled-primary-key",
+        ),
+    ],
+)
+def test_chains_bounds_and_labels_are_checked(mutate: Any, expected: str) -> None:
+    with pytest.raises(SystemSpecError, match=expected):
+        parse_system(data=_hubspot(mutate), source="broken.yaml")
+
+
+# --- Zoho and Pipedrive: the declarations ------------------------------------------------------------
+
+
+def test_zoho_yaml_requests_lookups_once_and_restarts_long_chains() -> None:
+    system = load_system(name="zoho")
+    assert isinstance(system.paging, CursorPaging) and system.paging.chain_limit == 100_000
+    for module in ("Accounts", "Contacts", "Deals"):
+        obj = system.get_object(module)
+        assert obj.incremental.lower_bound == "exclusive" and obj.incremental.server_order
+        assert obj.request.headers["If-Modified-Since"] == "{since}"
+        assert obj.deletes.mode == "deleted_pass" and obj.deletes.path == f"/crm/v8/{module}/deleted"
+    contacts = system.get_object("Contacts")
+    assert contacts.field("account_id").source_path == "Account_Name.id"
+    assert contacts.selected_names().count("Account_Name") == 1  # the lookup, once, by its API name
+
+
+def test_pipedrive_yaml_declares_custom_fields_by_label_and_confirms_lookups() -> None:
+    system = load_system(name="pipedrive")
+    for name in ("organizations", "persons", "deals"):
+        obj = system.get_object(name)
+        assert obj.deletes.mode == "key_compare"
+        assert obj.field("external_id").label == "External ID"
+        assert obj.field("external_id").source_path == "custom_fields.{key}"
+        assert obj.upsert is not None and obj.upsert.style == "per_record"
+        assert obj.upsert.lookup is not None and obj.upsert.lookup.confirm is not None
+    deals = system.get_object("deals")
+    assert {"stage_id", "status"} <= {f.name for f in deals.fields}

@@ -30,6 +30,7 @@ from crm_pipelines.connectors.engine import (
     parse_cursor,
 )
 from crm_pipelines.connectors.limits import clear_buckets
+from crm_pipelines.connectors.paging import resolve_path
 from crm_pipelines.connectors.spec import (
     ApiKeyAuth,
     BasicAuth,
@@ -281,7 +282,8 @@ def test_a_write_back_batch_reports_every_record(running: Running) -> None:
     # once with a retryable error (a lock) is sent again and lands.
     upsert = running.system.get_object(case.object_name).upsert
     assert upsert is not None
-    flaky = str(case.accepted[0][case.external_id_field])
+    # The external id may sit in a nested object (Pipedrive custom_fields.<key>).
+    flaky = str(resolve_path(case.accepted[0], case.external_id_field))
     if upsert.retryable_errors:
         running.sim.record_faults[flaky] = [upsert.retryable_errors[0]]
     again = upsert_records(

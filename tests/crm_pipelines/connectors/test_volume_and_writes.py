@@ -19,7 +19,8 @@ from crm_pipelines.connectors.engine import (
     upsert_records,
 )
 from crm_pipelines.connectors.limits import ApiRequestError, ErrorContext
-from crm_pipelines.connectors.spec import SystemSpec, load_system
+from crm_pipelines.connectors.spec import ConfirmSpec, LookupSpec, SystemSpec, load_system
+from crm_pipelines.connectors.writes import _confirmed_match, _external_id
 from crm_pipelines.sandbox.data import SandboxLayout, generate_sandbox
 from crm_pipelines.sandbox.simulators import (
     DROP_CONNECTION,
@@ -439,3 +440,30 @@ def test_odata_batch_parts_carry_the_declared_headers_and_parameters() -> None:
     sent = session.body.decode()
     assert "PATCH /api/data/v9.2/accounts(accountnumber='A-1')?$select=accountid HTTP/1.1" in sent
     assert sent.count("Prefer: return=representation\r\n") == 2
+
+
+# --- a per-record lookup that confirms the external id -----------------------------------------------
+
+
+def test_a_lookup_takes_the_first_match_that_carries_the_external_id() -> None:
+    matches = [
+        {"item": {"id": 7, "custom_fields": {"a1": "ERP-1", "b2": None}}},  # ERP-1 in another field
+        {"item": {"id": 9, "custom_fields": {"a1": None, "b2": "ERP-1"}}},
+    ]
+    context = ErrorContext(system_name="pipedrive", system_title="Pipedrive", object_name="persons")
+    plain = LookupSpec.model_validate({"path": "/search", "records_path": "items", "id_path": "item.id"})
+    checked = plain.model_copy(update={"confirm": ConfirmSpec(value_path="item.{id_field}")})
+
+    def found(lookup: LookupSpec, key: str) -> str | None:
+        # Without confirm.path the matches themselves are checked: no request, no session needed.
+        return _confirmed_match(None, lookup, "persons", "custom_fields.b2", key, matches, context)  # type: ignore[arg-type]
+
+    assert found(plain, "ERP-1") == "7"  # the first match, whatever it matched on
+    assert found(checked, "ERP-1") == "9"
+    assert found(checked, "ERP-2") is None  # nothing carries it: the record is created
+
+
+def test_an_external_id_may_sit_in_a_nested_object() -> None:
+    record = {"name": "Lena", "custom_fields": {"b2": "ERP-1"}}
+    assert _external_id(record, "custom_fields.b2") == "ERP-1"
+    assert _external_id({"AccountNumber": 42}, "AccountNumber") == "42"
