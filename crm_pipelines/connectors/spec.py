@@ -268,7 +268,8 @@ def credential_variables(auth: AuthSpec) -> list[CredentialVariable]:
     """
     out: list[CredentialVariable] = []
     if isinstance(auth, _OAuthEndpoint) and auth.token_url_variable:
-        out.append(CredentialVariable("token_url", auth.token_url_variable, required=auth.token_path is None))
+        # Declared means needed: the identity host differs from the API (Entra ID, Zoho accounts server).
+        out.append(CredentialVariable("token_url", auth.token_url_variable))
     if isinstance(auth, OAuth2ClientCredentialsAuth | OAuth2RefreshTokenAuth):
         out.append(CredentialVariable("client_id", auth.client_id_variable))
         out.append(CredentialVariable("client_secret", auth.client_secret_variable, secret=True))
