@@ -2,29 +2,47 @@
 
 Starts a real sshd on loopback (see ``crm_pipelines/sandbox/openssh_server.py``; needs
 openssh-server and, for the chroot, root), writes random files of the given sizes, and downloads
-each with ``sftp -b`` and with :class:`crm_pipelines.files.sftp.SFTPSession` (single stream and
-parallel ranges), best of ``--repeat`` runs each. Prints MB/s and our ratio to OpenSSH.
+each with ``sftp -b`` and with :class:`crm_pipelines.files.sftp.SFTPSession`, ``--repeat`` rounds.
+Each round runs both clients back to back (which one goes first alternates), so the ratio of a
+round compares two downloads made under the same load; the summary is the median of the rounds.
 
-    uv run python bench/sftp_download.py --sizes 100,1000
+    uv run python bench/sftp_download.py --sizes 100,1000 --repeat 5
+
+Cipher and MAC: by default, whatever our client negotiates with this sshd when nothing is pinned
+(what a drop would use in production); both clients are then pinned to it. ``--cipher`` picks
+another one for both. Besides MB/s it prints the CPU seconds per GB of each client and of sshd
+serving it: on a shared machine the wall times move with the neighbours, the CPU does not.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import resource
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
-from crm_pipelines.files.sftp import connect_sftp
+from crm_pipelines.files.sftp import connect_sftp, parallel_ranges
 from crm_pipelines.sandbox.openssh_server import OpenSSHServer, sshd_unavailable_reason
 from crm_pipelines.sandbox.sftp_server import make_keys, write_known_hosts
 
 MB = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Run:
+    seconds: float
+    client_cpu: float  # CPU seconds of the client (for OpenSSH: sftp and its ssh)
+    server_cpu: float  # CPU seconds of the sshd processes that served the connection
 
 
 def write_random(path: Path, size: int) -> None:
@@ -34,29 +52,97 @@ def write_random(path: Path, size: int) -> None:
             out.write(os.urandom(min(block, size - start)))
 
 
-def client_cpu() -> float:
-    """CPU seconds used so far by this process and its finished children (OpenSSH's sftp and ssh)."""
-    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
-    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+def own_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
-def best_of(repeat: int, run: callable, local: Path) -> tuple[float, float]:  # type: ignore[valid-type]
-    """Best wall time of ``repeat`` runs and the client CPU seconds of that run.
+def children_cpu() -> float:
+    """CPU seconds of finished children (OpenSSH's sftp and, through it, its ssh)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
-    Each run starts without the local copy and with clean pages: writing 1 GB leaves the page
-    cache full of dirty pages, and without a sync the next download pays for the previous one's
-    writeback, which made whichever client ran second look slower. The CPU seconds tell what a
-    client costs even when other work on a shared machine blurs the wall times.
+
+class ServerCpu:
+    """CPU seconds of the sshd processes serving one connection, sampled while they live.
+
+    sshd's monitor does not reap the session's processes, so their CPU never shows up in the
+    listener's children times: a thread reads ``/proc/<pid>/stat`` of every process below the
+    listener every 0.1 s until the connection's processes are gone (what they use in their last
+    0.1 s is missed). The sampler's own CPU is kept apart so it is not charged to our client.
     """
-    runs = []
-    for _ in range(repeat):
-        local.unlink(missing_ok=True)
-        os.sync()
-        cpu = client_cpu()
+
+    TICK = os.sysconf("SC_CLK_TCK")
+
+    def __init__(self, sshd: OpenSSHServer) -> None:
+        self._sshd = sshd
+        self._seen: dict[int, float] = {}
+        self._client_done = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self.sampler_cpu = 0.0
+
+    def _sample(self) -> None:
+        while True:
+            pids = self._sshd.session_pids()
+            for pid in pids:
+                with contextlib.suppress(OSError, IndexError, ValueError):
+                    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+                    self._seen[pid] = (int(fields[11]) + int(fields[12])) / self.TICK
+            if self._client_done.is_set() and not pids:
+                break
+            time.sleep(0.1)
+        self.sampler_cpu = time.thread_time()
+
+    @property
+    def seconds(self) -> float:
+        return sum(self._seen.values())
+
+    def __enter__(self) -> ServerCpu:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._client_done.set()
+        self._thread.join(timeout=30)
+
+
+def timed(run: Callable[[], None], local: Path, sshd: OpenSSHServer) -> Run:
+    """One download, starting without the local copy and with no dirty pages.
+
+    Writing 1 GB leaves the page cache full of dirty pages; without a sync the next download
+    pays for the previous one's writeback, and whichever client ran second looked slower.
+    """
+    local.unlink(missing_ok=True)
+    os.sync()
+    mine, children = own_cpu(), children_cpu()
+    with ServerCpu(sshd) as server:
         started = time.perf_counter()
         run()
-        runs.append((time.perf_counter() - started, client_cpu() - cpu))
-    return min(runs)
+        seconds = time.perf_counter() - started
+        client = (own_cpu() - mine) + (children_cpu() - children)
+    return Run(seconds, client - server.sampler_cpu, server.seconds)
+
+
+def summary(size_mb: int, openssh: list[Run], ours: list[Run]) -> str:
+    """Medians over the rounds: ratio (per round, our speed over OpenSSH's), MB/s, CPU per GB."""
+    gb = size_mb / 1024
+    ratios = [o.seconds / u.seconds for o, u in zip(openssh, ours, strict=True)]
+
+    def median(runs: list[Run], of: Callable[[Run], float]) -> float:
+        return statistics.median(of(r) for r in runs)
+
+    def rate(r: Run) -> float:
+        return size_mb / r.seconds
+
+    return (
+        f"{size_mb} MB, median of {len(ratios)}: ratio {statistics.median(ratios):.0%} "
+        f"(rounds {', '.join(f'{r:.0%}' for r in ratios)}); "
+        f"MB/s openssh {median(openssh, rate):.0f}, ours {median(ours, rate):.0f}; "
+        f"client CPU s/GB openssh {median(openssh, lambda r: r.client_cpu / gb):.2f}, "
+        f"ours {median(ours, lambda r: r.client_cpu / gb):.2f}; "
+        f"sshd CPU s/GB serving openssh {median(openssh, lambda r: r.server_cpu / gb):.2f}, "
+        f"ours {median(ours, lambda r: r.server_cpu / gb):.2f}"
+    )
 
 
 def main() -> None:
@@ -64,9 +150,16 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--sizes", default="100,1000", help="file sizes in MB, comma-separated")
-    parser.add_argument("--cipher", default="aes128-ctr", help="cipher pinned on both clients")
-    parser.add_argument("--connections", type=int, default=4, help="parallel ranges for our client")
-    parser.add_argument("--repeat", type=int, default=2)
+    parser.add_argument(
+        "--cipher", default=None, help="cipher pinned on both clients (default: what ours negotiates)"
+    )
+    parser.add_argument(
+        "--connections",
+        type=int,
+        default=parallel_ranges(0),
+        help="parallel ranges for our client on large files (default: what it uses on this machine)",
+    )
+    parser.add_argument("--repeat", type=int, default=5, help="rounds per size (the summary is the median)")
     args = parser.parse_args()
     # `timeout` and Ctrl-C must still stop sshd and delete the files: make SIGTERM unwind the stack.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
@@ -85,17 +178,25 @@ def main() -> None:
                 "username": sshd.username,
                 "private_key_path": keys.client_key_path,
                 "known_hosts_path": keys.known_hosts_path,
-                "ciphers": (args.cipher,),
+                "ciphers": (args.cipher,) if args.cipher else None,
+                "parallel_connections": args.connections,
             }
             with connect_sftp(**common) as probe:
                 transport = probe.ssh.get_transport()
                 assert transport is not None
-                mac = transport.remote_mac  # pin OpenSSH to the MAC paramiko negotiated
-            print(f"sshd {sshd.port}, cipher {args.cipher}, mac {mac}, {os.cpu_count()} CPUs")
+                cipher, mac = transport.remote_cipher, transport.remote_mac
+            common["ciphers"] = (cipher,)
+            aead = cipher.endswith("gcm@openssh.com")
             print(
-                f"{'size':>8} {'openssh MB/s':>13} {'ours x1 MB/s':>13} {'ours xN MB/s':>13} {'ratio':>7}"
-                f"   client CPU s/GB: openssh, ours x1"
+                f"sshd {sshd.port}, {os.cpu_count()} CPUs, cipher {cipher} "
+                f"({'AEAD, no separate MAC' if aead else f'mac {mac}'}) on both clients; "
+                f"ours with {args.connections} connection(s) for large files"
             )
+            openssh_options = [
+                *("-o", f"Ciphers={cipher}"),
+                *(() if aead else ("-o", f"MACs={mac}")),
+                *("-o", "Compression=no"),
+            ]
             for size_mb in [int(s) for s in args.sizes.split(",")]:
                 name = f"file_{size_mb}mb.bin"
                 write_random(folder / name, size_mb * MB)
@@ -107,22 +208,12 @@ def main() -> None:
                         [
                             "sftp",
                             "-q",
-                            "-b",
-                            "-",
-                            "-i",
-                            str(keys.client_key_path),
-                            "-P",
-                            str(sshd.port),
-                            "-o",
-                            f"UserKnownHostsFile={keys.known_hosts_path}",
-                            "-o",
-                            "StrictHostKeyChecking=yes",
-                            "-o",
-                            f"Ciphers={args.cipher}",
-                            "-o",
-                            f"MACs={mac}",
-                            "-o",
-                            "Compression=no",
+                            *("-b", "-"),
+                            *("-i", str(keys.client_key_path)),
+                            *("-P", str(sshd.port)),
+                            *("-o", f"UserKnownHostsFile={keys.known_hosts_path}"),
+                            *("-o", "StrictHostKeyChecking=yes"),
+                            *openssh_options,
                             f"{sshd.username}@{sshd.host}",
                         ],
                         input=f"get {remote} {local}\n".encode(),
@@ -130,21 +221,26 @@ def main() -> None:
                         capture_output=True,
                     )
 
-                def ours(connections: int, remote: str = remote, local: Path = local) -> None:
-                    with connect_sftp(**common, parallel_connections=connections) as session:
+                def ours(remote: str = remote, local: Path = local) -> None:
+                    with connect_sftp(**common) as session:
                         session.download(remote, local)
 
-                openssh, openssh_cpu = best_of(args.repeat, openssh_get, local)
-                print(f"  {size_mb} MB: openssh sftp {size_mb / openssh:.0f} MB/s", flush=True)
-                single, single_cpu = best_of(args.repeat, lambda: ours(1), local)
-                print(f"  {size_mb} MB: ours, one stream {size_mb / single:.0f} MB/s", flush=True)
-                parallel, _ = best_of(args.repeat, lambda: ours(args.connections), local)
-                rate = {k: size_mb / t for k, t in (("o", openssh), ("1", single), ("n", parallel))}
-                gb = size_mb / 1024
-                print(
-                    f"{size_mb:>6}MB {rate['o']:>13.0f} {rate['1']:>13.0f} {rate['n']:>13.0f} "
-                    f"{max(rate['1'], rate['n']) / rate['o']:>7.0%}   {openssh_cpu / gb:.2f}, {single_cpu / gb:.2f}"
-                )
+                clients = {"openssh": openssh_get, "ours": ours}
+                # One untimed download each: the file is read from the page cache by both.
+                for run in clients.values():
+                    timed(run, local, sshd)
+                runs: dict[str, list[Run]] = {"openssh": [], "ours": []}
+                for round_ in range(args.repeat):
+                    order = ["openssh", "ours"] if round_ % 2 == 0 else ["ours", "openssh"]
+                    for client in order:
+                        runs[client].append(timed(clients[client], local, sshd))
+                    o, u = runs["openssh"][-1], runs["ours"][-1]
+                    print(
+                        f"  {size_mb} MB round {round_ + 1}: openssh {size_mb / o.seconds:.0f} MB/s, "
+                        f"ours {size_mb / u.seconds:.0f} MB/s, ratio {o.seconds / u.seconds:.0%}",
+                        flush=True,
+                    )
+                print(summary(size_mb, runs["openssh"], runs["ours"]), flush=True)
                 (folder / name).unlink()
                 local.unlink(missing_ok=True)
 
