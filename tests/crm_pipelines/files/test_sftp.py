@@ -193,3 +193,26 @@ def test_growing_file_is_complete_only_once_stable(drop: Drop, session: SFTPSess
         raise AssertionError("no matching file, so there is nothing to wait for")
 
     assert find_complete_files(session, FOLDER, "nothing_*.csv", stable_seconds=5, sleep=must_not_wait) == []
+
+
+def test_channel_buffer_reads_across_packets_and_returns_what_it_has_on_timeout() -> None:
+    from paramiko.buffered_pipe import PipeTimeout
+
+    from crm_pipelines.files.sftp import _ChunkPipe
+
+    pipe = _ChunkPipe()
+    packets = [os.urandom(n) for n in (5, 70_000, 1, 65_536, 300)]
+    for packet in packets:
+        pipe.feed(packet)
+    stream = b"".join(packets)
+    assert len(pipe) == len(stream)
+    # Reads that start and end inside packets, span several, and take one whole.
+    got = [pipe.read(n) for n in (3, 70_000, 3, 65_536)]
+    assert b"".join(got) == stream[:-300]
+    assert pipe.read(1000, timeout=0.05) == stream[-300:]  # less than asked: what is there
+    with pytest.raises(PipeTimeout):
+        pipe.read(10, timeout=0.05)
+    pipe.feed(b"tail")
+    pipe.close()
+    assert pipe.read(10) == b"tail"
+    assert pipe.read(10) == b""  # closed and empty
