@@ -148,9 +148,17 @@ class SandboxCrm(ABC):
     def start(self, store: Path, *, token_ttl_seconds: float | None = None) -> Started:
         """Start the simulator over ``store`` with fresh credentials; return it and its env vars."""
 
-    @abstractmethod
     def connection(self, started: Started) -> ConnectionSettings:
-        """Connection settings for the engine, equal to what the env vars say."""
+        """Connection settings for the engine: what the exported variables say, read the way the
+        system's declaration names them (as ``definitions.py`` wires them for a real system)."""
+        from crm_pipelines.connectors.spec import load_system
+
+        spec = load_system(name=self.system)
+        env = started.env
+        fields: dict[str, Any] = {
+            c.field: env[c.variable] for c in spec.credential_variables() if c.variable in env
+        }
+        return ConnectionSettings(base_url=env[spec.base_url_variable], **fields)
 
     @abstractmethod
     def write_case(self, store: Path) -> WriteCase:

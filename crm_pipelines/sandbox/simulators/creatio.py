@@ -53,7 +53,6 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from crm_pipelines.connectors.auth import ConnectionSettings
 from crm_pipelines.sandbox.simulators.base import (
     Faults,
     RateLimit,
@@ -692,13 +691,6 @@ class CreatioSandbox(SandboxCrm):
                 "CREATIO_USERNAME": simulator.username,
                 "CREATIO_PASSWORD": simulator.password,
             },
-        )
-
-    def connection(self, started: Started) -> ConnectionSettings:
-        return ConnectionSettings(
-            base_url=started.env["CREATIO_BASE_URL"],
-            username=started.env["CREATIO_USERNAME"],
-            password=started.env["CREATIO_PASSWORD"],
         )
 
     def write_case(self, store: Path) -> WriteCase:

@@ -63,7 +63,6 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
 
-from crm_pipelines.connectors.auth import ConnectionSettings
 from crm_pipelines.sandbox.simulators.base import (
     Faults,
     RateLimit,
@@ -923,15 +922,6 @@ class DynamicsSandbox(SandboxCrm):
                 "DYNAMICS_CLIENT_SECRET": simulator.client_secret,
             },
         )
-
-    def connection(self, started: Started) -> ConnectionSettings:
-        settings: dict[str, Any] = {
-            "base_url": started.env["DYNAMICS_BASE_URL"],
-            "token_url": started.env["DYNAMICS_TOKEN_URL"],
-            "client_id": started.env["DYNAMICS_CLIENT_ID"],
-            "client_secret": started.env["DYNAMICS_CLIENT_SECRET"],
-        }
-        return ConnectionSettings(**settings)
 
     def write_case(self, store: Path) -> WriteCase:
         taken = {r["accountnumber"] for r in fetch_records(store, "accounts", include_deleted=True)}

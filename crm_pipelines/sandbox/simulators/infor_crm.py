@@ -61,7 +61,6 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
-from crm_pipelines.connectors.auth import ConnectionSettings
 from crm_pipelines.sandbox.simulators.base import Faults, RateLimit, Request, Response
 from crm_pipelines.sandbox.simulators.infor_crm_sdata import (
     BAD_QUERY,
@@ -328,13 +327,6 @@ class InforCrmSandbox(SandboxCrm):
             "INFOR_CRM_PASSWORD": simulator.password,
         }
         return Started(simulator, env)
-
-    def connection(self, started: Started) -> ConnectionSettings:
-        return ConnectionSettings(
-            base_url=started.env["INFOR_CRM_BASE_URL"],
-            username=started.env["INFOR_CRM_USERNAME"],
-            password=started.env["INFOR_CRM_PASSWORD"],
-        )
 
     def write_case(self, store: Path) -> WriteCase:
         return WriteCase(

@@ -55,7 +55,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from crm_pipelines.connectors.auth import ConnectionSettings
 from crm_pipelines.sandbox.simulators.base import (
     Faults,
     RateLimit,
@@ -868,11 +867,6 @@ class PipedriveSandbox(SandboxCrm):
         base_url = simulator.start()
         return Started(
             simulator, {"PIPEDRIVE_BASE_URL": base_url, "PIPEDRIVE_API_TOKEN": simulator.api_token}
-        )
-
-    def connection(self, started: Started) -> ConnectionSettings:
-        return ConnectionSettings(
-            base_url=started.env["PIPEDRIVE_BASE_URL"], access_token=started.env["PIPEDRIVE_API_TOKEN"]
         )
 
     def write_case(self, store: Path) -> WriteCase:

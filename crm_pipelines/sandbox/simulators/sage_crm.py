@@ -66,7 +66,6 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
-from crm_pipelines.connectors.auth import ConnectionSettings
 from crm_pipelines.sandbox.simulators.base import Faults, RateLimit
 from crm_pipelines.sandbox.simulators.infor_crm_sdata import (
     Diagnosis,
@@ -333,13 +332,6 @@ class SageCrmSandbox(SandboxCrm):
             "SAGE_CRM_PASSWORD": simulator.password,
         }
         return Started(simulator, env)
-
-    def connection(self, started: Started) -> ConnectionSettings:
-        return ConnectionSettings(
-            base_url=started.env["SAGE_CRM_BASE_URL"],
-            username=started.env["SAGE_CRM_USERNAME"],
-            password=started.env["SAGE_CRM_PASSWORD"],
-        )
 
     def write_case(self, store: Path) -> WriteCase:
         return WriteCase(

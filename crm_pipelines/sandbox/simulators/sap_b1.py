@@ -76,7 +76,6 @@ from urllib.parse import unquote, urlencode
 
 import pycountry
 
-from crm_pipelines.connectors.auth import ConnectionSettings
 from crm_pipelines.sandbox.simulators.base import (
     Faults,
     RateLimit,
@@ -985,16 +984,6 @@ class SapB1Sandbox(SandboxCrm):
             "SAP_B1_PASSWORD": password,
         }
         return Started(simulator, env)
-
-    def connection(self, started: Started) -> ConnectionSettings:
-        env = started.env
-        # company/username/password are the fields the engine engineer is adding to ConnectionSettings.
-        return ConnectionSettings(  # type: ignore[call-arg]
-            base_url=env["SAP_B1_BASE_URL"],
-            company=env["SAP_B1_COMPANY_DB"],
-            username=env["SAP_B1_USERNAME"],
-            password=env["SAP_B1_PASSWORD"],
-        )
 
     def write_case(self, store: Path) -> WriteCase:
         accepted = [

@@ -67,7 +67,6 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from crm_pipelines.connectors.auth import ConnectionSettings
 from crm_pipelines.sandbox.simulators.base import (
     Faults,
     RateLimit,
@@ -795,17 +794,6 @@ class SugarSandbox(SandboxCrm):
                 "SUGARCRM_CLIENT_ID": DEFAULT_CLIENT_ID,
                 "SUGARCRM_CLIENT_SECRET": "",
             },
-        )
-
-    def connection(self, started: Started) -> ConnectionSettings:
-        env = started.env
-        # username/password are the fields the engine engineer is adding to ConnectionSettings.
-        return ConnectionSettings(  # type: ignore[call-arg]
-            base_url=env["SUGARCRM_BASE_URL"],
-            username=env["SUGARCRM_USERNAME"],
-            password=env["SUGARCRM_PASSWORD"],
-            client_id=env["SUGARCRM_CLIENT_ID"],
-            client_secret=env["SUGARCRM_CLIENT_SECRET"],
         )
 
     def write_case(self, store: Path) -> WriteCase:

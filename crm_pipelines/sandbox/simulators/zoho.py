@@ -64,7 +64,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from crm_pipelines.connectors.auth import ConnectionSettings
 from crm_pipelines.sandbox.simulators.base import (
     Faults,
     RateLimit,
@@ -891,17 +890,6 @@ class ZohoSandbox(SandboxCrm):
                 "ZOHO_CLIENT_SECRET": simulator.client_secret,
                 "ZOHO_REFRESH_TOKEN": simulator.refresh_token,
             },
-        )
-
-    def connection(self, started: Started) -> ConnectionSettings:
-        env = started.env
-        # ZOHO_ACCOUNTS_URL is the accounts server alone: the declaration appends /oauth/v2/token.
-        return ConnectionSettings(
-            base_url=env["ZOHO_BASE_URL"],
-            token_url=env["ZOHO_ACCOUNTS_URL"],
-            client_id=env["ZOHO_CLIENT_ID"],
-            client_secret=env["ZOHO_CLIENT_SECRET"],
-            refresh_token=env["ZOHO_REFRESH_TOKEN"],
         )
 
     def write_case(self, store: Path) -> WriteCase:
