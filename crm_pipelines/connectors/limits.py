@@ -21,13 +21,17 @@ import hashlib
 import ipaddress
 import json
 import logging
+import os
 import random
+import sqlite3
+import tempfile
 import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -36,6 +40,9 @@ from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_aft
 from crm_pipelines.connectors.spec import RateLimitSpec, RetrySpec
 
 log = logging.getLogger(__name__)
+
+# Environment variable naming the folder of the accounts' shared rate-limit windows.
+RATE_LIMIT_DIR = "CRM_PIPELINES_RATE_LIMIT_DIR"
 
 RETRY_STATUSES: frozenset[int] = frozenset({429, 500, 502, 503, 504})
 _MASK = "***"
@@ -167,19 +174,116 @@ def check_url_allowed(*, url: httpx.URL | str, context: ErrorContext) -> None:
 # --- pacing ----------------------------------------------------------------------------------------
 
 
+class AccountWindow:
+    """An account's sliding window of sends and its pause, in SQLite, shared by every process on the host.
+
+    Dagster runs each step in its own process; the three extract assets of one CRM account running
+    side by side must still share the account's one budget. Each send is logged with its wall-clock
+    time; a send is allowed when fewer than ``capacity`` lie within the last interval (plus a margin),
+    and a pause (``Retry-After``, a used-up window) holds every process. The state is ephemeral (no
+    fsync): losing it costs at most one window's pacing.
+
+    Args:
+        path: The SQLite file (created with its folder).
+        capacity: Sends allowed per interval.
+        interval_seconds: Length of the interval.
+        margin_seconds: Extra time a send stays in the window (the server stamps arrivals later).
+        clock: Wall clock (seconds since the epoch), injectable for tests.
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        capacity: int,
+        interval_seconds: float,
+        margin_seconds: float,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self.capacity = capacity
+        self.interval = interval_seconds
+        self.margin = margin_seconds
+        self._clock = clock
+        self._conn = sqlite3.connect(path, timeout=30.0, isolation_level=None, check_same_thread=False)
+        self._conn.execute("PRAGMA journal_mode = WAL")
+        self._conn.execute("PRAGMA synchronous = OFF")
+        self._conn.execute("CREATE TABLE IF NOT EXISTS sent (at REAL NOT NULL)")
+        self._conn.execute(
+            "CREATE TABLE IF NOT EXISTS pause (id INTEGER PRIMARY KEY CHECK (id = 1), until REAL)"
+        )
+        self._conn.execute("INSERT OR IGNORE INTO pause VALUES (1, 0)")
+        self._lock = threading.Lock()
+
+    def try_send(self) -> float:
+        """Log a send now if the window allows it; else the seconds until it would."""
+        with self._lock:
+            now = self._clock()
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                (paused,) = self._conn.execute("SELECT until FROM pause WHERE id = 1").fetchone()
+                if now < paused:
+                    return paused - now
+                horizon = now - self.interval - self.margin
+                self._conn.execute("DELETE FROM sent WHERE at <= ?", (horizon,))
+                count, oldest = self._conn.execute("SELECT count(*), min(at) FROM sent").fetchone()
+                if count >= self.capacity:
+                    return float(oldest) + self.interval + self.margin - now
+                self._conn.execute("INSERT INTO sent VALUES (?)", (now,))
+                return 0.0
+            finally:
+                self._conn.execute("COMMIT")
+
+    def hold(self, seconds: float, *, until_window_frees: bool = False) -> None:
+        """Hold every process for ``seconds``; with ``until_window_frees``, until the oldest logged send
+        leaves the window when the window is full of them (our own sends used it up)."""
+        with self._lock:
+            now = self._clock()
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                until = now + seconds
+                if until_window_frees:
+                    count, oldest = self._conn.execute("SELECT count(*), min(at) FROM sent").fetchone()
+                    if count >= self.capacity:
+                        until = max(float(oldest) + self.interval + self.margin, now + self.margin)
+                self._conn.execute("UPDATE pause SET until = max(until, ?) WHERE id = 1", (until,))
+            finally:
+                self._conn.execute("COMMIT")
+
+    def reset(self) -> None:
+        """Forget the logged sends and the pause (a benchmark or test changing the declared limit)."""
+        with self._lock:
+            self._conn.execute("DELETE FROM sent")
+            self._conn.execute("UPDATE pause SET until = 0 WHERE id = 1")
+
+    def close(self) -> None:
+        self._conn.close()
+
+
+def rate_limit_dir() -> Path:
+    """Where accounts' shared windows live: ``CRM_PIPELINES_RATE_LIMIT_DIR``, else a folder in the
+    system's temporary directory (shared by every process of this host and user)."""
+    configured = os.environ.get(RATE_LIMIT_DIR)
+    return Path(configured) if configured else Path(tempfile.gettempdir()) / "crm-pipelines-rate-limits"
+
+
 class TokenBucket:
     """Thread-safe token bucket: ``capacity`` requests per ``interval_seconds``, refilled smoothly.
 
     Tokens refill continuously, and in addition no more than ``capacity`` requests go out within
     any one interval: APIs count their limit in a sliding window (HubSpot's "100 per 10 seconds
     rolling"), and a plain bucket would allow a full burst plus the refill inside one window, which
-    the server answers with 429s and the client with long pauses.
+    the server answers with 429s and the client with long pauses. With a ``window``
+    (:class:`AccountWindow`) the interval's count and the pauses are shared with every other process
+    calling the same account.
 
     Args:
         capacity: Requests allowed per interval (also the burst size).
         interval_seconds: Length of the interval.
         clock: Monotonic clock, injectable for tests.
         sleep: Sleep function, injectable for tests.
+        window: The account's cross-process window, if any.
     """
 
     def __init__(
@@ -189,6 +293,7 @@ class TokenBucket:
         interval_seconds: float,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
+        window: AccountWindow | None = None,
     ) -> None:
         if capacity <= 0 or interval_seconds <= 0:
             raise ValueError("capacity and interval_seconds must be positive")
@@ -202,9 +307,14 @@ class TokenBucket:
         self._paused_until = 0.0
         self.interval = interval_seconds
         self._sent: deque[float] = deque(maxlen=capacity)
+        self.window = window
         # The server stamps a request when it arrives, a little after we send it: keep a margin so
         # the oldest request has surely left the server's window before the next one goes out.
-        self._margin = min(0.25, max(0.02, 0.01 * interval_seconds))
+        self._margin = self.margin_for(interval_seconds)
+
+    @staticmethod
+    def margin_for(interval_seconds: float) -> float:
+        return min(0.25, max(0.02, 0.01 * interval_seconds))
 
     def _refill(self, now: float) -> None:
         self._tokens = min(self.capacity, self._tokens + (now - self._updated) * self.rate)
@@ -231,9 +341,12 @@ class TokenBucket:
                 elif now < window_free_at:
                     wait = window_free_at - now
                 elif self._tokens >= 1:
-                    self._tokens -= 1
-                    self._sent.append(now)
-                    return waited
+                    # Other processes calling the account count too (their sends are in the window).
+                    wait = self.window.try_send() if self.window is not None else 0.0
+                    if wait <= 0:
+                        self._tokens -= 1
+                        self._sent.append(now)
+                        return waited
                 else:
                     wait = (1 - self._tokens) / self.rate
             self._sleep(wait)
@@ -253,6 +366,8 @@ class TokenBucket:
             else:
                 until = now + interval_seconds
             self._paused_until = max(self._paused_until, until)
+        if self.window is not None:
+            self.window.hold(interval_seconds, until_window_frees=True)
 
     def pause(self, seconds: float) -> None:
         """Hold every caller for ``seconds`` (the server said so, e.g. with ``Retry-After``)."""
@@ -261,6 +376,8 @@ class TokenBucket:
             self._refill(now)
             self._paused_until = max(self._paused_until, now + seconds)
             self._tokens = 0.0
+        if self.window is not None:
+            self.window.hold(seconds)
 
 
 _BUCKETS: dict[tuple[str, str], TokenBucket] = {}
@@ -268,13 +385,22 @@ _BUCKETS_LOCK = threading.Lock()
 
 
 def clear_buckets() -> None:
-    """Forget every account's bucket (tests and benchmarks that change the declared limit)."""
+    """Forget every account's bucket and its shared window (tests and benchmarks that change the
+    declared limit)."""
     with _BUCKETS_LOCK:
+        for bucket in _BUCKETS.values():
+            if bucket.window is not None:
+                bucket.window.reset()
+                bucket.window.close()
         _BUCKETS.clear()
 
 
 def shared_bucket(*, base_url: str, fingerprint: str, rate_limit: RateLimitSpec) -> TokenBucket:
     """The one bucket of an account: same base URL and credential means same budget.
+
+    Within a process the callers share the bucket; across processes (Dagster's multiprocess
+    executor runs each step in its own) they share the account's :class:`AccountWindow`, a small
+    SQLite file in :func:`rate_limit_dir` named by a digest of the account.
 
     Args:
         base_url: The API base URL.
@@ -288,7 +414,16 @@ def shared_bucket(*, base_url: str, fingerprint: str, rate_limit: RateLimitSpec)
     with _BUCKETS_LOCK:
         bucket = _BUCKETS.get(key)
         if bucket is None:
-            bucket = TokenBucket(capacity=rate_limit.requests, interval_seconds=rate_limit.interval_seconds)
+            name = hashlib.sha256("\0".join(key).encode("utf-8")).hexdigest()[:24]
+            window = AccountWindow(
+                rate_limit_dir() / f"{name}.sqlite",
+                capacity=rate_limit.requests,
+                interval_seconds=rate_limit.interval_seconds,
+                margin_seconds=TokenBucket.margin_for(rate_limit.interval_seconds),
+            )
+            bucket = TokenBucket(
+                capacity=rate_limit.requests, interval_seconds=rate_limit.interval_seconds, window=window
+            )
             _BUCKETS[key] = bucket
         return bucket
 
