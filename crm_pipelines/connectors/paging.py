@@ -9,7 +9,7 @@ it can be tested with a table of cases and no HTTP. The kinds follow dlt's REST 
   ``paging.next.after`` → ``?after=``).
 * :class:`OffsetPaginator` and :class:`PageNumberPaginator`: stop at the reported total (or a
   "more" flag) when the API gives one, else at the first short or empty page. Their pages can be
-  fetched concurrently (the engine computes the next offsets ahead; see ``engine._concurrent_pages``).
+  fetched concurrently (the engine computes the next offsets ahead; see ``pages._concurrent_pages``).
 * :class:`KeysetPaginator`: each request asks for the rows after the last key read (``Id gt <last>``
   added to the request's own filter); exact when rows are deleted during the read. It remembers the
   first request's filter, so its ``first_request`` must be called before ``next_request``.

@@ -21,20 +21,14 @@ from crm_pipelines.connectors.auth import (
     SessionLogin,
     clear_token_cache,
 )
+from crm_pipelines.connectors.cursors import _format_cursor, _lower_literal, _render_where
+from crm_pipelines.connectors.describe import _described_names, _field_names, _FieldList, _resolve_labels
 from crm_pipelines.connectors.engine import (
     DELETED,
     EXTRACTED_AT,
     ExtractStats,
     PageInfo,
     SchemaDrift,
-    _Chain,
-    _described_names,
-    _field_names,
-    _FieldList,
-    _format_cursor,
-    _lower_literal,
-    _render_where,
-    _resolve_labels,
     check_connection,
     extract_object,
     output_schema,
@@ -52,6 +46,7 @@ from crm_pipelines.connectors.limits import (
     redact,
     shared_bucket,
 )
+from crm_pipelines.connectors.pages import _Chain
 from crm_pipelines.connectors.paging import PageRequest
 from crm_pipelines.connectors.session import render_value
 from crm_pipelines.connectors.spec import (

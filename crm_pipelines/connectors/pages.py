@@ -1,0 +1,266 @@
+"""Walking an API's pages: one request after another, several in flight, and cursor chain restarts.
+
+:func:`_pages` yields ``(request, body, records)`` for every page of the declared paging, in order.
+Offset and page-number paging with ``concurrency`` > 1 keep that many requests in flight
+(:func:`_concurrent_pages`): the next offsets are known before the answers arrive, and the first
+answer's total says where to stop. A cursor chain with a ``chain_limit`` (Zoho's page tokens) is
+replaced by a new one from the highest cursor read before it passes the limit (:class:`_Chain`).
+:class:`_PageCounter` counts the pages and reports each as a :class:`PageInfo`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from crm_pipelines.connectors.collect import ExtractStats, _resolver
+from crm_pipelines.connectors.cursors import parse_cursor
+from crm_pipelines.connectors.limits import ApiRequestError, ErrorContext
+from crm_pipelines.connectors.paging import MISSING, PageRequest, make_paginator, resolve_path
+from crm_pipelines.connectors.session import Session
+from crm_pipelines.connectors.spec import OffsetPaging, PageNumberPaging, PagingSpec
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PageInfo:
+    """Progress after each page, passed to ``on_page``."""
+
+    system: str
+    object_name: str
+    page_number: int
+    records: int  # records on this page as received
+    rows: int  # rows kept from this page (after the window filter and de-duplication)
+    total_rows: int  # rows kept so far in this extract
+    deleted_pass: bool  # True for a separate pass that reads deleted records
+
+
+class _PageCounter:
+    def __init__(
+        self, system: str, object_name: str, on_page: Callable[[PageInfo], None] | None, stats: ExtractStats
+    ) -> None:
+        self.system = system
+        self.object_name = object_name
+        self.on_page = on_page
+        self.stats = stats
+        self.number = 0
+
+    def page(self, *, records: int, kept: int, deleted_pass: bool) -> None:
+        self.number += 1
+        self.stats.requests += 1
+        if self.on_page is not None:
+            self.on_page(
+                PageInfo(
+                    system=self.system,
+                    object_name=self.object_name,
+                    page_number=self.number,
+                    records=records,
+                    rows=kept,
+                    total_rows=self.stats.rows,
+                    deleted_pass=deleted_pass,
+                )
+            )
+
+
+def _records_of(body: Any, records_path: str, object_name: str, context: ErrorContext) -> list[Any]:
+    records = resolve_path(body, records_path)
+    if records is MISSING or records is None:
+        return []
+    if not isinstance(records, list):
+        raise ApiRequestError(
+            f"{context.where}: '{records_path}' in the response is not a list.",
+            fix=f"check records_path of {object_name} in {context.yaml_path}.",
+        )
+    return records
+
+
+def _pages(
+    session: Session,
+    paging: PagingSpec,
+    first: PageRequest,
+    size: int,
+    records_path: str,
+    object_name: str,
+    context: ErrorContext,
+    chain: _Chain | None = None,
+) -> Iterator[tuple[PageRequest, Any, list[Any]]]:
+    """(request, body, records) of every page, in order.
+
+    Offset and page-number paging with ``concurrency`` > 1 keep that many requests in flight
+    (through the account's shared bucket): the next offsets are known before the answers arrive.
+    With a ``chain``, a cursor chain about to pass its limit is replaced by a new one.
+    """
+    paginator = make_paginator(spec=paging)
+    request: PageRequest | None = paginator.first_request(request=first, page_size=size)
+    if isinstance(paging, OffsetPaging | PageNumberPaging) and paging.concurrency > 1 and request is not None:
+        yield from _concurrent_pages(
+            session, paging, request, size, records_path, object_name, context, paging.concurrency
+        )
+        return
+    while request is not None:
+        body = session.get_json(request, context=context)
+        records = _records_of(body, records_path, object_name, context)
+        yield request, body, records
+        next_request = paginator.next_request(previous=request, body=body, records=records, page_size=size)
+        if chain is not None:
+            chain.observe(records)
+            if next_request is not None and chain.count + size > chain.limit:
+                next_request = paginator.first_request(request=chain.restart(context), page_size=size)
+        if next_request == request:
+            raise ApiRequestError(
+                f"{context.where}: paging did not advance (the same page was requested twice).",
+                fix=f"check the paging declaration in {context.yaml_path}.",
+            )
+        request = next_request
+
+
+def _nth_page(paging: OffsetPaging | PageNumberPaging, first: PageRequest, n: int, size: int) -> PageRequest:
+    if isinstance(paging, OffsetPaging):
+        offset = int(first.params.get(paging.offset_param, paging.start)) + n * size
+        return PageRequest(first.url, {**first.params, paging.offset_param: str(offset)}, first.headers)
+    page = int(first.params.get(paging.page_param, paging.start)) + n
+    return PageRequest(first.url, {**first.params, paging.page_param: str(page)}, first.headers)
+
+
+def _concurrent_pages(
+    session: Session,
+    paging: OffsetPaging | PageNumberPaging,
+    first: PageRequest,
+    size: int,
+    records_path: str,
+    object_name: str,
+    context: ErrorContext,
+    concurrency: int,
+) -> Iterator[tuple[PageRequest, Any, list[Any]]]:
+    paginator = make_paginator(spec=paging)
+    executor = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix=f"{context.system_name}-pages")
+    in_flight: deque[tuple[PageRequest, Future[Any]]] = deque()
+    submitted = 0
+    # Pages that exist, once the first answer reports a total; until then the offsets are a guess.
+    last_page: int | None = None
+
+    def submit() -> None:
+        nonlocal submitted
+        if last_page is not None and submitted >= last_page:
+            return
+        request = _nth_page(paging, first, submitted, size)
+        in_flight.append((request, executor.submit(session.get_json, request, context=context)))
+        submitted += 1
+
+    try:
+        submit()
+        first_answer = True
+        while in_flight:
+            request, future = in_flight.popleft()
+            body = future.result()
+            records = _records_of(body, records_path, object_name, context)
+            if first_answer:
+                first_answer = False
+                last_page = _page_count(paging, body, size)
+                for _ in range(concurrency - 1):
+                    submit()
+            yield request, body, records
+            expected = paginator.next_request(previous=request, body=body, records=records, page_size=size)
+            if expected is None:
+                return
+            if in_flight and expected != in_flight[0][0]:
+                # A short page that is not the last (a server capping pages below our size): the
+                # offsets run ahead of the data. Drop the speculative requests and walk on one by one.
+                for _, pending in in_flight:
+                    pending.cancel()
+                in_flight.clear()
+                yield from _pages(
+                    session,
+                    paging.model_copy(update={"concurrency": 1}),
+                    expected,
+                    size,
+                    records_path,
+                    object_name,
+                    context,
+                )
+                return
+            submit()
+    finally:
+        for _, pending in in_flight:
+            pending.cancel()
+        executor.shutdown(wait=True, cancel_futures=True)
+
+
+def _page_count(paging: OffsetPaging | PageNumberPaging, body: Any, size: int) -> int | None:
+    """How many pages the first answer says there are (its total), or None when it does not say."""
+    path = paging.total_path if isinstance(paging, OffsetPaging) else paging.total_pages_path
+    if not path:
+        return None
+    found = resolve_path(body, path)
+    try:
+        total = int(str(found))
+    except ValueError:
+        return None
+    if isinstance(paging, PageNumberPaging):
+        return max(1, total)
+    return max(1, -(-total // size))
+
+
+class _Chain:
+    """A chain of cursors that reaches at most ``limit`` records (Zoho: 100,000 per page_token chain).
+
+    Before the next page would pass the limit, the read starts over from the highest cursor value
+    read so far; the request sorts ascending by the cursor, so everything before it has been read,
+    and records stamped exactly there are read again and de-duplicated on the key.
+    """
+
+    def __init__(
+        self,
+        *,
+        limit: int,
+        cursor_path: str,
+        fmt: str,
+        since: datetime | None,
+        restart_from: Callable[[datetime], PageRequest],
+        stats: ExtractStats,
+        cursor_name: str,
+    ) -> None:
+        self.limit = limit
+        self._cursor_of = _resolver(cursor_path)
+        self._fmt = fmt
+        self._started_at = since
+        self._restart_from = restart_from
+        self._stats = stats
+        self._cursor_name = cursor_name
+        self.count = 0
+        self._highest: datetime | None = None
+
+    def observe(self, records: Sequence[Any]) -> None:
+        self.count += len(records)
+        for record in records:
+            moment = parse_cursor(value=self._cursor_of(record), fmt=self._fmt)
+            if moment is not None and (self._highest is None or moment > self._highest):
+                self._highest = moment
+
+    def restart(self, context: ErrorContext) -> PageRequest:
+        highest = self._highest
+        if highest is None or (self._started_at is not None and highest <= self._started_at):
+            raise ApiRequestError(
+                f"{context.where}: {self.count} records in a row share {self._cursor_name} "
+                f"{highest.isoformat() if highest else '(none)'}; one chain of cursors reaches at most "
+                f"{self.limit} records, so the read cannot go past them.",
+                fix="read the object in a narrower window, or ask the vendor about the chain limit.",
+            )
+        log.info(
+            "%s: %d records read in one cursor chain (limit %d); going on from %s %s",
+            context.where,
+            self.count,
+            self.limit,
+            self._cursor_name,
+            highest.isoformat(),
+        )
+        self._started_at = highest
+        self.count = 0
+        self._stats.chain_restarts += 1
+        return self._restart_from(highest)
