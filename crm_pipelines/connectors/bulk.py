@@ -63,9 +63,7 @@ def _bulk_extract(
     bulk = obj.bulk
     assert bulk is not None
     query = _render_request(obj, run.request.url, values, query=bulk.query).params["q"]
-    operation = (
-        "queryAll" if obj.deletes.mode == "flagged" and run.request.url == obj.deletes.path else "query"
-    )
+    operation = "queryAll" if run.includes_deleted else "query"
     jobs = PageRequest(url=bulk.jobs_path.format(object=object_name))
     job = session.post_json(
         jobs,

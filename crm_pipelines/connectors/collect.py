@@ -92,6 +92,7 @@ class _Pass:
     cursor_path: str  # record path windowing this pass
     deleted_only: bool  # every record of this pass is a deletion
     id_path: str | None = None  # where a deleted entry's key sits, when not where the key does
+    includes_deleted: bool = False  # the live read also returns deleted rows (flagged, e.g. queryAll)
     # The same request with the window's lower bound moved (a new chain of cursors from there).
     restart_from: Callable[[datetime], PageRequest] | None = None
 
@@ -180,6 +181,7 @@ def _passes(
                 obj.records_path,
                 cursor_path,
                 False,
+                includes_deleted=True,
                 restart_from=restarter(path, params, headers),
             )
         ]
@@ -319,7 +321,9 @@ class _Collector:
         if cursor_of is None:
             cursor_of = self._cursor_of[cursor_path] = _resolver(cursor_path)
         main_cursor = cursor_path == self.cursor_field_path
-        watermark_of = self._cursor_of.setdefault(self.cursor_field_path, _resolver(self.cursor_field_path))
+        watermark_of = self._cursor_of.get(self.cursor_field_path)
+        if watermark_of is None:
+            watermark_of = self._cursor_of[self.cursor_field_path] = _resolver(self.cursor_field_path)
         key_of = _resolver(id_path) if id_path else self._pk
         present, columns, seen = self.tracker.present, self.columns, self.seen
         for record in records:

@@ -97,7 +97,9 @@ def parse_cursor(*, value: Any, fmt: str, time_of_day: Any = None) -> datetime |
     text = str(value).strip()
     if not text:
         return None
-    if fmt == "epoch_ms" or text.isdigit():
+    # Epoch milliseconds of any date since 2001 have 13 digits; shorter digit strings (a compact
+    # YYYYMMDD) are not instants in milliseconds.
+    if fmt == "epoch_ms" or (text.isdigit() and len(text) >= 12):
         try:
             return datetime.fromtimestamp(int(text) / 1000, tz=UTC)
         except (ValueError, OverflowError):

@@ -1060,6 +1060,9 @@ class ObjectSpec(_Model):
                 raise ValueError(f"{role} {name!r} is not a declared field (declared: {names})")
         if (self.deletes.mode == "delta") != (self.incremental.delta is not None):
             raise ValueError("deletes mode 'delta' and incremental.delta go together")
+        if self.bulk is not None and self.deletes.mode not in ("none", "flagged"):
+            # A bulk job reads one query: deletes must come with it (queryAll) or not at all.
+            raise ValueError("bulk reads need deletes mode 'none' or 'flagged' (the job's queryAll)")
         labelled = [f.name for f in self.fields if f.label is not None]
         if self.primary_key in labelled:
             raise ValueError("the primary key cannot be declared by label (keys-only reads need its path)")

@@ -224,6 +224,11 @@ def _broken(mutate: Any) -> dict[str, Any]:
             id="missing-token-endpoint",
         ),
         pytest.param(
+            lambda d: d["objects"]["Account"].update(deletes={"mode": "deleted_pass", "params": {"x": "1"}}),
+            r"bulk reads need deletes mode 'none' or 'flagged'",
+            id="bulk-with-a-deleted-pass",
+        ),
+        pytest.param(
             lambda d: d["auth"].pop("client_id_variable"),
             r"auth\.oauth2_client_credentials\.client_id_variable: Field required",
             id="missing-auth-parameter",

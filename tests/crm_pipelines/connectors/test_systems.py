@@ -333,3 +333,5 @@ def test_cursor_parsing_covers_every_declared_format() -> None:
     ):
         assert parse_cursor(value=raw, fmt="iso8601_seconds") == moment, raw
     assert parse_cursor(value="2026-11-25", fmt="date", time_of_day="10:15:30") == moment
+    # A compact date is a day, not a count of milliseconds since 1970.
+    assert parse_cursor(value="20261125", fmt="date") == datetime(2026, 11, 25, tzinfo=UTC)
