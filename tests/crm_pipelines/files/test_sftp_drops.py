@@ -301,3 +301,45 @@ def test_a_file_that_grows_during_the_download_is_refused(drop_server: DropServe
             on_progress=writer_appends,
         )
     assert list((tmp_path / "landing").iterdir()) == []  # no partial file left behind
+
+
+@pytest.mark.parametrize(
+    ("ciphers", "negotiated"),
+    [
+        pytest.param(None, "aes128-gcm@openssh.com", id="aes-gcm-by-default"),
+        pytest.param(("aes256-ctr",), "aes256-ctr", id="pinned"),
+    ],
+)
+def test_aes_gcm_is_preferred_and_a_pinned_cipher_is_used(
+    drop_server: DropServer, tmp_path: Path, ciphers: tuple[str, ...] | None, negotiated: str
+) -> None:
+    content = os.urandom(3 * 1024 * 1024 + 5)
+    (drop_server.local / "invoices_2026-11-25.csv").write_bytes(content)
+    with connect_sftp(
+        host=drop_server.host,
+        port=drop_server.port,
+        username=drop_server.username,
+        private_key_path=drop_server.keys.client_key_path,
+        known_hosts_path=drop_server.keys.known_hosts_path,
+        ciphers=ciphers,
+    ) as session:
+        transport = session.ssh.get_transport()
+        assert transport is not None
+        assert (transport.local_cipher, transport.remote_cipher) == (negotiated, negotiated)
+        result = session.download(f"{drop_server.remote}/invoices_2026-11-25.csv", tmp_path / "out.csv")
+    assert result.sha256 == hashlib.sha256(content).hexdigest()
+
+
+def test_a_pinned_cipher_paramiko_lacks_is_an_error(drop_server: DropServer) -> None:
+    with (
+        pytest.raises(ValueError, match="unknown cipher"),
+        connect_sftp(
+            host=drop_server.host,
+            port=drop_server.port,
+            username=drop_server.username,
+            private_key_path=drop_server.keys.client_key_path,
+            known_hosts_path=drop_server.keys.known_hosts_path,
+            ciphers=("chacha20-poly1305@openssh.com",),
+        ),
+    ):
+        pass
