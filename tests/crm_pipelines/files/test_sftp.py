@@ -216,3 +216,30 @@ def test_channel_buffer_reads_across_packets_and_returns_what_it_has_on_timeout(
     pipe.close()
     assert pipe.read(10) == b"tail"
     assert pipe.read(10) == b""  # closed and empty
+
+
+def test_read_ahead_socket_hands_out_at_most_what_was_asked_in_order() -> None:
+    import socket
+    import threading
+
+    from crm_pipelines.files.sftp import _ReadAheadSocket
+
+    left, right = socket.socketpair()
+    with left, right:
+        sent = os.urandom(300_000)
+        # More than a socket buffer holds: the sender waits for the reader.
+        sender = threading.Thread(target=left.sendall, args=(sent,))
+        sender.start()
+        reader = _ReadAheadSocket(right)
+        reader.settimeout(0.2)  # passed to the socket itself
+        got = b""
+        for asked in (16, 32_768, 1, 200_000, 70_000):
+            piece = reader.recv(asked)
+            assert 0 < len(piece) <= asked
+            got += piece
+        while len(got) < len(sent):
+            got += reader.recv(100_000)
+        sender.join()
+        assert got == sent
+        with pytest.raises(TimeoutError):
+            reader.recv(1)
