@@ -26,20 +26,18 @@ from crm_pipelines.partitions import NIGHTLY_PARTITIONS, partition_window
 from crm_pipelines.progress import ProgressLog
 from crm_pipelines.settings import current_timezone
 from crm_pipelines.sources import load_sources
-from crm_pipelines.warehouse.connection import Warehouse
-from crm_pipelines.warehouse.watermarks import PendingWatermark, read_pending, read_watermark, write_pending
+from crm_pipelines.warehouse.watermarks import (
+    PendingWatermark,
+    committed_watermark,
+    read_pending,
+    write_pending,
+)
 from resources.crm_api import CrmApiResource
 from resources.lake import LakeResource, WarehouseResource
 
 
 def api_resource_key(source: str) -> str:
     return f"{source}_api"
-
-
-def committed_cursor(warehouse_url: str, *, source: str, dataset: str) -> str | None:
-    """The dataset's committed watermark as stored, read without taking a write connection."""
-    with Warehouse(warehouse_url).connect(read_only=True) as con:
-        return read_watermark(con, source=source, dataset=dataset)
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -71,7 +69,7 @@ def _build_extract(source: str, title: str, dataset: str, object_name: str) -> d
         increment = partition_dir(lake.path, "increment", source, dataset, partition)
 
         base = latest_snapshot_before(lake_dir=lake.path, source=source, dataset=dataset, partition=partition)
-        committed = committed_cursor(warehouse.url, source=source, dataset=dataset)
+        committed = committed_watermark(warehouse.url, source=source, dataset=dataset)
         tracked = obj.incremental.delta is not None
         watermark = None if tracked else (parse_cursor(value=committed, fmt="iso8601") if committed else None)
         pending = read_pending(base.folder) if base is not None else None

@@ -12,18 +12,9 @@ from crm_pipelines.databases.extract import extract_table
 from crm_pipelines.lake import partition_dir
 from crm_pipelines.partitions import NIGHTLY_PARTITIONS
 from crm_pipelines.sources import Dataset, load_sources
-from crm_pipelines.warehouse.connection import Warehouse, table_exists
-from crm_pipelines.warehouse.watermarks import read_watermark
+from crm_pipelines.warehouse.watermarks import committed_watermark
 from resources.erp_database import ErpDatabaseResource
 from resources.lake import LakeResource, WarehouseResource
-
-
-def committed_watermark(warehouse_url: str, *, source: str, dataset: str) -> str | None:
-    """The dataset's watermark from ``ops.watermark``, read without taking a write connection."""
-    with Warehouse(warehouse_url).connect(read_only=True) as con:
-        if not table_exists(con, "ops", "watermark"):
-            return None  # nothing loaded yet
-        return read_watermark(con, source=source, dataset=dataset)
 
 
 def _build_extract(source: str, dataset: str, declared: Dataset) -> dg.AssetsDefinition:

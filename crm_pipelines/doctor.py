@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 from crm_pipelines import settings
 
@@ -38,10 +37,7 @@ def check_crm(system: str) -> DoctorRow:
     required = (spec.base_url_variable, *(c.variable for c in credentials if c.required))
     if missing := _missing(*required):
         return DoctorRow(system, False, None, None, "not configured", "set " + ", ".join(missing))
-    values: dict[str, Any] = {
-        c.field: os.environ[c.variable] for c in credentials if os.environ.get(c.variable)
-    }
-    resource = CrmApiResource(system=system, base_url=os.environ[spec.base_url_variable], **values)
+    resource = CrmApiResource(system=system, **spec.connection_fields(os.environ))
     check = resource.check()
     return DoctorRow(system, True, check.reachable, check.authenticated, check.detail, check.fix)
 

@@ -16,6 +16,7 @@ import functools
 import importlib.resources
 import re
 import string
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -1162,6 +1163,13 @@ class SystemSpec(_Model):
     def credential_variables(self) -> list[CredentialVariable]:
         """The environment variables of the system's credentials (see :func:`credential_variables`)."""
         return credential_variables(self.auth)
+
+    def connection_fields(self, env: Mapping[str, str]) -> dict[str, Any]:
+        """The connection settings the declared variables hold in ``env``: ``base_url`` and each
+        credential that is set (keyword arguments of ``ConnectionSettings`` and ``CrmApiResource``)."""
+        fields: dict[str, Any] = {"base_url": env[self.base_url_variable]}
+        fields.update({c.field: env[c.variable] for c in self.credential_variables() if env.get(c.variable)})
+        return fields
 
     def get_object(self, name: str) -> ObjectSpec:
         """Return the declared object ``name`` or fail with the list of declared ones."""

@@ -153,12 +153,7 @@ class SandboxCrm(ABC):
         system's declaration names them (as ``definitions.py`` wires them for a real system)."""
         from crm_pipelines.connectors.spec import load_system
 
-        spec = load_system(name=self.system)
-        env = started.env
-        fields: dict[str, Any] = {
-            c.field: env[c.variable] for c in spec.credential_variables() if c.variable in env
-        }
-        return ConnectionSettings(base_url=env[spec.base_url_variable], **fields)
+        return ConnectionSettings(**load_system(name=self.system).connection_fields(started.env))
 
     @abstractmethod
     def write_case(self, store: Path) -> WriteCase:

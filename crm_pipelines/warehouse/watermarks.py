@@ -14,6 +14,8 @@ from pathlib import Path
 
 import duckdb
 
+from crm_pipelines.warehouse.connection import Warehouse
+
 PENDING_FILE = "_watermark.json"
 
 DDL = """
@@ -70,6 +72,12 @@ def read_watermark(con: duckdb.DuckDBPyConnection, *, source: str, dataset: str)
         "SELECT cursor_value FROM ops.watermark WHERE source = ? AND dataset = ?", [source, dataset]
     ).fetchone()
     return str(row[0]) if row else None
+
+
+def committed_watermark(warehouse_url: str, *, source: str, dataset: str) -> str | None:
+    """A dataset's committed watermark as stored, read without taking the writer's role (extracts)."""
+    with Warehouse(warehouse_url).connect(read_only=True) as con:
+        return read_watermark(con, source=source, dataset=dataset)
 
 
 def _newer(kind: str, candidate: str, current: str | None) -> bool:

@@ -14,15 +14,15 @@ import pytest
 
 from assets.crm_apis import api_resource_key, build_crm_api_assets
 from assets.warehouse import build_raw_load_assets
-from crm_pipelines.connectors.auth import ConnectionSettings, clear_token_cache
+from crm_pipelines.connectors.auth import clear_token_cache
 from crm_pipelines.connectors.engine import DELETED, EXTRACTED_AT, extract_object
 from crm_pipelines.connectors.limits import clear_buckets
+from crm_pipelines.connectors.spec import load_system
 from crm_pipelines.lake import parquet_glob, partition_dir, scan_parquet
 from crm_pipelines.sandbox.data import SandboxLayout, generate_sandbox
 from crm_pipelines.sandbox.simulators import HubSpotSimulator, SalesforceSimulator
 from crm_pipelines.sandbox.simulators.records import delete_records as delete_other
-from crm_pipelines.sandbox.simulators.records import fetch_records as other_fetch
-from crm_pipelines.sandbox.simulators.records import read_info
+from crm_pipelines.sandbox.simulators.records import keys_of
 from crm_pipelines.sandbox.simulators.records import touch_records as touch_other
 from crm_pipelines.sandbox.simulators.store import (
     add_field,
@@ -250,10 +250,9 @@ def test_a_run_failing_midway_keeps_the_watermark_and_the_next_loses_nothing(
     build_store(store, crm, sample_seeds(accounts=12, as_of=DAY1))
     started = crm.start(store)
     try:
-        connection = crm.connection(started)
         object_name = crm.kinds["contact"]
         dataset = next(d for d, spec in load_sources()[source].datasets.items() if spec.object == object_name)
-        resource = CrmApiResource(system=source, **_resource_fields(connection))
+        resource = CrmApiResource(system=source, **load_system(name=source).connection_fields(started.env))
         resources = {
             api_resource_key(source): resource,
             "lake": LakeResource(root=str(tmp_path / "lake")),
@@ -293,9 +292,9 @@ def test_a_run_failing_midway_keeps_the_watermark_and_the_next_loses_nothing(
         committed = watermark()
         assert committed is not None
         day1 = snapshot(DAY1)
-        assert set(day1) == {str(k) for k in records_keys(store, object_name)}
+        assert set(day1) == {str(k) for k in keys_of(store, object_name)}
 
-        live = sorted(str(k) for k in records_keys(store, object_name))
+        live = sorted(str(k) for k in keys_of(store, object_name))
         edited, deleted = live[:2], live[2:4]
         touch_other(store, object_name, _typed(store, object_name, edited), EDIT)
         delete_other(store, object_name, _typed(store, object_name, deleted), EDIT)
@@ -322,31 +321,7 @@ def test_a_run_failing_midway_keeps_the_watermark_and_the_next_loses_nothing(
         clear_buckets()
 
 
-def records_keys(store: Path, object_name: str) -> list[object]:
-    info = read_info(store).objects[object_name]
-    return [r[info.key] for r in other_fetch(store, object_name)]
-
-
 def _typed(store: Path, object_name: str, keys: list[str]) -> list[object]:
     """Keys as the store holds them (an integer id stays an integer)."""
-    by_text = {str(k): k for k in records_keys(store, object_name)}
+    by_text = {str(k): k for k in keys_of(store, object_name)}
     return [by_text[k] for k in keys]
-
-
-def _resource_fields(connection: ConnectionSettings) -> dict[str, object]:
-    fields: dict[str, object] = {}
-    for name in (
-        "base_url",
-        "token_url",
-        "client_id",
-        "client_secret",
-        "access_token",
-        "refresh_token",
-        "username",
-        "password",
-        "company",
-    ):
-        value = getattr(connection, name)
-        if value is not None:
-            fields[name] = value.reveal() if hasattr(value, "reveal") else value
-    return fields

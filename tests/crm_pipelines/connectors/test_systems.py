@@ -236,7 +236,9 @@ def test_a_credential_expiring_mid_run_costs_nothing(running: Running) -> None:
 def test_with_faults_on_a_fifth_of_requests_the_result_is_the_same(running: Running) -> None:
     kind = "contact"
     system = _fast(running.system)
-    connection = ConnectionSettings(**{**_settings(running.connection), "timeout_seconds": 0.5})
+    connection = ConnectionSettings(
+        **running.system.connection_fields(running.started.env), timeout_seconds=0.5
+    )
 
     def read() -> list[tuple[object, ...]]:
         table = pa.Table.from_batches(
@@ -300,25 +302,6 @@ def test_a_write_back_batch_reports_every_record(running: Running) -> None:
 
 
 # --- helpers -----------------------------------------------------------------------------------
-
-
-def _settings(connection: ConnectionSettings) -> dict[str, object]:
-    names = (
-        "base_url",
-        "token_url",
-        "client_id",
-        "client_secret",
-        "access_token",
-        "refresh_token",
-        "username",
-        "password",
-        "company",
-    )
-    out: dict[str, object] = {}
-    for name in names:
-        value = getattr(connection, name)
-        out[name] = value.reveal() if hasattr(value, "reveal") else value
-    return out
 
 
 def test_cursor_parsing_covers_every_declared_format() -> None:
