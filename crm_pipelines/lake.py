@@ -16,6 +16,10 @@ from types import TracebackType
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+# Columns every extract adds to a source's rows: when the row was read, and whether the source has
+# deleted the record (kept in the snapshot as a soft delete).
+EXTRACTED_AT = "_extracted_at"
+DELETED = "_deleted"
 # Rows per Parquet row group: big enough for DuckDB to scan fast, small enough to stay flat in memory.
 ROW_GROUP_SIZE = 122_880
 

@@ -13,15 +13,19 @@ class ProgressLog:
     """Log ``label: N rows (R rows/s)`` at most every ``every_seconds`` while rows stream through.
 
     Args:
-        log: The step's logger (``context.log``) or any ``logging.Logger``.
+        log: The step's logger (``context.log``) or any ``logging.Logger``; None logs to
+            ``crm_pipelines``.
         label: What is moving, e.g. ``salesforce/contacts``.
         every_seconds: Minimum time between two lines.
     """
 
     def __init__(
-        self, log: logging.Logger | logging.LoggerAdapter, label: str, every_seconds: float = 5.0
+        self,
+        log: logging.Logger | logging.LoggerAdapter[logging.Logger] | None,
+        label: str,
+        every_seconds: float = 5.0,
     ) -> None:
-        self.log = log
+        self.log = log if log is not None else logging.getLogger("crm_pipelines")
         self.label = label
         self.every = every_seconds
         self.rows = 0

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import datetime as dt
 import itertools
-import json
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,13 +22,16 @@ import pyarrow.parquet as pq
 
 from crm_pipelines.databases.source import DatabaseSource
 from crm_pipelines.databases.sql_source import SchemaMismatch, TableRead
-from crm_pipelines.lake import parquet_glob, partition_dir, reset_dir, scan_parquet, write_batches
-from crm_pipelines.sources import Dataset
-from crm_pipelines.sql import quote_ident, quote_literal
-from crm_pipelines.warehouse.watermarks import PendingWatermark, read_pending, write_pending
-
-DELETED = "_deleted"
-SNAPSHOT_FILE = "part-0000.parquet"
+from crm_pipelines.incremental import (
+    SNAPSHOT_FILE,
+    CursorKind,
+    SnapshotBuild,
+    latest_snapshot_before,
+    plan_read,
+)
+from crm_pipelines.lake import DELETED, scan_parquet
+from crm_pipelines.sources import Dataset, Incremental
+from crm_pipelines.sql import quote_ident
 
 
 @dataclass(frozen=True)
@@ -45,18 +47,6 @@ class ExtractReport:
     base_partition: str | None
 
 
-def previous_snapshot(lake_dir: Path, source: str, dataset: str, partition: str) -> Path | None:
-    """The newest ``raw`` folder of the dataset strictly before ``partition`` that holds Parquet."""
-    parent = Path(lake_dir) / "raw" / source / dataset
-    if not parent.is_dir():
-        return None
-    earlier = sorted(
-        (p for p in parent.glob("dt=*") if p.name[3:] < partition and (p / SNAPSHOT_FILE).exists()),
-        key=lambda p: p.name,
-    )
-    return earlier[-1] if earlier else None
-
-
 def _flagged(batches: Iterable[pa.RecordBatch], schema: pa.Schema) -> Iterator[pa.RecordBatch]:
     """The batches with ``_deleted = false`` appended: every row read from the source exists."""
     for batch in batches:
@@ -65,15 +55,18 @@ def _flagged(batches: Iterable[pa.RecordBatch], schema: pa.Schema) -> Iterator[p
         )
 
 
-def _write_read(source: DatabaseSource, read: TableRead, path: Path, *, chunk_rows: int, flag: bool) -> int:
+def _read(
+    source: DatabaseSource, read: TableRead, *, chunk_rows: int, flag: bool
+) -> tuple[pa.Schema, Iterable[pa.RecordBatch]]:
+    """The read's schema (fixed by its first batch, always one, possibly empty) and its batches."""
     batches = source.read(read, chunk_rows=chunk_rows)
-    first = next(batches)  # always one, possibly empty: it fixes the schema
+    first = next(batches)
     stream: Iterable[pa.RecordBatch] = itertools.chain([first], batches)
     schema = first.schema
     if flag:
         schema = schema.append(pa.field(DELETED, pa.bool_()))
         stream = _flagged(stream, schema)
-    return write_batches(path, schema, stream)
+    return schema, stream
 
 
 def _cursor_text(value: object, kind: str) -> str | None:
@@ -87,19 +80,16 @@ def _cursor_text(value: object, kind: str) -> str | None:
     return moment.isoformat()
 
 
-def _max_cursor(files: str, cursor: str, kind: str) -> str | None:
+def _max_cursor(file: Path, incremental: Incremental) -> str | None:
+    """The highest cursor in a Parquet file, as stored in ops.watermark."""
     con = duckdb.connect()
     try:
-        row = con.execute(f"SELECT max({quote_ident(cursor)}) FROM {scan_parquet(files)}").fetchone()
+        row = con.execute(
+            f"SELECT max({quote_ident(incremental.cursor)}) FROM {scan_parquet(file)}"
+        ).fetchone()
     finally:
         con.close()
-    return _cursor_text(row[0] if row else None, kind)
-
-
-def _since(base: str, kind: str, lookback_seconds: int) -> object:
-    if kind == "integer":
-        return int(base) - lookback_seconds
-    return dt.datetime.fromisoformat(base) - dt.timedelta(seconds=lookback_seconds)
+    return _cursor_text(row[0] if row else None, incremental.kind)
 
 
 def check_same_columns(table: str, snapshot: Path, increment: Path) -> None:
@@ -146,110 +136,35 @@ def extract_table(
     """
     table = declared.table or dataset
     order_by = tuple(declared.order_by or declared.primary_key)
-    raw = reset_dir(partition_dir(lake_dir, "raw", source_name, dataset, partition))
     incremental = declared.incremental
-    base = previous_snapshot(lake_dir, source_name, dataset, partition)
-    base_pending = read_pending(base) if base is not None else None
-    # The increment must cover every change since the base snapshot was taken: start from what that
-    # snapshot reached, or from the committed watermark if the load of that snapshot never committed.
-    starts = [c for c in (base_pending.reached if base_pending else None, watermark) if c is not None]
-    if incremental is None or base is None or not starts:
-        rows = _write_read(
-            source, TableRead(table, order_by=order_by), raw / SNAPSHOT_FILE, chunk_rows=chunk_rows, flag=True
-        )
-        reached = None
-        if incremental is not None:
-            reached = _max_cursor(parquet_glob(raw), incremental.cursor, incremental.kind)
-            write_pending(
-                raw,
-                PendingWatermark(
-                    source=source_name, dataset=dataset, since=None, reached=reached, kind=incremental.kind
-                ),
-            )
+    build = SnapshotBuild(lake_dir=lake_dir, source=source_name, dataset=dataset, partition=partition)
+    kind: CursorKind | None = incremental.kind if incremental is not None else None
+    plan = plan_read(
+        base=latest_snapshot_before(
+            lake_dir=lake_dir, source=source_name, dataset=dataset, partition=partition
+        ),
+        committed=watermark,
+        kind=kind,
+        lookback_seconds=incremental.lookback_seconds if incremental is not None else 0,
+    )
+    if not plan.incremental or incremental is None or plan.base is None:
+        schema, batches = _read(source, TableRead(table, order_by=order_by), chunk_rows=chunk_rows, flag=True)
+        rows = build.write_full(batches, empty_schema=schema)
+        reached = _max_cursor(build.snapshot_file, incremental) if incremental is not None else None
+        build.finish(since=None, reached=reached, kind=kind or "timestamp")
         return ExtractReport("full", rows, rows, 0, None, reached, None)
 
-    start = min(starts, key=lambda c: int(c)) if incremental.kind == "integer" else min(starts)
-    since = _since(start, incremental.kind, incremental.lookback_seconds)
-    increment = reset_dir(partition_dir(lake_dir, "increment", source_name, dataset, partition))
+    base, since, start = plan.base, plan.since, plan.start
     read = TableRead(table, order_by=order_by, cursor=incremental.cursor, since=since)
-    rows = _write_read(source, read, increment / SNAPSHOT_FILE, chunk_rows=chunk_rows, flag=True)
-    check_same_columns(table, base / SNAPSHOT_FILE, increment / SNAPSHOT_FILE)
-    keys_file = None
+    schema, batches = _read(source, read, chunk_rows=chunk_rows, flag=True)
+    rows = build.write_increment(batches, empty_schema=schema)
+    check_same_columns(table, base.folder / SNAPSHOT_FILE, build.increment_file)
     if declared.deletes == "key_compare":
-        keys_file = increment / "_keys.parquet"
-        _write_read(
-            source,
-            TableRead(table, columns=declared.primary_key, order_by=tuple(declared.primary_key)),
-            keys_file,
-            chunk_rows=max(chunk_rows, 200_000),
-            flag=False,
-        )
-    snapshot_rows, deleted = merge_snapshot(
-        base=base / SNAPSHOT_FILE,
-        increment=increment / SNAPSHOT_FILE,
-        keys=keys_file,
-        primary_key=declared.primary_key,
-        out=raw / SNAPSHOT_FILE,
-    )
-    reached = _max_cursor(str(increment / SNAPSHOT_FILE), incremental.cursor, incremental.kind) or start
-    since_text = str(since) if incremental.kind == "integer" else _cursor_text(since, "timestamp")
-    write_pending(
-        raw,
-        PendingWatermark(
-            source=source_name, dataset=dataset, since=since_text, reached=reached, kind=incremental.kind
-        ),
-    )
-    (increment / "_base.json").write_text(json.dumps({"base": str(base), "since": since_text}))
-    return ExtractReport("incremental", rows, snapshot_rows, deleted, since_text, reached, base.name[3:])
-
-
-def merge_snapshot(
-    *, base: Path, increment: Path, keys: Path | None, primary_key: list[str], out: Path
-) -> tuple[int, int]:
-    """Write ``out`` = ``base`` with the increment's rows replacing theirs by key; keys absent from ``keys``
-    are flagged deleted.
-
-    Returns:
-        Rows in the new snapshot, and how many of them are flagged deleted.
-    """
-    pk = ", ".join(quote_ident(c) for c in primary_key)
-    key_columns = ", ".join(f"m.{quote_ident(c)}" for c in primary_key)
-    if keys is None:
-        # coalesce: a snapshot written before the flag existed has no _deleted column.
-        flag = f"coalesce(m.{DELETED}, false)"
-        join = ""
-    else:
-        flag = f"(coalesce(m.{DELETED}, false) OR k._present IS NULL)"
-        join = (
-            f"LEFT JOIN (SELECT DISTINCT {pk}, true AS _present FROM {scan_parquet(keys)}) AS k USING ({pk})"
-        )
-    tmp = out.with_name(f".{out.name}.inprogress")
-    con = duckdb.connect()
-    try:
-        # Bounded memory: DuckDB spills the window sort to disk rather than holding the table.
-        con.execute("SET preserve_insertion_order = false")
-        con.execute(
-            f"""
-            COPY (
-                SELECT m.* EXCLUDE ({DELETED}, _priority, _rank), {flag} AS {DELETED}
-                FROM (
-                    SELECT *, row_number() OVER (PARTITION BY {pk} ORDER BY _priority) AS _rank
-                    FROM (
-                        SELECT *, 0 AS _priority FROM {scan_parquet(increment)}
-                        UNION ALL BY NAME
-                        SELECT *, 1 AS _priority FROM {scan_parquet(base)}
-                    )
-                ) AS m
-                {join}
-                WHERE m._rank = 1
-                ORDER BY {key_columns}
-            ) TO {quote_literal(str(tmp))} (FORMAT parquet, COMPRESSION zstd)
-            """
-        )
-        tmp.replace(out)
-        row = con.execute(
-            f"SELECT count(*), count(*) FILTER (WHERE {DELETED}) FROM {scan_parquet(out)}"
-        ).fetchone()
-    finally:
-        con.close()
-    return (int(row[0]), int(row[1])) if row else (0, 0)
+        keys = TableRead(table, columns=declared.primary_key, order_by=tuple(declared.primary_key))
+        key_schema, key_batches = _read(source, keys, chunk_rows=max(chunk_rows, 200_000), flag=False)
+        build.write_live_keys(key_batches, schema=key_schema, base=base, what=f"{source_name} table {table}")
+    snapshot_rows, deleted = build.merge(base=base, primary_key=declared.primary_key)
+    reached = _max_cursor(build.increment_file, incremental) or start
+    since_text = str(since) if isinstance(since, int) else _cursor_text(since, "timestamp")
+    build.finish(since=since_text, reached=reached, kind=incremental.kind)
+    return ExtractReport("incremental", rows, snapshot_rows, deleted, since_text, reached, base.partition)
