@@ -17,7 +17,7 @@ from pathlib import Path
 import psutil
 from measure import PeakRss  # bench/measure.py (the scripts run from bench/)
 
-from assets.sftp_files import land_file
+from crm_pipelines.files.landing import land_file
 from crm_pipelines.sources import load_sources
 
 HEADER = (

@@ -19,7 +19,11 @@ def _schema(*fields: tuple[str, pa.DataType, str]) -> pa.Schema:
 
 _LINEAGE = (
     ("record_id", pa.string(), "Source row identity: '<source>:<source id>'."),
-    ("source", pa.string(), "System the row came from (salesforce, hubspot, erp, finance_sftp)."),
+    (
+        "source",
+        pa.string(),
+        "System the row came from: a CRM (salesforce, hubspot, ...), erp or finance_sftp.",
+    ),
     ("source_id", pa.string(), "Primary key of the row in its source system."),
 )
 
@@ -114,6 +118,9 @@ ENTITIES: dict[str, pa.Schema] = {
     "invoice": INVOICE,
     "payment": PAYMENT,
 }
+# Parties are deduplicated across systems into golden records; facts are merged by their record_id.
+PARTY_ENTITIES = ("account", "contact")
+FACT_ENTITIES = ("opportunity", "sales_order", "invoice", "payment")
 
 # Quarantined rows, in the lake and in ops.quarantine.
 QUARANTINE = _schema(

@@ -10,11 +10,10 @@ from dataclasses import asdict, dataclass
 
 import duckdb
 
+from crm_pipelines.canonical import PARTY_ENTITIES
 from crm_pipelines.mapping.spec import Mappings
 from crm_pipelines.sql import qualified, quote_ident
 from crm_pipelines.warehouse.connection import table_exists
-
-PARTY_ENTITIES = ("account", "contact")
 
 
 @dataclass(frozen=True)

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from assets.sftp_files import land_file
 from crm_pipelines.files.compression import compression_of, unpacked
 from crm_pipelines.files.csv_reader import FileRejected
+from crm_pipelines.files.landing import land_file
 from crm_pipelines.sources import Dataset
 
 CSV = b"invoice_number;amount\nBIL-1;10\nBIL-2;20\n"

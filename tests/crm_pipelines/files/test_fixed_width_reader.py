@@ -5,9 +5,9 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from assets.sftp_files import land_file
 from crm_pipelines.files.csv_reader import DriftReport, FileRejected
 from crm_pipelines.files.fixed_width_reader import read_fixed_width_batches
+from crm_pipelines.files.landing import land_file
 from crm_pipelines.sources import Dataset, FixedWidthLayout
 
 LAYOUT = FixedWidthLayout.model_validate(

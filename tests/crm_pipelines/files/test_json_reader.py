@@ -5,9 +5,9 @@ from pathlib import Path
 
 import pytest
 
-from assets.sftp_files import land_file
 from crm_pipelines.files.csv_reader import DriftReport, FileRejected
 from crm_pipelines.files.json_reader import read_json_batches
+from crm_pipelines.files.landing import land_file
 from crm_pipelines.sources import Dataset
 
 DROP = Dataset(

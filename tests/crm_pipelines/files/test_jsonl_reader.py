@@ -5,9 +5,9 @@ from pathlib import Path
 
 import pytest
 
-from assets.sftp_files import land_file
 from crm_pipelines.files.csv_reader import FileRejected
 from crm_pipelines.files.jsonl_reader import read_jsonl_batches
+from crm_pipelines.files.landing import land_file
 from crm_pipelines.sources import Dataset
 
 DROP = Dataset(pattern="payments_{date}.jsonl", columns=["payment_reference", "amount"], format="jsonl")
