@@ -59,6 +59,7 @@ def _build_extract(source: str, dataset: str, declared: Dataset) -> dg.AssetsDef
         metadata: dict[str, dg.RawMetadataValue] = {
             "mode": report.mode,
             "rows_read": dg.MetadataValue.int(report.rows_read),
+            "dagster/row_count": dg.MetadataValue.int(report.snapshot_rows),
             "rows": dg.MetadataValue.int(report.snapshot_rows),
             "rows_deleted": dg.MetadataValue.int(report.deleted_rows),
             "seconds": round(time.monotonic() - started, 2),

@@ -4,10 +4,9 @@ import dagster as dg
 
 from crm_pipelines.mapping.spec import load_mappings
 from crm_pipelines.partitions import NIGHTLY_PARTITIONS
+from crm_pipelines.warehouse.marts import MARTS
 from crm_pipelines.warehouse.reconcile import reconcile_partition, record_reconciliation
 from resources.lake import WarehouseResource
-
-from .marts import MARTS
 
 
 @dg.asset(

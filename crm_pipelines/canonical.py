@@ -18,7 +18,7 @@ def _schema(*fields: tuple[str, pa.DataType, str]) -> pa.Schema:
 
 
 _LINEAGE = (
-    ("record_id", pa.string(), "Source row identity: '<source>:<source id>'."),
+    ("record_id", pa.string(), "Source row identity: `<source>:<source id>`."),
     (
         "source",
         pa.string(),
@@ -126,7 +126,7 @@ FACT_ENTITIES = ("opportunity", "sales_order", "invoice", "payment")
 QUARANTINE = _schema(
     ("source", pa.string(), "System the row came from."),
     ("entity", pa.string(), "Canonical entity or raw dataset the row belongs to."),
-    ("record_id", pa.string(), "record_id of the row, or '<file>:<line>' when it has none."),
+    ("record_id", pa.string(), "record_id of the row, or `<file>:<line>` when it has none."),
     ("record", pa.string(), "The offending row: JSON for a record, the raw text for a file line."),
     ("rule", pa.string(), "Name of the rule that failed."),
     ("reason", pa.string(), "Human-readable reason: field, value and what was expected."),

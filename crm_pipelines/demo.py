@@ -11,8 +11,8 @@ from rich.table import Table
 
 from crm_pipelines.settings import current_paths
 from crm_pipelines.warehouse.connection import Warehouse, table_exists
+from crm_pipelines.warehouse.marts import MARTS
 
-MARTS = ("dim_account", "dim_contact", "fact_opportunity", "fact_sales_order", "fact_invoice")
 
 
 @dataclass
@@ -68,7 +68,7 @@ def run_nightly(*, partition: str, console: Console) -> DemoOutcome:
     warehouse = Warehouse(current_paths().warehouse_url)
     outcome.warehouse = str(warehouse.path)
     with warehouse.connect(read_only=True) as con:
-        for mart in MARTS:
+        for mart in (m.name for m in MARTS):
             if table_exists(con, "marts", mart):
                 row = con.execute(f"SELECT count(*) FROM marts.{mart}").fetchone()
                 outcome.marts[mart] = int(row[0]) if row else 0

@@ -1,5 +1,6 @@
 import dagster as dg
 
+from crm_pipelines.canonical import ENTITIES
 from crm_pipelines.definitions import defs
 
 
@@ -32,12 +33,25 @@ def test_definitions_load_with_every_part_of_the_nightly_sync() -> None:
     assert "quality_suite" in checks
 
 
-def test_marts_carry_column_descriptions_for_the_ui() -> None:
+def test_staging_shows_each_column_with_its_type_and_description() -> None:
     spec = (
         defs()
-        .resolve_assets_def(dg.AssetKey(["marts", "fact_invoice"]))
-        .specs_by_key[dg.AssetKey(["marts", "fact_invoice"])]
+        .resolve_assets_def(dg.AssetKey(["staging", "invoice"]))
+        .specs_by_key[dg.AssetKey(["staging", "invoice"])]
     )
-    schema = spec.metadata["dagster/column_schema"]
-    described = {c.name: c.description for c in schema.columns}
-    assert described["amount_open"] == "Gross amount minus payments."
+    columns = {c.name: c for c in spec.metadata["dagster/column_schema"].columns}
+    assert set(columns) == set(ENTITIES["invoice"].names)
+    assert all(c.description for c in columns.values())
+    # Money, dates and instants are shown as what they are, not as text.
+    assert columns["amount_gross"].type.startswith("decimal")
+    assert columns["invoice_date"].type == "date"
+    assert columns["updated_at"].type.startswith("timestamp")
+
+
+def test_every_asset_has_an_owner_and_a_link_to_its_code() -> None:
+    definitions = defs()
+    graph = definitions.resolve_asset_graph()
+    for key in graph.get_all_asset_keys():
+        spec = graph.get(key)
+        assert spec.owners, key
+        assert "dagster/code_references" in spec.metadata, key

@@ -212,3 +212,34 @@ def test_golden_records_match_the_ground_truth(
         sources = {row[0] for row in con.execute("SELECT DISTINCT source FROM core.xref_identity").fetchall()}
     crm_sources = {name for name, spec in load_sources().items() if spec.kind == "crm_api"}
     assert crm_sources <= sources
+
+
+def test_every_mart_column_is_described_in_the_ui_and_in_the_warehouse(
+    sandbox: Sandbox, first_run: dg.ExecuteInProcessResult
+) -> None:
+    """What an analyst sees: each column of each built mart has a description and its real type."""
+    materialized = {
+        e.asset_key.path[-1]: e.event_specific_data.materialization.metadata  # type: ignore[union-attr]
+        for e in first_run.all_events
+        if e.event_type == dg.DagsterEventType.ASSET_MATERIALIZATION
+        and e.asset_key is not None
+        and e.asset_key.path[0] == "marts"
+    }
+    with warehouse(sandbox) as con:
+        for mart in MARTS:
+            built = {
+                str(name): (str(kind), comment)
+                for name, kind, comment in con.execute(
+                    "SELECT column_name, data_type, comment FROM duckdb_columns() "
+                    "WHERE schema_name = 'marts' AND table_name = ?",
+                    [mart],
+                ).fetchall()
+            }
+            declared = defs().resolve_assets_def(dg.AssetKey(["marts", mart])).specs_by_key[
+                dg.AssetKey(["marts", mart])
+            ]
+            described = {c.name: c.description for c in declared.metadata["dagster/column_schema"].columns}
+            assert set(described) == set(built), mart
+            assert all(described.values()) and all(comment for _, comment in built.values()), mart
+            shown = {c.name: c.type for c in materialized[mart]["dagster/column_schema"].value.columns}
+            assert shown == {name: kind.lower() for name, (kind, _) in built.items()}, mart

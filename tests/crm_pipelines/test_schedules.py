@@ -3,7 +3,7 @@ from zoneinfo import ZoneInfo
 
 import dagster as dg
 
-from sensors.schedules import build_nightly_schedule
+from crm_pipelines.schedules import build_nightly_schedule
 
 
 def test_the_nightly_run_syncs_the_day_that_just_ended_in_the_business_timezone() -> None:

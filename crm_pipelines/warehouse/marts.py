@@ -1,0 +1,206 @@
+"""The marts analysts query: one SQL model each over core, rebuilt in one transaction, with column comments.
+
+Each :class:`Mart` names the core tables it reads; :func:`build_mart` refuses to build it before they
+exist, so a partial night never leaves an empty mart behind.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import duckdb
+
+from crm_pipelines.warehouse.connection import table_exists
+from crm_pipelines.warehouse.load import comment_columns, replace_table
+
+__all__ = ["MARTS", "Mart", "MissingCoreTable", "build_mart"]
+
+
+@dataclass(frozen=True)
+class Mart:
+    name: str
+    description: str
+    deps: tuple[str, ...]
+    sql: str
+    columns: dict[str, str]
+
+
+ACCOUNT_OF = """
+    LEFT JOIN core.xref_identity AS x ON x.record_id = f.account_record_id AND x.entity = 'account'
+"""
+
+MARTS = (
+    Mart(
+        name="dim_account",
+        description="One row per real-world customer company (golden record), merged across CRM and ERP.",
+        deps=("identity",),
+        sql="""
+            SELECT g.golden_id AS account_id, g.name, g.domain, g.phone, g.email, g.street, g.city,
+                   g.postal_code, g.country, g.industry, g.vat_number, g.annual_revenue,
+                   g.sources, g.record_count AS source_records,
+                   erp.erp_customer_id,
+                   coalesce(c.contacts, 0) AS contacts
+            FROM core.golden_account AS g
+            LEFT JOIN (
+                SELECT golden_id, min(source_id) AS erp_customer_id
+                FROM core.xref_identity WHERE entity = 'account' AND source = 'erp' GROUP BY golden_id
+            ) AS erp USING (golden_id)
+            LEFT JOIN (
+                SELECT golden_account_id AS golden_id, count(*) AS contacts
+                FROM core.golden_contact GROUP BY golden_account_id
+            ) AS c USING (golden_id)
+            ORDER BY account_id
+        """,
+        columns={
+            "account_id": "Golden account id; join key of every fact.",
+            "name": "Company name, from the system that owns it (survivorship in match_rules.yaml).",
+            "domain": "Web domain.",
+            "phone": "Main phone in E.164.",
+            "email": "Main e-mail address.",
+            "street": "Street address.",
+            "city": "City.",
+            "postal_code": "Postal code.",
+            "country": "ISO 3166-1 alpha-2 country code.",
+            "industry": "Industry.",
+            "vat_number": "VAT registration number (from the ERP).",
+            "annual_revenue": "Annual revenue as the CRM records it.",
+            "sources": "Systems that hold this customer, comma separated.",
+            "source_records": "Number of source records merged into this golden record.",
+            "erp_customer_id": "ERP customer id, when the customer exists in the ERP.",
+            "contacts": "Number of golden contacts at this account.",
+        },
+    ),
+    Mart(
+        name="dim_contact",
+        description="One row per real-world person (golden record), merged across every connected CRM.",
+        deps=("identity",),
+        sql="""
+            SELECT g.golden_id AS contact_id, g.golden_account_id AS account_id, g.first_name, g.last_name,
+                   g.email, g.phone, g.title, g.country, g.sources, g.record_count AS source_records
+            FROM core.golden_contact AS g
+            ORDER BY contact_id
+        """,
+        columns={
+            "contact_id": "Golden contact id.",
+            "account_id": "Golden account the person works for.",
+            "first_name": "Given name.",
+            "last_name": "Family name.",
+            "email": "E-mail address, lower case.",
+            "phone": "Phone in E.164.",
+            "title": "Job title.",
+            "country": "ISO 3166-1 alpha-2 country code.",
+            "sources": "Systems that hold this person, comma separated.",
+            "source_records": "Number of source records merged into this golden record.",
+        },
+    ),
+    Mart(
+        name="fact_opportunity",
+        description="The sales pipeline: every CRM opportunity and deal, on golden accounts.",
+        deps=("identity", "opportunity"),
+        sql=f"""
+            SELECT f.record_id AS opportunity_id, f.source, f.source_id, x.golden_id AS account_id,
+                   f.name, f.stage, f.amount, f.currency, f.close_date, f.is_closed, f.is_won, f.updated_at,
+                   coalesce(f.is_deleted, false) AS is_deleted
+            FROM core.opportunity AS f {ACCOUNT_OF}
+            ORDER BY opportunity_id
+        """,
+        columns={
+            "opportunity_id": "Opportunity id: `<source>:<id in the CRM>`.",
+            "source": "CRM the opportunity lives in.",
+            "source_id": "Id in that CRM.",
+            "account_id": "Golden account.",
+            "name": "Opportunity name.",
+            "stage": "Canonical stage: prospecting, qualification, proposal, negotiation, closed_won, closed_lost.",
+            "amount": "Amount.",
+            "currency": "ISO 4217 currency.",
+            "close_date": "Expected or actual close date.",
+            "is_closed": "Closed (won or lost).",
+            "is_won": "Closed and won.",
+            "updated_at": "Last modified in the CRM (UTC).",
+            "is_deleted": "Deleted in the CRM (kept as a soft delete).",
+        },
+    ),
+    Mart(
+        name="fact_sales_order",
+        description="ERP sales orders with their totals, on golden accounts and linked to CRM opportunities.",
+        deps=("identity", "sales_order", "opportunity"),
+        sql=f"""
+            SELECT f.record_id AS sales_order_id, f.order_number, x.golden_id AS account_id, f.order_date,
+                   f.currency, f.status, f.amount, f.line_count,
+                   o.record_id AS opportunity_id, f.updated_at, coalesce(f.is_deleted, false) AS is_deleted
+            FROM core.sales_order AS f {ACCOUNT_OF}
+            LEFT JOIN core.opportunity AS o ON o.record_id = 'salesforce:' || f.crm_opportunity_ref
+            ORDER BY sales_order_id
+        """,
+        columns={
+            "sales_order_id": "Order id: `erp:<order id>`.",
+            "order_number": "ERP order number.",
+            "account_id": "Golden account that ordered.",
+            "order_date": "Order date.",
+            "currency": "ISO 4217 currency.",
+            "status": "open, shipped, invoiced or cancelled.",
+            "amount": "Order total (sum of lines).",
+            "line_count": "Number of lines.",
+            "opportunity_id": "CRM opportunity the order came from, when known.",
+            "updated_at": "Last modified in the ERP (UTC).",
+            "is_deleted": "Deleted in the ERP (kept as a soft delete).",
+        },
+    ),
+    Mart(
+        name="fact_invoice",
+        description="Invoices from the ERP and the billing system's SFTP files, with what has been paid.",
+        deps=("identity", "invoice", "payment"),
+        sql=f"""
+            SELECT f.record_id AS invoice_id, f.source, f.invoice_number, x.golden_id AS account_id,
+                   f.order_number, f.invoice_date, f.due_date, f.currency, f.amount_net, f.amount_tax,
+                   f.amount_gross,
+                   coalesce(p.amount_paid, 0)::DECIMAL(18, 2) AS amount_paid,
+                   (f.amount_gross - coalesce(p.amount_paid, 0))::DECIMAL(18, 2) AS amount_open,
+                   f.status, coalesce(f.is_deleted, false) AS is_deleted
+            FROM core.invoice AS f {ACCOUNT_OF}
+            LEFT JOIN (
+                SELECT invoice_number, sum(amount) AS amount_paid FROM core.payment
+                WHERE NOT coalesce(is_deleted, false) GROUP BY invoice_number
+            ) AS p USING (invoice_number)
+            ORDER BY invoice_id
+        """,
+        columns={
+            "invoice_id": "Invoice id: `<source>:<id>`.",
+            "source": "erp or finance_sftp (the billing system's files).",
+            "invoice_number": "Invoice number.",
+            "account_id": "Golden account invoiced.",
+            "order_number": "Sales order billed, when known.",
+            "invoice_date": "Invoice date.",
+            "due_date": "Due date.",
+            "currency": "ISO 4217 currency.",
+            "amount_net": "Net amount.",
+            "amount_tax": "Tax amount.",
+            "amount_gross": "Gross amount.",
+            "amount_paid": "Sum of payments received for this invoice.",
+            "amount_open": "Gross amount minus payments.",
+            "status": "open, paid or cancelled, as the source says.",
+            "is_deleted": "Deleted in the source (kept as a soft delete).",
+        },
+    ),
+)
+
+REQUIRED_CORE = {"identity": ("golden_account", "golden_contact", "xref_identity")}
+
+
+class MissingCoreTable(Exception):
+    """A core table a mart reads has not been loaded yet."""
+
+
+def build_mart(con: duckdb.DuckDBPyConnection, mart: Mart) -> int:
+    """Rebuild one mart inside the caller's transaction and comment its columns; returns its rows.
+
+    Raises:
+        MissingCoreTable: a core table it reads does not exist yet.
+    """
+    for dep in mart.deps:
+        for table in REQUIRED_CORE.get(dep, (dep,)):
+            if not table_exists(con, "core", table):
+                raise MissingCoreTable(f"core.{table} does not exist yet: load core/{dep} first")
+    rows = replace_table(con, schema="marts", table=mart.name, select_sql=mart.sql)
+    comment_columns(con, schema="marts", table=mart.name, descriptions=mart.columns)
+    return rows
