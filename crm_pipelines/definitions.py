@@ -24,12 +24,12 @@ from assets.warehouse import build_core_load_assets, build_raw_load_assets
 from crm_pipelines import settings
 from crm_pipelines.connectors.spec import load_system
 from crm_pipelines.jobs import build_sftp_file_jobs, nightly_sync_job
+from crm_pipelines.schedules import build_nightly_schedule
 from crm_pipelines.sources import load_sources
 from resources.crm_api import CrmApiResource
 from resources.erp_database import ErpDatabaseResource
 from resources.lake import LakeResource, WarehouseResource
 from resources.sftp import SFTPResource
-from crm_pipelines.schedules import build_nightly_schedule
 from sensors.sftp_arrival import build_sftp_arrival_sensors
 
 

@@ -14,7 +14,6 @@ from crm_pipelines.warehouse.connection import Warehouse, table_exists
 from crm_pipelines.warehouse.marts import MARTS
 
 
-
 @dataclass
 class DemoOutcome:
     success: bool

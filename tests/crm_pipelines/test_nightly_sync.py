@@ -235,9 +235,11 @@ def test_every_mart_column_is_described_in_the_ui_and_in_the_warehouse(
                     [mart],
                 ).fetchall()
             }
-            declared = defs().resolve_assets_def(dg.AssetKey(["marts", mart])).specs_by_key[
-                dg.AssetKey(["marts", mart])
-            ]
+            declared = (
+                defs()
+                .resolve_assets_def(dg.AssetKey(["marts", mart]))
+                .specs_by_key[dg.AssetKey(["marts", mart])]
+            )
             described = {c.name: c.description for c in declared.metadata["dagster/column_schema"].columns}
             assert set(described) == set(built), mart
             assert all(described.values()) and all(comment for _, comment in built.values()), mart
