@@ -16,6 +16,8 @@ from types import TracebackType
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from crm_pipelines.sql import quote_literal
+
 # Columns every extract adds to a source's rows: when the row was read, and whether the source has
 # deleted the record (kept in the snapshot as a soft delete).
 EXTRACTED_AT = "_extracted_at"
@@ -38,8 +40,7 @@ def scan_parquet(glob: str | Path) -> str:
 
     Hive partitioning is off: the ``dt=`` folders are our layout, not a column of the data.
     """
-    text = str(glob).replace("'", "''")
-    return f"read_parquet('{text}', union_by_name = true, hive_partitioning = false)"
+    return f"read_parquet({quote_literal(str(glob))}, union_by_name = true, hive_partitioning = false)"
 
 
 def has_parquet(folder: Path) -> bool:

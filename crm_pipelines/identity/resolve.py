@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -42,6 +41,7 @@ from crm_pipelines.identity.rules import (
     MatchRule,
     MatchRules,
 )
+from crm_pipelines.sql import quote_ident
 
 GOLDEN_ACCOUNT_FILE = "golden_account.parquet"
 GOLDEN_CONTACT_FILE = "golden_contact.parquet"
@@ -54,7 +54,6 @@ _LINEAGE = ("record_id", "source", "source_id")
 _RANK_SCALE = 1 << 32
 # Pointer jumping halves distances each round, so even long chains settle in a few dozen rounds.
 _MAX_CC_ROUNDS = 200
-_IDENT_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 # Features computed from other features (second layer of the feature query), with what they read.
 _DERIVED_FEATURES: dict[str, tuple[str, ...]] = {
     "email_local": ("email",),
@@ -194,13 +193,6 @@ class _Params:
         return f"${name}"
 
 
-def _q(name: str) -> str:
-    """Quote an identifier after checking it is a plain name."""
-    if not _IDENT_RE.match(name):
-        raise ValueError(f"not a plain SQL identifier: {name!r}")
-    return f'"{name}"'
-
-
 def _run(
     cur: duckdb.DuckDBPyConnection, sql: str, params: _Params | None = None
 ) -> duckdb.DuckDBPyConnection:
@@ -236,7 +228,7 @@ class _Tables:
     def __getattr__(self, purpose: str) -> str:
         if purpose.startswith("_"):
             raise AttributeError(purpose)
-        return _q(self.bare(purpose))
+        return quote_ident(self.bare(purpose))
 
 
 def _suffix_regex(rules: MatchRules) -> str:
@@ -256,7 +248,7 @@ def _base_feature_sql(entity: Entity, feature: str, rules: MatchRules, params: _
     """SQL of a feature read from the source row ``s`` (contacts: account crosswalk ``ax``)."""
 
     def col(name: str) -> str:
-        return f"s.{_q(name)}"
+        return f"s.{quote_ident(name)}"
 
     def account() -> str:
         return f"nullif(trim({col('account_record_id')}), '')"
@@ -323,7 +315,7 @@ def _derived_feature_sql(feature: str, rules: MatchRules, params: _Params) -> st
 
 def _part_sql(part: KeyPart, params: _Params) -> str:
     """SQL of a (transformed) feature column of the features table."""
-    column = _q(part.feature)
+    column = quote_ident(part.feature)
     if part.transform == "soundex":
         return f"identity_soundex({column})"
     if part.transform == "prefix":
@@ -380,7 +372,7 @@ def _load_source(cur: duckdb.DuckDBPyConnection, *, entity: Entity, glob: str, t
         # outputs still exist with their schema.
         params, source, rid = _Params(), "(SELECT 1 WHERE false)", "NULL"
     columns = "".join(
-        f",\n            CAST({_q(f.name) if f.name in present else 'NULL'} AS {_sql_type(f.type)}) AS {_q(f.name)}"
+        f",\n            CAST({quote_ident(f.name) if f.name in present else 'NULL'} AS {_sql_type(f.type)}) AS {quote_ident(f.name)}"
         for f in schema
     )
     _run(
@@ -403,7 +395,9 @@ def _load_source(cur: duckdb.DuckDBPyConnection, *, entity: Entity, glob: str, t
     if repeated:
         # The same record delivered twice (overlapping extracts): keep the newest row; the other
         # columns only break ties between otherwise identical timestamps.
-        tie_break = ", ".join(_q(f.name) for f in schema if f.name not in ("record_id", "updated_at"))
+        tie_break = ", ".join(
+            quote_ident(f.name) for f in schema if f.name not in ("record_id", "updated_at")
+        )
         _run(
             cur,
             f"""
@@ -431,11 +425,12 @@ def _build_features(
     base = sorted({dep for name in used for dep in _DERIVED_FEATURES.get(name, (name,))})
     params = _Params()
     inner = "".join(
-        f",\n                {_base_feature_sql(entity, name, rules, params)} AS {_q(name)}" for name in base
+        f",\n                {_base_feature_sql(entity, name, rules, params)} AS {quote_ident(name)}"
+        for name in base
     )
     outer = "".join(
-        f",\n            {_derived_feature_sql(name, rules, params) if name in _DERIVED_FEATURES else _q(name)}"
-        f" AS {_q(name)}"
+        f",\n            {_derived_feature_sql(name, rules, params) if name in _DERIVED_FEATURES else quote_ident(name)}"
+        f" AS {quote_ident(name)}"
         for name in used
     )
     join = ""
@@ -587,7 +582,7 @@ def _connected_components(cur: duckdb.DuckDBPyConnection, *, t: _Tables) -> int:
             """,
         )
         _run(cur, f"DROP TABLE {t.labels}")
-        _run(cur, f"ALTER TABLE {t.labels_next} RENAME TO {_q(t.bare('labels'))}")
+        _run(cur, f"ALTER TABLE {t.labels_next} RENAME TO {quote_ident(t.bare('labels'))}")
         if not changed:
             break
     # recency: position in the cluster by (newest first, no timestamp last, smallest record_id), the
@@ -631,8 +626,8 @@ def _build_golden(
     params = _Params()
     survivorship = entity_rules.survivorship
     fields = "".join(
-        f",\n            arg_min(s.{_q(name)}, {_order_sql(survivorship.priority(name), params)})"
-        f" FILTER (WHERE {_present_sql(entity, name, f's.{_q(name)}')}) AS {_q(name)}"
+        f",\n            arg_min(s.{quote_ident(name)}, {_order_sql(survivorship.priority(name), params)})"
+        f" FILTER (WHERE {_present_sql(entity, name, f's.{quote_ident(name)}')}) AS {quote_ident(name)}"
         for name in SURVIVOR_FIELDS[entity]
     )
     _run(
@@ -717,9 +712,9 @@ def _build_contact_accounts(cur: duckdb.DuckDBPyConnection, *, t: _Tables, accou
 def _golden_query(entity: Entity, t: _Tables, params: _Params, account_xref: str | None) -> str:
     """The golden records of an entity: clusters from ``t.golden`` plus every unmatched record as is."""
     names = SURVIVOR_FIELDS[entity]
-    fields = ", ".join(_q(name) for name in names)
+    fields = ", ".join(quote_ident(name) for name in names)
     single_fields = ", ".join(
-        f"CASE WHEN {_present_sql(entity, name, f's.{_q(name)}')} THEN s.{_q(name)} END AS {_q(name)}"
+        f"CASE WHEN {_present_sql(entity, name, f's.{quote_ident(name)}')} THEN s.{quote_ident(name)} END AS {quote_ident(name)}"
         for name in names
     )
     account_multi = account_single = account_join = vote_join = ""

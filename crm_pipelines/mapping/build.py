@@ -10,7 +10,7 @@ import duckdb
 import pyarrow.parquet as pq
 
 from crm_pipelines.canonical import ENTITIES
-from crm_pipelines.lake import has_parquet, parquet_glob, partition_dir, scan_parquet
+from crm_pipelines.lake import DELETED, has_parquet, parquet_glob, partition_dir, scan_parquet
 from crm_pipelines.mapping.normalize import register_udfs
 from crm_pipelines.mapping.spec import ColumnMapping, Mappings, SourceMapping
 from crm_pipelines.sql import duckdb_type, quote_ident, quote_literal
@@ -69,10 +69,6 @@ def column_sql(column: ColumnMapping, value_maps: dict[str, dict[str, str]]) -> 
         # Unknown values pass through lower-cased so the quality rule names them in its reason.
         return f"CASE lower({text}) {whens} ELSE lower({text}) END"
     raise ValueError(f"unknown transform {t!r}")
-
-
-# Column of raw snapshots marking rows the source deleted (soft deletes).
-DELETED = "_deleted"
 
 
 @dataclass(frozen=True)
