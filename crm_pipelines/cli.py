@@ -40,7 +40,7 @@ def _prepare_dagster_home() -> Path:
 
 
 def _start_sandbox(args: argparse.Namespace):  # type: ignore[no-untyped-def]
-    from crm_pipelines.sandbox.run import Sandbox
+    from crm_pipelines_sandbox.run import Sandbox
 
     sandbox = Sandbox(Path(args.sandbox_dir), contacts=args.contacts, seed=args.seed, as_of=args.date)
     with console.status(

@@ -9,7 +9,7 @@ import pytest
 from crm_pipelines import settings
 from crm_pipelines.cli import main
 from crm_pipelines.doctor import crm_connection_variables, run_checks
-from crm_pipelines.sandbox.run import Sandbox
+from crm_pipelines_sandbox.run import Sandbox
 
 
 @pytest.fixture(scope="module")
