@@ -22,6 +22,29 @@ from crm_pipelines_sandbox.simulators.salesforce import SalesforceSimulator
 from crm_pipelines_sandbox.systems import Started, sandbox_crm, sandbox_crms
 
 SFTP_USER = "finance"
+# The variables salesforce.yaml and hubspot.yaml name; the product reads them through those declarations.
+SALESFORCE_BASE_URL = "SALESFORCE_BASE_URL"
+SALESFORCE_CLIENT_ID = "SALESFORCE_CLIENT_ID"
+SALESFORCE_CLIENT_SECRET = "SALESFORCE_CLIENT_SECRET"
+HUBSPOT_BASE_URL = "HUBSPOT_BASE_URL"
+HUBSPOT_ACCESS_TOKEN = "HUBSPOT_ACCESS_TOKEN"
+
+# Every variable the sandbox exports, but the other CRMs' (their declarations name theirs).
+CONNECTION_VARIABLES: tuple[str, ...] = (
+    SALESFORCE_BASE_URL,
+    SALESFORCE_CLIENT_ID,
+    SALESFORCE_CLIENT_SECRET,
+    HUBSPOT_BASE_URL,
+    HUBSPOT_ACCESS_TOKEN,
+    settings.ERP_DATABASE_URL,
+    settings.SFTP_HOST,
+    settings.SFTP_PORT,
+    settings.SFTP_USERNAME,
+    settings.SFTP_PRIVATE_KEY_PATH,
+    settings.SFTP_KNOWN_HOSTS,
+    settings.SFTP_FINANCE_DIR,
+)
+
 # Raised whenever the generated layout changes, so a cached sandbox of an older layout is rebuilt.
 DATA_VERSION = 3
 
@@ -89,11 +112,11 @@ class Sandbox:
         port = self._sftp.start()
         write_known_hosts(keys.known_hosts_path, self._sftp.host, port, keys.host_key_path)
         self._env = {
-            settings.SALESFORCE_BASE_URL: salesforce_url,
-            settings.SALESFORCE_CLIENT_ID: client_id,
-            settings.SALESFORCE_CLIENT_SECRET: client_secret,
-            settings.HUBSPOT_BASE_URL: hubspot_url,
-            settings.HUBSPOT_ACCESS_TOKEN: hubspot_token,
+            SALESFORCE_BASE_URL: salesforce_url,
+            SALESFORCE_CLIENT_ID: client_id,
+            SALESFORCE_CLIENT_SECRET: client_secret,
+            HUBSPOT_BASE_URL: hubspot_url,
+            HUBSPOT_ACCESS_TOKEN: hubspot_token,
             settings.ERP_DATABASE_URL: erp_database_url(layout.erp_db),
             settings.SFTP_HOST: self._sftp.host,
             settings.SFTP_PORT: str(port),
