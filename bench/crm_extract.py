@@ -29,10 +29,10 @@ from crm_pipelines.connectors.auth import ConnectionSettings, clear_token_cache
 from crm_pipelines.connectors.engine import ExtractStats, extract_object
 from crm_pipelines.connectors.limits import clear_buckets
 from crm_pipelines.connectors.spec import SystemSpec, load_system
-from crm_pipelines.sandbox.simulators import HubSpotSimulator, RateLimit
-from crm_pipelines.sandbox.simulators.base import SimulatorServer
-from crm_pipelines.sandbox.simulators.store import create_hubspot_store, create_indexes, hs_datetime
-from crm_pipelines.sandbox.systems import SeedContact, StoreWriter, sandbox_crm
+from crm_pipelines_sandbox.simulators import HubSpotSimulator, RateLimit
+from crm_pipelines_sandbox.simulators.base import SimulatorServer
+from crm_pipelines_sandbox.simulators.store import create_hubspot_store, create_indexes, hs_datetime
+from crm_pipelines_sandbox.systems import SeedContact, StoreWriter, sandbox_crm
 
 TOKEN = "pat-eu1-bench-token"
 

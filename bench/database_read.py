@@ -24,10 +24,10 @@ import psycopg
 import sqlalchemy as sa
 from measure import PeakRss  # bench/measure.py (the scripts run from bench/)
 
-from crm_pipelines.databases.postgres_server import running_postgres
 from crm_pipelines.databases.source import DatabaseSource
 from crm_pipelines.databases.sql_source import TableRead
 from crm_pipelines.lake import write_batches
+from crm_pipelines_sandbox.postgres_server import running_postgres
 
 
 def measure(name: str, rows: int, run: Callable[[], int]) -> tuple[str, float, float, float]:

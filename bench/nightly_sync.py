@@ -24,7 +24,7 @@ import psutil
 from measure import PeakRss  # bench/measure.py (the scripts run from bench/)
 
 from crm_pipelines import settings
-from crm_pipelines.sandbox.run import Sandbox
+from crm_pipelines_sandbox.run import Sandbox
 
 
 def main() -> None:

@@ -1,6 +1,6 @@
 """SFTP download throughput: OpenSSH's own ``sftp`` client against ours, same server, file and cipher.
 
-Starts a real sshd on loopback (see ``crm_pipelines/sandbox/openssh_server.py``; needs
+Starts a real sshd on loopback (see ``sandbox/crm_pipelines_sandbox/openssh_server.py``; needs
 openssh-server and, for the chroot, root), writes random files of the given sizes, and downloads
 each with ``sftp -b`` and with :class:`crm_pipelines.files.sftp.SFTPSession`, ``--repeat`` rounds.
 Each round runs both clients back to back (which one goes first alternates), so the ratio of a
@@ -34,8 +34,8 @@ from pathlib import Path
 from typing import Any
 
 from crm_pipelines.files.sftp import _PipelinedRead, connect_sftp, parallel_ranges
-from crm_pipelines.sandbox.openssh_server import OpenSSHServer, sshd_unavailable_reason
-from crm_pipelines.sandbox.sftp_server import make_keys, write_known_hosts
+from crm_pipelines_sandbox.openssh_server import OpenSSHServer, sshd_unavailable_reason
+from crm_pipelines_sandbox.sftp_server import make_keys, write_known_hosts
 
 MB = 1024 * 1024
 

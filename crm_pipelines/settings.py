@@ -11,12 +11,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-# Names of environment variables, documented in the README ("Connecting real systems").
-SALESFORCE_BASE_URL = "SALESFORCE_BASE_URL"
-SALESFORCE_CLIENT_ID = "SALESFORCE_CLIENT_ID"
-SALESFORCE_CLIENT_SECRET = "SALESFORCE_CLIENT_SECRET"
-HUBSPOT_BASE_URL = "HUBSPOT_BASE_URL"
-HUBSPOT_ACCESS_TOKEN = "HUBSPOT_ACCESS_TOKEN"
+# Names of environment variables, documented in the README ("Connecting real systems"). A CRM's
+# variables are named by its declaration (crm_pipelines/connectors/systems/<system>.yaml).
 ERP_DATABASE_URL = "ERP_DATABASE_URL"
 SFTP_HOST = "SFTP_HOST"
 SFTP_PORT = "SFTP_PORT"
@@ -37,22 +33,6 @@ DEFAULT_WAREHOUSE_URL = "duckdb:///data/warehouse.duckdb"
 DEFAULT_LAKE_DIR = "data/lake"
 DEFAULT_TIMEZONE = "UTC"
 DEFAULT_SFTP_FINANCE_DIR = "/outbound/finance"
-
-# Every variable a sandbox exports, so `doctor` and the README can list them.
-CONNECTION_VARIABLES: tuple[str, ...] = (
-    SALESFORCE_BASE_URL,
-    SALESFORCE_CLIENT_ID,
-    SALESFORCE_CLIENT_SECRET,
-    HUBSPOT_BASE_URL,
-    HUBSPOT_ACCESS_TOKEN,
-    ERP_DATABASE_URL,
-    SFTP_HOST,
-    SFTP_PORT,
-    SFTP_USERNAME,
-    SFTP_PRIVATE_KEY_PATH,
-    SFTP_KNOWN_HOSTS,
-    SFTP_FINANCE_DIR,
-)
 
 
 @dataclass(frozen=True)

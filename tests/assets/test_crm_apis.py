@@ -19,12 +19,14 @@ from crm_pipelines.connectors.engine import DELETED, EXTRACTED_AT, extract_objec
 from crm_pipelines.connectors.limits import clear_buckets
 from crm_pipelines.connectors.spec import load_system
 from crm_pipelines.lake import parquet_glob, partition_dir, scan_parquet
-from crm_pipelines.sandbox.data import SandboxLayout, generate_sandbox
-from crm_pipelines.sandbox.simulators import HubSpotSimulator, SalesforceSimulator
-from crm_pipelines.sandbox.simulators.records import delete_records as delete_other
-from crm_pipelines.sandbox.simulators.records import keys_of
-from crm_pipelines.sandbox.simulators.records import touch_records as touch_other
-from crm_pipelines.sandbox.simulators.store import (
+from crm_pipelines.sources import load_sources
+from crm_pipelines.warehouse.watermarks import PENDING_FILE
+from crm_pipelines_sandbox.data import SandboxLayout, generate_sandbox
+from crm_pipelines_sandbox.simulators import HubSpotSimulator, SalesforceSimulator
+from crm_pipelines_sandbox.simulators.records import delete_records as delete_other
+from crm_pipelines_sandbox.simulators.records import keys_of
+from crm_pipelines_sandbox.simulators.records import touch_records as touch_other
+from crm_pipelines_sandbox.simulators.store import (
     add_field,
     delete_records,
     fetch_records,
@@ -33,9 +35,7 @@ from crm_pipelines.sandbox.simulators.store import (
     touch_records,
     update_records,
 )
-from crm_pipelines.sandbox.systems import build_store, sample_seeds, sandbox_crm
-from crm_pipelines.sources import load_sources
-from crm_pipelines.warehouse.watermarks import PENDING_FILE
+from crm_pipelines_sandbox.systems import build_store, sample_seeds, sandbox_crm
 from resources.crm_api import CrmApiResource
 from resources.lake import LakeResource, WarehouseResource
 

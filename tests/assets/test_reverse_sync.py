@@ -7,7 +7,7 @@ import duckdb
 import sqlalchemy as sa
 
 from assets.reverse_sync import erp_sales_orders_from_crm
-from crm_pipelines.sandbox.erp_db import create_erp_db, erp_database_url
+from crm_pipelines_sandbox.erp_db import create_erp_db, erp_database_url
 from resources.erp_database import ErpDatabaseResource
 from resources.lake import WarehouseResource
 

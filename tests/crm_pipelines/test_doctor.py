@@ -9,7 +9,8 @@ import pytest
 from crm_pipelines import settings
 from crm_pipelines.cli import main
 from crm_pipelines.doctor import crm_connection_variables, run_checks
-from crm_pipelines.sandbox.run import Sandbox
+from crm_pipelines_sandbox import run as sandbox
+from crm_pipelines_sandbox.run import Sandbox
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +41,7 @@ def test_a_wrong_credential_is_named_with_a_fix_and_never_printed(
 ) -> None:
     for name, value in sandbox_env.items():
         monkeypatch.setenv(name, value)
-    monkeypatch.setenv(settings.HUBSPOT_ACCESS_TOKEN, "pat-wrong-token-123")
+    monkeypatch.setenv(sandbox.HUBSPOT_ACCESS_TOKEN, "pat-wrong-token-123")
     monkeypatch.delenv(settings.SFTP_KNOWN_HOSTS)
     rows = {row.system: row for row in run_checks()}
     assert rows["hubspot"].reachable and not rows["hubspot"].authenticated
@@ -50,13 +51,13 @@ def test_a_wrong_credential_is_named_with_a_fix_and_never_printed(
     output = capsys.readouterr().out
     assert "hubspot" in output
     assert "pat-wrong-token-123" not in output
-    assert sandbox_env[settings.SALESFORCE_CLIENT_SECRET] not in output
+    assert sandbox_env[sandbox.SALESFORCE_CLIENT_SECRET] not in output
 
 
 def test_nothing_configured_says_which_variables_to_set(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    for name in (*settings.CONNECTION_VARIABLES, *crm_connection_variables()):
+    for name in (*sandbox.CONNECTION_VARIABLES, *crm_connection_variables()):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv(settings.WAREHOUSE_URL, f"duckdb:///{tmp_path}/w.duckdb")
     rows = {row.system: row for row in run_checks()}

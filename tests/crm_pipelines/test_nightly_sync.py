@@ -10,9 +10,9 @@ import pytest
 
 from crm_pipelines import settings
 from crm_pipelines.definitions import defs
-from crm_pipelines.sandbox.run import Sandbox
-from crm_pipelines.sandbox.systems import sandbox_crm, sandbox_crms
 from crm_pipelines.sources import load_sources
+from crm_pipelines_sandbox.run import Sandbox
+from crm_pipelines_sandbox.systems import sandbox_crm, sandbox_crms
 
 DAY = dt.date(2026, 11, 25)
 MARTS = ("dim_account", "dim_contact", "fact_opportunity", "fact_sales_order", "fact_invoice")

@@ -10,9 +10,9 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from crm_pipelines.sandbox.openssh_server import OpenSSHServer, sshd_unavailable_reason
-from crm_pipelines.sandbox.sftp_server import SandboxSFTPServer, make_keys, write_known_hosts
 from crm_pipelines.sources import Dataset
+from crm_pipelines_sandbox.openssh_server import OpenSSHServer, sshd_unavailable_reason
+from crm_pipelines_sandbox.sftp_server import SandboxSFTPServer, make_keys, write_known_hosts
 from resources.sftp import SFTPResource
 from sensors.sftp_arrival import build_sftp_arrival_sensor
 

@@ -59,13 +59,13 @@ from crm_pipelines.connectors.spec import (
     load_system,
     parse_system,
 )
-from crm_pipelines.sandbox.data import SandboxLayout, generate_sandbox
-from crm_pipelines.sandbox.simulators.base import RateLimit
-from crm_pipelines.sandbox.simulators.hubspot import HubSpotSimulator
-from crm_pipelines.sandbox.simulators.records import add_field
-from crm_pipelines.sandbox.simulators.salesforce import SalesforceSimulator
-from crm_pipelines.sandbox.simulators.store import count_records, fetch_records
-from crm_pipelines.sandbox.systems import build_store, sample_seeds, sandbox_crm
+from crm_pipelines_sandbox.data import SandboxLayout, generate_sandbox
+from crm_pipelines_sandbox.simulators.base import RateLimit
+from crm_pipelines_sandbox.simulators.hubspot import HubSpotSimulator
+from crm_pipelines_sandbox.simulators.records import add_field
+from crm_pipelines_sandbox.simulators.salesforce import SalesforceSimulator
+from crm_pipelines_sandbox.simulators.store import count_records, fetch_records
+from crm_pipelines_sandbox.systems import build_store, sample_seeds, sandbox_crm
 from resources.crm_api import CrmApiResource
 
 CONTEXT = ErrorContext(system_name="salesforce", system_title="Salesforce", object_name="Contact")
@@ -1035,7 +1035,7 @@ def test_too_long_retry_after_fails_fast_with_advice(salesforce_sim: SalesforceS
 
 def test_offset_pages_in_flight_at_once_come_back_in_order_and_stop_at_the_total(tmp_path: Path) -> None:
     """Infor CRM (SData): startIndex/count paging with $totalResults, four pages in flight."""
-    from crm_pipelines.sandbox.systems import build_store, sample_seeds, sandbox_crm
+    from crm_pipelines_sandbox.systems import build_store, sample_seeds, sandbox_crm
 
     crm = sandbox_crm("infor_crm")
     store = tmp_path / "infor.sqlite"

@@ -28,16 +28,16 @@ from crm_pipelines.connectors.engine import (
 from crm_pipelines.connectors.limits import ApiRequestError, clear_buckets
 from crm_pipelines.connectors.spec import CursorPaging, ObjectSpec, SystemSpec, load_system
 from crm_pipelines.connectors.writes import upsert_records
-from crm_pipelines.sandbox.simulators.base import SimulatorServer
-from crm_pipelines.sandbox.simulators.pipedrive_schema import (
+from crm_pipelines_sandbox.simulators.base import SimulatorServer
+from crm_pipelines_sandbox.simulators.pipedrive_schema import (
     ORG_ANNUAL_REVENUE,
     ORG_EXTERNAL_ID,
     ORG_WEBSITE,
     PERSON_COUNTRY,
     PERSON_EXTERNAL_ID,
 )
-from crm_pipelines.sandbox.simulators.records import fetch_records, insert_records, touch_records
-from crm_pipelines.sandbox.systems import build_store, sample_seeds, sandbox_crm
+from crm_pipelines_sandbox.simulators.records import fetch_records, insert_records, touch_records
+from crm_pipelines_sandbox.systems import build_store, sample_seeds, sandbox_crm
 
 AS_OF = date(2026, 11, 25)
 

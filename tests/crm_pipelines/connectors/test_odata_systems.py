@@ -18,8 +18,8 @@ from crm_pipelines.connectors.auth import clear_token_cache
 from crm_pipelines.connectors.engine import PageInfo, SchemaDrift, extract_keys, extract_object
 from crm_pipelines.connectors.limits import clear_buckets
 from crm_pipelines.connectors.spec import load_system
-from crm_pipelines.sandbox.simulators.records import delete_records, fetch_records
-from crm_pipelines.sandbox.systems import SandboxCrm, Started, build_store, sample_seeds, sandbox_crm
+from crm_pipelines_sandbox.simulators.records import delete_records, fetch_records
+from crm_pipelines_sandbox.systems import SandboxCrm, Started, build_store, sample_seeds, sandbox_crm
 
 AS_OF = date(2026, 11, 25)
 

@@ -11,10 +11,10 @@ import pytest
 from crm_pipelines.connectors.auth import ConnectionSettings
 from crm_pipelines.connectors.engine import SchemaDrift, extract_keys, extract_object
 from crm_pipelines.connectors.spec import load_system
-from crm_pipelines.sandbox.simulators.base import Request, Response
-from crm_pipelines.sandbox.simulators.infor_crm import SANDBOX, InforCrmSimulator
-from crm_pipelines.sandbox.simulators.records import add_field, keys_of
-from crm_pipelines.sandbox.systems import build_store, sample_seeds
+from crm_pipelines_sandbox.simulators.base import Request, Response
+from crm_pipelines_sandbox.simulators.infor_crm import SANDBOX, InforCrmSimulator
+from crm_pipelines_sandbox.simulators.records import add_field, keys_of
+from crm_pipelines_sandbox.systems import build_store, sample_seeds
 
 INFOR = load_system(name="infor_crm")
 

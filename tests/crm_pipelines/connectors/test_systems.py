@@ -40,8 +40,8 @@ from crm_pipelines.connectors.spec import (
     load_system,
 )
 from crm_pipelines.connectors.writes import upsert_records
-from crm_pipelines.sandbox.simulators.base import DROP_CONNECTION, SLOW_RESPONSE, Faults
-from crm_pipelines.sandbox.simulators.records import (
+from crm_pipelines_sandbox.simulators.base import DROP_CONNECTION, SLOW_RESPONSE, Faults
+from crm_pipelines_sandbox.simulators.records import (
     count_records,
     delete_records,
     fetch_records,
@@ -49,7 +49,7 @@ from crm_pipelines.sandbox.simulators.records import (
     read_info,
     touch_records,
 )
-from crm_pipelines.sandbox.systems import SandboxCrm, Started, build_store, sample_seeds, sandbox_crm
+from crm_pipelines_sandbox.systems import SandboxCrm, Started, build_store, sample_seeds, sandbox_crm
 
 AS_OF = date(2026, 11, 25)
 EDIT = datetime(2026, 11, 26, 8, 0, tzinfo=UTC)

@@ -21,16 +21,16 @@ from crm_pipelines.connectors.engine import (
 from crm_pipelines.connectors.limits import ApiRequestError, ErrorContext
 from crm_pipelines.connectors.spec import ConfirmSpec, LookupSpec, SystemSpec, load_system
 from crm_pipelines.connectors.writes import _confirmed_match, _external_id
-from crm_pipelines.sandbox.data import SandboxLayout, generate_sandbox
-from crm_pipelines.sandbox.simulators import (
+from crm_pipelines_sandbox.data import SandboxLayout, generate_sandbox
+from crm_pipelines_sandbox.simulators import (
     DROP_CONNECTION,
     SLOW_RESPONSE,
     Faults,
     HubSpotSimulator,
     SalesforceSimulator,
 )
-from crm_pipelines.sandbox.simulators.store import add_field, fetch_records
-from crm_pipelines.sandbox.systems import build_store, sample_seeds, sandbox_crm
+from crm_pipelines_sandbox.simulators.store import add_field, fetch_records
+from crm_pipelines_sandbox.systems import build_store, sample_seeds, sandbox_crm
 
 AS_OF = date(2026, 11, 25)
 SF_CLIENT_ID = "3MVG9volume.client"

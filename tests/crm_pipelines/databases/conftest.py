@@ -5,7 +5,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from crm_pipelines.databases.postgres_server import PostgresServer, running_postgres
+from crm_pipelines_sandbox.postgres_server import PostgresServer, running_postgres
 
 
 @pytest.fixture(scope="session")

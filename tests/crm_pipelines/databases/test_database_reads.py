@@ -9,9 +9,9 @@ import pyarrow as pa
 import pytest
 import sqlalchemy as sa
 
-from crm_pipelines.databases.postgres_server import PostgresServer
 from crm_pipelines.databases.source import ODBC_PREFIX, DatabaseSource
 from crm_pipelines.databases.sql_source import SchemaMismatch, TableRead, read_only_connection
+from crm_pipelines_sandbox.postgres_server import PostgresServer
 
 METHODS = ["copy", "sqlalchemy", "odbc"]
 

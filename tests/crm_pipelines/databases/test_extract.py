@@ -10,11 +10,11 @@ import pytest
 import sqlalchemy as sa
 
 from crm_pipelines.databases.extract import extract_table
-from crm_pipelines.databases.postgres_server import PostgresServer
 from crm_pipelines.databases.source import ODBC_PREFIX, DatabaseSource
 from crm_pipelines.databases.sql_source import SchemaMismatch
 from crm_pipelines.sources import Dataset
 from crm_pipelines.warehouse.watermarks import read_pending
+from crm_pipelines_sandbox.postgres_server import PostgresServer
 
 DECLARED = Dataset.model_validate(
     {

@@ -9,8 +9,8 @@ import pytest
 import sqlalchemy as sa
 
 from crm_pipelines.databases.order_to_cash import Opportunity, OrderWriter
-from crm_pipelines.databases.postgres_server import PostgresServer
-from crm_pipelines.sandbox.erp_db import create_erp_db
+from crm_pipelines_sandbox.erp_db import create_erp_db
+from crm_pipelines_sandbox.postgres_server import PostgresServer
 
 PG_DDL = (
     "CREATE TABLE customers (customer_id SERIAL PRIMARY KEY, customer_code TEXT UNIQUE NOT NULL)",

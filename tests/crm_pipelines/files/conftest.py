@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 from crm_pipelines.files.sftp import SFTPClient
-from crm_pipelines.sandbox.openssh_server import OpenSSHServer, sshd_unavailable_reason
-from crm_pipelines.sandbox.sftp_server import SandboxKeys, SandboxSFTPServer, make_keys, write_known_hosts
+from crm_pipelines_sandbox.openssh_server import OpenSSHServer, sshd_unavailable_reason
+from crm_pipelines_sandbox.sftp_server import SandboxKeys, SandboxSFTPServer, make_keys, write_known_hosts
 
 DROP_FOLDER = "/outbound/finance"
 SANDBOX_USER = "billing"

@@ -19,7 +19,7 @@ from crm_pipelines.files.sftp import (
     find_complete_files,
     unsafe_name_reason,
 )
-from crm_pipelines.sandbox.sftp_server import SandboxKeys, SandboxSFTPServer, make_keys, write_known_hosts
+from crm_pipelines_sandbox.sftp_server import SandboxKeys, SandboxSFTPServer, make_keys, write_known_hosts
 
 USER = "billing"
 FOLDER = "/outbound/finance"

@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING
 import pytest
 
 from crm_pipelines.files.sftp import HostKeyRejected, SFTPAuthError, connect_sftp, find_complete_files
-from crm_pipelines.sandbox.openssh_server import OpenSSHServer, chroot_unavailable_reason
-from crm_pipelines.sandbox.sftp_server import SandboxKeys, load_public_key, make_keys, write_known_hosts
+from crm_pipelines_sandbox.openssh_server import OpenSSHServer, chroot_unavailable_reason
+from crm_pipelines_sandbox.sftp_server import SandboxKeys, load_public_key, make_keys, write_known_hosts
 
 if TYPE_CHECKING:
     from conftest import DropServer

@@ -1,0 +1,128 @@
+"""The sandbox's ``crm-pipelines`` commands: demo, sandbox and dev.
+
+They reach the product's command through the ``crm_pipelines.commands`` entry points in
+``sandbox/pyproject.toml``. Imports that start servers or load the definitions wait for the command.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+from crm_pipelines import settings
+from crm_pipelines.cli import Command, console
+
+DATA_DIR = Path("data")
+
+
+def _default_day() -> dt.date:
+    """Yesterday in the business timezone: the last complete day, which the nightly run syncs."""
+    from zoneinfo import ZoneInfo
+
+    return dt.datetime.now(ZoneInfo(settings.current_timezone())).date() - dt.timedelta(days=1)
+
+
+def _prepare_dagster_home() -> Path:
+    home = Path(os.environ.get("DAGSTER_HOME") or (DATA_DIR / "dagster_home")).resolve()
+    home.mkdir(parents=True, exist_ok=True)
+    config = home / "dagster.yaml"
+    if not config.exists():
+        config.write_text("telemetry:\n  enabled: false\n")
+    os.environ["DAGSTER_HOME"] = str(home)
+    return home
+
+
+def _start_sandbox(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    from crm_pipelines_sandbox.run import Sandbox
+
+    sandbox = Sandbox(Path(args.sandbox_dir), contacts=args.contacts, seed=args.seed, as_of=args.date)
+    with console.status(
+        f"Preparing the sandbox ({args.contacts:,} contacts, seed {args.seed}, day {args.date})"
+    ):
+        sandbox.prepare()
+    env = sandbox.start()
+    return sandbox, env
+
+
+def cmd_sandbox(args: argparse.Namespace) -> int:
+    sandbox, env = _start_sandbox(args)
+    for name, value in env.items():
+        print(f"export {name}={shlex.quote(value)}")  # noqa: T201 - this is the command's output
+    print(f"# sandbox day: {args.date}; Ctrl-C stops the servers", flush=True)  # noqa: T201
+    stopped = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stopped.set())
+    try:
+        stopped.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        sandbox.stop()
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from crm_pipelines.demo import print_summary, run_nightly
+
+    _prepare_dagster_home()
+    sandbox, env = _start_sandbox(args)
+    try:
+        os.environ.update(env)
+        outcome = run_nightly(partition=args.date.isoformat(), console=console)
+    finally:
+        sandbox.stop()
+    print_summary(outcome, console=console)
+    return 0 if outcome.success else 1
+
+
+def cmd_dev(args: argparse.Namespace) -> int:
+    _prepare_dagster_home()
+    sandbox, env = _start_sandbox(args)
+    try:
+        os.environ.update(env)
+        console.print(f"Sandbox running for day {args.date}; starting the Dagster UI (Ctrl-C stops both).")
+        return subprocess.call(
+            [sys.executable, "-m", "dagster", "dev", "-w", "workspace.yaml", "-p", str(args.port)]
+        )
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        sandbox.stop()
+
+
+def sandbox_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--contacts", type=int, default=2000, help="sandbox scale: people across the CRMs")
+    p.add_argument("--seed", type=int, default=42, help="random seed of the sandbox data")
+    p.add_argument(
+        "--date",
+        type=dt.date.fromisoformat,
+        default=_default_day(),
+        help="business day to sync (default: yesterday)",
+    )
+    p.add_argument("--sandbox-dir", default=str(DATA_DIR / "sandbox"), help="where the sandbox data lives")
+
+
+def dev_options(p: argparse.ArgumentParser) -> None:
+    sandbox_options(p)
+    p.add_argument("--port", type=int, default=3000)
+
+
+demo_command = Command(
+    help="run the nightly sync against the embedded sandbox and summarise",
+    add_arguments=sandbox_options,
+    run=cmd_demo,
+)
+sandbox_command = Command(
+    help="serve the sandbox in the foreground and print its env settings",
+    add_arguments=sandbox_options,
+    run=cmd_sandbox,
+)
+dev_command = Command(
+    help="the sandbox plus the Dagster UI (dagster dev)", add_arguments=dev_options, run=cmd_dev
+)

@@ -1,0 +1,289 @@
+"""The eight CRMs beside Salesforce and HubSpot in the sandbox: some of the same companies and people.
+
+Real groups run several CRMs: a subsidiary on Dynamics 365, a sales team on Pipedrive, a legacy Sage
+CRM nobody switched off. The generator (:mod:`.data`) hands each company it makes, with its people,
+to :class:`OtherCrmSeeder`, which puts about a third of them into one of the other CRMs (a few into
+two), typed the way people type: the legal form spelled differently, phones in national format,
+countries as codes, the odd typo and duplicate. Each record is a seed (:mod:`.systems`) that the
+system's own module turns into its API row, so every store speaks its system's field names, ids
+and formats; every record lands in the truth table with the real-world entity it stands for.
+
+The seeder draws from its own random stream: the Salesforce, HubSpot and ERP data a seed produced
+before are unchanged.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+from crm_pipelines_sandbox.systems import (
+    STAGES,
+    SandboxCrm,
+    SeedAccount,
+    SeedContact,
+    SeedDeal,
+    StoreWriter,
+    sandbox_crm,
+    sandbox_crms,
+)
+
+if TYPE_CHECKING:
+    from crm_pipelines_sandbox.data import _Company, _Country
+
+_Person = tuple[str, str, str, str, str, str]  # entity id, first, last, e-mail, phone area, subscriber
+_TruthRow = tuple[str, str, str | None, str | None, bool]
+# Share of companies kept in one other CRM, and of those also in a second one.
+_IN_OTHER_CRM = 0.35
+_IN_SECOND = 0.10
+_PEOPLE_SHARE = 0.6  # of a company's people, the share its CRM holds
+_DUPLICATE = 0.02
+_DELETED = 0.01
+_STAGE_WEIGHTS = (0.12, 0.12, 0.14, 0.10, 0.32, 0.20)
+_PRODUCTS = (
+    "Platform licence",
+    "Support renewal",
+    "Implementation",
+    "Hardware refresh",
+    "Training",
+    "Expansion",
+)
+_TITLES = (
+    "CEO", "CFO", "Head of Finance", "Purchasing Manager", "Controller", "IT Director", "Office Manager",
+    "Sales Manager", "Buyer", "Operations Manager", "Accounts Payable Clerk",
+)  # fmt: skip
+_PRIVATE_MAIL = ("gmail.com", "outlook.com", "web.de", "yahoo.com", "icloud.com")
+
+
+class TextStyle(Protocol):
+    """How the generator writes values the way people type them (see ``data._Generator``)."""
+
+    def country_text(self, country: _Country, system: str, rnd: Callable[[], float] | None = None) -> str: ...
+
+    def phone_text(
+        self, country: _Country, area: str, sub: str, system: str, rnd: Callable[[], float] | None = None
+    ) -> str: ...
+
+    def company_name(
+        self, company: _Company, upper_share: float, rnd: Callable[[], float] | None = None
+    ) -> str: ...
+
+    def street_text(self, street: str, rnd: Callable[[], float] | None = None) -> str: ...
+
+    def typo(self, text: str, rnd: Callable[[], float] | None = None) -> str: ...
+
+    def slug(self, text: str) -> str: ...
+
+
+@dataclass
+class _Pending:
+    accounts: list[SeedAccount] = field(default_factory=list)
+    contacts: list[SeedContact] = field(default_factory=list)
+    deals: list[SeedDeal] = field(default_factory=list)
+    # ref -> (entity id, deleted) for the truth rows once keys are known.
+    truth: dict[str, tuple[str, bool]] = field(default_factory=dict)
+
+
+class OtherCrmSeeder:
+    """Puts a share of the generator's companies and people into the other CRMs' stores.
+
+    Args:
+        folder: Where the stores go (``<system>.sqlite`` each).
+        style: The generator, for typing values the way people do.
+        industries: The generator's (label, HubSpot code) industry table.
+        seed: Seed of this seeder's own random stream.
+        as_of: The last business day of the data.
+        window_days: How far back the history goes.
+        systems: Which systems (default: every one with a simulator module, see ``sandbox_crms``).
+    """
+
+    def __init__(
+        self,
+        folder: Path,
+        *,
+        style: TextStyle,
+        industries: Sequence[tuple[str, ...]],
+        seed: int,
+        as_of: date,
+        window_days: int,
+        systems: Sequence[str] | None = None,
+    ) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        self.rng = random.Random(seed * 7919 + 17)
+        self.rnd = self.rng.random
+        self.style = style
+        self.industries = industries
+        self.end = datetime(as_of.year, as_of.month, as_of.day, tzinfo=UTC) + timedelta(days=1)
+        self.start = self.end - timedelta(days=window_days + 1)
+        self.crms: dict[str, SandboxCrm] = {
+            name: sandbox_crm(name) for name in (sandbox_crms() if systems is None else systems)
+        }
+        self.writers = {
+            name: StoreWriter(folder / f"{name}.sqlite", crm, seed=seed + i)
+            for i, (name, crm) in enumerate(self.crms.items())
+        }
+        self.pending = {name: _Pending() for name in self.crms}
+        self.counts: dict[str, dict[str, int]] = {
+            name: {"account": 0, "contact": 0, "deal": 0} for name in self.crms
+        }
+
+    # -- what one company contributes -----------------------------------------------------------
+
+    def company(self, company: _Company, people: Sequence[_Person]) -> None:
+        """Maybe put the company (and some of its people and deals) into one or two other CRMs."""
+        if not self.crms or self.rnd() >= _IN_OTHER_CRM:
+            return
+        names = list(self.crms)
+        chosen = [names[int(self.rnd() * len(names))]]
+        if self.rnd() < _IN_SECOND and len(names) > 1:
+            second = names[int(self.rnd() * len(names))]
+            if second != chosen[0]:
+                chosen.append(second)
+        for system in chosen:
+            self._company_in(system, company, people)
+
+    def _instants(self, not_before: datetime | None = None) -> tuple[datetime, datetime, datetime | None]:
+        start = not_before or self.start
+        span = max(1, int((self.end - start).total_seconds()) - 1)
+        created = start + timedelta(seconds=int(self.rnd() * span))
+        rest = max(1, int((self.end - created).total_seconds()) - 1)
+        modified = created if self.rnd() < 0.4 else created + timedelta(seconds=int(self.rnd() * rest))
+        deleted = None
+        if self.rnd() < _DELETED:
+            gap = max(1, int((self.end - modified).total_seconds()) - 1)
+            deleted = modified + timedelta(seconds=1 + int(self.rnd() * gap))
+            if deleted >= self.end:
+                deleted = None
+        return created, modified, deleted
+
+    def _company_in(self, system: str, company: _Company, people: Sequence[_Person]) -> None:
+        rnd, style, pending = self.rnd, self.style, self.pending[system]
+        copies = 2 if rnd() < _DUPLICATE else 1
+        account_refs: list[str] = []
+        for copy in range(copies):
+            ref = f"{company.entity_id}@{system}" + (f"#{copy}" if copy else "")
+            created, modified, deleted = self._instants()
+            website = f"https://www.{company.domain}" if rnd() < 0.6 else company.domain
+            pending.accounts.append(
+                SeedAccount(
+                    ref=ref,
+                    name=style.company_name(company, 0.03, rnd),
+                    website=website if rnd() < 0.9 else None,
+                    phone=style.phone_text(company.country, company.area, company.phone, "crm", rnd)
+                    if rnd() < 0.85
+                    else None,
+                    street=style.street_text(company.street, rnd),
+                    city=company.city,
+                    postal_code=company.postal,
+                    country=style.country_text(company.country, "crm", rnd),
+                    industry=self.industries[company.industry][0] if rnd() < 0.8 else None,
+                    annual_revenue=f"{company.revenue}.00" if rnd() < 0.6 else None,
+                    created=created,
+                    modified=modified,
+                    deleted=deleted,
+                )
+            )
+            pending.truth[ref] = (company.entity_id, deleted is not None)
+            account_refs.append(ref)
+        main_ref = account_refs[0]
+        main_created = pending.accounts[-copies].created
+        for person in people:
+            if rnd() >= _PEOPLE_SHARE:
+                continue
+            entity, first, last, email, area, sub = person
+            ref = f"{entity}@{system}"
+            created, modified, deleted = self._instants(main_created)
+            first_name, last_name = first, last
+            r = rnd()
+            if r < 0.03:
+                first_name = style.typo(first, rnd)
+            elif r < 0.05:
+                first_name, last_name = first.upper(), last.upper()
+            mail: str | None = email
+            r = rnd()
+            if r < 0.08:
+                mail = email.upper() if r < 0.04 else email.capitalize()
+            elif r < 0.12:
+                private = _PRIVATE_MAIL[int(rnd() * len(_PRIVATE_MAIL))]
+                mail = f"{style.slug(first)}.{style.slug(last)}{int(rnd() * 100)}@{private}"
+            elif r < 0.15:
+                mail = None
+            pending.contacts.append(
+                SeedContact(
+                    ref=ref,
+                    account_ref=main_ref if rnd() < 0.95 else None,
+                    first_name=first_name,
+                    last_name=last_name,
+                    email=mail,
+                    phone=style.phone_text(company.country, area, sub, "crm", rnd) if rnd() < 0.7 else None,
+                    title=_TITLES[int(rnd() * len(_TITLES))] if rnd() < 0.7 else None,
+                    country=style.country_text(company.country, "crm", rnd) if rnd() < 0.6 else None,
+                    created=created,
+                    modified=modified,
+                    deleted=deleted,
+                )
+            )
+            pending.truth[ref] = (entity, deleted is not None)
+        for d in range(int(rnd() * 3)):
+            ref = f"{company.entity_id}@{system}/deal{d}"
+            created, modified, deleted = self._instants(main_created)
+            stage = STAGES[_weighted(rnd(), _STAGE_WEIGHTS)]
+            close = (created + timedelta(days=int(30 + rnd() * 150))).date()
+            pending.deals.append(
+                SeedDeal(
+                    ref=ref,
+                    account_ref=main_ref,
+                    name=f"{company.brand} - {_PRODUCTS[int(rnd() * len(_PRODUCTS))]}",
+                    amount=f"{int(1_000 + rnd() * 250_000)}.{int(rnd() * 100):02d}",
+                    currency=company.country.currency,
+                    stage=stage,
+                    close_date=close,
+                    created=created,
+                    modified=modified,
+                    deleted=deleted,
+                )
+            )
+            pending.truth[ref] = ("", deleted is not None)
+
+    # -- writing --------------------------------------------------------------------------------
+
+    def flush(self) -> list[_TruthRow]:
+        """Write the pending seeds to the stores; returns their truth rows (dataset, key, entity, None, deleted)."""
+        rows: list[_TruthRow] = []
+        for system, pending in self.pending.items():
+            writer, crm = self.writers[system], self.crms[system]
+            for kind, items in (
+                ("account", pending.accounts),
+                ("contact", pending.contacts),
+                ("deal", pending.deals),
+            ):
+                keys = writer.add(kind, items)  # type: ignore[arg-type]
+                self.counts[system][kind] += len(keys)
+                if kind == "deal" or kind not in crm.kinds:
+                    continue  # deals carry no real-world identity to resolve
+                dataset = f"{system}.{crm.kinds[kind]}"
+                for ref, key in keys.items():
+                    entity, deleted = pending.truth[ref]
+                    rows.append((dataset, str(key), entity, None, deleted))
+            self.pending[system] = _Pending()
+        return rows
+
+    def close(self) -> None:
+        for writer in self.writers.values():
+            writer.close()
+
+    def summary(self) -> dict[str, Any]:
+        return {system: dict(counts) for system, counts in self.counts.items()}
+
+
+def _weighted(r: float, weights: Sequence[float]) -> int:
+    total = 0.0
+    for index, weight in enumerate(weights):
+        total += weight
+        if r < total:
+            return index
+    return len(weights) - 1

@@ -1,0 +1,132 @@
+"""The schema of the SugarCRM simulator: modules and fields as Sugar's vardefs name them, currencies, stages.
+
+See :mod:`.sugarcrm` for the documents relied on.
+"""
+
+from __future__ import annotations
+
+from crm_pipelines_sandbox.simulators.records import FieldDef, ObjectDef
+
+ACCOUNTS = ObjectDef(
+    name="Accounts",
+    key="id",
+    fields=(
+        FieldDef("id"),
+        FieldDef("name", required=True),
+        FieldDef("date_entered", "datetime"),
+        FieldDef("date_modified", "datetime"),
+        FieldDef("deleted", "boolean"),
+        FieldDef("account_type"),
+        FieldDef("industry"),
+        FieldDef("annual_revenue"),  # a varchar in Sugar's vardefs, not a number
+        FieldDef("website"),
+        FieldDef("phone_office"),
+        FieldDef("email1"),
+        FieldDef("billing_address_street"),
+        FieldDef("billing_address_city"),
+        FieldDef("billing_address_postalcode"),
+        FieldDef("billing_address_country"),
+        FieldDef("sync_key"),
+    ),
+    created_field="date_entered",
+    modified_field="date_modified",
+    deleted_flag="deleted",
+)
+CONTACTS = ObjectDef(
+    name="Contacts",
+    key="id",
+    fields=(
+        FieldDef("id"),
+        FieldDef("first_name"),
+        FieldDef("last_name", required=True),
+        FieldDef("date_entered", "datetime"),
+        FieldDef("date_modified", "datetime"),
+        FieldDef("deleted", "boolean"),
+        FieldDef("title"),
+        FieldDef("phone_work"),
+        FieldDef("email1"),
+        FieldDef("primary_address_country"),
+        FieldDef("account_id"),
+        FieldDef("sync_key"),
+    ),
+    created_field="date_entered",
+    modified_field="date_modified",
+    deleted_flag="deleted",
+)
+OPPORTUNITIES = ObjectDef(
+    name="Opportunities",
+    key="id",
+    fields=(
+        FieldDef("id"),
+        FieldDef("name", required=True),
+        FieldDef("date_entered", "datetime"),
+        FieldDef("date_modified", "datetime"),
+        FieldDef("deleted", "boolean"),
+        FieldDef("amount", "number"),
+        FieldDef("currency_id"),
+        FieldDef("sales_stage"),
+        FieldDef("probability", "integer"),
+        FieldDef("date_closed", "date", required=True),
+        FieldDef("account_id"),
+        FieldDef("sync_key"),
+    ),
+    created_field="date_entered",
+    modified_field="date_modified",
+    deleted_flag="deleted",
+)
+OBJECTS = (ACCOUNTS, CONTACTS, OPPORTUNITIES)
+READ_ONLY = frozenset({"id", "date_entered", "date_modified", "deleted"})
+# Sugar vardef types of the built-in fields (metadata); custom fields get theirs from the store type.
+SUGAR_TYPES = {
+    "id": "id",
+    "name": "name",
+    "date_entered": "datetime",
+    "date_modified": "datetime",
+    "deleted": "bool",
+    "account_type": "enum",
+    "industry": "enum",
+    "sales_stage": "enum",
+    "website": "url",
+    "phone_office": "phone",
+    "phone_work": "phone",
+    "email1": "varchar",
+    "amount": "currency",
+    "currency_id": "currency_id",
+    "probability": "int",
+    "date_closed": "date",
+    "account_id": "id",
+    "sync_key": "varchar",
+}
+STORE_TO_SUGAR = {
+    "string": "varchar",
+    "number": "decimal",
+    "integer": "int",
+    "boolean": "bool",
+    "date": "date",
+    "datetime": "datetime",
+    "json": "text",
+}
+# Sugar's currency ids: -99 is the system currency (US Dollar); others are UUIDs of the Currencies module.
+CURRENCIES = {
+    "USD": ("-99", "US Dollars", "$", 1.0),
+    "EUR": ("9a5b6c7d-0001-4e2f-8a10-6b3c2d1e0f01", "Euro", "€", 0.92),
+    "GBP": ("9a5b6c7d-0002-4e2f-8a10-6b3c2d1e0f02", "British Pound", "£", 0.79),
+    "CHF": ("9a5b6c7d-0003-4e2f-8a10-6b3c2d1e0f03", "Swiss Franc", "CHF", 0.88),
+}
+# Canonical stage -> Sugar's sales_stage dropdown value, and the probability Sugar defaults it to.
+STAGE_VALUES = {
+    "prospecting": "Prospecting",
+    "qualification": "Qualification",
+    "proposal": "Proposal/Price Quote",
+    "negotiation": "Negotiation/Review",
+    "closed_won": "Closed Won",
+    "closed_lost": "Closed Lost",
+}
+PROBABILITY = {
+    "Prospecting": 10,
+    "Qualification": 20,
+    "Proposal/Price Quote": 65,
+    "Negotiation/Review": 80,
+    "Closed Won": 100,
+    "Closed Lost": 0,
+}
