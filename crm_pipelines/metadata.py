@@ -1,4 +1,4 @@
-"""Dagster metadata from what the library knows: column schemas with their real types."""
+"""Dagster metadata from what the library knows: column schemas with their warehouse types."""
 
 from __future__ import annotations
 
@@ -6,27 +6,9 @@ import dagster as dg
 import duckdb
 import pyarrow as pa
 
-from crm_pipelines.sql import qualified
+from crm_pipelines.sql import duckdb_type, qualified
 
 __all__ = ["column_schema", "warehouse_column_schema"]
-
-
-def _type_name(dtype: pa.DataType) -> str:
-    if pa.types.is_string(dtype) or pa.types.is_large_string(dtype):
-        return "string"
-    if pa.types.is_decimal(dtype):
-        return f"decimal({dtype.precision}, {dtype.scale})"
-    if pa.types.is_timestamp(dtype):
-        return "timestamp with time zone" if dtype.tz else "timestamp"
-    if pa.types.is_date(dtype):
-        return "date"
-    if pa.types.is_boolean(dtype):
-        return "boolean"
-    if pa.types.is_integer(dtype):
-        return "integer"
-    if pa.types.is_floating(dtype):
-        return "double"
-    return str(dtype)
 
 
 def column_schema(schema: pa.Schema) -> dg.TableSchema:
@@ -35,7 +17,7 @@ def column_schema(schema: pa.Schema) -> dg.TableSchema:
         columns=[
             dg.TableColumn(
                 f.name,
-                type=_type_name(f.type),
+                type=duckdb_type(f.type).lower(),
                 description=(f.metadata or {}).get(b"description", b"").decode() or None,
             )
             for f in schema
