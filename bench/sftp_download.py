@@ -33,7 +33,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from crm_pipelines.files.sftp import _PipelinedRead, connect_sftp, parallel_ranges
+from crm_pipelines.files.sftp import connect_sftp, parallel_ranges
+from crm_pipelines.files.sftp._fastpath import _PipelinedRead
 from crm_pipelines.sandbox.openssh_server import OpenSSHServer, sshd_unavailable_reason
 from crm_pipelines.sandbox.sftp_server import make_keys, write_known_hosts
 
