@@ -6,17 +6,21 @@ used and tested without Dagster.
 - :mod:`.client`: :class:`SFTPClient`, :func:`open_sftp`, :func:`connect_sftp`, where callers start.
 - :mod:`.connection`: one connection: host key policy, authentication, ciphers, keepalive.
 - :mod:`.session`: :class:`SFTPSession`, one connection's listing, downloads and moves.
-- :mod:`.listing`: remote file entries, refused names and the completeness rules.
-- :mod:`.download`: download results, partial checksums and the parallel-range settings.
+- :mod:`.listing`: listing a folder (refused names, in-progress uploads), the completeness rules.
+- :mod:`.download`: resumable hashed downloads, byte ranges over parallel connections, checksums.
 - :mod:`.errors`: the errors raised here.
 - :mod:`._fastpath`: the fast download path and the paramiko internals it relies on.
 """
 
 from crm_pipelines.files.sftp.client import SFTPClient, connect_sftp, open_sftp
-from crm_pipelines.files.sftp.connection import KEEPALIVE_SECONDS, PREFERRED_CIPHERS, ConnectSettings
+from crm_pipelines.files.sftp.connection import (
+    KEEPALIVE_SECONDS,
+    PARALLEL_CONNECTIONS,
+    PREFERRED_CIPHERS,
+    ConnectSettings,
+)
 from crm_pipelines.files.sftp.download import (
     DOWNLOAD_RETRIES,
-    PARALLEL_CONNECTIONS,
     PARALLEL_MIN_BYTES,
     DownloadResult,
     PartialChecksum,

@@ -8,8 +8,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from crm_pipelines.files.sftp.connection import KEEPALIVE_SECONDS, ConnectSettings, _connect
-from crm_pipelines.files.sftp.download import PARALLEL_CONNECTIONS
+from crm_pipelines.files.sftp.connection import (
+    KEEPALIVE_SECONDS,
+    PARALLEL_CONNECTIONS,
+    ConnectSettings,
+    _connect,
+)
 from crm_pipelines.files.sftp.session import SFTPSession
 
 

@@ -11,7 +11,6 @@ from typing import Any
 import paramiko
 
 from crm_pipelines.files.sftp._fastpath import _ChunkPipe, _compare_macs_in_c, _ReadAheadSocket
-from crm_pipelines.files.sftp.download import PARALLEL_CONNECTIONS
 from crm_pipelines.files.sftp.errors import HostKeyRejected, SFTPAuthError
 
 log = logging.getLogger(__name__)
@@ -35,6 +34,9 @@ PREFERRED_CIPHERS: tuple[str, ...] = (
 CHANNEL_WINDOW_BYTES = 128 * 1024 * 1024
 CHANNEL_MAX_PACKET_BYTES = 256 * 1024
 KEEPALIVE_SECONDS = 30
+# 0 = automatic: half the CPUs, capped at 4. Each range costs a client thread and a server process;
+# on 2 CPUs two streams measured no faster than one (both fight sshd for the cores), so one.
+PARALLEL_CONNECTIONS = 0
 
 
 class _HostKeyPolicy(paramiko.MissingHostKeyPolicy):

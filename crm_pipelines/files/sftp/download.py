@@ -1,21 +1,34 @@
-"""What a download returns and how large files are split; the reading itself is in the session."""
+"""Resumable hashed downloads: one stream, or byte ranges over parallel connections; remote checksums."""
 
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from crm_pipelines.files.sftp import _fastpath
+from crm_pipelines.files.sftp._fastpath import _PipelinedRead
+from crm_pipelines.files.sftp.connection import _connect
+from crm_pipelines.files.sftp.errors import _CONNECTION_LOST, DownloadError
+from crm_pipelines.files.sftp.listing import RemoteFile
+
+if TYPE_CHECKING:
+    from crm_pipelines.files.sftp.session import SFTPSession
+
+log = logging.getLogger(__name__)
 
 # Bytes per local read when hashing a finished file.
 READ_SIZE = 1024 * 1024
 # Large files are fetched as byte ranges over several connections: one paramiko transport does its
 # crypto in one thread, so a single stream is CPU-bound well below what sshd can send.
 PARALLEL_MIN_BYTES = 64 * 1024 * 1024
-# 0 = automatic: half the CPUs, capped at 4. Each range costs a client thread and a server process;
-# on 2 CPUs two streams measured no faster than one (both fight sshd for the cores), so one.
-PARALLEL_CONNECTIONS = 0
 # Reconnects per download before giving up: enough for a flapping link, not for a dead server.
 DOWNLOAD_RETRIES = 3
 
@@ -52,3 +65,203 @@ class DownloadResult:
     local_path: Path
     size: int
     sha256: str
+
+
+def download_file(
+    session: SFTPSession,
+    remote_path: str,
+    local_path: Path,
+    *,
+    retries: int = DOWNLOAD_RETRIES,
+    on_progress: Callable[[int], None] | None = None,
+) -> DownloadResult:
+    """What :meth:`SFTPSession.download` does (see there)."""
+    local_path = Path(local_path)
+    local_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = local_path.with_name(f".{local_path.name}.download")
+    digest = hashlib.sha256()
+    written = 0
+    announced: RemoteFile | None = None
+    attempts = 0
+    try:
+        if session.settings is not None and parallel_ranges(session.settings.parallel_connections) > 1:
+            announced = session.stat(remote_path)
+            if announced.size >= PARALLEL_MIN_BYTES:
+                sha256 = _download_ranges(session, remote_path, tmp, announced, retries)
+                if session.stat(remote_path) != announced:
+                    raise DownloadError(
+                        f"{session.where} {remote_path}: the file changed during the download"
+                    )
+                os.replace(tmp, local_path)
+                return DownloadResult(local_path=local_path, size=announced.size, sha256=sha256)
+            announced = None
+        with open(tmp, "wb") as out:
+            while True:
+                try:
+                    with session.sftp.open(remote_path, "rb") as remote:
+                        now = session.stat(remote_path)
+                        if announced is None:
+                            announced = now
+                        elif (now.size, now.mtime) != (announced.size, announced.mtime):
+                            raise DownloadError(
+                                f"{session.where} {remote_path}: the file changed while we reconnected "
+                                f"({announced.size} -> {now.size} bytes); not resuming"
+                            )
+                        blocks = _PipelinedRead(
+                            session.sftp,
+                            remote,
+                            start=written,
+                            end=announced.size,
+                            where=f"{session.where} {remote_path}",
+                        )
+                        for data in blocks:
+                            digest.update(data)
+                            out.write(data)
+                            written += len(data)
+                            if on_progress is not None:
+                                on_progress(written)
+                    break
+                except (FileNotFoundError, PermissionError, DownloadError):
+                    raise
+                except _CONNECTION_LOST as exc:
+                    attempts += 1
+                    if attempts > retries or session.settings is None:
+                        raise
+                    log.warning(
+                        "SFTP %s %s: connection lost at byte %d (%s); reconnecting to resume (%d/%d)",
+                        session.where,
+                        remote_path,
+                        written,
+                        exc,
+                        attempts,
+                        retries,
+                    )
+                    time.sleep(min(0.2 * 2**attempts, 5.0))
+                    session.reconnect()
+        assert announced is not None
+        if written != announced.size:
+            raise DownloadError(
+                f"{session.where} {remote_path}: server announced {announced.size} bytes but sent "
+                f"{written}; the file changed during the download"
+            )
+        os.replace(tmp, local_path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return DownloadResult(local_path=local_path, size=written, sha256=digest.hexdigest())
+
+
+def checksum_file(
+    session: SFTPSession, remote_path: str, partial: PartialChecksum, *, deadline: float | None = None
+) -> PartialChecksum:
+    """What :meth:`SFTPSession.checksum` does (see there)."""
+    now = session.stat(remote_path)
+    if (now.size, now.mtime) != (partial.size, partial.mtime):
+        raise DownloadError(f"{session.where} {remote_path}: changed while being hashed")
+    with session.sftp.open(remote_path, "rb") as remote:
+        blocks = _PipelinedRead(
+            session.sftp,
+            remote,
+            start=partial.offset,
+            end=partial.size,
+            where=f"{session.where} {remote_path}",
+        )
+        for data in blocks:
+            partial.digest.update(data)
+            partial.offset += len(data)
+            if deadline is not None and time.monotonic() > deadline:
+                break
+    return partial
+
+
+def _download_ranges(
+    session: SFTPSession, remote_path: str, tmp: Path, announced: RemoteFile, retries: int
+) -> str:
+    """Fetch a large file as byte ranges over parallel connections into ``tmp``; returns its sha256.
+
+    Each range has its own connection, request pipeline and reconnect-and-resume loop. Ranges
+    arrive out of order, so a hashing thread follows the written prefix of the file (the
+    page cache still holds it) instead of hashing the whole file once the last byte is in.
+    """
+    assert session.settings is not None
+    settings = session.settings
+    size = announced.size
+    parts = parallel_ranges(settings.parallel_connections)
+    # Whole read requests per range: a read that splits a requested block costs a copy.
+    step = -(-size // parts // _fastpath.READ_REQUEST_BYTES) * _fastpath.READ_REQUEST_BYTES
+    ranges = [(start, min(start + step, size)) for start in range(0, size, step)]
+    reached = [start for start, _ in ranges]  # bytes written per range, from its start
+    progress = threading.Condition()
+    stopped = threading.Event()
+    digest = hashlib.sha256()
+
+    def written_prefix() -> int:
+        for (_, end), pos in zip(ranges, reached, strict=True):
+            if pos < end:
+                return pos
+        return size
+
+    fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.ftruncate(fd, size)
+
+        def fetch(index: int, start: int, end: int) -> None:
+            pos, attempts = start, 0
+            ssh, sftp = _connect(settings)
+            try:
+                while pos < end:
+                    try:
+                        with sftp.open(remote_path, "rb") as remote:
+                            # Only the last range can check the end of the file.
+                            for data in _PipelinedRead(
+                                sftp,
+                                remote,
+                                start=pos,
+                                end=end,
+                                where=f"{session.where} {remote_path}",
+                                expect_eof=end == size,
+                            ):
+                                os.pwrite(fd, data, pos)
+                                pos += len(data)
+                                with progress:
+                                    reached[index] = pos
+                                    progress.notify()
+                    except (FileNotFoundError, PermissionError, DownloadError):
+                        raise
+                    except _CONNECTION_LOST:
+                        attempts += 1
+                        if attempts > retries:
+                            raise
+                        ssh.close()
+                        time.sleep(min(0.2 * 2**attempts, 5.0))
+                        ssh, sftp = _connect(settings)
+            finally:
+                ssh.close()
+
+        def hash_in_order() -> None:
+            hashed = 0
+            while hashed < size and not stopped.is_set():
+                with progress:
+                    upto = written_prefix()
+                    if upto <= hashed:
+                        progress.wait(timeout=1.0)  # notified at every block written
+                        continue
+                while hashed < upto:
+                    block = os.pread(fd, min(8 * READ_SIZE, upto - hashed), hashed)
+                    digest.update(block)
+                    hashed += len(block)
+
+        with ThreadPoolExecutor(max_workers=len(ranges) + 1, thread_name_prefix="sftp-range") as pool:
+            hasher = pool.submit(hash_in_order)
+            try:
+                for future in [pool.submit(fetch, i, start, end) for i, (start, end) in enumerate(ranges)]:
+                    future.result()
+            finally:
+                if any(pos < end for (_, end), pos in zip(ranges, reached, strict=True)):
+                    stopped.set()  # a range failed: the hash will never be needed
+                with progress:
+                    progress.notify_all()
+            hasher.result()
+    finally:
+        os.close(fd)
+    return digest.hexdigest()

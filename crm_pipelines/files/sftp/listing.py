@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import fnmatch
 import logging
+import posixpath
+import stat as stat_mod
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Literal
+
+import paramiko
 
 if TYPE_CHECKING:
     from crm_pipelines.files.sftp.session import SFTPSession
@@ -75,6 +79,45 @@ def unsafe_name_reason(name: str) -> str | None:
 
 def _is_temp(name: str) -> bool:
     return name.lower().endswith(TEMP_SUFFIXES)
+
+
+def list_files(sftp: paramiko.SFTPClient, folder: str, pattern: str = "*", *, where: str) -> FileListing:
+    """What :meth:`SFTPSession.list_files` returns; ``where`` names the server in the log lines."""
+    listing = FileListing()
+    for attr in sorted(sftp.listdir_attr(folder), key=lambda a: a.filename):
+        name = attr.filename
+        if name in (".", ".."):
+            continue
+        mode = attr.st_mode
+        if mode is not None and stat_mod.S_ISLNK(mode):
+            # A link can point anywhere on the server (outside the drop folder too): never followed.
+            why = "symbolic link (links are not followed: the target may be outside the folder)"
+            log.warning("SFTP %s %s: refusing %r: %s", where, folder, name, why)
+            listing.rejected.append(RejectedName(name, why))
+            continue
+        # A server that omits permissions gets the benefit of the doubt: treat as a file.
+        if mode is not None and not stat_mod.S_ISREG(mode):
+            listing.ignored.append(name)
+            continue
+        reason = unsafe_name_reason(name)
+        if reason is not None:
+            log.warning("SFTP %s %s: refusing listed name %r: %s", where, folder, name, reason)
+            listing.rejected.append(RejectedName(name, reason))
+            continue
+        if _is_temp(name):
+            listing.ignored.append(name)
+            continue
+        if not fnmatch.fnmatchcase(name, pattern):
+            continue
+        listing.append(
+            RemoteFile(
+                name=name,
+                path=posixpath.join(folder, name),
+                size=int(attr.st_size or 0),
+                mtime=float(attr.st_mtime or 0),
+            )
+        )
+    return listing
 
 
 def find_complete_files(
