@@ -10,7 +10,8 @@ from typing import Any
 
 import paramiko
 
-from crm_pipelines.files.sftp._fastpath import _ChunkPipe, _compare_macs_in_c, _ReadAheadSocket
+from crm_pipelines.files.sftp import _fastpath
+from crm_pipelines.files.sftp._fastpath import _compare_macs_in_c, _ReadAheadSocket
 from crm_pipelines.files.sftp.errors import HostKeyRejected, SFTPAuthError
 
 log = logging.getLogger(__name__)
@@ -220,7 +221,8 @@ def _connect(settings: ConnectSettings) -> tuple[paramiko.SSHClient, paramiko.SF
         channel = transport.open_session(
             window_size=CHANNEL_WINDOW_BYTES, max_packet_size=CHANNEL_MAX_PACKET_BYTES
         )
-        channel.in_buffer = _ChunkPipe()
+        if _fastpath.available():
+            _fastpath.install_channel_buffer(channel)
         channel.settimeout(settings.timeout)
         channel.invoke_subsystem("sftp")
         sftp = paramiko.SFTPClient(channel)

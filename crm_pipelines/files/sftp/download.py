@@ -7,14 +7,15 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import paramiko
+
 from crm_pipelines.files.sftp import _fastpath
-from crm_pipelines.files.sftp._fastpath import _PipelinedRead
 from crm_pipelines.files.sftp.connection import _connect
 from crm_pipelines.files.sftp.errors import _CONNECTION_LOST, DownloadError
 from crm_pipelines.files.sftp.listing import RemoteFile
@@ -67,6 +68,57 @@ class DownloadResult:
     sha256: str
 
 
+def read_range(
+    sftp: paramiko.SFTPClient,
+    remote: paramiko.SFTPFile,
+    *,
+    start: int,
+    end: int,
+    where: str,
+    expect_eof: bool = True,
+) -> Iterable[bytes]:
+    """The bytes ``[start, end)`` of an open remote file, as blocks in file order.
+
+    The fast path's pipelined reader when this paramiko has the internals it needs
+    (:func:`_fastpath.available`), else paramiko's public prefetch. Either raises
+    :class:`DownloadError` when the file ends before ``end`` or (with ``expect_eof``) goes on
+    after it: it changed while being read.
+    """
+    if _fastpath.available():
+        return _fastpath._PipelinedRead(
+            sftp, remote, start=start, end=end, where=where, expect_eof=expect_eof
+        )
+    return _prefetched_range(remote, start=start, end=end, where=where, expect_eof=expect_eof)
+
+
+def _prefetched_range(
+    remote: paramiko.SFTPFile, *, start: int, end: int, where: str, expect_eof: bool
+) -> Iterator[bytes]:
+    """``[start, end)`` through paramiko's public read path: ``prefetch`` from ``start``, then ``read``.
+
+    Reads one prefetch request's worth at a time (``MAX_REQUEST_SIZE``): a larger ``read`` grows
+    its result by concatenation, one copy per request. ``read`` takes an ``EOFError`` for the end
+    of the file, and paramiko raises one when it sends on a channel the transport has just closed:
+    a lost connection can look like a file that ended. So an empty ``read`` asks the server for
+    the file's attributes first; that raises on a lost connection (the caller reconnects and
+    resumes), and otherwise the file did end early.
+    """
+    remote.seek(start)
+    remote.prefetch(end, max_concurrent_requests=_fastpath.MAX_PREFETCH_REQUESTS)
+    at = start
+    while at < end:
+        data = remote.read(min(remote.MAX_REQUEST_SIZE, end - at))
+        if not data:
+            remote.stat()
+            raise DownloadError(f"{where}: the file ended at byte {at}, expected {end}; it changed")
+        at += len(data)
+        yield data
+    if expect_eof:
+        if remote.read(1):
+            raise DownloadError(f"{where}: the file is longer than {end} bytes; it changed")
+        remote.stat()  # the empty read was the end of the file, not a lost connection
+
+
 def download_file(
     session: SFTPSession,
     remote_path: str,
@@ -107,7 +159,7 @@ def download_file(
                                 f"{session.where} {remote_path}: the file changed while we reconnected "
                                 f"({announced.size} -> {now.size} bytes); not resuming"
                             )
-                        blocks = _PipelinedRead(
+                        blocks = read_range(
                             session.sftp,
                             remote,
                             start=written,
@@ -159,7 +211,7 @@ def checksum_file(
     if (now.size, now.mtime) != (partial.size, partial.mtime):
         raise DownloadError(f"{session.where} {remote_path}: changed while being hashed")
     with session.sftp.open(remote_path, "rb") as remote:
-        blocks = _PipelinedRead(
+        blocks = read_range(
             session.sftp,
             remote,
             start=partial.offset,
@@ -213,7 +265,7 @@ def _download_ranges(
                     try:
                         with sftp.open(remote_path, "rb") as remote:
                             # Only the last range can check the end of the file.
-                            for data in _PipelinedRead(
+                            for data in read_range(
                                 sftp,
                                 remote,
                                 start=pos,
