@@ -29,8 +29,9 @@ The paramiko internals they use, and why (nowhere else in this package touches a
 :func:`available` checks the others on the first connect, without I/O (classes, code objects,
 a fresh ``BufferedPipe`` and ``Channel``). When one is missing or has another shape it logs a
 warning once and downloads use paramiko's public ``SFTPFile.prefetch`` and ``read`` instead
-(:mod:`.download`), slower but correct; ``test_sftp_fastpath.py`` fails when the installed
-paramiko lacks any of them.
+(:mod:`.download`), slower but correct. paramiko is pinned exactly in pyproject.toml for this,
+and ``test_sftp_fastpath.py`` fails when the installed paramiko lacks any of them: an upgrade
+shows up there, not as a slow download.
 """
 
 from __future__ import annotations
