@@ -23,10 +23,8 @@ The paramiko internals they use, and why (nowhere else in this package touches a
 - ``Channel.in_buffer``, a ``BufferedPipe``: replaced by :class:`_ChunkPipe`, which keeps
   ``BufferedPipe``'s own ``_lock``, ``_cv``, ``_event`` and ``_closed`` (its inherited ``close``
   uses them) and overrides every other method a channel calls on its buffer.
-- ``paramiko.util.constant_time_bytes_eq``: replaced process-wide on every connect by
-  :func:`_compare_macs_in_c` (not part of the check).
 
-:func:`available` checks the others on the first connect, without I/O (classes, code objects,
+:func:`available` checks all of them on the first connect, without I/O (classes, code objects,
 a fresh ``BufferedPipe`` and ``Channel``). When one is missing or has another shape it logs a
 warning once and downloads use paramiko's public ``SFTPFile.prefetch`` and ``read`` instead
 (:mod:`.download`), slower but correct. paramiko is pinned exactly in pyproject.toml for this,
@@ -37,7 +35,6 @@ shows up there, not as a slow download.
 from __future__ import annotations
 
 import functools
-import hmac
 import inspect
 import logging
 import socket
@@ -69,16 +66,6 @@ MAX_PREFETCH_REQUESTS = 64
 READ_REQUEST_BYTES = 252 * 1024
 # Bytes asked of the TCP socket per read (see _ReadAheadSocket).
 READ_AHEAD_BYTES = 1024 * 1024
-
-
-def _compare_macs_in_c() -> None:
-    """Let paramiko check each packet's MAC with ``hmac.compare_digest``.
-
-    paramiko compares MACs in a Python loop (32 ``byte_ord`` calls a packet), 0.3 CPU-seconds
-    per GB downloaded, on the transport thread that every byte waits for. ``compare_digest`` is
-    the standard library's constant-time comparison, in C: the same guarantee, without the loop.
-    """
-    paramiko.util.constant_time_bytes_eq = hmac.compare_digest  # type: ignore[assignment]
 
 
 class _ReadAheadSocket:

@@ -11,7 +11,7 @@ from typing import Any
 import paramiko
 
 from crm_pipelines.files.sftp import _fastpath
-from crm_pipelines.files.sftp._fastpath import _compare_macs_in_c, _ReadAheadSocket
+from crm_pipelines.files.sftp._fastpath import _ReadAheadSocket
 from crm_pipelines.files.sftp.errors import HostKeyRejected, SFTPAuthError
 
 log = logging.getLogger(__name__)
@@ -142,7 +142,6 @@ def _transport_offering(ciphers: tuple[str, ...]) -> Callable[..., paramiko.Tran
 
 
 def _connect(settings: ConnectSettings) -> tuple[paramiko.SSHClient, paramiko.SFTPClient]:
-    _compare_macs_in_c()
     where = settings.where
     known_hosts = Path(settings.known_hosts_path) if settings.known_hosts_path else None
     fingerprint = settings.host_key_fingerprint
