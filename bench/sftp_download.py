@@ -33,7 +33,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from crm_pipelines.files.sftp import _PipelinedRead, connect_sftp, parallel_ranges
+from crm_pipelines.files.sftp import _fastpath, connect_sftp, parallel_ranges
+from crm_pipelines.files.sftp._fastpath import _PipelinedRead
 from crm_pipelines_sandbox.openssh_server import OpenSSHServer, sshd_unavailable_reason
 from crm_pipelines_sandbox.sftp_server import make_keys, write_known_hosts
 
@@ -242,7 +243,8 @@ def main() -> None:
             print(
                 f"sshd {sshd.port}, {os.cpu_count()} CPUs, cipher {cipher} "
                 f"({'AEAD, no separate MAC' if aead else f'mac {mac}'}) on both clients; "
-                f"ours with {args.connections} connection(s) for large files"
+                f"ours with {args.connections} connection(s) for large files, fast path "
+                f"{'on' if _fastpath.available() else 'OFF (paramiko prefetch; see the warning above)'}"
             )
             openssh_options = [
                 *("-o", f"Ciphers={cipher}"),

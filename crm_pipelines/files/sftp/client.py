@@ -1,0 +1,98 @@
+"""Where callers start: connection settings for one server, and sessions opened from them."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from crm_pipelines.files.sftp.connection import (
+    KEEPALIVE_SECONDS,
+    PARALLEL_CONNECTIONS,
+    ConnectSettings,
+    _connect,
+)
+from crm_pipelines.files.sftp.session import SFTPSession
+
+
+@dataclass(frozen=True)
+class SFTPClient:
+    """Connection settings for one SFTP server; :meth:`session` opens a connection."""
+
+    host: str
+    port: int
+    username: str
+    private_key_path: Path | str | None = None
+    known_hosts_path: Path | str | None = None
+    timeout: float = 30.0
+    passphrase: str | None = None
+    password: str | None = None
+    host_key_fingerprint: str | None = None
+    trust_on_first_use: bool = False
+
+    @contextmanager
+    def session(self) -> Iterator[SFTPSession]:
+        with connect_sftp(
+            host=self.host,
+            port=self.port,
+            username=self.username,
+            private_key_path=self.private_key_path,
+            known_hosts_path=self.known_hosts_path,
+            timeout=self.timeout,
+            passphrase=self.passphrase,
+            password=self.password,
+            host_key_fingerprint=self.host_key_fingerprint,
+            trust_on_first_use=self.trust_on_first_use,
+        ) as session:
+            yield session
+
+
+def open_sftp(
+    *,
+    host: str,
+    port: int,
+    username: str,
+    private_key_path: Path | str | None = None,
+    known_hosts_path: Path | str | None = None,
+    timeout: float = 30.0,
+    passphrase: str | None = None,
+    password: str | None = None,
+    host_key_fingerprint: str | None = None,
+    trust_on_first_use: bool = False,
+    keepalive_seconds: int = KEEPALIVE_SECONDS,
+    ciphers: tuple[str, ...] | None = None,
+    parallel_connections: int = PARALLEL_CONNECTIONS,
+) -> SFTPSession:
+    """Connect and authenticate; the caller closes the returned session (see :class:`ConnectSettings`)."""
+    settings = ConnectSettings(
+        host=host,
+        port=port,
+        username=username,
+        private_key_path=private_key_path,
+        known_hosts_path=known_hosts_path,
+        timeout=timeout,
+        passphrase=passphrase,
+        password=password,
+        host_key_fingerprint=host_key_fingerprint,
+        trust_on_first_use=trust_on_first_use,
+        keepalive_seconds=keepalive_seconds,
+        ciphers=ciphers,
+        parallel_connections=parallel_connections,
+    )
+    ssh, sftp = _connect(settings)
+    return SFTPSession(ssh, sftp, settings.where, settings)
+
+
+@contextmanager
+def connect_sftp(**kwargs: Any) -> Iterator[SFTPSession]:
+    """Open an SFTP session (verified host key, keepalive) and close it afterwards.
+
+    Takes the keyword arguments of :func:`open_sftp`.
+    """
+    session = open_sftp(**kwargs)
+    try:
+        yield session
+    finally:
+        session.close()
