@@ -35,7 +35,7 @@ from crm_pipelines.connectors.limits import (
     redact,
     suggest_fix,
 )
-from crm_pipelines.connectors.paging import MISSING, resolve_path
+from crm_pipelines.connectors.paths import MISSING, resolve_path
 from crm_pipelines.connectors.spec import (
     ApiKeyAuth,
     BasicAuth,

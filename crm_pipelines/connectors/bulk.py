@@ -22,7 +22,8 @@ import pyarrow as pa
 from crm_pipelines.connectors.collect import ExtractStats, _Collector, _Pass, _render_request
 from crm_pipelines.connectors.limits import ApiRequestError, ErrorContext
 from crm_pipelines.connectors.pages import _PageCounter
-from crm_pipelines.connectors.paging import MISSING, PageRequest, resolve_path
+from crm_pipelines.connectors.paging import PageRequest
+from crm_pipelines.connectors.paths import MISSING, resolve_path
 from crm_pipelines.connectors.session import Session
 from crm_pipelines.connectors.spec import ObjectSpec
 

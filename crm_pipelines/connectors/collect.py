@@ -24,7 +24,8 @@ import pyarrow as pa
 from crm_pipelines.connectors.auth import value_matches
 from crm_pipelines.connectors.cursors import _format_cursor, _lower_literal, _render_where, parse_cursor
 from crm_pipelines.connectors.drift import _DriftTracker
-from crm_pipelines.connectors.paging import MISSING, PageRequest, resolve_path
+from crm_pipelines.connectors.paging import PageRequest
+from crm_pipelines.connectors.paths import MISSING, resolve_path
 from crm_pipelines.connectors.session import render_value
 from crm_pipelines.connectors.spec import ObjectSpec, PagingSpec, SystemSpec
 

@@ -19,7 +19,7 @@ import re
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from crm_pipelines.connectors.paging import MISSING
+from crm_pipelines.connectors.paths import MISSING
 from crm_pipelines.connectors.spec import IncrementalSpec
 
 

@@ -28,7 +28,8 @@ from crm_pipelines.connectors.limits import (
     check_url_allowed,
 )
 from crm_pipelines.connectors.pages import _pages
-from crm_pipelines.connectors.paging import PageRequest, resolve_path
+from crm_pipelines.connectors.paging import PageRequest
+from crm_pipelines.connectors.paths import resolve_path
 from crm_pipelines.connectors.session import Session, context_for, http_client
 from crm_pipelines.connectors.spec import DescribeSpec, ObjectSpec, SystemSpec
 

@@ -21,9 +21,10 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, Final
+from typing import Any
 from urllib.parse import urljoin
 
+from crm_pipelines.connectors.paths import MISSING, resolve_path
 from crm_pipelines.connectors.spec import (
     CursorPaging,
     KeysetPaging,
@@ -33,63 +34,6 @@ from crm_pipelines.connectors.spec import (
     PagingSpec,
     SinglePaging,
 )
-
-
-class _Missing:
-    """Marks a path that is absent from a document (as opposed to present with a null value)."""
-
-    _instance: _Missing | None = None
-
-    def __new__(cls) -> _Missing:
-        if cls._instance is None:
-            cls._instance = super().__new__(cls)
-        return cls._instance
-
-    def __repr__(self) -> str:
-        return "MISSING"
-
-    def __bool__(self) -> bool:
-        return False
-
-
-MISSING: Final = _Missing()
-
-
-def resolve_path(data: Any, path: str) -> Any:
-    """Follow a dotted path through dicts and lists (numeric parts index lists).
-
-    A key that itself contains dots (``@odata.nextLink``, ``odata.nextLink``) is matched whole: at
-    each step, the rest of the path is tried as one key before it is split. The empty path is the
-    document itself.
-
-    Args:
-        data: A decoded JSON document.
-        path: E.g. ``properties.email``, ``associations.companies.results.0.id``, ``@odata.deltaLink``.
-
-    Returns:
-        The value, or :data:`MISSING` when any step does not exist.
-    """
-    if path == "":
-        return data
-    current = data
-    parts = path.split(".")
-    for index, part in enumerate(parts):
-        if isinstance(current, Mapping):
-            if index < len(parts) - 1:
-                rest = ".".join(parts[index:])
-                if rest in current:
-                    return current[rest]
-            if part not in current:
-                return MISSING
-            current = current[part]
-        elif isinstance(current, list) and part.lstrip("-").isdigit():
-            index = int(part)
-            if not -len(current) <= index < len(current):
-                return MISSING
-            current = current[index]
-        else:
-            return MISSING
-    return current
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,8 @@ from crm_pipelines.connectors.collect import _Collector
 from crm_pipelines.connectors.cursors import _utc
 from crm_pipelines.connectors.limits import ApiRequestError, ErrorContext
 from crm_pipelines.connectors.pages import _PageCounter, _records_of
-from crm_pipelines.connectors.paging import MISSING, PageRequest, resolve_path
+from crm_pipelines.connectors.paging import PageRequest
+from crm_pipelines.connectors.paths import MISSING, resolve_path
 from crm_pipelines.connectors.session import Session, render_value
 from crm_pipelines.connectors.spec import ObjectSpec
 

@@ -25,7 +25,8 @@ from crm_pipelines.connectors.limits import (
     send_request,
     shared_bucket,
 )
-from crm_pipelines.connectors.paging import MISSING, PageRequest
+from crm_pipelines.connectors.paging import PageRequest
+from crm_pipelines.connectors.paths import MISSING
 from crm_pipelines.connectors.spec import RetrySpec, SystemSpec
 
 log = logging.getLogger(__name__)

@@ -44,7 +44,8 @@ from crm_pipelines.connectors.limits import (
     check_url_allowed,
     describe_error_body,
 )
-from crm_pipelines.connectors.paging import MISSING, PageRequest, resolve_path
+from crm_pipelines.connectors.paging import PageRequest
+from crm_pipelines.connectors.paths import MISSING, resolve_path
 from crm_pipelines.connectors.session import (
     Session,
     context_for,

@@ -7,7 +7,6 @@ from typing import Any
 import pytest
 
 from crm_pipelines.connectors.paging import (
-    MISSING,
     CursorPaginator,
     KeysetPaginator,
     NextLinkPaginator,
@@ -16,29 +15,8 @@ from crm_pipelines.connectors.paging import (
     PageRequest,
     Paginator,
     make_paginator,
-    resolve_path,
 )
 from crm_pipelines.connectors.spec import KeysetPaging, load_system
-
-# --- resolve_path ----------------------------------------------------------------------------------
-
-DOC = {"a": {"b": None, "c": [{"id": "7"}]}, "flag": False}
-
-
-@pytest.mark.parametrize(
-    ("path", "expected"),
-    [
-        pytest.param("a.b", None, id="present-null"),
-        pytest.param("a.c.0.id", "7", id="list-index"),
-        pytest.param("a.c.1.id", MISSING, id="index-out-of-range"),
-        pytest.param("a.x", MISSING, id="absent-key"),
-        pytest.param("flag", False, id="false-is-a-value"),
-        pytest.param("flag.deeper", MISSING, id="through-a-scalar"),
-    ],
-)
-def test_resolve_path(path: str, expected: Any) -> None:
-    assert resolve_path(DOC, path) is expected or resolve_path(DOC, path) == expected
-
 
 # --- paginators: (paginator, previous request, body, records, page size) -> next request ------------
 
