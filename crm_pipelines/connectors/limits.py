@@ -37,6 +37,7 @@ from typing import Any
 import httpx
 from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt
 
+from crm_pipelines.connectors.paths import MISSING, resolve_path
 from crm_pipelines.connectors.spec import RateLimitSpec, RetrySpec
 
 log = logging.getLogger(__name__)
@@ -459,7 +460,7 @@ def parse_retry_after(*, value: str | None, now: datetime | None = None) -> floa
 
 def _text(value: Any) -> str | None:
     """A message that may be a string, an OData ``{"lang", "value"}`` object or a list of those."""
-    if value is None:
+    if value is None or value is MISSING:
         return None
     if isinstance(value, str):
         return value
@@ -469,18 +470,6 @@ def _text(value: Any) -> str | None:
         parts = [t for t in (_text(v) for v in value) if t]
         return "; ".join(parts) or None
     return str(value)
-
-
-def _at(data: Any, path: str) -> Any:
-    current = data
-    for part in path.split("."):
-        if isinstance(current, dict) and part in current:
-            current = current[part]
-        elif isinstance(current, list) and part.isdigit() and int(part) < len(current):
-            current = current[int(part)]
-        else:
-            return None
-    return current
 
 
 def describe_error_body(
@@ -507,8 +496,11 @@ def describe_error_body(
     except (ValueError, UnicodeDecodeError):
         text = response.text.strip()
         return (text[:_BODY_EXCERPT] or response.reason_phrase or "no response body"), None
-    declared_message = next((t for p in message_paths if (t := _text(_at(data, p)))), None)
-    declared_code = next((str(c) for p in code_paths if (c := _at(data, p)) not in (None, "")), None)
+    declared_message = next((t for p in message_paths if (t := _text(resolve_path(data, p)))), None)
+    declared_code = next(
+        (str(c) for p in code_paths if (c := resolve_path(data, p)) is not MISSING and c not in (None, "")),
+        None,
+    )
     message, code = _known_shapes(data)
     return declared_message or message, declared_code or code
 

@@ -1,8 +1,10 @@
-"""Dotted paths into decoded JSON documents.
+"""Dotted paths into decoded JSON documents: the one resolver, used by every module.
 
 A declaration names where things sit in an answer with dotted paths (``paging.next.after``,
 ``associations.companies.results.0.id``, ``@odata.nextLink``); :func:`resolve_path` follows one
-and tells an absent value (:data:`MISSING`) from a present null.
+and tells an absent value (:data:`MISSING`) from a present null. Declared paths of error bodies
+(``error_body.message_paths``) are read with it too, so they match dotted keys whole and index
+lists the same way as every other path.
 """
 
 from __future__ import annotations
