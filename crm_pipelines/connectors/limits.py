@@ -1,12 +1,17 @@
-"""Talking to an API politely and failing clearly: pacing, retries, URL policy and error messages.
+"""Talking to an API politely and failing clearly: pacing, retries, the URL policy and error messages.
 
 * :class:`TokenBucket` paces requests; :func:`shared_bucket` hands every caller of the same account
-  (base URL + credential) the same bucket, so parallel steps share one budget.
+  (base URL + credential) the same bucket, so parallel steps share one budget. Steps in other
+  processes (Dagster runs each in its own) share the account's :class:`AccountWindow`, a SQLite
+  file in ``settings.rate_limit_dir()`` (``CRM_PIPELINES_RATE_LIMIT_DIR``).
 * :func:`send_request` retries 429/500/502/503/504, timeouts and connection errors with exponential
-  backoff and full jitter (tenacity), honouring ``Retry-After`` (seconds or an HTTP date).
-* :func:`raise_for_status` turns any other 4xx/5xx into a :class:`ApiRequestError` naming the
-  system, the object and what to fix, parsed from Salesforce's ``[{"message","errorCode"}]`` and
-  HubSpot's ``{"message","category"}`` bodies.
+  backoff and full jitter (tenacity), honouring ``Retry-After`` (seconds or an HTTP date); a window
+  the API reports used up (``rate_limit.remaining_header``) holds the account until it frees.
+* :func:`raise_for_status` turns any other 4xx/5xx into an :class:`ApiRequestError`
+  (:class:`AuthenticationError` for a 401 or a refused token request) naming the system, the object
+  and what to fix. :func:`describe_error_body` finds the message and code at the system's declared
+  ``error_body`` paths, else in the shapes the bundled systems answer with (Salesforce, HubSpot and
+  Zoho, OAuth, OData, SData).
 * :func:`check_url_allowed` refuses plain http except to loopback hosts (the local simulators).
 
 Secrets never reach an error message: every message goes through :func:`redact`.
@@ -21,10 +26,8 @@ import hashlib
 import ipaddress
 import json
 import logging
-import os
 import random
 import sqlite3
-import tempfile
 import threading
 import time
 from collections import deque
@@ -39,11 +42,9 @@ from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_aft
 
 from crm_pipelines.connectors.paths import MISSING, resolve_path
 from crm_pipelines.connectors.spec import RateLimitSpec, RetrySpec
+from crm_pipelines.settings import rate_limit_dir
 
 log = logging.getLogger(__name__)
-
-# Environment variable naming the folder of the accounts' shared rate-limit windows.
-RATE_LIMIT_DIR = "CRM_PIPELINES_RATE_LIMIT_DIR"
 
 RETRY_STATUSES: frozenset[int] = frozenset({429, 500, 502, 503, 504})
 _MASK = "***"
@@ -260,13 +261,6 @@ class AccountWindow:
 
     def close(self) -> None:
         self._conn.close()
-
-
-def rate_limit_dir() -> Path:
-    """Where accounts' shared windows live: ``CRM_PIPELINES_RATE_LIMIT_DIR``, else a folder in the
-    system's temporary directory (shared by every process of this host and user)."""
-    configured = os.environ.get(RATE_LIMIT_DIR)
-    return Path(configured) if configured else Path(tempfile.gettempdir()) / "crm-pipelines-rate-limits"
 
 
 class TokenBucket:

@@ -13,7 +13,6 @@ import httpx
 import pytest
 
 from crm_pipelines.connectors.limits import (
-    RATE_LIMIT_DIR,
     AccountWindow,
     ErrorContext,
     InsecureURLError,
@@ -25,6 +24,7 @@ from crm_pipelines.connectors.limits import (
     shared_bucket,
 )
 from crm_pipelines.connectors.spec import RateLimitSpec, load_system
+from crm_pipelines.settings import RATE_LIMIT_DIR
 
 CONTEXT = ErrorContext(system_name="salesforce", system_title="Salesforce", object_name="Contact")
 HUBSPOT = load_system(name="hubspot")
