@@ -35,7 +35,7 @@ from crm_pipelines.connectors.limits import (
     redact,
     suggest_fix,
 )
-from crm_pipelines.connectors.paths import MISSING, resolve_path
+from crm_pipelines.connectors.paths import resolve_path
 from crm_pipelines.connectors.spec import (
     ApiKeyAuth,
     BasicAuth,
@@ -45,8 +45,8 @@ from crm_pipelines.connectors.spec import (
     OAuth2RefreshTokenAuth,
     SessionAuth,
     SystemSpec,
-    ValueMatch,
 )
+from crm_pipelines.connectors.spec_base import value_matches
 
 log = logging.getLogger(__name__)
 
@@ -586,16 +586,6 @@ class SessionLogin(_CachedCredential):
             refresh_at=self._refresh_at(started, ttl, float(self._spec.refresh_margin_seconds)),
             headers=headers,
         )
-
-
-def value_matches(document: Any, match: ValueMatch) -> bool:
-    """Whether the value at ``match.path`` equals ``match.equals`` or ends with ``match.suffix``."""
-    found = resolve_path(document, match.path)
-    if found is MISSING:
-        return False
-    if match.suffix is not None:
-        return isinstance(found, str) and found.endswith(match.suffix)
-    return found == match.equals or str(found) == str(match.equals)
 
 
 def _require(system: SystemSpec, connection: ConnectionSettings) -> None:

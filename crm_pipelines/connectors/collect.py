@@ -21,13 +21,13 @@ from typing import Any
 
 import pyarrow as pa
 
-from crm_pipelines.connectors.auth import value_matches
 from crm_pipelines.connectors.cursors import _format_cursor, _lower_literal, _render_where, parse_cursor
 from crm_pipelines.connectors.drift import _DriftTracker
 from crm_pipelines.connectors.paging import PageRequest
 from crm_pipelines.connectors.paths import MISSING, resolve_path
 from crm_pipelines.connectors.session import render_value
 from crm_pipelines.connectors.spec import ObjectSpec, PagingSpec, SystemSpec
+from crm_pipelines.connectors.spec_base import value_matches
 
 EXTRACTED_AT = "_extracted_at"
 # True for a record the source has deleted (Salesforce IsDeleted, HubSpot archived): kept as a soft delete.

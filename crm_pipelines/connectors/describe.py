@@ -17,7 +17,7 @@ from typing import Any
 from defusedxml import ElementTree as DefusedET
 from defusedxml.common import DefusedXmlException
 
-from crm_pipelines.connectors.auth import ConnectionSettings, value_matches
+from crm_pipelines.connectors.auth import ConnectionSettings
 from crm_pipelines.connectors.collect import _fill
 from crm_pipelines.connectors.drift import SchemaDrift
 from crm_pipelines.connectors.limits import (
@@ -32,6 +32,7 @@ from crm_pipelines.connectors.paging import PageRequest
 from crm_pipelines.connectors.paths import resolve_path
 from crm_pipelines.connectors.session import Session, context_for, http_client
 from crm_pipelines.connectors.spec import DescribeSpec, ObjectSpec, SystemSpec
+from crm_pipelines.connectors.spec_base import value_matches
 
 log = logging.getLogger(__name__)
 

@@ -38,10 +38,11 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from pydantic import Field
 from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt
 
 from crm_pipelines.connectors.paths import MISSING, resolve_path
-from crm_pipelines.connectors.spec import RateLimitSpec, RetrySpec
+from crm_pipelines.connectors.spec_base import SpecModel
 from crm_pipelines.settings import rate_limit_dir
 
 log = logging.getLogger(__name__)
@@ -50,6 +51,38 @@ RETRY_STATUSES: frozenset[int] = frozenset({429, 500, 502, 503, 504})
 _MASK = "***"
 # Longest excerpt of an unparseable error body kept in a message.
 _BODY_EXCERPT = 300
+
+
+# --- declarations: rate_limit and retries ---------------------------------------------------------
+
+
+class RateLimitSpec(SpecModel):
+    """Client-side pacing and the headers the API uses to talk about its limits."""
+
+    requests: int = Field(gt=0, description="Requests allowed per interval (token bucket capacity).")
+    interval_seconds: float = Field(gt=0)
+    retry_after_header: str = "Retry-After"
+    remaining_header: str | None = Field(
+        default=None, description="Header with the requests left in the current interval."
+    )
+    interval_ms_header: str | None = Field(
+        default=None, description="Header with the server's window length in milliseconds."
+    )
+    reset_header: str | None = Field(
+        default=None,
+        description="Header with the seconds until the server's window resets (held when 0 left).",
+    )
+    usage_header: str | None = Field(default=None, description="Header reporting usage, logged only.")
+
+
+class RetrySpec(SpecModel):
+    max_attempts: int = Field(default=6, ge=1)
+    backoff_initial_seconds: float = Field(default=0.5, gt=0)
+    backoff_max_seconds: float = Field(default=30.0, gt=0)
+    retry_after_max_seconds: float = Field(
+        default=300.0, gt=0, description="Longest Retry-After we honour before giving up on that attempt."
+    )
+    timeout_seconds: float = Field(default=30.0, gt=0)
 
 
 # --- errors ----------------------------------------------------------------------------------------

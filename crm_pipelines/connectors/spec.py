@@ -15,14 +15,16 @@ from __future__ import annotations
 import functools
 import importlib.resources
 import re
-import string
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
+
+from crm_pipelines.connectors.limits import RateLimitSpec, RetrySpec
+from crm_pipelines.connectors.spec_base import SpecModel, ValueMatch, check_template, placeholders
 
 # Placeholders a request template may use; anything else is a typo we catch at load time.
 TEMPLATE_PLACEHOLDERS: frozenset[str] = frozenset(
@@ -38,26 +40,6 @@ class SystemSpecError(ValueError):
     """A system YAML is missing, unreadable or does not match the declared models."""
 
 
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-def _placeholders(template: str) -> set[str]:
-    return {name for _, name, _, _ in string.Formatter().parse(template) if name is not None}
-
-
-def _check_template(template: str, allowed: frozenset[str]) -> str:
-    try:
-        unknown = _placeholders(template) - allowed
-    except ValueError as exc:  # unbalanced braces
-        raise ValueError(f"template {template!r} is not a valid format string: {exc}") from exc
-    if unknown:
-        raise ValueError(
-            f"template {template!r} uses unknown placeholder(s) {sorted(unknown)}; allowed: {sorted(allowed)}"
-        )
-    return template
-
-
 # --- auth ------------------------------------------------------------------------------------------
 
 # Placeholders of token/login request templates (scope, login body): credentials and the base URL.
@@ -66,7 +48,7 @@ CREDENTIAL_PLACEHOLDERS: frozenset[str] = frozenset(
 )
 
 
-class _TokenAuth(_Model):
+class _TokenAuth(SpecModel):
     """What every kind that ends in a token has: where the token goes and how long it lives."""
 
     header: str = Field(default="Authorization", description="Request header carrying the token.")
@@ -118,7 +100,7 @@ class OAuth2ClientCredentialsAuth(_OAuthEndpoint):
     @field_validator("scope")
     @classmethod
     def _scope(cls, value: str | None) -> str | None:
-        return None if value is None else _check_template(value, CREDENTIAL_PLACEHOLDERS)
+        return None if value is None else check_template(value, CREDENTIAL_PLACEHOLDERS)
 
 
 class OAuth2RefreshTokenAuth(_OAuthEndpoint):
@@ -148,7 +130,7 @@ class OAuth2PasswordAuth(_OAuthEndpoint):
     )
 
 
-class BearerTokenAuth(_Model):
+class BearerTokenAuth(SpecModel):
     """A static token, e.g. a HubSpot private-app access token."""
 
     kind: Literal["bearer"]
@@ -157,7 +139,7 @@ class BearerTokenAuth(_Model):
     scheme: str = "Bearer"
 
 
-class ApiKeyAuth(_Model):
+class ApiKeyAuth(SpecModel):
     """A static API key in a header (Pipedrive ``x-api-token``) or a query parameter."""
 
     kind: Literal["api_key"]
@@ -172,7 +154,7 @@ class ApiKeyAuth(_Model):
         return self
 
 
-class BasicAuth(_Model):
+class BasicAuth(SpecModel):
     """HTTP Basic authentication on every request (SData servers: Infor CRM, Sage CRM)."""
 
     kind: Literal["basic"]
@@ -180,28 +162,14 @@ class BasicAuth(_Model):
     password_variable: str
 
 
-class ValueMatch(_Model):
-    """A test on a value found at a dotted path: equal to a value, or ending with a suffix."""
-
-    path: str
-    equals: Any = None
-    suffix: str | None = None
-
-    @model_validator(mode="after")
-    def _one_test(self) -> ValueMatch:
-        if (self.equals is None) == (self.suffix is None):
-            raise ValueError("a match needs exactly one of equals or suffix")
-        return self
-
-
-class CsrfSpec(_Model):
+class CsrfSpec(SpecModel):
     """Send a session cookie's value back as a header (Creatio ``BPMCSRF``)."""
 
     header: str
     cookie: str
 
 
-class SessionAuth(_Model):
+class SessionAuth(SpecModel):
     """A login request that opens a cookie session (SAP Business One ``B1SESSION``, Creatio ``.ASPXAUTH``)."""
 
     kind: Literal["session"]
@@ -232,7 +200,7 @@ class SessionAuth(_Model):
     def _body(cls, value: dict[str, Any]) -> dict[str, Any]:
         for item in value.values():
             if isinstance(item, str):
-                _check_template(item, CREDENTIAL_PLACEHOLDERS)
+                check_template(item, CREDENTIAL_PLACEHOLDERS)
         return value
 
 
@@ -297,7 +265,7 @@ def credential_variables(auth: AuthSpec) -> list[CredentialVariable]:
 # --- paging ----------------------------------------------------------------------------------------
 
 
-class NextLinkPaging(_Model):
+class NextLinkPaging(SpecModel):
     """The response names the next page's URL (Salesforce ``nextRecordsUrl``, OData ``@odata.nextLink``)."""
 
     kind: Literal["next_link"]
@@ -310,7 +278,7 @@ class NextLinkPaging(_Model):
     )
 
 
-class CursorPaging(_Model):
+class CursorPaging(SpecModel):
     """The response carries an opaque cursor sent back as a query parameter (HubSpot ``after``)."""
 
     kind: Literal["cursor"]
@@ -332,7 +300,7 @@ class CursorPaging(_Model):
     )
 
 
-class OffsetPaging(_Model):
+class OffsetPaging(SpecModel):
     """``offset``/``limit`` query parameters; stops on a short page or at the reported total."""
 
     kind: Literal["offset"]
@@ -343,7 +311,7 @@ class OffsetPaging(_Model):
     concurrency: int = Field(default=1, ge=1, le=16, description="Page requests kept in flight.")
 
 
-class PageNumberPaging(_Model):
+class PageNumberPaging(SpecModel):
     """A page number query parameter; stops on a short page, ``more_path`` false or the page count."""
 
     kind: Literal["page_number"]
@@ -355,7 +323,7 @@ class PageNumberPaging(_Model):
     concurrency: int = Field(default=1, ge=1, le=16, description="Page requests kept in flight.")
 
 
-class KeysetPaging(_Model):
+class KeysetPaging(SpecModel):
     """Each page asks for the rows after the last key read (``$filter=Id gt <last>``, ordered by ``Id``).
 
     Unlike an offset, the position survives rows deleted or inserted before it while the read runs, so
@@ -377,12 +345,12 @@ class KeysetPaging(_Model):
     @field_validator("condition")
     @classmethod
     def _condition(cls, value: str) -> str:
-        if "last" not in _placeholders(_check_template(value, frozenset({"last"}))):
+        if "last" not in placeholders(check_template(value, frozenset({"last"}))):
             raise ValueError(f"condition {value!r} must use {{last}}")
         return value
 
 
-class SinglePaging(_Model):
+class SinglePaging(SpecModel):
     """One request answers everything."""
 
     kind: Literal["single"]
@@ -397,7 +365,7 @@ PagingSpec = Annotated[
 # --- limits ----------------------------------------------------------------------------------------
 
 
-class PageSizeSpec(_Model):
+class PageSizeSpec(SpecModel):
     default: int = Field(gt=0)
     minimum: int = Field(default=1, gt=0)
     maximum: int = Field(gt=0)
@@ -417,36 +385,7 @@ class PageSizeSpec(_Model):
         return max(self.minimum, min(self.maximum, size))
 
 
-class RateLimitSpec(_Model):
-    """Client-side pacing and the headers the API uses to talk about its limits."""
-
-    requests: int = Field(gt=0, description="Requests allowed per interval (token bucket capacity).")
-    interval_seconds: float = Field(gt=0)
-    retry_after_header: str = "Retry-After"
-    remaining_header: str | None = Field(
-        default=None, description="Header with the requests left in the current interval."
-    )
-    interval_ms_header: str | None = Field(
-        default=None, description="Header with the server's window length in milliseconds."
-    )
-    reset_header: str | None = Field(
-        default=None,
-        description="Header with the seconds until the server's window resets (held when 0 left).",
-    )
-    usage_header: str | None = Field(default=None, description="Header reporting usage, logged only.")
-
-
-class RetrySpec(_Model):
-    max_attempts: int = Field(default=6, ge=1)
-    backoff_initial_seconds: float = Field(default=0.5, gt=0)
-    backoff_max_seconds: float = Field(default=30.0, gt=0)
-    retry_after_max_seconds: float = Field(
-        default=300.0, gt=0, description="Longest Retry-After we honour before giving up on that attempt."
-    )
-    timeout_seconds: float = Field(default=30.0, gt=0)
-
-
-class CheckSpec(_Model):
+class CheckSpec(SpecModel):
     """Requests ``doctor`` tries in order; the first that answers 2xx proves access."""
 
     paths: list[str] = Field(min_length=1)
@@ -455,7 +394,7 @@ class CheckSpec(_Model):
 # --- objects ---------------------------------------------------------------------------------------
 
 
-class RequestSpec(_Model):
+class RequestSpec(SpecModel):
     """The first request of an extract; ``params`` and ``headers`` values are templates."""
 
     method: Literal["GET"] = "GET"
@@ -467,7 +406,7 @@ class RequestSpec(_Model):
     @classmethod
     def _templates(cls, value: dict[str, str]) -> dict[str, str]:
         for template in value.values():
-            _check_template(template, TEMPLATE_PLACEHOLDERS)
+            check_template(template, TEMPLATE_PLACEHOLDERS)
         return value
 
     @field_validator("path")
@@ -475,10 +414,10 @@ class RequestSpec(_Model):
     def _relative(cls, value: str) -> str:
         if not value.startswith("/"):
             raise ValueError(f"request path must start with '/', got {value!r}")
-        return _check_template(value, TEMPLATE_PLACEHOLDERS)
+        return check_template(value, TEMPLATE_PLACEHOLDERS)
 
 
-class FieldSpec(_Model):
+class FieldSpec(SpecModel):
     name: str = Field(min_length=1, description="Output column name.")
     path: str | None = Field(default=None, description="Dotted path in the record; default: the name.")
     select: bool | str = Field(
@@ -516,7 +455,7 @@ class FieldSpec(_Model):
         return self.path or self.name
 
 
-class ServerFilterSpec(_Model):
+class ServerFilterSpec(SpecModel):
     """How the cursor window is pushed into the request (e.g. a SOQL WHERE clause)."""
 
     lower: str = Field(description="Inclusive lower bound, e.g. 'SystemModstamp >= {value}'.")
@@ -534,7 +473,7 @@ class ServerFilterSpec(_Model):
     @field_validator("lower", "upper", "where")
     @classmethod
     def _templates(cls, value: str | None) -> str | None:
-        return None if value is None else _check_template(value, FILTER_PLACEHOLDERS)
+        return None if value is None else check_template(value, FILTER_PLACEHOLDERS)
 
 
 CursorFormat = Literal[
@@ -549,7 +488,7 @@ CursorFormat = Literal[
 ]
 
 
-class DeltaSpec(_Model):
+class DeltaSpec(SpecModel):
     """Change tracking: the first read asks for a delta link, later reads follow it (Dynamics 365).
 
     The final page of a tracked read carries the link (``link_path``); following it later returns
@@ -575,11 +514,11 @@ class DeltaSpec(_Model):
     @classmethod
     def _templates(cls, value: dict[str, str]) -> dict[str, str]:
         for template in value.values():
-            _check_template(template, TEMPLATE_PLACEHOLDERS)
+            check_template(template, TEMPLATE_PLACEHOLDERS)
         return value
 
 
-class IncrementalSpec(_Model):
+class IncrementalSpec(SpecModel):
     cursor: str = Field(description="Declared field (output name) holding the cursor.")
     format: CursorFormat = Field(description="Literal format of a cursor value in request filters.")
     time_field: str | None = Field(
@@ -612,7 +551,7 @@ class IncrementalSpec(_Model):
     delta: DeltaSpec | None = Field(default=None, description="Change tracking instead of a cursor window.")
 
 
-class DeletesSpec(_Model):
+class DeletesSpec(SpecModel):
     """How deleted records are read.
 
     * ``flagged``: the listing (or ``path``/``params``) also returns deleted rows, marked by
@@ -653,7 +592,7 @@ class DeletesSpec(_Model):
     @classmethod
     def _templates(cls, value: dict[str, str]) -> dict[str, str]:
         for template in value.values():
-            _check_template(template, TEMPLATE_PLACEHOLDERS)
+            check_template(template, TEMPLATE_PLACEHOLDERS)
         return value
 
     @field_validator("path")
@@ -661,7 +600,7 @@ class DeletesSpec(_Model):
     def _path(cls, value: str | None) -> str | None:
         if value is not None and not value.startswith("/"):
             raise ValueError(f"deletes path must start with '/', got {value!r}")
-        return None if value is None else _check_template(value, TEMPLATE_PLACEHOLDERS)
+        return None if value is None else check_template(value, TEMPLATE_PLACEHOLDERS)
 
     @model_validator(mode="after")
     def _complete(self) -> DeletesSpec:
@@ -672,7 +611,7 @@ class DeletesSpec(_Model):
         return self
 
 
-class BulkQuerySpec(_Model):
+class BulkQuerySpec(SpecModel):
     """Salesforce Bulk API 2.0 query jobs for objects at or above ``threshold_records``.
 
     ``count_query`` (a SOQL ``COUNT()`` through the REST query resource) sizes the window first;
@@ -700,10 +639,10 @@ class BulkQuerySpec(_Model):
     @field_validator("query", "count_query", "jobs_path")
     @classmethod
     def _templates(cls, value: str) -> str:
-        return _check_template(value, TEMPLATE_PLACEHOLDERS)
+        return check_template(value, TEMPLATE_PLACEHOLDERS)
 
 
-class SearchSpec(_Model):
+class SearchSpec(SpecModel):
     """A search endpoint for incremental reads (HubSpot CRM search): filter and sort on the cursor.
 
     The search stops at ``max_results`` per query (HubSpot: 10,000, a 400 beyond), so a window whose
@@ -721,7 +660,7 @@ class SearchSpec(_Model):
 DESCRIBE_PLACEHOLDERS: frozenset[str] = frozenset({"object", "page_size"})
 
 
-class DescribeRename(_Model):
+class DescribeRename(SpecModel):
     """A field-list entry the records carry under another name (Dataverse lists the lookup
     ``parentcustomerid``; records carry ``_parentcustomerid_value``)."""
 
@@ -731,10 +670,10 @@ class DescribeRename(_Model):
     @field_validator("to")
     @classmethod
     def _template(cls, value: str) -> str:
-        return _check_template(value, frozenset({"name"}))
+        return check_template(value, frozenset({"name"}))
 
 
-class DescribeSpec(_Model):
+class DescribeSpec(SpecModel):
     """Where the source lists an object's fields, so a field added in the source is noticed even
     though only declared fields are requested (Salesforce describe, HubSpot properties, SugarCRM
     metadata, SAP Business One and other OData ``$metadata``)."""
@@ -804,13 +743,13 @@ class DescribeSpec(_Model):
     @field_validator("path", "names_path")
     @classmethod
     def _template(cls, value: str) -> str:
-        return _check_template(value, DESCRIBE_PLACEHOLDERS)
+        return check_template(value, DESCRIBE_PLACEHOLDERS)
 
     @field_validator("params")
     @classmethod
     def _templates(cls, value: dict[str, str]) -> dict[str, str]:
         for template in value.values():
-            _check_template(template, DESCRIBE_PLACEHOLDERS)
+            check_template(template, DESCRIBE_PLACEHOLDERS)
         return value
 
     @model_validator(mode="after")
@@ -826,7 +765,7 @@ class DescribeSpec(_Model):
         return self
 
 
-class _UpsertBase(_Model):
+class _UpsertBase(SpecModel):
     path: str = Field(description="Request path; {object} and {id_field} are filled in.")
     batch_size: int = Field(default=100, gt=0)
     retryable_errors: list[str] = Field(
@@ -890,11 +829,11 @@ class ODataBatchUpsert(_UpsertBase):
     @classmethod
     def _item_templates(cls, value: dict[str, str]) -> dict[str, str]:
         for template in value.values():
-            _check_template(template, frozenset({"object", "id_field"}))
+            check_template(template, frozenset({"object", "id_field"}))
         return value
 
 
-class SubrequestItem(_Model):
+class SubrequestItem(SpecModel):
     method: Literal["POST", "PUT", "PATCH"]
     url: str = Field(description="Sub-request URL template: {object}, {id_field}, {key}.")
     body_key: str = "body"
@@ -916,13 +855,13 @@ class SubrequestsUpsert(_UpsertBase):
     id_path: str = Field(default="id", description="The record id in a sub-response body.")
 
 
-class RecordRequest(_Model):
+class RecordRequest(SpecModel):
     method: Literal["POST", "PUT", "PATCH"]
     path: str = Field(description="Template: {object}, {id_field}, {key}, and {id} (the looked-up id).")
     wrap: str | None = Field(default=None, description="Key the record is wrapped in, if the API wants one.")
 
 
-class ConfirmSpec(_Model):
+class ConfirmSpec(SpecModel):
     """Check that a lookup's match really carries the external id (a search may match other fields)."""
 
     path: str | None = Field(
@@ -936,7 +875,7 @@ class ConfirmSpec(_Model):
     )
 
 
-class LookupSpec(_Model):
+class LookupSpec(SpecModel):
     """Find a record's system id by its external id."""
 
     path: str
@@ -999,14 +938,14 @@ UpsertSpec = Annotated[
 ]
 
 
-class ErrorBodySpec(_Model):
+class ErrorBodySpec(SpecModel):
     """Where a system's error bodies put the message and the code (tried before the built-in shapes)."""
 
     message_paths: list[str] = Field(default_factory=list)
     code_paths: list[str] = Field(default_factory=list)
 
 
-class ObjectSpec(_Model):
+class ObjectSpec(SpecModel):
     request: RequestSpec
     records_path: str = Field(description="Dotted path of the records list in a response body.")
     primary_key: str = Field(description="Declared field (output name) that identifies a record.")
@@ -1112,7 +1051,7 @@ class ObjectSpec(_Model):
         return selected
 
 
-class SystemSpec(_Model):
+class SystemSpec(SpecModel):
     name: str
     title: str
     base_url_variable: str = Field(description="Environment variable holding the base URL (for messages).")
@@ -1148,7 +1087,7 @@ class SystemSpec(_Model):
                     "read, which needs incremental.server_order: true (a request sorted by the cursor)"
                 )
             templates = [obj.request.path, *obj.request.params.values(), *obj.request.headers.values()]
-            used = set().union(*(_placeholders(t) for t in templates))
+            used = set().union(*(placeholders(t) for t in templates))
             if "since" not in used and not ("where" in used and obj.incremental.server_filter):
                 raise ValueError(
                     f"objects.{name}: paging.chain_limit needs the window's lower bound in the request "

@@ -36,7 +36,7 @@ from urllib.parse import quote, urlencode
 
 import httpx
 
-from crm_pipelines.connectors.auth import ConnectionSettings, value_matches
+from crm_pipelines.connectors.auth import ConnectionSettings
 from crm_pipelines.connectors.limits import (
     ApiRequestError,
     AuthenticationError,
@@ -64,6 +64,7 @@ from crm_pipelines.connectors.spec import (
     SystemSpec,
     UpsertSpec,
 )
+from crm_pipelines.connectors.spec_base import value_matches
 
 log = logging.getLogger(__name__)
 
