@@ -23,10 +23,10 @@ import pyarrow as pa
 
 from crm_pipelines.connectors.cursors import _format_cursor, _lower_literal, _render_where, parse_cursor
 from crm_pipelines.connectors.drift import _DriftTracker
-from crm_pipelines.connectors.paging import PageRequest
+from crm_pipelines.connectors.paging import PageRequest, PagingSpec
 from crm_pipelines.connectors.paths import MISSING, resolve_path
 from crm_pipelines.connectors.session import render_value
-from crm_pipelines.connectors.spec import ObjectSpec, PagingSpec, SystemSpec
+from crm_pipelines.connectors.spec import ObjectSpec, SystemSpec
 from crm_pipelines.connectors.spec_base import value_matches
 
 EXTRACTED_AT = "_extracted_at"

@@ -60,11 +60,11 @@ from crm_pipelines.connectors.limits import (
     check_url_allowed,
 )
 from crm_pipelines.connectors.pages import PageInfo, _Chain, _PageCounter, _pages
-from crm_pipelines.connectors.paging import PageRequest
+from crm_pipelines.connectors.paging import CursorPaging, PageRequest
 from crm_pipelines.connectors.paths import resolve_path
 from crm_pipelines.connectors.search import _search_extract
 from crm_pipelines.connectors.session import Session, context_for, http_client, render_value
-from crm_pipelines.connectors.spec import CursorPaging, ObjectSpec, SystemSpec
+from crm_pipelines.connectors.spec import ObjectSpec, SystemSpec
 from crm_pipelines.connectors.writes import UpsertResult, upsert_records
 
 __all__ = [

@@ -21,10 +21,15 @@ from typing import Any
 from crm_pipelines.connectors.collect import ExtractStats, _resolver
 from crm_pipelines.connectors.cursors import parse_cursor
 from crm_pipelines.connectors.limits import ApiRequestError, ErrorContext
-from crm_pipelines.connectors.paging import PageRequest, make_paginator
+from crm_pipelines.connectors.paging import (
+    OffsetPaging,
+    PageNumberPaging,
+    PageRequest,
+    PagingSpec,
+    make_paginator,
+)
 from crm_pipelines.connectors.paths import MISSING, resolve_path
 from crm_pipelines.connectors.session import Session
-from crm_pipelines.connectors.spec import OffsetPaging, PageNumberPaging, PagingSpec
 
 log = logging.getLogger(__name__)
 

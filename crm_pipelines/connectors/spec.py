@@ -24,7 +24,79 @@ import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
 
 from crm_pipelines.connectors.limits import RateLimitSpec, RetrySpec
+
+# The declaration models of each protocol live beside the code that runs it; they are importable
+# from here too, with everything else a system declaration holds.
+from crm_pipelines.connectors.paging import (
+    CursorPaging,
+    KeysetPaging,
+    NextLinkPaging,
+    OffsetPaging,
+    PageNumberPaging,
+    PagingSpec,
+    SinglePaging,
+)
 from crm_pipelines.connectors.spec_base import SpecModel, ValueMatch, check_template, placeholders
+
+__all__ = [
+    "DESCRIBE_PLACEHOLDERS",
+    "FILTER_PLACEHOLDERS",
+    "TEMPLATE_PLACEHOLDERS",
+    "ApiKeyAuth",
+    "AuthSpec",
+    "BasicAuth",
+    "BearerTokenAuth",
+    "BulkQuerySpec",
+    "CheckSpec",
+    "ConfirmSpec",
+    "CredentialVariable",
+    "CsrfSpec",
+    "CursorFormat",
+    "CursorPaging",
+    "DeletesSpec",
+    "DeltaSpec",
+    "DescribeRename",
+    "DescribeSpec",
+    "ErrorBodySpec",
+    "FieldSpec",
+    "HubSpotBatchUpsert",
+    "IncrementalSpec",
+    "JsonBatchUpsert",
+    "KeysetPaging",
+    "LookupSpec",
+    "NextLinkPaging",
+    "OAuth2ClientCredentialsAuth",
+    "OAuth2PasswordAuth",
+    "OAuth2RefreshTokenAuth",
+    "ODataBatchUpsert",
+    "ObjectSpec",
+    "OffsetPaging",
+    "PageNumberPaging",
+    "PageSizeSpec",
+    "PagingSpec",
+    "PerRecordUpsert",
+    "RateLimitSpec",
+    "RecordRequest",
+    "RequestSpec",
+    "RetrySpec",
+    "SObjectCollectionsUpsert",
+    "SearchSpec",
+    "ServerFilterSpec",
+    "SessionAuth",
+    "SinglePaging",
+    "SubrequestItem",
+    "SubrequestsUpsert",
+    "SystemSpec",
+    "SystemSpecError",
+    "UpsertSpec",
+    "ValueMatch",
+    "available_systems",
+    "credential_variables",
+    "load_system",
+    "load_system_file",
+    "parse_system",
+    "systems_dir",
+]
 
 # Placeholders a request template may use; anything else is a typo we catch at load time.
 TEMPLATE_PLACEHOLDERS: frozenset[str] = frozenset(
@@ -260,106 +332,6 @@ def credential_variables(auth: AuthSpec) -> list[CredentialVariable]:
     if isinstance(auth, BearerTokenAuth | ApiKeyAuth):
         out.append(CredentialVariable("access_token", auth.token_variable, secret=True))
     return out
-
-
-# --- paging ----------------------------------------------------------------------------------------
-
-
-class NextLinkPaging(SpecModel):
-    """The response names the next page's URL (Salesforce ``nextRecordsUrl``, OData ``@odata.nextLink``)."""
-
-    kind: Literal["next_link"]
-    next_path: str = Field(
-        description="Path of the next page's URL in the body (a dotted key matches whole)."
-    )
-    done_path: str | None = Field(default=None, description="Dotted path of a boolean 'no more pages'.")
-    keep_params: bool = Field(
-        default=False, description="Send the first request's query parameters again (the link lacks them)."
-    )
-
-
-class CursorPaging(SpecModel):
-    """The response carries an opaque cursor sent back as a query parameter (HubSpot ``after``)."""
-
-    kind: Literal["cursor"]
-    cursor_path: str = Field(description="Dotted path of the next cursor in the response body.")
-    cursor_param: str = Field(description="Query parameter that carries the cursor.")
-    more_path: str | None = Field(default=None, description="Dotted path of a boolean 'more pages follow'.")
-    stop_values: list[str] = Field(
-        default_factory=list, description="Cursor values meaning 'no more pages' (SugarCRM next_offset -1)."
-    )
-    chain_limit: int | None = Field(
-        default=None,
-        gt=0,
-        description=(
-            "Records one chain of cursors reaches (Zoho page_token: 100,000). Before the next page "
-            "would pass it, the read starts a new chain from the highest incremental cursor read so "
-            "far; needs a request ordered ascending by the cursor (incremental.server_order) whose "
-            "lower bound is in the request ({since} or {where})."
-        ),
-    )
-
-
-class OffsetPaging(SpecModel):
-    """``offset``/``limit`` query parameters; stops on a short page or at the reported total."""
-
-    kind: Literal["offset"]
-    offset_param: str = "offset"
-    limit_param: str = "limit"
-    start: int = Field(default=0, description="The first offset (1 for SData's 1-based startIndex).")
-    total_path: str | None = None
-    concurrency: int = Field(default=1, ge=1, le=16, description="Page requests kept in flight.")
-
-
-class PageNumberPaging(SpecModel):
-    """A page number query parameter; stops on a short page, ``more_path`` false or the page count."""
-
-    kind: Literal["page_number"]
-    page_param: str = "page"
-    size_param: str | None = Field(default=None, description="Query parameter for the page size, if any.")
-    start: int = 1
-    total_pages_path: str | None = None
-    more_path: str | None = None
-    concurrency: int = Field(default=1, ge=1, le=16, description="Page requests kept in flight.")
-
-
-class KeysetPaging(SpecModel):
-    """Each page asks for the rows after the last key read (``$filter=Id gt <last>``, ordered by ``Id``).
-
-    Unlike an offset, the position survives rows deleted or inserted before it while the read runs, so
-    no row is skipped or read twice. The request must order by the key, ascending; stops on a short or
-    empty page.
-    """
-
-    kind: Literal["keyset"]
-    key_path: str = Field(description="Dotted path of the key in a record, e.g. 'Id'.")
-    filter_param: str = Field(description="Query parameter the condition is added to, e.g. '$filter'.")
-    condition: str = Field(
-        description="Rows after the last key: a template with {last}, e.g. 'Id gt {last}'."
-    )
-    join: str = Field(
-        default=" and ", description="Joins the request's own filter (parenthesised) and the condition."
-    )
-    limit_param: str | None = Field(default=None, description="Query parameter for the page size ($top).")
-
-    @field_validator("condition")
-    @classmethod
-    def _condition(cls, value: str) -> str:
-        if "last" not in placeholders(check_template(value, frozenset({"last"}))):
-            raise ValueError(f"condition {value!r} must use {{last}}")
-        return value
-
-
-class SinglePaging(SpecModel):
-    """One request answers everything."""
-
-    kind: Literal["single"]
-
-
-PagingSpec = Annotated[
-    NextLinkPaging | CursorPaging | OffsetPaging | PageNumberPaging | KeysetPaging | SinglePaging,
-    Field(discriminator="kind"),
-]
 
 
 # --- limits ----------------------------------------------------------------------------------------
