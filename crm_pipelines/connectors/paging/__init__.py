@@ -9,20 +9,21 @@ it can be tested with a table of cases and no HTTP. The kinds follow dlt's REST 
   ``paging.next.after`` → ``?after=``).
 * :class:`OffsetPaginator` and :class:`PageNumberPaginator`: stop at the reported total (or a
   "more" flag) when the API gives one, else at the first short or empty page. Their pages can be
-  fetched concurrently (the engine computes the next offsets ahead; see ``pages._concurrent_pages``).
+  fetched concurrently (the engine computes the next offsets ahead; see ``pages.py``).
 * :class:`KeysetPaginator`: each request asks for the rows after the last key read (``Id gt <last>``
   added to the request's own filter); exact when rows are deleted during the read. It remembers the
   first request's filter, so its ``first_request`` must be called before ``next_request``.
 * :class:`SinglePaginator`: one request.
+
+Each kind is one module here: its declaration model, registered in :data:`PAGING_KINDS` under its
+``kind``, and its paginator, made from that model. A new kind is a new module imported below.
 """
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Any
 
-from pydantic import Field
-
-from crm_pipelines.connectors.paging.base import PageRequest, Paginator
+from crm_pipelines.connectors.paging.base import PAGING_KINDS, PageRequest, Paginator, PagingModel
 from crm_pipelines.connectors.paging.cursor import CursorPaginator, CursorPaging
 from crm_pipelines.connectors.paging.keyset import KeysetPaginator, KeysetPaging
 from crm_pipelines.connectors.paging.next_link import NextLinkPaginator, NextLinkPaging
@@ -31,6 +32,7 @@ from crm_pipelines.connectors.paging.page_number import PageNumberPaginator, Pag
 from crm_pipelines.connectors.paging.single import SinglePaginator, SinglePaging
 
 __all__ = [
+    "PAGING_KINDS",
     "CursorPaginator",
     "CursorPaging",
     "KeysetPaginator",
@@ -43,20 +45,23 @@ __all__ = [
     "PageNumberPaging",
     "PageRequest",
     "Paginator",
+    "PagingModel",
     "PagingSpec",
     "SinglePaginator",
     "SinglePaging",
     "make_paginator",
 ]
 
-PagingSpec = Annotated[
-    NextLinkPaging | CursorPaging | OffsetPaging | PageNumberPaging | KeysetPaging | SinglePaging,
-    Field(discriminator="kind"),
-]
+# The union a system's `paging:` validates against, built from every registered kind (the modules
+# imported above); mypy sees the base model.
+if TYPE_CHECKING:
+    PagingSpec = PagingModel
+else:
+    PagingSpec = PAGING_KINDS.union()
 
 
-def make_paginator(*, spec: PagingSpec) -> Paginator:
-    """Build the paginator a system declares.
+def make_paginator(*, spec: PagingModel) -> Paginator[Any]:
+    """Make the paginator a system declares (a new one per walk: a keyset paginator keeps state).
 
     Args:
         spec: The system's (or object's) paging declaration.
@@ -64,40 +69,4 @@ def make_paginator(*, spec: PagingSpec) -> Paginator:
     Returns:
         A paginator.
     """
-    if isinstance(spec, NextLinkPaging):
-        return NextLinkPaginator(
-            next_path=spec.next_path, done_path=spec.done_path, keep_params=spec.keep_params
-        )
-    if isinstance(spec, CursorPaging):
-        return CursorPaginator(
-            cursor_path=spec.cursor_path,
-            cursor_param=spec.cursor_param,
-            more_path=spec.more_path,
-            stop_values=spec.stop_values,
-        )
-    if isinstance(spec, OffsetPaging):
-        return OffsetPaginator(
-            offset_param=spec.offset_param,
-            limit_param=spec.limit_param,
-            start=spec.start,
-            total_path=spec.total_path,
-        )
-    if isinstance(spec, PageNumberPaging):
-        return PageNumberPaginator(
-            page_param=spec.page_param,
-            start=spec.start,
-            total_pages_path=spec.total_pages_path,
-            size_param=spec.size_param,
-            more_path=spec.more_path,
-        )
-    if isinstance(spec, KeysetPaging):
-        return KeysetPaginator(
-            key_path=spec.key_path,
-            filter_param=spec.filter_param,
-            condition=spec.condition,
-            join=spec.join,
-            limit_param=spec.limit_param,
-        )
-    if isinstance(spec, SinglePaging):
-        return SinglePaginator()
-    raise TypeError(f"unsupported paging kind {spec!r}")  # pragma: no cover - the spec union is closed
+    return spec.paginator()

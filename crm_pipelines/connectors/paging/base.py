@@ -1,6 +1,9 @@
-"""What every paginator is: a pure function of (previous request, response body, records on the page).
+"""What every paging kind is: a declaration model and a paginator made from it, found by ``kind``.
 
-:class:`PageRequest` is one GET; :class:`Paginator` turns a page's answer into the next request.
+:class:`PageRequest` is one GET; :class:`Paginator` turns a page's answer into the next request, a
+pure function of (previous request, response body, records on the page). A paging kind is a
+:class:`PagingModel` (what ``paging:`` declares) registered in :data:`PAGING_KINDS` under its
+``kind``, whose :meth:`~PagingModel.paginator` makes its paginator.
 """
 
 from __future__ import annotations
@@ -8,11 +11,13 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from crm_pipelines.connectors.paths import MISSING
+from crm_pipelines.connectors.registry import DeclarationRegistry
+from crm_pipelines.connectors.spec_base import SpecModel
 
-__all__ = ["PageRequest", "Paginator", "as_int"]
+__all__ = ["PAGING_KINDS", "PageRequest", "Paginator", "PagingModel", "as_int"]
 
 
 @dataclass(frozen=True)
@@ -24,8 +29,31 @@ class PageRequest:
     headers: Mapping[str, str] = field(default_factory=dict)
 
 
-class Paginator(ABC):
-    """Turns a page's response into the next request, or ``None`` when there are no more pages."""
+class PagingModel(SpecModel):
+    """What a ``paging:`` declaration is: its ``kind`` and the paginator it makes."""
+
+    kind: str
+
+    @abstractmethod
+    def paginator(self) -> Paginator[Any]:
+        """A new paginator for one walk through the pages (a keyset paginator keeps state)."""
+
+
+# Every paging kind, by the ``kind`` a declaration names it with.
+PAGING_KINDS: DeclarationRegistry[PagingModel] = DeclarationRegistry("paging kind", discriminator="kind")
+
+SpecT = TypeVar("SpecT", bound=PagingModel)
+
+
+class Paginator(ABC, Generic[SpecT]):
+    """Turns a page's response into the next request, or ``None`` when there are no more pages.
+
+    Args:
+        spec: The paging declaration it follows.
+    """
+
+    def __init__(self, spec: SpecT) -> None:
+        self.spec = spec
 
     def first_request(self, *, request: PageRequest, page_size: int) -> PageRequest:
         """Add the paging parameters the first request needs (most kinds need none).

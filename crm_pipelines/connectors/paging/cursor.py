@@ -8,17 +8,17 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from crm_pipelines.connectors.paging.base import PageRequest, Paginator
+from crm_pipelines.connectors.paging.base import PAGING_KINDS, PageRequest, Paginator, PagingModel
 from crm_pipelines.connectors.paths import MISSING, resolve_path
-from crm_pipelines.connectors.spec_base import SpecModel
 
 __all__ = ["CursorPaginator", "CursorPaging"]
 
 
-class CursorPaging(SpecModel):
+@PAGING_KINDS.register("cursor")
+class CursorPaging(PagingModel):
     """The response carries an opaque cursor sent back as a query parameter (HubSpot ``after``)."""
 
-    kind: Literal["cursor"]
+    kind: Literal["cursor"] = "cursor"
     cursor_path: str = Field(description="Dotted path of the next cursor in the response body.")
     cursor_param: str = Field(description="Query parameter that carries the cursor.")
     more_path: str | None = Field(default=None, description="Dotted path of a boolean 'more pages follow'.")
@@ -36,33 +36,27 @@ class CursorPaging(SpecModel):
         ),
     )
 
+    def paginator(self) -> CursorPaginator:
+        return CursorPaginator(self)
 
-class CursorPaginator(Paginator):
+
+class CursorPaginator(Paginator[CursorPaging]):
     """Send the cursor found in the body back as a query parameter until there is none.
 
     ``more_path`` (Zoho ``info.more_records``) stops on false; ``stop_values`` are cursors meaning
     "done" (SugarCRM answers ``next_offset: -1`` on the last page).
     """
 
-    def __init__(
-        self,
-        *,
-        cursor_path: str,
-        cursor_param: str,
-        more_path: str | None = None,
-        stop_values: Sequence[str] = (),
-    ) -> None:
-        self.cursor_path = cursor_path
-        self.cursor_param = cursor_param
-        self.more_path = more_path
-        self.stop_values = frozenset(stop_values)
+    def __init__(self, spec: CursorPaging) -> None:
+        super().__init__(spec)
+        self.stop_values = frozenset(spec.stop_values)
 
     def next_request(
         self, *, previous: PageRequest, body: Any, records: Sequence[Any], page_size: int
     ) -> PageRequest | None:
-        if self.more_path is not None and resolve_path(body, self.more_path) is not True:
+        if self.spec.more_path is not None and resolve_path(body, self.spec.more_path) is not True:
             return None
-        cursor = resolve_path(body, self.cursor_path)
+        cursor = resolve_path(body, self.spec.cursor_path)
         if cursor is MISSING or cursor is None or cursor == "" or str(cursor) in self.stop_values:
             return None
-        return replace(previous, params={**previous.params, self.cursor_param: str(cursor)})
+        return replace(previous, params={**previous.params, self.spec.cursor_param: str(cursor)})

@@ -8,17 +8,17 @@ from urllib.parse import urljoin
 
 from pydantic import Field
 
-from crm_pipelines.connectors.paging.base import PageRequest, Paginator
+from crm_pipelines.connectors.paging.base import PAGING_KINDS, PageRequest, Paginator, PagingModel
 from crm_pipelines.connectors.paths import resolve_path
-from crm_pipelines.connectors.spec_base import SpecModel
 
 __all__ = ["NextLinkPaginator", "NextLinkPaging"]
 
 
-class NextLinkPaging(SpecModel):
+@PAGING_KINDS.register("next_link")
+class NextLinkPaging(PagingModel):
     """The response names the next page's URL (Salesforce ``nextRecordsUrl``, OData ``@odata.nextLink``)."""
 
-    kind: Literal["next_link"]
+    kind: Literal["next_link"] = "next_link"
     next_path: str = Field(
         description="Path of the next page's URL in the body (a dotted key matches whole)."
     )
@@ -27,8 +27,11 @@ class NextLinkPaging(SpecModel):
         default=False, description="Send the first request's query parameters again (the link lacks them)."
     )
 
+    def paginator(self) -> NextLinkPaginator:
+        return NextLinkPaginator(self)
 
-class NextLinkPaginator(Paginator):
+
+class NextLinkPaginator(Paginator[NextLinkPaging]):
     """Follow a URL found in the body until a ``done`` flag is true or the link is absent.
 
     A relative link (SAP Business One's ``BusinessPartners?$skip=20``) resolves against the request
@@ -36,21 +39,19 @@ class NextLinkPaginator(Paginator):
     parameters are dropped unless ``keep_params``.
     """
 
-    def __init__(self, *, next_path: str, done_path: str | None = None, keep_params: bool = False) -> None:
-        self.next_path = next_path
-        self.done_path = done_path
-        self.keep_params = keep_params
+    def __init__(self, spec: NextLinkPaging) -> None:
+        super().__init__(spec)
 
     def next_request(
         self, *, previous: PageRequest, body: Any, records: Sequence[Any], page_size: int
     ) -> PageRequest | None:
-        if self.done_path is not None and resolve_path(body, self.done_path) is True:
+        if self.spec.done_path is not None and resolve_path(body, self.spec.done_path) is True:
             return None
-        link = resolve_path(body, self.next_path)
+        link = resolve_path(body, self.spec.next_path)
         if not isinstance(link, str) or not link:
             return None
         if not link.startswith(("/", "http://", "https://")):
             link = urljoin(previous.url, link)
         return PageRequest(
-            url=link, params=previous.params if self.keep_params else {}, headers=previous.headers
+            url=link, params=previous.params if self.spec.keep_params else {}, headers=previous.headers
         )

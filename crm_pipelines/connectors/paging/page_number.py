@@ -8,17 +8,17 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from crm_pipelines.connectors.paging.base import PageRequest, Paginator, as_int
+from crm_pipelines.connectors.paging.base import PAGING_KINDS, PageRequest, Paginator, PagingModel, as_int
 from crm_pipelines.connectors.paths import resolve_path
-from crm_pipelines.connectors.spec_base import SpecModel
 
 __all__ = ["PageNumberPaginator", "PageNumberPaging"]
 
 
-class PageNumberPaging(SpecModel):
+@PAGING_KINDS.register("page_number")
+class PageNumberPaging(PagingModel):
     """A page number query parameter; stops on a short page, ``more_path`` false or the page count."""
 
-    kind: Literal["page_number"]
+    kind: Literal["page_number"] = "page_number"
     page_param: str = "page"
     size_param: str | None = Field(default=None, description="Query parameter for the page size, if any.")
     start: int = 1
@@ -26,45 +26,38 @@ class PageNumberPaging(SpecModel):
     more_path: str | None = None
     concurrency: int = Field(default=1, ge=1, le=16, description="Page requests kept in flight.")
 
+    def paginator(self) -> PageNumberPaginator:
+        return PageNumberPaginator(self)
 
-class PageNumberPaginator(Paginator):
+
+class PageNumberPaginator(Paginator[PageNumberPaging]):
     """A page number parameter starting at ``start`` (and the page size in ``size_param``, if any)."""
 
-    def __init__(
-        self,
-        *,
-        page_param: str = "page",
-        start: int = 1,
-        total_pages_path: str | None = None,
-        size_param: str | None = None,
-        more_path: str | None = None,
-    ) -> None:
-        self.page_param = page_param
-        self.start = start
-        self.total_pages_path = total_pages_path
-        self.size_param = size_param
-        self.more_path = more_path
+    def __init__(self, spec: PageNumberPaging) -> None:
+        super().__init__(spec)
 
     def first_request(self, *, request: PageRequest, page_size: int) -> PageRequest:
-        params = {**request.params, self.page_param: str(self.start)}
-        if self.size_param:
-            params[self.size_param] = str(page_size)
+        params = {**request.params, self.spec.page_param: str(self.spec.start)}
+        if self.spec.size_param:
+            params[self.spec.size_param] = str(page_size)
         return replace(request, params=params)
 
     def next_request(
         self, *, previous: PageRequest, body: Any, records: Sequence[Any], page_size: int
     ) -> PageRequest | None:
-        page = int(previous.params.get(self.page_param, self.start))
+        page = int(previous.params.get(self.spec.page_param, self.spec.start))
         if not records:
             return None
-        if self.more_path is not None:
-            if resolve_path(body, self.more_path) is not True:
+        if self.spec.more_path is not None:
+            if resolve_path(body, self.spec.more_path) is not True:
                 return None
         else:
-            total_pages = as_int(resolve_path(body, self.total_pages_path)) if self.total_pages_path else None
+            total_pages = (
+                as_int(resolve_path(body, self.spec.total_pages_path)) if self.spec.total_pages_path else None
+            )
             if total_pages is not None:
-                if page - self.start + 1 >= total_pages:
+                if page - self.spec.start + 1 >= total_pages:
                     return None
             elif len(records) < page_size:
                 return None
-        return replace(previous, params={**previous.params, self.page_param: str(page + 1)})
+        return replace(previous, params={**previous.params, self.spec.page_param: str(page + 1)})

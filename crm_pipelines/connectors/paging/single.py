@@ -5,19 +5,22 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Literal
 
-from crm_pipelines.connectors.paging.base import PageRequest, Paginator
-from crm_pipelines.connectors.spec_base import SpecModel
+from crm_pipelines.connectors.paging.base import PAGING_KINDS, PageRequest, Paginator, PagingModel
 
 __all__ = ["SinglePaginator", "SinglePaging"]
 
 
-class SinglePaging(SpecModel):
+@PAGING_KINDS.register("single")
+class SinglePaging(PagingModel):
     """One request answers everything."""
 
-    kind: Literal["single"]
+    kind: Literal["single"] = "single"
+
+    def paginator(self) -> SinglePaginator:
+        return SinglePaginator(self)
 
 
-class SinglePaginator(Paginator):
+class SinglePaginator(Paginator[SinglePaging]):
     """One request, no further pages."""
 
     def next_request(

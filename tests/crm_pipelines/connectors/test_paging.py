@@ -8,15 +8,20 @@ import pytest
 
 from crm_pipelines.connectors.paging import (
     CursorPaginator,
+    CursorPaging,
     KeysetPaginator,
+    KeysetPaging,
     NextLinkPaginator,
+    NextLinkPaging,
     OffsetPaginator,
+    OffsetPaging,
     PageNumberPaginator,
+    PageNumberPaging,
     PageRequest,
     Paginator,
     make_paginator,
 )
-from crm_pipelines.connectors.spec import KeysetPaging, load_system
+from crm_pipelines.connectors.spec import load_system
 
 # --- paginators: (paginator, previous request, body, records, page size) -> next request ------------
 
@@ -28,7 +33,7 @@ FIRST = PageRequest(url="/items", params={"limit": "2"}, headers={"X-Page": "h"}
     [
         # next link (Salesforce)
         pytest.param(
-            NextLinkPaginator(next_path="nextRecordsUrl", done_path="done"),
+            NextLinkPaginator(NextLinkPaging(next_path="nextRecordsUrl", done_path="done")),
             FIRST,
             {"done": False, "nextRecordsUrl": "/services/data/v62.0/query/01g-2000"},
             2,
@@ -36,7 +41,7 @@ FIRST = PageRequest(url="/items", params={"limit": "2"}, headers={"X-Page": "h"}
             id="next-link-follows",
         ),
         pytest.param(
-            NextLinkPaginator(next_path="nextRecordsUrl", done_path="done"),
+            NextLinkPaginator(NextLinkPaging(next_path="nextRecordsUrl", done_path="done")),
             FIRST,
             {"done": True, "nextRecordsUrl": "/stale"},
             2,
@@ -44,7 +49,7 @@ FIRST = PageRequest(url="/items", params={"limit": "2"}, headers={"X-Page": "h"}
             id="next-link-done-wins",
         ),
         pytest.param(
-            NextLinkPaginator(next_path="nextRecordsUrl", done_path="done"),
+            NextLinkPaginator(NextLinkPaging(next_path="nextRecordsUrl", done_path="done")),
             FIRST,
             {"done": False},
             2,
@@ -53,7 +58,7 @@ FIRST = PageRequest(url="/items", params={"limit": "2"}, headers={"X-Page": "h"}
         ),
         # cursor (HubSpot)
         pytest.param(
-            CursorPaginator(cursor_path="paging.next.after", cursor_param="after"),
+            CursorPaginator(CursorPaging(cursor_path="paging.next.after", cursor_param="after")),
             FIRST,
             {"paging": {"next": {"after": "NTI1", "link": "?after=NTI1"}}},
             2,
@@ -61,7 +66,7 @@ FIRST = PageRequest(url="/items", params={"limit": "2"}, headers={"X-Page": "h"}
             id="cursor-follows",
         ),
         pytest.param(
-            CursorPaginator(cursor_path="paging.next.after", cursor_param="after"),
+            CursorPaginator(CursorPaging(cursor_path="paging.next.after", cursor_param="after")),
             PageRequest(url="/items", params={"limit": "2", "after": "NTI1"}),
             {"paging": {"next": {"after": "OTk5"}}},
             2,
@@ -69,7 +74,7 @@ FIRST = PageRequest(url="/items", params={"limit": "2"}, headers={"X-Page": "h"}
             id="cursor-replaces-previous",
         ),
         pytest.param(
-            CursorPaginator(cursor_path="paging.next.after", cursor_param="after"),
+            CursorPaginator(CursorPaging(cursor_path="paging.next.after", cursor_param="after")),
             FIRST,
             {"results": []},
             0,
@@ -78,7 +83,7 @@ FIRST = PageRequest(url="/items", params={"limit": "2"}, headers={"X-Page": "h"}
         ),
         # offset
         pytest.param(
-            OffsetPaginator(),
+            OffsetPaginator(OffsetPaging()),
             PageRequest(url="/items", params={"offset": "0", "limit": "2"}),
             {},
             2,
@@ -86,7 +91,7 @@ FIRST = PageRequest(url="/items", params={"limit": "2"}, headers={"X-Page": "h"}
             id="offset-full-page-advances",
         ),
         pytest.param(
-            OffsetPaginator(),
+            OffsetPaginator(OffsetPaging()),
             PageRequest(url="/items", params={"offset": "4", "limit": "2"}),
             {},
             1,
@@ -94,7 +99,7 @@ FIRST = PageRequest(url="/items", params={"limit": "2"}, headers={"X-Page": "h"}
             id="offset-short-page-stops",
         ),
         pytest.param(
-            OffsetPaginator(total_path="meta.total"),
+            OffsetPaginator(OffsetPaging(total_path="meta.total")),
             PageRequest(url="/items", params={"offset": "2", "limit": "2"}),
             {"meta": {"total": 4}},
             2,
@@ -102,7 +107,7 @@ FIRST = PageRequest(url="/items", params={"limit": "2"}, headers={"X-Page": "h"}
             id="offset-total-reached",
         ),
         pytest.param(
-            OffsetPaginator(total_path="meta.total"),
+            OffsetPaginator(OffsetPaging(total_path="meta.total")),
             PageRequest(url="/items", params={"offset": "0", "limit": "2"}),
             {"meta": {"total": 5}},
             1,
@@ -110,7 +115,7 @@ FIRST = PageRequest(url="/items", params={"limit": "2"}, headers={"X-Page": "h"}
             id="offset-server-capped-page-continues-by-total",
         ),
         pytest.param(
-            OffsetPaginator(),
+            OffsetPaginator(OffsetPaging()),
             PageRequest(url="/items", params={"offset": "0", "limit": "2"}),
             {},
             0,
@@ -118,7 +123,7 @@ FIRST = PageRequest(url="/items", params={"limit": "2"}, headers={"X-Page": "h"}
             id="offset-empty-stops",
         ),
         pytest.param(
-            OffsetPaginator(offset_param="startIndex", start=1, total_path="$totalResults"),
+            OffsetPaginator(OffsetPaging(offset_param="startIndex", start=1, total_path="$totalResults")),
             PageRequest(url="/items", params={"startIndex": "3", "limit": "2"}),
             {"$totalResults": 5},
             2,
@@ -126,7 +131,7 @@ FIRST = PageRequest(url="/items", params={"limit": "2"}, headers={"X-Page": "h"}
             id="offset-one-based-last-record-still-read",
         ),
         pytest.param(
-            OffsetPaginator(offset_param="startIndex", start=1, total_path="$totalResults"),
+            OffsetPaginator(OffsetPaging(offset_param="startIndex", start=1, total_path="$totalResults")),
             PageRequest(url="/items", params={"startIndex": "3", "limit": "2"}),
             {"$totalResults": 4},
             2,
@@ -135,7 +140,7 @@ FIRST = PageRequest(url="/items", params={"limit": "2"}, headers={"X-Page": "h"}
         ),
         # page number
         pytest.param(
-            PageNumberPaginator(),
+            PageNumberPaginator(PageNumberPaging()),
             PageRequest(url="/items", params={"page": "1"}),
             {},
             2,
@@ -143,7 +148,7 @@ FIRST = PageRequest(url="/items", params={"limit": "2"}, headers={"X-Page": "h"}
             id="page-number-advances",
         ),
         pytest.param(
-            PageNumberPaginator(),
+            PageNumberPaginator(PageNumberPaging()),
             PageRequest(url="/items", params={"page": "3"}),
             {},
             1,
@@ -151,7 +156,7 @@ FIRST = PageRequest(url="/items", params={"limit": "2"}, headers={"X-Page": "h"}
             id="page-number-short-page-stops",
         ),
         pytest.param(
-            PageNumberPaginator(start=0, total_pages_path="total_pages"),
+            PageNumberPaginator(PageNumberPaging(start=0, total_pages_path="total_pages")),
             PageRequest(url="/items", params={"page": "2"}),
             {"total_pages": 3},
             2,
@@ -159,7 +164,7 @@ FIRST = PageRequest(url="/items", params={"limit": "2"}, headers={"X-Page": "h"}
             id="page-number-zero-based-last-page",
         ),
         pytest.param(
-            PageNumberPaginator(total_pages_path="total_pages"),
+            PageNumberPaginator(PageNumberPaging(total_pages_path="total_pages")),
             PageRequest(url="/items", params={"page": "1"}),
             {"total_pages": 3},
             2,
@@ -178,10 +183,16 @@ def test_paginator_next_request(
 @pytest.mark.parametrize(
     ("paginator", "expected_params"),
     [
-        pytest.param(NextLinkPaginator(next_path="n"), {"q": "x"}, id="next-link"),
-        pytest.param(CursorPaginator(cursor_path="c", cursor_param="after"), {"q": "x"}, id="cursor"),
-        pytest.param(OffsetPaginator(start=0), {"q": "x", "offset": "0", "limit": "50"}, id="offset"),
-        pytest.param(PageNumberPaginator(start=1), {"q": "x", "page": "1"}, id="page-number"),
+        pytest.param(NextLinkPaginator(NextLinkPaging(next_path="n")), {"q": "x"}, id="next-link"),
+        pytest.param(
+            CursorPaginator(CursorPaging(cursor_path="c", cursor_param="after")), {"q": "x"}, id="cursor"
+        ),
+        pytest.param(
+            OffsetPaginator(OffsetPaging(start=0)), {"q": "x", "offset": "0", "limit": "50"}, id="offset"
+        ),
+        pytest.param(
+            PageNumberPaginator(PageNumberPaging(start=1)), {"q": "x", "page": "1"}, id="page-number"
+        ),
     ],
 )
 def test_paginator_first_request(paginator: Paginator, expected_params: dict[str, str]) -> None:
@@ -193,7 +204,7 @@ def test_offset_paging_walks_a_list_without_gaps_or_duplicates() -> None:
     rows = [str(i) for i in range(7)]
     paginator = make_paginator(spec=load_system(name="salesforce").paging)
     assert isinstance(paginator, NextLinkPaginator)
-    offset = OffsetPaginator()
+    offset = OffsetPaginator(OffsetPaging())
     request: PageRequest | None = offset.first_request(request=PageRequest(url="/items"), page_size=3)
     seen: list[str] = []
     while request is not None:
@@ -206,7 +217,7 @@ def test_offset_paging_walks_a_list_without_gaps_or_duplicates() -> None:
 
 def _keyset() -> KeysetPaginator:
     return KeysetPaginator(
-        key_path="Id", filter_param="$filter", condition="Id gt {last}", limit_param="$top"
+        KeysetPaging(key_path="Id", filter_param="$filter", condition="Id gt {last}", limit_param="$top")
     )
 
 
@@ -256,7 +267,7 @@ def test_keyset_paging_misses_nothing_when_a_row_is_deleted_during_the_read() ->
     rows = [f"k{i}" for i in range(8)]
     assert _walk(_keyset(), rows, "k1") == rows
     # What offset paging does in the same situation: the row after the deleted one is never read.
-    assert "k3" not in _walk(OffsetPaginator(), rows, "k1")
+    assert "k3" not in _walk(OffsetPaginator(OffsetPaging()), rows, "k1")
 
 
 def test_keyset_paging_is_declared_with_a_condition_on_the_last_key() -> None:
