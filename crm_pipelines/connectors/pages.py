@@ -2,7 +2,7 @@
 
 :func:`_pages` yields ``(request, body, records)`` for every page of the declared paging, in order.
 Offset and page-number paging with ``concurrency`` > 1 keep that many requests in flight
-(:func:`_concurrent_pages`): the next offsets are known before the answers arrive, and the first
+(:func:`_concurrent_pages`): the paginator knows the next offsets before the answers arrive, and the first
 answer's total says where to stop. A cursor chain with a ``chain_limit`` (Zoho's page tokens) is
 replaced by a new one from the highest cursor read before it passes the limit (:class:`_Chain`).
 :class:`_PageCounter` counts the pages and reports each as a :class:`PageInfo`.
@@ -21,13 +21,7 @@ from typing import Any
 from crm_pipelines.connectors.collect import ExtractStats, _resolver
 from crm_pipelines.connectors.cursors import parse_cursor
 from crm_pipelines.connectors.limits import ApiRequestError, ErrorContext
-from crm_pipelines.connectors.paging import (
-    OffsetPaging,
-    PageNumberPaging,
-    PageRequest,
-    PagingSpec,
-    make_paginator,
-)
+from crm_pipelines.connectors.paging import NumberedPaginator, PageRequest, PagingSpec, make_paginator
 from crm_pipelines.connectors.paths import MISSING, resolve_path
 from crm_pipelines.connectors.session import Session
 
@@ -95,19 +89,24 @@ def _pages(
     object_name: str,
     context: ErrorContext,
     chain: _Chain | None = None,
+    one_at_a_time: bool = False,
 ) -> Iterator[tuple[PageRequest, Any, list[Any]]]:
     """(request, body, records) of every page, in order.
 
-    Offset and page-number paging with ``concurrency`` > 1 keep that many requests in flight
-    (through the account's shared bucket): the next offsets are known before the answers arrive.
-    With a ``chain``, a cursor chain about to pass its limit is replaced by a new one.
+    A paginator whose n-th request is known ahead (offsets, page numbers) with ``concurrency`` > 1
+    keeps that many requests in flight (through the account's shared bucket), unless
+    ``one_at_a_time``. With a ``chain``, a cursor chain about to pass its limit is replaced by a
+    new one.
     """
     paginator = make_paginator(spec=paging)
     request: PageRequest | None = paginator.first_request(request=first, page_size=size)
-    if isinstance(paging, OffsetPaging | PageNumberPaging) and paging.concurrency > 1 and request is not None:
-        yield from _concurrent_pages(
-            session, paging, request, size, records_path, object_name, context, paging.concurrency
-        )
+    if (
+        isinstance(paginator, NumberedPaginator)
+        and paginator.concurrency > 1
+        and not one_at_a_time
+        and request is not None
+    ):
+        yield from _concurrent_pages(session, paginator, request, size, records_path, object_name, context)
         return
     while request is not None:
         body = session.get_json(request, context=context)
@@ -126,25 +125,16 @@ def _pages(
         request = next_request
 
 
-def _nth_page(paging: OffsetPaging | PageNumberPaging, first: PageRequest, n: int, size: int) -> PageRequest:
-    if isinstance(paging, OffsetPaging):
-        offset = int(first.params.get(paging.offset_param, paging.start)) + n * size
-        return PageRequest(first.url, {**first.params, paging.offset_param: str(offset)}, first.headers)
-    page = int(first.params.get(paging.page_param, paging.start)) + n
-    return PageRequest(first.url, {**first.params, paging.page_param: str(page)}, first.headers)
-
-
 def _concurrent_pages(
     session: Session,
-    paging: OffsetPaging | PageNumberPaging,
+    paginator: NumberedPaginator[Any],
     first: PageRequest,
     size: int,
     records_path: str,
     object_name: str,
     context: ErrorContext,
-    concurrency: int,
 ) -> Iterator[tuple[PageRequest, Any, list[Any]]]:
-    paginator = make_paginator(spec=paging)
+    concurrency = paginator.concurrency
     executor = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix=f"{context.system_name}-pages")
     in_flight: deque[tuple[PageRequest, Future[Any]]] = deque()
     submitted = 0
@@ -155,7 +145,7 @@ def _concurrent_pages(
         nonlocal submitted
         if last_page is not None and submitted >= last_page:
             return
-        request = _nth_page(paging, first, submitted, size)
+        request = paginator.nth_request(first=first, n=submitted, page_size=size)
         in_flight.append((request, executor.submit(session.get_json, request, context=context)))
         submitted += 1
 
@@ -168,7 +158,7 @@ def _concurrent_pages(
             records = _records_of(body, records_path, object_name, context)
             if first_answer:
                 first_answer = False
-                last_page = _page_count(paging, body, size)
+                last_page = paginator.page_count(body=body, page_size=size)
                 for _ in range(concurrency - 1):
                     submit()
             yield request, body, records
@@ -183,12 +173,13 @@ def _concurrent_pages(
                 in_flight.clear()
                 yield from _pages(
                     session,
-                    paging.model_copy(update={"concurrency": 1}),
+                    paginator.spec,
                     expected,
                     size,
                     records_path,
                     object_name,
                     context,
+                    one_at_a_time=True,
                 )
                 return
             submit()
@@ -196,21 +187,6 @@ def _concurrent_pages(
         for _, pending in in_flight:
             pending.cancel()
         executor.shutdown(wait=True, cancel_futures=True)
-
-
-def _page_count(paging: OffsetPaging | PageNumberPaging, body: Any, size: int) -> int | None:
-    """How many pages the first answer says there are (its total), or None when it does not say."""
-    path = paging.total_path if isinstance(paging, OffsetPaging) else paging.total_pages_path
-    if not path:
-        return None
-    found = resolve_path(body, path)
-    try:
-        total = int(str(found))
-    except ValueError:
-        return None
-    if isinstance(paging, PageNumberPaging):
-        return max(1, total)
-    return max(1, -(-total // size))
 
 
 class _Chain:

@@ -9,7 +9,7 @@ it can be tested with a table of cases and no HTTP. The kinds follow dlt's REST 
   ``paging.next.after`` → ``?after=``).
 * :class:`OffsetPaginator` and :class:`PageNumberPaginator`: stop at the reported total (or a
   "more" flag) when the API gives one, else at the first short or empty page. Their pages can be
-  fetched concurrently (the engine computes the next offsets ahead; see ``pages.py``).
+  fetched concurrently: as :class:`NumberedPaginator` they know the n-th request ahead.
 * :class:`KeysetPaginator`: each request asks for the rows after the last key read (``Id gt <last>``
   added to the request's own filter); exact when rows are deleted during the read. It remembers the
   first request's filter, so its ``first_request`` must be called before ``next_request``.
@@ -23,7 +23,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from crm_pipelines.connectors.paging.base import PAGING_KINDS, PageRequest, Paginator, PagingModel
+from crm_pipelines.connectors.paging.base import (
+    PAGING_KINDS,
+    NumberedPaginator,
+    PageRequest,
+    Paginator,
+    PagingModel,
+)
 from crm_pipelines.connectors.paging.cursor import CursorPaginator, CursorPaging
 from crm_pipelines.connectors.paging.keyset import KeysetPaginator, KeysetPaging
 from crm_pipelines.connectors.paging.next_link import NextLinkPaginator, NextLinkPaging
@@ -39,6 +45,7 @@ __all__ = [
     "KeysetPaging",
     "NextLinkPaginator",
     "NextLinkPaging",
+    "NumberedPaginator",
     "OffsetPaginator",
     "OffsetPaging",
     "PageNumberPaginator",

@@ -17,7 +17,7 @@ from crm_pipelines.connectors.paths import MISSING
 from crm_pipelines.connectors.registry import DeclarationRegistry
 from crm_pipelines.connectors.spec_base import SpecModel
 
-__all__ = ["PAGING_KINDS", "PageRequest", "Paginator", "PagingModel", "as_int"]
+__all__ = ["PAGING_KINDS", "NumberedPaginator", "PageRequest", "Paginator", "PagingModel", "as_int"]
 
 
 @dataclass(frozen=True)
@@ -82,6 +82,24 @@ class Paginator(ABC, Generic[SpecT]):
         Returns:
             The next request or ``None``.
         """
+
+
+class NumberedPaginator(Paginator[SpecT]):
+    """A paginator whose n-th request is known before any answer arrives (offsets, page numbers), so
+    the engine can keep ``concurrency`` pages in flight and stop at the count the first answer gives."""
+
+    @property
+    @abstractmethod
+    def concurrency(self) -> int:
+        """Page requests to keep in flight (1: one after another)."""
+
+    @abstractmethod
+    def nth_request(self, *, first: PageRequest, n: int, page_size: int) -> PageRequest:
+        """The request of page ``n`` (0 = ``first``, the first request as sent)."""
+
+    @abstractmethod
+    def page_count(self, *, body: Any, page_size: int) -> int | None:
+        """How many pages the first answer says there are, or None when it does not say."""
 
 
 def as_int(value: Any) -> int | None:

@@ -8,7 +8,13 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from crm_pipelines.connectors.paging.base import PAGING_KINDS, PageRequest, Paginator, PagingModel, as_int
+from crm_pipelines.connectors.paging.base import (
+    PAGING_KINDS,
+    NumberedPaginator,
+    PageRequest,
+    PagingModel,
+    as_int,
+)
 from crm_pipelines.connectors.paths import resolve_path
 
 __all__ = ["OffsetPaginator", "OffsetPaging"]
@@ -29,11 +35,28 @@ class OffsetPaging(PagingModel):
         return OffsetPaginator(self)
 
 
-class OffsetPaginator(Paginator[OffsetPaging]):
+class OffsetPaginator(NumberedPaginator[OffsetPaging]):
     """``offset``/``limit`` parameters; the offset advances by the records actually received."""
 
     def __init__(self, spec: OffsetPaging) -> None:
         super().__init__(spec)
+
+    @property
+    def concurrency(self) -> int:
+        return self.spec.concurrency
+
+    def nth_request(self, *, first: PageRequest, n: int, page_size: int) -> PageRequest:
+        offset = int(first.params.get(self.spec.offset_param, self.spec.start)) + n * page_size
+        return PageRequest(first.url, {**first.params, self.spec.offset_param: str(offset)}, first.headers)
+
+    def page_count(self, *, body: Any, page_size: int) -> int | None:
+        if not self.spec.total_path:
+            return None
+        try:
+            total = int(str(resolve_path(body, self.spec.total_path)))
+        except ValueError:
+            return None
+        return max(1, -(-total // page_size))
 
     def first_request(self, *, request: PageRequest, page_size: int) -> PageRequest:
         params = {

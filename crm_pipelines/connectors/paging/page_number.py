@@ -8,7 +8,13 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from crm_pipelines.connectors.paging.base import PAGING_KINDS, PageRequest, Paginator, PagingModel, as_int
+from crm_pipelines.connectors.paging.base import (
+    PAGING_KINDS,
+    NumberedPaginator,
+    PageRequest,
+    PagingModel,
+    as_int,
+)
 from crm_pipelines.connectors.paths import resolve_path
 
 __all__ = ["PageNumberPaginator", "PageNumberPaging"]
@@ -30,11 +36,28 @@ class PageNumberPaging(PagingModel):
         return PageNumberPaginator(self)
 
 
-class PageNumberPaginator(Paginator[PageNumberPaging]):
+class PageNumberPaginator(NumberedPaginator[PageNumberPaging]):
     """A page number parameter starting at ``start`` (and the page size in ``size_param``, if any)."""
 
     def __init__(self, spec: PageNumberPaging) -> None:
         super().__init__(spec)
+
+    @property
+    def concurrency(self) -> int:
+        return self.spec.concurrency
+
+    def nth_request(self, *, first: PageRequest, n: int, page_size: int) -> PageRequest:
+        page = int(first.params.get(self.spec.page_param, self.spec.start)) + n
+        return PageRequest(first.url, {**first.params, self.spec.page_param: str(page)}, first.headers)
+
+    def page_count(self, *, body: Any, page_size: int) -> int | None:
+        if not self.spec.total_pages_path:
+            return None
+        try:
+            total = int(str(resolve_path(body, self.spec.total_pages_path)))
+        except ValueError:
+            return None
+        return max(1, total)
 
     def first_request(self, *, request: PageRequest, page_size: int) -> PageRequest:
         params = {**request.params, self.spec.page_param: str(self.spec.start)}
