@@ -16,17 +16,28 @@ import functools
 import importlib.resources
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
 
-from crm_pipelines.connectors.limits import RateLimitSpec, RetrySpec
-
 # The declaration models of each protocol live beside the code that runs it; they are importable
 # from here too, with everything else a system declaration holds.
+from crm_pipelines.connectors.auth import (
+    ApiKeyAuth,
+    AuthSpec,
+    BasicAuth,
+    BearerTokenAuth,
+    CredentialVariable,
+    CsrfSpec,
+    OAuth2ClientCredentialsAuth,
+    OAuth2PasswordAuth,
+    OAuth2RefreshTokenAuth,
+    SessionAuth,
+    credential_variables,
+)
+from crm_pipelines.connectors.limits import RateLimitSpec, RetrySpec
 from crm_pipelines.connectors.paging import (
     CursorPaging,
     KeysetPaging,
@@ -110,228 +121,6 @@ _SYSTEM_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 
 class SystemSpecError(ValueError):
     """A system YAML is missing, unreadable or does not match the declared models."""
-
-
-# --- auth ------------------------------------------------------------------------------------------
-
-# Placeholders of token/login request templates (scope, login body): credentials and the base URL.
-CREDENTIAL_PLACEHOLDERS: frozenset[str] = frozenset(
-    {"base_url", "client_id", "client_secret", "username", "password", "company", "refresh_token"}
-)
-
-
-class _TokenAuth(SpecModel):
-    """What every kind that ends in a token has: where the token goes and how long it lives."""
-
-    header: str = Field(default="Authorization", description="Request header carrying the token.")
-    scheme: str = Field(
-        default="Bearer",
-        description="Word before the token in the header (Zoho 'Zoho-oauthtoken'; '' sends the bare token).",
-    )
-    default_ttl_seconds: int = Field(
-        default=900,
-        gt=0,
-        description="Token lifetime assumed when the answer has no `expires_in` (Salesforce sends none).",
-    )
-    refresh_margin_seconds: int = Field(default=60, ge=0, description="Renew this long before expiry.")
-
-
-class _OAuthEndpoint(_TokenAuth):
-    token_path: str | None = Field(default=None, description="Token endpoint, relative to the base URL.")
-    token_url_variable: str | None = Field(
-        default=None,
-        description=(
-            "Environment variable with the token endpoint of an identity provider on another host "
-            "(Microsoft identity platform), or with that host when token_path is also given (Zoho's "
-            "accounts server + /oauth/v2/token)."
-        ),
-    )
-    api_base_path: str | None = Field(
-        default=None,
-        description="Dotted path of the API base in the token answer (Salesforce instance_url, Zoho api_domain).",
-    )
-    body_format: Literal["form", "json"] = "form"
-
-    @model_validator(mode="after")
-    def _endpoint(self) -> _OAuthEndpoint:
-        if self.token_path is None and self.token_url_variable is None:
-            raise ValueError("needs token_path or token_url_variable")
-        if self.token_path is not None and not self.token_path.startswith("/"):
-            raise ValueError(f"token_path must start with '/', got {self.token_path!r}")
-        return self
-
-
-class OAuth2ClientCredentialsAuth(_OAuthEndpoint):
-    """OAuth 2.0 client credentials grant (RFC 6749 §4.4): a Salesforce connected app, an Entra ID app."""
-
-    kind: Literal["oauth2_client_credentials"]
-    scope: str | None = Field(default=None, description="Scope template, e.g. '{base_url}/.default'.")
-    client_id_variable: str = Field(description="Environment variable holding the client id.")
-    client_secret_variable: str = Field(description="Environment variable holding the secret.")
-
-    @field_validator("scope")
-    @classmethod
-    def _scope(cls, value: str | None) -> str | None:
-        return None if value is None else check_template(value, CREDENTIAL_PLACEHOLDERS)
-
-
-class OAuth2RefreshTokenAuth(_OAuthEndpoint):
-    """OAuth 2.0 refresh token grant (RFC 6749 §6): a long-lived refresh token buys access tokens (Zoho)."""
-
-    kind: Literal["oauth2_refresh_token"]
-    client_id_variable: str
-    client_secret_variable: str
-    refresh_token_variable: str
-
-
-class OAuth2PasswordAuth(_OAuthEndpoint):
-    """OAuth 2.0 resource owner password grant (RFC 6749 §4.3), e.g. SugarCRM's ``client_id=sugar``.
-
-    A ``refresh_token`` in the answer renews the access token; the password is sent again only when
-    that fails.
-    """
-
-    kind: Literal["oauth2_password"]
-    username_variable: str
-    password_variable: str
-    client_id_variable: str | None = None
-    client_secret_variable: str | None = None
-    extra_fields: dict[str, str] = Field(
-        default_factory=dict,
-        description="Fields sent with every token request, e.g. {client_id: sugar, platform: crm_pipelines}.",
-    )
-
-
-class BearerTokenAuth(SpecModel):
-    """A static token, e.g. a HubSpot private-app access token."""
-
-    kind: Literal["bearer"]
-    token_variable: str = Field(description="Environment variable holding the token.")
-    header: str = "Authorization"
-    scheme: str = "Bearer"
-
-
-class ApiKeyAuth(SpecModel):
-    """A static API key in a header (Pipedrive ``x-api-token``) or a query parameter."""
-
-    kind: Literal["api_key"]
-    token_variable: str
-    header: str | None = None
-    query_param: str | None = None
-
-    @model_validator(mode="after")
-    def _one_place(self) -> ApiKeyAuth:
-        if (self.header is None) == (self.query_param is None):
-            raise ValueError("api_key needs exactly one of header or query_param")
-        return self
-
-
-class BasicAuth(SpecModel):
-    """HTTP Basic authentication on every request (SData servers: Infor CRM, Sage CRM)."""
-
-    kind: Literal["basic"]
-    username_variable: str
-    password_variable: str
-
-
-class CsrfSpec(SpecModel):
-    """Send a session cookie's value back as a header (Creatio ``BPMCSRF``)."""
-
-    header: str
-    cookie: str
-
-
-class SessionAuth(SpecModel):
-    """A login request that opens a cookie session (SAP Business One ``B1SESSION``, Creatio ``.ASPXAUTH``)."""
-
-    kind: Literal["session"]
-    login_path: str
-    body: dict[str, Any] = Field(description="JSON body template; string values may use {username} etc.")
-    username_variable: str
-    password_variable: str
-    company_variable: str | None = None
-    ttl_path: str | None = Field(
-        default=None, description="Dotted path of the session lifetime in the answer."
-    )
-    ttl_unit: Literal["seconds", "minutes"] = "seconds"
-    default_ttl_seconds: int = Field(default=1800, gt=0)
-    refresh_margin_seconds: int = Field(default=60, ge=0)
-    success: ValueMatch | None = Field(default=None, description="A 200 that fails this is a refusal.")
-    csrf: CsrfSpec | None = None
-    logout_path: str | None = None
-    headers: dict[str, str] = Field(
-        default_factory=dict,
-        description=(
-            "Static headers sent with the login and with every request of the session "
-            "(Creatio: ForceUseSession: true)."
-        ),
-    )
-
-    @field_validator("body")
-    @classmethod
-    def _body(cls, value: dict[str, Any]) -> dict[str, Any]:
-        for item in value.values():
-            if isinstance(item, str):
-                check_template(item, CREDENTIAL_PLACEHOLDERS)
-        return value
-
-
-AuthSpec = Annotated[
-    OAuth2ClientCredentialsAuth
-    | OAuth2RefreshTokenAuth
-    | OAuth2PasswordAuth
-    | BearerTokenAuth
-    | ApiKeyAuth
-    | BasicAuth
-    | SessionAuth,
-    Field(discriminator="kind"),
-]
-
-
-@dataclass(frozen=True)
-class CredentialVariable:
-    """One environment variable an auth kind reads: the resource field it fills and whether it must be set."""
-
-    field: str  # a ConnectionSettings / CrmApiResource field
-    variable: str
-    required: bool = True
-    secret: bool = False
-
-
-def credential_variables(auth: AuthSpec) -> list[CredentialVariable]:
-    """The environment variables an auth declaration reads, in the order a user sets them.
-
-    Args:
-        auth: A system's auth declaration.
-
-    Returns:
-        One entry per variable (the base URL is the system's ``base_url_variable``, not listed here).
-    """
-    out: list[CredentialVariable] = []
-    if isinstance(auth, _OAuthEndpoint) and auth.token_url_variable:
-        # Declared means needed: the identity host differs from the API (Entra ID, Zoho accounts server).
-        out.append(CredentialVariable("token_url", auth.token_url_variable))
-    if isinstance(auth, OAuth2ClientCredentialsAuth | OAuth2RefreshTokenAuth):
-        out.append(CredentialVariable("client_id", auth.client_id_variable))
-        out.append(CredentialVariable("client_secret", auth.client_secret_variable, secret=True))
-    if isinstance(auth, OAuth2RefreshTokenAuth):
-        out.append(CredentialVariable("refresh_token", auth.refresh_token_variable, secret=True))
-    if isinstance(auth, OAuth2PasswordAuth | BasicAuth | SessionAuth):
-        if isinstance(auth, SessionAuth) and auth.company_variable:
-            out.append(CredentialVariable("company", auth.company_variable))
-        out.append(CredentialVariable("username", auth.username_variable))
-        out.append(CredentialVariable("password", auth.password_variable, secret=True))
-    if isinstance(auth, OAuth2PasswordAuth):
-        # Optional: SugarCRM's default public client is client_id "sugar" with an empty secret.
-        if auth.client_id_variable:
-            out.append(CredentialVariable("client_id", auth.client_id_variable, required=False))
-        if auth.client_secret_variable:
-            out.append(
-                CredentialVariable("client_secret", auth.client_secret_variable, required=False, secret=True)
-            )
-    if isinstance(auth, BearerTokenAuth | ApiKeyAuth):
-        out.append(CredentialVariable("access_token", auth.token_variable, secret=True))
-    return out
 
 
 # --- limits ----------------------------------------------------------------------------------------
