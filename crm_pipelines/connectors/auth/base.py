@@ -1,4 +1,8 @@
-"""What every auth kind shares: secrets, connection settings, tokens and their process-wide cache.
+"""What every auth kind is and shares: its declaration model, secrets, tokens and their cache.
+
+An auth kind is an :class:`AuthModel` (what ``auth:`` declares) registered in :data:`AUTH_KINDS`
+under its ``kind``: it names the environment variables it reads and makes its
+:class:`Authenticator`. :func:`build_authenticator` checks those variables are set and asks it.
 
 Secrets are held in :class:`Secret`, whose ``repr``/``str`` never show the value; the only way to
 the value is :meth:`Secret.reveal`, called when a request header or token form is built. An
@@ -12,18 +16,26 @@ from __future__ import annotations
 import hmac
 import json
 import threading
+from abc import abstractmethod
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import httpx
 
 from crm_pipelines.connectors.limits import AuthenticationError, ErrorContext, credential_fingerprint
+from crm_pipelines.connectors.registry import DeclarationRegistry
+from crm_pipelines.connectors.spec_base import SpecModel
+
+if TYPE_CHECKING:
+    from crm_pipelines.connectors.spec import SystemSpec
 
 __all__ = [
+    "AUTH_KINDS",
     "CREDENTIAL_PLACEHOLDERS",
     "MASK",
     "AccessToken",
+    "AuthModel",
     "Authenticator",
     "CachedCredential",
     "ConnectionSettings",
@@ -32,6 +44,7 @@ __all__ = [
     "StaticCredential",
     "TokenSender",
     "answer_json",
+    "build_authenticator",
     "clear_token_cache",
     "header_value",
 ]
@@ -353,3 +366,55 @@ def answer_json(response: httpx.Response, context: ErrorContext, what: str, fix:
         raise AuthenticationError(
             f"{context.system_title}: the {what} answered with a body that is not JSON.", fix=fix
         ) from None
+
+
+class AuthModel(SpecModel):
+    """What an ``auth:`` declaration is: its ``kind``, the variables it reads and the credential it makes."""
+
+    kind: str
+
+    @abstractmethod
+    def credential_variables(self) -> list[CredentialVariable]:
+        """The environment variables it reads, in the order a user sets them (not the base URL)."""
+
+    @abstractmethod
+    def authenticator(self, *, connection: ConnectionSettings, context: ErrorContext) -> Authenticator:
+        """The authenticator for ``connection`` (its required credentials are known to be set)."""
+
+
+# Every auth kind, by the ``kind`` a declaration names it with.
+AUTH_KINDS: DeclarationRegistry[AuthModel] = DeclarationRegistry("auth kind", discriminator="kind")
+
+
+def _require(system: SystemSpec, connection: ConnectionSettings) -> None:
+    missing = []
+    for credential in system.credential_variables():
+        value = getattr(connection, credential.field)
+        if credential.required and not value:
+            missing.append(credential.variable)
+    if missing:
+        raise AuthenticationError(
+            f"{system.title}: {', '.join(missing)} {'is' if len(missing) == 1 else 'are'} not set.",
+            fix=f"set {', '.join(missing)}.",
+        )
+
+
+def build_authenticator(
+    *, system: SystemSpec, connection: ConnectionSettings, context: ErrorContext
+) -> Authenticator:
+    """Make the authenticator the system declares, checking the needed credentials are present.
+
+    Args:
+        system: The system declaration.
+        connection: Base URL and credentials.
+        context: Names the system in errors.
+
+    Returns:
+        An authenticator.
+
+    Raises:
+        AuthenticationError: A credential the auth kind needs is missing (the message names the
+            environment variables to set).
+    """
+    _require(system, connection)
+    return system.auth.authenticator(connection=connection, context=context)

@@ -10,18 +10,23 @@ from __future__ import annotations
 
 import logging
 import time
+from abc import abstractmethod
 from collections.abc import Callable
-from typing import Literal
+from typing import ClassVar, Literal
 
 import httpx
 from pydantic import Field, field_validator, model_validator
 
 from crm_pipelines.connectors.auth.base import (
+    AUTH_KINDS,
     CREDENTIAL_PLACEHOLDERS,
     MASK,
     AccessToken,
+    Authenticator,
+    AuthModel,
     CachedCredential,
     ConnectionSettings,
+    CredentialVariable,
     Secret,
     TokenSender,
     answer_json,
@@ -35,7 +40,7 @@ from crm_pipelines.connectors.limits import (
     suggest_fix,
 )
 from crm_pipelines.connectors.paths import resolve_path
-from crm_pipelines.connectors.spec_base import SpecModel, check_template
+from crm_pipelines.connectors.spec_base import check_template
 
 __all__ = [
     "OAuth2ClientCredentials",
@@ -49,7 +54,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 
-class _TokenAuth(SpecModel):
+class _TokenAuth(AuthModel):
     """What every kind that ends in a token has: where the token goes and how long it lives."""
 
     header: str = Field(default="Authorization", description="Request header carrying the token.")
@@ -81,6 +86,9 @@ class OAuthEndpoint(_TokenAuth):
     )
     body_format: Literal["form", "json"] = "form"
 
+    # Whether a refresh_token in the token answer is kept to renew the access token with.
+    keeps_refresh_token: ClassVar[bool] = False
+
     @model_validator(mode="after")
     def _endpoint(self) -> OAuthEndpoint:
         if self.token_path is None and self.token_url_variable is None:
@@ -89,11 +97,28 @@ class OAuthEndpoint(_TokenAuth):
             raise ValueError(f"token_path must start with '/', got {self.token_path!r}")
         return self
 
+    @abstractmethod
+    def token_form(self, *, connection: ConnectionSettings, previous: AccessToken | None) -> dict[str, str]:
+        """The fields of the token request: the grant and its credentials.
 
+        Args:
+            connection: The credentials.
+            previous: The token being renewed (its refresh token, if one came with it), or None.
+        """
+
+    def endpoint_variables(self) -> list[CredentialVariable]:
+        # Declared means needed: the identity host differs from the API (Entra ID, Zoho accounts server).
+        return [CredentialVariable("token_url", self.token_url_variable)] if self.token_url_variable else []
+
+    def authenticator(self, *, connection: ConnectionSettings, context: ErrorContext) -> Authenticator:
+        return OAuth2Token(spec=self, connection=connection, context=context)
+
+
+@AUTH_KINDS.register("oauth2_client_credentials")
 class OAuth2ClientCredentialsAuth(OAuthEndpoint):
     """OAuth 2.0 client credentials grant (RFC 6749 §4.4): a Salesforce connected app, an Entra ID app."""
 
-    kind: Literal["oauth2_client_credentials"]
+    kind: Literal["oauth2_client_credentials"] = "oauth2_client_credentials"
     scope: str | None = Field(default=None, description="Scope template, e.g. '{base_url}/.default'.")
     client_id_variable: str = Field(description="Environment variable holding the client id.")
     client_secret_variable: str = Field(description="Environment variable holding the secret.")
@@ -103,16 +128,53 @@ class OAuth2ClientCredentialsAuth(OAuthEndpoint):
     def _scope(cls, value: str | None) -> str | None:
         return None if value is None else check_template(value, CREDENTIAL_PLACEHOLDERS)
 
+    def credential_variables(self) -> list[CredentialVariable]:
+        return [
+            *self.endpoint_variables(),
+            CredentialVariable("client_id", self.client_id_variable),
+            CredentialVariable("client_secret", self.client_secret_variable, secret=True),
+        ]
 
+    def token_form(self, *, connection: ConnectionSettings, previous: AccessToken | None) -> dict[str, str]:
+        values = connection.placeholders()
+        form = {
+            "grant_type": "client_credentials",
+            "client_id": values["client_id"],
+            "client_secret": values["client_secret"],
+        }
+        if self.scope:
+            form["scope"] = self.scope.format(**values)
+        return form
+
+
+@AUTH_KINDS.register("oauth2_refresh_token")
 class OAuth2RefreshTokenAuth(OAuthEndpoint):
     """OAuth 2.0 refresh token grant (RFC 6749 §6): a long-lived refresh token buys access tokens (Zoho)."""
 
-    kind: Literal["oauth2_refresh_token"]
+    kind: Literal["oauth2_refresh_token"] = "oauth2_refresh_token"
     client_id_variable: str
     client_secret_variable: str
     refresh_token_variable: str
 
+    def credential_variables(self) -> list[CredentialVariable]:
+        return [
+            *self.endpoint_variables(),
+            CredentialVariable("client_id", self.client_id_variable),
+            CredentialVariable("client_secret", self.client_secret_variable, secret=True),
+            CredentialVariable("refresh_token", self.refresh_token_variable, secret=True),
+        ]
 
+    def token_form(self, *, connection: ConnectionSettings, previous: AccessToken | None) -> dict[str, str]:
+        values = connection.placeholders()
+        return {
+            "grant_type": "refresh_token",
+            "client_id": values["client_id"],
+            "client_secret": values["client_secret"],
+            "refresh_token": values["refresh_token"],
+        }
+
+
+@AUTH_KINDS.register("oauth2_password")
 class OAuth2PasswordAuth(OAuthEndpoint):
     """OAuth 2.0 resource owner password grant (RFC 6749 §4.3), e.g. SugarCRM's ``client_id=sugar``.
 
@@ -120,7 +182,7 @@ class OAuth2PasswordAuth(OAuthEndpoint):
     that fails.
     """
 
-    kind: Literal["oauth2_password"]
+    kind: Literal["oauth2_password"] = "oauth2_password"
     username_variable: str
     password_variable: str
     client_id_variable: str | None = None
@@ -129,6 +191,36 @@ class OAuth2PasswordAuth(OAuthEndpoint):
         default_factory=dict,
         description="Fields sent with every token request, e.g. {client_id: sugar, platform: crm_pipelines}.",
     )
+
+    keeps_refresh_token: ClassVar[bool] = True
+
+    def credential_variables(self) -> list[CredentialVariable]:
+        out = [
+            *self.endpoint_variables(),
+            CredentialVariable("username", self.username_variable),
+            CredentialVariable("password", self.password_variable, secret=True),
+        ]
+        # Optional: SugarCRM's default public client is client_id "sugar" with an empty secret.
+        if self.client_id_variable:
+            out.append(CredentialVariable("client_id", self.client_id_variable, required=False))
+        if self.client_secret_variable:
+            out.append(
+                CredentialVariable("client_secret", self.client_secret_variable, required=False, secret=True)
+            )
+        return out
+
+    def token_form(self, *, connection: ConnectionSettings, previous: AccessToken | None) -> dict[str, str]:
+        values = connection.placeholders()
+        form = dict(self.extra_fields)
+        if connection.client_id:
+            form["client_id"] = connection.client_id
+        if connection.client_secret is not None:
+            form["client_secret"] = values["client_secret"]
+        if previous is not None and previous.renewal is not None:
+            form.update(grant_type="refresh_token", refresh_token=previous.renewal.reveal())
+        else:
+            form.update(grant_type="password", username=values["username"], password=values["password"])
+        return form
 
 
 class OAuth2Token(CachedCredential):
@@ -144,7 +236,7 @@ class OAuth2Token(CachedCredential):
     def __init__(
         self,
         *,
-        spec: OAuth2ClientCredentialsAuth | OAuth2RefreshTokenAuth | OAuth2PasswordAuth,
+        spec: OAuthEndpoint,
         connection: ConnectionSettings,
         context: ErrorContext,
         clock: Callable[[], float] = time.monotonic,
@@ -164,36 +256,6 @@ class OAuth2Token(CachedCredential):
     def __repr__(self) -> str:
         return f"OAuth2Token(kind={self._spec.kind!r}, token_url={self._token_url!r}, credentials={MASK!r})"
 
-    def _form(self, previous: AccessToken | None) -> dict[str, str]:
-        spec, c = self._spec, self._connection
-        values = c.placeholders()
-        if isinstance(spec, OAuth2ClientCredentialsAuth):
-            form = {
-                "grant_type": "client_credentials",
-                "client_id": values["client_id"],
-                "client_secret": values["client_secret"],
-            }
-            if spec.scope:
-                form["scope"] = spec.scope.format(**values)
-            return form
-        if isinstance(spec, OAuth2RefreshTokenAuth):
-            return {
-                "grant_type": "refresh_token",
-                "client_id": values["client_id"],
-                "client_secret": values["client_secret"],
-                "refresh_token": values["refresh_token"],
-            }
-        form = dict(spec.extra_fields)
-        if c.client_id:
-            form["client_id"] = c.client_id
-        if c.client_secret is not None:
-            form["client_secret"] = values["client_secret"]
-        if previous is not None and previous.renewal is not None:
-            form.update(grant_type="refresh_token", refresh_token=previous.renewal.reveal())
-        else:
-            form.update(grant_type="password", username=values["username"], password=values["password"])
-        return form
-
     def _fetch(self, *, send: TokenSender, previous: AccessToken | None) -> AccessToken:
         try:
             return self._request(send=send, previous=previous)
@@ -208,7 +270,7 @@ class OAuth2Token(CachedCredential):
             return self._request(send=send, previous=None)
 
     def _request(self, *, send: TokenSender, previous: AccessToken | None) -> AccessToken:
-        form = self._form(previous)
+        form = self._spec.token_form(connection=self._connection, previous=previous)
         as_json = self._spec.body_format == "json"
 
         def build() -> httpx.Request:
@@ -246,7 +308,7 @@ class OAuth2Token(CachedCredential):
             ttl = float(body["expires_in"])
         except (KeyError, TypeError, ValueError):
             ttl = float(self._spec.default_ttl_seconds)
-        renewal = body.get("refresh_token") if isinstance(self._spec, OAuth2PasswordAuth) else None
+        renewal = body.get("refresh_token") if self._spec.keeps_refresh_token else None
         return AccessToken(
             value=Secret(access_token),
             api_base_url=api_base,

@@ -11,11 +11,15 @@ import httpx
 from pydantic import Field, field_validator
 
 from crm_pipelines.connectors.auth.base import (
+    AUTH_KINDS,
     CREDENTIAL_PLACEHOLDERS,
     MASK,
     AccessToken,
+    Authenticator,
+    AuthModel,
     CachedCredential,
     ConnectionSettings,
+    CredentialVariable,
     Secret,
     TokenSender,
     answer_json,
@@ -34,10 +38,11 @@ class CsrfSpec(SpecModel):
     cookie: str
 
 
-class SessionAuth(SpecModel):
+@AUTH_KINDS.register("session")
+class SessionAuth(AuthModel):
     """A login request that opens a cookie session (SAP Business One ``B1SESSION``, Creatio ``.ASPXAUTH``)."""
 
-    kind: Literal["session"]
+    kind: Literal["session"] = "session"
     login_path: str
     body: dict[str, Any] = Field(description="JSON body template; string values may use {username} etc.")
     username_variable: str
@@ -67,6 +72,17 @@ class SessionAuth(SpecModel):
             if isinstance(item, str):
                 check_template(item, CREDENTIAL_PLACEHOLDERS)
         return value
+
+    def credential_variables(self) -> list[CredentialVariable]:
+        company = [CredentialVariable("company", self.company_variable)] if self.company_variable else []
+        return [
+            *company,
+            CredentialVariable("username", self.username_variable),
+            CredentialVariable("password", self.password_variable, secret=True),
+        ]
+
+    def authenticator(self, *, connection: ConnectionSettings, context: ErrorContext) -> Authenticator:
+        return SessionLogin(spec=self, connection=connection, context=context)
 
 
 class SessionLogin(CachedCredential):

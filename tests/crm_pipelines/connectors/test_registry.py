@@ -7,6 +7,7 @@ from typing import Literal
 import pytest
 from pydantic import BaseModel, ValidationError
 
+from crm_pipelines.connectors.auth import AUTH_KINDS, SessionAuth
 from crm_pipelines.connectors.paging import PAGING_KINDS, CursorPaging
 from crm_pipelines.connectors.registry import DeclarationRegistry, Registry, UnknownKindError
 
@@ -46,6 +47,16 @@ def test_declarations_register_under_their_discriminator_and_make_one_union() ->
         Declared.model_validate({"noise": {"kind": "pang"}})
 
 
-def test_every_bundled_paging_kind_is_registered() -> None:
+def test_every_bundled_kind_is_registered() -> None:
     assert PAGING_KINDS.names() == ["cursor", "keyset", "next_link", "offset", "page_number", "single"]
     assert PAGING_KINDS.get("cursor") is CursorPaging
+    assert sorted(AUTH_KINDS.names()) == [
+        "api_key",
+        "basic",
+        "bearer",
+        "oauth2_client_credentials",
+        "oauth2_password",
+        "oauth2_refresh_token",
+        "session",
+    ]
+    assert AUTH_KINDS.get("session") is SessionAuth
