@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
@@ -19,6 +19,7 @@ from crm_pipelines.connectors.auth import AccessToken, Authenticator, Connection
 from crm_pipelines.connectors.limits import (
     ApiRequestError,
     ErrorContext,
+    RetrySpec,
     TokenBucket,
     raise_for_status,
     redact,
@@ -27,7 +28,9 @@ from crm_pipelines.connectors.limits import (
 )
 from crm_pipelines.connectors.paging import PageRequest
 from crm_pipelines.connectors.paths import MISSING
-from crm_pipelines.connectors.spec import RetrySpec, SystemSpec
+
+if TYPE_CHECKING:  # spec.py imports the write styles, which talk through a Session
+    from crm_pipelines.connectors.spec import SystemSpec
 
 log = logging.getLogger(__name__)
 

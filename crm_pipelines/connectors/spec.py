@@ -17,7 +17,7 @@ import importlib.resources
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
 import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
@@ -48,6 +48,19 @@ from crm_pipelines.connectors.paging import (
     SinglePaging,
 )
 from crm_pipelines.connectors.spec_base import SpecModel, ValueMatch, check_template, placeholders
+from crm_pipelines.connectors.writes import (
+    ConfirmSpec,
+    HubSpotBatchUpsert,
+    JsonBatchUpsert,
+    LookupSpec,
+    ODataBatchUpsert,
+    PerRecordUpsert,
+    RecordRequest,
+    SObjectCollectionsUpsert,
+    SubrequestItem,
+    SubrequestsUpsert,
+    UpsertSpec,
+)
 
 __all__ = [
     "DESCRIBE_PLACEHOLDERS",
@@ -524,179 +537,6 @@ class DescribeSpec(SpecModel):
         if self.label_key is not None and (self.format != "json" or self.names_from != "entries"):
             raise ValueError("label_key needs a JSON list of entries (format json, names_from entries)")
         return self
-
-
-class _UpsertBase(SpecModel):
-    path: str = Field(description="Request path; {object} and {id_field} are filled in.")
-    batch_size: int = Field(default=100, gt=0)
-    retryable_errors: list[str] = Field(
-        default_factory=list, description="Per-record error codes worth another attempt."
-    )
-    max_attempts: int = Field(default=3, ge=1)
-
-
-class SObjectCollectionsUpsert(_UpsertBase):
-    """Salesforce ``PATCH .../composite/sobjects/{SObject}/{ExternalIdField}``, ``allOrNone: false``."""
-
-    style: Literal["sobject_collections"]
-
-
-class HubSpotBatchUpsert(_UpsertBase):
-    """HubSpot ``POST /crm/v3/objects/{object}/batch/upsert`` with ``idProperty``."""
-
-    style: Literal["hubspot_batch"]
-
-
-class JsonBatchUpsert(_UpsertBase):
-    """One JSON request per batch whose answer lists one result per record, in order (Zoho upsert)."""
-
-    style: Literal["json_batch"]
-    method: Literal["POST", "PUT", "PATCH"] = "POST"
-    body: dict[str, Any] = Field(
-        description='Body template: the string "{records}" becomes the list, "{id_field}" the field name.'
-    )
-    results_path: str
-    success: ValueMatch
-    created: ValueMatch | None = None
-    id_path: str
-    error_code_path: str
-    error_message_path: str
-
-
-class ODataBatchUpsert(_UpsertBase):
-    """A multipart ``$batch`` of per-record requests, continuing on error (Dynamics 365)."""
-
-    style: Literal["odata_batch"]
-    item_method: Literal["PATCH", "PUT", "POST"] = "PATCH"
-    item_path: str = Field(description="Per-record path: {object}, {id_field} and {key} (quoted as OData).")
-    odata_version: Literal[3, 4] = 4
-    item_headers: dict[str, str] = Field(
-        default_factory=dict,
-        description=(
-            "Headers of every part, e.g. Prefer: return=representation (Dataverse then answers an "
-            "upsert 201 created / 200 updated instead of 204 for both)."
-        ),
-    )
-    item_params: dict[str, str] = Field(
-        default_factory=dict,
-        description="Query parameters of every part ({object}, {id_field}), e.g. $select: accountid.",
-    )
-    id_path: str | None = Field(
-        default=None,
-        description="The record id in a part's body; else the id in its OData-EntityId / Location header.",
-    )
-
-    @field_validator("item_headers", "item_params")
-    @classmethod
-    def _item_templates(cls, value: dict[str, str]) -> dict[str, str]:
-        for template in value.values():
-            check_template(template, frozenset({"object", "id_field"}))
-        return value
-
-
-class SubrequestItem(SpecModel):
-    method: Literal["POST", "PUT", "PATCH"]
-    url: str = Field(description="Sub-request URL template: {object}, {id_field}, {key}.")
-    body_key: str = "body"
-    body_as_string: bool = Field(default=False, description="The body travels as a JSON string (SugarCRM).")
-    id_key: str | None = Field(
-        default=None, description="Key carrying a request id, when the batch wants one."
-    )
-
-
-class SubrequestsUpsert(_UpsertBase):
-    """A JSON batch of sub-requests answered one response each (SugarCRM ``/bulk``)."""
-
-    style: Literal["subrequests"]
-    envelope: str = "requests"
-    item: SubrequestItem
-    responses_path: str = Field(default="", description="Where the responses list sits ('' = the body).")
-    status_path: str = "status"
-    body_path: str = "body"
-    id_path: str = Field(default="id", description="The record id in a sub-response body.")
-
-
-class RecordRequest(SpecModel):
-    method: Literal["POST", "PUT", "PATCH"]
-    path: str = Field(description="Template: {object}, {id_field}, {key}, and {id} (the looked-up id).")
-    wrap: str | None = Field(default=None, description="Key the record is wrapped in, if the API wants one.")
-
-
-class ConfirmSpec(SpecModel):
-    """Check that a lookup's match really carries the external id (a search may match other fields)."""
-
-    path: str | None = Field(
-        default=None,
-        description="GET path of the match ({id}: its id, {object}); absent: the match itself is checked.",
-    )
-    record_path: str = Field(default="", description="Where the record sits in that answer ('' = the body).")
-    value_path: str = Field(
-        default="{id_field}",
-        description="Path of the external id in the record; {id_field} is the external id field's path.",
-    )
-
-
-class LookupSpec(SpecModel):
-    """Find a record's system id by its external id."""
-
-    path: str
-    params: dict[str, str] = Field(
-        default_factory=dict, description="Templates: {id_field}, {key}, {object}."
-    )
-    records_path: str = Field(description="Where the matches sit in the answer.")
-    id_path: str = Field(description="The system id in a match.")
-    confirm: ConfirmSpec | None = Field(
-        default=None,
-        description=(
-            "Check each match for the external id before taking it (Pipedrive's search matches the "
-            "term in any custom field); absent: the first match is taken."
-        ),
-    )
-
-
-class PerRecordUpsert(_UpsertBase):
-    """One request per record, after a lookup by external id where the system cannot upsert by it."""
-
-    style: Literal["per_record"]
-    path: str = "/"  # unused: the requests below carry their paths
-    lookup: LookupSpec | None = Field(default=None, description="Absent: `update` upserts by key itself.")
-    create: RecordRequest | None = None
-    update: RecordRequest
-    created_id_path: str | None = Field(default=None, description="The new record's id in a create answer.")
-    concurrency: int = Field(default=4, ge=1, le=16)
-    on_missing: Literal["reject", "create"] = Field(
-        default="reject",
-        description=(
-            "Without a lookup, what an `update` answered with one of `missing_statuses` means: reject "
-            "the record, or create it with `create` (SAP Business One: PATCH by CardCode, POST on "
-            "404), which saves the lookup request of every record that exists."
-        ),
-    )
-    missing_statuses: list[int] = Field(
-        default_factory=lambda: [404], description="Statuses of an `update` meaning 'no such record'."
-    )
-
-    @model_validator(mode="after")
-    def _complete(self) -> PerRecordUpsert:
-        if self.lookup is not None and self.create is None:
-            raise ValueError("per_record with a lookup needs 'create' for records not found")
-        if self.on_missing == "create":
-            if self.lookup is not None:
-                raise ValueError("on_missing 'create' replaces the lookup; declare one or the other")
-            if self.create is None:
-                raise ValueError("on_missing 'create' needs 'create'")
-        return self
-
-
-UpsertSpec = Annotated[
-    SObjectCollectionsUpsert
-    | HubSpotBatchUpsert
-    | JsonBatchUpsert
-    | ODataBatchUpsert
-    | SubrequestsUpsert
-    | PerRecordUpsert,
-    Field(discriminator="style"),
-]
 
 
 class ErrorBodySpec(SpecModel):
