@@ -20,16 +20,19 @@ split in halves until the offending records stand alone.
 
 from __future__ import annotations
 
-from crm_pipelines.connectors.writes.base import UpsertModel
+from typing import TYPE_CHECKING
+
+from crm_pipelines.connectors.writes.base import UPSERT_STYLES, UpsertModel
 from crm_pipelines.connectors.writes.hubspot_batch import HubSpotBatchUpsert
 from crm_pipelines.connectors.writes.json_batch import JsonBatchUpsert
 from crm_pipelines.connectors.writes.odata_batch import ODataBatchUpsert
 from crm_pipelines.connectors.writes.per_record import ConfirmSpec, LookupSpec, PerRecordUpsert, RecordRequest
 from crm_pipelines.connectors.writes.sobject_collections import SObjectCollectionsUpsert
 from crm_pipelines.connectors.writes.subrequests import SubrequestItem, SubrequestsUpsert
-from crm_pipelines.connectors.writes.upsert import UpsertResult, UpsertSpec, upsert_records
+from crm_pipelines.connectors.writes.upsert import UpsertResult, upsert_records
 
 __all__ = [
+    "UPSERT_STYLES",
     "ConfirmSpec",
     "HubSpotBatchUpsert",
     "JsonBatchUpsert",
@@ -45,3 +48,10 @@ __all__ = [
     "UpsertSpec",
     "upsert_records",
 ]
+
+# The union an object's `upsert:` validates against, built from every registered style (the modules
+# imported above); mypy sees the base model.
+if TYPE_CHECKING:
+    UpsertSpec = UpsertModel
+else:
+    UpsertSpec = UPSERT_STYLES.union()

@@ -1,8 +1,14 @@
-"""What every upsert style shares: its declaration's common keys, outcomes, and reading answers."""
+"""What every upsert style is and shares: its declaration model, outcomes, reading answers.
+
+An upsert style is an :class:`UpsertModel` (what ``upsert:`` declares) registered in
+:data:`UPSERT_STYLES` under its ``style``; :meth:`UpsertModel.upsert_batch` sends one batch and
+answers one :data:`Outcome` per record, in order.
+"""
 
 from __future__ import annotations
 
 import json
+from abc import abstractmethod
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import quote
@@ -12,11 +18,13 @@ from pydantic import Field
 
 from crm_pipelines.connectors.limits import ApiRequestError, ErrorContext, describe_error_body
 from crm_pipelines.connectors.paths import MISSING, resolve_path
-from crm_pipelines.connectors.session import render_value
+from crm_pipelines.connectors.registry import DeclarationRegistry
+from crm_pipelines.connectors.session import Session, render_value
 from crm_pipelines.connectors.spec_base import SpecModel
 
 __all__ = [
     "NO_RESULT",
+    "UPSERT_STYLES",
     "Outcome",
     "UpsertModel",
     "external_id",
@@ -28,14 +36,44 @@ __all__ = [
 
 
 class UpsertModel(SpecModel):
-    """What every ``upsert:`` declaration has: where to send, how many per batch, what to retry."""
+    """What every ``upsert:`` declaration has: its style, where to send, how many per batch, what to retry."""
 
+    style: str
     path: str = Field(description="Request path; {object} and {id_field} are filled in.")
     batch_size: int = Field(default=100, gt=0)
     retryable_errors: list[str] = Field(
         default_factory=list, description="Per-record error codes worth another attempt."
     )
     max_attempts: int = Field(default=3, ge=1)
+
+    @abstractmethod
+    def upsert_batch(
+        self,
+        session: Session,
+        *,
+        object_name: str,
+        id_field: str,
+        batch: list[dict[str, Any]],
+        keys: list[str],
+        context: ErrorContext,
+    ) -> list[Outcome]:
+        """Send one batch; one outcome per record, in order.
+
+        An ApiRequestError with status 400 means the batch was refused as a whole: the caller splits
+        it until the bad records stand alone.
+
+        Args:
+            session: The conversation with the system.
+            object_name: The declared object.
+            id_field: The external id field (a dotted path reaches into a record).
+            batch: The records.
+            keys: Their external ids, in the same order.
+            context: Names the system and object in errors.
+        """
+
+
+# Every upsert style, by the ``style`` a declaration names it with.
+UPSERT_STYLES: DeclarationRegistry[UpsertModel] = DeclarationRegistry("upsert style", discriminator="style")
 
 
 Outcome = tuple[str, str | None, str | None, str | None]  # status, record id, error code, reason

@@ -7,15 +7,28 @@ from typing import Any, Literal
 from crm_pipelines.connectors.limits import ErrorContext
 from crm_pipelines.connectors.paging import PageRequest
 from crm_pipelines.connectors.session import Session, render_value
-from crm_pipelines.connectors.writes.base import NO_RESULT, Outcome, UpsertModel, upsert_path
+from crm_pipelines.connectors.writes.base import NO_RESULT, UPSERT_STYLES, Outcome, UpsertModel, upsert_path
 
 __all__ = ["HubSpotBatchUpsert", "hubspot_batch"]
 
 
+@UPSERT_STYLES.register("hubspot_batch")
 class HubSpotBatchUpsert(UpsertModel):
     """HubSpot ``POST /crm/v3/objects/{object}/batch/upsert`` with ``idProperty``."""
 
-    style: Literal["hubspot_batch"]
+    style: Literal["hubspot_batch"] = "hubspot_batch"
+
+    def upsert_batch(
+        self,
+        session: Session,
+        *,
+        object_name: str,
+        id_field: str,
+        batch: list[dict[str, Any]],
+        keys: list[str],
+        context: ErrorContext,
+    ) -> list[Outcome]:
+        return hubspot_batch(session, self, object_name, id_field, batch, keys, context)
 
 
 def hubspot_batch(

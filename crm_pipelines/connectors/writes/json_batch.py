@@ -13,6 +13,7 @@ from crm_pipelines.connectors.session import Session, decode_json
 from crm_pipelines.connectors.spec_base import ValueMatch, value_matches
 from crm_pipelines.connectors.writes.base import (
     NO_RESULT,
+    UPSERT_STYLES,
     Outcome,
     UpsertModel,
     raise_for,
@@ -23,10 +24,11 @@ from crm_pipelines.connectors.writes.base import (
 __all__ = ["JsonBatchUpsert", "json_batch"]
 
 
+@UPSERT_STYLES.register("json_batch")
 class JsonBatchUpsert(UpsertModel):
     """One JSON request per batch whose answer lists one result per record, in order (Zoho upsert)."""
 
-    style: Literal["json_batch"]
+    style: Literal["json_batch"] = "json_batch"
     method: Literal["POST", "PUT", "PATCH"] = "POST"
     body: dict[str, Any] = Field(
         description='Body template: the string "{records}" becomes the list, "{id_field}" the field name.'
@@ -37,6 +39,18 @@ class JsonBatchUpsert(UpsertModel):
     id_path: str
     error_code_path: str
     error_message_path: str
+
+    def upsert_batch(
+        self,
+        session: Session,
+        *,
+        object_name: str,
+        id_field: str,
+        batch: list[dict[str, Any]],
+        keys: list[str],
+        context: ErrorContext,
+    ) -> list[Outcome]:
+        return json_batch(session, self, object_name, id_field, batch, context)
 
 
 def _fill_body(template: Any, records: list[dict[str, Any]], id_field: str) -> Any:

@@ -19,6 +19,7 @@ from crm_pipelines.connectors.session import Session, decode_json
 from crm_pipelines.connectors.spec_base import check_template
 from crm_pipelines.connectors.writes.base import (
     NO_RESULT,
+    UPSERT_STYLES,
     Outcome,
     UpsertModel,
     outcome_of,
@@ -29,10 +30,11 @@ from crm_pipelines.connectors.writes.base import (
 __all__ = ["ODataBatchUpsert", "odata_batch"]
 
 
+@UPSERT_STYLES.register("odata_batch")
 class ODataBatchUpsert(UpsertModel):
     """A multipart ``$batch`` of per-record requests, continuing on error (Dynamics 365)."""
 
-    style: Literal["odata_batch"]
+    style: Literal["odata_batch"] = "odata_batch"
     item_method: Literal["PATCH", "PUT", "POST"] = "PATCH"
     item_path: str = Field(description="Per-record path: {object}, {id_field} and {key} (quoted as OData).")
     odata_version: Literal[3, 4] = 4
@@ -58,6 +60,18 @@ class ODataBatchUpsert(UpsertModel):
         for template in value.values():
             check_template(template, frozenset({"object", "id_field"}))
         return value
+
+    def upsert_batch(
+        self,
+        session: Session,
+        *,
+        object_name: str,
+        id_field: str,
+        batch: list[dict[str, Any]],
+        keys: list[str],
+        context: ErrorContext,
+    ) -> list[Outcome]:
+        return odata_batch(session, self, object_name, id_field, batch, keys, context)
 
 
 _STATUS_LINE = re.compile(rb"^HTTP/\d(?:\.\d)?\s+(\d{3})")

@@ -13,6 +13,7 @@ from crm_pipelines.connectors.paths import resolve_path
 from crm_pipelines.connectors.session import Session, decode_json
 from crm_pipelines.connectors.spec_base import SpecModel
 from crm_pipelines.connectors.writes.base import (
+    UPSERT_STYLES,
     Outcome,
     UpsertModel,
     outcome_of,
@@ -62,10 +63,11 @@ class LookupSpec(SpecModel):
     )
 
 
+@UPSERT_STYLES.register("per_record")
 class PerRecordUpsert(UpsertModel):
     """One request per record, after a lookup by external id where the system cannot upsert by it."""
 
-    style: Literal["per_record"]
+    style: Literal["per_record"] = "per_record"
     path: str = "/"  # unused: the requests below carry their paths
     lookup: LookupSpec | None = Field(default=None, description="Absent: `update` upserts by key itself.")
     create: RecordRequest | None = None
@@ -94,6 +96,18 @@ class PerRecordUpsert(UpsertModel):
             if self.create is None:
                 raise ValueError("on_missing 'create' needs 'create'")
         return self
+
+    def upsert_batch(
+        self,
+        session: Session,
+        *,
+        object_name: str,
+        id_field: str,
+        batch: list[dict[str, Any]],
+        keys: list[str],
+        context: ErrorContext,
+    ) -> list[Outcome]:
+        return per_record(session, self, object_name, id_field, batch, keys, context)
 
 
 def per_record(

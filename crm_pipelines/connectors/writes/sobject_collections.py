@@ -7,15 +7,28 @@ from typing import Any, Literal
 from crm_pipelines.connectors.limits import ErrorContext
 from crm_pipelines.connectors.paging import PageRequest
 from crm_pipelines.connectors.session import Session, render_value
-from crm_pipelines.connectors.writes.base import NO_RESULT, Outcome, UpsertModel, upsert_path
+from crm_pipelines.connectors.writes.base import NO_RESULT, UPSERT_STYLES, Outcome, UpsertModel, upsert_path
 
 __all__ = ["SObjectCollectionsUpsert", "sobject_collections"]
 
 
+@UPSERT_STYLES.register("sobject_collections")
 class SObjectCollectionsUpsert(UpsertModel):
     """Salesforce ``PATCH .../composite/sobjects/{SObject}/{ExternalIdField}``, ``allOrNone: false``."""
 
-    style: Literal["sobject_collections"]
+    style: Literal["sobject_collections"] = "sobject_collections"
+
+    def upsert_batch(
+        self,
+        session: Session,
+        *,
+        object_name: str,
+        id_field: str,
+        batch: list[dict[str, Any]],
+        keys: list[str],
+        context: ErrorContext,
+    ) -> list[Outcome]:
+        return sobject_collections(session, self, object_name, id_field, batch, context)
 
 
 def sobject_collections(

@@ -13,7 +13,14 @@ from crm_pipelines.connectors.paging import PageRequest
 from crm_pipelines.connectors.paths import MISSING, resolve_path
 from crm_pipelines.connectors.session import Session, decode_json
 from crm_pipelines.connectors.spec_base import SpecModel
-from crm_pipelines.connectors.writes.base import NO_RESULT, Outcome, UpsertModel, outcome_of, upsert_path
+from crm_pipelines.connectors.writes.base import (
+    NO_RESULT,
+    UPSERT_STYLES,
+    Outcome,
+    UpsertModel,
+    outcome_of,
+    upsert_path,
+)
 
 __all__ = ["SubrequestItem", "SubrequestsUpsert", "subrequests"]
 
@@ -28,16 +35,29 @@ class SubrequestItem(SpecModel):
     )
 
 
+@UPSERT_STYLES.register("subrequests")
 class SubrequestsUpsert(UpsertModel):
     """A JSON batch of sub-requests answered one response each (SugarCRM ``/bulk``)."""
 
-    style: Literal["subrequests"]
+    style: Literal["subrequests"] = "subrequests"
     envelope: str = "requests"
     item: SubrequestItem
     responses_path: str = Field(default="", description="Where the responses list sits ('' = the body).")
     status_path: str = "status"
     body_path: str = "body"
     id_path: str = Field(default="id", description="The record id in a sub-response body.")
+
+    def upsert_batch(
+        self,
+        session: Session,
+        *,
+        object_name: str,
+        id_field: str,
+        batch: list[dict[str, Any]],
+        keys: list[str],
+        context: ErrorContext,
+    ) -> list[Outcome]:
+        return subrequests(session, self, object_name, id_field, batch, keys, context)
 
 
 def subrequests(

@@ -6,9 +6,7 @@ import logging
 import time
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Annotated, Any, Literal
-
-from pydantic import Field
+from typing import TYPE_CHECKING, Any, Literal
 
 from crm_pipelines.connectors.auth import ConnectionSettings
 from crm_pipelines.connectors.limits import (
@@ -18,31 +16,14 @@ from crm_pipelines.connectors.limits import (
     check_url_allowed,
 )
 from crm_pipelines.connectors.session import Session, context_for, http_client
-from crm_pipelines.connectors.writes.base import Outcome, external_id
-from crm_pipelines.connectors.writes.hubspot_batch import HubSpotBatchUpsert, hubspot_batch
-from crm_pipelines.connectors.writes.json_batch import JsonBatchUpsert, json_batch
-from crm_pipelines.connectors.writes.odata_batch import ODataBatchUpsert, odata_batch
-from crm_pipelines.connectors.writes.per_record import PerRecordUpsert, per_record
-from crm_pipelines.connectors.writes.sobject_collections import SObjectCollectionsUpsert, sobject_collections
-from crm_pipelines.connectors.writes.subrequests import SubrequestsUpsert, subrequests
+from crm_pipelines.connectors.writes.base import Outcome, UpsertModel, external_id
 
 if TYPE_CHECKING:  # spec.py imports the write styles
     from crm_pipelines.connectors.spec import SystemSpec
 
-__all__ = ["UpsertResult", "UpsertSpec", "upsert_records"]
+__all__ = ["UpsertResult", "upsert_records"]
 
 log = logging.getLogger(__name__)
-
-
-UpsertSpec = Annotated[
-    SObjectCollectionsUpsert
-    | HubSpotBatchUpsert
-    | JsonBatchUpsert
-    | ODataBatchUpsert
-    | SubrequestsUpsert
-    | PerRecordUpsert,
-    Field(discriminator="style"),
-]
 
 
 @dataclass(frozen=True)
@@ -144,7 +125,7 @@ def upsert_records(
 
 def _upsert_chunk(
     session: Session,
-    spec: UpsertSpec,
+    spec: UpsertModel,
     object_name: str,
     id_field: str,
     items: list[dict[str, Any]],
@@ -154,22 +135,11 @@ def _upsert_chunk(
     batch = [items[i] for i in chunk]
     keys = [external_id(record, id_field) for record in batch]
     try:
-        if isinstance(spec, PerRecordUpsert):
-            # Each record is its own request: nothing to split.
-            yield from zip(
-                chunk, per_record(session, spec, object_name, id_field, batch, keys, context), strict=True
-            )
-            return
-        if isinstance(spec, SObjectCollectionsUpsert):
-            outcomes = sobject_collections(session, spec, object_name, id_field, batch, context)
-        elif isinstance(spec, HubSpotBatchUpsert):
-            outcomes = hubspot_batch(session, spec, object_name, id_field, batch, keys, context)
-        elif isinstance(spec, JsonBatchUpsert):
-            outcomes = json_batch(session, spec, object_name, id_field, batch, context)
-        elif isinstance(spec, ODataBatchUpsert):
-            outcomes = odata_batch(session, spec, object_name, id_field, batch, keys, context)
-        else:
-            outcomes = subrequests(session, spec, object_name, id_field, batch, keys, context)
+        # A style that sends each record on its own (per_record) answers refusals per record: no
+        # 400 reaches the split below.
+        outcomes = spec.upsert_batch(
+            session, object_name=object_name, id_field=id_field, batch=batch, keys=keys, context=context
+        )
         yield from zip(chunk, outcomes, strict=True)
     except AuthenticationError:
         raise

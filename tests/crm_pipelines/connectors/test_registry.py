@@ -10,6 +10,7 @@ from pydantic import BaseModel, ValidationError
 from crm_pipelines.connectors.auth import AUTH_KINDS, SessionAuth
 from crm_pipelines.connectors.paging import PAGING_KINDS, CursorPaging
 from crm_pipelines.connectors.registry import DeclarationRegistry, Registry, UnknownKindError
+from crm_pipelines.connectors.writes import UPSERT_STYLES, PerRecordUpsert
 
 
 def test_an_unknown_name_is_named_with_the_known_ones() -> None:
@@ -60,3 +61,12 @@ def test_every_bundled_kind_is_registered() -> None:
         "session",
     ]
     assert AUTH_KINDS.get("session") is SessionAuth
+    assert sorted(UPSERT_STYLES.names()) == [
+        "hubspot_batch",
+        "json_batch",
+        "odata_batch",
+        "per_record",
+        "sobject_collections",
+        "subrequests",
+    ]
+    assert UPSERT_STYLES.get("per_record") is PerRecordUpsert
