@@ -16,7 +16,8 @@ from urllib.parse import quote
 import httpx
 from pydantic import Field
 
-from crm_pipelines.connectors.limits import ApiRequestError, ErrorContext, describe_error_body
+from crm_pipelines.connectors.error_bodies import describe_error_body
+from crm_pipelines.connectors.limits import ApiRequestError, ErrorContext
 from crm_pipelines.connectors.paths import MISSING, resolve_path
 from crm_pipelines.connectors.registry import DeclarationRegistry
 from crm_pipelines.connectors.session import Session, render_value

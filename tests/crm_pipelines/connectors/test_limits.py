@@ -1,5 +1,5 @@
-"""Talking to an API politely (limits.py): pacing, Retry-After, the URL policy, error bodies, and one
-budget per account across the processes Dagster runs steps in."""
+"""Talking to an API politely (limits.py): pacing, Retry-After, the URL policy, and one budget per
+account across the processes Dagster runs steps in."""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ from datetime import UTC, datetime
 from email.utils import format_datetime
 from pathlib import Path
 
-import httpx
 import pytest
 
 from crm_pipelines.connectors.limits import (
@@ -19,7 +18,6 @@ from crm_pipelines.connectors.limits import (
     TokenBucket,
     check_url_allowed,
     clear_buckets,
-    describe_error_body,
     parse_retry_after,
     shared_bucket,
 )
@@ -153,32 +151,6 @@ def test_plain_http_only_to_loopback(url: str, allowed: bool) -> None:
     else:
         with pytest.raises(InsecureURLError, match="https"):
             check_url_allowed(url=url, context=CONTEXT)
-
-
-@pytest.mark.parametrize(
-    ("body", "expected"),
-    [
-        pytest.param(
-            b'[{"message":"No such column \'Foo\' on entity \'Contact\'","errorCode":"INVALID_FIELD"}]',
-            ("No such column 'Foo' on entity 'Contact'", "INVALID_FIELD"),
-            id="salesforce",
-        ),
-        pytest.param(
-            b'{"status":"error","message":"Invalid input JSON","correlationId":"x","category":"VALIDATION_ERROR"}',
-            ("Invalid input JSON", "VALIDATION_ERROR"),
-            id="hubspot",
-        ),
-        pytest.param(
-            b'{"error":"invalid_client","error_description":"invalid client credentials"}',
-            ("invalid client credentials", "invalid_client"),
-            id="oauth",
-        ),
-        pytest.param(b"<html>Bad gateway</html>", ("<html>Bad gateway</html>", None), id="not-json"),
-    ],
-)
-def test_error_bodies_are_understood(body: bytes, expected: tuple[str, str | None]) -> None:
-    response = httpx.Response(400, content=body, request=httpx.Request("GET", "https://x/y"))
-    assert describe_error_body(response=response) == expected
 
 
 def test_accounts_share_one_bucket() -> None:
