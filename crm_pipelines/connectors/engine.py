@@ -33,23 +33,23 @@ from typing import Any
 import pyarrow as pa
 
 from crm_pipelines.connectors.auth import ConnectionSettings, build_authenticator
-from crm_pipelines.connectors.bulk import _bulk_extract, _use_bulk
+from crm_pipelines.connectors.bulk import bulk_extract, use_bulk
 from crm_pipelines.connectors.collect import (
     DELETED,
     EXTRACTED_AT,
+    Collector,
     ExtractStats,
-    _Collector,
-    _fill,
-    _Pass,
-    _passes,
-    _render_request,
-    _resolver,
-    _template_values,
+    Pass,
     output_schema,
+    path_resolver,
+    plan_passes,
+    render_request,
+    render_templates,
+    template_values,
 )
-from crm_pipelines.connectors.cursors import _render_where, _utc, parse_cursor
-from crm_pipelines.connectors.describe import _describe, resolved_object
-from crm_pipelines.connectors.drift import SchemaDrift, _DriftTracker
+from crm_pipelines.connectors.cursors import parse_cursor, render_where, utc
+from crm_pipelines.connectors.describe import describe_object, resolved_object
+from crm_pipelines.connectors.drift import DriftTracker, SchemaDrift
 from crm_pipelines.connectors.limits import (
     ApiRequestError,
     AuthenticationError,
@@ -59,10 +59,10 @@ from crm_pipelines.connectors.limits import (
     InsecureURLError,
     check_url_allowed,
 )
-from crm_pipelines.connectors.pages import PageInfo, _Chain, _PageCounter, _pages
+from crm_pipelines.connectors.pages import CursorChain, PageCounter, PageInfo, walk_pages
 from crm_pipelines.connectors.paging import CursorPaging, PageRequest
 from crm_pipelines.connectors.paths import resolve_path
-from crm_pipelines.connectors.search import _search_extract
+from crm_pipelines.connectors.search import search_extract
 from crm_pipelines.connectors.session import Session, context_for, http_client, render_value
 from crm_pipelines.connectors.spec import ObjectSpec, SystemSpec
 from crm_pipelines.connectors.writes import UpsertResult, upsert_records
@@ -147,7 +147,7 @@ def extract_object(
     # the first next() of the iterator.
     if pages_per_batch < 1:
         raise ValueError("pages_per_batch must be at least 1")
-    if since is not None and until is not None and _utc(since) >= _utc(until):
+    if since is not None and until is not None and utc(since) >= utc(until):
         raise ValueError(f"empty window: since ({since}) must be before until ({until})")
     system.get_object(object_name)
     context = context_for(system, connection, object_name)
@@ -158,8 +158,8 @@ def extract_object(
         object_name=object_name,
         connection=connection,
         context=context,
-        since=_utc(since) if since is not None else None,
-        until=_utc(until) if until is not None else None,
+        since=utc(since) if since is not None else None,
+        until=utc(until) if until is not None else None,
         page_size=page_size,
         on_page=on_page,
         drift=drift if drift is not None else SchemaDrift(system.name, object_name),
@@ -195,17 +195,17 @@ def _extract(
         obj = system.get_object(object_name)
         if obj.describe is not None:
             # First: fields declared by their display name only get their paths from the field list.
-            obj = _describe(session, obj, object_name, size, context, drift)
+            obj = describe_object(session, obj, object_name, size, context, drift)
         incremental = obj.incremental
-        where = _render_where(incremental, since, until)
-        values = _template_values(obj, object_name, where=where, since=since, until=until, page_size=size)
-        tracker = _DriftTracker(obj, drift)
+        where = render_where(incremental, since, until)
+        values = template_values(obj, object_name, where=where, since=since, until=until, page_size=size)
+        tracker = DriftTracker(obj, drift)
         # A change-tracked read is not a window: the link says where the last read ended.
         windowed_since, windowed_until = (None, None) if incremental.delta is not None else (since, until)
-        collector = _Collector(
+        collector = Collector(
             obj=obj, schema=schema, tracker=tracker, stats=stats, since=windowed_since, until=windowed_until
         )
-        pages = _PageCounter(system.name, object_name, on_page, stats)
+        pages = PageCounter(system.name, object_name, on_page, stats)
         if incremental.delta is not None:
             stats.method = "delta"
             yield from _delta_extract(
@@ -221,10 +221,10 @@ def _extract(
                 pages_per_batch,
             )
         else:
-            passes = _passes(system, obj, object_name, values, include_deleted, since, until)
-            if obj.bulk is not None and _use_bulk(session, obj, passes[0], values, context, stats):
+            passes = plan_passes(system, obj, object_name, values, include_deleted, since, until)
+            if obj.bulk is not None and use_bulk(session, obj, passes[0], values, context, stats):
                 stats.method = "bulk"
-                yield from _bulk_extract(
+                yield from bulk_extract(
                     session, obj, object_name, passes[0], values, context, collector, pages
                 )
             else:
@@ -232,7 +232,7 @@ def _extract(
                     collector.new_pass()
                     if obj.search is not None and since is not None and not run.deleted_only:
                         stats.method = "search"
-                        yield from _search_extract(
+                        yield from search_extract(
                             session, obj, since, until or datetime.now(UTC), context, collector, pages
                         )
                         continue
@@ -263,17 +263,17 @@ def _paged_extract(
     session: Session,
     obj: ObjectSpec,
     object_name: str,
-    run: _Pass,
+    run: Pass,
     size: int,
     context: ErrorContext,
-    collector: _Collector,
-    pages: _PageCounter,
+    collector: Collector,
+    pages: PageCounter,
     pages_per_batch: int,
 ) -> Iterator[pa.RecordBatch]:
     pages_in_batch = 0
-    chain: _Chain | None = None
+    chain: CursorChain | None = None
     if isinstance(run.paging, CursorPaging) and run.paging.chain_limit and run.restart_from is not None:
-        chain = _Chain(
+        chain = CursorChain(
             limit=run.paging.chain_limit,
             cursor_path=run.cursor_path,
             fmt=obj.incremental.format,
@@ -282,7 +282,7 @@ def _paged_extract(
             stats=collector.stats,
             cursor_name=obj.incremental.cursor,
         )
-    for _, _, records in _pages(
+    for _, _, records in walk_pages(
         session, run.paging, run.request, size, run.records_path, object_name, context, chain
     ):
         kept = collector.add(
@@ -311,8 +311,8 @@ def _delta_extract(
     values: Mapping[str, Any],
     delta_link: str | None,
     context: ErrorContext,
-    collector: _Collector,
-    pages: _PageCounter,
+    collector: Collector,
+    pages: PageCounter,
     pages_per_batch: int,
 ) -> Iterator[pa.RecordBatch]:
     """Follow ``delta_link`` (changes and deletions since), or start tracking with a full read.
@@ -324,16 +324,18 @@ def _delta_extract(
     assert delta is not None
     headers = {**obj.request.headers, **delta.headers}
     if delta_link is not None:
-        first = PageRequest(url=delta_link, params={}, headers=_fill(headers, values))
+        first = PageRequest(url=delta_link, params={}, headers=render_templates(headers, values))
     else:
         collector.stats.full_read = True
-        first = _render_request(obj, obj.request.path, values, params=delta.params or None, headers=headers)
+        first = render_request(obj, obj.request.path, values, params=delta.params or None, headers=headers)
     size = int(values["page_size"])
     paging = system.paging_of(object_name)
     link: str | None = None
     pages_in_batch = 0
     try:
-        for _, body, records in _pages(session, paging, first, size, obj.records_path, object_name, context):
+        for _, body, records in walk_pages(
+            session, paging, first, size, obj.records_path, object_name, context
+        ):
             kept = collector.add(records, cursor_path=collector.cursor_field_path, deleted_pass=False)
             pages.page(records=len(records), kept=kept, deleted_pass=False)
             found = resolve_path(body, delta.link_path)
@@ -413,12 +415,12 @@ def extract_keys(
         pk_name: str | None = pk_field.select
     else:
         pk_name = obj.select_name(pk_path) if under_prefix else pk_path
-    values = _template_values(obj, object_name, page_size=size, fields=[pk_name] if pk_name else [])
-    request = _render_request(
+    values = template_values(obj, object_name, page_size=size, fields=[pk_name] if pk_name else [])
+    request = render_request(
         obj, obj.request.path, values, params={**obj.request.params, **obj.deletes.params}
     )
     counted = stats if stats is not None else ExtractStats()
-    resolve = _resolver(pk_path)
+    resolve = path_resolver(pk_path)
 
     def generate() -> Iterator[pa.RecordBatch]:
         with http_client(connection=connection, retry=system.retries) as client:
@@ -426,7 +428,7 @@ def extract_keys(
                 system=system, connection=connection, context=context, client=client, retry=system.retries
             )
             paging = system.paging_of(object_name)
-            for _, _, records in _pages(
+            for _, _, records in walk_pages(
                 session, paging, request, size, obj.records_path, object_name, context
             ):
                 counted.requests += 1

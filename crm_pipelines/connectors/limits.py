@@ -41,6 +41,31 @@ from crm_pipelines.connectors.error_bodies import describe_error_body
 from crm_pipelines.connectors.spec_base import SpecModel
 from crm_pipelines.settings import rate_limit_dir
 
+__all__ = [
+    "RETRY_STATUSES",
+    "AccountWindow",
+    "ApiRequestError",
+    "AuthenticationError",
+    "ConnectionFailedError",
+    "ConnectorError",
+    "ErrorContext",
+    "InsecureURLError",
+    "RateLimitSpec",
+    "RetrySpec",
+    "TokenBucket",
+    "api_error",
+    "check_url_allowed",
+    "clear_buckets",
+    "credential_fingerprint",
+    "is_loopback_host",
+    "parse_retry_after",
+    "raise_for_status",
+    "redact",
+    "send_request",
+    "shared_bucket",
+    "suggest_fix",
+]
+
 log = logging.getLogger(__name__)
 
 RETRY_STATUSES: frozenset[int] = frozenset({429, 500, 502, 503, 504})

@@ -32,6 +32,15 @@ from crm_pipelines.connectors.paths import MISSING
 if TYPE_CHECKING:  # spec.py imports the write styles, which talk through a Session
     from crm_pipelines.connectors.spec import SystemSpec
 
+__all__ = [
+    "Session",
+    "context_for",
+    "decode_json",
+    "dump_json",
+    "http_client",
+    "render_value",
+]
+
 log = logging.getLogger(__name__)
 
 _USER_AGENT = "crm-pipelines"

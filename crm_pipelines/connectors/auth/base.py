@@ -246,6 +246,7 @@ class Authenticator(Protocol):
 
 
 def header_value(scheme: str, token: str) -> Secret:
+    """The header value of a token: ``<scheme> <token>``, or the bare token when the scheme is empty."""
     return Secret(f"{scheme} {token}" if scheme else token)
 
 
@@ -360,6 +361,7 @@ class CachedCredential:
 
 
 def answer_json(response: httpx.Response, context: ErrorContext, what: str, fix: str) -> Any:
+    """The JSON of a token or login answer; an answer that is not JSON is a refused credential."""
     try:
         return json.loads(response.content)
     except (ValueError, UnicodeDecodeError):

@@ -71,6 +71,8 @@ class _TokenAuth(AuthModel):
 
 
 class OAuthEndpoint(_TokenAuth):
+    """What the token-endpoint grants share: where the endpoint is and what its answer holds."""
+
     token_path: str | None = Field(default=None, description="Token endpoint, relative to the base URL.")
     token_url_variable: str | None = Field(
         default=None,

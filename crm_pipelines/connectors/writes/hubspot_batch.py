@@ -40,6 +40,7 @@ def hubspot_batch(
     keys: list[str],
     context: ErrorContext,
 ) -> list[Outcome]:
+    """One batch upsert request; results and errors matched back to the records by key."""
     inputs = [
         {
             "idProperty": id_field,

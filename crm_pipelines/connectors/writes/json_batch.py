@@ -73,6 +73,7 @@ def json_batch(
     batch: list[dict[str, Any]],
     context: ErrorContext,
 ) -> list[Outcome]:
+    """One JSON request for the batch; its answer lists one result per record, in order."""
     request = PageRequest(url=upsert_path(spec.path, object_name, id_field))
     response = session.send(
         spec.method,

@@ -86,6 +86,7 @@ def odata_batch(
     keys: list[str],
     context: ErrorContext,
 ) -> list[Outcome]:
+    """One multipart ``$batch`` request, a part per record; the answer's parts are the outcomes."""
     boundary = f"batch_{uuid.uuid4()}"
     base_path = httpx.URL(session.token().api_base_url).path.rstrip("/")
     names = {"object": object_name, "id_field": id_field}

@@ -119,6 +119,8 @@ def per_record(
     keys: list[str],
     context: ErrorContext,
 ) -> list[Outcome]:
+    """One upsert per record, ``concurrency`` at a time; a 4xx is that record's rejection."""
+
     def one(record: dict[str, Any], key: str) -> Outcome:
         try:
             return _upsert_one(session, spec, object_name, id_field, record, key, context)

@@ -39,6 +39,7 @@ def sobject_collections(
     batch: list[dict[str, Any]],
     context: ErrorContext,
 ) -> list[Outcome]:
+    """One sObject Collections PATCH for the batch; its answer lists one result per record, in order."""
     body: Any = {
         "allOrNone": False,
         "records": [{"attributes": {"type": object_name}, **record} for record in batch],

@@ -69,6 +69,7 @@ def subrequests(
     keys: list[str],
     context: ErrorContext,
 ) -> list[Outcome]:
+    """One batch of sub-requests; each response is the outcome of its record."""
     items = []
     for position, (record, key) in enumerate(zip(batch, keys, strict=True)):
         data = json.dumps(record, ensure_ascii=False) if spec.item.body_as_string else record

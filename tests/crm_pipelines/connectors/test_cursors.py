@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from crm_pipelines.connectors.cursors import _format_cursor, _lower_literal, _render_where, parse_cursor
+from crm_pipelines.connectors.cursors import format_cursor, lower_literal, parse_cursor, render_where
 from crm_pipelines.connectors.spec import IncrementalSpec
 
 
@@ -39,7 +39,7 @@ from crm_pipelines.connectors.spec import IncrementalSpec
     ],
 )
 def test_cursor_literals(fmt: str, value: datetime, round_up: bool, expected: str) -> None:
-    assert _format_cursor(value, fmt, round_up=round_up) == expected
+    assert format_cursor(value, fmt, round_up=round_up) == expected
 
 
 @pytest.mark.parametrize(
@@ -89,7 +89,7 @@ def test_server_window_filter(
     incremental = IncrementalSpec.model_validate(
         {"cursor": "d", "format": "sdata", "server_filter": server_filter}
     )
-    assert _render_where(incremental, since, until, extra) == expected
+    assert render_where(incremental, since, until, extra) == expected
 
 
 @pytest.mark.parametrize(
@@ -128,4 +128,4 @@ def test_an_exclusive_lower_bound_is_sent_one_literal_step_earlier(
     )
     # Sub-second parts are floored first: the literal then lies before every instant >= since.
     since = datetime(2026, 11, 25, 10, 0, 0, 400 if fmt == "iso8601" else 0, tzinfo=UTC)
-    assert _lower_literal(since, incremental) == expected
+    assert lower_literal(since, incremental) == expected

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from crm_pipelines.connectors.describe import _described_names, _field_names, _FieldList, _resolve_labels
+from crm_pipelines.connectors.describe import FieldList, described_names, field_names, resolve_labels
 from crm_pipelines.connectors.limits import ApiRequestError, ErrorContext
 from crm_pipelines.connectors.spec import DescribeSpec, ObjectSpec
 
@@ -72,7 +72,7 @@ def test_describe_renames_give_the_names_records_carry(
     body: object, describe: dict[str, object], expected: set[str] | None
 ) -> None:
     spec = DescribeSpec.model_validate({"path": "/fields", **describe})
-    assert _field_names(body, spec, "accounts") == expected
+    assert field_names(body, spec, "accounts") == expected
 
 
 _EDMX = b"""<?xml version="1.0" encoding="utf-8"?>
@@ -158,7 +158,7 @@ def test_field_lists_are_read_from_the_describe_answer(
     body: object, describe: dict[str, object], expected: set[str] | None
 ) -> None:
     spec = DescribeSpec.model_validate({"path": "/describe", **describe})
-    assert _field_names(body, spec, "Accounts") == expected
+    assert field_names(body, spec, "Accounts") == expected
 
 
 DESCRIBE: dict[str, object] = {
@@ -194,7 +194,7 @@ def test_the_field_list_names_a_declaration_covers() -> None:
     listed = {"id", "update_time", "address", "Account_Name", "4f1c", "visible_to", "77de", "locality"}
     # Paths, the object a nested path reads part of, requested names, names under a container and
     # ignored paths are covered; the rest is drift (a new custom field, or a name seen only nested).
-    assert listed - _described_names(obj) == {"77de", "locality"}
+    assert listed - described_names(obj) == {"77de", "locality"}
 
 
 # Labels: fields whose key differs per account, found by display name in the field list.
@@ -218,13 +218,13 @@ FIELD_LIST = [
 
 
 def test_labels_take_the_key_the_field_list_gives_their_display_name() -> None:
-    listing = _FieldList({str(e["field_code"]) for e in FIELD_LIST}, FIELD_LIST)
-    resolved = _resolve_labels(_object(LABELLED, LABEL_FIELDS), listing, CONTEXT)
+    listing = FieldList({str(e["field_code"]) for e in FIELD_LIST}, FIELD_LIST)
+    resolved = resolve_labels(_object(LABELLED, LABEL_FIELDS), listing, CONTEXT)
     # Only custom fields are candidates (label_where), and display names match regardless of case.
     assert resolved.field("external_id").source_path == "custom_fields.4f1c"
     assert resolved.field("website").source_path == "custom_fields.9a2b"
     assert not resolved.labelled()
-    assert listing.names - _described_names(resolved) == {"external_id", "77de"}
+    assert listing.names - described_names(resolved) == {"external_id", "77de"}
 
 
 @pytest.mark.parametrize(
@@ -244,6 +244,6 @@ def test_a_label_no_field_or_several_fields_have_fails_naming_it(
     entries: list[dict[str, object]], expected: str
 ) -> None:
     entries = [*entries, {"field_code": "9a2b", "field_name": "Website", "is_custom_field": True}]
-    listing = _FieldList({str(e["field_code"]) for e in entries}, entries)
+    listing = FieldList({str(e["field_code"]) for e in entries}, entries)
     with pytest.raises(ApiRequestError, match=expected):
-        _resolve_labels(_object(LABELLED, LABEL_FIELDS), listing, CONTEXT)
+        resolve_labels(_object(LABELLED, LABEL_FIELDS), listing, CONTEXT)

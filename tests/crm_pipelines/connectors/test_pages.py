@@ -8,7 +8,7 @@ import pytest
 
 from crm_pipelines.connectors.engine import ExtractStats
 from crm_pipelines.connectors.limits import ApiRequestError, ErrorContext
-from crm_pipelines.connectors.pages import _Chain
+from crm_pipelines.connectors.pages import CursorChain
 from crm_pipelines.connectors.paging import PageRequest
 
 CONTEXT = ErrorContext(system_name="salesforce", system_title="Salesforce", object_name="Contact")
@@ -22,7 +22,7 @@ def test_a_cursor_chain_goes_on_from_the_highest_cursor_read_and_never_in_place(
         moved.append(since)
         return PageRequest(url="/items", headers={"If-Modified-Since": since.isoformat()})
 
-    chain = _Chain(
+    chain = CursorChain(
         limit=4,
         cursor_path="Modified_Time",
         fmt="iso8601_offset",
