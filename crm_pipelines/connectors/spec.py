@@ -37,6 +37,7 @@ from crm_pipelines.connectors.auth import (
     SessionAuth,
     credential_variables,
 )
+from crm_pipelines.connectors.cursor_formats import CURSOR_FORMATS
 from crm_pipelines.connectors.limits import RateLimitSpec, RetrySpec
 from crm_pipelines.connectors.paging import (
     CursorPaging,
@@ -75,7 +76,6 @@ __all__ = [
     "ConfirmSpec",
     "CredentialVariable",
     "CsrfSpec",
-    "CursorFormat",
     "CursorPaging",
     "DeletesSpec",
     "DeltaSpec",
@@ -250,18 +250,6 @@ class ServerFilterSpec(SpecModel):
         return None if value is None else check_template(value, FILTER_PLACEHOLDERS)
 
 
-CursorFormat = Literal[
-    "soql_datetime",  # 2026-11-25T10:00:00Z, unquoted (SOQL)
-    "iso8601",  # 2026-11-25T10:00:00.123Z (HubSpot)
-    "iso8601_seconds",  # 2026-11-25T10:00:00Z (OData: Dynamics, Creatio; Pipedrive v2)
-    "iso8601_offset",  # 2026-11-25T10:00:00+00:00 (Zoho, SugarCRM)
-    "sql_datetime",  # 2026-11-25 10:00:00
-    "date",  # 2026-11-25 (SAP Business One UpdateDate)
-    "epoch_ms",  # 1764064800000
-    "sdata",  # 2026-11-25T10:00:00Z as the SData literal @...@ carries it
-]
-
-
 class DeltaSpec(SpecModel):
     """Change tracking: the first read asks for a delta link, later reads follow it (Dynamics 365).
 
@@ -294,7 +282,9 @@ class DeltaSpec(SpecModel):
 
 class IncrementalSpec(SpecModel):
     cursor: str = Field(description="Declared field (output name) holding the cursor.")
-    format: CursorFormat = Field(description="Literal format of a cursor value in request filters.")
+    format: str = Field(
+        description=f"Literal format of a cursor value in request filters: one of {', '.join(CURSOR_FORMATS.names())}."
+    )
     time_field: str | None = Field(
         default=None,
         description="Declared field with the time of day of a date cursor (SAP Business One UpdateTime).",
@@ -323,6 +313,13 @@ class IncrementalSpec(SpecModel):
         ),
     )
     delta: DeltaSpec | None = Field(default=None, description="Change tracking instead of a cursor window.")
+
+    @field_validator("format")
+    @classmethod
+    def _known_format(cls, value: str) -> str:
+        if value not in CURSOR_FORMATS:
+            raise ValueError(CURSOR_FORMATS.unknown(value))
+        return value
 
 
 class DeletesSpec(SpecModel):

@@ -8,6 +8,7 @@ import pytest
 from pydantic import BaseModel, ValidationError
 
 from crm_pipelines.connectors.auth import AUTH_KINDS, SessionAuth
+from crm_pipelines.connectors.cursor_formats import CURSOR_FORMATS
 from crm_pipelines.connectors.paging import PAGING_KINDS, CursorPaging
 from crm_pipelines.connectors.registry import DeclarationRegistry, Registry, UnknownKindError
 from crm_pipelines.connectors.writes import UPSERT_STYLES, PerRecordUpsert
@@ -70,3 +71,13 @@ def test_every_bundled_kind_is_registered() -> None:
         "subrequests",
     ]
     assert UPSERT_STYLES.get("per_record") is PerRecordUpsert
+    assert CURSOR_FORMATS.names() == [
+        "soql_datetime",
+        "iso8601",
+        "iso8601_seconds",
+        "iso8601_offset",
+        "sql_datetime",
+        "date",
+        "epoch_ms",
+        "sdata",
+    ]

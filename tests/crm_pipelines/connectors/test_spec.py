@@ -196,6 +196,11 @@ def _broken(mutate: Any) -> dict[str, Any]:
             id="unknown-template-placeholder",
         ),
         pytest.param(
+            lambda d: d["objects"]["Account"]["incremental"].update(format="iso"),
+            r"objects\.Account\.incremental\.format: .*unknown cursor format 'iso'; known: soql_datetime, iso8601",
+            id="unknown-cursor-format",
+        ),
+        pytest.param(
             lambda d: d["page_size"].update(default=5000),
             r"page_size: .*minimum <= default <= maximum",
             id="page-size-out-of-range",
