@@ -16,8 +16,8 @@ connection for ``doctor`` (:func:`check_connection`). The parts it runs live bes
 - :mod:`.pages`: walking an API's pages (in order, several in flight, cursor chain restarts).
 - :mod:`.drift`: schema drift between the declaration and the records.
 - :mod:`.describe`: the source's field list and the fields declared by display name.
-- :mod:`.bulk`: Salesforce Bulk API 2.0 query jobs.
-- :mod:`.search`: HubSpot CRM search split into time windows under its result cap.
+- :mod:`.reads`: the other ways to read an object: Salesforce Bulk API 2.0 query jobs, HubSpot CRM
+  search split into time windows under its result cap, and change tracking through delta links.
 
 The names callers use are importable from here (see ``__all__``).
 """
@@ -25,15 +25,13 @@ The names callers use are importable from here (see ``__all__``).
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
 
 import pyarrow as pa
 
 from crm_pipelines.connectors.auth import ConnectionSettings, build_authenticator
-from crm_pipelines.connectors.bulk import bulk_extract, use_bulk
 from crm_pipelines.connectors.collect import (
     DELETED,
     EXTRACTED_AT,
@@ -44,7 +42,6 @@ from crm_pipelines.connectors.collect import (
     path_resolver,
     plan_passes,
     render_request,
-    render_templates,
     template_values,
 )
 from crm_pipelines.connectors.cursors import parse_cursor, render_where, utc
@@ -61,8 +58,9 @@ from crm_pipelines.connectors.limits import (
 )
 from crm_pipelines.connectors.pages import CursorChain, PageCounter, PageInfo, walk_pages
 from crm_pipelines.connectors.paging import CursorPaging, PageRequest
-from crm_pipelines.connectors.paths import resolve_path
-from crm_pipelines.connectors.search import search_extract
+from crm_pipelines.connectors.reads.bulk import bulk_extract, use_bulk
+from crm_pipelines.connectors.reads.delta import delta_extract
+from crm_pipelines.connectors.reads.search import search_extract
 from crm_pipelines.connectors.session import Session, context_for, http_client, render_value
 from crm_pipelines.connectors.spec import ObjectSpec, SystemSpec
 from crm_pipelines.connectors.writes import UpsertResult, upsert_records
@@ -208,7 +206,7 @@ def _extract(
         pages = PageCounter(system.name, object_name, on_page, stats)
         if incremental.delta is not None:
             stats.method = "delta"
-            yield from _delta_extract(
+            yield from delta_extract(
                 session,
                 system,
                 obj,
@@ -298,76 +296,6 @@ def _paged_extract(
     batch = collector.flush()
     if batch is not None:
         yield batch
-
-
-# --- change tracking (delta links) -----------------------------------------------------------------
-
-
-def _delta_extract(
-    session: Session,
-    system: SystemSpec,
-    obj: ObjectSpec,
-    object_name: str,
-    values: Mapping[str, Any],
-    delta_link: str | None,
-    context: ErrorContext,
-    collector: Collector,
-    pages: PageCounter,
-    pages_per_batch: int,
-) -> Iterator[pa.RecordBatch]:
-    """Follow ``delta_link`` (changes and deletions since), or start tracking with a full read.
-
-    An expired link (declared statuses or codes) falls back to a full tracked read; the stats then
-    say ``full_read`` so the caller writes a whole snapshot instead of merging changes.
-    """
-    delta = obj.incremental.delta
-    assert delta is not None
-    headers = {**obj.request.headers, **delta.headers}
-    if delta_link is not None:
-        first = PageRequest(url=delta_link, params={}, headers=render_templates(headers, values))
-    else:
-        collector.stats.full_read = True
-        first = render_request(obj, obj.request.path, values, params=delta.params or None, headers=headers)
-    size = int(values["page_size"])
-    paging = system.paging_of(object_name)
-    link: str | None = None
-    pages_in_batch = 0
-    try:
-        for _, body, records in walk_pages(
-            session, paging, first, size, obj.records_path, object_name, context
-        ):
-            kept = collector.add(records, cursor_path=collector.cursor_field_path, deleted_pass=False)
-            pages.page(records=len(records), kept=kept, deleted_pass=False)
-            found = resolve_path(body, delta.link_path)
-            if isinstance(found, str) and found:
-                link = found
-            pages_in_batch += 1
-            if pages_in_batch >= pages_per_batch:
-                batch = collector.flush()
-                if batch is not None:
-                    yield batch
-                pages_in_batch = 0
-    except ApiRequestError as exc:
-        expired = exc.status in delta.expired_statuses or (
-            exc.code is not None and exc.code in delta.expired_codes
-        )
-        if delta_link is None or not expired or pages.number > 0:
-            raise
-        log.warning("%s: the delta link expired (%s); reading everything again", context.where, exc.detail)
-        yield from _delta_extract(
-            session, system, obj, object_name, values, None, context, collector, pages, pages_per_batch
-        )
-        return
-    batch = collector.flush()
-    if batch is not None:
-        yield batch
-    if link is None:
-        raise ApiRequestError(
-            f"{context.where}: the change-tracked read ended without a delta link ({delta.link_path}).",
-            fix=f"check incremental.delta of {object_name} in {context.yaml_path} and that change tracking "
-            "is enabled for the table in the system.",
-        )
-    collector.stats.delta_link = link
 
 
 # --- keys for delete detection ---------------------------------------------------------------------
