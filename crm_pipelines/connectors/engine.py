@@ -5,10 +5,12 @@ SELECT list, HubSpot ``properties=``), follows the declared paging, and yields o
 :class:`pyarrow.RecordBatch` per page (or per ``pages_per_batch`` pages) with every declared field as
 a string column plus ``_extracted_at``. Nothing holds a whole object in memory.
 
-This module chooses how an object is read and runs it: pages through the declared request, a
-Salesforce Bulk API job, HubSpot search windows, or a change-tracked read that follows a delta link.
-It also streams the live keys of an object for delete detection (:func:`extract_keys`) and checks a
-connection for ``doctor`` (:func:`check_connection`). The parts it runs live beside it:
+This module runs an extract: it reads the field list if declared, plans the passes (the live
+records, and a separate pass over deleted ones if declared) and reads each with the first read
+method in :mod:`.reads` that takes it (a change-tracked read following a delta link, a Salesforce
+Bulk API job, HubSpot search windows), else by walking its declared pages. It also streams the
+live keys of an object for delete detection (:func:`extract_keys`) and checks a connection for
+``doctor`` (:func:`check_connection`). The parts it runs live beside it:
 
 - :mod:`.cursors`: cursor literals and the server-side window filter; parsing record cursors.
 - :mod:`.collect`: the passes of an extract, request templates, and the collector that turns
@@ -27,7 +29,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 
 import pyarrow as pa
 
@@ -58,11 +60,9 @@ from crm_pipelines.connectors.limits import (
 )
 from crm_pipelines.connectors.pages import CursorChain, PageCounter, PageInfo, walk_pages
 from crm_pipelines.connectors.paging import CursorPaging, PageRequest
-from crm_pipelines.connectors.reads.bulk import bulk_extract, use_bulk
-from crm_pipelines.connectors.reads.delta import delta_extract
-from crm_pipelines.connectors.reads.search import search_extract
+from crm_pipelines.connectors.reads import ObjectRead, read_method_for
 from crm_pipelines.connectors.session import Session, context_for, http_client, render_value
-from crm_pipelines.connectors.spec import ObjectSpec, SystemSpec
+from crm_pipelines.connectors.spec import SystemSpec
 from crm_pipelines.connectors.writes import UpsertResult, upsert_records
 
 __all__ = [
@@ -198,45 +198,32 @@ def _extract(
         where = render_where(incremental, since, until)
         values = template_values(obj, object_name, where=where, since=since, until=until, page_size=size)
         tracker = DriftTracker(obj, drift)
-        # A change-tracked read is not a window: the link says where the last read ended.
-        windowed_since, windowed_until = (None, None) if incremental.delta is not None else (since, until)
-        collector = Collector(
-            obj=obj, schema=schema, tracker=tracker, stats=stats, since=windowed_since, until=windowed_until
-        )
+        collector = Collector(obj=obj, schema=schema, tracker=tracker, stats=stats, since=since, until=until)
         pages = PageCounter(system.name, object_name, on_page, stats)
-        if incremental.delta is not None:
-            stats.method = "delta"
-            yield from delta_extract(
-                session,
-                system,
-                obj,
-                object_name,
-                values,
-                delta_link,
-                context,
-                collector,
-                pages,
-                pages_per_batch,
-            )
-        else:
-            passes = plan_passes(system, obj, object_name, values, include_deleted, since, until)
-            if obj.bulk is not None and use_bulk(session, obj, passes[0], values, context, stats):
-                stats.method = "bulk"
-                yield from bulk_extract(
-                    session, obj, object_name, passes[0], values, context, collector, pages
-                )
-            else:
-                for run in passes:
-                    collector.new_pass()
-                    if obj.search is not None and since is not None and not run.deleted_only:
-                        stats.method = "search"
-                        yield from search_extract(
-                            session, obj, since, until or datetime.now(UTC), context, collector, pages
-                        )
-                        continue
-                    yield from _paged_extract(
-                        session, obj, object_name, run, size, context, collector, pages, pages_per_batch
-                    )
+        read = ObjectRead(
+            session=session,
+            system=system,
+            obj=obj,
+            object_name=object_name,
+            context=context,
+            values=values,
+            size=size,
+            since=since,
+            until=until,
+            delta_link=delta_link,
+            collector=collector,
+            pages=pages,
+            pages_per_batch=pages_per_batch,
+        )
+        for run in plan_passes(system, obj, object_name, values, include_deleted, since, until):
+            collector.new_pass()
+            chosen = read_method_for(read, run)
+            if chosen is None:
+                yield from _paged_extract(read, run)
+                continue
+            name, method = chosen
+            stats.method = name
+            yield from method.extract(read, run)
     tracker.finish()
     if collector.skipped_no_cursor:
         log.warning(
@@ -257,17 +244,10 @@ def _extract(
     )
 
 
-def _paged_extract(
-    session: Session,
-    obj: ObjectSpec,
-    object_name: str,
-    run: Pass,
-    size: int,
-    context: ErrorContext,
-    collector: Collector,
-    pages: PageCounter,
-    pages_per_batch: int,
-) -> Iterator[pa.RecordBatch]:
+def _paged_extract(read: ObjectRead, run: Pass) -> Iterator[pa.RecordBatch]:
+    """Walk the pass's declared pages (the read of every pass no read method takes)."""
+    session, obj, collector, pages = read.session, read.obj, read.collector, read.pages
+    size, context, pages_per_batch = read.size, read.context, read.pages_per_batch
     pages_in_batch = 0
     chain: CursorChain | None = None
     if isinstance(run.paging, CursorPaging) and run.paging.chain_limit and run.restart_from is not None:
@@ -281,7 +261,7 @@ def _paged_extract(
             cursor_name=obj.incremental.cursor,
         )
     for _, _, records in walk_pages(
-        session, run.paging, run.request, size, run.records_path, object_name, context, chain
+        session, run.paging, run.request, size, run.records_path, read.object_name, context, chain
     ):
         kept = collector.add(
             records, cursor_path=run.cursor_path, deleted_pass=run.deleted_only, id_path=run.id_path

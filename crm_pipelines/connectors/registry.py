@@ -85,6 +85,10 @@ class Registry(Generic[T]):
         """The registered implementations, in registration order."""
         return list(self._entries.values())
 
+    def items(self) -> list[tuple[str, T]]:
+        """(name, implementation) pairs, in registration order."""
+        return list(self._entries.items())
+
     def __contains__(self, name: object) -> bool:
         return name in self._entries
 

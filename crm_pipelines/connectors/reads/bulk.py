@@ -24,10 +24,12 @@ from crm_pipelines.connectors.limits import ApiRequestError, ErrorContext
 from crm_pipelines.connectors.pages import PageCounter
 from crm_pipelines.connectors.paging import PageRequest
 from crm_pipelines.connectors.paths import MISSING, resolve_path
+from crm_pipelines.connectors.reads.base import READ_METHODS, ObjectRead, ReadMethod
 from crm_pipelines.connectors.session import Session
 from crm_pipelines.connectors.spec import ObjectSpec
 
 __all__ = [
+    "BulkQueryJob",
     "bulk_extract",
     "use_bulk",
 ]
@@ -173,3 +175,29 @@ def _csv_records(content: bytes) -> list[dict[str, str | None]]:
     """Bulk 2.0 CSV rows as records; an empty field is a null (Bulk writes nulls as nothing)."""
     reader = csv.DictReader(io.StringIO(content.decode("utf-8-sig")))
     return [{k: (v if v != "" else None) for k, v in row.items()} for row in reader]
+
+
+class BulkQueryJob(ReadMethod):
+    """An object with ``bulk`` whose window has ``bulk.threshold_records`` or more (a COUNT() says)."""
+
+    precedence = 20
+
+    def takes(self, read: ObjectRead, run: Pass) -> bool:
+        if read.obj.bulk is None:
+            return False
+        return use_bulk(read.session, read.obj, run, read.values, read.context, read.collector.stats)
+
+    def extract(self, read: ObjectRead, run: Pass) -> Iterator[pa.RecordBatch]:
+        return bulk_extract(
+            read.session,
+            read.obj,
+            read.object_name,
+            run,
+            read.values,
+            read.context,
+            read.collector,
+            read.pages,
+        )
+
+
+READ_METHODS.add("bulk", BulkQueryJob())

@@ -13,15 +13,16 @@ from typing import Any
 
 import pyarrow as pa
 
-from crm_pipelines.connectors.collect import Collector, render_request, render_templates
+from crm_pipelines.connectors.collect import Collector, Pass, render_request, render_templates
 from crm_pipelines.connectors.limits import ApiRequestError, ErrorContext
 from crm_pipelines.connectors.pages import PageCounter, walk_pages
 from crm_pipelines.connectors.paging import PageRequest
 from crm_pipelines.connectors.paths import resolve_path
+from crm_pipelines.connectors.reads.base import READ_METHODS, ObjectRead, ReadMethod
 from crm_pipelines.connectors.session import Session
 from crm_pipelines.connectors.spec import ObjectSpec, SystemSpec
 
-__all__ = ["delta_extract"]
+__all__ = ["DeltaLink", "delta_extract"]
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +60,10 @@ def delta_extract(
         for _, body, records in walk_pages(
             session, paging, first, size, obj.records_path, object_name, context
         ):
-            kept = collector.add(records, cursor_path=collector.cursor_field_path, deleted_pass=False)
+            # Not a window: the link says where the last read ended.
+            kept = collector.add(
+                records, cursor_path=collector.cursor_field_path, deleted_pass=False, windowed=False
+            )
             pages.page(records=len(records), kept=kept, deleted_pass=False)
             found = resolve_path(body, delta.link_path)
             if isinstance(found, str) and found:
@@ -91,3 +95,29 @@ def delta_extract(
             "is enabled for the table in the system.",
         )
     collector.stats.delta_link = link
+
+
+class DeltaLink(ReadMethod):
+    """An object with ``incremental.delta``: change tracking replaces the cursor window."""
+
+    precedence = 10
+
+    def takes(self, read: ObjectRead, run: Pass) -> bool:
+        return read.obj.incremental.delta is not None
+
+    def extract(self, read: ObjectRead, run: Pass) -> Iterator[pa.RecordBatch]:
+        return delta_extract(
+            read.session,
+            read.system,
+            read.obj,
+            read.object_name,
+            read.values,
+            read.delta_link,
+            read.context,
+            read.collector,
+            read.pages,
+            read.pages_per_batch,
+        )
+
+
+READ_METHODS.add("delta", DeltaLink())

@@ -11,21 +11,23 @@ from __future__ import annotations
 import math
 from collections import deque
 from collections.abc import Iterator
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import pyarrow as pa
 
-from crm_pipelines.connectors.collect import Collector
+from crm_pipelines.connectors.collect import Collector, Pass
 from crm_pipelines.connectors.cursors import utc
 from crm_pipelines.connectors.limits import ApiRequestError, ErrorContext
 from crm_pipelines.connectors.pages import PageCounter, records_of
 from crm_pipelines.connectors.paging import PageRequest
 from crm_pipelines.connectors.paths import MISSING, resolve_path
+from crm_pipelines.connectors.reads.base import READ_METHODS, ObjectRead, ReadMethod
 from crm_pipelines.connectors.session import Session, render_value
 from crm_pipelines.connectors.spec import ObjectSpec
 
 __all__ = [
+    "SearchWindows",
     "search_extract",
 ]
 
@@ -100,3 +102,22 @@ def search_extract(
             if next_after in (None, MISSING) or not records:
                 break
             after = render_value(next_after)
+
+
+class SearchWindows(ReadMethod):
+    """An object with ``search``: the live pass of an incremental read (``since`` given)."""
+
+    precedence = 30
+
+    def takes(self, read: ObjectRead, run: Pass) -> bool:
+        return read.obj.search is not None and read.since is not None and not run.deleted_only
+
+    def extract(self, read: ObjectRead, run: Pass) -> Iterator[pa.RecordBatch]:
+        assert read.since is not None  # takes() checked
+        until = read.until or datetime.now(UTC)
+        return search_extract(
+            read.session, read.obj, read.since, until, read.context, read.collector, read.pages
+        )
+
+
+READ_METHODS.add("search", SearchWindows())

@@ -10,6 +10,7 @@ from pydantic import BaseModel, ValidationError
 from crm_pipelines.connectors.auth import AUTH_KINDS, SessionAuth
 from crm_pipelines.connectors.cursor_formats import CURSOR_FORMATS
 from crm_pipelines.connectors.paging import PAGING_KINDS, CursorPaging
+from crm_pipelines.connectors.reads import READ_METHODS
 from crm_pipelines.connectors.registry import DeclarationRegistry, Registry, UnknownKindError
 from crm_pipelines.connectors.writes import UPSERT_STYLES, PerRecordUpsert
 
@@ -81,3 +82,8 @@ def test_every_bundled_kind_is_registered() -> None:
         "epoch_ms",
         "sdata",
     ]
+
+
+def test_read_methods_are_asked_change_tracking_first_then_bulk_then_search() -> None:
+    ordered = sorted(READ_METHODS.items(), key=lambda item: item[1].precedence)
+    assert [name for name, _ in ordered] == ["delta", "bulk", "search"]
