@@ -8,6 +8,7 @@ this module only holds names, defaults and the non-secret paths.
 from __future__ import annotations
 
 import os
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,11 +29,15 @@ SFTP_TIMEOUT_SECONDS = "SFTP_TIMEOUT_SECONDS"
 WAREHOUSE_URL = "WAREHOUSE_URL"
 LAKE_DIR = "CRM_PIPELINES_LAKE_DIR"
 TIMEZONE = "CRM_PIPELINES_TIMEZONE"
+# Folder of the accounts' shared rate-limit windows (one SQLite file per CRM account).
+RATE_LIMIT_DIR = "CRM_PIPELINES_RATE_LIMIT_DIR"
 
 DEFAULT_WAREHOUSE_URL = "duckdb:///data/warehouse.duckdb"
 DEFAULT_LAKE_DIR = "data/lake"
 DEFAULT_TIMEZONE = "UTC"
 DEFAULT_SFTP_FINANCE_DIR = "/outbound/finance"
+# Under the system's temporary directory: shared by every process of this host and user.
+DEFAULT_RATE_LIMIT_DIR_NAME = "crm-pipelines-rate-limits"
 
 
 @dataclass(frozen=True)
@@ -64,3 +69,10 @@ def current_paths() -> Paths:
 
 def current_timezone() -> str:
     return os.environ.get(TIMEZONE, DEFAULT_TIMEZONE)
+
+
+def rate_limit_dir() -> Path:
+    """Where the connector keeps each account's shared rate-limit window: ``CRM_PIPELINES_RATE_LIMIT_DIR``,
+    else ``crm-pipelines-rate-limits`` in the system's temporary directory."""
+    configured = os.environ.get(RATE_LIMIT_DIR)
+    return Path(configured) if configured else Path(tempfile.gettempdir()) / DEFAULT_RATE_LIMIT_DIR_NAME

@@ -1,9 +1,9 @@
 """What one extract collects: its passes, the requests rendered for them, and the rows they yield.
 
-An extract makes one or two passes (:class:`_Pass`: the live records, and for ``deleted_pass``
+An extract makes one or two passes (:class:`Pass`: the live records, and for ``deleted_pass``
 deletes a separate walk through the deleted ones), each a request rendered from the declared
 templates (``{fields}``, ``{where}``, ``{since}``, ``{until}``, ``{page_size}``, ``{object}``). The
-:class:`_Collector` turns the records of every page into string columns and an Arrow batch with
+:class:`Collector` turns the records of every page into string columns and an Arrow batch with
 :func:`output_schema`'s schema: the window applied exactly (``since <= cursor < until``), one row per
 key within a pass, ``_deleted`` set, the highest cursor kept in :class:`ExtractStats`.
 
@@ -21,12 +21,27 @@ from typing import Any
 
 import pyarrow as pa
 
-from crm_pipelines.connectors.auth import value_matches
-from crm_pipelines.connectors.cursors import _format_cursor, _lower_literal, _render_where, parse_cursor
-from crm_pipelines.connectors.drift import _DriftTracker
-from crm_pipelines.connectors.paging import MISSING, PageRequest, resolve_path
+from crm_pipelines.connectors.cursors import format_cursor, lower_literal, parse_cursor, render_where
+from crm_pipelines.connectors.drift import DriftTracker
+from crm_pipelines.connectors.paging import PageRequest, PagingSpec
+from crm_pipelines.connectors.paths import MISSING, resolve_path
 from crm_pipelines.connectors.session import render_value
-from crm_pipelines.connectors.spec import ObjectSpec, PagingSpec, SystemSpec
+from crm_pipelines.connectors.spec import ObjectSpec, SystemSpec
+from crm_pipelines.connectors.spec_base import value_matches
+
+__all__ = [
+    "DELETED",
+    "EXTRACTED_AT",
+    "Collector",
+    "ExtractStats",
+    "Pass",
+    "output_schema",
+    "path_resolver",
+    "plan_passes",
+    "render_request",
+    "render_templates",
+    "template_values",
+]
 
 EXTRACTED_AT = "_extracted_at"
 # True for a record the source has deleted (Salesforce IsDeleted, HubSpot archived): kept as a soft delete.
@@ -83,7 +98,7 @@ class ExtractStats:
 
 
 @dataclass
-class _Pass:
+class Pass:
     """One walk through pages: the live records, or a separate pass over deleted ones."""
 
     request: PageRequest
@@ -97,7 +112,7 @@ class _Pass:
     restart_from: Callable[[datetime], PageRequest] | None = None
 
 
-def _template_values(
+def template_values(
     obj: ObjectSpec,
     object_name: str,
     *,
@@ -107,24 +122,25 @@ def _template_values(
     page_size: int = 0,
     fields: Sequence[str] | None = None,
 ) -> dict[str, Any]:
+    """The values of the request placeholders (``{fields}``, ``{where}``, ``{since}``, ``{until}``, ...)."""
     fmt = obj.incremental.format
     return {
         "fields": ",".join(obj.selected_names() if fields is None else fields),
         "where": where,
-        "since": _lower_literal(since, obj.incremental) if since is not None else "",
-        "until": _format_cursor(until, fmt, round_up=True) if until is not None else "",
+        "since": lower_literal(since, obj.incremental) if since is not None else "",
+        "until": format_cursor(until, fmt, round_up=True) if until is not None else "",
         "page_size": page_size,
         "object": object_name,
     }
 
 
-def _fill(templates: Mapping[str, str], values: Mapping[str, Any]) -> dict[str, str]:
+def render_templates(templates: Mapping[str, str], values: Mapping[str, Any]) -> dict[str, str]:
     """Render templates; one that renders empty is left out (a full read sends no `updated_since=`)."""
     rendered = {k: v.format(**values) for k, v in templates.items()}
     return {k: v for k, v in rendered.items() if v != ""}
 
 
-def _render_request(
+def render_request(
     obj: ObjectSpec,
     path: str,
     values: Mapping[str, Any],
@@ -133,17 +149,18 @@ def _render_request(
     headers: Mapping[str, str] | None = None,
     query: str | None = None,
 ) -> PageRequest:
-    rendered = _fill(obj.request.params if params is None else params, values)
+    """The request of ``path`` with the object's (or the given) parameters and headers rendered."""
+    rendered = render_templates(obj.request.params if params is None else params, values)
     if query is not None:
         rendered = {"q": query.format(**values)}
     return PageRequest(
         url=path.format(**values),
         params=rendered,
-        headers=_fill(obj.request.headers if headers is None else headers, values),
+        headers=render_templates(obj.request.headers if headers is None else headers, values),
     )
 
 
-def _passes(
+def plan_passes(
     system: SystemSpec,
     obj: ObjectSpec,
     object_name: str,
@@ -151,7 +168,8 @@ def _passes(
     include_deleted: bool,
     since: datetime | None,
     until: datetime | None,
-) -> list[_Pass]:
+) -> list[Pass]:
+    """The walks an extract makes: the live records, and a separate pass over deleted ones if declared."""
     cursor_path = obj.field(obj.incremental.cursor).source_path
     paging = system.paging_of(object_name)
     deletes = obj.deletes
@@ -162,10 +180,10 @@ def _passes(
         def restart_from(moved: datetime) -> PageRequest:
             again = {
                 **values,
-                "since": _lower_literal(moved, obj.incremental),
-                "where": _render_where(obj.incremental, moved, until),
+                "since": lower_literal(moved, obj.incremental),
+                "where": render_where(obj.incremental, moved, until),
             }
-            return _render_request(obj, path, again, params=params, headers=headers)
+            return render_request(obj, path, again, params=params, headers=headers)
 
         return restart_from
 
@@ -173,9 +191,9 @@ def _passes(
         path = deletes.path or obj.request.path
         params = {**obj.request.params, **deletes.params}
         headers = {**obj.request.headers, **deletes.headers}
-        request = _render_request(obj, path, values, params=params, headers=headers)
+        request = render_request(obj, path, values, params=params, headers=headers)
         return [
-            _Pass(
+            Pass(
                 request,
                 paging,
                 obj.records_path,
@@ -185,8 +203,8 @@ def _passes(
                 restart_from=restarter(path, params, headers),
             )
         ]
-    live = _Pass(
-        _render_request(obj, obj.request.path, values),
+    live = Pass(
+        render_request(obj, obj.request.path, values),
         paging,
         obj.records_path,
         cursor_path,
@@ -195,21 +213,21 @@ def _passes(
     )
     if include_deleted and deletes.mode == "deleted_pass":
         if deletes.filter:
-            values = {**values, "where": _render_where(obj.incremental, since, until, deletes.filter)}
+            values = {**values, "where": render_where(obj.incremental, since, until, deletes.filter)}
         if deletes.path:
             # Another endpoint (Zoho's /deleted): only its own parameters make sense there.
-            request = _render_request(
+            request = render_request(
                 obj, deletes.path, values, params=deletes.params, headers=deletes.headers
             )
         else:
-            request = _render_request(
+            request = render_request(
                 obj,
                 obj.request.path,
                 values,
                 params={**obj.request.params, **deletes.params},
                 headers={**obj.request.headers, **deletes.headers},
             )
-        deleted = _Pass(
+        deleted = Pass(
             request,
             deletes.paging or paging,
             deletes.records_path if deletes.records_path is not None else obj.records_path,
@@ -221,7 +239,7 @@ def _passes(
     return [live]
 
 
-def _resolver(path: str) -> Callable[[Any], Any]:
+def path_resolver(path: str) -> Callable[[Any], Any]:
     """A resolver for one dotted path: plain dict lookups on the hot path, :func:`resolve_path` otherwise."""
     parts = tuple(path.split("."))
     if any(p.lstrip("-").isdigit() for p in parts):
@@ -243,7 +261,7 @@ def _resolver(path: str) -> Callable[[Any], Any]:
     return resolve
 
 
-class _Collector:
+class Collector:
     """Turns records into column lists: drift, the exact window, de-duplication, ``_deleted``.
 
     A record is a deletion when its pass returns only deletions, when the ``flagged`` field says
@@ -257,7 +275,7 @@ class _Collector:
         *,
         obj: ObjectSpec,
         schema: pa.Schema,
-        tracker: _DriftTracker,
+        tracker: DriftTracker,
         stats: ExtractStats,
         since: datetime | None,
         until: datetime | None,
@@ -270,7 +288,7 @@ class _Collector:
         self.fmt = obj.incremental.format
         self.cursor_field_path = obj.field(obj.incremental.cursor).source_path
         time_field = obj.incremental.time_field
-        self._time_of = _resolver(obj.field(time_field).source_path) if time_field else None
+        self._time_of = path_resolver(obj.field(time_field).source_path) if time_field else None
         self.pk_name = obj.primary_key
         self.pk_path = obj.field(obj.primary_key).source_path
         deletes = obj.deletes
@@ -281,11 +299,13 @@ class _Collector:
         )
         self.flag_values = frozenset(v.lower() for v in deletes.flag_values)
         self.delta_match = deletes.match if deletes.mode == "delta" else None
-        self.delta_id = _resolver(deletes.id_path) if deletes.mode == "delta" and deletes.id_path else None
+        self.delta_id = (
+            path_resolver(deletes.id_path) if deletes.mode == "delta" and deletes.id_path else None
+        )
         self.field_paths = [(f.name, f.source_path) for f in obj.fields]
-        self._fields = [(f.name, f.source_path, _resolver(f.source_path)) for f in obj.fields]
-        self._pk = _resolver(self.pk_path)
-        self._flag = _resolver(self.flag_path) if self.flag_path else None
+        self._fields = [(f.name, f.source_path, path_resolver(f.source_path)) for f in obj.fields]
+        self._pk = path_resolver(self.pk_path)
+        self._flag = path_resolver(self.flag_path) if self.flag_path else None
         self._cursor_of: dict[str, Callable[[Any], Any]] = {}
         self.skipped_no_cursor = 0
         self.seen: set[str] = set()
@@ -319,12 +339,12 @@ class _Collector:
         windowed = windowed and (self.since is not None or self.until is not None)
         cursor_of = self._cursor_of.get(cursor_path)
         if cursor_of is None:
-            cursor_of = self._cursor_of[cursor_path] = _resolver(cursor_path)
+            cursor_of = self._cursor_of[cursor_path] = path_resolver(cursor_path)
         main_cursor = cursor_path == self.cursor_field_path
         watermark_of = self._cursor_of.get(self.cursor_field_path)
         if watermark_of is None:
-            watermark_of = self._cursor_of[self.cursor_field_path] = _resolver(self.cursor_field_path)
-        key_of = _resolver(id_path) if id_path else self._pk
+            watermark_of = self._cursor_of[self.cursor_field_path] = path_resolver(self.cursor_field_path)
+        key_of = path_resolver(id_path) if id_path else self._pk
         present, columns, seen = self.tracker.present, self.columns, self.seen
         for record in records:
             tombstone = self.delta_match is not None and value_matches(record, self.delta_match)

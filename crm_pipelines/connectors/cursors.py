@@ -5,75 +5,51 @@ window is pushed to the server, widened to the literal's precision, and then app
 client too (by the collector in :mod:`.collect`); where it cannot (the HubSpot list endpoint) it is
 applied on the client only.
 
-A bound is rendered in the declared literal format (:func:`_format_cursor`), rounded outward so the
-server never drops a record the client window keeps; an exclusive lower bound ("modified after") is
-sent one literal step earlier (:func:`_lower_literal`). :func:`parse_cursor` reads record values:
+A bound is rendered in the declared literal format (:func:`format_cursor`, the formats are in
+:mod:`.cursor_formats`), rounded outward so the server never drops a record the client window keeps; an exclusive lower bound ("modified after") is
+sent one literal step earlier (:func:`lower_literal`). :func:`parse_cursor` reads record values:
 ISO 8601 with or without an offset, epoch ms, ASP.NET ``/Date(ms)/``, and a date plus a separate
 time of day.
 """
 
 from __future__ import annotations
 
-import math
 import re
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from crm_pipelines.connectors.paging import MISSING
+from crm_pipelines.connectors.cursor_formats import CURSOR_FORMATS
+from crm_pipelines.connectors.paths import MISSING
 from crm_pipelines.connectors.spec import IncrementalSpec
 
+__all__ = [
+    "format_cursor",
+    "lower_literal",
+    "parse_cursor",
+    "render_where",
+    "utc",
+]
 
-def _utc(value: datetime) -> datetime:
-    # Naive datetimes are taken as UTC, the warehouse's convention.
+
+def utc(value: datetime) -> datetime:
+    """An aware UTC datetime; naive datetimes are taken as UTC, the warehouse's convention."""
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
-def _format_cursor(value: datetime, fmt: str, *, round_up: bool) -> str:
-    """Render a bound in the literal format, widened outward to that format's precision."""
-    value = _utc(value)
-    if fmt == "epoch_ms":
-        ms = value.timestamp() * 1000
-        return str(math.ceil(ms) if round_up else math.floor(ms))
-    if fmt == "date":
-        day = value.replace(hour=0, minute=0, second=0, microsecond=0)
-        if round_up and day != value:
-            day += timedelta(days=1)
-        return day.strftime("%Y-%m-%d")
-    if fmt in ("soql_datetime", "iso8601_seconds", "iso8601_offset", "sql_datetime", "sdata"):
-        floored = value.replace(microsecond=0)
-        if round_up and floored != value:
-            floored += timedelta(seconds=1)
-        if fmt == "iso8601_offset":
-            return floored.strftime("%Y-%m-%dT%H:%M:%S+00:00")
-        if fmt == "sql_datetime":
-            return floored.strftime("%Y-%m-%d %H:%M:%S")
-        # SOQL and OData dateTime literals (YYYY-MM-DDThh:mm:ssZ) carry whole seconds.
-        return floored.strftime("%Y-%m-%dT%H:%M:%SZ")
-    # iso8601 with milliseconds, as HubSpot writes its timestamps.
-    ms_floor = value.replace(microsecond=value.microsecond // 1000 * 1000)
-    if round_up and ms_floor != value:
-        ms_floor += timedelta(milliseconds=1)
-    return ms_floor.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ms_floor.microsecond // 1000:03d}Z"
+def format_cursor(value: datetime, fmt: str, *, round_up: bool) -> str:
+    """Render a bound in the literal format ``fmt``, widened outward to that format's precision."""
+    return CURSOR_FORMATS.get(fmt).render(utc(value), round_up=round_up)
 
 
-def _precision(fmt: str) -> timedelta:
-    """The smallest step a cursor literal of this format can express."""
-    if fmt == "date":
-        return timedelta(days=1)
-    if fmt in ("iso8601", "epoch_ms"):
-        return timedelta(milliseconds=1)
-    return timedelta(seconds=1)
-
-
-def _lower_literal(since: datetime, incremental: IncrementalSpec) -> str:
+def lower_literal(since: datetime, incremental: IncrementalSpec) -> str:
     """The window's lower bound as the server reads it: an exclusive bound ("modified after") is
     moved one literal step earlier, so a record stamped exactly at ``since`` is still returned."""
     fmt = incremental.format
     if incremental.lower_bound == "exclusive":
         # Floor first, then step back: the literal then lies strictly before every instant >= since.
-        floored = parse_cursor(value=_format_cursor(since, fmt, round_up=False), fmt=fmt) or since
-        return _format_cursor(floored - _precision(fmt), fmt, round_up=False)
-    return _format_cursor(since, fmt, round_up=False)
+        floored = parse_cursor(value=format_cursor(since, fmt, round_up=False), fmt=fmt) or since
+        return format_cursor(floored - CURSOR_FORMATS.get(fmt).precision, fmt, round_up=False)
+    return format_cursor(since, fmt, round_up=False)
 
 
 _MS_DATE = re.compile(r"^/Date\((-?\d+)([+-]\d{4})?\)/$")
@@ -99,7 +75,7 @@ def parse_cursor(*, value: Any, fmt: str, time_of_day: Any = None) -> datetime |
         return None
     # Epoch milliseconds of any date since 2001 have 13 digits; shorter digit strings (a compact
     # YYYYMMDD) are not instants in milliseconds.
-    if fmt == "epoch_ms" or (text.isdigit() and len(text) >= 12):
+    if CURSOR_FORMATS.get(fmt).epoch_ms or (text.isdigit() and len(text) >= 12):
         try:
             return datetime.fromtimestamp(int(text) / 1000, tz=UTC)
         except (ValueError, OverflowError):
@@ -108,7 +84,7 @@ def parse_cursor(*, value: Any, fmt: str, time_of_day: Any = None) -> datetime |
     if ms_date:
         return datetime.fromtimestamp(int(ms_date.group(1)) / 1000, tz=UTC)
     try:
-        moment = _utc(datetime.fromisoformat(text))
+        moment = utc(datetime.fromisoformat(text))
     except ValueError:
         return None
     if time_of_day is not None and time_of_day is not MISSING:
@@ -135,21 +111,22 @@ def _with_time(day: datetime, time_of_day: Any) -> datetime:
     )
 
 
-def _render_where(
+def render_where(
     incremental: IncrementalSpec, since: datetime | None, until: datetime | None, extra: str | None = None
 ) -> str:
+    """The rendered ``server_filter`` of the window (and ``extra``), or ``extra`` alone without one."""
     server = incremental.server_filter
     if server is None:
         return extra or ""
     conditions = [extra] if extra else []
     if since is not None:
         conditions.append(
-            server.lower.format(value=_lower_literal(since, incremental), cursor=incremental.cursor)
+            server.lower.format(value=lower_literal(since, incremental), cursor=incremental.cursor)
         )
     if until is not None and server.upper is not None:
         conditions.append(
             server.upper.format(
-                value=_format_cursor(until, incremental.format, round_up=True), cursor=incremental.cursor
+                value=format_cursor(until, incremental.format, round_up=True), cursor=incremental.cursor
             )
         )
     if not conditions:

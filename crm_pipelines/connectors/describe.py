@@ -17,8 +17,8 @@ from typing import Any
 from defusedxml import ElementTree as DefusedET
 from defusedxml.common import DefusedXmlException
 
-from crm_pipelines.connectors.auth import ConnectionSettings, value_matches
-from crm_pipelines.connectors.collect import _fill
+from crm_pipelines.connectors.auth import ConnectionSettings
+from crm_pipelines.connectors.collect import render_templates
 from crm_pipelines.connectors.drift import SchemaDrift
 from crm_pipelines.connectors.limits import (
     ApiRequestError,
@@ -27,10 +27,21 @@ from crm_pipelines.connectors.limits import (
     ErrorContext,
     check_url_allowed,
 )
-from crm_pipelines.connectors.pages import _pages
-from crm_pipelines.connectors.paging import PageRequest, resolve_path
+from crm_pipelines.connectors.pages import walk_pages
+from crm_pipelines.connectors.paging import PageRequest
+from crm_pipelines.connectors.paths import resolve_path
 from crm_pipelines.connectors.session import Session, context_for, http_client
 from crm_pipelines.connectors.spec import DescribeSpec, ObjectSpec, SystemSpec
+from crm_pipelines.connectors.spec_base import value_matches
+
+__all__ = [
+    "FieldList",
+    "described_names",
+    "describe_object",
+    "field_names",
+    "resolve_labels",
+    "resolved_object",
+]
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +70,7 @@ def resolved_object(*, system: SystemSpec, object_name: str, connection: Connect
         session = Session(
             system=system, connection=connection, context=context, client=client, retry=system.retries
         )
-        return _describe(
+        return describe_object(
             session,
             obj,
             object_name,
@@ -70,14 +81,14 @@ def resolved_object(*, system: SystemSpec, object_name: str, connection: Connect
 
 
 @dataclass(frozen=True)
-class _FieldList:
+class FieldList:
     """An object's field list as the source describes it."""
 
     names: set[str]  # what records call the fields (describe.name_key, or the keys)
     entries: list[Any]  # the JSON entries of a list (empty for keys and for XML)
 
 
-def _describe(
+def describe_object(
     session: Session,
     obj: ObjectSpec,
     object_name: str,
@@ -95,19 +106,21 @@ def _describe(
     listing = _read_field_list(session, obj, object_name, size, context, required=obj.labelled())
     if listing is None:
         return obj
-    obj = _resolve_labels(obj, listing, context)
+    obj = resolve_labels(obj, listing, context)
     drift.source_fields = listing.names
-    drift.not_selected = listing.names - _described_names(obj)
+    drift.not_selected = listing.names - described_names(obj)
     return obj
 
 
 def _read_field_list(
     session: Session, obj: ObjectSpec, object_name: str, size: int, context: ErrorContext, *, required: bool
-) -> _FieldList | None:
+) -> FieldList | None:
     describe = obj.describe
     assert describe is not None
     values = {"object": object_name, "page_size": size}
-    request = PageRequest(url=describe.path.format(**values), params=_fill(describe.params, values))
+    request = PageRequest(
+        url=describe.path.format(**values), params=render_templates(describe.params, values)
+    )
     names_path = describe.names_path.format(**values)
     body: Any = None
     entries: list[Any] = []
@@ -116,7 +129,7 @@ def _read_field_list(
             body = session.send("GET", request, context=context, accept="application/xml").content
         elif describe.paging is not None:
             # A JSON list over pages (validated): the entries of every page, in order.
-            for _, _, page in _pages(
+            for _, _, page in walk_pages(
                 session, describe.paging, request, size, names_path, object_name, context
             ):
                 entries.extend(page)
@@ -139,10 +152,10 @@ def _read_field_list(
             for e in entries
             if isinstance(e, dict) and e.get(describe.name_key) not in (None, "")
         }
-        return _FieldList(paged, entries)
+        return FieldList(paged, entries)
     names: set[str] | None
     try:
-        names = _field_names(body, describe, object_name)
+        names = field_names(body, describe, object_name)
     except (SyntaxError, ValueError, KeyError, TypeError) as exc:  # a path the answer does not fit
         names = None
         log.warning("%s: could not read the field list (%s)", context.where, exc)
@@ -155,10 +168,10 @@ def _read_field_list(
             )
         log.warning("%s: the field list did not parse; drift is judged from records only", context.where)
         return None
-    return _FieldList(names, entries)
+    return FieldList(names, entries)
 
 
-def _resolve_labels(obj: ObjectSpec, listing: _FieldList, context: ErrorContext) -> ObjectSpec:
+def resolve_labels(obj: ObjectSpec, listing: FieldList, context: ErrorContext) -> ObjectSpec:
     """Fill ``{key}`` of each field declared by ``label`` with the key the field list gives that name."""
     describe = obj.describe
     if not obj.labelled() or describe is None or describe.label_key is None:
@@ -208,7 +221,7 @@ def _resolve_labels(obj: ObjectSpec, listing: _FieldList, context: ErrorContext)
     return obj.model_copy(update={"fields": fields})
 
 
-def _described_names(obj: ObjectSpec) -> set[str]:
+def described_names(obj: ObjectSpec) -> set[str]:
     """The field-list names the declaration covers: requested names, paths and the objects they sit
     in (``address.value`` reads part of ``address``), names under a container, ignored paths."""
     prefix = obj.select_prefix or ""
@@ -253,7 +266,7 @@ def _xml_steps(names_path: str) -> list[str]:
     return steps
 
 
-def _field_names(body: Any, describe: DescribeSpec, object_name: str) -> set[str] | None:
+def field_names(body: Any, describe: DescribeSpec, object_name: str) -> set[str] | None:
     """Field names from a describe answer: entries of a JSON list, keys of a JSON object, or
     elements of an XML document (an XSD, an OData EDMX) found by a namespaced element path.
 

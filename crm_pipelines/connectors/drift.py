@@ -3,7 +3,7 @@
 Fields present in responses but not declared, and declared fields absent from every record, are
 collected in a :class:`SchemaDrift` (pass one in to :func:`~.engine.extract_object` to read it) and
 logged; drift never fails a run. The collector in :mod:`.collect` shows every live record to a
-:class:`_DriftTracker`; the fields the source lists but nobody declared come from its field list
+:class:`DriftTracker`; the fields the source lists but nobody declared come from its field list
 (:mod:`.describe`).
 """
 
@@ -14,6 +14,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from crm_pipelines.connectors.spec import ObjectSpec
+
+__all__ = [
+    "DriftTracker",
+    "SchemaDrift",
+]
 
 
 @dataclass
@@ -56,7 +61,9 @@ class SchemaDrift:
         return f"{self.system} {self.object_name}: schema drift in {self.records_seen} records ({'; '.join(parts)})"
 
 
-class _DriftTracker:
+class DriftTracker:
+    """Compares the records of an extract with the declared fields and fills a :class:`SchemaDrift`."""
+
     def __init__(self, obj: ObjectSpec, drift: SchemaDrift) -> None:
         self.drift = drift
         self.declared = [f.source_path for f in obj.fields]

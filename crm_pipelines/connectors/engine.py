@@ -5,10 +5,12 @@ SELECT list, HubSpot ``properties=``), follows the declared paging, and yields o
 :class:`pyarrow.RecordBatch` per page (or per ``pages_per_batch`` pages) with every declared field as
 a string column plus ``_extracted_at``. Nothing holds a whole object in memory.
 
-This module chooses how an object is read and runs it: pages through the declared request, a
-Salesforce Bulk API job, HubSpot search windows, or a change-tracked read that follows a delta link.
-It also streams the live keys of an object for delete detection (:func:`extract_keys`) and checks a
-connection for ``doctor`` (:func:`check_connection`). The parts it runs live beside it:
+This module runs an extract: it reads the field list if declared, plans the passes (the live
+records, and a separate pass over deleted ones if declared) and reads each with the first read
+method in :mod:`.reads` that takes it (a change-tracked read following a delta link, a Salesforce
+Bulk API job, HubSpot search windows), else by walking its declared pages. It also streams the
+live keys of an object for delete detection (:func:`extract_keys`) and checks a connection for
+``doctor`` (:func:`check_connection`). The parts it runs live beside it:
 
 - :mod:`.cursors`: cursor literals and the server-side window filter; parsing record cursors.
 - :mod:`.collect`: the passes of an extract, request templates, and the collector that turns
@@ -16,8 +18,8 @@ connection for ``doctor`` (:func:`check_connection`). The parts it runs live bes
 - :mod:`.pages`: walking an API's pages (in order, several in flight, cursor chain restarts).
 - :mod:`.drift`: schema drift between the declaration and the records.
 - :mod:`.describe`: the source's field list and the fields declared by display name.
-- :mod:`.bulk`: Salesforce Bulk API 2.0 query jobs.
-- :mod:`.search`: HubSpot CRM search split into time windows under its result cap.
+- :mod:`.reads`: the other ways to read an object: Salesforce Bulk API 2.0 query jobs, HubSpot CRM
+  search split into time windows under its result cap, and change tracking through delta links.
 
 The names callers use are importable from here (see ``__all__``).
 """
@@ -25,31 +27,28 @@ The names callers use are importable from here (see ``__all__``).
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from typing import Any
+from datetime import datetime
 
 import pyarrow as pa
 
 from crm_pipelines.connectors.auth import ConnectionSettings, build_authenticator
-from crm_pipelines.connectors.bulk import _bulk_extract, _use_bulk
 from crm_pipelines.connectors.collect import (
     DELETED,
     EXTRACTED_AT,
+    Collector,
     ExtractStats,
-    _Collector,
-    _fill,
-    _Pass,
-    _passes,
-    _render_request,
-    _resolver,
-    _template_values,
+    Pass,
     output_schema,
+    path_resolver,
+    plan_passes,
+    render_request,
+    template_values,
 )
-from crm_pipelines.connectors.cursors import _render_where, _utc, parse_cursor
-from crm_pipelines.connectors.describe import _describe, resolved_object
-from crm_pipelines.connectors.drift import SchemaDrift, _DriftTracker
+from crm_pipelines.connectors.cursors import parse_cursor, render_where, utc
+from crm_pipelines.connectors.describe import describe_object, resolved_object
+from crm_pipelines.connectors.drift import DriftTracker, SchemaDrift
 from crm_pipelines.connectors.limits import (
     ApiRequestError,
     AuthenticationError,
@@ -59,11 +58,11 @@ from crm_pipelines.connectors.limits import (
     InsecureURLError,
     check_url_allowed,
 )
-from crm_pipelines.connectors.pages import PageInfo, _Chain, _PageCounter, _pages
-from crm_pipelines.connectors.paging import PageRequest, resolve_path
-from crm_pipelines.connectors.search import _search_extract
+from crm_pipelines.connectors.pages import CursorChain, PageCounter, PageInfo, walk_pages
+from crm_pipelines.connectors.paging import CursorPaging, PageRequest
+from crm_pipelines.connectors.reads import ObjectRead, read_method_for
 from crm_pipelines.connectors.session import Session, context_for, http_client, render_value
-from crm_pipelines.connectors.spec import CursorPaging, ObjectSpec, SystemSpec
+from crm_pipelines.connectors.spec import SystemSpec
 from crm_pipelines.connectors.writes import UpsertResult, upsert_records
 
 __all__ = [
@@ -146,7 +145,7 @@ def extract_object(
     # the first next() of the iterator.
     if pages_per_batch < 1:
         raise ValueError("pages_per_batch must be at least 1")
-    if since is not None and until is not None and _utc(since) >= _utc(until):
+    if since is not None and until is not None and utc(since) >= utc(until):
         raise ValueError(f"empty window: since ({since}) must be before until ({until})")
     system.get_object(object_name)
     context = context_for(system, connection, object_name)
@@ -157,8 +156,8 @@ def extract_object(
         object_name=object_name,
         connection=connection,
         context=context,
-        since=_utc(since) if since is not None else None,
-        until=_utc(until) if until is not None else None,
+        since=utc(since) if since is not None else None,
+        until=utc(until) if until is not None else None,
         page_size=page_size,
         on_page=on_page,
         drift=drift if drift is not None else SchemaDrift(system.name, object_name),
@@ -194,50 +193,37 @@ def _extract(
         obj = system.get_object(object_name)
         if obj.describe is not None:
             # First: fields declared by their display name only get their paths from the field list.
-            obj = _describe(session, obj, object_name, size, context, drift)
+            obj = describe_object(session, obj, object_name, size, context, drift)
         incremental = obj.incremental
-        where = _render_where(incremental, since, until)
-        values = _template_values(obj, object_name, where=where, since=since, until=until, page_size=size)
-        tracker = _DriftTracker(obj, drift)
-        # A change-tracked read is not a window: the link says where the last read ended.
-        windowed_since, windowed_until = (None, None) if incremental.delta is not None else (since, until)
-        collector = _Collector(
-            obj=obj, schema=schema, tracker=tracker, stats=stats, since=windowed_since, until=windowed_until
+        where = render_where(incremental, since, until)
+        values = template_values(obj, object_name, where=where, since=since, until=until, page_size=size)
+        tracker = DriftTracker(obj, drift)
+        collector = Collector(obj=obj, schema=schema, tracker=tracker, stats=stats, since=since, until=until)
+        pages = PageCounter(system.name, object_name, on_page, stats)
+        read = ObjectRead(
+            session=session,
+            system=system,
+            obj=obj,
+            object_name=object_name,
+            context=context,
+            values=values,
+            size=size,
+            since=since,
+            until=until,
+            delta_link=delta_link,
+            collector=collector,
+            pages=pages,
+            pages_per_batch=pages_per_batch,
         )
-        pages = _PageCounter(system.name, object_name, on_page, stats)
-        if incremental.delta is not None:
-            stats.method = "delta"
-            yield from _delta_extract(
-                session,
-                system,
-                obj,
-                object_name,
-                values,
-                delta_link,
-                context,
-                collector,
-                pages,
-                pages_per_batch,
-            )
-        else:
-            passes = _passes(system, obj, object_name, values, include_deleted, since, until)
-            if obj.bulk is not None and _use_bulk(session, obj, passes[0], values, context, stats):
-                stats.method = "bulk"
-                yield from _bulk_extract(
-                    session, obj, object_name, passes[0], values, context, collector, pages
-                )
-            else:
-                for run in passes:
-                    collector.new_pass()
-                    if obj.search is not None and since is not None and not run.deleted_only:
-                        stats.method = "search"
-                        yield from _search_extract(
-                            session, obj, since, until or datetime.now(UTC), context, collector, pages
-                        )
-                        continue
-                    yield from _paged_extract(
-                        session, obj, object_name, run, size, context, collector, pages, pages_per_batch
-                    )
+        for run in plan_passes(system, obj, object_name, values, include_deleted, since, until):
+            collector.new_pass()
+            chosen = read_method_for(read, run)
+            if chosen is None:
+                yield from _paged_extract(read, run)
+                continue
+            name, method = chosen
+            stats.method = name
+            yield from method.extract(read, run)
     tracker.finish()
     if collector.skipped_no_cursor:
         log.warning(
@@ -258,21 +244,14 @@ def _extract(
     )
 
 
-def _paged_extract(
-    session: Session,
-    obj: ObjectSpec,
-    object_name: str,
-    run: _Pass,
-    size: int,
-    context: ErrorContext,
-    collector: _Collector,
-    pages: _PageCounter,
-    pages_per_batch: int,
-) -> Iterator[pa.RecordBatch]:
+def _paged_extract(read: ObjectRead, run: Pass) -> Iterator[pa.RecordBatch]:
+    """Walk the pass's declared pages (the read of every pass no read method takes)."""
+    session, obj, collector, pages = read.session, read.obj, read.collector, read.pages
+    size, context, pages_per_batch = read.size, read.context, read.pages_per_batch
     pages_in_batch = 0
-    chain: _Chain | None = None
+    chain: CursorChain | None = None
     if isinstance(run.paging, CursorPaging) and run.paging.chain_limit and run.restart_from is not None:
-        chain = _Chain(
+        chain = CursorChain(
             limit=run.paging.chain_limit,
             cursor_path=run.cursor_path,
             fmt=obj.incremental.format,
@@ -281,8 +260,8 @@ def _paged_extract(
             stats=collector.stats,
             cursor_name=obj.incremental.cursor,
         )
-    for _, _, records in _pages(
-        session, run.paging, run.request, size, run.records_path, object_name, context, chain
+    for _, _, records in walk_pages(
+        session, run.paging, run.request, size, run.records_path, read.object_name, context, chain
     ):
         kept = collector.add(
             records, cursor_path=run.cursor_path, deleted_pass=run.deleted_only, id_path=run.id_path
@@ -297,74 +276,6 @@ def _paged_extract(
     batch = collector.flush()
     if batch is not None:
         yield batch
-
-
-# --- change tracking (delta links) -----------------------------------------------------------------
-
-
-def _delta_extract(
-    session: Session,
-    system: SystemSpec,
-    obj: ObjectSpec,
-    object_name: str,
-    values: Mapping[str, Any],
-    delta_link: str | None,
-    context: ErrorContext,
-    collector: _Collector,
-    pages: _PageCounter,
-    pages_per_batch: int,
-) -> Iterator[pa.RecordBatch]:
-    """Follow ``delta_link`` (changes and deletions since), or start tracking with a full read.
-
-    An expired link (declared statuses or codes) falls back to a full tracked read; the stats then
-    say ``full_read`` so the caller writes a whole snapshot instead of merging changes.
-    """
-    delta = obj.incremental.delta
-    assert delta is not None
-    headers = {**obj.request.headers, **delta.headers}
-    if delta_link is not None:
-        first = PageRequest(url=delta_link, params={}, headers=_fill(headers, values))
-    else:
-        collector.stats.full_read = True
-        first = _render_request(obj, obj.request.path, values, params=delta.params or None, headers=headers)
-    size = int(values["page_size"])
-    paging = system.paging_of(object_name)
-    link: str | None = None
-    pages_in_batch = 0
-    try:
-        for _, body, records in _pages(session, paging, first, size, obj.records_path, object_name, context):
-            kept = collector.add(records, cursor_path=collector.cursor_field_path, deleted_pass=False)
-            pages.page(records=len(records), kept=kept, deleted_pass=False)
-            found = resolve_path(body, delta.link_path)
-            if isinstance(found, str) and found:
-                link = found
-            pages_in_batch += 1
-            if pages_in_batch >= pages_per_batch:
-                batch = collector.flush()
-                if batch is not None:
-                    yield batch
-                pages_in_batch = 0
-    except ApiRequestError as exc:
-        expired = exc.status in delta.expired_statuses or (
-            exc.code is not None and exc.code in delta.expired_codes
-        )
-        if delta_link is None or not expired or pages.number > 0:
-            raise
-        log.warning("%s: the delta link expired (%s); reading everything again", context.where, exc.detail)
-        yield from _delta_extract(
-            session, system, obj, object_name, values, None, context, collector, pages, pages_per_batch
-        )
-        return
-    batch = collector.flush()
-    if batch is not None:
-        yield batch
-    if link is None:
-        raise ApiRequestError(
-            f"{context.where}: the change-tracked read ended without a delta link ({delta.link_path}).",
-            fix=f"check incremental.delta of {object_name} in {context.yaml_path} and that change tracking "
-            "is enabled for the table in the system.",
-        )
-    collector.stats.delta_link = link
 
 
 # --- keys for delete detection ---------------------------------------------------------------------
@@ -412,12 +323,12 @@ def extract_keys(
         pk_name: str | None = pk_field.select
     else:
         pk_name = obj.select_name(pk_path) if under_prefix else pk_path
-    values = _template_values(obj, object_name, page_size=size, fields=[pk_name] if pk_name else [])
-    request = _render_request(
+    values = template_values(obj, object_name, page_size=size, fields=[pk_name] if pk_name else [])
+    request = render_request(
         obj, obj.request.path, values, params={**obj.request.params, **obj.deletes.params}
     )
     counted = stats if stats is not None else ExtractStats()
-    resolve = _resolver(pk_path)
+    resolve = path_resolver(pk_path)
 
     def generate() -> Iterator[pa.RecordBatch]:
         with http_client(connection=connection, retry=system.retries) as client:
@@ -425,7 +336,7 @@ def extract_keys(
                 system=system, connection=connection, context=context, client=client, retry=system.retries
             )
             paging = system.paging_of(object_name)
-            for _, _, records in _pages(
+            for _, _, records in walk_pages(
                 session, paging, request, size, obj.records_path, object_name, context
             ):
                 counted.requests += 1

@@ -1,12 +1,15 @@
-"""Talking to an API politely and failing clearly: pacing, retries, URL policy and error messages.
+"""Talking to an API politely and failing clearly: pacing, retries, the URL policy and error messages.
 
 * :class:`TokenBucket` paces requests; :func:`shared_bucket` hands every caller of the same account
-  (base URL + credential) the same bucket, so parallel steps share one budget.
+  (base URL + credential) the same bucket, so parallel steps share one budget. Steps in other
+  processes (Dagster runs each in its own) share the account's :class:`AccountWindow`, a SQLite
+  file in ``settings.rate_limit_dir()`` (``CRM_PIPELINES_RATE_LIMIT_DIR``).
 * :func:`send_request` retries 429/500/502/503/504, timeouts and connection errors with exponential
-  backoff and full jitter (tenacity), honouring ``Retry-After`` (seconds or an HTTP date).
-* :func:`raise_for_status` turns any other 4xx/5xx into a :class:`ApiRequestError` naming the
-  system, the object and what to fix, parsed from Salesforce's ``[{"message","errorCode"}]`` and
-  HubSpot's ``{"message","category"}`` bodies.
+  backoff and full jitter (tenacity), honouring ``Retry-After`` (seconds or an HTTP date); a window
+  the API reports used up (``rate_limit.remaining_header``) holds the account until it frees.
+* :func:`raise_for_status` turns any other 4xx/5xx into an :class:`ApiRequestError`
+  (:class:`AuthenticationError` for a 401 or a refused token request) naming the system, the object
+  and what to fix, with the message and code :mod:`.error_bodies` finds in the answer.
 * :func:`check_url_allowed` refuses plain http except to loopback hosts (the local simulators).
 
 Secrets never reach an error message: every message goes through :func:`redact`.
@@ -19,12 +22,9 @@ import dataclasses
 import email.utils
 import hashlib
 import ipaddress
-import json
 import logging
-import os
 import random
 import sqlite3
-import tempfile
 import threading
 import time
 from collections import deque
@@ -32,22 +32,76 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import httpx
+from pydantic import Field
 from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt
 
-from crm_pipelines.connectors.spec import RateLimitSpec, RetrySpec
+from crm_pipelines.connectors.error_bodies import describe_error_body
+from crm_pipelines.connectors.spec_base import SpecModel
+from crm_pipelines.settings import rate_limit_dir
+
+__all__ = [
+    "RETRY_STATUSES",
+    "AccountWindow",
+    "ApiRequestError",
+    "AuthenticationError",
+    "ConnectionFailedError",
+    "ConnectorError",
+    "ErrorContext",
+    "InsecureURLError",
+    "RateLimitSpec",
+    "RetrySpec",
+    "TokenBucket",
+    "api_error",
+    "check_url_allowed",
+    "clear_buckets",
+    "credential_fingerprint",
+    "is_loopback_host",
+    "parse_retry_after",
+    "raise_for_status",
+    "redact",
+    "send_request",
+    "shared_bucket",
+    "suggest_fix",
+]
 
 log = logging.getLogger(__name__)
 
-# Environment variable naming the folder of the accounts' shared rate-limit windows.
-RATE_LIMIT_DIR = "CRM_PIPELINES_RATE_LIMIT_DIR"
-
 RETRY_STATUSES: frozenset[int] = frozenset({429, 500, 502, 503, 504})
 _MASK = "***"
-# Longest excerpt of an unparseable error body kept in a message.
-_BODY_EXCERPT = 300
+
+
+# --- declarations: rate_limit and retries ---------------------------------------------------------
+
+
+class RateLimitSpec(SpecModel):
+    """Client-side pacing and the headers the API uses to talk about its limits."""
+
+    requests: int = Field(gt=0, description="Requests allowed per interval (token bucket capacity).")
+    interval_seconds: float = Field(gt=0)
+    retry_after_header: str = "Retry-After"
+    remaining_header: str | None = Field(
+        default=None, description="Header with the requests left in the current interval."
+    )
+    interval_ms_header: str | None = Field(
+        default=None, description="Header with the server's window length in milliseconds."
+    )
+    reset_header: str | None = Field(
+        default=None,
+        description="Header with the seconds until the server's window resets (held when 0 left).",
+    )
+    usage_header: str | None = Field(default=None, description="Header reporting usage, logged only.")
+
+
+class RetrySpec(SpecModel):
+    max_attempts: int = Field(default=6, ge=1)
+    backoff_initial_seconds: float = Field(default=0.5, gt=0)
+    backoff_max_seconds: float = Field(default=30.0, gt=0)
+    retry_after_max_seconds: float = Field(
+        default=300.0, gt=0, description="Longest Retry-After we honour before giving up on that attempt."
+    )
+    timeout_seconds: float = Field(default=30.0, gt=0)
 
 
 # --- errors ----------------------------------------------------------------------------------------
@@ -261,13 +315,6 @@ class AccountWindow:
         self._conn.close()
 
 
-def rate_limit_dir() -> Path:
-    """Where accounts' shared windows live: ``CRM_PIPELINES_RATE_LIMIT_DIR``, else a folder in the
-    system's temporary directory (shared by every process of this host and user)."""
-    configured = os.environ.get(RATE_LIMIT_DIR)
-    return Path(configured) if configured else Path(tempfile.gettempdir()) / "crm-pipelines-rate-limits"
-
-
 class TokenBucket:
     """Thread-safe token bucket: ``capacity`` requests per ``interval_seconds``, refilled smoothly.
 
@@ -454,92 +501,7 @@ def parse_retry_after(*, value: str | None, now: datetime | None = None) -> floa
     return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
 
 
-# --- error bodies and fixes ------------------------------------------------------------------------
-
-
-def _text(value: Any) -> str | None:
-    """A message that may be a string, an OData ``{"lang", "value"}`` object or a list of those."""
-    if value is None:
-        return None
-    if isinstance(value, str):
-        return value
-    if isinstance(value, dict):
-        return _text(value.get("value") or value.get("message") or value.get("$message"))
-    if isinstance(value, list):
-        parts = [t for t in (_text(v) for v in value) if t]
-        return "; ".join(parts) or None
-    return str(value)
-
-
-def _at(data: Any, path: str) -> Any:
-    current = data
-    for part in path.split("."):
-        if isinstance(current, dict) and part in current:
-            current = current[part]
-        elif isinstance(current, list) and part.isdigit() and int(part) < len(current):
-            current = current[int(part)]
-        else:
-            return None
-    return current
-
-
-def describe_error_body(
-    *, response: httpx.Response, message_paths: Iterable[str] = (), code_paths: Iterable[str] = ()
-) -> tuple[str, str | None]:
-    """Pull the message and code out of an error response.
-
-    The system's declared paths are tried first; then the shapes the bundled systems use:
-    Salesforce ``[{"message", "errorCode"}]``; HubSpot, Zoho ``{"message", "category"|"code"}``; OAuth
-    ``{"error", "error_description"}`` (SugarCRM ``error_message``, Pipedrive ``error_info``); OData
-    ``{"error": {"code", "message"}}`` (SAP Business One's message is ``{"lang", "value"}``); SData
-    ``{"$diagnoses": [{"$sdataCode", "$message"}]}``. Anything else is quoted (shortened).
-
-    Args:
-        response: An error response (its body is read).
-        message_paths: Dotted paths of the message, tried first.
-        code_paths: Dotted paths of the code, tried first.
-
-    Returns:
-        ``(message, code)``; ``code`` is ``None`` when the body has none.
-    """
-    try:
-        data: Any = json.loads(response.content)
-    except (ValueError, UnicodeDecodeError):
-        text = response.text.strip()
-        return (text[:_BODY_EXCERPT] or response.reason_phrase or "no response body"), None
-    declared_message = next((t for p in message_paths if (t := _text(_at(data, p)))), None)
-    declared_code = next((str(c) for p in code_paths if (c := _at(data, p)) not in (None, "")), None)
-    message, code = _known_shapes(data)
-    return declared_message or message, declared_code or code
-
-
-def _known_shapes(data: Any) -> tuple[str, str | None]:
-    if isinstance(data, list) and data and all(isinstance(item, dict) for item in data):
-        if any("$message" in item or "$sdataCode" in item for item in data):
-            return _known_shapes({"$diagnoses": data})
-        messages = [str(item.get("message", "")).strip() for item in data]
-        codes = [str(item["errorCode"]) for item in data if item.get("errorCode")]
-        return "; ".join(m for m in messages if m) or "no message", (codes[0] if codes else None)
-    if isinstance(data, dict):
-        diagnoses = data.get("$diagnoses") or data.get("diagnoses")
-        if isinstance(diagnoses, list) and diagnoses:
-            first = diagnoses[0] if isinstance(diagnoses[0], dict) else {}
-            code = first.get("$sdataCode") or first.get("$applicationCode")
-            return _text(diagnoses) or "no message", (str(code) if code else None)
-        error = data.get("error")
-        if isinstance(error, dict):
-            code = error.get("code")
-            return _text(error.get("message")) or "no message", (
-                str(code) if code not in (None, "") else None
-            )
-        if isinstance(error, str):
-            detail = data.get("error_description") or data.get("error_message") or data.get("error_info")
-            return str(detail or error), error
-        message = data.get("message") or data.get("Message")
-        code = data.get("category") or data.get("errorCode") or data.get("code")
-        if message is not None:
-            return str(_text(message)), (str(code) if code is not None else None)
-    return json.dumps(data)[:_BODY_EXCERPT], None
+# --- fixes ------------------------------------------------------------------------------------------
 
 
 def suggest_fix(*, status: int, code: str | None, context: ErrorContext, token_request: bool = False) -> str:

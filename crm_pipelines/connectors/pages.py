@@ -1,11 +1,11 @@
 """Walking an API's pages: one request after another, several in flight, and cursor chain restarts.
 
-:func:`_pages` yields ``(request, body, records)`` for every page of the declared paging, in order.
+:func:`walk_pages` yields ``(request, body, records)`` for every page of the declared paging, in order.
 Offset and page-number paging with ``concurrency`` > 1 keep that many requests in flight
-(:func:`_concurrent_pages`): the next offsets are known before the answers arrive, and the first
+(:func:`_concurrent_pages`): the paginator knows the next offsets before the answers arrive, and the first
 answer's total says where to stop. A cursor chain with a ``chain_limit`` (Zoho's page tokens) is
-replaced by a new one from the highest cursor read before it passes the limit (:class:`_Chain`).
-:class:`_PageCounter` counts the pages and reports each as a :class:`PageInfo`.
+replaced by a new one from the highest cursor read before it passes the limit (:class:`CursorChain`).
+:class:`PageCounter` counts the pages and reports each as a :class:`PageInfo`.
 """
 
 from __future__ import annotations
@@ -18,12 +18,20 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from crm_pipelines.connectors.collect import ExtractStats, _resolver
+from crm_pipelines.connectors.collect import ExtractStats, path_resolver
 from crm_pipelines.connectors.cursors import parse_cursor
 from crm_pipelines.connectors.limits import ApiRequestError, ErrorContext
-from crm_pipelines.connectors.paging import MISSING, PageRequest, make_paginator, resolve_path
+from crm_pipelines.connectors.paging import NumberedPaginator, PageRequest, PagingSpec, make_paginator
+from crm_pipelines.connectors.paths import MISSING, resolve_path
 from crm_pipelines.connectors.session import Session
-from crm_pipelines.connectors.spec import OffsetPaging, PageNumberPaging, PagingSpec
+
+__all__ = [
+    "CursorChain",
+    "PageCounter",
+    "PageInfo",
+    "records_of",
+    "walk_pages",
+]
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +49,9 @@ class PageInfo:
     deleted_pass: bool  # True for a separate pass that reads deleted records
 
 
-class _PageCounter:
+class PageCounter:
+    """Counts the pages of an extract and reports each to ``on_page`` as a :class:`PageInfo`."""
+
     def __init__(
         self, system: str, object_name: str, on_page: Callable[[PageInfo], None] | None, stats: ExtractStats
     ) -> None:
@@ -68,7 +78,8 @@ class _PageCounter:
             )
 
 
-def _records_of(body: Any, records_path: str, object_name: str, context: ErrorContext) -> list[Any]:
+def records_of(body: Any, records_path: str, object_name: str, context: ErrorContext) -> list[Any]:
+    """The records list at ``records_path`` of a page (none when absent); anything else is an error."""
     records = resolve_path(body, records_path)
     if records is MISSING or records is None:
         return []
@@ -80,7 +91,7 @@ def _records_of(body: Any, records_path: str, object_name: str, context: ErrorCo
     return records
 
 
-def _pages(
+def walk_pages(
     session: Session,
     paging: PagingSpec,
     first: PageRequest,
@@ -88,24 +99,29 @@ def _pages(
     records_path: str,
     object_name: str,
     context: ErrorContext,
-    chain: _Chain | None = None,
+    chain: CursorChain | None = None,
+    one_at_a_time: bool = False,
 ) -> Iterator[tuple[PageRequest, Any, list[Any]]]:
     """(request, body, records) of every page, in order.
 
-    Offset and page-number paging with ``concurrency`` > 1 keep that many requests in flight
-    (through the account's shared bucket): the next offsets are known before the answers arrive.
-    With a ``chain``, a cursor chain about to pass its limit is replaced by a new one.
+    A paginator whose n-th request is known ahead (offsets, page numbers) with ``concurrency`` > 1
+    keeps that many requests in flight (through the account's shared bucket), unless
+    ``one_at_a_time``. With a ``chain``, a cursor chain about to pass its limit is replaced by a
+    new one.
     """
     paginator = make_paginator(spec=paging)
     request: PageRequest | None = paginator.first_request(request=first, page_size=size)
-    if isinstance(paging, OffsetPaging | PageNumberPaging) and paging.concurrency > 1 and request is not None:
-        yield from _concurrent_pages(
-            session, paging, request, size, records_path, object_name, context, paging.concurrency
-        )
+    if (
+        isinstance(paginator, NumberedPaginator)
+        and paginator.concurrency > 1
+        and not one_at_a_time
+        and request is not None
+    ):
+        yield from _concurrent_pages(session, paginator, request, size, records_path, object_name, context)
         return
     while request is not None:
         body = session.get_json(request, context=context)
-        records = _records_of(body, records_path, object_name, context)
+        records = records_of(body, records_path, object_name, context)
         yield request, body, records
         next_request = paginator.next_request(previous=request, body=body, records=records, page_size=size)
         if chain is not None:
@@ -120,25 +136,16 @@ def _pages(
         request = next_request
 
 
-def _nth_page(paging: OffsetPaging | PageNumberPaging, first: PageRequest, n: int, size: int) -> PageRequest:
-    if isinstance(paging, OffsetPaging):
-        offset = int(first.params.get(paging.offset_param, paging.start)) + n * size
-        return PageRequest(first.url, {**first.params, paging.offset_param: str(offset)}, first.headers)
-    page = int(first.params.get(paging.page_param, paging.start)) + n
-    return PageRequest(first.url, {**first.params, paging.page_param: str(page)}, first.headers)
-
-
 def _concurrent_pages(
     session: Session,
-    paging: OffsetPaging | PageNumberPaging,
+    paginator: NumberedPaginator[Any],
     first: PageRequest,
     size: int,
     records_path: str,
     object_name: str,
     context: ErrorContext,
-    concurrency: int,
 ) -> Iterator[tuple[PageRequest, Any, list[Any]]]:
-    paginator = make_paginator(spec=paging)
+    concurrency = paginator.concurrency
     executor = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix=f"{context.system_name}-pages")
     in_flight: deque[tuple[PageRequest, Future[Any]]] = deque()
     submitted = 0
@@ -149,7 +156,7 @@ def _concurrent_pages(
         nonlocal submitted
         if last_page is not None and submitted >= last_page:
             return
-        request = _nth_page(paging, first, submitted, size)
+        request = paginator.nth_request(first=first, n=submitted, page_size=size)
         in_flight.append((request, executor.submit(session.get_json, request, context=context)))
         submitted += 1
 
@@ -159,10 +166,10 @@ def _concurrent_pages(
         while in_flight:
             request, future = in_flight.popleft()
             body = future.result()
-            records = _records_of(body, records_path, object_name, context)
+            records = records_of(body, records_path, object_name, context)
             if first_answer:
                 first_answer = False
-                last_page = _page_count(paging, body, size)
+                last_page = paginator.page_count(body=body, page_size=size)
                 for _ in range(concurrency - 1):
                     submit()
             yield request, body, records
@@ -175,14 +182,15 @@ def _concurrent_pages(
                 for _, pending in in_flight:
                     pending.cancel()
                 in_flight.clear()
-                yield from _pages(
+                yield from walk_pages(
                     session,
-                    paging.model_copy(update={"concurrency": 1}),
+                    paginator.spec,
                     expected,
                     size,
                     records_path,
                     object_name,
                     context,
+                    one_at_a_time=True,
                 )
                 return
             submit()
@@ -192,22 +200,7 @@ def _concurrent_pages(
         executor.shutdown(wait=True, cancel_futures=True)
 
 
-def _page_count(paging: OffsetPaging | PageNumberPaging, body: Any, size: int) -> int | None:
-    """How many pages the first answer says there are (its total), or None when it does not say."""
-    path = paging.total_path if isinstance(paging, OffsetPaging) else paging.total_pages_path
-    if not path:
-        return None
-    found = resolve_path(body, path)
-    try:
-        total = int(str(found))
-    except ValueError:
-        return None
-    if isinstance(paging, PageNumberPaging):
-        return max(1, total)
-    return max(1, -(-total // size))
-
-
-class _Chain:
+class CursorChain:
     """A chain of cursors that reaches at most ``limit`` records (Zoho: 100,000 per page_token chain).
 
     Before the next page would pass the limit, the read starts over from the highest cursor value
@@ -227,7 +220,7 @@ class _Chain:
         cursor_name: str,
     ) -> None:
         self.limit = limit
-        self._cursor_of = _resolver(cursor_path)
+        self._cursor_of = path_resolver(cursor_path)
         self._fmt = fmt
         self._started_at = since
         self._restart_from = restart_from

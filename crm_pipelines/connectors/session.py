@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
@@ -19,14 +19,27 @@ from crm_pipelines.connectors.auth import AccessToken, Authenticator, Connection
 from crm_pipelines.connectors.limits import (
     ApiRequestError,
     ErrorContext,
+    RetrySpec,
     TokenBucket,
     raise_for_status,
     redact,
     send_request,
     shared_bucket,
 )
-from crm_pipelines.connectors.paging import MISSING, PageRequest
-from crm_pipelines.connectors.spec import RetrySpec, SystemSpec
+from crm_pipelines.connectors.paging import PageRequest
+from crm_pipelines.connectors.paths import MISSING
+
+if TYPE_CHECKING:  # spec.py imports the write styles, which talk through a Session
+    from crm_pipelines.connectors.spec import SystemSpec
+
+__all__ = [
+    "Session",
+    "context_for",
+    "decode_json",
+    "dump_json",
+    "http_client",
+    "render_value",
+]
 
 log = logging.getLogger(__name__)
 

@@ -15,14 +15,112 @@ from __future__ import annotations
 import functools
 import importlib.resources
 import re
-import string
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
+
+# The declaration models of each protocol live beside the code that runs it; they are importable
+# from here too, with everything else a system declaration holds.
+from crm_pipelines.connectors.auth import (
+    ApiKeyAuth,
+    AuthSpec,
+    BasicAuth,
+    BearerTokenAuth,
+    CredentialVariable,
+    CsrfSpec,
+    OAuth2ClientCredentialsAuth,
+    OAuth2PasswordAuth,
+    OAuth2RefreshTokenAuth,
+    SessionAuth,
+    credential_variables,
+)
+from crm_pipelines.connectors.cursor_formats import CURSOR_FORMATS
+from crm_pipelines.connectors.limits import RateLimitSpec, RetrySpec
+from crm_pipelines.connectors.paging import (
+    CursorPaging,
+    KeysetPaging,
+    NextLinkPaging,
+    OffsetPaging,
+    PageNumberPaging,
+    PagingSpec,
+    SinglePaging,
+)
+from crm_pipelines.connectors.spec_base import SpecModel, ValueMatch, check_template, placeholders
+from crm_pipelines.connectors.writes import (
+    ConfirmSpec,
+    HubSpotBatchUpsert,
+    JsonBatchUpsert,
+    LookupSpec,
+    ODataBatchUpsert,
+    PerRecordUpsert,
+    RecordRequest,
+    SObjectCollectionsUpsert,
+    SubrequestItem,
+    SubrequestsUpsert,
+    UpsertSpec,
+)
+
+__all__ = [
+    "DESCRIBE_PLACEHOLDERS",
+    "FILTER_PLACEHOLDERS",
+    "TEMPLATE_PLACEHOLDERS",
+    "ApiKeyAuth",
+    "AuthSpec",
+    "BasicAuth",
+    "BearerTokenAuth",
+    "BulkQuerySpec",
+    "CheckSpec",
+    "ConfirmSpec",
+    "CredentialVariable",
+    "CsrfSpec",
+    "CursorPaging",
+    "DeletesSpec",
+    "DeltaSpec",
+    "DescribeRename",
+    "DescribeSpec",
+    "ErrorBodySpec",
+    "FieldSpec",
+    "HubSpotBatchUpsert",
+    "IncrementalSpec",
+    "JsonBatchUpsert",
+    "KeysetPaging",
+    "LookupSpec",
+    "NextLinkPaging",
+    "OAuth2ClientCredentialsAuth",
+    "OAuth2PasswordAuth",
+    "OAuth2RefreshTokenAuth",
+    "ODataBatchUpsert",
+    "ObjectSpec",
+    "OffsetPaging",
+    "PageNumberPaging",
+    "PageSizeSpec",
+    "PagingSpec",
+    "PerRecordUpsert",
+    "RateLimitSpec",
+    "RecordRequest",
+    "RequestSpec",
+    "RetrySpec",
+    "SObjectCollectionsUpsert",
+    "SearchSpec",
+    "ServerFilterSpec",
+    "SessionAuth",
+    "SinglePaging",
+    "SubrequestItem",
+    "SubrequestsUpsert",
+    "SystemSpec",
+    "SystemSpecError",
+    "UpsertSpec",
+    "ValueMatch",
+    "available_systems",
+    "credential_variables",
+    "load_system",
+    "load_system_file",
+    "parse_system",
+    "systems_dir",
+]
 
 # Placeholders a request template may use; anything else is a typo we catch at load time.
 TEMPLATE_PLACEHOLDERS: frozenset[str] = frozenset(
@@ -38,366 +136,10 @@ class SystemSpecError(ValueError):
     """A system YAML is missing, unreadable or does not match the declared models."""
 
 
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-def _placeholders(template: str) -> set[str]:
-    return {name for _, name, _, _ in string.Formatter().parse(template) if name is not None}
-
-
-def _check_template(template: str, allowed: frozenset[str]) -> str:
-    try:
-        unknown = _placeholders(template) - allowed
-    except ValueError as exc:  # unbalanced braces
-        raise ValueError(f"template {template!r} is not a valid format string: {exc}") from exc
-    if unknown:
-        raise ValueError(
-            f"template {template!r} uses unknown placeholder(s) {sorted(unknown)}; allowed: {sorted(allowed)}"
-        )
-    return template
-
-
-# --- auth ------------------------------------------------------------------------------------------
-
-# Placeholders of token/login request templates (scope, login body): credentials and the base URL.
-CREDENTIAL_PLACEHOLDERS: frozenset[str] = frozenset(
-    {"base_url", "client_id", "client_secret", "username", "password", "company", "refresh_token"}
-)
-
-
-class _TokenAuth(_Model):
-    """What every kind that ends in a token has: where the token goes and how long it lives."""
-
-    header: str = Field(default="Authorization", description="Request header carrying the token.")
-    scheme: str = Field(
-        default="Bearer",
-        description="Word before the token in the header (Zoho 'Zoho-oauthtoken'; '' sends the bare token).",
-    )
-    default_ttl_seconds: int = Field(
-        default=900,
-        gt=0,
-        description="Token lifetime assumed when the answer has no `expires_in` (Salesforce sends none).",
-    )
-    refresh_margin_seconds: int = Field(default=60, ge=0, description="Renew this long before expiry.")
-
-
-class _OAuthEndpoint(_TokenAuth):
-    token_path: str | None = Field(default=None, description="Token endpoint, relative to the base URL.")
-    token_url_variable: str | None = Field(
-        default=None,
-        description=(
-            "Environment variable with the token endpoint of an identity provider on another host "
-            "(Microsoft identity platform), or with that host when token_path is also given (Zoho's "
-            "accounts server + /oauth/v2/token)."
-        ),
-    )
-    api_base_path: str | None = Field(
-        default=None,
-        description="Dotted path of the API base in the token answer (Salesforce instance_url, Zoho api_domain).",
-    )
-    body_format: Literal["form", "json"] = "form"
-
-    @model_validator(mode="after")
-    def _endpoint(self) -> _OAuthEndpoint:
-        if self.token_path is None and self.token_url_variable is None:
-            raise ValueError("needs token_path or token_url_variable")
-        if self.token_path is not None and not self.token_path.startswith("/"):
-            raise ValueError(f"token_path must start with '/', got {self.token_path!r}")
-        return self
-
-
-class OAuth2ClientCredentialsAuth(_OAuthEndpoint):
-    """OAuth 2.0 client credentials grant (RFC 6749 §4.4): a Salesforce connected app, an Entra ID app."""
-
-    kind: Literal["oauth2_client_credentials"]
-    scope: str | None = Field(default=None, description="Scope template, e.g. '{base_url}/.default'.")
-    client_id_variable: str = Field(description="Environment variable holding the client id.")
-    client_secret_variable: str = Field(description="Environment variable holding the secret.")
-
-    @field_validator("scope")
-    @classmethod
-    def _scope(cls, value: str | None) -> str | None:
-        return None if value is None else _check_template(value, CREDENTIAL_PLACEHOLDERS)
-
-
-class OAuth2RefreshTokenAuth(_OAuthEndpoint):
-    """OAuth 2.0 refresh token grant (RFC 6749 §6): a long-lived refresh token buys access tokens (Zoho)."""
-
-    kind: Literal["oauth2_refresh_token"]
-    client_id_variable: str
-    client_secret_variable: str
-    refresh_token_variable: str
-
-
-class OAuth2PasswordAuth(_OAuthEndpoint):
-    """OAuth 2.0 resource owner password grant (RFC 6749 §4.3), e.g. SugarCRM's ``client_id=sugar``.
-
-    A ``refresh_token`` in the answer renews the access token; the password is sent again only when
-    that fails.
-    """
-
-    kind: Literal["oauth2_password"]
-    username_variable: str
-    password_variable: str
-    client_id_variable: str | None = None
-    client_secret_variable: str | None = None
-    extra_fields: dict[str, str] = Field(
-        default_factory=dict,
-        description="Fields sent with every token request, e.g. {client_id: sugar, platform: crm_pipelines}.",
-    )
-
-
-class BearerTokenAuth(_Model):
-    """A static token, e.g. a HubSpot private-app access token."""
-
-    kind: Literal["bearer"]
-    token_variable: str = Field(description="Environment variable holding the token.")
-    header: str = "Authorization"
-    scheme: str = "Bearer"
-
-
-class ApiKeyAuth(_Model):
-    """A static API key in a header (Pipedrive ``x-api-token``) or a query parameter."""
-
-    kind: Literal["api_key"]
-    token_variable: str
-    header: str | None = None
-    query_param: str | None = None
-
-    @model_validator(mode="after")
-    def _one_place(self) -> ApiKeyAuth:
-        if (self.header is None) == (self.query_param is None):
-            raise ValueError("api_key needs exactly one of header or query_param")
-        return self
-
-
-class BasicAuth(_Model):
-    """HTTP Basic authentication on every request (SData servers: Infor CRM, Sage CRM)."""
-
-    kind: Literal["basic"]
-    username_variable: str
-    password_variable: str
-
-
-class ValueMatch(_Model):
-    """A test on a value found at a dotted path: equal to a value, or ending with a suffix."""
-
-    path: str
-    equals: Any = None
-    suffix: str | None = None
-
-    @model_validator(mode="after")
-    def _one_test(self) -> ValueMatch:
-        if (self.equals is None) == (self.suffix is None):
-            raise ValueError("a match needs exactly one of equals or suffix")
-        return self
-
-
-class CsrfSpec(_Model):
-    """Send a session cookie's value back as a header (Creatio ``BPMCSRF``)."""
-
-    header: str
-    cookie: str
-
-
-class SessionAuth(_Model):
-    """A login request that opens a cookie session (SAP Business One ``B1SESSION``, Creatio ``.ASPXAUTH``)."""
-
-    kind: Literal["session"]
-    login_path: str
-    body: dict[str, Any] = Field(description="JSON body template; string values may use {username} etc.")
-    username_variable: str
-    password_variable: str
-    company_variable: str | None = None
-    ttl_path: str | None = Field(
-        default=None, description="Dotted path of the session lifetime in the answer."
-    )
-    ttl_unit: Literal["seconds", "minutes"] = "seconds"
-    default_ttl_seconds: int = Field(default=1800, gt=0)
-    refresh_margin_seconds: int = Field(default=60, ge=0)
-    success: ValueMatch | None = Field(default=None, description="A 200 that fails this is a refusal.")
-    csrf: CsrfSpec | None = None
-    logout_path: str | None = None
-    headers: dict[str, str] = Field(
-        default_factory=dict,
-        description=(
-            "Static headers sent with the login and with every request of the session "
-            "(Creatio: ForceUseSession: true)."
-        ),
-    )
-
-    @field_validator("body")
-    @classmethod
-    def _body(cls, value: dict[str, Any]) -> dict[str, Any]:
-        for item in value.values():
-            if isinstance(item, str):
-                _check_template(item, CREDENTIAL_PLACEHOLDERS)
-        return value
-
-
-AuthSpec = Annotated[
-    OAuth2ClientCredentialsAuth
-    | OAuth2RefreshTokenAuth
-    | OAuth2PasswordAuth
-    | BearerTokenAuth
-    | ApiKeyAuth
-    | BasicAuth
-    | SessionAuth,
-    Field(discriminator="kind"),
-]
-
-
-@dataclass(frozen=True)
-class CredentialVariable:
-    """One environment variable an auth kind reads: the resource field it fills and whether it must be set."""
-
-    field: str  # a ConnectionSettings / CrmApiResource field
-    variable: str
-    required: bool = True
-    secret: bool = False
-
-
-def credential_variables(auth: AuthSpec) -> list[CredentialVariable]:
-    """The environment variables an auth declaration reads, in the order a user sets them.
-
-    Args:
-        auth: A system's auth declaration.
-
-    Returns:
-        One entry per variable (the base URL is the system's ``base_url_variable``, not listed here).
-    """
-    out: list[CredentialVariable] = []
-    if isinstance(auth, _OAuthEndpoint) and auth.token_url_variable:
-        # Declared means needed: the identity host differs from the API (Entra ID, Zoho accounts server).
-        out.append(CredentialVariable("token_url", auth.token_url_variable))
-    if isinstance(auth, OAuth2ClientCredentialsAuth | OAuth2RefreshTokenAuth):
-        out.append(CredentialVariable("client_id", auth.client_id_variable))
-        out.append(CredentialVariable("client_secret", auth.client_secret_variable, secret=True))
-    if isinstance(auth, OAuth2RefreshTokenAuth):
-        out.append(CredentialVariable("refresh_token", auth.refresh_token_variable, secret=True))
-    if isinstance(auth, OAuth2PasswordAuth | BasicAuth | SessionAuth):
-        if isinstance(auth, SessionAuth) and auth.company_variable:
-            out.append(CredentialVariable("company", auth.company_variable))
-        out.append(CredentialVariable("username", auth.username_variable))
-        out.append(CredentialVariable("password", auth.password_variable, secret=True))
-    if isinstance(auth, OAuth2PasswordAuth):
-        # Optional: SugarCRM's default public client is client_id "sugar" with an empty secret.
-        if auth.client_id_variable:
-            out.append(CredentialVariable("client_id", auth.client_id_variable, required=False))
-        if auth.client_secret_variable:
-            out.append(
-                CredentialVariable("client_secret", auth.client_secret_variable, required=False, secret=True)
-            )
-    if isinstance(auth, BearerTokenAuth | ApiKeyAuth):
-        out.append(CredentialVariable("access_token", auth.token_variable, secret=True))
-    return out
-
-
-# --- paging ----------------------------------------------------------------------------------------
-
-
-class NextLinkPaging(_Model):
-    """The response names the next page's URL (Salesforce ``nextRecordsUrl``, OData ``@odata.nextLink``)."""
-
-    kind: Literal["next_link"]
-    next_path: str = Field(
-        description="Path of the next page's URL in the body (a dotted key matches whole)."
-    )
-    done_path: str | None = Field(default=None, description="Dotted path of a boolean 'no more pages'.")
-    keep_params: bool = Field(
-        default=False, description="Send the first request's query parameters again (the link lacks them)."
-    )
-
-
-class CursorPaging(_Model):
-    """The response carries an opaque cursor sent back as a query parameter (HubSpot ``after``)."""
-
-    kind: Literal["cursor"]
-    cursor_path: str = Field(description="Dotted path of the next cursor in the response body.")
-    cursor_param: str = Field(description="Query parameter that carries the cursor.")
-    more_path: str | None = Field(default=None, description="Dotted path of a boolean 'more pages follow'.")
-    stop_values: list[str] = Field(
-        default_factory=list, description="Cursor values meaning 'no more pages' (SugarCRM next_offset -1)."
-    )
-    chain_limit: int | None = Field(
-        default=None,
-        gt=0,
-        description=(
-            "Records one chain of cursors reaches (Zoho page_token: 100,000). Before the next page "
-            "would pass it, the read starts a new chain from the highest incremental cursor read so "
-            "far; needs a request ordered ascending by the cursor (incremental.server_order) whose "
-            "lower bound is in the request ({since} or {where})."
-        ),
-    )
-
-
-class OffsetPaging(_Model):
-    """``offset``/``limit`` query parameters; stops on a short page or at the reported total."""
-
-    kind: Literal["offset"]
-    offset_param: str = "offset"
-    limit_param: str = "limit"
-    start: int = Field(default=0, description="The first offset (1 for SData's 1-based startIndex).")
-    total_path: str | None = None
-    concurrency: int = Field(default=1, ge=1, le=16, description="Page requests kept in flight.")
-
-
-class PageNumberPaging(_Model):
-    """A page number query parameter; stops on a short page, ``more_path`` false or the page count."""
-
-    kind: Literal["page_number"]
-    page_param: str = "page"
-    size_param: str | None = Field(default=None, description="Query parameter for the page size, if any.")
-    start: int = 1
-    total_pages_path: str | None = None
-    more_path: str | None = None
-    concurrency: int = Field(default=1, ge=1, le=16, description="Page requests kept in flight.")
-
-
-class KeysetPaging(_Model):
-    """Each page asks for the rows after the last key read (``$filter=Id gt <last>``, ordered by ``Id``).
-
-    Unlike an offset, the position survives rows deleted or inserted before it while the read runs, so
-    no row is skipped or read twice. The request must order by the key, ascending; stops on a short or
-    empty page.
-    """
-
-    kind: Literal["keyset"]
-    key_path: str = Field(description="Dotted path of the key in a record, e.g. 'Id'.")
-    filter_param: str = Field(description="Query parameter the condition is added to, e.g. '$filter'.")
-    condition: str = Field(
-        description="Rows after the last key: a template with {last}, e.g. 'Id gt {last}'."
-    )
-    join: str = Field(
-        default=" and ", description="Joins the request's own filter (parenthesised) and the condition."
-    )
-    limit_param: str | None = Field(default=None, description="Query parameter for the page size ($top).")
-
-    @field_validator("condition")
-    @classmethod
-    def _condition(cls, value: str) -> str:
-        if "last" not in _placeholders(_check_template(value, frozenset({"last"}))):
-            raise ValueError(f"condition {value!r} must use {{last}}")
-        return value
-
-
-class SinglePaging(_Model):
-    """One request answers everything."""
-
-    kind: Literal["single"]
-
-
-PagingSpec = Annotated[
-    NextLinkPaging | CursorPaging | OffsetPaging | PageNumberPaging | KeysetPaging | SinglePaging,
-    Field(discriminator="kind"),
-]
-
-
 # --- limits ----------------------------------------------------------------------------------------
 
 
-class PageSizeSpec(_Model):
+class PageSizeSpec(SpecModel):
     default: int = Field(gt=0)
     minimum: int = Field(default=1, gt=0)
     maximum: int = Field(gt=0)
@@ -417,36 +159,7 @@ class PageSizeSpec(_Model):
         return max(self.minimum, min(self.maximum, size))
 
 
-class RateLimitSpec(_Model):
-    """Client-side pacing and the headers the API uses to talk about its limits."""
-
-    requests: int = Field(gt=0, description="Requests allowed per interval (token bucket capacity).")
-    interval_seconds: float = Field(gt=0)
-    retry_after_header: str = "Retry-After"
-    remaining_header: str | None = Field(
-        default=None, description="Header with the requests left in the current interval."
-    )
-    interval_ms_header: str | None = Field(
-        default=None, description="Header with the server's window length in milliseconds."
-    )
-    reset_header: str | None = Field(
-        default=None,
-        description="Header with the seconds until the server's window resets (held when 0 left).",
-    )
-    usage_header: str | None = Field(default=None, description="Header reporting usage, logged only.")
-
-
-class RetrySpec(_Model):
-    max_attempts: int = Field(default=6, ge=1)
-    backoff_initial_seconds: float = Field(default=0.5, gt=0)
-    backoff_max_seconds: float = Field(default=30.0, gt=0)
-    retry_after_max_seconds: float = Field(
-        default=300.0, gt=0, description="Longest Retry-After we honour before giving up on that attempt."
-    )
-    timeout_seconds: float = Field(default=30.0, gt=0)
-
-
-class CheckSpec(_Model):
+class CheckSpec(SpecModel):
     """Requests ``doctor`` tries in order; the first that answers 2xx proves access."""
 
     paths: list[str] = Field(min_length=1)
@@ -455,7 +168,7 @@ class CheckSpec(_Model):
 # --- objects ---------------------------------------------------------------------------------------
 
 
-class RequestSpec(_Model):
+class RequestSpec(SpecModel):
     """The first request of an extract; ``params`` and ``headers`` values are templates."""
 
     method: Literal["GET"] = "GET"
@@ -467,7 +180,7 @@ class RequestSpec(_Model):
     @classmethod
     def _templates(cls, value: dict[str, str]) -> dict[str, str]:
         for template in value.values():
-            _check_template(template, TEMPLATE_PLACEHOLDERS)
+            check_template(template, TEMPLATE_PLACEHOLDERS)
         return value
 
     @field_validator("path")
@@ -475,10 +188,10 @@ class RequestSpec(_Model):
     def _relative(cls, value: str) -> str:
         if not value.startswith("/"):
             raise ValueError(f"request path must start with '/', got {value!r}")
-        return _check_template(value, TEMPLATE_PLACEHOLDERS)
+        return check_template(value, TEMPLATE_PLACEHOLDERS)
 
 
-class FieldSpec(_Model):
+class FieldSpec(SpecModel):
     name: str = Field(min_length=1, description="Output column name.")
     path: str | None = Field(default=None, description="Dotted path in the record; default: the name.")
     select: bool | str = Field(
@@ -516,7 +229,7 @@ class FieldSpec(_Model):
         return self.path or self.name
 
 
-class ServerFilterSpec(_Model):
+class ServerFilterSpec(SpecModel):
     """How the cursor window is pushed into the request (e.g. a SOQL WHERE clause)."""
 
     lower: str = Field(description="Inclusive lower bound, e.g. 'SystemModstamp >= {value}'.")
@@ -534,22 +247,10 @@ class ServerFilterSpec(_Model):
     @field_validator("lower", "upper", "where")
     @classmethod
     def _templates(cls, value: str | None) -> str | None:
-        return None if value is None else _check_template(value, FILTER_PLACEHOLDERS)
+        return None if value is None else check_template(value, FILTER_PLACEHOLDERS)
 
 
-CursorFormat = Literal[
-    "soql_datetime",  # 2026-11-25T10:00:00Z, unquoted (SOQL)
-    "iso8601",  # 2026-11-25T10:00:00.123Z (HubSpot)
-    "iso8601_seconds",  # 2026-11-25T10:00:00Z (OData: Dynamics, Creatio; Pipedrive v2)
-    "iso8601_offset",  # 2026-11-25T10:00:00+00:00 (Zoho, SugarCRM)
-    "sql_datetime",  # 2026-11-25 10:00:00
-    "date",  # 2026-11-25 (SAP Business One UpdateDate)
-    "epoch_ms",  # 1764064800000
-    "sdata",  # 2026-11-25T10:00:00Z as the SData literal @...@ carries it
-]
-
-
-class DeltaSpec(_Model):
+class DeltaSpec(SpecModel):
     """Change tracking: the first read asks for a delta link, later reads follow it (Dynamics 365).
 
     The final page of a tracked read carries the link (``link_path``); following it later returns
@@ -575,13 +276,15 @@ class DeltaSpec(_Model):
     @classmethod
     def _templates(cls, value: dict[str, str]) -> dict[str, str]:
         for template in value.values():
-            _check_template(template, TEMPLATE_PLACEHOLDERS)
+            check_template(template, TEMPLATE_PLACEHOLDERS)
         return value
 
 
-class IncrementalSpec(_Model):
+class IncrementalSpec(SpecModel):
     cursor: str = Field(description="Declared field (output name) holding the cursor.")
-    format: CursorFormat = Field(description="Literal format of a cursor value in request filters.")
+    format: str = Field(
+        description=f"Literal format of a cursor value in request filters: one of {', '.join(CURSOR_FORMATS.names())}."
+    )
     time_field: str | None = Field(
         default=None,
         description="Declared field with the time of day of a date cursor (SAP Business One UpdateTime).",
@@ -611,8 +314,15 @@ class IncrementalSpec(_Model):
     )
     delta: DeltaSpec | None = Field(default=None, description="Change tracking instead of a cursor window.")
 
+    @field_validator("format")
+    @classmethod
+    def _known_format(cls, value: str) -> str:
+        if value not in CURSOR_FORMATS:
+            raise ValueError(CURSOR_FORMATS.unknown(value))
+        return value
 
-class DeletesSpec(_Model):
+
+class DeletesSpec(SpecModel):
     """How deleted records are read.
 
     * ``flagged``: the listing (or ``path``/``params``) also returns deleted rows, marked by
@@ -653,7 +363,7 @@ class DeletesSpec(_Model):
     @classmethod
     def _templates(cls, value: dict[str, str]) -> dict[str, str]:
         for template in value.values():
-            _check_template(template, TEMPLATE_PLACEHOLDERS)
+            check_template(template, TEMPLATE_PLACEHOLDERS)
         return value
 
     @field_validator("path")
@@ -661,7 +371,7 @@ class DeletesSpec(_Model):
     def _path(cls, value: str | None) -> str | None:
         if value is not None and not value.startswith("/"):
             raise ValueError(f"deletes path must start with '/', got {value!r}")
-        return None if value is None else _check_template(value, TEMPLATE_PLACEHOLDERS)
+        return None if value is None else check_template(value, TEMPLATE_PLACEHOLDERS)
 
     @model_validator(mode="after")
     def _complete(self) -> DeletesSpec:
@@ -672,7 +382,7 @@ class DeletesSpec(_Model):
         return self
 
 
-class BulkQuerySpec(_Model):
+class BulkQuerySpec(SpecModel):
     """Salesforce Bulk API 2.0 query jobs for objects at or above ``threshold_records``.
 
     ``count_query`` (a SOQL ``COUNT()`` through the REST query resource) sizes the window first;
@@ -700,10 +410,10 @@ class BulkQuerySpec(_Model):
     @field_validator("query", "count_query", "jobs_path")
     @classmethod
     def _templates(cls, value: str) -> str:
-        return _check_template(value, TEMPLATE_PLACEHOLDERS)
+        return check_template(value, TEMPLATE_PLACEHOLDERS)
 
 
-class SearchSpec(_Model):
+class SearchSpec(SpecModel):
     """A search endpoint for incremental reads (HubSpot CRM search): filter and sort on the cursor.
 
     The search stops at ``max_results`` per query (HubSpot: 10,000, a 400 beyond), so a window whose
@@ -721,7 +431,7 @@ class SearchSpec(_Model):
 DESCRIBE_PLACEHOLDERS: frozenset[str] = frozenset({"object", "page_size"})
 
 
-class DescribeRename(_Model):
+class DescribeRename(SpecModel):
     """A field-list entry the records carry under another name (Dataverse lists the lookup
     ``parentcustomerid``; records carry ``_parentcustomerid_value``)."""
 
@@ -731,10 +441,10 @@ class DescribeRename(_Model):
     @field_validator("to")
     @classmethod
     def _template(cls, value: str) -> str:
-        return _check_template(value, frozenset({"name"}))
+        return check_template(value, frozenset({"name"}))
 
 
-class DescribeSpec(_Model):
+class DescribeSpec(SpecModel):
     """Where the source lists an object's fields, so a field added in the source is noticed even
     though only declared fields are requested (Salesforce describe, HubSpot properties, SugarCRM
     metadata, SAP Business One and other OData ``$metadata``)."""
@@ -804,13 +514,13 @@ class DescribeSpec(_Model):
     @field_validator("path", "names_path")
     @classmethod
     def _template(cls, value: str) -> str:
-        return _check_template(value, DESCRIBE_PLACEHOLDERS)
+        return check_template(value, DESCRIBE_PLACEHOLDERS)
 
     @field_validator("params")
     @classmethod
     def _templates(cls, value: dict[str, str]) -> dict[str, str]:
         for template in value.values():
-            _check_template(template, DESCRIBE_PLACEHOLDERS)
+            check_template(template, DESCRIBE_PLACEHOLDERS)
         return value
 
     @model_validator(mode="after")
@@ -826,187 +536,14 @@ class DescribeSpec(_Model):
         return self
 
 
-class _UpsertBase(_Model):
-    path: str = Field(description="Request path; {object} and {id_field} are filled in.")
-    batch_size: int = Field(default=100, gt=0)
-    retryable_errors: list[str] = Field(
-        default_factory=list, description="Per-record error codes worth another attempt."
-    )
-    max_attempts: int = Field(default=3, ge=1)
-
-
-class SObjectCollectionsUpsert(_UpsertBase):
-    """Salesforce ``PATCH .../composite/sobjects/{SObject}/{ExternalIdField}``, ``allOrNone: false``."""
-
-    style: Literal["sobject_collections"]
-
-
-class HubSpotBatchUpsert(_UpsertBase):
-    """HubSpot ``POST /crm/v3/objects/{object}/batch/upsert`` with ``idProperty``."""
-
-    style: Literal["hubspot_batch"]
-
-
-class JsonBatchUpsert(_UpsertBase):
-    """One JSON request per batch whose answer lists one result per record, in order (Zoho upsert)."""
-
-    style: Literal["json_batch"]
-    method: Literal["POST", "PUT", "PATCH"] = "POST"
-    body: dict[str, Any] = Field(
-        description='Body template: the string "{records}" becomes the list, "{id_field}" the field name.'
-    )
-    results_path: str
-    success: ValueMatch
-    created: ValueMatch | None = None
-    id_path: str
-    error_code_path: str
-    error_message_path: str
-
-
-class ODataBatchUpsert(_UpsertBase):
-    """A multipart ``$batch`` of per-record requests, continuing on error (Dynamics 365)."""
-
-    style: Literal["odata_batch"]
-    item_method: Literal["PATCH", "PUT", "POST"] = "PATCH"
-    item_path: str = Field(description="Per-record path: {object}, {id_field} and {key} (quoted as OData).")
-    odata_version: Literal[3, 4] = 4
-    item_headers: dict[str, str] = Field(
-        default_factory=dict,
-        description=(
-            "Headers of every part, e.g. Prefer: return=representation (Dataverse then answers an "
-            "upsert 201 created / 200 updated instead of 204 for both)."
-        ),
-    )
-    item_params: dict[str, str] = Field(
-        default_factory=dict,
-        description="Query parameters of every part ({object}, {id_field}), e.g. $select: accountid.",
-    )
-    id_path: str | None = Field(
-        default=None,
-        description="The record id in a part's body; else the id in its OData-EntityId / Location header.",
-    )
-
-    @field_validator("item_headers", "item_params")
-    @classmethod
-    def _item_templates(cls, value: dict[str, str]) -> dict[str, str]:
-        for template in value.values():
-            _check_template(template, frozenset({"object", "id_field"}))
-        return value
-
-
-class SubrequestItem(_Model):
-    method: Literal["POST", "PUT", "PATCH"]
-    url: str = Field(description="Sub-request URL template: {object}, {id_field}, {key}.")
-    body_key: str = "body"
-    body_as_string: bool = Field(default=False, description="The body travels as a JSON string (SugarCRM).")
-    id_key: str | None = Field(
-        default=None, description="Key carrying a request id, when the batch wants one."
-    )
-
-
-class SubrequestsUpsert(_UpsertBase):
-    """A JSON batch of sub-requests answered one response each (SugarCRM ``/bulk``)."""
-
-    style: Literal["subrequests"]
-    envelope: str = "requests"
-    item: SubrequestItem
-    responses_path: str = Field(default="", description="Where the responses list sits ('' = the body).")
-    status_path: str = "status"
-    body_path: str = "body"
-    id_path: str = Field(default="id", description="The record id in a sub-response body.")
-
-
-class RecordRequest(_Model):
-    method: Literal["POST", "PUT", "PATCH"]
-    path: str = Field(description="Template: {object}, {id_field}, {key}, and {id} (the looked-up id).")
-    wrap: str | None = Field(default=None, description="Key the record is wrapped in, if the API wants one.")
-
-
-class ConfirmSpec(_Model):
-    """Check that a lookup's match really carries the external id (a search may match other fields)."""
-
-    path: str | None = Field(
-        default=None,
-        description="GET path of the match ({id}: its id, {object}); absent: the match itself is checked.",
-    )
-    record_path: str = Field(default="", description="Where the record sits in that answer ('' = the body).")
-    value_path: str = Field(
-        default="{id_field}",
-        description="Path of the external id in the record; {id_field} is the external id field's path.",
-    )
-
-
-class LookupSpec(_Model):
-    """Find a record's system id by its external id."""
-
-    path: str
-    params: dict[str, str] = Field(
-        default_factory=dict, description="Templates: {id_field}, {key}, {object}."
-    )
-    records_path: str = Field(description="Where the matches sit in the answer.")
-    id_path: str = Field(description="The system id in a match.")
-    confirm: ConfirmSpec | None = Field(
-        default=None,
-        description=(
-            "Check each match for the external id before taking it (Pipedrive's search matches the "
-            "term in any custom field); absent: the first match is taken."
-        ),
-    )
-
-
-class PerRecordUpsert(_UpsertBase):
-    """One request per record, after a lookup by external id where the system cannot upsert by it."""
-
-    style: Literal["per_record"]
-    path: str = "/"  # unused: the requests below carry their paths
-    lookup: LookupSpec | None = Field(default=None, description="Absent: `update` upserts by key itself.")
-    create: RecordRequest | None = None
-    update: RecordRequest
-    created_id_path: str | None = Field(default=None, description="The new record's id in a create answer.")
-    concurrency: int = Field(default=4, ge=1, le=16)
-    on_missing: Literal["reject", "create"] = Field(
-        default="reject",
-        description=(
-            "Without a lookup, what an `update` answered with one of `missing_statuses` means: reject "
-            "the record, or create it with `create` (SAP Business One: PATCH by CardCode, POST on "
-            "404), which saves the lookup request of every record that exists."
-        ),
-    )
-    missing_statuses: list[int] = Field(
-        default_factory=lambda: [404], description="Statuses of an `update` meaning 'no such record'."
-    )
-
-    @model_validator(mode="after")
-    def _complete(self) -> PerRecordUpsert:
-        if self.lookup is not None and self.create is None:
-            raise ValueError("per_record with a lookup needs 'create' for records not found")
-        if self.on_missing == "create":
-            if self.lookup is not None:
-                raise ValueError("on_missing 'create' replaces the lookup; declare one or the other")
-            if self.create is None:
-                raise ValueError("on_missing 'create' needs 'create'")
-        return self
-
-
-UpsertSpec = Annotated[
-    SObjectCollectionsUpsert
-    | HubSpotBatchUpsert
-    | JsonBatchUpsert
-    | ODataBatchUpsert
-    | SubrequestsUpsert
-    | PerRecordUpsert,
-    Field(discriminator="style"),
-]
-
-
-class ErrorBodySpec(_Model):
+class ErrorBodySpec(SpecModel):
     """Where a system's error bodies put the message and the code (tried before the built-in shapes)."""
 
     message_paths: list[str] = Field(default_factory=list)
     code_paths: list[str] = Field(default_factory=list)
 
 
-class ObjectSpec(_Model):
+class ObjectSpec(SpecModel):
     request: RequestSpec
     records_path: str = Field(description="Dotted path of the records list in a response body.")
     primary_key: str = Field(description="Declared field (output name) that identifies a record.")
@@ -1112,7 +649,7 @@ class ObjectSpec(_Model):
         return selected
 
 
-class SystemSpec(_Model):
+class SystemSpec(SpecModel):
     name: str
     title: str
     base_url_variable: str = Field(description="Environment variable holding the base URL (for messages).")
@@ -1148,7 +685,7 @@ class SystemSpec(_Model):
                     "read, which needs incremental.server_order: true (a request sorted by the cursor)"
                 )
             templates = [obj.request.path, *obj.request.params.values(), *obj.request.headers.values()]
-            used = set().union(*(_placeholders(t) for t in templates))
+            used = set().union(*(placeholders(t) for t in templates))
             if "since" not in used and not ("where" in used and obj.incremental.server_filter):
                 raise ValueError(
                     f"objects.{name}: paging.chain_limit needs the window's lower bound in the request "

@@ -1,4 +1,4 @@
-"""System declarations (YAML + pydantic) and the paginators, tested without any HTTP."""
+"""System declarations (YAML + pydantic), tested without any HTTP."""
 
 from __future__ import annotations
 
@@ -9,21 +9,8 @@ from typing import Any
 import pytest
 import yaml
 
-from crm_pipelines.connectors.paging import (
-    MISSING,
-    CursorPaginator,
-    KeysetPaginator,
-    NextLinkPaginator,
-    OffsetPaginator,
-    PageNumberPaginator,
-    PageRequest,
-    Paginator,
-    make_paginator,
-    resolve_path,
-)
 from crm_pipelines.connectors.spec import (
     CursorPaging,
-    KeysetPaging,
     NextLinkPaging,
     ObjectSpec,
     SystemSpecError,
@@ -209,6 +196,11 @@ def _broken(mutate: Any) -> dict[str, Any]:
             id="unknown-template-placeholder",
         ),
         pytest.param(
+            lambda d: d["objects"]["Account"]["incremental"].update(format="iso"),
+            r"objects\.Account\.incremental\.format: .*unknown cursor format 'iso'; known: soql_datetime, iso8601",
+            id="unknown-cursor-format",
+        ),
+        pytest.param(
             lambda d: d["page_size"].update(default=5000),
             r"page_size: .*minimum <= default <= maximum",
             id="page-size-out-of-range",
@@ -274,278 +266,6 @@ def test_unparseable_yaml_file_names_the_file(tmp_path: Path) -> None:
     path.write_text("name: [unclosed\n", encoding="utf-8")
     with pytest.raises(SystemSpecError, match="bad.yaml: cannot read"):
         load_system_file(path=path)
-
-
-# --- resolve_path ----------------------------------------------------------------------------------
-
-DOC = {"a": {"b": None, "c": [{"id": "7"}]}, "flag": False}
-
-
-@pytest.mark.parametrize(
-    ("path", "expected"),
-    [
-        pytest.param("a.b", None, id="present-null"),
-        pytest.param("a.c.0.id", "7", id="list-index"),
-        pytest.param("a.c.1.id", MISSING, id="index-out-of-range"),
-        pytest.param("a.x", MISSING, id="absent-key"),
-        pytest.param("flag", False, id="false-is-a-value"),
-        pytest.param("flag.deeper", MISSING, id="through-a-scalar"),
-    ],
-)
-def test_resolve_path(path: str, expected: Any) -> None:
-    assert resolve_path(DOC, path) is expected or resolve_path(DOC, path) == expected
-
-
-# --- paginators: (paginator, previous request, body, records, page size) -> next request ------------
-
-FIRST = PageRequest(url="/items", params={"limit": "2"}, headers={"X-Page": "h"})
-
-
-@pytest.mark.parametrize(
-    ("paginator", "previous", "body", "n_records", "expected"),
-    [
-        # next link (Salesforce)
-        pytest.param(
-            NextLinkPaginator(next_path="nextRecordsUrl", done_path="done"),
-            FIRST,
-            {"done": False, "nextRecordsUrl": "/services/data/v62.0/query/01g-2000"},
-            2,
-            PageRequest(url="/services/data/v62.0/query/01g-2000", params={}, headers={"X-Page": "h"}),
-            id="next-link-follows",
-        ),
-        pytest.param(
-            NextLinkPaginator(next_path="nextRecordsUrl", done_path="done"),
-            FIRST,
-            {"done": True, "nextRecordsUrl": "/stale"},
-            2,
-            None,
-            id="next-link-done-wins",
-        ),
-        pytest.param(
-            NextLinkPaginator(next_path="nextRecordsUrl", done_path="done"),
-            FIRST,
-            {"done": False},
-            2,
-            None,
-            id="next-link-absent",
-        ),
-        # cursor (HubSpot)
-        pytest.param(
-            CursorPaginator(cursor_path="paging.next.after", cursor_param="after"),
-            FIRST,
-            {"paging": {"next": {"after": "NTI1", "link": "?after=NTI1"}}},
-            2,
-            PageRequest(url="/items", params={"limit": "2", "after": "NTI1"}, headers={"X-Page": "h"}),
-            id="cursor-follows",
-        ),
-        pytest.param(
-            CursorPaginator(cursor_path="paging.next.after", cursor_param="after"),
-            PageRequest(url="/items", params={"limit": "2", "after": "NTI1"}),
-            {"paging": {"next": {"after": "OTk5"}}},
-            2,
-            PageRequest(url="/items", params={"limit": "2", "after": "OTk5"}),
-            id="cursor-replaces-previous",
-        ),
-        pytest.param(
-            CursorPaginator(cursor_path="paging.next.after", cursor_param="after"),
-            FIRST,
-            {"results": []},
-            0,
-            None,
-            id="cursor-no-paging-block",
-        ),
-        # offset
-        pytest.param(
-            OffsetPaginator(),
-            PageRequest(url="/items", params={"offset": "0", "limit": "2"}),
-            {},
-            2,
-            PageRequest(url="/items", params={"offset": "2", "limit": "2"}),
-            id="offset-full-page-advances",
-        ),
-        pytest.param(
-            OffsetPaginator(),
-            PageRequest(url="/items", params={"offset": "4", "limit": "2"}),
-            {},
-            1,
-            None,
-            id="offset-short-page-stops",
-        ),
-        pytest.param(
-            OffsetPaginator(total_path="meta.total"),
-            PageRequest(url="/items", params={"offset": "2", "limit": "2"}),
-            {"meta": {"total": 4}},
-            2,
-            None,
-            id="offset-total-reached",
-        ),
-        pytest.param(
-            OffsetPaginator(total_path="meta.total"),
-            PageRequest(url="/items", params={"offset": "0", "limit": "2"}),
-            {"meta": {"total": 5}},
-            1,
-            PageRequest(url="/items", params={"offset": "1", "limit": "2"}),
-            id="offset-server-capped-page-continues-by-total",
-        ),
-        pytest.param(
-            OffsetPaginator(),
-            PageRequest(url="/items", params={"offset": "0", "limit": "2"}),
-            {},
-            0,
-            None,
-            id="offset-empty-stops",
-        ),
-        pytest.param(
-            OffsetPaginator(offset_param="startIndex", start=1, total_path="$totalResults"),
-            PageRequest(url="/items", params={"startIndex": "3", "limit": "2"}),
-            {"$totalResults": 5},
-            2,
-            PageRequest(url="/items", params={"startIndex": "5", "limit": "2"}),
-            id="offset-one-based-last-record-still-read",
-        ),
-        pytest.param(
-            OffsetPaginator(offset_param="startIndex", start=1, total_path="$totalResults"),
-            PageRequest(url="/items", params={"startIndex": "3", "limit": "2"}),
-            {"$totalResults": 4},
-            2,
-            None,
-            id="offset-one-based-total-reached",
-        ),
-        # page number
-        pytest.param(
-            PageNumberPaginator(),
-            PageRequest(url="/items", params={"page": "1"}),
-            {},
-            2,
-            PageRequest(url="/items", params={"page": "2"}),
-            id="page-number-advances",
-        ),
-        pytest.param(
-            PageNumberPaginator(),
-            PageRequest(url="/items", params={"page": "3"}),
-            {},
-            1,
-            None,
-            id="page-number-short-page-stops",
-        ),
-        pytest.param(
-            PageNumberPaginator(start=0, total_pages_path="total_pages"),
-            PageRequest(url="/items", params={"page": "2"}),
-            {"total_pages": 3},
-            2,
-            None,
-            id="page-number-zero-based-last-page",
-        ),
-        pytest.param(
-            PageNumberPaginator(total_pages_path="total_pages"),
-            PageRequest(url="/items", params={"page": "1"}),
-            {"total_pages": 3},
-            2,
-            PageRequest(url="/items", params={"page": "2"}),
-            id="page-number-before-total",
-        ),
-    ],
-)
-def test_paginator_next_request(
-    paginator: Paginator, previous: PageRequest, body: Any, n_records: int, expected: PageRequest | None
-) -> None:
-    records = [{"id": str(i)} for i in range(n_records)]
-    assert paginator.next_request(previous=previous, body=body, records=records, page_size=2) == expected
-
-
-@pytest.mark.parametrize(
-    ("paginator", "expected_params"),
-    [
-        pytest.param(NextLinkPaginator(next_path="n"), {"q": "x"}, id="next-link"),
-        pytest.param(CursorPaginator(cursor_path="c", cursor_param="after"), {"q": "x"}, id="cursor"),
-        pytest.param(OffsetPaginator(start=0), {"q": "x", "offset": "0", "limit": "50"}, id="offset"),
-        pytest.param(PageNumberPaginator(start=1), {"q": "x", "page": "1"}, id="page-number"),
-    ],
-)
-def test_paginator_first_request(paginator: Paginator, expected_params: dict[str, str]) -> None:
-    first = paginator.first_request(request=PageRequest(url="/items", params={"q": "x"}), page_size=50)
-    assert dict(first.params) == expected_params
-
-
-def test_offset_paging_walks_a_list_without_gaps_or_duplicates() -> None:
-    rows = [str(i) for i in range(7)]
-    paginator = make_paginator(spec=parse_system(data=_raw("salesforce"), source="x").paging)
-    assert isinstance(paginator, NextLinkPaginator)
-    offset = OffsetPaginator()
-    request: PageRequest | None = offset.first_request(request=PageRequest(url="/items"), page_size=3)
-    seen: list[str] = []
-    while request is not None:
-        start = int(request.params["offset"])
-        page = rows[start : start + int(request.params["limit"])]
-        seen += page
-        request = offset.next_request(previous=request, body={}, records=page, page_size=3)
-    assert seen == rows
-
-
-def _keyset() -> KeysetPaginator:
-    return KeysetPaginator(
-        key_path="Id", filter_param="$filter", condition="Id gt {last}", limit_param="$top"
-    )
-
-
-def test_keyset_pages_add_the_last_key_to_the_request_filter() -> None:
-    paginator = _keyset()
-    first = paginator.first_request(
-        request=PageRequest(url="/Account", params={"$filter": "ModifiedOn ge X", "$orderby": "Id asc"}),
-        page_size=2,
-    )
-    assert dict(first.params) == {"$filter": "ModifiedOn ge X", "$orderby": "Id asc", "$top": "2"}
-    second = paginator.next_request(previous=first, body={}, records=[{"Id": "a"}, {"Id": "b"}], page_size=2)
-    assert second is not None and second.params["$filter"] == "(ModifiedOn ge X) and Id gt b"
-    # The condition replaces the previous page's: it is added to the first request's filter only.
-    third = paginator.next_request(previous=second, body={}, records=[{"Id": "c"}, {"Id": "d"}], page_size=2)
-    assert third is not None and third.params["$filter"] == "(ModifiedOn ge X) and Id gt d"
-    assert paginator.next_request(previous=third, body={}, records=[{"Id": "e"}], page_size=2) is None
-    # A full read has no filter of its own: the condition stands alone.
-    full = _keyset()
-    start = full.first_request(request=PageRequest(url="/Account"), page_size=1)
-    assert "$filter" not in start.params
-    following = full.next_request(previous=start, body={}, records=[{"Id": "a"}], page_size=1)
-    assert following is not None and following.params["$filter"] == "Id gt a"
-    with pytest.raises(ValueError, match="no key at 'Id'"):
-        full.next_request(previous=start, body={}, records=[{"Name": "x"}], page_size=1)
-
-
-def _walk(paginator: Paginator, rows: list[str], delete_after_first_page: str) -> list[str]:
-    """Read ``rows`` (sorted keys) page by page as a server would answer, deleting one row mid-read."""
-    live = list(rows)
-    request: PageRequest | None = paginator.first_request(request=PageRequest(url="/items"), page_size=3)
-    seen: list[str] = []
-    while request is not None:
-        after = str(request.params.get("$filter", "")).rpartition("Id gt ")[2]
-        matching = [r for r in live if not after or r > after]
-        start = int(request.params.get("offset", 0))
-        page = matching[start : start + 3] if after else live[start : start + 3]
-        seen += page
-        if delete_after_first_page in live and len(seen) == 3:
-            live.remove(delete_after_first_page)  # a row already read is deleted: the rest shift
-        request = paginator.next_request(
-            previous=request, body={}, records=[{"Id": r} for r in page], page_size=3
-        )
-    return seen
-
-
-def test_keyset_paging_misses_nothing_when_a_row_is_deleted_during_the_read() -> None:
-    rows = [f"k{i}" for i in range(8)]
-    assert _walk(_keyset(), rows, "k1") == rows
-    # What offset paging does in the same situation: the row after the deleted one is never read.
-    assert "k3" not in _walk(OffsetPaginator(), rows, "k1")
-
-
-def test_keyset_paging_is_declared_with_a_condition_on_the_last_key() -> None:
-    spec = KeysetPaging.model_validate(
-        {"kind": "keyset", "key_path": "Id", "filter_param": "$filter", "condition": "Id gt {last}"}
-    )
-    assert isinstance(make_paginator(spec=spec), KeysetPaginator)
-    with pytest.raises(ValueError, match="must use"):
-        KeysetPaging.model_validate(
-            {"kind": "keyset", "key_path": "Id", "filter_param": "$filter", "condition": "Id gt 0"}
-        )
 
 
 # --- keys for chains of cursors, exclusive bounds and fields declared by label ---------------------

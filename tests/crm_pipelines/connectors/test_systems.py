@@ -30,7 +30,7 @@ from crm_pipelines.connectors.engine import (
     parse_cursor,
 )
 from crm_pipelines.connectors.limits import clear_buckets
-from crm_pipelines.connectors.paging import resolve_path
+from crm_pipelines.connectors.paths import resolve_path
 from crm_pipelines.connectors.spec import (
     ApiKeyAuth,
     BasicAuth,

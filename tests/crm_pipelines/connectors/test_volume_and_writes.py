@@ -20,7 +20,8 @@ from crm_pipelines.connectors.engine import (
 )
 from crm_pipelines.connectors.limits import ApiRequestError, ErrorContext
 from crm_pipelines.connectors.spec import ConfirmSpec, LookupSpec, SystemSpec, load_system
-from crm_pipelines.connectors.writes import _confirmed_match, _external_id
+from crm_pipelines.connectors.writes.base import external_id
+from crm_pipelines.connectors.writes.per_record import confirmed_match
 from crm_pipelines_sandbox.data import SandboxLayout, generate_sandbox
 from crm_pipelines_sandbox.simulators import (
     DROP_CONNECTION,
@@ -408,7 +409,7 @@ class _BatchRecorder:
 
 def test_odata_batch_parts_carry_the_declared_headers_and_parameters() -> None:
     from crm_pipelines.connectors.spec import ODataBatchUpsert
-    from crm_pipelines.connectors.writes import _odata_batch
+    from crm_pipelines.connectors.writes.odata_batch import odata_batch
 
     spec = ODataBatchUpsert.model_validate(
         {
@@ -427,7 +428,7 @@ def test_odata_batch_parts_carry_the_declared_headers_and_parameters() -> None:
     )
     session = _BatchRecorder([created, updated])
     context = ErrorContext(system_name="dynamics", system_title="Dynamics", object_name="accounts")
-    outcomes = _odata_batch(
+    outcomes = odata_batch(
         session,  # type: ignore[arg-type]
         spec,
         "accounts",
@@ -445,7 +446,7 @@ def test_odata_batch_parts_carry_the_declared_headers_and_parameters() -> None:
 # --- a per-record lookup that confirms the external id -----------------------------------------------
 
 
-def test_a_lookup_takes_the_first_match_that_carries_the_external_id() -> None:
+def test_a_lookup_takes_the_first_match_that_carries_theexternal_id() -> None:
     matches = [
         {"item": {"id": 7, "custom_fields": {"a1": "ERP-1", "b2": None}}},  # ERP-1 in another field
         {"item": {"id": 9, "custom_fields": {"a1": None, "b2": "ERP-1"}}},
@@ -456,7 +457,7 @@ def test_a_lookup_takes_the_first_match_that_carries_the_external_id() -> None:
 
     def found(lookup: LookupSpec, key: str) -> str | None:
         # Without confirm.path the matches themselves are checked: no request, no session needed.
-        return _confirmed_match(None, lookup, "persons", "custom_fields.b2", key, matches, context)  # type: ignore[arg-type]
+        return confirmed_match(None, lookup, "persons", "custom_fields.b2", key, matches, context)  # type: ignore[arg-type]
 
     assert found(plain, "ERP-1") == "7"  # the first match, whatever it matched on
     assert found(checked, "ERP-1") == "9"
@@ -465,5 +466,5 @@ def test_a_lookup_takes_the_first_match_that_carries_the_external_id() -> None:
 
 def test_an_external_id_may_sit_in_a_nested_object() -> None:
     record = {"name": "Lena", "custom_fields": {"b2": "ERP-1"}}
-    assert _external_id(record, "custom_fields.b2") == "ERP-1"
-    assert _external_id({"AccountNumber": 42}, "AccountNumber") == "42"
+    assert external_id(record, "custom_fields.b2") == "ERP-1"
+    assert external_id({"AccountNumber": 42}, "AccountNumber") == "42"

@@ -19,20 +19,28 @@ from typing import Any
 
 import pyarrow as pa
 
-from crm_pipelines.connectors.collect import ExtractStats, _Collector, _Pass, _render_request
+from crm_pipelines.connectors.collect import Collector, ExtractStats, Pass, render_request
 from crm_pipelines.connectors.limits import ApiRequestError, ErrorContext
-from crm_pipelines.connectors.pages import _PageCounter
-from crm_pipelines.connectors.paging import MISSING, PageRequest, resolve_path
+from crm_pipelines.connectors.pages import PageCounter
+from crm_pipelines.connectors.paging import PageRequest
+from crm_pipelines.connectors.paths import MISSING, resolve_path
+from crm_pipelines.connectors.reads.base import READ_METHODS, ObjectRead, ReadMethod
 from crm_pipelines.connectors.session import Session
 from crm_pipelines.connectors.spec import ObjectSpec
+
+__all__ = [
+    "BulkQueryJob",
+    "bulk_extract",
+    "use_bulk",
+]
 
 log = logging.getLogger(__name__)
 
 
-def _use_bulk(
+def use_bulk(
     session: Session,
     obj: ObjectSpec,
-    run: _Pass,
+    run: Pass,
     values: Mapping[str, Any],
     context: ErrorContext,
     stats: ExtractStats,
@@ -41,7 +49,7 @@ def _use_bulk(
     assert obj.bulk is not None
     if obj.bulk.threshold_records == 0:
         return True
-    request = _render_request(obj, run.request.url, values, query=obj.bulk.count_query)
+    request = render_request(obj, run.request.url, values, query=obj.bulk.count_query)
     body = session.get_json(PageRequest(url=request.url, params=request.params), context=context)
     stats.requests += 1
     total = resolve_path(body, "totalSize")
@@ -50,19 +58,20 @@ def _use_bulk(
     return count >= obj.bulk.threshold_records
 
 
-def _bulk_extract(
+def bulk_extract(
     session: Session,
     obj: ObjectSpec,
     object_name: str,
-    run: _Pass,
+    run: Pass,
     values: Mapping[str, Any],
     context: ErrorContext,
-    collector: _Collector,
-    pages: _PageCounter,
+    collector: Collector,
+    pages: PageCounter,
 ) -> Iterator[pa.RecordBatch]:
+    """Run the window as one Bulk API 2.0 query job and yield a batch per result page."""
     bulk = obj.bulk
     assert bulk is not None
-    query = _render_request(obj, run.request.url, values, query=bulk.query).params["q"]
+    query = render_request(obj, run.request.url, values, query=bulk.query).params["q"]
     operation = "queryAll" if run.includes_deleted else "query"
     jobs = PageRequest(url=bulk.jobs_path.format(object=object_name))
     job = session.post_json(
@@ -166,3 +175,29 @@ def _csv_records(content: bytes) -> list[dict[str, str | None]]:
     """Bulk 2.0 CSV rows as records; an empty field is a null (Bulk writes nulls as nothing)."""
     reader = csv.DictReader(io.StringIO(content.decode("utf-8-sig")))
     return [{k: (v if v != "" else None) for k, v in row.items()} for row in reader]
+
+
+class BulkQueryJob(ReadMethod):
+    """An object with ``bulk`` whose window has ``bulk.threshold_records`` or more (a COUNT() says)."""
+
+    precedence = 20
+
+    def takes(self, read: ObjectRead, run: Pass) -> bool:
+        if read.obj.bulk is None:
+            return False
+        return use_bulk(read.session, read.obj, run, read.values, read.context, read.collector.stats)
+
+    def extract(self, read: ObjectRead, run: Pass) -> Iterator[pa.RecordBatch]:
+        return bulk_extract(
+            read.session,
+            read.obj,
+            read.object_name,
+            run,
+            read.values,
+            read.context,
+            read.collector,
+            read.pages,
+        )
+
+
+READ_METHODS.add("bulk", BulkQueryJob())

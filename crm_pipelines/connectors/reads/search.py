@@ -1,7 +1,7 @@
 """HubSpot CRM search: an incremental window read in time slices that stay under the result cap.
 
 The search endpoint returns at most ``search.max_results`` records per query, however it is paged.
-:func:`_search_extract` asks for ``[since, until)`` sorted by the cursor; when the first page
+:func:`search_extract` asks for ``[since, until)`` sorted by the cursor; when the first page
 reports a total over the cap, the window is split in two halves (earlier first, so records still
 arrive in cursor order) until each fits.
 """
@@ -11,33 +11,40 @@ from __future__ import annotations
 import math
 from collections import deque
 from collections.abc import Iterator
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import pyarrow as pa
 
-from crm_pipelines.connectors.collect import _Collector
-from crm_pipelines.connectors.cursors import _utc
+from crm_pipelines.connectors.collect import Collector, Pass
+from crm_pipelines.connectors.cursors import utc
 from crm_pipelines.connectors.limits import ApiRequestError, ErrorContext
-from crm_pipelines.connectors.pages import _PageCounter, _records_of
-from crm_pipelines.connectors.paging import MISSING, PageRequest, resolve_path
+from crm_pipelines.connectors.pages import PageCounter, records_of
+from crm_pipelines.connectors.paging import PageRequest
+from crm_pipelines.connectors.paths import MISSING, resolve_path
+from crm_pipelines.connectors.reads.base import READ_METHODS, ObjectRead, ReadMethod
 from crm_pipelines.connectors.session import Session, render_value
 from crm_pipelines.connectors.spec import ObjectSpec
 
+__all__ = [
+    "SearchWindows",
+    "search_extract",
+]
+
 
 def _ms(value: datetime, *, round_up: bool) -> int:
-    ms = _utc(value).timestamp() * 1000
+    ms = utc(value).timestamp() * 1000
     return math.ceil(ms) if round_up else math.floor(ms)
 
 
-def _search_extract(
+def search_extract(
     session: Session,
     obj: ObjectSpec,
     since: datetime,
     until: datetime,
     context: ErrorContext,
-    collector: _Collector,
-    pages: _PageCounter,
+    collector: Collector,
+    pages: PageCounter,
 ) -> Iterator[pa.RecordBatch]:
     """Search ``[since, until)`` sorted by the cursor, splitting windows whose total is over the cap."""
     search = obj.search
@@ -85,7 +92,7 @@ def _search_extract(
             if first:
                 pages.stats.search_windows += 1
             first = False
-            records = _records_of(answer, obj.records_path, str(search.path), context)
+            records = records_of(answer, obj.records_path, str(search.path), context)
             kept = collector.add(records, cursor_path=cursor_path, deleted_pass=False)
             pages.page(records=len(records), kept=kept, deleted_pass=False)
             batch = collector.flush()
@@ -95,3 +102,22 @@ def _search_extract(
             if next_after in (None, MISSING) or not records:
                 break
             after = render_value(next_after)
+
+
+class SearchWindows(ReadMethod):
+    """An object with ``search``: the live pass of an incremental read (``since`` given)."""
+
+    precedence = 30
+
+    def takes(self, read: ObjectRead, run: Pass) -> bool:
+        return read.obj.search is not None and read.since is not None and not run.deleted_only
+
+    def extract(self, read: ObjectRead, run: Pass) -> Iterator[pa.RecordBatch]:
+        assert read.since is not None  # takes() checked
+        until = read.until or datetime.now(UTC)
+        return search_extract(
+            read.session, read.obj, read.since, until, read.context, read.collector, read.pages
+        )
+
+
+READ_METHODS.add("search", SearchWindows())

@@ -1,0 +1,112 @@
+"""One JSON request per batch answered by per-record results in order (Zoho ``/{module}/upsert``)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field
+
+from crm_pipelines.connectors.limits import ErrorContext
+from crm_pipelines.connectors.paging import PageRequest
+from crm_pipelines.connectors.paths import resolve_path
+from crm_pipelines.connectors.session import Session, decode_json
+from crm_pipelines.connectors.spec_base import ValueMatch, value_matches
+from crm_pipelines.connectors.writes.base import (
+    NO_RESULT,
+    UPSERT_STYLES,
+    Outcome,
+    UpsertModel,
+    raise_for,
+    text_at,
+    upsert_path,
+)
+
+__all__ = ["JsonBatchUpsert", "json_batch"]
+
+
+@UPSERT_STYLES.register("json_batch")
+class JsonBatchUpsert(UpsertModel):
+    """One JSON request per batch whose answer lists one result per record, in order (Zoho upsert)."""
+
+    style: Literal["json_batch"] = "json_batch"
+    method: Literal["POST", "PUT", "PATCH"] = "POST"
+    body: dict[str, Any] = Field(
+        description='Body template: the string "{records}" becomes the list, "{id_field}" the field name.'
+    )
+    results_path: str
+    success: ValueMatch
+    created: ValueMatch | None = None
+    id_path: str
+    error_code_path: str
+    error_message_path: str
+
+    def upsert_batch(
+        self,
+        session: Session,
+        *,
+        object_name: str,
+        id_field: str,
+        batch: list[dict[str, Any]],
+        keys: list[str],
+        context: ErrorContext,
+    ) -> list[Outcome]:
+        return json_batch(session, self, object_name, id_field, batch, context)
+
+
+def _fill_body(template: Any, records: list[dict[str, Any]], id_field: str) -> Any:
+    if template == "{records}":
+        return records
+    if isinstance(template, str):
+        return template.replace("{id_field}", id_field)
+    if isinstance(template, dict):
+        return {k: _fill_body(v, records, id_field) for k, v in template.items()}
+    if isinstance(template, list):
+        return [_fill_body(v, records, id_field) for v in template]
+    return template
+
+
+def json_batch(
+    session: Session,
+    spec: JsonBatchUpsert,
+    object_name: str,
+    id_field: str,
+    batch: list[dict[str, Any]],
+    context: ErrorContext,
+) -> list[Outcome]:
+    """One JSON request for the batch; its answer lists one result per record, in order."""
+    request = PageRequest(url=upsert_path(spec.path, object_name, id_field))
+    response = session.send(
+        spec.method,
+        request,
+        context=context,
+        json_body=_fill_body(spec.body, batch, id_field),
+        raise_errors=False,
+    )
+    results = None
+    if response.content:
+        try:
+            results = resolve_path(decode_json(response.content), spec.results_path)
+        except (ValueError, UnicodeDecodeError):
+            results = None
+    if not isinstance(results, list) or len(results) != len(batch):
+        # No per-record answer: a refusal of the whole batch (split on 400) or an API failure.
+        raise_for(response, context)
+        results = results if isinstance(results, list) else []
+    outcomes: list[Outcome] = []
+    for position in range(len(batch)):
+        item = results[position] if position < len(results) else None
+        if not isinstance(item, dict):
+            outcomes.append(NO_RESULT)
+        elif value_matches(item, spec.success):
+            created = spec.created is not None and value_matches(item, spec.created)
+            outcomes.append(("created" if created else "updated", text_at(item, spec.id_path), None, None))
+        else:
+            outcomes.append(
+                (
+                    "rejected",
+                    None,
+                    text_at(item, spec.error_code_path),
+                    text_at(item, spec.error_message_path),
+                )
+            )
+    return outcomes
