@@ -28,6 +28,7 @@ from crm_pipelines.connectors.paths import MISSING, resolve_path
 from crm_pipelines.connectors.session import render_value
 from crm_pipelines.connectors.spec import ObjectSpec, SystemSpec
 from crm_pipelines.connectors.spec_base import value_matches
+from crm_pipelines.lake import DELETED, EXTRACTED_AT
 
 __all__ = [
     "DELETED",
@@ -43,9 +44,8 @@ __all__ = [
     "template_values",
 ]
 
-EXTRACTED_AT = "_extracted_at"
-# True for a record the source has deleted (Salesforce IsDeleted, HubSpot archived): kept as a soft delete.
-DELETED = "_deleted"
+# The lake's columns (crm_pipelines/lake.py): a record the source has deleted (Salesforce IsDeleted,
+# HubSpot archived) is kept as a soft delete.
 _EXTRACTED_AT_TYPE = pa.timestamp("us", tz="UTC")
 
 

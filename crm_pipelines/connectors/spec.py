@@ -22,8 +22,6 @@ from typing import Any, Literal
 import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
 
-# The declaration models of each protocol live beside the code that runs it; they are importable
-# from here too, with everything else a system declaration holds.
 from crm_pipelines.connectors.auth import (
     ApiKeyAuth,
     AuthSpec,
@@ -62,6 +60,10 @@ from crm_pipelines.connectors.writes import (
     SubrequestsUpsert,
     UpsertSpec,
 )
+
+# The declaration models of each protocol live beside the code that runs it; they are importable
+# from here too, with everything else a system declaration holds.
+from crm_pipelines.lake import DELETED, EXTRACTED_AT
 
 __all__ = [
     "DESCRIBE_PLACEHOLDERS",
@@ -585,7 +587,7 @@ class ObjectSpec(SpecModel):
         duplicates = sorted({n for n in names if names.count(n) > 1})
         if duplicates:
             raise ValueError(f"duplicate field names: {duplicates}")
-        for reserved in ("_extracted_at", "_deleted"):
+        for reserved in (EXTRACTED_AT, DELETED):
             if reserved in names:
                 raise ValueError(f"'{reserved}' is added by the engine and cannot be declared")
         for role, name in (
