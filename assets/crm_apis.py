@@ -34,7 +34,7 @@ def _build_extract(source: str, title: str, dataset: str, object_name: str) -> d
         description=f"{title} {object_name} records as of the end of the partition day, in the lake.",
         metadata={"source_object": object_name},
     )
-    def _extract(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
+    def _extract(context: dg.AssetExecutionContext) -> dg.MaterializeResult[None]:
         api: CrmApiResource = getattr(context.resources, resource_key)
         lake: LakeResource = context.resources.lake
         warehouse: WarehouseResource = context.resources.warehouse

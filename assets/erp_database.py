@@ -33,7 +33,7 @@ def _build_extract(source: str, dataset: str, declared: Dataset) -> dg.AssetsDef
         erp_database: ErpDatabaseResource,
         lake: LakeResource,
         warehouse: WarehouseResource,
-    ) -> dg.MaterializeResult:
+    ) -> dg.MaterializeResult[None]:
         watermark = None
         if declared.incremental is not None:
             watermark = committed_watermark(warehouse.url, source=source, dataset=dataset)

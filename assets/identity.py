@@ -19,7 +19,7 @@ from resources.lake import LakeResource
     kinds={"duckdb", "parquet"},
     description="Golden accounts and contacts with the crosswalk, by the declared match rules (match_rules.yaml).",
 )
-def identity_resolution(context: dg.AssetExecutionContext, lake: LakeResource) -> dg.MaterializeResult:
+def identity_resolution(context: dg.AssetExecutionContext, lake: LakeResource) -> dg.MaterializeResult[None]:
     pk = context.partition_key
     files = identity_files(lake.path, pk)
     con = mapping_connection(spill_dir=lake.path / "_spill")

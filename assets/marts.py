@@ -24,7 +24,7 @@ def _build_mart(mart: Mart) -> dg.AssetsDefinition:
             "dagster/table_name": f"marts.{mart.name}",
         },
     )
-    def _mart(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> dg.MaterializeResult:
+    def _mart(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> dg.MaterializeResult[None]:
         with warehouse.get().transaction() as con:
             try:
                 rows = build_mart(con, mart)

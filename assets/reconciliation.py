@@ -18,7 +18,9 @@ from resources.lake import WarehouseResource
     pool="warehouse",
     description="Per source and entity: rows extracted, loaded, merged as duplicates and quarantined; they must add up.",
 )
-def reconciliation(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> dg.MaterializeResult:
+def reconciliation(
+    context: dg.AssetExecutionContext, warehouse: WarehouseResource
+) -> dg.MaterializeResult[None]:
     with warehouse.get().transaction() as con:
         rows = reconcile_partition(con, partition=context.partition_key, mappings=load_mappings())
         record_reconciliation(con, run_id=context.run_id, partition=context.partition_key, rows=rows)

@@ -51,7 +51,7 @@ def erp_sales_orders_from_crm(
     config: SalesOrdersConfig,
     erp_database: ErpDatabaseResource,
     warehouse: WarehouseResource,
-) -> dg.MaterializeResult:
+) -> dg.MaterializeResult[None]:
     with warehouse.get().connect(read_only=True) as con:
         ready = table_exists(con, "core", "opportunity") and table_exists(con, "core", "xref_identity")
         rows = con.execute(CANDIDATES_SQL).fetchall() if ready else []

@@ -44,7 +44,7 @@ def _build_extract(
     )
     def _extract(
         context: dg.AssetExecutionContext, sftp: SFTPResource, lake: LakeResource
-    ) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
+    ) -> Iterator[dg.MaterializeResult[None] | dg.AssetCheckResult]:
         with sftp.session() as session:
             day = land_drop_day(
                 session,
@@ -109,7 +109,7 @@ def _build_archive(source: str, title: str, datasets: dict[str, Dataset]) -> dg.
         sftp: SFTPResource,
         lake: LakeResource,
         warehouse: WarehouseResource,
-    ) -> dg.MaterializeResult:
+    ) -> dg.MaterializeResult[None]:
         drops = {
             dataset: (
                 declared,
@@ -183,7 +183,7 @@ def _build_file_version_assets(
     )
     def _extract(
         context: dg.AssetExecutionContext, sftp: SFTPResource, lake: LakeResource
-    ) -> dg.MaterializeResult:
+    ) -> dg.MaterializeResult[None]:
         name, checksum, day = _file_of(context.partition_key, declared)
         try:
             manifest = land_file_version(
@@ -234,7 +234,7 @@ def _build_file_version_assets(
     )
     def _load(
         context: dg.AssetExecutionContext, lake: LakeResource, warehouse: WarehouseResource
-    ) -> dg.MaterializeResult:
+    ) -> dg.MaterializeResult[None]:
         _, _, day = _file_of(context.partition_key, declared)
         with warehouse.get().transaction() as con:
             result = load_raw_dataset(
@@ -272,7 +272,7 @@ def _build_file_version_assets(
         sftp: SFTPResource,
         lake: LakeResource,
         warehouse: WarehouseResource,
-    ) -> dg.MaterializeResult:
+    ) -> dg.MaterializeResult[None]:
         name, checksum, day = _file_of(context.partition_key, declared)
         manifest = landed_version(partition_dir(lake.path, "raw", source, dataset, day), name, checksum)
         if manifest is None:

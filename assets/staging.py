@@ -39,7 +39,7 @@ def _build_staging(entity: str, inputs: list[dg.AssetKey]) -> dg.AssetsDefinitio
     )
     def _staging(
         context: dg.AssetExecutionContext, lake: LakeResource
-    ) -> "Iterator[dg.MaterializeResult | dg.AssetCheckResult]":
+    ) -> "Iterator[dg.MaterializeResult[None] | dg.AssetCheckResult]":
         outcomes = stage_entity(
             entity=entity, lake_dir=lake.path, partition=context.partition_key, log=context.log
         )

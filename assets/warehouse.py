@@ -31,7 +31,7 @@ def _build_raw_load(source: str, datasets: list[str], kind: str) -> dg.AssetsDef
     )
     def _load(
         context: dg.AssetExecutionContext, lake: LakeResource, warehouse: WarehouseResource
-    ) -> dg.MaterializeResult:
+    ) -> dg.MaterializeResult[None]:
         loaded: dict[str, int] = {}
         files: list[dict[str, Any]] = []
         watermarks: dict[str, str] = {}
@@ -81,7 +81,7 @@ def build_raw_load_assets() -> list[dg.AssetsDefinition]:
 )
 def core_identity(
     context: dg.AssetExecutionContext, lake: LakeResource, warehouse: WarehouseResource
-) -> dg.MaterializeResult:
+) -> dg.MaterializeResult[None]:
     with warehouse.get().transaction() as con:
         counts = load_identity(
             con, lake_dir=lake.path, partition=context.partition_key, run_id=context.run_id, log=context.log
@@ -101,7 +101,7 @@ def _build_fact_load(entity: str) -> dg.AssetsDefinition:
     )
     def _load(
         context: dg.AssetExecutionContext, lake: LakeResource, warehouse: WarehouseResource
-    ) -> dg.MaterializeResult:
+    ) -> dg.MaterializeResult[None]:
         with warehouse.get().transaction() as con:
             counts = load_fact(
                 con, lake_dir=lake.path, entity=entity, partition=context.partition_key, run_id=context.run_id

@@ -19,8 +19,10 @@ from __future__ import annotations
 import argparse
 import collections
 import random
+import sqlite3
 import tempfile
 import time
+from collections.abc import Sequence
 from contextlib import closing
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -69,7 +71,7 @@ def build_store(path: Path, records: int, seed: int = 1) -> None:
         create_indexes(conn)
 
 
-def _insert(conn, rows: list[tuple[object, ...]]) -> None:  # type: ignore[no-untyped-def]
+def _insert(conn: sqlite3.Connection, rows: Sequence[tuple[object, ...]]) -> None:
     conn.executemany(
         'INSERT INTO contacts (id, "createdAt", "updatedAt", firstname, lastname, email, phone, jobtitle, '
         "country, associatedcompanyid, createdate, lastmodifieddate) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",

@@ -74,7 +74,7 @@ def main() -> None:
                 quarantine_folder=work / "lake" / "quarantine",
             )
             elapsed = time.perf_counter() - started
-        rows = int(manifest["rows_landed"]) + int(manifest["rows_quarantined"])  # type: ignore[call-overload]
+        rows = int(manifest["rows_landed"]) + int(manifest["rows_quarantined"])
         print(
             f"parsed and landed {manifest['rows_landed']:,} rows, quarantined {manifest['rows_quarantined']:,}, "
             f"in {elapsed:.1f}s: {rows / elapsed:,.0f} rows/s, {size_mb / elapsed:,.0f} MB/s"

@@ -103,7 +103,7 @@ def main() -> None:
         con.execute(
             f"COPY (SELECT * FROM read_parquet('{lake}/hubspot/contacts/dt={day}/*.parquet')) TO '{csv_path}' (HEADER)"
         )
-        count = con.execute(f"SELECT count(*) FROM read_csv('{csv_path}')").fetchone()[0]
+        count = con.execute(f"SELECT count(*) FROM read_csv('{csv_path}')").fetchall()[0][0]
         ref_started = time.monotonic()
         duckdb.connect(str(workdir / "reference.duckdb")).execute(
             f"CREATE OR REPLACE TABLE contacts AS SELECT * FROM read_csv('{csv_path}')"

@@ -45,15 +45,16 @@ def run_nightly(*, partition: str, console: Console) -> DemoOutcome:
     outcome = DemoOutcome(result.success, result.run_id, partition, time.monotonic() - started)
     for event in result.all_events:
         if event.event_type == dg.DagsterEventType.ASSET_MATERIALIZATION:
-            materialization = event.event_specific_data.materialization  # type: ignore[union-attr]
+            materialization = event.step_materialization_data.materialization
             rows = None
             for key in ("rows", "dagster/row_count", "staged_rows", "golden_accounts"):
-                if key in materialization.metadata:
-                    rows = int(materialization.metadata[key].value)  # type: ignore[arg-type]
+                value = materialization.metadata[key].value if key in materialization.metadata else None
+                if isinstance(value, int):
+                    rows = value
                     break
             outcome.step_rows.append((materialization.asset_key.to_user_string(), "materialized", rows))
         elif event.event_type == dg.DagsterEventType.STEP_FAILURE:
-            error = event.event_specific_data.error  # type: ignore[union-attr]
+            error = event.step_failure_data.error
             outcome.failures.append(f"{event.step_key}: {error.message.strip() if error else 'failed'}")
     for evaluation in result.get_asset_check_evaluations():
         outcome.checks.append(
@@ -72,7 +73,7 @@ def run_nightly(*, partition: str, console: Console) -> DemoOutcome:
                 row = con.execute(f"SELECT count(*) FROM marts.{mart}").fetchone()
                 outcome.marts[mart] = int(row[0]) if row else 0
         if table_exists(con, "ops", "reconciliation"):
-            outcome.reconciliation = con.execute(  # type: ignore[assignment]
+            outcome.reconciliation = con.execute(
                 "SELECT source, entity, extracted, loaded, merged, quarantined, deleted, adds_up FROM ops.reconciliation "
                 "WHERE run_id = ? ORDER BY entity, source",
                 [result.run_id],

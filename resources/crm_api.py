@@ -27,7 +27,7 @@ from crm_pipelines.connectors.engine import (
 from crm_pipelines.connectors.spec import SystemSpec, load_system
 
 
-class CrmApiResource(dg.ConfigurableResource):
+class CrmApiResource(dg.ConfigurableResource["CrmApiResource"]):
     """Connection to one declared CRM system (``salesforce``, ``hubspot``, ``dynamics``, ...).
 
     The system's endpoints, auth kind, paging, limits and fields come from

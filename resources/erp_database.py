@@ -13,7 +13,7 @@ from crm_pipelines.databases.source import ODBC_PREFIX, DatabaseSource
 from crm_pipelines.databases.sql_source import TableRead, check_database
 
 
-class ErpDatabaseResource(dg.ConfigurableResource):
+class ErpDatabaseResource(dg.ConfigurableResource["ErpDatabaseResource"]):
     """Read access to the ERP's database.
 
     Attributes:

@@ -9,7 +9,7 @@ import dagster as dg
 from crm_pipelines.warehouse.connection import Warehouse
 
 
-class LakeResource(dg.ConfigurableResource):
+class LakeResource(dg.ConfigurableResource["LakeResource"]):
     """The local Parquet lake that extracts write and transforms read.
 
     Attributes:
@@ -23,7 +23,7 @@ class LakeResource(dg.ConfigurableResource):
         return Path(self.root)
 
 
-class WarehouseResource(dg.ConfigurableResource):
+class WarehouseResource(dg.ConfigurableResource["WarehouseResource"]):
     """The analysts' warehouse: a DuckDB file with schemas raw, staging, core, marts and ops.
 
     Attributes:

@@ -10,7 +10,7 @@ import dagster as dg
 from crm_pipelines.files.sftp import KEEPALIVE_SECONDS, SFTPSession, connect_sftp
 
 
-class SFTPResource(dg.ConfigurableResource):
+class SFTPResource(dg.ConfigurableResource["SFTPResource"]):
     """An SFTP drop server reached with a verified host key and key (or password) authentication.
 
     Attributes:

@@ -278,7 +278,7 @@ class AccountWindow:
             try:
                 (paused,) = self._conn.execute("SELECT until FROM pause WHERE id = 1").fetchone()
                 if now < paused:
-                    return paused - now
+                    return float(paused - now)
                 horizon = now - self.interval - self.margin
                 self._conn.execute("DELETE FROM sent WHERE at <= ?", (horizon,))
                 count, oldest = self._conn.execute("SELECT count(*), min(at) FROM sent").fetchone()

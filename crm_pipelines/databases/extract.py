@@ -14,6 +14,7 @@ import datetime as dt
 import itertools
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from decimal import Decimal
 from pathlib import Path
 
 import duckdb
@@ -74,7 +75,7 @@ def _cursor_text(value: object, kind: str) -> str | None:
     if value is None:
         return None
     if kind == "integer":
-        return str(int(value))  # type: ignore[call-overload]
+        return str(int(value) if isinstance(value, int | float | Decimal) else int(str(value)))
     moment = value if isinstance(value, dt.datetime) else dt.datetime.fromisoformat(str(value))
     moment = moment.replace(tzinfo=dt.UTC) if moment.tzinfo is None else moment.astimezone(dt.UTC)
     return moment.isoformat()

@@ -112,7 +112,7 @@ def read_only_connection(engine: sa.Engine) -> Iterator[sa.Connection]:
                 conn.exec_driver_sql("PRAGMA query_only = OFF")
 
 
-def arrow_type(column_type: sa.types.TypeEngine, *, enforced: bool) -> pa.DataType:
+def arrow_type(column_type: sa.types.TypeEngine[Any], *, enforced: bool) -> pa.DataType:
     """The Arrow type that keeps a column's values faithfully.
 
     ``enforced`` is False for databases that do not enforce declared types (SQLite): there a DATE

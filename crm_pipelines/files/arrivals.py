@@ -93,7 +93,7 @@ def find_arrivals(
             continue
         seen = pending.get(path)
         stable = (
-            seen is not None and seen[0] == arrival.signature and now - float(seen[1]) >= stable_seconds  # type: ignore[arg-type]
+            seen is not None and seen[0] == arrival.signature and now - float(str(seen[1])) >= stable_seconds
         )
         if (path in ready) if ready is not None else stable:
             arrivals.append(arrival)

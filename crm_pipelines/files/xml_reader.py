@@ -97,7 +97,7 @@ class _RecordTarget:
             self.matched += 1
             if self.matched == len(self.path):
                 assert self.parser is not None
-                self.record_line = self.parser.parser.CurrentLineNumber  # type: ignore[attr-defined]
+                self.record_line = self.parser.parser.CurrentLineNumber
                 self.builder = ET.TreeBuilder()
                 self.builder.start(tag, attrib)
         self.depth += 1

@@ -70,7 +70,7 @@ class _GxRuntime:
     lock = threading.Lock()
     context: AbstractDataContext | None = None
     datasource: PandasDatasource | None = None
-    batch_definitions: dict[str, BatchDefinition] = {}
+    batch_definitions: dict[str, BatchDefinition[Any]] = {}
 
 
 def gx_context() -> AbstractDataContext:
@@ -100,7 +100,7 @@ def gx_context() -> AbstractDataContext:
         return _GxRuntime.context
 
 
-def _batch_definition(entity: str) -> BatchDefinition:
+def _batch_definition(entity: str) -> BatchDefinition[Any]:
     context = gx_context()
     with _GxRuntime.lock:
         definition = _GxRuntime.batch_definitions.get(entity)
@@ -137,7 +137,7 @@ class BatchResult:
 
     @property
     def rows_valid(self) -> int:
-        return self.valid.num_rows
+        return int(self.valid.num_rows)
 
 
 @dataclass
@@ -515,7 +515,7 @@ class ValidationRun:
         frame.index = pd.RangeIndex(table.num_rows, name=ROW_INDEX)
         return frame
 
-    def _validate_chunk(self, definition: BatchDefinition, table: pa.Table) -> BatchResult:
+    def _validate_chunk(self, definition: BatchDefinition[Any], table: pa.Table) -> BatchResult:
         rows = table.num_rows
         offset = self._rows_in
         for name in self._input_columns:
@@ -633,12 +633,13 @@ class ValidationRun:
 
         def values(name: str) -> list[Any]:
             if name in derived:
-                taken = derived[name].take(take).to_pylist()
+                taken: list[Any] = derived[name].take(take).to_pylist()
                 if any(isinstance(spec, RawValue) and spec.name == name for spec in self._derived):
                     return [None if v is None else _unescape_json_string(v) for v in taken]
                 return taken
             if name in table.column_names:
-                return table.column(name).take(take).to_pylist()
+                column: list[Any] = table.column(name).take(take).to_pylist()
+                return column
             return [None] * count
 
         record_ids = values(self.key_column)

@@ -15,9 +15,13 @@ import subprocess
 import sys
 import threading
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from crm_pipelines import settings
 from crm_pipelines.cli import Command, console
+
+if TYPE_CHECKING:
+    from crm_pipelines_sandbox.run import Sandbox
 
 DATA_DIR = Path("data")
 
@@ -39,7 +43,7 @@ def _prepare_dagster_home() -> Path:
     return home
 
 
-def _start_sandbox(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+def _start_sandbox(args: argparse.Namespace) -> tuple[Sandbox, dict[str, str]]:
     from crm_pipelines_sandbox.run import Sandbox
 
     sandbox = Sandbox(Path(args.sandbox_dir), contacts=args.contacts, seed=args.seed, as_of=args.date)

@@ -61,7 +61,8 @@ def sandbox(tmp_path_factory: pytest.TempPathFactory) -> SandboxLayout:
 
 @pytest.fixture(scope="module")
 def truth(sandbox: SandboxLayout) -> list[dict[str, object]]:
-    return pq.read_table(sandbox.truth).to_pylist()
+    table: list[dict[str, object]] = pq.read_table(sandbox.truth).to_pylist()
+    return table
 
 
 @pytest.fixture(scope="module")
@@ -268,7 +269,7 @@ def test_invalid_values_are_in_the_stores_as_the_truth_says(
     hs_contacts = {str(r["id"]): r for r in rows(sandbox.hubspot_store, "SELECT * FROM contacts")}
     customers = {str(r["customer_id"]): r for r in rows(sandbox.erp_db, "SELECT * FROM customers")}
     orders = {str(r["order_id"]): r for r in rows(sandbox.erp_db, "SELECT * FROM sales_orders")}
-    checked = Counter()
+    checked: Counter[str] = Counter()
     for r in truth:
         reason = r["invalid_reason"]
         if reason is None:
@@ -413,7 +414,7 @@ def test_erp_orders_reference_won_opportunities_of_the_same_company(
 def test_erp_invoices_and_payments_follow_the_orders(
     sandbox: SandboxLayout, truth: list[dict[str, object]]
 ) -> None:
-    statuses = dict(rows(sandbox.erp_db, "SELECT order_id, status FROM sales_orders"))
+    statuses = {r[0]: r[1] for r in rows(sandbox.erp_db, "SELECT order_id, status FROM sales_orders")}
     invoices = rows(sandbox.erp_db, "SELECT * FROM invoices")
     assert invoices
     assert {statuses[i["order_id"]] for i in invoices} <= {"shipped", "invoiced"}
@@ -449,7 +450,7 @@ def test_finance_drop_files(sandbox: SandboxLayout, truth: list[dict[str, object
         assert len(fields) == len(INVOICE_CSV_COLUMNS)
         assert fields[0].startswith("BIL-") and fields[1] in codes
         bil.add(fields[0])
-    referenced = Counter()
+    referenced: Counter[str] = Counter()
     for fields in payments:
         if len(fields) == len(PAYMENT_CSV_COLUMNS):
             assert fields[1] in erp_invoices or fields[1] in bil

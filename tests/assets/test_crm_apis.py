@@ -6,6 +6,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
+from typing import Any, cast
 
 import dagster as dg
 import duckdb
@@ -102,7 +103,7 @@ def env(tmp_path: Path) -> Iterator[Env]:
     clear_token_cache()
 
 
-def _metadata(result: dg.ExecuteInProcessResult, source: str) -> dict[str, object]:
+def _metadata(result: dg.ExecuteInProcessResult, source: str) -> dict[str, Any]:
     for event in result.get_asset_materialization_events():
         materialization = event.materialization
         if materialization.asset_key == dg.AssetKey([source, "contacts"]):
@@ -176,7 +177,9 @@ def test_incremental_runs_build_the_snapshot_with_soft_deletes_and_survive_a_fai
         ],
     )
     live_hs = [r for r in fetch_records(store_hs, "contacts") if not r["archived"]]
-    touch_records(store_hs, "contacts", [live_hs[0]["id"]], EDIT, {"jobtitle": "Head of Deltas"})
+    touch_records(
+        store_hs, "contacts", [cast("str | int", live_hs[0]["id"])], EDIT, {"jobtitle": "Head of Deltas"}
+    )
     archived_hs = str(live_hs[1]["id"])
     delete_records(store_hs, "contacts", [archived_hs], EDIT)
     add_field(store_hs, "contacts", "shoe_size")  # a property added in HubSpot between runs

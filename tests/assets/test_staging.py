@@ -1,6 +1,7 @@
 """Staging assets: bad rows are quarantined with reasons, a broken feed stops its load."""
 
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
 import duckdb
@@ -15,7 +16,7 @@ from resources.lake import LakeResource, WarehouseResource
 DAY = "2026-11-25"
 
 
-def write_raw(lake: Path, source: str, dataset: str, rows: list[dict]) -> None:
+def write_raw(lake: Path, source: str, dataset: str, rows: list[dict[str, Any]]) -> None:
     folder = partition_dir(lake, "raw", source, dataset, DAY)
     folder.mkdir(parents=True, exist_ok=True)
     pq.write_table(pa.Table.from_pylist(rows), folder / "part-0000.parquet")

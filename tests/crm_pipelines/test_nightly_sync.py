@@ -78,13 +78,13 @@ def test_the_nightly_sync_loads_every_mart(sandbox: Sandbox, first_run: dg.Execu
     assert first_run.success, failures
     with warehouse(sandbox) as con:
         for mart in MARTS:
-            assert con.execute(f"SELECT count(*) FROM marts.{mart}").fetchone()[0] > 0, mart
+            assert con.execute(f"SELECT count(*) FROM marts.{mart}").fetchall()[0][0] > 0, mart
         # A fact without a golden account is explained: its customer record sits in quarantine.
         unexplained = con.execute(
             "SELECT count(*) FROM marts.fact_invoice AS f JOIN core.invoice AS i ON i.record_id = f.invoice_id "
             "WHERE f.account_id IS NULL "
             "AND i.account_record_id NOT IN (SELECT record_id FROM ops.quarantine WHERE entity = 'account')"
-        ).fetchone()[0]
+        ).fetchall()[0][0]
         assert unexplained == 0
 
 
@@ -161,7 +161,9 @@ def test_running_again_changes_nothing(sandbox: Sandbox, first_run: dg.ExecuteIn
             "ORDER BY 1, 2",
             [second_run.run_id],
         ).fetchall()
-        files = con.execute("SELECT count(*), count(DISTINCT (path, sha256)) FROM ops.file_ingest").fetchone()
+        (files,) = con.execute(
+            "SELECT count(*), count(DISTINCT (path, sha256)) FROM ops.file_ingest"
+        ).fetchall()
     assert second == first
     assert files[0] == files[1] == 2  # each SFTP file version recorded once
 
@@ -202,16 +204,16 @@ def test_golden_records_match_the_ground_truth(
             tp, fp, fn = con.execute(
                 f"SELECT count(*) FILTER (WHERE predicted AND actual), count(*) FILTER (WHERE predicted AND NOT actual),"
                 f" count(*) FILTER (WHERE actual AND NOT predicted) FROM pairs_{entity}"
-            ).fetchone()
+            ).fetchall()[0]
             scores[entity] = (tp / max(tp + fp, 1), tp / max(tp + fn, 1))
     for entity, (precision, recall) in scores.items():
         assert precision >= 0.95, (entity, scores)
         assert recall >= 0.85, (entity, scores)
     # And the other CRMs' records are in those pairs: every read source took part.
     with warehouse(sandbox) as con:
-        sources = {row[0] for row in con.execute("SELECT DISTINCT source FROM core.xref_identity").fetchall()}
+        linked = {row[0] for row in con.execute("SELECT DISTINCT source FROM core.xref_identity").fetchall()}
     crm_sources = {name for name, spec in load_sources().items() if spec.kind == "crm_api"}
-    assert crm_sources <= sources
+    assert crm_sources <= linked
 
 
 def test_every_mart_column_is_described_in_the_ui_and_in_the_warehouse(
@@ -243,5 +245,7 @@ def test_every_mart_column_is_described_in_the_ui_and_in_the_warehouse(
             described = {c.name: c.description for c in declared.metadata["dagster/column_schema"].columns}
             assert set(described) == set(built), mart
             assert all(described.values()) and all(comment for _, comment in built.values()), mart
-            shown = {c.name: c.type for c in materialized[mart]["dagster/column_schema"].value.columns}
+            schema = materialized[mart]["dagster/column_schema"].value
+            assert isinstance(schema, dg.TableSchema), mart
+            shown = {c.name: c.type for c in schema.columns}
             assert shown == {name: kind.lower() for name, (kind, _) in built.items()}, mart

@@ -6,6 +6,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
 import pytest
@@ -31,7 +32,10 @@ class Served:
 def served(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Served]:
     """The finance drop folder behind a real sshd or the paramiko sandbox server."""
     keys = make_keys(tmp_path / "keys")
-    settings = {"private_key_path": str(keys.client_key_path), "known_hosts_path": str(keys.known_hosts_path)}
+    settings: dict[str, Any] = {
+        "private_key_path": str(keys.client_key_path),
+        "known_hosts_path": str(keys.known_hosts_path),
+    }
     if request.param == "openssh":
         reason = sshd_unavailable_reason()
         if reason:
@@ -136,7 +140,9 @@ def test_marker_and_rename_rules_fire_without_waiting(served: Served) -> None:
     (served.folder / "invoices_2026-11-26.csv.part").write_text("invoice_number\n")
     rename = INVOICES.model_copy(update={"complete_when": "rename"})
     result = tick(served, rename, None)
-    assert [r.partition_key.split("@")[0] for r in result.run_requests or []] == ["invoices_2026-11-25.csv"]
+    assert [str(r.partition_key).split("@")[0] for r in result.run_requests or []] == [
+        "invoices_2026-11-25.csv"
+    ]
 
 
 @pytest.mark.parametrize("served", ["openssh"], indirect=True)

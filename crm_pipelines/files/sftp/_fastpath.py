@@ -43,7 +43,7 @@ import threading
 from collections import deque
 from collections.abc import Iterator
 from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import paramiko
 import paramiko.sftp
@@ -100,7 +100,13 @@ class _ReadAheadSocket:
         return getattr(self._sock, name)
 
 
-class _ChunkPipe(BufferedPipe):
+if TYPE_CHECKING:
+    _PipeBase = BufferedPipe[bytes]  # generic in the type stubs only
+else:
+    _PipeBase = BufferedPipe
+
+
+class _ChunkPipe(_PipeBase):
     """paramiko's channel input buffer, made cheap for large SFTP reads.
 
     ``BufferedPipe`` keeps one ``array('B')`` that grows at the back and is deleted from the

@@ -251,7 +251,9 @@ class InforCrmSimulator(SDataSimulator):
 _key_state: weakref.WeakKeyDictionary[random.Random, dict[str, Any]] = weakref.WeakKeyDictionary()
 
 
-def _address(street: str | None, city: str | None, postal: str | None, country: str | None, key: str) -> dict:
+def _address(
+    street: str | None, city: str | None, postal: str | None, country: str | None, key: str
+) -> dict[str, Any]:
     return {"$key": key, "Address1": street, "City": city, "PostalCode": postal, "Country": country}
 
 

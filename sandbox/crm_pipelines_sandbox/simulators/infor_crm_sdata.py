@@ -240,8 +240,9 @@ class _WhereParser:
     def parse(self) -> tuple[str, list[object]]:
         params: list[object] = []
         sql = self.disjunction(params)
-        if self.peek() is not None:
-            raise self.error(f"unexpected '{self.peek()[1]}'")  # type: ignore[index]
+        left = self.peek()
+        if left is not None:
+            raise self.error(f"unexpected '{left[1]}'")
         return sql, params
 
     def disjunction(self, params: list[object]) -> str:

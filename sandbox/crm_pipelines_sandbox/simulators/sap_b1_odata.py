@@ -144,8 +144,9 @@ class _Compiler:
 
     def compile(self) -> str:
         sql = self.or_()
-        if self.peek() is not None:
-            raise ODataError(f"Unexpected '{self.peek().text}' in $filter")  # type: ignore[union-attr]
+        left = self.peek()
+        if left is not None:
+            raise ODataError(f"Unexpected '{left.text}' in $filter")
         return sql
 
     def or_(self) -> str:

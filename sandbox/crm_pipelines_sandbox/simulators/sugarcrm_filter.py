@@ -43,7 +43,8 @@ def nest(query: Mapping[str, list[str]]) -> dict[str, Any]:
                 break
         else:
             node[parts[-1]] = values[0] if len(values) == 1 else values
-    return listify(root)
+    listed: dict[str, Any] = listify(root)
+    return listed
 
 
 def listify(node: Any) -> Any:

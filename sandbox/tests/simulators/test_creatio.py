@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 from datetime import UTC, date, datetime
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -66,9 +67,9 @@ def client(started: Started) -> Iterator[httpx.Client]:
         yield http
 
 
-def read_all(client: httpx.Client, collection: str, page: int, **params: str) -> list[dict]:
+def read_all(client: httpx.Client, collection: str, page: int, **params: str) -> list[dict[str, Any]]:
     """$top/$skip paging (Creatio sends no next links) until a short page."""
-    records: list[dict] = []
+    records: list[dict[str, Any]] = []
     while True:
         answer = client.get(
             f"{ODATA}/{collection}", params={**params, "$top": str(page), "$skip": str(len(records))}
@@ -281,7 +282,7 @@ def test_create_update_and_json_batch_with_lookup_first(tmp_path: Path) -> None:
         assert http.post(f"{ODATA}/Account", json={"Name": "x", "Nope": 1}).status_code == 400
 
         # Upsert by Code: look the codes up, then create or update in one JSON batch.
-        def upsert_batch(records: list[dict]) -> tuple[list[dict], list[dict]]:
+        def upsert_batch(records: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
             codes = " or ".join(f"Code eq '{r['Code']}'" for r in records)
             lookup = http.get(f"{ODATA}/Account", params={"$filter": codes, "$select": "Id,Code"})
             found = {r["Code"]: r["Id"] for r in lookup.json()["value"]}

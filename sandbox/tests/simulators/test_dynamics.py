@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import UTC, date, datetime
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
@@ -68,8 +69,8 @@ def client(started: Started) -> Iterator[httpx.Client]:
 
 
 def read_all(
-    client: httpx.Client, url: str, *, page_size: int | None = None, **params: str
-) -> tuple[list[dict], list[dict]]:
+    client: httpx.Client, url: str, *, page_size: int | None = None, params: dict[str, str] | None = None
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Follow @odata.nextLink; returns the records and every page body."""
     headers = {"Prefer": f"odata.maxpagesize={page_size}"} if page_size else {}
     response = client.get(url, params=params, headers=headers)
@@ -143,7 +144,9 @@ def test_data_calls_need_a_valid_unexpired_token(store: Path) -> None:
 
 
 def test_server_driven_paging_returns_every_live_record_once(client: httpx.Client, store: Path) -> None:
-    records, pages = read_all(client, f"{API}/contacts", page_size=7, **{"$select": "fullname,emailaddress1"})
+    records, pages = read_all(
+        client, f"{API}/contacts", page_size=7, params={"$select": "fullname,emailaddress1"}
+    )
     live = {r["contactid"] for r in fetch_records(store, "contacts")}
     ids = [r["contactid"] for r in records]
     assert len(ids) == len(set(ids)) == len(live) and set(ids) == live
@@ -224,13 +227,13 @@ def test_modifiedon_filter_bounds_are_exact(client: httpx.Client, store: Path) -
     rows = fetch_records(store, "accounts", with_meta=True)
     bound = sorted(r["modifiedon"] for r in rows)[len(rows) // 2]
     ge, _ = read_all(
-        client, f"{API}/accounts", **{"$filter": f"modifiedon ge {bound}", "$select": "modifiedon"}
+        client, f"{API}/accounts", params={"$filter": f"modifiedon ge {bound}", "$select": "modifiedon"}
     )
     gt, _ = read_all(
-        client, f"{API}/accounts", **{"$filter": f"modifiedon gt {bound}", "$select": "modifiedon"}
+        client, f"{API}/accounts", params={"$filter": f"modifiedon gt {bound}", "$select": "modifiedon"}
     )
     lt, _ = read_all(
-        client, f"{API}/accounts", **{"$filter": f"modifiedon lt {bound}", "$select": "modifiedon"}
+        client, f"{API}/accounts", params={"$filter": f"modifiedon lt {bound}", "$select": "modifiedon"}
     )
     assert {r["modifiedon"] for r in ge} - {r["modifiedon"] for r in gt} == {bound}
     assert len(ge) + len(lt) == len(rows)
@@ -239,7 +242,7 @@ def test_modifiedon_filter_bounds_are_exact(client: httpx.Client, store: Path) -
         client,
         f"{API}/accounts",
         page_size=2,
-        **{
+        params={
             "$filter": f"modifiedon ge {bound} and modifiedon lt 2026-12-31T00:00:00Z",
             "$orderby": "modifiedon asc,accountid asc",
         },
@@ -274,7 +277,7 @@ def test_change_tracking_delta_links_report_changes_and_deletions(tmp_path: Path
             assert refused.json()["error"]["message"] == (
                 'The "$filter" query parameter isn\'t supported when Change Tracking is enabled.'
             )
-            first, pages = read_all(http, f"{API}/accounts", page_size=10, **{"$select": "name"})
+            first, pages = read_all(http, f"{API}/accounts", page_size=10, params={"$select": "name"})
             tracked = http.get(
                 f"{API}/accounts",
                 params={"$select": "name"},
@@ -489,8 +492,8 @@ def test_upsert_by_alternate_key(tmp_path: Path) -> None:
 
 def batch_body(
     boundary: str,
-    parts: list[tuple[str, str, dict | None]],
-    changeset: list[tuple[str, str, dict]] | None = None,
+    parts: Sequence[tuple[str, str, dict[str, Any] | None]],
+    changeset: Sequence[tuple[str, str, dict[str, Any]]] | None = None,
 ) -> str:
     lines: list[str] = []
     for method, url, payload in parts:
@@ -519,7 +522,7 @@ def batch_body(
     return "\r\n".join(lines) + "\r\n"
 
 
-def parse_parts(response: httpx.Response) -> list[tuple[int, dict | None]]:
+def parse_parts(response: httpx.Response) -> list[tuple[int, dict[str, Any] | None]]:
     boundary = response.headers["Content-Type"].split("boundary=")[1]
     out = []
     for chunk in response.text.split(f"--{boundary}")[1:-1]:

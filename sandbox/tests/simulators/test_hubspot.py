@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from contextlib import closing
 from datetime import UTC, date, datetime
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -50,9 +51,9 @@ def store_rows(path: Path, sql: str) -> list[sqlite3.Row]:
         return conn.execute(sql).fetchall()
 
 
-def list_all(client: httpx.Client, object_type: str, **params: str) -> tuple[list[dict], int]:
+def list_all(client: httpx.Client, object_type: str, **params: str) -> tuple[list[dict[str, Any]], int]:
     """Every record by following paging.next.after; returns the records and the number of pages."""
-    records: list[dict] = []
+    records: list[dict[str, Any]] = []
     pages = 0
     after: str | None = None
     while True:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -73,9 +74,9 @@ def live_ids(store: Path, object_name: str) -> set[int]:
     return {int(r["id"]) for r in fetch_records(store, object_name)}
 
 
-def read_all(client: httpx.Client, object_name: str, **params: str) -> tuple[list[dict], int]:
+def read_all(client: httpx.Client, object_name: str, **params: str) -> tuple[list[dict[str, Any]], int]:
     """Every record by following additional_data.next_cursor; returns the records and the pages."""
-    records: list[dict] = []
+    records: list[dict[str, Any]] = []
     query = dict(params)
     pages = 0
     while True:
@@ -366,7 +367,7 @@ def test_injected_faults_answer_pipedrives_error_bodies(
 # --- write side ----------------------------------------------------------------------------------
 
 
-def upsert(http: httpx.Client, record: dict) -> httpx.Response:
+def upsert(http: httpx.Client, record: dict[str, Any]) -> httpx.Response:
     """What the engine does for Pipedrive: find by the external-id custom field, then create or update."""
     key = record["custom_fields"][PERSON_EXTERNAL_ID]
     found = http.get(

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from contextlib import closing
 from datetime import UTC, date, datetime
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -62,7 +63,7 @@ def store_rows(path: Path, sql: str) -> list[sqlite3.Row]:
 
 def query_all_pages(
     client: httpx.Client, soql: str, *, endpoint: str = "query", batch: int | None = None
-) -> list[dict]:
+) -> list[dict[str, Any]]:
     headers = {"Sforce-Query-Options": f"batchSize={batch}"} if batch else {}
     response = client.get(f"{API}/{endpoint}", params={"q": soql}, headers=headers)
     assert response.status_code == 200, response.text

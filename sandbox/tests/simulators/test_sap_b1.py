@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, date, datetime
 from pathlib import Path
+from typing import Any
 from urllib.parse import urljoin
 
 import httpx
@@ -53,9 +54,11 @@ def client(sim: SapB1Simulator) -> Iterator[httpx.Client]:
         yield http
 
 
-def follow(client: httpx.Client, path: str, headers: dict[str, str], **params: str) -> tuple[list[dict], int]:
+def follow(
+    client: httpx.Client, path: str, headers: dict[str, str], **params: str
+) -> tuple[list[dict[str, Any]], int]:
     """Every entity of a collection by following odata.nextLink (relative to /b1s/v1/)."""
-    values: list[dict] = []
+    values: list[dict[str, Any]] = []
     response = client.get(path, params=params, headers=headers)
     pages = 1
     while True:
@@ -70,7 +73,7 @@ def follow(client: httpx.Client, path: str, headers: dict[str, str], **params: s
         pages += 1
 
 
-def live(store: Path, object_name: str) -> list[dict]:
+def live(store: Path, object_name: str) -> list[dict[str, Any]]:
     return fetch_records(store, object_name, with_meta=True)
 
 

@@ -7,6 +7,7 @@ import time
 from collections.abc import Iterator
 from datetime import UTC, date, datetime
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -63,9 +64,9 @@ def client(sim: SugarSimulator) -> Iterator[httpx.Client]:
         yield http
 
 
-def list_all(client: httpx.Client, module: str, **params: str) -> tuple[list[dict], int]:
+def list_all(client: httpx.Client, module: str, **params: str) -> tuple[list[dict[str, Any]], int]:
     """Every record by following next_offset until -1; returns the records and the page count."""
-    records: list[dict] = []
+    records: list[dict[str, Any]] = []
     offset, pages = 0, 0
     while offset != -1:
         response = client.get(f"/{module}", params={**params, "offset": str(offset)})

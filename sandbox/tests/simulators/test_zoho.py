@@ -6,6 +6,7 @@ import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -82,9 +83,9 @@ def live_ids(store: Path, module: str) -> set[str]:
     return {str(r["id"]) for r in fetch_records(store, module)}
 
 
-def read_all(client: httpx.Client, module: str, **params: str) -> tuple[list[dict], int]:
+def read_all(client: httpx.Client, module: str, **params: str) -> tuple[list[dict[str, Any]], int]:
     """Every record by following info.next_page_token; returns the records and the number of pages."""
-    records: list[dict] = []
+    records: list[dict[str, Any]] = []
     query = dict(params)
     pages = 0
     while True:

@@ -28,6 +28,7 @@ from crm_pipelines.connectors.engine import (
 from crm_pipelines.connectors.limits import ApiRequestError, clear_buckets
 from crm_pipelines.connectors.spec import CursorPaging, ObjectSpec, SystemSpec, load_system
 from crm_pipelines.connectors.writes import upsert_records
+from crm_pipelines.connectors.writes.per_record import PerRecordUpsert
 from crm_pipelines_sandbox.simulators.base import SimulatorServer
 from crm_pipelines_sandbox.simulators.pipedrive_schema import (
     ORG_ANNUAL_REVENUE,
@@ -248,7 +249,7 @@ def test_a_lookup_match_on_another_custom_field_is_not_taken_for_the_record(pipe
 
     # Without the confirmation the first match wins: the decoy would have been overwritten.
     upsert = pipedrive.system.get_object("persons").upsert
-    assert upsert is not None and upsert.lookup is not None
+    assert isinstance(upsert, PerRecordUpsert) and upsert.lookup is not None
     unconfirmed = _with_object(
         pipedrive.system,
         "persons",

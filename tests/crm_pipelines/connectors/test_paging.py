@@ -174,7 +174,7 @@ FIRST = PageRequest(url="/items", params={"limit": "2"}, headers={"X-Page": "h"}
     ],
 )
 def test_paginator_next_request(
-    paginator: Paginator, previous: PageRequest, body: Any, n_records: int, expected: PageRequest | None
+    paginator: Paginator[Any], previous: PageRequest, body: Any, n_records: int, expected: PageRequest | None
 ) -> None:
     records = [{"id": str(i)} for i in range(n_records)]
     assert paginator.next_request(previous=previous, body=body, records=records, page_size=2) == expected
@@ -195,7 +195,7 @@ def test_paginator_next_request(
         ),
     ],
 )
-def test_paginator_first_request(paginator: Paginator, expected_params: dict[str, str]) -> None:
+def test_paginator_first_request(paginator: Paginator[Any], expected_params: dict[str, str]) -> None:
     first = paginator.first_request(request=PageRequest(url="/items", params={"q": "x"}), page_size=50)
     assert dict(first.params) == expected_params
 
@@ -244,7 +244,7 @@ def test_keyset_pages_add_the_last_key_to_the_request_filter() -> None:
         full.next_request(previous=start, body={}, records=[{"Name": "x"}], page_size=1)
 
 
-def _walk(paginator: Paginator, rows: list[str], delete_after_first_page: str) -> list[str]:
+def _walk(paginator: Paginator[Any], rows: list[str], delete_after_first_page: str) -> list[str]:
     """Read ``rows`` (sorted keys) page by page as a server would answer, deleting one row mid-read."""
     live = list(rows)
     request: PageRequest | None = paginator.first_request(request=PageRequest(url="/items"), page_size=3)

@@ -20,6 +20,7 @@ from crm_pipelines.connectors.spec import (
     parse_system,
     systems_dir,
 )
+from crm_pipelines.connectors.writes.per_record import PerRecordUpsert
 
 # Field lists from docs/contracts.md, the contract the YAMLs must honour.
 SALESFORCE_FIELDS = {
@@ -388,7 +389,7 @@ def test_pipedrive_yaml_declares_custom_fields_by_label_and_confirms_lookups() -
         assert obj.deletes.mode == "key_compare"
         assert obj.field("external_id").label == "External ID"
         assert obj.field("external_id").source_path == "custom_fields.{key}"
-        assert obj.upsert is not None and obj.upsert.style == "per_record"
+        assert isinstance(obj.upsert, PerRecordUpsert) and obj.upsert.style == "per_record"
         assert obj.upsert.lookup is not None and obj.upsert.lookup.confirm is not None
     deals = system.get_object("deals")
     assert {"stage_id", "status"} <= {f.name for f in deals.fields}

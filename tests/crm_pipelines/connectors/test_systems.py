@@ -49,7 +49,7 @@ from crm_pipelines_sandbox.simulators.records import (
     read_info,
     touch_records,
 )
-from crm_pipelines_sandbox.systems import SandboxCrm, Started, build_store, sample_seeds, sandbox_crm
+from crm_pipelines_sandbox.systems import Kind, SandboxCrm, Started, build_store, sample_seeds, sandbox_crm
 
 AS_OF = date(2026, 11, 25)
 EDIT = datetime(2026, 11, 26, 8, 0, tzinfo=UTC)
@@ -165,7 +165,7 @@ def test_a_full_read_returns_exactly_the_live_records(running: Running) -> None:
 
 
 def test_an_incremental_read_returns_the_changes_and_the_record_on_the_watermark(running: Running) -> None:
-    kind = "contact"
+    kind: Kind = "contact"
     full, stats = running.extract(kind, include_deleted=False)
     watermark = stats.max_cursor
     assert watermark is not None

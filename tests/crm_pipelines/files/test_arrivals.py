@@ -1,6 +1,6 @@
 """Which files have arrived and which runs they launch: complete, named by their checksum, once."""
 
-from crm_pipelines.files.arrivals import find_arrivals, plan_runs
+from crm_pipelines.files.arrivals import Cursor, find_arrivals, plan_runs
 from crm_pipelines.sources import Dataset
 
 INVOICES = Dataset(pattern="invoices_{date}.csv", columns=["invoice_number"])
@@ -41,7 +41,7 @@ def test_a_touched_file_is_not_launched_again_and_a_corrected_one_is() -> None:
     path = "/outbound/finance/invoices_2026-11-25.csv"
 
     def tick(
-        size: int, mtime: float, now: float, cursor: dict, sha: str
+        size: int, mtime: float, now: float, cursor: Cursor, sha: str
     ) -> tuple[list[str], dict, list[str]]:  # type: ignore[type-arg]
         files = [("invoices_2026-11-25.csv", path, size, mtime)]
         arrivals, cursor, _ = find_arrivals(

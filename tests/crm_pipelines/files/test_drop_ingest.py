@@ -43,7 +43,7 @@ class Drop:
         self.server = server
         self.warehouse_path = tmp_path / "warehouse.duckdb"
         self.resources = {
-            "sftp": SFTPResource(**server.resource_settings(), stable_seconds=0.2),  # type: ignore[arg-type]
+            "sftp": SFTPResource(**server.resource_settings(), stable_seconds=0.2),
             "lake": LakeResource(root=str(tmp_path / "lake")),
             "warehouse": WarehouseResource(url=f"duckdb:///{self.warehouse_path}"),
         }
@@ -223,7 +223,9 @@ def test_the_sensor_launches_one_partition_per_file_version(drop_server: DropSer
     # A corrected file under the same name: its own partition, and its rows replace the day's.
     invoices.write_text(INVOICE_HEADER + "\n" + invoice_lines("BIL-1", "BIL-2", "BIL-3"))
     (request,) = arrive()
-    assert request.partition_key != first_key and request.partition_key.startswith(f"invoices_{DAY}.csv@")
+    assert request.partition_key != first_key and str(request.partition_key).startswith(
+        f"invoices_{DAY}.csv@"
+    )
     run(request)
     assert drop.sql("SELECT count(*) FROM raw.finance_sftp__invoices") == [(3,)]
     assert drop.sql("SELECT count(*) FROM ops.file_ingest") == [(2,)]

@@ -52,8 +52,8 @@ class Run:
 
     def __init__(self, stats: ResolutionStats, out_dir: Path) -> None:
         self.stats = stats
-        self.golden_accounts = pq.read_table(out_dir / GOLDEN_ACCOUNT_FILE).to_pylist()
-        self.golden_contacts = pq.read_table(out_dir / GOLDEN_CONTACT_FILE).to_pylist()
+        self.golden_accounts: list[dict[str, Any]] = pq.read_table(out_dir / GOLDEN_ACCOUNT_FILE).to_pylist()
+        self.golden_contacts: list[dict[str, Any]] = pq.read_table(out_dir / GOLDEN_CONTACT_FILE).to_pylist()
         self.xref = pq.read_table(out_dir / XREF_FILE).to_pylist()
 
     def golden_of(self, record_id: str) -> str:

@@ -1,4 +1,5 @@
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -57,7 +58,7 @@ def test_packaged_mappings_validate_and_cover_every_entity() -> None:
         ),
     ],
 )
-def test_bad_mappings_are_refused_with_a_clear_error(entities: dict, message: str) -> None:
+def test_bad_mappings_are_refused_with_a_clear_error(entities: dict[str, Any], message: str) -> None:
     with pytest.raises(ValidationError, match=message):
         Mappings.model_validate({"entities": entities})
 

@@ -34,7 +34,9 @@ def test_packaged_rules_build_gx_suites() -> None:
     for entity in ENTITIES:
         suite = build_suite(entity=entity, rules=rules)
         assert suite.name == f"crm_pipelines.{entity}"
-        assert [e.meta["rule"] for e in suite.expectations] == [r.name for r in rules.rules_for(entity)]
+        assert [(e.meta or {})["rule"] for e in suite.expectations] == [
+            r.name for r in rules.rules_for(entity)
+        ]
         assert {e.expectation_type for e in suite.expectations} <= set(SUPPORTED_EXPECTATIONS)
 
 

@@ -2,6 +2,7 @@ import datetime as dt
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -11,7 +12,7 @@ from crm_pipelines.warehouse.connection import Warehouse
 from crm_pipelines.warehouse.load import merge_by_key, replace_partition
 
 
-def _write(folder: Path, **columns: list) -> str:
+def _write(folder: Path, **columns: list[Any]) -> str:
     folder.mkdir(parents=True, exist_ok=True)
     pq.write_table(pa.table(columns), folder / "part.parquet")
     return str(folder / "*.parquet")
