@@ -62,7 +62,7 @@ def build_store(path: Path, records: int, seed: int = 1) -> None:
                     None,
                     created,
                     modified,
-                )  # fmt: skip
+                )
             )
             if len(rows) == 50_000:
                 _insert(conn, rows)
@@ -140,7 +140,7 @@ def run(
             include_deleted=False,
             pages_per_batch=50,
             stats=stats,
-        )  # fmt: skip
+        )
     )
     seconds = time.monotonic() - started
     return rows, seconds, stats, collections.Counter(r.status for r in sim.request_log)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import posixpath
 import re
 from functools import cache
@@ -110,7 +111,7 @@ class FixedWidthLayout(BaseModel):
         if len(set(names)) != len(names):
             raise ValueError(f"fixed-width field names must be unique: {names}")
         ordered = sorted(self.fields, key=lambda f: f.start)
-        for left, right in zip(ordered, ordered[1:], strict=False):
+        for left, right in itertools.pairwise(ordered):
             if right.start <= left.end:
                 raise ValueError(
                     f"fixed-width fields {left.name} ({left.start}-{left.end}) and {right.name} "

@@ -36,8 +36,8 @@ from crm_pipelines.connectors.spec_base import value_matches
 
 __all__ = [
     "FieldList",
-    "described_names",
     "describe_object",
+    "described_names",
     "field_names",
     "resolve_labels",
     "resolved_object",

@@ -99,7 +99,8 @@ def read_file_batches(
             record_path=declared.record_path,
             drift=drift,
         )
-    assert declared.layout is not None and dialect is not None  # validated
+    assert declared.layout is not None
+    assert dialect is not None
     return read_fixed_width_batches(
         path,
         layout=declared.layout,

@@ -26,7 +26,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 import pandas as pd
@@ -70,7 +70,7 @@ class _GxRuntime:
     lock = threading.Lock()
     context: AbstractDataContext | None = None
     datasource: PandasDatasource | None = None
-    batch_definitions: dict[str, BatchDefinition[Any]] = {}
+    batch_definitions: ClassVar[dict[str, BatchDefinition[Any]]] = {}
 
 
 def gx_context() -> AbstractDataContext:

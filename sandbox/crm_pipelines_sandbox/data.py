@@ -725,7 +725,7 @@ def salesforce_id_is_valid(record_id: str) -> bool:
 class _Dataset:
     """Row counter of one dataset; decides deterministically which rows are made invalid."""
 
-    __slots__ = ("name", "kinds", "phase", "rows", "invalid", "deleted", "entities")
+    __slots__ = ("deleted", "entities", "invalid", "kinds", "name", "phase", "rows")
 
     def __init__(self, name: str, kinds: tuple[str, ...], phase: int) -> None:
         self.name = name

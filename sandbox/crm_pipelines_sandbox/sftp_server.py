@@ -551,7 +551,8 @@ class SandboxSFTPServer:
 
     def _serve(self, transport: paramiko.Transport) -> None:
         """Handshake one connection, then wait until the client or stop() closes it."""
-        assert self._host_key is not None and self._client_key is not None
+        assert self._host_key is not None
+        assert self._client_key is not None
         try:
             transport.add_server_key(self._host_key)
             transport.set_subsystem_handler("sftp", paramiko.SFTPServer, RootedSFTPInterface, root=self.root)

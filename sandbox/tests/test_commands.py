@@ -20,4 +20,5 @@ def test_their_options_parse_as_before() -> None:
     assert (demo.contacts, demo.seed, demo.date) == (100, 7, dt.date(2026, 11, 25))
     assert demo.sandbox_dir == "data/sandbox"
     dev = parser.parse_args(["dev", "--port", "3001"])
-    assert dev.func is cli.cmd_dev and dev.port == 3001
+    assert dev.func is cli.cmd_dev
+    assert dev.port == 3001

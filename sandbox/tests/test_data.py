@@ -170,7 +170,8 @@ def test_the_other_crms_hold_some_of_the_same_companies_and_people(
     """Each other CRM's store holds exactly the records the truth lists for it, each a real entity."""
     known = {r["entity_id"] for r in truth if r["dataset"] in PARTY_DATASETS}
     counts = summary["other_crms"]
-    assert isinstance(counts, dict) and set(counts) == set(sandbox_crms())
+    assert isinstance(counts, dict)
+    assert set(counts) == set(sandbox_crms())
     for system in sandbox_crms():
         info = read_info(sandbox.crm_store(system))
         crm = sandbox_crm(system)
@@ -286,11 +287,12 @@ def test_invalid_values_are_in_the_stores_as_the_truth_says(
         elif dataset == "salesforce.Contact" and kind == "invalid_email":
             assert not EMAIL.match(contacts[sid]["Email"])
         elif dataset == "salesforce.Contact" and kind == "missing_required":
-            assert contacts[sid]["Email"] is None and contacts[sid]["LastName"] is None
+            assert contacts[sid]["Email"] is None
+            assert contacts[sid]["LastName"] is None
         elif dataset == "salesforce.Opportunity" and kind == "unknown_currency":
             assert opportunities[sid]["CurrencyIsoCode"] == "ZZZ"
         elif dataset == "salesforce.Opportunity" and kind == "bad_date":
-            with pytest.raises(ValueError):
+            with pytest.raises(ValueError, match=r"isoformat|out of range|must be in"):
                 date.fromisoformat(opportunities[sid]["CloseDate"])
         elif dataset == "hubspot.contacts" and kind == "invalid_email":
             assert not EMAIL.match(hs_contacts[sid]["email"])
@@ -298,7 +300,7 @@ def test_invalid_values_are_in_the_stores_as_the_truth_says(
             assert customers[sid]["country"] in UNKNOWN_COUNTRIES
         elif dataset == "erp.sales_orders" and kind == "bad_date":
             # The ERP column is a DATE, but SQLite keeps what the user typed, as text.
-            with pytest.raises(ValueError):
+            with pytest.raises(ValueError, match=r"isoformat|out of range|must be in"):
                 date.fromisoformat(orders[sid]["order_date"])
         else:
             continue
@@ -448,14 +450,16 @@ def test_finance_drop_files(sandbox: SandboxLayout, truth: list[dict[str, object
             bil.add(fields[0])  # the line is broken, the invoice it reports is real
             continue
         assert len(fields) == len(INVOICE_CSV_COLUMNS)
-        assert fields[0].startswith("BIL-") and fields[1] in codes
+        assert fields[0].startswith("BIL-")
+        assert fields[1] in codes
         bil.add(fields[0])
     referenced: Counter[str] = Counter()
     for fields in payments:
         if len(fields) == len(PAYMENT_CSV_COLUMNS):
             assert fields[1] in erp_invoices or fields[1] in bil
             referenced[fields[1][:4]] += 1
-    assert referenced["INV-"] > 0 and referenced["BIL-"] > 0
+    assert referenced["INV-"] > 0
+    assert referenced["BIL-"] > 0
 
 
 def test_tiny_sandbox_still_works(tmp_path: Path) -> None:

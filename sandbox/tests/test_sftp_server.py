@@ -169,5 +169,5 @@ def test_stop_closes_connections_and_frees_the_port(running: Running) -> None:
     with pytest.raises((OSError, EOFError, paramiko.SSHException)):
         sftp.listdir("/")
     client.close()
-    with pytest.raises(OSError), socket.create_connection(("127.0.0.1", running.port), timeout=2):
-        pass
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(("127.0.0.1", running.port), timeout=2).close()

@@ -145,11 +145,13 @@ def _expected(
 def test_incremental_runs_build_the_snapshot_with_soft_deletes_and_survive_a_failed_run(env: Env) -> None:
     first = env.run(DAY1)
     assert first.success
-    assert _metadata(first, "salesforce")["mode"] == "full" and _metadata(first, "hubspot")["mode"] == "full"
+    assert _metadata(first, "salesforce")["mode"] == "full"
+    assert _metadata(first, "hubspot")["mode"] == "full"
     day1_sf = env.snapshot("salesforce", DAY1)
     assert not any(day1_sf.column(DELETED).to_pylist())  # a full extract has the column too
     watermark_sf, watermark_hs = env.watermark("salesforce"), env.watermark("hubspot")
-    assert watermark_sf is not None and watermark_hs is not None
+    assert watermark_sf is not None
+    assert watermark_hs is not None
 
     # Users work in both CRMs on day 2.
     store_sf, store_hs = env.layout.salesforce_store, env.layout.hubspot_store
@@ -199,11 +201,9 @@ def test_incremental_runs_build_the_snapshot_with_soft_deletes_and_survive_a_fai
     second = env.run(DAY2)
     assert second.success
     meta_sf, meta_hs = _metadata(second, "salesforce"), _metadata(second, "hubspot")
-    assert (
-        meta_sf["mode"] == "incremental"
-        and meta_hs["mode"] == "incremental"
-        and meta_hs["method"] == "search"
-    )
+    assert meta_sf["mode"] == "incremental"
+    assert meta_hs["mode"] == "incremental"
+    assert meta_hs["method"] == "search"
     assert meta_sf["rows_read"] < 20  # the changes and the lookback, not the whole object
     assert "shoe_size" in meta_hs["new_source_fields"]  # drift is reported, the run succeeds
 
@@ -212,10 +212,10 @@ def test_incremental_runs_build_the_snapshot_with_soft_deletes_and_survive_a_fai
     assert _rows(snapshot_sf, "Id") == _expected(env, "salesforce", "Id", set(deleted_sf), until)
     by_id = {r["Id"]: r for r in snapshot_sf.to_pylist()}
     assert by_id[boundary]["Title"] == "On the boundary"
-    assert by_id[new_sf]["LastName"] == "Newcomer" and not by_id[new_sf][DELETED]
-    assert all(by_id[i][DELETED] for i in deleted_sf) and all(
-        by_id[i]["Title"] == "Chief Incremental Officer" for i in edited_sf
-    )
+    assert by_id[new_sf]["LastName"] == "Newcomer"
+    assert not by_id[new_sf][DELETED]
+    assert all(by_id[i][DELETED] for i in deleted_sf)
+    assert all(by_id[i]["Title"] == "Chief Incremental Officer" for i in edited_sf)
     assert snapshot_sf.num_rows == day1_sf.num_rows + 1  # deleted rows stay, flagged
 
     snapshot_hs = env.snapshot("hubspot", DAY2)

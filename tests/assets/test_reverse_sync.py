@@ -70,4 +70,5 @@ def test_closed_won_becomes_one_order_and_its_number_lands_in_the_warehouse(tmp_
         ).fetchall()
     assert links == [("salesforce:006A", "SO-SALESFORCE-006A")]
     metadata = result.asset_materializations_for_node("erp__sales_orders_from_crm")[0].metadata
-    assert metadata["orders_created"].value == 0 and metadata["orders_already_there"].value == 1
+    assert metadata["orders_created"].value == 0
+    assert metadata["orders_already_there"].value == 1

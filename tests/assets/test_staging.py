@@ -81,7 +81,8 @@ def test_a_broken_feed_fails_the_blocking_check_and_is_not_loaded(tmp_path: Path
     result = materialize(tmp_path)
     assert not result.success
     (check,) = result.get_asset_check_evaluations()
-    assert check.check_name == "quality_suite" and not check.passed
+    assert check.check_name == "quality_suite"
+    assert not check.passed
     assert "payment_amount_non_negative" in (check.description or "")
     # The load never ran: nothing of the broken feed reached the warehouse.
     assert not (tmp_path / "w.duckdb").exists()

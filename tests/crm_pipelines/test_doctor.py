@@ -44,9 +44,11 @@ def test_a_wrong_credential_is_named_with_a_fix_and_never_printed(
     monkeypatch.setenv(sandbox.HUBSPOT_ACCESS_TOKEN, "pat-wrong-token-123")
     monkeypatch.delenv(settings.SFTP_KNOWN_HOSTS)
     rows = {row.system: row for row in run_checks()}
-    assert rows["hubspot"].reachable and not rows["hubspot"].authenticated
+    assert rows["hubspot"].reachable
+    assert not rows["hubspot"].authenticated
     assert rows["hubspot"].fix
-    assert not rows["sftp"].configured and "SFTP_KNOWN_HOSTS" in rows["sftp"].fix
+    assert not rows["sftp"].configured
+    assert "SFTP_KNOWN_HOSTS" in rows["sftp"].fix
     assert main(["doctor"]) == 1
     output = capsys.readouterr().out
     assert "hubspot" in output

@@ -137,9 +137,12 @@ def test_bad_rows_are_quarantined_with_the_reason(
     assert quarantined.get("erp.payment", 0) >= summary["datasets"]["erp.payments"]["invalid"]
     assert quarantined.get("finance_sftp.invoice", 0) >= 1
     # A CSV line with the wrong number of fields names its line.
-    assert line_rule and all("line" in reason for (reason,) in line_rule)
-    assert xml_rule and all(reason.startswith("line ") for (reason,) in xml_rule)
-    assert xml_rows is not None and xml_rows[0] > 0
+    assert line_rule
+    assert all("line" in reason for (reason,) in line_rule)
+    assert xml_rule
+    assert all(reason.startswith("line ") for (reason,) in xml_rule)
+    assert xml_rows is not None
+    assert xml_rows[0] > 0
 
 
 def test_running_again_changes_nothing(sandbox: Sandbox, first_run: dg.ExecuteInProcessResult) -> None:
@@ -244,7 +247,8 @@ def test_every_mart_column_is_described_in_the_ui_and_in_the_warehouse(
             )
             described = {c.name: c.description for c in declared.metadata["dagster/column_schema"].columns}
             assert set(described) == set(built), mart
-            assert all(described.values()) and all(comment for _, comment in built.values()), mart
+            assert all(described.values()), mart
+            assert all(comment for _, comment in built.values()), mart
             schema = materialized[mart]["dagster/column_schema"].value
             assert isinstance(schema, dg.TableSchema), mart
             shown = {c.name: c.type for c in schema.columns}

@@ -100,7 +100,8 @@ def test_a_growing_file_waits_and_fires_once_across_restarts(served: Served) -> 
     invoices = served.folder / "invoices_2026-11-25.csv"
     invoices.write_text("invoice_number\nBIL-1\n")
     first = tick(served, INVOICES, None)
-    assert first.run_requests == [] and "waiting for a second look" in str(first.skip_reason)
+    assert first.run_requests == []
+    assert "waiting for a second look" in str(first.skip_reason)
     with invoices.open("a") as fh:
         fh.write("BIL-2\n")  # the writer is not done
     time.sleep(0.4)
@@ -118,7 +119,8 @@ def test_a_growing_file_waits_and_fires_once_across_restarts(served: Served) -> 
     assert request.tags["crm_pipelines/sftp_sha256"] == sha
     # A restart: a new sensor instance with the stored cursor launches nothing again.
     again = tick(served, INVOICES, third.cursor)
-    assert again.run_requests == [] and "no new" in str(again.skip_reason)
+    assert again.run_requests == []
+    assert "no new" in str(again.skip_reason)
     # A corrected file under the same name is a new version with its own partition and run key.
     invoices.write_text("invoice_number\nBIL-1\nBIL-2\nBIL-3\n")
     seen = tick(served, INVOICES, again.cursor)
@@ -133,7 +135,8 @@ def test_marker_and_rename_rules_fire_without_waiting(served: Served) -> None:
     (served.folder / "invoices_2026-11-25.csv").write_text("invoice_number\nBIL-1\n")
     marker = INVOICES.model_copy(update={"complete_when": "marker"})
     waiting = tick(served, marker, None)
-    assert waiting.run_requests == [] and "completion marker" in str(waiting.skip_reason)
+    assert waiting.run_requests == []
+    assert "completion marker" in str(waiting.skip_reason)
     (served.folder / "invoices_2026-11-25.csv.done").write_text("")
     assert len(tick(served, marker, waiting.cursor).run_requests or []) == 1
 
@@ -159,5 +162,6 @@ def test_a_file_too_big_to_hash_in_one_tick_is_hashed_over_several(served: Serve
         if result.run_requests:
             break
         progress.append(str(result.skip_reason))
-    assert len(progress) >= 2 and all("% hashed" in p for p in progress)
+    assert len(progress) >= 2
+    assert all("% hashed" in p for p in progress)
     assert added_partitions(result) == [f"invoices_2026-11-25.csv@{sha256_of(big)[:12]}"]

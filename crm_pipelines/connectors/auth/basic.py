@@ -35,7 +35,8 @@ class BasicAuth(AuthModel):
 
     def authenticator(self, *, connection: ConnectionSettings, context: ErrorContext) -> Authenticator:
         password = connection.password
-        assert password is not None and connection.username is not None  # build_authenticator checked them
+        assert password is not None
+        assert connection.username is not None
         encoded = base64.b64encode(f"{connection.username}:{password.reveal()}".encode()).decode("ascii")
         return StaticCredential(
             api_base_url=connection.base_url,

@@ -43,7 +43,7 @@ class BearerTokenAuth(AuthModel):
 
 def BearerToken(
     *, token: Secret, api_base_url: str, header: str = "Authorization", scheme: str = "Bearer"
-) -> StaticCredential:  # noqa: N802 - kept as the name callers know
+) -> StaticCredential:
     """A static bearer token (HubSpot private app)."""
     return StaticCredential(
         api_base_url=api_base_url, value=token, headers={header: header_value(scheme, token.reveal())}

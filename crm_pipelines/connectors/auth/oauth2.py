@@ -320,7 +320,7 @@ class OAuth2Token(CachedCredential):
         )
 
 
-def OAuth2ClientCredentials(  # noqa: N802 - kept as the name callers know
+def OAuth2ClientCredentials(
     *,
     spec: OAuth2ClientCredentialsAuth,
     base_url: str,

@@ -29,9 +29,9 @@ __all__ = [
     "Outcome",
     "UpsertModel",
     "external_id",
-    "text_at",
     "outcome_of",
     "raise_for",
+    "text_at",
     "upsert_path",
 ]
 

@@ -131,7 +131,7 @@ class Router:
     def add(self, method: str, pattern: str, handler: Handler, *, auth: bool = True) -> None:
         self.routes.append(Route(method.upper(), re.compile(pattern), handler, auth))
 
-    def match(self, method: str, path: str) -> tuple[Route, dict[str, str]] | None | bool:
+    def match(self, method: str, path: str) -> tuple[Route, dict[str, str]] | bool | None:
         """The route and its path parameters; False when the path exists for another method only."""
         path_known = False
         for route in self.routes:

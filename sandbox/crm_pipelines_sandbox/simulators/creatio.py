@@ -50,6 +50,7 @@ from collections.abc import Mapping
 from contextlib import closing
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
@@ -634,7 +635,7 @@ class CreatioSandbox(SandboxCrm):
     system = "creatio"
     timestamp_format = "iso_z"
     objects = OBJECTS
-    kinds = {"account": "Account", "contact": "Contact", "deal": "Opportunity"}
+    kinds = MappingProxyType({"account": "Account", "contact": "Contact", "deal": "Opportunity"})
     stage_values = STAGE_IDS
 
     def new_key(self, kind: Kind, rng: random.Random) -> Any:

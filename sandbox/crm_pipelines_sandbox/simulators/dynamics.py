@@ -60,6 +60,7 @@ from contextlib import closing
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 from urllib.parse import unquote
 
@@ -859,7 +860,7 @@ class DynamicsSandbox(SandboxCrm):
     system = "dynamics"
     timestamp_format = "iso_z"
     objects = (ACCOUNTS, CONTACTS, OPPORTUNITIES)
-    kinds = {"account": "accounts", "contact": "contacts", "deal": "opportunities"}
+    kinds = MappingProxyType({"account": "accounts", "contact": "contacts", "deal": "opportunities"})
     stage_values = STAGE_VALUES
 
     def new_key(self, kind: Kind, rng: random.Random) -> Any:

@@ -53,6 +53,7 @@ from collections.abc import Mapping
 from contextlib import closing
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 from crm_pipelines_sandbox.simulators.base import (
@@ -509,7 +510,7 @@ class PipedriveSimulator(SimulatorServer):
 
     def _status_filter(
         self, request: Request, object_name: str, conditions: list[str], params: list[object]
-    ) -> None | Response:
+    ) -> Response | None:
         """Live records only, except deals asked for ``status=deleted`` (kept 30 days)."""
         raw = request.param("status") if object_name == "deals" else None
         if raw is None:
@@ -529,7 +530,7 @@ class PipedriveSimulator(SimulatorServer):
         conditions.append("(" + " OR ".join(parts) + ")")
         return None
 
-    def _custom_keys(self, request: Request, object_name: str) -> list[str] | None | Response:
+    def _custom_keys(self, request: Request, object_name: str) -> list[str] | Response | None:
         raw = request.param("custom_fields")
         if raw is None:
             return None
@@ -783,17 +784,19 @@ class PipedriveSandbox(SandboxCrm):
     system = "pipedrive"
     timestamp_format = "iso_z"
     objects = OBJECTS
-    kinds = {"account": "organizations", "contact": "persons", "deal": "deals"}
+    kinds = MappingProxyType({"account": "organizations", "contact": "persons", "deal": "deals"})
     # The default pipeline's stages by stage_id while a deal is open; a closed deal's stage is its
     # status (won / lost), whatever stage it was closed in.
-    stage_values = {
-        "prospecting": "1",
-        "qualification": "2",
-        "proposal": "3",
-        "negotiation": "4",
-        "closed_won": "won",
-        "closed_lost": "lost",
-    }
+    stage_values = MappingProxyType(
+        {
+            "prospecting": "1",
+            "qualification": "2",
+            "proposal": "3",
+            "negotiation": "4",
+            "closed_won": "won",
+            "closed_lost": "lost",
+        }
+    )
 
     def __init__(self) -> None:
         # Pipedrive ids are sequential per object: one counter per object and generator.

@@ -70,6 +70,7 @@ from contextlib import closing
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 from urllib.parse import quote as url_quote
 from urllib.parse import unquote, urlencode
@@ -897,7 +898,9 @@ class SapB1Sandbox(SandboxCrm):
     system = "sap_b1"
     timestamp_format = "iso_z"  # unused: B1's dates and times are derived from the canonical instants
     objects = OBJECTS
-    kinds = {"account": "BusinessPartners", "contact": "ContactEmployees", "deal": "SalesOpportunities"}
+    kinds = MappingProxyType(
+        {"account": "BusinessPartners", "contact": "ContactEmployees", "deal": "SalesOpportunities"}
+    )
     stage_values = STAGE_VALUES
 
     def __init__(self) -> None:

@@ -112,7 +112,7 @@ ENUMS: dict[str, tuple[str, dict[str, str]]] = {
             "S": "cSupplier",
             "L": "cLid",
         },
-    ),  # fmt: skip
+    ),
     "Status": (
         "BoSoOsStatus",
         {
@@ -123,7 +123,7 @@ ENUMS: dict[str, tuple[str, dict[str, str]]] = {
             "W": "sos_Sold",
             "L": "sos_Missed",
         },
-    ),  # fmt: skip
+    ),
     "Valid": ("BoYesNoEnum", _YES_NO),
     "Frozen": ("BoYesNoEnum", _YES_NO),
     "Active": ("BoYesNoEnum", _YES_NO),

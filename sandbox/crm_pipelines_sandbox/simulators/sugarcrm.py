@@ -64,6 +64,7 @@ from contextlib import closing
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -451,7 +452,7 @@ class SugarSimulator(SimulatorServer):
         found = self._object(module)
         if isinstance(found, Response):
             return found
-        info, obj = found
+        _, obj = found
         try:
             max_num = int(args.get("max_num") or DEFAULT_MAX_NUM)
             offset = int(args.get("offset") or 0)
@@ -722,7 +723,7 @@ class SugarSandbox(SandboxCrm):
     system = "sugarcrm"
     timestamp_format = "iso_offset"
     objects = OBJECTS
-    kinds = {"account": "Accounts", "contact": "Contacts", "deal": "Opportunities"}
+    kinds = MappingProxyType({"account": "Accounts", "contact": "Contacts", "deal": "Opportunities"})
     stage_values = STAGE_VALUES
 
     def new_key(self, kind: Kind, rng: random.Random) -> Any:

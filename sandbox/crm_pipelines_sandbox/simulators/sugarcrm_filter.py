@@ -13,6 +13,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from types import MappingProxyType
 from typing import Any
 
 from crm_pipelines_sandbox.simulators.records import ObjectDef, canonical, quote
@@ -71,7 +72,7 @@ class _Sql:
 class FilterCompiler:
     """Sugar filter definitions to parameterised SQLite over the store's columns."""
 
-    _COMPARE = {"$gt": ">", "$gte": ">=", "$lt": "<", "$lte": "<="}
+    _COMPARE = MappingProxyType({"$gt": ">", "$gte": ">=", "$lt": "<", "$lte": "<="})
 
     def __init__(self, obj: ObjectDef) -> None:
         self.obj = obj

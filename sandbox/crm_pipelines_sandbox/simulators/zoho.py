@@ -62,6 +62,7 @@ from collections.abc import Mapping
 from contextlib import closing
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 from crm_pipelines_sandbox.simulators.base import (
@@ -815,16 +816,18 @@ class ZohoSandbox(SandboxCrm):
     system = "zoho"
     timestamp_format = "iso_offset"
     objects = OBJECTS
-    kinds = {"account": "Accounts", "contact": "Contacts", "deal": "Deals"}
+    kinds = MappingProxyType({"account": "Accounts", "contact": "Contacts", "deal": "Deals"})
     # Zoho's standard sales pipeline.
-    stage_values = {
-        "prospecting": "Qualification",
-        "qualification": "Needs Analysis",
-        "proposal": "Proposal/Price Quote",
-        "negotiation": "Negotiation/Review",
-        "closed_won": "Closed Won",
-        "closed_lost": "Closed Lost",
-    }
+    stage_values = MappingProxyType(
+        {
+            "prospecting": "Qualification",
+            "qualification": "Needs Analysis",
+            "proposal": "Proposal/Price Quote",
+            "negotiation": "Negotiation/Review",
+            "closed_won": "Closed Won",
+            "closed_lost": "Closed Lost",
+        }
+    )
 
     def __init__(self) -> None:
         # Ids increase within one store; one counter per generator (build_store makes one per store).

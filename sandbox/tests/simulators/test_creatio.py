@@ -51,7 +51,8 @@ def session_for(base_url: str, user: str, password: str) -> Iterator[httpx.Clien
     """Log in like an integration does: keep the cookies, send BPMCSRF back as a header."""
     with httpx.Client(base_url=base_url, timeout=10, headers={"ForceUseSession": "true"}) as http:
         answer = http.post(LOGIN, json={"UserName": user, "UserPassword": password})
-        assert answer.status_code == 200 and answer.json()["Code"] == 0, answer.text
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["Code"] == 0, answer.text
         http.headers["BPMCSRF"] = http.cookies["BPMCSRF"]
         yield http
 
@@ -88,7 +89,9 @@ def test_login_sets_the_documented_cookies_and_wrong_passwords_get_code_1(starte
         wrong = http.post(LOGIN, json={"UserName": env["CREATIO_USERNAME"], "UserPassword": "nope"})
         assert wrong.status_code == 200
         body = wrong.json()
-        assert body["Code"] == 1 and body["Message"] and body["Exception"] is None
+        assert body["Code"] == 1
+        assert body["Message"]
+        assert body["Exception"] is None
         assert "set-cookie" not in wrong.headers
         good = http.post(
             LOGIN, json={"UserName": env["CREATIO_USERNAME"], "UserPassword": env["CREATIO_PASSWORD"]}
@@ -103,7 +106,8 @@ def test_login_sets_the_documented_cookies_and_wrong_passwords_get_code_1(starte
         assert {".ASPXAUTH", "BPMCSRF", "BPMLOADER", "UserName"} <= set(http.cookies)
         assert http.cookies["UserName"] == "|".join(str(ord(c)) for c in env["CREATIO_USERNAME"])
         without_csrf = http.get(f"{ODATA}/Account", params={"$top": "1"})
-        assert without_csrf.status_code == 401 and without_csrf.json()["error"]["message"]
+        assert without_csrf.status_code == 401
+        assert without_csrf.json()["error"]["message"]
         with_csrf = http.get(
             f"{ODATA}/Account", params={"$top": "1"}, headers={"BPMCSRF": http.cookies["BPMCSRF"]}
         )
@@ -133,10 +137,12 @@ def test_top_skip_paging_returns_each_live_record_once(client: httpx.Client, sto
     )
     live = {r["Id"] for r in fetch_records(store, "Contact")}
     ids = [r["Id"] for r in records]
-    assert len(ids) == len(set(ids)) == len(live) and set(ids) == live
+    assert len(ids) == len(set(ids)) == len(live)
+    assert set(ids) == live
     assert all(set(r) == {"Id", "Name", "Email"} for r in records)
     counted = client.get(f"{ODATA}/Contact", params={"$count": "true", "$top": "1"}).json()
-    assert counted["@odata.count"] == len(live) and len(counted["value"]) == 1
+    assert counted["@odata.count"] == len(live)
+    assert len(counted["value"]) == 1
     assert counted["@odata.context"].endswith("/0/odata/$metadata#Contact")
 
 
@@ -163,7 +169,8 @@ def test_select_expand_and_unknown_properties(client: httpx.Client, store: Path)
             "$expand": "Country($select=Name),Industry($select=Name)",
         },
     ).json()["value"][0]
-    assert expanded["Country"]["Id"] == expanded["CountryId"] and expanded["Country"]["Name"]
+    assert expanded["Country"]["Id"] == expanded["CountryId"]
+    assert expanded["Country"]["Name"]
     assert set(expanded) == {"Name", "CountryId", "Country", "Industry"}
     deal = client.get(
         f"{ODATA}/Opportunity",
@@ -174,7 +181,8 @@ def test_select_expand_and_unknown_properties(client: httpx.Client, store: Path)
         },
         headers={"Accept": "application/json; IEEE754Compatible=true"},
     ).json()["value"][0]
-    assert isinstance(deal["Amount"], str) and deal["Currency"]["ShortName"] in ("EUR", "GBP", "CHF", "USD")
+    assert isinstance(deal["Amount"], str)
+    assert deal["Currency"]["ShortName"] in ("EUR", "GBP", "CHF", "USD")
     assert deal["Stage"]["Name"] in (
         "Qualification",
         "Presentation",
@@ -216,11 +224,13 @@ def test_modified_on_filter_bounds_are_exact(client: httpx.Client, store: Path) 
     account = rows[0]
     for expression in (f"AccountId eq {account['Id']}", f"Account/Id eq {account['Id']}"):
         contacts = client.get(f"{ODATA}/Contact", params={"$filter": expression}).json()["value"]
-        assert contacts and {c["AccountId"] for c in contacts} == {account["Id"]}
+        assert contacts
+        assert {c["AccountId"] for c in contacts} == {account["Id"]}
     coded = client.get(f"{ODATA}/Account", params={"$filter": f"Code eq '{account['Code']}'"}).json()["value"]
     assert [a["Id"] for a in coded] == [account["Id"]]
     wrong = client.get(f"{ODATA}/Account", params={"$filter": "ModifiedOn ge 'yesterday'"})
-    assert wrong.status_code == 400 and "incompatible types" in wrong.json()["error"]["message"]
+    assert wrong.status_code == 400
+    assert "incompatible types" in wrong.json()["error"]["message"]
 
 
 def test_deleted_records_disappear_and_metadata_lists_fields_added_later(tmp_path: Path) -> None:
@@ -250,7 +260,8 @@ def test_rate_limit_and_injected_faults_answer_with_odata_errors(store: Path) ->
     with CreatioSimulator(store, rate_limit=RateLimit(3, 1.0), faults=faults) as sim, session(sim) as http:
         answers = [http.get(f"{ODATA}/Account", params={"$top": "1"}) for _ in range(4)]
         assert [a.status_code for a in answers] == [200, 200, 200, 429]
-        assert int(answers[-1].headers["Retry-After"]) >= 1 and answers[-1].json()["error"]["message"]
+        assert int(answers[-1].headers["Retry-After"]) >= 1
+        assert answers[-1].json()["error"]["message"]
         time.sleep(1.05)
         faults.fail_next(400, 401, 403, 404, 500, 503)
         statuses = []
@@ -267,7 +278,8 @@ def test_create_update_and_json_batch_with_lookup_first(tmp_path: Path) -> None:
     baseline = count_records(path, "Account")
     with CreatioSimulator(path) as sim, session(sim) as http:
         created = http.post(f"{ODATA}/Account", json={"Name": "Fjord Maritime AS", "Code": "WB-1"})
-        assert created.status_code == 201 and created.json()["Code"] == "WB-1"
+        assert created.status_code == 201
+        assert created.json()["Code"] == "WB-1"
         new_id = created.json()["Id"]
         assert created.headers["Location"].endswith(f"/0/odata/Account({new_id})")
         assert http.patch(f"{ODATA}/Account({new_id})", json={"Phone": "+47 1"}).status_code == 204
@@ -278,7 +290,8 @@ def test_create_update_and_json_batch_with_lookup_first(tmp_path: Path) -> None:
             == 404
         )
         refused = http.post(f"{ODATA}/Account", json={"Code": "WB-2"})
-        assert refused.status_code == 400 and "Name" in refused.json()["error"]["message"]
+        assert refused.status_code == 400
+        assert "Name" in refused.json()["error"]["message"]
         assert http.post(f"{ODATA}/Account", json={"Name": "x", "Nope": 1}).status_code == 400
 
         # Upsert by Code: look the codes up, then create or update in one JSON batch.
@@ -301,15 +314,19 @@ def test_create_update_and_json_batch_with_lookup_first(tmp_path: Path) -> None:
         sim.record_faults["WB-20002"] = ["HTTP_503"]
         requests, responses = upsert_batch([*case.accepted, *case.rejected])
         assert [(r["id"], r["status"]) for r in responses] == [("0", 201), ("1", 503), ("2", 201), ("3", 400)]
-        assert responses[3]["body"]["error"]["code"] == "" and case.rejected_code == "HTTP_400"
-        assert responses[0]["body"]["Code"] == "WB-20001" and responses[1]["body"]["error"]["code"] == ""
+        assert responses[3]["body"]["error"]["code"] == ""
+        assert case.rejected_code == "HTTP_400"
+        assert responses[0]["body"]["Code"] == "WB-20001"
+        assert responses[1]["body"]["error"]["code"] == ""
         retry = http.post(f"{ODATA}/$batch", json={"requests": [requests[1]]})
         assert [r["status"] for r in retry.json()["responses"]] == [201]
         _, again = upsert_batch(case.accepted)
         assert [r["status"] for r in again] == [204, 204, 204]  # found by Code: updated, not duplicated
         stored = {r["Code"]: r["Name"] for r in fetch_records(path, "Account")}
-        assert stored["WB-20001"] == "Fjord Maritime AS" and stored["WB-20002"] == "Tramontana Foods S.L."
-        assert stored["WB-20004"] == "Kestrel Avionics Ltd" and "WB-20003" not in stored
+        assert stored["WB-20001"] == "Fjord Maritime AS"
+        assert stored["WB-20002"] == "Tramontana Foods S.L."
+        assert stored["WB-20004"] == "Kestrel Avionics Ltd"
+        assert "WB-20003" not in stored
 
         stops = http.post(f"{ODATA}/$batch", json={"requests": [requests[3], {**requests[0], "id": "again"}]})
         assert [r["status"] for r in stops.json()["responses"]] == [400]  # the rest is not executed
@@ -323,9 +340,7 @@ def test_create_update_and_json_batch_with_lookup_first(tmp_path: Path) -> None:
 def test_sandbox_contract(store: Path, started: Started) -> None:
     assert set(started.env) == {"CREATIO_BASE_URL", "CREATIO_USERNAME", "CREATIO_PASSWORD"}
     settings = SANDBOX.connection(started)
-    assert (
-        settings.base_url == started.env["CREATIO_BASE_URL"]
-        and settings.username == started.env["CREATIO_USERNAME"]
-    )
+    assert settings.base_url == started.env["CREATIO_BASE_URL"]
+    assert settings.username == started.env["CREATIO_USERNAME"]
     assert set(SANDBOX.stage_values) == set(STAGE_IDS)
     assert {d["StageId"] for d in fetch_records(store, "Opportunity")} <= set(STAGE_IDS.values())

@@ -90,7 +90,8 @@ def test_client_credentials_token_and_aadsts_refusals(started: Started) -> None:
     good = token_for(env)
     assert good.status_code == 200
     body = good.json()
-    assert body["token_type"] == "Bearer" and body["expires_in"] == body["ext_expires_in"] == 3599
+    assert body["token_type"] == "Bearer"
+    assert body["expires_in"] == body["ext_expires_in"] == 3599
     assert body["access_token"].count(".") == 2  # a JWT's shape
 
     cases = [
@@ -104,9 +105,12 @@ def test_client_credentials_token_and_aadsts_refusals(started: Started) -> None:
         refused = token_for(env, **override)
         assert refused.status_code == status, override
         answer = refused.json()
-        assert answer["error"] == error and answer["error_codes"] == [code]
+        assert answer["error"] == error
+        assert answer["error_codes"] == [code]
         assert answer["error_description"].startswith(f"AADSTS{code}:")
-        assert answer["trace_id"] and answer["correlation_id"] and answer["timestamp"]
+        assert answer["trace_id"]
+        assert answer["correlation_id"]
+        assert answer["timestamp"]
         assert answer["error_uri"] == f"https://login.microsoftonline.com/error?code={code}"
     wrong_tenant = httpx.post(
         env["DYNAMICS_TOKEN_URL"].replace(env["DYNAMICS_TOKEN_URL"].split("/")[3], "common2")
@@ -123,16 +127,17 @@ def test_data_calls_need_a_valid_unexpired_token(store: Path) -> None:
             "DYNAMICS_CLIENT_SECRET": sim.client_secret,
         }
         missing = httpx.get(f"{sim.base_url}{API}/accounts")
-        assert missing.status_code == 401 and missing.content == b""
+        assert missing.status_code == 401
+        assert missing.content == b""
         challenge = missing.headers["WWW-Authenticate"]
-        assert (
-            challenge.startswith("Bearer authorization_uri=") and f"resource_id={sim.base_url}/" in challenge
-        )
+        assert challenge.startswith("Bearer authorization_uri=")
+        assert f"resource_id={sim.base_url}/" in challenge
         with client_for(env) as http:
             assert http.get(f"{API}/accounts", params={"$top": "1"}).status_code == 200
             sim.expire_tokens()
             expired = http.get(f"{API}/accounts", params={"$top": "1"})
-            assert expired.status_code == 401 and "error=invalid_token" in expired.headers["WWW-Authenticate"]
+            assert expired.status_code == 401
+            assert "error=invalid_token" in expired.headers["WWW-Authenticate"]
         with client_for(env) as http:  # a new token works again
             assert http.get(f"{API}/accounts", params={"$top": "1"}).status_code == 200
     with DynamicsSimulator(store, token_ttl_seconds=0.2) as short:
@@ -149,32 +154,34 @@ def test_server_driven_paging_returns_every_live_record_once(client: httpx.Clien
     )
     live = {r["contactid"] for r in fetch_records(store, "contacts")}
     ids = [r["contactid"] for r in records]
-    assert len(ids) == len(set(ids)) == len(live) and set(ids) == live
+    assert len(ids) == len(set(ids)) == len(live)
+    assert set(ids) == live
     assert len(pages) == -(-len(live) // 7)
     assert all(len(p["value"]) == 7 for p in pages[:-1])
     next_link = pages[0]["@odata.nextLink"]
-    assert (
-        "$skiptoken=" in next_link
-        and "%3Ccookie" in next_link
-        and next_link.startswith(client.base_url.__str__())
-    )
+    assert "$skiptoken=" in next_link
+    assert "%3Ccookie" in next_link
+    assert next_link.startswith(client.base_url.__str__())
     assert all(set(r) == {"@odata.etag", "fullname", "emailaddress1", "contactid"} for r in records)
     assert pages[0]["@odata.context"].endswith("/$metadata#contacts(fullname,emailaddress1)")
 
 
 def test_page_size_default_maximum_and_preference_applied(client: httpx.Client) -> None:
     asked = client.get(f"{API}/accounts", headers={"Prefer": "odata.maxpagesize=3"})
-    assert len(asked.json()["value"]) == 3 and asked.headers["Preference-Applied"] == "odata.maxpagesize=3"
+    assert len(asked.json()["value"]) == 3
+    assert asked.headers["Preference-Applied"] == "odata.maxpagesize=3"
     default = client.get(f"{API}/accounts")
-    assert "@odata.nextLink" not in default.json() and "Preference-Applied" not in default.headers
+    assert "@odata.nextLink" not in default.json()
+    assert "Preference-Applied" not in default.headers
     too_big = client.get(f"{API}/accounts", headers={"Prefer": "odata.maxpagesize=9000"})
-    assert (
-        too_big.status_code == 200 and "Preference-Applied" not in too_big.headers
-    )  # ignored, as documented
+    assert too_big.status_code == 200
+    assert "Preference-Applied" not in too_big.headers
     top = client.get(f"{API}/accounts", params={"$top": "2"}, headers={"Prefer": "odata.maxpagesize=1"})
-    assert len(top.json()["value"]) == 2 and "@odata.nextLink" not in top.json()
+    assert len(top.json()["value"]) == 2
+    assert "@odata.nextLink" not in top.json()
     skip = client.get(f"{API}/accounts", params={"$skip": "2"})
-    assert skip.status_code == 400 and skip.json()["error"]["message"]
+    assert skip.status_code == 400
+    assert skip.json()["error"]["message"]
 
 
 def test_select_default_lookups_and_unknown_columns(client: httpx.Client) -> None:
@@ -182,7 +189,8 @@ def test_select_default_lookups_and_unknown_columns(client: httpx.Client) -> Non
     assert {"contactid", "lastname", "emailaddress1", "_parentcustomerid_value", "modifiedon"} <= set(
         everything
     )
-    assert "parentcustomerid" not in everything and everything["@odata.etag"].startswith('W/"')
+    assert "parentcustomerid" not in everything
+    assert everything["@odata.etag"].startswith('W/"')
     bad = client.get(f"{API}/contacts", params={"$select": "lastname,nope"})
     assert bad.status_code == 400
     assert bad.json() == {
@@ -237,7 +245,8 @@ def test_modifiedon_filter_bounds_are_exact(client: httpx.Client, store: Path) -
     )
     assert {r["modifiedon"] for r in ge} - {r["modifiedon"] for r in gt} == {bound}
     assert len(ge) + len(lt) == len(rows)
-    assert all(r["modifiedon"] >= bound for r in ge) and all(r["modifiedon"] < bound for r in lt)
+    assert all(r["modifiedon"] >= bound for r in ge)
+    assert all(r["modifiedon"] < bound for r in lt)
     window, _ = read_all(
         client,
         f"{API}/accounts",
@@ -249,7 +258,8 @@ def test_modifiedon_filter_bounds_are_exact(client: httpx.Client, store: Path) -
     )
     assert [r["modifiedon"] for r in window] == sorted(r["modifiedon"] for r in ge)
     wrong_type = client.get(f"{API}/accounts", params={"$filter": f"modifiedon ge '{bound}'"})
-    assert wrong_type.status_code == 400 and "incompatible types" in wrong_type.json()["error"]["message"]
+    assert wrong_type.status_code == 400
+    assert "incompatible types" in wrong_type.json()["error"]["message"]
     account = rows[0]
     by_lookup = client.get(
         f"{API}/contacts", params={"$filter": f"_parentcustomerid_value eq {account['accountid']}"}
@@ -277,7 +287,7 @@ def test_change_tracking_delta_links_report_changes_and_deletions(tmp_path: Path
             assert refused.json()["error"]["message"] == (
                 'The "$filter" query parameter isn\'t supported when Change Tracking is enabled.'
             )
-            first, pages = read_all(http, f"{API}/accounts", page_size=10, params={"$select": "name"})
+            first, _ = read_all(http, f"{API}/accounts", page_size=10, params={"$select": "name"})
             tracked = http.get(
                 f"{API}/accounts",
                 params={"$select": "name"},
@@ -289,7 +299,8 @@ def test_change_tracking_delta_links_report_changes_and_deletions(tmp_path: Path
                 assert "@odata.deltaLink" not in body
                 body = http.get(body["@odata.nextLink"]).json()
             delta_link = body["@odata.deltaLink"]
-            assert "$deltatoken=" in delta_link and "$select=name" in delta_link
+            assert "$deltatoken=" in delta_link
+            assert "$select=name" in delta_link
             assert len(first) == count_records(path, "accounts")
 
             keys = [r["accountid"] for r in first]
@@ -321,7 +332,8 @@ def test_change_tracking_delta_links_report_changes_and_deletions(tmp_path: Path
             assert isinstance(running.simulator, DynamicsSimulator)
             running.simulator.expire_delta_links()
             expired = http.get(delta["@odata.deltaLink"])
-            assert expired.status_code == 410 and expired.json()["error"]["code"] == "0x80044352"
+            assert expired.status_code == 410
+            assert expired.json()["error"]["code"] == "0x80044352"
             assert http.get(f"{API}/accounts", params={"$deltatoken": "garbage"}).status_code == 400
     finally:
         running.simulator.stop()
@@ -343,8 +355,10 @@ def test_attribute_metadata_lists_fields_added_later(tmp_path: Path) -> None:
                 params={"$select": "LogicalName,AttributeType"},
             ).json()
             names = {a["LogicalName"]: a["AttributeType"] for a in attrs["value"]}
-            assert names["new_customertier"] == "String" and names["accountid"] == "Uniqueidentifier"
-            assert names["industrycode"] == "Picklist" and "modifiedon" in names
+            assert names["new_customertier"] == "String"
+            assert names["accountid"] == "Uniqueidentifier"
+            assert names["industrycode"] == "Picklist"
+            assert "modifiedon" in names
             contact_attrs = http.get(f"{API}/EntityDefinitions(LogicalName='contact')/Attributes").json()[
                 "value"
             ]
@@ -388,7 +402,8 @@ def test_service_protection_429_and_headers(store: Path) -> None:
             assert http.get(f"{API}/accounts", params={"$top": "1"}).status_code == 200
             sim.execution_seconds = 0.0  # the combined execution time is used up
             spent = http.get(f"{API}/accounts", params={"$top": "1"})
-            assert spent.status_code == 429 and spent.json()["error"]["code"] == "0x80072321"
+            assert spent.status_code == 429
+            assert spent.json()["error"]["code"] == "0x80072321"
 
 
 def test_injected_faults_answer_with_dataverse_error_bodies(store: Path) -> None:
@@ -406,12 +421,13 @@ def test_injected_faults_answer_with_dataverse_error_bodies(store: Path) -> None
             assert [a.status_code for a in answers] == [400, 401, 403, 404, 429, 500, 503]
             for answer in answers:
                 if answer.status_code == 401:
-                    assert answer.content == b"" and answer.headers["WWW-Authenticate"].startswith("Bearer ")
+                    assert answer.content == b""
+                    assert answer.headers["WWW-Authenticate"].startswith("Bearer ")
                     continue
                 error = answer.json()["error"]
-                assert (
-                    set(error) == {"code", "message"} and error["code"].startswith("0x") and error["message"]
-                )
+                assert set(error) == {"code", "message"}
+                assert error["code"].startswith("0x")
+                assert error["message"]
             assert answers[4].headers["Retry-After"]
             assert http.get(f"{API}/accounts", params={"$top": "1"}).status_code == 200
 
@@ -423,13 +439,16 @@ def test_upsert_by_alternate_key(tmp_path: Path) -> None:
         with client_for(running.env) as http:
             url = f"{API}/accounts(accountnumber='WB-1')"
             created = http.patch(url, json={"name": "Fjord Maritime AS"})
-            assert created.status_code == 204 and created.content == b""
+            assert created.status_code == 204
+            assert created.content == b""
             entity_id = created.headers["OData-EntityId"]
             assert entity_id.startswith(f"{running.env['DYNAMICS_BASE_URL']}{API}/accounts(")
             updated = http.patch(url, json={"telephone1": "+47 22 33 44 55"})
-            assert updated.status_code == 204 and updated.headers["OData-EntityId"] == entity_id
+            assert updated.status_code == 204
+            assert updated.headers["OData-EntityId"] == entity_id
             [row] = [r for r in fetch_records(path, "accounts") if r["accountnumber"] == "WB-1"]
-            assert row["name"] == "Fjord Maritime AS" and row["telephone1"] == "+47 22 33 44 55"
+            assert row["name"] == "Fjord Maritime AS"
+            assert row["telephone1"] == "+47 22 33 44 55"
 
             represented = http.patch(
                 f"{API}/accounts(accountnumber='WB-2')",
@@ -437,7 +456,8 @@ def test_upsert_by_alternate_key(tmp_path: Path) -> None:
                 json={"name": "Tramontana Foods"},
                 headers={"Prefer": "return=representation"},
             )
-            assert represented.status_code == 201 and represented.json()["name"] == "Tramontana Foods"
+            assert represented.status_code == 201
+            assert represented.json()["name"] == "Tramontana Foods"
             assert represented.headers["Preference-Applied"] == "return=representation"
             again = http.patch(
                 f"{API}/accounts(accountnumber='WB-2')",
@@ -445,7 +465,8 @@ def test_upsert_by_alternate_key(tmp_path: Path) -> None:
                 json={"revenue": 10.5},
                 headers={"Prefer": "return=representation"},
             )
-            assert again.status_code == 200 and set(again.json()) == {
+            assert again.status_code == 200
+            assert set(again.json()) == {
                 "@odata.context",
                 "@odata.etag",
                 "accountid",
@@ -454,7 +475,8 @@ def test_upsert_by_alternate_key(tmp_path: Path) -> None:
             no_create = http.patch(
                 f"{API}/accounts(accountnumber='WB-404')", json={"name": "x"}, headers={"If-Match": "*"}
             )
-            assert no_create.status_code == 404 and no_create.json()["error"]["code"] == "0x80060891"
+            assert no_create.status_code == 404
+            assert no_create.json()["error"]["code"] == "0x80060891"
             no_update = http.patch(url, json={"name": "y"}, headers={"If-None-Match": "*"})
             assert no_update.status_code == 412
             assert no_update.json()["error"]["message"] == "A record with matching key values already exists."
@@ -462,16 +484,17 @@ def test_upsert_by_alternate_key(tmp_path: Path) -> None:
             missing_name = http.patch(
                 f"{API}/accounts(accountnumber='WB-3')", json={"websiteurl": "https://x.example"}
             )
-            assert missing_name.status_code == 400 and missing_name.json()["error"]["code"] == "0x80040203"
+            assert missing_name.status_code == 400
+            assert missing_name.json()["error"]["code"] == "0x80040203"
             unknown = http.patch(url, json={"nope": 1})
-            assert (
-                unknown.status_code == 400 and "does not exist on type" in unknown.json()["error"]["message"]
-            )
+            assert unknown.status_code == 400
+            assert "does not exist on type" in unknown.json()["error"]["message"]
             bad_key = http.patch(f"{API}/accounts(name='x')", json={"name": "x"})
             assert bad_key.status_code == 400
             # A text key is a string literal: unquoted it is a syntax error, not a match.
             unquoted = http.patch(f"{API}/accounts(accountnumber=WB-1)", json={"name": "x"})
-            assert unquoted.status_code == 400 and "syntax" in unquoted.json()["error"]["message"]
+            assert unquoted.status_code == 400
+            assert "syntax" in unquoted.json()["error"]["message"]
 
             contact = http.patch(
                 f"{API}/contacts(emailaddress1='ola@fjord.example')",
@@ -485,7 +508,8 @@ def test_upsert_by_alternate_key(tmp_path: Path) -> None:
             [stored] = [
                 c for c in fetch_records(path, "contacts") if c["emailaddress1"] == "ola@fjord.example"
             ]
-            assert stored["parentcustomerid"] == row["accountid"] and stored["fullname"] == "Ola Nordmann"
+            assert stored["parentcustomerid"] == row["accountid"]
+            assert stored["fullname"] == "Ola Nordmann"
     finally:
         running.simulator.stop()
 
@@ -554,21 +578,20 @@ def test_batch_upsert_continue_on_error_and_record_faults(tmp_path: Path) -> Non
                 "Prefer": "odata.continue-on-error",
             }
             first = http.post(f"{API}/$batch", content=batch_body("batch_abc", parts), headers=headers)
-            assert first.status_code == 200 and first.headers["Content-Type"].startswith(
-                "multipart/mixed; boundary=batchresponse_"
-            )
+            assert first.status_code == 200
+            assert first.headers["Content-Type"].startswith("multipart/mixed; boundary=batchresponse_")
             answers = parse_parts(first)
             assert [status for status, _ in answers] == [204, 500, 204, 400]
             assert answers[1][1] == {
                 "error": {"code": "0x80044150", "message": "Injected failure for WB-10002."}
             }
-            assert answers[3][1] is not None and answers[3][1]["error"]["code"] == case.rejected_code
+            assert answers[3][1] is not None
+            assert answers[3][1]["error"]["code"] == case.rejected_code
             retried = http.post(f"{API}/$batch", content=batch_body("batch_abc", parts[1:2]), headers=headers)
             assert parse_parts(retried) == [(204, None)]
             numbers = {r["accountnumber"]: r["name"] for r in fetch_records(path, "accounts")}
-            assert (
-                numbers["WB-10001"] == "Fjord Maritime AS" and numbers["WB-10002"] == "Tramontana Foods S.L."
-            )
+            assert numbers["WB-10001"] == "Fjord Maritime AS"
+            assert numbers["WB-10002"] == "Tramontana Foods S.L."
             assert numbers["WB-10004"] == "Kestrel Avionics Ltd"
             updated = http.post(f"{API}/$batch", content=batch_body("batch_abc", parts[:1]), headers=headers)
             assert parse_parts(updated) == [(204, None)]  # the same key again updates
@@ -580,9 +603,8 @@ def test_batch_upsert_continue_on_error_and_record_faults(tmp_path: Path) -> Non
                 content=batch_body("b2", [parts[3], parts[0]]),
                 headers={"Content-Type": "multipart/mixed; boundary=b2"},
             )
-            assert stop.status_code == 400 and [s for s, _ in parse_parts(stop)] == [
-                400
-            ]  # stops at the first error
+            assert stop.status_code == 400
+            assert [s for s, _ in parse_parts(stop)] == [400]
 
             atomic = http.post(
                 f"{API}/$batch",

@@ -109,7 +109,8 @@ def test_next_link_and_opaque_cursor(client: httpx.Client) -> None:
     assert by_link == by_after
     assert int(by_link["results"][0]["id"]) > int(first["results"][-1]["id"])
     bad = client.get("/crm/v3/objects/companies", params={"after": "%%%"})
-    assert bad.status_code == 400 and bad.json()["category"] == "VALIDATION_ERROR"
+    assert bad.status_code == 400
+    assert bad.json()["category"] == "VALIDATION_ERROR"
 
 
 def test_limit_defaults_to_10_and_is_capped_at_100(client: httpx.Client) -> None:
@@ -166,7 +167,8 @@ def test_archived_true_returns_only_archived(client: httpx.Client, sandbox: Sand
     expected = {
         str(r[0]) for r in store_rows(sandbox.hubspot_store, "SELECT id FROM contacts WHERE archived = 1")
     }
-    assert archived and {r["id"] for r in archived} == expected
+    assert archived
+    assert {r["id"] for r in archived} == expected
     assert all(r["archived"] is True and r["archivedAt"] for r in archived)
 
 
@@ -181,7 +183,9 @@ def test_rate_limit_headers_on_every_response(client: httpx.Client) -> None:
     )
     assert second.headers["X-HubSpot-RateLimit-Interval-Milliseconds"] == "10000"
     details = second.json()
-    assert isinstance(details["portalId"], int) and details["timeZone"] and details["companyCurrency"]
+    assert isinstance(details["portalId"], int)
+    assert details["timeZone"]
+    assert details["companyCurrency"]
 
 
 def test_rate_limit_answers_429_with_retry_after(sandbox: SandboxLayout) -> None:
@@ -195,8 +199,10 @@ def test_rate_limit_answers_429_with_retry_after(sandbox: SandboxLayout) -> None
         limited = responses[-1]
         assert int(limited.headers["Retry-After"]) >= 1
         body = limited.json()
-        assert body["errorType"] == "RATE_LIMIT" and body["policyName"] == "SECONDLY"
-        assert body["status"] == "error" and body["correlationId"]
+        assert body["errorType"] == "RATE_LIMIT"
+        assert body["policyName"] == "SECONDLY"
+        assert body["status"] == "error"
+        assert body["correlationId"]
         time.sleep(1.05)
         assert http.get("/crm/v3/objects/companies", params={"limit": "1"}).status_code == 200
 
@@ -246,12 +252,14 @@ def test_store_changes_are_served_without_restart(sandbox: SandboxLayout, tmp_pa
             == 1
         )
         listed, _ = list_all(http, "companies", limit="100", properties="name")
-        assert listed[-1]["id"] == str(new_id) and listed[-1]["properties"]["name"] == "Newco AG"
+        assert listed[-1]["id"] == str(new_id)
+        assert listed[-1]["properties"]["name"] == "Newco AG"
 
 
 def test_unknown_object_type_and_path(client: httpx.Client) -> None:
     unknown = client.get("/crm/v3/objects/widgets")
-    assert unknown.status_code == 400 and unknown.json()["category"] == "OBJECT_NOT_FOUND"
+    assert unknown.status_code == 400
+    assert unknown.json()["category"] == "OBJECT_NOT_FOUND"
     assert client.get("/crm/v3/nothing-here").status_code == 404
     assert client.get("/crm/v3/objects/0-1", params={"limit": "1"}).json()["results"][0]["properties"][
         "email"

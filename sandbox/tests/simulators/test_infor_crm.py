@@ -67,7 +67,8 @@ def read_all(client: httpx.Client, resource: str, count: int, **params: str) -> 
     start = 1
     while True:
         page = feed(client, resource, startIndex=str(start), count=str(count), **params)
-        assert page["$startIndex"] == start and page["$itemsPerPage"] == count
+        assert page["$startIndex"] == start
+        assert page["$itemsPerPage"] == count
         out.extend(page["$resources"])
         if len(page["$resources"]) < count:
             assert len(out) == page["$totalResults"]
@@ -86,8 +87,10 @@ def test_basic_auth_is_checked_on_every_request(started: Started) -> None:
         assert refused.status_code == 401
         assert refused.headers["WWW-Authenticate"] == 'Basic realm="SData"'
         [diagnosis] = refused.json()
-        assert diagnosis["severity"] == "Error" and diagnosis["sdataCode"] == "ApplicationDiagnosis"
-        assert diagnosis["applicationCode"] == "AuthenticationFailed" and diagnosis["message"]
+        assert diagnosis["severity"] == "Error"
+        assert diagnosis["sdataCode"] == "ApplicationDiagnosis"
+        assert diagnosis["applicationCode"] == "AuthenticationFailed"
+        assert diagnosis["message"]
     ok = httpx.get(url, auth=(started.env["INFOR_CRM_USERNAME"], started.env["INFOR_CRM_PASSWORD"]))
     assert ok.status_code == 200
     # Basic has no token to expire: the same credentials keep working.
@@ -109,21 +112,27 @@ def test_paging_returns_each_live_record_once(client: httpx.Client, store: Path)
     assert len(entries) == count_records(store, "contacts") > 1000
     first = entries[0]
     assert first["$url"].endswith(f"{API}/contacts('{first['$key']}')")
-    assert len(first["$key"]) == 12 and first["$key"].startswith("C")
+    assert len(first["$key"]) == 12
+    assert first["$key"].startswith("C")
     assert first["$descriptor"] == f"{first['FirstName']} {first['LastName']}"
-    assert set(first["Account"]) == {"$key", "$url"} and first["Account"]["$key"].startswith("A")
-    assert first["CreateDate"].startswith("/Date(") and first["ModifyDate"].endswith(")/")
+    assert set(first["Account"]) == {"$key", "$url"}
+    assert first["Account"]["$key"].startswith("A")
+    assert first["CreateDate"].startswith("/Date(")
+    assert first["ModifyDate"].endswith(")/")
 
 
 def test_page_size_default_and_cap(client: httpx.Client) -> None:
     default = feed(client, "contacts")
-    assert default["$itemsPerPage"] == 100 and len(default["$resources"]) == 100
+    assert default["$itemsPerPage"] == 100
+    assert len(default["$resources"]) == 100
     capped = feed(client, "contacts", count="5000")
-    assert capped["$itemsPerPage"] == 1000 and len(capped["$resources"]) == 1000
+    assert capped["$itemsPerPage"] == 1000
+    assert len(capped["$resources"]) == 1000
     assert feed(client, "contacts", count="0")["$resources"] == []
     for bad in ({"count": "ten"}, {"startIndex": "0"}, {"count": "-1"}):
         refused = client.get(f"{API}/contacts", params={"format": "json", **bad})
-        assert refused.status_code == 400 and refused.json()[0]["sdataCode"] == "BadQueryParameter"
+        assert refused.status_code == 400
+        assert refused.json()[0]["sdataCode"] == "BadQueryParameter"
 
 
 def test_select_returns_only_the_named_properties(client: httpx.Client) -> None:
@@ -137,7 +146,8 @@ def test_select_returns_only_the_named_properties(client: httpx.Client) -> None:
     )
     assert isinstance(everything["Revenue"], float)
     refused = client.get(f"{API}/accounts", params={"format": "json", "select": "AccountName,Nope"})
-    assert refused.status_code == 400 and "Nope" in refused.json()[0]["message"]
+    assert refused.status_code == 400
+    assert "Nope" in refused.json()[0]["message"]
 
 
 def test_precedence_zero_answers_keys_only_in_key_order(client: httpx.Client, store: Path) -> None:
@@ -147,7 +157,8 @@ def test_precedence_zero_answers_keys_only_in_key_order(client: httpx.Client, st
     assert [e["$key"] for e in entries] == sorted(keys_of(store, "contacts"))
     assert feed(client, "contacts", count="1", precedence="2")["$resources"][0]["LastName"]
     refused = client.get(f"{API}/contacts", params={"format": "json", "precedence": "none"})
-    assert refused.status_code == 400 and refused.json()[0]["sdataCode"] == "BadQueryParameter"
+    assert refused.status_code == 400
+    assert refused.json()[0]["sdataCode"] == "BadQueryParameter"
 
 
 def test_modify_date_filter_is_exact_at_its_bounds(client: httpx.Client, store: Path) -> None:
@@ -167,14 +178,16 @@ def test_modify_date_filter_is_exact_at_its_bounds(client: httpx.Client, store: 
     stamps = [int(e["ModifyDate"][6:-2]) for e in ordered]
     assert stamps == sorted(stamps, reverse=True)
     broken = client.get(f"{API}/accounts", params={"format": "json", "where": "ModifyDate ge 2026-11-25"})
-    assert broken.status_code == 400 and broken.json()[0]["sdataCode"] == "BadWhereSyntax"
+    assert broken.status_code == 400
+    assert broken.json()[0]["sdataCode"] == "BadWhereSyntax"
 
 
 def test_references_filter_by_key(client: httpx.Client, store: Path) -> None:
     account = keys_of(store, "accounts")[3]
     contacts = feed(client, "contacts", where=f"Account.Id eq '{account}'")["$resources"]
     expected = {r["Id"] for r in fetch_records(store, "contacts") if r["Account"] == account}
-    assert {c["$key"] for c in contacts} == expected and expected
+    assert {c["$key"] for c in contacts} == expected
+    assert expected
     found = feed(client, "accounts", where=f"Id in ('{account}', 'AXXXX0000000')")["$resources"]
     assert [a["$key"] for a in found] == [account]
 
@@ -191,7 +204,8 @@ def test_deleted_records_disappear(tmp_path: Path) -> None:
         assert gone not in {e["$key"] for e in listed["$resources"]}
         assert listed["$totalResults"] == count_records(store, "accounts")
         missing = http.get(f"{API}/accounts('{gone}')", params={"format": "json"})
-        assert missing.status_code == 404 and missing.json()[0]["severity"] == "Error"
+        assert missing.status_code == 404
+        assert missing.json()[0]["severity"] == "Error"
 
 
 def test_fields_added_later_show_up_in_schema_and_records(tmp_path: Path) -> None:
@@ -201,8 +215,10 @@ def test_fields_added_later_show_up_in_schema_and_records(tmp_path: Path) -> Non
         httpx.Client(base_url=sim.base_url, auth=("u", "p")) as http,
     ):
         before = http.get(f"{API}/accounts/$schema")
-        assert before.status_code == 200 and before.headers["Content-Type"].startswith("application/xml")
-        assert 'name="ModifyDate"' in before.text and "CustomerTier" not in before.text
+        assert before.status_code == 200
+        assert before.headers["Content-Type"].startswith("application/xml")
+        assert 'name="ModifyDate"' in before.text
+        assert "CustomerTier" not in before.text
         add_field(store, "accounts", "CustomerTier", default="Gold")
         assert 'name="CustomerTier"' in http.get(f"{API}/accounts/$schema").text
         entry = http.get(f"{API}/accounts", params={"format": "json", "count": "1"}).json()["$resources"][0]
@@ -226,7 +242,8 @@ def test_rate_limit_answers_503_with_retry_after(tmp_path: Path) -> None:
             assert [r.status_code for r in codes] == [200, 200, 200, status]
             assert int(codes[-1].headers["Retry-After"]) >= 1
             [diagnosis] = codes[-1].json()
-            assert diagnosis["severity"] == "Transient" and diagnosis["sdataCode"] == "ApplicationUnavailable"
+            assert diagnosis["severity"] == "Transient"
+            assert diagnosis["sdataCode"] == "ApplicationUnavailable"
     time.sleep(1.05)
 
 
@@ -281,32 +298,33 @@ def test_upsert_by_external_id_creates_updates_and_rejects(tmp_path: Path) -> No
         assert created.status_code == 201
         key = created.json()["$key"]
         assert created.headers["Location"].endswith(f"accounts('{key}')")
-        assert len(key) == 12 and key.startswith("A")
+        assert len(key) == 12
+        assert key.startswith("A")
         [found] = lookup(first["ExternalAccountNo"])
-        assert found["$key"] == key and found["AccountName"] == first["AccountName"]
+        assert found["$key"] == key
+        assert found["AccountName"] == first["AccountName"]
         updated = http.put(
             f"{API}/accounts('{key}')",
             params={"format": "json"},
             json={"AccountName": "Fjordline AS", "Revenue": 12.5},
         )
-        assert updated.status_code == 200 and updated.json()["AccountName"] == "Fjordline AS"
+        assert updated.status_code == 200
+        assert updated.json()["AccountName"] == "Fjordline AS"
         [row] = fetch_records(store, "accounts", [key])
-        assert (
-            row["AccountName"] == "Fjordline AS"
-            and row["Revenue"] == 12.5
-            and row["ExternalAccountNo"] == "ERP-10001"
-        )
+        assert row["AccountName"] == "Fjordline AS"
+        assert row["Revenue"] == 12.5
+        assert row["ExternalAccountNo"] == "ERP-10001"
         # Rejected per record: the documented diagnosis, nothing written.
         rejected = http.post(f"{API}/accounts", params={"format": "json"}, json=case.rejected[0])
         assert rejected.status_code == 400
         [diagnosis] = rejected.json()
-        assert (
-            diagnosis["applicationCode"] == case.rejected_code and diagnosis["payloadPath"] == "AccountName"
-        )
+        assert diagnosis["applicationCode"] == case.rejected_code
+        assert diagnosis["payloadPath"] == "AccountName"
         unknown = http.post(
             f"{API}/accounts", params={"format": "json"}, json={"AccountName": "A", "Nope": 1}
         )
-        assert unknown.status_code == 400 and unknown.json()[0]["applicationCode"] == "PropertyNotFound"
+        assert unknown.status_code == 400
+        assert unknown.json()[0]["applicationCode"] == "PropertyNotFound"
         cleared = http.put(f"{API}/accounts('{key}')", params={"format": "json"}, json={"AccountName": ""})
         assert cleared.status_code == 400
         assert (
@@ -331,9 +349,11 @@ def test_upsert_by_external_id_creates_updates_and_rejects(tmp_path: Path) -> No
         )
         contact = {"LastName": "Berg", "Account": {"$key": key}}
         made = http.post(f"{API}/contacts", params={"format": "json"}, json=contact)
-        assert made.status_code == 201 and made.json()["Account"]["$key"] == key
+        assert made.status_code == 201
+        assert made.json()["Account"]["$key"] == key
         orphan = http.post(f"{API}/contacts", params={"format": "json"}, json={"LastName": "Solo"})
-        assert orphan.status_code == 400 and orphan.json()[0]["payloadPath"] == "Account"
+        assert orphan.status_code == 400
+        assert orphan.json()[0]["payloadPath"] == "Account"
 
 
 def test_edits_move_modify_date(tmp_path: Path) -> None:
@@ -346,10 +366,8 @@ def test_edits_move_modify_date(tmp_path: Path) -> None:
         httpx.Client(base_url=sim.base_url, auth=("u", "p")) as http,
     ):
         entry = http.get(f"{API}/opportunities('{key}')", params={"format": "json"}).json()
-        assert (
-            entry["Stage"] == "5-Negotiation"
-            and entry["ModifyDate"] == f"/Date({int(at.timestamp() * 1000)})/"
-        )
+        assert entry["Stage"] == "5-Negotiation"
+        assert entry["ModifyDate"] == f"/Date({int(at.timestamp() * 1000)})/"
         window = http.get(
             f"{API}/opportunities",
             params={

@@ -133,7 +133,8 @@ def test_cursor_paging_returns_exactly_the_live_records_once(client: httpx.Clien
 def test_sorting_by_update_time_both_ways(client: httpx.Client, store: Path) -> None:
     ascending, _ = read_all(client, "persons", limit="5", sort_by="update_time")
     stamps = [r["update_time"] for r in ascending]
-    assert stamps == sorted(stamps) and {r["id"] for r in ascending} == live_ids(store, "persons")
+    assert stamps == sorted(stamps)
+    assert {r["id"] for r in ascending} == live_ids(store, "persons")
     descending, _ = read_all(client, "persons", limit="5", sort_by="add_time", sort_direction="desc")
     added = [r["add_time"] for r in descending]
     assert added == sorted(added, reverse=True)
@@ -141,7 +142,8 @@ def test_sorting_by_update_time_both_ways(client: httpx.Client, store: Path) -> 
     cursor = first["additional_data"]["next_cursor"]
     # A cursor belongs to its sort: reusing it with another sort is refused.
     mixed = client.get("/api/v2/persons", params={"limit": "5", "sort_by": "id", "cursor": cursor})
-    assert mixed.status_code == 400 and mixed.json()["success"] is False
+    assert mixed.status_code == 400
+    assert mixed.json()["success"] is False
 
 
 def test_limit_defaults_to_100_and_is_capped_at_500(client: httpx.Client, store: Path) -> None:
@@ -150,7 +152,8 @@ def test_limit_defaults_to_100_and_is_capped_at_500(client: httpx.Client, store:
     assert client.get("/api/v2/persons", params={"limit": "500"}).status_code == 200
     too_big = client.get("/api/v2/persons", params={"limit": "501"})
     assert too_big.status_code == 400
-    assert too_big.json()["success"] is False and "limit" in too_big.json()["error"]
+    assert too_big.json()["success"] is False
+    assert "limit" in too_big.json()["error"]
 
 
 def test_record_shape_and_custom_field_selection(client: httpx.Client, store: Path) -> None:
@@ -241,7 +244,8 @@ def test_deleted_deals_are_listed_with_status_deleted_for_30_days(tmp_path: Path
             persons, _ = read_all(http, "persons")
             assert gone_person not in {p["id"] for p in persons}
             missing = http.get(f"/api/v2/persons/{gone_person}")
-            assert missing.status_code == 404 and missing.json()["error"] == "Person not found"
+            assert missing.status_code == 404
+            assert missing.json()["error"] == "Person not found"
     finally:
         running.simulator.stop()
 
@@ -258,19 +262,19 @@ def test_field_metadata_lists_custom_fields_added_later(tmp_path: Path) -> None:
             before = http.get("/api/v2/personFields").json()
             codes = {f["field_code"]: f for f in before["data"]}
             assert {"name", "emails", "update_time", PERSON_EXTERNAL_ID} <= set(codes)
-            assert (
-                codes[PERSON_EXTERNAL_ID]["is_custom_field"] is True
-                and codes["name"]["is_custom_field"] is False
-            )
+            assert codes[PERSON_EXTERNAL_ID]["is_custom_field"] is True
+            assert codes["name"]["is_custom_field"] is False
             assert before["additional_data"]["next_cursor"] is None
             add_field(store, "persons", new_key, default="Gold")
             after_v2 = {f["field_code"] for f in http.get("/api/v2/personFields").json()["data"]}
             after_v1 = {f["key"]: f for f in http.get("/api/v1/personFields").json()["data"]}
-            assert new_key in after_v2 and after_v1[new_key]["edit_flag"] is True
+            assert new_key in after_v2
+            assert after_v1[new_key]["edit_flag"] is True
             persons = http.get("/api/v2/persons").json()["data"]
             assert {p["custom_fields"][new_key] for p in persons} == {"Gold"}
             paged = http.get("/api/v2/dealFields", params={"limit": "5"}).json()
-            assert len(paged["data"]) == 5 and paged["additional_data"]["next_cursor"]
+            assert len(paged["data"]) == 5
+            assert paged["additional_data"]["next_cursor"]
             rest = http.get(
                 "/api/v2/dealFields",
                 params={"limit": "500", "cursor": paged["additional_data"]["next_cursor"]},
@@ -287,7 +291,8 @@ def test_burst_limit_answers_429_with_the_rate_limit_headers(
     client: httpx.Client, sim: PipedriveSimulator
 ) -> None:
     nominal = client.get("/api/v2/persons")
-    assert nominal.headers["x-ratelimit-limit"] == "80" and nominal.headers["x-ratelimit-reset"] == "2"
+    assert nominal.headers["x-ratelimit-limit"] == "80"
+    assert nominal.headers["x-ratelimit-reset"] == "2"
     assert int(nominal.headers["x-daily-requests-left"]) <= 10_000
     sim.rate_limit = RateLimit(3, 2.0)
     try:
@@ -316,7 +321,8 @@ def test_daily_token_budget(client: httpx.Client, sim: PipedriveSimulator) -> No
     sim.daily_budget = budget - sim.budget_left() + 5  # not enough for another list
     try:
         refused = client.get("/api/v2/persons")
-        assert refused.status_code == 429 and refused.json()["error"] == "Daily API token budget exhausted"
+        assert refused.status_code == 429
+        assert refused.json()["error"] == "Daily API token budget exhausted"
         assert int(refused.headers["Retry-After"]) <= 86_400
         assert client.get("/api/v2/persons/1").status_code in (200, 404)  # a single read still fits
     finally:
@@ -389,7 +395,8 @@ def test_search_then_create_or_update_per_record(tmp_path: Path) -> None:
             created = [upsert(http, r) for r in case.accepted]
             assert [c.status_code for c in created] == [200, 200]
             first = created[0].json()["data"]
-            assert first["name"] == "Lena Neumann" and first["org_id"] == case.accepted[0]["org_id"]
+            assert first["name"] == "Lena Neumann"
+            assert first["org_id"] == case.accepted[0]["org_id"]
             assert first["custom_fields"][PERSON_EXTERNAL_ID] == "ERP-C-000001"
             assert (
                 first["id"]
@@ -406,9 +413,11 @@ def test_search_then_create_or_update_per_record(tmp_path: Path) -> None:
             # The same records again are found by their external id and updated, not duplicated.
             changed = {**case.accepted[0], "job_title": "CFO"}
             updated = upsert(http, changed)
-            assert updated.status_code == 200 and updated.json()["data"]["id"] == first["id"]
+            assert updated.status_code == 200
+            assert updated.json()["data"]["id"] == first["id"]
             rows = [r for r in fetch_records(store, "persons") if r[PERSON_EXTERNAL_ID] == "ERP-C-000001"]
-            assert len(rows) == 1 and rows[0]["job_title"] == "CFO"
+            assert len(rows) == 1
+            assert rows[0]["job_title"] == "CFO"
             assert rows[0]["update_time"] >= first["update_time"]
             # Search: exact match is case-insensitive, limit at most 100, terms need 2 characters.
             hit = http.get(
@@ -427,12 +436,14 @@ def test_search_then_create_or_update_per_record(tmp_path: Path) -> None:
             assert upsert(http, case.accepted[1]).status_code == 200
             # Unknown keys and missing records are refused.
             unknown = http.post("/api/v2/persons", json={"name": "X", "custom_fields": {"f" * 40: 1}})
-            assert unknown.status_code == 400 and unknown.json()["code"] == "ERR_SCHEMA_VALIDATION_FAILED"
+            assert unknown.status_code == 400
+            assert unknown.json()["code"] == "ERR_SCHEMA_VALIDATION_FAILED"
             assert http.patch("/api/v2/persons/999999", json={"name": "Y"}).status_code == 404
             deal = http.post(
                 "/api/v2/deals", json={"title": "New deal", "value": 1200, "org_id": first["org_id"]}
             )
-            assert deal.status_code == 200 and deal.json()["data"]["status"] == "open"
+            assert deal.status_code == 200
+            assert deal.json()["data"]["status"] == "open"
             assert (
                 http.post("/api/v2/deals", json={"value": 1})
                 .json()["error"]

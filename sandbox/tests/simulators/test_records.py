@@ -71,7 +71,8 @@ def test_rows_carry_the_systems_own_timestamps_and_a_canonical_one(store: Path) 
     assert rows["2"]["_modified"] == "2026-11-25T14:00:05.000000+00:00"
     assert rows["1"]["Annual_Revenue"] == 12.5
     gone = fetch_records(store, "Accounts", ["3"], include_deleted=True, with_meta=True)[0]
-    assert gone["Deleted"] == 1 and gone["_deleted_at"] == "2026-11-25T14:00:05.000000+00:00"
+    assert gone["Deleted"] == 1
+    assert gone["_deleted_at"] == "2026-11-25T14:00:05.000000+00:00"
 
 
 def test_edits_and_deletes_move_the_stamps_and_the_change_sequence(store: Path) -> None:
@@ -82,7 +83,8 @@ def test_edits_and_deletes_move_the_stamps_and_the_change_sequence(store: Path) 
     assert delete_records(store, "Accounts", ["2"], at) == 1
     assert insert_records(store, "Accounts", [{"id": "4", "Account_Name": "Delta"}], at=at) == 1
     row = fetch_records(store, "Accounts", ["1"], with_meta=True)[0]
-    assert row["Account_Name"] == "Alpha GmbH" and row["Modified_Time"] == "2026-11-26T08:00:00+00:00"
+    assert row["Account_Name"] == "Alpha GmbH"
+    assert row["Modified_Time"] == "2026-11-26T08:00:00+00:00"
     assert row["_seq"] > before
     assert count_records(store, "Accounts") == 2  # 1 and 4
     assert count_records(store, "Accounts", include_deleted=True) == 4

@@ -65,7 +65,8 @@ def read_all(client: httpx.Client, resource: str, count: int, **params: str) -> 
     start = 1
     while True:
         page = feed(client, resource, startIndex=str(start), count=str(count), **params)
-        assert page["$startIndex"] == start and page["$itemsPerPage"] == count
+        assert page["$startIndex"] == start
+        assert page["$itemsPerPage"] == count
         out.extend(page["$resources"])
         if len(page["$resources"]) < count:
             assert len(out) == page["$totalResults"]
@@ -81,7 +82,8 @@ def test_basic_auth_refusals_carry_a_diagnosis(started: Started) -> None:
         assert refused.status_code == 401
         assert refused.headers["WWW-Authenticate"].startswith("Basic realm=")
         [diagnosis] = refused.json()["$diagnoses"]
-        assert diagnosis["$severity"] == "Error" and diagnosis["$applicationCode"] == "AuthenticationFailed"
+        assert diagnosis["$severity"] == "Error"
+        assert diagnosis["$applicationCode"] == "AuthenticationFailed"
     assert httpx.get(url, auth=(user, password)).status_code == 200
     started.simulator.expire_tokens()  # type: ignore[attr-defined]
     assert httpx.get(url, auth=(user, password)).status_code == 200  # stateless: nothing expires
@@ -96,16 +98,20 @@ def test_paging_returns_each_live_record_once(client: httpx.Client, store: Path)
     first = people[0]
     assert first["$key"] == str(first["pers_personid"])
     assert first["$url"].endswith(f"{API}/Person('{first['$key']}')")
-    assert first["pers_deleted"] is None and isinstance(first["pers_companyid"], int)
-    assert first["pers_updateddate"].endswith("Z") and "T" in first["pers_updateddate"]
+    assert first["pers_deleted"] is None
+    assert isinstance(first["pers_companyid"], int)
+    assert first["pers_updateddate"].endswith("Z")
+    assert "T" in first["pers_updateddate"]
     assert "address" not in first  # a linked entity: only with include=address
 
 
 def test_page_size_default_and_cap_and_case_insensitive_names(client: httpx.Client) -> None:
     default = feed(client, "person")
-    assert default["$itemsPerPage"] == 100 and len(default["$resources"]) == 100
+    assert default["$itemsPerPage"] == 100
+    assert len(default["$resources"]) == 100
     capped = feed(client, "PERSON", count="4000")
-    assert capped["$itemsPerPage"] == 1000 and len(capped["$resources"]) == 1000
+    assert capped["$itemsPerPage"] == 1000
+    assert len(capped["$resources"]) == 1000
     refused = client.get(f"{API}/Person", params={"count": "many"})
     assert refused.status_code == 400
     assert refused.json()["$diagnoses"][0]["$sdataCode"] == "BadQueryParameter"
@@ -116,12 +122,15 @@ def test_page_size_default_and_cap_and_case_insensitive_names(client: httpx.Clie
 def test_include_address_and_phone_columns(client: httpx.Client, store: Path) -> None:
     [company] = feed(client, "Company", count="1", include="address")["$resources"]
     [row] = fetch_records(store, "Company", [company["comp_companyid"]])
-    assert company["address"]["addr_city"] and company["address"]["addr_country"]
-    assert company["comp_phonecountrycode"] and company["comp_phonenumber"]
+    assert company["address"]["addr_city"]
+    assert company["address"]["addr_country"]
+    assert company["comp_phonecountrycode"]
+    assert company["comp_phonenumber"]
     assert split_phone("+49 40 3012 4455") == ("49", "40", "3012 4455")
     assert row["comp_name"] == company["comp_name"]
     person = feed(client, "Person", count="1", include="address", select="pers_lastname")["$resources"][0]
-    assert set(person) == {"$key", "$url", "pers_lastname", "address"} and person["address"]["addr_country"]
+    assert set(person) == {"$key", "$url", "pers_lastname", "address"}
+    assert person["address"]["addr_country"]
 
 
 def test_updated_date_filter_is_exact_at_its_bounds(client: httpx.Client, store: Path) -> None:
@@ -145,9 +154,11 @@ def test_updated_date_filter_is_exact_at_its_bounds(client: httpx.Client, store:
         (c["comp_updateddate"] for c in ordered), reverse=True
     )
     broken = client.get(f"{API}/Company", params={"where": "comp_updateddate ge @2026-11-25"})
-    assert broken.status_code == 400 and broken.json()["$diagnoses"][0]["$sdataCode"] == "BadWhereSyntax"
+    assert broken.status_code == 400
+    assert broken.json()["$diagnoses"][0]["$sdataCode"] == "BadWhereSyntax"
     like = feed(client, "Company", where="comp_name like 'Nordwind%' and comp_sector eq 'Manufacturing'")
-    assert like["$resources"] and all(c["comp_name"].startswith("Nordwind") for c in like["$resources"])
+    assert like["$resources"]
+    assert all(c["comp_name"].startswith("Nordwind") for c in like["$resources"])
 
 
 def test_soft_deleted_rows_answer_a_where_on_the_deleted_flag(tmp_path: Path) -> None:
@@ -167,7 +178,8 @@ def test_soft_deleted_rows_answer_a_where_on_the_deleted_flag(tmp_path: Path) ->
         assert gone not in {c["comp_companyid"] for c in listed["$resources"]}
         assert listed["$totalResults"] == count_records(store, "Company")
         flagged = http.get(f"{API}/Company", params={"count": "1000", "where": "comp_deleted eq 1"}).json()
-        assert {c["comp_companyid"] for c in flagged["$resources"]} == deleted and gone in deleted
+        assert {c["comp_companyid"] for c in flagged["$resources"]} == deleted
+        assert gone in deleted
         assert all(c["comp_deleted"] == 1 for c in flagged["$resources"])
         assert http.get(f"{API}/Company('{gone}')").status_code == 404
 
@@ -182,7 +194,8 @@ def test_fields_added_later_show_up_in_schema_and_records(tmp_path: Path) -> Non
         add_field(store, "Company", "comp_loyaltytier", default="Gold")
         schema = http.get(f"{API}/Company/$schema")
         assert schema.headers["Content-Type"].startswith("application/xml")
-        assert 'name="comp_loyaltytier"' in schema.text and 'name="comp_updateddate"' in schema.text
+        assert 'name="comp_loyaltytier"' in schema.text
+        assert 'name="comp_updateddate"' in schema.text
         [company] = http.get(f"{API}/Company", params={"count": "1"}).json()["$resources"]
         assert company["comp_loyaltytier"] == "Gold"
 
@@ -211,7 +224,8 @@ def test_rate_limit_and_injected_faults(tmp_path: Path) -> None:
         ]
         for status, code in zip((400, 403, 404, 429, 500), expected, strict=True):
             response = http.get(f"{API}/Company")
-            assert response.status_code == status and response.json()["$diagnoses"][0]["$sdataCode"] == code
+            assert response.status_code == status
+            assert response.json()["$diagnoses"][0]["$sdataCode"] == code
         assert http.get(f"{API}/Company").status_code == 200
 
 
@@ -235,11 +249,13 @@ def test_upsert_by_external_id_creates_updates_and_rejects(tmp_path: Path) -> No
         created = http.post(f"{API}/Company", json=first)
         assert created.status_code == 201
         new_id = created.json()["comp_companyid"]
-        assert new_id > max(keys_of(store, "Company")[:-1]) and created.json()["$key"] == str(new_id)
+        assert new_id > max(keys_of(store, "Company")[:-1])
+        assert created.json()["$key"] == str(new_id)
         [found] = lookup(first["comp_externalid"])
         assert found["comp_name"] == first["comp_name"]
         patched = http.patch(f"{API}/Company('{new_id}')", json={"Comp_Name": "Harbourside Foods"})
-        assert patched.status_code == 200 and patched.json()["comp_name"] == "Harbourside Foods"
+        assert patched.status_code == 200
+        assert patched.json()["comp_name"] == "Harbourside Foods"
         put = http.put(f"{API}/Company('{new_id}')", json={"comp_sector": "Food"})
         assert put.status_code == 200
         [row] = fetch_records(store, "Company", [new_id])
@@ -251,9 +267,8 @@ def test_upsert_by_external_id_creates_updates_and_rejects(tmp_path: Path) -> No
         rejected = http.post(f"{API}/Company", json=case.rejected[0])
         assert rejected.status_code == 400
         [diagnosis] = rejected.json()["$diagnoses"]
-        assert (
-            diagnosis["$applicationCode"] == case.rejected_code and diagnosis["$payloadPath"] == "comp_name"
-        )
+        assert diagnosis["$applicationCode"] == case.rejected_code
+        assert diagnosis["$payloadPath"] == "comp_name"
         unknown = http.post(f"{API}/Company", json={"comp_name": "A", "comp_nope": 1})
         assert unknown.json()["$diagnoses"][0]["$applicationCode"] == "PropertyNotFound"
         assert http.patch(f"{API}/Company('999999')", json={"comp_name": "x"}).status_code == 404
@@ -264,7 +279,8 @@ def test_upsert_by_external_id_creates_updates_and_rejects(tmp_path: Path) -> No
         assert locked.json()["$diagnoses"][0]["$severity"] == "Transient"
         assert http.post(f"{API}/Company", json=case.accepted[1]).status_code == 201
         person = http.post(f"{API}/Person", json={"pers_lastname": "Okafor", "pers_companyid": new_id})
-        assert person.status_code == 201 and person.json()["pers_companyid"] == new_id
+        assert person.status_code == 201
+        assert person.json()["pers_companyid"] == new_id
 
 
 def test_edits_move_the_updated_date(tmp_path: Path) -> None:
@@ -277,7 +293,8 @@ def test_edits_move_the_updated_date(tmp_path: Path) -> None:
         httpx.Client(base_url=sim.base_url, auth=("u", "p")) as http,
     ):
         entry = http.get(f"{API}/Opportunity('{key}')").json()
-        assert entry["oppo_stage"] == "Negotiating" and entry["oppo_updateddate"] == "2026-11-25T18:30:05Z"
+        assert entry["oppo_stage"] == "Negotiating"
+        assert entry["oppo_updateddate"] == "2026-11-25T18:30:05Z"
         window = http.get(
             f"{API}/Opportunity",
             params={

@@ -96,7 +96,8 @@ def test_client_credentials_token_response(sim: SalesforceSimulator) -> None:
     body = response.json()
     assert body["token_type"] == "Bearer"
     assert body["instance_url"] == sim.base_url
-    assert body["issued_at"].isdigit() and body["id"].startswith("https://login.salesforce.com/id/00D")
+    assert body["issued_at"].isdigit()
+    assert body["id"].startswith("https://login.salesforce.com/id/00D")
     assert base64.b64decode(body["signature"])
     assert body["access_token"].startswith("00D")
 
@@ -111,7 +112,8 @@ def test_bad_credentials_and_grants_are_refused_like_salesforce(sim: SalesforceS
         assert wrong.json()["error"] == "invalid_client"
         assert wrong.json()["error_description"]
         unsupported = http.post("/services/oauth2/token", data={"grant_type": "magic"})
-        assert unsupported.status_code == 400 and unsupported.json()["error"] == "unsupported_grant_type"
+        assert unsupported.status_code == 400
+        assert unsupported.json()["error"] == "unsupported_grant_type"
         refreshed = http.post(
             "/services/oauth2/token",
             data={
@@ -120,12 +122,14 @@ def test_bad_credentials_and_grants_are_refused_like_salesforce(sim: SalesforceS
                 "refresh_token": sim.refresh_token,
             },
         )
-        assert refreshed.status_code == 200 and refreshed.json()["access_token"]
+        assert refreshed.status_code == 200
+        assert refreshed.json()["access_token"]
         stale = http.post(
             "/services/oauth2/token",
             data={"grant_type": "refresh_token", "client_id": sim.client_id, "refresh_token": "old"},
         )
-        assert stale.status_code == 400 and stale.json()["error"] == "invalid_grant"
+        assert stale.status_code == 400
+        assert stale.json()["error"] == "invalid_grant"
         basic = base64.b64encode(f"{sim.client_id}:{sim.client_secret}".encode()).decode()
         via_header = http.post(
             "/services/oauth2/token",
@@ -182,7 +186,8 @@ def test_query_all_includes_deleted_rows(client: httpx.Client, sandbox: SandboxL
     stored = store_rows(sandbox.salesforce_store, 'SELECT "Id", "IsDeleted" FROM "Account"')
     assert {r["Id"] for r in everything} == {r["Id"] for r in stored}
     deleted = {r["Id"] for r in everything if r["IsDeleted"] is True}
-    assert deleted and deleted == {r["Id"] for r in stored if r["IsDeleted"]}
+    assert deleted
+    assert deleted == {r["Id"] for r in stored if r["IsDeleted"]}
     visible = query_all_pages(client, "SELECT Id FROM Account")
     assert {r["Id"] for r in visible} == {r["Id"] for r in stored if not r["IsDeleted"]}
 

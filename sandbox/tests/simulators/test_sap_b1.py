@@ -84,7 +84,8 @@ def test_login_sets_the_session_cookies_and_reports_the_timeout(sim: SapB1Simula
     assert answer.status_code == 200
     body = answer.json()
     assert set(body) == {"odata.metadata", "SessionId", "Version", "SessionTimeout"}
-    assert body["SessionTimeout"] == 30 and body["odata.metadata"].endswith("$metadata#B1Sessions/@Element")
+    assert body["SessionTimeout"] == 30
+    assert body["odata.metadata"].endswith("$metadata#B1Sessions/@Element")
     assert answer.headers.get_list("set-cookie") == [
         f"B1SESSION={body['SessionId']};HttpOnly;",
         "ROUTEID=.node1; path=/b1s",
@@ -114,12 +115,14 @@ def test_calls_without_a_live_session_get_invalid_session(sim: SapB1Simulator) -
         }
     }
     bare = httpx.get(f"{sim.base_url}/b1s/v1/BusinessPartners")
-    assert bare.status_code == 401 and bare.json() == expected
+    assert bare.status_code == 401
+    assert bare.json() == expected
     with session(sim) as http:
         assert http.get("/BusinessPartners", params={"$top": "1"}).status_code == 200
         assert http.post("/Logout").status_code == 204
         after = http.get("/BusinessPartners")
-        assert after.status_code == 401 and after.json() == expected
+        assert after.status_code == 401
+        assert after.json() == expected
     with session(sim) as http:
         sim.expire_tokens()
         assert http.get("/BusinessPartners").json()["error"]["code"] == 301
@@ -158,9 +161,11 @@ def test_page_size_defaults_to_20_and_can_be_configured(client: httpx.Client, st
     assert len(client.get("/SalesOpportunities").json()["value"]) == 20
     assert len(client.get("/SalesOpportunities", headers={"B1S-PageSize": "5"}).json()["value"]) == 5
     unpaged = client.get("/SalesOpportunities", headers={"Prefer": "odata.maxpagesize=0"}).json()
-    assert len(unpaged["value"]) == opportunities and "odata.nextLink" not in unpaged
+    assert len(unpaged["value"]) == opportunities
+    assert "odata.nextLink" not in unpaged
     top = client.get("/SalesOpportunities", params={"$top": "25", "$inlinecount": "allpages"}).json()
-    assert len(top["value"]) == 20 and top["odata.count"] == str(opportunities)
+    assert len(top["value"]) == 20
+    assert top["odata.count"] == str(opportunities)
     assert top["odata.nextLink"].endswith("$top=5&$skip=20")
     assert client.get("/SalesOpportunities/$count").text == str(opportunities)
     assert client.get("/SalesOpportunities", params={"$inlinecount": "some"}).status_code == 400
@@ -170,11 +175,13 @@ def test_select_and_the_default_shape(client: httpx.Client, store: Path) -> None
     chosen = client.get("/BusinessPartners", params={"$select": "CardCode,Country,UpdateDate,UpdateTime"})
     for value in chosen.json()["value"]:
         assert set(value) == {"CardCode", "Country", "UpdateDate", "UpdateTime"}
-        assert len(value["UpdateDate"]) == 10 and len(value["UpdateTime"]) == 8
+        assert len(value["UpdateDate"]) == 10
+        assert len(value["UpdateTime"]) == 8
     card = live(store, "ContactEmployees")[0]["CardCode"]
     partner = client.get(f"/BusinessPartners('{card}')").json()
     assert partner["odata.metadata"].endswith("#BusinessPartners/@Element")
-    assert partner["CardType"] == "cCustomer" and isinstance(partner["U_AnnualRevenue"], float)
+    assert partner["CardType"] == "cCustomer"
+    assert isinstance(partner["U_AnnualRevenue"], float)
     expected = sorted(r["InternalCode"] for r in live(store, "ContactEmployees") if r["CardCode"] == card)
     assert [c["InternalCode"] for c in partner["ContactEmployees"]] == expected
     bad = client.get("/BusinessPartners", params={"$select": "CardCode,Nope"})
@@ -238,7 +245,8 @@ def test_contacts_read_flat_through_crossjoin(client: httpx.Client, store: Path)
     values, pages = follow(client, CONTACTS_XJOIN, {"Prefer": "odata.maxpagesize=4"}, **params)
     expected = {r["InternalCode"] for r in live(store, "ContactEmployees") if r["_modified"][:10] >= day}
     contacts = [v["BusinessPartners/ContactEmployees"] for v in values]
-    assert sorted(c["InternalCode"] for c in contacts) == sorted(expected) and pages > 1
+    assert sorted(c["InternalCode"] for c in contacts) == sorted(expected)
+    assert pages > 1
     stamps = [(c["UpdateDate"], c["UpdateTime"]) for c in contacts]
     assert stamps == sorted(stamps)
     assert set(values[0]) == {"BusinessPartners", "BusinessPartners/ContactEmployees"}
@@ -253,7 +261,8 @@ def test_fields_added_later_show_up_in_metadata_and_entities(tmp_path: Path) -> 
     ):
         before = http.get("/$metadata")
         assert before.headers["Content-Type"].startswith("application/xml")
-        assert 'EntityType Name="BusinessPartner"' in before.text and "U_Tier" not in before.text
+        assert 'EntityType Name="BusinessPartner"' in before.text
+        assert "U_Tier" not in before.text
         add_field(path, "BusinessPartners", "U_Tier", default="Gold")
         add_field(path, "ContactEmployees", "U_Newsletter", default="Y")
         after = http.get("/$metadata").text
@@ -262,7 +271,8 @@ def test_fields_added_later_show_up_in_metadata_and_entities(tmp_path: Path) -> 
             'EntityType Name="BusinessPartner"'
         )  # in ContactEmployee
         partner = http.get("/BusinessPartners", params={"$top": "1"}).json()["value"][0]
-        assert partner["U_Tier"] == "Gold" and partner["ContactEmployees"][0]["U_Newsletter"] == "Y"
+        assert partner["U_Tier"] == "Gold"
+        assert partner["ContactEmployees"][0]["U_Newsletter"] == "Y"
         chosen = http.get("/BusinessPartners", params={"$select": "CardCode,U_Tier", "$top": "2"}).json()
         assert chosen["value"][0] == {"CardCode": chosen["value"][0]["CardCode"], "U_Tier": "Gold"}
 
@@ -272,7 +282,8 @@ def test_a_proxy_rate_limit_answers_429_with_retry_after(client: httpx.Client, s
     try:
         assert [client.get("/Industries").status_code for _ in range(2)] == [200, 200]
         limited = client.get("/Industries")
-        assert limited.status_code == 429 and int(limited.headers["Retry-After"]) >= 1
+        assert limited.status_code == 429
+        assert int(limited.headers["Retry-After"]) >= 1
         assert "Too Many Requests" in limited.text
     finally:
         sim.rate_limit = None
@@ -299,7 +310,8 @@ def test_writes_create_update_and_refuse_per_record(tmp_path: Path) -> None:
     ):
         # Upsert by CardCode the only way B1 allows: PATCH, and POST when the PATCH finds nothing.
         patch = http.patch("/BusinessPartners('C90001')", json={"CardName": "Kanal GmbH"})
-        assert patch.status_code == 404 and patch.json()["error"]["code"] == -2028
+        assert patch.status_code == 404
+        assert patch.json()["error"]["code"] == -2028
         body = {
             "CardCode": "C90001",
             "CardName": "Kanal GmbH",
@@ -309,7 +321,8 @@ def test_writes_create_update_and_refuse_per_record(tmp_path: Path) -> None:
         created = http.post("/BusinessPartners", json=body)
         assert created.status_code == 201
         entity = created.json()
-        assert entity["CardCode"] == "C90001" and entity["CardType"] == "cCustomer"
+        assert entity["CardCode"] == "C90001"
+        assert entity["CardType"] == "cCustomer"
         assert entity["ContactEmployees"][0]["Name"] == "Eva Kern"
         assert created.headers["Location"].endswith("/b1s/v1/BusinessPartners('C90001')")
         stored = fetch_records(path, "BusinessPartners", ["C90001"], with_meta=True)[0]
@@ -319,21 +332,27 @@ def test_writes_create_update_and_refuse_per_record(tmp_path: Path) -> None:
         ] == ["Eva"]
 
         duplicate = http.post("/BusinessPartners", json={"CardCode": "C90001", "CardName": "Again"})
-        assert duplicate.status_code == 400 and duplicate.json()["error"]["code"] == -10
+        assert duplicate.status_code == 400
+        assert duplicate.json()["error"]["code"] == -10
         assert "1320000140" in duplicate.json()["error"]["message"]["value"]
         nameless = http.post("/BusinessPartners", json={"CardCode": "C90002", "City": "Bremen"})
-        assert nameless.status_code == 400 and nameless.json()["error"]["code"] == -10
+        assert nameless.status_code == 400
+        assert nameless.json()["error"]["code"] == -10
         assert not fetch_records(path, "BusinessPartners", ["C90002"])
         unknown = http.post("/BusinessPartners", json={"CardCode": "C90003", "CardName": "X", "Shoe": 1})
-        assert unknown.status_code == 400 and unknown.json()["error"]["code"] == -1000
+        assert unknown.status_code == 400
+        assert unknown.json()["error"]["code"] == -1000
 
         sim.record_faults["C90001"] = ["-2039"]
         failed = http.patch("/BusinessPartners('C90001')", json={"CardName": "Kanal AG"})
-        assert failed.status_code == 400 and failed.json()["error"]["code"] == -2039
+        assert failed.status_code == 400
+        assert failed.json()["error"]["code"] == -2039
         updated = http.patch("/BusinessPartners('C90001')", json={"CardName": "Kanal AG"})
-        assert updated.status_code == 204 and updated.content == b""
+        assert updated.status_code == 204
+        assert updated.content == b""
         after = fetch_records(path, "BusinessPartners", ["C90001"], with_meta=True)[0]
-        assert after["CardName"] == "Kanal AG" and after["_modified"] >= stored["_modified"]
+        assert after["CardName"] == "Kanal AG"
+        assert after["_modified"] >= stored["_modified"]
         today = datetime.now(UTC).date().isoformat()
         fresh = http.get(
             "/BusinessPartners", params={"$filter": f"UpdateDate ge '{today}'", "$select": "CardCode"}
@@ -360,7 +379,8 @@ def test_lookups_for_industry_stage_and_currency(client: httpx.Client) -> None:
 def test_sandbox_contract_starts_with_fresh_credentials_and_a_write_case(tmp_path: Path) -> None:
     path = make_store(tmp_path / "b1.sqlite")
     codes = [r["CardCode"] for r in fetch_records(path, "BusinessPartners", include_deleted=True)]
-    assert all(c.startswith("C") and c[1:].isdigit() for c in codes) and len(set(codes)) == len(codes)
+    assert all(c.startswith("C") and c[1:].isdigit() for c in codes)
+    assert len(set(codes)) == len(codes)
     started = SANDBOX.start(path)
     try:
         env = started.env
@@ -380,7 +400,8 @@ def test_sandbox_contract_starts_with_fresh_credentials_and_a_write_case(tmp_pat
             assert http.patch(f"/{case.object_name}('{key}')", json=record).status_code == 204
         for record in case.rejected:
             refused = http.post(f"/{case.object_name}", json=record)
-            assert refused.status_code == 400 and str(refused.json()["error"]["code"]) == case.rejected_code
+            assert refused.status_code == 400
+            assert str(refused.json()["error"]["code"]) == case.rejected_code
         http.close()
     finally:
         started.simulator.stop()

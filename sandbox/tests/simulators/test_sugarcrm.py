@@ -88,9 +88,12 @@ def test_password_grant_answers_the_documented_token(sim: SugarSimulator) -> Non
         "refresh_expires_in",
         "download_token",
     }
-    assert token["expires_in"] == 3600 and token["token_type"] == "bearer" and token["scope"] is None
+    assert token["expires_in"] == 3600
+    assert token["token_type"] == "bearer"
+    assert token["scope"] is None
     form = httpx.post(f"{sim.base_url}{V}/oauth2/token", data=token_body())  # a form body works too
-    assert form.status_code == 200 and form.json()["access_token"] != token["access_token"]
+    assert form.status_code == 200
+    assert form.json()["access_token"] != token["access_token"]
 
 
 def test_wrong_credentials_are_refused_as_sugar_does(sim: SugarSimulator) -> None:
@@ -101,7 +104,8 @@ def test_wrong_credentials_are_refused_as_sugar_does(sim: SugarSimulator) -> Non
         "error_message": "You must specify a valid username and password.",
     }
     client = httpx.post(f"{sim.base_url}{V}/oauth2/token", json=token_body(client_id="other"))
-    assert client.status_code == 400 and client.json()["error"] == "invalid_client"
+    assert client.status_code == 400
+    assert client.json()["error"] == "invalid_client"
     for headers in ({}, {"OAuth-Token": "not-a-token"}):
         response = httpx.get(f"{sim.base_url}{V}/Accounts", headers=headers)
         assert response.status_code == 401
@@ -118,7 +122,8 @@ def test_expired_tokens_are_refused_and_refresh_rotates(sim: SugarSimulator) -> 
     assert httpx.get(f"{sim.base_url}{V}/ping", headers=headers).json() == "pong"
     sim.expire_tokens()
     expired = httpx.get(f"{sim.base_url}{V}/Accounts", headers=headers)
-    assert expired.status_code == 401 and expired.json()["error"] == "invalid_grant"
+    assert expired.status_code == 401
+    assert expired.json()["error"] == "invalid_grant"
     refresh = {"grant_type": "refresh_token", "refresh_token": token["refresh_token"], "client_id": "sugar"}
     renewed = httpx.post(f"{sim.base_url}{V}/oauth2/token", json={**refresh, "client_secret": ""})
     assert renewed.status_code == 200
@@ -126,7 +131,8 @@ def test_expired_tokens_are_refused_and_refresh_rotates(sim: SugarSimulator) -> 
     assert httpx.get(f"{sim.base_url}{V}/Accounts", headers=fresh).status_code == 200
     # The refresh token was used: a second refresh with it is an invalid grant.
     again = httpx.post(f"{sim.base_url}{V}/oauth2/token", json={**refresh, "client_secret": ""})
-    assert again.status_code == 400 and again.json()["error"] == "invalid_grant"
+    assert again.status_code == 400
+    assert again.json()["error"] == "invalid_grant"
 
 
 def test_token_lifetime_is_configurable(store: Path) -> None:
@@ -151,10 +157,12 @@ def test_paging_returns_every_live_record_exactly_once(client: httpx.Client, sto
 
 def test_max_num_defaults_to_20_and_is_capped(client: httpx.Client, sim: SugarSimulator, store: Path) -> None:
     first = client.get("/Contacts").json()
-    assert len(first["records"]) == 20 and first["next_offset"] == 20
+    assert len(first["records"]) == 20
+    assert first["next_offset"] == 20
     live = len(fetch_records(store, "Contacts"))
     everything = client.get("/Contacts", params={"max_num": "5000"}).json()  # past the cap: clamped
-    assert len(everything["records"]) == live and everything["next_offset"] == -1
+    assert len(everything["records"]) == live
+    assert everything["next_offset"] == -1
     sim.max_num_limit = 10
     try:
         assert len(client.get("/Contacts", params={"max_num": "50"}).json()["records"]) == 10
@@ -173,7 +181,8 @@ def test_fields_selection_and_defaults(client: httpx.Client) -> None:
     assert default["email"][0]["email_address"] == default["email1"]
     deal = client.get("/Opportunities", params={"fields": "amount,sales_stage", "max_num": "1"}).json()
     amount = deal["records"][0]["amount"]
-    assert isinstance(amount, str) and amount.endswith(".000000")  # currency fields are decimal strings
+    assert isinstance(amount, str)
+    assert amount.endswith(".000000")
 
 
 def test_incremental_filter_includes_a_record_exactly_on_the_bound(client: httpx.Client, store: Path) -> None:
@@ -200,9 +209,11 @@ def test_incremental_filter_includes_a_record_exactly_on_the_bound(client: httpx
         "fields": "id",
     }
     posted = client.post("/Accounts/filter", json=body).json()
-    assert {r["id"] for r in posted["records"]} == expect_from and posted["next_offset"] == -1
+    assert {r["id"] for r in posted["records"]} == expect_from
+    assert posted["next_offset"] == -1
     bad = client.get("/Accounts", params={"filter[0][date_modified][$almost]": bound})
-    assert bad.status_code == 422 and bad.json()["error"] == "invalid_parameter"
+    assert bad.status_code == 422
+    assert bad.json()["error"] == "invalid_parameter"
 
 
 def test_deleted_records_are_listed_with_deleted_true(client: httpx.Client, store: Path) -> None:
@@ -228,8 +239,10 @@ def test_fields_added_later_show_up_in_metadata_and_records(tmp_path: Path) -> N
             headers=headers,
         ).json()
         fields = meta["modules"]["Accounts"]["fields"]
-        assert fields["tier_c"]["source"] == "custom_fields" and fields["tier_c"]["type"] == "varchar"
-        assert fields["name"]["required"] is True and "source" not in fields["name"]
+        assert fields["tier_c"]["source"] == "custom_fields"
+        assert fields["tier_c"]["type"] == "varchar"
+        assert fields["name"]["required"] is True
+        assert "source" not in fields["name"]
         records = httpx.get(
             f"{sim.base_url}{V}/Accounts", params={"fields": "tier_c"}, headers=headers
         ).json()
@@ -263,7 +276,8 @@ def test_injected_faults_answer_with_sugars_error_bodies(client: httpx.Client, s
         (404, "not_found"),
         (400, "bad_request"),
     ]
-    assert answers[5].status_code == 502 and "Bad Gateway" in answers[5].text  # the load balancer's page
+    assert answers[5].status_code == 502
+    assert "Bad Gateway" in answers[5].text
 
 
 def test_unknown_versions_and_modules(client: httpx.Client, sim: SugarSimulator) -> None:
@@ -285,7 +299,8 @@ def test_upsert_by_sync_key_creates_updates_and_rejects(tmp_path: Path) -> None:
         stored = fetch_records(path, "Accounts", [record_id])[0]
         assert (stored["name"], stored["sync_key"], stored["industry"]) == ("Kanal GmbH", "erp-1", "Retail")
         updated = http.patch("/integrate/Accounts/sync_key/erp-1", json={"name": "Kanal AG"})
-        assert updated.status_code == 200 and updated.json() == {"record": record_id}
+        assert updated.status_code == 200
+        assert updated.json() == {"record": record_id}
         assert fetch_records(path, "Accounts", [record_id])[0]["name"] == "Kanal AG"
         refused = http.patch("/Accounts/sync_key/erp-2", json={"industry": "Retail"})
         assert refused.status_code == 422
@@ -373,7 +388,8 @@ def test_sandbox_contract_starts_with_fresh_credentials_and_a_write_case(tmp_pat
                 f"{env['SUGARCRM_BASE_URL']}{V}/{case.object_name}/sync_key/{record[case.external_id_field]}"
             )
             refused = httpx.patch(url, json=body, headers=headers)
-            assert refused.status_code == 422 and refused.json()["error"] == case.rejected_code
+            assert refused.status_code == 422
+            assert refused.json()["error"] == case.rejected_code
         assert SANDBOX.stage_values["closed_won"] == "Closed Won"
     finally:
         started.simulator.stop()

@@ -109,7 +109,8 @@ def test_refresh_token_grant_answers_a_token_and_the_api_domain(started: Started
     body = answer.json()
     assert set(body) >= {"access_token", "api_domain", "token_type", "expires_in"}
     assert body["api_domain"] == started.env["ZOHO_BASE_URL"]
-    assert body["token_type"] == "Bearer" and body["expires_in"] == 3600
+    assert body["token_type"] == "Bearer"
+    assert body["expires_in"] == 3600
     # The same grant as a form body.
     form = httpx.post(
         f"{started.env['ZOHO_ACCOUNTS_URL']}/oauth/v2/token",
@@ -120,7 +121,8 @@ def test_refresh_token_grant_answers_a_token_and_the_api_domain(started: Started
             "refresh_token": started.env["ZOHO_REFRESH_TOKEN"],
         },
     )
-    assert form.status_code == 200 and form.json()["access_token"] != body["access_token"]
+    assert form.status_code == 200
+    assert form.json()["access_token"] != body["access_token"]
 
 
 def test_wrong_credentials_are_refused_with_zohos_error_keys(started: Started) -> None:
@@ -210,11 +212,9 @@ def test_page_numbers_and_the_2000_record_limit(client: httpx.Client, store: Pat
         body = client.get(
             f"{API}/Contacts", params={"fields": "Last_Name", "per_page": "10", "page": str(page)}
         ).json()
-        assert (
-            body["info"]["page"] == page
-            and body["info"]["sort_by"] == "id"
-            and body["info"]["sort_order"] == "desc"
-        )
+        assert body["info"]["page"] == page
+        assert body["info"]["sort_by"] == "id"
+        assert body["info"]["sort_order"] == "desc"
         seen.extend(r["id"] for r in body["data"])
         if not body["info"]["more_records"]:
             break
@@ -233,12 +233,12 @@ def test_page_numbers_and_the_2000_record_limit(client: httpx.Client, store: Pat
 
 def test_per_page_defaults_to_200_and_is_capped(client: httpx.Client, store: Path) -> None:
     body = client.get(f"{API}/Contacts", params={"fields": "Email"}).json()
-    assert body["info"]["per_page"] == 200 and body["info"]["count"] == len(live_ids(store, "Contacts"))
+    assert body["info"]["per_page"] == 200
+    assert body["info"]["count"] == len(live_ids(store, "Contacts"))
     too_big = client.get(f"{API}/Contacts", params={"fields": "Email", "per_page": "201"})
     assert too_big.status_code == 400
-    assert too_big.json()["code"] == "INVALID_DATA" and too_big.json()["details"] == {
-        "param_name": "per_page"
-    }
+    assert too_big.json()["code"] == "INVALID_DATA"
+    assert too_big.json()["details"] == {"param_name": "per_page"}
 
 
 def test_fields_are_mandatory_limited_and_select_what_is_returned(client: httpx.Client, store: Path) -> None:
@@ -251,7 +251,8 @@ def test_fields_are_mandatory_limited_and_select_what_is_returned(client: httpx.
         "message": "required param is missing",
     }
     many = client.get(f"{API}/Accounts", params={"fields": ",".join(f"F{i}" for i in range(51))})
-    assert many.status_code == 400 and many.json()["details"] == {"limit": 50, "param_name": "fields"}
+    assert many.status_code == 400
+    assert many.json()["details"] == {"limit": 50, "param_name": "fields"}
     accounts = client.get(f"{API}/Accounts", params={"fields": "Account_Name,Billing_Country"}).json()["data"]
     assert all(set(r) == {"Account_Name", "Billing_Country", "id"} for r in accounts)
     names = {str(r["id"]): r["Account_Name"] for r in fetch_records(store, "Accounts", include_deleted=True)}
@@ -286,13 +287,15 @@ def test_if_modified_since_is_exclusive_and_304_when_nothing_changed(tmp_path: P
             assert before.status_code == 200
             assert {r["id"] for r in before.json()["data"]} == set(touched)
             on_the_bound = since(at)  # "modified after" the instant: a record exactly on it is not returned
-            assert on_the_bound.status_code == 304 and on_the_bound.content == b""
+            assert on_the_bound.status_code == 304
+            assert on_the_bound.content == b""
             in_berlin = since((at - timedelta(seconds=1)).astimezone(datetime.now().astimezone().tzinfo))
             assert {r["id"] for r in in_berlin.json()["data"]} == set(touched)
             bad = http.get(
                 f"{API}/Contacts", params={"fields": "Title"}, headers={"If-Modified-Since": "yesterday"}
             )
-            assert bad.status_code == 400 and bad.json()["code"] == "INVALID_DATA"
+            assert bad.status_code == 400
+            assert bad.json()["code"] == "INVALID_DATA"
     finally:
         running.simulator.stop()
 
@@ -309,7 +312,8 @@ def test_page_tokens_are_bound_expire_and_stop_at_the_chain_limit(
     assert mismatch.json()["code"] == "TOKEN_BOUND_DATA_MISMATCH"
     assert mismatch.json()["details"] == {"param_name": "sort_order"}
     second = client.get(f"{API}/Contacts", params={**params, "page_token": token}).json()["info"]
-    assert second["page"] == 2 and second["previous_page_token"] == token
+    assert second["page"] == 2
+    assert second["previous_page_token"] == token
     sim.page_token_limit = 10
     try:
         capped = client.get(f"{API}/Contacts", params={**params, "page_token": second["next_page_token"]})
@@ -335,7 +339,8 @@ def test_page_tokens_are_bound_expire_and_stop_at_the_chain_limit(
 
 def test_unknown_modules_and_sorts(client: httpx.Client) -> None:
     module = client.get(f"{API}/Potentials", params={"fields": "id"})
-    assert module.status_code == 400 and module.json()["code"] == "INVALID_MODULE"
+    assert module.status_code == 400
+    assert module.json()["code"] == "INVALID_MODULE"
     sort = client.get(f"{API}/Accounts", params={"fields": "id", "sort_by": "Account_Name"})
     assert sort.status_code == 400
     assert sort.json()["details"] == {
@@ -383,7 +388,8 @@ def test_deleted_records_list_the_recycle_bin_and_permanent_deletes(tmp_path: Pa
                 }
             ]
             paged = http.get(f"{API}/Contacts/deleted", params={"per_page": "1", "page": "2"}).json()
-            assert paged["info"]["count"] == 1 and paged["info"]["more_records"] is (len(deleted) + 1 > 2)
+            assert paged["info"]["count"] == 1
+            assert paged["info"]["more_records"] is (len(deleted) + 1 > 2)
             recent = http.get(
                 f"{API}/Contacts/deleted",
                 headers={"If-Modified-Since": (long_ago + timedelta(days=1)).isoformat()},
@@ -415,11 +421,13 @@ def test_field_metadata_includes_custom_fields_added_later(tmp_path: Path) -> No
             add_field(store, "Accounts", "Customer_Tier", default="Gold")
             after = http.get(f"{API}/settings/fields", params={"module": "Accounts"}).json()["fields"]
             tier = next(f for f in after if f["api_name"] == "Customer_Tier")
-            assert tier["custom_field"] is True and tier["data_type"] == "text"
+            assert tier["custom_field"] is True
+            assert tier["data_type"] == "text"
             rows = http.get(f"{API}/Accounts", params={"fields": "Account_Name,Customer_Tier"}).json()["data"]
             assert {r["Customer_Tier"] for r in rows} == {"Gold"}
             missing = http.get(f"{API}/settings/fields")
-            assert missing.status_code == 400 and missing.json()["details"] == {"param_name": "module"}
+            assert missing.status_code == 400
+            assert missing.json()["details"] == {"param_name": "module"}
     finally:
         running.simulator.stop()
 
@@ -435,7 +443,8 @@ def test_window_limit_answers_429_with_headers(client: httpx.Client, sim: ZohoSi
         assert [a.headers["X-RATELIMIT-REMAINING"] for a in answers[:3]] == ["2", "1", "0"]
         assert answers[0].headers["X-RATELIMIT-LIMIT"] == "3"
         refused = answers[3]
-        assert refused.json()["code"] == "TOO_MANY_REQUESTS" and refused.json()["status"] == "error"
+        assert refused.json()["code"] == "TOO_MANY_REQUESTS"
+        assert refused.json()["status"] == "error"
         assert int(refused.headers["Retry-After"]) >= 1
     finally:
         sim.rate_limit = None
@@ -455,14 +464,17 @@ def test_credits_and_concurrency_limits(client: httpx.Client, sim: ZohoSimulator
     try:
         assert client.get(f"{API}/Accounts", params={"fields": "id"}).status_code == 200
         refused = client.get(f"{API}/Accounts", params={"fields": "id"})
-        assert refused.status_code == 429 and refused.json()["code"] == "TOO_MANY_REQUESTS"
-        assert "credits" in refused.json()["message"] and int(refused.headers["Retry-After"]) > 3600
+        assert refused.status_code == 429
+        assert refused.json()["code"] == "TOO_MANY_REQUESTS"
+        assert "credits" in refused.json()["message"]
+        assert int(refused.headers["Retry-After"]) > 3600
     finally:
         sim.daily_credits = budget
     sim.concurrency_limit = 0  # every request finds the limit taken
     try:
         busy = client.get(f"{API}/Accounts", params={"fields": "id"})
-        assert busy.status_code == 429 and "concurrency" in busy.json()["message"]
+        assert busy.status_code == 429
+        assert "concurrency" in busy.json()["message"]
     finally:
         sim.concurrency_limit = 20
 
@@ -486,7 +498,9 @@ def test_injected_faults_answer_zohos_error_bodies(
     answer = client.get(f"{API}/Accounts", params={"fields": "id"})
     assert answer.status_code == status
     body = answer.json()
-    assert body["code"] == code and body["status"] == "error" and isinstance(body["details"], dict)
+    assert body["code"] == code
+    assert body["status"] == "error"
+    assert isinstance(body["details"], dict)
     assert client.get(f"{API}/Accounts", params={"fields": "id"}).status_code == 200
 
 
@@ -515,10 +529,8 @@ def test_upsert_creates_updates_and_rejects_per_record(tmp_path: Path) -> None:
                 "status": "error",
             }
             created = fetch_records(store, "Contacts", [results[0]["details"]["id"]])[0]
-            assert (
-                created["Last_Name"] == "Neumann"
-                and created["Account_Name"] == case.accepted[0]["Account_Name"]["id"]
-            )
+            assert created["Last_Name"] == "Neumann"
+            assert created["Account_Name"] == case.accepted[0]["Account_Name"]["id"]
             assert len(created["id"]) == 19
             # The same external ids again: updates, matched on the duplicate check field.
             changed = [{**case.accepted[0], "Title": "CFO"}, case.accepted[1]]
@@ -535,7 +547,8 @@ def test_upsert_creates_updates_and_rejects_per_record(tmp_path: Path) -> None:
             # A retryable failure injected for one record, then the retry succeeds.
             sim.record_faults["ERP-C-000002"] = ["RECORD_LOCKED"]
             retry = http.post(f"{API}/Contacts/upsert", json={**body, "data": case.accepted})
-            assert retry.status_code == 207 and retry.json()["data"][1]["code"] == "RECORD_LOCKED"
+            assert retry.status_code == 207
+            assert retry.json()["data"][1]["code"] == "RECORD_LOCKED"
             again = http.post(f"{API}/Contacts/upsert", json={**body, "data": case.accepted[1:]})
             assert again.status_code == 200
             # Wrong types and unknown fields are per-record errors; all failing answers 400.
@@ -558,11 +571,13 @@ def test_upsert_creates_updates_and_rejects_per_record(tmp_path: Path) -> None:
                 {"api_name": "Nope", "json_path": "$.data[1].Nope"},
             ]
             too_many = http.post(f"{API}/Contacts/upsert", json={"data": [{"Last_Name": "x"}] * 101})
-            assert too_many.status_code == 400 and too_many.json()["code"] == "LIMIT_EXCEEDED"
+            assert too_many.status_code == 400
+            assert too_many.json()["code"] == "LIMIT_EXCEEDED"
             wrong_check = http.post(
                 f"{API}/Contacts/upsert", json={**body, "duplicate_check_fields": ["Title"]}
             )
-            assert wrong_check.status_code == 400 and wrong_check.json()["code"] == "INVALID_DATA"
+            assert wrong_check.status_code == 400
+            assert wrong_check.json()["code"] == "INVALID_DATA"
     finally:
         sim.stop()
 
@@ -573,7 +588,8 @@ def test_ids_are_19_digits_and_unique_across_modules(store: Path) -> None:
         for m in ("Accounts", "Contacts", "Deals")
         for r in fetch_records(store, m, include_deleted=True)
     ]
-    assert len(ids) == len(set(ids)) and all(len(i) == 19 and i.isdigit() for i in ids)
+    assert len(ids) == len(set(ids))
+    assert all(len(i) == 19 and i.isdigit() for i in ids)
 
 
 def test_records_inserted_later_are_served(tmp_path: Path) -> None:

@@ -33,7 +33,8 @@ def test_secrets_do_not_print() -> None:
         repr(connection.client_secret),
         f"{connection.access_token}",
     ):
-        assert "s3cr3t-value" not in text and "tok-123456" not in text
+        assert "s3cr3t-value" not in text
+        assert "tok-123456" not in text
     assert connection.base_url == "https://login.example.com"
     assert connection.client_secret == Secret("s3cr3t-value")
     assert redact("token tok-123456 and s3cr3t-value", connection.secret_values()) == "token *** and ***"
@@ -63,12 +64,11 @@ def test_oauth_token_is_cached_and_refreshed_before_expiry() -> None:
         clock=lambda: now[0],
     )
     first = auth.token(send=send)
-    assert first.value.reveal() == "tok-1" and first.api_base_url == "https://na1.example.com"
+    assert first.value.reveal() == "tok-1"
+    assert first.api_base_url == "https://na1.example.com"
     assert sent[0].url == "https://login.example.com/services/oauth2/token"
-    assert (
-        b"grant_type=client_credentials" in sent[0].content
-        and b"client_secret=s3cr3t-value" in sent[0].content
-    )
+    assert b"grant_type=client_credentials" in sent[0].content
+    assert b"client_secret=s3cr3t-value" in sent[0].content
     now[0] += 40
     assert auth.token(send=send) is first  # cached
     now[0] += 15  # expires_in 100, refreshed at half-life for short lifetimes
@@ -78,7 +78,8 @@ def test_oauth_token_is_cached_and_refreshed_before_expiry() -> None:
     assert auth.token(send=send) is second
     auth.invalidate(token=second)
     assert auth.token(send=send).value.reveal() == "tok-3"
-    assert "s3cr3t-value" not in repr(auth) and "tok-" not in repr(second)
+    assert "s3cr3t-value" not in repr(auth)
+    assert "tok-" not in repr(second)
 
 
 def test_session_login_sends_the_declared_headers_on_the_login_and_every_request() -> None:
@@ -113,6 +114,7 @@ def test_session_login_sends_the_declared_headers_on_the_login_and_every_request
     token = login.token(send=send)
     assert sent[0].headers["ForceUseSession"] == "true"
     headers = {name: value.reveal() for name, value in token.headers.items()}
-    assert headers["ForceUseSession"] == "true" and headers["BPMCSRF"] == "csrf-9"
+    assert headers["ForceUseSession"] == "true"
+    assert headers["BPMCSRF"] == "csrf-9"
     assert ".ASPXAUTH=abc123" in headers["Cookie"]
     clear_token_cache()

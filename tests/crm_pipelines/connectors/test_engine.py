@@ -205,7 +205,8 @@ def test_salesforce_incremental_window_includes_since(
         "Contact",
     )
     got = table.column("Id").to_pylist()
-    assert set(got) == expected and len(got) == len(expected)
+    assert set(got) == expected
+    assert len(got) == len(expected)
     assert at_since <= set(got)  # the inclusive lower bound
 
 
@@ -230,7 +231,8 @@ def test_hubspot_full_extract_equals_store(hubspot_sim: HubSpotSimulator, sandbo
         assert len(ids) == len(set(ids)) == count_records(sandbox.hubspot_store, object_name), object_name
         archived = table.filter(pc.equal(table.column("archived"), "true")).num_rows
         assert archived == len(ids) - count_records(sandbox.hubspot_store, object_name, include_deleted=False)
-        assert any(p.deleted_pass for p in pages) and any(not p.deleted_pass for p in pages)
+        assert any(p.deleted_pass for p in pages)
+        assert any(not p.deleted_pass for p in pages)
         assert not drift.undeclared, drift.describe()
     # Deals carry their company from associations=companies.
     stored = {str(r["id"]): r["company_id"] for r in fetch_records(sandbox.hubspot_store, "deals")}
@@ -278,8 +280,10 @@ def test_hubspot_incremental_window_is_applied_client_side(
         "contacts",
     )
     got = table.column("id").to_pylist()
-    assert set(got) == expected and len(got) == len(expected)
-    assert at_since and at_since <= set(got)
+    assert set(got) == expected
+    assert len(got) == len(expected)
+    assert at_since
+    assert at_since <= set(got)
 
 
 def test_only_declared_fields_are_requested_and_drift_is_reported(hubspot_sim: HubSpotSimulator) -> None:
@@ -371,7 +375,8 @@ def test_rate_limited_hubspot_still_completes(hubspot_sim: HubSpotSimulator, san
         "contacts",
     )
     statuses = [r.status for r in list(hubspot_sim.request_log)[before:]]
-    assert 429 in statuses and 503 in statuses
+    assert 429 in statuses
+    assert 503 in statuses
     ids = table.column("id").to_pylist()
     assert len(ids) == len(set(ids)) == count_records(sandbox.hubspot_store, "contacts")
 
@@ -407,12 +412,14 @@ def test_bad_request_names_system_object_and_fix(salesforce_sim: SalesforceSimul
             )
         )
     message = str(info.value)
-    assert info.value.status == 400 and info.value.code == "INVALID_FIELD"
+    assert info.value.status == 400
+    assert info.value.code == "INVALID_FIELD"
     assert message.startswith(
         "Salesforce Contact: GET /services/data/v62.0/queryAll failed: HTTP 400 INVALID_FIELD"
     )
     assert "Fax__c" in message
-    assert "Fix: check the declared fields" in message and "systems/salesforce.yaml" in message
+    assert "Fix: check the declared fields" in message
+    assert "systems/salesforce.yaml" in message
 
 
 def test_wrong_secret_fails_clearly_without_leaking(salesforce_sim: SalesforceSimulator) -> None:
@@ -425,8 +432,10 @@ def test_wrong_secret_fails_clearly_without_leaking(salesforce_sim: SalesforceSi
             )
         )
     text = f"{info.value} {info.value!r} {connection!r}"
-    assert "invalid_client" in text and "SALESFORCE_CLIENT_SECRET" in text
-    assert wrong not in text and SF_SECRET not in text
+    assert "invalid_client" in text
+    assert "SALESFORCE_CLIENT_SECRET" in text
+    assert wrong not in text
+    assert SF_SECRET not in text
 
 
 def test_wrong_hubspot_token_fails_clearly_without_leaking(hubspot_sim: HubSpotSimulator) -> None:
@@ -441,21 +450,29 @@ def test_wrong_hubspot_token_fails_clearly_without_leaking(hubspot_sim: HubSpotS
                 until=None,
             )
         )
-    assert "HTTP 401 INVALID_AUTHENTICATION" in str(info.value) and "HUBSPOT_ACCESS_TOKEN" in str(info.value)
-    assert wrong not in str(info.value) and wrong not in repr(info.value)
+    assert "HTTP 401 INVALID_AUTHENTICATION" in str(info.value)
+    assert "HUBSPOT_ACCESS_TOKEN" in str(info.value)
+    assert wrong not in str(info.value)
+    assert wrong not in repr(info.value)
 
 
 def test_check_connection(salesforce_sim: SalesforceSimulator, hubspot_sim: HubSpotSimulator) -> None:
     ok = check_connection(system=SALESFORCE, connection=_sf(salesforce_sim))
-    assert ok.ok and ok.fix == "" and salesforce_sim.base_url in ok.detail
+    assert ok.ok
+    assert ok.fix == ""
+    assert salesforce_sim.base_url in ok.detail
     assert check_connection(system=HUBSPOT, connection=_hs(hubspot_sim)).ok
 
     refused = check_connection(system=SALESFORCE, connection=_sf(salesforce_sim, secret="nope-nope-nope"))
-    assert refused.reachable and not refused.authenticated and "SALESFORCE_CLIENT_SECRET" in refused.fix
+    assert refused.reachable
+    assert not refused.authenticated
+    assert "SALESFORCE_CLIENT_SECRET" in refused.fix
     assert "nope-nope-nope" not in refused.detail + refused.fix
 
     bad_token = check_connection(system=HUBSPOT, connection=_hs(hubspot_sim, "pat-bad-token"))
-    assert bad_token.reachable and not bad_token.authenticated and "HUBSPOT_ACCESS_TOKEN" in bad_token.fix
+    assert bad_token.reachable
+    assert not bad_token.authenticated
+    assert "HUBSPOT_ACCESS_TOKEN" in bad_token.fix
 
     with socket.socket() as sock:  # a port nobody listens on
         sock.bind(("127.0.0.1", 0))
@@ -463,24 +480,28 @@ def test_check_connection(salesforce_sim: SalesforceSimulator, hubspot_sim: HubS
     down = check_connection(
         system=HUBSPOT, connection=ConnectionSettings(base_url=f"http://127.0.0.1:{port}", access_token="x")
     )
-    assert not down.reachable and "HUBSPOT_BASE_URL" in down.fix
+    assert not down.reachable
+    assert "HUBSPOT_BASE_URL" in down.fix
 
     insecure = check_connection(
         system=HUBSPOT, connection=ConnectionSettings(base_url="http://api.hubapi.com", access_token="x")
     )
-    assert not insecure.reachable and "https" in insecure.fix
+    assert not insecure.reachable
+    assert "https" in insecure.fix
 
     missing = check_connection(
         system=SALESFORCE, connection=ConnectionSettings(base_url=salesforce_sim.base_url)
     )
-    assert not missing.authenticated and "SALESFORCE_CLIENT_ID" in missing.fix
+    assert not missing.authenticated
+    assert "SALESFORCE_CLIENT_ID" in missing.fix
 
 
 def test_resource_extracts_checks_and_hides_secrets(
     hubspot_sim: HubSpotSimulator, sandbox: SandboxLayout
 ) -> None:
     resource = CrmApiResource(system="hubspot", base_url=hubspot_sim.base_url, access_token=HS_TOKEN)
-    assert HS_TOKEN not in repr(resource) and HS_TOKEN not in str(resource)
+    assert HS_TOKEN not in repr(resource)
+    assert HS_TOKEN not in str(resource)
     assert resource.check().ok
     batches = list(resource.extract(object_name="companies", since=None, until=None))
     assert sum(b.num_rows for b in batches) == count_records(sandbox.hubspot_store, "companies")
@@ -527,7 +548,8 @@ def test_too_long_retry_after_fails_fast_with_advice(salesforce_sim: SalesforceS
             )
         )
     assert time.monotonic() - started < 5
-    assert info.value.status == 429 and "REQUEST_LIMIT_EXCEEDED" in str(info.value)
+    assert info.value.status == 429
+    assert "REQUEST_LIMIT_EXCEEDED" in str(info.value)
     assert "asked to wait" in info.value.fix
 
 
@@ -542,7 +564,8 @@ def test_offset_pages_in_flight_at_once_come_back_in_order_and_stop_at_the_total
     try:
         system = load_system(name="infor_crm")
         paging = system.paging_of("contacts")
-        assert isinstance(paging, OffsetPaging) and paging.concurrency > 1
+        assert isinstance(paging, OffsetPaging)
+        assert paging.concurrency > 1
         sequential = system.model_copy(update={"paging": paging.model_copy(update={"concurrency": 1})})
 
         def read(spec: SystemSpec) -> list[str]:
@@ -599,4 +622,5 @@ def test_a_field_added_in_the_crm_is_reported_though_not_requested(
     assert custom_field not in table.column_names  # only declared fields are read ...
     assert custom_field in drift.not_selected  # ... and the source's field list tells of the new one
     declared = {f.source_path.rsplit(".", 1)[-1] for f in system.get_object(object_name).fields}
-    assert declared & drift.source_fields and not declared & drift.not_selected
+    assert declared & drift.source_fields
+    assert not declared & drift.not_selected

@@ -138,7 +138,8 @@ def test_a_chain_at_its_limit_goes_on_from_the_last_cursor_read(zoho: Sandboxed)
         "Contacts", system=_chain_limited(zoho.system, 10), page_size=3, include_deleted=False, stats=stats
     )
     keys = table.column("id").to_pylist()
-    assert len(keys) == len(set(keys)) and set(keys) == set(zoho.live("Contacts"))
+    assert len(keys) == len(set(keys))
+    assert set(keys) == set(zoho.live("Contacts"))
     assert stats.chain_restarts >= 4  # 46 live contacts, at most 9 per chain
     assert not [r for r in zoho.sim.request_log if r.status == 400]
     # Without the restart the simulator refuses the chain past its limit, as Zoho does.
@@ -169,7 +170,8 @@ def test_a_lookup_is_requested_by_its_api_name_and_read_from_its_parts(zoho: San
         if account is not None and str(account) in accounts:
             assert row["account_name"] == accounts[str(account)]["Account_Name"]
     # The field list came from /settings/fields?module=Contacts, and the lookup counts as declared.
-    assert "Account_Name" in drift.source_fields and not drift.has_drift, drift.describe()
+    assert "Account_Name" in drift.source_fields, drift.describe()
+    assert not drift.has_drift, drift.describe()
 
 
 # --- custom fields declared by their display name --------------------------------------------------
@@ -236,7 +238,8 @@ def test_a_lookup_match_on_another_custom_field_is_not_taken_for_the_record(pipe
         external_id_field=field,
         records=[record],
     )
-    assert result.status == "created" and result.record_id != "999001"
+    assert result.status == "created"
+    assert result.record_id != "999001"
     assert pipedrive.live("persons")["999001"]["name"] == "Decoy Person"
     (again,) = upsert_records(
         system=pipedrive.system,
@@ -245,11 +248,13 @@ def test_a_lookup_match_on_another_custom_field_is_not_taken_for_the_record(pipe
         external_id_field=field,
         records=[record],
     )
-    assert again.status == "updated" and again.record_id == result.record_id
+    assert again.status == "updated"
+    assert again.record_id == result.record_id
 
     # Without the confirmation the first match wins: the decoy would have been overwritten.
     upsert = pipedrive.system.get_object("persons").upsert
-    assert isinstance(upsert, PerRecordUpsert) and upsert.lookup is not None
+    assert isinstance(upsert, PerRecordUpsert)
+    assert upsert.lookup is not None
     unconfirmed = _with_object(
         pipedrive.system,
         "persons",
@@ -262,7 +267,8 @@ def test_a_lookup_match_on_another_custom_field_is_not_taken_for_the_record(pipe
         external_id_field=field,
         records=[{**record, "name": "Overwritten"}],
     )
-    assert wrong.status == "updated" and wrong.record_id == "999001"
+    assert wrong.status == "updated"
+    assert wrong.record_id == "999001"
 
 
 # --- Zoho answers 400 with one result per record when every record failed --------------------------

@@ -81,13 +81,15 @@ def test_clearing_the_buckets_forgets_the_shared_window(
     monkeypatch.setenv(RATE_LIMIT_DIR, str(tmp_path))
     clear_buckets()
     bucket = shared_bucket(base_url="https://api.example.com", fingerprint="f", rate_limit=LIMIT)
-    assert bucket.window is not None and bucket.window.path.parent == tmp_path
+    assert bucket.window is not None
+    assert bucket.window.path.parent == tmp_path
     for _ in range(LIMIT.requests):
         assert bucket.window.try_send() == 0.0
     assert bucket.window.try_send() > 0
     clear_buckets()
     fresh = shared_bucket(base_url="https://api.example.com", fingerprint="f", rate_limit=LIMIT)
-    assert fresh is not bucket and fresh.window is not None
+    assert fresh is not bucket
+    assert fresh.window is not None
     assert fresh.window.try_send() == 0.0
     clear_buckets()
 
@@ -123,7 +125,8 @@ def test_token_bucket_paces_and_pauses() -> None:
         now[0] += seconds
 
     bucket = TokenBucket(capacity=2, interval_seconds=1.0, clock=lambda: now[0], sleep=sleep)
-    assert bucket.acquire() == 0 and bucket.acquire() == 0  # the burst
+    assert bucket.acquire() == 0
+    assert bucket.acquire() == 0
     # A token is back after 0.5 s, but two requests already went out in this 1 s window: the next
     # waits until the first leaves it (plus a small margin for the server's arrival stamp).
     assert bucket.acquire() == pytest.approx(1.02)

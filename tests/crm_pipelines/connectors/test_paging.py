@@ -229,17 +229,20 @@ def test_keyset_pages_add_the_last_key_to_the_request_filter() -> None:
     )
     assert dict(first.params) == {"$filter": "ModifiedOn ge X", "$orderby": "Id asc", "$top": "2"}
     second = paginator.next_request(previous=first, body={}, records=[{"Id": "a"}, {"Id": "b"}], page_size=2)
-    assert second is not None and second.params["$filter"] == "(ModifiedOn ge X) and Id gt b"
+    assert second is not None
+    assert second.params["$filter"] == "(ModifiedOn ge X) and Id gt b"
     # The condition replaces the previous page's: it is added to the first request's filter only.
     third = paginator.next_request(previous=second, body={}, records=[{"Id": "c"}, {"Id": "d"}], page_size=2)
-    assert third is not None and third.params["$filter"] == "(ModifiedOn ge X) and Id gt d"
+    assert third is not None
+    assert third.params["$filter"] == "(ModifiedOn ge X) and Id gt d"
     assert paginator.next_request(previous=third, body={}, records=[{"Id": "e"}], page_size=2) is None
     # A full read has no filter of its own: the condition stands alone.
     full = _keyset()
     start = full.first_request(request=PageRequest(url="/Account"), page_size=1)
     assert "$filter" not in start.params
     following = full.next_request(previous=start, body={}, records=[{"Id": "a"}], page_size=1)
-    assert following is not None and following.params["$filter"] == "Id gt a"
+    assert following is not None
+    assert following.params["$filter"] == "Id gt a"
     with pytest.raises(ValueError, match="no key at 'Id'"):
         full.next_request(previous=start, body={}, records=[{"Name": "x"}], page_size=1)
 

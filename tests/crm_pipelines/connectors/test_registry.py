@@ -19,7 +19,8 @@ def test_an_unknown_name_is_named_with_the_known_ones() -> None:
     formats: Registry[str] = Registry("greeting")
     formats.register("hello")("Hello")
     formats.add("hi", "Hi")
-    assert formats.get("hi") == "Hi" and formats.names() == ["hello", "hi"]
+    assert formats.get("hi") == "Hi"
+    assert formats.names() == ["hello", "hi"]
     with pytest.raises(UnknownKindError, match="unknown greeting 'hey'; known: hello, hi"):
         formats.get("hey")
     with pytest.raises(ValueError, match="greeting 'hi' is already registered"):

@@ -41,7 +41,8 @@ def test_drift_from_the_xsd_names_only_a_property_added_in_the_crm(store: Path) 
         add_field(store, "accounts", "CustomerTier", default="Gold")
         drift = SchemaDrift("infor_crm", "accounts")
         list(extract_object(system=INFOR, object_name="accounts", connection=_connection(sim), drift=drift))
-        assert drift.not_selected == {"CustomerTier"} and not drift.undeclared
+        assert drift.not_selected == {"CustomerTier"}
+        assert not drift.undeclared
 
 
 def test_the_keys_read_asks_for_no_payload_in_key_order(store: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -59,8 +60,10 @@ def test_the_keys_read_asks_for_no_payload_in_key_order(store: Path, monkeypatch
     assert keys == sorted(keys_of(store, "contacts"))
     assert len(sent) >= 5
     for query in sent:
-        assert query["precedence"] == ["0"] and query["orderBy"] == ["Id"]
-        assert "select" not in query and "where" not in query
+        assert query["precedence"] == ["0"]
+        assert query["orderBy"] == ["Id"]
+        assert "select" not in query
+        assert "where" not in query
 
 
 def test_reads_select_declared_properties_and_references_without_protocol_names(

@@ -62,7 +62,8 @@ def test_salesforce_yaml_validates_and_matches_contract() -> None:
         assert obj.primary_key == "Id"
         assert obj.incremental.cursor == "SystemModstamp"
         assert obj.incremental.format == "soql_datetime"
-        assert obj.deletes.mode == "flagged" and obj.deletes.flag_field == "IsDeleted"
+        assert obj.deletes.mode == "flagged"
+        assert obj.deletes.flag_field == "IsDeleted"
         assert obj.deletes.path == "/services/data/v62.0/queryAll"
         assert "v62.0/query" in obj.request.path
         assert f"FROM {object_name}" in obj.request.params["q"]
@@ -79,7 +80,8 @@ def test_hubspot_yaml_validates_and_matches_contract() -> None:
         assert obj.request.path == f"/crm/v3/objects/{object_name}"
         assert obj.request.params["properties"] == "{fields}"
         assert obj.primary_key == "id"
-        assert obj.deletes.mode == "deleted_pass" and obj.deletes.params == {"archived": "true"}
+        assert obj.deletes.mode == "deleted_pass"
+        assert obj.deletes.params == {"archived": "true"}
     assert load_system(name="hubspot").get_object("contacts").incremental.cursor == "lastmodifieddate"
     deals = system.get_object("deals")
     assert deals.request.params["associations"] == "companies"
@@ -110,7 +112,8 @@ def test_nested_selects_and_protocol_properties() -> None:
     # SData returns $key with every resource and reference: never asked for, the reference is.
     sdata = _sdata_object(select_separator="/", protocol_prefix="$")
     assert sdata.selected_names() == ["LastName", "Address/Country", "Account", "ModifyDate"]
-    assert sdata.select_name("$key") is None and sdata.select_name("Account.$key") == "Account"
+    assert sdata.select_name("$key") is None
+    assert sdata.select_name("Account.$key") == "Account"
 
 
 def test_a_server_filter_may_leave_the_upper_bound_to_the_client() -> None:
@@ -122,7 +125,8 @@ def test_a_server_filter_may_leave_the_upper_bound_to_the_client() -> None:
             "server_filter": {"lower": "ModifyDate ge @{value}@", "where": "{conditions}"},
         }
     )
-    assert obj.incremental.server_filter is not None and obj.incremental.server_filter.upper is None
+    assert obj.incremental.server_filter is not None
+    assert obj.incremental.server_filter.upper is None
 
 
 def test_unknown_object_names_the_declared_ones() -> None:
@@ -265,7 +269,7 @@ def test_bad_declaration_gives_located_error(mutate: Any, expected: str) -> None
 def test_unparseable_yaml_file_names_the_file(tmp_path: Path) -> None:
     path = tmp_path / "bad.yaml"
     path.write_text("name: [unclosed\n", encoding="utf-8")
-    with pytest.raises(SystemSpecError, match="bad.yaml: cannot read"):
+    with pytest.raises(SystemSpecError, match=r"bad\.yaml: cannot read"):
         load_system_file(path=path)
 
 
@@ -371,12 +375,15 @@ def test_chains_bounds_and_labels_are_checked(mutate: Any, expected: str) -> Non
 
 def test_zoho_yaml_requests_lookups_once_and_restarts_long_chains() -> None:
     system = load_system(name="zoho")
-    assert isinstance(system.paging, CursorPaging) and system.paging.chain_limit == 100_000
+    assert isinstance(system.paging, CursorPaging)
+    assert system.paging.chain_limit == 100_000
     for module in ("Accounts", "Contacts", "Deals"):
         obj = system.get_object(module)
-        assert obj.incremental.lower_bound == "exclusive" and obj.incremental.server_order
+        assert obj.incremental.lower_bound == "exclusive"
+        assert obj.incremental.server_order
         assert obj.request.headers["If-Modified-Since"] == "{since}"
-        assert obj.deletes.mode == "deleted_pass" and obj.deletes.path == f"/crm/v8/{module}/deleted"
+        assert obj.deletes.mode == "deleted_pass"
+        assert obj.deletes.path == f"/crm/v8/{module}/deleted"
     contacts = system.get_object("Contacts")
     assert contacts.field("account_id").source_path == "Account_Name.id"
     assert contacts.selected_names().count("Account_Name") == 1  # the lookup, once, by its API name
@@ -389,7 +396,9 @@ def test_pipedrive_yaml_declares_custom_fields_by_label_and_confirms_lookups() -
         assert obj.deletes.mode == "key_compare"
         assert obj.field("external_id").label == "External ID"
         assert obj.field("external_id").source_path == "custom_fields.{key}"
-        assert isinstance(obj.upsert, PerRecordUpsert) and obj.upsert.style == "per_record"
-        assert obj.upsert.lookup is not None and obj.upsert.lookup.confirm is not None
+        assert isinstance(obj.upsert, PerRecordUpsert)
+        assert obj.upsert.style == "per_record"
+        assert obj.upsert.lookup is not None
+        assert obj.upsert.lookup.confirm is not None
     deals = system.get_object("deals")
     assert {"stage_id", "status"} <= {f.name for f in deals.fields}

@@ -143,7 +143,8 @@ def test_a_full_read_returns_exactly_the_live_records(running: Running) -> None:
         assert len(keys) == len(set(keys)), f"{kind}: a record came twice"
         assert set(keys) == running.live_keys(kind), kind
         assert not any(table.column(DELETED).to_pylist())
-        assert stats.max_cursor is not None and stats.max_cursor < UNTIL
+        assert stats.max_cursor is not None
+        assert stats.max_cursor < UNTIL
         # Values arrive as the CRM holds them: the declared top-level text fields equal the store.
         obj = running.system.get_object(running.object_of(kind))
         info = read_info(running.store).objects[running.object_of(kind)]
@@ -195,7 +196,7 @@ def test_an_incremental_read_returns_the_changes_and_the_record_on_the_watermark
 
 def test_deletes_arrive_as_soft_deletes(running: Running) -> None:
     kind = "account"
-    full, stats = running.extract(kind, include_deleted=False)
+    _, stats = running.extract(kind, include_deleted=False)
     gone = sorted(running.live_keys(kind))[:2]
     delete_records(running.store, running.object_of(kind), gone, EDIT)
     obj = running.system.get_object(running.object_of(kind))
@@ -205,7 +206,8 @@ def test_deletes_arrive_as_soft_deletes(running: Running) -> None:
             system=running.system, object_name=running.object_of(kind), connection=running.connection
         ):
             keys |= {str(k) for k in batch.column(0).to_pylist()}
-        assert keys == running.live_keys(kind) and not set(gone) & keys
+        assert keys == running.live_keys(kind)
+        assert not set(gone) & keys
         return
     if obj.incremental.delta is not None:
         changes, _ = running.extract(kind, delta_link=stats.delta_link)

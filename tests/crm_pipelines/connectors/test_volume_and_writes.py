@@ -118,8 +118,10 @@ def test_bulk_job_returns_what_rest_returns(salesforce_sim: SalesforceSimulator)
     rest = _rows(
         extract_object(system=SALESFORCE, object_name="Contact", connection=_sf(salesforce_sim)), "Id"
     )
-    assert stats.method == "bulk" and len(stats.bulk_jobs) == 1
-    assert bulk == rest and len(bulk) > 300
+    assert stats.method == "bulk"
+    assert len(stats.bulk_jobs) == 1
+    assert bulk == rest
+    assert len(bulk) > 300
     # queryAll as a job: deleted contacts are there, flagged.
     assert stats.deleted_rows > 0
     # Result pages were followed with Sforce-Locator: more than one results request.
@@ -142,7 +144,8 @@ def test_bulk_result_pages_are_fetched_in_parallel(salesforce_sim: SalesforceSim
     rest = _rows(
         extract_object(system=SALESFORCE, object_name="Contact", connection=_sf(salesforce_sim)), "Id"
     )
-    assert stats.method == "bulk" and parallel == rest
+    assert stats.method == "bulk"
+    assert parallel == rest
     # The result URLs came from 'Get Parallel Results', five per answer, each with its own locator.
     listings = [r for r in salesforce_sim.request_log if r.path.endswith("/resultPages")]
     results = [r for r in salesforce_sim.request_log if r.path.endswith("/results")]
@@ -155,7 +158,8 @@ def test_small_windows_stay_on_rest(salesforce_sim: SalesforceSimulator) -> None
     list(
         extract_object(system=SALESFORCE, object_name="Contact", connection=_sf(salesforce_sim), stats=stats)
     )
-    assert stats.method == "rest" and not stats.bulk_jobs  # below the declared 50,000 threshold
+    assert stats.method == "rest"
+    assert not stats.bulk_jobs
 
 
 def test_failed_bulk_job_fails_the_run_with_its_message(salesforce_sim: SalesforceSimulator) -> None:
@@ -181,13 +185,16 @@ def test_bulk_api_answers_like_the_docs(salesforce_sim: SalesforceSimulator) -> 
     job = httpx.post(
         jobs, headers=headers, json={"operation": "query", "query": "SELECT Id, LastName FROM Contact"}
     ).json()
-    assert job["state"] == "UploadComplete" and job["id"].startswith("750")
+    assert job["state"] == "UploadComplete"
+    assert job["id"].startswith("750")
     states = [httpx.get(f"{jobs}/{job['id']}", headers=headers).json()["state"] for _ in range(2)]
     assert states == ["InProgress", "JobComplete"]
     page = httpx.get(f"{jobs}/{job['id']}/results", headers=headers, params={"maxRecords": 10})
     assert page.headers["content-type"] == "text/csv"
-    assert page.text.splitlines()[0] == "Id,LastName" and len(page.text.splitlines()) == 11
-    assert page.headers["Sforce-NumberOfRecords"] == "10" and page.headers["Sforce-Locator"] != "null"
+    assert page.text.splitlines()[0] == "Id,LastName"
+    assert len(page.text.splitlines()) == 11
+    assert page.headers["Sforce-NumberOfRecords"] == "10"
+    assert page.headers["Sforce-Locator"] != "null"
 
 
 # --- HubSpot search and its 10,000-result cap ------------------------------------------------------
@@ -227,7 +234,8 @@ def test_windows_over_the_search_cap_are_split_and_nothing_is_cut_off(hubspot_si
         ),
         "id",
     )
-    assert stats.method == "search" and stats.search_windows > len(listed) // 150
+    assert stats.method == "search"
+    assert stats.search_windows > len(listed) // 150
     assert searched == listed
     # No request ever paged past the cap.
     assert all(r.status == 200 for r in hubspot_sim.request_log if r.path.endswith("/search"))
@@ -256,9 +264,8 @@ def test_salesforce_upsert_reports_every_record(
     assert [r.external_id for r in results] == [str(r["ERP_Id__c"]) for r in records]
     rejected = {r.external_id: r for r in results if not r.ok}
     assert set(rejected) == {"C0005", "C0007"}
-    assert rejected["C0005"].error_code == "REQUIRED_FIELD_MISSING" and "Name" in (
-        rejected["C0005"].reason or ""
-    )
+    assert rejected["C0005"].error_code == "REQUIRED_FIELD_MISSING"
+    assert "Name" in (rejected["C0005"].reason or "")
     assert rejected["C0007"].error_code == "INVALID_FIELD"
     assert next(r for r in results if r.external_id == "C0009").attempts == 2
     assert sum(r.status == "created" for r in results) == 228
@@ -272,9 +279,11 @@ def test_salesforce_upsert_reports_every_record(
         external_id_field="ERP_Id__c",
         records=[{"ERP_Id__c": "C0001", "Name": "Acme renamed"}],
     )
-    assert again[0].status == "updated" and again[0].record_id == results[1].record_id
+    assert again[0].status == "updated"
+    assert again[0].record_id == results[1].record_id
     stored = [r for r in fetch_records(sandbox.salesforce_store, "Account") if r["ERP_Id__c"] == "C0001"]
-    assert len(stored) == 1 and stored[0]["Name"] == "Acme renamed"
+    assert len(stored) == 1
+    assert stored[0]["Name"] == "Acme renamed"
 
 
 def test_hubspot_batch_upsert_reports_every_record(

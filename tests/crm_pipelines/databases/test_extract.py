@@ -118,7 +118,8 @@ def test_full_then_incremental_with_a_late_row_and_a_delete(
         7: (Decimal("70.70"), False),
     }
     pending = read_pending(lake / "raw" / "erp" / "invoices" / "dt=2026-11-25")
-    assert pending is not None and pending.reached == "2026-11-24T18:00:00+00:00"
+    assert pending is not None
+    assert pending.reached == "2026-11-24T18:00:00+00:00"
     # The day before stays as it was: the snapshot contract holds per partition.
     assert snapshot(lake, "2026-11-24")[4] == (Decimal("40.10"), False)
 
@@ -142,4 +143,5 @@ def test_declarations_that_cannot_merge_are_refused() -> None:
         Dataset.model_validate(
             {"table": "t", "primary_key": ["id"], "incremental": {"cursor": "u", "lookback": "2 hours"}}
         )
-    assert DECLARED.incremental is not None and DECLARED.incremental.lookback_seconds == 7200
+    assert DECLARED.incremental is not None
+    assert DECLARED.incremental.lookback_seconds == 7200

@@ -64,7 +64,8 @@ def counts(engine: sa.Engine) -> tuple[int, int]:
 
 def test_orders_are_created_once_across_reruns(erp: sa.Engine) -> None:
     first = OrderWriter(erp).create(opportunity("salesforce:006A", "1234.56"))
-    assert first.created and first.order_number == "SO-SALESFORCE-006A"
+    assert first.created
+    assert first.order_number == "SO-SALESFORCE-006A"
     # A new run (new writer, as a new process would have) finds the order instead of making another.
     again = OrderWriter(erp).create(opportunity("salesforce:006A", "1234.56"))
     assert (again.created, again.order_id) == (False, first.order_id)
@@ -76,7 +77,8 @@ def test_orders_are_created_once_across_reruns(erp: sa.Engine) -> None:
                 "JOIN sales_order_lines l USING (order_id)"
             )
         ).one()
-    assert row[0] == "salesforce:006A" and Decimal(str(row[1])) == Decimal("1234.56")
+    assert row[0] == "salesforce:006A"
+    assert Decimal(str(row[1])) == Decimal("1234.56")
 
 
 def test_a_failure_mid_order_leaves_no_header(erp: sa.Engine) -> None:

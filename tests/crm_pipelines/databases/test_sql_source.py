@@ -37,7 +37,8 @@ def test_streams_in_chunks_and_keeps_malformed_values_as_text(erp: sa.Engine) ->
 
 def test_empty_table_still_has_a_schema(erp: sa.Engine) -> None:
     batches = list(read_table_batches(erp, read=TableRead("empty_table")))
-    assert len(batches) == 1 and batches[0].num_rows == 0
+    assert len(batches) == 1
+    assert batches[0].num_rows == 0
     assert batches[0].schema.names == ["id", "name"]
 
 

@@ -25,7 +25,8 @@ def test_a_file_is_named_by_its_checksum_once_it_stops_changing() -> None:
     assert [(a.path, a.day) for a in arrivals] == [(path, "2026-11-25")]
     # Not hashed within this tick: nothing launched, and it stays complete for the next tick.
     requests, keys, waiting, _ = plan_runs(arrivals=arrivals, checksums={}, cursor=cursor)
-    assert requests == [] and keys == []
+    assert requests == []
+    assert keys == []
     arrivals, _, _ = find_arrivals(files=grown, declared=INVOICES, cursor=waiting, now=31.0, stable_seconds=5)
     requests, keys, cursor, _ = plan_runs(arrivals=arrivals, checksums={path: SHA["v1"]}, cursor=waiting)
     assert keys == ["invoices_2026-11-25.csv@1a2b3c4d5e6f"]
@@ -47,7 +48,7 @@ def test_a_touched_file_is_not_launched_again_and_a_corrected_one_is() -> None:
         arrivals, cursor, _ = find_arrivals(
             files=files, declared=INVOICES, cursor=cursor, now=now, stable_seconds=1
         )
-        requests, keys, cursor, notes = plan_runs(
+        _, keys, cursor, notes = plan_runs(
             arrivals=arrivals, checksums={a.path: sha for a in arrivals}, cursor=cursor
         )
         return keys, cursor, notes
@@ -57,7 +58,8 @@ def test_a_touched_file_is_not_launched_again_and_a_corrected_one_is() -> None:
     assert keys == ["invoices_2026-11-25.csv@1a2b3c4d5e6f"]
     _, cursor, _ = tick(10, 9.0, 10.0, cursor, SHA["v1"])  # touched: new mtime, same bytes
     keys, cursor, notes = tick(10, 9.0, 15.0, cursor, SHA["v1"])
-    assert keys == [] and "content unchanged" in notes[0]
+    assert keys == []
+    assert "content unchanged" in notes[0]
     _, cursor, _ = tick(12, 50.0, 60.0, cursor, SHA["v2"])  # corrected
     keys, cursor, _ = tick(12, 50.0, 65.0, cursor, SHA["v2"])
     assert keys == ["invoices_2026-11-25.csv@abcdefabcdef"]
@@ -71,5 +73,6 @@ def test_files_that_do_not_match_the_drop_are_reported_not_launched() -> None:
         now=0.0,
         stable_seconds=0,
     )
-    assert arrivals == [] and cursor["pending"] == {}
+    assert arrivals == []
+    assert cursor["pending"] == {}
     assert notes == ["invoices_final.csv: does not match invoices_{date}.csv"]

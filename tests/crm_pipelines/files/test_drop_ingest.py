@@ -104,9 +104,11 @@ def test_each_file_version_is_ingested_once_then_moved(drop_server: DropServer, 
     }
     assert set(quarantine) == {f"invoices_{DAY}.csv:4", f"payments_{DAY}.xml:0"}
     rule, reason = quarantine[f"invoices_{DAY}.csv:4"]
-    assert rule == "field_count" and "line 4" in reason
+    assert rule == "field_count"
+    assert "line 4" in reason
     rule, reason = quarantine[f"payments_{DAY}.xml:0"]
-    assert rule == "file_rejected" and "invoice_number, payment_date, currency, method are in none" in reason
+    assert rule == "file_rejected"
+    assert "invoice_number, payment_date, currency, method are in none" in reason
     ledger = drop.sql(
         "SELECT path, data_lines, rows_landed, rows_quarantined FROM ops.file_ingest ORDER BY path"
     )
@@ -213,7 +215,8 @@ def test_the_sensor_launches_one_partition_per_file_version(drop_server: DropSer
     assert drop.sql("SELECT reason FROM ops.quarantine WHERE rule = 'field_count'") == [
         ("line 4: expected 10 fields, found 2",)
     ]
-    assert drop.names() == [] and drop.names("processed") == [f"invoices_{DAY}.csv"]
+    assert drop.names() == []
+    assert drop.names("processed") == [f"invoices_{DAY}.csv"]
 
     # The nightly sweep of that day finds nothing new: the version was ingested once.
     drop.run()
@@ -223,9 +226,8 @@ def test_the_sensor_launches_one_partition_per_file_version(drop_server: DropSer
     # A corrected file under the same name: its own partition, and its rows replace the day's.
     invoices.write_text(INVOICE_HEADER + "\n" + invoice_lines("BIL-1", "BIL-2", "BIL-3"))
     (request,) = arrive()
-    assert request.partition_key != first_key and str(request.partition_key).startswith(
-        f"invoices_{DAY}.csv@"
-    )
+    assert request.partition_key != first_key
+    assert str(request.partition_key).startswith(f"invoices_{DAY}.csv@")
     run(request)
     assert drop.sql("SELECT count(*) FROM raw.finance_sftp__invoices") == [(3,)]
     assert drop.sql("SELECT count(*) FROM ops.file_ingest") == [(2,)]

@@ -132,7 +132,7 @@ def test_layouts_are_validated() -> None:
         Dataset.model_validate({"pattern": "p_{date}.txt", "format": "fixed_width"})
     with pytest.raises(ValidationError, match="record_path does not apply to format csv"):
         Dataset.model_validate({"pattern": "p_{date}.csv", "record_path": "A/B"})
-    with pytest.raises(ValidationError, match="extra_forbidden|Extra inputs"):
+    with pytest.raises(ValidationError, match=r"extra_forbidden|Extra inputs"):
         Dataset.model_validate(
             {"pattern": "p_{date}.xml", "format": "xml", "record_path": "A/B", "recordpath": 1}
         )

@@ -139,7 +139,9 @@ def test_within_system_duplicate_merges(tmp_path: Path) -> None:
         frozenset({"salesforce:003"}),
     }
     (sf,) = run.stats.account.by_source.items()
-    assert sf == ("salesforce", sf[1]) and sf[1].records == 3 and sf[1].merged == 1
+    assert sf == ("salesforce", sf[1])
+    assert sf[1].records == 3
+    assert sf[1].merged == 1
 
 
 def test_transitive_links_form_one_cluster(tmp_path: Path) -> None:

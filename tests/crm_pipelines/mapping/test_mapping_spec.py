@@ -101,7 +101,8 @@ def test_mapping_sql_converts_normalises_and_keeps_the_raw_row(tmp_path: Path) -
     assert acme["updated_at"].isoformat() == "2026-11-20T08:00:00+00:00"
     assert '"Name":" Acme  GmbH "' in acme["_raw"]
     # Values that cannot be converted become NULL for the quality rules to catch.
-    assert bad["annual_revenue"] is None and bad["updated_at"] is None
+    assert bad["annual_revenue"] is None
+    assert bad["updated_at"] is None
     assert bad["postal_code"] == "SW1A 1AA"
 
 

@@ -43,7 +43,8 @@ def test_packaged_rules_build_gx_suites() -> None:
 def test_named_value_sets() -> None:
     currencies = named_value_set("iso_4217")
     assert {"EUR", "USD", "CHF", "JPY"} <= set(currencies)
-    assert "XTS" not in currencies and "HRK" not in currencies  # testing code; withdrawn in 2023
+    assert "XTS" not in currencies
+    assert "HRK" not in currencies
     assert {"DE", "US", "GB"} <= set(named_value_set("iso_3166_alpha2"))
 
 

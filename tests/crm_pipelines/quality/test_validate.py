@@ -390,7 +390,8 @@ def test_counts_add_up(runs: dict[str, EntityRun]) -> None:
 def test_summary_is_json_for_dagster_metadata(runs: dict[str, EntityRun]) -> None:
     summary = runs["invoice"].result.summary
     data = json.loads(json.dumps(summary.to_dict()))
-    assert data["entity"] == "invoice" and data["suite"] == "crm_pipelines.invoice"
+    assert data["entity"] == "invoice"
+    assert data["suite"] == "crm_pipelines.invoice"
     assert data["rows_in"] == summary.rows_in
     # 1 row in a dozen fails each rule: below any sane mostly, but within the tolerated failures
     # that keep a tiny feed with one bad row from stopping the load.
@@ -398,8 +399,10 @@ def test_summary_is_json_for_dagster_metadata(runs: dict[str, EntityRun]) -> Non
     assert data["success"] is True
     rule = data["rules"]["invoice_due_after_invoice_date"]
     declared = {r.name: r.mostly for r in load_rules().rules_for("invoice")}
-    assert rule["unexpected"] == 1 and rule["mostly"] == declared["invoice_due_after_invoice_date"]
-    assert rule["success"] is True and rule["tolerated_failures"] == load_rules().tolerated_failures
+    assert rule["unexpected"] == 1
+    assert rule["mostly"] == declared["invoice_due_after_invoice_date"]
+    assert rule["success"] is True
+    assert rule["tolerated_failures"] == load_rules().tolerated_failures
     assert rule["unexpected_percent"] == pytest.approx(100 / rule["evaluated"], abs=1e-3)
     assert data["failed_rules"] == []
     gx_stats = data["gx_statistics"]
@@ -466,9 +469,11 @@ def test_mostly_applies_to_the_whole_feed_not_each_chunk(mostly_rules: RuleSet) 
     assert [r.gx_success for r in results] == [False] + [True] * 9  # 1 in 10 misses mostly=0.95
     summary = run.summary
     assert summary.success is True  # 1 in 100 does not
-    assert summary.batches == 10 and summary.rules["account_name_required"].gx_failed_batches == 1
+    assert summary.batches == 10
+    assert summary.rules["account_name_required"].gx_failed_batches == 1
     assert summary.gx_statistics["batches_failed"] == 1
-    assert summary.rows_in == 100 and summary.rows_valid == 99
+    assert summary.rows_in == 100
+    assert summary.rows_valid == 99
     # Valid rows come out in input order, in the input schema.
     valid = pa.Table.from_batches([r.valid for r in results])
     assert valid.schema.equals(table.schema)
@@ -478,16 +483,19 @@ def test_mostly_applies_to_the_whole_feed_not_each_chunk(mostly_rules: RuleSet) 
 def test_record_without_raw_is_the_canonical_row_and_source_can_be_overridden(mostly_rules: RuleSet) -> None:
     result = validate_table(entity="account", table=_accounts(3, 1), rules=mostly_rules, source="sandbox")
     (q,) = result.quarantine.to_pylist()
-    assert q["source"] == "sandbox" and q["record_id"] == "salesforce:0"
+    assert q["source"] == "sandbox"
+    assert q["record_id"] == "salesforce:0"
     record = json.loads(q["record"])
-    assert record["annual_revenue"] == "1500000.00" and record["updated_at"] == UPDATED.isoformat()
+    assert record["annual_revenue"] == "1500000.00"
+    assert record["updated_at"] == UPDATED.isoformat()
     assert record["name"] is None
 
 
 def test_empty_input(mostly_rules: RuleSet) -> None:
     run = validate_batches(entity="account", batches=[], rules=mostly_rules)
     assert list(run) == []
-    assert run.summary.rows_in == 0 and run.summary.success is True
+    assert run.summary.rows_in == 0
+    assert run.summary.success is True
 
 
 def test_summary_needs_a_finished_run(mostly_rules: RuleSet) -> None:

@@ -74,9 +74,14 @@ def test_merge_never_rolls_back_to_an_older_version(tmp_path: Path) -> None:
 def test_a_failed_load_leaves_nothing_behind(tmp_path: Path) -> None:
     warehouse = Warehouse(f"duckdb:///{tmp_path}/w.duckdb")
     glob = _write(tmp_path / "a", id=["1"])
-    with pytest.raises(RuntimeError), warehouse.transaction() as con:
-        replace_partition(con, schema="raw", table="t", parquet_glob=glob, partition="d1")
-        raise RuntimeError("the load failed half way")
+
+    def failing_load() -> None:
+        with warehouse.transaction() as con:
+            replace_partition(con, schema="raw", table="t", parquet_glob=glob, partition="d1")
+            raise RuntimeError("the load failed half way")
+
+    with pytest.raises(RuntimeError, match="half way"):
+        failing_load()
     with warehouse.connect(read_only=True) as con:
         assert con.execute(
             "SELECT count(*) FROM information_schema.tables WHERE table_name = 't'"

@@ -15,9 +15,14 @@ from crm_pipelines.warehouse.watermarks import (
 def test_watermark_moves_only_forward_and_only_with_the_commit(tmp_path: Path) -> None:
     warehouse = Warehouse(f"duckdb:///{tmp_path}/w.duckdb")
     pending = PendingWatermark("erp", "invoices", since=None, reached="2026-11-25T10:00:00+00:00")
-    with pytest.raises(RuntimeError), warehouse.transaction() as con:
-        advance_watermark(con, pending=pending, partition="2026-11-25", run_id="r1")
-        raise RuntimeError("the load failed before commit")
+
+    def failing_load() -> None:
+        with warehouse.transaction() as con:
+            advance_watermark(con, pending=pending, partition="2026-11-25", run_id="r1")
+            raise RuntimeError("the load failed before commit")
+
+    with pytest.raises(RuntimeError, match="before commit"):
+        failing_load()
     with warehouse.connect() as con:
         assert read_watermark(con, source="erp", dataset="invoices") is None
     with warehouse.transaction() as con:
