@@ -26,7 +26,7 @@ dev: bootstrap
 test: bootstrap system-packages lint types validate unit
 
 validate:
-	@$(UV) run --frozen dagster definitions validate -w workspace.yaml >/dev/null 2>&1 || $(UV) run --frozen dagster definitions validate -w workspace.yaml
+	@$(UV) run --frozen dg check defs >/dev/null 2>&1 || $(UV) run --frozen dg check defs
 
 system-packages:
 	@bash scripts/install-system-packages.sh

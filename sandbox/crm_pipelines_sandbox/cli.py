@@ -92,7 +92,8 @@ def cmd_dev(args: argparse.Namespace) -> int:
         os.environ.update(env)
         console.print(f"Sandbox running for day {args.date}; starting the Dagster UI (Ctrl-C stops both).")
         return subprocess.call(
-            [sys.executable, "-m", "dagster", "dev", "-w", "workspace.yaml", "-p", str(args.port)]
+            # dg sits beside this interpreter in the project environment (dagster-dg-cli, a dev dependency).
+            [str(Path(sys.executable).with_name("dg")), "dev", "--port", str(args.port)]
         )
     except KeyboardInterrupt:
         return 0
@@ -128,5 +129,5 @@ sandbox_command = Command(
     run=cmd_sandbox,
 )
 dev_command = Command(
-    help="the sandbox plus the Dagster UI (dagster dev)", add_arguments=dev_options, run=cmd_dev
+    help="the sandbox plus the Dagster UI (dg dev)", add_arguments=dev_options, run=cmd_dev
 )
