@@ -2,9 +2,9 @@
 
 import dagster as dg
 
+from crm_pipelines.identity.outputs import identity_files
 from crm_pipelines.identity.resolve import resolve_entities
 from crm_pipelines.identity.rules import load_match_rules
-from crm_pipelines.identity_paths import identity_files
 from crm_pipelines.lake import partition_dir
 from crm_pipelines.mapping.build import mapping_connection
 from crm_pipelines.partitions import NIGHTLY_PARTITIONS

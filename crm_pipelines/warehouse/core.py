@@ -12,7 +12,7 @@ from pathlib import Path
 import duckdb
 
 from crm_pipelines.canonical import PARTY_ENTITIES
-from crm_pipelines.identity_paths import identity_files
+from crm_pipelines.identity.outputs import identity_files
 from crm_pipelines.lake import has_parquet, parquet_glob, scan_parquet
 from crm_pipelines.mapping.stage import quality_quarantine_folder, staging_folder
 from crm_pipelines.warehouse.deletes import load_deleted, soft_delete

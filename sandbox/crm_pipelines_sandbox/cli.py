@@ -128,6 +128,4 @@ sandbox_command = Command(
     add_arguments=sandbox_options,
     run=cmd_sandbox,
 )
-dev_command = Command(
-    help="the sandbox plus the Dagster UI (dg dev)", add_arguments=dev_options, run=cmd_dev
-)
+dev_command = Command(help="the sandbox plus the Dagster UI (dg dev)", add_arguments=dev_options, run=cmd_dev)

@@ -1,4 +1,4 @@
-"""Where identity resolution writes its outputs in the lake."""
+"""Where identity resolution writes its outputs in the lake: golden records and the crosswalk."""
 
 from __future__ import annotations
 
