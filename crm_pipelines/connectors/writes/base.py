@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from abc import abstractmethod
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
@@ -26,6 +27,7 @@ from crm_pipelines.connectors.spec_base import SpecModel
 __all__ = [
     "NO_RESULT",
     "UPSERT_STYLES",
+    "Batch",
     "Outcome",
     "UpsertModel",
     "external_id",
@@ -48,16 +50,7 @@ class UpsertModel(SpecModel):
     max_attempts: int = Field(default=3, ge=1)
 
     @abstractmethod
-    def upsert_batch(
-        self,
-        session: Session,
-        *,
-        object_name: str,
-        id_field: str,
-        batch: list[dict[str, Any]],
-        keys: list[str],
-        context: ErrorContext,
-    ) -> list[Outcome]:
+    def upsert_batch(self, session: Session, batch: Batch) -> list[Outcome]:
         """Send one batch; one outcome per record, in order.
 
         An ApiRequestError with status 400 means the batch was refused as a whole: the caller splits
@@ -65,12 +58,27 @@ class UpsertModel(SpecModel):
 
         Args:
             session: The conversation with the system.
-            object_name: The declared object.
-            id_field: The external id field (a dotted path reaches into a record).
-            batch: The records.
-            keys: Their external ids, in the same order.
-            context: Names the system and object in errors.
+            batch: The records and what they are written to.
         """
+
+
+@dataclass(frozen=True)
+class Batch:
+    """Records sent together, and where they go.
+
+    Attributes:
+        object_name: The declared object.
+        id_field: The external id field (a dotted path reaches into a record).
+        records: The records.
+        keys: Their external ids, in the same order.
+        context: Names the system and object in errors.
+    """
+
+    object_name: str
+    id_field: str
+    records: list[dict[str, Any]]
+    keys: list[str]
+    context: ErrorContext
 
 
 # Every upsert style, by the ``style`` a declaration names it with.

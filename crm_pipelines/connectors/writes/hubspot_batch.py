@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Literal
 
-from crm_pipelines.connectors.limits import ErrorContext
 from crm_pipelines.connectors.paging import PageRequest
 from crm_pipelines.connectors.session import Session, render_value
-from crm_pipelines.connectors.writes.base import NO_RESULT, UPSERT_STYLES, Outcome, UpsertModel, upsert_path
+from crm_pipelines.connectors.writes.base import (
+    NO_RESULT,
+    UPSERT_STYLES,
+    Batch,
+    Outcome,
+    UpsertModel,
+    upsert_path,
+)
 
-__all__ = ["HubSpotBatchUpsert", "hubspot_batch"]
+__all__ = ["HubSpotBatchUpsert"]
 
 
 @UPSERT_STYLES.register("hubspot_batch")
@@ -18,57 +24,36 @@ class HubSpotBatchUpsert(UpsertModel):
 
     style: Literal["hubspot_batch"] = "hubspot_batch"
 
-    def upsert_batch(
-        self,
-        session: Session,
-        *,
-        object_name: str,
-        id_field: str,
-        batch: list[dict[str, Any]],
-        keys: list[str],
-        context: ErrorContext,
-    ) -> list[Outcome]:
-        return hubspot_batch(session, self, object_name, id_field, batch, keys, context)
-
-
-def hubspot_batch(
-    session: Session,
-    spec: HubSpotBatchUpsert,
-    object_name: str,
-    id_field: str,
-    batch: list[dict[str, Any]],
-    keys: list[str],
-    context: ErrorContext,
-) -> list[Outcome]:
-    """One batch upsert request; results and errors matched back to the records by key."""
-    inputs = [
-        {
-            "idProperty": id_field,
-            "id": key,
-            "properties": {k: render_value(v) for k, v in record.items() if k != id_field},
-        }
-        for record, key in zip(batch, keys, strict=True)
-    ]
-    request = PageRequest(url=upsert_path(spec.path, object_name, id_field))
-    answer = session.post_json(request, {"inputs": inputs}, context=context)
-    by_key: dict[str, Outcome] = {}
-    for result in answer.get("results") or []:
-        props = result.get("properties") or {}
-        key = render_value(props.get(id_field))
-        if key is not None:
-            by_key[key] = (
-                "created" if result.get("new") else "updated",
-                render_value(result.get("id")),
-                None,
-                None,
-            )
-    for error in answer.get("errors") or []:
-        where = error.get("context") or {}
-        for key in where.get("ids") or where.get("id") or []:
-            by_key[str(key)] = (
-                "rejected",
-                None,
-                render_value(error.get("category")),
-                render_value(error.get("message")),
-            )
-    return [by_key.get(key, NO_RESULT) for key in keys]
+    def upsert_batch(self, session: Session, batch: Batch) -> list[Outcome]:
+        """One batch upsert request; results and errors matched back to the records by key."""
+        inputs = [
+            {
+                "idProperty": batch.id_field,
+                "id": key,
+                "properties": {k: render_value(v) for k, v in record.items() if k != batch.id_field},
+            }
+            for record, key in zip(batch.records, batch.keys, strict=True)
+        ]
+        request = PageRequest(url=upsert_path(self.path, batch.object_name, batch.id_field))
+        answer = session.post_json(request, {"inputs": inputs}, context=batch.context)
+        by_key: dict[str, Outcome] = {}
+        for result in answer.get("results") or []:
+            props = result.get("properties") or {}
+            key = render_value(props.get(batch.id_field))
+            if key is not None:
+                by_key[key] = (
+                    "created" if result.get("new") else "updated",
+                    render_value(result.get("id")),
+                    None,
+                    None,
+                )
+        for error in answer.get("errors") or []:
+            where = error.get("context") or {}
+            for key in where.get("ids") or where.get("id") or []:
+                by_key[str(key)] = (
+                    "rejected",
+                    None,
+                    render_value(error.get("category")),
+                    render_value(error.get("message")),
+                )
+        return [by_key.get(key, NO_RESULT) for key in batch.keys]

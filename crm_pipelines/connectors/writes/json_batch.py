@@ -6,7 +6,6 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from crm_pipelines.connectors.limits import ErrorContext
 from crm_pipelines.connectors.paging import PageRequest
 from crm_pipelines.connectors.paths import resolve_path
 from crm_pipelines.connectors.session import Session, decode_json
@@ -14,6 +13,7 @@ from crm_pipelines.connectors.spec_base import ValueMatch, value_matches
 from crm_pipelines.connectors.writes.base import (
     NO_RESULT,
     UPSERT_STYLES,
+    Batch,
     Outcome,
     UpsertModel,
     raise_for,
@@ -21,7 +21,7 @@ from crm_pipelines.connectors.writes.base import (
     upsert_path,
 )
 
-__all__ = ["JsonBatchUpsert", "json_batch"]
+__all__ = ["JsonBatchUpsert"]
 
 
 @UPSERT_STYLES.register("json_batch")
@@ -40,17 +40,46 @@ class JsonBatchUpsert(UpsertModel):
     error_code_path: str
     error_message_path: str
 
-    def upsert_batch(
-        self,
-        session: Session,
-        *,
-        object_name: str,
-        id_field: str,
-        batch: list[dict[str, Any]],
-        keys: list[str],
-        context: ErrorContext,
-    ) -> list[Outcome]:
-        return json_batch(session, self, object_name, id_field, batch, context)
+    def upsert_batch(self, session: Session, batch: Batch) -> list[Outcome]:
+        """One JSON request for the batch; its answer lists one result per record, in order."""
+        request = PageRequest(url=upsert_path(self.path, batch.object_name, batch.id_field))
+        response = session.send(
+            self.method,
+            request,
+            context=batch.context,
+            json_body=_fill_body(self.body, batch.records, batch.id_field),
+            raise_errors=False,
+        )
+        results = None
+        if response.content:
+            try:
+                results = resolve_path(decode_json(response.content), self.results_path)
+            except (ValueError, UnicodeDecodeError):
+                results = None
+        if not isinstance(results, list) or len(results) != len(batch.records):
+            # No per-record answer: a refusal of the whole batch (split on 400) or an API failure.
+            raise_for(response, batch.context)
+            results = results if isinstance(results, list) else []
+        outcomes: list[Outcome] = []
+        for position in range(len(batch.records)):
+            item = results[position] if position < len(results) else None
+            if not isinstance(item, dict):
+                outcomes.append(NO_RESULT)
+            elif value_matches(item, self.success):
+                created = self.created is not None and value_matches(item, self.created)
+                outcomes.append(
+                    ("created" if created else "updated", text_at(item, self.id_path), None, None)
+                )
+            else:
+                outcomes.append(
+                    (
+                        "rejected",
+                        None,
+                        text_at(item, self.error_code_path),
+                        text_at(item, self.error_message_path),
+                    )
+                )
+        return outcomes
 
 
 def _fill_body(template: Any, records: list[dict[str, Any]], id_field: str) -> Any:
@@ -63,50 +92,3 @@ def _fill_body(template: Any, records: list[dict[str, Any]], id_field: str) -> A
     if isinstance(template, list):
         return [_fill_body(v, records, id_field) for v in template]
     return template
-
-
-def json_batch(
-    session: Session,
-    spec: JsonBatchUpsert,
-    object_name: str,
-    id_field: str,
-    batch: list[dict[str, Any]],
-    context: ErrorContext,
-) -> list[Outcome]:
-    """One JSON request for the batch; its answer lists one result per record, in order."""
-    request = PageRequest(url=upsert_path(spec.path, object_name, id_field))
-    response = session.send(
-        spec.method,
-        request,
-        context=context,
-        json_body=_fill_body(spec.body, batch, id_field),
-        raise_errors=False,
-    )
-    results = None
-    if response.content:
-        try:
-            results = resolve_path(decode_json(response.content), spec.results_path)
-        except (ValueError, UnicodeDecodeError):
-            results = None
-    if not isinstance(results, list) or len(results) != len(batch):
-        # No per-record answer: a refusal of the whole batch (split on 400) or an API failure.
-        raise_for(response, context)
-        results = results if isinstance(results, list) else []
-    outcomes: list[Outcome] = []
-    for position in range(len(batch)):
-        item = results[position] if position < len(results) else None
-        if not isinstance(item, dict):
-            outcomes.append(NO_RESULT)
-        elif value_matches(item, spec.success):
-            created = spec.created is not None and value_matches(item, spec.created)
-            outcomes.append(("created" if created else "updated", text_at(item, spec.id_path), None, None))
-        else:
-            outcomes.append(
-                (
-                    "rejected",
-                    None,
-                    text_at(item, spec.error_code_path),
-                    text_at(item, spec.error_message_path),
-                )
-            )
-    return outcomes

@@ -13,13 +13,13 @@ from urllib.parse import urlencode
 import httpx
 from pydantic import Field, field_validator
 
-from crm_pipelines.connectors.limits import ErrorContext
 from crm_pipelines.connectors.paging import PageRequest
 from crm_pipelines.connectors.session import Session, decode_json
 from crm_pipelines.connectors.spec_base import check_template
 from crm_pipelines.connectors.writes.base import (
     NO_RESULT,
     UPSERT_STYLES,
+    Batch,
     Outcome,
     UpsertModel,
     outcome_of,
@@ -27,7 +27,7 @@ from crm_pipelines.connectors.writes.base import (
     upsert_path,
 )
 
-__all__ = ["ODataBatchUpsert", "odata_batch"]
+__all__ = ["ODataBatchUpsert"]
 
 
 @UPSERT_STYLES.register("odata_batch")
@@ -61,93 +61,74 @@ class ODataBatchUpsert(UpsertModel):
             check_template(template, frozenset({"object", "id_field"}))
         return value
 
-    def upsert_batch(
-        self,
-        session: Session,
-        *,
-        object_name: str,
-        id_field: str,
-        batch: list[dict[str, Any]],
-        keys: list[str],
-        context: ErrorContext,
-    ) -> list[Outcome]:
-        return odata_batch(session, self, object_name, id_field, batch, keys, context)
+    def upsert_batch(self, session: Session, batch: Batch) -> list[Outcome]:
+        """One multipart ``$batch`` request, a part per record; the answer's parts are the outcomes."""
+        boundary = f"batch_{uuid.uuid4()}"
+        base_path = httpx.URL(session.token().api_base_url).path.rstrip("/")
+        names = {"object": batch.object_name, "id_field": batch.id_field}
+        query = urlencode({k: v.format(**names) for k, v in self.item_params.items()}, safe="$,()'")
+        item_headers = "".join(f"{k}: {v.format(**names)}\r\n" for k, v in self.item_headers.items())
+        parts: list[bytes] = []
+        for record, key in zip(batch.records, batch.keys, strict=True):
+            path = upsert_path(self.item_path, batch.object_name, batch.id_field, key)
+            target = path if path.startswith(base_path + "/") or not base_path else base_path + path
+            if query:
+                target = f"{target}?{query}"
+            payload = json.dumps({k: v for k, v in record.items()}, ensure_ascii=False).encode("utf-8")
+            parts.append(
+                f"--{boundary}\r\nContent-Type: application/http\r\nContent-Transfer-Encoding: binary\r\n\r\n"
+                f"{self.item_method} {target} HTTP/1.1\r\nContent-Type: application/json\r\n"
+                f"Accept: application/json\r\n{item_headers}\r\n".encode()
+                + payload
+                + b"\r\n"
+            )
+        body = b"".join(parts) + f"--{boundary}--\r\n".encode()
+        headers = {"Prefer": "odata.continue-on-error"}
+        if self.odata_version == 4:
+            headers.update({"OData-Version": "4.0", "OData-MaxVersion": "4.0"})
+        request = PageRequest(url=upsert_path(self.path, batch.object_name, batch.id_field), headers=headers)
+        response = session.send(
+            "POST",
+            request,
+            context=batch.context,
+            content=body,
+            content_type=f"multipart/mixed; boundary={boundary}",
+            accept="multipart/mixed",
+        )
+        answers = _parse_multipart(response)
+        outcomes: list[Outcome] = []
+        for position in range(len(batch.records)):
+            if position >= len(answers):
+                outcomes.append(NO_RESULT)
+                continue
+            status, part_headers, content = answers[position]
+            parsed: Any = {}
+            if content.strip():
+                try:
+                    parsed = decode_json(content)
+                except (ValueError, UnicodeDecodeError):
+                    parsed = content
+            outcome = outcome_of(status, parsed, False, None, batch.context)
+            if outcome[0] != "rejected":
+                record_id = (
+                    text_at(parsed, self.id_path) if self.id_path and isinstance(parsed, dict) else None
+                )
+                if record_id is None:
+                    entity = part_headers.get("odata-entityid") or part_headers.get("location") or ""
+                    found = re.search(r"\(([^()]*)\)\s*$", entity)
+                    record_id = (
+                        found.group(1).strip("'")
+                        if found
+                        else text_at(parsed, "id")
+                        if isinstance(parsed, dict)
+                        else None
+                    )
+                outcome = (outcome[0], record_id, None, None)
+            outcomes.append(outcome)
+        return outcomes
 
 
 _STATUS_LINE = re.compile(rb"^HTTP/\d(?:\.\d)?\s+(\d{3})")
-
-
-def odata_batch(
-    session: Session,
-    spec: ODataBatchUpsert,
-    object_name: str,
-    id_field: str,
-    batch: list[dict[str, Any]],
-    keys: list[str],
-    context: ErrorContext,
-) -> list[Outcome]:
-    """One multipart ``$batch`` request, a part per record; the answer's parts are the outcomes."""
-    boundary = f"batch_{uuid.uuid4()}"
-    base_path = httpx.URL(session.token().api_base_url).path.rstrip("/")
-    names = {"object": object_name, "id_field": id_field}
-    query = urlencode({k: v.format(**names) for k, v in spec.item_params.items()}, safe="$,()'")
-    item_headers = "".join(f"{k}: {v.format(**names)}\r\n" for k, v in spec.item_headers.items())
-    parts: list[bytes] = []
-    for record, key in zip(batch, keys, strict=True):
-        path = upsert_path(spec.item_path, object_name, id_field, key)
-        target = path if path.startswith(base_path + "/") or not base_path else base_path + path
-        if query:
-            target = f"{target}?{query}"
-        payload = json.dumps({k: v for k, v in record.items()}, ensure_ascii=False).encode("utf-8")
-        parts.append(
-            f"--{boundary}\r\nContent-Type: application/http\r\nContent-Transfer-Encoding: binary\r\n\r\n"
-            f"{spec.item_method} {target} HTTP/1.1\r\nContent-Type: application/json\r\n"
-            f"Accept: application/json\r\n{item_headers}\r\n".encode()
-            + payload
-            + b"\r\n"
-        )
-    body = b"".join(parts) + f"--{boundary}--\r\n".encode()
-    headers = {"Prefer": "odata.continue-on-error"}
-    if spec.odata_version == 4:
-        headers.update({"OData-Version": "4.0", "OData-MaxVersion": "4.0"})
-    request = PageRequest(url=upsert_path(spec.path, object_name, id_field), headers=headers)
-    response = session.send(
-        "POST",
-        request,
-        context=context,
-        content=body,
-        content_type=f"multipart/mixed; boundary={boundary}",
-        accept="multipart/mixed",
-    )
-    answers = _parse_multipart(response)
-    outcomes: list[Outcome] = []
-    for position in range(len(batch)):
-        if position >= len(answers):
-            outcomes.append(NO_RESULT)
-            continue
-        status, part_headers, content = answers[position]
-        parsed: Any = {}
-        if content.strip():
-            try:
-                parsed = decode_json(content)
-            except (ValueError, UnicodeDecodeError):
-                parsed = content
-        outcome = outcome_of(status, parsed, False, None, context)
-        if outcome[0] != "rejected":
-            record_id = text_at(parsed, spec.id_path) if spec.id_path and isinstance(parsed, dict) else None
-            if record_id is None:
-                entity = part_headers.get("odata-entityid") or part_headers.get("location") or ""
-                found = re.search(r"\(([^()]*)\)\s*$", entity)
-                record_id = (
-                    found.group(1).strip("'")
-                    if found
-                    else text_at(parsed, "id")
-                    if isinstance(parsed, dict)
-                    else None
-                )
-            outcome = (outcome[0], record_id, None, None)
-        outcomes.append(outcome)
-    return outcomes
 
 
 def _parse_multipart(response: httpx.Response) -> list[tuple[int, dict[str, str], bytes]]:

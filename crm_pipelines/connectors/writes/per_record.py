@@ -14,6 +14,7 @@ from crm_pipelines.connectors.session import Session, decode_json
 from crm_pipelines.connectors.spec_base import SpecModel
 from crm_pipelines.connectors.writes.base import (
     UPSERT_STYLES,
+    Batch,
     Outcome,
     UpsertModel,
     outcome_of,
@@ -22,7 +23,7 @@ from crm_pipelines.connectors.writes.base import (
     upsert_path,
 )
 
-__all__ = ["ConfirmSpec", "LookupSpec", "PerRecordUpsert", "RecordRequest", "confirmed_match", "per_record"]
+__all__ = ["ConfirmSpec", "LookupSpec", "PerRecordUpsert", "RecordRequest", "confirmed_match"]
 
 
 class RecordRequest(SpecModel):
@@ -97,44 +98,25 @@ class PerRecordUpsert(UpsertModel):
                 raise ValueError("on_missing 'create' needs 'create'")
         return self
 
-    def upsert_batch(
-        self,
-        session: Session,
-        *,
-        object_name: str,
-        id_field: str,
-        batch: list[dict[str, Any]],
-        keys: list[str],
-        context: ErrorContext,
-    ) -> list[Outcome]:
-        return per_record(session, self, object_name, id_field, batch, keys, context)
+    def upsert_batch(self, session: Session, batch: Batch) -> list[Outcome]:
+        """One upsert per record, ``concurrency`` at a time; a 4xx is that record's rejection."""
 
+        def one(record: dict[str, Any], key: str) -> Outcome:
+            try:
+                return _upsert_one(
+                    session, self, batch.object_name, batch.id_field, record, key, batch.context
+                )
+            except AuthenticationError:
+                raise
+            except ApiRequestError as exc:
+                if exc.status is not None and 400 <= exc.status < 500:
+                    return ("rejected", None, exc.code or f"HTTP_{exc.status}", exc.detail)
+                raise
 
-def per_record(
-    session: Session,
-    spec: PerRecordUpsert,
-    object_name: str,
-    id_field: str,
-    batch: list[dict[str, Any]],
-    keys: list[str],
-    context: ErrorContext,
-) -> list[Outcome]:
-    """One upsert per record, ``concurrency`` at a time; a 4xx is that record's rejection."""
-
-    def one(record: dict[str, Any], key: str) -> Outcome:
-        try:
-            return _upsert_one(session, spec, object_name, id_field, record, key, context)
-        except AuthenticationError:
-            raise
-        except ApiRequestError as exc:
-            if exc.status is not None and 400 <= exc.status < 500:
-                return ("rejected", None, exc.code or f"HTTP_{exc.status}", exc.detail)
-            raise
-
-    with ThreadPoolExecutor(
-        max_workers=spec.concurrency, thread_name_prefix=f"{context.system_name}-writes"
-    ) as pool:
-        return list(pool.map(one, batch, keys))
+        with ThreadPoolExecutor(
+            max_workers=self.concurrency, thread_name_prefix=f"{batch.context.system_name}-writes"
+        ) as pool:
+            return list(pool.map(one, batch.records, batch.keys))
 
 
 def confirmed_match(

@@ -16,7 +16,7 @@ from crm_pipelines.connectors.limits import (
     check_url_allowed,
 )
 from crm_pipelines.connectors.session import Session, context_for, http_client
-from crm_pipelines.connectors.writes.base import Outcome, UpsertModel, external_id
+from crm_pipelines.connectors.writes.base import Batch, Outcome, UpsertModel, external_id
 
 if TYPE_CHECKING:  # spec.py imports the write styles
     from crm_pipelines.connectors.spec import SystemSpec
@@ -138,7 +138,8 @@ def _upsert_chunk(
         # A style that sends each record on its own (per_record) answers refusals per record: no
         # 400 reaches the split below.
         outcomes = spec.upsert_batch(
-            session, object_name=object_name, id_field=id_field, batch=batch, keys=keys, context=context
+            session,
+            Batch(object_name=object_name, id_field=id_field, records=batch, keys=keys, context=context),
         )
         yield from zip(chunk, outcomes, strict=True)
     except AuthenticationError:

@@ -418,7 +418,7 @@ class _BatchRecorder:
 
 def test_odata_batch_parts_carry_the_declared_headers_and_parameters() -> None:
     from crm_pipelines.connectors.spec import ODataBatchUpsert
-    from crm_pipelines.connectors.writes.odata_batch import odata_batch
+    from crm_pipelines.connectors.writes.base import Batch
 
     spec = ODataBatchUpsert.model_validate(
         {
@@ -437,14 +437,15 @@ def test_odata_batch_parts_carry_the_declared_headers_and_parameters() -> None:
     )
     session = _BatchRecorder([created, updated])
     context = ErrorContext(system_name="dynamics", system_title="Dynamics", object_name="accounts")
-    outcomes = odata_batch(
+    outcomes = spec.upsert_batch(
         session,  # type: ignore[arg-type]
-        spec,
-        "accounts",
-        "accountnumber",
-        [{"accountnumber": "A-1", "name": "x"}, {"accountnumber": "A-2", "name": "y"}],
-        ["A-1", "A-2"],
-        context,
+        Batch(
+            object_name="accounts",
+            id_field="accountnumber",
+            records=[{"accountnumber": "A-1", "name": "x"}, {"accountnumber": "A-2", "name": "y"}],
+            keys=["A-1", "A-2"],
+            context=context,
+        ),
     )
     assert [o[:2] for o in outcomes] == [("created", "a-1"), ("updated", "a-2")]
     sent = session.body.decode()
