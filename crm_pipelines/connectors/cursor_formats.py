@@ -13,7 +13,7 @@ import math
 from abc import ABC, abstractmethod
 from datetime import datetime, timedelta
 
-from crm_pipelines.connectors.registry import Registry
+from crm_pipelines.registry import Registry
 
 __all__ = ["CURSOR_FORMATS", "CursorFormat", "Days", "EpochMilliseconds", "Milliseconds", "WholeSeconds"]
 

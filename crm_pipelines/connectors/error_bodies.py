@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 
 from crm_pipelines.connectors.paths import MISSING, resolve_path
-from crm_pipelines.connectors.registry import Registry
+from crm_pipelines.registry import Registry
 
 __all__ = ["ERROR_SHAPES", "ErrorShape", "describe_error_body"]
 

@@ -24,8 +24,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 import httpx
 
 from crm_pipelines.connectors.limits import AuthenticationError, ErrorContext, credential_fingerprint
-from crm_pipelines.connectors.registry import DeclarationRegistry
 from crm_pipelines.connectors.spec_base import SpecModel
+from crm_pipelines.registry import DeclarationRegistry
 
 if TYPE_CHECKING:
     from crm_pipelines.connectors.spec import SystemSpec

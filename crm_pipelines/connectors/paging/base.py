@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 from crm_pipelines.connectors.paths import MISSING
-from crm_pipelines.connectors.registry import DeclarationRegistry
 from crm_pipelines.connectors.spec_base import SpecModel
+from crm_pipelines.registry import DeclarationRegistry
 
 __all__ = ["PAGING_KINDS", "NumberedPaginator", "PageRequest", "Paginator", "PagingModel", "as_int"]
 

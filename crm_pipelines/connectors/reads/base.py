@@ -20,9 +20,9 @@ import pyarrow as pa
 from crm_pipelines.connectors.collect import Collector, Pass
 from crm_pipelines.connectors.limits import ErrorContext
 from crm_pipelines.connectors.pages import PageCounter
-from crm_pipelines.connectors.registry import Registry
 from crm_pipelines.connectors.session import Session
 from crm_pipelines.connectors.spec import ObjectSpec, SystemSpec
+from crm_pipelines.registry import Registry
 
 __all__ = ["READ_METHODS", "ObjectRead", "ReadMethod", "read_method_for"]
 

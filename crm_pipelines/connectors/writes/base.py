@@ -20,9 +20,9 @@ from pydantic import Field
 from crm_pipelines.connectors.error_bodies import describe_error_body
 from crm_pipelines.connectors.limits import ApiRequestError, ErrorContext
 from crm_pipelines.connectors.paths import MISSING, resolve_path
-from crm_pipelines.connectors.registry import DeclarationRegistry
 from crm_pipelines.connectors.session import Session, render_value
 from crm_pipelines.connectors.spec_base import SpecModel
+from crm_pipelines.registry import DeclarationRegistry
 
 __all__ = [
     "NO_RESULT",

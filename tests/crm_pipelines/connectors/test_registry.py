@@ -11,8 +11,8 @@ from crm_pipelines.connectors.auth import AUTH_KINDS, SessionAuth
 from crm_pipelines.connectors.cursor_formats import CURSOR_FORMATS
 from crm_pipelines.connectors.paging import PAGING_KINDS, CursorPaging
 from crm_pipelines.connectors.reads import READ_METHODS
-from crm_pipelines.connectors.registry import DeclarationRegistry, Registry, UnknownKindError
 from crm_pipelines.connectors.writes import UPSERT_STYLES, PerRecordUpsert
+from crm_pipelines.registry import DeclarationRegistry, Registry, UnknownKindError
 
 
 def test_an_unknown_name_is_named_with_the_known_ones() -> None:

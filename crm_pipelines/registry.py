@@ -1,4 +1,4 @@
-"""Registries: the protocols a declaration can name, found by that name.
+"""Registries: implementations a declaration names (a paging kind, an upsert style, a file format), by name.
 
 A system says which protocol it speaks by name (``paging.kind: cursor``, ``auth.kind: session``,
 ``upsert.style: odata_batch``, ``incremental.format: sdata``). Each family of protocols has one
