@@ -126,11 +126,6 @@ class FixedWidthLayout(BaseModel):
         return self
 
 
-# A path through a JSON document (data.invoices) or an XML one (Invoices/Invoice).
-_JSON_PATH = re.compile(r"[A-Za-z_][A-Za-z0-9_\-]*(\.[A-Za-z_][A-Za-z0-9_\-]*)*")
-_XML_PATH = re.compile(r"[A-Za-z_][A-Za-z0-9_.\-]*(/[A-Za-z_][A-Za-z0-9_.\-]*)*")
-
-
 class Dataset(BaseModel):
     """One dataset: an API object, a table, or a file drop."""
 
@@ -147,7 +142,8 @@ class Dataset(BaseModel):
     columns: list[str] = []
     # File drops only (kind sftp): where the files are, when one is complete, where it goes after.
     folder: str | None = None
-    format: Literal["csv", "jsonl", "json", "xml", "fixed_width"] = "csv"
+    # One of the registered file formats (crm_pipelines/files/formats.py), csv by default.
+    format: str = "csv"
     # format json: dot path of the array holding the records (None: the document is the array).
     records_path: str | None = None
     # format xml: element path from the root to one record.
@@ -198,32 +194,17 @@ class Dataset(BaseModel):
 
     @model_validator(mode="after")
     def _format_settings(self) -> Dataset:
-        given = {
-            "records_path": self.records_path is not None,
-            "record_path": self.record_path is not None,
-            "layout": self.layout is not None,
-        }
-        allowed = {"json": "records_path", "xml": "record_path", "fixed_width": "layout"}.get(self.format)
-        stray = [key for key, present in given.items() if present and key != allowed]
+        # Imported here: the readers import this module (a drop's declaration is what they read).
+        from crm_pipelines.files.formats import FORMAT_SETTINGS
+        from crm_pipelines.files.readers import FILE_FORMATS
+
+        if self.format not in FILE_FORMATS:
+            raise ValueError(FILE_FORMATS.unknown(self.format))
+        file_format = FILE_FORMATS.get(self.format)
+        stray = [s for s in FORMAT_SETTINGS if getattr(self, s) is not None and s not in file_format.settings]
         if stray:
             raise ValueError(f"{', '.join(stray)} does not apply to format {self.format}")
-        if self.records_path is not None and not _JSON_PATH.fullmatch(self.records_path):
-            raise ValueError(
-                f"records_path {self.records_path!r} must be keys joined by dots, e.g. data.invoices"
-            )
-        if self.format == "xml" and (self.record_path is None or not _XML_PATH.fullmatch(self.record_path)):
-            raise ValueError(
-                f"format xml needs record_path, element names from the root joined by '/', e.g. "
-                f"Invoices/Invoice (got {self.record_path!r})"
-            )
-        if self.format == "fixed_width":
-            if self.layout is None:
-                raise ValueError("format fixed_width needs a layout (fields with name, start and width)")
-            names = [f.name for f in self.layout.fields]
-            if self.columns and self.columns != names:
-                raise ValueError("format fixed_width takes its columns from layout.fields; leave columns out")
-            self.columns = names
-        return self
+        return file_format.check(self) if file_format.check is not None else self
 
     @model_validator(mode="after")
     def _keys_for_merging(self) -> Dataset:

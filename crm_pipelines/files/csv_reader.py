@@ -26,6 +26,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
+from crm_pipelines.files.formats import FILE_FORMATS, FileFormat, FileRead
+from crm_pipelines.sources import Dataset
+
 # Bytes Arrow parses at a time; also the largest single record we accept.
 BLOCK_SIZE = 1024 * 1024
 # Bytes read from disk per decode step.
@@ -614,3 +617,21 @@ def repeat_string(value: str, n: int) -> pa.Array:
 
 def _empty(schema: pa.Schema) -> pa.RecordBatch:
     return pa.RecordBatch.from_arrays([pa.array([], type=f.type) for f in schema], schema=schema)
+
+
+def _read_declared(path: Path, declared: Dataset, read: FileRead) -> Iterator[CsvChunk]:
+    assert read.dialect is not None  # a text format: its dialect is detected before reading
+    return read_csv_batches(
+        path,
+        columns=declared.columns,
+        source_file=read.source_file,
+        source=read.source,
+        dataset=read.dataset,
+        batch_rows=read.batch_rows,
+        encoding=read.dialect.encoding,
+        delimiter=read.dialect.delimiter,
+        drift=read.drift,
+    )
+
+
+FILE_FORMATS.add("csv", FileFormat(read=_read_declared, text=True))

@@ -32,7 +32,8 @@ from crm_pipelines.files.csv_reader import (
     output_schema,
     repeat_string,
 )
-from crm_pipelines.sources import FixedWidthLayout
+from crm_pipelines.files.formats import FILE_FORMATS, FileFormat, FileRead
+from crm_pipelines.sources import Dataset, FixedWidthLayout
 
 
 def _without_line_break(line: str) -> str:
@@ -168,3 +169,33 @@ def read_fixed_width_batches(
                 else ""
             )
         )
+
+
+def _check(declared: Dataset) -> Dataset:
+    if declared.layout is None:
+        raise ValueError("format fixed_width needs a layout (fields with name, start and width)")
+    names = [f.name for f in declared.layout.fields]
+    if declared.columns and declared.columns != names:
+        raise ValueError("format fixed_width takes its columns from layout.fields; leave columns out")
+    declared.columns = names
+    return declared
+
+
+def _read_declared(path: Path, declared: Dataset, read: FileRead) -> Iterator[CsvChunk]:
+    assert declared.layout is not None  # checked with the declaration
+    assert read.dialect is not None  # a text format: its encoding is detected before reading
+    return read_fixed_width_batches(
+        path,
+        layout=declared.layout,
+        source_file=read.source_file,
+        source=read.source,
+        dataset=read.dataset,
+        batch_rows=read.batch_rows,
+        encoding=read.dialect.encoding,
+        drift=read.drift,
+    )
+
+
+FILE_FORMATS.add(
+    "fixed_width", FileFormat(read=_read_declared, text=True, settings=("layout",), check=_check)
+)

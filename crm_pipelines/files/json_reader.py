@@ -10,13 +10,16 @@ nothing after the error can be trusted; so is one without records at the path.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
 import ijson
 
 from crm_pipelines.files.csv_reader import CsvChunk, FileRejected
+from crm_pipelines.files.formats import FILE_FORMATS, FileFormat, FileRead
 from crm_pipelines.files.records import DriftReport, RecordBatcher, as_text
+from crm_pipelines.sources import Dataset
 
 # Bytes ijson reads per step.
 READ_CHUNK = 1024 * 1024
@@ -96,3 +99,31 @@ def read_json_batches(
             "a changed layout?)"
         )
     yield from batcher.finish(where=where)
+
+
+# A dot path through the document to the records' array, e.g. data.invoices.
+_RECORDS_PATH = re.compile(r"[A-Za-z_][A-Za-z0-9_\-]*(\.[A-Za-z_][A-Za-z0-9_\-]*)*")
+
+
+def _check(declared: Dataset) -> Dataset:
+    if declared.records_path is not None and not _RECORDS_PATH.fullmatch(declared.records_path):
+        raise ValueError(
+            f"records_path {declared.records_path!r} must be keys joined by dots, e.g. data.invoices"
+        )
+    return declared
+
+
+def _read_declared(path: Path, declared: Dataset, read: FileRead) -> Iterator[CsvChunk]:
+    return read_json_batches(
+        path,
+        columns=declared.columns,
+        source_file=read.source_file,
+        source=read.source,
+        dataset=read.dataset,
+        batch_rows=read.batch_rows,
+        records_path=declared.records_path,
+        drift=read.drift,
+    )
+
+
+FILE_FORMATS.add("json", FileFormat(read=_read_declared, settings=("records_path",), check=_check))

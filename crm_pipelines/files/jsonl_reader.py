@@ -14,7 +14,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from crm_pipelines.files.csv_reader import CsvChunk
+from crm_pipelines.files.formats import FILE_FORMATS, FileFormat, FileRead
 from crm_pipelines.files.records import DriftReport, RecordBatcher
+from crm_pipelines.sources import Dataset
 
 
 def read_jsonl_batches(
@@ -79,3 +81,18 @@ def read_jsonl_batches(
             if batcher.full():
                 yield batcher.flush()
     yield from batcher.finish()
+
+
+def _read_declared(path: Path, declared: Dataset, read: FileRead) -> Iterator[CsvChunk]:
+    return read_jsonl_batches(
+        path,
+        columns=declared.columns,
+        source_file=read.source_file,
+        source=read.source,
+        dataset=read.dataset,
+        batch_rows=read.batch_rows,
+        drift=read.drift,
+    )
+
+
+FILE_FORMATS.add("jsonl", FileFormat(read=_read_declared))

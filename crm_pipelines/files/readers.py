@@ -1,16 +1,27 @@
-"""One entry point over the drop formats: a local, unpacked file in, Arrow chunks out."""
+"""One entry point over the drop formats: a local, unpacked file in, Arrow chunks out.
+
+Each format's reader registers itself in :data:`~crm_pipelines.files.formats.FILE_FORMATS`; importing
+this module imports the built-in ones.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
 
-from crm_pipelines.files.csv_reader import CsvChunk, CsvDialect, DriftReport, detect_dialect, read_csv_batches
-from crm_pipelines.files.fixed_width_reader import read_fixed_width_batches
-from crm_pipelines.files.json_reader import read_json_batches
-from crm_pipelines.files.jsonl_reader import read_jsonl_batches
-from crm_pipelines.files.xml_reader import read_xml_batches
+# The built-in formats register themselves when their modules are imported.
+from crm_pipelines.files import (  # noqa: F401
+    csv_reader,
+    fixed_width_reader,
+    json_reader,
+    jsonl_reader,
+    xml_reader,
+)
+from crm_pipelines.files.csv_reader import CsvChunk, CsvDialect, DriftReport, detect_dialect
+from crm_pipelines.files.formats import FILE_FORMATS, FileRead
 from crm_pipelines.sources import Dataset
+
+__all__ = ["FILE_FORMATS", "read_file_batches", "text_dialect"]
 
 
 def text_dialect(path: Path, declared: Dataset) -> CsvDialect | None:
@@ -18,7 +29,7 @@ def text_dialect(path: Path, declared: Dataset) -> CsvDialect | None:
 
     JSON is UTF-8 by definition and XML declares its own encoding, so they need none.
     """
-    if declared.format not in ("csv", "fixed_width"):
+    if not FILE_FORMATS.get(declared.format).text:
         return None
     detected = detect_dialect(path)
     return CsvDialect(
@@ -46,68 +57,19 @@ def read_file_batches(
         source_file: File name for lineage and quarantine ``record_id``.
         source: Quarantine ``source``.
         dataset: Quarantine ``entity``.
-        dialect: From :func:`text_dialect` (CSV and fixed-width).
+        dialect: From :func:`text_dialect` (the text formats).
         drift: Receives the columns the file has and the drop does not declare.
         batch_rows: Rows per chunk.
 
     Raises:
         FileRejected: the file is unusable as a whole (the reason says why).
     """
-    if declared.format == "csv":
-        assert dialect is not None
-        return read_csv_batches(
-            path,
-            columns=declared.columns,
-            source_file=source_file,
-            source=source,
-            dataset=dataset,
-            batch_rows=batch_rows,
-            encoding=dialect.encoding,
-            delimiter=dialect.delimiter,
-            drift=drift,
-        )
-    if declared.format == "jsonl":
-        return read_jsonl_batches(
-            path,
-            columns=declared.columns,
-            source_file=source_file,
-            source=source,
-            dataset=dataset,
-            batch_rows=batch_rows,
-            drift=drift,
-        )
-    if declared.format == "json":
-        return read_json_batches(
-            path,
-            columns=declared.columns,
-            source_file=source_file,
-            source=source,
-            dataset=dataset,
-            batch_rows=batch_rows,
-            records_path=declared.records_path,
-            drift=drift,
-        )
-    if declared.format == "xml":
-        assert declared.record_path is not None  # validated
-        return read_xml_batches(
-            path,
-            columns=declared.columns,
-            source_file=source_file,
-            source=source,
-            dataset=dataset,
-            batch_rows=batch_rows,
-            record_path=declared.record_path,
-            drift=drift,
-        )
-    assert declared.layout is not None
-    assert dialect is not None
-    return read_fixed_width_batches(
-        path,
-        layout=declared.layout,
+    read = FileRead(
         source_file=source_file,
         source=source,
         dataset=dataset,
-        batch_rows=batch_rows,
-        encoding=dialect.encoding,
+        dialect=dialect,
         drift=drift,
+        batch_rows=batch_rows,
     )
+    return FILE_FORMATS.get(declared.format).read(path, declared, read)

@@ -17,6 +17,7 @@ error and nothing after it can be trusted.
 
 from __future__ import annotations
 
+import re
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from functools import partial
@@ -26,7 +27,9 @@ import defusedxml
 from defusedxml.ElementTree import DefusedXMLParser
 
 from crm_pipelines.files.csv_reader import CsvChunk, FileRejected, normalize_header
+from crm_pipelines.files.formats import FILE_FORMATS, FileFormat, FileRead
 from crm_pipelines.files.records import DriftReport, RecordBatcher
+from crm_pipelines.sources import Dataset
 
 READ_CHUNK = 256 * 1024
 
@@ -205,3 +208,33 @@ def read_xml_batches(
             "a changed layout?)"
         )
     yield from batcher.finish(where=f" at {'/'.join(steps)}")
+
+
+# Element names from the root to one record, joined by '/', e.g. Invoices/Invoice.
+_RECORD_PATH = re.compile(r"[A-Za-z_][A-Za-z0-9_.\-]*(/[A-Za-z_][A-Za-z0-9_.\-]*)*")
+
+
+def _check(declared: Dataset) -> Dataset:
+    if declared.record_path is None or not _RECORD_PATH.fullmatch(declared.record_path):
+        raise ValueError(
+            "format xml needs record_path, element names from the root joined by '/', e.g. "
+            f"Invoices/Invoice (got {declared.record_path!r})"
+        )
+    return declared
+
+
+def _read_declared(path: Path, declared: Dataset, read: FileRead) -> Iterator[CsvChunk]:
+    assert declared.record_path is not None  # checked with the declaration
+    return read_xml_batches(
+        path,
+        columns=declared.columns,
+        source_file=read.source_file,
+        source=read.source,
+        dataset=read.dataset,
+        batch_rows=read.batch_rows,
+        record_path=declared.record_path,
+        drift=read.drift,
+    )
+
+
+FILE_FORMATS.add("xml", FileFormat(read=_read_declared, settings=("record_path",), check=_check))
