@@ -18,35 +18,22 @@ from crm_pipelines.files.sftp.session import SFTPSession
 
 
 @dataclass(frozen=True)
-class SFTPClient:
-    """Connection settings for one SFTP server; :meth:`session` opens a connection."""
-
-    host: str
-    port: int
-    username: str
-    private_key_path: Path | str | None = None
-    known_hosts_path: Path | str | None = None
-    timeout: float = 30.0
-    passphrase: str | None = None
-    password: str | None = None
-    host_key_fingerprint: str | None = None
-    trust_on_first_use: bool = False
+class SFTPClient(ConnectSettings):
+    """Connection settings for one SFTP server (see :class:`ConnectSettings`); :meth:`session` connects."""
 
     @contextmanager
     def session(self) -> Iterator[SFTPSession]:
-        with connect_sftp(
-            host=self.host,
-            port=self.port,
-            username=self.username,
-            private_key_path=self.private_key_path,
-            known_hosts_path=self.known_hosts_path,
-            timeout=self.timeout,
-            passphrase=self.passphrase,
-            password=self.password,
-            host_key_fingerprint=self.host_key_fingerprint,
-            trust_on_first_use=self.trust_on_first_use,
-        ) as session:
+        """An open session, closed when the block ends."""
+        session = self.open()
+        try:
             yield session
+        finally:
+            session.close()
+
+    def open(self) -> SFTPSession:
+        """Connect and authenticate; the caller closes the session."""
+        ssh, sftp = _connect(self)
+        return SFTPSession(ssh, sftp, self.where, self)
 
 
 def open_sftp(
@@ -66,7 +53,7 @@ def open_sftp(
     parallel_connections: int = PARALLEL_CONNECTIONS,
 ) -> SFTPSession:
     """Connect and authenticate; the caller closes the returned session (see :class:`ConnectSettings`)."""
-    settings = ConnectSettings(
+    return SFTPClient(
         host=host,
         port=port,
         username=username,
@@ -80,9 +67,7 @@ def open_sftp(
         keepalive_seconds=keepalive_seconds,
         ciphers=ciphers,
         parallel_connections=parallel_connections,
-    )
-    ssh, sftp = _connect(settings)
-    return SFTPSession(ssh, sftp, settings.where, settings)
+    ).open()
 
 
 @contextmanager
