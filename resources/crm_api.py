@@ -22,6 +22,7 @@ from crm_pipelines.connectors.engine import (
     extract_object,
     key_schema,
     output_schema,
+    update_records,
     upsert_records,
 )
 from crm_pipelines.connectors.spec import SystemSpec, load_system
@@ -184,6 +185,20 @@ class CrmApiResource(dg.ConfigurableResource["CrmApiResource"]):
             connection=self.connection(),
             external_id_field=external_id_field,
             records=records,
+        )
+
+    def update(self, *, object_name: str, records: Iterable[Mapping[str, Any]]) -> list[UpsertResult]:
+        """Update existing records by their id; one result per record (nothing is created).
+
+        Args:
+            object_name: A declared object with an ``update`` declaration.
+            records: Field name to value per record, each carrying the object's primary key.
+
+        Returns:
+            Updated or rejected (with the system's code and reason) per record, in order.
+        """
+        return update_records(
+            system=self.spec(), object_name=object_name, connection=self.connection(), records=records
         )
 
     def check(self) -> ConnectionCheck:

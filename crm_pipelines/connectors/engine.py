@@ -63,7 +63,7 @@ from crm_pipelines.connectors.paging import CursorPaging, PageRequest
 from crm_pipelines.connectors.reads import ObjectRead, read_method_for
 from crm_pipelines.connectors.session import Session, context_for, http_client, render_value
 from crm_pipelines.connectors.spec import SystemSpec
-from crm_pipelines.connectors.writes import UpsertResult, upsert_records
+from crm_pipelines.connectors.writes import UpsertResult, update_records, upsert_records
 
 __all__ = [
     "DELETED",
@@ -81,6 +81,7 @@ __all__ = [
     "output_schema",
     "parse_cursor",
     "resolved_object",
+    "update_records",
     "upsert_records",
 ]
 

@@ -576,7 +576,16 @@ class ObjectSpec(SpecModel):
     )
     bulk: BulkQuerySpec | None = Field(default=None, description="Bulk query jobs for big windows.")
     search: SearchSpec | None = Field(default=None, description="Search endpoint for incremental reads.")
-    upsert: UpsertSpec | None = Field(default=None, description="How records are written back.")
+    upsert: UpsertSpec | None = Field(
+        default=None, description="How records are created or updated by an external id field."
+    )
+    update: UpsertSpec | None = Field(
+        default=None,
+        description=(
+            "How existing records are updated by their own id (the primary key); the same styles as "
+            "upsert. A record whose id the system does not know is rejected, never created."
+        ),
+    )
     describe: DescribeSpec | None = Field(default=None, description="The source's field list, for drift.")
     paging: PagingSpec | None = Field(default=None, description="Overrides the system's paging.")
     fields: list[FieldSpec] = Field(min_length=1)

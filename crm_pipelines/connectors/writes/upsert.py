@@ -21,7 +21,7 @@ from crm_pipelines.connectors.writes.base import Batch, Outcome, UpsertModel, ex
 if TYPE_CHECKING:  # spec.py imports the write styles
     from crm_pipelines.connectors.spec import SystemSpec
 
-__all__ = ["UpsertResult", "upsert_records"]
+__all__ = ["UpsertResult", "update_records", "upsert_records"]
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +49,36 @@ class UpsertResult:
     @property
     def ok(self) -> bool:
         return self.status != "rejected"
+
+
+def update_records(
+    *,
+    system: SystemSpec,
+    object_name: str,
+    connection: ConnectionSettings,
+    records: Iterable[Mapping[str, Any]],
+) -> list[UpsertResult]:
+    """Update existing records by their id, batched as the system allows; a result per record.
+
+    The object's ``update`` declaration says how; each record carries the object's primary key (by
+    its path in the API, e.g. ``Id``, ``id``, ``accountid``). Nothing is created: an id the system
+    does not know comes back rejected with the system's code and message. Retries, batch splitting
+    and the shared rate budget are those of :func:`upsert_records`.
+
+    Args:
+        system: The system declaration; the object must declare ``update``.
+        object_name: A declared object.
+        connection: Base URL and credentials.
+        records: Field name to value per record, each with the primary key.
+
+    Returns:
+        One :class:`UpsertResult` per record, in input order (``external_id`` holds the record id).
+    """
+    obj = system.get_object(object_name)
+    if obj.update is None:
+        raise ValueError(f"{system.title} {object_name} declares no update in {system.name}.yaml")
+    key = obj.field(obj.primary_key)
+    return _write(system, object_name, connection, obj.update, key.source_path, records, creates=False)
 
 
 def upsert_records(
@@ -81,7 +111,19 @@ def upsert_records(
     obj = system.get_object(object_name)
     if obj.upsert is None:
         raise ValueError(f"{system.title} {object_name} declares no upsert in {system.name}.yaml")
-    spec = obj.upsert
+    return _write(system, object_name, connection, obj.upsert, external_id_field, records, creates=True)
+
+
+def _write(
+    system: SystemSpec,
+    object_name: str,
+    connection: ConnectionSettings,
+    spec: UpsertModel,
+    external_id_field: str,
+    records: Iterable[Mapping[str, Any]],
+    *,
+    creates: bool,
+) -> list[UpsertResult]:
     context = context_for(system, connection, object_name)
     check_url_allowed(url=connection.base_url, context=context)
     items = [dict(r) for r in records]
@@ -108,6 +150,17 @@ def upsert_records(
                     final: Literal["created", "updated", "rejected"] = (
                         "created" if status == "created" else "updated" if status == "updated" else "rejected"
                     )
+                    if final == "created" and not creates:
+                        # An update that made a record: the declaration lets the system create on
+                        # a missing id. Reported, never silently accepted.
+                        final, code, reason = (
+                            "rejected",
+                            "CREATED_ON_UPDATE",
+                            (
+                                f"{context.where}: an update by id created record {record_id}; declare the "
+                                "update so that a missing id is refused"
+                            ),
+                        )
                     results[index] = UpsertResult(key, final, record_id, code, reason, attempts[index])
             if not retry_next:
                 break
