@@ -116,6 +116,27 @@ class WriteCase:
     rejected_code: str
 
 
+@dataclass(frozen=True)
+class UpdateCase:
+    """Updates by record id for the tests: existing records changed, and an id the system does not know.
+
+    Attributes:
+        object_name: Object written (declared with ``update`` in the system YAML).
+        changed: Existing records, each with its primary key (by its API path) and the fields set.
+        field: A field the changes set, by its declared name (its column in the extract).
+        expected: That field's value in the next read, by record id, as the API returns it.
+        unknown: A record whose id the system does not know: rejected, never created.
+        unknown_code: The error code the engine reports for it.
+    """
+
+    object_name: str
+    changed: list[dict[str, Any]]
+    field: str
+    expected: dict[str, str]
+    unknown: dict[str, Any]
+    unknown_code: str
+
+
 @dataclass
 class Started:
     """A running simulator and the environment variables that point the pipelines at it."""
@@ -158,6 +179,10 @@ class SandboxCrm(ABC):
     @abstractmethod
     def write_case(self, store: Path) -> WriteCase:
         """A write-back batch that this system partly accepts and partly rejects."""
+
+    def update_case(self, store: Path) -> UpdateCase:
+        """Updates of existing records by their id, and one id the system does not know."""
+        raise NotImplementedError(f"{self.system}: the sandbox declares no update case yet")
 
 
 def sandbox_crms() -> list[str]:

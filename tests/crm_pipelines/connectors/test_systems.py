@@ -39,7 +39,7 @@ from crm_pipelines.connectors.spec import (
     available_systems,
     load_system,
 )
-from crm_pipelines.connectors.writes import upsert_records
+from crm_pipelines.connectors.writes import update_records, upsert_records
 from crm_pipelines_sandbox.simulators.base import DROP_CONNECTION, SLOW_RESPONSE, Faults
 from crm_pipelines_sandbox.simulators.records import (
     count_records,
@@ -301,6 +301,32 @@ def test_a_write_back_batch_reports_every_record(running: Running) -> None:
     if upsert.retryable_errors:
         assert again[0].attempts == 2
     assert count_records(running.store, case.object_name) == before + len(case.accepted)
+
+
+def test_an_update_by_id_changes_the_record_and_shows_in_the_next_read(running: Running) -> None:
+    case = running.crm.update_case(running.store)
+    obj = running.system.get_object(case.object_name)
+    assert obj.update is not None
+    before = count_records(running.store, case.object_name)
+    started = datetime.now(UTC) - timedelta(seconds=1)
+    results = update_records(
+        system=running.system,
+        object_name=case.object_name,
+        connection=running.connection,
+        records=[*case.changed, case.unknown],
+    )
+    assert [r.status for r in results[:-1]] == ["updated"] * len(case.changed), results
+    unknown = results[-1]
+    assert unknown.status == "rejected", unknown
+    assert unknown.error_code == case.unknown_code, unknown
+    assert unknown.reason
+    assert count_records(running.store, case.object_name) == before  # an update never creates
+
+    # The change is what the next incremental read of the object sees.
+    kind = next(k for k, o in running.crm.kinds.items() if o == case.object_name)
+    changes, _ = running.extract(kind, since=started, until=None, include_deleted=True)
+    seen = {str(r[obj.primary_key]): r[case.field] for r in changes.to_pylist()}
+    assert {k: seen.get(k) for k in case.expected} == case.expected
 
 
 # --- helpers -----------------------------------------------------------------------------------
