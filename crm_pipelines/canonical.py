@@ -118,6 +118,25 @@ ENTITIES: dict[str, pa.Schema] = {
     "invoice": INVOICE,
     "payment": PAYMENT,
 }
+# Fields that survivorship chooses per golden record (the canonical columns minus lineage,
+# updated_at, which becomes the newest member's, and links, which the crosswalk resolves).
+SURVIVOR_FIELDS: dict[str, tuple[str, ...]] = {
+    "account": (
+        "name",
+        "domain",
+        "phone",
+        "email",
+        "street",
+        "city",
+        "postal_code",
+        "country",
+        "industry",
+        "vat_number",
+        "annual_revenue",
+    ),
+    "contact": ("first_name", "last_name", "email", "phone", "title", "country"),
+}
+
 # Parties are deduplicated across systems into golden records; facts are merged by their record_id.
 PARTY_ENTITIES = ("account", "contact")
 FACT_ENTITIES = ("opportunity", "sales_order", "invoice", "payment")

@@ -24,7 +24,6 @@ from crm_pipelines.identity.rules import (
     MatchRule,
     MatchRules,
     MatchRulesError,
-    Survivorship,
     load_match_rules,
     parse_match_rules,
 )
@@ -44,7 +43,6 @@ __all__ = [
     "ResolutionStats",
     "RuleStats",
     "SourceStats",
-    "Survivorship",
     "load_match_rules",
     "normalize_company_names",
     "parse_match_rules",

@@ -9,7 +9,8 @@ Steps per entity, each a SQL statement over temporary tables (nothing is pulled 
    building all pairs: the clusters are the same and the cost stays linear;
 4. cluster: connected components by min-label propagation with pointer jumping, iterated in SQL
    until no label changes;
-5. survivorship per field (source priority, then the most recently updated non-null value, then the
+5. survivorship per field by field ownership (``crm_pipelines/ownership.yaml``: the owner, then the
+   fallbacks, then the most recently updated non-null value; or the newest edit), then the
    smallest record_id) and one survivor per cluster, then the golden records and the crosswalk.
    Records that matched nothing (usually most of them) skip the aggregation and pass straight through.
 
@@ -32,16 +33,17 @@ import duckdb
 import pyarrow as pa
 
 from crm_pipelines import canonical
+from crm_pipelines.canonical import SURVIVOR_FIELDS
 from crm_pipelines.identity.rules import (
     FEATURES,
-    SURVIVOR_FIELDS,
     Entity,
     EntityRules,
     KeyPart,
     MatchRule,
     MatchRules,
 )
-from crm_pipelines.sql import quote_ident
+from crm_pipelines.ownership import EntityOwnership, Ownership, load_ownership
+from crm_pipelines.sql import quote_ident, quote_literal
 
 GOLDEN_ACCOUNT_FILE = "golden_account.parquet"
 GOLDEN_CONTACT_FILE = "golden_contact.parquet"
@@ -619,15 +621,50 @@ def _present_sql(entity: Entity, name: str, column: str) -> str:
     return f"{column} IS NOT NULL"
 
 
+def _survivor_sql(
+    entity: Entity, name: str, ownership: EntityOwnership, params: _Params, echoes: bool
+) -> str:
+    """The value a golden record keeps for ``name`` (field ownership, ``crm_pipelines/ownership.yaml``).
+
+    ``owner_wins``: the first listed system with a value, newest record first. ``newest_wins``: the
+    newest edit, the owner's counting as newer within the clock skew. A value that is only what a sync
+    last wrote into that record (an echo, ``t.pushed``) is no edit: it never outweighs one, and is kept
+    only when there is nothing else (the owner's first).
+    """
+    column = f"s.{quote_ident(name)}"
+    present = _present_sql(entity, name, column)
+    newest_wins = ownership.policy(name) == "newest_wins"
+    owner_first = [ownership.owner(name) or ""] if newest_wins else ownership.priority(name)
+    ordered = f"arg_min({column}, {_order_sql(owner_first, params)}) FILTER (WHERE {present})"
+    if not newest_wins:
+        return ordered
+    owner = params.bind(ownership.owner(name) or "")
+    skew = params.bind(ownership.clock_skew_seconds)
+    edited = f"{present}"
+    if echoes:
+        edited += (
+            f" AND NOT EXISTS (SELECT 1 FROM {_Tables(entity).pushed} AS p WHERE p.record_id = s.record_id "
+            f"AND p.field = {params.bind(name)} AND p.value = CAST({column} AS VARCHAR))"
+        )
+    newest = (
+        f"arg_min({column}, {{'t': -(coalesce(epoch(s.updated_at), 0) + CASE WHEN s.source = {owner} "
+        f"THEN {skew} ELSE 0 END), 'r': k.recency}}) FILTER (WHERE {edited})"
+    )
+    return f"coalesce({newest}, {ordered})"
+
+
 def _build_golden(
-    cur: duckdb.DuckDBPyConnection, *, entity: Entity, entity_rules: EntityRules, t: _Tables
+    cur: duckdb.DuckDBPyConnection,
+    *,
+    entity: Entity,
+    ownership: EntityOwnership,
+    t: _Tables,
+    echoes: bool,
 ) -> None:
     """Survivorship over every cluster of two or more records (``t.golden``)."""
     params = _Params()
-    survivorship = entity_rules.survivorship
     fields = "".join(
-        f",\n            arg_min(s.{quote_ident(name)}, {_order_sql(survivorship.priority(name), params)})"
-        f" FILTER (WHERE {_present_sql(entity, name, f's.{quote_ident(name)}')}) AS {quote_ident(name)}"
+        f",\n            {_survivor_sql(entity, name, ownership, params, echoes)} AS {quote_ident(name)}"
         for name in SURVIVOR_FIELDS[entity]
     )
     _run(
@@ -637,7 +674,7 @@ def _build_golden(
         SELECT
             k.cluster,
             {params.bind(_ID_PREFIX[entity])} || left(md5(min(s.record_id)), 16) AS golden_id,
-            arg_min(s.rid, {_order_sql(survivorship.default, params)}) AS survivor_rid{fields},
+            arg_min(s.rid, {_order_sql(ownership.default, params)}) AS survivor_rid{fields},
             max(s.updated_at) AS updated_at,
             list_sort(list_distinct(list(s.source))) AS source_list,
             count(*) AS record_count
@@ -744,7 +781,14 @@ def _golden_query(entity: Entity, t: _Tables, params: _Params, account_xref: str
 
 
 def _resolve_entity(
-    cur: duckdb.DuckDBPyConnection, *, entity: Entity, glob: str, rules: MatchRules, account_xref: str | None
+    cur: duckdb.DuckDBPyConnection,
+    *,
+    entity: Entity,
+    glob: str,
+    rules: MatchRules,
+    ownership: EntityOwnership,
+    echoes: bool,
+    account_xref: str | None,
 ) -> EntityStats:
     t = _Tables(entity)
     entity_rules = rules.for_entity(entity)
@@ -759,7 +803,7 @@ def _resolve_entity(
         _run(cur, f"DROP TABLE IF EXISTS {table}")
     rounds = _connected_components(cur, t=t)
     _run(cur, f"DROP TABLE {t.edges}")
-    _build_golden(cur, entity=entity, entity_rules=entity_rules, t=t)
+    _build_golden(cur, entity=entity, ownership=ownership, t=t, echoes=echoes)
     _build_xref(cur, entity=entity, entity_rules=entity_rules, t=t)
     if account_xref is not None:
         _build_contact_accounts(cur, t=t, account_xref=account_xref)
@@ -837,6 +881,8 @@ def resolve_entities(
     contacts_glob: str,
     out_dir: Path,
     rules: MatchRules,
+    ownership: Ownership | None = None,
+    pushed: pa.Table | None = None,
 ) -> ResolutionStats:
     """Deduplicate accounts and contacts into golden records and write them with a crosswalk.
 
@@ -853,6 +899,9 @@ def resolve_entities(
         contacts_glob: Parquet glob of canonical contacts (schema ``canonical.CONTACT``).
         out_dir: Folder for the three output files (created when missing).
         rules: Match rules, e.g. from :func:`~crm_pipelines.identity.rules.load_match_rules`.
+        ownership: Field ownership (default: ``crm_pipelines/ownership.yaml``).
+        pushed: What the syncs last wrote into each record (``record_id``, ``field``, ``value`` as
+            text; :func:`crm_pipelines.syncs.state.pushed_values`): those values are echoes, not edits.
 
     Returns:
         Counts per entity (records, golden records, merged duplicates per source, pairs per rule)
@@ -861,12 +910,36 @@ def resolve_entities(
     started = time.perf_counter()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    owned = ownership or load_ownership()
     cur = con.cursor()
     try:
         _create_macros(cur)
-        account = _resolve_entity(cur, entity="account", glob=accounts_glob, rules=rules, account_xref=None)
+        echoes = pushed is not None and pushed.num_rows > 0
+        if echoes:
+            cur.register("identity_pushed_input", pushed)
+            for entity in ("account", "contact"):
+                _run(
+                    cur,
+                    f"CREATE OR REPLACE TEMP TABLE {_Tables(entity).pushed} AS SELECT DISTINCT record_id, field, "
+                    f"value FROM identity_pushed_input WHERE entity = {quote_literal(entity)}",
+                )
+        account = _resolve_entity(
+            cur,
+            entity="account",
+            glob=accounts_glob,
+            rules=rules,
+            ownership=owned.account,
+            echoes=echoes,
+            account_xref=None,
+        )
         contact = _resolve_entity(
-            cur, entity="contact", glob=contacts_glob, rules=rules, account_xref=_Tables("account").xref
+            cur,
+            entity="contact",
+            glob=contacts_glob,
+            rules=rules,
+            ownership=owned.contact,
+            echoes=echoes,
+            account_xref=_Tables("account").xref,
         )
         _write_outputs(cur, out_dir=out_dir)
     finally:

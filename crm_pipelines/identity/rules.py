@@ -13,10 +13,8 @@ Example::
           block: [phone]
           conditions:
             - {similar: normalized_name, method: jaro_winkler, threshold: 0.85}
-      survivorship:
-        default: [erp, salesforce, hubspot]
-        fields:
-          domain: [hubspot, salesforce, erp]
+
+Which value a golden record keeps is field ownership: ``crm_pipelines/ownership.yaml``.
 """
 
 from __future__ import annotations
@@ -71,27 +69,7 @@ FEATURES: dict[Entity, dict[str, str]] = {
     },
 }
 
-# Fields that survivorship chooses per golden record (the canonical columns minus lineage,
-# updated_at, which becomes the newest member's, and links, which the crosswalk resolves).
-SURVIVOR_FIELDS: dict[Entity, tuple[str, ...]] = {
-    "account": (
-        "name",
-        "domain",
-        "phone",
-        "email",
-        "street",
-        "city",
-        "postal_code",
-        "country",
-        "industry",
-        "vat_number",
-        "annual_revenue",
-    ),
-    "contact": ("first_name", "last_name", "email", "phone", "title", "country"),
-}
-
 _NAME_RE = re.compile(r"^[a-z][a-z0-9_]*$")
-_SOURCE_RE = re.compile(r"^[a-z][a-z0-9_]*$")
 _DOMAIN_RE = re.compile(r"^[a-z0-9-]+(\.[a-z0-9-]+)+$")
 # A legal-form word after folding, as company names are folded before matching: "g.m.b.h." -> "gmbh".
 _LEGAL_WORD_RE = re.compile(r"^[^\W_]+( [^\W_]+)*$")
@@ -195,50 +173,14 @@ class MatchRule(_Model):
         return [*self.block, *(c.part for c in self.conditions)]
 
 
-def _check_sources(value: list[str], where: str) -> list[str]:
-    for source in value:
-        if not _SOURCE_RE.match(source):
-            raise ValueError(f"{where}: source {source!r} must be lower case letters, digits and '_'")
-    if len(set(value)) != len(value):
-        raise ValueError(f"{where}: sources listed twice in {value}")
-    return value
-
-
-class Survivorship(_Model):
-    """Which value a golden record keeps.
-
-    ``fields`` maps a field to an ordered source priority (field ownership): the value of the best
-    listed source that has one wins, the newest record of that source first. When no listed source
-    has a value, the most recently updated non-null value wins. Fields not listed use ``default``,
-    which also ranks whole records to pick the crosswalk survivor.
-    """
-
-    default: list[str] = Field(default_factory=list)
-    fields: dict[str, list[str]] = Field(default_factory=dict)
-
-    @field_validator("default")
-    @classmethod
-    def _valid_default(cls, value: list[str]) -> list[str]:
-        return _check_sources(value, "survivorship.default")
-
-    @field_validator("fields")
-    @classmethod
-    def _valid_fields(cls, value: dict[str, list[str]]) -> dict[str, list[str]]:
-        for name, sources in value.items():
-            _check_sources(sources, f"survivorship.fields.{name}")
-        return value
-
-    def priority(self, field: str) -> list[str]:
-        """Source priority that applies to ``field``."""
-        return self.fields.get(field, self.default)
-
-
 class EntityRules(_Model):
-    """Match rules and survivorship of one entity. Rule order is precedence in the crosswalk."""
+    """Match rules of one entity. Rule order is precedence in the crosswalk.
+
+    Which value a golden record keeps is field ownership (``crm_pipelines/ownership.yaml``).
+    """
 
     max_block_size: int = Field(default=1000, ge=2)
     rules: list[MatchRule] = Field(default_factory=list)
-    survivorship: Survivorship = Field(default_factory=Survivorship)
 
     @field_validator("rules")
     @classmethod
@@ -307,13 +249,6 @@ class MatchRules(_Model):
                             f"{entity} rule {rule.name!r}: unknown feature {part.feature!r}"
                             f"{_did_you_mean(part.feature, vocabulary)}; known: {', '.join(sorted(vocabulary))}"
                         )
-            fields = SURVIVOR_FIELDS[entity]
-            for name in entity_rules.survivorship.fields:
-                if name not in fields:
-                    problems.append(
-                        f"{entity} survivorship: unknown field {name!r}{_did_you_mean(name, fields)}; "
-                        f"known: {', '.join(fields)}"
-                    )
         if problems:
             raise ValueError("; ".join(problems))
         return self

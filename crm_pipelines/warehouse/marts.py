@@ -53,7 +53,7 @@ MARTS = (
         """,
         columns={
             "account_id": "Golden account id; join key of every fact.",
-            "name": "Company name, from the system that owns it (survivorship in match_rules.yaml).",
+            "name": "Company name, from the system that owns it (crm_pipelines/ownership.yaml).",
             "domain": "Web domain.",
             "phone": "Main phone in E.164.",
             "email": "Main e-mail address.",

@@ -19,6 +19,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from crm_pipelines import canonical
+from crm_pipelines.canonical import SURVIVOR_FIELDS
 from crm_pipelines.identity import (
     FEATURES,
     GOLDEN_ACCOUNT_FILE,
@@ -34,7 +35,6 @@ from crm_pipelines.identity import (
     resolve_entities,
 )
 from crm_pipelines.identity.resolve import features_with_sql
-from crm_pipelines.identity.rules import SURVIVOR_FIELDS
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -94,6 +94,7 @@ def resolve(
     rules: MatchRules | None = None,
     name: str = "run",
     parts: int = 1,
+    pushed: list[dict[str, str]] | None = None,
 ) -> Run:
     base = tmp_path / name
     accounts_glob = write_parts(base / "accounts", canonical.ACCOUNT, accounts, parts)
@@ -104,6 +105,7 @@ def resolve(
         contacts_glob=contacts_glob,
         out_dir=base / "out",
         rules=rules or load_match_rules(),
+        pushed=pa.Table.from_pylist(pushed, schema=PUSHED) if pushed is not None else None,
     )
     return Run(stats, base / "out")
 
@@ -313,6 +315,46 @@ def test_survivorship_follows_source_priority_then_recency(tmp_path: Path) -> No
     assert golden["updated_at"] == T0 + timedelta(days=5)
     survivors = [x["record_id"] for x in run.xref if x["is_survivor"]]
     assert survivors == ["erp:K-7"]
+
+
+PUSHED = pa.schema(
+    [("entity", pa.string()), ("record_id", pa.string()), ("field", pa.string()), ("value", pa.string())]
+)
+
+
+def _two_mailboxes(sf_time: datetime, hs_time: datetime) -> list[dict[str, Any]]:
+    """One person in Salesforce and HubSpot (same phone and name) with two e-mail addresses."""
+    person = {"first_name": "Ada", "last_name": "Okafor", "phone": "+4930999111", "country": "DE"}
+    return [
+        contact("salesforce", "003A", email="ada@old.example", updated_at=sf_time, **person),
+        contact("hubspot", "51", email="ada@new.example", updated_at=hs_time, **person),
+    ]
+
+
+def test_a_newest_wins_field_takes_the_newest_edit_and_the_owner_within_the_clock_skew(
+    tmp_path: Path,
+) -> None:
+    # contact.email is newest_wins, owned by Salesforce, with a 5 minute clock skew.
+    newer = resolve(tmp_path, [], _two_mailboxes(T0, T0 + timedelta(hours=1)), name="newer")
+    assert newer.contact("salesforce:003A")["email"] == "ada@new.example"
+    close = resolve(
+        tmp_path, [], _two_mailboxes(T0 + timedelta(minutes=57), T0 + timedelta(hours=1)), name="close"
+    )
+    assert close.contact("salesforce:003A")["email"] == "ada@old.example"  # owner, within 5 minutes
+
+
+def test_a_value_a_sync_wrote_is_an_echo_not_an_edit(tmp_path: Path) -> None:
+    # HubSpot's record is newer only because a sync wrote into it: its e-mail is what we pushed.
+    pushed = [{"entity": "contact", "record_id": "hubspot:51", "field": "email", "value": "ada@new.example"}]
+    run = resolve(tmp_path, [], _two_mailboxes(T0, T0 + timedelta(hours=1)), pushed=pushed)
+    assert run.contact("salesforce:003A")["email"] == "ada@old.example"
+    # When every value is an echo, the golden record keeps one of them rather than nothing.
+    both = [
+        *pushed,
+        {"entity": "contact", "record_id": "salesforce:003A", "field": "email", "value": "ada@old.example"},
+    ]
+    run = resolve(tmp_path, [], _two_mailboxes(T0, T0 + timedelta(hours=1)), pushed=both, name="all")
+    assert run.contact("salesforce:003A")["email"] == "ada@old.example"  # the owner's
 
 
 def test_recency_breaks_ties_within_a_source_and_record_id_breaks_equal_times(tmp_path: Path) -> None:
@@ -712,8 +754,6 @@ def test_shipped_rules_load() -> None:
     ]
     assert {"gmail.com", "gmx.de", "web.de", "outlook.com"} <= set(rules.free_mail_domains)
     assert "gmbh" in rules.legal_suffixes
-    assert rules.account.survivorship.priority("name") == ["erp", "salesforce", "hubspot"]
-    assert rules.account.survivorship.priority("phone") == []
     phone_rule = next(r for r in rules.account.rules if r.name == "phone_similar_name")
     (condition,) = phone_rule.conditions
     assert condition.similar == KeyPart(feature="normalized_name")
@@ -797,10 +837,6 @@ def test_key_parts_accept_names_and_mappings() -> None:
             "greater than or equal to 2",
         ),
         ("account:\n  rules:\n    - {name: x, block: [name], typo: 1}", "Extra inputs"),
-        ("account:\n  survivorship:\n    fields:\n      nmae: [erp]", "unknown field 'nmae'"),
-        ("contact:\n  survivorship:\n    fields:\n      name: [erp]", "unknown field 'name'"),
-        ("account:\n  survivorship:\n    default: [erp, erp]", "listed twice"),
-        ("account:\n  survivorship:\n    fields:\n      name: [ERP]", "lower case"),
         ("free_mail_domains: [gmail]", "not domains"),
         ("legal_suffixes: ['...']", "letters or digits"),
         ("version: 2", "Input should be 1"),
