@@ -26,6 +26,7 @@ from crm_pipelines.connectors.engine import (
     upsert_records,
 )
 from crm_pipelines.connectors.spec import SystemSpec, load_system
+from crm_pipelines.connectors.writes import WriteStats
 
 
 class CrmApiResource(dg.ConfigurableResource["CrmApiResource"]):
@@ -167,7 +168,12 @@ class CrmApiResource(dg.ConfigurableResource["CrmApiResource"]):
         )
 
     def upsert(
-        self, *, object_name: str, external_id_field: str, records: Iterable[Mapping[str, Any]]
+        self,
+        *,
+        object_name: str,
+        external_id_field: str,
+        records: Iterable[Mapping[str, Any]],
+        stats: WriteStats | None = None,
     ) -> list[UpsertResult]:
         """Create or update records by external id, batched and rate limited; one result per record.
 
@@ -175,6 +181,7 @@ class CrmApiResource(dg.ConfigurableResource["CrmApiResource"]):
             object_name: A declared object with an ``upsert`` declaration.
             external_id_field: Salesforce external id field or HubSpot unique property to match on.
             records: Field name to value per record, each carrying ``external_id_field``.
+            stats: Filled with the requests sent.
 
         Returns:
             Created, updated or rejected (with the system's code and reason) per record, in order.
@@ -185,20 +192,28 @@ class CrmApiResource(dg.ConfigurableResource["CrmApiResource"]):
             connection=self.connection(),
             external_id_field=external_id_field,
             records=records,
+            stats=stats,
         )
 
-    def update(self, *, object_name: str, records: Iterable[Mapping[str, Any]]) -> list[UpsertResult]:
+    def update(
+        self, *, object_name: str, records: Iterable[Mapping[str, Any]], stats: WriteStats | None = None
+    ) -> list[UpsertResult]:
         """Update existing records by their id; one result per record (nothing is created).
 
         Args:
             object_name: A declared object with an ``update`` declaration.
             records: Field name to value per record, each carrying the object's primary key.
+            stats: Filled with the requests sent.
 
         Returns:
             Updated or rejected (with the system's code and reason) per record, in order.
         """
         return update_records(
-            system=self.spec(), object_name=object_name, connection=self.connection(), records=records
+            system=self.spec(),
+            object_name=object_name,
+            connection=self.connection(),
+            records=records,
+            stats=stats,
         )
 
     def check(self) -> ConnectionCheck:

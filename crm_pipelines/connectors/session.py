@@ -117,10 +117,13 @@ class Session:
             base_url=connection.base_url, fingerprint=connection.fingerprint, rate_limit=system.rate_limit
         )
         self.auth: Authenticator = build_authenticator(system=system, connection=connection, context=context)
+        # Requests sent, retries and token requests included: what the account's budget paid for.
+        self.requests = 0
 
     def _send(
         self, build: Callable[[], httpx.Request], *, context: ErrorContext, token_request: bool = False
     ) -> httpx.Response:
+        self.requests += 1
         return send_request(
             client=self.client,
             build=build,

@@ -29,7 +29,7 @@ from crm_pipelines.connectors.writes.odata_batch import ODataBatchUpsert
 from crm_pipelines.connectors.writes.per_record import ConfirmSpec, LookupSpec, PerRecordUpsert, RecordRequest
 from crm_pipelines.connectors.writes.sobject_collections import SObjectCollectionsUpsert
 from crm_pipelines.connectors.writes.subrequests import SubrequestItem, SubrequestsUpsert
-from crm_pipelines.connectors.writes.upsert import UpsertResult, update_records, upsert_records
+from crm_pipelines.connectors.writes.upsert import UpsertResult, WriteStats, update_records, upsert_records
 
 __all__ = [
     "UPSERT_STYLES",
@@ -46,6 +46,7 @@ __all__ = [
     "UpsertModel",
     "UpsertResult",
     "UpsertSpec",
+    "WriteStats",
     "update_records",
     "upsert_records",
 ]

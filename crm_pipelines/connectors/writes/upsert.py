@@ -21,7 +21,7 @@ from crm_pipelines.connectors.writes.base import Batch, Outcome, UpsertModel, ex
 if TYPE_CHECKING:  # spec.py imports the write styles
     from crm_pipelines.connectors.spec import SystemSpec
 
-__all__ = ["UpsertResult", "update_records", "upsert_records"]
+__all__ = ["UpsertResult", "WriteStats", "update_records", "upsert_records"]
 
 log = logging.getLogger(__name__)
 
@@ -51,12 +51,20 @@ class UpsertResult:
         return self.status != "rejected"
 
 
+@dataclass
+class WriteStats:
+    """What a write cost: requests sent (each retry and token request counts)."""
+
+    requests: int = 0
+
+
 def update_records(
     *,
     system: SystemSpec,
     object_name: str,
     connection: ConnectionSettings,
     records: Iterable[Mapping[str, Any]],
+    stats: WriteStats | None = None,
 ) -> list[UpsertResult]:
     """Update existing records by their id, batched as the system allows; a result per record.
 
@@ -70,6 +78,7 @@ def update_records(
         object_name: A declared object.
         connection: Base URL and credentials.
         records: Field name to value per record, each with the primary key.
+        stats: Filled with the requests sent.
 
     Returns:
         One :class:`UpsertResult` per record, in input order (``external_id`` holds the record id).
@@ -78,7 +87,9 @@ def update_records(
     if obj.update is None:
         raise ValueError(f"{system.title} {object_name} declares no update in {system.name}.yaml")
     key = obj.field(obj.primary_key)
-    return _write(system, object_name, connection, obj.update, key.source_path, records, creates=False)
+    return _write(
+        system, object_name, connection, obj.update, key.source_path, records, creates=False, stats=stats
+    )
 
 
 def upsert_records(
@@ -88,6 +99,7 @@ def upsert_records(
     connection: ConnectionSettings,
     external_id_field: str,
     records: Iterable[Mapping[str, Any]],
+    stats: WriteStats | None = None,
 ) -> list[UpsertResult]:
     """Create or update records by external id, batched as the system allows; a result per record.
 
@@ -104,6 +116,7 @@ def upsert_records(
         connection: Base URL and credentials.
         external_id_field: Field (Salesforce external id field, HubSpot unique property) matched on.
         records: Field name to value per record; each must carry ``external_id_field``.
+        stats: Filled with the requests sent.
 
     Returns:
         One :class:`UpsertResult` per record, in input order.
@@ -111,7 +124,9 @@ def upsert_records(
     obj = system.get_object(object_name)
     if obj.upsert is None:
         raise ValueError(f"{system.title} {object_name} declares no upsert in {system.name}.yaml")
-    return _write(system, object_name, connection, obj.upsert, external_id_field, records, creates=True)
+    return _write(
+        system, object_name, connection, obj.upsert, external_id_field, records, creates=True, stats=stats
+    )
 
 
 def _write(
@@ -123,6 +138,7 @@ def _write(
     records: Iterable[Mapping[str, Any]],
     *,
     creates: bool,
+    stats: WriteStats | None = None,
 ) -> list[UpsertResult]:
     context = context_for(system, connection, object_name)
     check_url_allowed(url=connection.base_url, context=context)
@@ -171,6 +187,8 @@ def _write(
                 min(system.retries.backoff_max_seconds, system.retries.backoff_initial_seconds * attempt)
             )
             pending = retry_next
+        if stats is not None:
+            stats.requests += session.requests
     missing = [i for i, r in enumerate(results) if r is None]
     assert not missing, f"upsert lost records {missing}"  # every path above sets a result
     return [r for r in results if r is not None]

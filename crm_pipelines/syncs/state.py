@@ -1,0 +1,388 @@
+"""What the syncs remember, in the warehouse's ``ops`` schema.
+
+``ops.sync_state``      per sync and target record: the values last written (as the source's
+                        canonical text, by source column), their hash, when and in which run.
+``ops.sync_errors``     every row a target rejected: the vendor's code and message, per run.
+``ops.sync_conflicts``  every edit made in a system that does not own the field, with both values,
+                        both systems and the decision; a conflict is logged once.
+``ops.sync_runs``       per sync and run: planned = created + updated + unchanged + rejected.
+``ops.sync_plan``       a dry run's plan: every record with the fields that would change.
+
+State is written only for what the target confirmed, in the same transaction as the run's outcome
+rows, batch by batch: a crash loses at most the state of the batch in flight, and that batch is
+idempotent to send again (updates write the same values; creates go by external id).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+
+from crm_pipelines.warehouse.connection import table_exists
+
+__all__ = [
+    "DDL",
+    "Conflict",
+    "PlanLine",
+    "Rejection",
+    "RunCounts",
+    "Written",
+    "ensure_tables",
+    "pushed_values",
+    "read_state",
+    "record_conflicts",
+    "record_plan",
+    "record_rejections",
+    "record_run",
+    "record_written",
+    "values_hash",
+]
+
+DDL = (
+    """
+    CREATE TABLE IF NOT EXISTS ops.sync_state (
+        sync VARCHAR NOT NULL,
+        source_key VARCHAR NOT NULL,
+        target_system VARCHAR NOT NULL,
+        target_object VARCHAR NOT NULL,
+        target_id VARCHAR NOT NULL,
+        entity VARCHAR,                -- the golden entity, for syncs of golden records
+        "values" VARCHAR NOT NULL,     -- JSON: source column -> canonical text last written
+        values_hash VARCHAR NOT NULL,
+        status VARCHAR NOT NULL,       -- written, or baseline (there before the sync's first run)
+        written_at TIMESTAMPTZ NOT NULL,
+        run_id VARCHAR NOT NULL,
+        partition VARCHAR NOT NULL,
+        PRIMARY KEY (sync, source_key, target_id)
+    )
+    """,
+    """
+    CREATE TABLE IF NOT EXISTS ops.sync_errors (
+        sync VARCHAR NOT NULL,
+        source_key VARCHAR NOT NULL,
+        target_id VARCHAR,
+        action VARCHAR NOT NULL,
+        error_code VARCHAR,
+        reason VARCHAR,
+        fields VARCHAR,                -- JSON list of the target fields the row tried to write
+        run_id VARCHAR NOT NULL,
+        partition VARCHAR NOT NULL,
+        at TIMESTAMPTZ NOT NULL
+    )
+    """,
+    """
+    CREATE TABLE IF NOT EXISTS ops.sync_conflicts (
+        sync VARCHAR NOT NULL,
+        source_key VARCHAR NOT NULL,
+        field VARCHAR NOT NULL,
+        target_system VARCHAR NOT NULL,
+        target_id VARCHAR NOT NULL,
+        target_value VARCHAR,
+        owner_system VARCHAR,
+        owner_value VARCHAR,
+        policy VARCHAR NOT NULL,
+        decision VARCHAR NOT NULL,
+        run_id VARCHAR NOT NULL,
+        partition VARCHAR NOT NULL,
+        detected_at TIMESTAMPTZ NOT NULL,
+        conflict_hash VARCHAR PRIMARY KEY  -- the same conflict, seen again, is not logged again
+    )
+    """,
+    """
+    CREATE TABLE IF NOT EXISTS ops.sync_runs (
+        sync VARCHAR NOT NULL,
+        run_id VARCHAR NOT NULL,
+        partition VARCHAR NOT NULL,
+        dry_run BOOLEAN NOT NULL,
+        planned BIGINT NOT NULL,
+        created BIGINT NOT NULL,
+        updated BIGINT NOT NULL,
+        unchanged BIGINT NOT NULL,
+        rejected BIGINT NOT NULL,
+        baseline BIGINT NOT NULL,
+        conflicts BIGINT NOT NULL,
+        requests BIGINT NOT NULL,
+        seconds DOUBLE NOT NULL,
+        finished_at TIMESTAMPTZ NOT NULL,
+        PRIMARY KEY (sync, run_id)
+    )
+    """,
+    """
+    CREATE TABLE IF NOT EXISTS ops.sync_plan (
+        sync VARCHAR NOT NULL,
+        run_id VARCHAR NOT NULL,
+        source_key VARCHAR NOT NULL,
+        target_id VARCHAR,
+        action VARCHAR NOT NULL,
+        field VARCHAR,
+        from_value VARCHAR,
+        to_value VARCHAR
+    )
+    """,
+)
+
+
+def ensure_tables(con: duckdb.DuckDBPyConnection) -> None:
+    """Create the sync tables (inside the caller's transaction)."""
+    for ddl in DDL:
+        con.execute(ddl)
+
+
+def values_hash(values: Mapping[str, str | None]) -> str:
+    """A stable hash of the values written (key order does not matter)."""
+    return hashlib.sha256(
+        json.dumps(dict(sorted(values.items())), separators=(",", ":")).encode()
+    ).hexdigest()
+
+
+def read_state(con: duckdb.DuckDBPyConnection, *, sync: str) -> pa.Table:
+    """The state rows of one sync (``source_key``, ``target_id``, ``values``); empty before its first run."""
+    if not table_exists(con, "ops", "sync_state"):
+        return pa.table(
+            {
+                "source_key": pa.array([], pa.string()),
+                "target_id": pa.array([], pa.string()),
+                "values": pa.array([], pa.string()),
+            }
+        )
+    return con.execute(
+        'SELECT source_key, target_id, "values" FROM ops.sync_state WHERE sync = ?', [sync]
+    ).to_arrow_table()
+
+
+def pushed_values(con: duckdb.DuckDBPyConnection) -> pa.Table:
+    """What the syncs of golden records last wrote into each record: (entity, record_id, field, value).
+
+    Identity resolution reads it to tell an echo of our own write from an edit made in the system.
+    """
+    schema = pa.schema(
+        [("entity", pa.string()), ("record_id", pa.string()), ("field", pa.string()), ("value", pa.string())]
+    )
+    if not table_exists(con, "ops", "sync_state"):
+        return schema.empty_table()
+    table = con.execute(
+        """
+        SELECT s.entity, s.target_system || ':' || s.target_id AS record_id, j.key AS field,
+               json_extract_string(j.value, '$') AS value
+        FROM ops.sync_state AS s, json_each(s."values") AS j
+        WHERE s.entity IS NOT NULL AND s.status = 'written' AND json_type(j.value) <> 'NULL'
+        """
+    ).to_arrow_table()
+    assert table is not None
+    return table.cast(schema)
+
+
+@dataclass(frozen=True)
+class Written:
+    """A target record the target confirmed: its values are now what the sync wrote (or found)."""
+
+    source_key: str
+    target_id: str
+    values: dict[str, str | None]
+    status: str = "written"
+
+
+@dataclass(frozen=True)
+class Rejection:
+    """A row the target refused, with the vendor's code and message."""
+
+    source_key: str
+    target_id: str | None
+    action: str
+    error_code: str | None
+    reason: str | None
+    fields: Sequence[str]
+
+
+@dataclass(frozen=True)
+class Conflict:
+    """An edit made in a system that does not own the field."""
+
+    source_key: str
+    field: str
+    target_id: str
+    target_value: str | None
+    owner_system: str | None
+    owner_value: str | None
+    policy: str
+    decision: str
+
+
+@dataclass(frozen=True)
+class PlanLine:
+    """One field a dry run would change (or one record it would leave, with no field)."""
+
+    source_key: str
+    target_id: str | None
+    action: str
+    field: str | None = None
+    from_value: str | None = None
+    to_value: str | None = None
+
+
+@dataclass
+class RunCounts:
+    """A sync run's outcome: every planned row is created, updated, unchanged or rejected."""
+
+    planned: int = 0
+    created: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    rejected: int = 0
+    baseline: int = 0
+    conflicts: int = 0
+    requests: int = 0
+    seconds: float = 0.0
+
+    @property
+    def adds_up(self) -> bool:
+        return self.planned == self.created + self.updated + self.unchanged + self.rejected + self.baseline
+
+
+def record_written(
+    con: duckdb.DuckDBPyConnection,
+    *,
+    sync: str,
+    target_system: str,
+    target_object: str,
+    entity: str | None,
+    rows: Iterable[Written],
+    run_id: str,
+    partition: str,
+) -> int:
+    """Upsert the state of the confirmed rows (inside the caller's transaction); returns how many."""
+    data = [
+        (
+            sync,
+            row.source_key,
+            target_system,
+            target_object,
+            row.target_id,
+            entity,
+            json.dumps(row.values, sort_keys=True),
+            values_hash(row.values),
+            row.status,
+            run_id,
+            partition,
+        )
+        for row in rows
+    ]
+    if data:
+        con.executemany(
+            "INSERT OR REPLACE INTO ops.sync_state (sync, source_key, target_system, target_object, target_id, "
+            'entity, "values", values_hash, status, written_at, run_id, partition) '
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, now(), ?, ?)",
+            data,
+        )
+    return len(data)
+
+
+def record_rejections(
+    con: duckdb.DuckDBPyConnection, *, sync: str, rows: Iterable[Rejection], run_id: str, partition: str
+) -> int:
+    data = [
+        (
+            sync,
+            r.source_key,
+            r.target_id,
+            r.action,
+            r.error_code,
+            r.reason,
+            json.dumps(list(r.fields)),
+            run_id,
+            partition,
+        )
+        for r in rows
+    ]
+    if data:
+        con.executemany(
+            "INSERT INTO ops.sync_errors VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, now())",
+            data,
+        )
+    return len(data)
+
+
+def record_conflicts(
+    con: duckdb.DuckDBPyConnection,
+    *,
+    sync: str,
+    target_system: str,
+    rows: Iterable[Conflict],
+    run_id: str,
+    partition: str,
+) -> int:
+    """Log conflicts not logged before; returns how many were new."""
+    data: list[tuple[Any, ...]] = []
+    for c in rows:
+        identity = json.dumps([sync, c.source_key, c.target_id, c.field, c.target_value, c.owner_value])
+        data.append(
+            (
+                sync,
+                c.source_key,
+                c.field,
+                target_system,
+                c.target_id,
+                c.target_value,
+                c.owner_system,
+                c.owner_value,
+                c.policy,
+                c.decision,
+                run_id,
+                partition,
+                hashlib.sha256(identity.encode()).hexdigest(),
+            )
+        )
+    if not data:
+        return 0
+    (before,) = con.execute("SELECT count(*) FROM ops.sync_conflicts").fetchall()[0]
+    con.executemany(
+        "INSERT INTO ops.sync_conflicts VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, now(), ?) ON CONFLICT DO NOTHING",
+        data,
+    )
+    (after,) = con.execute("SELECT count(*) FROM ops.sync_conflicts").fetchall()[0]
+    return int(after) - int(before)
+
+
+def record_plan(con: duckdb.DuckDBPyConnection, *, sync: str, run_id: str, lines: Iterable[PlanLine]) -> int:
+    con.execute("DELETE FROM ops.sync_plan WHERE sync = ? AND run_id = ?", [sync, run_id])
+    data = [
+        (sync, run_id, p.source_key, p.target_id, p.action, p.field, p.from_value, p.to_value) for p in lines
+    ]
+    if data:
+        con.executemany("INSERT INTO ops.sync_plan VALUES (?, ?, ?, ?, ?, ?, ?, ?)", data)
+    return len(data)
+
+
+def record_run(
+    con: duckdb.DuckDBPyConnection,
+    *,
+    sync: str,
+    run_id: str,
+    partition: str,
+    dry_run: bool,
+    counts: RunCounts,
+) -> None:
+    con.execute(
+        "INSERT OR REPLACE INTO ops.sync_runs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, now())",
+        [
+            sync,
+            run_id,
+            partition,
+            dry_run,
+            counts.planned,
+            counts.created,
+            counts.updated,
+            counts.unchanged,
+            counts.rejected,
+            counts.baseline,
+            counts.conflicts,
+            counts.requests,
+            counts.seconds,
+        ],
+    )
