@@ -1,85 +1,144 @@
-"""Reverse sync: closed-won CRM opportunities become ERP sales orders (order-to-cash)."""
+"""Reverse syncs: one asset per declared sync (crm_pipelines/syncs/syncs.yaml), in group reverse_sync.
 
-from decimal import Decimal
+The work is :func:`crm_pipelines.syncs.run.run_sync`. A sync writes only when
+``CRM_PIPELINES_WRITE_BACK=on`` and its run is not a dry run; otherwise it records its plan in
+``ops.sync_plan`` (every record with the fields that would change, from which value to which).
+"""
+
+from collections.abc import Iterator
+from typing import Any
 
 import dagster as dg
 
-from crm_pipelines.databases.order_to_cash import Opportunity, OrderWriter
+from crm_pipelines import settings
 from crm_pipelines.partitions import NIGHTLY_PARTITIONS
-from crm_pipelines.warehouse.connection import table_exists
-from resources.erp_database import ErpDatabaseResource
-from resources.lake import WarehouseResource
-
-# Closed-won opportunities without an ERP order, with the ERP customer their account resolved to.
-CANDIDATES_SQL = """
-SELECT o.record_id, o.amount, o.currency, o.close_date, o.name, min(TRY_CAST(e.source_id AS BIGINT))
-FROM core.opportunity AS o
-JOIN core.xref_identity AS a ON a.record_id = o.account_record_id AND a.entity = 'account'
-JOIN core.xref_identity AS e ON e.golden_id = a.golden_id AND e.entity = 'account' AND e.source = 'erp'
-WHERE o.stage = 'closed_won' AND o.amount IS NOT NULL
-GROUP BY ALL
-ORDER BY o.record_id
-"""
-
-LINK_DDL = """
-CREATE TABLE IF NOT EXISTS core.erp_order_link (
-    crm_opportunity_ref VARCHAR PRIMARY KEY,  -- '<source>:<opportunity id>'
-    erp_order_id BIGINT NOT NULL,
-    erp_order_number VARCHAR NOT NULL,
-    partition VARCHAR NOT NULL
-)
-"""
+from crm_pipelines.syncs.run import MissingInput, SyncReport, resolve_target, run_sync
+from crm_pipelines.syncs.spec import SyncSpec, load_syncs
+from resources.lake import LakeResource, WarehouseResource
 
 
-class SalesOrdersConfig(dg.Config):
-    """Writing into the ERP is opt-in: a run writes orders only when ``create_orders`` is true."""
+class SyncConfig(dg.Config):
+    """How this run of a sync behaves."""
 
-    create_orders: bool = False
+    dry_run: bool = False  # plan only: write ops.sync_plan, call nothing
+    backfill: bool = False  # also send what the sync's first run found already there
 
 
-@dg.asset(
-    key=["erp", "sales_orders_from_crm"],
-    deps=[dg.AssetKey(["core", "opportunity"])],
-    group_name="reverse_sync",
-    partitions_def=NIGHTLY_PARTITIONS,
-    kinds={"sql"},
-    pool="warehouse",
-    description="Creates an ERP sales order for each closed-won opportunity, once; order numbers land in core.erp_order_link.",
-)
-def erp_sales_orders_from_crm(
-    context: dg.AssetExecutionContext,
-    config: SalesOrdersConfig,
-    erp_database: ErpDatabaseResource,
-    warehouse: WarehouseResource,
-) -> dg.MaterializeResult[None]:
-    with warehouse.get().connect(read_only=True) as con:
-        ready = table_exists(con, "core", "opportunity") and table_exists(con, "core", "xref_identity")
-        rows = con.execute(CANDIDATES_SQL).fetchall() if ready else []
-    candidates = [
-        Opportunity(str(r[0]), int(r[5]), Decimal(str(r[1])), str(r[2] or ""), r[3], str(r[4] or ""))
-        for r in rows
-        if r[5] is not None
-    ]
-    if not config.create_orders:
-        context.log.info(f"{len(candidates)} closed-won opportunities; create_orders is off, nothing written")
-        return dg.MaterializeResult(
-            metadata={"candidates": dg.MetadataValue.int(len(candidates)), "orders_created": 0}
-        )
-    writer = OrderWriter(erp_database.engine())
-    links = [writer.create(opportunity) for opportunity in candidates]
-    writer.engine.dispose()
-    with warehouse.get().transaction() as con:
-        con.execute(LINK_DDL)
-        for link in links:
-            con.execute(
-                "INSERT OR REPLACE INTO core.erp_order_link VALUES (?, ?, ?, ?)",
-                [link.crm_opportunity_ref, link.order_id, link.order_number, context.partition_key],
+def sync_asset_key(name: str) -> dg.AssetKey:
+    return dg.AssetKey(["reverse_sync", name])
+
+
+def _client_key(system: str) -> str:
+    return "erp_database" if system == "erp" else f"{system}_api"
+
+
+def _deps(sync: SyncSpec, names_by_declaration: dict[str, list[str]]) -> list[dg.AssetKey]:
+    deps = [dg.AssetKey(["core", "identity"])] if sync.source.entity else []
+    if sync.model is not None:
+        deps += [dg.AssetKey(d.split("/")) for d in sync.model.deps]
+    deps += [sync_asset_key(n) for other in sync.after for n in names_by_declaration.get(other, [])]
+    return deps
+
+
+def _metadata(report: SyncReport) -> dict[str, Any]:
+    c = report.counts
+    return {
+        "dry_run": report.dry_run,
+        "target": f"{report.system} {report.object_name}",
+        "planned": dg.MetadataValue.int(c.planned),
+        "created": dg.MetadataValue.int(c.created),
+        "updated": dg.MetadataValue.int(c.updated),
+        "unchanged": dg.MetadataValue.int(c.unchanged),
+        "rejected": dg.MetadataValue.int(c.rejected),
+        "baseline": dg.MetadataValue.int(c.baseline),
+        "conflicts": dg.MetadataValue.int(c.conflicts),
+        "api_calls": dg.MetadataValue.int(c.requests),
+        "seconds": c.seconds,
+        "without_target": dg.MetadataValue.int(report.without_target),
+        "fields": report.fields,
+        "plan_sample": dg.MetadataValue.json(
+            [
+                {
+                    "key": p.source_key,
+                    "target": p.target_id,
+                    "action": p.action,
+                    "field": p.field,
+                    "from": p.from_value,
+                    "to": p.to_value,
+                }
+                for p in report.sample
+            ]
+        ),
+    }
+
+
+def _build_sync(sync: SyncSpec, names_by_declaration: dict[str, list[str]]) -> dg.AssetsDefinition:
+    resolve_target(sync)  # a declaration that does not fit its system fails when the definitions load
+    key = sync_asset_key(sync.name)
+    client_key = _client_key(sync.system)
+
+    @dg.asset(
+        key=key,
+        deps=_deps(sync, names_by_declaration),
+        group_name="reverse_sync",
+        partitions_def=NIGHTLY_PARTITIONS,
+        kinds={"sql" if sync.system == "erp" else "api"},
+        required_resource_keys={client_key, "lake", "warehouse"},
+        description=sync.description or f"Sync {sync.declaration} into {sync.system}.",
+        metadata={"mode": sync.mode, "target_system": sync.system},
+        check_specs=[
+            dg.AssetCheckSpec(
+                "every_row_has_an_outcome",
+                asset=key,
+                description="planned = created + updated + unchanged + rejected (+ baseline on a first run)",
             )
-    created = sum(link.created for link in links)
-    return dg.MaterializeResult(
-        metadata={
-            "candidates": dg.MetadataValue.int(len(candidates)),
-            "orders_created": dg.MetadataValue.int(created),
-            "orders_already_there": dg.MetadataValue.int(len(links) - created),
-        }
+        ],
     )
+    def _sync(
+        context: dg.AssetExecutionContext, config: SyncConfig
+    ) -> Iterator[dg.MaterializeResult[None] | dg.AssetCheckResult]:
+        lake: LakeResource = context.resources.lake
+        warehouse: WarehouseResource = context.resources.warehouse
+        dry_run = config.dry_run or not settings.write_back_enabled()
+        if dry_run and not config.dry_run:
+            context.log.info(
+                f"{settings.WRITE_BACK} is not 'on': {sync.name} records its plan and writes nothing"
+            )
+        try:
+            report = run_sync(
+                sync,
+                warehouse=warehouse.get(),
+                lake_dir=lake.path,
+                partition=context.partition_key,
+                run_id=context.run_id,
+                client=getattr(context.resources, client_key),
+                dry_run=dry_run,
+                backfill=config.backfill,
+                log=context.log,
+            )
+        except MissingInput as exc:
+            raise dg.Failure(str(exc)) from exc
+        yield dg.MaterializeResult(metadata=_metadata(report))
+        counts = report.counts
+        yield dg.AssetCheckResult(
+            check_name="every_row_has_an_outcome",
+            passed=counts.adds_up,
+            severity=dg.AssetCheckSeverity.ERROR,
+            metadata={
+                "planned": dg.MetadataValue.int(counts.planned),
+                "sent": dg.MetadataValue.int(counts.created + counts.updated),
+                "unchanged": dg.MetadataValue.int(counts.unchanged),
+                "rejected": dg.MetadataValue.int(counts.rejected),
+            },
+        )
+
+    return _sync
+
+
+def build_reverse_sync_assets() -> list[dg.AssetsDefinition]:
+    """One asset per enabled sync, checked against its target system's declaration."""
+    syncs = [s for s in load_syncs().expand() if s.enabled]
+    names: dict[str, list[str]] = {}
+    for sync in syncs:
+        names.setdefault(sync.declaration, []).append(sync.name)
+    return [_build_sync(sync, names) for sync in syncs]

@@ -14,7 +14,7 @@ from crm_pipelines.canonical import FACT_ENTITIES
 from crm_pipelines.mapping.spec import load_mappings
 from crm_pipelines.partitions import NIGHTLY_PARTITIONS
 from crm_pipelines.sources import load_sources
-from crm_pipelines.warehouse.core import load_fact, load_identity
+from crm_pipelines.warehouse.core import load_fact, load_identity, load_order_links
 from crm_pipelines.warehouse.raw import load_raw_dataset
 from resources.lake import LakeResource, WarehouseResource
 
@@ -111,7 +111,35 @@ def _build_fact_load(entity: str) -> dg.AssetsDefinition:
     return _load
 
 
+@dg.asset(
+    key=["core", "order_links"],
+    deps=[dg.AssetKey(["core", "sales_order"]), dg.AssetKey(["core", "opportunity"])],
+    group_name="warehouse",
+    partitions_def=NIGHTLY_PARTITIONS,
+    kinds={"duckdb"},
+    pool="warehouse",
+    description=(
+        "Each ERP order and the CRM opportunity its stored reference points to, whatever format the "
+        "reference was typed in (core.order_links)."
+    ),
+)
+def core_order_links(
+    context: dg.AssetExecutionContext, warehouse: WarehouseResource
+) -> dg.MaterializeResult[None]:
+    with warehouse.get().transaction() as con:
+        counts = load_order_links(con)
+    return dg.MaterializeResult(
+        metadata={
+            "dagster/row_count": dg.MetadataValue.int(counts["orders"]),
+            "orders_linked_to_an_opportunity": dg.MetadataValue.int(counts["linked"]),
+        }
+    )
+
+
 def build_core_load_assets() -> list[dg.AssetsDefinition]:
-    """The identity load and one load per fact entity that has mappings."""
+    """The identity load, one load per fact entity that has mappings, and the order links."""
     mapped = load_mappings().entities
-    return [core_identity, *(_build_fact_load(e) for e in FACT_ENTITIES if e in mapped)]
+    assets = [core_identity, *(_build_fact_load(e) for e in FACT_ENTITIES if e in mapped)]
+    if {"sales_order", "opportunity"} <= set(mapped):
+        assets.append(core_order_links)
+    return assets

@@ -17,7 +17,7 @@ from assets.erp_database import build_erp_database_assets
 from assets.identity import identity_resolution
 from assets.marts import build_mart_assets
 from assets.reconciliation import reconciliation
-from assets.reverse_sync import erp_sales_orders_from_crm
+from assets.reverse_sync import build_reverse_sync_assets
 from assets.sftp_files import build_sftp_assets, build_sftp_file_version_assets
 from assets.staging import build_staging_assets
 from assets.warehouse import build_core_load_assets, build_raw_load_assets
@@ -61,7 +61,9 @@ def build_resources() -> dict[str, object]:
     crm_sources = [name for name, source in load_sources().items() if source.kind == "crm_api"]
     return {
         **{api_resource_key(source): crm_api_resource(source) for source in crm_sources},
-        "erp_database": ErpDatabaseResource(url=dg.EnvVar(settings.ERP_DATABASE_URL)),
+        "erp_database": ErpDatabaseResource(
+            url=dg.EnvVar(settings.ERP_DATABASE_URL), write_url=_optional_env(settings.ERP_WRITE_DATABASE_URL)
+        ),
         "sftp": SFTPResource(
             host=dg.EnvVar(settings.SFTP_HOST),
             port=dg.EnvVar.int(settings.SFTP_PORT),
@@ -107,7 +109,7 @@ def build_assets() -> list[Any]:
         *build_core_load_assets(),
         *build_mart_assets(),
         reconciliation,
-        erp_sales_orders_from_crm,
+        *build_reverse_sync_assets(),
     ]
     with warnings.catch_warnings():
         # Code references are a beta API that warns once per asset; the links are what we want.

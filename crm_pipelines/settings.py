@@ -15,6 +15,11 @@ from pathlib import Path
 # Names of environment variables, documented in the README ("Connecting real systems"). A CRM's
 # variables are named by its declaration (crm_pipelines/connectors/systems/<system>.yaml).
 ERP_DATABASE_URL = "ERP_DATABASE_URL"
+# An account that may write the ERP (order-to-cash); unset, no sync writes into the ERP.
+ERP_WRITE_DATABASE_URL = "ERP_WRITE_DATABASE_URL"
+# "on" lets the syncs write into the CRMs and the ERP; anything else runs every sync as a dry run,
+# which records its plan in ops.sync_plan (a preview before the first real run).
+WRITE_BACK = "CRM_PIPELINES_WRITE_BACK"
 SFTP_HOST = "SFTP_HOST"
 SFTP_PORT = "SFTP_PORT"
 SFTP_USERNAME = "SFTP_USERNAME"
@@ -76,3 +81,8 @@ def rate_limit_dir() -> Path:
     else ``crm-pipelines-rate-limits`` in the system's temporary directory."""
     configured = os.environ.get(RATE_LIMIT_DIR)
     return Path(configured) if configured else Path(tempfile.gettempdir()) / DEFAULT_RATE_LIMIT_DIR_NAME
+
+
+def write_back_enabled() -> bool:
+    """Whether syncs write into the target systems (``CRM_PIPELINES_WRITE_BACK=on``) or only plan."""
+    return os.environ.get(WRITE_BACK, "").strip().lower() in ("on", "1", "true", "yes")

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import re
+import warnings
 
+import duckdb
 import pyarrow as pa
 
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -50,3 +52,16 @@ def check_identifier(name: str) -> str:
     """Return ``name`` if it is a plain identifier, else raise (identifiers from configuration)."""
     quote_ident(name)
     return name
+
+
+def fetch_arrow(
+    con: duckdb.DuckDBPyConnection, sql: str, params: list[object] | dict[str, object] | None = None
+) -> pa.Table:
+    """Run a query and return its whole result as an Arrow table."""
+    # con.sql() would avoid one copy, but refuses to run while an earlier execute() on the same
+    # connection has rows left (a fetchone): execute() always runs. Results here are small.
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Arrow output on a DB-API result", category=UserWarning)
+        table = con.execute(sql, params if params is not None else []).to_arrow_table()
+    assert table is not None  # a query always has a result, possibly empty
+    return table

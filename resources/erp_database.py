@@ -17,6 +17,8 @@ class ErpDatabaseResource(dg.ConfigurableResource["ErpDatabaseResource"]):
     """Read access to the ERP's database.
 
     Attributes:
+        write_url: The account syncs write with (``ERP_WRITE_DATABASE_URL``, e.g. order-to-cash);
+            None: nothing writes into the ERP.
         url: SQLAlchemy URL (``ERP_DATABASE_URL``), e.g. ``postgresql+psycopg://user:pw@host/erp`` or
             ``mssql+pyodbc://...``, or ``odbc:`` followed by a DSN-less ODBC connection string
             (``odbc:DRIVER={PostgreSQL Unicode};SERVER=...``); the password is never logged.
@@ -24,10 +26,24 @@ class ErpDatabaseResource(dg.ConfigurableResource["ErpDatabaseResource"]):
     """
 
     url: str
+    write_url: str | None = None
     chunk_rows: int = 50_000
 
     def engine(self) -> sa.Engine:
         return sa.create_engine(self.url, pool_pre_ping=True)
+
+    def write_engine(self) -> sa.Engine:
+        """An engine on the account that may write the ERP (``ERP_WRITE_DATABASE_URL``).
+
+        Raises:
+            PermissionError: no write account is configured: writing into the ERP is a deliberate choice.
+        """
+        if not self.write_url:
+            raise PermissionError(
+                "ERP_WRITE_DATABASE_URL is not set: syncs write into the ERP only through an account "
+                "configured for it"
+            )
+        return sa.create_engine(self.write_url, pool_pre_ping=True)
 
     def source(self) -> DatabaseSource:
         """The database as a streaming source (close it when done)."""

@@ -24,6 +24,7 @@ from crm_pipelines.mapping.spec import Transform, check_identifier
 __all__ = [
     "DEFAULT_SYNCS",
     "Match",
+    "ModelSpec",
     "Source",
     "SyncDeclaration",
     "SyncField",
@@ -162,18 +163,39 @@ class Match(_Model):
         return {"crosswalk": True} if value == "crosswalk" else value
 
 
+class ModelSpec(_Model):
+    """A SQL model over the warehouse that syncs read rows from.
+
+    Attributes:
+        sql: A SELECT over ``core``, ``marts``, ``raw`` and ``ops`` tables (run read-only).
+        deps: The assets whose tables it reads (``core/opportunity``): the sync runs after them.
+    """
+
+    sql: str
+    deps: list[str] = Field(default_factory=list)
+
+    @field_validator("deps")
+    @classmethod
+    def _keys(cls, value: list[str]) -> list[str]:
+        for key in value:
+            if not re.fullmatch(r"[a-z_]+(/[a-z_]+)+", key):
+                raise ValueError(f"dependency {key!r} must be an asset key like core/opportunity")
+        return value
+
+
 class SyncDeclaration(_Model):
     """One declaration in ``syncs.yaml`` (possibly several systems)."""
 
     description: str = ""
     enabled: bool = True
+    after: list[str] = Field(default_factory=list, description="Syncs (declarations) that run first.")
     source: Source
     target: Target
     systems: list[str] = Field(default_factory=list)
     match: Match = Field(default_factory=Match)
     mode: Mode = "update"
-    # mapping: the reverse of each system's declared mapping of the target entity.
-    fields: Literal["mapping"] | dict[str, dict[str, SyncField]] = "mapping"
+    # mapping (the default for golden records): the reverse of each system's mapping of the entity.
+    fields: Literal["mapping"] | dict[str, dict[str, SyncField]] | None = None
     extra_fields: dict[str, dict[str, SyncField]] = Field(default_factory=dict)
     # baseline: the first run records what exists and sends nothing (a back-fill is a run option).
     initial: Literal["send", "baseline"] = "send"
@@ -183,6 +205,8 @@ class SyncDeclaration(_Model):
     def _consistent(self) -> SyncDeclaration:
         if self.target.entity is not None and not self.systems:
             raise ValueError("a sync to an entity's objects names its systems")
+        if self.fields is None and self.source.entity is not None:
+            object.__setattr__(self, "fields", "mapping")
         if self.fields == "mapping" and self.source.entity is None:
             raise ValueError("fields: mapping reverses an entity's mapping: a model's sync lists its fields")
         if self.match.crosswalk and self.source.entity is None:
@@ -220,12 +244,14 @@ class SyncSpec(_Model):
     extra_fields: dict[str, SyncField]
     initial: Literal["send", "baseline"]
     batch_size: int | None
+    after: list[str]
+    model: ModelSpec | None
 
 
 class SyncsFile(_Model):
     """The whole ``syncs.yaml``."""
 
-    models: dict[str, str] = Field(default_factory=dict)
+    models: dict[str, ModelSpec] = Field(default_factory=dict)
     syncs: dict[str, SyncDeclaration] = Field(default_factory=dict)
 
     @field_validator("models", "syncs")
@@ -241,6 +267,9 @@ class SyncsFile(_Model):
         for name, declared in self.syncs.items():
             if declared.source.model is not None and declared.source.model not in self.models:
                 raise ValueError(f"syncs.{name}: no model {declared.source.model!r} under models")
+            for other in declared.after:
+                if other not in self.syncs:
+                    raise ValueError(f"syncs.{name}.after: no sync {other!r}")
         return self
 
     def expand(self) -> list[SyncSpec]:
@@ -250,6 +279,8 @@ class SyncsFile(_Model):
             systems = declared.systems or [declared.target.system or ""]
             for system in systems:
                 fields = declared.fields if isinstance(declared.fields, dict) else None
+                if declared.fields is None:
+                    fields = {}  # a model's sync writing no field (the ERP's orders are made from the row)
                 out.append(
                     SyncSpec(
                         name=f"{name}__{system}" if declared.systems else name,
@@ -266,6 +297,8 @@ class SyncsFile(_Model):
                         extra_fields=declared.extra_fields.get(system, {}),
                         initial=declared.initial,
                         batch_size=declared.batch_size,
+                        after=declared.after,
+                        model=self.models.get(declared.source.model or ""),
                     )
                 )
         return out

@@ -24,6 +24,7 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
+from crm_pipelines.sql import fetch_arrow
 from crm_pipelines.warehouse.connection import table_exists
 
 __all__ = [
@@ -73,7 +74,7 @@ DDL = (
         fields VARCHAR,                -- JSON list of the target fields the row tried to write
         run_id VARCHAR NOT NULL,
         partition VARCHAR NOT NULL,
-        at TIMESTAMPTZ NOT NULL
+        failed_at TIMESTAMPTZ NOT NULL
     )
     """,
     """
@@ -142,18 +143,19 @@ def values_hash(values: Mapping[str, str | None]) -> str:
 
 
 def read_state(con: duckdb.DuckDBPyConnection, *, sync: str) -> pa.Table:
-    """The state rows of one sync (``source_key``, ``target_id``, ``values``); empty before its first run."""
+    """The state rows of one sync (``source_key``, ``target_id``, ``values``, ``status``); empty before its first run."""
     if not table_exists(con, "ops", "sync_state"):
-        return pa.table(
-            {
-                "source_key": pa.array([], pa.string()),
-                "target_id": pa.array([], pa.string()),
-                "values": pa.array([], pa.string()),
-            }
-        )
-    return con.execute(
-        'SELECT source_key, target_id, "values" FROM ops.sync_state WHERE sync = ?', [sync]
-    ).to_arrow_table()
+        return pa.schema(
+            [
+                ("source_key", pa.string()),
+                ("target_id", pa.string()),
+                ("values", pa.string()),
+                ("status", pa.string()),
+            ]
+        ).empty_table()
+    return fetch_arrow(
+        con, 'SELECT source_key, target_id, "values", status FROM ops.sync_state WHERE sync = ?', [sync]
+    )
 
 
 def pushed_values(con: duckdb.DuckDBPyConnection) -> pa.Table:
@@ -166,15 +168,15 @@ def pushed_values(con: duckdb.DuckDBPyConnection) -> pa.Table:
     )
     if not table_exists(con, "ops", "sync_state"):
         return schema.empty_table()
-    table = con.execute(
+    table = fetch_arrow(
+        con,
         """
         SELECT s.entity, s.target_system || ':' || s.target_id AS record_id, j.key AS field,
                json_extract_string(j.value, '$') AS value
         FROM ops.sync_state AS s, json_each(s."values") AS j
         WHERE s.entity IS NOT NULL AND s.status = 'written' AND json_type(j.value) <> 'NULL'
-        """
-    ).to_arrow_table()
-    assert table is not None
+        """,
+    )
     return table.cast(schema)
 
 

@@ -10,9 +10,11 @@ import logging
 from pathlib import Path
 
 import duckdb
+import pyarrow as pa
 
 from crm_pipelines.canonical import PARTY_ENTITIES
 from crm_pipelines.identity.outputs import identity_files
+from crm_pipelines.identity.references import KnownRecord, recognise
 from crm_pipelines.lake import has_parquet, parquet_glob, scan_parquet
 from crm_pipelines.mapping.stage import quality_quarantine_folder, staging_folder
 from crm_pipelines.warehouse.deletes import load_deleted, soft_delete
@@ -25,7 +27,7 @@ from crm_pipelines.warehouse.load import (
 )
 from crm_pipelines.warehouse.quarantine import replace_quarantine
 
-__all__ = ["load_fact", "load_identity"]
+__all__ = ["load_fact", "load_identity", "load_order_links"]
 
 
 def load_identity(
@@ -118,3 +120,46 @@ def load_fact(
         "soft_deleted": deleted,
         "quarantine_rows": quarantined,
     }
+
+
+def load_order_links(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
+    """``core.order_links``: each ERP order and the CRM opportunity its stored reference points to.
+
+    The reference was typed by whoever made the order, in whatever format
+    (:func:`crm_pipelines.identity.references.recognise`); every order is listed with how it was
+    recognised (``unknown`` and ``ambiguous`` link to no opportunity). Rebuilt in full inside the
+    caller's transaction.
+
+    Returns:
+        Orders, and how many of them are linked.
+    """
+    orders = con.execute(
+        "SELECT record_id, crm_opportunity_ref FROM core.sales_order WHERE NOT coalesce(is_deleted, false)"
+    ).fetchall()
+    opportunities = [
+        KnownRecord(str(r), str(s), str(i))
+        for r, s, i in con.execute("SELECT record_id, source, source_id FROM core.opportunity").fetchall()
+    ]
+    found = recognise([ref for _, ref in orders], opportunities)
+    links = pa.table(
+        {
+            "order_record_id": [str(order) for order, _ in orders],
+            "crm_opportunity_ref": [ref for _, ref in orders],
+            "opportunity_record_id": [f.record_id for f in found],
+            "recognised_by": [f.how for f in found],
+        },
+        schema=ORDER_LINKS,
+    )
+    con.register("order_links_input", links)  # gone with the load's connection
+    rows = replace_table(con, schema="core", table="order_links", select_sql="SELECT * FROM order_links_input")
+    return {"orders": rows, "linked": sum(f.record_id is not None for f in found)}
+
+
+ORDER_LINKS = pa.schema(
+    [
+        ("order_record_id", pa.string()),
+        ("crm_opportunity_ref", pa.string()),
+        ("opportunity_record_id", pa.string()),
+        ("recognised_by", pa.string()),
+    ]
+)

@@ -123,13 +123,14 @@ MARTS = (
     Mart(
         name="fact_sales_order",
         description="ERP sales orders with their totals, on golden accounts and linked to CRM opportunities.",
-        deps=("identity", "sales_order", "opportunity"),
+        deps=("identity", "sales_order", "opportunity", "order_links"),
         sql=f"""
             SELECT f.record_id AS sales_order_id, f.order_number, x.golden_id AS account_id, f.order_date,
                    f.currency, f.status, f.amount, f.line_count,
                    o.record_id AS opportunity_id, f.updated_at, coalesce(f.is_deleted, false) AS is_deleted
             FROM core.sales_order AS f {ACCOUNT_OF}
-            LEFT JOIN core.opportunity AS o ON o.record_id = 'salesforce:' || f.crm_opportunity_ref
+            LEFT JOIN core.order_links AS ol ON ol.order_record_id = f.record_id
+            LEFT JOIN core.opportunity AS o ON o.record_id = ol.opportunity_record_id
             ORDER BY sales_order_id
         """,
         columns={

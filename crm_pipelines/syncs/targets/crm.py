@@ -1,0 +1,233 @@
+"""Every CRM as a sync target, through the connector engine's declared writes.
+
+The target object is the one the system's declaration names (or the one its mapping of the entity
+reads). Its current values are the night's raw snapshot in the lake, read through the mapping's
+transforms. Existing records are updated by their id (``update:``), new ones created by an external
+id (``upsert:``) so that a second attempt updates instead of duplicating.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, Protocol
+
+import pyarrow as pa
+
+from crm_pipelines.canonical import SURVIVOR_FIELDS
+from crm_pipelines.connectors.describe import resolved_object
+from crm_pipelines.connectors.spec import ObjectSpec, SystemSpec, load_system
+from crm_pipelines.connectors.writes import UpsertResult, WriteStats
+from crm_pipelines.lake import DELETED, has_parquet, parquet_glob, partition_dir, scan_parquet
+from crm_pipelines.mapping.spec import load_mappings
+from crm_pipelines.ownership import load_ownership
+from crm_pipelines.sources import load_sources
+from crm_pipelines.sql import quote_ident
+from crm_pipelines.syncs.spec import SyncField, SyncSpec
+from crm_pipelines.syncs.targets.base import TARGET_KINDS, Operation, Outcome, TargetObject
+from crm_pipelines.syncs.transforms import current_sql
+
+__all__ = ["CrmTarget", "CrmWriter"]
+
+# Rows per write call: outcomes are recorded (and the state committed) after each.
+CHUNK = 500
+
+
+class CrmWriter(Protocol):
+    """What the target needs of a CRM connection (``resources.crm_api.CrmApiResource`` is one)."""
+
+    def spec(self) -> SystemSpec: ...
+
+    def connection(self) -> Any: ...
+
+    def update(
+        self, *, object_name: str, records: Sequence[dict[str, Any]], stats: WriteStats | None = None
+    ) -> list[UpsertResult]: ...
+
+    def upsert(
+        self,
+        *,
+        object_name: str,
+        external_id_field: str,
+        records: Sequence[dict[str, Any]],
+        stats: WriteStats | None = None,
+    ) -> list[UpsertResult]: ...
+
+
+def _object_of(sync: SyncSpec) -> tuple[str, str]:
+    """(object, lake dataset) of the sync's target in its system."""
+    source = load_sources().get(sync.system)
+    if source is None or source.kind != "crm_api":
+        raise ValueError(f"sync {sync.name}: {sync.system!r} is not a CRM in sources.yaml")
+    if sync.object_name is not None:
+        for dataset, declared in source.datasets.items():
+            if (declared.object or dataset) == sync.object_name:
+                return sync.object_name, dataset
+        raise ValueError(
+            f"sync {sync.name}: {sync.system} reads no object {sync.object_name!r} (sources.yaml)"
+        )
+    main = load_mappings().main_input(sync.target_entity or "", sync.system)
+    if main is None:
+        raise ValueError(f"sync {sync.name}: {sync.system} maps nothing onto {sync.target_entity!r}")
+    dataset = main.split("/", 1)[1]
+    declared = source.datasets[dataset]
+    return declared.object or dataset, dataset
+
+
+def _reverse_mapping(sync: SyncSpec, obj: ObjectSpec) -> dict[str, SyncField]:
+    """The system's mapping of the entity, reversed: target field -> golden column and transform."""
+    entity = sync.target_entity or sync.source.entity or ""
+    mapping = next((m for m in load_mappings().entities.get(entity, []) if m.source == sync.system), None)
+    if mapping is None:
+        return {}
+    declared = {f.name for f in obj.fields}
+    written = SURVIVOR_FIELDS.get(entity, tuple(mapping.columns))
+    fields: dict[str, SyncField] = {}
+    for column, how in mapping.columns.items():
+        target = how.source_column
+        # Only what the object declares as a field can be written (not a column a mapping's query
+        # derives), and never its id or a value the mapping makes up.
+        if column not in written or target is None or target not in declared or target == obj.primary_key:
+            continue
+        if how.transform in ("const", "ref"):
+            continue
+        fields[target] = SyncField.model_validate(
+            {
+                "from": column,
+                "transform": how.transform,
+                "country_from": how.country_from,
+                "value_map": how.value_map,
+            }
+        )
+    return fields
+
+
+class CrmTarget:
+    """A CRM declared for the connector engine."""
+
+    def resolve(self, sync: SyncSpec) -> TargetObject:
+        object_name, dataset = _object_of(sync)
+        system = load_system(name=sync.system)
+        obj = system.get_object(object_name)
+        fields = dict(_reverse_mapping(sync, obj)) if sync.fields is None else dict(sync.fields)
+        fields.update(sync.extra_fields)
+        declared = {f.name for f in obj.fields}
+        unknown = sorted(set(fields) - declared)
+        if unknown:
+            raise ValueError(
+                f"sync {sync.name}: {system.title} {object_name} declares no field(s) {unknown} "
+                f"(crm_pipelines/connectors/systems/{sync.system}.yaml)"
+            )
+        for name, field in fields.items():
+            if field.country_from is not None and field.country_from not in declared:
+                raise ValueError(
+                    f"sync {sync.name}: field {name}: country_from {field.country_from!r} is not declared"
+                )
+        if sync.mode in ("update", "upsert") and obj.update is None:
+            raise ValueError(
+                f"sync {sync.name}: {system.title} {object_name} declares no update ({sync.system}.yaml)"
+            )
+        if sync.mode in ("upsert", "create"):
+            if obj.upsert is None:
+                raise ValueError(f"sync {sync.name}: {system.title} {object_name} declares no upsert")
+            if sync.match.external_id not in declared:
+                raise ValueError(
+                    f"sync {sync.name}: match.external_id {sync.match.external_id!r} is not declared"
+                )
+        owners: dict[str, str | None] = {}
+        policies: dict[str, str] = {}
+        if sync.source.entity is not None:
+            ownership = load_ownership().for_entity(sync.source.entity)
+            for name in list(fields):
+                column = fields[name].source_column
+                owners[name], policies[name] = ownership.owner(column), ownership.policy(column)
+                # A sync never writes a field into the system that owns it (newest_wins: the newest
+                # edit wins everywhere, the owner included).
+                if owners[name] == sync.system and policies[name] != "newest_wins":
+                    del fields[name]
+        return TargetObject(
+            system=sync.system,
+            object_name=object_name,
+            dataset=dataset,
+            primary_key=obj.primary_key,
+            fields=fields,
+            owners=owners,
+            policies=policies,
+        )
+
+    def current(self, target: TargetObject, *, lake_dir: Path, partition: str) -> str | None:
+        assert target.dataset is not None
+        folder = partition_dir(lake_dir, "raw", target.system, target.dataset, partition)
+        if not has_parquet(folder):
+            return None
+        value_maps = load_mappings().value_maps
+        columns = ",\n".join(
+            f"{current_sql(name, field, value_maps)} AS {quote_ident(name)}"
+            for name, field in target.fields.items()
+        )
+        pk = quote_ident(target.primary_key)
+        return (
+            f"SELECT CAST({pk} AS VARCHAR) AS target_id{',' if columns else ''} {columns} "
+            f"FROM {scan_parquet(parquet_glob(folder))} WHERE NOT coalesce({quote_ident(DELETED)}, false)"
+        )
+
+    def existing(
+        self, target: TargetObject, *, sync: SyncSpec, rows: pa.Table, client: Any
+    ) -> dict[str, str]:
+        return {}
+
+    def write(
+        self,
+        target: TargetObject,
+        *,
+        sync: SyncSpec,
+        operations: Sequence[Operation],
+        client: Any,
+        on_batch: Callable[[list[Outcome]], None],
+    ) -> int:
+        writer: CrmWriter = client
+        system = writer.spec()
+        obj = resolved_object(system=system, object_name=target.object_name, connection=writer.connection())
+        paths = {f.name: f.source_path for f in obj.fields}
+        stats = WriteStats()
+        updates = [op for op in operations if op.target_id is not None]
+        creates = [op for op in operations if op.target_id is None]
+        for start in range(0, len(updates), CHUNK):
+            chunk = updates[start : start + CHUNK]
+            records = [_record(paths, {target.primary_key: op.target_id, **op.values}) for op in chunk]
+            results = writer.update(object_name=target.object_name, records=records, stats=stats)
+            on_batch([_outcome(op, r) for op, r in zip(chunk, results, strict=True)])
+        external = sync.match.external_id
+        for start in range(0, len(creates), CHUNK):
+            chunk = creates[start : start + CHUNK]
+            assert external is not None  # validated with the declaration
+            records = [_record(paths, op.values) for op in chunk]
+            results = writer.upsert(
+                object_name=target.object_name,
+                external_id_field=paths[external],
+                records=records,
+                stats=stats,
+            )
+            on_batch([_outcome(op, r) for op, r in zip(chunk, results, strict=True)])
+        return stats.requests
+
+
+def _record(paths: dict[str, str], values: dict[str, Any]) -> dict[str, Any]:
+    """An API record: each declared field at its path (a dotted path nests, e.g. custom_fields.<key>)."""
+    record: dict[str, Any] = {}
+    for name, value in values.items():
+        *parents, leaf = paths.get(name, name).split(".")
+        node = record
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    return record
+
+
+def _outcome(op: Operation, result: UpsertResult) -> Outcome:
+    if result.status == "rejected":
+        return Outcome(op, "rejected", op.target_id, result.error_code, result.reason)
+    return Outcome(op, result.status, result.record_id or op.target_id)
+
+
+TARGET_KINDS.add("crm", CrmTarget())
