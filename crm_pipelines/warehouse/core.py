@@ -151,7 +151,9 @@ def load_order_links(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
         schema=ORDER_LINKS,
     )
     con.register("order_links_input", links)  # gone with the load's connection
-    rows = replace_table(con, schema="core", table="order_links", select_sql="SELECT * FROM order_links_input")
+    rows = replace_table(
+        con, schema="core", table="order_links", select_sql="SELECT * FROM order_links_input"
+    )
     return {"orders": rows, "linked": sum(f.record_id is not None for f in found)}
 
 

@@ -15,6 +15,7 @@ batches, so memory stays flat up to a million contacts.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import multiprocessing
 import random
@@ -1451,6 +1452,23 @@ class _Generator:
         self.truth(ds, str(customer_id), company.entity_id, reason, False)
         return customer_id, code, created
 
+    def opportunity_reference(self, sf_id: str) -> str:
+        """A Salesforce opportunity id as people store it in an ERP: bare, short, prefixed, lower case.
+
+        Chosen from the id itself, so the generator's random stream (and so the rest of the data) is
+        the same whichever format an id gets.
+        """
+        r = int(hashlib.sha256(sf_id.encode()).hexdigest()[:8], 16) / 0x1_0000_0000
+        if r < 0.4:
+            return sf_id
+        if r < 0.6:
+            return sf_id[:15]
+        if r < 0.75:
+            return f"SF-{sf_id[:15]}"
+        if r < 0.9:
+            return f"salesforce:{sf_id}"
+        return sf_id.lower()
+
     def emit_erp_orders(self, company: _Company, customer_id: int, since: int, won: list[str]) -> None:
         rnd = self.rnd
         currency = company.country.currency
@@ -1471,8 +1489,9 @@ class _Generator:
                 status = "shipped"
             else:
                 status = "invoiced"
-            # Orders that came from a won Salesforce opportunity carry its id.
-            ref = won[o] if o < len(won) and rnd() < 0.8 else None
+            # Orders that came from a won Salesforce opportunity carry its id, typed the way whoever
+            # made the order typed it (the order-to-cash sync must recognise every one).
+            ref = self.opportunity_reference(won[o]) if o < len(won) and rnd() < 0.8 else None
             order_currency = currency
             reason = None
             if kind == "bad_date":

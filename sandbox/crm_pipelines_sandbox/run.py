@@ -46,7 +46,7 @@ CONNECTION_VARIABLES: tuple[str, ...] = (
 )
 
 # Raised whenever the generated layout changes, so a cached sandbox of an older layout is rebuilt.
-DATA_VERSION = 3
+DATA_VERSION = 4
 
 
 class Sandbox:
@@ -118,6 +118,9 @@ class Sandbox:
             HUBSPOT_BASE_URL: hubspot_url,
             HUBSPOT_ACCESS_TOKEN: hubspot_token,
             settings.ERP_DATABASE_URL: erp_database_url(layout.erp_db),
+            # The sandbox is there to be written: order-to-cash and the syncs into every simulator.
+            settings.ERP_WRITE_DATABASE_URL: erp_database_url(layout.erp_db),
+            settings.WRITE_BACK: "on",
             settings.SFTP_HOST: self._sftp.host,
             settings.SFTP_PORT: str(port),
             settings.SFTP_USERNAME: SFTP_USER,

@@ -17,6 +17,7 @@ import phonenumbers
 import pyarrow.parquet as pq
 import pytest
 
+from crm_pipelines.identity.references import KnownRecord, recognise
 from crm_pipelines_sandbox.data import (
     COUNTRY_SPELLINGS,
     DATASETS,
@@ -393,6 +394,15 @@ def test_ids_look_like_the_real_systems(sandbox: SandboxLayout) -> None:
     assert all(re.fullmatch(r"C\d{6}", c) for c in codes)
 
 
+def _shape(reference: str) -> str:
+    """The format of a stored reference, for counting formats."""
+    if ":" in reference:
+        return "prefixed"
+    if reference.startswith("SF-"):
+        return "sf-15"
+    return f"{len(reference)}{'-lower' if reference.islower() else ''}"
+
+
 def test_erp_orders_reference_won_opportunities_of_the_same_company(
     sandbox: SandboxLayout, truth: list[dict[str, object]]
 ) -> None:
@@ -407,8 +417,13 @@ def test_erp_orders_reference_won_opportunities_of_the_same_company(
         "SELECT customer_id, crm_opportunity_ref FROM sales_orders WHERE crm_opportunity_ref IS NOT NULL",
     )
     assert len(refs) >= 10
-    for customer_id, ref in refs:
-        opportunity = opportunities[ref]
+    known = [KnownRecord(f"salesforce:{i}", "salesforce", str(i)) for i in opportunities]
+    found = recognise([str(ref) for _, ref in refs], known)
+    # Typed in several formats, as people do; every one points to exactly one opportunity.
+    assert len({_shape(str(ref)) for _, ref in refs}) >= 3
+    for (customer_id, _), link in zip(refs, found, strict=True):
+        assert link.record_id is not None, link
+        opportunity = opportunities[link.record_id.split(":", 1)[1]]
         assert opportunity["StageName"] == "Closed Won"
         assert account_entity[opportunity["AccountId"]] == customer_entity[str(customer_id)]
 

@@ -65,7 +65,9 @@ class Estate:
         conn.commit()
         conn.close()
         self.warehouse = Warehouse(f"duckdb:///{root}/warehouse.duckdb")
-        self.erp = ErpDatabaseResource(url=erp_database_url(self.erp_path), write_url=erp_database_url(self.erp_path))
+        self.erp = ErpDatabaseResource(
+            url=erp_database_url(self.erp_path), write_url=erp_database_url(self.erp_path)
+        )
         with self.warehouse.transaction() as con:
             con.execute(
                 "CREATE TABLE core.opportunity (record_id VARCHAR, source VARCHAR, source_id VARCHAR, "
@@ -121,7 +123,9 @@ class Estate:
     def orders(self) -> list[tuple[str, str]]:
         engine = sa.create_engine(erp_database_url(self.erp_path))
         with engine.connect() as conn:
-            rows = conn.execute(sa.text("SELECT order_number, crm_opportunity_ref FROM sales_orders ORDER BY order_id"))
+            rows = conn.execute(
+                sa.text("SELECT order_number, crm_opportunity_ref FROM sales_orders ORDER BY order_id")
+            )
             out = [(str(a), str(b)) for a, b in rows]
         engine.dispose()
         return out
@@ -130,12 +134,20 @@ class Estate:
 def test_references_in_any_format_link_orders_to_their_opportunities(tmp_path: Path) -> None:
     estate = Estate(tmp_path)
     with duckdb.connect(str(tmp_path / "warehouse.duckdb"), read_only=True) as con:
-        links = dict(con.execute("SELECT order_record_id, opportunity_record_id FROM core.order_links").fetchall())
-    assert links == {"erp:1": f"salesforce:{WON['a']}", "erp:2": f"salesforce:{WON['b']}", "erp:3": f"salesforce:{WON['c']}"}
+        links = dict(
+            con.execute("SELECT order_record_id, opportunity_record_id FROM core.order_links").fetchall()
+        )
+    assert links == {
+        "erp:1": f"salesforce:{WON['a']}",
+        "erp:2": f"salesforce:{WON['b']}",
+        "erp:3": f"salesforce:{WON['c']}",
+    }
     assert estate  # the estate built above is what was linked
 
 
-def test_only_newly_closed_won_opportunities_become_orders_and_a_rerun_creates_nothing(tmp_path: Path) -> None:
+def test_only_newly_closed_won_opportunities_become_orders_and_a_rerun_creates_nothing(
+    tmp_path: Path,
+) -> None:
     estate = Estate(tmp_path)
     before = estate.orders()
     # The first run remembers what is closed-won already (no back-fill of history).
