@@ -8,7 +8,8 @@ from crm_pipelines.identity.rules import load_match_rules
 from crm_pipelines.lake import partition_dir
 from crm_pipelines.mapping.build import mapping_connection
 from crm_pipelines.partitions import NIGHTLY_PARTITIONS
-from resources.lake import LakeResource
+from crm_pipelines.syncs.state import pushed_values
+from resources.lake import LakeResource, WarehouseResource
 
 
 @dg.asset(
@@ -17,11 +18,19 @@ from resources.lake import LakeResource
     group_name="transform",
     partitions_def=NIGHTLY_PARTITIONS,
     kinds={"duckdb", "parquet"},
-    description="Golden accounts and contacts with the crosswalk, by the declared match rules (match_rules.yaml).",
+    description=(
+        "Golden accounts and contacts with the crosswalk: clusters by the declared match rules "
+        "(match_rules.yaml), values by field ownership (ownership.yaml)."
+    ),
 )
-def identity_resolution(context: dg.AssetExecutionContext, lake: LakeResource) -> dg.MaterializeResult[None]:
+def identity_resolution(
+    context: dg.AssetExecutionContext, lake: LakeResource, warehouse: WarehouseResource
+) -> dg.MaterializeResult[None]:
     pk = context.partition_key
     files = identity_files(lake.path, pk)
+    # What the syncs last wrote into each record: read back by tonight's extract, an echo, not an edit.
+    with warehouse.get().connect(read_only=True) as wh:
+        pushed = pushed_values(wh)
     con = mapping_connection(spill_dir=lake.path / "_spill")
     try:
         stats = resolve_entities(
@@ -30,6 +39,7 @@ def identity_resolution(context: dg.AssetExecutionContext, lake: LakeResource) -
             contacts_glob=str(partition_dir(lake.path, "staging", "canonical", "contact", pk) / "*.parquet"),
             out_dir=files.folder,
             rules=load_match_rules(),
+            pushed=pushed,
         )
     finally:
         con.close()
