@@ -8,10 +8,13 @@ The styles a system can declare (``upsert.style`` in its YAML, see docs/connecto
   (Zoho ``/{module}/upsert``).
 * ``odata_batch``: a multipart ``$batch`` of per-record requests with continue-on-error (Dynamics
   365 upserts by alternate key; SAP Business One).
-* ``subrequests``: a JSON batch of sub-requests, one response each (SugarCRM ``/bulk``).
+* ``subrequests``: a JSON batch of sub-requests, one response each (SugarCRM ``/bulk``, Creatio's
+  JSON ``$batch``).
 * ``per_record``: one request per record, after a lookup by external id where the system cannot
   upsert by it (Pipedrive, Infor CRM, Sage CRM), or an update by key that becomes a create when the
   key is not found (SAP Business One), several in flight.
+* ``collection_item``: an update of an item that lives in a collection inside its parent, sent as
+  the parent with that one item (SAP Business One contact persons inside business partners).
 
 Nothing is dropped: a record the system rejects with a retryable code is sent again, any other
 rejection comes back with the system's code and message, and a batch refused as a whole (HTTP 400) is
@@ -23,6 +26,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from crm_pipelines.connectors.writes.base import UPSERT_STYLES, UpsertModel
+from crm_pipelines.connectors.writes.collection_item import CollectionItemUpdate
 from crm_pipelines.connectors.writes.hubspot_batch import HubSpotBatchUpsert
 from crm_pipelines.connectors.writes.json_batch import JsonBatchUpsert
 from crm_pipelines.connectors.writes.odata_batch import ODataBatchUpsert
@@ -33,6 +37,7 @@ from crm_pipelines.connectors.writes.upsert import UpsertResult, WriteStats, upd
 
 __all__ = [
     "UPSERT_STYLES",
+    "CollectionItemUpdate",
     "ConfirmSpec",
     "HubSpotBatchUpsert",
     "JsonBatchUpsert",

@@ -41,6 +41,13 @@ class SubrequestsUpsert(UpsertModel):
 
     style: Literal["subrequests"] = "subrequests"
     envelope: str = "requests"
+    headers: dict[str, str] = Field(
+        default_factory=dict,
+        description=(
+            "Headers of the batch request itself, e.g. Creatio's Prefer: continue-on-error (without "
+            "it a JSON $batch stops at the first failing request)."
+        ),
+    )
     item: SubrequestItem
     responses_path: str = Field(default="", description="Where the responses list sits ('' = the body).")
     status_path: str = "status"
@@ -60,7 +67,9 @@ class SubrequestsUpsert(UpsertModel):
             if self.item.id_key:
                 item[self.item.id_key] = str(position)
             items.append(item)
-        request = PageRequest(url=upsert_path(self.path, batch.object_name, batch.id_field))
+        request = PageRequest(
+            url=upsert_path(self.path, batch.object_name, batch.id_field), headers=self.headers
+        )
         answer = session.post_json(request, {self.envelope: items}, context=batch.context)
         responses = resolve_path(answer, self.responses_path)
         responses = responses if isinstance(responses, list) else []

@@ -109,7 +109,7 @@ from crm_pipelines_sandbox.simulators.records import (
     update_rows,
 )
 from crm_pipelines_sandbox.simulators.records import quote as quote_name
-from crm_pipelines_sandbox.systems import Kind, SandboxCrm, Started, WriteCase
+from crm_pipelines_sandbox.systems import Kind, SandboxCrm, Started, UpdateCase, WriteCase
 
 _GUID = r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
 _LOGIN_FAILED = "Either user name or password specified incorrectly."
@@ -465,6 +465,8 @@ class CreatioSimulator(SimulatorServer):
         if missing:
             return _part_error(400, f'Column "{missing[0]}" of object "{collection}" must be filled in.')
         at = now_seconds()
+        # Every session is the Supervisor's here: its contact is who created or changed the record.
+        values["ModifiedById"] = SUPERVISOR_ID
         if method == "PATCH":
             update_rows(conn, info, obj.name, [key], at=at, changes=values)
             return BatchResponse(204, {"OData-Version": "4.0"})
@@ -472,6 +474,7 @@ class CreatioSimulator(SimulatorServer):
         if _row(conn, obj, record_id) is not None:
             return _part_error(400, f"A record with Id '{record_id}' already exists in '{collection}'.")
         values["Id"] = record_id
+        values["CreatedById"] = SUPERVISOR_ID
         values.setdefault("OwnerId", SUPERVISOR_ID)
         insert_rows(conn, info, obj.name, [Stamped(values, at, at)])
         row = _row(conn, obj, record_id)
@@ -656,6 +659,8 @@ class CreatioSandbox(SandboxCrm):
                 "IndustryId": industry_id(seed.industry),
                 "UsrAnnualRevenue": float(seed.annual_revenue) if seed.annual_revenue else None,
                 "OwnerId": SUPERVISOR_ID,
+                "CreatedById": SUPERVISOR_ID,
+                "ModifiedById": SUPERVISOR_ID,
             }
         if kind == "contact":
             return {
@@ -670,6 +675,8 @@ class CreatioSandbox(SandboxCrm):
                 "AccountId": refs.get(seed.account_ref) if seed.account_ref else None,
                 "CountryId": country_id(seed.country),
                 "OwnerId": SUPERVISOR_ID,
+                "CreatedById": SUPERVISOR_ID,
+                "ModifiedById": SUPERVISOR_ID,
             }
         return {
             "Id": key,
@@ -680,6 +687,8 @@ class CreatioSandbox(SandboxCrm):
             "DueDate": seed.close_date,
             "AccountId": refs.get(seed.account_ref) if seed.account_ref else None,
             "OwnerId": SUPERVISOR_ID,
+            "CreatedById": SUPERVISOR_ID,
+            "ModifiedById": SUPERVISOR_ID,
         }
 
     def start(self, store: Path, *, token_ttl_seconds: float | None = None) -> Started:
@@ -711,6 +720,22 @@ class CreatioSandbox(SandboxCrm):
             # is the category the engine reports.
             rejected=[{"Code": "WB-20003", "Web": "https://no-name.example"}],
             rejected_code="HTTP_400",
+        )
+
+    def update_case(self, store: Path) -> UpdateCase:
+        accounts = sorted(fetch_records(store, "Account"), key=lambda r: str(r["Id"]))[:3]
+        changed = [
+            {"Id": r["Id"], "UsrErpCustomerNumber": f"K-{20_500 + n}", "Phone": f"+47 22 55 {n:02d} 00"}
+            for n, r in enumerate(accounts, start=1)
+        ]
+        return UpdateCase(
+            object_name="Account",
+            changed=changed,
+            field="UsrErpCustomerNumber",
+            expected={str(r["Id"]): r["UsrErpCustomerNumber"] for r in changed},
+            # A PATCH of an Id that is no record is 404; Creatio's error bodies carry an empty code.
+            unknown={"Id": "0b4f7f0e-0000-4000-8000-00000000dead", "UsrErpCustomerNumber": "K-29999"},
+            unknown_code="HTTP_404",
         )
 
 

@@ -48,9 +48,13 @@ ACCOUNT = ObjectDef(
         FieldDef("CountryId"),
         FieldDef("IndustryId"),
         FieldDef("UsrAnnualRevenue", "number"),
+        # Custom columns (a Usr prefix, as the Object Designer names them): the ERP's customer number.
+        FieldDef("UsrErpCustomerNumber"),
         FieldDef("OwnerId"),
         FieldDef("CreatedOn", "datetime"),
+        FieldDef("CreatedById"),
         FieldDef("ModifiedOn", "datetime"),
+        FieldDef("ModifiedById"),
     ),
     created_field="CreatedOn",
     modified_field="ModifiedOn",
@@ -70,7 +74,9 @@ CONTACT = ObjectDef(
         FieldDef("CountryId"),
         FieldDef("OwnerId"),
         FieldDef("CreatedOn", "datetime"),
+        FieldDef("CreatedById"),
         FieldDef("ModifiedOn", "datetime"),
+        FieldDef("ModifiedById"),
     ),
     created_field="CreatedOn",
     modified_field="ModifiedOn",
@@ -88,8 +94,12 @@ OPPORTUNITY = ObjectDef(
         FieldDef("AccountId"),
         FieldDef("OwnerId"),
         FieldDef("UsrExternalId"),
+        FieldDef("UsrErpOrderNumber"),
+        FieldDef("UsrErpInvoiceNumbers"),  # comma-separated, a text column of 250
         FieldDef("CreatedOn", "datetime"),
+        FieldDef("CreatedById"),
         FieldDef("ModifiedOn", "datetime"),
+        FieldDef("ModifiedById"),
     ),
     created_field="CreatedOn",
     modified_field="ModifiedOn",
@@ -101,22 +111,29 @@ LOOKUPS: dict[str, dict[str, tuple[str, str]]] = {
         "CountryId": ("Country", "Country"),
         "IndustryId": ("Industry", "AccountIndustry"),
         "OwnerId": ("Owner", "Contact"),
+        "CreatedById": ("CreatedBy", "Contact"),
+        "ModifiedById": ("ModifiedBy", "Contact"),
     },
     "Contact": {
         "AccountId": ("Account", "Account"),
         "CountryId": ("Country", "Country"),
         "OwnerId": ("Owner", "Contact"),
+        "CreatedById": ("CreatedBy", "Contact"),
+        "ModifiedById": ("ModifiedBy", "Contact"),
     },
     "Opportunity": {
         "AccountId": ("Account", "Account"),
         "CurrencyId": ("Currency", "Currency"),
         "StageId": ("Stage", "OpportunityStage"),
         "OwnerId": ("Owner", "Contact"),
+        "CreatedById": ("CreatedBy", "Contact"),
+        "ModifiedById": ("ModifiedBy", "Contact"),
     },
 }
 # The field an integration matches records on (Code is Account's own; the others are common choices).
 EXTERNAL_IDS = {"Account": "Code", "Contact": "Email", "Opportunity": "UsrExternalId"}
-SYSTEM_COLUMNS = frozenset({"Id", "CreatedOn", "ModifiedOn"})
+# Columns the server sets itself; CreatedById/ModifiedById are the contact of the user who saved.
+SYSTEM_COLUMNS = frozenset({"Id", "CreatedOn", "CreatedById", "ModifiedOn", "ModifiedById"})
 
 # The stages of Creatio's opportunity sales pipeline, as OpportunityStage records.
 STAGE_NAMES = {

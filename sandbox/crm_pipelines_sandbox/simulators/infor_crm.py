@@ -38,13 +38,19 @@ What it serves, and the public documentation each part follows:
   writer looks the record up by its external id (``where=ExternalAccountNo eq 'ERP-1001'``) and
   then posts or puts. Per-record errors are diagnoses: a required property missing is 400 with
   ``applicationCode: RequiredFieldMissing``; an unknown property is 400 ``PropertyNotFound``;
-  :attr:`record_faults` injects a retryable 409 ``Transient`` for an external id or key.
+  :attr:`record_faults` injects a retryable 409 ``Transient`` for an external id or key. A PUT
+  changes only the properties sent and never creates (a key that is no record: 404 ``NotFound``).
+  Entries carry ``$etag`` (and a single read the ``ETag`` header); a PUT with ``If-Match`` naming
+  an older version is refused with 412 and the entry as it is now (SData core 9.3, 9.5); without
+  ``If-Match`` the PUT is applied. ``CreateUser``/``ModifyUser`` hold the 12-character ids of the
+  users who saved (``ADMIN`` padded for the seeded records, the API user for saves through it).
 
 Docs relied on:
   https://inforcrm.crmcloud.infor.com/SLXClient/help/Content/Dashboards/Creating_a_Where_Clause.htm
   (where clauses, operators, ``@`` dates), http://wiki.starfishetl.com/index.php/InforCRM_(SData)
   (Infor SData is Sage SData; related tables via include), http://sage.github.io/SData-2.0/ (query
-  language 0212, paging 0604/0305, error payload 0310, query errors 0610, JSON format 20/04-0500),
+  language 0212, paging 0604/0305, error payload 0310, query errors 0610, JSON format 20/04-0500,
+  update concurrency 0903 and update errors 0905),
   github.com/Saleslogix/argos-sdk ``src/ErrorManager.ts`` (errors parsed as a JSON array) and
   ``src/Convert.ts`` (``/Date(ms)/`` dates).
 """
@@ -70,7 +76,13 @@ from crm_pipelines_sandbox.simulators.infor_crm_sdata import (
     SDataSimulator,
     random_password,
 )
-from crm_pipelines_sandbox.simulators.records import TIMESTAMP_FORMATS, FieldDef, ObjectDef, quote
+from crm_pipelines_sandbox.simulators.records import (
+    TIMESTAMP_FORMATS,
+    FieldDef,
+    ObjectDef,
+    fetch_records,
+    quote,
+)
 from crm_pipelines_sandbox.systems import (
     Kind,
     SandboxCrm,
@@ -78,6 +90,7 @@ from crm_pipelines_sandbox.systems import (
     SeedContact,
     SeedDeal,
     Started,
+    UpdateCase,
     WriteCase,
 )
 
@@ -100,9 +113,14 @@ ACCOUNTS = ObjectDef(
         FieldDef("Type"),
         FieldDef("Status"),
         FieldDef("ExternalAccountNo"),
+        # A custom property (a column a customizer added to ACCOUNT and mapped in Application
+        # Architect): the customer number in the ERP.
+        FieldDef("ErpCustomerNumber"),
         FieldDef("Address", "json"),
         FieldDef("CreateDate", "datetime"),
+        FieldDef("CreateUser"),
         FieldDef("ModifyDate", "datetime"),
+        FieldDef("ModifyUser"),
     ),
     created_field="CreateDate",
     modified_field="ModifyDate",
@@ -120,7 +138,9 @@ CONTACTS = ObjectDef(
         FieldDef("Account", required=True),
         FieldDef("Address", "json"),
         FieldDef("CreateDate", "datetime"),
+        FieldDef("CreateUser"),
         FieldDef("ModifyDate", "datetime"),
+        FieldDef("ModifyUser"),
     ),
     created_field="CreateDate",
     modified_field="ModifyDate",
@@ -137,17 +157,31 @@ OPPORTUNITIES = ObjectDef(
         FieldDef("Status"),
         FieldDef("EstimatedClose", "datetime"),
         FieldDef("Account", required=True),
+        FieldDef("ErpOrderNumber"),  # custom properties: the ERP's sales order and its invoices
+        FieldDef("ErpInvoiceNumbers"),  # comma-separated (a 255-character column)
         FieldDef("CreateDate", "datetime"),
+        FieldDef("CreateUser"),
         FieldDef("ModifyDate", "datetime"),
+        FieldDef("ModifyUser"),
     ),
     created_field="CreateDate",
     modified_field="ModifyDate",
 )
 VIEWS = {
-    "accounts": ObjectView("accounts", external_id="ExternalAccountNo"),
-    "contacts": ObjectView("contacts", references={"Account": "accounts"}),
-    "opportunities": ObjectView("opportunities", references={"Account": "accounts"}),
+    "accounts": ObjectView(
+        "accounts", external_id="ExternalAccountNo", created_by="CreateUser", modified_by="ModifyUser"
+    ),
+    "contacts": ObjectView(
+        "contacts", references={"Account": "accounts"}, created_by="CreateUser", modified_by="ModifyUser"
+    ),
+    "opportunities": ObjectView(
+        "opportunities", references={"Account": "accounts"}, created_by="CreateUser", modified_by="ModifyUser"
+    ),
 }
+# Saleslogix user ids are 12 characters like every key (U + site code + counter); ADMIN is the
+# administrator that entered the seeded records, the second one is the user the API runs as.
+ADMIN_USER_ID = "ADMIN       "
+API_USER_ID = "UQSIM0000001"
 # The standard Saleslogix sales process; a closed deal's outcome is its Status ("Closed - Won").
 STAGE_VALUES = {
     "prospecting": "1-Prospect",
@@ -173,6 +207,8 @@ class InforCrmSimulator(SDataSimulator):
     name = "infor_crm"
     prefix = PREFIX
     realm = "SData"
+    etags = True
+    api_user_id = API_USER_ID
 
     def __init__(
         self,
@@ -248,6 +284,7 @@ class InforCrmSimulator(SDataSimulator):
 
 # --- the sandbox contract --------------------------------------------------------------------------
 
+_SEEDED_BY = {"CreateUser": ADMIN_USER_ID, "ModifyUser": ADMIN_USER_ID}
 _key_state: weakref.WeakKeyDictionary[random.Random, dict[str, Any]] = weakref.WeakKeyDictionary()
 
 
@@ -289,6 +326,7 @@ class InforCrmSandbox(SandboxCrm):
                 "Status": "Active",
                 "ExternalAccountNo": None,
                 "Address": _address(seed.street, seed.city, seed.postal_code, seed.country, address_key),
+                **_SEEDED_BY,
             }
         if kind == "contact":
             assert isinstance(seed, SeedContact)
@@ -301,6 +339,7 @@ class InforCrmSandbox(SandboxCrm):
                 "Title": seed.title,
                 "Account": refs.get(seed.account_ref) if seed.account_ref else None,
                 "Address": _address(None, None, None, seed.country, address_key),
+                **_SEEDED_BY,
             }
         assert isinstance(seed, SeedDeal)
         closed = {"closed_won": "Closed - Won", "closed_lost": "Closed - Lost"}
@@ -313,6 +352,7 @@ class InforCrmSandbox(SandboxCrm):
             "Status": closed.get(seed.stage, "Open"),
             "EstimatedClose": _close_date(seed.close_date),
             "Account": refs.get(seed.account_ref) if seed.account_ref else None,
+            **_SEEDED_BY,
         }
 
     def start(self, store: Path, *, token_ttl_seconds: float | None = None) -> Started:
@@ -349,6 +389,22 @@ class InforCrmSandbox(SandboxCrm):
             # Infor CRM refuses an account without a name (AccountName is required).
             rejected=[{"ExternalAccountNo": "ERP-10003", "WebAddress": "https://www.nameless.example"}],
             rejected_code="RequiredFieldMissing",
+        )
+
+    def update_case(self, store: Path) -> UpdateCase:
+        accounts = sorted(fetch_records(store, "accounts"), key=lambda r: str(r["Id"]))[:3]
+        changed = [
+            {"$key": r["Id"], "ErpCustomerNumber": f"K-{30_600 + n}", "MainPhone": f"+1 312 555 {n:04d}"}
+            for n, r in enumerate(accounts, start=1)
+        ]
+        return UpdateCase(
+            object_name="accounts",
+            changed=changed,
+            field="ErpCustomerNumber",
+            expected={str(r["$key"]): r["ErpCustomerNumber"] for r in changed},
+            # A PUT to a key Infor CRM does not have is 404: SData never creates on a PUT.
+            unknown={"$key": "AQSIMZZZZZZZ", "ErpCustomerNumber": "K-39999"},
+            unknown_code="NotFound",
         )
 
 

@@ -35,6 +35,8 @@ offset query again, as the real server's ROW_NUMBER paging is.
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import hmac
 import json
 import re
@@ -475,6 +477,8 @@ class ObjectView:
     references: Mapping[str, str] = field(default_factory=dict)  # field -> referenced resource
     include_only: frozenset[str] = frozenset()  # json fields returned only when named in include=
     external_id: str | None = None  # the field an upsert looks records up by (record_faults key)
+    created_by: str | None = None  # the field the server stamps with the user who created a record
+    modified_by: str | None = None  # ... and with the user who saved it last
 
 
 class SDataSimulator(SimulatorServer):
@@ -492,6 +496,10 @@ class SDataSimulator(SimulatorServer):
     realm = "SData"
     names_case_insensitive = False
     key_as_property = False  # whether the key is also a property of the entry besides $key
+    # Whether entries carry an $etag (and single reads an ETag header) that a PUT may send back in
+    # If-Match: SData's update concurrency check (core 9.3), answered 412 when the record changed.
+    etags = False
+    api_user_id: object = None  # what the audit fields hold for a save through the API
     default_count = 100
     max_count = 1000
 
@@ -550,7 +558,16 @@ class SDataSimulator(SimulatorServer):
 
     def entry_meta(self, obj: ObjectDef, row: sqlite3.Row) -> dict[str, object]:
         key = row[obj.key]
-        return {"$key": str(key), "$url": self.entry_url(obj, key)}
+        meta: dict[str, object] = {"$key": str(key), "$url": self.entry_url(obj, key)}
+        if self.etags:
+            meta["$etag"] = self.etag(row)
+        return meta
+
+    @staticmethod
+    def etag(row: sqlite3.Row) -> str:
+        """The record's version: it changes with every save (the store's change sequence)."""
+        digest = hashlib.md5(f"{row['_seq']}:{row['_modified']}".encode(), usedforsecurity=False).digest()
+        return base64.b64encode(digest).decode()
 
     def feed_meta(self, obj: ObjectDef, request: Request) -> dict[str, object]:
         return {"$url": f"{self.base_url}{request.path}"}
@@ -566,6 +583,11 @@ class SDataSimulator(SimulatorServer):
             return value
         if fdef.type == "boolean" and value is not None:
             return 1 if value in (True, 1, "true", "T", "Y") else 0
+        if fdef.type == "datetime" and isinstance(value, str):
+            try:
+                return self.format_date(parse_sdata_instant(value))  # kept as the server renders it
+            except ValueError:
+                return value  # already the server's own form (/Date(ms)/)
         return value
 
     # -- helpers ---------------------------------------------------------------------------------
@@ -859,7 +881,8 @@ class SDataSimulator(SimulatorServer):
                 f"The resource {resource}({unquote(selector)}) does not exist",
                 application_code="NotFound",
             )
-        return Response.json(200, self.entry(obj, row, self.selected(obj, request)))
+        entry = self.entry(obj, row, self.selected(obj, request))
+        return Response.json(200, entry, {"ETag": self.etag(row)} if self.etags else None)
 
     def schema(self, request: Request, resource: str) -> Response:
         """The resource kind's XSD (SData ``$schema``); fields added later are in it too."""
@@ -928,7 +951,15 @@ class SDataSimulator(SimulatorServer):
 
     def _changes(self, obj: ObjectDef, body: Mapping[str, Any]) -> dict[str, object]:
         changes: dict[str, object] = {}
-        system = {obj.key, obj.created_field, obj.modified_field, obj.deleted_flag}
+        view = self.views[obj.name]
+        system = {
+            obj.key,
+            obj.created_field,
+            obj.modified_field,
+            obj.deleted_flag,
+            view.created_by,
+            view.modified_by,
+        }
         for name, value in body.items():
             if name.startswith("$"):
                 continue  # $key, $url, $etag ... are protocol properties, not data
@@ -968,7 +999,8 @@ class SDataSimulator(SimulatorServer):
             info = store_info(conn)
             obj = info.objects[obj.name]
             key = self.new_key(conn, obj)
-            insert_rows(conn, info, obj.name, [Stamped({**changes, obj.key: key}, now, now)])
+            stamps = self.audit(obj, created=True)
+            insert_rows(conn, info, obj.name, [Stamped({**changes, **stamps, obj.key: key}, now, now)])
             conn.row_factory = sqlite3.Row
             row = conn.execute(
                 f"SELECT * FROM {quote(obj.name)} WHERE {quote(obj.key)} = ?", (key,)
@@ -993,16 +1025,28 @@ class SDataSimulator(SimulatorServer):
                     f"The resource {resource}({unquote(selector)}) does not exist",
                     application_code="NotFound",
                 )
+            expected = (request.header("If-Match") or "").strip()
+            if self.etags and expected and expected not in ("*", self.etag(row)):
+                # SData 9.5: 412 with the resource as it is now, for the consumer to merge.
+                current = self.entry(obj, row, self.selected(obj, request))
+                return Response.json(412, current, {"ETag": self.etag(row)})
             merged = {name: row[name] for name in obj.field_names}
             merged.update(changes)
             self._missing(obj, merged)
+            changes.update(self.audit(obj, created=False))
             update_rows(conn, info, obj.name, [row[obj.key]], at=now, changes=changes)
             conn.row_factory = sqlite3.Row
             fresh = conn.execute(
                 f"SELECT * FROM {quote(obj.name)} WHERE {quote(obj.key)} = ?", (row[obj.key],)
             ).fetchone()
             entry = self.entry(obj, fresh, self.selected(obj, request))
-        return Response.json(200, entry)
+        return Response.json(200, entry, {"ETag": self.etag(fresh)} if self.etags else None)
+
+    def audit(self, obj: ObjectDef, *, created: bool) -> dict[str, object]:
+        """The audit fields a save through the API stamps with the API user (created_by only on create)."""
+        view = self.views[obj.name]
+        fields = [view.modified_by, view.created_by if created else None]
+        return {name: self.api_user_id for name in fields if name and name in obj.field_names}
 
 
 def random_password() -> str:

@@ -40,7 +40,11 @@ What it serves, and the public documentation each part follows:
   by another key: a writer looks up by its external id (here the custom column ``comp_externalid``,
   as ERP integrations add one) and then posts or patches. Per-record errors are diagnoses: a
   required field missing is 400 ``RequiredFieldMissing``; an unknown field 400 ``PropertyNotFound``;
-  :attr:`record_faults` injects a retryable 409 ``Transient``.
+  :attr:`record_faults` injects a retryable 409 ``Transient``. An update changes only the columns
+  sent, stamps ``*_updateddate`` and ``*_updatedby`` (the API user's id) and never creates: an id that
+  is no (live) record is 404 ``NotFound``. Custom columns follow Sage's naming (the entity's column
+  prefix; a currency column has its currency in ``<column>_cid``); date-times sent as ISO 8601 are
+  kept as the API renders them.
 
 Docs relied on:
   https://developer.sage.com/crm/get-started (Basic auth, ``/sdata/{install}j/sagecrm2/-/{resource}``),
@@ -74,7 +78,13 @@ from crm_pipelines_sandbox.simulators.infor_crm_sdata import (
     Where,
     random_password,
 )
-from crm_pipelines_sandbox.simulators.records import TIMESTAMP_FORMATS, FieldDef, ObjectDef, quote
+from crm_pipelines_sandbox.simulators.records import (
+    TIMESTAMP_FORMATS,
+    FieldDef,
+    ObjectDef,
+    fetch_records,
+    quote,
+)
 from crm_pipelines_sandbox.systems import (
     Kind,
     SandboxCrm,
@@ -82,6 +92,7 @@ from crm_pipelines_sandbox.systems import (
     SeedContact,
     SeedDeal,
     Started,
+    UpdateCase,
     WriteCase,
 )
 
@@ -104,8 +115,18 @@ COMPANY = ObjectDef(
         FieldDef("comp_phonenumber"),
         FieldDef("comp_emailaddress"),
         FieldDef("comp_externalid"),
+        # Custom columns (Administration > Customization > Company > Fields): the ERP's customer
+        # number and finance status. A currency column comes with its currency, <column>_cid.
+        FieldDef("comp_erpcustomernumber"),
+        FieldDef("comp_erpopenbalance", "number"),
+        FieldDef("comp_erpopenbalance_cid"),
+        FieldDef("comp_erpoverdueamount", "number"),
+        FieldDef("comp_erpoverdueamount_cid"),
+        FieldDef("comp_erplastpaymentdate", "datetime"),
         FieldDef("address", "json"),
+        FieldDef("comp_createdby", "integer"),
         FieldDef("comp_createddate", "datetime"),
+        FieldDef("comp_updatedby", "integer"),
         FieldDef("comp_updateddate", "datetime"),
         FieldDef("comp_deleted", "integer"),
     ),
@@ -127,7 +148,9 @@ PERSON = ObjectDef(
         FieldDef("pers_phoneareacode"),
         FieldDef("pers_phonenumber"),
         FieldDef("address", "json"),
+        FieldDef("pers_createdby", "integer"),
         FieldDef("pers_createddate", "datetime"),
+        FieldDef("pers_updatedby", "integer"),
         FieldDef("pers_updateddate", "datetime"),
         FieldDef("pers_deleted", "integer"),
     ),
@@ -147,7 +170,11 @@ OPPORTUNITY = ObjectDef(
         FieldDef("oppo_stage"),
         FieldDef("oppo_status"),
         FieldDef("oppo_targetclose", "datetime"),
+        FieldDef("oppo_erpordernumber"),  # custom columns: the ERP's sales order and its invoices
+        FieldDef("oppo_erpinvoicenumbers"),  # comma-separated (a 255-character text column)
+        FieldDef("oppo_createdby", "integer"),
         FieldDef("oppo_createddate", "datetime"),
+        FieldDef("oppo_updatedby", "integer"),
         FieldDef("oppo_updateddate", "datetime"),
         FieldDef("oppo_deleted", "integer"),
     ),
@@ -156,10 +183,25 @@ OPPORTUNITY = ObjectDef(
     deleted_flag="oppo_deleted",
 )
 VIEWS = {
-    "Company": ObjectView("Company", include_only=frozenset({"address"}), external_id="comp_externalid"),
-    "Person": ObjectView("Person", include_only=frozenset({"address"})),
-    "Opportunity": ObjectView("Opportunity"),
+    "Company": ObjectView(
+        "Company",
+        include_only=frozenset({"address"}),
+        external_id="comp_externalid",
+        created_by="comp_createdby",
+        modified_by="comp_updatedby",
+    ),
+    "Person": ObjectView(
+        "Person",
+        include_only=frozenset({"address"}),
+        created_by="pers_createdby",
+        modified_by="pers_updatedby",
+    ),
+    "Opportunity": ObjectView("Opportunity", created_by="oppo_createdby", modified_by="oppo_updatedby"),
 }
+# Users are rows of the Users table (user_userid): 1 is the System Administrator, who entered the
+# seeded records; the API user is another one.
+ADMIN_USER_ID = 1
+API_USER_ID = 4
 # Codes of Sage CRM's default opportunity stage list (oppo_stage); oppo_status says In Progress/Won/Lost.
 STAGE_VALUES = {
     "prospecting": "Lead",
@@ -181,6 +223,7 @@ class SageCrmSimulator(SDataSimulator):
     realm = "Sage CRM"
     names_case_insensitive = True
     key_as_property = True
+    api_user_id = API_USER_ID
 
     def __init__(
         self,
@@ -290,6 +333,8 @@ class SageCrmSandbox(SandboxCrm):
                 "comp_phoneareacode": area,
                 "comp_phonenumber": number,
                 "address": _address(key, seed.street, seed.city, seed.postal_code, seed.country),
+                "comp_createdby": ADMIN_USER_ID,
+                "comp_updatedby": ADMIN_USER_ID,
             }
         if kind == "contact":
             assert isinstance(seed, SeedContact)
@@ -305,6 +350,8 @@ class SageCrmSandbox(SandboxCrm):
                 "pers_phoneareacode": area,
                 "pers_phonenumber": number,
                 "address": _address(100_000 + int(key), None, None, None, seed.country),
+                "pers_createdby": ADMIN_USER_ID,
+                "pers_updatedby": ADMIN_USER_ID,
             }
         assert isinstance(seed, SeedDeal)
         return {
@@ -316,6 +363,8 @@ class SageCrmSandbox(SandboxCrm):
             "oppo_stage": STAGE_VALUES[seed.stage],
             "oppo_status": _STATUS.get(seed.stage, "In Progress"),
             "oppo_targetclose": _close_date(seed.close_date),
+            "oppo_createdby": ADMIN_USER_ID,
+            "oppo_updatedby": ADMIN_USER_ID,
         }
 
     def start(self, store: Path, *, token_ttl_seconds: float | None = None) -> Started:
@@ -352,6 +401,28 @@ class SageCrmSandbox(SandboxCrm):
             # Sage CRM refuses a company without a name (comp_name is required).
             rejected=[{"comp_externalid": "ERP-20003", "comp_website": "https://nameless.example"}],
             rejected_code="RequiredFieldMissing",
+        )
+
+    def update_case(self, store: Path) -> UpdateCase:
+        companies = sorted(fetch_records(store, "Company"), key=lambda r: int(r["comp_companyid"]))[:3]
+        changed = [
+            {
+                "comp_companyid": r["comp_companyid"],
+                "comp_erpcustomernumber": f"K-{40_700 + n}",
+                "comp_erpopenbalance": 1250.0 * n,
+                "comp_erpopenbalance_cid": "EUR",
+                "comp_website": f"https://www.erp-{n}.example",
+            }
+            for n, r in enumerate(companies, start=1)
+        ]
+        return UpdateCase(
+            object_name="Company",
+            changed=changed,
+            field="comp_erpcustomernumber",
+            expected={str(r["comp_companyid"]): r["comp_erpcustomernumber"] for r in changed},
+            # A PATCH of an id Sage CRM does not have is 404: it never creates.
+            unknown={"comp_companyid": 987_654, "comp_erpcustomernumber": "K-49999"},
+            unknown_code="NotFound",
         )
 
 

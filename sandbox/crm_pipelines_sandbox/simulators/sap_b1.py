@@ -89,6 +89,7 @@ from crm_pipelines_sandbox.simulators.records import (
     ObjectDef,
     Stamped,
     StoreInfo,
+    fetch_records,
     insert_rows,
     open_store,
     quote,
@@ -122,6 +123,7 @@ from crm_pipelines_sandbox.systems import (
     SeedContact,
     SeedDeal,
     Started,
+    UpdateCase,
     WriteCase,
 )
 
@@ -817,8 +819,15 @@ class SapB1Simulator(SimulatorServer):
             values["CardCode"] = card_code
             code = item.get("InternalCode")
             if code is not None:
-                if not update_rows(conn, info, obj.name, [int(code)], at=at, changes=values):
+                # Only a contact of this partner: another partner's contact is no match here.
+                mine = conn.execute(
+                    'SELECT 1 FROM "ContactEmployees" WHERE "InternalCode" = ? AND "CardCode" = ?'
+                    " AND _deleted_at IS NULL",
+                    (int(code), card_code),
+                ).fetchone()
+                if mine is None:
                     return sl_error(404, -2028, NO_MATCH)
+                update_rows(conn, info, obj.name, [int(code)], at=at, changes=values)
                 continue
             if (problem := self._missing(obj, values, True)) is not None:
                 return sl_error(400, -10, problem)
@@ -1004,6 +1013,22 @@ class SapB1Sandbox(SandboxCrm):
             accepted=accepted,
             rejected=rejected,
             rejected_code="-10",
+        )
+
+    def update_case(self, store: Path) -> UpdateCase:
+        partners = sorted(fetch_records(store, "BusinessPartners"), key=lambda r: str(r["CardCode"]))[:3]
+        changed = [
+            {"CardCode": r["CardCode"], "U_ErpCustomerNo": f"K-{50_800 + n}", "Phone1": f"+49 40 555 {n:04d}"}
+            for n, r in enumerate(partners, start=1)
+        ]
+        return UpdateCase(
+            object_name="BusinessPartners",
+            changed=changed,
+            field="U_ErpCustomerNo",
+            expected={str(r["CardCode"]): r["U_ErpCustomerNo"] for r in changed},
+            # A PATCH of a CardCode B1 does not have: 404, code -2028 "No matching records found".
+            unknown={"CardCode": "C00000000", "U_ErpCustomerNo": "K-59999"},
+            unknown_code="-2028",
         )
 
 

@@ -31,8 +31,9 @@ BUSINESS_PARTNERS = ObjectDef(
         FieldDef("Currency"),
         FieldDef("Valid"),
         FieldDef("Frozen"),
-        # A user-defined field (B1 has no revenue on business partners); UDFs are named U_*.
+        # User-defined fields (B1 has no revenue on business partners); UDFs are named U_*.
         FieldDef("U_AnnualRevenue", "number"),
+        FieldDef("U_ErpCustomerNo"),  # the customer number in the billing ERP (alphanumeric, 50)
         FieldDef("CreateDate", "date"),
         FieldDef("CreateTime"),
         *_STAMPS,
@@ -71,6 +72,11 @@ SALES_OPPORTUNITIES = ObjectDef(
         FieldDef("ClosingPercentage", "number"),
         FieldDef("CurrentStageNo", "integer"),
         FieldDef("Status"),
+        # User-defined fields: the sales order and invoices the billing ERP made from the deal.
+        FieldDef("U_ErpOrderNo"),
+        FieldDef("U_ErpInvoiceNos"),  # comma-separated (alphanumeric, 254: the longest B1 allows)
+        FieldDef("CreateDate", "date"),
+        FieldDef("CreateTime"),
         *_STAMPS,
     ),
 )

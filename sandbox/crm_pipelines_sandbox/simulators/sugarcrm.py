@@ -80,6 +80,7 @@ from crm_pipelines_sandbox.simulators.records import (
     ObjectDef,
     Stamped,
     StoreInfo,
+    fetch_records,
     insert_rows,
     open_store,
     quote,
@@ -88,6 +89,7 @@ from crm_pipelines_sandbox.simulators.records import (
 )
 from crm_pipelines_sandbox.simulators.sugarcrm_filter import FilterCompiler, FilterError, nest
 from crm_pipelines_sandbox.simulators.sugarcrm_schema import (
+    API_USER_ID,
     CURRENCIES,
     OBJECTS,
     PROBABILITY,
@@ -103,6 +105,7 @@ from crm_pipelines_sandbox.systems import (
     SeedContact,
     SeedDeal,
     Started,
+    UpdateCase,
     WriteCase,
 )
 
@@ -323,7 +326,9 @@ class SugarSimulator(SimulatorServer):
         router.add("GET", _V + rf"/{module}/filter", self.list_records)
         router.add("POST", _V + rf"/{module}/filter", self.filter_post)
         router.add("GET", _V + rf"/{module}/(?:filter/)?count", self.count)
-        router.add("GET", _V + rf"/{module}/(?P<record>[0-9a-fA-F-]{{36}}|-?\d+)", self.get_record)
+        record = r"(?P<record>[0-9a-fA-F-]{36}|-?\d+)"
+        router.add("GET", _V + rf"/{module}/{record}", self.get_record)
+        router.add("PUT", _V + rf"/{module}/{record}", self.update_record)
 
     def _version(self, version: str) -> Response | None:
         if version not in _KNOWN_VERSIONS:
@@ -595,7 +600,7 @@ class SugarSimulator(SimulatorServer):
                     "type": SUGAR_TYPES.get(f.name) or STORE_TO_SUGAR[f.type],
                     "required": f.required,
                 }
-                if f.name not in base:
+                if f.name not in base or f.name.endswith("_c"):
                     definition.update({"source": "custom_fields", "custom_module": obj.name})
                 fields[f.name] = definition
             modules[obj.name] = {"fields": fields, "_hash": secrets.token_hex(16)}
@@ -633,6 +638,7 @@ class SugarSimulator(SimulatorServer):
         # Sugar ignores what it has no field for and what the API may not set.
         changes = {k: v for k, v in data.items() if k in obj.field_names and k not in READ_ONLY}
         changes["sync_key"] = value
+        changes["modified_user_id"] = API_USER_ID
         at = datetime.now(UTC).replace(microsecond=0)  # Sugar keeps whole seconds
         with self._write_lock, closing(open_store(self.store_path)) as conn, conn:
             info = store_info(conn)
@@ -655,9 +661,8 @@ class SugarSimulator(SimulatorServer):
                 return sugar_error("missing_parameter", f"Missing required field: {', '.join(missing)}")
             if not found:
                 record_id = str(uuid.uuid4())
-                insert_rows(
-                    conn, info, obj.name, [Stamped({**changes, "id": record_id, "deleted": 0}, at, at)]
-                )
+                created = {**changes, "id": record_id, "deleted": 0, "created_by": API_USER_ID}
+                insert_rows(conn, info, obj.name, [Stamped(created, at, at)])
                 return Response.json(201, {"record": record_id})
             record_id = str(found[0][0])
             update_rows(conn, info, obj.name, [record_id], at=at, changes=changes)
@@ -667,6 +672,54 @@ class SugarSimulator(SimulatorServer):
                     (record_id,),
                 )
             return Response.json(200, {"record": record_id})
+
+    def update_record(self, request: Request, version: str, module: str, record: str) -> Response:
+        """``PUT /{module}/{id}``: change an existing record; the answer is the record (``fields`` applies).
+
+        Only the fields sent change; fields Sugar has no vardef for, and those the API may not set,
+        are ignored. An id that is not a live record is ``not_found`` (404): a PUT never creates.
+        """
+        if (bad := self._version(version)) is not None:
+            return bad
+        found = self._object(module)
+        if isinstance(found, Response):
+            return found
+        try:
+            data = request.json() or {}
+        except ValueError:
+            return sugar_error("invalid_parameter", "Invalid JSON in request body")
+        if not isinstance(data, dict):
+            return sugar_error("invalid_parameter", "Invalid JSON in request body")
+        queued = self.record_faults.get(record)
+        if queued:
+            label = queued.pop(0)
+            return sugar_error(label, f"Injected {label} for record {record}")
+        at = datetime.now(UTC).replace(microsecond=0)  # Sugar keeps whole seconds
+        with self._write_lock, closing(open_store(self.store_path)) as conn, conn:
+            info = store_info(conn)
+            obj = info.objects[module]
+            exists = conn.execute(
+                f"SELECT 1 FROM {quote(obj.name)} WHERE {quote(obj.key)} = ? AND _deleted_at IS NULL",
+                (record,),
+            ).fetchone()
+            if exists is None:
+                return sugar_error("not_found", f"Could not find record: {record} in module: {module}")
+            changes = {k: v for k, v in data.items() if k in obj.field_names and k not in READ_ONLY}
+            blanked = [
+                f.name
+                for f in obj.fields
+                if f.required and f.name in changes and changes[f.name] in (None, "")
+            ]
+            if blanked:
+                return sugar_error("missing_parameter", f"Missing required field: {', '.join(blanked)}")
+            update_rows(
+                conn, info, obj.name, [record], at=at, changes={**changes, "modified_user_id": API_USER_ID}
+            )
+            conn.row_factory = sqlite3.Row
+            row = conn.execute(
+                f"SELECT * FROM {quote(obj.name)} WHERE {quote(obj.key)} = ?", (record,)
+            ).fetchone()
+        return Response.json(200, self._render(obj, row, self._fields(obj, request.param("fields"), False)))
 
     def bulk(self, request: Request, version: str) -> Response:
         if (bad := self._version(version)) is not None:
@@ -745,6 +798,8 @@ class SugarSandbox(SandboxCrm):
                 "billing_address_postalcode": seed.postal_code,
                 "billing_address_country": seed.country,
                 "deleted": 0,
+                "created_by": API_USER_ID,
+                "modified_user_id": API_USER_ID,
             }
         if kind == "contact":
             assert isinstance(seed, SeedContact)
@@ -758,6 +813,8 @@ class SugarSandbox(SandboxCrm):
                 "primary_address_country": seed.country,
                 "account_id": refs.get(seed.account_ref) if seed.account_ref else None,
                 "deleted": 0,
+                "created_by": API_USER_ID,
+                "modified_user_id": API_USER_ID,
             }
         assert isinstance(seed, SeedDeal)
         stage = STAGE_VALUES[seed.stage]
@@ -772,6 +829,8 @@ class SugarSandbox(SandboxCrm):
             "date_closed": seed.close_date.isoformat() if isinstance(seed.close_date, date) else None,
             "account_id": refs.get(seed.account_ref) if seed.account_ref else None,
             "deleted": 0,
+            "created_by": API_USER_ID,
+            "modified_user_id": API_USER_ID,
         }
 
     def start(self, store: Path, *, token_ttl_seconds: float | None = None) -> Started:
@@ -822,6 +881,26 @@ class SugarSandbox(SandboxCrm):
             accepted=accepted,
             rejected=rejected,
             rejected_code="missing_parameter",
+        )
+
+    def update_case(self, store: Path) -> UpdateCase:
+        accounts = sorted(fetch_records(store, "Accounts"), key=lambda r: str(r["id"]))[:3]
+        changed = [
+            {
+                "id": r["id"],
+                "erp_customer_number_c": f"K-{10_400 + n}",
+                "phone_office": f"+49 30 5550 {n:04d}",
+            }
+            for n, r in enumerate(accounts, start=1)
+        ]
+        return UpdateCase(
+            object_name="Accounts",
+            changed=changed,
+            field="erp_customer_number_c",
+            expected={r["id"]: r["erp_customer_number_c"] for r in changed},
+            # A well-formed id that is no record: Sugar answers 404 not_found, it never creates.
+            unknown={"id": "5f0c2e1a-0000-4000-8000-00000000dead", "erp_customer_number_c": "K-19999"},
+            unknown_code="not_found",
         )
 
 

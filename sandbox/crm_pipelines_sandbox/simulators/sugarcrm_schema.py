@@ -16,6 +16,8 @@ ACCOUNTS = ObjectDef(
         FieldDef("date_entered", "datetime"),
         FieldDef("date_modified", "datetime"),
         FieldDef("deleted", "boolean"),
+        FieldDef("created_by"),
+        FieldDef("modified_user_id"),
         FieldDef("account_type"),
         FieldDef("industry"),
         FieldDef("annual_revenue"),  # a varchar in Sugar's vardefs, not a number
@@ -27,6 +29,8 @@ ACCOUNTS = ObjectDef(
         FieldDef("billing_address_postalcode"),
         FieldDef("billing_address_country"),
         FieldDef("sync_key"),
+        # Studio fields (custom_fields source): Sugar names them *_c.
+        FieldDef("erp_customer_number_c"),
     ),
     created_field="date_entered",
     modified_field="date_modified",
@@ -42,6 +46,8 @@ CONTACTS = ObjectDef(
         FieldDef("date_entered", "datetime"),
         FieldDef("date_modified", "datetime"),
         FieldDef("deleted", "boolean"),
+        FieldDef("created_by"),
+        FieldDef("modified_user_id"),
         FieldDef("title"),
         FieldDef("phone_work"),
         FieldDef("email1"),
@@ -62,6 +68,8 @@ OPPORTUNITIES = ObjectDef(
         FieldDef("date_entered", "datetime"),
         FieldDef("date_modified", "datetime"),
         FieldDef("deleted", "boolean"),
+        FieldDef("created_by"),
+        FieldDef("modified_user_id"),
         FieldDef("amount", "number"),
         FieldDef("currency_id"),
         FieldDef("sales_stage"),
@@ -69,13 +77,17 @@ OPPORTUNITIES = ObjectDef(
         FieldDef("date_closed", "date", required=True),
         FieldDef("account_id"),
         FieldDef("sync_key"),
+        FieldDef("erp_order_number_c"),
+        FieldDef("erp_invoice_numbers_c"),  # comma-separated, a TextField of 255
     ),
     created_field="date_entered",
     modified_field="date_modified",
     deleted_flag="deleted",
 )
 OBJECTS = (ACCOUNTS, CONTACTS, OPPORTUNITIES)
-READ_ONLY = frozenset({"id", "date_entered", "date_modified", "deleted"})
+READ_ONLY = frozenset({"id", "date_entered", "date_modified", "deleted", "created_by", "modified_user_id"})
+# The user the API runs as (GET /me: the administrator); the seeded records were entered by it too.
+API_USER_ID = "1"
 # Sugar vardef types of the built-in fields (metadata); custom fields get theirs from the store type.
 SUGAR_TYPES = {
     "id": "id",
@@ -83,6 +95,8 @@ SUGAR_TYPES = {
     "date_entered": "datetime",
     "date_modified": "datetime",
     "deleted": "bool",
+    "created_by": "assigned_user_name",
+    "modified_user_id": "assigned_user_name",
     "account_type": "enum",
     "industry": "enum",
     "sales_stage": "enum",

@@ -344,3 +344,70 @@ def test_sandbox_contract(store: Path, started: Started) -> None:
     assert settings.username == started.env["CREATIO_USERNAME"]
     assert set(SANDBOX.stage_values) == set(STAGE_IDS)
     assert {d["StageId"] for d in fetch_records(store, "Opportunity")} <= set(STAGE_IDS.values())
+
+
+def test_a_patch_by_id_updates_custom_columns_that_an_odata_query_reads_back(tmp_path: Path) -> None:
+    path = make_store(tmp_path / "creatio.sqlite")
+    with CreatioSimulator(path) as sim, session(sim) as http:
+        deal = http.get(f"{ODATA}/Opportunity", params={"$top": "1", "$orderby": "Id asc"}).json()["value"][0]
+        assert {"UsrErpOrderNumber", "UsrErpInvoiceNumbers", "CreatedById", "ModifiedById"} <= set(deal)
+        time.sleep(1.05)  # ModifiedOn is shown to the second
+        changes = {"UsrErpOrderNumber": "SO-24017", "UsrErpInvoiceNumbers": "INV-88001,INV-88002"}
+        assert http.patch(f"{ODATA}/Opportunity({deal['Id']})", json=changes).status_code == 204
+
+        # What a user asks OData: the deal by its ERP order number, changed after the deal's last save.
+        found = http.get(
+            f"{ODATA}/Opportunity",
+            params={
+                "$filter": f"UsrErpOrderNumber eq 'SO-24017' and ModifiedOn gt {deal['ModifiedOn']}",
+                "$select": "Id,Title,UsrErpOrderNumber,UsrErpInvoiceNumbers,ModifiedOn,ModifiedById",
+            },
+        ).json()["value"]
+        assert [r["Id"] for r in found] == [deal["Id"]]
+        assert found[0]["UsrErpInvoiceNumbers"] == "INV-88001,INV-88002"
+        assert found[0]["ModifiedById"] == deal["CreatedById"]  # the Supervisor's contact saved it
+        metadata = http.get(f"{ODATA}/$metadata").text
+        assert '<Property Name="UsrErpCustomerNumber" Type="Edm.String" />' in metadata
+        assert '<NavigationProperty Name="ModifiedBy" Type="Terrasoft.Configuration.Contact" />' in metadata
+
+        # Updates in one JSON $batch: an Id Creatio does not have is 404 and creates nothing, the
+        # requests after it still run (continue-on-error).
+        accounts = read_all(http, "Account", 50, **{"$select": "Id"})[:2]
+        before = count_records(path, "Account")
+        requests = [
+            {
+                "method": "PATCH",
+                "url": f"/0/odata/Account({accounts[0]['Id']})",
+                "id": "0",
+                "body": {"UsrErpCustomerNumber": "K-1"},
+            },
+            {
+                "method": "PATCH",
+                "url": "/0/odata/Account(0b4f7f0e-0000-4000-8000-00000000dead)",
+                "id": "1",
+                "body": {"UsrErpCustomerNumber": "K-2"},
+            },
+            {
+                "method": "PATCH",
+                "url": f"/0/odata/Account({accounts[1]['Id']})",
+                "id": "2",
+                "body": {"UsrErpCustomerNumber": "K-3"},
+            },
+        ]
+        answer = http.post(
+            f"{ODATA}/$batch", json={"requests": requests}, headers={"Prefer": "continue-on-error"}
+        )
+        assert [(r["id"], r["status"]) for r in answer.json()["responses"]] == [
+            ("0", 204),
+            ("1", 404),
+            ("2", 204),
+        ]
+        assert count_records(path, "Account") == before
+        numbers = http.get(
+            f"{ODATA}/Account",
+            params={"$filter": "UsrErpCustomerNumber ne null", "$select": "Id,UsrErpCustomerNumber"},
+        )
+        assert {r["Id"]: r["UsrErpCustomerNumber"] for r in numbers.json()["value"]} == {
+            accounts[0]["Id"]: "K-1",
+            accounts[1]["Id"]: "K-3",
+        }

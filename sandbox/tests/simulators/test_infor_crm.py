@@ -138,7 +138,7 @@ def test_page_size_default_and_cap(client: httpx.Client) -> None:
 def test_select_returns_only_the_named_properties(client: httpx.Client) -> None:
     page = feed(client, "accounts", count="3", select="AccountName,Address/Country")
     for entry in page["$resources"]:
-        assert set(entry) == {"$key", "$url", "$descriptor", "AccountName", "Address"}
+        assert set(entry) == {"$key", "$url", "$descriptor", "$etag", "AccountName", "Address"}
         assert set(entry["Address"]) == {"$key", "Country"}
     everything = feed(client, "accounts", count="1")["$resources"][0]
     assert {"AccountName", "WebAddress", "MainPhone", "Industry", "Revenue", "Address", "ModifyDate"} <= set(
@@ -153,7 +153,7 @@ def test_select_returns_only_the_named_properties(client: httpx.Client) -> None:
 def test_precedence_zero_answers_keys_only_in_key_order(client: httpx.Client, store: Path) -> None:
     # What the keys read of delete detection asks for: no payload (SData core 6.5), ordered by Id.
     entries = read_all(client, "contacts", 250, precedence="0", orderBy="Id")
-    assert {frozenset(e) for e in entries} == {frozenset({"$key", "$url", "$descriptor"})}
+    assert {frozenset(e) for e in entries} == {frozenset({"$key", "$url", "$descriptor", "$etag"})}
     assert [e["$key"] for e in entries] == sorted(keys_of(store, "contacts"))
     assert feed(client, "contacts", count="1", precedence="2")["$resources"][0]["LastName"]
     refused = client.get(f"{API}/contacts", params={"format": "json", "precedence": "none"})
@@ -226,7 +226,7 @@ def test_fields_added_later_show_up_in_schema_and_records(tmp_path: Path) -> Non
         chosen = http.get(
             f"{API}/accounts", params={"format": "json", "count": "1", "select": "CustomerTier"}
         )
-        assert set(chosen.json()["$resources"][0]) == {"$key", "$url", "$descriptor", "CustomerTier"}
+        assert set(chosen.json()["$resources"][0]) == {"$key", "$url", "$descriptor", "$etag", "CustomerTier"}
 
 
 def test_rate_limit_answers_503_with_retry_after(tmp_path: Path) -> None:
@@ -384,3 +384,52 @@ def test_edits_move_modify_date(tmp_path: Path) -> None:
             "closed_won",
             "closed_lost",
         }
+
+
+def test_a_put_by_key_updates_custom_properties_read_back_by_a_where_query(tmp_path: Path) -> None:
+    store = small_store(tmp_path)
+    key = sorted(keys_of(store, "opportunities"))[0]
+    with (
+        InforCrmSimulator(store, username="u", password="p") as sim,
+        httpx.Client(base_url=sim.base_url, auth=("u", "p"), params={"format": "json"}) as http,
+    ):
+        # Read, then PUT what changed with the entry's $etag in If-Match (SData's concurrency check).
+        read = http.get(f"{API}/opportunities('{key}')")
+        entry = read.json()
+        assert read.headers["ETag"] == entry["$etag"]
+        assert {"ErpOrderNumber", "ErpInvoiceNumbers", "CreateUser", "ModifyUser"} <= set(entry)
+        assert entry["ModifyUser"] == "ADMIN       "  # Saleslogix user ids are 12 characters, padded
+        changes = {"ErpOrderNumber": "SO-24017", "ErpInvoiceNumbers": "INV-88001,INV-88002"}
+        updated = http.put(
+            f"{API}/opportunities('{key}')", json=changes, headers={"If-Match": entry["$etag"]}
+        )
+        assert updated.status_code == 200, updated.text
+        assert updated.json()["$etag"] != entry["$etag"]
+        assert updated.json()["ModifyUser"] == "UQSIM0000001"  # the API user saved it
+
+        # A user's query: the deal by its ERP order number, changed since the read before the PUT.
+        since = datetime.fromtimestamp(int(entry["ModifyDate"][6:-2]) / 1000, UTC).isoformat()
+        found = feed(
+            http,
+            "opportunities",
+            where=f"ErpOrderNumber eq 'SO-24017' and ModifyDate gt @{since}@",
+            select="Description,ErpOrderNumber,ErpInvoiceNumbers,ModifyDate",
+        )["$resources"]
+        assert [e["$key"] for e in found] == [key]
+        assert found[0]["ErpInvoiceNumbers"] == "INV-88001,INV-88002"
+        assert 'name="ErpCustomerNumber"' in http.get(f"{API}/accounts/$schema").text
+
+        # The stale $etag now loses: 412 with the entry as it is, nothing written.
+        stale = http.put(
+            f"{API}/opportunities('{key}')",
+            json={"ErpOrderNumber": "SO-1"},
+            headers={"If-Match": entry["$etag"]},
+        )
+        assert stale.status_code == 412
+        assert stale.json()["ErpOrderNumber"] == "SO-24017"
+        # A key Infor CRM does not have: 404, and nothing is created.
+        before = count_records(store, "opportunities")
+        missing = http.put(f"{API}/opportunities('OQSIMZZZZZZZ')", json=changes)
+        assert missing.status_code == 404
+        assert missing.json()[0]["applicationCode"] == "NotFound"
+        assert count_records(store, "opportunities") == before

@@ -303,3 +303,54 @@ def test_edits_move_the_updated_date(tmp_path: Path) -> None:
         ).json()
         assert [o["oppo_opportunityid"] for o in window["$resources"]] == [key]
         assert set(SANDBOX.stage_values.values()) >= {"Sold", "NoSale"}
+
+
+def test_a_patch_by_id_sets_the_erp_finance_status_that_a_where_query_reads_back(tmp_path: Path) -> None:
+    store = small_store(tmp_path)
+    company_id = sorted(keys_of(store, "Company"))[0]
+    with (
+        SageCrmSimulator(store, username="u", password="p") as sim,
+        httpx.Client(base_url=sim.base_url, auth=("u", "p")) as http,
+    ):
+        before = http.get(f"{API}/Company('{company_id}')").json()
+        assert before["comp_updatedby"] == 1  # entered by the System Administrator
+        assert before["comp_erpcustomernumber"] is None  # the custom columns exist, still empty
+        status = {
+            "comp_erpcustomernumber": "K-40701",
+            "comp_erpopenbalance": 15250.75,
+            "comp_erpopenbalance_cid": "EUR",
+            "comp_erpoverdueamount": 4200.0,
+            "comp_erpoverdueamount_cid": "EUR",
+            "comp_erplastpaymentdate": "2026-11-20",
+        }
+        patched = http.patch(f"{API}/Company('{company_id}')", json=status)
+        assert patched.status_code == 200, patched.text
+
+        # A user's query: companies with an overdue amount, changed since the last read.
+        found = feed(
+            http,
+            "Company",
+            where=f"comp_erpoverdueamount gt 0 and comp_updateddate ge @{before['comp_updateddate']}@",
+        )["$resources"]
+        assert [r["comp_companyid"] for r in found] == [company_id]
+        company = found[0]
+        assert company["comp_erpcustomernumber"] == "K-40701"
+        assert company["comp_erpopenbalance"] == 15250.75
+        assert company["comp_erpoverdueamount_cid"] == "EUR"
+        assert company["comp_erplastpaymentdate"] == "2026-11-20T00:00:00Z"  # a date: SData's ISO form
+        assert company["comp_updatedby"] == 4  # the API user saved it
+        assert company["comp_updateddate"] > before["comp_updateddate"]
+        assert 'name="comp_erpopenbalance_cid"' in http.get(f"{API}/Company/$schema").text
+
+        deal = sorted(keys_of(store, "Opportunity"))[0]
+        invoices = {"oppo_erpordernumber": "SO-24017", "oppo_erpinvoicenumbers": "INV-88001,INV-88002"}
+        assert http.patch(f"{API}/Opportunity('{deal}')", json=invoices).status_code == 200
+        [row] = feed(http, "Opportunity", where="oppo_erpordernumber eq 'SO-24017'")["$resources"]
+        assert row["oppo_erpinvoicenumbers"] == "INV-88001,INV-88002"
+
+        # An id Sage CRM does not have: 404, nothing created.
+        count = count_records(store, "Company")
+        missing = http.patch(f"{API}/Company('987654')", json=status)
+        assert missing.status_code == 404
+        assert missing.json()["$diagnoses"][0]["$applicationCode"] == "NotFound"
+        assert count_records(store, "Company") == count

@@ -405,3 +405,77 @@ def test_sandbox_contract_starts_with_fresh_credentials_and_a_write_case(tmp_pat
         http.close()
     finally:
         started.simulator.stop()
+
+
+def test_a_patch_by_key_sets_udfs_and_contacts_that_the_next_query_reads_back(tmp_path: Path) -> None:
+    path = make_store(tmp_path / "b1.sqlite")
+    with (
+        SapB1Simulator(path, company_db=COMPANY, username=USER, password=PASSWORD) as sim,
+        session(sim) as http,
+    ):
+        contact = sorted(live(path, "ContactEmployees"), key=lambda r: r["InternalCode"])[0]
+        card = contact["CardCode"]
+        partners_before = len(live(path, "BusinessPartners"))
+        patched = http.patch(f"/BusinessPartners('{card}')", json={"U_ErpCustomerNo": "K-50801"})
+        assert patched.status_code == 204
+        # A contact person is changed through its partner; the partner's other contacts stay.
+        siblings = sorted(r["InternalCode"] for r in live(path, "ContactEmployees") if r["CardCode"] == card)
+        line = {"InternalCode": contact["InternalCode"], "E_Mail": "ap@erp.example"}
+        assert (
+            http.patch(f"/BusinessPartners('{card}')", json={"ContactEmployees": [line]}).status_code == 204
+        )
+        deal = sorted(live(path, "SalesOpportunities"), key=lambda r: r["SequentialNo"])[0]["SequentialNo"]
+        invoices = {"U_ErpOrderNo": "SO-24017", "U_ErpInvoiceNos": "INV-88001,INV-88002"}
+        assert http.patch(f"/SalesOpportunities({deal})", json=invoices).status_code == 204
+
+        # What a user queries: the partner by its ERP number, changed today (UpdateDate moved).
+        today = datetime.now(UTC).date().isoformat()
+        found = http.get(
+            "/BusinessPartners",
+            params={
+                "$filter": f"U_ErpCustomerNo eq 'K-50801' and UpdateDate ge '{today}'",
+                "$select": "CardCode,U_ErpCustomerNo,UpdateDate,UpdateTime,ContactEmployees",
+            },
+        ).json()["value"]
+        assert [p["CardCode"] for p in found] == [card]
+        assert sorted(c["InternalCode"] for c in found[0]["ContactEmployees"]) == siblings
+        emails = {c["InternalCode"]: c["E_Mail"] for c in found[0]["ContactEmployees"]}
+        assert emails[contact["InternalCode"]] == "ap@erp.example"
+        changed = http.get(
+            CONTACTS_XJOIN,
+            params={
+                "$expand": "BusinessPartners/ContactEmployees($select=InternalCode,E_Mail,UpdateDate)",
+                "$filter": "BusinessPartners/CardCode eq BusinessPartners/ContactEmployees/CardCode"
+                f" and BusinessPartners/ContactEmployees/UpdateDate ge '{today}'",
+            },
+        ).json()["value"]
+        assert [c["BusinessPartners/ContactEmployees"]["InternalCode"] for c in changed] == [
+            contact["InternalCode"]
+        ]
+        [opportunity] = http.get(
+            "/SalesOpportunities",
+            params={
+                "$filter": "U_ErpOrderNo eq 'SO-24017'",
+                "$select": "SequentialNo,U_ErpInvoiceNos,CreateDate",
+            },
+        ).json()["value"]
+        assert opportunity["SequentialNo"] == deal
+        assert opportunity["U_ErpInvoiceNos"] == "INV-88001,INV-88002"
+        metadata = http.get("/$metadata").text
+        assert '<Property Name="U_ErpCustomerNo" Type="Edm.String"/>' in metadata
+
+        # Unknown keys are 404 -2028 and create nothing; so is a contact of another partner.
+        missing = http.patch("/BusinessPartners('C00000000')", json={"U_ErpCustomerNo": "K-1"})
+        assert missing.status_code == 404
+        assert missing.json()["error"]["code"] == -2028
+        other = next(r for r in live(path, "ContactEmployees") if r["CardCode"] != card)
+        foreign = {"ContactEmployees": [{"InternalCode": other["InternalCode"], "E_Mail": "x@example.com"}]}
+        refused = http.patch(f"/BusinessPartners('{card}')", json=foreign)
+        assert refused.status_code == 404
+        assert refused.json()["error"]["code"] == -2028
+        assert (
+            fetch_records(path, "ContactEmployees", [other["InternalCode"]])[0]["CardCode"]
+            == other["CardCode"]
+        )
+        assert http.patch("/SalesOpportunities(999999999)", json=invoices).status_code == 404
+        assert len(live(path, "BusinessPartners")) == partners_before

@@ -393,3 +393,57 @@ def test_sandbox_contract_starts_with_fresh_credentials_and_a_write_case(tmp_pat
         assert SANDBOX.stage_values["closed_won"] == "Closed Won"
     finally:
         started.simulator.stop()
+
+
+def test_a_put_by_id_updates_the_record_and_its_studio_fields_read_back(tmp_path: Path) -> None:
+    path = make_store(tmp_path / "sugar.sqlite")
+    with SugarSimulator(path, username=USER, password=PASSWORD) as sim:
+        token = str(login(sim.base_url)["access_token"])
+        with httpx.Client(base_url=sim.base_url + V, headers={"OAuth-Token": token}, timeout=10) as http:
+            deal = http.get("/Opportunities", params={"max_num": "1"}).json()["records"][0]
+            assert {"erp_order_number_c", "erp_invoice_numbers_c", "created_by", "modified_user_id"} <= set(
+                deal
+            )
+            before = deal["date_modified"]
+            time.sleep(1.1)  # Sugar stamps whole seconds
+            changes = {
+                "erp_order_number_c": "SO-24017",
+                "erp_invoice_numbers_c": "INV-88001,INV-88002",
+                "sales_stage": "Closed Won",
+            }
+            updated = http.put(f"/Opportunities/{deal['id']}", json=changes)
+            assert updated.status_code == 200, updated.text
+            assert updated.json()["erp_invoice_numbers_c"] == "INV-88001,INV-88002"
+
+            # An ordinary filter on the custom field finds the record, changed and stamped.
+            found = http.get(
+                "/Opportunities",
+                params={
+                    "filter[0][erp_order_number_c]": "SO-24017",
+                    "fields": "name,sales_stage,erp_order_number_c,erp_invoice_numbers_c,modified_user_id",
+                },
+            ).json()["records"]
+            assert [r["id"] for r in found] == [deal["id"]]
+            assert found[0]["sales_stage"] == "Closed Won"
+            assert found[0]["erp_invoice_numbers_c"] == "INV-88001,INV-88002"
+            assert found[0]["modified_user_id"] == "1"  # GET /me: the API user
+            assert found[0]["date_modified"] > before
+            # ... and an incremental read from before the save returns it.
+            since = http.get(
+                "/Opportunities", params={"filter[0][date_modified][$gt]": before, "fields": "id"}
+            )
+            assert deal["id"] in {r["id"] for r in since.json()["records"]}
+
+            fields = http.get("/metadata", params={"type_filter": "modules", "module_filter": "Accounts"})
+            custom = fields.json()["modules"]["Accounts"]["fields"]["erp_customer_number_c"]
+            assert custom["source"] == "custom_fields"
+
+            # An id Sugar does not have is not_found, and nothing is created.
+            count = len(fetch_records(path, "Opportunities"))
+            missing = http.put("/Opportunities/5f0c2e1a-0000-4000-8000-00000000dead", json=changes)
+            assert missing.status_code == 404
+            assert missing.json()["error"] == "not_found"
+            assert len(fetch_records(path, "Opportunities")) == count
+            blanked = http.put(f"/Opportunities/{deal['id']}", json={"name": ""})
+            assert blanked.status_code == 422
+            assert blanked.json()["error"] == "missing_parameter"

@@ -65,6 +65,7 @@ def test_every_bundled_kind_is_registered() -> None:
     ]
     assert AUTH_KINDS.get("session") is SessionAuth
     assert sorted(UPSERT_STYLES.names()) == [
+        "collection_item",
         "hubspot_batch",
         "json_batch",
         "odata_batch",

@@ -84,6 +84,7 @@ def test_reads_select_declared_properties_and_references_without_protocol_names(
             for row in batch.to_pylist()
         ]
     assert sent[0]["select"] == [
-        "FirstName,LastName,Email,WorkPhone,Title,Address/Country,Account,CreateDate,ModifyDate"
+        "FirstName,LastName,Email,WorkPhone,Title,Address/Country,Account,CreateDate,CreateUser,ModifyDate,"
+        "ModifyUser"
     ]
     assert all(row["account_id"] and row["account_id"].startswith("A") for row in rows)
