@@ -205,6 +205,13 @@ class FieldSpec(SpecModel):
             "than the path it is read from (Zoho: Account_Name.id is requested as Account_Name)."
         ),
     )
+    read_only: bool | None = Field(
+        default=None,
+        description=(
+            "Never written back (a system field, a formula, a lookup's display value). Default: true "
+            "for a field not listed in {fields} (select: false, e.g. a lookup's name from $expand)."
+        ),
+    )
     label: str | None = Field(
         default=None,
         min_length=1,
@@ -229,6 +236,11 @@ class FieldSpec(SpecModel):
     @property
     def source_path(self) -> str:
         return self.path or self.name
+
+    @property
+    def writable(self) -> bool:
+        """Whether a sync may write this field."""
+        return not self.read_only if self.read_only is not None else self.select is not False
 
 
 class ServerFilterSpec(SpecModel):

@@ -81,13 +81,20 @@ def _reverse_mapping(sync: SyncSpec, obj: ObjectSpec) -> dict[str, SyncField]:
     if mapping is None:
         return {}
     declared = {f.name for f in obj.fields}
+    writable = {f.name for f in obj.fields if f.writable}
     written = SURVIVOR_FIELDS.get(entity, tuple(mapping.columns))
+    # A phone is read with the record's country; a mapping may take it from a column its query
+    # derives, which the snapshot does not have: the record's country field stands in.
+    country = mapping.columns.get("country")
+    country_field = (
+        country.source_column if country is not None and country.source_column in declared else None
+    )
     fields: dict[str, SyncField] = {}
     for column, how in mapping.columns.items():
         target = how.source_column
         # Only what the object declares as a field can be written (not a column a mapping's query
         # derives), and never its id or a value the mapping makes up.
-        if column not in written or target is None or target not in declared or target == obj.primary_key:
+        if column not in written or target is None or target not in writable or target == obj.primary_key:
             continue
         if how.transform in ("const", "ref"):
             continue
@@ -95,7 +102,7 @@ def _reverse_mapping(sync: SyncSpec, obj: ObjectSpec) -> dict[str, SyncField]:
             {
                 "from": column,
                 "transform": how.transform,
-                "country_from": how.country_from,
+                "country_from": how.country_from if how.country_from in declared else country_field,
                 "value_map": how.value_map,
             }
         )
@@ -117,6 +124,11 @@ class CrmTarget:
             raise ValueError(
                 f"sync {sync.name}: {system.title} {object_name} declares no field(s) {unknown} "
                 f"(crm_pipelines/connectors/systems/{sync.system}.yaml)"
+            )
+        read_only = sorted(n for n in fields if not obj.field(n).writable)
+        if read_only:
+            raise ValueError(
+                f"sync {sync.name}: {system.title} {object_name} field(s) {read_only} are read-only"
             )
         for name, field in fields.items():
             if field.country_from is not None and field.country_from not in declared:
