@@ -62,6 +62,7 @@ def build_store(path: Path, records: int, seed: int = 1) -> None:
                     None,
                     created,
                     modified,
+                    modified,
                 )
             )
             if len(rows) == 50_000:
@@ -74,7 +75,8 @@ def build_store(path: Path, records: int, seed: int = 1) -> None:
 def _insert(conn: sqlite3.Connection, rows: Sequence[tuple[object, ...]]) -> None:
     conn.executemany(
         'INSERT INTO contacts (id, "createdAt", "updatedAt", firstname, lastname, email, phone, jobtitle, '
-        "country, associatedcompanyid, createdate, lastmodifieddate) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+        "country, associatedcompanyid, createdate, lastmodifieddate, hs_lastmodifieddate)"
+        " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
         rows,
     )
     conn.commit()

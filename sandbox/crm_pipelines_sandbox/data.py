@@ -1103,9 +1103,16 @@ class _Generator:
                 industry,
                 revenue,
                 self.sf_ts(created),
+                store.SALESFORCE_INTEGRATION_USER,
                 stamp,
+                store.SALESFORCE_INTEGRATION_USER,
                 stamp,
                 int(deleted),
+                # The ERP custom fields stay empty until the two-way sync fills them in.
+                None,
+                None,
+                None,
+                None,
             )
         )
         if not duplicate:
@@ -1159,6 +1166,7 @@ class _Generator:
                 revenue,
                 created_at,
                 updated_at,
+                None,  # erp_customer_number: filled in by the two-way sync
             )
         )
         if not duplicate:
@@ -1220,6 +1228,9 @@ class _Generator:
                 title,
                 country,
                 self.sf_ts(created),
+                store.SALESFORCE_INTEGRATION_USER,
+                self.sf_ts(modified),
+                store.SALESFORCE_INTEGRATION_USER,
                 self.sf_ts(modified),
                 int(deleted),
             )
@@ -1287,6 +1298,7 @@ class _Generator:
                 None if company_id is None else str(company_id),
                 created_at,
                 updated_at,
+                updated_at,  # hs_lastmodifieddate moves with lastmodifieddate
             )
         )
         if not duplicate:
@@ -1343,8 +1355,13 @@ class _Generator:
                     int(closed),
                     int(stage == "Closed Won"),
                     self.sf_ts(created),
+                    store.SALESFORCE_INTEGRATION_USER,
+                    self.sf_ts(modified),
+                    store.SALESFORCE_INTEGRATION_USER,
                     self.sf_ts(modified),
                     int(deleted),
+                    None,
+                    None,
                 )
             )
             self.truth(ds, record_id, None, reason, deleted)
@@ -1393,6 +1410,8 @@ class _Generator:
                     close_date,
                     created_at,
                     updated_at,
+                    None,  # erp_order_number
+                    None,  # erp_invoice_numbers
                     company_id,
                 )
             )

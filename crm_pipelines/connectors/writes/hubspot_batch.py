@@ -1,8 +1,10 @@
-"""HubSpot batch upsert by ``idProperty``; results matched back by key."""
+"""HubSpot batch writes: upsert by ``idProperty``, or update by record id; results matched back by key."""
 
 from __future__ import annotations
 
 from typing import Literal
+
+from pydantic import Field
 
 from crm_pipelines.connectors.paging import PageRequest
 from crm_pipelines.connectors.session import Session, render_value
@@ -20,15 +22,22 @@ __all__ = ["HubSpotBatchUpsert"]
 
 @UPSERT_STYLES.register("hubspot_batch")
 class HubSpotBatchUpsert(UpsertModel):
-    """HubSpot ``POST /crm/v3/objects/{object}/batch/upsert`` with ``idProperty``."""
+    """HubSpot ``POST /crm/v3/objects/{object}/batch/upsert`` with ``idProperty`` (or ``batch/update`` by id)."""
 
     style: Literal["hubspot_batch"] = "hubspot_batch"
+    id_property: bool = Field(
+        default=True,
+        description=(
+            "Send the id field as each input's idProperty (an upsert by a unique property). False: "
+            "inputs are addressed by the record id itself (batch/update), results matched on their id."
+        ),
+    )
 
     def upsert_batch(self, session: Session, batch: Batch) -> list[Outcome]:
         """One batch upsert request; results and errors matched back to the records by key."""
         inputs = [
             {
-                "idProperty": batch.id_field,
+                **({"idProperty": batch.id_field} if self.id_property else {}),
                 "id": key,
                 "properties": {k: render_value(v) for k, v in record.items() if k != batch.id_field},
             }
@@ -39,7 +48,7 @@ class HubSpotBatchUpsert(UpsertModel):
         by_key: dict[str, Outcome] = {}
         for result in answer.get("results") or []:
             props = result.get("properties") or {}
-            key = render_value(props.get(batch.id_field))
+            key = render_value(props.get(batch.id_field) if self.id_property else result.get("id"))
             if key is not None:
                 by_key[key] = (
                     "created" if result.get("new") else "updated",

@@ -53,6 +53,13 @@ class ODataBatchUpsert(UpsertModel):
         default=None,
         description="The record id in a part's body; else the id in its OData-EntityId / Location header.",
     )
+    id_in_body: bool = Field(
+        default=True,
+        description=(
+            "Send the id field in each part's body too. False: it is left out (an update by the primary "
+            "key names the record in the URL, and Dataverse takes no primary key as a property)."
+        ),
+    )
 
     @field_validator("item_headers", "item_params")
     @classmethod
@@ -74,7 +81,8 @@ class ODataBatchUpsert(UpsertModel):
             target = path if path.startswith(base_path + "/") or not base_path else base_path + path
             if query:
                 target = f"{target}?{query}"
-            payload = json.dumps({k: v for k, v in record.items()}, ensure_ascii=False).encode("utf-8")
+            sent = {k: v for k, v in record.items() if self.id_in_body or k != batch.id_field}
+            payload = json.dumps(sent, ensure_ascii=False).encode("utf-8")
             parts.append(
                 f"--{boundary}\r\nContent-Type: application/http\r\nContent-Transfer-Encoding: binary\r\n\r\n"
                 f"{self.item_method} {target} HTTP/1.1\r\nContent-Type: application/json\r\n"

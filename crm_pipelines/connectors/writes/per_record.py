@@ -86,6 +86,13 @@ class PerRecordUpsert(UpsertModel):
     missing_statuses: list[int] = Field(
         default_factory=lambda: [404], description="Statuses of an `update` meaning 'no such record'."
     )
+    id_in_body: bool = Field(
+        default=True,
+        description=(
+            "Send the id field in the body too. False: it is left out (an update by the record id "
+            "names the record in the path; Pipedrive v2 refuses `id` as an unknown parameter)."
+        ),
+    )
 
     @model_validator(mode="after")
     def _complete(self) -> PerRecordUpsert:
@@ -205,6 +212,8 @@ def _send_record(
     """Send one record's create or update; the status and the decoded answer (None when empty)."""
     target = spec.create if creating else spec.update
     assert target is not None  # validated: a lookup or on_missing 'create' comes with `create`
+    if not spec.id_in_body:
+        record = {k: v for k, v in record.items() if k != id_field}
     body: Any = {target.wrap: record} if target.wrap else record
     request = PageRequest(url=upsert_path(target.path, object_name, id_field, key, found_id or ""))
     response = session.send(target.method, request, context=context, json_body=body, raise_errors=False)

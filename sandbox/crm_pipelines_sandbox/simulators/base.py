@@ -17,6 +17,7 @@ import math
 import random
 import re
 import sqlite3
+import ssl
 import threading
 import time
 from collections import deque
@@ -332,6 +333,8 @@ class SimulatorServer:
         self.rate_limit = rate_limit
         self.faults = faults or Faults()
         self.request_log: deque[LoggedRequest] = deque(maxlen=10_000)
+        # Serve HTTPS with this context when set before start() (clients that only speak https).
+        self.tls_context: ssl.SSLContext | None = None
         self.router = Router()
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
@@ -348,6 +351,8 @@ class SimulatorServer:
         if self._server is not None:
             return self.base_url
         server = _Server((self.host, self.port), _RequestHandler)
+        if self.tls_context is not None:
+            server.socket = self.tls_context.wrap_socket(server.socket, server_side=True)
         server.sim = self
         self._server = server
         self.port = server.server_address[1]
@@ -372,7 +377,8 @@ class SimulatorServer:
     def base_url(self) -> str:
         if self._server is None:
             raise RuntimeError(f"{self.name} simulator is not running")
-        return f"http://{self.host}:{self.port}"
+        scheme = "https" if self.tls_context is not None else "http"
+        return f"{scheme}://{self.host}:{self.port}"
 
     @property
     def running(self) -> bool:

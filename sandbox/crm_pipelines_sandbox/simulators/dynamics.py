@@ -94,6 +94,7 @@ from crm_pipelines_sandbox.simulators.dynamics_schema import (
     ORG_CREATED,
     STAGE_VALUES,
     STANDARD_COLUMNS,
+    VERSION_COLUMN,
     Entity,
     decode_cookie,
     encode_cookie,
@@ -128,7 +129,7 @@ from crm_pipelines_sandbox.simulators.records import (
 from crm_pipelines_sandbox.simulators.records import (
     quote as quote_name,
 )
-from crm_pipelines_sandbox.systems import STAGES, Kind, SandboxCrm, Started, WriteCase
+from crm_pipelines_sandbox.systems import STAGES, Kind, SandboxCrm, Started, UpdateCase, WriteCase
 
 
 @dataclass
@@ -490,6 +491,8 @@ class DynamicsSimulator(DataverseWriter):
             )
             if field_def.name in entity.picklists:
                 kind = "State" if field_def.name == "statecode" else "Picklist"
+            if field_def.name == VERSION_COLUMN:
+                kind = "BigInt"
             full = {
                 "LogicalName": field_def.name,
                 "SchemaName": "".join(p.capitalize() for p in field_def.name.split("_")),
@@ -516,7 +519,15 @@ class DynamicsSimulator(DataverseWriter):
         return ok_json({"@odata.context": context, "value": values})
 
     def currencies(self, request: Request) -> Response:
-        columns = ("transactioncurrencyid", "isocurrencycode", "currencyname", "createdon", "modifiedon")
+        columns = (
+            "transactioncurrencyid",
+            "isocurrencycode",
+            "currencyname",
+            "statecode",
+            "createdon",
+            "modifiedon",
+            "versionnumber",
+        )
         wanted = split_list(request.param("$select")) or list(columns)
         bad = [name for name in wanted if name not in columns]
         if bad:
@@ -528,7 +539,14 @@ class DynamicsSimulator(DataverseWriter):
         rows = []
         for key, row in CURRENCIES.items():
             # Reference rows come with the org: created (and last changed) when it was set up.
-            full = {"transactioncurrencyid": key, **row, "createdon": ORG_CREATED, "modifiedon": ORG_CREATED}
+            full = {
+                "transactioncurrencyid": key,
+                **row,
+                "statecode": 0,
+                "createdon": ORG_CREATED,
+                "modifiedon": ORG_CREATED,
+                "versionnumber": 1,
+            }
             record = {"@odata.etag": 'W/"1"', **{name: full[name] for name in wanted}}
             record["transactioncurrencyid"] = key  # the key always comes back, as Dataverse does
             rows.append(record)
@@ -554,6 +572,8 @@ class DynamicsSimulator(DataverseWriter):
             return Column("_created", "datetime", canonical_time=True)
         if name == obj.key:
             return Column(quote_name(name), "guid")
+        if name == VERSION_COLUMN:
+            return Column("_seq", "integer")
         match = re.fullmatch(r"_(\w+)_value", name)
         if match and match.group(1) in entity.lookups:
             return Column(quote_name(match.group(1)), "guid")
@@ -944,6 +964,32 @@ class DynamicsSandbox(SandboxCrm):
             # An account needs a name: Dataverse refuses the create with "Invalid argument".
             rejected=[{"accountnumber": "WB-10003", "websiteurl": "https://no-name.example"}],
             rejected_code="0x80040203",
+        )
+
+    def update_case(self, store: Path) -> UpdateCase:
+        live = [r["accountid"] for r in fetch_records(store, "accounts")][:2]
+        changed: list[dict[str, Any]] = [
+            {
+                "accountid": account_id,
+                "new_erpcustomernumber": f"C-10{n:03d}",
+                "new_openbalance": 1250.5,
+                "new_overdueamount": 310.25,
+                "new_lastpaymentdate": "2026-11-20",
+                "telephone1": f"+49 40 555 01{n:02d}",
+            }
+            for n, account_id in enumerate(live, 1)
+        ]
+        return UpdateCase(
+            object_name="accounts",
+            changed=changed,
+            field="new_erpcustomernumber",
+            expected={str(r["accountid"]): str(r["new_erpcustomernumber"]) for r in changed},
+            # A well-formed id no record has: with If-Match: * Dataverse answers 404, never creates.
+            unknown={
+                "accountid": str(uuid.uuid5(NAMESPACE, "no such account")),
+                "new_erpcustomernumber": "C-9",
+            },
+            unknown_code="0x80040217",
         )
 
 

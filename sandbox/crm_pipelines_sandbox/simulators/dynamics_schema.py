@@ -91,6 +91,12 @@ ACCOUNTS = ObjectDef(
         FieldDef("statecode", "integer"),
         FieldDef("createdon", "datetime"),
         FieldDef("modifiedon", "datetime"),
+        FieldDef("versionnumber", "integer"),
+        # Custom columns (publisher prefix new_) the ERP sync fills in: customer number, finance status.
+        FieldDef("new_erpcustomernumber"),
+        FieldDef("new_openbalance", "number"),
+        FieldDef("new_overdueamount", "number"),
+        FieldDef("new_lastpaymentdate", "date"),
     ),
     created_field="createdon",
     modified_field="modifiedon",
@@ -111,6 +117,7 @@ CONTACTS = ObjectDef(
         FieldDef("statecode", "integer"),
         FieldDef("createdon", "datetime"),
         FieldDef("modifiedon", "datetime"),
+        FieldDef("versionnumber", "integer"),
     ),
     created_field="createdon",
     modified_field="modifiedon",
@@ -130,6 +137,9 @@ OPPORTUNITIES = ObjectDef(
         FieldDef("new_externalid"),
         FieldDef("createdon", "datetime"),
         FieldDef("modifiedon", "datetime"),
+        FieldDef("versionnumber", "integer"),
+        FieldDef("new_erpordernumber"),
+        FieldDef("new_erpinvoicenumbers"),  # comma-separated, 255 characters
     ),
     created_field="createdon",
     modified_field="modifiedon",
@@ -228,7 +238,11 @@ ENTITIES = {
     ),
 }
 BY_LOGICAL = {entity.logical: entity for entity in ENTITIES.values()}
-READ_ONLY = frozenset({"createdon", "modifiedon", "fullname"})
+READ_ONLY = frozenset({"createdon", "modifiedon", "fullname", "versionnumber"})
+# The row version: every write raises it, and a row's @odata.etag is W/"<versionnumber>". Served
+# from the store's change sequence, so it is never stale.
+VERSION_COLUMN = "versionnumber"
+MAX_TEXT_LENGTH = 255  # single-line text columns (MaxLength of these tables' text columns)
 ATTRIBUTE_TYPES = {
     "string": "String",
     "number": "Money",
@@ -371,6 +385,12 @@ def checked_value(entity: Entity, name: str, field_type: str, value: object) -> 
         return value
     if not isinstance(value, str):
         raise wrong("Edm.String")
+    if len(value) > MAX_TEXT_LENGTH:
+        raise ODataError(
+            f"A validation error occurred. The length of the '{name}' attribute of the '{entity.logical}' "
+            f"entity exceeded the maximum allowed length of '{MAX_TEXT_LENGTH}'.",
+            code="0x80044331",
+        )
     return value
 
 
@@ -444,6 +464,9 @@ def record_json(
     record: dict[str, object] = {"@odata.etag": f'W/"{seq}"'}
     for name, value in zip(columns, row, strict=True):
         if name in hidden:
+            continue
+        if name == VERSION_COLUMN:
+            record[name] = seq
             continue
         if name in entity.lookups:
             api = f"_{name}_value"

@@ -13,6 +13,7 @@ import base64
 import binascii
 import hmac
 import json
+import sqlite3
 import threading
 import time
 import uuid
@@ -31,9 +32,11 @@ from crm_pipelines_sandbox.simulators.base import (
     SlidingWindow,
 )
 from crm_pipelines_sandbox.simulators.store import (
+    HUBSPOT_CUSTOM_PROPERTIES,
     HUBSPOT_MODIFIED_PROPERTY,
     HUBSPOT_SYSTEM_COLUMNS,
     hs_datetime,
+    hubspot_modified_properties,
     open_store,
     table_columns,
 )
@@ -81,6 +84,8 @@ _DEFAULT_PROPERTIES = {
 }
 _ASSOCIATION_COLUMNS = {"deals": "company_id"}
 _SINGULAR = {"companies": "company", "contacts": "contact", "deals": "deal"}
+# Properties HubSpot sets itself: a write that sends one is refused with READ_ONLY_VALUE.
+_READ_ONLY_PROPERTIES = frozenset({"hs_object_id", "createdate", "lastmodifieddate", "hs_lastmodifieddate"})
 _AUTH_MESSAGE = (
     "Authentication credentials not found. This API supports OAuth 2.0 authentication and you can find more "
     "details at https://developers.hubspot.com/docs/methods/auth/oauth-overview"
@@ -92,6 +97,18 @@ def _error(status: int, message: str, category: str, **extra: object) -> Respons
     body.update(extra)
     body["category"] = category
     return Response.json(status, body)
+
+
+def _batch_error(category: str, message: str, ids: list[str]) -> dict[str, object]:
+    """One entry of a batch answer's ``errors`` (HubSpot's StandardError: the SDKs need every key)."""
+    return {
+        "status": "error",
+        "category": category,
+        "message": message,
+        "context": {"ids": ids},
+        "links": {},
+        "errors": [],
+    }
 
 
 def encode_after(next_id: int) -> str:
@@ -213,7 +230,11 @@ class HubSpotSimulator(SimulatorServer):
         router.add("GET", r"/crm/v3/objects/(?P<object_type>[\w-]+)/?", self.list_objects)
         router.add("POST", r"/crm/v3/objects/(?P<object_type>[\w-]+)/search", self.search_objects)
         router.add("POST", r"/crm/v3/objects/(?P<object_type>[\w-]+)/batch/upsert", self.batch_upsert)
-        router.add("GET", r"/crm/v3/objects/(?P<object_type>[\w-]+)/(?P<object_id>\d+)", self.read_object)
+        router.add("POST", r"/crm/v3/objects/(?P<object_type>[\w-]+)/batch/update", self.batch_update)
+        router.add("GET", r"/crm/v3/objects/(?P<object_type>[\w-]+)/(?P<object_id>[^/]+)", self.read_object)
+        router.add(
+            "PATCH", r"/crm/v3/objects/(?P<object_type>[\w-]+)/(?P<object_id>[^/]+)", self.update_object
+        )
         router.add("GET", r"/crm/v3/properties/(?P<object_type>[\w-]+)/?", self.list_properties)
         router.add("GET", r"/account-info/v3/details", self.account_details)
         router.add("GET", r"/account-info/v3/api-usage/daily/private-apps", self.api_usage)
@@ -337,8 +358,13 @@ class HubSpotSimulator(SimulatorServer):
             return archived
         conn = self.db()
         columns = table_columns(conn, table)
+        id_property = request.param("idProperty") or "hs_object_id"
+        if id_property != "hs_object_id" and id_property not in columns:
+            return _error(400, f"Property {id_property} does not exist or is not unique", "VALIDATION_ERROR")
+        column = "id" if id_property == "hs_object_id" else id_property
+        key: object = int(object_id) if column == "id" and object_id.isdigit() else object_id
         row = conn.execute(
-            f'SELECT * FROM "{table}" WHERE id = ? AND archived = ?', (int(object_id), int(archived))
+            f'SELECT * FROM "{table}" WHERE "{column}" = ? AND archived = ?', (key, int(archived))
         ).fetchone()
         if row is None:
             return _error(
@@ -430,13 +456,20 @@ class HubSpotSimulator(SimulatorServer):
         names = [
             c for c in columns if c not in HUBSPOT_SYSTEM_COLUMNS and c not in _ASSOCIATION_COLUMNS.values()
         ]
+        custom = HUBSPOT_CUSTOM_PROPERTIES.get(table, {})
         return Response.json(
             200,
             {
                 "results": [
                     {
                         "name": name,
-                        "label": name.replace("_", " ").title(),
+                        "label": custom.get(name) or name.replace("_", " ").title(),
+                        "hubspotDefined": name not in custom,
+                        "modificationMetadata": {
+                            "archivable": name in custom,
+                            "readOnlyDefinition": name not in custom,
+                            "readOnlyValue": name in _READ_ONLY_PROPERTIES,
+                        },
                         "type": "datetime" if name in _DATE_PROPERTIES else "string",
                         "fieldType": "date" if name in _DATE_PROPERTIES else "text",
                         "groupName": f"{_SINGULAR[table]}information",
@@ -563,18 +596,13 @@ class HubSpotSimulator(SimulatorServer):
                 problem = self._upsert_problem(table, id_property, key, props, writable)
                 if problem is not None:
                     category, message = problem
-                    errors.append(
-                        {
-                            "status": "error",
-                            "category": category,
-                            "message": message,
-                            "context": {"ids": [key]},
-                        }
-                    )
+                    errors.append(_batch_error(category, message, [key]))
                     continue
                 now = hs_datetime(datetime.now(UTC))
                 stamped = {**{k: None if v is None else str(v) for k, v in props.items()}, id_property: key}
-                stamped[HUBSPOT_MODIFIED_PROPERTY[table]] = now
+                for modified in hubspot_modified_properties(table):
+                    if modified in columns:
+                        stamped[modified] = now
                 found = conn.execute(f'SELECT id FROM "{table}" WHERE "{id_property}" = ?', (key,)).fetchone()
                 if found is None:
                     stamped.setdefault("createdate", now)
@@ -613,6 +641,145 @@ class HubSpotSimulator(SimulatorServer):
             answer["errors"] = errors
             return Response.json(207, answer)
         return Response.json(200, answer)
+
+    # -- updates by id ---------------------------------------------------------------------------
+
+    def batch_update(self, request: Request, object_type: str) -> Response:
+        """``batch/update``: up to 100 inputs ``{id, properties}`` (``idProperty`` optional), by id.
+
+        An id the portal does not know is an ``OBJECT_NOT_FOUND`` error of a 207 answer, never a
+        create; the records found are updated and their last-modified properties move.
+        """
+        table = self._table(object_type)
+        if table is None:
+            return self._unknown_type(object_type)
+        try:
+            inputs = json.loads(request.body or b"{}").get("inputs")
+        except (ValueError, AttributeError):
+            return _error(400, "Invalid input JSON on line 1", "VALIDATION_ERROR")
+        if not isinstance(inputs, list) or not inputs or not all(isinstance(i, dict) for i in inputs):
+            return _error(400, "inputs must be a non-empty list of objects", "VALIDATION_ERROR")
+        if len(inputs) > BATCH_MAX_INPUTS:
+            return _error(
+                400,
+                f"Batch input is limited to {BATCH_MAX_INPUTS} inputs, got {len(inputs)}",
+                "VALIDATION_ERROR",
+            )
+        ids = [str(item.get("id") or "") for item in inputs]
+        if len(set(ids)) < len(ids):
+            return _error(400, "Duplicate IDs found in batch input.", "VALIDATION_ERROR")
+        started = hs_datetime(datetime.now(UTC))
+        results: list[dict[str, object]] = []
+        missing: list[str] = []
+        errors: list[dict[str, object]] = []
+        with self._write_lock, closing(open_store(self.store_path)) as conn, conn:
+            for item, key in zip(inputs, ids, strict=True):
+                outcome = self._update_one(
+                    conn, table, key, item.get("idProperty"), item.get("properties") or {}
+                )
+                if isinstance(outcome, dict):
+                    results.append(outcome)
+                elif outcome[0] == "OBJECT_NOT_FOUND":
+                    missing.append(key)
+                else:
+                    errors.append(_batch_error(outcome[0], outcome[1], [key]))
+        if missing:
+            # HubSpot reports the ids it could not find together, as one error.
+            errors.insert(
+                0,
+                _batch_error(
+                    "OBJECT_NOT_FOUND",
+                    f"Could not get some {_SINGULAR[table].upper()} objects, they may be deleted or not "
+                    "exist. Check that ids are valid.",
+                    missing,
+                ),
+            )
+        answer: dict[str, object] = {
+            "status": "COMPLETE",
+            "results": results,
+            "startedAt": started,
+            "completedAt": hs_datetime(datetime.now(UTC)),
+        }
+        if errors:
+            answer["numErrors"] = len(missing) + len(errors) - (1 if missing else 0)
+            answer["errors"] = errors
+            return Response.json(207, answer)
+        return Response.json(200, answer)
+
+    def update_object(self, request: Request, object_type: str, object_id: str) -> Response:
+        """``PATCH /crm/v3/objects/{objectType}/{id}``: one record's properties (``?idProperty=`` optional)."""
+        table = self._table(object_type)
+        if table is None:
+            return self._unknown_type(object_type)
+        try:
+            body = json.loads(request.body or b"{}")
+        except ValueError:
+            return _error(400, "Invalid input JSON on line 1", "VALIDATION_ERROR")
+        properties = body.get("properties") if isinstance(body, dict) else None
+        if not isinstance(properties, dict):
+            return _error(400, "properties must be an object", "VALIDATION_ERROR")
+        with self._write_lock, closing(open_store(self.store_path)) as conn, conn:
+            outcome = self._update_one(conn, table, object_id, request.param("idProperty"), properties)
+        if isinstance(outcome, dict):
+            return Response.json(200, outcome)
+        category, message = outcome
+        if category == "OBJECT_NOT_FOUND":
+            return _error(404, "resource not found", category)
+        return _error(400, message, category)
+
+    def _update_one(
+        self, conn: sqlite3.Connection, table: str, key: str, id_property: object, props: object
+    ) -> dict[str, object] | tuple[str, str]:
+        """Update one record on an open write transaction: the object as answered, or (category, message)."""
+        columns = table_columns(conn, table)
+        writable = set(columns) - set(HUBSPOT_SYSTEM_COLUMNS) - set(_ASSOCIATION_COLUMNS.values())
+        queued = self.record_faults.get(key)
+        if queued:
+            return queued.pop(0), f"Injected failure for {key}"
+        if not isinstance(props, dict):
+            return "VALIDATION_ERROR", "properties must be an object"
+        name = str(id_property or "hs_object_id")
+        if name != "hs_object_id" and name not in writable:
+            return "VALIDATION_ERROR", f"Property {name} does not exist or is not unique"
+        column = "id" if name == "hs_object_id" else name
+        if column == "id" and not key.isdigit():
+            return "OBJECT_NOT_FOUND", f"Object not found. objectId are usually numeric: {key}"
+        read_only = sorted(set(props) & _READ_ONLY_PROPERTIES)
+        if read_only:
+            return (
+                "VALIDATION_ERROR",
+                f"Property values were not valid: READ_ONLY_VALUE {read_only[0]} is a read only property; "
+                "its value cannot be set.",
+            )
+        unknown = sorted(set(props) - writable)
+        if unknown:
+            return "VALIDATION_ERROR", f'Property values were not valid: PROPERTY_DOESNT_EXIST "{unknown[0]}"'
+        email = props.get("email") if table == "contacts" else None
+        if email is not None and "@" not in str(email):
+            return "VALIDATION_ERROR", f"Property values were not valid: INVALID_EMAIL {email}"
+        found = conn.execute(
+            f'SELECT id, "createdAt" FROM "{table}" WHERE "{column}" = ? AND archived = 0',
+            (int(key) if column == "id" else key,),
+        ).fetchone()
+        if found is None:
+            return "OBJECT_NOT_FOUND", f"Object not found: {key}"
+        now = hs_datetime(datetime.now(UTC))
+        stamped: dict[str, str | None] = {k: None if v is None else str(v) for k, v in props.items()}
+        for modified in hubspot_modified_properties(table):
+            if modified in columns:
+                stamped[modified] = now
+        assignments = ", ".join(f'"{n}" = ?' for n in stamped)
+        conn.execute(
+            f'UPDATE "{table}" SET "updatedAt" = ?, {assignments} WHERE id = ?',
+            [now, *stamped.values(), found[0]],
+        )
+        return {
+            "id": str(found[0]),
+            "properties": {**stamped, "hs_object_id": str(found[0])},
+            "createdAt": found[1],
+            "updatedAt": now,
+            "archived": False,
+        }
 
     def _upsert_problem(
         self, table: str, id_property: str, key: str, props: dict[str, object], writable: set[str]

@@ -80,6 +80,7 @@ from crm_pipelines_sandbox.simulators.pipedrive_schema import (
     NOMINAL_BURST,
     OBJECTS,
     ORG_ANNUAL_REVENUE,
+    ORG_ERP_CUSTOMER_NUMBER,
     ORG_INDUSTRY,
     ORG_PHONE,
     ORG_WEBSITE,
@@ -112,7 +113,7 @@ from crm_pipelines_sandbox.simulators.records import (
     store_info,
     update_rows,
 )
-from crm_pipelines_sandbox.systems import Kind, SandboxCrm, Started, WriteCase
+from crm_pipelines_sandbox.systems import Kind, SandboxCrm, Started, UpdateCase, WriteCase
 
 
 class PipedriveSimulator(SimulatorServer):
@@ -903,6 +904,32 @@ class PipedriveSandbox(SandboxCrm):
             accepted,
             rejected,
             "ERR_SCHEMA_VALIDATION_FAILED",
+        )
+
+    def update_case(self, store: Path) -> UpdateCase:
+        with closing(open_store(store, readonly=True)) as conn:
+            live = [
+                int(r[0])
+                for r in conn.execute(
+                    "SELECT id FROM organizations WHERE _deleted_at IS NULL ORDER BY id LIMIT 2"
+                )
+            ]
+        # A custom field is written under custom_fields by its key, a standard one at the top level.
+        changed: list[dict[str, Any]] = [
+            {
+                "id": org_id,
+                "name": f"Nordwind Logistik GmbH ({n})",
+                "custom_fields": {ORG_ERP_CUSTOMER_NUMBER: f"C-30{n:03d}"},
+            }
+            for n, org_id in enumerate(live, 1)
+        ]
+        return UpdateCase(
+            object_name="organizations",
+            changed=changed,
+            field="erp_customer_number",
+            expected={str(r["id"]): r["custom_fields"][ORG_ERP_CUSTOMER_NUMBER] for r in changed},
+            unknown={"id": 999_999_999, "custom_fields": {ORG_ERP_CUSTOMER_NUMBER: "C-9"}},
+            unknown_code="ERR_NOT_FOUND",
         )
 
 

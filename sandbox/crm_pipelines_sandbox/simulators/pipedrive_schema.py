@@ -44,6 +44,9 @@ ORG_EXTERNAL_ID = field_hash("organizations:external_id")
 PERSON_COUNTRY = field_hash("persons:country")
 PERSON_EXTERNAL_ID = field_hash("persons:external_id")
 DEAL_EXTERNAL_ID = field_hash("deals:external_id")
+ORG_ERP_CUSTOMER_NUMBER = field_hash("organizations:erp_customer_number")
+DEAL_ERP_ORDER_NUMBER = field_hash("deals:erp_order_number")
+DEAL_ERP_INVOICE_NUMBERS = field_hash("deals:erp_invoice_numbers")
 
 # Custom field labels and Pipedrive field types, for the field metadata endpoints.
 CUSTOM_LABELS = {
@@ -55,7 +58,12 @@ CUSTOM_LABELS = {
     PERSON_COUNTRY: ("Country", "varchar"),
     PERSON_EXTERNAL_ID: ("External ID", "varchar"),
     DEAL_EXTERNAL_ID: ("External ID", "varchar"),
+    # What the ERP knows, written back by the two-way sync (text fields: at most 255 characters).
+    ORG_ERP_CUSTOMER_NUMBER: ("ERP customer number", "varchar"),
+    DEAL_ERP_ORDER_NUMBER: ("ERP order number", "varchar"),
+    DEAL_ERP_INVOICE_NUMBERS: ("ERP invoice numbers", "varchar"),
 }
+MAX_TEXT_LENGTH = 255
 
 STANDARD: dict[str, tuple[FieldDef, ...]] = {
     "organizations": (
@@ -115,9 +123,14 @@ CUSTOM: dict[str, tuple[FieldDef, ...]] = {
         FieldDef(ORG_INDUSTRY),
         FieldDef(ORG_ANNUAL_REVENUE, "number"),
         FieldDef(ORG_EXTERNAL_ID),
+        FieldDef(ORG_ERP_CUSTOMER_NUMBER),
     ),
     "persons": (FieldDef(PERSON_COUNTRY), FieldDef(PERSON_EXTERNAL_ID)),
-    "deals": (FieldDef(DEAL_EXTERNAL_ID),),
+    "deals": (
+        FieldDef(DEAL_EXTERNAL_ID),
+        FieldDef(DEAL_ERP_ORDER_NUMBER),
+        FieldDef(DEAL_ERP_INVOICE_NUMBERS),
+    ),
 }
 OBJECTS = tuple(
     ObjectDef(

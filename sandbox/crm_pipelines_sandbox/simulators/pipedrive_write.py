@@ -10,7 +10,12 @@ from collections.abc import Mapping
 from datetime import date
 
 from crm_pipelines_sandbox.simulators.base import Response
-from crm_pipelines_sandbox.simulators.pipedrive_schema import STANDARD_NAMES, v2_error
+from crm_pipelines_sandbox.simulators.pipedrive_schema import (
+    CUSTOM_LABELS,
+    MAX_TEXT_LENGTH,
+    STANDARD_NAMES,
+    v2_error,
+)
 from crm_pipelines_sandbox.simulators.records import ObjectDef
 
 
@@ -32,6 +37,13 @@ def body_values(obj: ObjectDef, body: Mapping[str, object]) -> dict[str, object]
                     return v2_error(
                         400,
                         f"Validation failed: custom_fields: Unknown custom field '{key}'",
+                        "ERR_SCHEMA_VALIDATION_FAILED",
+                    )
+                is_text = CUSTOM_LABELS.get(key, ("", "varchar"))[1] == "varchar"
+                if is_text and isinstance(custom_value, str) and len(custom_value) > MAX_TEXT_LENGTH:
+                    return v2_error(
+                        400,
+                        f"Validation failed: custom_fields.{key}: must be at most {MAX_TEXT_LENGTH} characters",
                         "ERR_SCHEMA_VALIDATION_FAILED",
                     )
                 values[key] = custom_value

@@ -573,8 +573,24 @@ def _csv_value(sf_type: str, value: object) -> str:
 
 # Fields a create must set, as the org's page layouts and the schema require.
 _REQUIRED_ON_CREATE = {"Account": ("Name",), "Contact": ("LastName",), "Opportunity": ("Name", "StageName")}
-_READ_ONLY = frozenset({"Id", "CreatedDate", "LastModifiedDate", "SystemModstamp", "IsDeleted"})
+# System fields (every sObject has them): set by the platform, refused in a write.
+_READ_ONLY = frozenset(
+    {
+        "Id",
+        "CreatedDate",
+        "CreatedById",
+        "LastModifiedDate",
+        "LastModifiedById",
+        "SystemModstamp",
+        "IsDeleted",
+    }
+)
 UPSERT_MAX_RECORDS = 200
+COLLECTION_MAX_RECORDS = 200
+# Text and text-like fields hold at most 255 characters (a longer value is STRING_TOO_LONG).
+_TEXT_TYPES = frozenset({"string", "url", "phone", "email", "picklist"})
+_MAX_TEXT_LENGTH = 255
+_ID = re.compile(r"[A-Za-z0-9]{15}(?:[A-Za-z0-9]{3})?")
 
 
 def _sf_error(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> Response:
@@ -768,6 +784,10 @@ class SalesforceSimulator(SimulatorServer):
         )
         router.add(
             "PATCH", _V + r"/composite/sobjects/(?P<sobject>\w+)/(?P<id_field>\w+)", self.upsert_collection
+        )
+        router.add("PATCH", _V + r"/composite/sobjects/?", self.update_collection)
+        router.add(
+            "PATCH", _V + r"/sobjects/(?P<sobject>\w+)/(?P<record_id>[A-Za-z0-9]{15,18})", self.update_record
         )
 
     def token(self, request: Request) -> Response:
@@ -1279,6 +1299,8 @@ class SalesforceSimulator(SimulatorServer):
         for column in ("LastModifiedDate", "SystemModstamp"):
             if column in types:
                 stamped[column] = stamp
+        if "LastModifiedById" in types:
+            stamped["LastModifiedById"] = self.integration_user
         if found:
             record_id = str(found[0][0])
             assignments = ", ".join(f'"{c}" = ?' for c in stamped)
@@ -1295,10 +1317,176 @@ class SalesforceSimulator(SimulatorServer):
         stamped["Id"] = record_id
         if "CreatedDate" in types:
             stamped["CreatedDate"] = stamp
+        if "CreatedById" in types:
+            stamped["CreatedById"] = self.integration_user
         quoted = ", ".join(f'"{c}"' for c in stamped)
         marks = ", ".join("?" for _ in stamped)
         conn.execute(f'INSERT INTO "{sobject}" ({quoted}) VALUES ({marks})', list(stamped.values()))
         return {"id": record_id, "success": True, "errors": [], "created": True}
+
+    # -- updates by record id -------------------------------------------------------------------
+
+    @property
+    def integration_user(self) -> str:
+        """The 18-character id of the user the tokens belong to (LastModifiedById of its writes)."""
+        return f"{self.user_id}AAA"
+
+    def update_collection(self, request: Request, version: str) -> Response:
+        """sObject Collections update: up to 200 records by Id, a SaveResult per record in order.
+
+        Each record names its type (``attributes.type``) and carries its ``Id``. With ``allOrNone``
+        true one failure rolls every record back (the others answer ALL_OR_NONE_OPERATION_ROLLED_BACK).
+        """
+        if (bad := self._check_version(version)) is not None:
+            return bad
+        try:
+            body = json.loads(request.body or b"{}")
+        except ValueError:
+            return _sf_error(400, "JSON_PARSER_ERROR", "The request body is not valid JSON")
+        records = body.get("records") if isinstance(body, dict) else None
+        if not isinstance(records, list) or not records:
+            return _sf_error(400, "INVALID_FIELD", "records must be a non-empty list")
+        if len(records) > COLLECTION_MAX_RECORDS:
+            return _sf_error(
+                400,
+                "EXCEEDED_ID_LIMIT",
+                f"Record limit reached. Only {COLLECTION_MAX_RECORDS} records allowed per request.",
+            )
+        all_or_none = body.get("allOrNone") is True
+        results: list[dict[str, object]] = []
+        with self._write_lock, closing(open_store(self.store_path)) as conn:
+            conn.execute("SAVEPOINT collection")
+            for record in records:
+                sobject = None
+                if isinstance(record, dict) and isinstance(record.get("attributes"), dict):
+                    sobject = record["attributes"].get("type")
+                results.append(self._update_one(conn, str(sobject or ""), record))
+            if all_or_none and not all(r["success"] for r in results):
+                conn.execute("ROLLBACK TO collection")
+                results = [
+                    r
+                    if not r["success"]
+                    else _failed(
+                        "ALL_OR_NONE_OPERATION_ROLLED_BACK",
+                        "Record rolled back because not all records were valid and the request was using "
+                        "AllOrNone header",
+                        [],
+                    )
+                    for r in results
+                ]
+            conn.execute("RELEASE collection")
+            conn.commit()
+        return Response.json(200, results)
+
+    def update_record(self, request: Request, version: str, sobject: str, record_id: str) -> Response:
+        """``PATCH .../sobjects/{SObject}/{id}``: update one record; 204 on success."""
+        if (bad := self._check_version(version)) is not None:
+            return bad
+        name = self._canonical_sobject(sobject)
+        if name is None:
+            return self.not_found(request)
+        try:
+            body = json.loads(request.body or b"{}")
+        except ValueError:
+            return _sf_error(400, "JSON_PARSER_ERROR", "The request body is not valid JSON")
+        if not isinstance(body, dict):
+            return _sf_error(400, "JSON_PARSER_ERROR", "The request body must be a JSON object")
+        if any(k.lower() == "id" for k in body):
+            return _sf_error(
+                400, "INVALID_FIELD", "The Id field should not be specified in the sobject data."
+            )
+        with self._write_lock, closing(open_store(self.store_path)) as conn, conn:
+            result = self._update_one(conn, name, {**body, "Id": record_id})
+        if result["success"]:
+            return Response(204)
+        errors = result["errors"]
+        assert isinstance(errors, list)
+        first = errors[0]
+        status = 404 if first["statusCode"] in ("INVALID_CROSS_REFERENCE_KEY", "ENTITY_IS_DELETED") else 400
+        if first["statusCode"] == "INVALID_CROSS_REFERENCE_KEY":
+            return _sf_error(404, "NOT_FOUND", "The requested resource does not exist")
+        return Response.json(
+            status,
+            [{"message": e["message"], "errorCode": e["statusCode"], "fields": e["fields"]} for e in errors],
+        )
+
+    def _update_one(self, conn: sqlite3.Connection, sobject: str, record: object) -> dict[str, object]:
+        """Update one record by its Id on an open write transaction: a SaveResult."""
+        if not isinstance(record, dict):
+            return _failed("INVALID_FIELD", "a record must be an object", [])
+        name = self._canonical_sobject(sobject) if sobject else None
+        types = self._field_types(name) if name else None
+        if name is None or types is None:
+            return _failed("INVALID_TYPE", "Must send a concrete entity type.", [])
+        by_lower = {field.lower(): field for field in types}
+        values: dict[str, object] = {}
+        for key, value in record.items():
+            if key == "attributes":
+                continue
+            canonical = by_lower.get(key.lower())
+            if canonical is None:
+                return _failed("INVALID_FIELD", f"No such column '{key}' on sobject of type {name}", [key])
+            values[canonical] = value
+        record_id = values.pop("Id", None)
+        if record_id in (None, ""):
+            return _failed("MISSING_ARGUMENT", "Id not specified in an update call", ["Id"])
+        record_id = str(record_id)
+        prefix = SALESFORCE_KEY_PREFIXES.get(name)
+        if not _ID.fullmatch(record_id) or (prefix is not None and not record_id.startswith(prefix)):
+            return _failed("MALFORMED_ID", f"{name} ID: id value of incorrect type: {record_id}", ["Id"])
+        queued = self.record_faults.get(record_id)
+        if queued:
+            code = queued.pop(0)
+            return _failed(code, f"injected {code} for {record_id}", [])
+        read_only = sorted(set(values) & _READ_ONLY)
+        if read_only:
+            return _failed(
+                "INVALID_FIELD_FOR_INSERT_UPDATE",
+                f"Unable to create/update fields: {', '.join(read_only)}. Please check the security settings "
+                "of this field and verify that it is read/write for your profile or permission set.",
+                read_only,
+            )
+        for field_name, value in values.items():
+            sf_type = types[field_name]
+            if sf_type in _TEXT_TYPES and isinstance(value, str) and len(value) > _MAX_TEXT_LENGTH:
+                return _failed(
+                    "STRING_TOO_LONG",
+                    f"{_label(field_name)}: data value too large: {value[:40]}... "
+                    f"(max length={_MAX_TEXT_LENGTH})",
+                    [field_name],
+                )
+            if sf_type in SALESFORCE_NUMERIC_TYPES and value is not None:
+                try:
+                    values[field_name] = float(value)  # type: ignore[arg-type]
+                except (TypeError, ValueError):
+                    return _failed(
+                        "INVALID_TYPE_ON_FIELD_IN_RECORD",
+                        f"{_label(field_name)}: value not of required type: {value}",
+                        [field_name],
+                    )
+            if sf_type == "date" and value is not None and not re.fullmatch(r"\d{4}-\d{2}-\d{2}", str(value)):
+                return _failed(
+                    "INVALID_TYPE_ON_FIELD_IN_RECORD",
+                    f"{_label(field_name)}: value not of required type: {value}",
+                    [field_name],
+                )
+            if sf_type == "boolean" and value is not None:
+                values[field_name] = int(bool(value))
+        where = '"Id" = ?' if len(record_id) == 18 else 'substr("Id", 1, 15) = ?'
+        found = conn.execute(f'SELECT "Id", "IsDeleted" FROM "{name}" WHERE {where}', (record_id,)).fetchone()
+        if found is None:
+            return _failed("INVALID_CROSS_REFERENCE_KEY", "invalid cross reference id", [])
+        if found[1]:
+            return _failed("ENTITY_IS_DELETED", "entity is deleted", [])
+        stamp = _now_iso()
+        for column in ("LastModifiedDate", "SystemModstamp"):
+            if column in types:
+                values[column] = stamp
+        if "LastModifiedById" in types:
+            values["LastModifiedById"] = self.integration_user
+        assignments = ", ".join(f'"{c}" = ?' for c in values)
+        conn.execute(f'UPDATE "{name}" SET {assignments} WHERE "Id" = ?', [*values.values(), found[0]])
+        return {"id": str(found[0]), "success": True, "errors": []}
 
     @staticmethod
     def _record(
@@ -1319,6 +1507,17 @@ class SalesforceSimulator(SimulatorServer):
         ):
             record[name] = _json_value(types.get(name, "string"), value)
         return record
+
+
+def _failed(code: str, message: str, fields: list[str]) -> dict[str, object]:
+    """A SaveResult of a record that failed."""
+    return {"success": False, "errors": [{"statusCode": code, "message": message, "fields": fields}]}
+
+
+def _label(field_name: str) -> str:
+    """A field's label as Setup shows it: ``ERP_Customer_Number__c`` is "ERP Customer Number"."""
+    base = field_name.removesuffix("__c")
+    return base.replace("_", " ") if field_name.endswith("__c") else base
 
 
 def _json_value(sf_type: str, value: object) -> object:

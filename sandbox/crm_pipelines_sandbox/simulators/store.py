@@ -35,9 +35,16 @@ SALESFORCE_OBJECTS: dict[str, tuple[tuple[str, str], ...]] = {
         ("Industry", "picklist"),
         ("AnnualRevenue", "currency"),
         ("CreatedDate", "datetime"),
+        ("CreatedById", "reference"),
         ("LastModifiedDate", "datetime"),
+        ("LastModifiedById", "reference"),
         ("SystemModstamp", "datetime"),
         ("IsDeleted", "boolean"),
+        # Custom fields the ERP sync fills in (Setup > Object Manager; API names end in __c).
+        ("ERP_Customer_Number__c", "string"),
+        ("Open_Balance__c", "currency"),
+        ("Overdue_Amount__c", "currency"),
+        ("Last_Payment_Date__c", "date"),
     ),
     "Contact": (
         ("Id", "id"),
@@ -49,6 +56,9 @@ SALESFORCE_OBJECTS: dict[str, tuple[tuple[str, str], ...]] = {
         ("Title", "string"),
         ("MailingCountry", "string"),
         ("CreatedDate", "datetime"),
+        ("CreatedById", "reference"),
+        ("LastModifiedDate", "datetime"),
+        ("LastModifiedById", "reference"),
         ("SystemModstamp", "datetime"),
         ("IsDeleted", "boolean"),
     ),
@@ -63,10 +73,18 @@ SALESFORCE_OBJECTS: dict[str, tuple[tuple[str, str], ...]] = {
         ("IsClosed", "boolean"),
         ("IsWon", "boolean"),
         ("CreatedDate", "datetime"),
+        ("CreatedById", "reference"),
+        ("LastModifiedDate", "datetime"),
+        ("LastModifiedById", "reference"),
         ("SystemModstamp", "datetime"),
         ("IsDeleted", "boolean"),
+        ("ERP_Order_Number__c", "string"),
+        ("ERP_Invoice_Numbers__c", "string"),  # comma-separated, 255 characters
     ),
 }
+# The org's integration user: who created and last changed a record unless a write says otherwise.
+SALESFORCE_INTEGRATION_USER = "005Qy000000IntegAAA"
+_SALESFORCE_USER_FIELDS = frozenset({"CreatedById", "LastModifiedById"})
 SALESFORCE_KEY_PREFIXES = {"Account": "001", "Contact": "003", "Opportunity": "006"}
 SALESFORCE_NUMERIC_TYPES = frozenset({"currency", "double", "percent"})
 SALESFORCE_INTEGER_TYPES = frozenset({"int"})
@@ -85,6 +103,7 @@ HUBSPOT_OBJECTS: dict[str, tuple[str, ...]] = {
         "annualrevenue",
         "createdate",
         "hs_lastmodifieddate",
+        "erp_customer_number",
     ),
     "contacts": (
         "firstname",
@@ -96,6 +115,7 @@ HUBSPOT_OBJECTS: dict[str, tuple[str, ...]] = {
         "associatedcompanyid",
         "createdate",
         "lastmodifieddate",
+        "hs_lastmodifieddate",
     ),
     "deals": (
         "dealname",
@@ -106,7 +126,14 @@ HUBSPOT_OBJECTS: dict[str, tuple[str, ...]] = {
         "closedate",
         "createdate",
         "hs_lastmodifieddate",
+        "erp_order_number",
+        "erp_invoice_numbers",
     ),
+}
+# Custom properties (Settings > Properties) and their labels; every other property is HubSpot's own.
+HUBSPOT_CUSTOM_PROPERTIES: dict[str, dict[str, str]] = {
+    "companies": {"erp_customer_number": "ERP customer number"},
+    "deals": {"erp_order_number": "ERP order number", "erp_invoice_numbers": "ERP invoice numbers"},
 }
 HUBSPOT_SYSTEM_COLUMNS = ("id", "createdAt", "updatedAt", "archived", "archivedAt")
 HUBSPOT_ASSOCIATION_COLUMNS = {"deals": ("company_id",)}
@@ -116,6 +143,11 @@ HUBSPOT_MODIFIED_PROPERTY = {
     "contacts": "lastmodifieddate",
     "deals": "hs_lastmodifieddate",
 }
+
+
+def hubspot_modified_properties(object_type: str) -> tuple[str, ...]:
+    """Every property a change moves: the object's own, and ``hs_lastmodifieddate`` (which contacts have too)."""
+    return tuple(dict.fromkeys((HUBSPOT_MODIFIED_PROPERTY[object_type], "hs_lastmodifieddate")))
 
 
 def _sqlite_type(sf_type: str) -> str:
@@ -192,6 +224,8 @@ def create_salesforce_store(path: Path) -> sqlite3.Connection:
         for name, sf_type in fields:
             if name == "Id":
                 columns.append('"Id" TEXT PRIMARY KEY')
+            elif name in _SALESFORCE_USER_FIELDS:
+                columns.append(f"\"{name}\" TEXT NOT NULL DEFAULT '{SALESFORCE_INTEGRATION_USER}'")
             elif sf_type == "boolean":
                 columns.append(f'"{name}" INTEGER NOT NULL DEFAULT 0')
             else:
@@ -337,9 +371,9 @@ def touch_records(
                 stamped[column] = sf_datetime(at)
     else:
         stamped["updatedAt"] = hs_datetime(at)
-        modified = HUBSPOT_MODIFIED_PROPERTY.get(table)
-        if modified in columns:
-            stamped[str(modified)] = hs_datetime(at)
+        for modified in hubspot_modified_properties(table) if table in HUBSPOT_MODIFIED_PROPERTY else ():
+            if modified in columns:
+                stamped[modified] = hs_datetime(at)
     return update_records(path, table, ids, stamped)
 
 

@@ -114,8 +114,8 @@ from crm_pipelines_sandbox.simulators.zoho_schema import (
     time_text,
     zoho_error,
 )
-from crm_pipelines_sandbox.simulators.zoho_write import upsert_one
-from crm_pipelines_sandbox.systems import Kind, SandboxCrm, Started, WriteCase
+from crm_pipelines_sandbox.simulators.zoho_write import update_one, upsert_one
+from crm_pipelines_sandbox.systems import Kind, SandboxCrm, Started, UpdateCase, WriteCase
 
 
 class ZohoSimulator(SimulatorServer):
@@ -230,8 +230,8 @@ class ZohoSimulator(SimulatorServer):
 
     @staticmethod
     def _credit_cost(request: Request) -> int:
-        """Credits a call costs: upserts 1 per 10 records, everything else 1."""
-        if request.method == "POST" and request.path.endswith("/upsert"):
+        """Credits a call costs: upserts and updates 1 per 10 records, everything else 1."""
+        if (request.method == "POST" and request.path.endswith("/upsert")) or request.method == "PUT":
             try:
                 data = (request.json() or {}).get("data")
             except (ValueError, AttributeError):
@@ -349,6 +349,7 @@ class ZohoSimulator(SimulatorServer):
         router.add("GET", rf"{API}/settings/fields", self.fields_metadata)
         router.add("GET", rf"{API}/(?P<module>\w+)/deleted", self.deleted_records)
         router.add("POST", rf"{API}/(?P<module>\w+)/upsert", self.upsert)
+        router.add("PUT", rf"{API}/(?P<module>\w+)", self.update)
         router.add("GET", rf"{API}/(?P<module>\w+)", self.list_records)
 
     def _info(self) -> StoreInfo:
@@ -806,6 +807,46 @@ class ZohoSimulator(SimulatorServer):
         status = 200 if succeeded == len(results) else 207 if succeeded else 400
         return Response.json(status, {"data": results})
 
+    # -- update ----------------------------------------------------------------------------------
+
+    def update(self, request: Request, module: str) -> Response:
+        """``PUT /crm/v8/{module}``: up to 100 records by ``id``, one result per record, in order.
+
+        HTTP 200 when every record was updated, 207 for a mix, 400 when none was (still one result
+        each); an unknown id is that record's ``INVALID_DATA`` on ``id``.
+        """
+        obj = self._module(module)
+        if isinstance(obj, Response):
+            return obj
+        try:
+            body = request.json()
+        except ValueError:
+            return zoho_error(400, "INVALID_DATA", "body", {})
+        data = body.get("data") if isinstance(body, dict) else None
+        if not isinstance(data, list) or not data:
+            return zoho_error(
+                400,
+                "MANDATORY_NOT_FOUND",
+                "required field not found",
+                {"api_name": "data", "json_path": "$.data"},
+            )
+        if len(data) > UPSERT_MAX_RECORDS:
+            return zoho_error(
+                400,
+                "LIMIT_EXCEEDED",
+                "limit exceeded",
+                {"limit": UPSERT_MAX_RECORDS, "api_name": "data", "json_path": "$.data"},
+            )
+        with self._write_lock, closing(open_store(self.store_path)) as conn, conn:
+            info = store_info(conn)
+            results = [
+                update_one(conn, info, obj.name, index, record, self.record_faults)
+                for index, record in enumerate(data)
+            ]
+        succeeded = sum(1 for r in results if r["status"] == "success")
+        status = 200 if succeeded == len(results) else 207 if succeeded else 400
+        return Response.json(status, {"data": results})
+
 
 # --- the sandbox contract ----------------------------------------------------------------------------
 
@@ -921,6 +962,27 @@ class ZohoSandbox(SandboxCrm):
             {"External_Id": "ERP-C-900001", "First_Name": "Nameless", "Email": "no.last.name@example.com"},
         ]
         return WriteCase("Contacts", "External_Id", accepted, rejected, "MANDATORY_NOT_FOUND")
+
+    def update_case(self, store: Path) -> UpdateCase:
+        with closing(open_store(store, readonly=True)) as conn:
+            live = [
+                str(r[0])
+                for r in conn.execute(
+                    "SELECT id FROM Accounts WHERE _deleted_at IS NULL ORDER BY rowid LIMIT 2"
+                )
+            ]
+        changed: list[dict[str, Any]] = [
+            {"id": account_id, "ERP_Customer_Number": f"C-20{n:03d}", "Phone": f"+49 89 555 02{n:02d}"}
+            for n, account_id in enumerate(live, 1)
+        ]
+        return UpdateCase(
+            object_name="Accounts",
+            changed=changed,
+            field="ERP_Customer_Number",
+            expected={r["id"]: r["ERP_Customer_Number"] for r in changed},
+            unknown={"id": f"{ID_PREFIX}999999999999", "ERP_Customer_Number": "C-9"},
+            unknown_code="INVALID_DATA",
+        )
 
 
 SANDBOX = ZohoSandbox()

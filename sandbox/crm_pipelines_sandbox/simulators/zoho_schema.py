@@ -80,6 +80,7 @@ OBJECTS = (
             FieldDef("External_Id"),
             FieldDef("Created_Time", "datetime"),
             FieldDef("Modified_Time", "datetime"),
+            FieldDef("ERP_Customer_Number"),
         ),
         created_field="Created_Time",
         modified_field="Modified_Time",
@@ -117,12 +118,23 @@ OBJECTS = (
             FieldDef("External_Id"),
             FieldDef("Created_Time", "datetime"),
             FieldDef("Modified_Time", "datetime"),
+            FieldDef("ERP_Order_Number"),
+            FieldDef("ERP_Invoice_Numbers"),  # comma-separated
         ),
         created_field="Created_Time",
         modified_field="Modified_Time",
     ),
 )
-STANDARD_FIELDS = {obj.name: set(obj.field_names) for obj in OBJECTS}
+# Custom fields (Setup > Modules and Fields): API names made from their labels. External_Id is the
+# one the sync upserts by; the ERP fields hold what the ERP knows.
+CUSTOM_FIELDS = {
+    "Accounts": {"External_Id", "ERP_Customer_Number"},
+    "Contacts": {"External_Id"},
+    "Deals": {"External_Id", "ERP_Order_Number", "ERP_Invoice_Numbers"},
+}
+STANDARD_FIELDS = {obj.name: set(obj.field_names) - CUSTOM_FIELDS[obj.name] for obj in OBJECTS}
+# Single line fields hold up to 255 characters.
+MAX_TEXT_LENGTH = 255
 
 
 def zoho_error(status: int, code: str, message: str, details: Mapping[str, object] | None = None) -> Response:

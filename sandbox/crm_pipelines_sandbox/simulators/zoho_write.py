@@ -13,6 +13,7 @@ from crm_pipelines_sandbox.simulators.records import Stamped, StoreInfo, insert_
 from crm_pipelines_sandbox.simulators.zoho_schema import (
     ID_PREFIX,
     LOOKUPS,
+    MAX_TEXT_LENGTH,
     SYSTEM_USER_FIELDS,
     USER,
     record_error,
@@ -119,6 +120,84 @@ def upsert_one(
     }
 
 
+def update_one(
+    conn: sqlite3.Connection,
+    info: StoreInfo,
+    module: str,
+    index: int,
+    record: object,
+    record_faults: dict[str, list[str]],
+) -> dict[str, object]:
+    """Update the record ``record["id"]`` (``data[index]`` of a PUT) on an open write transaction.
+
+    An id the org does not know (or one in the recycle bin) is ``INVALID_DATA`` on ``id``: an update
+    never creates.
+
+    Returns:
+        Zoho's per-record result: ``SUCCESS`` with ``details``, or an error body.
+    """
+    path = f"$.data[{index}]"
+    if not isinstance(record, dict):
+        return record_error("INVALID_DATA", "invalid data", {"api_name": "data", "json_path": path})
+    record_id = record.get("id")
+    if record_id in (None, ""):
+        return record_error(
+            "MANDATORY_NOT_FOUND", "required field not found", {"api_name": "id", "json_path": f"{path}.id"}
+        )
+    record_id = str(record_id)
+    queued = record_faults.get(record_id)
+    if queued:
+        code = queued.pop(0)
+        return record_error(code, f"injected {code} for {record_id}", {"api_name": "id", "json_path": path})
+    obj = info.objects[module]
+    types = {f.name: f.type for f in obj.fields}
+    values: dict[str, object] = {}
+    for name, value in record.items():
+        if name in ("id", "Created_Time", "Modified_Time", *SYSTEM_USER_FIELDS) or name.startswith("$"):
+            continue  # system fields: read only, ignored on write
+        if name not in types:
+            return record_error(
+                "INVALID_DATA", "invalid data", {"api_name": name, "json_path": f"{path}.{name}"}
+            )
+        converted = write_value(module, name, types[name], value)
+        if isinstance(converted, dict) and converted.get("status") == "error":
+            details = converted["details"]
+            assert isinstance(details, dict)
+            details["json_path"] = f"{path}.{name}"
+            return converted
+        values[name] = converted
+    emptied = [f.name for f in obj.fields if f.required and f.name in values and values[f.name] in (None, "")]
+    if emptied:
+        return record_error(
+            "MANDATORY_NOT_FOUND",
+            "required field not found",
+            {"api_name": emptied[0], "json_path": f"{path}.{emptied[0]}"},
+        )
+    found = conn.execute(
+        f"SELECT Created_Time FROM {quote(module)} WHERE {quote(obj.key)} = ? AND _deleted_at IS NULL",
+        (record_id,),
+    ).fetchone()
+    if found is None:
+        return record_error(
+            "INVALID_DATA", "the id given seems to be invalid", {"api_name": "id", "json_path": f"{path}.id"}
+        )
+    now = datetime.now(UTC)
+    update_rows(conn, info, module, [record_id], at=now, changes=values)
+    user = {"name": USER["name"], "id": USER["id"]}
+    return {
+        "code": "SUCCESS",
+        "details": {
+            "Modified_Time": time_text(now),
+            "Modified_By": dict(user),
+            "Created_Time": str(found[0]),
+            "id": record_id,
+            "Created_By": dict(user),
+        },
+        "message": "record updated",
+        "status": "success",
+    }
+
+
 def write_value(module: str, name: str, field_type: str, value: object) -> object:
     """A request value as the store keeps it, or a per-record error body."""
     if value is None:
@@ -153,6 +232,10 @@ def write_value(module: str, name: str, field_type: str, value: object) -> objec
             )
     if not isinstance(value, str):
         return record_error("INVALID_DATA", "invalid data", {"api_name": name, "expected_data_type": "text"})
+    if len(value) > MAX_TEXT_LENGTH:
+        return record_error(
+            "INVALID_DATA", "invalid data", {"api_name": name, "maximum_length": MAX_TEXT_LENGTH}
+        )
     return value
 
 

@@ -649,3 +649,50 @@ def test_sandbox_contract(store: Path, started: Started) -> None:
     assert settings.client_id == started.env["DYNAMICS_CLIENT_ID"]
     assert settings.client_secret is not None
     assert settings.client_secret.reveal() == started.env["DYNAMICS_CLIENT_SECRET"]
+
+
+def test_an_update_by_id_with_if_match_never_creates_and_raises_the_row_version(tmp_path: Path) -> None:
+    store = make_store(tmp_path / "dynamics.sqlite")
+    running = SANDBOX.start(store)
+    try:
+        with client_for(running.env) as http:
+            account_id = str(fetch_records(store, "accounts")[0]["accountid"])
+            url = f"{API}/accounts({account_id})"
+            columns = "new_erpcustomernumber,new_openbalance,new_lastpaymentdate,versionnumber,modifiedon"
+            before = http.get(url, params={"$select": columns})
+            version = before.json()["versionnumber"]
+            # The row version is database-wide: every later write anywhere has a higher one.
+            highest = max(
+                r["versionnumber"]
+                for r in http.get(f"{API}/accounts", params={"$select": "versionnumber"}).json()["value"]
+            )
+            assert before.headers["ETag"] == f'W/"{version}"'
+            changes = {
+                "new_erpcustomernumber": "C-1",
+                "new_openbalance": 10.5,
+                "new_lastpaymentdate": "2026-11-20",
+            }
+            assert http.patch(url, json=changes, headers={"If-Match": "*"}).status_code == 204
+            after = http.get(url, params={"$select": columns}).json()
+            assert {k: after[k] for k in changes} == changes
+            assert after["versionnumber"] > version
+            assert after["modifiedon"] > before.json()["modifiedon"]
+            newer = http.get(
+                f"{API}/accounts", params={"$filter": f"versionnumber gt {highest}", "$select": "accountid"}
+            ).json()["value"]
+            assert [r["accountid"] for r in newer] == [account_id]
+
+            count = count_records(store, "accounts")
+            missing = http.patch(
+                f"{API}/accounts(00000000-0000-4000-8000-000000000001)",
+                json=changes,
+                headers={"If-Match": "*"},
+            )
+            assert missing.status_code == 404
+            assert missing.json()["error"]["code"] == "0x80040217"
+            too_long = http.patch(url, json={"new_erpcustomernumber": "C" * 256}, headers={"If-Match": "*"})
+            assert too_long.status_code == 400
+            assert too_long.json()["error"]["code"] == "0x80044331"
+            assert count_records(store, "accounts") == count
+    finally:
+        running.simulator.stop()

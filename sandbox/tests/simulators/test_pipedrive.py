@@ -457,3 +457,34 @@ def test_ids_are_sequential_per_object(store: Path) -> None:
     for object_name in ("organizations", "persons", "deals"):
         ids = sorted(int(r["id"]) for r in fetch_records(store, object_name, include_deleted=True))
         assert ids == list(range(ids[0], ids[0] + len(ids)))  # consecutive, from the generator's start
+
+
+def test_patch_by_id_updates_custom_fields_and_refuses_an_unknown_id(tmp_path: Path) -> None:
+    from crm_pipelines_sandbox.simulators.pipedrive_schema import ORG_ERP_CUSTOMER_NUMBER
+
+    store = make_store(tmp_path / "pipedrive.sqlite")
+    running = SANDBOX.start(store)
+    try:
+        with connect(running) as http:
+            org = fetch_records(store, "organizations")[0]
+            fields = http.get("/api/v2/organizationFields").json()["data"]
+            erp = next(f for f in fields if f["field_name"] == "ERP customer number")
+            assert erp["field_code"] == ORG_ERP_CUSTOMER_NUMBER
+            assert erp["is_custom_field"] is True
+            answer = http.patch(
+                f"/api/v2/organizations/{org['id']}", json={"custom_fields": {ORG_ERP_CUSTOMER_NUMBER: "C-1"}}
+            )
+            assert answer.status_code == 200
+            data = answer.json()["data"]
+            assert data["custom_fields"][ORG_ERP_CUSTOMER_NUMBER] == "C-1"
+            assert data["update_time"] > org["update_time"]
+            with_id = http.patch(f"/api/v2/organizations/{org['id']}", json={"id": org["id"], "name": "X"})
+            assert with_id.status_code == 400
+            assert with_id.json()["code"] == "ERR_SCHEMA_VALIDATION_FAILED"
+            count = len(fetch_records(store, "organizations"))
+            missing = http.patch("/api/v2/organizations/999999999", json={"name": "Ghost"})
+            assert missing.status_code == 404
+            assert missing.json()["code"] == "ERR_NOT_FOUND"
+            assert len(fetch_records(store, "organizations")) == count
+    finally:
+        running.simulator.stop()

@@ -417,7 +417,9 @@ def test_field_metadata_includes_custom_fields_added_later(tmp_path: Path) -> No
             before = http.get(f"{API}/settings/fields", params={"module": "Accounts"}).json()["fields"]
             names = [f["api_name"] for f in before]
             assert {"id", "Account_Name", "Annual_Revenue", "Modified_Time", "Owner"} <= set(names)
-            assert not any(f["custom_field"] for f in before if f["api_name"] != "External_Id")
+            # The org's own custom fields (the external id and the ERP customer number) are custom already.
+            custom = {f["api_name"] for f in before if f["custom_field"]}
+            assert custom == {"External_Id", "ERP_Customer_Number"}
             add_field(store, "Accounts", "Customer_Tier", default="Gold")
             after = http.get(f"{API}/settings/fields", params={"module": "Accounts"}).json()["fields"]
             tier = next(f for f in after if f["api_name"] == "Customer_Tier")
@@ -602,5 +604,47 @@ def test_records_inserted_later_are_served(tmp_path: Path) -> None:
                 "data"
             ]
             assert top == [{"Account_Name": "Late GmbH", "id": "5725767999999999999"}]
+    finally:
+        running.simulator.stop()
+
+
+def test_update_by_id_answers_per_record_and_never_creates(tmp_path: Path) -> None:
+    store = make_store(tmp_path / "zoho.sqlite")
+    running = SANDBOX.start(store)
+    try:
+        with login(running) as http:
+            accounts = fetch_records(store, "Accounts")[:2]
+            deleted = [r["id"] for r in fetch_records(store, "Accounts", include_deleted=True)][-1]
+            delete_records(store, "Accounts", [deleted], datetime.now(UTC))
+            count = len(fetch_records(store, "Accounts", include_deleted=True))
+            answer = http.put(
+                "/crm/v8/Accounts",
+                json={
+                    "data": [
+                        {"id": accounts[0]["id"], "ERP_Customer_Number": "C-1", "Phone": "+49 89 1"},
+                        {"id": accounts[1]["id"], "Account_Name": ""},
+                        {"id": "5725767999999999999", "ERP_Customer_Number": "C-3"},
+                        {"id": deleted, "ERP_Customer_Number": "C-4"},
+                        {"ERP_Customer_Number": "C-5"},
+                    ]
+                },
+            )
+            assert answer.status_code == 207
+            results = answer.json()["data"]
+            assert [(r["status"], r["code"]) for r in results] == [
+                ("success", "SUCCESS"),
+                ("error", "MANDATORY_NOT_FOUND"),
+                ("error", "INVALID_DATA"),
+                ("error", "INVALID_DATA"),
+                ("error", "MANDATORY_NOT_FOUND"),
+            ]
+            assert results[0]["details"]["id"] == accounts[0]["id"]
+            assert results[2]["details"] == {"api_name": "id", "json_path": "$.data[2].id"}
+            stored = fetch_records(store, "Accounts", [accounts[0]["id"]])[0]
+            assert stored["ERP_Customer_Number"] == "C-1"
+            assert stored["Modified_Time"] == results[0]["details"]["Modified_Time"]
+            none = http.put("/crm/v8/Accounts", json={"data": [{"id": "5725767999999999998", "Phone": "1"}]})
+            assert none.status_code == 400
+            assert len(fetch_records(store, "Accounts", include_deleted=True)) == count
     finally:
         running.simulator.stop()

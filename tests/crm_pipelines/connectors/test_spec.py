@@ -25,15 +25,18 @@ from crm_pipelines.connectors.writes.per_record import PerRecordUpsert
 # Field lists from docs/contracts.md, the contract the YAMLs must honour.
 SALESFORCE_FIELDS = {
     "Account": "Id Name Website Phone BillingStreet BillingCity BillingPostalCode BillingCountry Industry "
-    "AnnualRevenue CreatedDate LastModifiedDate SystemModstamp IsDeleted",
+    "AnnualRevenue CreatedDate LastModifiedDate SystemModstamp IsDeleted "
+    "ERP_Customer_Number__c Open_Balance__c Overdue_Amount__c Last_Payment_Date__c",
     "Contact": "Id AccountId FirstName LastName Email Phone Title MailingCountry CreatedDate SystemModstamp IsDeleted",
     "Opportunity": "Id AccountId Name StageName Amount CurrencyIsoCode CloseDate IsClosed IsWon CreatedDate "
-    "SystemModstamp IsDeleted",
+    "SystemModstamp IsDeleted ERP_Order_Number__c ERP_Invoice_Numbers__c",
 }
 HUBSPOT_PROPERTIES = {
-    "companies": "name domain phone address city zip country industry annualrevenue createdate hs_lastmodifieddate",
+    "companies": "name domain phone address city zip country industry annualrevenue createdate hs_lastmodifieddate "
+    "erp_customer_number",
     "contacts": "firstname lastname email phone jobtitle country associatedcompanyid createdate lastmodifieddate",
-    "deals": "dealname amount deal_currency_code dealstage pipeline closedate createdate hs_lastmodifieddate",
+    "deals": "dealname amount deal_currency_code dealstage pipeline closedate createdate hs_lastmodifieddate "
+    "erp_order_number erp_invoice_numbers",
 }
 
 
