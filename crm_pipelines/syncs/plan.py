@@ -254,7 +254,9 @@ def _decide_update(
         g, c, p = row[_column(i, "g")], row[_column(i, "c")], row[_column(i, "p")]
         canonical[f.source_column] = g
         now = c if current_known else p
-        if g == now:
+        if g == now or g is None:
+            # No source value is no reason to clear the target's: a value the golden record
+            # lacks may be one its quality rules refused, and the target keeps what it has.
             continue
         values[name] = write_value(g, f, value_maps)
         plan.lines.append(PlanLine(source_key, target_id, "update", name, now, g))

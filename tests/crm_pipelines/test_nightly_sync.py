@@ -27,6 +27,9 @@ def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sandbox]:
         for name, value in box.start().items():
             monkeypatch.setenv(name, value)
         monkeypatch.setenv(settings.LAKE_DIR, str(root / "lake"))
+        # Re-running a night must change nothing; the syncs plan here (their writes are tested in
+        # tests/crm_pipelines/syncs), so the sources a re-run reads are the ones the first run read.
+        monkeypatch.setenv(settings.WRITE_BACK, "off")
         monkeypatch.setenv(settings.WAREHOUSE_URL, f"duckdb:///{root}/warehouse.duckdb")
         yield box
     finally:
