@@ -212,6 +212,13 @@ class FieldSpec(SpecModel):
             "for a field not listed in {fields} (select: false, e.g. a lookup's name from $expand)."
         ),
     )
+    write_as: Literal["string", "integer", "number", "boolean"] | None = Field(
+        default=None,
+        description=(
+            "The JSON type the API takes when the field is written, when it is not the text the "
+            'mapping produces (a Dataverse choice is an integer: industrycode 12, not "12").'
+        ),
+    )
     label: str | None = Field(
         default=None,
         min_length=1,

@@ -31,9 +31,9 @@ from crm_pipelines.mapping.build import mapping_connection
 from crm_pipelines.mapping.spec import load_mappings
 from crm_pipelines.sql import fetch_arrow, quote_ident, quote_literal
 from crm_pipelines.syncs.spec import SyncSpec
-from crm_pipelines.syncs.state import Conflict, PlanLine, Written
-from crm_pipelines.syncs.targets.base import Operation, TargetObject
-from crm_pipelines.syncs.transforms import canonical_sql, write_value
+from crm_pipelines.syncs.state import Conflict, PlanLine, Rejection, Written
+from crm_pipelines.syncs.targets.base import CARRIED, Operation, TargetObject
+from crm_pipelines.syncs.transforms import NoTargetValue, canonical_sql, write_value
 
 __all__ = ["Plan", "plan_sync"]
 
@@ -48,6 +48,7 @@ class Plan:
         baseline: Rows there before the sync's first run, remembered and not sent.
         unchanged: Rows whose target already holds every value (refreshed ones included).
         conflicts: Edits made in a system that does not own the field.
+        unwritable: Fields left out because the target has no spelling for the value.
         lines: Per record and field, what would change from which value to which (the preview).
         without_target: Source rows with no target record that the mode may not create.
     """
@@ -57,6 +58,7 @@ class Plan:
     baseline: list[Written] = field(default_factory=list)
     unchanged: int = 0
     conflicts: list[Conflict] = field(default_factory=list)
+    unwritable: list[Rejection] = field(default_factory=list)
     lines: list[PlanLine] = field(default_factory=list)
     without_target: int = 0
 
@@ -147,6 +149,9 @@ def plan_sync(
             differs.append(
                 f"{_column(i, 'g')} IS DISTINCT FROM {current_or_state} OR {_column(i, 'g')} IS DISTINCT FROM {_column(i, 'p')}"
             )
+        selects += [
+            f"cur.{quote_ident(CARRIED + name)}" for name in target.carried if current_sql is not None
+        ]
         attention = " OR ".join(["NOT known", "NOT found", *[f"({d})" for d in differs]])
         con.execute(
             f"""
@@ -258,7 +263,15 @@ def _decide_update(
             # No source value is no reason to clear the target's: a value the golden record
             # lacks may be one its quality rules refused, and the target keeps what it has.
             continue
-        values[name] = write_value(g, f, value_maps)
+        try:
+            values[name] = write_value(g, f, value_maps)
+        except NoTargetValue as exc:
+            # Left as the target has it (and remembered so, so it never looks like an edit there).
+            canonical[f.source_column] = now
+            plan.unwritable.append(
+                Rejection(source_key, target_id, "update", "NO_TARGET_VALUE", f"{name}: {exc}", [name])
+            )
+            continue
         plan.lines.append(PlanLine(source_key, target_id, "update", name, now, g))
         if current_known and p is not None and c != p:
             policy = target.policies.get(name, "owner_wins")
@@ -281,6 +294,8 @@ def _decide_update(
         plan.unchanged += 1
         plan.refreshed.append(Written(source_key, target_id, canonical))
         return
+    for name in target.carried:
+        values[name] = row.get(CARRIED + name)
     plan.operations.append(Operation(source_key, target_id, values, canonical, src_rows.get(source_key, {})))
 
 
@@ -299,7 +314,12 @@ def _decide_create(
         text = row.pop(_column(i, "g"))
         canonical[f.source_column] = text
         if text is not None:
-            values[name] = write_value(text, f, value_maps)
+            try:
+                values[name] = write_value(text, f, value_maps)
+            except NoTargetValue as exc:
+                plan.unwritable.append(
+                    Rejection(source_key, None, "create", "NO_TARGET_VALUE", f"{name}: {exc}", [name])
+                )
     if sync.match.external_id is not None:
         values[sync.match.external_id] = str(row.get(sync.match.external_value or sync.source.key))
     plan.operations.append(Operation(source_key, None, values, canonical, row))

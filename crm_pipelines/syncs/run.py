@@ -179,6 +179,7 @@ def run_sync(
             record_plan(con, sync=sync.name, run_id=run_id, lines=plan.lines)
         else:
             _record_quiet(con, sync, target, plan, run_id=run_id, partition=partition)
+            record_rejections(con, sync=sync.name, rows=plan.unwritable, run_id=run_id, partition=partition)
             counts.conflicts = record_conflicts(
                 con,
                 sync=sync.name,
@@ -244,7 +245,7 @@ def _record_batch(
                     "create" if op.target_id is None else "update",
                     outcome.error_code or "NO_ID",
                     outcome.reason or "the target confirmed no record id",
-                    sorted(op.values),
+                    sorted(set(op.values) - set(target.carried)),
                 )
             )
             counts.rejected += 1

@@ -19,7 +19,12 @@ from crm_pipelines.mapping.build import column_sql
 from crm_pipelines.mapping.spec import ColumnMapping
 from crm_pipelines.syncs.spec import SyncField
 
-__all__ = ["canonical_sql", "canonical_type", "current_sql", "write_value"]
+__all__ = ["NoTargetValue", "canonical_sql", "canonical_type", "current_sql", "write_value"]
+
+
+class NoTargetValue(ValueError):
+    """The target has no spelling for a value (a value map without it): the field is not written."""
+
 
 # The DuckDB type a transform's value has in the canonical form (the rest are text).
 _TYPES = {
@@ -95,5 +100,5 @@ def write_value(value: str | None, field: SyncField, value_maps: dict[str, dict[
         for spelling, canonical in value_maps.get(field.value_map or "", {}).items():
             if canonical == value:
                 return spelling
-        return value
+        raise NoTargetValue(f"{value!r} has no spelling in value map {field.value_map or '(values)'}")
     return value

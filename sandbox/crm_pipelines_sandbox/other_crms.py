@@ -212,10 +212,16 @@ class OtherCrmSeeder:
                 mail = f"{style.slug(first)}.{style.slug(last)}{int(rnd() * 100)}@{private}"
             elif r < 0.15:
                 mail = None
+            account_ref = main_ref if rnd() < 0.95 else None
+            gone = pending.accounts[-copies].deleted
+            if "contact" in self.crms[system].contained and gone is not None and account_ref is not None:
+                # Contained in the account: removed with it, and not edited after.
+                deleted = gone if deleted is None else min(deleted, gone)
+                modified, created = min(modified, deleted), min(created, deleted)
             pending.contacts.append(
                 SeedContact(
                     ref=ref,
-                    account_ref=main_ref if rnd() < 0.95 else None,
+                    account_ref=account_ref,
                     first_name=first_name,
                     last_name=last_name,
                     email=mail,

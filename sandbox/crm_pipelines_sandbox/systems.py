@@ -155,6 +155,8 @@ class SandboxCrm(ABC):
     kinds: Mapping[str, str]
     # Canonical stage -> the system's own value (what a deal's stage field holds).
     stage_values: Mapping[str, str]
+    # Kinds that live inside their account (SAP B1 contact persons): deleted with it, never after.
+    contained: frozenset[str] = frozenset()
 
     @abstractmethod
     def new_key(self, kind: Kind, rng: random.Random) -> Any:

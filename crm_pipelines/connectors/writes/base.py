@@ -49,6 +49,14 @@ class UpsertModel(SpecModel):
     )
     max_attempts: int = Field(default=3, ge=1)
 
+    def field_key(self, path: str) -> str:
+        """Where a field read at ``path`` goes in a record given to this style (default: the same)."""
+        return path
+
+    def carried_fields(self) -> list[str]:
+        """Fields a record must carry, besides its key, for the style to address it (a parent's key)."""
+        return []
+
     @abstractmethod
     def upsert_batch(self, session: Session, batch: Batch) -> list[Outcome]:
         """Send one batch; one outcome per record, in order.

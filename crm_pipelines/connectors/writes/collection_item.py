@@ -66,6 +66,9 @@ class CollectionItemUpdate(UpsertModel):
     def _path_template(cls, value: str) -> str:
         return check_template(value, frozenset({"object", "parent"}))
 
+    def carried_fields(self) -> list[str]:
+        return [self.parent_field]
+
     def upsert_batch(self, session: Session, batch: Batch) -> list[Outcome]:
         """One request per item, ``concurrency`` at a time; a 4xx is that item's rejection."""
 

@@ -25,6 +25,11 @@ class HubSpotBatchUpsert(UpsertModel):
     """HubSpot ``POST /crm/v3/objects/{object}/batch/upsert`` with ``idProperty`` (or ``batch/update`` by id)."""
 
     style: Literal["hubspot_batch"] = "hubspot_batch"
+
+    def field_key(self, path: str) -> str:
+        # Records are given by property name; the style wraps them in `properties` itself.
+        return path.removeprefix("properties.")
+
     id_property: bool = Field(
         default=True,
         description=(

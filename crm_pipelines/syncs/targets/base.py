@@ -17,7 +17,11 @@ import pyarrow as pa
 from crm_pipelines.registry import Registry
 from crm_pipelines.syncs.spec import SyncField, SyncSpec
 
+# Prefix of the snapshot columns an update carries unchanged (TargetObject.carried).
+CARRIED = "__carried__"
+
 __all__ = [
+    "CARRIED",
     "TARGET_KINDS",
     "Operation",
     "Outcome",
@@ -39,6 +43,8 @@ class TargetObject:
         fields: Target field (as the snapshot names it) -> how it is read and written.
         owners: Target field -> the system owning the source value (golden records), for conflicts.
         policies: Target field -> the conflict policy of the source value.
+        carried: Fields each update carries as the target holds them (a parent's key), so the write
+            can address the record; never compared.
     """
 
     system: str
@@ -48,6 +54,7 @@ class TargetObject:
     fields: Mapping[str, SyncField]
     owners: Mapping[str, str | None] = field(default_factory=dict)
     policies: Mapping[str, str] = field(default_factory=dict)
+    carried: Sequence[str] = ()
 
 
 @dataclass(frozen=True)

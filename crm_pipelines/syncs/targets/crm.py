@@ -8,7 +8,9 @@ id (``upsert:``) so that a second attempt updates instead of duplicating.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import contextlib
+import itertools
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -24,7 +26,7 @@ from crm_pipelines.ownership import load_ownership
 from crm_pipelines.sources import load_sources
 from crm_pipelines.sql import quote_ident
 from crm_pipelines.syncs.spec import SyncField, SyncSpec
-from crm_pipelines.syncs.targets.base import TARGET_KINDS, Operation, Outcome, TargetObject
+from crm_pipelines.syncs.targets.base import CARRIED, TARGET_KINDS, Operation, Outcome, TargetObject
 from crm_pipelines.syncs.transforms import current_sql
 
 __all__ = ["CrmTarget", "CrmWriter"]
@@ -157,6 +159,7 @@ class CrmTarget:
                 # edit wins everywhere, the owner included).
                 if owners[name] == sync.system and policies[name] != "newest_wins":
                     del fields[name]
+        carried = [n for n in (obj.update.carried_fields() if obj.update else []) if n in declared]
         return TargetObject(
             system=sync.system,
             object_name=object_name,
@@ -165,6 +168,7 @@ class CrmTarget:
             fields=fields,
             owners=owners,
             policies=policies,
+            carried=carried,
         )
 
     def current(self, target: TargetObject, *, lake_dir: Path, partition: str) -> str | None:
@@ -174,8 +178,16 @@ class CrmTarget:
             return None
         value_maps = load_mappings().value_maps
         columns = ",\n".join(
-            f"{current_sql(name, field, value_maps)} AS {quote_ident(name)}"
-            for name, field in target.fields.items()
+            [
+                *(
+                    f"{current_sql(name, field, value_maps)} AS {quote_ident(name)}"
+                    for name, field in target.fields.items()
+                ),
+                *(
+                    f"CAST({quote_ident(name)} AS VARCHAR) AS {quote_ident(CARRIED + name)}"
+                    for name in target.carried
+                ),
+            ]
         )
         pk = quote_ident(target.primary_key)
         return (
@@ -200,20 +212,25 @@ class CrmTarget:
         writer: CrmWriter = client
         system = writer.spec()
         obj = resolved_object(system=system, object_name=target.object_name, connection=writer.connection())
-        paths = {f.name: f.source_path for f in obj.fields}
+        style = obj.update if obj.update is not None else obj.upsert
+        assert style is not None  # checked when the sync was resolved
+        paths = {f.name: style.field_key(f.source_path) for f in obj.fields}
+        kinds = {f.name: f.write_as for f in obj.fields if f.write_as is not None}
         stats = WriteStats()
         updates = [op for op in operations if op.target_id is not None]
         creates = [op for op in operations if op.target_id is None]
         for start in range(0, len(updates), CHUNK):
             chunk = updates[start : start + CHUNK]
-            records = [_record(paths, {target.primary_key: op.target_id, **op.values}) for op in chunk]
+            records = [
+                _record(paths, {target.primary_key: op.target_id, **_typed(kinds, op.values)}) for op in chunk
+            ]
             results = writer.update(object_name=target.object_name, records=records, stats=stats)
             on_batch([_outcome(op, r) for op, r in zip(chunk, results, strict=True)])
         external = sync.match.external_id
         for start in range(0, len(creates), CHUNK):
             chunk = creates[start : start + CHUNK]
             assert external is not None  # validated with the declaration
-            records = [_record(paths, op.values) for op in chunk]
+            records = [_record(paths, _typed(kinds, op.values)) for op in chunk]
             results = writer.upsert(
                 object_name=target.object_name,
                 external_id_field=paths[external],
@@ -224,15 +241,43 @@ class CrmTarget:
         return stats.requests
 
 
+_AS: dict[str, Callable[[Any], Any]] = {
+    "string": str,
+    "integer": lambda v: int(float(v)) if not isinstance(v, bool) else int(v),
+    "number": float,
+    "boolean": lambda v: v if isinstance(v, bool) else str(v).strip().lower() in ("true", "1", "yes"),
+}
+
+
+def _typed(kinds: Mapping[str, str], values: dict[str, Any]) -> dict[str, Any]:
+    """``values`` with each field the API types (``write_as``) in that JSON type.
+
+    A value that is not one is sent as it is, for the vendor to reject with its own reason.
+    """
+    typed = dict(values)
+    for name, value in values.items():
+        if name in kinds and value is not None:
+            with contextlib.suppress(ValueError, TypeError):
+                typed[name] = _AS[kinds[name]](value)
+    return typed
+
+
 def _record(paths: dict[str, str], values: dict[str, Any]) -> dict[str, Any]:
-    """An API record: each declared field at its path (a dotted path nests, e.g. custom_fields.<key>)."""
+    """An API record: each declared field at its path.
+
+    A dotted path nests (``custom_fields.<key>``); a number in it is a list's first entry
+    (``phones.0.value`` is ``phones: [{value: ...}]``: the list is replaced by that one entry).
+    """
     record: dict[str, Any] = {}
     for name, value in values.items():
-        *parents, leaf = paths.get(name, name).split(".")
-        node = record
-        for part in parents:
-            node = node.setdefault(part, {})
-        node[leaf] = value
+        parts = paths.get(name, name).split(".")
+        node: Any = record
+        for part, following in itertools.pairwise(parts):
+            if following.isdigit():
+                node = node.setdefault(part, [{}])[0]
+            elif not part.isdigit():
+                node = node.setdefault(part, {})
+        node[parts[-1]] = value
     return record
 
 

@@ -721,6 +721,22 @@ class SapB1Simulator(SimulatorServer):
                 if str(body[name]) not in values:
                     return sl_error(400, -1000, f"Enumeration value '{body[name]}' of '{name}' is invalid")
                 body[name] = values[str(body[name])]
+        # Numbers are numbers: the Service Layer refuses text in an Edm.Int32 or Edm.Double property.
+        kinds = {f.name: f.type for f in obj.fields}
+        for name, value in body.items():
+            if value is None or kinds.get(name) not in ("integer", "number") or isinstance(value, bool):
+                continue
+            if kinds[name] == "integer" and not (
+                isinstance(value, int) or (isinstance(value, str) and value.lstrip("-").isdigit())
+            ):
+                return sl_error(400, -1000, f"Value '{value}' of property '{name}' is not a valid Edm.Int32")
+            if kinds[name] == "number":
+                try:
+                    float(value)
+                except (TypeError, ValueError):
+                    return sl_error(
+                        400, -1000, f"Value '{value}' of property '{name}' is not a valid Edm.Double"
+                    )
         return {k: v for k, v in body.items() if k not in READ_ONLY}
 
     def _fault(self, key: object) -> Response | None:
@@ -911,6 +927,7 @@ class SapB1Sandbox(SandboxCrm):
         {"account": "BusinessPartners", "contact": "ContactEmployees", "deal": "SalesOpportunities"}
     )
     stage_values = STAGE_VALUES
+    contained = frozenset({"contact"})  # contact persons are lines of their business partner
 
     def __init__(self) -> None:
         self._rng: random.Random | None = None
