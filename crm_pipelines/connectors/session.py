@@ -137,6 +137,22 @@ class Session:
     def token(self) -> AccessToken:
         return self.auth.token(send=lambda build: self._send(build, context=self.context, token_request=True))
 
+    def relative(self, url: str) -> str:
+        """``url`` without the API's origin, to keep (a delta link) and follow after the API moved.
+
+        Relative links resolve against the API base of the run that follows them, so a kept link
+        survives a new host or port for the same organisation; a link elsewhere is kept as it is
+        (and refused when followed).
+        """
+        target, origin = httpx.URL(url), httpx.URL(self.token().api_base_url)
+        if not target.is_absolute_url or (target.scheme, target.host, target.port) != (
+            origin.scheme,
+            origin.host,
+            origin.port,
+        ):
+            return url
+        return str(target.copy_with(scheme=None, host=None, port=None))
+
     @staticmethod
     def _absolute(url: str, api_base: str) -> str:
         if url.startswith(("http://", "https://")):

@@ -94,7 +94,7 @@ def delta_extract(
             fix=f"check incremental.delta of {object_name} in {context.yaml_path} and that change tracking "
             "is enabled for the table in the system.",
         )
-    collector.stats.delta_link = link
+    collector.stats.delta_link = session.relative(link)
 
 
 class DeltaLink(ReadMethod):

@@ -219,6 +219,24 @@ def test_deletes_arrive_as_soft_deletes(running: Running) -> None:
     assert not set(gone) & running.keys(changes, kind, deleted=False)
 
 
+def test_a_kept_delta_link_survives_the_api_moving(running: Running) -> None:
+    kind = "account"
+    if running.system.get_object(running.object_of(kind)).incremental.delta is None:
+        pytest.skip(f"{running.system.title} reads by a cursor window, not a delta link")
+    _, stats = running.extract(kind)
+    assert stats.delta_link is not None
+    assert not stats.delta_link.startswith(("http://", "https://"))  # kept without the host
+    # The same organisation answers at another address (a new port here) the next night.
+    running.started.simulator.stop()
+    clear_token_cache()
+    running.started = running.crm.start(running.store)
+    running.connection = running.crm.connection(running.started)
+    edited = sorted(running.live_keys(kind))[:2]
+    touch_records(running.store, running.object_of(kind), edited, EDIT)
+    changes, _ = running.extract(kind, delta_link=stats.delta_link)
+    assert set(edited) <= running.keys(changes, kind)
+
+
 def test_a_credential_expiring_mid_run_costs_nothing(running: Running) -> None:
     if isinstance(running.system.auth, BearerTokenAuth | ApiKeyAuth | BasicAuth):
         pytest.skip(f"{running.system.title} uses a static credential: nothing expires mid-run")
