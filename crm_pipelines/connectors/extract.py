@@ -131,13 +131,16 @@ def extract_api_object(
         mode=plan.mode, plan=plan, folder=build.raw, cutoff=until, committed=committed, reached=None
     )
     result.drift = SchemaDrift(system=source, object_name=object_name)
-    # A full read is the snapshot as of the cutoff: deleted records are simply not in it. An
-    # incremental read also fetches deletes, which stay in the snapshot with _deleted = true.
+    # A full read is every live record as the system holds it now: deleted records are simply not
+    # in it, and a record changed since the cutoff comes with its current values (leaving it out
+    # would lose it from the snapshot; the next night reads it again, which changes nothing). An
+    # incremental read stops at the cutoff and also fetches deletes, which stay in the snapshot
+    # with _deleted = true.
     batches = progress.counted(
         api.extract(
             object_name=object_name,
             since=since,
-            until=until,
+            until=until if plan.incremental else None,
             drift=result.drift,
             stats=result.stats,
             include_deleted=plan.incremental,

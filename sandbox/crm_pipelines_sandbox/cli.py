@@ -51,8 +51,36 @@ def _start_sandbox(args: argparse.Namespace) -> tuple[Sandbox, dict[str, str]]:
         f"Preparing the sandbox ({args.contacts:,} contacts, seed {args.seed}, day {args.date})"
     ):
         sandbox.prepare()
+    _one_world(sandbox)
     env = sandbox.start()
     return sandbox, env
+
+
+def _one_world(sandbox: Sandbox) -> None:
+    """Start the demo's lake and warehouse over when the sandbox is another world than they hold.
+
+    Each scale, seed and day is its own generated world (other records, other keys): a warehouse
+    and lake filled from another would read it as mass deletions and edits, and the syncs would
+    write it back. The default ``data/`` lake and warehouse are the sandbox's own, so they are
+    cleared; a lake or warehouse set by variable is the user's and is never touched.
+    """
+    import shutil
+
+    if os.environ.get(settings.LAKE_DIR) or os.environ.get(settings.WAREHOUSE_URL):
+        return
+    marker = DATA_DIR / "sandbox-world.txt"
+    world = sandbox.world
+    if marker.exists() and marker.read_text().strip() == world:
+        return
+    paths = settings.current_paths()
+    warehouse = settings.duckdb_path_from_url(paths.warehouse_url)
+    if paths.lake_dir.exists() or warehouse.exists():
+        console.print(f"A new sandbox world ({world}): the demo lake and warehouse start empty.")
+    shutil.rmtree(paths.lake_dir, ignore_errors=True)
+    for path in (warehouse, warehouse.with_name(warehouse.name + ".wal")):
+        path.unlink(missing_ok=True)
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    marker.write_text(world + "\n")
 
 
 def cmd_sandbox(args: argparse.Namespace) -> int:

@@ -71,9 +71,14 @@ class Sandbox:
         self._others: dict[str, Started] = {}
         self._env: dict[str, str] = {}
 
+    @property
+    def world(self) -> str:
+        """Names the generated data: the generator's version, scale, seed and day."""
+        return f"data-v{DATA_VERSION}-{self.contacts}-{self.seed}-{self.as_of.isoformat()}"
+
     def _data_dir(self) -> Path:
         # The generator's version is part of the name: data of an older layout is made again.
-        return self.root / f"data-v{DATA_VERSION}-{self.contacts}-{self.seed}-{self.as_of.isoformat()}"
+        return self.root / self.world
 
     def prepare(self) -> SandboxLayout:
         """Generate the data unless this scale, seed and date were generated before."""
