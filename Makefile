@@ -4,6 +4,8 @@ SHELL := /bin/bash
 UV ?= $(shell command -v uv 2>/dev/null || echo python3 -m uv)
 export DAGSTER_HOME ?= $(CURDIR)/data/dagster_home
 export UV_LINK_MODE ?= copy
+# Compile bytecode at install: test workers and steps start without compiling every import.
+export UV_COMPILE_BYTECODE ?= 1
 # Two workers, one test file each at a time: most tests wait on servers, not on the CPU.
 PYTEST_ARGS ?= -n 2 --dist loadfile
 

@@ -16,6 +16,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from crm_pipelines.canonical import SURVIVOR_FIELDS
+from crm_pipelines.yamlfile import problems, safe_load
 
 __all__ = [
     "ConflictPolicy",
@@ -165,7 +166,7 @@ def parse_ownership(*, text: str, origin: str = "<string>") -> Ownership:
         OwnershipError: invalid YAML or content; the message names ``origin`` and each bad key.
     """
     try:
-        data = yaml.safe_load(text) or {}
+        data = safe_load(text) or {}
     except yaml.YAMLError as exc:
         raise OwnershipError(f"{origin}: not valid YAML: {exc}") from exc
     if not isinstance(data, dict):
@@ -173,11 +174,8 @@ def parse_ownership(*, text: str, origin: str = "<string>") -> Ownership:
     try:
         return Ownership.model_validate(data)
     except ValidationError as exc:
-        lines = [
-            f"  {'.'.join(str(p) for p in e['loc']) or '<top>'}: {e['msg'].removeprefix('Value error, ')}"
-            for e in exc.errors()
-        ]
-        raise OwnershipError(f"{origin}: invalid ownership:\n" + "\n".join(lines)) from None
+        lines = "\n".join(f"  {line}" for line in problems(exc))
+        raise OwnershipError(f"{origin}: invalid ownership:\n{lines}") from None
 
 
 @cache

@@ -9,10 +9,10 @@ from functools import cache
 from pathlib import Path
 from typing import Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from crm_pipelines.sql import check_identifier
+from crm_pipelines.yamlfile import safe_load
 
 DEFAULT_SOURCES = Path(__file__).with_name("sources.yaml")
 
@@ -253,5 +253,5 @@ class Source(BaseModel):
 def load_sources(path: Path = DEFAULT_SOURCES) -> dict[str, Source]:
     """Read and validate the source catalog."""
     with open(path, encoding="utf-8") as handle:
-        raw = yaml.safe_load(handle)
+        raw = safe_load(handle)
     return {check_identifier(name): Source.model_validate(spec) for name, spec in raw.items()}

@@ -64,6 +64,7 @@ from crm_pipelines.connectors.writes import (
 # The declaration models of each protocol live beside the code that runs it; they are importable
 # from here too, with everything else a system declaration holds.
 from crm_pipelines.lake import DELETED, EXTRACTED_AT
+from crm_pipelines.yamlfile import problems, safe_load
 
 __all__ = [
     "DESCRIBE_PLACEHOLDERS",
@@ -749,11 +750,10 @@ class SystemSpec(SpecModel):
 
 
 def _format_validation_error(source: str, exc: ValidationError) -> str:
-    lines = [f"{source}: {exc.error_count()} problem(s) in the system declaration:"]
-    for error in exc.errors():
-        location = ".".join(str(part) for part in error["loc"]) or "(top level)"
-        lines.append(f"  - {location}: {error['msg']}")
-    return "\n".join(lines)
+    found = problems(exc)
+    return "\n".join(
+        [f"{source}: {len(found)} problem(s) in the system declaration:", *(f"  - {line}" for line in found)]
+    )
 
 
 def parse_system(*, data: Any, source: str = "<system>") -> SystemSpec:
@@ -785,7 +785,7 @@ def load_system_file(*, path: Path) -> SystemSpec:
         The validated system.
     """
     try:
-        data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+        data = safe_load(Path(path).read_text(encoding="utf-8"))
     except (OSError, yaml.YAMLError) as exc:
         raise SystemSpecError(f"{path}: cannot read the system declaration: {exc}") from exc
     return parse_system(data=data, source=str(path))

@@ -21,12 +21,15 @@ from __future__ import annotations
 
 import difflib
 import re
+from functools import cache
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from crm_pipelines.yamlfile import problems, safe_load
 
 Entity = Literal["account", "contact"]
 ENTITIES: tuple[Entity, ...] = ("account", "contact")
@@ -282,7 +285,7 @@ def parse_match_rules(*, text: str, origin: str = "<string>") -> MatchRules:
         MatchRulesError: The text is not YAML or does not validate; the message names every problem.
     """
     try:
-        data = yaml.safe_load(text)
+        data = safe_load(text)
     except yaml.YAMLError as exc:
         raise MatchRulesError(f"{origin}: not valid YAML: {exc}") from exc
     if not isinstance(data, dict):
@@ -290,9 +293,11 @@ def parse_match_rules(*, text: str, origin: str = "<string>") -> MatchRules:
     try:
         return MatchRules.model_validate(data)
     except ValidationError as exc:
-        raise MatchRulesError(f"{origin}: invalid match rules:\n{exc}") from exc
+        lines = "\n".join(f"  {line}" for line in problems(exc))
+        raise MatchRulesError(f"{origin}: invalid match rules:\n{lines}") from exc
 
 
+@cache
 def load_match_rules(path: Path | None = None) -> MatchRules:
     """Load and validate the match rules.
 

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import re
+from functools import cache
 from pathlib import Path
 from typing import Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from crm_pipelines.canonical import ENTITIES
+from crm_pipelines.yamlfile import safe_load
 
 IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 DATASET = re.compile(r"^[a-z][a-z0-9_]*/[a-z][a-z0-9_]*$")
@@ -167,7 +168,8 @@ class Mappings(BaseModel):
         return {d for sources in self.entities.values() for m in sources for d in m.inputs.values()}
 
 
+@cache
 def load_mappings(path: Path | None = None) -> Mappings:
-    """Read and validate a mappings file (default: the packaged ``mappings.yaml``)."""
+    """Read and validate a mappings file (default: the packaged ``mappings.yaml``), once per process."""
     with open(path or DEFAULT_MAPPINGS, encoding="utf-8") as handle:
-        return Mappings.model_validate(yaml.safe_load(handle))
+        return Mappings.model_validate(safe_load(handle))

@@ -34,6 +34,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from crm_pipelines.canonical import ENTITIES
+from crm_pipelines.yamlfile import problems, safe_load
 
 RAW_COLUMN = "_raw"
 
@@ -371,12 +372,7 @@ def _entity_problems(entity: str, schema: pa.Schema, spec: EntityRules, common: 
 
 
 def _format_validation_error(origin: str, exc: ValidationError) -> str:
-    lines = [f"rules file {origin} is invalid:"]
-    for error in exc.errors():
-        loc = ".".join(str(part) for part in error["loc"])
-        message = error["msg"].removeprefix("Value error, ")
-        lines.append(f"  {loc or '<top>'}: {message}")
-    return "\n".join(lines)
+    return "\n".join([f"rules file {origin} is invalid:", *(f"  {line}" for line in problems(exc))])
 
 
 def parse_rules(*, data: Mapping[str, Any] | str, origin: str = "<string>") -> RuleSet:
@@ -395,7 +391,7 @@ def parse_rules(*, data: Mapping[str, Any] | str, origin: str = "<string>") -> R
     """
     if isinstance(data, str):
         try:
-            data = yaml.safe_load(data)
+            data = safe_load(data)
         except yaml.YAMLError as exc:
             raise RulesError(f"rules file {origin} is not valid YAML: {exc}") from exc
     if not isinstance(data, Mapping):

@@ -37,6 +37,8 @@ from crm_pipelines.syncs.transforms import NoTargetValue, canonical_sql, write_v
 
 __all__ = ["Plan", "plan_sync"]
 
+PUSHED_RUN = "__pushed_run__"  # the run that last wrote the record (from the state)
+
 
 @dataclass
 class Plan:
@@ -150,14 +152,14 @@ def plan_sync(
                 f"{_column(i, 'g')} IS DISTINCT FROM {current_or_state} OR {_column(i, 'g')} IS DISTINCT FROM {_column(i, 'p')}"
             )
         selects += [
-            f"cur.{quote_ident(CARRIED + name)}" for name in target.carried if current_sql is not None
+            f"cur.{quote_ident(CARRIED + name)}" for name in target.carried_columns if current_sql is not None
         ]
         attention = " OR ".join(["NOT known", "NOT found", *[f"({d})" for d in differs]])
         con.execute(
             f"""
             CREATE TEMP TABLE compared AS
             SELECT l.source_key, l.target_id,
-                   st.source_key IS NOT NULL AS known,
+                   st.source_key IS NOT NULL AS known, st.run_id AS {PUSHED_RUN},
                    {"cur.target_id IS NOT NULL" if current_sql is not None else "true"} AS found
                    {"".join(", " + s for s in selects)}
             FROM links AS l
@@ -281,7 +283,9 @@ def _decide_update(
                 if policy == "owner_wins"
                 else "newest_wins: a newer edit elsewhere is written over it"
             )
-            plan.conflicts.append(Conflict(source_key, name, target_id, c, owner, g, policy, decision))
+            plan.conflicts.append(
+                Conflict(source_key, name, target_id, c, owner, g, policy, decision, row[PUSHED_RUN])
+            )
     if not values:
         plan.unchanged += 1
         if not row["known"] or any(
@@ -296,6 +300,9 @@ def _decide_update(
         return
     for name in target.carried:
         values[name] = row.get(CARRIED + name)
+    for name in list(values):
+        for other in target.carried_with.get(name, ()):
+            values.setdefault(other, row.get(CARRIED + other))
     plan.operations.append(Operation(source_key, target_id, values, canonical, src_rows.get(source_key, {})))
 
 

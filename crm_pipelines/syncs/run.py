@@ -177,6 +177,9 @@ def run_sync(
         ensure_tables(con)
         if dry_run:
             record_plan(con, sync=sync.name, run_id=run_id, lines=plan.lines)
+            # A preview counts what it would send as created and updated (the run says dry_run).
+            counts.created = sum(1 for op in plan.operations if op.target_id is None)
+            counts.updated = len(plan.operations) - counts.created
         else:
             _record_quiet(con, sync, target, plan, run_id=run_id, partition=partition)
             record_rejections(con, sync=sync.name, rows=plan.unwritable, run_id=run_id, partition=partition)
@@ -245,7 +248,7 @@ def _record_batch(
                     "create" if op.target_id is None else "update",
                     outcome.error_code or "NO_ID",
                     outcome.reason or "the target confirmed no record id",
-                    sorted(set(op.values) - set(target.carried)),
+                    sorted(n for n in op.values if n in target.fields or n == sync.match.external_id),
                 )
             )
             counts.rejected += 1

@@ -20,6 +20,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from crm_pipelines.mapping.spec import Transform, check_identifier
+from crm_pipelines.yamlfile import problems, safe_load
 
 __all__ = [
     "DEFAULT_SYNCS",
@@ -318,7 +319,7 @@ def parse_syncs(*, text: str, origin: str = "<string>") -> SyncsFile:
         SyncsError: invalid YAML or content; the message names ``origin`` and each bad key.
     """
     try:
-        data = yaml.safe_load(text) or {}
+        data = safe_load(text) or {}
     except yaml.YAMLError as exc:
         raise SyncsError(f"{origin}: not valid YAML: {exc}") from exc
     if not isinstance(data, dict):
@@ -326,11 +327,8 @@ def parse_syncs(*, text: str, origin: str = "<string>") -> SyncsFile:
     try:
         return SyncsFile.model_validate(data)
     except ValidationError as exc:
-        lines = [
-            f"  {'.'.join(str(p) for p in e['loc']) or '<top>'}: {e['msg'].removeprefix('Value error, ')}"
-            for e in exc.errors()
-        ]
-        raise SyncsError(f"{origin}: invalid syncs:\n" + "\n".join(lines)) from None
+        lines = "\n".join(f"  {line}" for line in problems(exc))
+        raise SyncsError(f"{origin}: invalid syncs:\n{lines}") from None
 
 
 @cache

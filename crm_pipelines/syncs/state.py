@@ -143,7 +143,10 @@ def values_hash(values: Mapping[str, str | None]) -> str:
 
 
 def read_state(con: duckdb.DuckDBPyConnection, *, sync: str) -> pa.Table:
-    """The state rows of one sync (``source_key``, ``target_id``, ``values``, ``status``); empty before its first run."""
+    """The state rows of one sync (``source_key``, ``target_id``, ``values``, ``status``, ``run_id``).
+
+    Empty before its first run.
+    """
     if not table_exists(con, "ops", "sync_state"):
         return pa.schema(
             [
@@ -151,10 +154,13 @@ def read_state(con: duckdb.DuckDBPyConnection, *, sync: str) -> pa.Table:
                 ("target_id", pa.string()),
                 ("values", pa.string()),
                 ("status", pa.string()),
+                ("run_id", pa.string()),
             ]
         ).empty_table()
     return fetch_arrow(
-        con, 'SELECT source_key, target_id, "values", status FROM ops.sync_state WHERE sync = ?', [sync]
+        con,
+        'SELECT source_key, target_id, "values", status, run_id FROM ops.sync_state WHERE sync = ?',
+        [sync],
     )
 
 
@@ -214,6 +220,8 @@ class Conflict:
     owner_value: str | None
     policy: str
     decision: str
+    pushed_run: str | None = None
+    """The run that last wrote the record: an edit made again after that write is a new conflict."""
 
 
 @dataclass(frozen=True)
@@ -230,7 +238,10 @@ class PlanLine:
 
 @dataclass
 class RunCounts:
-    """A sync run's outcome: every planned row is created, updated, unchanged or rejected."""
+    """A sync run's outcome: every planned row is created, updated, unchanged or rejected.
+
+    In a dry run, created and updated count what the run would have sent.
+    """
 
     planned: int = 0
     created: int = 0
@@ -322,7 +333,9 @@ def record_conflicts(
     """Log conflicts not logged before; returns how many were new."""
     data: list[tuple[Any, ...]] = []
     for c in rows:
-        identity = json.dumps([sync, c.source_key, c.target_id, c.field, c.target_value, c.owner_value])
+        identity = json.dumps(
+            [sync, c.source_key, c.target_id, c.field, c.target_value, c.owner_value, c.pushed_run]
+        )
         data.append(
             (
                 sync,

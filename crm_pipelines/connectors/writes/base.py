@@ -48,6 +48,13 @@ class UpsertModel(SpecModel):
         default_factory=list, description="Per-record error codes worth another attempt."
     )
     max_attempts: int = Field(default=3, ge=1)
+    replaces_whole: list[str] = Field(
+        default_factory=list,
+        description=(
+            "Objects of a record the API replaces whole when any member is sent (Pipedrive's "
+            "address): a write of one member carries the others as the record holds them."
+        ),
+    )
 
     def field_key(self, path: str) -> str:
         """Where a field read at ``path`` goes in a record given to this style (default: the same)."""

@@ -45,6 +45,8 @@ class TargetObject:
         policies: Target field -> the conflict policy of the source value.
         carried: Fields each update carries as the target holds them (a parent's key), so the write
             can address the record; never compared.
+        carried_with: Field -> the fields a write of it carries as the target holds them (the other
+            members of an object the API replaces whole).
     """
 
     system: str
@@ -55,6 +57,12 @@ class TargetObject:
     owners: Mapping[str, str | None] = field(default_factory=dict)
     policies: Mapping[str, str] = field(default_factory=dict)
     carried: Sequence[str] = ()
+    carried_with: Mapping[str, Sequence[str]] = field(default_factory=dict)
+
+    @property
+    def carried_columns(self) -> list[str]:
+        """Every field an update may carry (read from the target's snapshot as it is)."""
+        return sorted({*self.carried, *(n for names in self.carried_with.values() for n in names)})
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,7 @@ from crm_pipelines.syncs.spec import SyncField, SyncSpec
 from crm_pipelines.syncs.targets.base import CARRIED, TARGET_KINDS, Operation, Outcome, TargetObject
 from crm_pipelines.syncs.transforms import current_sql
 
-__all__ = ["CrmTarget", "CrmWriter"]
+__all__ = ["CrmTarget", "CrmWriter", "reverse_mapping"]
 
 # Rows per write call: outcomes are recorded (and the state committed) after each.
 CHUNK = 500
@@ -76,7 +76,7 @@ def _object_of(sync: SyncSpec) -> tuple[str, str]:
     return declared.object or dataset, dataset
 
 
-def _reverse_mapping(sync: SyncSpec, obj: ObjectSpec) -> dict[str, SyncField]:
+def reverse_mapping(sync: SyncSpec, obj: ObjectSpec) -> dict[str, SyncField]:
     """The system's mapping of the entity, reversed: target field -> golden column and transform."""
     entity = sync.target_entity or sync.source.entity or ""
     mapping = next((m for m in load_mappings().entities.get(entity, []) if m.source == sync.system), None)
@@ -118,7 +118,7 @@ class CrmTarget:
         object_name, dataset = _object_of(sync)
         system = load_system(name=sync.system)
         obj = system.get_object(object_name)
-        fields = dict(_reverse_mapping(sync, obj)) if sync.fields is None else dict(sync.fields)
+        fields = dict(reverse_mapping(sync, obj)) if sync.fields is None else dict(sync.fields)
         fields.update(sync.extra_fields)
         declared = {f.name for f in obj.fields}
         unknown = sorted(set(fields) - declared)
@@ -160,6 +160,18 @@ class CrmTarget:
                 if owners[name] == sync.system and policies[name] != "newest_wins":
                     del fields[name]
         carried = [n for n in (obj.update.carried_fields() if obj.update else []) if n in declared]
+        # Members of an object the API replaces whole travel together.
+        whole = set(obj.update.replaces_whole if obj.update else [])
+        members: dict[str, list[str]] = {}
+        for f in obj.fields:
+            parent = f.source_path.rpartition(".")[0]
+            if parent in whole and f.writable:
+                members.setdefault(parent, []).append(f.name)
+        carried_with = {
+            name: [m for m in members[parent] if m != name]
+            for name in fields
+            if (parent := obj.field(name).source_path.rpartition(".")[0]) in members
+        }
         return TargetObject(
             system=sync.system,
             object_name=object_name,
@@ -169,6 +181,7 @@ class CrmTarget:
             owners=owners,
             policies=policies,
             carried=carried,
+            carried_with=carried_with,
         )
 
     def current(self, target: TargetObject, *, lake_dir: Path, partition: str) -> str | None:
@@ -185,7 +198,7 @@ class CrmTarget:
                 ),
                 *(
                     f"CAST({quote_ident(name)} AS VARCHAR) AS {quote_ident(CARRIED + name)}"
-                    for name in target.carried
+                    for name in target.carried_columns
                 ),
             ]
         )

@@ -593,6 +593,40 @@ _MAX_TEXT_LENGTH = 255
 _ID = re.compile(r"[A-Za-z0-9]{15}(?:[A-Za-z0-9]{3})?")
 
 
+def _invalid_value(types: dict[str, str], values: dict[str, object]) -> dict[str, object] | None:
+    """The SaveResult of the first value its field's type refuses (None: all fit); coerces in place.
+
+    Text longer than the field holds is STRING_TOO_LONG; text in a number or date field is
+    INVALID_TYPE_ON_FIELD_IN_RECORD (as the platform answers a create, an update and an upsert).
+    """
+    for field_name, value in values.items():
+        sf_type = types[field_name]
+        if sf_type in _TEXT_TYPES and isinstance(value, str) and len(value) > _MAX_TEXT_LENGTH:
+            return _failed(
+                "STRING_TOO_LONG",
+                f"{_label(field_name)}: data value too large: {value[:40]}... (max length={_MAX_TEXT_LENGTH})",
+                [field_name],
+            )
+        if sf_type in SALESFORCE_NUMERIC_TYPES and value is not None:
+            try:
+                values[field_name] = float(value)  # type: ignore[arg-type]
+            except (TypeError, ValueError):
+                return _failed(
+                    "INVALID_TYPE_ON_FIELD_IN_RECORD",
+                    f"{_label(field_name)}: value not of required type: {value}",
+                    [field_name],
+                )
+        if sf_type == "date" and value is not None and not re.fullmatch(r"\d{4}-\d{2}-\d{2}", str(value)):
+            return _failed(
+                "INVALID_TYPE_ON_FIELD_IN_RECORD",
+                f"{_label(field_name)}: value not of required type: {value}",
+                [field_name],
+            )
+        if sf_type == "boolean" and value is not None:
+            values[field_name] = int(bool(value))
+    return None
+
+
 def _sf_error(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> Response:
     return Response.json(status, [{"message": message, "errorCode": code}], headers)
 
@@ -1264,9 +1298,7 @@ class SalesforceSimulator(SimulatorServer):
         types: dict[str, str],
         record: object,
     ) -> dict[str, object]:
-        def failed(code: str, message: str, fields: list[str]) -> dict[str, object]:
-            return {"success": False, "errors": [{"statusCode": code, "message": message, "fields": fields}]}
-
+        failed = _failed
         if not isinstance(record, dict):
             return failed("INVALID_FIELD", "a record must be an object", [])
         values = {k: v for k, v in record.items() if k != "attributes"}
@@ -1289,6 +1321,9 @@ class SalesforceSimulator(SimulatorServer):
                 f"Unable to create/update fields: {', '.join(read_only)}",
                 read_only,
             )
+        invalid = _invalid_value(types, values)
+        if invalid is not None:
+            return invalid
         stamp = _now_iso()
         found = conn.execute(f'SELECT "Id" FROM "{sobject}" WHERE "{id_field}" = ?', (key,)).fetchall()
         if len(found) > 1:
@@ -1446,32 +1481,9 @@ class SalesforceSimulator(SimulatorServer):
                 "of this field and verify that it is read/write for your profile or permission set.",
                 read_only,
             )
-        for field_name, value in values.items():
-            sf_type = types[field_name]
-            if sf_type in _TEXT_TYPES and isinstance(value, str) and len(value) > _MAX_TEXT_LENGTH:
-                return _failed(
-                    "STRING_TOO_LONG",
-                    f"{_label(field_name)}: data value too large: {value[:40]}... "
-                    f"(max length={_MAX_TEXT_LENGTH})",
-                    [field_name],
-                )
-            if sf_type in SALESFORCE_NUMERIC_TYPES and value is not None:
-                try:
-                    values[field_name] = float(value)  # type: ignore[arg-type]
-                except (TypeError, ValueError):
-                    return _failed(
-                        "INVALID_TYPE_ON_FIELD_IN_RECORD",
-                        f"{_label(field_name)}: value not of required type: {value}",
-                        [field_name],
-                    )
-            if sf_type == "date" and value is not None and not re.fullmatch(r"\d{4}-\d{2}-\d{2}", str(value)):
-                return _failed(
-                    "INVALID_TYPE_ON_FIELD_IN_RECORD",
-                    f"{_label(field_name)}: value not of required type: {value}",
-                    [field_name],
-                )
-            if sf_type == "boolean" and value is not None:
-                values[field_name] = int(bool(value))
+        invalid = _invalid_value(types, values)
+        if invalid is not None:
+            return invalid
         where = '"Id" = ?' if len(record_id) == 18 else 'substr("Id", 1, 15) = ?'
         found = conn.execute(f'SELECT "Id", "IsDeleted" FROM "{name}" WHERE {where}', (record_id,)).fetchone()
         if found is None:

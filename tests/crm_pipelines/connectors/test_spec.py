@@ -220,7 +220,7 @@ def _broken(mutate: Any) -> dict[str, Any]:
         ),
         pytest.param(
             lambda d: d["auth"].pop("token_path"),
-            r"auth\.oauth2_client_credentials: Value error, needs token_path or token_url_variable",
+            r"auth\.oauth2_client_credentials: needs token_path or token_url_variable",
             id="missing-token-endpoint",
         ),
         pytest.param(
