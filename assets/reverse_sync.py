@@ -12,6 +12,7 @@ import dagster as dg
 
 from crm_pipelines import settings
 from crm_pipelines.partitions import NIGHTLY_PARTITIONS
+from crm_pipelines.syncs.reconcile import reconcile_syncs, record_outbound
 from crm_pipelines.syncs.run import MissingInput, SyncReport, resolve_target, run_sync
 from crm_pipelines.syncs.spec import SyncSpec, load_syncs
 from resources.lake import LakeResource, WarehouseResource
@@ -135,10 +136,57 @@ def _build_sync(sync: SyncSpec, names_by_declaration: dict[str, list[str]]) -> d
     return _sync
 
 
+def _build_outbound_reconciliation(sync_keys: list[dg.AssetKey]) -> dg.AssetsDefinition:
+    @dg.asset(
+        key=["ops", "sync_reconciliation"],
+        deps=sync_keys,
+        group_name="reverse_sync",
+        partitions_def=NIGHTLY_PARTITIONS,
+        kinds={"duckdb"},
+        pool="warehouse",
+        description=(
+            "Per sync: planned = sent + unchanged + rejected (+ baseline), checked against the state and "
+            "the rejections the run wrote (ops.sync_reconciliation)."
+        ),
+    )
+    def sync_reconciliation(
+        context: dg.AssetExecutionContext, warehouse: WarehouseResource
+    ) -> dg.MaterializeResult[None]:
+        with warehouse.get().transaction() as con:
+            rows = reconcile_syncs(con, run_id=context.run_id)
+            record_outbound(con, run_id=context.run_id, partition=context.partition_key, rows=rows)
+        table = dg.MetadataValue.md(
+            "| sync | planned | sent | unchanged | rejected | baseline | adds up |\n|---|---|---|---|---|---|---|\n"
+            + "\n".join(
+                f"| {r.sync}{' (dry run)' if r.dry_run else ''} | {r.planned:,} | {r.sent:,} | {r.unchanged:,} | "
+                f"{r.rejected:,} | {r.baseline:,} | {'yes' if r.adds_up else 'NO: ' + r.detail} |"
+                for r in rows
+            )
+        )
+        bad = [r for r in rows if not r.adds_up]
+        if bad:
+            raise dg.Failure(
+                description="Outbound reconciliation does not add up: "
+                + "; ".join(f"{r.sync}: {r.detail}" for r in bad),
+                metadata={"syncs": table},
+            )
+        return dg.MaterializeResult(
+            metadata={
+                "syncs": table,
+                "planned": dg.MetadataValue.int(sum(r.planned for r in rows)),
+                "sent": dg.MetadataValue.int(sum(r.sent for r in rows if not r.dry_run)),
+                "rejected": dg.MetadataValue.int(sum(r.rejected for r in rows)),
+            }
+        )
+
+    return sync_reconciliation
+
+
 def build_reverse_sync_assets() -> list[dg.AssetsDefinition]:
-    """One asset per enabled sync, checked against its target system's declaration."""
+    """One asset per enabled sync, checked against its target system's declaration, and their reconciliation."""
     syncs = [s for s in load_syncs().expand() if s.enabled]
     names: dict[str, list[str]] = {}
     for sync in syncs:
         names.setdefault(sync.declaration, []).append(sync.name)
-    return [_build_sync(sync, names) for sync in syncs]
+    assets = [_build_sync(sync, names) for sync in syncs]
+    return [*assets, _build_outbound_reconciliation([sync_asset_key(s.name) for s in syncs])]

@@ -86,8 +86,6 @@ def change(warehouse: Warehouse, contacts: int, share: float, seed: int = 7) -> 
 def push(
     sim: HubSpotSimulator, warehouse: Warehouse, workdir: Path, run_id: str
 ) -> tuple[SyncReport, float, collections.Counter[int]]:
-    clear_token_cache()
-    clear_buckets()
     sim.request_log = collections.deque()  # unbounded: every request of the run is counted
     started = time.monotonic()
     report = run_sync(
@@ -133,6 +131,9 @@ def main() -> None:
         store, access_token=TOKEN, rate_limit=RateLimit(limit.requests, limit.interval_seconds)
     )
     sim.start()
+    # One account, one bucket for both runs (as the shared rate-limit file keeps it between nights).
+    clear_token_cache()
+    clear_buckets()
     try:
         full, full_seconds, full_writes = push(sim, warehouse, workdir, "full")
         full_sent = full.counts.updated + full.counts.rejected

@@ -23,6 +23,7 @@ class DemoOutcome:
     step_rows: list[tuple[str, str, int | None]] = field(default_factory=list)
     checks: list[tuple[str, str, bool, str]] = field(default_factory=list)
     reconciliation: list[tuple[str, str, int, int, int, int, int, bool]] = field(default_factory=list)
+    syncs: list[tuple[object, ...]] = field(default_factory=list)
     marts: dict[str, int] = field(default_factory=dict)
     quarantine: list[tuple[object, ...]] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
@@ -78,6 +79,13 @@ def run_nightly(*, partition: str, console: Console) -> DemoOutcome:
                 "WHERE run_id = ? ORDER BY entity, source",
                 [result.run_id],
             ).fetchall()
+            if table_exists(con, "ops", "sync_reconciliation"):
+                outcome.syncs = con.execute(
+                    "SELECT r.sync, r.dry_run, r.planned, r.sent, r.unchanged, r.rejected, r.baseline, "
+                    "coalesce(s.conflicts, 0), coalesce(s.requests, 0), r.adds_up FROM ops.sync_reconciliation AS r "
+                    "LEFT JOIN ops.sync_runs AS s USING (sync, run_id) WHERE r.run_id = ? ORDER BY r.sync",
+                    [result.run_id],
+                ).fetchall()
             outcome.quarantine = con.execute(
                 "SELECT source, entity, rule, count(DISTINCT record_id) FROM ops.quarantine WHERE partition = ? "
                 "GROUP BY ALL ORDER BY 4 DESC, 1, 2, 3",
@@ -103,6 +111,7 @@ def print_summary(outcome: DemoOutcome, *, console: Console) -> None:
         "loaded",
         "merged as duplicates",
         "quarantined",
+        "deleted",
         "adds up",
     ):
         recon.add_column(column, justify="right" if column not in ("source", "entity") else "left")
@@ -118,6 +127,28 @@ def print_summary(outcome: DemoOutcome, *, console: Console) -> None:
             "[green]yes[/]" if ok else "[red]NO[/]",
         )
     console.print(recon)
+
+    if outcome.syncs:
+        syncs = Table(title="Outbound syncs (ops.sync_reconciliation)")
+        for column in (
+            "sync",
+            "planned",
+            "sent",
+            "unchanged",
+            "rejected",
+            "baseline",
+            "conflicts",
+            "API calls",
+            "adds up",
+        ):
+            syncs.add_column(column, justify="left" if column == "sync" else "right")
+        for name, dry_run, *counts, fine in outcome.syncs:
+            syncs.add_row(
+                f"{name}{' (dry run)' if dry_run else ''}",
+                *(f"{int(str(n)):,}" for n in counts),
+                "[green]yes[/]" if fine else "[red]NO[/]",
+            )
+        console.print(syncs)
 
     checks = Table(title="Data-quality checks")
     for column in ("asset", "check", "result", "detail"):

@@ -135,6 +135,27 @@ def ensure_tables(con: duckdb.DuckDBPyConnection) -> None:
         con.execute(ddl)
 
 
+def _insert(
+    con: duckdb.DuckDBPyConnection, statement: str, columns: Sequence[str], data: list[tuple[Any, ...]]
+) -> None:
+    """Run ``statement`` (``INSERT ... SELECT <columns> FROM rows``) over ``data`` as one Arrow table of text.
+
+    One statement instead of one per row (``executemany``): a night that writes 100,000 records
+    records their state in a fraction of a second.
+    """
+    rows = pa.table(
+        {
+            name: pa.array([None if row[i] is None else str(row[i]) for row in data], pa.string())
+            for i, name in enumerate(columns)
+        }
+    )
+    con.register("rows", rows)
+    try:
+        con.execute(statement)
+    finally:
+        con.unregister("rows")
+
+
 def values_hash(values: Mapping[str, str | None]) -> str:
     """A stable hash of the values written (key order does not matter)."""
     return hashlib.sha256(
@@ -270,6 +291,8 @@ def record_written(
     partition: str,
 ) -> int:
     """Upsert the state of the confirmed rows (inside the caller's transaction); returns how many."""
+    # One row per record: the last word on a record in the batch is its state.
+    latest = {(row.source_key, row.target_id): row for row in rows}
     data = [
         (
             sync,
@@ -284,13 +307,29 @@ def record_written(
             run_id,
             partition,
         )
-        for row in rows
+        for row in latest.values()
     ]
     if data:
-        con.executemany(
+        columns = (
+            "sync",
+            "source_key",
+            "target_system",
+            "target_object",
+            "target_id",
+            "entity",
+            "values",
+            "values_hash",
+            "status",
+            "run_id",
+            "partition",
+        )
+        _insert(
+            con,
             "INSERT OR REPLACE INTO ops.sync_state (sync, source_key, target_system, target_object, target_id, "
             'entity, "values", values_hash, status, written_at, run_id, partition) '
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, now(), ?, ?)",
+            "SELECT sync, source_key, target_system, target_object, target_id, CAST(entity AS VARCHAR), "
+            '"values", values_hash, status, now(), run_id, partition FROM rows',
+            columns,
             data,
         )
     return len(data)
@@ -314,8 +353,22 @@ def record_rejections(
         for r in rows
     ]
     if data:
-        con.executemany(
-            "INSERT INTO ops.sync_errors VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, now())",
+        columns = (
+            "sync",
+            "source_key",
+            "target_id",
+            "action",
+            "error_code",
+            "reason",
+            "fields",
+            "run_id",
+            "partition",
+        )
+        _insert(
+            con,
+            "INSERT INTO ops.sync_errors SELECT sync, source_key, CAST(target_id AS VARCHAR), action, "
+            "CAST(error_code AS VARCHAR), CAST(reason AS VARCHAR), fields, run_id, partition, now() FROM rows",
+            columns,
             data,
         )
     return len(data)
@@ -355,9 +408,29 @@ def record_conflicts(
         )
     if not data:
         return 0
+    data = list({row[-1]: row for row in data}.values())  # the same conflict twice in a night: once
     (before,) = con.execute("SELECT count(*) FROM ops.sync_conflicts").fetchall()[0]
-    con.executemany(
-        "INSERT INTO ops.sync_conflicts VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, now(), ?) ON CONFLICT DO NOTHING",
+    columns = (
+        "sync",
+        "source_key",
+        "field",
+        "target_system",
+        "target_id",
+        "target_value",
+        "owner_system",
+        "owner_value",
+        "policy",
+        "decision",
+        "run_id",
+        "partition",
+        "conflict_hash",
+    )
+    _insert(
+        con,
+        "INSERT INTO ops.sync_conflicts SELECT sync, source_key, field, target_system, target_id, "
+        "CAST(target_value AS VARCHAR), CAST(owner_system AS VARCHAR), CAST(owner_value AS VARCHAR), policy, "
+        "decision, run_id, partition, now(), conflict_hash FROM rows ON CONFLICT DO NOTHING",
+        columns,
         data,
     )
     (after,) = con.execute("SELECT count(*) FROM ops.sync_conflicts").fetchall()[0]
@@ -370,7 +443,14 @@ def record_plan(con: duckdb.DuckDBPyConnection, *, sync: str, run_id: str, lines
         (sync, run_id, p.source_key, p.target_id, p.action, p.field, p.from_value, p.to_value) for p in lines
     ]
     if data:
-        con.executemany("INSERT INTO ops.sync_plan VALUES (?, ?, ?, ?, ?, ?, ?, ?)", data)
+        columns = ("sync", "run_id", "source_key", "target_id", "action", "field", "from_value", "to_value")
+        _insert(
+            con,
+            "INSERT INTO ops.sync_plan SELECT sync, run_id, source_key, CAST(target_id AS VARCHAR), action, "
+            "CAST(field AS VARCHAR), CAST(from_value AS VARCHAR), CAST(to_value AS VARCHAR) FROM rows",
+            columns,
+            data,
+        )
     return len(data)
 
 

@@ -23,6 +23,7 @@ import pytest
 
 from crm_pipelines.connectors.auth import clear_token_cache
 from crm_pipelines.connectors.limits import clear_buckets
+from crm_pipelines.syncs.reconcile import reconcile_syncs, record_outbound
 from crm_pipelines.syncs.run import SyncReport, run_sync
 from crm_pipelines.syncs.spec import SyncsError, SyncSpec, parse_syncs
 from crm_pipelines.warehouse.connection import Warehouse
@@ -323,3 +324,26 @@ def test_a_field_the_target_does_not_declare_is_refused_before_anything_runs(est
             dry_run=False,
         )
     assert estate.upserts() == []
+
+
+def test_the_outbound_reconciliation_adds_up_and_names_a_lost_outcome(estate: Estate) -> None:
+    estate.customers(
+        [(f"C-{n:03d}", f"Customer {n}", "Lyon", "1000") for n in range(1, 6)]
+        + [("C-100", None, "Lyon", "1")]
+    )
+    estate.run(run_id="night-1")
+    with estate.warehouse.transaction() as con:
+        [row] = reconcile_syncs(con, run_id="night-1")
+        assert (row.planned, row.sent, row.rejected, row.state_rows, row.error_rows) == (6, 5, 1, 5, 1)
+        assert row.adds_up
+        record_outbound(con, run_id="night-1", partition=NIGHT, rows=[row])
+        # An outcome that went missing between the target's answer and the warehouse shows up.
+        con.execute("DELETE FROM ops.sync_errors WHERE source_key = 'C-100'")
+        con.execute("DELETE FROM ops.sync_state WHERE source_key = 'C-001'")
+        [lost] = reconcile_syncs(con, run_id="night-1")
+    assert not lost.adds_up
+    assert "1 rejected but 0 rows in ops.sync_errors" in lost.detail
+    assert "4 state rows written for 5 sent" in lost.detail
+    assert estate.query("SELECT sync, planned, sent, rejected, adds_up FROM ops.sync_reconciliation") == [
+        ("customers_to_salesforce", 6, 5, 1, True)
+    ]
