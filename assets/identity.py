@@ -3,7 +3,8 @@
 import dagster as dg
 
 from crm_pipelines.identity.outputs import identity_files
-from crm_pipelines.identity.resolve import resolve_entities
+from crm_pipelines.identity.resolve import resolve_entities, scoring_metadata
+from crm_pipelines.identity.review import Decision, decisions_table, record_decisions
 from crm_pipelines.identity.rules import load_match_rules
 from crm_pipelines.lake import partition_dir
 from crm_pipelines.mapping.build import mapping_connection
@@ -29,8 +30,10 @@ def identity_resolution(
     pk = context.partition_key
     files = identity_files(lake.path, pk)
     # What the syncs last wrote into each record: read back by tonight's extract, an echo, not an edit.
+    # And the review decisions people made: honoured over any score.
     with warehouse.get().connect(read_only=True) as wh:
         pushed = pushed_values(wh)
+        decisions = decisions_table(wh)
     con = mapping_connection(spill_dir=lake.path / "_spill")
     try:
         stats = resolve_entities(
@@ -40,18 +43,71 @@ def identity_resolution(
             out_dir=files.folder,
             rules=load_match_rules(),
             pushed=pushed,
+            decisions=decisions,
         )
     finally:
         con.close()
     summary = stats.as_dict()
     context.log.info(f"identity resolution: {summary}")
+    skipped = {k: v for k, v in scoring_metadata(stats).items() if k.endswith("skipped_blocks") and v}
+    if skipped:
+        context.log.warning(
+            f"blocks too large to compare were skipped (their records unmatched there): {skipped}"
+        )
     return dg.MaterializeResult(
         metadata={
             "golden_accounts": dg.MetadataValue.int(stats.account.golden),
             "golden_contacts": dg.MetadataValue.int(stats.contact.golden),
             "account_duplicates_merged": dg.MetadataValue.int(stats.account.merged),
             "contact_duplicates_merged": dg.MetadataValue.int(stats.contact.merged),
+            "largest_account_cluster": dg.MetadataValue.int(stats.account.largest_cluster),
+            "largest_contact_cluster": dg.MetadataValue.int(stats.contact.largest_cluster),
+            **scoring_metadata(stats),
             "stats": dg.MetadataValue.json(summary),
             "seconds": stats.seconds,
         }
     )
+
+
+class MatchDecision(dg.Config):
+    """One decision on a pair from ops.match_review."""
+
+    entity: str = "contact"
+    record_id_a: str
+    record_id_b: str
+    decision: str  # must_link or cannot_link
+    note: str | None = None
+
+
+class MatchDecisions(dg.Config):
+    decisions: list[MatchDecision]
+    decided_by: str
+
+
+@dg.op(description="Record review decisions in ops.match_decisions; the next identity run honours them.")
+def record_match_decisions(
+    context: dg.OpExecutionContext, config: MatchDecisions, warehouse: WarehouseResource
+) -> None:
+    bad = [d.decision for d in config.decisions if d.decision not in ("must_link", "cannot_link")]
+    bad += [d.entity for d in config.decisions if d.entity not in ("account", "contact")]
+    if bad:
+        raise dg.Failure(f"decisions are must_link or cannot_link on an account or contact, not {bad}")
+    decisions = [
+        Decision(
+            "account" if d.entity == "account" else "contact",
+            d.record_id_a,
+            d.record_id_b,
+            "must_link" if d.decision == "must_link" else "cannot_link",
+            config.decided_by,
+            d.note,
+        )
+        for d in config.decisions
+    ]
+    with warehouse.get().transaction() as con:
+        n = record_decisions(con, decisions)
+    context.log.info(f"{n} decision(s) recorded")
+
+
+@dg.job(description="Apply match review decisions (launch from the UI with the pairs in its config).")
+def apply_match_decisions() -> None:
+    record_match_decisions()

@@ -6,11 +6,13 @@ core.*                    current state: golden records, crosswalk, facts (crm_p
 ops.quarantine            every row that did not make it, with the rule and reason
 """
 
+from collections.abc import Iterator
 from typing import Any
 
 import dagster as dg
 
 from crm_pipelines.canonical import FACT_ENTITIES
+from crm_pipelines.identity.rules import load_match_rules, review_limit
 from crm_pipelines.mapping.spec import load_mappings
 from crm_pipelines.partitions import NIGHTLY_PARTITIONS
 from crm_pipelines.sources import load_sources
@@ -77,16 +79,35 @@ def build_raw_load_assets() -> list[dg.AssetsDefinition]:
     partitions_def=NIGHTLY_PARTITIONS,
     kinds={"duckdb"},
     pool="warehouse",
-    description="Golden accounts and contacts with their crosswalk core.xref_identity, in one transaction.",
+    description=(
+        "Golden accounts and contacts with their crosswalk core.xref_identity, and the match review "
+        "queue ops.match_review, in one transaction."
+    ),
+    check_specs=[
+        dg.AssetCheckSpec(
+            "review_queue_size",
+            asset=dg.AssetKey(["core", "identity"]),
+            description="Warns when ops.match_review holds more pairs than scoring's max_review.",
+        )
+    ],
 )
 def core_identity(
     context: dg.AssetExecutionContext, lake: LakeResource, warehouse: WarehouseResource
-) -> dg.MaterializeResult[None]:
+) -> Iterator[dg.MaterializeResult[None] | dg.AssetCheckResult]:
     with warehouse.get().transaction() as con:
         counts = load_identity(
             con, lake_dir=lake.path, partition=context.partition_key, run_id=context.run_id, log=context.log
         )
-    return dg.MaterializeResult(metadata={k: dg.MetadataValue.int(v) for k, v in counts.items()})
+    yield dg.MaterializeResult(metadata={k: dg.MetadataValue.int(v) for k, v in counts.items()})
+    limit = review_limit(load_match_rules())
+    queued = counts.get("match_review", 0)
+    yield dg.AssetCheckResult(
+        check_name="review_queue_size",
+        passed=queued <= limit,
+        severity=dg.AssetCheckSeverity.WARN,
+        description=f"{queued} pairs await review (limit {limit}): crm-pipelines review",
+        metadata={"queued": dg.MetadataValue.int(queued), "limit": dg.MetadataValue.int(limit)},
+    )
 
 
 def _build_fact_load(entity: str) -> dg.AssetsDefinition:

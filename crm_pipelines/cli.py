@@ -67,9 +67,50 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     return 0 if all(r.ok for r in rows) else 1
 
 
+def _review_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--entity", choices=("account", "contact"), default="contact")
+    parser.add_argument("--must-link", nargs=2, metavar=("RECORD_A", "RECORD_B"), help="the same one")
+    parser.add_argument("--cannot-link", nargs=2, metavar=("RECORD_A", "RECORD_B"), help="different ones")
+    parser.add_argument("--by", default=None, help="who decides (default: $USER)")
+    parser.add_argument("--note", default=None)
+    parser.add_argument("--limit", type=int, default=30, help="pairs listed")
+
+
+def cmd_review(args: argparse.Namespace) -> int:
+    """List the match review queue, or record a decision that every later night honours."""
+    import getpass
+
+    from crm_pipelines.identity.review import Decision, Verdict, pending_review, record_decisions
+    from crm_pipelines.settings import current_paths
+    from crm_pipelines.warehouse.connection import Warehouse
+
+    warehouse = Warehouse(current_paths().warehouse_url)
+    pair = args.must_link or args.cannot_link
+    if pair:
+        verdict: Verdict = "must_link" if args.must_link else "cannot_link"
+        decision = Decision(args.entity, pair[0], pair[1], verdict, args.by or getpass.getuser(), args.note)
+        with warehouse.transaction() as con:
+            record_decisions(con, [decision])
+        console.print(f"{verdict}: {pair[0]} and {pair[1]} (applied from the next identity run)")
+        return 0
+    table = Table(title="ops.match_review (most likely first)")
+    for column in ("entity", "record a", "record b", "probability", "reason", "levels"):
+        table.add_column(column)
+    with warehouse.connect(read_only=True) as con:
+        for row in pending_review(con, limit=args.limit):
+            table.add_row(*(str(v) for v in row))
+    console.print(table)
+    return 0
+
+
 BUILT_IN: dict[str, Command] = {
     "doctor": Command(
         help="check configuration, credentials and connectivity of every system", run=cmd_doctor
+    ),
+    "review": Command(
+        help="list the match review queue, or decide a pair (--must-link / --cannot-link A B)",
+        run=cmd_review,
+        add_arguments=_review_arguments,
     ),
 }
 

@@ -14,7 +14,7 @@ import dagster as dg
 
 from assets.crm_apis import api_resource_key, build_crm_api_assets
 from assets.erp_database import build_erp_database_assets
-from assets.identity import identity_resolution
+from assets.identity import apply_match_decisions, identity_resolution
 from assets.marts import build_mart_assets
 from assets.reconciliation import reconciliation
 from assets.reverse_sync import build_reverse_sync_assets
@@ -121,7 +121,7 @@ def build_assets() -> list[Any]:
 def defs() -> dg.Definitions:
     return dg.Definitions(
         assets=build_assets(),
-        jobs=[nightly_sync_job, *build_sftp_file_jobs()],
+        jobs=[nightly_sync_job, apply_match_decisions, *build_sftp_file_jobs()],
         schedules=[build_nightly_schedule(job_name="nightly_sync", timezone=settings.current_timezone())],
         sensors=build_sftp_arrival_sensors(),
         resources=build_resources(),

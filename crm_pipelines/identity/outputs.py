@@ -1,4 +1,4 @@
-"""Where identity resolution writes its outputs in the lake: golden records and the crosswalk."""
+"""Where identity resolution writes its outputs in the lake: golden records, the crosswalk, the review queue."""
 
 from __future__ import annotations
 
@@ -23,6 +23,10 @@ class IdentityFiles:
     @property
     def xref(self) -> Path:
         return self.folder / "xref_identity.parquet"
+
+    @property
+    def review(self) -> Path:
+        return self.folder / "match_review.parquet"
 
 
 def identity_files(lake_dir: Path, partition: str) -> IdentityFiles:

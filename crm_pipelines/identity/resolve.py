@@ -42,12 +42,14 @@ from crm_pipelines.identity.rules import (
     MatchRule,
     MatchRules,
 )
+from crm_pipelines.identity.scoring import SCORED_RULE, ScoringStats, features_read, score_and_cluster
 from crm_pipelines.ownership import EntityOwnership, Ownership, load_ownership
 from crm_pipelines.sql import quote_ident, quote_literal
 
 GOLDEN_ACCOUNT_FILE = "golden_account.parquet"
 GOLDEN_CONTACT_FILE = "golden_contact.parquet"
 XREF_FILE = "xref_identity.parquet"
+REVIEW_FILE = "match_review.parquet"
 
 _ID_PREFIX: dict[Entity, str] = {"account": "A-", "contact": "C-"}
 _SCHEMAS: dict[Entity, pa.Schema] = {"account": canonical.ACCOUNT, "contact": canonical.CONTACT}
@@ -63,6 +65,8 @@ _DERIVED_FEATURES: dict[str, tuple[str, ...]] = {
     "web_domain": ("domain", "email"),
     "full_name": ("first_name", "last_name"),
     "sorted_name": ("first_name", "last_name"),
+    "first_initial": ("first_name",),
+    "email_mailbox": ("email",),
 }
 
 # Scalar macros shared by the feature SQL; created on the private cursor of a run, so they vanish
@@ -101,6 +105,16 @@ _MACROS = (
     # American Soundex (R163 for Robert and Rupert): the first letter, then the codes of the other
     # consonants with H and W dropped (they do not separate equal codes), runs of one code collapsed,
     # vowels removed, padded to three digits.
+    # Transliteration before folding: Müller and Mueller, Strauß and Strauss fold alike.
+    r"""
+    CREATE OR REPLACE TEMP MACRO identity_translit(x) AS
+        identity_clean(replace(replace(replace(replace(replace(replace(replace(replace(lower(x),
+            'ä', 'ae'), 'ö', 'oe'), 'ü', 'ue'), 'ß', 'ss'), 'æ', 'ae'), 'ø', 'oe'), 'å', 'aa'), 'œ', 'oe'))
+    """,
+    r"""
+    CREATE OR REPLACE TEMP MACRO identity_digits(x) AS
+        CASE WHEN length(regexp_replace(x, '[^0-9]', '', 'g')) >= 6 THEN regexp_replace(x, '[^0-9]', '', 'g') END
+    """,
     r"""
     CREATE OR REPLACE TEMP MACRO identity_letters(x) AS
         nullif(upper(regexp_replace(strip_accents(x), '[^A-Za-z]', '', 'g')), '')
@@ -155,6 +169,7 @@ class EntityStats:
     dropped_without_id: int
     dropped_duplicate_ids: int
     cluster_rounds: int
+    scoring: ScoringStats | None = None
 
     @property
     def pairs_by_rule(self) -> dict[str, int]:
@@ -288,6 +303,13 @@ def _base_feature_sql(entity: Entity, feature: str, rules: MatchRules, params: _
             "title": lambda: f"identity_clean({col('title')})",
             "account": account,
             "golden_account": lambda: f"coalesce(ax.golden_id, {account()})",
+            "last_name_folded": lambda: f"identity_translit({col('last_name')})",
+            # A phone staging could not make E.164 may still be kept raw: its digits count too.
+            "phone_digits": lambda: (
+                f"identity_digits(coalesce({col('phone')}, {col('phone_raw')}))"
+                if "phone_raw" in _SCHEMAS[entity].names
+                else f"identity_digits({col('phone')})"
+            ),
         }
     if feature not in sql:
         raise KeyError(f"{entity} feature {feature!r} has no SQL")
@@ -303,6 +325,8 @@ def _derived_feature_sql(feature: str, rules: MatchRules, params: _Params) -> st
 
     sql: dict[str, Callable[[], str]] = {
         "email_local": lambda: "nullif(split_part(\"email\", '@', 1), '')",
+        "email_mailbox": lambda: "nullif(regexp_replace(split_part(\"email\", '@', 1), '\\+.*$', ''), '')",
+        "first_initial": lambda: "nullif(left(\"first_name\", 1), '')",
         "email_domain": email_domain,
         "web_domain": lambda: f'coalesce("domain", {email_domain()})',
         "full_name": lambda: '("first_name" || \' \' || "last_name")',
@@ -423,7 +447,11 @@ def _build_features(
     Materialised once rather than computed inline by each rule: DuckDB would evaluate the cleaning
     expressions again for the null filter and the block-size window of every rule.
     """
-    used = sorted({part.feature for rule in rules.for_entity(entity).rules for part in rule.parts()})
+    entity_rules = rules.for_entity(entity)
+    if entity_rules.scoring is not None:
+        used = sorted(features_read(entity_rules.scoring))
+    else:
+        used = sorted({part.feature for rule in entity_rules.rules for part in rule.parts()})
     base = sorted({dep for name in used for dep in _DERIVED_FEATURES.get(name, (name,))})
     params = _Params()
     inner = "".join(
@@ -690,7 +718,7 @@ def _build_xref(
 ) -> None:
     """Crosswalk rows of every record of the entity (``t.xref``)."""
     params = _Params()
-    names = params.bind([rule.name for rule in entity_rules.rules] or ["self"])
+    names = params.bind([*(rule.name for rule in entity_rules.rules), SCORED_RULE])
     entity_sql, prefix = params.bind(entity), params.bind(_ID_PREFIX[entity])
     _run(
         cur,
@@ -789,6 +817,7 @@ def _resolve_entity(
     ownership: EntityOwnership,
     echoes: bool,
     account_xref: str | None,
+    decisions: bool = False,
 ) -> EntityStats:
     t = _Tables(entity)
     entity_rules = rules.for_entity(entity)
@@ -796,9 +825,29 @@ def _resolve_entity(
     _build_features(cur, entity=entity, rules=rules, t=t, account_xref=account_xref)
     _run(cur, f"CREATE OR REPLACE TEMP TABLE {t.edges} (a BIGINT, b BIGINT, rule_index INTEGER)")
     rule_stats: dict[str, RuleStats] = {}
-    for index, rule in enumerate(entity_rules.rules):
-        pairs, skipped = _apply_rule(cur, index=index, rule=rule, limit=entity_rules.block_limit(rule), t=t)
-        rule_stats[rule.name] = RuleStats(pairs=pairs, skipped_blocks=skipped)
+    scored: ScoringStats | None = None
+    if entity_rules.scoring is not None:
+        scored = score_and_cluster(
+            cur,
+            entity_rules.scoring,
+            feat=t.feat,
+            edges=t.edges,
+            review=t.review,
+            rule_index=len(entity_rules.rules),
+            max_block_size=entity_rules.max_block_size,
+            decisions=_decided(cur, entity=entity, decisions=decisions, t=t),
+        )
+    else:
+        for index, rule in enumerate(entity_rules.rules):
+            pairs, skipped = _apply_rule(
+                cur, index=index, rule=rule, limit=entity_rules.block_limit(rule), t=t
+            )
+            rule_stats[rule.name] = RuleStats(pairs=pairs, skipped_blocks=skipped)
+        _run(
+            cur,
+            f"CREATE OR REPLACE TEMP TABLE {t.review} AS SELECT NULL::BIGINT AS a, NULL::BIGINT AS b, "
+            "NULL::DOUBLE AS probability, NULL::VARCHAR AS reason, NULL::JSON AS levels WHERE false",
+        )
     for table in (t.block, t.feat):
         _run(cur, f"DROP TABLE IF EXISTS {table}")
     rounds = _connected_components(cur, t=t)
@@ -831,7 +880,41 @@ def _resolve_entity(
         dropped_without_id=without_id,
         dropped_duplicate_ids=repeated,
         cluster_rounds=rounds,
+        scoring=scored,
     )
+
+
+def _decided(
+    cur: duckdb.DuckDBPyConnection, *, entity: Entity, decisions: bool, t: _Tables
+) -> list[tuple[int, int, str]]:
+    """The review decisions (``identity_decisions_input``) between records of tonight, by rid."""
+    if not decisions:
+        return []
+    rows = _run(
+        cur,
+        f"""
+        SELECT least(a.rid, b.rid), greatest(a.rid, b.rid), d.decision
+        FROM identity_decisions_input AS d
+        JOIN {t.src} AS a ON a.record_id = d.record_id_a
+        JOIN {t.src} AS b ON b.record_id = d.record_id_b
+        WHERE d.entity = {quote_literal(entity)}
+        ORDER BY d.decided_at
+        """,
+    ).fetchall()
+    # The latest decision on a pair stands.
+    return list({(a, b): (a, b, str(d)) for a, b, d in rows}.values())
+
+
+def _review_query(entity: Entity, t: _Tables) -> str:
+    """The review queue's rows: both records side by side, the probability and each field's level."""
+    return f"""
+        SELECT {quote_literal(entity)} AS entity, a.record_id AS record_id_a, b.record_id AS record_id_b,
+               r.probability, r.reason, r.levels,
+               to_json(a) AS record_a, to_json(b) AS record_b
+        FROM {t.review} AS r
+        JOIN {t.src} AS a ON a.rid = r.a
+        JOIN {t.src} AS b ON b.rid = r.b
+    """
 
 
 def _copy_to(cur: duckdb.DuckDBPyConnection, *, query: str, path: Path, params: _Params) -> None:
@@ -868,6 +951,12 @@ def _write_outputs(cur: duckdb.DuckDBPyConnection, *, out_dir: Path) -> None:
         path=out_dir / XREF_FILE,
         params=_Params(),
     )
+    _copy_to(
+        cur,
+        query=f"{_review_query('account', accounts)} UNION ALL {_review_query('contact', contacts)}",
+        path=out_dir / REVIEW_FILE,
+        params=_Params(),
+    )
 
 
 # --------------------------------------------------------------------------------------------------
@@ -883,6 +972,7 @@ def resolve_entities(
     rules: MatchRules,
     ownership: Ownership | None = None,
     pushed: pa.Table | None = None,
+    decisions: pa.Table | None = None,
 ) -> ResolutionStats:
     """Deduplicate accounts and contacts into golden records and write them with a crosswalk.
 
@@ -902,6 +992,8 @@ def resolve_entities(
         ownership: Field ownership (default: ``crm_pipelines/ownership.yaml``).
         pushed: What the syncs last wrote into each record (``record_id``, ``field``, ``value`` as
             text; :func:`crm_pipelines.syncs.state.pushed_values`): those values are echoes, not edits.
+        decisions: Review decisions (``entity``, ``record_id_a``, ``record_id_b``, ``decision``
+            must_link | cannot_link, ``decided_at``), honoured by scored matching over any score.
 
     Returns:
         Counts per entity (records, golden records, merged duplicates per source, pairs per rule)
@@ -915,6 +1007,9 @@ def resolve_entities(
     try:
         _create_macros(cur)
         echoes = pushed is not None and pushed.num_rows > 0
+        decided = decisions is not None and decisions.num_rows > 0
+        if decided:
+            cur.register("identity_decisions_input", decisions)
         if echoes:
             cur.register("identity_pushed_input", pushed)
             for entity in ("account", "contact"):
@@ -931,6 +1026,7 @@ def resolve_entities(
             ownership=owned.account,
             echoes=echoes,
             account_xref=None,
+            decisions=decided,
         )
         contact = _resolve_entity(
             cur,
@@ -940,11 +1036,28 @@ def resolve_entities(
             ownership=owned.contact,
             echoes=echoes,
             account_xref=_Tables("account").xref,
+            decisions=decided,
         )
         _write_outputs(cur, out_dir=out_dir)
     finally:
         cur.close()
     return ResolutionStats(account=account, contact=contact, seconds=round(time.perf_counter() - started, 3))
+
+
+def scoring_metadata(stats: ResolutionStats) -> dict[str, int]:
+    """Numeric figures of scored matching per entity, for Dagster to plot over time."""
+    out: dict[str, int] = {}
+    for entity, entity_stats in (("account", stats.account), ("contact", stats.contact)):
+        scored = entity_stats.scoring
+        skipped = sum(r.skipped_blocks for r in entity_stats.rules.values())
+        if scored is not None:
+            skipped += scored.skipped_blocks
+            out[f"{entity}_candidate_pairs"] = scored.candidate_pairs
+            out[f"{entity}_review_pairs"] = scored.review_pairs
+            out[f"{entity}_refused_joins"] = scored.refused_joins
+            out.update({f"{entity}_pairs_{band}": n for band, n in scored.pairs_by_band.items()})
+        out[f"{entity}_skipped_blocks"] = skipped
+    return out
 
 
 def normalize_company_names(

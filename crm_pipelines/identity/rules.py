@@ -69,7 +69,37 @@ FEATURES: dict[Entity, dict[str, str]] = {
         "account": "record_id of the contact's account in its own source.",
         "golden_account": "Golden id of the contact's account after account resolution "
         "(the account record_id when the account is unknown).",
+        "last_name_folded": "Family name transliterated (ä -> ae, ß -> ss, ø -> oe ...), then cleaned: "
+        "Müller and Mueller fold alike.",
+        "first_initial": "First letter of the given name.",
+        "email_mailbox": "Mailbox of the e-mail address: the part before the '@' without a '+tag'.",
+        "phone_digits": "Digits of the phone, whatever its format (national, E.164 or unparsable); "
+        "null below 6 digits.",
     },
+}
+
+# The levels of each comparison kind, best first (scoring.py holds their SQL).
+COMPARISON_LEVELS: dict[str, tuple[str, ...]] = {
+    "given_name": ("exact", "nickname", "initial", "jw92", "jw80", "different"),
+    "family_name": ("exact", "transliteration", "jw92", "jw80", "different"),
+    "email": ("exact", "mailbox", "same_domain", "different"),
+    "phone": ("exact", "last8", "different"),
+    "company": ("exact", "jw92", "different"),
+    "exact": ("exact", "different"),
+}
+
+# How a scored comparison reads a pair of values, each with its levels from best to worst (the
+# SQL is in scoring.py). A null on either side is no evidence either way.
+COMPARISON_KINDS: dict[str, str] = {
+    "given_name": "exact (weighted by the name's frequency), nickname or diminutive (nicknames "
+    "package), initial of the other, Jaro-Winkler >= 0.92, >= 0.80, different",
+    "family_name": "exact (weighted by the name's frequency), same transliteration, Jaro-Winkler >= 0.92, "
+    ">= 0.80, different",
+    "email": "exact, same mailbox (+tag stripped) at another domain, another mailbox at the same "
+    "company domain, different",
+    "phone": "same digits, same last 8 digits (national against international), different",
+    "exact": "equal, different",
+    "company": "equal, Jaro-Winkler >= 0.92, different",
 }
 
 _NAME_RE = re.compile(r"^[a-z][a-z0-9_]*$")
@@ -176,14 +206,80 @@ class MatchRule(_Model):
         return [*self.block, *(c.part for c in self.conditions)]
 
 
+class Comparison(_Model):
+    """One scored comparison: a feature and how its values are compared (``COMPARISON_KINDS``)."""
+
+    feature: str
+    kind: Literal["given_name", "family_name", "email", "phone", "exact", "company"]
+
+
+class Apart(_Model):
+    """A comparison level that says two records are two people, whatever else they share."""
+
+    feature: str
+    level: str
+
+
+class Scoring(_Model):
+    """Fellegi-Sunter scoring of candidate pairs (weights estimated from the data, no labels).
+
+    Attributes:
+        blocking: Candidate pairs: records equal (and non-null) on every part of any one key.
+        comparisons: The evidence compared on each candidate pair.
+        merge_at: Match probability at or above which a pair links (if its clusters are consistent).
+        review_at: Pairs from here up to ``merge_at`` (and consistent-check refusals) go to
+            ``ops.match_review`` for a person to decide.
+        reject_below: A pair scoring below this is evidence that the two are different people: their
+            clusters never merge through other records.
+        min_compared: A pair with fewer comparisons that both records have values for never merges
+            on its own (two "Ann"s at one company with nothing else known go to review).
+        apart_when: Comparison levels that make two records two people (given names that disagree
+            outright: family members share a landline, an address and a company): such a pair never
+            merges, and no other pair joins their clusters.
+        max_review: The review queue's size above which its asset check warns.
+    """
+
+    blocking: list[list[KeyPart]] = Field(min_length=1)
+    comparisons: list[Comparison] = Field(min_length=2)
+    merge_at: float = Field(default=0.95, gt=0.0, lt=1.0)
+    review_at: float = Field(default=0.5, gt=0.0, lt=1.0)
+    reject_below: float = Field(default=0.01, gt=0.0, lt=1.0)
+    min_compared: int = Field(default=3, ge=1)
+    apart_when: list[Apart] = Field(default_factory=list)
+    max_review: int = Field(default=500, ge=0)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Scoring:
+        if not self.reject_below < self.review_at <= self.merge_at:
+            raise ValueError("thresholds must satisfy reject_below < review_at <= merge_at")
+        for key in self.blocking:
+            if not key:
+                raise ValueError("a blocking key needs at least one feature")
+        kinds = {c.feature: c.kind for c in self.comparisons}
+        for apart in self.apart_when:
+            if apart.feature not in kinds:
+                raise ValueError(f"apart_when: {apart.feature!r} is not a comparison")
+            if apart.level not in COMPARISON_LEVELS[kinds[apart.feature]]:
+                raise ValueError(
+                    f"apart_when: {apart.feature} ({kinds[apart.feature]}) has no level {apart.level!r}; "
+                    f"levels: {', '.join(COMPARISON_LEVELS[kinds[apart.feature]])}"
+                )
+        return self
+
+    def features(self) -> list[str]:
+        return [*(p.feature for key in self.blocking for p in key), *(c.feature for c in self.comparisons)]
+
+
 class EntityRules(_Model):
     """Match rules of one entity. Rule order is precedence in the crosswalk.
 
+    With ``scoring``, pairs are scored (Fellegi-Sunter) instead and the rules are not applied.
     Which value a golden record keeps is field ownership (``crm_pipelines/ownership.yaml``).
     """
 
     max_block_size: int = Field(default=1000, ge=2)
     rules: list[MatchRule] = Field(default_factory=list)
+    scoring: Scoring | None = None
 
     @field_validator("rules")
     @classmethod
@@ -252,6 +348,12 @@ class MatchRules(_Model):
                             f"{entity} rule {rule.name!r}: unknown feature {part.feature!r}"
                             f"{_did_you_mean(part.feature, vocabulary)}; known: {', '.join(sorted(vocabulary))}"
                         )
+            for feature in entity_rules.scoring.features() if entity_rules.scoring else []:
+                if feature not in vocabulary:
+                    problems.append(
+                        f"{entity} scoring: unknown feature {feature!r}"
+                        f"{_did_you_mean(feature, vocabulary)}; known: {', '.join(sorted(vocabulary))}"
+                    )
         if problems:
             raise ValueError("; ".join(problems))
         return self
@@ -259,6 +361,11 @@ class MatchRules(_Model):
     def for_entity(self, entity: Entity) -> EntityRules:
         """Rules of ``entity`` ('account' or 'contact')."""
         return self.account if entity == "account" else self.contact
+
+
+def review_limit(rules: MatchRules) -> int:
+    """The review queue's size past which its check warns (the entities' ``max_review`` together)."""
+    return sum(r.scoring.max_review for r in (rules.account, rules.contact) if r.scoring is not None)
 
 
 def _did_you_mean(name: str, choices: Any) -> str:

@@ -15,6 +15,7 @@ import pyarrow as pa
 from crm_pipelines.canonical import PARTY_ENTITIES
 from crm_pipelines.identity.outputs import identity_files
 from crm_pipelines.identity.references import KnownRecord, recognise
+from crm_pipelines.identity.review import load_review
 from crm_pipelines.lake import has_parquet, parquet_glob, scan_parquet
 from crm_pipelines.mapping.stage import quality_quarantine_folder, staging_folder
 from crm_pipelines.warehouse.deletes import load_deleted, soft_delete
@@ -77,6 +78,7 @@ def load_identity(
         counts[name] = replace_table(
             con, schema="core", table=name, select_sql=f"SELECT * FROM {scan_parquet(path)}"
         )
+    counts["match_review"] = load_review(con, path=files.review, partition=partition, run_id=run_id)
     record_load_state(con, target="core.identity", partition=partition, run_id=run_id)
     return counts
 

@@ -1,0 +1,522 @@
+"""Scored matching: Fellegi-Sunter weights estimated from the data, and clustering that does not chain.
+
+Written in DuckDB SQL (plus a small EM loop and a union-find in Python) rather than through Splink:
+the matcher runs inside the identity step's DuckDB connection on its materialised features, reads
+the declared YAML (``match_rules.yaml``: blocking, comparisons, thresholds) and must merge under a
+consistency guard and honour review decisions, which Splink's clustering does not offer. Splink is
+the reference it is measured against (``bench/identity.py``).
+
+1. **Candidates**: records equal on every part of any blocking key (``scoring.blocking``), each pair
+   once; blocks larger than ``max_block_size`` are skipped and counted.
+2. **Comparison levels** per pair (``rules.COMPARISON_KINDS``): exact, nickname, initial, typo
+   distance, transliteration for names; mailbox without ``+tag`` for e-mail; digits for phones.
+3. **Weights**: u (how often a level occurs between two random records) from a seeded random sample
+   of record pairs; m (how often between the same person) by expectation-maximisation over the
+   candidates' level patterns, u held fixed. An exact name match is weighed by the name's frequency
+   (term-frequency adjustment: "Okafor" says more than "Smith"). A level that disagrees has a
+   negative weight: evidence against a match.
+4. **Clustering**: pairs at or above ``merge_at`` are joined strongest first; a join is refused when
+   the two clusters hold a pair scored below ``reject_below`` or a cannot-link decision (a weak
+   bridge never chains two different people together). Refused joins and pairs between
+   ``review_at`` and ``merge_at`` go to the review queue.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from functools import cache
+from importlib import resources
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+
+from crm_pipelines.identity.rules import Comparison, KeyPart, Scoring
+from crm_pipelines.sql import quote_ident, quote_literal
+
+__all__ = ["SCORED_RULE", "ScoringStats", "features_read", "nickname_pairs", "score_and_cluster"]
+
+SCORED_RULE = "match_score"  # what the crosswalk names a scored link by
+
+_RANDOM_SAMPLE = 2_000  # records per side of the random pairs that estimate u (4M pairs)
+_EM_ROUNDS = 40
+_FLOOR = 1e-6  # no probability is exactly 0 or 1
+# The starting m counts as this many pairs of the same person: a small or lopsided candidate set
+# (every pair sharing a family name and a company) cannot talk EM into "people change first names".
+_PSEUDO_PAIRS = 1_000.0
+# Starting m per kind: how often the same person shows each level (best first, 'different' last).
+_M_START: dict[str, list[float]] = {
+    "given_name": [0.75, 0.06, 0.05, 0.08, 0.03, 0.03],
+    "family_name": [0.85, 0.03, 0.06, 0.03, 0.03],
+    "email": [0.6, 0.1, 0.03, 0.27],
+    "phone": [0.6, 0.1, 0.3],
+    "company": [0.7, 0.1, 0.2],
+    "exact": [0.9, 0.1],
+}
+_MAX_PRIOR = 0.5  # at most half the candidates are taken to be the same person
+_PSEUDO_RANDOM = 10_000.0  # the starting u counts as this many random pairs (of 4M on a real input)
+# Starting u per kind: how often two different people share the level, before the data says.
+_U_START: dict[str, list[float]] = {
+    "given_name": [0.005, 0.001, 0.01, 0.002, 0.01],
+    "family_name": [0.001, 0.0005, 0.001, 0.005],
+    "email": [0.0001, 0.0005, 0.01],
+    "phone": [0.0001, 0.0002],
+    "company": [0.001, 0.001],
+    "exact": [0.05],
+}
+
+
+@dataclass
+class ScoringStats:
+    """What scoring did, for the asset's metadata."""
+
+    candidate_pairs: int = 0
+    pairs_by_key: dict[str, int] = field(default_factory=dict)
+    skipped_blocks: int = 0
+    skipped_records: int = 0
+    merged_pairs: int = 0
+    refused_joins: int = 0
+    review_pairs: int = 0
+    pairs_by_band: dict[str, int] = field(default_factory=dict)
+    prior: float = 0.0
+    m: dict[str, list[float]] = field(default_factory=dict)
+    u: dict[str, list[float]] = field(default_factory=dict)
+
+
+# -------------------------------------------------------------------------------------------------
+# Levels: SQL over the left (l) and right (r) feature columns; the highest level first.
+
+
+def _levels(c: Comparison) -> list[tuple[str, str]]:
+    """(label, SQL condition) per level, best first; the last level is 'different' (always true)."""
+    left, right = f"l.{quote_ident(c.feature)}", f"r.{quote_ident(c.feature)}"
+    if c.kind == "given_name":
+        return [
+            ("exact", f"{left} = {right}"),
+            (
+                "nickname",
+                f"(least({left}, {right}), greatest({left}, {right})) IN (SELECT (a, b) FROM identity_nicknames)",
+            ),
+            ("initial", f"(length({left}) = 1 OR length({right}) = 1) AND {left}[1] = {right}[1]"),
+            ("jw92", f"jaro_winkler_similarity({left}, {right}) >= 0.92"),
+            ("jw80", f"jaro_winkler_similarity({left}, {right}) >= 0.80"),
+            ("different", "true"),
+        ]
+    if c.kind == "family_name":
+        return [
+            ("exact", f"{left} = {right}"),
+            ("transliteration", "l.__folded = r.__folded"),
+            ("jw92", f"jaro_winkler_similarity({left}, {right}) >= 0.92"),
+            ("jw80", f"jaro_winkler_similarity({left}, {right}) >= 0.80"),
+            ("different", "true"),
+        ]
+    if c.kind == "email":
+        return [
+            ("exact", f"{left} = {right}"),
+            ("mailbox", "l.__mailbox = r.__mailbox"),
+            # Two mailboxes at one company's domain (free-mail domains are no company's).
+            ("same_domain", "l.__domain = r.__domain"),
+            ("different", "true"),
+        ]
+    if c.kind == "phone":
+        return [
+            ("exact", f"{left} = {right}"),
+            ("last8", f"right({left}, 8) = right({right}, 8)"),
+            ("different", "true"),
+        ]
+    if c.kind == "company":
+        return [
+            ("exact", f"{left} = {right}"),
+            ("jw92", f"jaro_winkler_similarity({left}, {right}) >= 0.92"),
+            ("different", "true"),
+        ]
+    return [("exact", f"{left} = {right}"), ("different", "true")]
+
+
+def _apart_sql(scoring: Scoring) -> str:
+    """True for a pair at a level that makes two people (``apart_when``)."""
+    index = {c.feature: i for i, c in enumerate(scoring.comparisons)}
+    tests = []
+    for apart in scoring.apart_when:
+        i = index[apart.feature]
+        level = [label for label, _ in _levels(scoring.comparisons[i])].index(apart.level)
+        tests.append(f"levels[{i + 1}] = {level}")
+    return " OR ".join(tests) or "false"
+
+
+def _level_sql(c: Comparison) -> str:
+    """The level index of a pair (0 = best), or -1 when either value is missing."""
+    left, right = f"l.{quote_ident(c.feature)}", f"r.{quote_ident(c.feature)}"
+    levels = _levels(c)
+    cases = " ".join(f"WHEN {cond} THEN {i}" for i, (_, cond) in enumerate(levels[:-1]))
+    return f"CASE WHEN {left} IS NULL OR {right} IS NULL THEN -1 {cases} ELSE {len(levels) - 1} END"
+
+
+# The helper columns some levels read, computed once per record.
+_HELPERS: dict[str, tuple[tuple[str, str], ...]] = {
+    "family_name": (("__folded", "last_name_folded"),),
+    "email": (("__mailbox", "email_mailbox"), ("__domain", "email_domain")),
+}
+
+
+def features_read(scoring: Scoring) -> set[str]:
+    """Every feature the scoring reads: its keys, its comparisons and the helpers of their levels."""
+    helpers = {feature for c in scoring.comparisons for _, feature in _HELPERS.get(c.kind, ())}
+    return set(scoring.features()) | helpers
+
+
+@cache
+def nickname_pairs() -> list[tuple[str, str]]:
+    """Name pairs where one is a nickname or diminutive of the other (a, b with a < b).
+
+    From the ``nicknames`` package (Old Dominion University's name list, Apache-2.0), folded the way
+    names are folded for matching (lower case, no accents).
+    """
+    text = resources.files("nicknames").joinpath("names.csv").read_text(encoding="utf-8")
+    pairs: set[tuple[str, str]] = set()
+    for line in text.splitlines()[1:]:
+        parts = line.strip().split(",")
+        if len(parts) != 3:
+            continue
+        a, b = parts[0].strip().lower(), parts[2].strip().lower()
+        if a and b and a != b:
+            pairs.add((min(a, b), max(a, b)))
+    return sorted(pairs)
+
+
+# -------------------------------------------------------------------------------------------------
+
+
+def _one(cur: duckdb.DuckDBPyConnection, sql: str, params: list[Any] | None = None) -> tuple[Any, ...]:
+    row = cur.execute(sql, params).fetchone()
+    assert row is not None
+    return tuple(row)
+
+
+def _key_sql(part: KeyPart) -> str:
+    column = quote_ident(part.feature)
+    if part.transform == "soundex":
+        return f"identity_soundex({column})"
+    if part.transform == "prefix":
+        return f"nullif(left({column}, {int(part.length or 1)}), '')"
+    return column
+
+
+def _candidates(
+    cur: duckdb.DuckDBPyConnection,
+    scoring: Scoring,
+    *,
+    feat: str,
+    pairs: str,
+    limit: int,
+    stats: ScoringStats,
+) -> None:
+    """Candidate pairs (a < b) from every blocking key, each pair once."""
+    cur.execute(f"CREATE OR REPLACE TEMP TABLE {pairs} (a BIGINT, b BIGINT)")
+    for key in scoring.blocking:
+        label = "+".join(p.label for p in key)
+        cols = ", ".join(f"{_key_sql(p)} AS k{i}" for i, p in enumerate(key))
+        keys = [f"k{i}" for i in range(len(key))]
+        block = f"""
+            SELECT rid, {", ".join(keys)}, count(*) OVER (PARTITION BY {", ".join(keys)}) AS n
+            FROM (SELECT rid, {cols} FROM {feat})
+            WHERE {" AND ".join(f"{k} IS NOT NULL" for k in keys)}
+        """
+        cur.execute(f"CREATE OR REPLACE TEMP TABLE identity_block AS {block}")
+        skipped, skipped_records = _one(
+            cur,
+            "SELECT count(*), coalesce(sum(n), 0) FROM "
+            "(SELECT any_value(n) AS n FROM identity_block GROUP BY ALL HAVING any_value(n) > ?)",
+            [limit],
+        )
+        stats.skipped_blocks += int(skipped)
+        stats.skipped_records += int(skipped_records)
+        (found,) = _one(
+            cur,
+            f"""
+            SELECT count(*) FROM (
+                SELECT l.rid FROM identity_block AS l JOIN identity_block AS r
+                  ON {" AND ".join(f"l.{k} = r.{k}" for k in keys)} AND l.rid < r.rid
+                WHERE l.n <= ?
+            )
+            """,
+            [limit],
+        )
+        stats.pairs_by_key[label] = int(found)
+        cur.execute(
+            f"""
+            INSERT INTO {pairs}
+            SELECT l.rid, r.rid FROM identity_block AS l JOIN identity_block AS r
+              ON {" AND ".join(f"l.{k} = r.{k}" for k in keys)} AND l.rid < r.rid
+            WHERE l.n <= ?
+            """,
+            [limit],
+        )
+    cur.execute("DROP TABLE IF EXISTS identity_block")
+    cur.execute(f"CREATE OR REPLACE TEMP TABLE {pairs} AS SELECT DISTINCT a, b FROM {pairs}")
+    (stats.candidate_pairs,) = (int(_one(cur, f"SELECT count(*) FROM {pairs}")[0]),)
+
+
+def _gamma_select(scoring: Scoring) -> str:
+    return ", ".join(f"{_level_sql(c)} AS g{i}" for i, c in enumerate(scoring.comparisons))
+
+
+def _estimate(
+    cur: duckdb.DuckDBPyConnection, scoring: Scoring, *, feat: str, gammas: str, stats: ScoringStats
+) -> tuple[list[list[float]], list[list[float]], float]:
+    """u from random pairs, then m and the prior by EM over the candidates' level patterns."""
+    comps = scoring.comparisons
+    sizes = [len(_levels(c)) for c in comps]
+    g_cols = [f"g{i}" for i in range(len(comps))]
+    sample = f"(SELECT * FROM {feat} USING SAMPLE reservoir({_RANDOM_SAMPLE} ROWS) REPEATABLE (42))"
+    random_counts = cur.execute(
+        f"""
+        SELECT {", ".join(g_cols)}, count(*) FROM (
+            SELECT {_gamma_select(scoring)}
+            FROM {sample} AS l JOIN {sample.replace("(42)", "(7)")} AS r ON l.rid < r.rid
+        ) GROUP BY ALL
+        """
+    ).fetchall()
+    u: list[list[float]] = []
+    for i, n_levels in enumerate(sizes):
+        counts = [0.0] * n_levels
+        for row in random_counts:
+            if row[i] >= 0:
+                counts[row[i]] += row[-1]
+        start = [*_U_START[comps[i].kind], 0.0]
+        start[-1] = 1.0 - sum(start)
+        total = sum(counts)
+        u.append(
+            [
+                max((c + _PSEUDO_RANDOM * start[j]) / (total + _PSEUDO_RANDOM), _FLOOR)
+                for j, c in enumerate(counts)
+            ]
+        )
+    patterns = cur.execute(f"SELECT {', '.join(g_cols)}, count(*) FROM {gammas} GROUP BY ALL").fetchall()
+    # Start: the best level likely among matches, each worse level less so.
+    m = [list(_M_START[c.kind]) for c in comps]
+    m_start = [list(levels) for levels in m]
+    prior = 0.1
+    for _ in range(_EM_ROUNDS):
+        sums = [[0.0] * n for n in sizes]
+        totals = [0.0] * len(sizes)
+        matched = 0.0
+        everything = 0.0
+        for *levels, count in patterns:
+            odds = prior / (1 - prior)
+            for i, level in enumerate(levels):
+                if level >= 0:
+                    odds *= m[i][level] / u[i][level]
+            posterior = odds / (1 + odds) if math.isfinite(odds) else 1.0
+            matched += posterior * count
+            everything += count
+            for i, level in enumerate(levels):
+                if level >= 0:
+                    sums[i][level] += posterior * count
+                    totals[i] += posterior * count
+        m = [
+            [
+                max((s + _PSEUDO_PAIRS * m_start[i][j]) / (totals[i] + _PSEUDO_PAIRS), _FLOOR)
+                for j, s in enumerate(sums[i])
+            ]
+            for i in range(len(sizes))
+        ]
+        prior = min(max(matched / everything if everything else 0.1, _FLOOR), _MAX_PRIOR)
+    stats.prior = prior
+    stats.m = {f"{c.feature}:{c.kind}": [round(v, 6) for v in m[i]] for i, c in enumerate(comps)}
+    stats.u = {f"{c.feature}:{c.kind}": [round(v, 6) for v in u[i]] for i, c in enumerate(comps)}
+    return m, u, prior
+
+
+def score_and_cluster(
+    cur: duckdb.DuckDBPyConnection,
+    scoring: Scoring,
+    *,
+    feat: str,
+    edges: str,
+    review: str,
+    rule_index: int,
+    max_block_size: int,
+    decisions: Iterable[tuple[int, int, str]] = (),
+) -> ScoringStats:
+    """Score candidate pairs of ``feat`` (rid + features) and insert the accepted links into ``edges``.
+
+    Args:
+        cur: The identity run's cursor (macros created).
+        scoring: The entity's declared scoring.
+        feat: Features table (``rid`` and every feature the scoring reads).
+        edges: Table (a, b, rule_index) receiving the links that build clusters.
+        review: Table created with the pairs for review (a, b, probability, reason, levels as JSON).
+        rule_index: The index the crosswalk names these links by.
+        max_block_size: Blocks with more records are skipped (and counted).
+        decisions: (rid, rid, 'must_link' | 'cannot_link') a person decided; honoured over scores.
+
+    Returns:
+        Candidate pairs (per key, skipped blocks), merges, refused joins, review size, the weights.
+    """
+    stats = ScoringStats()
+    cur.register(
+        "identity_nickname_input",
+        pa.table({"a": [a for a, _ in nickname_pairs()], "b": [b for _, b in nickname_pairs()]}),
+    )
+    cur.execute("CREATE OR REPLACE TEMP TABLE identity_nicknames AS SELECT * FROM identity_nickname_input")
+    cur.unregister("identity_nickname_input")
+    helpers = {helper for c in scoring.comparisons for helper in _HELPERS.get(c.kind, ())}
+    helper_cols = "".join(f", {quote_ident(src)} AS {name}" for name, src in helpers)
+    pairs, gammas = "identity_pairs", "identity_gammas"
+    _candidates(cur, scoring, feat=feat, pairs=pairs, limit=max_block_size, stats=stats)
+    # Helper columns travel with the features the levels read.
+    cur.execute(f"CREATE OR REPLACE TEMP TABLE identity_scored_feat AS SELECT *{helper_cols} FROM {feat}")
+    feat = "identity_scored_feat"
+    cur.execute(
+        f"""
+        CREATE OR REPLACE TEMP TABLE {gammas} AS
+        SELECT p.a, p.b, {_gamma_select(scoring)}
+        FROM {pairs} AS p JOIN {feat} AS l ON l.rid = p.a JOIN {feat} AS r ON r.rid = p.b
+        """
+    )
+    m, u, prior = _estimate(cur, scoring, feat=feat, gammas=gammas, stats=stats)
+    # The weight of each level (log2 m/u), and the frequency-weighted exact names.
+    terms, joins = [], []
+    for i, c in enumerate(scoring.comparisons):
+        cases = " ".join(f"WHEN {j} THEN {math.log2(m[i][j] / u[i][j])!r}" for j in range(len(m[i])))
+        weight = f"CASE g.g{i} {cases} ELSE 0 END"
+        if c.kind in ("given_name", "family_name"):
+            # Exact: m over how often two random records share this very name (its frequency).
+            column = quote_ident(c.feature)
+            cur.execute(
+                f"CREATE OR REPLACE TEMP TABLE identity_tf{i} AS SELECT {column} AS v, "
+                f"count(*)::DOUBLE / (SELECT count({column}) FROM {feat}) AS tf "
+                f"FROM {feat} WHERE {column} IS NOT NULL GROUP BY 1"
+            )
+            joins.append(f"LEFT JOIN identity_tf{i} AS tf{i} ON tf{i}.v = l.{column}")
+            weight = (
+                f"CASE WHEN g.g{i} = 0 THEN log2({m[i][0]!r} / greatest(coalesce(tf{i}.tf, {u[i][0]!r}), "
+                f"{u[i][0]!r} / 4)) ELSE {weight} END"
+            )
+        terms.append(weight)
+    prior_weight = math.log2(prior / (1 - prior))
+    cur.execute(
+        f"""
+        CREATE OR REPLACE TEMP TABLE identity_scores AS
+        SELECT a, b, w, 1 / (1 + pow(2, -w)) AS p, levels,
+               len(list_filter(levels, lambda x: x >= 0)) AS compared, {_apart_sql(scoring)} AS apart
+        FROM (
+            SELECT g.a, g.b, {prior_weight!r} + {" + ".join(terms)} AS w,
+                   [{", ".join(f"g.g{i}" for i in range(len(terms)))}] AS levels
+            FROM {gammas} AS g JOIN {feat} AS l ON l.rid = g.a
+            {" ".join(joins)}
+        )
+        """
+    )
+    for band, low, high in (
+        ("merge", scoring.merge_at, 2.0),
+        ("review", scoring.review_at, scoring.merge_at),
+        ("unsure", scoring.reject_below, scoring.review_at),
+        ("reject", -1.0, scoring.reject_below),
+    ):
+        (n,) = _one(cur, "SELECT count(*) FROM identity_scores WHERE p >= ? AND p < ?", [low, high])
+        stats.pairs_by_band[band] = int(n)
+    accepted, refused = _cluster(cur, scoring, decisions)
+    stats.merged_pairs = len(accepted)
+    stats.refused_joins = len(refused)
+    cur.register(
+        "identity_accepted_input",
+        pa.table(
+            {"a": [a for a, _ in accepted], "b": [b for _, b in accepted]},
+            schema=pa.schema([("a", pa.int64()), ("b", pa.int64())]),
+        ),
+    )
+    cur.execute(f"INSERT INTO {edges} SELECT a, b, {int(rule_index)} FROM identity_accepted_input")
+    cur.unregister("identity_accepted_input")
+    cur.register(
+        "identity_refused_input",
+        pa.table(
+            {"a": [a for a, _ in refused], "b": [b for _, b in refused]},
+            schema=pa.schema([("a", pa.int64()), ("b", pa.int64())]),
+        ),
+    )
+    labels = [[lbl for lbl, _ in _levels(c)] for c in scoring.comparisons]
+    level_json = ", ".join(
+        f"{quote_literal(c.feature)}: CASE WHEN s.levels[{i + 1}] < 0 THEN NULL ELSE "
+        f"({labels[i]!r}::VARCHAR[])[s.levels[{i + 1}] + 1] END"
+        for i, c in enumerate(scoring.comparisons)
+    )
+    cur.execute(
+        f"""
+        CREATE OR REPLACE TEMP TABLE {review} AS
+        SELECT s.a, s.b, s.p AS probability,
+               CASE WHEN f.a IS NOT NULL THEN 'refused: the clusters hold a pair scored as different people'
+                    WHEN s.apart THEN 'scores as a match, but a field says two people'
+                    WHEN s.p >= ? THEN 'too little compared to merge on its own'
+                    ELSE 'between review_at and merge_at' END AS reason,
+               to_json({{{level_json}}}) AS levels
+        FROM identity_scores AS s
+        LEFT JOIN identity_refused_input AS f ON f.a = s.a AND f.b = s.b
+        WHERE (s.p >= ? AND s.p < ?) OR f.a IS NOT NULL OR (s.p >= ? AND (s.compared < ? OR s.apart))
+        """,
+        [scoring.merge_at, scoring.review_at, scoring.merge_at, scoring.merge_at, scoring.min_compared],
+    )
+    cur.unregister("identity_refused_input")
+    (stats.review_pairs,) = (int(_one(cur, f"SELECT count(*) FROM {review}")[0]),)
+    for table in (pairs, gammas, "identity_scores", feat, "identity_nicknames"):
+        cur.execute(f"DROP TABLE IF EXISTS {table}")
+    for i in range(len(scoring.comparisons)):
+        cur.execute(f"DROP TABLE IF EXISTS identity_tf{i}")
+    return stats
+
+
+def _cluster(
+    cur: duckdb.DuckDBPyConnection, scoring: Scoring, decisions: Iterable[tuple[int, int, str]]
+) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
+    """Join pairs strongest first unless the two clusters hold a pair of different people.
+
+    Returns the accepted links (a spanning forest of the clusters) and the refused ones.
+    """
+    must = [(a, b) for a, b, d in decisions if d == "must_link"]
+    cannot: dict[int, set[int]] = {}
+    for a, b, d in decisions:
+        if d == "cannot_link":
+            cannot.setdefault(a, set()).add(b)
+            cannot.setdefault(b, set()).add(a)
+    for a, b in cur.execute(
+        "SELECT a, b FROM identity_scores WHERE p < ? OR apart", [scoring.reject_below]
+    ).fetchall():
+        cannot.setdefault(a, set()).add(b)
+        cannot.setdefault(b, set()).add(a)
+    strong = cur.execute(
+        "SELECT a, b FROM identity_scores WHERE p >= ? AND compared >= ? AND NOT apart ORDER BY w DESC, a, b",
+        [scoring.merge_at, scoring.min_compared],
+    ).fetchall()
+    parent: dict[int, int] = {}
+    members: dict[int, list[int]] = {}
+
+    def find(x: int) -> int:
+        root = x
+        while parent.get(root, root) != root:
+            root = parent[root]
+        while parent.get(x, x) != root:
+            parent[x], x = root, parent[x]
+        return root
+
+    def apart(ra: int, rb: int) -> bool:
+        small, other = (ra, rb) if len(members.get(ra, [ra])) <= len(members.get(rb, [rb])) else (rb, ra)
+        return any(find(n) == other for x in members.get(small, [small]) for n in cannot.get(x, ()))
+
+    accepted: list[tuple[int, int]] = []
+    refused: list[tuple[int, int]] = []
+    forced = {(min(a, b), max(a, b)) for a, b in must}
+    for a, b in [*sorted(forced), *((a, b) for a, b in strong if (a, b) not in forced)]:
+        ra, rb = find(a), find(b)
+        if ra == rb:
+            continue
+        if (a, b) not in forced and apart(ra, rb):
+            refused.append((a, b))
+            continue
+        big, small = (ra, rb) if len(members.get(ra, [ra])) >= len(members.get(rb, [rb])) else (rb, ra)
+        parent[small] = big
+        members[big] = members.pop(big, [big]) + members.pop(small, [small])
+        accepted.append((a, b))
+    return accepted, refused
