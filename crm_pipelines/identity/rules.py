@@ -82,7 +82,7 @@ FEATURES: dict[Entity, dict[str, str]] = {
 COMPARISON_LEVELS: dict[str, tuple[str, ...]] = {
     "given_name": ("exact", "nickname", "initial", "jw92", "jw80", "different"),
     "family_name": ("exact", "transliteration", "jw92", "jw80", "different"),
-    "email": ("exact", "mailbox", "same_domain", "different"),
+    "email": ("exact", "mailbox", "same_domain", "other_domain", "different"),
     "phone": ("exact", "last8", "different"),
     "company": ("exact", "jw92", "different"),
     "exact": ("exact", "different"),
@@ -95,8 +95,8 @@ COMPARISON_KINDS: dict[str, str] = {
     "package), initial of the other, Jaro-Winkler >= 0.92, >= 0.80, different",
     "family_name": "exact (weighted by the name's frequency), same transliteration, Jaro-Winkler >= 0.92, "
     ">= 0.80, different",
-    "email": "exact, same mailbox (+tag stripped) at another domain, another mailbox at the same "
-    "company domain, different",
+    "email": "exact, same mailbox (+tag stripped) where one address is private (free mail), another "
+    "mailbox at the same company domain, two company domains, different",
     "phone": "same digits, same last 8 digits (national against international), different",
     "exact": "equal, different",
     "company": "equal, Jaro-Winkler >= 0.92, different",
@@ -213,11 +213,17 @@ class Comparison(_Model):
     kind: Literal["given_name", "family_name", "email", "phone", "exact", "company"]
 
 
-class Apart(_Model):
-    """A comparison level that says two records are two people, whatever else they share."""
+class Level(_Model):
+    """A comparison's level: ``{feature: email, level: exact}``."""
 
     feature: str
     level: str
+
+
+class Apart(Level):
+    """A comparison level that says two records are two people, unless one of ``unless`` holds."""
+
+    unless: list[Level] = Field(default_factory=list)
 
 
 class Scoring(_Model):
@@ -256,13 +262,13 @@ class Scoring(_Model):
             if not key:
                 raise ValueError("a blocking key needs at least one feature")
         kinds = {c.feature: c.kind for c in self.comparisons}
-        for apart in self.apart_when:
-            if apart.feature not in kinds:
-                raise ValueError(f"apart_when: {apart.feature!r} is not a comparison")
-            if apart.level not in COMPARISON_LEVELS[kinds[apart.feature]]:
+        for level in [*self.apart_when, *(u for a in self.apart_when for u in a.unless)]:
+            if level.feature not in kinds:
+                raise ValueError(f"apart_when: {level.feature!r} is not a comparison")
+            if level.level not in COMPARISON_LEVELS[kinds[level.feature]]:
                 raise ValueError(
-                    f"apart_when: {apart.feature} ({kinds[apart.feature]}) has no level {apart.level!r}; "
-                    f"levels: {', '.join(COMPARISON_LEVELS[kinds[apart.feature]])}"
+                    f"apart_when: {level.feature} ({kinds[level.feature]}) has no level {level.level!r}; "
+                    f"levels: {', '.join(COMPARISON_LEVELS[kinds[level.feature]])}"
                 )
         return self
 

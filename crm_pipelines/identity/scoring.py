@@ -43,14 +43,15 @@ SCORED_RULE = "match_score"  # what the crosswalk names a scored link by
 _RANDOM_SAMPLE = 2_000  # records per side of the random pairs that estimate u (4M pairs)
 _EM_ROUNDS = 40
 _FLOOR = 1e-6  # no probability is exactly 0 or 1
-# The starting m counts as this many pairs of the same person: a small or lopsided candidate set
-# (every pair sharing a family name and a company) cannot talk EM into "people change first names".
+# The starting m counts as at least this many pairs of the same person, and as many as the
+# candidates: a small or lopsided candidate set (every pair sharing a family name and a company, or
+# a mailbox like "lisa@") cannot talk EM into "people change first names".
 _PSEUDO_PAIRS = 1_000.0
 # Starting m per kind: how often the same person shows each level (best first, 'different' last).
 _M_START: dict[str, list[float]] = {
     "given_name": [0.75, 0.06, 0.05, 0.08, 0.03, 0.03],
     "family_name": [0.85, 0.03, 0.06, 0.03, 0.03],
-    "email": [0.6, 0.1, 0.03, 0.27],
+    "email": [0.6, 0.1, 0.03, 0.1, 0.17],
     "phone": [0.6, 0.1, 0.3],
     "company": [0.7, 0.1, 0.2],
     "exact": [0.9, 0.1],
@@ -61,7 +62,7 @@ _PSEUDO_RANDOM = 10_000.0  # the starting u counts as this many random pairs (of
 _U_START: dict[str, list[float]] = {
     "given_name": [0.005, 0.001, 0.01, 0.002, 0.01],
     "family_name": [0.001, 0.0005, 0.001, 0.005],
-    "email": [0.0001, 0.0005, 0.01],
+    "email": [0.0001, 0.0005, 0.01, 0.6],
     "phone": [0.0001, 0.0002],
     "company": [0.001, 0.001],
     "exact": [0.05],
@@ -115,9 +116,17 @@ def _levels(c: Comparison) -> list[tuple[str, str]]:
     if c.kind == "email":
         return [
             ("exact", f"{left} = {right}"),
-            ("mailbox", "l.__mailbox = r.__mailbox"),
+            # The same mailbox (+tag stripped) at the same domain, or where one address is private
+            # (free mail): two company addresses with one mailbox are namesakes at two companies as
+            # often as one person who moved.
+            (
+                "mailbox",
+                "l.__mailbox = r.__mailbox AND (l.__domain IS NULL OR r.__domain IS NULL OR l.__domain = r.__domain)",
+            ),
             # Two mailboxes at one company's domain (free-mail domains are no company's).
             ("same_domain", "l.__domain = r.__domain"),
+            # Two company addresses at two companies.
+            ("other_domain", "l.__domain <> r.__domain"),
             ("different", "true"),
         ]
     if c.kind == "phone":
@@ -136,13 +145,18 @@ def _levels(c: Comparison) -> list[tuple[str, str]]:
 
 
 def _apart_sql(scoring: Scoring) -> str:
-    """True for a pair at a level that makes two people (``apart_when``)."""
+    """True for a pair at a level that makes two people (``apart_when``, unless one of its ``unless``)."""
     index = {c.feature: i for i, c in enumerate(scoring.comparisons)}
+
+    def at(feature: str, label: str) -> str:
+        i = index[feature]
+        level = [name for name, _ in _levels(scoring.comparisons[i])].index(label)
+        return f"levels[{i + 1}] = {level}"
+
     tests = []
     for apart in scoring.apart_when:
-        i = index[apart.feature]
-        level = [label for label, _ in _levels(scoring.comparisons[i])].index(apart.level)
-        tests.append(f"levels[{i + 1}] = {level}")
+        unless = "".join(f" AND NOT {at(u.feature, u.level)}" for u in apart.unless)
+        tests.append(f"({at(apart.feature, apart.level)}{unless})")
     return " OR ".join(tests) or "false"
 
 
@@ -153,6 +167,13 @@ def _level_sql(c: Comparison) -> str:
     cases = " ".join(f"WHEN {cond} THEN {i}" for i, (_, cond) in enumerate(levels[:-1]))
     return f"CASE WHEN {left} IS NULL OR {right} IS NULL THEN -1 {cases} ELSE {len(levels) - 1} END"
 
+
+# Levels weighed by their value's frequency: kind -> (level, column; None: the compared feature).
+_TF_LEVELS: dict[str, tuple[int, str | None]] = {
+    "given_name": (0, None),
+    "family_name": (0, None),
+    "email": (1, "__mailbox"),
+}
 
 # The helper columns some levels read, computed once per record.
 _HELPERS: dict[str, tuple[tuple[str, str], ...]] = {
@@ -297,6 +318,7 @@ def _estimate(
     patterns = cur.execute(f"SELECT {', '.join(g_cols)}, count(*) FROM {gammas} GROUP BY ALL").fetchall()
     # Start: the best level likely among matches, each worse level less so.
     m = [list(_M_START[c.kind]) for c in comps]
+    weight = max(_PSEUDO_PAIRS, float(sum(row[-1] for row in patterns)))
     m_start = [list(levels) for levels in m]
     prior = 0.1
     for _ in range(_EM_ROUNDS):
@@ -317,10 +339,7 @@ def _estimate(
                     sums[i][level] += posterior * count
                     totals[i] += posterior * count
         m = [
-            [
-                max((s + _PSEUDO_PAIRS * m_start[i][j]) / (totals[i] + _PSEUDO_PAIRS), _FLOOR)
-                for j, s in enumerate(sums[i])
-            ]
+            [max((s + weight * m_start[i][j]) / (totals[i] + weight), _FLOOR) for j, s in enumerate(sums[i])]
             for i in range(len(sizes))
         ]
         prior = min(max(matched / everything if everything else 0.1, _FLOOR), _MAX_PRIOR)
@@ -383,9 +402,11 @@ def score_and_cluster(
     for i, c in enumerate(scoring.comparisons):
         cases = " ".join(f"WHEN {j} THEN {math.log2(m[i][j] / u[i][j])!r}" for j in range(len(m[i])))
         weight = f"CASE g.g{i} {cases} ELSE 0 END"
-        if c.kind in ("given_name", "family_name"):
-            # Exact: m over how often two random records share this very name (its frequency).
-            column = quote_ident(c.feature)
+        tf_level = _TF_LEVELS.get(c.kind)
+        if tf_level is not None:
+            # A level weighed by its value's frequency: m over how often two random records share
+            # this very value ("Okafor" says more than "Smith", "priya.patel@" more than "lisa@").
+            level, column = tf_level[0], quote_ident(tf_level[1] or c.feature)
             cur.execute(
                 f"CREATE OR REPLACE TEMP TABLE identity_tf{i} AS SELECT {column} AS v, "
                 f"count(*)::DOUBLE / (SELECT count({column}) FROM {feat}) AS tf "
@@ -393,8 +414,8 @@ def score_and_cluster(
             )
             joins.append(f"LEFT JOIN identity_tf{i} AS tf{i} ON tf{i}.v = l.{column}")
             weight = (
-                f"CASE WHEN g.g{i} = 0 THEN log2({m[i][0]!r} / greatest(coalesce(tf{i}.tf, {u[i][0]!r}), "
-                f"{u[i][0]!r} / 4)) ELSE {weight} END"
+                f"CASE WHEN g.g{i} = {level} THEN log2({m[i][level]!r} / greatest(coalesce(tf{i}.tf, "
+                f"{u[i][level]!r}), {u[i][level]!r} / 4)) ELSE {weight} END"
             )
         terms.append(weight)
     prior_weight = math.log2(prior / (1 - prior))
