@@ -24,6 +24,10 @@ class IdentityFiles:
     def xref(self) -> Path:
         return self.folder / "xref_identity.parquet"
 
+    @property
+    def history(self) -> Path:
+        return self.folder / "golden_id_history.parquet"
+
 
 def identity_files(lake_dir: Path, partition: str) -> IdentityFiles:
     return IdentityFiles(partition_dir(lake_dir, "core", "identity", "all", partition))
