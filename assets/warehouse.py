@@ -77,7 +77,10 @@ def build_raw_load_assets() -> list[dg.AssetsDefinition]:
     partitions_def=NIGHTLY_PARTITIONS,
     kinds={"duckdb"},
     pool="warehouse",
-    description="Golden accounts and contacts with their crosswalk core.xref_identity, in one transaction.",
+    description=(
+        "Golden accounts and contacts with their crosswalk core.xref_identity and the golden id "
+        "history core.golden_id_history, in one transaction."
+    ),
 )
 def core_identity(
     context: dg.AssetExecutionContext, lake: LakeResource, warehouse: WarehouseResource
