@@ -2,6 +2,7 @@
 
 import dagster as dg
 
+from crm_pipelines.identity.golden_ids import previous_ids
 from crm_pipelines.identity.outputs import identity_files
 from crm_pipelines.identity.resolve import resolve_entities, scoring_metadata
 from crm_pipelines.identity.review import Decision, decisions_table, record_decisions
@@ -21,7 +22,8 @@ from resources.lake import LakeResource, WarehouseResource
     kinds={"duckdb", "parquet"},
     description=(
         "Golden accounts and contacts with the crosswalk: clusters by the declared match rules "
-        "(match_rules.yaml), values by field ownership (ownership.yaml)."
+        "(match_rules.yaml), values by field ownership (ownership.yaml), golden ids kept from the "
+        "warehouse's crosswalk with merges and splits recorded."
     ),
 )
 def identity_resolution(
@@ -30,9 +32,11 @@ def identity_resolution(
     pk = context.partition_key
     files = identity_files(lake.path, pk)
     # What the syncs last wrote into each record: read back by tonight's extract, an echo, not an edit.
-    # And the review decisions people made: honoured over any score.
+    # The golden ids the warehouse holds (tonight's clusters keep them) and the review decisions
+    # people made (honoured over any score).
     with warehouse.get().connect(read_only=True) as wh:
         pushed = pushed_values(wh)
+        previous = previous_ids(wh)
         decisions = decisions_table(wh)
     con = mapping_connection(spill_dir=lake.path / "_spill")
     try:
@@ -44,6 +48,7 @@ def identity_resolution(
             rules=load_match_rules(),
             pushed=pushed,
             decisions=decisions,
+            previous=previous,
         )
     finally:
         con.close()
@@ -63,6 +68,11 @@ def identity_resolution(
             "largest_account_cluster": dg.MetadataValue.int(stats.account.largest_cluster),
             "largest_contact_cluster": dg.MetadataValue.int(stats.contact.largest_cluster),
             **scoring_metadata(stats),
+            **{
+                f"golden_{entity}_ids_{outcome}": dg.MetadataValue.int(getattr(ids, outcome))
+                for entity, ids in (("account", stats.account.ids), ("contact", stats.contact.ids))
+                for outcome in ("kept", "created", "merged", "split")
+            },
             "stats": dg.MetadataValue.json(summary),
             "seconds": stats.seconds,
         }

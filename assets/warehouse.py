@@ -80,8 +80,8 @@ def build_raw_load_assets() -> list[dg.AssetsDefinition]:
     kinds={"duckdb"},
     pool="warehouse",
     description=(
-        "Golden accounts and contacts with their crosswalk core.xref_identity, and the match review "
-        "queue ops.match_review, in one transaction."
+        "Golden accounts and contacts with their crosswalk core.xref_identity, the golden id history "
+        "core.golden_id_history and the match review queue ops.match_review, in one transaction."
     ),
     check_specs=[
         dg.AssetCheckSpec(

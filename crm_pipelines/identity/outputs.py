@@ -28,6 +28,10 @@ class IdentityFiles:
     def review(self) -> Path:
         return self.folder / "match_review.parquet"
 
+    @property
+    def history(self) -> Path:
+        return self.folder / "golden_id_history.parquet"
+
 
 def identity_files(lake_dir: Path, partition: str) -> IdentityFiles:
     return IdentityFiles(partition_dir(lake_dir, "core", "identity", "all", partition))

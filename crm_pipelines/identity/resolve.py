@@ -13,8 +13,10 @@ Steps per entity, each a SQL statement over temporary tables (nothing is pulled 
    fallbacks, then the most recently updated non-null value; or the newest edit), then the
    smallest record_id) and one survivor per cluster, then the golden records and the crosswalk.
    Records that matched nothing (usually most of them) skip the aggregation and pass straight through.
+   Golden ids persist from run to run (``golden_ids.py``): a cluster keeps the id its members carried,
+   and merges and splits are recorded.
 
-Nothing depends on the order rows arrive in: golden ids come from the smallest record_id of a
+Nothing depends on the order rows arrive in: a new golden id comes from the smallest record_id of a
 cluster, and every choice between records ends in a record_id comparison. Accounts are resolved
 first; contacts read the account crosswalk (``golden_account`` feature, ``golden_account_id``).
 """
@@ -34,6 +36,13 @@ import pyarrow as pa
 
 from crm_pipelines import canonical
 from crm_pipelines.canonical import SURVIVOR_FIELDS
+from crm_pipelines.identity.golden_ids import (
+    EVENTS,
+    GoldenIdStats,
+    PreviousIds,
+    assign_golden_ids,
+    register_previous,
+)
 from crm_pipelines.identity.rules import (
     FEATURES,
     Entity,
@@ -50,6 +59,7 @@ GOLDEN_ACCOUNT_FILE = "golden_account.parquet"
 GOLDEN_CONTACT_FILE = "golden_contact.parquet"
 XREF_FILE = "xref_identity.parquet"
 REVIEW_FILE = "match_review.parquet"
+GOLDEN_ID_HISTORY_FILE = "golden_id_history.parquet"
 
 _ID_PREFIX: dict[Entity, str] = {"account": "A-", "contact": "C-"}
 _SCHEMAS: dict[Entity, pa.Schema] = {"account": canonical.ACCOUNT, "contact": canonical.CONTACT}
@@ -169,6 +179,7 @@ class EntityStats:
     dropped_without_id: int
     dropped_duplicate_ids: int
     cluster_rounds: int
+    ids: GoldenIdStats
     scoring: ScoringStats | None = None
 
     @property
@@ -701,12 +712,12 @@ def _build_golden(
         CREATE OR REPLACE TEMP TABLE {t.golden} AS
         SELECT
             k.cluster,
-            {params.bind(_ID_PREFIX[entity])} || left(md5(min(s.record_id)), 16) AS golden_id,
+            any_value(i.golden_id) AS golden_id,
             arg_min(s.rid, {_order_sql(ownership.default, params)}) AS survivor_rid{fields},
             max(s.updated_at) AS updated_at,
             list_sort(list_distinct(list(s.source))) AS source_list,
             count(*) AS record_count
-        FROM {t.src} AS s JOIN {t.linked} AS k USING (rid)
+        FROM {t.src} AS s JOIN {t.linked} AS k USING (rid) JOIN {t.ids} AS i USING (cluster)
         GROUP BY k.cluster
         """,
         params,
@@ -719,7 +730,7 @@ def _build_xref(
     """Crosswalk rows of every record of the entity (``t.xref``)."""
     params = _Params()
     names = params.bind([*(rule.name for rule in entity_rules.rules), SCORED_RULE])
-    entity_sql, prefix = params.bind(entity), params.bind(_ID_PREFIX[entity])
+    entity_sql = params.bind(entity)
     _run(
         cur,
         f"""
@@ -740,7 +751,7 @@ def _build_xref(
         JOIN {t.golden} AS g USING (cluster)
         UNION ALL
         SELECT
-            {prefix} || left(md5(s.record_id), 16),
+            i.golden_id,
             {entity_sql},
             s.source,
             s.source_id,
@@ -749,6 +760,7 @@ def _build_xref(
             'self'
         FROM {t.src} AS s
         ANTI JOIN {t.linked} AS k USING (rid)
+        JOIN {t.ids} AS i ON i.cluster = s.rid
         """,
         params,
     )
@@ -774,7 +786,7 @@ def _build_contact_accounts(cur: duckdb.DuckDBPyConnection, *, t: _Tables, accou
     )
 
 
-def _golden_query(entity: Entity, t: _Tables, params: _Params, account_xref: str | None) -> str:
+def _golden_query(entity: Entity, t: _Tables, account_xref: str | None) -> str:
     """The golden records of an entity: clusters from ``t.golden`` plus every unmatched record as is."""
     names = SURVIVOR_FIELDS[entity]
     fields = ", ".join(quote_ident(name) for name in names)
@@ -797,13 +809,14 @@ def _golden_query(entity: Entity, t: _Tables, params: _Params, account_xref: str
         {vote_join}
         UNION ALL
         SELECT
-            {params.bind(_ID_PREFIX[entity])} || left(md5(s.record_id), 16), {account_single}{single_fields},
+            i.golden_id, {account_single}{single_fields},
             s.updated_at,
             1::BIGINT,
             1::BIGINT,
             s.source
         FROM {t.src} AS s
         ANTI JOIN {t.linked} AS k USING (rid)
+        JOIN {t.ids} AS i ON i.cluster = s.rid
         {account_join}
     """
 
@@ -852,6 +865,14 @@ def _resolve_entity(
         _run(cur, f"DROP TABLE IF EXISTS {table}")
     rounds = _connected_components(cur, t=t)
     _run(cur, f"DROP TABLE {t.edges}")
+    ids = assign_golden_ids(
+        cur,
+        entity=entity,
+        prefix=_ID_PREFIX[entity],
+        src=t.src,
+        linked=t.linked,
+        table=lambda purpose: quote_ident(t.bare(purpose)),
+    )
     _build_golden(cur, entity=entity, ownership=ownership, t=t, echoes=echoes)
     _build_xref(cur, entity=entity, entity_rules=entity_rules, t=t)
     if account_xref is not None:
@@ -880,6 +901,7 @@ def _resolve_entity(
         dropped_without_id=without_id,
         dropped_duplicate_ids=repeated,
         cluster_rounds=rounds,
+        ids=ids,
         scoring=scored,
     )
 
@@ -931,24 +953,29 @@ def _copy_to(cur: duckdb.DuckDBPyConnection, *, query: str, path: Path, params: 
 def _write_outputs(cur: duckdb.DuckDBPyConnection, *, out_dir: Path) -> None:
     accounts, contacts = _Tables("account"), _Tables("contact")
     # Row order in the files is not meaningful (sorting 1M string keys would double the write time).
-    params = _Params()
     _copy_to(
         cur,
-        query=_golden_query("account", accounts, params, None),
+        query=_golden_query("account", accounts, None),
         path=out_dir / GOLDEN_ACCOUNT_FILE,
-        params=params,
+        params=_Params(),
     )
-    params = _Params()
     _copy_to(
         cur,
-        query=_golden_query("contact", contacts, params, accounts.xref),
+        query=_golden_query("contact", contacts, accounts.xref),
         path=out_dir / GOLDEN_CONTACT_FILE,
-        params=params,
+        params=_Params(),
     )
     _copy_to(
         cur,
         query=f"SELECT * FROM {accounts.xref} UNION ALL SELECT * FROM {contacts.xref}",
         path=out_dir / XREF_FILE,
+        params=_Params(),
+    )
+    columns = ", ".join(quote_ident(name) for name in EVENTS.names)
+    _copy_to(
+        cur,
+        query=f"SELECT {columns} FROM {accounts.id_events} UNION ALL SELECT {columns} FROM {contacts.id_events}",
+        path=out_dir / GOLDEN_ID_HISTORY_FILE,
         params=_Params(),
     )
     _copy_to(
@@ -972,14 +999,17 @@ def resolve_entities(
     rules: MatchRules,
     ownership: Ownership | None = None,
     pushed: pa.Table | None = None,
+    previous: PreviousIds | None = None,
     decisions: pa.Table | None = None,
 ) -> ResolutionStats:
     """Deduplicate accounts and contacts into golden records and write them with a crosswalk.
 
-    Writes ``golden_account.parquet``, ``golden_contact.parquet`` and ``xref_identity.parquet`` into
-    ``out_dir`` with DuckDB ``COPY``; each file appears atomically. Golden ids are ``'A-'``/``'C-'`` plus
-    the first 16 hex digits of the md5 of the smallest record_id in the cluster, so a re-run on the
-    same data gives the same ids whatever the row order. Work happens on a private cursor of ``con``
+    Writes ``golden_account.parquet``, ``golden_contact.parquet``, ``xref_identity.parquet`` and
+    ``golden_id_history.parquet`` (tonight's created, split and merged ids) into ``out_dir`` with DuckDB
+    ``COPY``; each file appears atomically. A cluster keeps the golden id its members carried in
+    ``previous`` (:mod:`crm_pipelines.identity.golden_ids`); a new id is ``'A-'``/``'C-'`` plus the first
+    16 hex digits of the md5 of the smallest record_id in the cluster, so a re-run on the same data
+    gives the same ids whatever the row order. Work happens on a private cursor of ``con``
     (its temporary tables and macros vanish with it); the caller's settings (threads, memory_limit,
     temp_directory) apply.
 
@@ -992,6 +1022,8 @@ def resolve_entities(
         ownership: Field ownership (default: ``crm_pipelines/ownership.yaml``).
         pushed: What the syncs last wrote into each record (``record_id``, ``field``, ``value`` as
             text; :func:`crm_pipelines.syncs.state.pushed_values`): those values are echoes, not edits.
+        previous: The golden ids of earlier runs
+            (:func:`crm_pipelines.identity.golden_ids.previous_ids`); none on the first night.
         decisions: Review decisions (``entity``, ``record_id_a``, ``record_id_b``, ``decision``
             must_link | cannot_link, ``decided_at``), honoured by scored matching over any score.
 
@@ -1006,6 +1038,7 @@ def resolve_entities(
     cur = con.cursor()
     try:
         _create_macros(cur)
+        register_previous(cur, previous)
         echoes = pushed is not None and pushed.num_rows > 0
         decided = decisions is not None and decisions.num_rows > 0
         if decided:

@@ -13,6 +13,7 @@ import duckdb
 import pyarrow as pa
 
 from crm_pipelines.canonical import PARTY_ENTITIES
+from crm_pipelines.identity.golden_ids import HISTORY_DDL
 from crm_pipelines.identity.outputs import identity_files
 from crm_pipelines.identity.references import KnownRecord, recognise
 from crm_pipelines.identity.review import load_review
@@ -28,7 +29,7 @@ from crm_pipelines.warehouse.load import (
 )
 from crm_pipelines.warehouse.quarantine import replace_quarantine
 
-__all__ = ["load_fact", "load_identity", "load_order_links"]
+__all__ = ["load_fact", "load_golden_id_history", "load_identity", "load_order_links"]
 
 
 def load_identity(
@@ -39,7 +40,8 @@ def load_identity(
     run_id: str,
     log: logging.Logger | logging.LoggerAdapter[logging.Logger],
 ) -> dict[str, int]:
-    """Staged parties, their soft deletes and quarantine, and the golden records with the crosswalk.
+    """Staged parties, their soft deletes and quarantine, the golden records with the crosswalk and
+    the golden id history (``core.golden_id_history``, ``core.golden_id_current``).
 
     Core holds the current state: a partition older than the one core holds stays in staging only.
 
@@ -79,8 +81,72 @@ def load_identity(
             con, schema="core", table=name, select_sql=f"SELECT * FROM {scan_parquet(path)}"
         )
     counts["match_review"] = load_review(con, path=files.review, partition=partition, run_id=run_id)
+    counts["golden_id_history"] = load_golden_id_history(
+        con, path=files.history, partition=partition, run_id=run_id
+    )
     record_load_state(con, target="core.identity", partition=partition, run_id=run_id)
     return counts
+
+
+def load_golden_id_history(con: duckdb.DuckDBPyConnection, *, path: Path, partition: str, run_id: str) -> int:
+    """Append a run's golden id events to ``core.golden_id_history``; (re)create ``core.golden_id_current``.
+
+    An event already recorded (same entity, id, event and related id: an identity run repeated before
+    its load) is not recorded again. ``core.golden_id_current`` maps every id ever recorded to the id
+    its records carry today, following merges (A merged into B, B into C: A -> C); a split leaves the
+    old id with its anchor record, so it maps to itself.
+
+    Returns:
+        Events recorded.
+    """
+    con.execute(HISTORY_DDL)
+    recorded = 0
+    if path.exists():  # identity outputs written before ids were kept have no history file
+        before = _count(con, "SELECT count(*) FROM core.golden_id_history")
+        con.execute(
+            f"""
+            INSERT INTO core.golden_id_history BY NAME
+            SELECT e.*, CAST(? AS VARCHAR) AS partition, CAST(? AS VARCHAR) AS run_id, now() AS recorded_at
+            FROM {scan_parquet(path)} AS e
+            WHERE NOT EXISTS (
+                SELECT 1 FROM core.golden_id_history AS h
+                WHERE h.entity = e.entity AND h.golden_id = e.golden_id AND h.event = e.event
+                  AND h.related_id IS NOT DISTINCT FROM e.related_id
+            )
+            """,
+            [partition, run_id],
+        )
+        recorded = _count(con, "SELECT count(*) FROM core.golden_id_history") - before
+    con.execute(GOLDEN_ID_CURRENT_VIEW)
+    return recorded
+
+
+# Merges form chains without cycles (a merged id is never assigned again); the depth cap only bounds
+# the walk should a hand-edited history hold one.
+GOLDEN_ID_CURRENT_VIEW = """
+CREATE OR REPLACE VIEW core.golden_id_current AS
+WITH RECURSIVE merged AS (
+    SELECT entity, golden_id, arg_max(related_id, recorded_at) AS into_id
+    FROM core.golden_id_history
+    WHERE event = 'merged'
+    GROUP BY entity, golden_id
+),
+walk(entity, old_id, golden_id, merges) AS (
+    SELECT DISTINCT entity, golden_id, golden_id, 0 FROM core.golden_id_history
+    UNION ALL
+    SELECT w.entity, w.old_id, m.into_id, w.merges + 1
+    FROM walk AS w JOIN merged AS m ON m.entity = w.entity AND m.golden_id = w.golden_id
+    WHERE w.merges < 1000
+)
+SELECT entity, old_id, arg_max(golden_id, merges) AS golden_id, max(merges) AS merges
+FROM walk
+GROUP BY entity, old_id
+"""
+
+
+def _count(con: duckdb.DuckDBPyConnection, sql: str) -> int:
+    row = con.execute(sql).fetchone()
+    return int(row[0]) if row else 0
 
 
 def load_fact(

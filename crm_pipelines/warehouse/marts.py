@@ -52,7 +52,11 @@ MARTS = (
             ORDER BY account_id
         """,
         columns={
-            "account_id": "Golden account id; join key of every fact.",
+            "account_id": (
+                "Golden account id; join key of every fact. Kept from night to night while the company's "
+                "records stay together; an id merged into another or split off is in core.golden_id_history, "
+                "and core.golden_id_current maps any earlier id to today's."
+            ),
             "name": "Company name, from the system that owns it (crm_pipelines/ownership.yaml).",
             "domain": "Web domain.",
             "phone": "Main phone in E.164.",
@@ -81,7 +85,10 @@ MARTS = (
             ORDER BY contact_id
         """,
         columns={
-            "contact_id": "Golden contact id.",
+            "contact_id": (
+                "Golden contact id. Kept from night to night while the person's records stay together; "
+                "core.golden_id_current maps any earlier id (merged into another since) to today's."
+            ),
             "account_id": "Golden account the person works for.",
             "first_name": "Given name.",
             "last_name": "Family name.",
