@@ -9,7 +9,7 @@ import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from assets.identity import identity_resolution
+from assets.identity import apply_match_decisions, identity_resolution
 from assets.warehouse import build_core_load_assets
 from crm_pipelines import canonical
 from crm_pipelines.lake import partition_dir
@@ -76,3 +76,46 @@ def test_a_merge_keeps_the_warehouse_id_and_is_counted(tmp_path: Path) -> None:
         assert con.execute(
             "SELECT DISTINCT golden_id FROM core.golden_id_current WHERE entity = 'account'"
         ).fetchall() == [(before,)]
+
+
+def test_the_decisions_job_records_what_the_ui_sends(tmp_path: Path) -> None:
+    warehouse = WarehouseResource(url=f"duckdb:///{tmp_path}/warehouse.duckdb")
+    result = apply_match_decisions.execute_in_process(
+        run_config={
+            "ops": {
+                "record_match_decisions": {
+                    "config": {
+                        "decided_by": "ana",
+                        "decisions": [
+                            {
+                                "record_id_a": "salesforce:3",
+                                "record_id_b": "hubspot:4",
+                                "decision": "cannot_link",
+                            }
+                        ],
+                    }
+                }
+            }
+        },
+        resources={"warehouse": warehouse},
+    )
+    assert result.success
+    with warehouse.get().connect(read_only=True) as con:
+        assert con.execute(
+            "SELECT record_id_a, record_id_b, decision FROM ops.match_decisions"
+        ).fetchall() == [("hubspot:4", "salesforce:3", "cannot_link")]
+    refused = apply_match_decisions.execute_in_process(
+        run_config={
+            "ops": {
+                "record_match_decisions": {
+                    "config": {
+                        "decided_by": "ana",
+                        "decisions": [{"record_id_a": "a", "record_id_b": "b", "decision": "maybe"}],
+                    }
+                }
+            }
+        },
+        resources={"warehouse": warehouse},
+        raise_on_error=False,
+    )
+    assert not refused.success
