@@ -6,6 +6,7 @@ import pyarrow.parquet as pq
 import pytest
 from pydantic import ValidationError
 
+from crm_pipelines.canonical import ENTITIES
 from crm_pipelines.lake import partition_dir
 from crm_pipelines.mapping.build import mapping_connection, plan_mapping
 from crm_pipelines.mapping.spec import Mappings, load_mappings
@@ -95,6 +96,7 @@ def test_mapping_sql_converts_normalises_and_keeps_the_raw_row(tmp_path: Path) -
     assert acme["record_id"] == "salesforce:001A"
     assert acme["name"] == "Acme GmbH"
     assert acme["phone"] == "+49301234567"
+    assert (acme["phone_digits"], acme["phone_quality"]) == ("0301234567", "e164")
     assert acme["country"] == "DE"
     assert acme["domain"] == "acme.de"
     assert str(acme["annual_revenue"]) == "1500000.50"
@@ -104,6 +106,73 @@ def test_mapping_sql_converts_normalises_and_keeps_the_raw_row(tmp_path: Path) -
     assert bad["annual_revenue"] is None
     assert bad["updated_at"] is None
     assert bad["postal_code"] == "SW1A 1AA"
+
+
+def test_unparsable_phone_keeps_its_digits_and_a_flag(tmp_path: Path) -> None:
+    """A phone that cannot be made E.164 leaves phone null, keeps its digits and is flagged; the row flows."""
+    for dataset, table in {
+        "contacts": pa.table(
+            {
+                "Id": ["003A", "003B", "003C", "003D"],
+                "AccountId": ["001A", None, None, None],
+                "FirstName": ["Ada", "Bob", "Cy", "Di"],
+                "LastName": ["Lovelace", "Smith", "Young", "Ross"],
+                "Email": ["ada@acme.de", None, None, None],
+                # national format, no country anywhere; a digit too many; E.164; none
+                "Phone": ["030 1234567", "+49 30 12345678901234", "+44 20 7946 0018", None],
+                "Title": [None] * 4,
+                "MailingCountry": [None] * 4,
+                "SystemModstamp": ["2026-11-20T08:00:00.000+0000"] * 4,
+            }
+        ),
+        "accounts": pa.table(
+            {"Id": ["001A"], "BillingCountry": [None]},
+            schema=pa.schema([("Id", pa.string()), ("BillingCountry", pa.string())]),
+        ),
+    }.items():
+        folder = partition_dir(tmp_path, "raw", "salesforce", dataset, "2026-11-25")
+        folder.mkdir(parents=True)
+        pq.write_table(table, folder / "part-0000.parquet")
+    mapping = next(m for m in load_mappings().entities["contact"] if m.source == "salesforce")
+    planned = plan_mapping(
+        entity="contact", mapping=mapping, value_maps={}, lake_dir=tmp_path, partition="2026-11-25"
+    )
+    assert planned.sql is not None
+    result = mapping_connection().sql(planned.sql + " ORDER BY record_id").to_arrow_table()
+    assert result.column_names[:-2] == ENTITIES["contact"].names
+    national, too_long, ok, none = result.to_pylist()
+    assert (national["phone"], national["phone_digits"], national["phone_quality"]) == (
+        None,
+        "0301234567",
+        "unparsable",
+    )
+    assert national["last_name"] == "Lovelace"
+    assert national["email"] == "ada@acme.de"
+    assert (too_long["phone"], too_long["phone_digits"], too_long["phone_quality"]) == (
+        None,
+        "493012345678901234",
+        "unparsable",
+    )
+    assert (ok["phone"], ok["phone_digits"], ok["phone_quality"]) == ("+442079460018", "442079460018", "e164")
+    assert (none["phone"], none["phone_digits"], none["phone_quality"]) == (None, None, None)
+
+
+def test_phone_digits_and_quality_are_derived_not_declared() -> None:
+    with pytest.raises(ValidationError, match="derived from 'phone'"):
+        Mappings.model_validate(
+            {
+                "entities": {
+                    "contact": [
+                        {
+                            "source": "x",
+                            "inputs": {"a": "x/a"},
+                            "id": "Id",
+                            "columns": {"phone_digits": {"from": "Phone"}},
+                        }
+                    ]
+                }
+            }
+        )
 
 
 def test_missing_input_is_reported_not_crashed(tmp_path: Path) -> None:
