@@ -75,7 +75,14 @@ CONTACT = _schema(
     ("phone", pa.string(), "Phone number in E.164; null when the source's could not be made E.164."),
     *_PHONE_EXTRAS,
     ("title", pa.string(), "Job title."),
-    ("country", pa.string(), "ISO 3166-1 alpha-2 country code."),
+    ("street", pa.string(), "Mailing street address line."),
+    ("city", pa.string(), "Mailing city."),
+    ("postal_code", pa.string(), "Mailing postal code, upper case, trimmed."),
+    ("country", pa.string(), "Mailing country: ISO 3166-1 alpha-2 code."),
+    # ISO text rather than DATE for now: identity resolution (crm_pipelines/identity/resolve.py) types
+    # the canonical columns it loads and knows no DATE yet; the mapping's date transform has already
+    # made every system's spelling one YYYY-MM-DD.
+    ("birth_date", pa.string(), "Date of birth, ISO 8601 YYYY-MM-DD (personal data: kept out of the marts)."),
     ("updated_at", TS, "When the source last modified the row (UTC)."),
 )
 
@@ -158,8 +165,22 @@ SURVIVOR_FIELDS: dict[str, tuple[str, ...]] = {
         "vat_number",
         "annual_revenue",
     ),
-    "contact": ("first_name", "last_name", "email", "phone", "title", "country"),
+    "contact": (
+        "first_name",
+        "last_name",
+        "email",
+        "phone",
+        "title",
+        "street",
+        "city",
+        "postal_code",
+        "country",
+        "birth_date",
+    ),
 }
+# Survivor fields the golden syncs do not write back into the CRMs (yet): a person's mailing address
+# and birth date are read from every CRM and chosen for the golden record, not pushed elsewhere.
+NOT_WRITTEN_BACK: dict[str, tuple[str, ...]] = {"contact": ("street", "city", "postal_code", "birth_date")}
 
 # Parties are deduplicated across systems into golden records; facts are merged by their record_id.
 PARTY_ENTITIES = ("account", "contact")

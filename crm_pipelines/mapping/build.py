@@ -56,7 +56,9 @@ def column_sql(column: ColumnMapping, value_maps: dict[str, dict[str, str]]) -> 
     if t == "int":
         return f"TRY_CAST({text} AS BIGINT)"
     if t == "date":
-        return f"coalesce(TRY_CAST({text} AS DATE), CAST({_ms_date(text)} AS DATE))"
+        # ISO dates, SData dates, and the day-first dotted form people type into text fields.
+        dotted = f"CAST(try_strptime({text}, '%d.%m.%Y') AS DATE)"
+        return f"coalesce(TRY_CAST({text} AS DATE), CAST({_ms_date(text)} AS DATE), {dotted})"
     if t == "timestamp":
         return f"coalesce(TRY_CAST({text} AS TIMESTAMPTZ), {_ms_date(text)})"
     if t == "bool":

@@ -122,6 +122,10 @@ def test_unparsable_phone_keeps_its_digits_and_a_flag(tmp_path: Path) -> None:
                 "Phone": ["030 1234567", "+49 30 12345678901234", "+44 20 7946 0018", None],
                 "Title": [None] * 4,
                 "MailingCountry": [None] * 4,
+                "MailingStreet": [None] * 4,
+                "MailingCity": [None] * 4,
+                "MailingPostalCode": [None] * 4,
+                "Birthdate": [None] * 4,
                 "SystemModstamp": ["2026-11-20T08:00:00.000+0000"] * 4,
             }
         ),
@@ -214,3 +218,57 @@ def test_timestamps_and_dates_in_every_systems_format(
     assert row is not None
     assert (row[0].isoformat() if row[0] else None) == as_timestamp
     assert (row[1].isoformat() if row[1] else None) == as_date
+
+
+# Each system's contact fields for the mailing address and birth date, as the API names them.
+_PEOPLE_FIELDS = {
+    "salesforce": ("MailingStreet", "MailingCity", "MailingPostalCode", "MailingCountry", "Birthdate"),
+    "hubspot": ("address", "city", "zip", "country", "date_of_birth"),
+    "dynamics": ("address1_line1", "address1_city", "address1_postalcode", "address1_country", "birthdate"),
+    "zoho": ("Mailing_Street", "Mailing_City", "Mailing_Zip", "Mailing_Country", "Date_of_Birth"),
+    "sugarcrm": (
+        "primary_address_street",
+        "primary_address_city",
+        "primary_address_postalcode",
+        "primary_address_country",
+        "birthdate",
+    ),
+}
+
+
+@pytest.mark.parametrize("system", sorted(_PEOPLE_FIELDS))
+@pytest.mark.parametrize(
+    ("birth", "postal"), [("1980-03-12", " sw1a  1aa "), ("12.03.1980", "SW1A 1AA")], ids=["iso", "typed"]
+)
+def test_each_system_maps_mailing_address_and_birth_date(
+    tmp_path: Path, system: str, birth: str, postal: str
+) -> None:
+    from crm_pipelines.connectors.spec import load_system
+
+    mapping = next(m for m in load_mappings().entities["contact"] if m.source == system)
+    declared = sorted({f.name for obj in load_system(name=system).objects.values() for f in obj.fields})
+    street, city, postcode, country, birth_field = _PEOPLE_FIELDS[system]
+    assert {street, city, postcode, country, birth_field} <= set(declared)
+    values = {street: " 10  Downing Street ", city: "London", postcode: postal, country: "United Kingdom"}
+    values[birth_field] = birth
+    for alias, dataset in mapping.inputs.items():
+        source_dir, name = dataset.split("/")
+        folder = partition_dir(tmp_path, "raw", source_dir, name, "2026-11-25")
+        folder.mkdir(parents=True)
+        row = {
+            name: values.get(name, "x") if alias == next(iter(mapping.inputs)) else None for name in declared
+        }
+        row[mapping.id] = "1"
+        pq.write_table(pa.Table.from_pylist([row]), folder / "part-0000.parquet")
+    planned = plan_mapping(
+        entity="contact", mapping=mapping, value_maps={}, lake_dir=tmp_path, partition="2026-11-25"
+    )
+    assert planned.sql is not None
+    (staged,) = mapping_connection().sql(planned.sql).to_arrow_table().to_pylist()
+    assert (staged["street"], staged["city"], staged["postal_code"], staged["country"]) == (
+        "10 Downing Street",
+        "London",
+        "SW1A 1AA",
+        "GB",
+    )
+    assert staged["birth_date"] == "1980-03-12"
