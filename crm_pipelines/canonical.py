@@ -27,11 +27,34 @@ _LINEAGE = (
     ("source_id", pa.string(), "Primary key of the row in its source system."),
 )
 
+# Derived by the mapping from the source column that feeds ``phone`` (never declared per source): a
+# phone that cannot be made E.164 (a national number without a country, a digit too many) keeps its
+# digits and a flag, and the row flows on; only ``phone`` (E.164) reaches golden records and syncs.
+_PHONE_EXTRAS = (
+    (
+        "phone_digits",
+        pa.string(),
+        "Digits of the phone as the source wrote it (parsable or not), for matching; never written back.",
+    ),
+    (
+        "phone_quality",
+        pa.string(),
+        "'e164' when the source's phone was made E.164, 'unparsable' when it could not be, null when none.",
+    ),
+)
+# Canonical columns a mapping fills from its ``phone`` column (see crm_pipelines/mapping/build.py).
+PHONE_DERIVED = tuple(name for name, _, _ in _PHONE_EXTRAS)
+
 ACCOUNT = _schema(
     *_LINEAGE,
     ("name", pa.string(), "Company name as the source spells it."),
     ("domain", pa.string(), "Web domain, lower case, without scheme or www."),
-    ("phone", pa.string(), "Main phone number in E.164 (+4930123456)."),
+    (
+        "phone",
+        pa.string(),
+        "Main phone number in E.164 (+4930123456); null when the source's could not be made E.164.",
+    ),
+    *_PHONE_EXTRAS,
     ("email", pa.string(), "Main e-mail address, lower case."),
     ("street", pa.string(), "Street address line."),
     ("city", pa.string(), "City."),
@@ -49,9 +72,17 @@ CONTACT = _schema(
     ("first_name", pa.string(), "Given name."),
     ("last_name", pa.string(), "Family name."),
     ("email", pa.string(), "E-mail address, lower case."),
-    ("phone", pa.string(), "Phone number in E.164."),
+    ("phone", pa.string(), "Phone number in E.164; null when the source's could not be made E.164."),
+    *_PHONE_EXTRAS,
     ("title", pa.string(), "Job title."),
-    ("country", pa.string(), "ISO 3166-1 alpha-2 country code."),
+    ("street", pa.string(), "Mailing street address line."),
+    ("city", pa.string(), "Mailing city."),
+    ("postal_code", pa.string(), "Mailing postal code, upper case, trimmed."),
+    ("country", pa.string(), "Mailing country: ISO 3166-1 alpha-2 code."),
+    # ISO text rather than DATE for now: identity resolution (crm_pipelines/identity/resolve.py) types
+    # the canonical columns it loads and knows no DATE yet; the mapping's date transform has already
+    # made every system's spelling one YYYY-MM-DD.
+    ("birth_date", pa.string(), "Date of birth, ISO 8601 YYYY-MM-DD (personal data: kept out of the marts)."),
     ("updated_at", TS, "When the source last modified the row (UTC)."),
 )
 
@@ -134,8 +165,22 @@ SURVIVOR_FIELDS: dict[str, tuple[str, ...]] = {
         "vat_number",
         "annual_revenue",
     ),
-    "contact": ("first_name", "last_name", "email", "phone", "title", "country"),
+    "contact": (
+        "first_name",
+        "last_name",
+        "email",
+        "phone",
+        "title",
+        "street",
+        "city",
+        "postal_code",
+        "country",
+        "birth_date",
+    ),
 }
+# Survivor fields the golden syncs do not write back into the CRMs (yet): a person's mailing address
+# and birth date are read from every CRM and chosen for the golden record, not pushed elsewhere.
+NOT_WRITTEN_BACK: dict[str, tuple[str, ...]] = {"contact": ("street", "city", "postal_code", "birth_date")}
 
 # Parties are deduplicated across systems into golden records; facts are merged by their record_id.
 PARTY_ENTITIES = ("account", "contact")

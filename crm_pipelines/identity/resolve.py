@@ -315,12 +315,17 @@ def _base_feature_sql(entity: Entity, feature: str, rules: MatchRules, params: _
             "account": account,
             "golden_account": lambda: f"coalesce(ax.golden_id, {account()})",
             "last_name_folded": lambda: f"identity_translit({col('last_name')})",
-            # A phone staging could not make E.164 may still be kept raw: its digits count too.
+            # A phone staging could not make E.164 keeps its digits (``phone_digits``): they count too.
             "phone_digits": lambda: (
-                f"identity_digits(coalesce({col('phone')}, {col('phone_raw')}))"
-                if "phone_raw" in _SCHEMAS[entity].names
+                f"identity_digits(coalesce({col('phone')}, {col('phone_digits')}))"
+                if "phone_digits" in _SCHEMAS[entity].names
                 else f"identity_digits({col('phone')})"
             ),
+            "birth_date": lambda: f"nullif(trim(CAST({col('birth_date')} AS VARCHAR)), '')",
+            "postal_code": lambda: (
+                f"nullif(upper(regexp_replace({col('postal_code')}, '[\\s-]+', '', 'g')), '')"
+            ),
+            "city": lambda: f"identity_clean({col('city')})",
         }
     if feature not in sql:
         raise KeyError(f"{entity} feature {feature!r} has no SQL")

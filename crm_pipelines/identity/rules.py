@@ -75,6 +75,9 @@ FEATURES: dict[Entity, dict[str, str]] = {
         "email_mailbox": "Mailbox of the e-mail address: the part before the '@' without a '+tag'.",
         "phone_digits": "Digits of the phone, whatever its format (national, E.164 or unparsable); "
         "null below 6 digits.",
+        "birth_date": "Birth date (ISO).",
+        "postal_code": "Mailing postal code, upper case without spaces or dashes.",
+        "city": "Mailing city, cleaned.",
     },
 }
 

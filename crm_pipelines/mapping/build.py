@@ -9,7 +9,7 @@ from pathlib import Path
 import duckdb
 import pyarrow.parquet as pq
 
-from crm_pipelines.canonical import ENTITIES
+from crm_pipelines.canonical import ENTITIES, PHONE_DERIVED
 from crm_pipelines.lake import DELETED, has_parquet, parquet_glob, partition_dir, scan_parquet
 from crm_pipelines.mapping.normalize import register_udfs
 from crm_pipelines.mapping.spec import ColumnMapping, Mappings, SourceMapping
@@ -56,7 +56,9 @@ def column_sql(column: ColumnMapping, value_maps: dict[str, dict[str, str]]) -> 
     if t == "int":
         return f"TRY_CAST({text} AS BIGINT)"
     if t == "date":
-        return f"coalesce(TRY_CAST({text} AS DATE), CAST({_ms_date(text)} AS DATE))"
+        # ISO dates, SData dates, and the day-first dotted form people type into text fields.
+        dotted = f"CAST(try_strptime({text}, '%d.%m.%Y') AS DATE)"
+        return f"coalesce(TRY_CAST({text} AS DATE), CAST({_ms_date(text)} AS DATE), {dotted})"
     if t == "timestamp":
         return f"coalesce(TRY_CAST({text} AS TIMESTAMPTZ), {_ms_date(text)})"
     if t == "bool":
@@ -133,20 +135,45 @@ def plan_mapping(
         if DELETED in main_columns
         else "false"
     )
-    select = [
+    inner = [
         f"{record_id} AS record_id",
         f"{quote_literal(mapping.source)} AS source",
         f"{source_id} AS source_id",
     ]
+    outer = ["record_id", "source", "source_id"]
+    phone = mapping.columns.get("phone")
     for field in schema:
         if field.name in ("record_id", "source", "source_id"):
             continue
+        name = quote_ident(field.name)
+        if field.name in PHONE_DERIVED and phone is not None and phone.transform == "phone":
+            continue  # filled below, from the phone
         column = mapping.columns.get(field.name)
+        if field.name == "phone" and column is not None and column.transform == "phone":
+            # norm_phone gives E.164, or "?<digits>" for a number it cannot place; the row flows on
+            # with phone null, the digits and the flag, so only E.164 reaches golden records and syncs.
+            inner.append(f"{column_sql(column, value_maps)} AS {name}")
+            inner.append(
+                f"nullif(regexp_replace({_text(column.source_column or '')}, '[^0-9]', '', 'g'), '') "
+                "AS phone_digits"
+            )
+            outer.append(f"CAST(CASE WHEN starts_with({name}, '+') THEN {name} END AS VARCHAR) AS {name}")
+            outer.append("CAST(phone_digits AS VARCHAR) AS phone_digits")
+            outer.append(
+                f"CAST(CASE WHEN {name} IS NULL THEN NULL WHEN starts_with({name}, '+') THEN 'e164' "
+                "ELSE 'unparsable' END AS VARCHAR) AS phone_quality"
+            )
+            continue
         expr = "NULL" if column is None else column_sql(column, value_maps)
-        select.append(f"CAST({expr} AS {duckdb_type(field.type)}) AS {quote_ident(field.name)}")
-    select.append(f"{deleted} AS {DELETED}")
-    select.append("to_json(src) AS _raw")
-    sql = f"WITH src AS ({source_select})\nSELECT {', '.join(select)}\nFROM src"
+        inner.append(f"CAST({expr} AS {duckdb_type(field.type)}) AS {name}")
+        outer.append(name)
+    inner.append(f"{deleted} AS {DELETED}")
+    inner.append("to_json(src) AS _raw")
+    outer.extend([DELETED, "_raw"])
+    sql = (
+        f"WITH src AS ({source_select}),\nmapped AS (SELECT {', '.join(inner)}\nFROM src)\n"
+        f"SELECT {', '.join(outer)}\nFROM mapped"
+    )
     return PlannedMapping(entity, mapping.source, sql, ())
 
 

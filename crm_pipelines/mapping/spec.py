@@ -9,7 +9,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from crm_pipelines.canonical import ENTITIES
+from crm_pipelines.canonical import ENTITIES, PHONE_DERIVED
 from crm_pipelines.yamlfile import safe_load
 
 IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -145,6 +145,12 @@ class Mappings(BaseModel):
                 unknown = set(mapping.columns) - allowed
                 if unknown:
                     raise ValueError(f"{entity} from {mapping.source}: unknown columns {sorted(unknown)}")
+                derived = sorted(set(mapping.columns) & set(PHONE_DERIVED))
+                if derived:
+                    raise ValueError(
+                        f"{entity} from {mapping.source}: {derived} are derived from 'phone' "
+                        "(transform phone), not declared"
+                    )
                 for column in mapping.columns.values():
                     if column.value_map and column.value_map not in self.value_maps:
                         raise ValueError(f"{entity} from {mapping.source}: no value map {column.value_map!r}")

@@ -16,6 +16,10 @@ the batch, for checks GX cannot express on one column:
 A rule may also carry ``when``: conditions (ANDed) that select the rows it applies to; they become
 GX ``row_condition`` objects.
 
+``severity: warn`` makes a rule count and report its failing rows without quarantining them or ever
+failing the suite (e.g. phones kept as digits because they could not be made E.164); the default,
+``error``, quarantines.
+
 Nothing is read at import time: call :func:`load_rules`.
 """
 
@@ -170,6 +174,9 @@ class Rule(_Model):
     when: list[Condition] = Field(default_factory=list)
     value_set_ref: ValueSetRef | None = None
     description: str | None = None
+    # error: failing rows are quarantined and `mostly` decides the suite; warn: failing rows are only
+    # counted (metadata), they flow on and never fail the suite.
+    severity: Literal["error", "warn"] = "error"
 
     @field_validator("kwargs")
     @classmethod

@@ -3,7 +3,7 @@
 Batches are re-chunked to about 100k rows, each chunk is handed to GX as a pandas DataFrame and
 validated against the entity's suite with ``result_format="COMPLETE"``, so GX reports every failing
 row. Valid rows keep the input schema (``_raw`` included); every (row, failed rule) pair becomes one
-row in the ``QUARANTINE`` schema. Only counters outlive a chunk, so memory stays flat however many rows
+row in the ``QUARANTINE`` schema; a ``severity: warn`` rule's failing rows are counted and stay valid. Only counters outlive a chunk, so memory stays flat however many rows
 stream through.
 
 How failing rows are found: the DataFrame's index is the row position, *named* ``__row__``, and the
@@ -148,6 +148,7 @@ class RuleStats:
     columns: list[str]
     mostly: float
     tolerated_failures: int = 0
+    severity: str = "error"
     evaluated: int = 0
     unexpected: int = 0
     gx_failed_batches: int = 0
@@ -159,8 +160,8 @@ class RuleStats:
     @property
     def success(self) -> bool:
         # GX's rule: the share of evaluated (non-missing, condition-selected) rows that pass must
-        # reach `mostly`; applied to the whole feed, not chunk by chunk.
-        if not self.evaluated or self.unexpected <= self.tolerated_failures:
+        # reach `mostly`; applied to the whole feed, not chunk by chunk. A warning never fails.
+        if self.severity == "warn" or not self.evaluated or self.unexpected <= self.tolerated_failures:
             return True
         return (self.evaluated - self.unexpected) / self.evaluated >= self.mostly
 
@@ -170,6 +171,7 @@ class RuleStats:
             "columns": list(self.columns),
             "mostly": self.mostly,
             "tolerated_failures": self.tolerated_failures,
+            "severity": self.severity,
             "evaluated": self.evaluated,
             "unexpected": self.unexpected,
             "unexpected_percent": round(self.unexpected_percent, 4),
@@ -217,6 +219,11 @@ class ValidationSummary:
     def failed_rules(self) -> list[str]:
         return [name for name, stats in self.rules.items() if not stats.success]
 
+    @property
+    def warnings(self) -> dict[str, int]:
+        """Rows flagged by each ``severity: warn`` rule (counted, not quarantined)."""
+        return {name: stats.unexpected for name, stats in self.rules.items() if stats.severity == "warn"}
+
     def to_dict(self) -> dict[str, Any]:
         """The summary as plain JSON types.
 
@@ -235,6 +242,7 @@ class ValidationSummary:
             if self.rows_in
             else 0.0,
             "quarantine_records": self.quarantine_records,
+            "warnings": self.warnings,
             "batches": self.batches,
             "rules": {name: stats.to_dict() for name, stats in self.rules.items()},
             "gx_statistics": dict(self.gx_statistics),
@@ -383,6 +391,7 @@ class ValidationRun:
                 columns=list(rule.columns),
                 mostly=rule.mostly,
                 tolerated_failures=rules.tolerated_failures,
+                severity=rule.severity,
             )
             for name, rule in self._rules.items()
         }
@@ -555,7 +564,7 @@ class ValidationRun:
             stats.unexpected += unexpected
             if not expectation_result.success:
                 stats.gx_failed_batches += 1
-            if unexpected:
+            if unexpected and rule.severity == "error":
                 failed[positions] = True
                 pieces.append(self._quarantine_rows(table, derived, rule, positions, offset, row_json))
 

@@ -80,7 +80,8 @@ MARTS = (
         deps=("identity",),
         sql="""
             SELECT g.golden_id AS contact_id, g.golden_account_id AS account_id, g.first_name, g.last_name,
-                   g.email, g.phone, g.title, g.country, g.sources, g.record_count AS source_records
+                   g.email, g.phone, g.title, g.city, g.postal_code, g.country, g.sources,
+                   g.record_count AS source_records
             FROM core.golden_contact AS g
             ORDER BY contact_id
         """,
@@ -95,7 +96,9 @@ MARTS = (
             "email": "E-mail address, lower case.",
             "phone": "Phone in E.164.",
             "title": "Job title.",
-            "country": "ISO 3166-1 alpha-2 country code.",
+            "city": "Mailing city (street and birth date are personal data: in core.golden_contact only).",
+            "postal_code": "Mailing postal code.",
+            "country": "Mailing country: ISO 3166-1 alpha-2 code.",
             "sources": "Systems that hold this person, comma separated.",
             "source_records": "Number of source records merged into this golden record.",
         },

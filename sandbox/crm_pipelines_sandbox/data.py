@@ -777,6 +777,7 @@ class _Generator:
         self.contacts = contacts
         self.companies = max(1, contacts // 5)
         self.as_of = as_of
+        self.seed = seed
         self.rng = random.Random(seed)
         self.rnd = self.rng.random
         start = as_of - timedelta(days=_WINDOW_DAYS)
@@ -1021,13 +1022,15 @@ class _Generator:
             vat=vat,
         )
 
-    def postal_code(self, country: _Country, prefix: str) -> str:
-        rnd = self.rnd
+    def postal_code(self, country: _Country, prefix: str, rnd: Callable[[], float] | None = None) -> str:
+        rnd = rnd or self.rnd
         code = country.code
         if code == "GB":
-            return f"{prefix} {1 + int(rnd() * 9)}{self.pick(_GB_LETTERS)}{self.pick(_GB_LETTERS)}"
+            return f"{prefix} {1 + int(rnd() * 9)}{self.pick(_GB_LETTERS, rnd)}{self.pick(_GB_LETTERS, rnd)}"
         if code == "NL":
-            return f"{prefix}{int(rnd() * 100):02d} {self.pick(_GB_LETTERS)}{self.pick(_GB_LETTERS)}"
+            return (
+                f"{prefix}{int(rnd() * 100):02d} {self.pick(_GB_LETTERS, rnd)}{self.pick(_GB_LETTERS, rnd)}"
+            )
         if code == "SE":
             return f"{prefix} {int(rnd() * 100):02d}"
         fill = (4 if code in ("AT", "CH") else 5) - len(prefix)
@@ -1059,6 +1062,49 @@ class _Generator:
             area, sub_len, leads = country.mobiles[int(rnd() * len(country.mobiles))]
             sub = self.digits(sub_len, leads)
         return f"person-{index + 1:07d}", first, last, f"{local}@{company.domain}", area, sub
+
+    def person_mailing(self, entity_id: str, company: _Company) -> tuple[str, str, str, date]:
+        """A person's mailing street, city, postal code and birth date: the same in every system.
+
+        Drawn from the person's own stream (the world's seed and the person's id), so it shifts no
+        other value and every system that holds the person starts from the same facts. Most people
+        get mail at the office; about a third at home, somewhere else in the country.
+        """
+        rnd = random.Random(f"{self.seed}/{entity_id}").random
+        if rnd() < 0.65:
+            street, city, postal = company.street, company.city, company.postal
+        else:
+            country = company.country
+            city, _area, _digits, prefix, _leads = country.cities[int(rnd() * len(country.cities))]
+            street = self.pick(country.language.streets, rnd).format(n=1 + int(rnd() * 180))
+            postal = self.postal_code(country, prefix, rnd)
+        born = date(1950, 1, 1) + timedelta(days=int(rnd() * 365.25 * 53))
+        return street, city, postal, born
+
+    def mailing_text(
+        self, entity_id: str, company: _Company, system: str, copy: int = 0
+    ) -> tuple[str | None, str | None, str | None, date | None]:
+        """The person's mailing address and birth date as one system holds them: some parts missing,
+        streets abbreviated, postcodes without their space or in lower case, birth dates mostly unknown.
+
+        Its own stream per person, system and copy: the system's other values do not move.
+        """
+        street, city, postal, born = self.person_mailing(entity_id, company)
+        rnd = random.Random(f"{self.seed}/{entity_id}/{system}/{copy}").random
+        street_text: str | None = self.street_text(street, rnd) if rnd() < 0.7 else None
+        city_text: str | None = city if rnd() < 0.8 else None
+        if city_text is not None and rnd() < 0.05:
+            city_text = city_text.upper()
+        postal_text: str | None = postal if rnd() < 0.7 else None
+        if postal_text is not None:
+            r = rnd()
+            if r < 0.08:
+                postal_text = postal_text.replace(" ", "")
+            elif r < 0.12:
+                postal_text = postal_text.lower()
+            elif r < 0.15:
+                postal_text = f" {postal_text} "
+        return street_text, city_text, postal_text, born if rnd() < 0.35 else None
 
     # -- per-system rows -----------------------------------------------------------------------
 
@@ -1217,6 +1263,7 @@ class _Generator:
             reason = f"unknown_country: MailingCountry={country}"
         deleted = rnd() < (0.2 if duplicate else 0.01)
         title = self.pick(_TITLES) if rnd() < 0.8 else None
+        street, city, postal, born = self.mailing_text(entity, company, "salesforce", int(duplicate))
         self.buffers["Contact"].append(
             (
                 record_id,
@@ -1227,6 +1274,10 @@ class _Generator:
                 phone,
                 title,
                 country,
+                street,
+                city,
+                postal,
+                None if born is None else born.isoformat(),
                 self.sf_ts(created),
                 store.SALESFORCE_INTEGRATION_USER,
                 self.sf_ts(modified),
@@ -1282,6 +1333,9 @@ class _Generator:
         archived = rnd() < (0.15 if duplicate else 0.01)
         created_at, updated_at = self.hs_ts(created), self.hs_ts(modified)
         title = self.pick(_TITLES) if rnd() < 0.7 else None
+        street, city, postal, born = self.mailing_text(entity, company, "hubspot", int(duplicate))
+        # date_of_birth is a text property: most portals hold ISO dates, some what people typed.
+        birth = None if born is None else born.strftime("%d.%m.%Y" if born.day % 5 == 0 else "%Y-%m-%d")
         self.buffers["contacts"].append(
             (
                 record_id,
@@ -1295,6 +1349,10 @@ class _Generator:
                 phone,
                 title,
                 country,
+                street,
+                city,
+                postal,
+                birth,
                 None if company_id is None else str(company_id),
                 created_at,
                 updated_at,

@@ -74,6 +74,10 @@ class TextStyle(Protocol):
 
     def street_text(self, street: str, rnd: Callable[[], float] | None = None) -> str: ...
 
+    def mailing_text(
+        self, entity_id: str, company: _Company, system: str, copy: int = 0
+    ) -> tuple[str | None, str | None, str | None, date | None]: ...
+
     def typo(self, text: str, rnd: Callable[[], float] | None = None) -> str: ...
 
     def slug(self, text: str) -> str: ...
@@ -218,6 +222,7 @@ class OtherCrmSeeder:
                 # Contained in the account: removed with it, and not edited after.
                 deleted = gone if deleted is None else min(deleted, gone)
                 modified, created = min(modified, deleted), min(created, deleted)
+            street, city, postal_code, birth_date = style.mailing_text(entity, company, system)
             pending.contacts.append(
                 SeedContact(
                     ref=ref,
@@ -231,6 +236,10 @@ class OtherCrmSeeder:
                     created=created,
                     modified=modified,
                     deleted=deleted,
+                    street=street,
+                    city=city,
+                    postal_code=postal_code,
+                    birth_date=birth_date,
                 )
             )
             pending.truth[ref] = (entity, deleted is not None)

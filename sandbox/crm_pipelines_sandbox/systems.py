@@ -72,6 +72,11 @@ class SeedContact:
     created: datetime
     modified: datetime
     deleted: datetime | None = None
+    # Mailing address and birth date, as typed (each may be missing); systems without them drop them.
+    street: str | None = None
+    city: str | None = None
+    postal_code: str | None = None
+    birth_date: date | None = None
 
 
 @dataclass(frozen=True)

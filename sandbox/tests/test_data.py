@@ -358,6 +358,40 @@ def test_the_same_company_is_spelled_differently_across_systems(
     assert any(len({n.lower() for n in group}) < len(group) for group in multi)  # case-only variants
 
 
+def test_a_person_has_one_mailing_address_and_birth_date_typed_differently_per_system(
+    sandbox: SandboxLayout, truth: list[dict[str, object]]
+) -> None:
+    facts: dict[object, dict[str, set[str]]] = {}
+    typed: dict[str, list[str | None]] = {"city": [], "postal": [], "birth": []}
+    for dataset, db, table, key, city, postal, birth in (
+        ("salesforce.Contact", sandbox.salesforce_store, "Contact", "Id", "MailingCity", "MailingPostalCode", "Birthdate"),
+        ("hubspot.contacts", sandbox.hubspot_store, "contacts", "id", "city", "zip", "date_of_birth"),
+    ):  # fmt: skip
+        entity = {k: r["entity_id"] for k, r in truth_of(truth, dataset).items()}
+        for r in rows(db, f'SELECT "{key}", "{city}", "{postal}", "{birth}" FROM "{table}"'):
+            person = facts.setdefault(entity[str(r[0])], {"city": set(), "postal": set(), "birth": set()})
+            typed["city"].append(r[1])
+            typed["postal"].append(r[2])
+            typed["birth"].append(r[3])
+            if r[1]:
+                person["city"].add(r[1].lower())
+            if r[2]:
+                person["postal"].add(re.sub(r"\s", "", r[2]).upper())
+            if r[3]:
+                day = datetime.strptime(r[3], "%d.%m.%Y").date() if "." in r[3] else date.fromisoformat(r[3])
+                person["birth"].add(day.isoformat())
+    in_both = [p for p in facts.values() if any(len(v) for v in p.values())]
+    assert len(in_both) > 100
+    # The same facts wherever a person is held, once spelling is set aside.
+    assert all(len(values) <= 1 for p in facts.values() for values in p.values())
+    # Some missing, some spelled differently.
+    for name, values in typed.items():
+        assert 0.1 < sum(v is None for v in values) / len(values) < 0.9, name
+    assert any(v and v.isupper() for v in typed["city"])
+    assert any(v and v != v.strip() for v in typed["postal"])
+    assert any(v and "." in v for v in typed["birth"])
+
+
 def test_timestamps_lie_in_the_two_years_before_as_of(sandbox: SandboxLayout) -> None:
     end = datetime(AS_OF.year, AS_OF.month, AS_OF.day) + timedelta(days=1)
     start = end - timedelta(days=732)

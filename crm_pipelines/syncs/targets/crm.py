@@ -16,7 +16,7 @@ from typing import Any, Protocol
 
 import pyarrow as pa
 
-from crm_pipelines.canonical import SURVIVOR_FIELDS
+from crm_pipelines.canonical import NOT_WRITTEN_BACK, SURVIVOR_FIELDS
 from crm_pipelines.connectors.describe import resolved_object
 from crm_pipelines.connectors.spec import ObjectSpec, SystemSpec, load_system
 from crm_pipelines.connectors.writes import UpsertResult, WriteStats
@@ -84,7 +84,8 @@ def reverse_mapping(sync: SyncSpec, obj: ObjectSpec) -> dict[str, SyncField]:
         return {}
     declared = {f.name for f in obj.fields}
     writable = {f.name for f in obj.fields if f.writable}
-    written = SURVIVOR_FIELDS.get(entity, tuple(mapping.columns))
+    held_back = NOT_WRITTEN_BACK.get(entity, ())
+    written = tuple(c for c in SURVIVOR_FIELDS.get(entity, tuple(mapping.columns)) if c not in held_back)
     # A phone is read with the record's country; a mapping may take it from a column its query
     # derives, which the snapshot does not have: the record's country field stands in.
     country = mapping.columns.get("country")

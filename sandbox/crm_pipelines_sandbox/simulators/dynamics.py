@@ -913,7 +913,11 @@ class DynamicsSandbox(SandboxCrm):
                 "emailaddress1": seed.email,
                 "telephone1": seed.phone,
                 "jobtitle": seed.title,
+                "address1_line1": seed.street,
+                "address1_city": seed.city,
+                "address1_postalcode": seed.postal_code,
                 "address1_country": seed.country,
+                "birthdate": seed.birth_date.isoformat() if seed.birth_date else None,
                 "parentcustomerid": refs.get(seed.account_ref) if seed.account_ref else None,
                 "statecode": 0,
             }

@@ -137,6 +137,7 @@ CONTACTS = ObjectDef(
         FieldDef("Title"),
         FieldDef("Account", required=True),
         FieldDef("Address", "json"),
+        FieldDef("Birthday", "datetime"),
         FieldDef("CreateDate", "datetime"),
         FieldDef("CreateUser"),
         FieldDef("ModifyDate", "datetime"),
@@ -338,7 +339,8 @@ class InforCrmSandbox(SandboxCrm):
                 "WorkPhone": seed.phone,
                 "Title": seed.title,
                 "Account": refs.get(seed.account_ref) if seed.account_ref else None,
-                "Address": _address(None, None, None, seed.country, address_key),
+                "Address": _address(seed.street, seed.city, seed.postal_code, seed.country, address_key),
+                "Birthday": _close_date(seed.birth_date),
                 **_SEEDED_BY,
             }
         assert isinstance(seed, SeedDeal)

@@ -349,7 +349,9 @@ class SageCrmSandbox(SandboxCrm):
                 "pers_phonecountrycode": country,
                 "pers_phoneareacode": area,
                 "pers_phonenumber": number,
-                "address": _address(100_000 + int(key), None, None, None, seed.country),
+                "address": _address(
+                    100_000 + int(key), seed.street, seed.city, seed.postal_code, seed.country
+                ),
                 "pers_createdby": ADMIN_USER_ID,
                 "pers_updatedby": ADMIN_USER_ID,
             }

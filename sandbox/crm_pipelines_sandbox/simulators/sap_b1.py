@@ -980,6 +980,8 @@ class SapB1Sandbox(SandboxCrm):
                 "Position": seed.title,
                 "Phone1": seed.phone,
                 "E_Mail": seed.email,
+                "Address": seed.street,
+                "DateOfBirth": seed.birth_date.isoformat() if seed.birth_date else None,
                 "Active": "tYES",
             }
         assert isinstance(seed, SeedDeal)

@@ -52,6 +52,8 @@ CONTACT_EMPLOYEES = ObjectDef(
         FieldDef("Phone1"),
         FieldDef("MobilePhone"),
         FieldDef("E_Mail"),
+        FieldDef("Address"),  # one free-text line; a contact person has no city or postcode fields
+        FieldDef("DateOfBirth", "date"),
         FieldDef("Active"),
         FieldDef("CreateDate", "date"),
         FieldDef("CreateTime"),

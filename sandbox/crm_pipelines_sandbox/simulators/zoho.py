@@ -903,7 +903,11 @@ class ZohoSandbox(SandboxCrm):
                 "Email": seed.email,
                 "Phone": seed.phone,
                 "Title": seed.title,
+                "Mailing_Street": seed.street,
+                "Mailing_City": seed.city,
+                "Mailing_Zip": seed.postal_code,
                 "Mailing_Country": seed.country,
+                "Date_of_Birth": seed.birth_date.isoformat() if seed.birth_date else None,
                 "Account_Name": refs.get(seed.account_ref) if seed.account_ref else None,
             }
         return {

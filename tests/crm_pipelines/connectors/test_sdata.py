@@ -84,7 +84,7 @@ def test_reads_select_declared_properties_and_references_without_protocol_names(
             for row in batch.to_pylist()
         ]
     assert sent[0]["select"] == [
-        "FirstName,LastName,Email,WorkPhone,Title,Address/Country,Account,CreateDate,CreateUser,ModifyDate,"
-        "ModifyUser"
+        "FirstName,LastName,Email,WorkPhone,Title,Address/Address1,Address/City,Address/PostalCode,"
+        "Address/Country,Birthday,Account,CreateDate,CreateUser,ModifyDate,ModifyUser"
     ]
     assert all(row["account_id"] and row["account_id"].startswith("A") for row in rows)

@@ -27,14 +27,16 @@ SALESFORCE_FIELDS = {
     "Account": "Id Name Website Phone BillingStreet BillingCity BillingPostalCode BillingCountry Industry "
     "AnnualRevenue CreatedDate LastModifiedDate SystemModstamp IsDeleted "
     "ERP_Customer_Number__c Open_Balance__c Overdue_Amount__c Last_Payment_Date__c",
-    "Contact": "Id AccountId FirstName LastName Email Phone Title MailingCountry CreatedDate SystemModstamp IsDeleted",
+    "Contact": "Id AccountId FirstName LastName Email Phone Title MailingCountry MailingStreet MailingCity "
+    "MailingPostalCode Birthdate CreatedDate SystemModstamp IsDeleted",
     "Opportunity": "Id AccountId Name StageName Amount CurrencyIsoCode CloseDate IsClosed IsWon CreatedDate "
     "SystemModstamp IsDeleted ERP_Order_Number__c ERP_Invoice_Numbers__c",
 }
 HUBSPOT_PROPERTIES = {
     "companies": "name domain phone address city zip country industry annualrevenue createdate hs_lastmodifieddate "
     "erp_customer_number",
-    "contacts": "firstname lastname email phone jobtitle country associatedcompanyid createdate lastmodifieddate",
+    "contacts": "firstname lastname email phone jobtitle country address city zip date_of_birth associatedcompanyid "
+    "createdate lastmodifieddate",
     "deals": "dealname amount deal_currency_code dealstage pipeline closedate createdate hs_lastmodifieddate "
     "erp_order_number erp_invoice_numbers",
 }

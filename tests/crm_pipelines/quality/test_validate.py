@@ -36,6 +36,8 @@ def _valid_row(entity: str, key: str) -> dict[str, Any]:
             "name": "Acme GmbH",
             "domain": "acme.de",
             "phone": "+4930123456",
+            "phone_digits": "4930123456",
+            "phone_quality": "e164",
             "email": "info@acme.de",
             "street": "Hauptstr. 1",
             "city": "Berlin",
@@ -51,6 +53,8 @@ def _valid_row(entity: str, key: str) -> dict[str, Any]:
             "last_name": "Lovelace",
             "email": "ada@acme.de",
             "phone": "+4930123457",
+            "phone_digits": "4930123457",
+            "phone_quality": "e164",
             "title": "CTO",
             "country": "DE",
         },
@@ -189,6 +193,13 @@ CASES = [
         ("contact_email_or_last_name",),
         "contact has neither an email nor a last_name",
     ),
+    # A phone that could not be made E.164 is flagged, not quarantined: the row flows with its digits.
+    case(
+        "contact",
+        "unparsable-phone",
+        {"phone": None, "phone_digits": "03012345678", "phone_quality": "unparsable"},
+    ),
+    case("contact", "no-phone", {"phone": None, "phone_digits": None, "phone_quality": None}),
     case("contact", "upper-case-email", {"email": "Ada@Acme.de"}, ("contact_email_format",)),
     case("contact", "bad-country", {"country": "XX"}, ("contact_country_iso2",)),
     # opportunity
@@ -378,7 +389,10 @@ def test_counts_add_up(runs: dict[str, EntityRun]) -> None:
         assert summary.quarantine_records == run.result.quarantine.num_rows
         distinct = {(q["record_id"]) for q in run.result.quarantine.to_pylist()}
         assert len(distinct) == summary.rows_quarantined
-        assert sum(s.unexpected for s in summary.rules.values()) == summary.quarantine_records
+        assert (
+            sum(s.unexpected for s in summary.rules.values() if s.severity == "error")
+            == summary.quarantine_records
+        )
         assert run.result.quarantine.schema.equals(QUARANTINE)
         # Valid rows keep the input schema, _raw included.
         assert run.result.valid.schema.equals(ENTITIES[entity].append(pa.field("_raw", pa.string())))
@@ -409,6 +423,31 @@ def test_summary_is_json_for_dagster_metadata(runs: dict[str, EntityRun]) -> Non
     assert gx_stats["evaluated_expectations"] == len(data["rules"])
     assert gx_stats["successful_expectations"] + gx_stats["unsuccessful_expectations"] == len(data["rules"])
     assert gx_stats["great_expectations_version"].startswith("1.")
+
+
+def test_unparsable_phone_is_a_warning_not_a_quarantine(runs: dict[str, EntityRun]) -> None:
+    result = runs["contact"].result
+    valid = {r["source_id"]: r for r in result.valid.to_pylist()}
+    row = valid["unparsable-phone"]
+    assert (row["phone"], row["phone_digits"], row["phone_quality"]) == (None, "03012345678", "unparsable")
+    assert not [q for q in result.quarantine.to_pylist() if q["rule"] == "contact_phone_parsable"]
+    summary = result.summary.to_dict()
+    assert summary["warnings"]["contact_phone_parsable"] == 1
+    rule = summary["rules"]["contact_phone_parsable"]
+    assert (rule["severity"], rule["unexpected"], rule["success"]) == ("warn", 1, True)
+    assert "contact_phone_parsable" not in summary["failed_rules"]
+
+
+def test_a_feed_of_unparsable_phones_still_passes() -> None:
+    rows = []
+    for i in range(20):
+        row = _valid_row("contact", str(i))
+        row.update(phone=None, phone_digits=f"030{i:08d}", phone_quality="unparsable")
+        rows.append(row)
+    result = validate_table(entity="contact", table=_table("contact", rows, raw=False))
+    assert result.summary.success
+    assert result.valid.num_rows == 20
+    assert result.summary.warnings["contact_phone_parsable"] == 20
 
 
 def test_duplicate_record_ids_are_all_quarantined() -> None:

@@ -111,3 +111,20 @@ def test_writing_the_street_keeps_the_city_and_country_of_an_address_the_api_rep
     # Nothing else moved.
     others = {str(r[target.primary_key]): r for r in rows if str(r[target.primary_key]) != key}
     assert all(after[k][street] == r[street] for k, r in others.items())
+
+
+@pytest.mark.parametrize(
+    "system",
+    ["salesforce", "hubspot", "dynamics", "zoho", "sugarcrm", "infor_crm", "sage_crm", "creatio", "sap_b1"],
+)
+def test_golden_contacts_write_no_phone_digits_address_or_birth_date_back(system: str) -> None:
+    """Only the E.164 phone is golden; the mailing address and birth date are read, not written back."""
+    from crm_pipelines.syncs.targets.crm import reverse_mapping
+
+    sync = load_syncs().get(f"golden_contacts__{system}")
+    assert sync is not None
+    target = resolve_target(sync)
+    fields = reverse_mapping(sync, load_system(name=system).get_object(target.object_name))
+    written = {f.source_column for f in fields.values()}
+    assert not written & {"phone_digits", "phone_quality", "street", "city", "postal_code", "birth_date"}
+    assert "phone" in written or system == "sage_crm"  # Sage CRM's phone is three columns
