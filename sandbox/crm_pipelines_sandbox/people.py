@@ -274,7 +274,9 @@ EXTRA_CONTACT_FIELDS = (
     pa.field("birth_date", pa.date32()),
     pa.field("person_id", pa.int64()),
 )
-CONTACT_SCHEMA = pa.schema([*canonical.CONTACT, *EXTRA_CONTACT_FIELDS])
+CONTACT_SCHEMA = pa.schema(
+    [*canonical.CONTACT, *(f for f in EXTRA_CONTACT_FIELDS if f.name not in canonical.CONTACT.names)]
+)
 ACCOUNT_SCHEMA = pa.schema([*canonical.ACCOUNT, pa.field("company_id", pa.int64())])
 
 
@@ -523,7 +525,7 @@ def _render_contact(rng: random.Random, person: _Person, source: str) -> dict[st
         "mailing_city": person.city if has_address else None,
         "mailing_postal_code": person.postal_code if has_address else None,
         "mailing_country": country if has_address else None,
-        "birth_date": person.birth_date if rng.random() < birth_share else None,
+        "birth_date": person.birth_date.isoformat() if rng.random() < birth_share else None,
         "person_id": person.person_id,
     }
 
