@@ -326,6 +326,7 @@ def _base_feature_sql(entity: Entity, feature: str, rules: MatchRules, params: _
                 f"nullif(upper(regexp_replace({col('postal_code')}, '[\\s-]+', '', 'g')), '')"
             ),
             "city": lambda: f"identity_clean({col('city')})",
+            "street": lambda: f"identity_clean({col('street')})",
         }
     if feature not in sql:
         raise KeyError(f"{entity} feature {feature!r} has no SQL")

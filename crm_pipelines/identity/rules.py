@@ -78,6 +78,7 @@ FEATURES: dict[Entity, dict[str, str]] = {
         "birth_date": "Birth date (ISO).",
         "postal_code": "Mailing postal code, upper case without spaces or dashes.",
         "city": "Mailing city, cleaned.",
+        "street": "Mailing street line, cleaned.",
     },
 }
 
