@@ -246,6 +246,8 @@ class Scoring(_Model):
         apart_when: Comparison levels that make two records two people (given names that disagree
             outright: family members share a landline, an address and a company): such a pair never
             merges, and no other pair joins their clusters.
+        max_cluster_size: A join that would make a cluster larger is refused (and queued for review):
+            one person with more records than this is a chain of look-alikes, not a person.
         max_review: The review queue's size above which its asset check warns.
     """
 
@@ -256,6 +258,7 @@ class Scoring(_Model):
     reject_below: float = Field(default=0.01, gt=0.0, lt=1.0)
     min_compared: int = Field(default=3, ge=1)
     apart_when: list[Apart] = Field(default_factory=list)
+    max_cluster_size: int = Field(default=50, ge=2)
     max_review: int = Field(default=500, ge=0)
 
     @model_validator(mode="after")

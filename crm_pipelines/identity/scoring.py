@@ -533,7 +533,8 @@ def _cluster(
         ra, rb = find(a), find(b)
         if ra == rb:
             continue
-        if (a, b) not in forced and apart(ra, rb):
+        too_big = len(members.get(ra, [ra])) + len(members.get(rb, [rb])) > scoring.max_cluster_size
+        if (a, b) not in forced and (too_big or apart(ra, rb)):
             refused.append((a, b))
             continue
         big, small = (ra, rb) if len(members.get(ra, [ra])) >= len(members.get(rb, [rb])) else (rb, ra)
