@@ -225,9 +225,14 @@ class Level(_Model):
 
 
 class Apart(Level):
-    """A comparison level that says two records are two people, unless one of ``unless`` holds."""
+    """A comparison level that says two records are two people, unless one of ``unless`` holds.
+
+    ``review: false``: the level settles it (given names that disagree are two people); such pairs
+    never reach the review queue. Otherwise a pair that scores as a match goes to review.
+    """
 
     unless: list[Level] = Field(default_factory=list)
+    review: bool = True
 
 
 class Scoring(_Model):

@@ -144,8 +144,11 @@ def _levels(c: Comparison) -> list[tuple[str, str]]:
     return [("exact", f"{left} = {right}"), ("different", "true")]
 
 
-def _apart_sql(scoring: Scoring) -> str:
-    """True for a pair at a level that makes two people (``apart_when``, unless one of its ``unless``)."""
+def _apart_sql(scoring: Scoring, *, settled: bool = False) -> str:
+    """True for a pair at a level that makes two people (``apart_when``, unless one of its ``unless``).
+
+    ``settled``: only the levels that settle it without review (``review: false``).
+    """
     index = {c.feature: i for i, c in enumerate(scoring.comparisons)}
 
     def at(feature: str, label: str) -> str:
@@ -155,6 +158,8 @@ def _apart_sql(scoring: Scoring) -> str:
 
     tests = []
     for apart in scoring.apart_when:
+        if settled and apart.review:
+            continue
         unless = "".join(f" AND NOT {at(u.feature, u.level)}" for u in apart.unless)
         tests.append(f"({at(apart.feature, apart.level)}{unless})")
     return " OR ".join(tests) or "false"
@@ -423,7 +428,8 @@ def score_and_cluster(
         f"""
         CREATE OR REPLACE TEMP TABLE identity_scores AS
         SELECT a, b, w, 1 / (1 + pow(2, -w)) AS p, levels,
-               len(list_filter(levels, lambda x: x >= 0)) AS compared, {_apart_sql(scoring)} AS apart
+               len(list_filter(levels, lambda x: x >= 0)) AS compared, {_apart_sql(scoring)} AS apart,
+               {_apart_sql(scoring, settled=True)} AS settled
         FROM (
             SELECT g.a, g.b, {prior_weight!r} + {" + ".join(terms)} AS w,
                    [{", ".join(f"g.g{i}" for i in range(len(terms)))}] AS levels
@@ -476,7 +482,8 @@ def score_and_cluster(
                to_json({{{level_json}}}) AS levels
         FROM identity_scores AS s
         LEFT JOIN identity_refused_input AS f ON f.a = s.a AND f.b = s.b
-        WHERE (s.p >= ? AND s.p < ?) OR f.a IS NOT NULL OR (s.p >= ? AND (s.compared < ? OR s.apart))
+        WHERE NOT s.settled
+          AND ((s.p >= ? AND s.p < ?) OR f.a IS NOT NULL OR (s.p >= ? AND (s.compared < ? OR s.apart)))
         """,
         [scoring.merge_at, scoring.review_at, scoring.merge_at, scoring.merge_at, scoring.min_compared],
     )
