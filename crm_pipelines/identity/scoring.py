@@ -40,7 +40,7 @@ __all__ = ["SCORED_RULE", "ScoringStats", "features_read", "nickname_pairs", "sc
 
 SCORED_RULE = "match_score"  # what the crosswalk names a scored link by
 
-_RANDOM_SAMPLE = 2_000  # records per side of the random pairs that estimate u (4M pairs)
+_RANDOM_SAMPLE = 1_200  # records per side of the random pairs that estimate u (1.4M pairs)
 _EM_ROUNDS = 40
 _FLOOR = 1e-6  # no probability is exactly 0 or 1
 # The starting m counts as at least this many pairs of the same person, and as many as the
@@ -489,7 +489,7 @@ def score_and_cluster(
     )
     cur.unregister("identity_refused_input")
     (stats.review_pairs,) = (int(_one(cur, f"SELECT count(*) FROM {review}")[0]),)
-    for table in (pairs, gammas, "identity_scores", feat, "identity_nicknames"):
+    for table in (pairs, gammas, "identity_scores", feat, "identity_nicknames", "identity_joinable"):
         cur.execute(f"DROP TABLE IF EXISTS {table}")
     for i in range(len(scoring.comparisons)):
         cur.execute(f"DROP TABLE IF EXISTS identity_tf{i}")
@@ -509,8 +509,16 @@ def _cluster(
         if d == "cannot_link":
             cannot.setdefault(a, set()).add(b)
             cannot.setdefault(b, set()).add(a)
+    # Only records some strong pair could join need their "two people" pairs.
+    cur.execute(
+        "CREATE OR REPLACE TEMP TABLE identity_joinable AS SELECT a AS rid FROM identity_scores WHERE p >= ? "
+        "UNION SELECT b FROM identity_scores WHERE p >= ?",
+        [scoring.merge_at, scoring.merge_at],
+    )
     for a, b in cur.execute(
-        "SELECT a, b FROM identity_scores WHERE p < ? OR apart", [scoring.reject_below]
+        "SELECT a, b FROM identity_scores WHERE (p < ? OR apart) "
+        "AND a IN (SELECT rid FROM identity_joinable) AND b IN (SELECT rid FROM identity_joinable)",
+        [scoring.reject_below],
     ).fetchall():
         cannot.setdefault(a, set()).add(b)
         cannot.setdefault(b, set()).add(a)
