@@ -12,11 +12,10 @@ from functools import cache
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from crm_pipelines.canonical import SURVIVOR_FIELDS
-from crm_pipelines.yamlfile import problems, safe_load
+from crm_pipelines.yamlfile import parse_declaration
 
 __all__ = [
     "ConflictPolicy",
@@ -165,17 +164,7 @@ def parse_ownership(*, text: str, origin: str = "<string>") -> Ownership:
     Raises:
         OwnershipError: invalid YAML or content; the message names ``origin`` and each bad key.
     """
-    try:
-        data = safe_load(text) or {}
-    except yaml.YAMLError as exc:
-        raise OwnershipError(f"{origin}: not valid YAML: {exc}") from exc
-    if not isinstance(data, dict):
-        raise OwnershipError(f"{origin}: expected a mapping of entities, got {type(data).__name__}")
-    try:
-        return Ownership.model_validate(data)
-    except ValidationError as exc:
-        lines = "\n".join(f"  {line}" for line in problems(exc))
-        raise OwnershipError(f"{origin}: invalid ownership:\n{lines}") from None
+    return parse_declaration(text, origin=origin, model=Ownership, error=OwnershipError, what="ownership")
 
 
 @cache

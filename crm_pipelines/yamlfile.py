@@ -11,12 +11,14 @@ YAML keys the user wrote, without the members whose shape the value does not eve
 from __future__ import annotations
 
 import re
-from typing import IO, Any
+from typing import IO, Any, TypeVar
 
 import yaml
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
-__all__ = ["problems", "safe_load"]
+__all__ = ["parse_declaration", "problems", "safe_load"]
+
+M = TypeVar("M", bound=BaseModel)
 
 _LOADER: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 # A union member's tag in an error location: a type, not a key of the document.
@@ -46,3 +48,26 @@ def problems(exc: ValidationError) -> list[str]:
         if line not in lines:
             lines.append(line)
     return lines
+
+
+def parse_declaration(text: str, *, origin: str, model: type[M], error: type[Exception], what: str) -> M:
+    """A YAML declaration validated as ``model``; ``error`` names ``origin`` and every bad key.
+
+    Args:
+        text: The YAML text (empty means an empty mapping).
+        origin: The file (or other source) named in messages.
+        model: The pydantic model of the whole document.
+        error: The exception raised for invalid YAML or content.
+        what: What the document declares, for messages ("syncs", "match rules" ...).
+    """
+    try:
+        data = safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        raise error(f"{origin}: not valid YAML: {exc}") from exc
+    if not isinstance(data, dict):
+        raise error(f"{origin}: expected a mapping of {what}, got {type(data).__name__}")
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        lines = "\n".join(f"  {line}" for line in problems(exc))
+        raise error(f"{origin}: invalid {what}:\n{lines}") from None

@@ -26,10 +26,9 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from crm_pipelines.yamlfile import problems, safe_load
+from crm_pipelines.yamlfile import parse_declaration
 
 Entity = Literal["account", "contact"]
 ENTITIES: tuple[Entity, ...] = ("account", "contact")
@@ -409,17 +408,7 @@ def parse_match_rules(*, text: str, origin: str = "<string>") -> MatchRules:
     Raises:
         MatchRulesError: The text is not YAML or does not validate; the message names every problem.
     """
-    try:
-        data = safe_load(text)
-    except yaml.YAMLError as exc:
-        raise MatchRulesError(f"{origin}: not valid YAML: {exc}") from exc
-    if not isinstance(data, dict):
-        raise MatchRulesError(f"{origin}: expected a mapping at the top level, got {type(data).__name__}")
-    try:
-        return MatchRules.model_validate(data)
-    except ValidationError as exc:
-        lines = "\n".join(f"  {line}" for line in problems(exc))
-        raise MatchRulesError(f"{origin}: invalid match rules:\n{lines}") from exc
+    return parse_declaration(text, origin=origin, model=MatchRules, error=MatchRulesError, what="match rules")
 
 
 @cache

@@ -16,11 +16,10 @@ from functools import cache
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from crm_pipelines.mapping.spec import Transform, check_identifier
-from crm_pipelines.yamlfile import problems, safe_load
+from crm_pipelines.yamlfile import parse_declaration
 
 __all__ = [
     "DEFAULT_SYNCS",
@@ -318,17 +317,7 @@ def parse_syncs(*, text: str, origin: str = "<string>") -> SyncsFile:
     Raises:
         SyncsError: invalid YAML or content; the message names ``origin`` and each bad key.
     """
-    try:
-        data = safe_load(text) or {}
-    except yaml.YAMLError as exc:
-        raise SyncsError(f"{origin}: not valid YAML: {exc}") from exc
-    if not isinstance(data, dict):
-        raise SyncsError(f"{origin}: expected a mapping with models and syncs, got {type(data).__name__}")
-    try:
-        return SyncsFile.model_validate(data)
-    except ValidationError as exc:
-        lines = "\n".join(f"  {line}" for line in problems(exc))
-        raise SyncsError(f"{origin}: invalid syncs:\n{lines}") from None
+    return parse_declaration(text, origin=origin, model=SyncsFile, error=SyncsError, what="syncs")
 
 
 @cache
