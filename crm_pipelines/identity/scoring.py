@@ -215,7 +215,9 @@ def nickname_pairs() -> list[tuple[str, str]]:
 # -------------------------------------------------------------------------------------------------
 
 
-def _one(cur: duckdb.DuckDBPyConnection, sql: str, params: list[Any] | None = None) -> tuple[Any, ...]:
+def _one(
+    cur: duckdb.DuckDBPyConnection, sql: str, params: list[Any] | dict[str, Any] | None = None
+) -> tuple[Any, ...]:
     row = cur.execute(sql, params).fetchone()
     assert row is not None
     return tuple(row)
@@ -251,25 +253,16 @@ def _candidates(
             WHERE {" AND ".join(f"{k} IS NOT NULL" for k in keys)}
         """
         cur.execute(f"CREATE OR REPLACE TEMP TABLE identity_block AS {block}")
-        skipped, skipped_records = _one(
+        # Per block: the records it holds; its pairs follow (n * (n - 1) / 2), no join needed.
+        skipped, skipped_records, found = _one(
             cur,
-            "SELECT count(*), coalesce(sum(n), 0) FROM "
-            "(SELECT any_value(n) AS n FROM identity_block GROUP BY ALL HAVING any_value(n) > ?)",
-            [limit],
+            "SELECT count(*) FILTER (WHERE n > $limit), coalesce(sum(n) FILTER (WHERE n > $limit), 0), "
+            "coalesce(sum(n * (n - 1) // 2) FILTER (WHERE n <= $limit), 0) "
+            f"FROM (SELECT any_value(n) AS n FROM identity_block GROUP BY {', '.join(keys)})",
+            {"limit": limit},
         )
         stats.skipped_blocks += int(skipped)
         stats.skipped_records += int(skipped_records)
-        (found,) = _one(
-            cur,
-            f"""
-            SELECT count(*) FROM (
-                SELECT l.rid FROM identity_block AS l JOIN identity_block AS r
-                  ON {" AND ".join(f"l.{k} = r.{k}" for k in keys)} AND l.rid < r.rid
-                WHERE l.n <= ?
-            )
-            """,
-            [limit],
-        )
         stats.pairs_by_key[label] = int(found)
         cur.execute(
             f"""
@@ -282,7 +275,7 @@ def _candidates(
         )
     cur.execute("DROP TABLE IF EXISTS identity_block")
     cur.execute(f"CREATE OR REPLACE TEMP TABLE {pairs} AS SELECT DISTINCT a, b FROM {pairs}")
-    (stats.candidate_pairs,) = (int(_one(cur, f"SELECT count(*) FROM {pairs}")[0]),)
+    stats.candidate_pairs = int(_one(cur, f"SELECT count(*) FROM {pairs}")[0])
 
 
 def _gamma_select(scoring: Scoring) -> str:
@@ -488,7 +481,7 @@ def score_and_cluster(
         [scoring.merge_at, scoring.review_at, scoring.merge_at, scoring.merge_at, scoring.min_compared],
     )
     cur.unregister("identity_refused_input")
-    (stats.review_pairs,) = (int(_one(cur, f"SELECT count(*) FROM {review}")[0]),)
+    stats.review_pairs = int(_one(cur, f"SELECT count(*) FROM {review}")[0])
     for table in (pairs, gammas, "identity_scores", feat, "identity_nicknames", "identity_joinable"):
         cur.execute(f"DROP TABLE IF EXISTS {table}")
     for i in range(len(scoring.comparisons)):

@@ -17,7 +17,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from crm_pipelines import canonical
-from crm_pipelines.identity import XREF_FILE, load_match_rules, resolve_entities
+from crm_pipelines.identity import XREF_FILE, MatchRules, load_match_rules, resolve_entities
 from crm_pipelines.identity.resolve import REVIEW_FILE, ResolutionStats
 from crm_pipelines.identity.review import Decision, decisions_table, load_review, record_decisions
 from crm_pipelines.identity.scoring import nickname_pairs
@@ -106,7 +106,12 @@ class Outcome:
         return any({r["record_id_a"], r["record_id_b"]} == {a, b} for r in self.review)
 
 
-def resolve(tmp_path: Path, contacts: list[dict[str, Any]], decisions: pa.Table | None = None) -> Outcome:
+def resolve(
+    tmp_path: Path,
+    contacts: list[dict[str, Any]],
+    decisions: pa.Table | None = None,
+    rules: MatchRules | None = None,
+) -> Outcome:
     accounts, people = background()
     folder = tmp_path / f"run{len(list(tmp_path.glob('run*')))}"
     for name, schema, rows in (
@@ -120,7 +125,7 @@ def resolve(tmp_path: Path, contacts: list[dict[str, Any]], decisions: pa.Table 
         accounts_glob=str(folder / "accounts" / "*.parquet"),
         contacts_glob=str(folder / "contacts" / "*.parquet"),
         out_dir=folder / "out",
-        rules=load_match_rules(),
+        rules=rules or load_match_rules(),
         decisions=decisions,
     )
     return Outcome(stats, folder / "out")
@@ -129,6 +134,28 @@ def resolve(tmp_path: Path, contacts: list[dict[str, Any]], decisions: pa.Table 
 def at_acme(source: str, sid: str, **fields: Any) -> dict[str, Any]:
     account = "salesforce:A1" if source == "salesforce" else "hubspot:H1"
     return person(source, sid, account_record_id=account, country="DE", **fields)
+
+
+def namesakes() -> list[dict[str, Any]]:
+    """Two John Smiths at Acme with other mailboxes and other phones."""
+    return [
+        at_acme(
+            "salesforce",
+            "1",
+            first_name="John",
+            last_name="Smith",
+            email="john.smith@acme.example",
+            phone="+4930100100",
+        ),
+        at_acme(
+            "hubspot",
+            "2",
+            first_name="John",
+            last_name="Smith",
+            email="jsmith2@acme.example",
+            phone="+4930200200",
+        ),
+    ]
 
 
 def test_the_nickname_list_is_the_maintained_one() -> None:
@@ -189,27 +216,7 @@ def test_family_members_sharing_the_landline_and_company_do_not_merge(tmp_path: 
 def test_namesakes_at_one_company_with_other_mailboxes_and_phones_are_not_merged_automatically(
     tmp_path: Path,
 ) -> None:
-    run = resolve(
-        tmp_path,
-        [
-            at_acme(
-                "salesforce",
-                "1",
-                first_name="John",
-                last_name="Smith",
-                email="john.smith@acme.example",
-                phone="+4930100100",
-            ),
-            at_acme(
-                "hubspot",
-                "2",
-                first_name="John",
-                last_name="Smith",
-                email="jsmith2@acme.example",
-                phone="+4930200200",
-            ),
-        ],
-    )
+    run = resolve(tmp_path, namesakes())
     assert not run.together("salesforce:1", "hubspot:2") or run.queued("salesforce:1", "hubspot:2")
 
 
@@ -243,22 +250,7 @@ def test_a_weak_bridge_does_not_chain_two_people_together(tmp_path: Path) -> Non
 
 def test_decisions_are_honoured_and_leave_the_queue(tmp_path: Path) -> None:
     contacts = [
-        at_acme(
-            "salesforce",
-            "1",
-            first_name="John",
-            last_name="Smith",
-            email="john.smith@acme.example",
-            phone="+4930100100",
-        ),
-        at_acme(
-            "hubspot",
-            "2",
-            first_name="John",
-            last_name="Smith",
-            email="jsmith2@acme.example",
-            phone="+4930200200",
-        ),
+        *namesakes(),
         at_acme("salesforce", "3", first_name="Katherine", last_name="Okafor", phone="+4930111222"),
         at_acme("hubspot", "4", first_name="Kate", last_name="Okafor", phone="+4930111222"),
     ]
@@ -297,3 +289,25 @@ def test_scoring_reports_candidates_per_key_and_bands(tmp_path: Path) -> None:
     }
     assert sum(scoring.pairs_by_band.values()) == scoring.candidate_pairs
     assert scoring.prior > 0
+
+
+def test_every_block_too_large_to_compare_is_counted(tmp_path: Path) -> None:
+    shipped = load_match_rules()
+    small = shipped.model_copy(update={"contact": shipped.contact.model_copy(update={"max_block_size": 2})})
+    shared = [
+        at_acme(
+            "salesforce",
+            f"{mailbox}{n}",
+            first_name=f"N{n}",
+            last_name="Quist",
+            email=f"{mailbox}@shared.example",
+        )
+        for mailbox in ("sales", "info")
+        for n in range(3)
+    ]
+    run = resolve(tmp_path, shared, rules=small)
+    scoring = run.stats.contact.scoring
+    assert scoring is not None
+    # Each key's large blocks count, not one per key: sales@ and info@ alone are two per e-mail key.
+    assert scoring.skipped_blocks > len(small.contact.scoring.blocking)  # type: ignore[union-attr]
+    assert scoring.skipped_records >= 2 * scoring.skipped_blocks
