@@ -83,26 +83,33 @@ FEATURES: dict[Entity, dict[str, str]] = {
 
 # The levels of each comparison kind, best first (scoring.py holds their SQL).
 COMPARISON_LEVELS: dict[str, tuple[str, ...]] = {
-    "given_name": ("exact", "nickname", "initial", "jw92", "jw80", "different"),
-    "family_name": ("exact", "transliteration", "jw92", "jw80", "different"),
+    "given_name": ("exact", "swapped", "nickname", "initial", "jw92", "jw80", "different"),
+    "family_name": ("exact", "swapped", "transliteration", "jw92", "jw80", "different"),
     "email": ("exact", "mailbox", "same_domain", "other_domain", "different"),
     "phone": ("exact", "last8", "different"),
     "company": ("exact", "jw92", "different"),
     "exact": ("exact", "different"),
+    "date": ("exact", "typo", "within_year", "different"),
+    "postcode": ("exact", "same_area", "different"),
 }
 
 # How a scored comparison reads a pair of values, each with its levels from best to worst (the
 # SQL is in scoring.py). A null on either side is no evidence either way.
 COMPARISON_KINDS: dict[str, str] = {
-    "given_name": "exact (weighted by the name's frequency), nickname or diminutive (nicknames "
+    "given_name": "exact (weighted by the name's frequency), swapped with the family name, give or "
+    "take a typo (imports swap the two fields), nickname or diminutive (nicknames "
     "package), initial of the other, Jaro-Winkler >= 0.92, >= 0.80, different",
-    "family_name": "exact (weighted by the name's frequency), same transliteration, Jaro-Winkler >= 0.92, "
+    "family_name": "exact (weighted by the name's frequency), swapped with the given name, same transliteration, Jaro-Winkler >= 0.92, "
     ">= 0.80, different",
     "email": "exact, same mailbox (+tag stripped) where one address is private (free mail), another "
     "mailbox at the same company domain, two company domains, different",
     "phone": "same digits, same last 8 digits (national against international), different",
-    "exact": "equal, different",
+    "exact": "equal (weighted by the value's frequency), different",
     "company": "equal, Jaro-Winkler >= 0.92, different",
+    "date": "equal (weighted by the date's frequency: 1 January stands in for unknown days), one "
+    "typing error apart (1986-03-12 / 1986-03-21), within a year, different",
+    "postcode": "equal (weighted by the code's frequency), same area (all but the last two "
+    "characters: DT6 5LB / DT6 5JZ, 10115 / 10117), different",
 }
 
 _NAME_RE = re.compile(r"^[a-z][a-z0-9_]*$")
@@ -213,7 +220,7 @@ class Comparison(_Model):
     """One scored comparison: a feature and how its values are compared (``COMPARISON_KINDS``)."""
 
     feature: str
-    kind: Literal["given_name", "family_name", "email", "phone", "exact", "company"]
+    kind: Literal["given_name", "family_name", "email", "phone", "exact", "company", "date", "postcode"]
 
 
 class Level(_Model):

@@ -11,10 +11,13 @@ the reference it is measured against (``bench/identity.py``).
 2. **Comparison levels** per pair (``rules.COMPARISON_KINDS``): exact, nickname, initial, typo
    distance, transliteration for names; mailbox without ``+tag`` for e-mail; digits for phones.
 3. **Weights**: u (how often a level occurs between two random records) from a seeded random sample
-   of record pairs; m (how often between the same person) by expectation-maximisation over the
-   candidates' level patterns, u held fixed. An exact name match is weighed by the name's frequency
-   (term-frequency adjustment: "Okafor" says more than "Smith"). A level that disagrees has a
-   negative weight: evidence against a match.
+   of record pairs; m (how often between the same person) by expectation-maximisation, u held
+   fixed, in one session per blocking key over the pairs that key found, leaving out the
+   comparisons the key reads (every pair it finds agrees there), as Splink trains; the sessions' m
+   are averaged. The prior is the share of all record pairs that are one person. An exact value is
+   weighed by its frequency (term-frequency adjustment: "Okafor" says more than "Smith", a
+   1 January birth date less than another), smoothed for small inputs. A level that disagrees
+   has a negative weight: evidence against a match.
 4. **Clustering**: pairs at or above ``merge_at`` are joined strongest first; a join is refused when
    the two clusters hold a pair scored below ``reject_below`` or a cannot-link decision (a weak
    bridge never chains two different people together). Refused joins and pairs between
@@ -49,23 +52,42 @@ _FLOOR = 1e-6  # no probability is exactly 0 or 1
 _PSEUDO_PAIRS = 1_000.0
 # Starting m per kind: how often the same person shows each level (best first, 'different' last).
 _M_START: dict[str, list[float]] = {
-    "given_name": [0.75, 0.06, 0.05, 0.08, 0.03, 0.03],
-    "family_name": [0.85, 0.03, 0.06, 0.03, 0.03],
+    "given_name": [0.73, 0.02, 0.06, 0.05, 0.08, 0.03, 0.03],
+    "family_name": [0.83, 0.02, 0.03, 0.06, 0.03, 0.03],
     "email": [0.6, 0.1, 0.03, 0.1, 0.17],
     "phone": [0.6, 0.1, 0.3],
     "company": [0.7, 0.1, 0.2],
     "exact": [0.9, 0.1],
+    "date": [0.8, 0.08, 0.06, 0.06],
+    "postcode": [0.8, 0.1, 0.1],
 }
-_MAX_PRIOR = 0.5  # at most half the candidates are taken to be the same person
+_MAX_PRIOR = 0.5
+_FLOOR_PRIOR = 1e-12
+# Features a blocking key may read that come from a compared one: a key on the initial or the
+# folded family name agrees on part of that name.
+_DERIVED: dict[str, tuple[str, ...]] = {
+    "first_initial": ("first_name",),
+    "last_name_folded": ("last_name",),
+    "email_mailbox": ("email",),
+    "email_local": ("email",),
+    "email_domain": ("email",),
+    "full_name": ("first_name", "last_name"),
+    "sorted_name": ("first_name", "last_name"),
+    "phone": ("phone_digits",),
+    "phone_digits": ("phone",),
+}
+_PSEUDO_RECORDS = 1_000.0  # a value's frequency counts as this many records at the level's u
 _PSEUDO_RANDOM = 10_000.0  # the starting u counts as this many random pairs (of 4M on a real input)
 # Starting u per kind: how often two different people share the level, before the data says.
 _U_START: dict[str, list[float]] = {
-    "given_name": [0.005, 0.001, 0.01, 0.002, 0.01],
-    "family_name": [0.001, 0.0005, 0.001, 0.005],
+    "given_name": [0.005, 0.0001, 0.001, 0.01, 0.002, 0.01],
+    "family_name": [0.001, 0.0001, 0.0005, 0.001, 0.005],
     "email": [0.0001, 0.0005, 0.01, 0.6],
     "phone": [0.0001, 0.0002],
     "company": [0.001, 0.001],
     "exact": [0.05],
+    "date": [0.0005, 0.002, 0.01],
+    "postcode": [0.001, 0.005],
 }
 
 
@@ -97,6 +119,11 @@ def _levels(c: Comparison) -> list[tuple[str, str]]:
         return [
             ("exact", f"{left} = {right}"),
             (
+                "swapped",
+                f"jaro_winkler_similarity({left}, r.__family) >= 0.9 "
+                f"AND jaro_winkler_similarity({right}, l.__family) >= 0.9",
+            ),
+            (
                 "nickname",
                 f"(least({left}, {right}), greatest({left}, {right})) IN (SELECT (a, b) FROM identity_nicknames)",
             ),
@@ -108,6 +135,11 @@ def _levels(c: Comparison) -> list[tuple[str, str]]:
     if c.kind == "family_name":
         return [
             ("exact", f"{left} = {right}"),
+            (
+                "swapped",
+                f"jaro_winkler_similarity({left}, r.__given) >= 0.9 "
+                f"AND jaro_winkler_similarity({right}, l.__given) >= 0.9",
+            ),
             ("transliteration", "l.__folded = r.__folded"),
             ("jw92", f"jaro_winkler_similarity({left}, {right}) >= 0.92"),
             ("jw80", f"jaro_winkler_similarity({left}, {right}) >= 0.80"),
@@ -139,6 +171,24 @@ def _levels(c: Comparison) -> list[tuple[str, str]]:
         return [
             ("exact", f"{left} = {right}"),
             ("jw92", f"jaro_winkler_similarity({left}, {right}) >= 0.92"),
+            ("different", "true"),
+        ]
+    if c.kind == "date":
+        days = f"abs(date_diff('day', try_cast({left} AS DATE), try_cast({right} AS DATE)))"
+        return [
+            ("exact", f"{left} = {right}"),
+            ("typo", f"damerau_levenshtein({left}, {right}) <= 1"),
+            ("within_year", f"{days} <= 365"),
+            ("different", "true"),
+        ]
+    if c.kind == "postcode":
+        return [
+            ("exact", f"{left} = {right}"),
+            (
+                "same_area",
+                f"length({left}) >= 4 AND length({left}) = length({right}) "
+                f"AND left({left}, -2) = left({right}, -2)",
+            ),
             ("different", "true"),
         ]
     return [("exact", f"{left} = {right}"), ("different", "true")]
@@ -178,11 +228,15 @@ _TF_LEVELS: dict[str, tuple[int, str | None]] = {
     "given_name": (0, None),
     "family_name": (0, None),
     "email": (1, "__mailbox"),
+    "exact": (0, None),
+    "date": (0, None),
+    "postcode": (0, None),
 }
 
 # The helper columns some levels read, computed once per record.
 _HELPERS: dict[str, tuple[tuple[str, str], ...]] = {
-    "family_name": (("__folded", "last_name_folded"),),
+    "given_name": (("__family", "last_name"),),
+    "family_name": (("__folded", "last_name_folded"), ("__given", "first_name")),
     "email": (("__mailbox", "email_mailbox"), ("__domain", "email_domain")),
 }
 
@@ -241,9 +295,13 @@ def _candidates(
     limit: int,
     stats: ScoringStats,
 ) -> None:
-    """Candidate pairs (a < b) from every blocking key, each pair once."""
-    cur.execute(f"CREATE OR REPLACE TEMP TABLE {pairs} (a BIGINT, b BIGINT)")
-    for key in scoring.blocking:
+    """Candidate pairs (a < b) from every blocking key, each pair once.
+
+    ``{pairs}_keys`` keeps (a, b, key): which keys found each pair, for training the weights one
+    key at a time.
+    """
+    cur.execute(f"CREATE OR REPLACE TEMP TABLE {pairs}_keys (a BIGINT, b BIGINT, key INTEGER)")
+    for index, key in enumerate(scoring.blocking):
         label = "+".join(p.label for p in key)
         cols = ", ".join(f"{_key_sql(p)} AS k{i}" for i, p in enumerate(key))
         keys = [f"k{i}" for i in range(len(key))]
@@ -266,15 +324,15 @@ def _candidates(
         stats.pairs_by_key[label] = int(found)
         cur.execute(
             f"""
-            INSERT INTO {pairs}
-            SELECT l.rid, r.rid FROM identity_block AS l JOIN identity_block AS r
+            INSERT INTO {pairs}_keys
+            SELECT l.rid, r.rid, {index} FROM identity_block AS l JOIN identity_block AS r
               ON {" AND ".join(f"l.{k} = r.{k}" for k in keys)} AND l.rid < r.rid
             WHERE l.n <= ?
             """,
             [limit],
         )
     cur.execute("DROP TABLE IF EXISTS identity_block")
-    cur.execute(f"CREATE OR REPLACE TEMP TABLE {pairs} AS SELECT DISTINCT a, b FROM {pairs}")
+    cur.execute(f"CREATE OR REPLACE TEMP TABLE {pairs} AS SELECT DISTINCT a, b FROM {pairs}_keys")
     stats.candidate_pairs = int(_one(cur, f"SELECT count(*) FROM {pairs}")[0])
 
 
@@ -282,8 +340,65 @@ def _gamma_select(scoring: Scoring) -> str:
     return ", ".join(f"{_level_sql(c)} AS g{i}" for i, c in enumerate(scoring.comparisons))
 
 
+def _blocked(scoring: Scoring, key: list[KeyPart]) -> set[int]:
+    """The comparisons a blocking key reads: every pair the key finds agrees on them."""
+    read = {p.feature for p in key}
+    read |= {source for p in key for source in _DERIVED.get(p.feature, ())}
+    return {i for i, c in enumerate(scoring.comparisons) if c.feature in read}
+
+
+def _bayes_factor(levels: Iterable[int], m: list[list[float]], u: list[list[float]]) -> float:
+    factor = 1.0
+    for i, level in enumerate(levels):
+        if level >= 0:
+            factor *= m[i][level] / u[i][level]
+    return factor
+
+
+def _em(
+    patterns: list[tuple[Any, ...]], active: list[int], m_start: list[list[float]], u: list[list[float]]
+) -> tuple[list[list[float]], list[float]]:
+    """m of the ``active`` comparisons by EM over level patterns (levels..., count), u held fixed.
+
+    Returns m (the start values where not active) and, per comparison, the expected number of pairs
+    of the same person that had a value on both sides (the estimate's weight).
+    """
+    m = [list(levels) for levels in m_start]
+    seen = [0.0] * len(m)
+    prior = 0.1
+    for _ in range(_EM_ROUNDS):
+        sums = [[0.0] * len(levels) for levels in m]
+        seen = [0.0] * len(m)
+        matched = everything = 0.0
+        for *levels, count in patterns:
+            odds = prior / (1 - prior)
+            for i in active:
+                if levels[i] >= 0:
+                    odds *= m[i][levels[i]] / u[i][levels[i]]
+            posterior = odds / (1 + odds) if math.isfinite(odds) else 1.0
+            matched += posterior * count
+            everything += count
+            for i in active:
+                if levels[i] >= 0:
+                    sums[i][levels[i]] += posterior * count
+                    seen[i] += posterior * count
+        for i in active:
+            m[i] = [
+                max((s + _PSEUDO_PAIRS * m_start[i][j]) / (seen[i] + _PSEUDO_PAIRS), _FLOOR)
+                for j, s in enumerate(sums[i])
+            ]
+        prior = min(max(matched / everything if everything else 0.1, _FLOOR), 1 - _FLOOR)
+    return m, seen
+
+
 def _estimate(
-    cur: duckdb.DuckDBPyConnection, scoring: Scoring, *, feat: str, gammas: str, stats: ScoringStats
+    cur: duckdb.DuckDBPyConnection,
+    scoring: Scoring,
+    *,
+    feat: str,
+    gammas: str,
+    pair_keys: str,
+    stats: ScoringStats,
 ) -> tuple[list[list[float]], list[list[float]], float]:
     """u from random pairs, then m and the prior by EM over the candidates' level patterns."""
     comps = scoring.comparisons
@@ -313,34 +428,45 @@ def _estimate(
                 for j, c in enumerate(counts)
             ]
         )
+    # m: one EM session per blocking key, over the pairs that key found, leaving out the comparisons
+    # the key reads (all its pairs agree there, so they say nothing about m), as Splink trains. The
+    # sessions' m are averaged, each weighed by the pairs of the same person it saw.
+    sessions = cur.execute(
+        f"SELECT k.key, {', '.join(f'g.{c}' for c in g_cols)}, count(*) "
+        f"FROM {pair_keys} AS k JOIN {gammas} AS g ON g.a = k.a AND g.b = k.b GROUP BY ALL"
+    ).fetchall()
+    m_start = [list(_M_START[c.kind]) for c in comps]
+    sums = [[0.0] * n for n in sizes]
+    weights = [0.0] * len(comps)
+    for index, key in enumerate(scoring.blocking):
+        patterns = [row[1:] for row in sessions if row[0] == index]
+        active = [i for i in range(len(comps)) if i not in _blocked(scoring, key)]
+        if not patterns or not active:
+            continue
+        m_key, seen = _em(patterns, active, m_start, u)
+        for i in active:
+            for j in range(sizes[i]):
+                sums[i][j] += m_key[i][j] * seen[i]
+            weights[i] += seen[i]
+    m = [
+        [sums[i][j] / weights[i] for j in range(sizes[i])] if weights[i] > 0 else m_start[i]
+        for i in range(len(comps))
+    ]
+    # The prior: the share of all record pairs that are one person. Pairs that no key found are
+    # taken to be two people; the candidates' expected matches over all pairs, to a fixed point.
     patterns = cur.execute(f"SELECT {', '.join(g_cols)}, count(*) FROM {gammas} GROUP BY ALL").fetchall()
-    # Start: the best level likely among matches, each worse level less so.
-    m = [list(_M_START[c.kind]) for c in comps]
-    weight = max(_PSEUDO_PAIRS, float(sum(row[-1] for row in patterns)))
-    m_start = [list(levels) for levels in m]
-    prior = 0.1
+    (records,) = _one(cur, f"SELECT count(*) FROM {feat}")
+    all_pairs = max(records * (records - 1) / 2, 1.0)
+    candidates = float(sum(row[-1] for row in patterns))
+    prior = min(max(0.5 * candidates / all_pairs, _FLOOR_PRIOR), _MAX_PRIOR)
+    bayes = [_bayes_factor(levels, m, u) for *levels, _ in patterns]
     for _ in range(_EM_ROUNDS):
-        sums = [[0.0] * n for n in sizes]
-        totals = [0.0] * len(sizes)
-        matched = 0.0
-        everything = 0.0
-        for *levels, count in patterns:
-            odds = prior / (1 - prior)
-            for i, level in enumerate(levels):
-                if level >= 0:
-                    odds *= m[i][level] / u[i][level]
-            posterior = odds / (1 + odds) if math.isfinite(odds) else 1.0
-            matched += posterior * count
-            everything += count
-            for i, level in enumerate(levels):
-                if level >= 0:
-                    sums[i][level] += posterior * count
-                    totals[i] += posterior * count
-        m = [
-            [max((s + weight * m_start[i][j]) / (totals[i] + weight), _FLOOR) for j, s in enumerate(sums[i])]
-            for i in range(len(sizes))
-        ]
-        prior = min(max(matched / everything if everything else 0.1, _FLOOR), _MAX_PRIOR)
+        odds = prior / (1 - prior)
+        matched = sum(
+            count * (1.0 if not math.isfinite(f * odds) else f * odds / (1 + f * odds))
+            for f, (*_, count) in zip(bayes, patterns, strict=True)
+        )
+        prior = min(max(matched / all_pairs, _FLOOR_PRIOR), _MAX_PRIOR)
     stats.prior = prior
     stats.m = {f"{c.feature}:{c.kind}": [round(v, 6) for v in m[i]] for i, c in enumerate(comps)}
     stats.u = {f"{c.feature}:{c.kind}": [round(v, 6) for v in u[i]] for i, c in enumerate(comps)}
@@ -394,7 +520,7 @@ def score_and_cluster(
         FROM {pairs} AS p JOIN {feat} AS l ON l.rid = p.a JOIN {feat} AS r ON r.rid = p.b
         """
     )
-    m, u, prior = _estimate(cur, scoring, feat=feat, gammas=gammas, stats=stats)
+    m, u, prior = _estimate(cur, scoring, feat=feat, gammas=gammas, pair_keys=f"{pairs}_keys", stats=stats)
     # The weight of each level (log2 m/u), and the frequency-weighted exact names.
     terms, joins = [], []
     for i, c in enumerate(scoring.comparisons):
@@ -405,9 +531,12 @@ def score_and_cluster(
             # A level weighed by its value's frequency: m over how often two random records share
             # this very value ("Okafor" says more than "Smith", "priya.patel@" more than "lisa@").
             level, column = tf_level[0], quote_ident(tf_level[1] or c.feature)
+            # Smoothed towards the level's u as if _PSEUDO_RECORDS more records had been seen: in a
+            # small input one name in five is no evidence that the name is common.
             cur.execute(
                 f"CREATE OR REPLACE TEMP TABLE identity_tf{i} AS SELECT {column} AS v, "
-                f"count(*)::DOUBLE / (SELECT count({column}) FROM {feat}) AS tf "
+                f"(count(*) + {_PSEUDO_RECORDS * u[i][level]!r}) "
+                f"/ ((SELECT count({column}) FROM {feat}) + {_PSEUDO_RECORDS}) AS tf "
                 f"FROM {feat} WHERE {column} IS NOT NULL GROUP BY 1"
             )
             joins.append(f"LEFT JOIN identity_tf{i} AS tf{i} ON tf{i}.v = l.{column}")
@@ -482,7 +611,15 @@ def score_and_cluster(
     )
     cur.unregister("identity_refused_input")
     stats.review_pairs = int(_one(cur, f"SELECT count(*) FROM {review}")[0])
-    for table in (pairs, gammas, "identity_scores", feat, "identity_nicknames", "identity_joinable"):
+    for table in (
+        pairs,
+        f"{pairs}_keys",
+        gammas,
+        "identity_scores",
+        feat,
+        "identity_nicknames",
+        "identity_joinable",
+    ):
         cur.execute(f"DROP TABLE IF EXISTS {table}")
     for i in range(len(scoring.comparisons)):
         cur.execute(f"DROP TABLE IF EXISTS identity_tf{i}")

@@ -193,6 +193,26 @@ def test_the_nickname_list_is_the_maintained_one() -> None:
             {"first_name": "Margeurite", "last_name": "Oyelaran", "phone": "+4930777888"},
             id="typo",
         ),
+        pytest.param(
+            {"first_name": "Okonkwo", "last_name": "Chidinma", "email": "c.okonkwo@acme.example"},
+            {"first_name": "Chidinma", "last_name": "Okonkow", "email": "c.okonkwo@acme.example"},
+            id="first-and-last-swapped-with-a-typo",
+        ),
+        pytest.param(
+            {
+                "first_name": "Dariusz",
+                "last_name": "Wolanski",
+                "birth_date": "1986-03-12",
+                "postal_code": "10115",
+            },
+            {
+                "first_name": "Dariusz",
+                "last_name": "Wolanski",
+                "birth_date": "1986-03-21",
+                "postal_code": "10117",
+            },
+            id="birth-date-typo-and-neighbouring-postcode",
+        ),
     ],
 )
 def test_the_same_person_written_another_way_merges(
@@ -200,6 +220,26 @@ def test_the_same_person_written_another_way_merges(
 ) -> None:
     run = resolve(tmp_path, [at_acme("salesforce", "1", **a), at_acme("hubspot", "2", **b)])
     assert run.together("salesforce:1", "hubspot:2")
+
+
+def test_a_placeholder_birth_date_shared_by_many_is_no_evidence(tmp_path: Path) -> None:
+    """Forty people entered with 1900-01-01 and one postcode: their candidate pairs come from the
+    birth-date key, which must not teach the model that agreeing on it makes one person."""
+    people = [
+        person(
+            "erp",
+            f"x{i}",
+            first_name=FIRST[i % 10],
+            last_name=LAST[(i % 10 + 3 * (i // 10)) % 10],
+            birth_date="1900-01-01",
+            postal_code="10115",
+            country="DE",
+        )
+        for i in range(40)
+    ]
+    run = resolve(tmp_path, people)
+    golden = {x["golden_id"] for x in run.xref if x["record_id"].startswith("erp:x")}
+    assert len(golden) == 40
 
 
 def test_family_members_sharing_the_landline_and_company_do_not_merge(tmp_path: Path) -> None:
