@@ -34,6 +34,7 @@ from importlib import resources
 from typing import Any
 
 import duckdb
+import numpy as np
 import pyarrow as pa
 
 from crm_pipelines.identity.rules import Comparison, KeyPart, Scoring
@@ -347,14 +348,6 @@ def _blocked(scoring: Scoring, key: list[KeyPart]) -> set[int]:
     return {i for i, c in enumerate(scoring.comparisons) if c.feature in read}
 
 
-def _bayes_factor(levels: Iterable[int], m: list[list[float]], u: list[list[float]]) -> float:
-    factor = 1.0
-    for i, level in enumerate(levels):
-        if level >= 0:
-            factor *= m[i][level] / u[i][level]
-    return factor
-
-
 def _em(
     patterns: list[tuple[Any, ...]], active: list[int], m_start: list[list[float]], u: list[list[float]]
 ) -> tuple[list[list[float]], list[float]]:
@@ -365,29 +358,28 @@ def _em(
     """
     m = [list(levels) for levels in m_start]
     seen = [0.0] * len(m)
+    if not patterns:
+        return m, seen
+    table = np.asarray(patterns, dtype=np.float64)
+    levels, counts = table[:, :-1].astype(np.int64), table[:, -1]
     prior = 0.1
     for _ in range(_EM_ROUNDS):
-        sums = [[0.0] * len(levels) for levels in m]
-        seen = [0.0] * len(m)
-        matched = everything = 0.0
-        for *levels, count in patterns:
-            odds = prior / (1 - prior)
-            for i in active:
-                if levels[i] >= 0:
-                    odds *= m[i][levels[i]] / u[i][levels[i]]
-            posterior = odds / (1 + odds) if math.isfinite(odds) else 1.0
-            matched += posterior * count
-            everything += count
-            for i in active:
-                if levels[i] >= 0:
-                    sums[i][levels[i]] += posterior * count
-                    seen[i] += posterior * count
+        log_odds = np.full(len(counts), math.log(prior / (1 - prior)))
         for i in active:
+            known = levels[:, i] >= 0
+            ratio = np.log(np.asarray(m[i]) / np.asarray(u[i]))
+            log_odds[known] += ratio[levels[known, i]]
+        posterior = 1.0 / (1.0 + np.exp(-np.clip(log_odds, -700, 700)))
+        weighted = posterior * counts
+        for i in active:
+            known = levels[:, i] >= 0
+            sums = np.bincount(levels[known, i], weights=weighted[known], minlength=len(m[i]))
+            seen[i] = float(sums.sum())
             m[i] = [
-                max((s + _PSEUDO_PAIRS * m_start[i][j]) / (seen[i] + _PSEUDO_PAIRS), _FLOOR)
-                for j, s in enumerate(sums[i])
+                max((float(total) + _PSEUDO_PAIRS * m_start[i][j]) / (seen[i] + _PSEUDO_PAIRS), _FLOOR)
+                for j, total in enumerate(sums)
             ]
-        prior = min(max(matched / everything if everything else 0.1, _FLOOR), 1 - _FLOOR)
+        prior = min(max(float(weighted.sum() / counts.sum()), _FLOOR), 1 - _FLOOR)
     return m, seen
 
 
@@ -459,13 +451,15 @@ def _estimate(
     all_pairs = max(records * (records - 1) / 2, 1.0)
     candidates = float(sum(row[-1] for row in patterns))
     prior = min(max(0.5 * candidates / all_pairs, _FLOOR_PRIOR), _MAX_PRIOR)
-    bayes = [_bayes_factor(levels, m, u) for *levels, _ in patterns]
+    table = np.asarray(patterns, dtype=np.float64).reshape(len(patterns), len(comps) + 1)
+    levels, pattern_counts = table[:, :-1].astype(np.int64), table[:, -1]
+    log_factor = np.zeros(len(pattern_counts))
+    for i in range(len(comps)):
+        known = levels[:, i] >= 0
+        log_factor[known] += np.log(np.asarray(m[i]) / np.asarray(u[i]))[levels[known, i]]
     for _ in range(_EM_ROUNDS):
-        odds = prior / (1 - prior)
-        matched = sum(
-            count * (1.0 if not math.isfinite(f * odds) else f * odds / (1 + f * odds))
-            for f, (*_, count) in zip(bayes, patterns, strict=True)
-        )
+        log_odds = np.clip(log_factor + math.log(prior / (1 - prior)), -700, 700)
+        matched = float((pattern_counts / (1.0 + np.exp(-log_odds))).sum())
         prior = min(max(matched / all_pairs, _FLOOR_PRIOR), _MAX_PRIOR)
     stats.prior = prior
     stats.m = {f"{c.feature}:{c.kind}": [round(v, 6) for v in m[i]] for i, c in enumerate(comps)}
@@ -618,7 +612,6 @@ def score_and_cluster(
         "identity_scores",
         feat,
         "identity_nicknames",
-        "identity_joinable",
     ):
         cur.execute(f"DROP TABLE IF EXISTS {table}")
     for i in range(len(scoring.comparisons)):
@@ -639,23 +632,42 @@ def _cluster(
         if d == "cannot_link":
             cannot.setdefault(a, set()).add(b)
             cannot.setdefault(b, set()).add(a)
-    # Only records some strong pair could join need their "two people" pairs.
-    cur.execute(
-        "CREATE OR REPLACE TEMP TABLE identity_joinable AS SELECT a AS rid FROM identity_scores WHERE p >= ? "
-        "UNION SELECT b FROM identity_scores WHERE p >= ?",
-        [scoring.merge_at, scoring.merge_at],
-    )
-    for a, b in cur.execute(
-        "SELECT a, b FROM identity_scores WHERE (p < ? OR apart) "
-        "AND a IN (SELECT rid FROM identity_joinable) AND b IN (SELECT rid FROM identity_joinable)",
-        [scoring.reject_below],
-    ).fetchall():
-        cannot.setdefault(a, set()).add(b)
-        cannot.setdefault(b, set()).add(a)
     strong = cur.execute(
         "SELECT a, b FROM identity_scores WHERE p >= ? AND compared >= ? AND NOT apart ORDER BY w DESC, a, b",
         [scoring.merge_at, scoring.min_compared],
     ).fetchall()
+    # Only pairs inside one component of the strong and must links can ever stand between two
+    # joins: the others are left in the database.
+    component: dict[int, int] = {}
+
+    def component_of(x: int) -> int:
+        while component[x] != x:
+            component[x] = component[component[x]]
+            x = component[x]
+        return x
+
+    for a, b in [*must, *strong]:
+        component.setdefault(a, a)
+        component.setdefault(b, b)
+        ra, rb = component_of(a), component_of(b)
+        if ra != rb:
+            component[max(ra, rb)] = min(ra, rb)
+    cur.register(
+        "identity_component_input",
+        pa.table(
+            {"rid": list(component), "comp": [component_of(x) for x in component]},
+            schema=pa.schema([("rid", pa.int64()), ("comp", pa.int64())]),
+        ),
+    )
+    for a, b in cur.execute(
+        "SELECT s.a, s.b FROM identity_scores AS s "
+        "JOIN identity_component_input AS ca ON ca.rid = s.a JOIN identity_component_input AS cb ON cb.rid = s.b "
+        "WHERE (s.p < ? OR s.apart) AND ca.comp = cb.comp",
+        [scoring.reject_below],
+    ).fetchall():
+        cannot.setdefault(a, set()).add(b)
+        cannot.setdefault(b, set()).add(a)
+    cur.unregister("identity_component_input")
     parent: dict[int, int] = {}
     members: dict[int, list[int]] = {}
 
