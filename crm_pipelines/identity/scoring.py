@@ -205,7 +205,7 @@ def _apart_sql(scoring: Scoring, *, settled: bool = False) -> str:
     def at(feature: str, label: str) -> str:
         i = index[feature]
         level = [name for name, _ in _levels(scoring.comparisons[i])].index(label)
-        return f"levels[{i + 1}] = {level}"
+        return f"g{i} = {level}"
 
     tests = []
     for apart in scoring.apart_when:
@@ -278,10 +278,20 @@ def _one(
     return tuple(row)
 
 
+def _double(value: float) -> str:
+    """A number as a DOUBLE literal: DuckDB reads ``0.5907207850620398`` as a DECIMAL, and sums of
+    CASEs over DECIMALs of many scales run several times slower."""
+    return f"CAST({value!r} AS DOUBLE)"
+
+
+def _soundex_column(feature: str) -> str:
+    return quote_ident(f"__soundex_{feature}")
+
+
 def _key_sql(part: KeyPart) -> str:
     column = quote_ident(part.feature)
     if part.transform == "soundex":
-        return f"identity_soundex({column})"
+        return _soundex_column(part.feature)
     if part.transform == "prefix":
         return f"nullif(left({column}, {int(part.length or 1)}), '')"
     return column
@@ -302,6 +312,19 @@ def _candidates(
     key at a time.
     """
     cur.execute(f"CREATE OR REPLACE TEMP TABLE {pairs}_keys (a BIGINT, b BIGINT, key INTEGER)")
+    # A phonetic code is worked out once per distinct value, not once per record.
+    soundexed = sorted({p.feature for key in scoring.blocking for p in key if p.transform == "soundex"})
+    cur.execute(
+        f"CREATE OR REPLACE TEMP TABLE identity_keyed AS SELECT f.*"
+        f"{''.join(f', sx{i}.code AS {_soundex_column(name)}' for i, name in enumerate(soundexed))} "
+        f"FROM {feat} AS f"
+        + "".join(
+            f" LEFT JOIN (SELECT v, identity_soundex(v) AS code FROM (SELECT DISTINCT {quote_ident(name)} AS v "
+            f"FROM {feat})) AS sx{i} ON sx{i}.v = f.{quote_ident(name)}"
+            for i, name in enumerate(soundexed)
+        )
+    )
+    feat = "identity_keyed"
     for index, key in enumerate(scoring.blocking):
         label = "+".join(p.label for p in key)
         cols = ", ".join(f"{_key_sql(p)} AS k{i}" for i, p in enumerate(key))
@@ -333,6 +356,7 @@ def _candidates(
             [limit],
         )
     cur.execute("DROP TABLE IF EXISTS identity_block")
+    cur.execute("DROP TABLE identity_keyed")
     cur.execute(f"CREATE OR REPLACE TEMP TABLE {pairs} AS SELECT DISTINCT a, b FROM {pairs}_keys")
     stats.candidate_pairs = int(_one(cur, f"SELECT count(*) FROM {pairs}")[0])
 
@@ -501,57 +525,68 @@ def score_and_cluster(
     cur.execute("CREATE OR REPLACE TEMP TABLE identity_nicknames AS SELECT * FROM identity_nickname_input")
     cur.unregister("identity_nickname_input")
     helpers = {helper for c in scoring.comparisons for helper in _HELPERS.get(c.kind, ())}
-    helper_cols = "".join(f", {quote_ident(src)} AS {name}" for name, src in helpers)
     pairs, gammas = "identity_pairs", "identity_gammas"
     _candidates(cur, scoring, feat=feat, pairs=pairs, limit=max_block_size, stats=stats)
-    # Helper columns travel with the features the levels read.
-    cur.execute(f"CREATE OR REPLACE TEMP TABLE identity_scored_feat AS SELECT *{helper_cols} FROM {feat}")
+    # Only what the levels read travels with each pair: the compared features, their helper
+    # columns, and how many records share the value of each frequency-weighted level (counted once
+    # per record, not per pair).
+    source_of = dict(helpers)
+    tf_columns = {
+        i: source_of.get(tf_level[1] or c.feature, tf_level[1] or c.feature)
+        for i, c in enumerate(scoring.comparisons)
+        if (tf_level := _TF_LEVELS.get(c.kind)) is not None
+    }
+    compared = dict.fromkeys(c.feature for c in scoring.comparisons)
+    counts = "".join(
+        f" LEFT JOIN (SELECT {quote_ident(col)} AS v, count(*) AS n FROM {feat} GROUP BY 1) AS tfc{i} "
+        f"ON tfc{i}.v = f.{quote_ident(col)}"
+        for i, col in tf_columns.items()
+    )
+    cur.execute(
+        f"""
+        CREATE OR REPLACE TEMP TABLE identity_scored_feat AS
+        SELECT f.rid{"".join(f", f.{quote_ident(x)}" for x in compared)}
+               {"".join(f", f.{quote_ident(src)} AS {name}" for name, src in helpers)}
+               {"".join(f", tfc{i}.n AS __tfc{i}" for i in tf_columns)}
+        FROM {feat} AS f{counts}
+        """
+    )
     feat = "identity_scored_feat"
     cur.execute(
         f"""
         CREATE OR REPLACE TEMP TABLE {gammas} AS
-        SELECT p.a, p.b, {_gamma_select(scoring)}
+        SELECT p.a, p.b, {_gamma_select(scoring)}{"".join(f", l.__tfc{i} AS tfc{i}" for i in tf_columns)}
         FROM {pairs} AS p JOIN {feat} AS l ON l.rid = p.a JOIN {feat} AS r ON r.rid = p.b
         """
     )
     m, u, prior = _estimate(cur, scoring, feat=feat, gammas=gammas, pair_keys=f"{pairs}_keys", stats=stats)
-    # The weight of each level (log2 m/u), and the frequency-weighted exact names.
-    terms, joins = [], []
+    # The weight of each level (log2 m/u), and the frequency-weighted exact values.
+    terms = []
     for i, c in enumerate(scoring.comparisons):
-        cases = " ".join(f"WHEN {j} THEN {math.log2(m[i][j] / u[i][j])!r}" for j in range(len(m[i])))
+        cases = " ".join(f"WHEN {j} THEN {_double(math.log2(m[i][j] / u[i][j]))}" for j in range(len(m[i])))
         weight = f"CASE g.g{i} {cases} ELSE 0 END"
-        tf_level = _TF_LEVELS.get(c.kind)
-        if tf_level is not None:
+        if i in tf_columns:
             # A level weighed by its value's frequency: m over how often two random records share
             # this very value ("Okafor" says more than "Smith", "priya.patel@" more than "lisa@").
-            level, column = tf_level[0], quote_ident(tf_level[1] or c.feature)
             # Smoothed towards the level's u as if _PSEUDO_RECORDS more records had been seen: in a
             # small input one name in five is no evidence that the name is common.
-            cur.execute(
-                f"CREATE OR REPLACE TEMP TABLE identity_tf{i} AS SELECT {column} AS v, "
-                f"(count(*) + {_PSEUDO_RECORDS * u[i][level]!r}) "
-                f"/ ((SELECT count({column}) FROM {feat}) + {_PSEUDO_RECORDS}) AS tf "
-                f"FROM {feat} WHERE {column} IS NOT NULL GROUP BY 1"
-            )
-            joins.append(f"LEFT JOIN identity_tf{i} AS tf{i} ON tf{i}.v = l.{column}")
+            level = _TF_LEVELS[c.kind][0]
+            (with_value,) = _one(cur, f"SELECT count(__tfc{i}) FROM {feat}")
+            tf = f"(g.tfc{i} + {_double(_PSEUDO_RECORDS * u[i][level])}) / {_double(with_value + _PSEUDO_RECORDS)}"
             weight = (
-                f"CASE WHEN g.g{i} = {level} THEN log2({m[i][level]!r} / greatest(coalesce(tf{i}.tf, "
-                f"{u[i][level]!r}), {u[i][level]!r} / 4)) ELSE {weight} END"
+                f"CASE WHEN g.g{i} = {level} THEN log2({_double(m[i][level])} / greatest({tf}, "
+                f"{_double(u[i][level] / 4)})) ELSE {weight} END"
             )
         terms.append(weight)
     prior_weight = math.log2(prior / (1 - prior))
+    g_cols = ", ".join(f"g{i}" for i in range(len(terms)))
     cur.execute(
         f"""
         CREATE OR REPLACE TEMP TABLE identity_scores AS
-        SELECT a, b, w, 1 / (1 + pow(2, -w)) AS p, levels,
-               len(list_filter(levels, lambda x: x >= 0)) AS compared, {_apart_sql(scoring)} AS apart,
-               {_apart_sql(scoring, settled=True)} AS settled
-        FROM (
-            SELECT g.a, g.b, {prior_weight!r} + {" + ".join(terms)} AS w,
-                   [{", ".join(f"g.g{i}" for i in range(len(terms)))}] AS levels
-            FROM {gammas} AS g JOIN {feat} AS l ON l.rid = g.a
-            {" ".join(joins)}
-        )
+        SELECT a, b, w, 1 / (1 + pow(2, -w)) AS p, {g_cols},
+               {" + ".join(f"(g{i} >= 0)::INTEGER" for i in range(len(terms)))} AS compared,
+               {_apart_sql(scoring)} AS apart, {_apart_sql(scoring, settled=True)} AS settled
+        FROM (SELECT g.a, g.b, {g_cols}, {_double(prior_weight)} + {" + ".join(terms)} AS w FROM {gammas} AS g)
         """
     )
     for band, low, high in (
@@ -583,8 +618,8 @@ def score_and_cluster(
     )
     labels = [[lbl for lbl, _ in _levels(c)] for c in scoring.comparisons]
     level_json = ", ".join(
-        f"{quote_literal(c.feature)}: CASE WHEN s.levels[{i + 1}] < 0 THEN NULL ELSE "
-        f"({labels[i]!r}::VARCHAR[])[s.levels[{i + 1}] + 1] END"
+        f"{quote_literal(c.feature)}: CASE WHEN s.g{i} < 0 THEN NULL ELSE "
+        f"({labels[i]!r}::VARCHAR[])[s.g{i} + 1] END"
         for i, c in enumerate(scoring.comparisons)
     )
     cur.execute(
@@ -614,8 +649,6 @@ def score_and_cluster(
         "identity_nicknames",
     ):
         cur.execute(f"DROP TABLE IF EXISTS {table}")
-    for i in range(len(scoring.comparisons)):
-        cur.execute(f"DROP TABLE IF EXISTS identity_tf{i}")
     return stats
 
 
