@@ -561,6 +561,8 @@ def _apply_rule(
     for i, cond in enumerate(rule.conditions):
         if cond.equal is not None:
             tests.append(f"l.c{i} = r.c{i}")
+        elif cond.compatible is not None:
+            tests.append(f"(l.c{i} IS NULL OR r.c{i} IS NULL OR l.c{i} = r.c{i})")
         else:
             threshold = params.bind(cond.threshold)
             # With a cut-off DuckDB returns 0 below it and can stop early on hopeless pairs.

@@ -160,18 +160,21 @@ class KeyPart(_Model):
 
 
 class Condition(_Model):
-    """A test on a candidate pair: ``equal: <feature>`` or ``similar: <feature>`` with a threshold."""
+    """A test on a candidate pair: ``equal: <feature>``, ``similar: <feature>`` with a threshold, or
+    ``compatible: <feature>`` (equal where both records have a value: two towns say two companies,
+    a missing town says nothing)."""
 
     equal: KeyPart | None = None
     similar: KeyPart | None = None
+    compatible: KeyPart | None = None
     method: Literal["jaro_winkler", "jaro"] | None = None
     threshold: float | None = Field(default=None, gt=0.0, le=1.0)
 
     @model_validator(mode="after")
     def _one_kind(self) -> Condition:
-        if (self.equal is None) == (self.similar is None):
-            raise ValueError("a condition needs exactly one of 'equal' or 'similar'")
-        if self.equal is not None and (self.threshold is not None or self.method is not None):
+        if sum(kind is not None for kind in (self.equal, self.similar, self.compatible)) != 1:
+            raise ValueError("a condition needs exactly one of 'equal', 'similar' or 'compatible'")
+        if self.similar is None and (self.threshold is not None or self.method is not None):
             raise ValueError("'method' and 'threshold' only apply to 'similar' conditions")
         if self.similar is not None and self.threshold is None:
             raise ValueError(f"similar {self.similar.label}: a threshold (0 < t <= 1) is required")
@@ -180,7 +183,7 @@ class Condition(_Model):
     @property
     def part(self) -> KeyPart:
         """The feature this condition compares."""
-        part = self.equal if self.equal is not None else self.similar
+        part = self.equal or self.similar or self.compatible
         assert part is not None  # guaranteed by _one_kind
         return part
 

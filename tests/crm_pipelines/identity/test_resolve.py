@@ -164,16 +164,24 @@ def test_transitive_links_form_one_cluster(tmp_path: Path) -> None:
     assert run.stats.account.rules["phone_similar_name"].pairs == 1
 
 
-def test_same_name_in_another_country_stays_apart(tmp_path: Path) -> None:
+def test_same_name_in_another_country_or_town_stays_apart(tmp_path: Path) -> None:
     run = resolve(
         tmp_path,
         [
             account("salesforce", "1", name="Stark Industries Ltd", country="GB", city="London"),
             account("hubspot", "2", name="Stark Industries", country="US", city="London"),
             account("erp", "3", name="Stark Industries Inc.", country="US", city="New York"),
+            # No town: nothing against the same name in Chicago.
+            account("zoho", "4", name="Wayne Enterprises", country="US"),
+            account("pipedrive", "5", name="Wayne Enterprises Inc.", country="US", city="Chicago"),
         ],
     )
-    assert run.clusters("account") == {frozenset({"salesforce:1"}), frozenset({"hubspot:2", "erp:3"})}
+    assert run.clusters("account") == {
+        frozenset({"salesforce:1"}),
+        frozenset({"hubspot:2"}),
+        frozenset({"erp:3"}),
+        frozenset({"zoho:4", "pipedrive:5"}),
+    }
 
 
 def test_free_mail_domains_never_link_accounts(tmp_path: Path) -> None:
