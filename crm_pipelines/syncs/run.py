@@ -27,6 +27,7 @@ from crm_pipelines.syncs.state import (
     RunCounts,
     Written,
     ensure_tables,
+    follow_merged_ids,
     read_state,
     record_conflicts,
     record_plan,
@@ -144,6 +145,10 @@ def run_sync(
     target = kind.resolve(sync)
     with warehouse.transaction() as con:
         ensure_tables(con)  # a model may read the state of another sync before either has run
+        if sync.source.entity is not None:
+            rekeyed = follow_merged_ids(con, sync=sync.name, entity=sync.source.entity)
+            if rekeyed:
+                logger.info(f"{sync.name}: state of {rekeyed} target records follows their merged golden ids")
     source, links, state = _load(sync, warehouse, partition)
     existing = kind.existing(target, sync=sync, rows=source, client=client) if source.num_rows else {}
     plan = plan_sync(

@@ -35,6 +35,7 @@ __all__ = [
     "RunCounts",
     "Written",
     "ensure_tables",
+    "follow_merged_ids",
     "pushed_values",
     "read_state",
     "record_conflicts",
@@ -127,6 +128,67 @@ DDL = (
     )
     """,
 )
+
+
+def follow_merged_ids(con: duckdb.DuckDBPyConnection, *, sync: str, entity: str) -> int:
+    """Re-key a golden sync's state from ids merged away to the ids their records carry today.
+
+    When identity resolution merges golden record B into A (``core.golden_id_current``: B -> A), the
+    target records B was written into now belong to A. Their state moves with them, so tonight's plan
+    compares against what was last written instead of writing every field again, and no row of the
+    state is left behind under an id that no longer exists. Where A already has state for the same
+    target record it is kept; of several merged-away ids for one target record the newest state wins.
+    Runs inside the caller's transaction.
+
+    Returns:
+        State rows re-keyed.
+    """
+    (has_ids,) = con.execute(
+        "SELECT count(*) FROM information_schema.tables WHERE table_schema = 'core' AND table_name = 'golden_id_current'"
+    ).fetchall()[0]
+    if not has_ids:
+        return 0
+    con.execute(
+        """
+        CREATE OR REPLACE TEMP TABLE sync_state_moved AS
+        SELECT s.*, c.golden_id AS new_key,
+               row_number() OVER (PARTITION BY s.sync, c.golden_id, s.target_id ORDER BY s.written_at DESC) AS newest
+        FROM ops.sync_state AS s
+        JOIN core.golden_id_current AS c ON c.entity = s.entity AND c.old_id = s.source_key
+        WHERE s.sync = ? AND s.entity = ? AND c.golden_id <> s.source_key
+        """,
+        [sync, entity],
+    )
+    con.execute(
+        """
+        DELETE FROM ops.sync_state AS s
+        WHERE EXISTS (SELECT 1 FROM sync_state_moved AS m
+                      WHERE m.sync = s.sync AND m.source_key = s.source_key AND m.target_id = s.target_id)
+        """
+    )
+    (moved,) = con.execute(
+        """
+        SELECT count(*) FROM sync_state_moved AS m
+        WHERE m.newest = 1 AND NOT EXISTS (
+            SELECT 1 FROM ops.sync_state AS t
+            WHERE t.sync = m.sync AND t.source_key = m.new_key AND t.target_id = m.target_id)
+        """
+    ).fetchall()[0]
+    con.execute(
+        """
+        INSERT INTO ops.sync_state
+            (sync, source_key, target_system, target_object, target_id, entity, "values", values_hash,
+             status, written_at, run_id, partition)
+        SELECT sync, new_key, target_system, target_object, target_id, entity, "values", values_hash,
+               status, written_at, run_id, partition
+        FROM sync_state_moved AS m
+        WHERE m.newest = 1 AND NOT EXISTS (
+            SELECT 1 FROM ops.sync_state AS t
+            WHERE t.sync = m.sync AND t.source_key = m.new_key AND t.target_id = m.target_id)
+        """
+    )
+    con.execute("DROP TABLE sync_state_moved")
+    return int(moved)
 
 
 def ensure_tables(con: duckdb.DuckDBPyConnection) -> None:
