@@ -222,6 +222,25 @@ def test_the_same_person_written_another_way_merges(
     assert run.together("salesforce:1", "hubspot:2")
 
 
+def test_a_national_phone_without_a_country_still_matches_by_its_digits(tmp_path: Path) -> None:
+    """No country, so staging cannot make the phone E.164: its digits are still compared."""
+    run = resolve(
+        tmp_path,
+        [
+            at_acme("salesforce", "1", first_name="Ngozi", last_name="Eze", phone="+4930555123"),
+            person(
+                "hubspot",
+                "2",
+                first_name="Ngozi",
+                last_name="Eze",
+                phone="(030) 555-123",
+                account_record_id="hubspot:H1",
+            ),
+        ],
+    )
+    assert run.together("salesforce:1", "hubspot:2")
+
+
 def test_a_placeholder_birth_date_shared_by_many_is_no_evidence(tmp_path: Path) -> None:
     """Forty people entered with 1900-01-01 and one postcode: their candidate pairs come from the
     birth-date key, which must not teach the model that agreeing on it makes one person."""
