@@ -44,7 +44,7 @@ __all__ = ["SCORED_RULE", "ScoringStats", "features_read", "nickname_pairs", "sc
 
 SCORED_RULE = "match_score"  # what the crosswalk names a scored link by
 
-_RANDOM_SAMPLE = 1_200  # records per side of the random pairs that estimate u (1.4M pairs)
+_RANDOM_SAMPLE = 900  # records per side of the random pairs that estimate u (405,000 pairs)
 _EM_ROUNDS = 40
 _FLOOR = 1e-6  # no probability is exactly 0 or 1
 # The starting m counts as at least this many pairs of the same person, and as many as the
@@ -420,15 +420,22 @@ def _estimate(
     comps = scoring.comparisons
     sizes = [len(_levels(c)) for c in comps]
     g_cols = [f"g{i}" for i in range(len(comps))]
-    sample = f"(SELECT * FROM {feat} USING SAMPLE reservoir({_RANDOM_SAMPLE} ROWS) REPEATABLE (42))"
+    # Two seeded samples, materialised first: a sample inside the join is drawn again per probe.
+    for side, seed in (("l", 42), ("r", 7)):
+        cur.execute(
+            f"CREATE OR REPLACE TEMP TABLE identity_sample_{side} AS "
+            f"SELECT * FROM {feat} USING SAMPLE reservoir({_RANDOM_SAMPLE} ROWS) REPEATABLE ({seed})"
+        )
     random_counts = cur.execute(
         f"""
         SELECT {", ".join(g_cols)}, count(*) FROM (
             SELECT {_gamma_select(scoring)}
-            FROM {sample} AS l JOIN {sample.replace("(42)", "(7)")} AS r ON l.rid < r.rid
+            FROM identity_sample_l AS l JOIN identity_sample_r AS r ON l.rid < r.rid
         ) GROUP BY ALL
         """
     ).fetchall()
+    cur.execute("DROP TABLE identity_sample_l")
+    cur.execute("DROP TABLE identity_sample_r")
     u: list[list[float]] = []
     for i, n_levels in enumerate(sizes):
         counts = [0.0] * n_levels
