@@ -7,6 +7,7 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from importlib.metadata import entry_points
+from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
@@ -103,6 +104,32 @@ def cmd_review(args: argparse.Namespace) -> int:
     return 0
 
 
+def _webhooks_arguments(parser: argparse.ArgumentParser) -> None:
+    from crm_pipelines.webhooks.receiver import DEFAULT_MAX_BODY, STORE_PATH
+
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=8787)
+    parser.add_argument("--store", type=Path, default=None, help=f"event store file (default ${STORE_PATH})")
+    parser.add_argument("--max-body", type=int, default=DEFAULT_MAX_BODY, help="largest body accepted, bytes")
+
+
+def cmd_webhooks(args: argparse.Namespace) -> int:
+    """Serve the webhook receiver until interrupted."""
+    from crm_pipelines.webhooks.receiver import default_store_path, serve
+    from crm_pipelines.webhooks.senders import SENDERS, sender_for
+
+    configured = [name for name in SENDERS if sender_for(name) is not None]
+    if not configured:
+        variables = ", ".join(cls.secret_variable for cls in SENDERS.values())
+        console.print(f"[red]no sender has a secret: set at least one of {variables}[/]")
+        return 1
+    console.print(f"webhooks for {', '.join(configured)} on http://{args.host}:{args.port}/webhooks/<sender>")
+    serve(
+        host=args.host, port=args.port, store_path=args.store or default_store_path(), max_body=args.max_body
+    )
+    return 0
+
+
 BUILT_IN: dict[str, Command] = {
     "doctor": Command(
         help="check configuration, credentials and connectivity of every system", run=cmd_doctor
@@ -111,6 +138,11 @@ BUILT_IN: dict[str, Command] = {
         help="list the match review queue, or decide a pair (--must-link / --cannot-link A B)",
         run=cmd_review,
         add_arguments=_review_arguments,
+    ),
+    "webhooks": Command(
+        help="serve the webhook receiver (POST /webhooks/<sender>, events stored before the 200)",
+        run=cmd_webhooks,
+        add_arguments=_webhooks_arguments,
     ),
 }
 
