@@ -31,6 +31,7 @@ from resources.erp_database import ErpDatabaseResource
 from resources.lake import LakeResource, WarehouseResource
 from resources.sftp import SFTPResource
 from sensors.sftp_arrival import build_sftp_arrival_sensors
+from sensors.webhook_events import webhook_events_sensor
 
 
 def _optional_env(name: str) -> dg.EnvVar | None:
@@ -123,6 +124,6 @@ def defs() -> dg.Definitions:
         assets=build_assets(),
         jobs=[nightly_sync_job, apply_match_decisions, *build_sftp_file_jobs()],
         schedules=[build_nightly_schedule(job_name="nightly_sync", timezone=settings.current_timezone())],
-        sensors=build_sftp_arrival_sensors(),
+        sensors=[*build_sftp_arrival_sensors(), webhook_events_sensor],
         resources=build_resources(),
     )
