@@ -62,6 +62,8 @@ _M_START: dict[str, list[float]] = {
     "date": [0.8, 0.08, 0.06, 0.06],
     "postcode": [0.8, 0.1, 0.1],
 }
+# The prior (the share of all record pairs that are one person) stays within these: tiny inputs
+# (three records of one person) would otherwise call every pair a match before any evidence.
 _MAX_PRIOR = 0.5
 _FLOOR_PRIOR = 1e-12
 # Features a blocking key may read that come from a compared one: a key on the initial or the
