@@ -125,8 +125,12 @@ def _fresh(request: Request, sent_at: datetime) -> None:
         raise Rejected(401, "timestamp outside the tolerance (a replay or a wrong clock)")
 
 
-def _same(expected: bytes, given: str) -> bool:
-    return hmac.compare_digest(base64.b64encode(expected), given.strip().encode("ascii", "replace"))
+def _same(expected: str, given: str) -> bool:
+    return hmac.compare_digest(expected.encode(), given.strip().encode("ascii", "replace"))
+
+
+def _hmac_base64(key: bytes, message: bytes) -> str:
+    return base64.b64encode(hmac.new(key, message, hashlib.sha256).digest()).decode()
 
 
 def _text(value: Any) -> str | None:
@@ -153,8 +157,7 @@ class HubSpot(Sender):
         uri = request.url
         for escape in _HUBSPOT_DECODED:
             uri = uri.replace(escape, unquote(escape)).replace(escape.lower(), unquote(escape))
-        source = request.method.encode() + uri.encode() + request.body + stamp.encode()
-        if not _same(hmac.new(self.secret.encode(), source, hashlib.sha256).digest(), signature):
+        if not _same(sign_hubspot_v3(self.secret, request.method, uri, request.body, stamp), signature):
             raise Rejected(401, "signature does not match")
 
     def events(self, request: Request, payload: Any) -> list[Event]:
@@ -191,8 +194,7 @@ class Zendesk(Sender):
         if sent_at.tzinfo is None:
             raise Rejected(401, "X-Zendesk-Webhook-Signature-Timestamp has no time zone")
         _fresh(request, sent_at)
-        digest = hmac.new(self.secret.encode(), stamp.encode() + request.body, hashlib.sha256).digest()
-        if not _same(digest, signature):
+        if not _same(sign_zendesk(self.secret, stamp, request.body), signature):
             raise Rejected(401, "signature does not match")
 
     def events(self, request: Request, payload: Any) -> list[Event]:
@@ -231,12 +233,10 @@ class Generic(Sender):
             raise Rejected(401, "webhook-timestamp is not seconds since the epoch") from None
         _fresh(request, sent_at)
         try:
-            key = base64.b64decode(self.secret.removeprefix("whsec_"), validate=True)
+            expected = sign_standard(self.secret, event_id, stamp, request.body)
         except (ValueError, binascii.Error):
             raise Rejected(500, "the configured secret is not whsec_<base64>") from None
-        digest = hmac.new(key, f"{event_id}.{stamp}.".encode() + request.body, hashlib.sha256).digest()
-        given = [part.split(",", 1)[1] for part in signatures.split() if part.startswith("v1,")]
-        if not any(_same(digest, sig) for sig in given):
+        if not any(_same(expected, given) for given in signatures.split()):
             raise Rejected(401, "signature does not match")
 
     def events(self, request: Request, payload: Any) -> list[Event]:
@@ -255,23 +255,20 @@ class Generic(Sender):
         ]
 
 
-def sign_standard(secret: str, event_id: str, timestamp: int, body: bytes) -> str:
-    """The ``webhook-signature`` header value of a Standard Webhooks delivery (for senders and tests)."""
-    key = base64.b64decode(secret.removeprefix("whsec_"))
-    digest = hmac.new(key, f"{event_id}.{timestamp}.".encode() + body, hashlib.sha256).digest()
-    return "v1," + base64.b64encode(digest).decode()
+def sign_standard(secret: str, event_id: str, timestamp: int | str, body: bytes) -> str:
+    """The ``webhook-signature`` value of a Standard Webhooks delivery (``v1,<base64>``)."""
+    key = base64.b64decode(secret.removeprefix("whsec_"), validate=True)
+    return "v1," + _hmac_base64(key, f"{event_id}.{timestamp}.".encode() + body)
 
 
-def sign_hubspot_v3(secret: str, method: str, url: str, body: bytes, timestamp_ms: int) -> str:
-    """The ``X-HubSpot-Signature-v3`` value HubSpot sends (for the simulator and tests)."""
-    source = method.encode() + url.encode() + body + str(timestamp_ms).encode()
-    return base64.b64encode(hmac.new(secret.encode(), source, hashlib.sha256).digest()).decode()
+def sign_hubspot_v3(secret: str, method: str, url: str, body: bytes, timestamp_ms: int | str) -> str:
+    """The ``X-HubSpot-Signature-v3`` value HubSpot sends."""
+    return _hmac_base64(secret.encode(), method.encode() + url.encode() + body + str(timestamp_ms).encode())
 
 
 def sign_zendesk(secret: str, timestamp: str, body: bytes) -> str:
-    """The ``X-Zendesk-Webhook-Signature`` value Zendesk sends (for the simulator and tests)."""
-    digest = hmac.new(secret.encode(), timestamp.encode() + body, hashlib.sha256).digest()
-    return base64.b64encode(digest).decode()
+    """The ``X-Zendesk-Webhook-Signature`` value Zendesk sends."""
+    return _hmac_base64(secret.encode(), timestamp.encode() + body)
 
 
 def parse_json(body: bytes) -> Any:
