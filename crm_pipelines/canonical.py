@@ -141,6 +141,57 @@ PAYMENT = _schema(
     ("updated_at", TS, "When the source last modified the row (UTC)."),
 )
 
+LEAD = _schema(
+    *_LINEAGE,
+    (
+        "contact_record_id",
+        pa.string(),
+        "record_id of the contact the lead is (a HubSpot contact in a lead stage) or was converted into.",
+    ),
+    ("first_name", pa.string(), "Given name."),
+    ("last_name", pa.string(), "Family name."),
+    ("email", pa.string(), "E-mail address, lower case."),
+    ("phone", pa.string(), "Phone number in E.164; null when the source's could not be made E.164."),
+    *_PHONE_EXTRAS,
+    ("company", pa.string(), "Company name the lead gave."),
+    ("title", pa.string(), "Job title."),
+    ("country", pa.string(), "ISO 3166-1 alpha-2 country code."),
+    (
+        "lifecycle_stage",
+        pa.string(),
+        "Funnel stage: lead, mql (marketing qualified), sql (sales qualified), opportunity, customer.",
+    ),
+    ("status", pa.string(), "Lead status: new, working, nurturing, qualified, unqualified, converted."),
+    ("lead_source", pa.string(), "Where the lead came from (web, event, referral, ...), as the source names it."),
+    ("is_converted", pa.bool_(), "True once the lead became a contact/opportunity (or reached the sql stage)."),
+    ("created_at", TS, "When the lead was captured (UTC)."),
+    ("converted_at", TS, "When the lead was converted or qualified (UTC), when known."),
+    ("updated_at", TS, "When the source last modified the row (UTC)."),
+)
+
+# "case" is an SQL keyword: the entity (and its tables core.support_case, staging.support_case) is
+# support_case, so no analyst has to quote it; the mart is marts.fact_case.
+SUPPORT_CASE = _schema(
+    *_LINEAGE,
+    ("case_number", pa.string(), "Case or ticket number as the system shows it to people."),
+    ("account_record_id", pa.string(), "record_id of the case's account in the same source."),
+    ("contact_record_id", pa.string(), "record_id of the person who raised the case, in the same source."),
+    (
+        "related_record_id",
+        pa.string(),
+        "record_id of the same case in the other system (a CRM case's service-desk ticket, or the reverse).",
+    ),
+    ("subject", pa.string(), "Subject line."),
+    ("status", pa.string(), "Canonical status: new, open, pending, on_hold, solved, closed."),
+    ("priority", pa.string(), "Canonical priority: low, normal, high, urgent."),
+    ("case_type", pa.string(), "Kind of case: question, incident, problem, task (as the source names it)."),
+    ("origin", pa.string(), "Channel the case came in by: email, web, phone, chat, api."),
+    ("resolution", pa.string(), "How the case was resolved (text), once it is."),
+    ("created_at", TS, "When the case was opened (UTC)."),
+    ("resolved_at", TS, "When the case was solved or closed (UTC)."),
+    ("updated_at", TS, "When the source last modified the row (UTC)."),
+)
+
 ENTITIES: dict[str, pa.Schema] = {
     "account": ACCOUNT,
     "contact": CONTACT,
@@ -148,6 +199,8 @@ ENTITIES: dict[str, pa.Schema] = {
     "sales_order": SALES_ORDER,
     "invoice": INVOICE,
     "payment": PAYMENT,
+    "lead": LEAD,
+    "support_case": SUPPORT_CASE,
 }
 # Fields that survivorship chooses per golden record (the canonical columns minus lineage,
 # updated_at, which becomes the newest member's, and links, which the crosswalk resolves).
@@ -184,7 +237,7 @@ NOT_WRITTEN_BACK: dict[str, tuple[str, ...]] = {"contact": ("street", "city", "p
 
 # Parties are deduplicated across systems into golden records; facts are merged by their record_id.
 PARTY_ENTITIES = ("account", "contact")
-FACT_ENTITIES = ("opportunity", "sales_order", "invoice", "payment")
+FACT_ENTITIES = ("opportunity", "sales_order", "invoice", "payment", "lead", "support_case")
 
 # Quarantined rows, in the lake and in ops.quarantine.
 QUARANTINE = _schema(

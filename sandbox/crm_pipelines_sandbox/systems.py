@@ -31,7 +31,7 @@ from crm_pipelines.connectors.auth import ConnectionSettings
 from crm_pipelines_sandbox.simulators.base import SimulatorServer
 from crm_pipelines_sandbox.simulators.records import ObjectDef, Stamped, create_store, insert_rows, store_info
 
-Kind = Literal["account", "contact", "deal"]
+Kind = Literal["account", "contact", "deal", "lead", "case"]
 # The systems declared after Salesforce and HubSpot, each with a simulator module exposing SANDBOX.
 OTHER_CRMS = ("dynamics", "zoho", "pipedrive", "sugarcrm", "creatio", "infor_crm", "sage_crm", "sap_b1")
 # The canonical stages every system's own stage values map onto (mappings.yaml value maps).
@@ -95,11 +95,69 @@ class SeedDeal:
     deleted: datetime | None = None
 
 
+# The canonical lead stages and statuses, and case statuses and priorities, seeds carry; each system
+# renders its own values (mappings.yaml's value maps read them back).
+LEAD_STAGES = ("lead", "mql", "sql")
+LEAD_STATUSES = ("new", "working", "nurturing", "qualified", "unqualified", "converted")
+CASE_STATUSES = ("new", "open", "pending", "on_hold", "solved", "closed")
+CASE_PRIORITIES = ("low", "normal", "high", "urgent")
+
+
+@dataclass(frozen=True)
+class SeedLead:
+    """A marketing or sales lead as captured in a system (a HubSpot contact in a lead stage, a Lead).
+
+    ``contact_ref`` names the seed contact this lead is the same person as (for the truth table and for
+    systems that keep leads as contacts); ``stage`` is one of :data:`LEAD_STAGES` and ``status`` one of
+    :data:`LEAD_STATUSES`.
+    """
+
+    ref: str
+    contact_ref: str | None
+    first_name: str | None
+    last_name: str | None
+    email: str | None
+    phone: str | None
+    company: str | None
+    title: str | None
+    country: str | None
+    stage: str
+    status: str
+    lead_source: str | None
+    created: datetime
+    modified: datetime
+    converted: datetime | None = None
+    deleted: datetime | None = None
+
+
+@dataclass(frozen=True)
+class SeedCase:
+    """A support case (a CRM case, a service-desk ticket). ``status`` is one of :data:`CASE_STATUSES`,
+    ``priority`` one of :data:`CASE_PRIORITIES`; ``resolved`` is set once the case is solved or closed."""
+
+    ref: str
+    account_ref: str | None
+    contact_ref: str | None
+    subject: str | None
+    description: str | None
+    status: str
+    priority: str | None
+    case_type: str | None  # question, incident, problem, task
+    origin: str | None  # email, web, phone, chat, api
+    resolution: str | None
+    created: datetime
+    modified: datetime
+    resolved: datetime | None = None
+    deleted: datetime | None = None
+
+
 @dataclass(frozen=True)
 class Seeds:
     accounts: Sequence[SeedAccount] = ()
     contacts: Sequence[SeedContact] = ()
     deals: Sequence[SeedDeal] = ()
+    leads: Sequence[SeedLead] = ()
+    cases: Sequence[SeedCase] = ()
 
 
 @dataclass(frozen=True)
@@ -156,7 +214,8 @@ class SandboxCrm(ABC):
     system: str  # the YAML's stem, e.g. "dynamics"
     timestamp_format: str  # a key of records.TIMESTAMP_FORMATS
     objects: tuple[ObjectDef, ...]
-    # Canonical kind -> object name, e.g. {"account": "accounts", "contact": "contacts", "deal": "opportunities"}.
+    # Canonical kind -> object name, e.g. {"account": "accounts", "contact": "contacts", "deal": "opportunities"};
+    # "lead" and "case" only for the systems that have them (seeds of a kind a system lacks are skipped).
     kinds: Mapping[str, str]
     # Canonical stage -> the system's own value (what a deal's stage field holds).
     stage_values: Mapping[str, str]
@@ -230,7 +289,9 @@ class StoreWriter:
         self._info = store_info(self._conn)
         self.refs: dict[str, Any] = {}
 
-    def add(self, kind: Kind, items: Sequence[SeedAccount | SeedContact | SeedDeal]) -> dict[str, Any]:
+    def add(
+        self, kind: Kind, items: Sequence[SeedAccount | SeedContact | SeedDeal | SeedLead | SeedCase]
+    ) -> dict[str, Any]:
         """Insert seeds of one kind; returns seed ref -> key."""
         if kind not in self.crm.kinds or not items:
             return {}
@@ -263,6 +324,8 @@ def build_store(path: Path, crm: SandboxCrm, seeds: Seeds, *, seed: int = 7) -> 
             "account": writer.add("account", seeds.accounts),
             "contact": writer.add("contact", seeds.contacts),
             "deal": writer.add("deal", seeds.deals),
+            "lead": writer.add("lead", seeds.leads),
+            "case": writer.add("case", seeds.cases),
         }
     finally:
         writer.close()
