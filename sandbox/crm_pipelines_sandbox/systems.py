@@ -491,4 +491,65 @@ def sample_seeds(*, accounts: int = 24, as_of: date, seed: int = 1) -> Seeds:
                     deleted=d_deleted,
                 )
             )
-    return Seeds(out_accounts, out_contacts, out_deals)
+    cases = sample_cases(out_accounts, out_contacts, end=end, seed=seed)
+    return Seeds(out_accounts, out_contacts, out_deals, cases=cases)
+
+
+_CASE_SUBJECTS = (
+    "Invoice shows the wrong VAT rate",
+    "Cannot log in to the customer portal",
+    "Delivery arrived damaged",
+    "Question about the maintenance contract",
+    "Export to CSV fails with an error",
+    "Request for a second licence key",
+)
+_CASE_TYPES = ("question", "incident", "problem", "task")
+_CASE_ORIGINS = ("email", "web", "phone", "chat", "api")
+
+
+def sample_cases(
+    accounts: Sequence[SeedAccount], contacts: Sequence[SeedContact], *, end: datetime, seed: int = 1
+) -> list[SeedCase]:
+    """Support cases of every third live account, raised by one of its people, over the 20 days before ``end``.
+
+    Statuses and priorities cycle through :data:`CASE_STATUSES` and :data:`CASE_PRIORITIES` so each
+    appears; solved and closed cases carry a resolution and a resolved time. Drawn from its own random
+    stream: the accounts, contacts and deals of a sample are the same with or without cases.
+    """
+    rng = random.Random(seed * 7_907 + 3)
+    people: dict[str, list[SeedContact]] = {}
+    for contact in contacts:
+        if contact.account_ref is not None and contact.deleted is None:
+            people.setdefault(contact.account_ref, []).append(contact)
+    out: list[SeedCase] = []
+    live = [a for a in accounts if a.deleted is None]
+    for i, account in enumerate(live[::3]):
+        for c in range(1 + i % 2):
+            n = len(out)
+            status = CASE_STATUSES[n % len(CASE_STATUSES)]
+            created = end - timedelta(days=20) + timedelta(seconds=rng.randrange(14 * 86400))
+            resolved = (
+                created + timedelta(seconds=rng.randrange(3600, 3 * 86400))
+                if status in ("solved", "closed")
+                else None
+            )
+            modified = (resolved or created) + timedelta(seconds=rng.randrange(1, 3600))
+            person = people.get(account.ref)
+            out.append(
+                SeedCase(
+                    ref=f"{account.ref}/case{c}",
+                    account_ref=account.ref,
+                    contact_ref=person[c % len(person)].ref if person else None,
+                    subject=_CASE_SUBJECTS[n % len(_CASE_SUBJECTS)],
+                    description=f"Reported for {account.name}: please look into it.",
+                    status=status,
+                    priority=CASE_PRIORITIES[n % len(CASE_PRIORITIES)],
+                    case_type=_CASE_TYPES[n % len(_CASE_TYPES)],
+                    origin=_CASE_ORIGINS[n % len(_CASE_ORIGINS)],
+                    resolution="Explained the setting and confirmed with the customer." if resolved else None,
+                    created=created,
+                    modified=modified,
+                    resolved=resolved,
+                )
+            )
+    return out

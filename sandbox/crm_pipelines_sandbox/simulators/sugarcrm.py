@@ -77,6 +77,7 @@ from crm_pipelines_sandbox.simulators.base import (
     SimulatorServer,
 )
 from crm_pipelines_sandbox.simulators.records import (
+    TIMESTAMP_FORMATS,
     ObjectDef,
     Stamped,
     StoreInfo,
@@ -90,6 +91,10 @@ from crm_pipelines_sandbox.simulators.records import (
 from crm_pipelines_sandbox.simulators.sugarcrm_filter import FilterCompiler, FilterError, nest
 from crm_pipelines_sandbox.simulators.sugarcrm_schema import (
     API_USER_ID,
+    CASE_PRIORITY_VALUES,
+    CASE_SOURCE_VALUES,
+    CASE_STATUS_VALUES,
+    CASE_TYPE_VALUES,
     CURRENCIES,
     OBJECTS,
     PROBABILITY,
@@ -102,6 +107,7 @@ from crm_pipelines_sandbox.systems import (
     Kind,
     SandboxCrm,
     SeedAccount,
+    SeedCase,
     SeedContact,
     SeedDeal,
     Started,
@@ -164,6 +170,23 @@ def sugar_error(label: str, message: str | None = None, status: int | None = Non
     """Sugar's error body: ``{"error": label, "error_message": text}``."""
     body = {"error": label, "error_message": message or _MESSAGES.get(label, label)}
     return Response.json(status or _STATUS.get(label, 400), body)
+
+
+# A case's status decides its state (Sugar's visibility dependency: Open holds New, Assigned and Pending
+# Input); moving it to a closed status stamps Serve's resolved_datetime.
+_CLOSED_CASE_STATUSES = frozenset({"Closed", "Rejected", "Duplicate"})
+
+
+def _case_state(obj: ObjectDef, changes: dict[str, Any], at: datetime) -> dict[str, Any]:
+    """The changes of a Cases write with the state (and resolved time) its status implies."""
+    status = changes.get("status")
+    if "state" not in obj.field_names or not isinstance(status, str) or not status:
+        return changes
+    closed = status in _CLOSED_CASE_STATUSES
+    derived = {**changes, "state": "Closed" if closed else "Open"}
+    if "resolved_datetime" in obj.field_names and "resolved_datetime" not in changes:
+        derived["resolved_datetime"] = at.strftime("%Y-%m-%dT%H:%M:%S+00:00") if closed else None
+    return derived
 
 
 def _gateway_page(status: int) -> Response:
@@ -242,6 +265,26 @@ class SugarSimulator(SimulatorServer):
                     conn.execute(
                         f"CREATE INDEX IF NOT EXISTS {quote(obj.name + '__sync_key')} ON {table} (sync_key)"
                     )
+                if "case_number" in obj.field_names:
+                    self._number_cases(conn, table)
+
+    @staticmethod
+    def _number_cases(conn: sqlite3.Connection, table: str) -> None:
+        """case_number is Sugar's auto-increment column: number the cases in the order they were entered,
+        and every case inserted later (an API create, a test's insert) the next number."""
+        (highest,) = conn.execute(f"SELECT coalesce(max(case_number), 0) FROM {table}").fetchone()
+        unnumbered = conn.execute(
+            f"SELECT rowid FROM {table} WHERE case_number IS NULL ORDER BY _created, id"
+        ).fetchall()
+        conn.executemany(
+            f"UPDATE {table} SET case_number = ? WHERE rowid = ?",
+            [(highest + n, rowid) for n, (rowid,) in enumerate(unnumbered, start=1)],
+        )
+        conn.execute(
+            f"CREATE TRIGGER IF NOT EXISTS {quote('Cases__case_number')} AFTER INSERT ON {table}"
+            f" WHEN NEW.case_number IS NULL BEGIN UPDATE {table} SET case_number ="
+            f" (SELECT coalesce(max(case_number), 0) + 1 FROM {table}) WHERE rowid = NEW.rowid; END"
+        )
 
     # -- tokens --------------------------------------------------------------------------------
 
@@ -659,6 +702,7 @@ class SugarSimulator(SimulatorServer):
             ]
             if missing:
                 return sugar_error("missing_parameter", f"Missing required field: {', '.join(missing)}")
+            changes = _case_state(obj, changes, at)
             if not found:
                 record_id = str(uuid.uuid4())
                 created = {**changes, "id": record_id, "deleted": 0, "created_by": API_USER_ID}
@@ -712,6 +756,7 @@ class SugarSimulator(SimulatorServer):
             ]
             if blanked:
                 return sugar_error("missing_parameter", f"Missing required field: {', '.join(blanked)}")
+            changes = _case_state(obj, changes, at)
             update_rows(
                 conn, info, obj.name, [record], at=at, changes={**changes, "modified_user_id": API_USER_ID}
             )
@@ -771,12 +816,14 @@ class SugarSimulator(SimulatorServer):
 
 
 class SugarSandbox(SandboxCrm):
-    """SugarCRM in the sandbox: Accounts, Contacts, Opportunities keyed by UUIDs, upserts by sync_key."""
+    """SugarCRM in the sandbox: Accounts, Contacts, Opportunities, Cases keyed by UUIDs, upserts by sync_key."""
 
     system = "sugarcrm"
     timestamp_format = "iso_offset"
     objects = OBJECTS
-    kinds = MappingProxyType({"account": "Accounts", "contact": "Contacts", "deal": "Opportunities"})
+    kinds = MappingProxyType(
+        {"account": "Accounts", "contact": "Contacts", "deal": "Opportunities", "case": "Cases"}
+    )
     stage_values = STAGE_VALUES
 
     def new_key(self, kind: Kind, rng: random.Random) -> Any:
@@ -816,6 +863,28 @@ class SugarSandbox(SandboxCrm):
                 "primary_address_country": seed.country,
                 "birthdate": seed.birth_date.isoformat() if seed.birth_date else None,
                 "account_id": refs.get(seed.account_ref) if seed.account_ref else None,
+                "deleted": 0,
+                "created_by": API_USER_ID,
+                "modified_user_id": API_USER_ID,
+            }
+        if kind == "case":
+            assert isinstance(seed, SeedCase)
+            status, state = CASE_STATUS_VALUES[seed.status]
+            return {
+                "id": key,
+                "name": seed.subject,
+                "description": seed.description,
+                "status": status,
+                "state": state,
+                "priority": CASE_PRIORITY_VALUES.get(seed.priority or ""),
+                "type": CASE_TYPE_VALUES.get(seed.case_type or ""),
+                "source": CASE_SOURCE_VALUES.get(seed.origin or ""),
+                "resolution": seed.resolution,
+                "resolved_datetime": TIMESTAMP_FORMATS[self.timestamp_format](seed.resolved)
+                if seed.resolved
+                else None,
+                "account_id": refs.get(seed.account_ref) if seed.account_ref else None,
+                "primary_contact_id": refs.get(seed.contact_ref) if seed.contact_ref else None,
                 "deleted": 0,
                 "created_by": API_USER_ID,
                 "modified_user_id": API_USER_ID,

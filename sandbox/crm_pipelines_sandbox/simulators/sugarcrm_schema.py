@@ -88,8 +88,44 @@ OPPORTUNITIES = ObjectDef(
     modified_field="date_modified",
     deleted_flag="deleted",
 )
-OBJECTS = (ACCOUNTS, CONTACTS, OPPORTUNITIES)
-READ_ONLY = frozenset({"id", "date_entered", "date_modified", "deleted", "created_by", "modified_user_id"})
+# The Cases module (Sugar Sell/Serve): name is the subject, case_number an auto-increment number the
+# API never takes; state (Open/Closed) groups status; resolution and work_log are text areas. Serve's
+# resolved_datetime is stamped when a case moves to a closed status. zendesk_ticket_id_c is the Studio
+# field the service-desk flow writes the ticket id into.
+CASES = ObjectDef(
+    name="Cases",
+    key="id",
+    fields=(
+        FieldDef("id"),
+        FieldDef("name", required=True),
+        FieldDef("case_number", "integer"),
+        FieldDef("date_entered", "datetime"),
+        FieldDef("date_modified", "datetime"),
+        FieldDef("deleted", "boolean"),
+        FieldDef("created_by"),
+        FieldDef("modified_user_id"),
+        FieldDef("description"),
+        FieldDef("status"),
+        FieldDef("state"),
+        FieldDef("priority"),
+        FieldDef("type"),
+        FieldDef("source"),
+        FieldDef("resolution"),
+        FieldDef("work_log"),
+        FieldDef("resolved_datetime", "datetime"),
+        FieldDef("account_id"),
+        FieldDef("primary_contact_id"),
+        FieldDef("sync_key"),
+        FieldDef("zendesk_ticket_id_c"),
+    ),
+    created_field="date_entered",
+    modified_field="date_modified",
+    deleted_flag="deleted",
+)
+OBJECTS = (ACCOUNTS, CONTACTS, OPPORTUNITIES, CASES)
+READ_ONLY = frozenset(
+    {"id", "date_entered", "date_modified", "deleted", "created_by", "modified_user_id", "case_number"}
+)
 # The user the API runs as (GET /me: the administrator); the seeded records were entered by it too.
 API_USER_ID = "1"
 # Sugar vardef types of the built-in fields (metadata); custom fields get theirs from the store type.
@@ -114,6 +150,17 @@ SUGAR_TYPES = {
     "date_closed": "date",
     "account_id": "id",
     "sync_key": "varchar",
+    "case_number": "int",
+    "description": "text",
+    "status": "enum",
+    "state": "enum",
+    "priority": "enum",
+    "type": "enum",
+    "source": "enum",
+    "resolution": "text",
+    "work_log": "text",
+    "resolved_datetime": "datetime",
+    "primary_contact_id": "id",
 }
 STORE_TO_SUGAR = {
     "string": "varchar",
@@ -147,4 +194,27 @@ PROBABILITY = {
     "Negotiation/Review": 80,
     "Closed Won": 100,
     "Closed Lost": 0,
+}
+# Canonical case status -> Sugar's (status, state): state Open holds New, Assigned, Pending Input; state
+# Closed holds Closed (solved), Rejected and Duplicate (closed without a fix). Sugar has no "on hold":
+# it is Pending Input too.
+CASE_STATUS_VALUES = {
+    "new": ("New", "Open"),
+    "open": ("Assigned", "Open"),
+    "pending": ("Pending Input", "Open"),
+    "on_hold": ("Pending Input", "Open"),
+    "solved": ("Closed", "Closed"),
+    "closed": ("Rejected", "Closed"),
+}
+# case_priority_dom: P1 High, P2 Medium, P3 Low.
+CASE_PRIORITY_VALUES = {"urgent": "P1", "high": "P1", "normal": "P2", "low": "P3"}
+# case_type_dom (Administration, Product, User) and source_dom (Internal, Forum, Web, InboundEmail,
+# Twitter) for what the seeds call a case's type and channel.
+CASE_TYPE_VALUES = {"question": "User", "incident": "Product", "problem": "Product", "task": "Administration"}
+CASE_SOURCE_VALUES = {
+    "email": "InboundEmail",
+    "web": "Web",
+    "phone": "Internal",
+    "chat": "Twitter",
+    "api": "Web",
 }

@@ -447,3 +447,93 @@ def test_a_put_by_id_updates_the_record_and_its_studio_fields_read_back(tmp_path
             blanked = http.put(f"/Opportunities/{deal['id']}", json={"name": ""})
             assert blanked.status_code == 422
             assert blanked.json()["error"] == "missing_parameter"
+
+
+def test_cases_are_served_with_sugars_fields_values_and_metadata(client: httpx.Client, store: Path) -> None:
+    cases, _ = list_all(client, "Cases", max_num="5", order_by="date_modified:asc")
+    live = fetch_records(store, "Cases")
+    assert len(live) > 0
+    assert {c["id"] for c in cases} == {str(r["id"]) for r in live}
+    numbers = [int(c["case_number"]) for c in cases]
+    assert len(set(numbers)) == len(numbers)  # auto-increment: one number per case
+    for case in cases:
+        assert case["_module"] == "Cases"
+        assert case["status"] in {"New", "Assigned", "Pending Input", "Closed", "Rejected", "Duplicate"}
+        # status decides state: Open holds the open statuses, Closed the closed ones.
+        assert case["state"] == (
+            "Closed" if case["status"] in {"Closed", "Rejected", "Duplicate"} else "Open"
+        )
+        assert case["priority"] in {"P1", "P2", "P3"}
+        assert case["type"] in {"Administration", "Product", "User"}
+        assert case["source"] in {"Internal", "Forum", "Web", "InboundEmail", "Twitter"}
+        assert case["account_id"]
+        assert (case["state"] == "Closed") == bool(case["resolution"]) == bool(case["resolved_datetime"])
+    accounts = {r["id"] for r in fetch_records(store, "Accounts")}
+    assert {c["account_id"] for c in cases} <= accounts
+    fields = client.get("/metadata", params={"type_filter": "modules", "module_filter": "Cases"}).json()
+    definitions = fields["modules"]["Cases"]["fields"]
+    assert definitions["zendesk_ticket_id_c"]["source"] == "custom_fields"
+    assert definitions["status"]["type"] == "enum"
+    assert definitions["work_log"]["type"] == definitions["resolution"]["type"] == "text"
+    assert "source" not in definitions["resolution"]  # a built-in field, not a Studio one
+
+
+def test_cases_are_read_incrementally_with_their_deletes(tmp_path: Path) -> None:
+    path = make_store(tmp_path / "sugar.sqlite")
+    with SugarSimulator(path, username=USER, password=PASSWORD) as sim:
+        token = str(login(sim.base_url)["access_token"])
+        with httpx.Client(base_url=sim.base_url + V, headers={"OAuth-Token": token}, timeout=10) as http:
+            first, _ = list_all(http, "Cases", max_num="4", order_by="date_modified:asc")
+            mark = max(c["date_modified"] for c in first)
+            gone = first[0]["id"]
+            delete_records(path, "Cases", [gone], datetime.now(UTC))
+            window = {"filter[0][date_modified][$gt]": mark, "order_by": "date_modified:asc"}
+            changed, _ = list_all(http, "Cases", max_num="4", deleted="true", **window)
+            assert [(c["id"], c["deleted"]) for c in changed] == [(gone, True)]
+            assert gone not in {c["id"] for c in list_all(http, "Cases", max_num="50")[0]}
+
+
+def test_a_case_update_by_id_writes_status_resolution_replies_and_the_ticket(tmp_path: Path) -> None:
+    """What the service-desk flow writes back into a Sugar case, through /bulk like the engine does."""
+    path = make_store(tmp_path / "sugar.sqlite")
+    with SugarSimulator(path, username=USER, password=PASSWORD) as sim:
+        token = str(login(sim.base_url)["access_token"])
+        with httpx.Client(base_url=sim.base_url + V, headers={"OAuth-Token": token}, timeout=10) as http:
+            case = next(c for c in list_all(http, "Cases", max_num="50")[0] if c["state"] == "Open")
+            changes = {
+                "status": "Closed",
+                "resolution": "Replaced the damaged unit.",
+                "work_log": "2026-11-25 10:02 Agent: we are sending a replacement today.",
+                "zendesk_ticket_id_c": "4711",
+                "case_number": "999999",  # auto-increment: Sugar ignores it
+            }
+            bulk = http.post(
+                "/bulk",
+                json={
+                    "requests": [
+                        {
+                            "url": f"/v11_24/Cases/{case['id']}?fields=id",
+                            "method": "PUT",
+                            "data": json.dumps(changes),
+                        },
+                        {
+                            "url": "/v11_24/Cases/5f0c2e1a-0000-4000-8000-00000000dead?fields=id",
+                            "method": "PUT",
+                            "data": json.dumps(changes),
+                        },
+                    ]
+                },
+            )
+            assert bulk.status_code == 200
+            assert [part["status"] for part in bulk.json()] == [200, 404]
+            assert bulk.json()[1]["contents"]["error"] == "not_found"
+            after = http.get(f"/Cases/{case['id']}").json()
+            assert after["status"] == "Closed"
+            assert after["state"] == "Closed"  # the status's state follows
+            assert after["resolved_datetime"]  # stamped on closing
+            assert after["resolution"] == "Replaced the damaged unit."
+            assert after["work_log"].startswith("2026-11-25 10:02 Agent:")
+            assert after["zendesk_ticket_id_c"] == "4711"
+            assert after["case_number"] == case["case_number"]
+            assert after["date_modified"] >= case["date_modified"]
+            assert len(fetch_records(path, "Cases")) == len(list_all(http, "Cases", max_num="50")[0])

@@ -83,7 +83,7 @@ def _rules_text(rule: str, *, entity: str = "account", extra: str = "") -> str:
         pytest.param("- just a list\n", "must hold a mapping", id="not-a-mapping"),
         pytest.param(_rules_text(_GOOD_RULE).replace("version: 1", "version: 2"), "version", id="version"),
         pytest.param(
-            _rules_text(_GOOD_RULE, entity="lead"), "entities.lead: unknown entity", id="unknown-entity"
+            _rules_text(_GOOD_RULE, entity="unicorn"), "entities.unicorn: unknown entity", id="unknown-entity"
         ),
         pytest.param(
             _rules_text(_GOOD_RULE.replace("{column: name}", "{column: nmae}")),

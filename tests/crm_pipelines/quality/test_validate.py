@@ -550,8 +550,8 @@ def test_missing_column_is_named(mostly_rules: RuleSet) -> None:
 
 
 def test_unknown_entity() -> None:
-    with pytest.raises(QualityError, match="unknown entity 'lead'"):
-        validate_batches(entity="lead", batches=[])
+    with pytest.raises(QualityError, match="unknown entity 'unicorn'"):
+        validate_batches(entity="unicorn", batches=[])
 
 
 def test_a_small_feed_with_one_bad_row_is_not_a_broken_feed() -> None:

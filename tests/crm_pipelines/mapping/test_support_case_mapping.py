@@ -1,0 +1,151 @@
+"""Support cases staged from each CRM's raw extract: statuses, priorities and links land canonical, and a
+case the rules refuse is quarantined with its reason (the packaged mappings.yaml and rules.yaml)."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from crm_pipelines.lake import partition_dir
+from crm_pipelines.mapping.stage import quality_quarantine_folder, stage_entity, staging_folder
+
+PARTITION = "2026-11-25"
+
+
+def write_raw(lake: Path, source: str, dataset: str, rows: list[dict[str, Any]]) -> None:
+    """A raw snapshot as the extract writes it: every field as text, plus the _deleted flag."""
+    names = [n for n in rows[0] if n != "_deleted"]
+    schema = pa.schema([*(pa.field(n, pa.string()) for n in names), pa.field("_deleted", pa.bool_())])
+    folder = partition_dir(lake, "raw", source, dataset, PARTITION)
+    folder.mkdir(parents=True, exist_ok=True)
+    pq.write_table(pa.Table.from_pylist(rows, schema=schema), folder / "part-0000.parquet")
+
+
+def stage(lake: Path, source: str) -> tuple[dict[str, dict[str, Any]], dict[str, list[str]]]:
+    """Stage support_case; returns the valid rows by record_id and the quarantine reasons by record_id."""
+    outcomes = stage_entity(
+        entity="support_case", lake_dir=lake, partition=PARTITION, log=logging.getLogger("test")
+    )
+    assert [o.source for o in outcomes if o.skipped is None] == [source]
+    valid = pq.read_table(staging_folder(lake, "support_case", PARTITION) / f"{source}.parquet")
+    quarantined = pq.read_table(
+        quality_quarantine_folder(lake, "support_case", PARTITION) / f"{source}.parquet"
+    )
+    reasons: dict[str, list[str]] = {}
+    for row in quarantined.to_pylist():
+        reasons.setdefault(str(row["record_id"]), []).append(f"{row['rule']}: {row['reason']}")
+    return {str(r["record_id"]): r for r in valid.to_pylist()}, reasons
+
+
+def sugar_case(case_id: str, **values: str | bool | None) -> dict[str, Any]:
+    row: dict[str, Any] = {
+        "id": case_id,
+        "case_number": "17",
+        "name": "Printer offline",
+        "description": "It stopped after the update.",
+        "status": "Assigned",
+        "state": "Open",
+        "priority": "P1",
+        "type": "Product",
+        "source": "InboundEmail",
+        "resolution": "",
+        "work_log": "",
+        "resolved_datetime": None,
+        "account_id": "acc-1",
+        "primary_contact_id": "con-1",
+        "sync_key": "",
+        "zendesk_ticket_id_c": "",
+        "date_entered": "2026-11-20T09:00:00+00:00",
+        "date_modified": "2026-11-21T10:00:00+00:00",
+        "created_by": "1",
+        "modified_user_id": "1",
+        "deleted": "false",
+        "_deleted": False,
+    }
+    row.update(values)
+    return row
+
+
+def test_sugar_cases_land_canonical_and_a_bad_case_is_quarantined(tmp_path: Path) -> None:
+    write_raw(
+        tmp_path,
+        "sugarcrm",
+        "cases",
+        [
+            sugar_case("c-open", zendesk_ticket_id_c=" 4711 "),
+            sugar_case(
+                "c-solved",
+                case_number="18",
+                status="Closed",
+                state="Closed",
+                priority="P3",
+                source="Web",
+                resolution="Replaced the toner.",
+                resolved_datetime="2026-11-21T08:30:00+00:00",
+            ),
+            sugar_case("c-rejected", case_number="19", status="Rejected", state="Closed", priority="P2"),
+            # Not a status Sugar's dropdown has: no canonical status for it.
+            sugar_case("c-unknown", case_number="20", status="Escalated"),
+            # Solved a day before it was opened.
+            sugar_case(
+                "c-time",
+                case_number="21",
+                status="Closed",
+                state="Closed",
+                resolved_datetime="2026-11-19T09:00:00+00:00",
+            ),
+            sugar_case("c-gone", case_number="22", deleted="true", _deleted=True),
+        ],
+    )
+    valid, reasons = stage(tmp_path, "sugarcrm")
+
+    open_case = valid["sugarcrm:c-open"]
+    assert open_case["case_number"] == "17"
+    assert open_case["subject"] == "Printer offline"
+    assert (open_case["status"], open_case["priority"], open_case["origin"]) == ("open", "high", "email")
+    assert open_case["account_record_id"] == "sugarcrm:acc-1"
+    assert open_case["contact_record_id"] == "sugarcrm:con-1"
+    assert open_case["related_record_id"] == "zendesk:4711"
+    assert open_case["case_type"] == "product"
+    assert open_case["resolved_at"] is None
+    assert open_case["created_at"].isoformat() == "2026-11-20T09:00:00+00:00"
+
+    solved = valid["sugarcrm:c-solved"]
+    assert (solved["status"], solved["priority"], solved["origin"]) == ("solved", "low", "web")
+    assert solved["resolution"] == "Replaced the toner."
+    assert solved["resolved_at"].isoformat() == "2026-11-21T08:30:00+00:00"
+    assert solved["related_record_id"] is None  # no ticket yet
+    # Closed without Serve's stamp: its last change is when it was closed.
+    rejected = valid["sugarcrm:c-rejected"]
+    assert (rejected["status"], rejected["priority"]) == ("closed", "normal")
+    assert rejected["resolved_at"].isoformat() == "2026-11-21T10:00:00+00:00"
+
+    assert "sugarcrm:c-unknown" not in valid
+    assert any(
+        r.startswith("support_case_status_known:") and "escalated" in r for r in reasons["sugarcrm:c-unknown"]
+    )
+    assert "sugarcrm:c-time" not in valid
+    assert any(r.startswith("support_case_resolved_after_created:") for r in reasons["sugarcrm:c-time"])
+    # A delete, not a row to validate.
+    assert "sugarcrm:c-gone" not in valid
+    assert "sugarcrm:c-gone" not in reasons
+
+
+@pytest.mark.parametrize(
+    ("subject", "number", "quarantined"),
+    [("Printer offline", None, False), (None, "23", False), (None, None, True)],
+)
+def test_a_case_needs_a_subject_or_a_number(
+    tmp_path: Path, subject: str | None, number: str | None, quarantined: bool
+) -> None:
+    write_raw(tmp_path, "sugarcrm", "cases", [sugar_case("c-1", name=subject, case_number=number)])
+    valid, reasons = stage(tmp_path, "sugarcrm")
+    assert ("sugarcrm:c-1" in reasons) is quarantined
+    assert ("sugarcrm:c-1" in valid) is not quarantined
+    if quarantined:
+        assert reasons["sugarcrm:c-1"][0].startswith("support_case_subject_or_number_required:")
