@@ -26,7 +26,7 @@ from crm_pipelines.connectors.drift import DriftTracker
 from crm_pipelines.connectors.paging import PageRequest, PagingSpec
 from crm_pipelines.connectors.paths import MISSING, resolve_path
 from crm_pipelines.connectors.session import render_value
-from crm_pipelines.connectors.spec import ObjectSpec, SystemSpec
+from crm_pipelines.connectors.spec import ChildRecordsSpec, ObjectSpec, SystemSpec
 from crm_pipelines.connectors.spec_base import value_matches
 from crm_pipelines.lake import DELETED, EXTRACTED_AT
 
@@ -36,6 +36,7 @@ __all__ = [
     "Collector",
     "ExtractStats",
     "Pass",
+    "child_records",
     "output_schema",
     "path_resolver",
     "plan_passes",
@@ -127,7 +128,11 @@ def template_values(
     return {
         "fields": ",".join(obj.selected_names() if fields is None else fields),
         "where": where,
-        "since": lower_literal(since, obj.incremental) if since is not None else "",
+        "since": (
+            lower_literal(since, obj.incremental)
+            if since is not None
+            else (obj.incremental.full_read_since or "")
+        ),
         "until": format_cursor(until, fmt, round_up=True) if until is not None else "",
         "page_size": page_size,
         "object": object_name,
@@ -239,6 +244,24 @@ def plan_passes(
     return [live]
 
 
+def child_records(items: Sequence[Any], spec: ChildRecordsSpec) -> list[Any]:
+    """The records inside each listed item (``spec.path``), each with its parent under
+    ``spec.parent_key`` (the parent without its children); children ``spec.where`` rejects are left out."""
+    records: list[Any] = []
+    for item in items:
+        children = resolve_path(item, spec.path)
+        if not isinstance(children, list):
+            continue
+        parent = {k: v for k, v in item.items() if k != spec.path} if isinstance(item, dict) else item
+        for child in children:
+            if not isinstance(child, dict) or (
+                spec.where is not None and not value_matches(child, spec.where)
+            ):
+                continue
+            records.append({**child, spec.parent_key: parent})
+    return records
+
+
 def path_resolver(path: str) -> Callable[[Any], Any]:
     """A resolver for one dotted path: plain dict lookups on the hot path, :func:`resolve_path` otherwise."""
     parts = tuple(path.split("."))
@@ -279,8 +302,12 @@ class Collector:
         stats: ExtractStats,
         since: datetime | None,
         until: datetime | None,
+        include_deleted: bool = True,
     ) -> None:
         self.schema = schema
+        # A read that asked for no deletions leaves out rows the flag marks as deleted (an endpoint
+        # that always returns them, e.g. Zendesk's exports: a full read is the live records only).
+        self.keep_flagged = include_deleted
         self.tracker = tracker
         self.stats = stats
         self.since = since
@@ -298,6 +325,8 @@ class Collector:
             else None
         )
         self.flag_values = frozenset(v.lower() for v in deletes.flag_values)
+        self.flag_when_set = deletes.flag_when == "set"
+        self.children = obj.children
         self.delta_match = deletes.match if deletes.mode == "delta" else None
         self.delta_id = (
             path_resolver(deletes.id_path) if deletes.mode == "delta" and deletes.id_path else None
@@ -336,6 +365,8 @@ class Collector:
     ) -> int:
         extracted_at = datetime.now(UTC)
         kept = 0
+        if self.children is not None:
+            records = child_records(records, self.children)
         windowed = windowed and (self.since is not None or self.until is not None)
         cursor_of = self._cursor_of.get(cursor_path)
         if cursor_of is None:
@@ -368,6 +399,8 @@ class Collector:
                 if key in seen:
                     continue
                 seen.add(key)
+            if not self.keep_flagged and not deletion and self._flagged(record):
+                continue
             key_only = deletion and (tombstone or id_path is not None)
             for name, path, resolve in self._fields:
                 if key_only:
@@ -380,10 +413,7 @@ class Collector:
                 if not deletion and path not in present:
                     present.add(path)
                 columns[name].append(value if type(value) is str else render_value(value))
-            flagged = (
-                self._flag is not None
-                and (render_value(self._flag(record)) or "").lower() in self.flag_values
-            )
+            flagged = self._flagged(record)
             self.deleted.append(deletion or flagged)
             self.stamps.append(extracted_at)
             # The watermark follows the object's cursor field (a deleted pass may window on archivedAt).
@@ -395,6 +425,15 @@ class Collector:
             kept += 1
         self.stats.rows += kept
         return kept
+
+    def _flagged(self, record: Any) -> bool:
+        """Whether the declared flag marks the record as deleted."""
+        if self._flag is None:
+            return False
+        flag = render_value(self._flag(record))
+        if self.flag_when_set:
+            return flag not in (None, "", "null")
+        return (flag or "").lower() in self.flag_values
 
     def flush(self) -> pa.RecordBatch | None:
         if not self.stamps:

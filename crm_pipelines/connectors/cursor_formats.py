@@ -15,7 +15,15 @@ from datetime import datetime, timedelta
 
 from crm_pipelines.registry import Registry
 
-__all__ = ["CURSOR_FORMATS", "CursorFormat", "Days", "EpochMilliseconds", "Milliseconds", "WholeSeconds"]
+__all__ = [
+    "CURSOR_FORMATS",
+    "CursorFormat",
+    "Days",
+    "EpochMilliseconds",
+    "EpochSeconds",
+    "Milliseconds",
+    "WholeSeconds",
+]
 
 
 class CursorFormat(ABC):
@@ -85,6 +93,16 @@ class EpochMilliseconds(CursorFormat):
         return str(math.ceil(ms) if round_up else math.floor(ms))
 
 
+class EpochSeconds(CursorFormat):
+    """Whole seconds since 1970-01-01 UTC (Zendesk's ``start_time``); record values stay ISO 8601."""
+
+    precision = timedelta(seconds=1)
+
+    def render(self, value: datetime, *, round_up: bool) -> str:
+        seconds = value.timestamp()
+        return str(math.ceil(seconds) if round_up else math.floor(seconds))
+
+
 # Every cursor format, by the name ``incremental.format`` gives it.
 CURSOR_FORMATS: Registry[CursorFormat] = Registry("cursor format")
 # SOQL and OData dateTime literals (YYYY-MM-DDThh:mm:ssZ) carry whole seconds; SOQL's are unquoted.
@@ -97,4 +115,5 @@ CURSOR_FORMATS.add("iso8601_offset", WholeSeconds("%Y-%m-%dT%H:%M:%S+00:00"))  #
 CURSOR_FORMATS.add("sql_datetime", WholeSeconds("%Y-%m-%d %H:%M:%S"))  # 2026-11-25 10:00:00
 CURSOR_FORMATS.add("date", Days())  # SAP Business One UpdateDate
 CURSOR_FORMATS.add("epoch_ms", EpochMilliseconds())  # 1764064800000
+CURSOR_FORMATS.add("epoch_seconds", EpochSeconds())  # 1764064800 (Zendesk start_time)
 CURSOR_FORMATS.add("sdata", WholeSeconds("%Y-%m-%dT%H:%M:%SZ"))  # as the SData literal @...@ carries it

@@ -199,7 +199,15 @@ def _extract(
         where = render_where(incremental, since, until)
         values = template_values(obj, object_name, where=where, since=since, until=until, page_size=size)
         tracker = DriftTracker(obj, drift)
-        collector = Collector(obj=obj, schema=schema, tracker=tracker, stats=stats, since=since, until=until)
+        collector = Collector(
+            obj=obj,
+            schema=schema,
+            tracker=tracker,
+            stats=stats,
+            since=since,
+            until=until,
+            include_deleted=include_deleted,
+        )
         pages = PageCounter(system.name, object_name, on_page, stats)
         read = ObjectRead(
             session=session,

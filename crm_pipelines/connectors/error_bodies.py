@@ -119,6 +119,26 @@ def odata_error(data: Any) -> tuple[str, str | None] | None:
     return _text(error.get("message")) or "no message", (str(code) if code not in (None, "") else None)
 
 
+@ERROR_SHAPES.register("zendesk")
+def zendesk_error(data: Any) -> tuple[str, str | None] | None:
+    """Zendesk ``{"error": "RecordInvalid", "description", "details": {field: [{description, error}]}}``:
+    the description and every field's reason, the error as the code."""
+    if not isinstance(data, dict) or not isinstance(data.get("error"), str):
+        return None
+    description, details = data.get("description"), data.get("details")
+    if not isinstance(description, str) and not isinstance(details, dict):
+        return None  # an OAuth-style body: {"error", "error_description"}
+    reasons = [
+        str(entry.get("description") or entry.get("error"))
+        for entries in (details.values() if isinstance(details, dict) else ())
+        if isinstance(entries, list)
+        for entry in entries
+        if isinstance(entry, dict) and (entry.get("description") or entry.get("error"))
+    ]
+    message = "; ".join([m for m in (description if isinstance(description, str) else None, *reasons) if m])
+    return message or data["error"], data["error"]
+
+
 @ERROR_SHAPES.register("oauth")
 def oauth_error(data: Any) -> tuple[str, str | None] | None:
     """OAuth ``{"error", "error_description"}`` (SugarCRM ``error_message``, Pipedrive ``error_info``)."""

@@ -76,6 +76,7 @@ __all__ = [
     "BearerTokenAuth",
     "BulkQuerySpec",
     "CheckSpec",
+    "ChildRecordsSpec",
     "ConfirmSpec",
     "CredentialVariable",
     "CsrfSpec",
@@ -335,6 +336,13 @@ class IncrementalSpec(SpecModel):
         ),
     )
     delta: DeltaSpec | None = Field(default=None, description="Change tracking instead of a cursor window.")
+    full_read_since: str | None = Field(
+        default=None,
+        description=(
+            "The {since} a read without a lower bound (a full read) sends, for an endpoint that "
+            "needs one: Zendesk's incremental exports require start_time, and 0 starts at the beginning."
+        ),
+    )
 
     @field_validator("format")
     @classmethod
@@ -366,6 +374,13 @@ class DeletesSpec(SpecModel):
         default=None, description="flagged: declared field that marks a deleted row."
     )
     flag_values: list[str] = Field(default_factory=lambda: ["true", "1"])
+    flag_when: Literal["value", "set"] = Field(
+        default="value",
+        description=(
+            "flagged: 'value' when flag_field holds one of flag_values; 'set' when it holds any value "
+            "at all (a deletion time such as Zendesk's deleted_at)."
+        ),
+    )
     records_path: str | None = Field(default=None, description="deleted_pass: where the records sit.")
     id_path: str | None = Field(
         default=None, description="Path of a deleted entry's key (default: the key's)."
@@ -558,6 +573,20 @@ class DescribeSpec(SpecModel):
         return self
 
 
+class ChildRecordsSpec(SpecModel):
+    """The records sit in a list inside each listed item: every child is a record, its parent
+    reachable under ``parent_key`` (Zendesk's ticket events export: each event's comments are in
+    its ``child_events``)."""
+
+    path: str = Field(description="Dotted path of the children list in each listed item.")
+    where: ValueMatch | None = Field(
+        default=None, description="Only children matching this are records (e.g. event_type Comment)."
+    )
+    parent_key: str = Field(
+        default="parent", min_length=1, description="Key under which a child record carries its parent."
+    )
+
+
 class ErrorBodySpec(SpecModel):
     """Where a system's error bodies put the message and the code (tried before the built-in shapes)."""
 
@@ -608,6 +637,9 @@ class ObjectSpec(SpecModel):
     )
     describe: DescribeSpec | None = Field(default=None, description="The source's field list, for drift.")
     paging: PagingSpec | None = Field(default=None, description="Overrides the system's paging.")
+    children: ChildRecordsSpec | None = Field(
+        default=None, description="The records are children of the listed items (see ChildRecordsSpec)."
+    )
     fields: list[FieldSpec] = Field(min_length=1)
 
     @model_validator(mode="after")

@@ -1,9 +1,11 @@
-"""HTTP Basic authentication on every request (SData servers: Infor CRM, Sage CRM)."""
+"""HTTP Basic authentication on every request (SData servers: Infor CRM, Sage CRM; Zendesk API tokens)."""
 
 from __future__ import annotations
 
 import base64
 from typing import Literal
+
+from pydantic import Field
 
 from crm_pipelines.connectors.auth.base import (
     AUTH_KINDS,
@@ -26,6 +28,10 @@ class BasicAuth(AuthModel):
     kind: Literal["basic"] = "basic"
     username_variable: str
     password_variable: str
+    username_suffix: str = Field(
+        default="",
+        description="Appended to the username (a Zendesk API token authenticates as '<email>/token').",
+    )
 
     def credential_variables(self) -> list[CredentialVariable]:
         return [
@@ -37,7 +43,9 @@ class BasicAuth(AuthModel):
         password = connection.password
         assert password is not None
         assert connection.username is not None
-        encoded = base64.b64encode(f"{connection.username}:{password.reveal()}".encode()).decode("ascii")
+        encoded = base64.b64encode(
+            f"{connection.username}{self.username_suffix}:{password.reveal()}".encode()
+        ).decode("ascii")
         return StaticCredential(
             api_base_url=connection.base_url,
             value=Secret(encoded),

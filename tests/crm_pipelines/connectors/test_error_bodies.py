@@ -48,6 +48,27 @@ def test_error_bodies_are_understood(body: bytes, expected: tuple[str, str | Non
             ("Invalid CardCode", "-1"),
             id="odata-sap-b1",
         ),
+        pytest.param(
+            {
+                "error": "RecordInvalid",
+                "description": "Record validation errors",
+                "details": {
+                    "priority": [{"description": "Priority: critical is not valid", "error": "InvalidValue"}]
+                },
+            },
+            ("Record validation errors; Priority: critical is not valid", "RecordInvalid"),
+            id="zendesk-record-invalid",
+        ),
+        pytest.param(
+            {"error": "RecordNotFound", "description": "Not found"},
+            ("Not found", "RecordNotFound"),
+            id="zendesk-404",
+        ),
+        pytest.param(
+            {"error": "Couldn't authenticate you"},
+            ("Couldn't authenticate you", "Couldn't authenticate you"),
+            id="zendesk-401",
+        ),
         pytest.param({"Message": "Creatio says no"}, ("Creatio says no", None), id="message-capitalised"),
         pytest.param({"nothing": 1}, ('{"nothing": 1}', None), id="unknown-shape-quoted"),
     ],
@@ -58,4 +79,4 @@ def test_each_known_shape_is_tried_in_turn(body: object, expected: tuple[str, st
 
 
 def test_the_shapes_are_registered_in_the_order_they_are_tried() -> None:
-    assert ERROR_SHAPES.names() == ["sdata", "salesforce", "odata", "oauth", "message"]
+    assert ERROR_SHAPES.names() == ["sdata", "salesforce", "odata", "zendesk", "oauth", "message"]

@@ -82,6 +82,7 @@ def test_every_bundled_kind_is_registered() -> None:
         "sql_datetime",
         "date",
         "epoch_ms",
+        "epoch_seconds",
         "sdata",
     ]
 
