@@ -246,6 +246,11 @@ class SandboxCrm(ABC):
     def write_case(self, store: Path) -> WriteCase:
         """A write-back batch that this system partly accepts and partly rejects."""
 
+    def companions(self, kind: Kind, seed: Any, key: Any) -> list[tuple[str, Stamped]]:
+        """Rows of other objects a seed brings along, as (object name, row): a resolved Dynamics case's
+        resolution activity. None by default."""
+        return []
+
     def update_case(self, store: Path) -> UpdateCase:
         """Updates of existing records by their id, and one id the system does not know."""
         raise NotImplementedError(f"{self.system}: the sandbox declares no update case yet")
@@ -297,6 +302,7 @@ class StoreWriter:
             return {}
         keys: dict[str, Any] = {}
         rows: list[Stamped] = []
+        companions: dict[str, list[Stamped]] = {}
         for item in items:
             key = self.crm.new_key(kind, self._rng)
             keys[item.ref] = key
@@ -304,8 +310,12 @@ class StoreWriter:
             rows.append(
                 Stamped(self.crm.row(kind, item, key, self.refs), item.created, item.modified, item.deleted)
             )
+            for object_name, companion in self.crm.companions(kind, item, key):
+                companions.setdefault(object_name, []).append(companion)
         with self._conn:
             insert_rows(self._conn, self._info, self.crm.kinds[kind], rows)
+            for object_name, extra in companions.items():
+                insert_rows(self._conn, self._info, object_name, extra)
         return keys
 
     def close(self) -> None:

@@ -71,6 +71,12 @@ from crm_pipelines_sandbox.simulators.base import (
     Response,
     Router,
 )
+from crm_pipelines_sandbox.simulators.dynamics_cases import (
+    INCIDENT_RESOLUTIONS,
+    INCIDENTS,
+    incident_row,
+    resolution_row,
+)
 from crm_pipelines_sandbox.simulators.dynamics_schema import (
     ACCOUNTS,
     API,
@@ -121,6 +127,7 @@ from crm_pipelines_sandbox.simulators.odata import (
 )
 from crm_pipelines_sandbox.simulators.records import (
     ObjectDef,
+    Stamped,
     StoreInfo,
     fetch_records,
     open_store,
@@ -879,8 +886,10 @@ class DynamicsSandbox(SandboxCrm):
 
     system = "dynamics"
     timestamp_format = "iso_z"
-    objects = (ACCOUNTS, CONTACTS, OPPORTUNITIES)
-    kinds = MappingProxyType({"account": "accounts", "contact": "contacts", "deal": "opportunities"})
+    objects = (ACCOUNTS, CONTACTS, OPPORTUNITIES, INCIDENTS, INCIDENT_RESOLUTIONS)
+    kinds = MappingProxyType(
+        {"account": "accounts", "contact": "contacts", "deal": "opportunities", "case": "incidents"}
+    )
     stage_values = STAGE_VALUES
 
     def new_key(self, kind: Kind, rng: random.Random) -> Any:
@@ -921,6 +930,8 @@ class DynamicsSandbox(SandboxCrm):
                 "parentcustomerid": refs.get(seed.account_ref) if seed.account_ref else None,
                 "statecode": 0,
             }
+        if kind == "case":
+            return incident_row(seed, key, refs)
         if seed.stage not in STAGES:
             raise ValueError(f"unknown stage {seed.stage!r}")
         return {
@@ -934,6 +945,13 @@ class DynamicsSandbox(SandboxCrm):
             "estimatedclosedate": seed.close_date,
             "parentaccountid": refs.get(seed.account_ref) if seed.account_ref else None,
         }
+
+    def companions(self, kind: Kind, seed: Any, key: Any) -> list[tuple[str, Stamped]]:
+        # Resolving a case (CloseIncident) leaves an incidentresolution activity, created at the time.
+        resolution = resolution_row(seed, key) if kind == "case" else None
+        if resolution is None:
+            return []
+        return [(INCIDENT_RESOLUTIONS.name, Stamped(resolution, seed.resolved, seed.resolved))]
 
     def start(self, store: Path, *, token_ttl_seconds: float | None = None) -> Started:
         simulator = DynamicsSimulator(store, token_ttl_seconds=token_ttl_seconds or DEFAULT_TOKEN_TTL)

@@ -696,3 +696,85 @@ def test_an_update_by_id_with_if_match_never_creates_and_raises_the_row_version(
             assert count_records(store, "accounts") == count
     finally:
         running.simulator.stop()
+
+
+def test_incidents_and_their_resolutions_are_served_with_dataverse_choices(
+    client: httpx.Client, store: Path
+) -> None:
+    incidents, _ = read_all(client, f"{API}/incidents", page_size=5)
+    assert {r["incidentid"] for r in incidents} == {
+        str(r["incidentid"]) for r in fetch_records(store, "incidents")
+    }
+    assert incidents
+    states = {1: 0, 2: 0, 3: 0, 4: 0, 5: 1, 1000: 1, 6: 2, 2000: 2}
+    accounts = {str(r["accountid"]) for r in fetch_records(store, "accounts", include_deleted=True)}
+    for case in incidents:
+        assert states[case["statuscode"]] == case["statecode"]  # a status reason belongs to one state
+        assert case["prioritycode"] in {1, 2, 3}
+        assert case["caseorigincode"] in {1, 2, 3}
+        assert case["casetypecode"] in {1, 2, 3}
+        assert case["ticketnumber"].startswith("CAS-")
+        assert case["_customerid_value"] in accounts  # a lookup, read as _<name>_value
+        assert "customerid" not in case
+    resolutions, _ = read_all(client, f"{API}/incidentresolutions")
+    resolved = {r["incidentid"] for r in incidents if r["statecode"] == 1}
+    # Resolving leaves one resolution activity per case; cancelling leaves none.
+    assert sorted(r["_incidentid_value"] for r in resolutions) == sorted(resolved) != []
+    assert all(r["subject"] and r["actualend"] and r["statecode"] == 1 for r in resolutions)
+    labelled = client.get(
+        f"{API}/incidents",
+        params={"$top": "1", "$select": "statuscode,prioritycode"},
+        headers={"Prefer": 'odata.include-annotations="*"'},
+    ).json()["value"][0]
+    assert labelled["prioritycode@OData.Community.Display.V1.FormattedValue"] in {"High", "Normal", "Low"}
+    attributes = client.get(
+        f"{API}/EntityDefinitions(LogicalName='incident')/Attributes",
+        params={"$select": "LogicalName,AttributeType"},
+    ).json()["value"]
+    kinds = {a["LogicalName"]: a["AttributeType"] for a in attributes}
+    assert (kinds["customerid"], kinds["primarycontactid"], kinds["statecode"]) == (
+        "Customer",
+        "Lookup",
+        "State",
+    )
+
+
+def test_incident_changes_and_deletes_arrive_through_the_delta_link(tmp_path: Path) -> None:
+    path = make_store(tmp_path / "dynamics.sqlite")
+    running = SANDBOX.start(path)
+    try:
+        with client_for(running.env) as http:
+            tracked = {"Prefer": "odata.track-changes,odata.maxpagesize=5"}
+            response = http.get(f"{API}/incidents", params={"$select": "title,statuscode"}, headers=tracked)
+            while "@odata.nextLink" in response.json():
+                response = http.get(response.json()["@odata.nextLink"], headers=tracked)
+            delta_link = response.json()["@odata.deltaLink"]
+            edited, gone = sorted(str(r["incidentid"]) for r in fetch_records(path, "incidents"))[:2]
+            touch_records(path, "incidents", [edited], datetime.now(UTC), {"statuscode": 2})
+            delete_records(path, "incidents", [gone], datetime.now(UTC))
+            changes = http.get(delta_link).json()["value"]
+            assert [(c["incidentid"], c["statuscode"]) for c in changes if "incidentid" in c] == [(edited, 2)]
+            assert [c["id"] for c in changes if c.get("reason") == "deleted"] == [gone]
+
+            # An update by id (If-Match: *) changes the case; an unknown id is 404, never a create.
+            update = http.patch(
+                f"{API}/incidents({edited})",
+                json={"title": "Printer offline again", "prioritycode": 1},
+                headers={"If-Match": "*"},
+            )
+            assert update.status_code == 204, update.text
+            assert http.get(f"{API}/incidents({edited})").json()["title"] == "Printer offline again"
+            bad_choice = http.patch(
+                f"{API}/incidents({edited})", json={"prioritycode": 7}, headers={"If-Match": "*"}
+            )
+            assert bad_choice.status_code == 400
+            before = count_records(path, "incidents", include_deleted=True)
+            missing = http.patch(
+                f"{API}/incidents(5f0c2e1a-0000-4000-8000-00000000dead)",
+                json={"title": "x"},
+                headers={"If-Match": "*"},
+            )
+            assert missing.status_code == 404
+            assert count_records(path, "incidents", include_deleted=True) == before
+    finally:
+        running.simulator.stop()

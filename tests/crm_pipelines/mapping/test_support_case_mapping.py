@@ -149,3 +149,74 @@ def test_a_case_needs_a_subject_or_a_number(
     assert ("sugarcrm:c-1" in valid) is not quarantined
     if quarantined:
         assert reasons["sugarcrm:c-1"][0].startswith("support_case_subject_or_number_required:")
+
+
+def incident(case_id: str, **values: str | bool | None) -> dict[str, Any]:
+    row: dict[str, Any] = {
+        "incidentid": case_id,
+        "ticketnumber": "CAS-01001-A1B2C3",
+        "title": "Printer offline",
+        "description": None,
+        "statecode": "0",
+        "statuscode": "2",
+        "prioritycode": "1",
+        "caseorigincode": "2",
+        "casetypecode": "2",
+        "account_id": "acc-1",
+        "contact_id": "con-1",
+        "createdon": "2026-11-20T09:00:00Z",
+        "modifiedon": "2026-11-21T10:00:00Z",
+        "_deleted": False,
+    }
+    row.update(values)
+    return row
+
+
+def test_dynamics_incidents_take_their_resolution_from_the_resolution_activity(tmp_path: Path) -> None:
+    write_raw(
+        tmp_path,
+        "dynamics",
+        "cases",
+        [
+            incident("i-hold"),
+            incident(
+                "i-solved", ticketnumber="CAS-01002-D4E5F6", statecode="1", statuscode="5", prioritycode="3"
+            ),
+            incident("i-cancelled", ticketnumber="CAS-01003-A7B8C9", statecode="2", statuscode="6"),
+            incident("i-odd", ticketnumber="CAS-01004-AAAAAA", statuscode="42"),
+        ],
+    )
+    resolution = {
+        "activityid": "r-1",
+        "subject": "Reinstalled the driver.",
+        "description": None,
+        "incident_id": "i-solved",
+        "actualend": "2026-11-21T08:00:00Z",
+        "statecode": "1",
+        "modifiedon": "2026-11-21T08:00:00Z",
+        "_deleted": False,
+    }
+    write_raw(tmp_path, "dynamics", "case_resolutions", [resolution])
+    valid, reasons = stage(tmp_path, "dynamics")
+
+    hold = valid["dynamics:i-hold"]
+    assert (hold["status"], hold["priority"], hold["origin"], hold["case_type"]) == (
+        "on_hold",
+        "high",
+        "email",
+        "problem",
+    )
+    assert hold["case_number"] == "CAS-01001-A1B2C3"
+    assert hold["account_record_id"] == "dynamics:acc-1"
+    assert hold["contact_record_id"] == "dynamics:con-1"
+    assert hold["resolution"] is None
+    assert hold["resolved_at"] is None
+    solved = valid["dynamics:i-solved"]
+    assert (solved["status"], solved["priority"]) == ("solved", "low")
+    assert solved["resolution"] == "Reinstalled the driver."
+    assert solved["resolved_at"].isoformat() == "2026-11-21T08:00:00+00:00"
+    cancelled = valid["dynamics:i-cancelled"]
+    assert cancelled["status"] == "closed"
+    assert cancelled["resolved_at"].isoformat() == "2026-11-21T10:00:00+00:00"
+    assert "dynamics:i-odd" not in valid
+    assert any(r.startswith("support_case_status_known:") for r in reasons["dynamics:i-odd"])
