@@ -22,9 +22,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from crm_pipelines_sandbox.systems import (
+    CASE_PRIORITIES,
+    CASE_STATUSES,
     STAGES,
     SandboxCrm,
     SeedAccount,
+    SeedCase,
     SeedContact,
     SeedDeal,
     StoreWriter,
@@ -57,6 +60,29 @@ _TITLES = (
     "Sales Manager", "Buyer", "Operations Manager", "Accounts Payable Clerk",
 )  # fmt: skip
 _PRIVATE_MAIL = ("gmail.com", "outlook.com", "web.de", "yahoo.com", "icloud.com")
+# Support cases: the share of a system's companies that raised any, how often each canonical status
+# and priority occurs (most cases are done), and what they are about.
+_WITH_CASES = 0.3
+_CASE_STATUS_WEIGHTS = (0.10, 0.20, 0.10, 0.05, 0.35, 0.20)  # CASE_STATUSES order
+_CASE_PRIORITY_WEIGHTS = (0.25, 0.50, 0.20, 0.05)  # CASE_PRIORITIES order
+_CASE_TOPICS = (
+    ("Invoice shows the wrong amount", "question"),
+    ("Cannot log in to the portal", "incident"),
+    ("Delivery arrived damaged", "problem"),
+    ("Update the billing address", "task"),
+    ("Export fails with an error", "incident"),
+    ("Licence key not accepted", "problem"),
+    ("How do I add a second user?", "question"),
+)
+_CASE_ORIGINS = ("email", "email", "web", "phone", "chat", "api")
+_CASE_RESOLUTIONS = (
+    "Explained the setting; the customer confirmed it works.",
+    "Credit note issued for the difference.",
+    "Replacement shipped.",
+    "Fixed in the next release; workaround sent.",
+    "Reset the password and unlocked the account.",
+)
+_LEAD_SOURCES = ("Web", "Trade Show", "Partner", "Advertisement", "Employee Referral", "Seminar")
 
 
 class TextStyle(Protocol):
@@ -88,6 +114,7 @@ class _Pending:
     accounts: list[SeedAccount] = field(default_factory=list)
     contacts: list[SeedContact] = field(default_factory=list)
     deals: list[SeedDeal] = field(default_factory=list)
+    cases: list[SeedCase] = field(default_factory=list)
     # ref -> (entity id, deleted) for the truth rows once keys are known.
     truth: dict[str, tuple[str, bool]] = field(default_factory=dict)
 
@@ -119,6 +146,8 @@ class OtherCrmSeeder:
         folder.mkdir(parents=True, exist_ok=True)
         self.rng = random.Random(seed * 7919 + 17)
         self.rnd = self.rng.random
+        # Cases draw from their own stream: the accounts, contacts and deals are what they were before.
+        self.case_rnd = random.Random(seed * 7919 + 41).random
         self.style = style
         self.industries = industries
         self.end = datetime(as_of.year, as_of.month, as_of.day, tzinfo=UTC) + timedelta(days=1)
@@ -263,6 +292,48 @@ class OtherCrmSeeder:
                 )
             )
             pending.truth[ref] = ("", deleted is not None)
+        if "case" in self.crms[system].kinds:
+            self._cases_in(system, company, main_ref, main_created)
+
+    def _cases_in(self, system: str, company: _Company, account_ref: str, not_before: datetime) -> None:
+        """Support cases of a share of the companies: raised by one of its people the system holds,
+        statuses spread over the canonical ones; solved and closed ones carry a resolution and when."""
+        rnd, pending = self.case_rnd, self.pending[system]
+        if rnd() >= _WITH_CASES:
+            return
+        people = [c.ref for c in pending.contacts if c.account_ref == account_ref and c.deleted is None]
+        for n in range(1 + int(rnd() * 3)):
+            status = CASE_STATUSES[_weighted(rnd(), _CASE_STATUS_WEIGHTS)]
+            subject, case_type = _CASE_TOPICS[int(rnd() * len(_CASE_TOPICS))]
+            span = max(1, int((self.end - not_before).total_seconds()) - 1)
+            created = not_before + timedelta(seconds=int(rnd() * span))
+            resolved = None
+            if status in ("solved", "closed"):
+                rest = max(1, min(10 * 86400, int((self.end - created).total_seconds()) - 2))
+                resolved = created + timedelta(seconds=1 + int(rnd() * rest))
+            after = resolved or created
+            modified = after + timedelta(
+                seconds=int(rnd() * max(1, int((self.end - after).total_seconds()) - 1))
+            )
+            deleted = modified + timedelta(seconds=1) if rnd() < _DELETED else None
+            pending.cases.append(
+                SeedCase(
+                    ref=f"{account_ref}/case{n}",
+                    account_ref=account_ref,
+                    contact_ref=people[int(rnd() * len(people))] if people and rnd() < 0.9 else None,
+                    subject=subject,
+                    description=f"{company.brand}: {subject.lower()}.",
+                    status=status,
+                    priority=CASE_PRIORITIES[_weighted(rnd(), _CASE_PRIORITY_WEIGHTS)],
+                    case_type=case_type,
+                    origin=_CASE_ORIGINS[int(rnd() * len(_CASE_ORIGINS))],
+                    resolution=_CASE_RESOLUTIONS[int(rnd() * len(_CASE_RESOLUTIONS))] if resolved else None,
+                    created=created,
+                    modified=modified,
+                    resolved=resolved,
+                    deleted=deleted if deleted is not None and deleted < self.end else None,
+                )
+            )
 
     # -- writing --------------------------------------------------------------------------------
 
@@ -275,11 +346,12 @@ class OtherCrmSeeder:
                 ("account", pending.accounts),
                 ("contact", pending.contacts),
                 ("deal", pending.deals),
+                ("case", pending.cases),
             ):
                 keys = writer.add(kind, items)  # type: ignore[arg-type]
-                self.counts[system][kind] += len(keys)
-                if kind == "deal" or kind not in crm.kinds:
-                    continue  # deals carry no real-world identity to resolve
+                self.counts[system][kind] = self.counts[system].get(kind, 0) + len(keys)
+                if kind in ("deal", "case") or kind not in crm.kinds:
+                    continue  # deals and cases carry no real-world identity to resolve
                 dataset = f"{system}.{crm.kinds[kind]}"
                 for ref, key in keys.items():
                     entity, deleted = pending.truth[ref]
