@@ -34,6 +34,9 @@ from crm_pipelines_sandbox.simulators.records import ObjectDef, Stamped, create_
 Kind = Literal["account", "contact", "deal", "lead", "case"]
 # The systems declared after Salesforce and HubSpot, each with a simulator module exposing SANDBOX.
 OTHER_CRMS = ("dynamics", "zoho", "pipedrive", "sugarcrm", "creatio", "infor_crm", "sage_crm", "sap_b1")
+# Service desks: the same contract, kinds account, contact and case (no deals); started and seeded
+# with the other CRMs.
+SERVICE_DESKS = ("zendesk",)
 # The canonical stages every system's own stage values map onto (mappings.yaml value maps).
 STAGES = ("prospecting", "qualification", "proposal", "negotiation", "closed_won", "closed_lost")
 
@@ -257,9 +260,12 @@ class SandboxCrm(ABC):
 
 
 def sandbox_crms() -> list[str]:
-    """The other CRMs that have a simulator module (all of :data:`OTHER_CRMS` once they are built)."""
+    """The other CRMs and the service desks that have a simulator module (:data:`OTHER_CRMS`, then
+    :data:`SERVICE_DESKS`)."""
     return [
-        name for name in OTHER_CRMS if importlib.util.find_spec(f"crm_pipelines_sandbox.simulators.{name}")
+        name
+        for name in (*OTHER_CRMS, *SERVICE_DESKS)
+        if importlib.util.find_spec(f"crm_pipelines_sandbox.simulators.{name}")
     ]
 
 

@@ -239,6 +239,7 @@ _PEOPLE_FIELDS: dict[str, tuple[str | None, str | None, str | None, str, str | N
     "creatio": ("Address", None, "Zip", "country", "BirthDate"),
     "sap_b1": ("Address", None, None, "Country", "DateOfBirth"),
     "pipedrive": (None, None, None, "country", None),
+    "zendesk": (None, None, None, "country", None),  # a user field; users have no address or birth date
 }
 
 
