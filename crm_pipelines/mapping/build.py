@@ -111,8 +111,13 @@ def plan_mapping(
     if missing:
         return PlannedMapping(entity, mapping.source, None, missing)
 
+    main_alias = next(iter(mapping.inputs))
+
     def scan(alias: str) -> str:
-        return scan_parquet(parquet_glob(folders[alias]))
+        rows = scan_parquet(parquet_glob(folders[alias]))
+        if alias == main_alias and mapping.where is not None:
+            return f"(SELECT * FROM {rows} WHERE {mapping.where})"
+        return rows
 
     if mapping.query is None:
         source_select = f"SELECT * FROM {scan(next(iter(mapping.inputs)))}"

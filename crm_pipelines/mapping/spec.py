@@ -92,8 +92,19 @@ class SourceMapping(BaseModel):
     query: str | None = (
         None  # optional SELECT over {alias} placeholders; default: SELECT * FROM the one input
     )
+    # Optional SQL condition over the main input's columns: the entity takes only the rows it holds
+    # (HubSpot contacts that are leads). Applied to the main input before the query, and counted the
+    # same way by the reconciliation, so the rows it leaves out are not missing rows.
+    where: str | None = None
     id: str
     columns: dict[str, ColumnMapping]
+
+    @field_validator("where")
+    @classmethod
+    def _where(cls, v: str | None) -> str | None:
+        if v is not None and (";" in v or not v.strip()):
+            raise ValueError("where is one SQL condition (no ';')")
+        return v
 
     @field_validator("source")
     @classmethod

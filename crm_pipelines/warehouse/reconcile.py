@@ -59,13 +59,14 @@ def reconcile_partition(
             extracted_raw = pk_duplicates = 0
             if table_exists(con, "raw", raw):
                 key = f"nullif(trim(CAST({quote_ident(mapping.id)} AS VARCHAR)), '')"
-                extracted_raw = _count(
-                    con, f"SELECT count(*) FROM {qualified('raw', raw)} WHERE _partition = ?", [partition]
-                )
+                # A mapping that takes only some of its input's rows (where:) is counted on those.
+                selected = f"{qualified('raw', raw)} WHERE _partition = ?"
+                if mapping.where is not None:
+                    selected += f" AND ({mapping.where})"
+                extracted_raw = _count(con, f"SELECT count(*) FROM {selected}", [partition])
                 distinct = _count(
                     con,
-                    f"SELECT count(DISTINCT {key}) + count(*) FILTER (WHERE {key} IS NULL) "
-                    f"FROM {qualified('raw', raw)} WHERE _partition = ?",
+                    f"SELECT count(DISTINCT {key}) + count(*) FILTER (WHERE {key} IS NULL) FROM {selected}",
                     [partition],
                 )
                 pk_duplicates = extracted_raw - distinct

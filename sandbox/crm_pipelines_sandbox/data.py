@@ -62,6 +62,9 @@ DATASETS = (
     "sftp.invoices",
     "sftp.payments",
 )
+# Datasets of people captured as leads (the truth names the person each one is); not in DATASETS,
+# whose per-dataset counters draw from the main stream.
+LEAD_DATASETS = ("salesforce.Lead",)
 # Kinds of invalid rows; an invalid_reason is '<kind>: <field>=<value>' (or '<kind>: <fields>').
 INVALID_KINDS = (
     "bad_date",
@@ -596,6 +599,26 @@ _HS_STAGES = (
     ("closedwon", 0.32),
     ("closedlost", 0.20),
 )
+# HubSpot contacts' lifecycle stages (None: never set) and how often; leads are the three lead stages.
+_HS_LIFECYCLE = (
+    (None, 0.10),
+    ("subscriber", 0.08),
+    ("lead", 0.14),
+    ("marketingqualifiedlead", 0.08),
+    ("salesqualifiedlead", 0.05),
+    ("opportunity", 0.10),
+    ("customer", 0.40),
+    ("other", 0.05),
+)
+_HS_FUNNEL = ("lead", "marketingqualifiedlead", "salesqualifiedlead", "opportunity", "customer")
+# hs_lead_status options a rep picks in each lead stage (HubSpot's defaults).
+_HS_LEAD_STATUSES = {
+    "lead": ("NEW", "NEW", "OPEN", "ATTEMPTED_TO_CONTACT", "BAD_TIMING", "UNQUALIFIED"),
+    "marketingqualifiedlead": ("OPEN", "IN_PROGRESS", "ATTEMPTED_TO_CONTACT", "CONNECTED", "BAD_TIMING"),
+    "salesqualifiedlead": ("IN_PROGRESS", "CONNECTED", "OPEN_DEAL", "OPEN_DEAL"),
+}
+# Salesforce's default Lead Source picklist.
+_SF_LEAD_SOURCES = ("Web", "Phone Inquiry", "Partner Referral", "Purchased List", "Other")
 _DEAL_TOPICS = _words(
     "New Business, Renewal, Expansion, Upsell, Service Contract, Pilot, Framework Agreement, Spare Parts, "
     "Annual Maintenance, Rollout Phase 2"
@@ -780,6 +803,11 @@ class _Generator:
         self.seed = seed
         self.rng = random.Random(seed)
         self.rnd = self.rng.random
+        # Leads (HubSpot lifecycle stages, Salesforce Leads) draw from their own stream: every other
+        # value is what it was before leads existed.
+        self.lead_rng = random.Random(f"{seed}/leads")
+        self.lifecycle_cum = _cumulative([w for _, w in _HS_LIFECYCLE])
+        self.sf_lead_next = 10_000_000 + self.lead_rng.randrange(50_000_000)
         start = as_of - timedelta(days=_WINDOW_DAYS)
         self.span = (_WINDOW_DAYS + 1) * 86400  # timestamps lie in [start 00:00, as_of + 1 day)
         # Days after as_of serve due dates and expected close dates, which are business dates.
@@ -1106,6 +1134,31 @@ class _Generator:
                 postal_text = f" {postal_text} "
         return street_text, city_text, postal_text, born if rnd() < 0.35 else None
 
+    def hs_lifecycle(self, created: int, modified: int) -> tuple[str | None, ...]:
+        """A HubSpot contact's lifecycle stage, lead status and lead-stage entry dates (lead, MQL, SQL).
+
+        From the leads' own stream. A contact in a lead stage entered the stages before it (MQL is
+        skipped now and then); an opportunity or customer came through the funnel about half the time,
+        else it was created at that stage and has no lead dates.
+        """
+        rnd = self.lead_rng.random
+        stage = _HS_LIFECYCLE[min(bisect(self.lifecycle_cum, rnd()), len(_HS_LIFECYCLE) - 1)][0]
+        dates: list[str | None] = [None, None, None]
+        if stage in _HS_FUNNEL and (_HS_FUNNEL.index(stage) < 3 or rnd() < 0.5):
+            reached = min(_HS_FUNNEL.index(stage), 2)
+            at = created
+            for step in range(reached + 1):
+                if step == 1 and step < reached and rnd() < 0.3:
+                    continue  # straight from lead to sales qualified
+                dates[step] = self.hs_ts(at)
+                at += int(rnd() * (modified - at) / 2)
+        status = None
+        if stage in _HS_LEAD_STATUSES and rnd() < 0.85:
+            status = self.pick(_HS_LEAD_STATUSES[stage], rnd)
+        elif stage == "opportunity" and rnd() < 0.5:
+            status = "OPEN_DEAL"
+        return (stage, status, *dates)
+
     # -- per-system rows -----------------------------------------------------------------------
 
     def emit_sf_account(self, company: _Company, duplicate: bool, not_before: int) -> tuple[str, int]:
@@ -1291,6 +1344,74 @@ class _Generator:
         self.truth(ds, record_id, entity, reason, deleted)
         return created
 
+    def emit_sf_leads(
+        self, company: _Company, people: Sequence[_Person], contacts: dict[str, tuple[str, int]], in_sf: bool
+    ) -> None:
+        """Salesforce Leads of some of the company's people, from the leads' own stream.
+
+        A person Salesforce holds as a Contact was often a Lead first, converted into that Contact
+        (``contacts``: entity id -> (Contact id, its creation second)); the others are open, being
+        worked on or closed without conversion. Companies Salesforce does not know yield fewer leads.
+        """
+        rnd = self.lead_rng.random
+        for entity, first, last, email, area, sub in people:
+            contact = contacts.get(entity)
+            if rnd() >= (0.25 if contact is not None else 0.2 if in_sf else 0.08):
+                continue
+            n = self.sf_lead_next
+            self.sf_lead_next = n + 1 + (0 if rnd() < 0.95 else int(rnd() * 5))
+            record_id = self.sf_ids.make("00Q", n)
+            converted = contact is not None and rnd() < 0.6
+            converted_id = converted_date = None
+            if contact is not None and converted:
+                converted_id, converted_at = contact
+                created = max(0, converted_at - int(rnd() * 90 * 86400))
+                modified = converted_at
+                converted_date = self.days[converted_at // 86400]
+                status = "Closed - Converted"
+            else:
+                created = int(rnd() * self.span)
+                modified = created if rnd() < 0.3 else created + int(rnd() * (self.span - created))
+                r = rnd()
+                status = (
+                    "Open - Not Contacted"
+                    if r < 0.45
+                    else "Working - Contacted"
+                    if r < 0.8
+                    else "Closed - Not Converted"
+                )
+            mail: str | None = email if rnd() < 0.9 else None
+            reason = None
+            if mail is not None and rnd() < 0.01:
+                local, _, domain = mail.partition("@")
+                mail = f"{local}@@{domain}"
+                reason = f"invalid_email: Email={mail}"
+            deleted = rnd() < 0.01
+            self.buffers["Lead"].append(
+                (
+                    record_id,
+                    self.typo(first, rnd) if rnd() < 0.03 else first,
+                    last,
+                    mail,
+                    self.phone_text(company.country, area, sub, "salesforce", rnd) if rnd() < 0.6 else None,
+                    self.company_name(company, 0.05, rnd),
+                    self.pick(_TITLES, rnd) if rnd() < 0.6 else None,
+                    self.country_text(company.country, "salesforce", rnd) if rnd() < 0.7 else None,
+                    status,
+                    self.pick(_SF_LEAD_SOURCES, rnd) if rnd() < 0.8 else None,
+                    int(converted),
+                    converted_date,
+                    converted_id,
+                    self.sf_ts(created),
+                    store.SALESFORCE_INTEGRATION_USER,
+                    self.sf_ts(modified),
+                    store.SALESFORCE_INTEGRATION_USER,
+                    self.sf_ts(modified),
+                    int(deleted),
+                )
+            )
+            self.truth_rows.append(("salesforce.Lead", record_id, entity, reason, deleted))
+
     def emit_hs_contact(
         self, person: _Person, company: _Company, company_id: int | None, duplicate: bool, not_before: int
     ) -> int:
@@ -1357,6 +1478,7 @@ class _Generator:
                 created_at,
                 updated_at,
                 updated_at,  # hs_lastmodifieddate moves with lastmodifieddate
+                *self.hs_lifecycle(created, modified),
             )
         )
         if not duplicate:
@@ -1867,6 +1989,7 @@ class _Generator:
             pattern = min(bisect((0.6, 0.8, 0.9), rnd()), 3)  # the company's e-mail address scheme
             mailboxes: set[str] = set()
             people: list[_Person] = []
+            sf_contacts: dict[str, tuple[str, int]] = {}  # entity id -> its Contact's id and creation
             for p in range(n_people):
                 person = self.new_person(company, people_done + p, pattern, mailboxes)
                 people.append(person)
@@ -1881,6 +2004,7 @@ class _Generator:
                     to_sf, to_hs = r < 0.15, r >= 0.15
                 if to_sf:
                     created = self.emit_sf_contact(person, company, account_id, False, sf_created)
+                    sf_contacts[person[0]] = (str(self.buffers["Contact"][-1][0]), created)
                     if rnd() < 0.03:
                         self.emit_sf_contact(
                             person, company, account_id if rnd() < 0.7 else None, True, created
@@ -1893,6 +2017,7 @@ class _Generator:
                         )
             if self.others is not None:
                 self.others.company(company, people)
+            self.emit_sf_leads(company, people, sf_contacts, in_sf)
             people_done += n_people
             if (index + 1) % _BATCH_COMPANIES == 0:
                 self.flush()

@@ -30,6 +30,7 @@ from crm_pipelines_sandbox.systems import (
     SeedCase,
     SeedContact,
     SeedDeal,
+    SeedLead,
     StoreWriter,
     sandbox_crm,
     sandbox_crms,
@@ -115,6 +116,7 @@ class _Pending:
     contacts: list[SeedContact] = field(default_factory=list)
     deals: list[SeedDeal] = field(default_factory=list)
     cases: list[SeedCase] = field(default_factory=list)
+    leads: list[SeedLead] = field(default_factory=list)
     # ref -> (entity id, deleted) for the truth rows once keys are known.
     truth: dict[str, tuple[str, bool]] = field(default_factory=dict)
 
@@ -148,6 +150,8 @@ class OtherCrmSeeder:
         self.rnd = self.rng.random
         # Cases draw from their own stream: the accounts, contacts and deals are what they were before.
         self.case_rnd = random.Random(seed * 7919 + 41).random
+        # Leads draw from their own stream: the accounts, contacts and deals are what they were before.
+        self.lead_rnd = random.Random(seed * 7919 + 29).random
         self.style = style
         self.industries = industries
         self.end = datetime(as_of.year, as_of.month, as_of.day, tzinfo=UTC) + timedelta(days=1)
@@ -294,6 +298,62 @@ class OtherCrmSeeder:
             pending.truth[ref] = ("", deleted is not None)
         if "case" in self.crms[system].kinds:
             self._cases_in(system, company, main_ref, main_created)
+        if "lead" in self.crms[system].kinds:
+            self._leads_in(system, company, people, main_created)
+
+    def _leads_in(
+        self, system: str, company: _Company, people: Sequence[_Person], not_before: datetime
+    ) -> None:
+        """Leads of some of the company's people: those the system also holds as contacts were mostly
+        qualified into them (``contact_ref``), the others are new, being worked on or disqualified."""
+        rnd, style, pending = self.lead_rnd, self.style, self.pending[system]
+        for entity, first, last, email, area, sub in people:
+            contact_ref = f"{entity}@{system}"
+            contact = next((c for c in pending.contacts if c.ref == contact_ref), None)
+            if rnd() >= (0.3 if contact is not None else 0.15):
+                continue
+            span = max(1, int((self.end - not_before).total_seconds()) - 1)
+            created = not_before + timedelta(seconds=int(rnd() * span))
+            rest = max(1, int((self.end - created).total_seconds()) - 1)
+            modified = created + timedelta(seconds=int(rnd() * rest))
+            converted = None
+            if contact is not None and rnd() < 0.6:
+                status, stage = "converted", "sql"
+                converted = modified = max(contact.created, created)
+            else:
+                r = rnd()
+                status, stage = (
+                    ("new", "lead")
+                    if r < 0.35
+                    else ("working", "mql")
+                    if r < 0.65
+                    else ("nurturing", "lead")
+                    if r < 0.75
+                    else ("unqualified", "lead")
+                )
+            deleted = modified + timedelta(seconds=1) if rnd() < 0.01 else None
+            ref = f"{entity}@{system}/lead"
+            pending.leads.append(
+                SeedLead(
+                    ref=ref,
+                    contact_ref=contact.ref if contact is not None else None,
+                    first_name=first,
+                    last_name=last.upper() if rnd() < 0.03 else last,
+                    email=email if rnd() < 0.9 else None,
+                    phone=style.phone_text(company.country, area, sub, "crm", rnd) if rnd() < 0.6 else None,
+                    company=style.company_name(company, 0.05, rnd),
+                    title=_TITLES[int(rnd() * len(_TITLES))] if rnd() < 0.6 else None,
+                    country=style.country_text(company.country, "crm", rnd) if rnd() < 0.7 else None,
+                    stage=stage,
+                    status=status,
+                    lead_source=_LEAD_SOURCES[int(rnd() * len(_LEAD_SOURCES))] if rnd() < 0.8 else None,
+                    created=created,
+                    modified=modified,
+                    converted=converted,
+                    deleted=deleted if deleted is not None and deleted < self.end else None,
+                )
+            )
+            pending.truth[ref] = (entity, pending.leads[-1].deleted is not None)
 
     def _cases_in(self, system: str, company: _Company, account_ref: str, not_before: datetime) -> None:
         """Support cases of a share of the companies: raised by one of its people the system holds,
@@ -346,6 +406,7 @@ class OtherCrmSeeder:
                 ("account", pending.accounts),
                 ("contact", pending.contacts),
                 ("deal", pending.deals),
+                ("lead", pending.leads),
                 ("case", pending.cases),
             ):
                 keys = writer.add(kind, items)  # type: ignore[arg-type]

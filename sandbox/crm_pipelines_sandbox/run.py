@@ -46,7 +46,7 @@ CONNECTION_VARIABLES: tuple[str, ...] = (
 )
 
 # Raised whenever the generated layout changes, so a cached sandbox of an older layout is rebuilt.
-DATA_VERSION = 6
+DATA_VERSION = 7
 
 
 class Sandbox:

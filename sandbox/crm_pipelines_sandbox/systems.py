@@ -294,6 +294,9 @@ class StoreWriter:
         Path(path).unlink(missing_ok=True)
         self.crm = crm
         self._rng = random.Random(seed)
+        # Kinds added after the first three draw keys from streams of their own, so adding them to a
+        # store moves no account, contact or deal key.
+        self._kind_rngs = {kind: random.Random(f"{seed}/{kind}") for kind in ("lead", "case")}
         self._conn = create_store(
             path, system=crm.system, objects=crm.objects, timestamp_format=crm.timestamp_format
         )
@@ -310,7 +313,7 @@ class StoreWriter:
         rows: list[Stamped] = []
         companions: dict[str, list[Stamped]] = {}
         for item in items:
-            key = self.crm.new_key(kind, self._rng)
+            key = self.crm.new_key(kind, self._kind_rngs.get(kind, self._rng))
             keys[item.ref] = key
             self.refs[item.ref] = key
             rows.append(
@@ -508,7 +511,61 @@ def sample_seeds(*, accounts: int = 24, as_of: date, seed: int = 1) -> Seeds:
                 )
             )
     cases = sample_cases(out_accounts, out_contacts, end=end, seed=seed)
-    return Seeds(out_accounts, out_contacts, out_deals, cases=cases)
+    leads = sample_leads(out_accounts, out_contacts, end=end, seed=seed)
+    return Seeds(out_accounts, out_contacts, out_deals, leads=leads, cases=cases)
+
+
+# Each canonical lead status and the funnel stage a lead with it has reached.
+_LEAD_STAGE_OF = {
+    "new": "lead",
+    "working": "mql",
+    "nurturing": "lead",
+    "qualified": "sql",
+    "converted": "sql",
+    "unqualified": "lead",
+}
+_LEAD_SOURCES = ("Web", "Trade Show", "Partner", "Advertisement")
+
+
+def sample_leads(
+    accounts: Sequence[SeedAccount], contacts: Sequence[SeedContact], *, end: datetime, seed: int = 1
+) -> list[SeedLead]:
+    """Leads of every other live contact (the same person, ``contact_ref``) and of a few people no
+    system holds yet, over the 20 days before ``end``.
+
+    Statuses cycle through :data:`LEAD_STATUSES` so each appears; converted leads carry the time.
+    Drawn from its own random stream: the rest of a sample is the same with or without leads.
+    """
+    rng = random.Random(seed * 7_919 + 11)
+    companies = {a.ref: a.name for a in accounts}
+    people = [c for c in contacts if c.deleted is None][::2]
+    out: list[SeedLead] = []
+    for n, person in enumerate([*people, *people[:3]]):
+        known = n < len(people)
+        status = LEAD_STATUSES[n % len(LEAD_STATUSES)]
+        created = end - timedelta(days=20) + timedelta(seconds=rng.randrange(14 * 86400))
+        modified = created + timedelta(seconds=rng.randrange(1, 3 * 86400))
+        first, last = (person.first_name, person.last_name) if known else ("Noor", f"Prospect{n}")
+        out.append(
+            SeedLead(
+                ref=f"L{n:05d}",
+                contact_ref=person.ref if known else None,
+                first_name=first,
+                last_name=last,
+                email=person.email if known else f"noor.prospect{n}@example.org",
+                phone=person.phone,
+                company=companies.get(person.account_ref or ""),
+                title=person.title,
+                country=person.country,
+                stage=_LEAD_STAGE_OF[status],
+                status=status,
+                lead_source=_LEAD_SOURCES[n % len(_LEAD_SOURCES)],
+                created=created,
+                modified=modified,
+                converted=modified if status == "converted" else None,
+            )
+        )
+    return out
 
 
 _CASE_SUBJECTS = (

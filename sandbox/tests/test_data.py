@@ -23,6 +23,7 @@ from crm_pipelines_sandbox.data import (
     DATASETS,
     INVALID_KINDS,
     INVOICE_CSV_COLUMNS,
+    LEAD_DATASETS,
     PARTY_DATASETS,
     PAYMENT_CSV_COLUMNS,
     UNKNOWN_COUNTRIES,
@@ -43,6 +44,7 @@ STORE_TABLES = [
     ("salesforce.Account", "salesforce_store", "Account", "Id", "IsDeleted"),
     ("salesforce.Contact", "salesforce_store", "Contact", "Id", "IsDeleted"),
     ("salesforce.Opportunity", "salesforce_store", "Opportunity", "Id", "IsDeleted"),
+    ("salesforce.Lead", "salesforce_store", "Lead", "Id", "IsDeleted"),
     ("hubspot.companies", "hubspot_store", "companies", "id", "archived"),
     ("hubspot.contacts", "hubspot_store", "contacts", "id", "archived"),
     ("hubspot.deals", "hubspot_store", "deals", "id", "archived"),
@@ -160,9 +162,14 @@ def test_world_size_and_summary_reconcile_with_truth(
     non_party = [
         r
         for r in truth
-        if r["dataset"] not in PARTY_DATASETS and not str(r["dataset"]).startswith(tuple(other_crm))
+        if r["dataset"] not in (*PARTY_DATASETS, *LEAD_DATASETS)
+        and not str(r["dataset"]).startswith(tuple(other_crm))
     ]
     assert all(r["entity_id"] is None for r in non_party)
+    # A lead is one of the world's people (most of them also a contact somewhere).
+    leads = [r for r in truth if r["dataset"] in LEAD_DATASETS]
+    assert leads
+    assert {r["entity_id"] for r in leads} <= people
 
 
 def test_the_other_crms_hold_some_of_the_same_companies_and_people(
@@ -209,6 +216,41 @@ def test_truth_lists_exactly_the_rows_in_each_store(
     assert stored.keys() == expected.keys()
     assert all(stored[k] == expected[k]["deleted"] for k in stored)
     assert len(stored) > 0
+
+
+def test_leads_are_hubspot_contacts_in_a_lead_stage_and_salesforce_leads(
+    sandbox: SandboxLayout, truth: list[dict[str, object]]
+) -> None:
+    stages: dict[str, int] = {
+        str(stage): int(count)
+        for stage, count in rows(
+            sandbox.hubspot_store, "SELECT coalesce(lifecyclestage, ''), count(*) FROM contacts GROUP BY 1"
+        )
+    }
+    total = sum(stages.values())
+    in_lead_stage = sum(stages.get(s, 0) for s in ("lead", "marketingqualifiedlead", "salesqualifiedlead"))
+    assert 0.15 < in_lead_stage / total < 0.45
+    assert {"customer", "opportunity", "subscriber"} <= set(stages)
+    # A contact in a lead stage entered it: its entry date is set, never before the contact was made.
+    for created, lead_date, sql_date, stage in rows(
+        sandbox.hubspot_store,
+        "SELECT createdate, hs_lifecyclestage_lead_date, hs_lifecyclestage_salesqualifiedlead_date, "
+        "lifecyclestage FROM contacts WHERE lifecyclestage IN ('lead', 'salesqualifiedlead')",
+    ):
+        assert lead_date is not None
+        assert lead_date >= created
+        assert (sql_date is not None) == (stage == "salesqualifiedlead")
+    # A converted Salesforce Lead points at a Contact of the same person.
+    person_of = {str(r["source_id"]): r["entity_id"] for r in truth if r["dataset"] == "salesforce.Contact"}
+    converted = rows(
+        sandbox.salesforce_store,
+        'SELECT Id, ConvertedContactId, Status FROM "Lead" WHERE IsConverted = 1',
+    )
+    lead_person = {str(r["source_id"]): r["entity_id"] for r in truth if r["dataset"] == "salesforce.Lead"}
+    assert converted
+    for lead_id, contact_id, status in converted:
+        assert status == "Closed - Converted"
+        assert person_of[contact_id] == lead_person[lead_id]
 
 
 def test_drop_truth_is_keyed_by_line_number(sandbox: SandboxLayout, truth: list[dict[str, object]]) -> None:

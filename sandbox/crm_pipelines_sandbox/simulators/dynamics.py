@@ -40,8 +40,9 @@ What it serves, each the way Microsoft documents it:
   https://learn.microsoft.com/power-apps/developer/data-platform/webapi/perform-conditional-operations-using-web-api
   https://learn.microsoft.com/power-apps/developer/data-platform/webapi/execute-batch-operations-using-web-api
 
-Alternate keys: ``accounts.accountnumber``, ``contacts.emailaddress1`` and the custom column
-``opportunities.new_externalid`` (an org defines its own; these are the ones this sandbox declares).
+Alternate keys: ``accounts.accountnumber``, ``contacts.emailaddress1`` and the custom columns
+``contacts.new_hubspotcontactid`` and ``opportunities.new_externalid`` (an org defines its own; these
+are the ones this sandbox declares).
 """
 
 from __future__ import annotations
@@ -93,6 +94,9 @@ from crm_pipelines_sandbox.simulators.dynamics_schema import (
     ENTITIES,
     INDUSTRY_CODES,
     INDUSTRY_FROM_SEED,
+    LEAD_SOURCES,
+    LEAD_STATUS_REASONS,
+    LEADS,
     MAX_COUNT,
     MAX_PAGE_SIZE,
     NAMESPACE,
@@ -881,14 +885,31 @@ class DynamicsSimulator(DataverseWriter):
 # --- the sandbox contract -----------------------------------------------------------------------
 
 
+# Canonical lead status -> the lead's status reason (None: one of the disqualified reasons, 4-7).
+_LEAD_STATUS_CODES: dict[str, int | None] = {
+    "new": 1,
+    "working": 2,
+    "nurturing": 2,
+    "qualified": 3,
+    "converted": 3,
+    "unqualified": None,
+}
+
+
 class DynamicsSandbox(SandboxCrm):
-    """Dynamics 365 Sales as the sandbox runs it: Dataverse accounts, contacts and opportunities."""
+    """Dynamics 365 Sales as the sandbox runs it: Dataverse accounts, contacts, opportunities and leads."""
 
     system = "dynamics"
     timestamp_format = "iso_z"
-    objects = (ACCOUNTS, CONTACTS, OPPORTUNITIES, INCIDENTS, INCIDENT_RESOLUTIONS)
+    objects = (ACCOUNTS, CONTACTS, OPPORTUNITIES, LEADS, INCIDENTS, INCIDENT_RESOLUTIONS)
     kinds = MappingProxyType(
-        {"account": "accounts", "contact": "contacts", "deal": "opportunities", "case": "incidents"}
+        {
+            "account": "accounts",
+            "contact": "contacts",
+            "deal": "opportunities",
+            "lead": "leads",
+            "case": "incidents",
+        }
     )
     stage_values = STAGE_VALUES
 
@@ -930,6 +951,8 @@ class DynamicsSandbox(SandboxCrm):
                 "parentcustomerid": refs.get(seed.account_ref) if seed.account_ref else None,
                 "statecode": 0,
             }
+        if kind == "lead":
+            return self._lead_row(seed, key, refs)
         if kind == "case":
             return incident_row(seed, key, refs)
         if seed.stage not in STAGES:
@@ -944,6 +967,32 @@ class DynamicsSandbox(SandboxCrm):
             "statecode": {"closed_won": 1, "closed_lost": 2}.get(seed.stage, 0),
             "estimatedclosedate": seed.close_date,
             "parentaccountid": refs.get(seed.account_ref) if seed.account_ref else None,
+        }
+
+    @staticmethod
+    def _lead_row(seed: Any, key: Any, refs: Mapping[str, Any]) -> dict[str, Any]:
+        """A lead: the canonical status as a status reason (and the state it belongs to); Dataverse
+        has no funnel stage, so a seed's stage shows only through its status."""
+        if seed.status not in _LEAD_STATUS_CODES:
+            raise ValueError(f"unknown lead status {seed.status!r}")
+        # Disqualified leads spread over the four reasons a user picks from.
+        status = _LEAD_STATUS_CODES[seed.status] or 4 + sum(map(ord, seed.ref)) % 4
+        sources = {label.lower(): code for code, label in LEAD_SOURCES.items()}
+        return {
+            "leadid": key,
+            "firstname": seed.first_name,
+            "lastname": seed.last_name,
+            "fullname": " ".join(p for p in (seed.first_name, seed.last_name) if p) or None,
+            "emailaddress1": seed.email,
+            "telephone1": seed.phone,
+            "companyname": seed.company,
+            "jobtitle": seed.title,
+            "address1_country": seed.country,
+            "statecode": LEAD_STATUS_REASONS[status][1],
+            "statuscode": status,
+            "leadsourcecode": sources.get(seed.lead_source.lower(), 10) if seed.lead_source else None,
+            # The contact a qualified lead became (a lead of a known person stays unlinked until then).
+            "parentcontactid": refs.get(seed.contact_ref) if seed.contact_ref and seed.converted else None,
         }
 
     def companions(self, kind: Kind, seed: Any, key: Any) -> list[tuple[str, Stamped]]:

@@ -122,10 +122,63 @@ CONTACTS = ObjectDef(
         FieldDef("createdon", "datetime"),
         FieldDef("modifiedon", "datetime"),
         FieldDef("versionnumber", "integer"),
+        # Custom column (an alternate key): the HubSpot contact a contact was created from by the
+        # leads sync (syncs.yaml hubspot_leads_to_dynamics), so a second attempt updates it.
+        FieldDef("new_hubspotcontactid"),
     ),
     created_field="createdon",
     modified_field="modifiedon",
 )
+# A prospect before qualification. Qualifying it (statecode 1) makes the contact, account and
+# opportunity; statuscode is the status reason within the state.
+# https://learn.microsoft.com/power-apps/developer/data-platform/reference/entities/lead
+LEADS = ObjectDef(
+    name="leads",
+    key="leadid",
+    fields=(
+        FieldDef("leadid"),
+        FieldDef("firstname"),
+        FieldDef("lastname", required=True),
+        FieldDef("fullname"),
+        FieldDef("emailaddress1"),
+        FieldDef("telephone1"),
+        FieldDef("companyname"),
+        FieldDef("jobtitle"),
+        FieldDef("address1_country"),
+        FieldDef("statecode", "integer"),
+        FieldDef("statuscode", "integer"),
+        FieldDef("leadsourcecode", "integer"),
+        FieldDef("parentcontactid"),
+        FieldDef("createdon", "datetime"),
+        FieldDef("modifiedon", "datetime"),
+        FieldDef("versionnumber", "integer"),
+    ),
+    created_field="createdon",
+    modified_field="modifiedon",
+)
+# The lead table's status reasons (statuscode) and the state each belongs to, and its lead sources.
+LEAD_STATES = {0: "Open", 1: "Qualified", 2: "Disqualified"}
+LEAD_STATUS_REASONS = {
+    1: ("New", 0),
+    2: ("Contacted", 0),
+    3: ("Qualified", 1),
+    4: ("Lost", 2),
+    5: ("Cannot Contact", 2),
+    6: ("No Longer Interested", 2),
+    7: ("Canceled", 2),
+}
+LEAD_SOURCES = {
+    1: "Advertisement",
+    2: "Employee Referral",
+    3: "External Referral",
+    4: "Partner",
+    5: "Public Relations",
+    6: "Seminar",
+    7: "Trade Show",
+    8: "Web",
+    9: "Word of Mouth",
+    10: "Other",
+}
 OPPORTUNITIES = ObjectDef(
     name="opportunities",
     key="opportunityid",
@@ -222,10 +275,22 @@ ENTITIES = {
     "contacts": Entity(
         "contacts",
         "contact",
-        alternate_keys=("emailaddress1",),
+        alternate_keys=("emailaddress1", "new_hubspotcontactid"),
         required=("lastname",),
         lookups={"parentcustomerid": Lookup("accounts", "account", "parentcustomerid_account", "Customer")},
         picklists={"statecode": {0: "Active", 1: "Inactive"}},
+    ),
+    "leads": Entity(
+        "leads",
+        "lead",
+        alternate_keys=(),
+        required=("lastname",),
+        lookups={"parentcontactid": Lookup("contacts", "contact", "parentcontactid")},
+        picklists={
+            "statecode": LEAD_STATES,
+            "statuscode": {code: label for code, (label, _) in LEAD_STATUS_REASONS.items()},
+            "leadsourcecode": LEAD_SOURCES,
+        },
     ),
     "opportunities": Entity(
         "opportunities",
@@ -313,7 +378,9 @@ def query_string(params: list[tuple[str, str]]) -> str:
 
 # --- rendering and errors ------------------------------------------------------------------------------------
 
-STANDARD_COLUMNS = {obj.name: frozenset(obj.field_names) for obj in (ACCOUNTS, CONTACTS, OPPORTUNITIES)}
+STANDARD_COLUMNS = {
+    obj.name: frozenset(obj.field_names) for obj in (ACCOUNTS, CONTACTS, OPPORTUNITIES, LEADS)
+}
 
 
 def ok_json(body: Mapping[str, object], headers: Mapping[str, str] | None = None) -> Response:
@@ -401,13 +468,14 @@ def checked_value(entity: Entity, name: str, field_type: str, value: object) -> 
 def derived_columns(
     object_name: str, conn: sqlite3.Connection | None, record_id: str | None, values: dict[str, object]
 ) -> dict[str, object]:
-    """Columns Dataverse computes itself: a contact's fullname from its first and last name."""
-    if object_name != "contacts" or not ({"firstname", "lastname"} & set(values)):
+    """Columns Dataverse computes itself: a contact's or lead's fullname from its first and last name."""
+    if object_name not in ("contacts", "leads") or not ({"firstname", "lastname"} & set(values)):
         return values
     current: dict[str, object] = {}
     if conn is not None and record_id is not None:
+        key = "contactid" if object_name == "contacts" else "leadid"
         row = conn.execute(
-            "SELECT firstname, lastname FROM contacts WHERE contactid = ?", (record_id,)
+            f"SELECT firstname, lastname FROM {object_name} WHERE {key} = ?", (record_id,)
         ).fetchone()
         current = {"firstname": row[0], "lastname": row[1]} if row else {}
     merged = {**current, **values}

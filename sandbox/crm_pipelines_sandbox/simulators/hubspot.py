@@ -53,7 +53,17 @@ SEARCH_MAX_PAGE_SIZE = 200
 SEARCH_MAX_RESULTS = 10_000
 BATCH_MAX_INPUTS = 100
 _SEARCH_OPERATORS = {"EQ": "=", "NEQ": "!=", "LT": "<", "LTE": "<=", "GT": ">", "GTE": ">="}
-_DATE_PROPERTIES = frozenset({"createdate", "lastmodifieddate", "hs_lastmodifieddate", "closedate"})
+_DATE_PROPERTIES = frozenset(
+    {
+        "createdate",
+        "lastmodifieddate",
+        "hs_lastmodifieddate",
+        "closedate",
+        "hs_lifecyclestage_lead_date",
+        "hs_lifecyclestage_marketingqualifiedlead_date",
+        "hs_lifecyclestage_salesqualifiedlead_date",
+    }
+)
 
 # Object type names and ids HubSpot accepts in the path, to the store table.
 _OBJECT_TYPES = {

@@ -572,7 +572,12 @@ def _csv_value(sf_type: str, value: object) -> str:
 
 
 # Fields a create must set, as the org's page layouts and the schema require.
-_REQUIRED_ON_CREATE = {"Account": ("Name",), "Contact": ("LastName",), "Opportunity": ("Name", "StageName")}
+_REQUIRED_ON_CREATE = {
+    "Account": ("Name",),
+    "Contact": ("LastName",),
+    "Opportunity": ("Name", "StageName"),
+    "Lead": ("LastName", "Company", "Status"),
+}
 # System fields (every sObject has them): set by the platform, refused in a write.
 _READ_ONLY = frozenset(
     {

@@ -85,11 +85,34 @@ SALESFORCE_OBJECTS: dict[str, tuple[tuple[str, str], ...]] = {
         ("ERP_Order_Number__c", "string"),
         ("ERP_Invoice_Numbers__c", "string"),  # comma-separated, 255 characters
     ),
+    # A prospect before it is qualified; converting it sets IsConverted, ConvertedDate and the Contact
+    # (and Account, Opportunity) it became.
+    "Lead": (
+        ("Id", "id"),
+        ("FirstName", "string"),
+        ("LastName", "string"),
+        ("Email", "email"),
+        ("Phone", "phone"),
+        ("Company", "string"),
+        ("Title", "string"),
+        ("Country", "string"),
+        ("Status", "picklist"),
+        ("LeadSource", "picklist"),
+        ("IsConverted", "boolean"),
+        ("ConvertedDate", "date"),
+        ("ConvertedContactId", "reference"),
+        ("CreatedDate", "datetime"),
+        ("CreatedById", "reference"),
+        ("LastModifiedDate", "datetime"),
+        ("LastModifiedById", "reference"),
+        ("SystemModstamp", "datetime"),
+        ("IsDeleted", "boolean"),
+    ),
 }
 # The org's integration user: who created and last changed a record unless a write says otherwise.
 SALESFORCE_INTEGRATION_USER = "005Qy000000IntegAAA"
 _SALESFORCE_USER_FIELDS = frozenset({"CreatedById", "LastModifiedById"})
-SALESFORCE_KEY_PREFIXES = {"Account": "001", "Contact": "003", "Opportunity": "006"}
+SALESFORCE_KEY_PREFIXES = {"Account": "001", "Contact": "003", "Opportunity": "006", "Lead": "00Q"}
 SALESFORCE_NUMERIC_TYPES = frozenset({"currency", "double", "percent"})
 SALESFORCE_INTEGER_TYPES = frozenset({"int"})
 
@@ -124,6 +147,14 @@ HUBSPOT_OBJECTS: dict[str, tuple[str, ...]] = {
         "createdate",
         "lastmodifieddate",
         "hs_lastmodifieddate",
+        # HubSpot keeps leads as contacts: the funnel stage (subscriber, lead, marketingqualifiedlead,
+        # salesqualifiedlead, opportunity, customer, evangelist, other), the lead status, and when the
+        # contact entered each lead stage.
+        "lifecyclestage",
+        "hs_lead_status",
+        "hs_lifecyclestage_lead_date",
+        "hs_lifecyclestage_marketingqualifiedlead_date",
+        "hs_lifecyclestage_salesqualifiedlead_date",
     ),
     "deals": (
         "dealname",
@@ -277,6 +308,7 @@ def create_indexes(conn: sqlite3.Connection) -> None:
             'CREATE INDEX IF NOT EXISTS "Contact_AccountId" ON "Contact" ("AccountId")',
             'CREATE INDEX IF NOT EXISTS "Opportunity_SystemModstamp" ON "Opportunity" ("SystemModstamp")',
             'CREATE INDEX IF NOT EXISTS "Opportunity_AccountId" ON "Opportunity" ("AccountId")',
+            'CREATE INDEX IF NOT EXISTS "Lead_SystemModstamp" ON "Lead" ("SystemModstamp")',
         ]
     else:
         statements = []

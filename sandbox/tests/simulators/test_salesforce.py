@@ -384,7 +384,12 @@ def test_connectivity_endpoints(client: httpx.Client, sim: SalesforceSimulator) 
     assert resources["query"] == f"{API}/query"
     assert client.get("/services/data/v12.0/limits").status_code == 404
     objects = {o["name"]: o["keyPrefix"] for o in client.get(f"{API}/sobjects").json()["sobjects"]}
-    assert objects == {"Account": "001", "Contact": "003", "Opportunity": "006"}
+    assert {
+        "Account": "001",
+        "Contact": "003",
+        "Opportunity": "006",
+        "Lead": "00Q",
+    }.items() <= objects.items()
     some = client.get(f"{API}/query", params={"q": "SELECT Id, Name FROM Account LIMIT 1"}).json()["records"][
         0
     ]

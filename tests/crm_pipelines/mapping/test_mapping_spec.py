@@ -21,6 +21,8 @@ def test_packaged_mappings_validate_and_cover_every_entity() -> None:
         "sales_order",
         "invoice",
         "payment",
+        "lead",
+        "support_case",
     }
     assert mappings.entity_of("finance_sftp/invoices") == "invoice"
 
