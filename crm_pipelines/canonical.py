@@ -100,6 +100,12 @@ OPPORTUNITY = _schema(
     ("close_date", pa.date32(), "Expected or actual close date."),
     ("is_closed", pa.bool_(), "True when the opportunity is closed (won or lost)."),
     ("is_won", pa.bool_(), "True when the opportunity is closed and won."),
+    (
+        "mirrors_record_id",
+        pa.string(),
+        "record_id of the opportunity this one mirrors in another system (a HubSpot deal kept in step "
+        "with a Dynamics 365 opportunity); null for an opportunity of its own.",
+    ),
     ("updated_at", TS, "When the source last modified the row (UTC)."),
 )
 

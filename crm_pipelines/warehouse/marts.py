@@ -108,10 +108,14 @@ MARTS = (
         description="The sales pipeline: every CRM opportunity and deal, on golden accounts.",
         deps=("identity", "opportunity"),
         sql=f"""
-            SELECT f.record_id AS opportunity_id, f.source, f.source_id, x.golden_id AS account_id,
-                   f.name, f.stage, f.amount, f.currency, f.close_date, f.is_closed, f.is_won, f.updated_at,
+            SELECT f.record_id AS opportunity_id, f.source, f.source_id,
+                   coalesce(x.golden_id, mx.golden_id) AS account_id,
+                   f.name, f.stage, f.amount, f.currency, f.close_date, f.is_closed, f.is_won,
+                   f.mirrors_record_id AS mirrors_opportunity_id, f.updated_at,
                    coalesce(f.is_deleted, false) AS is_deleted
             FROM core.opportunity AS f {ACCOUNT_OF}
+            LEFT JOIN core.opportunity AS m ON m.record_id = f.mirrors_record_id
+            LEFT JOIN core.xref_identity AS mx ON mx.record_id = m.account_record_id AND mx.entity = 'account'
             ORDER BY opportunity_id
         """,
         columns={
@@ -126,6 +130,10 @@ MARTS = (
             "close_date": "Expected or actual close date.",
             "is_closed": "Closed (won or lost).",
             "is_won": "Closed and won.",
+            "mirrors_opportunity_id": (
+                "The opportunity this row mirrors in another CRM (a HubSpot deal kept in step with a "
+                "Dynamics 365 opportunity): sum pipeline over the rows where it is null, to count each once."
+            ),
             "updated_at": "Last modified in the CRM (UTC).",
             "is_deleted": "Deleted in the CRM (kept as a soft delete).",
         },
@@ -190,6 +198,87 @@ MARTS = (
             "amount_paid": "Sum of payments received for this invoice.",
             "amount_open": "Gross amount minus payments.",
             "status": "open, paid or cancelled, as the source says.",
+            "is_deleted": "Deleted in the source (kept as a soft delete).",
+        },
+    ),
+    Mart(
+        name="fact_lead_funnel",
+        description=(
+            "The marketing-to-sales funnel: every lead (HubSpot contacts in a lead stage, CRM leads) with "
+            "its stage, whether and when it converted, and the golden person it is or became."
+        ),
+        deps=("identity", "lead"),
+        sql="""
+            SELECT f.record_id AS lead_id, f.source, f.source_id, c.golden_id AS contact_id,
+                   f.lifecycle_stage,
+                   CASE f.lifecycle_stage WHEN 'lead' THEN 1 WHEN 'mql' THEN 2 WHEN 'sql' THEN 3
+                        WHEN 'opportunity' THEN 4 WHEN 'customer' THEN 5 END AS stage_rank,
+                   f.status, f.lead_source, f.country,
+                   coalesce(f.is_converted, false) AS is_converted,
+                   f.created_at, f.converted_at,
+                   CASE WHEN f.converted_at >= f.created_at
+                        THEN round(epoch(f.converted_at - f.created_at) / 86400.0, 2) END AS days_to_convert,
+                   f.updated_at, coalesce(f.is_deleted, false) AS is_deleted
+            FROM core.lead AS f
+            LEFT JOIN core.xref_identity AS c ON c.record_id = f.contact_record_id AND c.entity = 'contact'
+            ORDER BY lead_id
+        """,
+        columns={
+            "lead_id": "Lead id: `<source>:<id>` (a HubSpot lead is its contact's id).",
+            "source": "System the lead lives in.",
+            "source_id": "Id in that system.",
+            "contact_id": "Golden contact the lead is, or was converted into, when known.",
+            "lifecycle_stage": "Funnel stage: lead, mql, sql, opportunity, customer.",
+            "stage_rank": "The stage's place in the funnel, 1 (lead) to 5 (customer): count leads at or past a stage.",
+            "status": "Lead status: new, working, nurturing, qualified, unqualified, converted.",
+            "lead_source": "Where the lead came from, as the source names it.",
+            "country": "ISO 3166-1 alpha-2 country code.",
+            "is_converted": "Converted into a contact/opportunity, or qualified for sales.",
+            "created_at": "When the lead was captured (UTC).",
+            "converted_at": "When it converted or was qualified (UTC), when known.",
+            "days_to_convert": "Days from capture to conversion.",
+            "updated_at": "Last modified in the source (UTC).",
+            "is_deleted": "Deleted in the source (kept as a soft delete).",
+        },
+    ),
+    Mart(
+        name="fact_case",
+        description=(
+            "Support cases and service-desk tickets on golden accounts and people, with the time from "
+            "opened to resolved; a CRM case and the ticket opened for it are linked by related_case_id."
+        ),
+        deps=("identity", "support_case"),
+        sql=f"""
+            SELECT f.record_id AS case_id, f.source, f.source_id, f.case_number,
+                   x.golden_id AS account_id, c.golden_id AS contact_id,
+                   f.related_record_id AS related_case_id,
+                   f.status, f.priority, f.case_type, f.origin,
+                   f.status IN ('solved', 'closed') AS is_resolved,
+                   f.created_at, f.resolved_at,
+                   CASE WHEN f.resolved_at >= f.created_at
+                        THEN round(epoch(f.resolved_at - f.created_at) / 3600.0, 2) END AS hours_to_resolve,
+                   f.updated_at, coalesce(f.is_deleted, false) AS is_deleted
+            FROM core.support_case AS f {ACCOUNT_OF}
+            LEFT JOIN core.xref_identity AS c ON c.record_id = f.contact_record_id AND c.entity = 'contact'
+            ORDER BY case_id
+        """,
+        columns={
+            "case_id": "Case id: `<source>:<id>` (a CRM case or a service-desk ticket).",
+            "source": "System the case lives in.",
+            "source_id": "Id in that system.",
+            "case_number": "Number people quote (case number, ticket number).",
+            "account_id": "Golden account the case is for.",
+            "contact_id": "Golden contact who raised it.",
+            "related_case_id": "The same case in the other system (the ticket of a CRM case, or the reverse).",
+            "status": "new, open, pending, on_hold, solved or closed.",
+            "priority": "low, normal, high or urgent.",
+            "case_type": "question, incident, problem or task, as the source names it.",
+            "origin": "Channel: email, web, phone, chat, api.",
+            "is_resolved": "Solved or closed.",
+            "created_at": "Opened (UTC).",
+            "resolved_at": "Solved or closed (UTC).",
+            "hours_to_resolve": "Hours from opened to resolved.",
+            "updated_at": "Last modified in the source (UTC).",
             "is_deleted": "Deleted in the source (kept as a soft delete).",
         },
     ),

@@ -43,10 +43,12 @@ def _prepare_dagster_home() -> Path:
     return home
 
 
-def _start_sandbox(args: argparse.Namespace) -> tuple[Sandbox, dict[str, str]]:
+def _start_sandbox(args: argparse.Namespace, *, webhooks: bool = False) -> tuple[Sandbox, dict[str, str]]:
     from crm_pipelines_sandbox.run import Sandbox
 
-    sandbox = Sandbox(Path(args.sandbox_dir), contacts=args.contacts, seed=args.seed, as_of=args.date)
+    sandbox = Sandbox(
+        Path(args.sandbox_dir), contacts=args.contacts, seed=args.seed, as_of=args.date, webhooks=webhooks
+    )
     with console.status(
         f"Preparing the sandbox ({args.contacts:,} contacts, seed {args.seed}, day {args.date})"
     ):
@@ -84,9 +86,11 @@ def _one_world(sandbox: Sandbox) -> None:
 
 
 def cmd_sandbox(args: argparse.Namespace) -> int:
-    sandbox, env = _start_sandbox(args)
+    sandbox, env = _start_sandbox(args, webhooks=True)
     for name, value in env.items():
         print(f"export {name}={shlex.quote(value)}")  # noqa: T201 - this is the command's output
+    if sandbox.receiver is not None:
+        print(f"# webhooks: {sandbox.receiver.base_url}/webhooks/<sender>")  # noqa: T201
     print(f"# sandbox day: {args.date}; Ctrl-C stops the servers", flush=True)  # noqa: T201
     stopped = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stopped.set())
@@ -115,9 +119,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def cmd_dev(args: argparse.Namespace) -> int:
     _prepare_dagster_home()
-    sandbox, env = _start_sandbox(args)
+    sandbox, env = _start_sandbox(args, webhooks=True)
     try:
         os.environ.update(env)
+        if sandbox.receiver is not None:
+            console.print(
+                f"Webhook receiver on {sandbox.receiver.base_url}/webhooks/<sender>; the webhook_events "
+                "sensor turns its events into runs."
+            )
         console.print(f"Sandbox running for day {args.date}; starting the Dagster UI (Ctrl-C stops both).")
         return subprocess.call(
             # dg sits beside this interpreter in the project environment (dagster-dg-cli, a dev dependency).

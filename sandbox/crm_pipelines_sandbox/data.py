@@ -619,6 +619,17 @@ _HS_LEAD_STATUSES = {
 }
 # Salesforce's default Lead Source picklist.
 _SF_LEAD_SOURCES = ("Web", "Phone Inquiry", "Partner Referral", "Purchased List", "Other")
+# Salesforce Case picklists (the org defaults) and how often each status is current.
+_SF_CASE_STATUSES = (("New", 0.10), ("Working", 0.25), ("Escalated", 0.05), ("Closed", 0.60))
+_SF_CASE_PRIORITIES = ("High", "Medium", "Medium", "Low")
+_SF_CASE_ORIGINS = ("Email", "Email", "Web", "Phone")
+_SF_CASE_TOPICS = (
+    ("Invoice shows the wrong amount", "Question", "Other"),
+    ("Machine stops after ten minutes", "Problem", "Breakdown"),
+    ("Installation appointment needed", "Feature Request", "Installation"),
+    ("Performance dropped after the update", "Problem", "Performance"),
+    ("Request for the maintenance manual", "Question", "Feedback"),
+)
 _DEAL_TOPICS = _words(
     "New Business, Renewal, Expansion, Upsell, Service Contract, Pilot, Framework Agreement, Spare Parts, "
     "Annual Maintenance, Rollout Phase 2"
@@ -803,6 +814,11 @@ class _Generator:
         self.seed = seed
         self.rng = random.Random(seed)
         self.rnd = self.rng.random
+        # Salesforce Cases draw from their own stream (ids included): every other value is what it was
+        # before cases existed, and they stay out of the truth table (no identity to resolve).
+        self.case_rng = random.Random(f"{seed}/cases")
+        self.sf_case_next = 10_000_000 + self.case_rng.randrange(50_000_000)
+        self.sf_case_number = 1_000 + self.case_rng.randrange(9_000)
         # Leads (HubSpot lifecycle stages, Salesforce Leads) draw from their own stream: every other
         # value is what it was before leads existed.
         self.lead_rng = random.Random(f"{seed}/leads")
@@ -822,6 +838,7 @@ class _Generator:
         self.country_cum = _cumulative([c.weight for c in _COUNTRIES])
         self.presence_cum = _cumulative([w for _, w in _PRESENCE])
         self.sf_stage_cum = _cumulative([w for _, w in _SF_STAGES])
+        self.sf_case_status_cum = _cumulative([w for _, w in _SF_CASE_STATUSES])
         self.hs_stage_cum = _cumulative([w for _, w in _HS_STAGES])
         self.style_cum = {k: _cumulative(v) for k, v in _PHONE_STYLE_WEIGHTS.items()}
         self.name_counters = {c.code: 0 for c in _COUNTRIES}
@@ -1549,6 +1566,53 @@ class _Generator:
                 won.append(record_id)
         return won
 
+    def emit_sf_cases(self, account_id: str, not_before: int, contacts_from: int) -> None:
+        """Cases of about a third of the Salesforce accounts, raised by one of the account's contacts
+        (the Contact rows buffered from ``contacts_from``); closed ones carry ClosedDate."""
+        rng = self.case_rng
+        if rng.random() >= 0.3:
+            return
+        people = [
+            str(row[0])
+            for row in self.buffers["Contact"][contacts_from:]
+            if row[1] == account_id and not row[-1]
+        ]
+        for _ in range(1 + int(rng.random() * 3)):
+            status = _SF_CASE_STATUSES[min(bisect(self.sf_case_status_cum, rng.random()), 3)][0]
+            created = not_before + int(rng.random() * (self.span - not_before))
+            closed = created + int(rng.random() * min(10 * 86400, self.span - created - 1))
+            modified = (closed if status == "Closed" else created) + int(
+                rng.random() * (self.span - (closed if status == "Closed" else created))
+            )
+            modified = min(modified, self.span - 1)
+            subject, case_type, reason = _SF_CASE_TOPICS[int(rng.random() * len(_SF_CASE_TOPICS))]
+            n = self.sf_case_next
+            self.sf_case_next += 1 if rng.random() < 0.95 else 2 + int(rng.random() * 5)
+            self.buffers["Case"].append(
+                (
+                    self.sf_ids.make("500", n),
+                    f"{self.sf_case_number:08d}",
+                    account_id,
+                    people[int(rng.random() * len(people))] if people and rng.random() < 0.9 else None,
+                    subject,
+                    f"Customer reports: {subject.lower()}.",
+                    status,
+                    _SF_CASE_PRIORITIES[int(rng.random() * len(_SF_CASE_PRIORITIES))],
+                    _SF_CASE_ORIGINS[int(rng.random() * len(_SF_CASE_ORIGINS))],
+                    case_type,
+                    reason,
+                    int(status == "Closed"),
+                    self.sf_ts(closed) if status == "Closed" else None,
+                    self.sf_ts(created),
+                    store.SALESFORCE_INTEGRATION_USER,
+                    self.sf_ts(modified),
+                    store.SALESFORCE_INTEGRATION_USER,
+                    self.sf_ts(modified),
+                    int(rng.random() < 0.01),
+                )
+            )
+            self.sf_case_number += 1
+
     def emit_hs_deals(self, company: _Company, company_id: int, name: str, not_before: int) -> None:
         rnd = self.rnd
         r = rnd()
@@ -1592,6 +1656,7 @@ class _Generator:
                     updated_at,
                     None,  # erp_order_number
                     None,  # erp_invoice_numbers
+                    None,  # dynamics_opportunity_id
                     company_id,
                 )
             )
@@ -1986,6 +2051,7 @@ class _Generator:
                     self.emit_bil_invoice(company, code)
                 if rnd() < 0.01:
                     self.emit_erp_customer(company, True)
+            sf_contacts_from = len(self.buffers["Contact"])
             pattern = min(bisect((0.6, 0.8, 0.9), rnd()), 3)  # the company's e-mail address scheme
             mailboxes: set[str] = set()
             people: list[_Person] = []
@@ -2017,6 +2083,8 @@ class _Generator:
                         )
             if self.others is not None:
                 self.others.company(company, people)
+            if account_id is not None:
+                self.emit_sf_cases(account_id, sf_created, sf_contacts_from)
             self.emit_sf_leads(company, people, sf_contacts, in_sf)
             people_done += n_people
             if (index + 1) % _BATCH_COMPANIES == 0:

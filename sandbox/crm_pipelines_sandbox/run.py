@@ -14,12 +14,14 @@ from pathlib import Path
 from types import TracebackType
 
 from crm_pipelines import settings
+from crm_pipelines.webhooks.senders import SENDERS
 from crm_pipelines_sandbox.data import SandboxLayout, generate_sandbox
 from crm_pipelines_sandbox.erp_db import erp_database_url
 from crm_pipelines_sandbox.sftp_server import SandboxSFTPServer, make_keys, write_known_hosts
 from crm_pipelines_sandbox.simulators.hubspot import HubSpotSimulator
 from crm_pipelines_sandbox.simulators.salesforce import SalesforceSimulator
 from crm_pipelines_sandbox.systems import Started, sandbox_crm, sandbox_crms
+from crm_pipelines_sandbox.webhook_receiver import SandboxReceiver
 
 SFTP_USER = "finance"
 # The variables salesforce.yaml and hubspot.yaml name; the product reads them through those declarations.
@@ -59,8 +61,12 @@ class Sandbox:
         as_of: Business day the data ends on (the nightly partition to run).
     """
 
-    def __init__(self, root: Path, *, contacts: int = 2000, seed: int = 42, as_of: dt.date) -> None:
+    def __init__(
+        self, root: Path, *, contacts: int = 2000, seed: int = 42, as_of: dt.date, webhooks: bool = False
+    ) -> None:
         self.root = Path(root)
+        # webhooks: also run the webhook receiver, and have the simulators that send webhooks send theirs.
+        self.receiver = SandboxReceiver(self.root / "webhooks.sqlite3") if webhooks else None
         self.contacts = contacts
         self.seed = seed
         self.as_of = as_of
@@ -103,7 +109,13 @@ class Sandbox:
         self._salesforce = SalesforceSimulator(
             layout.salesforce_store, client_id=client_id, client_secret=client_secret
         )
-        self._hubspot = HubSpotSimulator(layout.hubspot_store, access_token=hubspot_token)
+        receiver_env = self.receiver.start() if self.receiver is not None else {}
+        self._hubspot = HubSpotSimulator(
+            layout.hubspot_store,
+            access_token=hubspot_token,
+            webhook_url=self.receiver.url("hubspot") if self.receiver is not None else None,
+            webhook_secret=receiver_env.get("HUBSPOT_WEBHOOK_SECRET"),
+        )
         salesforce_url = self._salesforce.start()
         hubspot_url = self._hubspot.start()
 
@@ -132,10 +144,19 @@ class Sandbox:
             settings.SFTP_PRIVATE_KEY_PATH: str(keys.client_key_path.resolve()),
             settings.SFTP_KNOWN_HOSTS: str(keys.known_hosts_path.resolve()),
             settings.SFTP_FINANCE_DIR: settings.DEFAULT_SFTP_FINANCE_DIR,
+            **receiver_env,
         }
         # The other CRMs: each simulator with fresh credentials, and the variables its YAML names.
         for system in sandbox_crms():
-            started = sandbox_crm(system).start(layout.crm_store(system))
+            crm = sandbox_crm(system)
+            if self.receiver is not None and crm.webhook_sender is not None:
+                started = crm.start_with_webhooks(
+                    layout.crm_store(system),
+                    url=self.receiver.url(crm.webhook_sender),
+                    secret=receiver_env[SENDERS[crm.webhook_sender].secret_variable],
+                )
+            else:
+                started = crm.start(layout.crm_store(system))
             self._others[system] = started
             self._env.update(started.env)
         return dict(self._env)
@@ -162,6 +183,8 @@ class Sandbox:
             if server is not None:
                 server.stop()
         self._sftp = self._hubspot = self._salesforce = None
+        if self.receiver is not None:
+            self.receiver.stop()
 
     def __enter__(self) -> Sandbox:
         self.start()

@@ -224,6 +224,9 @@ class SandboxCrm(ABC):
     stage_values: Mapping[str, str]
     # Kinds that live inside their account (SAP B1 contact persons): deleted with it, never after.
     contained: frozenset[str] = frozenset()
+    # The webhook sender (crm_pipelines/webhooks/senders.py) whose webhooks the simulator sends, if any:
+    # with a receiver running, the sandbox starts it through start_with_webhooks.
+    webhook_sender: str | None = None
 
     @abstractmethod
     def new_key(self, kind: Kind, rng: random.Random) -> Any:
@@ -253,6 +256,10 @@ class SandboxCrm(ABC):
         """Rows of other objects a seed brings along, as (object name, row): a resolved Dynamics case's
         resolution activity. None by default."""
         return []
+
+    def start_with_webhooks(self, store: Path, *, url: str, secret: str) -> Started:
+        """Start the simulator sending its webhooks to ``url``, signed with ``secret``."""
+        raise NotImplementedError(f"{self.system}: the simulator sends no webhooks")
 
     def update_case(self, store: Path) -> UpdateCase:
         """Updates of existing records by their id, and one id the system does not know."""

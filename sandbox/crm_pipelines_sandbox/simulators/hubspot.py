@@ -12,16 +12,19 @@ from __future__ import annotations
 import base64
 import binascii
 import hmac
+import itertools
 import json
 import sqlite3
 import threading
 import time
 import uuid
+from collections.abc import Mapping
 from contextlib import closing
 from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import urlencode
 
+from crm_pipelines.webhooks.senders import sign_hubspot_v3
 from crm_pipelines_sandbox.simulators.base import (
     Faults,
     RateLimit,
@@ -40,9 +43,11 @@ from crm_pipelines_sandbox.simulators.store import (
     open_store,
     table_columns,
 )
+from crm_pipelines_sandbox.simulators.webhook_out import Signer, WebhookOutbox
 
 DEFAULT_ACCESS_TOKEN = "pat-eu1-00000000-0000-4000-8000-crmpipelines"
 DEFAULT_PORTAL_ID = 24_681_357
+WEBHOOK_APP_ID = 1_234_567  # the public app whose webhook subscriptions the simulator sends
 DEFAULT_DAILY_LIMIT = 500_000
 # What HubSpot advertises for a Professional portal when no stricter limit is configured.
 NOMINAL_RATE_LIMIT = RateLimit(190, 10.0)
@@ -94,6 +99,21 @@ _DEFAULT_PROPERTIES = {
 }
 _ASSOCIATION_COLUMNS = {"deals": "company_id"}
 _SINGULAR = {"companies": "company", "contacts": "contact", "deals": "deal"}
+
+
+def _v3_signer(secret: str) -> Signer:
+    """HubSpot's v3 request signature (X-HubSpot-Signature-v3 over method, URL, body and timestamp)."""
+
+    def sign(url: str, body: bytes) -> dict[str, str]:
+        stamp = str(int(time.time() * 1000))
+        return {
+            "X-HubSpot-Signature-v3": sign_hubspot_v3(secret, "POST", url, body, stamp),
+            "X-HubSpot-Request-Timestamp": stamp,
+        }
+
+    return sign
+
+
 # Properties HubSpot sets itself: a write that sends one is refused with READ_ONLY_VALUE.
 _READ_ONLY_PROPERTIES = frozenset({"hs_object_id", "createdate", "lastmodifieddate", "hs_lastmodifieddate"})
 _AUTH_MESSAGE = (
@@ -147,9 +167,18 @@ class HubSpotSimulator(SimulatorServer):
         port: int = 0,
         rate_limit: RateLimit | None = None,
         faults: Faults | None = None,
+        webhook_url: str | None = None,
+        webhook_secret: str | None = None,
     ) -> None:
         self.access_token = access_token
         self.portal_id = portal_id
+        # The app's webhook subscriptions (Settings > Webhooks): every creation and property change of
+        # companies, contacts and deals, sent to ``webhook_url`` and signed (v3) with the app's client
+        # secret; None: the app has no webhooks.
+        self.webhooks: WebhookOutbox | None = None
+        if webhook_url and webhook_secret:
+            self.webhooks = WebhookOutbox(webhook_url, _v3_signer(webhook_secret))
+        self._event_ids = itertools.count(int(time.time() * 1000) % 10**9 * 1000)
         self.daily_limit = daily_limit
         self.daily_usage = 0
         self._nominal = SlidingWindow(NOMINAL_RATE_LIMIT)
@@ -159,6 +188,13 @@ class HubSpotSimulator(SimulatorServer):
         self.record_faults: dict[str, list[str]] = {}
         self.search_max_results = SEARCH_MAX_RESULTS  # tests lower it to exercise the cap cheaply
         super().__init__(store_path, host=host, port=port, rate_limit=rate_limit, faults=faults)
+
+    def stop(self) -> None:
+        super().stop()
+        if self.webhooks is not None:
+            self.webhooks.flush(timeout=5)
+            self.webhooks.close()
+            self.webhooks = None
 
     # -- auth, limits, errors ------------------------------------------------------------------
 
@@ -623,8 +659,10 @@ class HubSpotSimulator(SimulatorServer):
                         f'INSERT INTO "{table}" ({quoted}) VALUES ({marks})', [now, now, *stamped.values()]
                     )
                     object_id, new = int(cursor.lastrowid or 0), True
+                    self._announce(conn, table, object_id, {}, created=True)
                 else:
                     object_id, new = int(found[0]), False
+                    self._announce(conn, table, object_id, stamped, created=False)
                     assignments = ", ".join(f'"{n}" = ?' for n in stamped)
                     conn.execute(
                         f'UPDATE "{table}" SET "updatedAt" = ?, {assignments} WHERE id = ?',
@@ -651,6 +689,56 @@ class HubSpotSimulator(SimulatorServer):
             answer["errors"] = errors
             return Response.json(207, answer)
         return Response.json(200, answer)
+
+    # -- webhooks --------------------------------------------------------------------------------
+
+    def _announce(
+        self,
+        conn: sqlite3.Connection,
+        table: str,
+        object_id: int,
+        values: Mapping[str, str | None],
+        *,
+        created: bool,
+    ) -> None:
+        """Queue the webhook events of one write, before it is applied: ``<object>.creation``, or one
+        ``<object>.propertyChange`` per property whose value the write changes (HubSpot sends none for
+        a property set to the value it already had)."""
+        if self.webhooks is None:
+            return
+        kind = _SINGULAR[table]
+        occurred = int(time.time() * 1000)
+        base = {
+            "subscriptionId": 1,
+            "portalId": self.portal_id,
+            "appId": WEBHOOK_APP_ID,
+            "occurredAt": occurred,
+            "attemptNumber": 0,
+            "objectId": object_id,
+            "changeSource": "INTEGRATION",
+        }
+        if created:
+            events = [{"eventId": next(self._event_ids), "subscriptionType": f"{kind}.creation", **base}]
+        else:
+            names = [n for n in values if n not in hubspot_modified_properties(table)]
+            if not names:
+                return
+            quoted = ", ".join(f'"{n}"' for n in names)
+            row = conn.execute(f'SELECT {quoted} FROM "{table}" WHERE id = ?', (object_id,)).fetchone()
+            before = dict(zip(names, row, strict=True)) if row else {}
+            events = [
+                {
+                    "eventId": next(self._event_ids),
+                    "subscriptionType": f"{kind}.propertyChange",
+                    "propertyName": name,
+                    "propertyValue": values[name] if values[name] is not None else "",
+                    **base,
+                }
+                for name in names
+                if (None if before.get(name) is None else str(before.get(name))) != values[name]
+            ]
+        if events:
+            self.webhooks.emit(events)
 
     # -- updates by id ---------------------------------------------------------------------------
 
@@ -775,6 +863,7 @@ class HubSpotSimulator(SimulatorServer):
             return "OBJECT_NOT_FOUND", f"Object not found: {key}"
         now = hs_datetime(datetime.now(UTC))
         stamped: dict[str, str | None] = {k: None if v is None else str(v) for k, v in props.items()}
+        self._announce(conn, table, int(found[0]), stamped, created=False)
         for modified in hubspot_modified_properties(table):
             if modified in columns:
                 stamped[modified] = now

@@ -578,6 +578,10 @@ _REQUIRED_ON_CREATE = {
     "Opportunity": ("Name", "StageName"),
     "Lead": ("LastName", "Company", "Status"),
 }
+# Fields the platform sets on one object: a Case's auto-number, and IsClosed/ClosedDate, which follow
+# its Status (the CaseStatus values marked closed); a write setting them is refused like a system field.
+_NOT_UPDATEABLE = {"Case": frozenset({"CaseNumber", "IsClosed", "ClosedDate"})}
+_CLOSED_CASE_STATUSES = frozenset({"Closed"})
 # System fields (every sObject has them): set by the platform, refused in a write.
 _READ_ONLY = frozenset(
     {
@@ -1478,7 +1482,7 @@ class SalesforceSimulator(SimulatorServer):
         if queued:
             code = queued.pop(0)
             return _failed(code, f"injected {code} for {record_id}", [])
-        read_only = sorted(set(values) & _READ_ONLY)
+        read_only = sorted(set(values) & (_READ_ONLY | _NOT_UPDATEABLE.get(name, frozenset())))
         if read_only:
             return _failed(
                 "INVALID_FIELD_FOR_INSERT_UPDATE",
@@ -1501,6 +1505,14 @@ class SalesforceSimulator(SimulatorServer):
                 values[column] = stamp
         if "LastModifiedById" in types:
             values["LastModifiedById"] = self.integration_user
+        if name == "Case" and "Status" in values:
+            closed = values["Status"] in _CLOSED_CASE_STATUSES
+            was_closed = conn.execute('SELECT "IsClosed" FROM "Case" WHERE "Id" = ?', (found[0],)).fetchone()[
+                0
+            ]
+            values["IsClosed"] = int(closed)
+            if closed != bool(was_closed):
+                values["ClosedDate"] = stamp if closed else None
         assignments = ", ".join(f'"{c}" = ?' for c in values)
         conn.execute(f'UPDATE "{name}" SET {assignments} WHERE "Id" = ?', [*values.values(), found[0]])
         return {"id": str(found[0]), "success": True, "errors": []}

@@ -108,11 +108,40 @@ SALESFORCE_OBJECTS: dict[str, tuple[tuple[str, str], ...]] = {
         ("SystemModstamp", "datetime"),
         ("IsDeleted", "boolean"),
     ),
+    # A customer's issue (Service Cloud). CaseNumber is an auto-number; IsClosed and ClosedDate follow
+    # from a status the org marks closed (Closed by default). There is no standard resolution field.
+    "Case": (
+        ("Id", "id"),
+        ("CaseNumber", "string"),
+        ("AccountId", "reference"),
+        ("ContactId", "reference"),
+        ("Subject", "string"),
+        ("Description", "textarea"),
+        ("Status", "picklist"),
+        ("Priority", "picklist"),
+        ("Origin", "picklist"),
+        ("Type", "picklist"),
+        ("Reason", "picklist"),
+        ("IsClosed", "boolean"),
+        ("ClosedDate", "datetime"),
+        ("CreatedDate", "datetime"),
+        ("CreatedById", "reference"),
+        ("LastModifiedDate", "datetime"),
+        ("LastModifiedById", "reference"),
+        ("SystemModstamp", "datetime"),
+        ("IsDeleted", "boolean"),
+    ),
 }
 # The org's integration user: who created and last changed a record unless a write says otherwise.
 SALESFORCE_INTEGRATION_USER = "005Qy000000IntegAAA"
 _SALESFORCE_USER_FIELDS = frozenset({"CreatedById", "LastModifiedById"})
-SALESFORCE_KEY_PREFIXES = {"Account": "001", "Contact": "003", "Opportunity": "006", "Lead": "00Q"}
+SALESFORCE_KEY_PREFIXES = {
+    "Case": "500",
+    "Account": "001",
+    "Contact": "003",
+    "Opportunity": "006",
+    "Lead": "00Q",
+}
 SALESFORCE_NUMERIC_TYPES = frozenset({"currency", "double", "percent"})
 SALESFORCE_INTEGER_TYPES = frozenset({"int"})
 
@@ -167,12 +196,19 @@ HUBSPOT_OBJECTS: dict[str, tuple[str, ...]] = {
         "hs_lastmodifieddate",
         "erp_order_number",
         "erp_invoice_numbers",
+        "dynamics_opportunity_id",
     ),
 }
 # Custom properties (Settings > Properties) and their labels; every other property is HubSpot's own.
 HUBSPOT_CUSTOM_PROPERTIES: dict[str, dict[str, str]] = {
     "companies": {"erp_customer_number": "ERP customer number"},
-    "deals": {"erp_order_number": "ERP order number", "erp_invoice_numbers": "ERP invoice numbers"},
+    "deals": {
+        "erp_order_number": "ERP order number",
+        "erp_invoice_numbers": "ERP invoice numbers",
+        # Unique (hasUniqueValue): the Dynamics 365 opportunity a deal mirrors, the upsert key of the
+        # closed-loop sync (syncs.yaml dynamics_opportunities_to_hubspot).
+        "dynamics_opportunity_id": "Dynamics 365 opportunity id",
+    },
 }
 HUBSPOT_SYSTEM_COLUMNS = ("id", "createdAt", "updatedAt", "archived", "archivedAt")
 HUBSPOT_ASSOCIATION_COLUMNS = {"deals": ("company_id",)}
@@ -308,6 +344,7 @@ def create_indexes(conn: sqlite3.Connection) -> None:
             'CREATE INDEX IF NOT EXISTS "Contact_AccountId" ON "Contact" ("AccountId")',
             'CREATE INDEX IF NOT EXISTS "Opportunity_SystemModstamp" ON "Opportunity" ("SystemModstamp")',
             'CREATE INDEX IF NOT EXISTS "Opportunity_AccountId" ON "Opportunity" ("AccountId")',
+            'CREATE INDEX IF NOT EXISTS "Case_SystemModstamp" ON "Case" ("SystemModstamp")',
             'CREATE INDEX IF NOT EXISTS "Lead_SystemModstamp" ON "Lead" ("SystemModstamp")',
         ]
     else:

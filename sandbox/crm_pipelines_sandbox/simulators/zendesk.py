@@ -1230,6 +1230,7 @@ class ZendeskSandbox(SandboxCrm):
     timestamp_format = "iso_z"
     objects = OBJECTS
     kinds = MappingProxyType({"account": "organizations", "contact": "users", "case": "tickets"})
+    webhook_sender = "zendesk"
     stage_values: Mapping[str, str] = MappingProxyType({})
 
     def __init__(self) -> None:
@@ -1329,6 +1330,9 @@ class ZendeskSandbox(SandboxCrm):
             "ZENDESK_API_TOKEN": simulator.api_token,
         }
         return Started(simulator, env)
+
+    def start_with_webhooks(self, store: Path, *, url: str, secret: str) -> Started:
+        return self.start(store, webhook_url=url, webhook_secret=secret)
 
     def write_case(self, store: Path) -> WriteCase:
         with closing(open_store(store, readonly=True)) as conn:

@@ -396,3 +396,58 @@ def test_connectivity_endpoints(client: httpx.Client, sim: SalesforceSimulator) 
     record = client.get(some["attributes"]["url"], params={"fields": "Name,IsDeleted"}).json()
     assert record == {"attributes": some["attributes"], "Name": some["Name"], "IsDeleted": False}
     assert client.get(f"{API}/sobjects/Account/001Qy0000000000AAA").status_code == 404
+
+
+def test_cases_are_served_as_the_case_object_documents_them(
+    client: httpx.Client, sandbox: SandboxLayout
+) -> None:
+    fields = "Id, CaseNumber, AccountId, ContactId, Subject, Status, Priority, Origin, IsClosed, ClosedDate, IsDeleted"
+    live = query_all_pages(
+        client, f"SELECT {fields} FROM Case ORDER BY SystemModstamp ASC, Id ASC", batch=200
+    )
+    everything = query_all_pages(client, f"SELECT {fields} FROM Case", endpoint="queryAll", batch=200)
+    stored = store_rows(sandbox.salesforce_store, 'SELECT "Id", "IsDeleted" FROM "Case"')
+    assert {r["Id"] for r in everything} == {r["Id"] for r in stored}
+    assert {r["Id"] for r in live} == {r["Id"] for r in stored if not r["IsDeleted"]}
+    assert 50 < len(stored) < 400  # a share of ~400 accounts with one to three cases each: modest
+    accounts = {r["Id"] for r in store_rows(sandbox.salesforce_store, 'SELECT "Id" FROM "Account"')}
+    numbers = [r["CaseNumber"] for r in everything]
+    assert len(set(numbers)) == len(numbers)
+    for case in live:
+        assert case["Id"].startswith("500")
+        assert case["AccountId"] in accounts
+        assert case["Status"] in {"New", "Working", "Escalated", "Closed"}
+        assert case["Priority"] in {"High", "Medium", "Low"}
+        assert case["Origin"] in {"Phone", "Email", "Web"}
+        assert case["IsClosed"] is (case["Status"] == "Closed")
+        assert (case["ClosedDate"] is not None) is case["IsClosed"]
+    described = client.get(f"{API}/sobjects/Case/describe").json()
+    assert described["keyPrefix"] == "500"
+    assert {"CaseNumber", "IsClosed", "ClosedDate", "Reason"} <= {f["name"] for f in described["fields"]}
+
+
+def test_closing_a_case_by_id_sets_is_closed_and_closed_date(sandbox: SandboxLayout, tmp_path: Path) -> None:
+    store = tmp_path / "salesforce.sqlite"
+    store.write_bytes(sandbox.salesforce_store.read_bytes())
+    with SalesforceSimulator(store) as sim, httpx.Client(base_url=sim.base_url, timeout=10) as http:
+        login(http, sim)
+        soql = "SELECT Id, CaseNumber, SystemModstamp FROM Case WHERE IsClosed = false AND IsDeleted = false"
+        case = query_all_pages(http, soql)[0]
+        closed = http.patch(f"{API}/sobjects/Case/{case['Id']}", json={"Status": "Closed", "Priority": "Low"})
+        assert closed.status_code == 204, closed.text
+        after = http.get(f"{API}/sobjects/Case/{case['Id']}").json()
+        assert (after["Status"], after["Priority"], after["IsClosed"]) == ("Closed", "Low", True)
+        assert after["ClosedDate"] is not None
+        assert after["SystemModstamp"] > case["SystemModstamp"]
+        assert after["CaseNumber"] == case["CaseNumber"]
+        # The auto-number and the closed flags are the platform's: a write naming them is refused.
+        refused = http.patch(
+            f"{API}/composite/sobjects",
+            json={"records": [{"attributes": {"type": "Case"}, "Id": case["Id"], "IsClosed": False}]},
+        ).json()
+        assert refused[0]["success"] is False
+        assert refused[0]["errors"][0]["statusCode"] == "INVALID_FIELD_FOR_INSERT_UPDATE"
+        reopened = http.patch(f"{API}/sobjects/Case/{case['Id']}", json={"Status": "Working"})
+        assert reopened.status_code == 204
+        again = http.get(f"{API}/sobjects/Case/{case['Id']}").json()
+        assert (again["IsClosed"], again["ClosedDate"]) == (False, None)

@@ -1,8 +1,9 @@
-"""Support cases through the engine: SugarCRM Cases and Dynamics 365 incidents, read the way the
-nightly sync reads them (a full read, then the changes and deletes since), and written back by id."""
+"""Support cases through the engine: SugarCRM Cases, Dynamics 365 incidents and Salesforce Cases, read the
+way the nightly sync reads them (a full read, then the changes and deletes since), and written back by id."""
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -12,12 +13,15 @@ from typing import Any
 import pyarrow as pa
 import pytest
 
-from crm_pipelines.connectors.auth import clear_token_cache
+from crm_pipelines.connectors.auth import ConnectionSettings, clear_token_cache
 from crm_pipelines.connectors.collect import DELETED, ExtractStats, output_schema
 from crm_pipelines.connectors.engine import extract_object
 from crm_pipelines.connectors.limits import clear_buckets
 from crm_pipelines.connectors.spec import SystemSpec, load_system
 from crm_pipelines.connectors.writes import update_records
+from crm_pipelines_sandbox.data import SandboxLayout, generate_sandbox
+from crm_pipelines_sandbox.simulators import SalesforceSimulator
+from crm_pipelines_sandbox.simulators import store as sf_store
 from crm_pipelines_sandbox.simulators.records import delete_records, fetch_records, read_info, touch_records
 from crm_pipelines_sandbox.systems import SandboxCrm, Started, build_store, sample_seeds, sandbox_crm
 
@@ -168,3 +172,76 @@ def test_an_update_by_id_writes_the_case_and_an_unknown_id_creates_nothing(
     assert len(fetch_records(run.store, run.object_name, include_deleted=True)) == before
     rows = {str(r[run.key]): r for r in run.changes_after(stats).to_pylist()}
     assert rows[target][case.written_field] == case.written_value
+
+
+# --- Salesforce: its own generator and simulator (not a SandboxCrm) --------------------------------
+
+
+@pytest.fixture(scope="module")
+def salesforce_sandbox(tmp_path_factory: pytest.TempPathFactory) -> SandboxLayout:
+    return generate_sandbox(tmp_path_factory.mktemp("cases"), contacts=300, seed=23, as_of=AS_OF)
+
+
+@pytest.fixture
+def salesforce(
+    salesforce_sandbox: SandboxLayout, tmp_path: Path
+) -> Iterator[tuple[Path, ConnectionSettings]]:
+    clear_token_cache()
+    clear_buckets()
+    store = tmp_path / "salesforce.sqlite"
+    shutil.copy(salesforce_sandbox.salesforce_store, store)
+    with SalesforceSimulator(store, client_id="3MVG9cases.client", client_secret="cases-secret") as sim:
+        yield (
+            store,
+            ConnectionSettings(
+                base_url=sim.base_url, client_id="3MVG9cases.client", client_secret="cases-secret"
+            ),
+        )
+    clear_token_cache()
+    clear_buckets()
+
+
+def read_cases(
+    connection: ConnectionSettings, **kwargs: Any
+) -> tuple[dict[str, dict[str, Any]], ExtractStats]:
+    system = load_system(name="salesforce")
+    stats = ExtractStats()
+    batches = list(
+        extract_object(system=system, object_name="Case", connection=connection, stats=stats, **kwargs)
+    )
+    table = pa.Table.from_batches(batches, schema=output_schema(system=system, object_name="Case"))
+    return {str(r["Id"]): r for r in table.to_pylist()}, stats
+
+
+def test_salesforce_cases_read_in_full_then_changes_and_deletes(
+    salesforce: tuple[Path, ConnectionSettings],
+) -> None:
+    store, connection = salesforce
+    full, stats = read_cases(connection, include_deleted=False)
+    live = sorted(str(r["Id"]) for r in sf_store.fetch_records(store, "Case") if not r["IsDeleted"])
+    assert sorted(full) == live != []
+    assert stats.max_cursor is not None
+    edited, gone = live[:2]
+    sf_store.touch_records(store, "Case", [edited], EDIT, {"Status": "Escalated"})
+    sf_store.delete_records(store, "Case", [gone], EDIT + timedelta(minutes=5))
+    changes, _ = read_cases(connection, since=stats.max_cursor, until=None, include_deleted=True)
+    assert changes[edited]["Status"] == "Escalated"
+    assert changes[edited][DELETED] is False
+    assert changes[gone][DELETED] is True
+    assert len(changes) < len(full)
+
+
+def test_salesforce_case_update_by_id_closes_it(salesforce: tuple[Path, ConnectionSettings]) -> None:
+    store, connection = salesforce
+    _, stats = read_cases(connection, include_deleted=False)
+    case = next(r for r in sf_store.fetch_records(store, "Case") if not r["IsClosed"] and not r["IsDeleted"])
+    results = update_records(
+        system=load_system(name="salesforce"),
+        object_name="Case",
+        connection=connection,
+        records=[{"Id": case["Id"], "Status": "Closed"}, {"Id": "500Qy0000000000AAA", "Status": "Closed"}],
+    )
+    assert [r.status for r in results] == ["updated", "rejected"], results
+    changes, _ = read_cases(connection, since=stats.max_cursor, until=None, include_deleted=True)
+    assert (changes[str(case["Id"])]["Status"], changes[str(case["Id"])]["IsClosed"]) == ("Closed", "true")
+    assert changes[str(case["Id"])]["ClosedDate"]

@@ -220,3 +220,61 @@ def test_dynamics_incidents_take_their_resolution_from_the_resolution_activity(t
     assert cancelled["resolved_at"].isoformat() == "2026-11-21T10:00:00+00:00"
     assert "dynamics:i-odd" not in valid
     assert any(r.startswith("support_case_status_known:") for r in reasons["dynamics:i-odd"])
+
+
+def test_salesforce_cases_land_canonical_with_their_closed_date(tmp_path: Path) -> None:
+    base: dict[str, Any] = {
+        "Id": "500A",
+        "CaseNumber": "00001026",
+        "AccountId": "001A",
+        "ContactId": "003A",
+        "Subject": "Machine stops after ten minutes",
+        "Description": None,
+        "Status": "Working",
+        "Priority": "Medium",
+        "Origin": "Phone",
+        "Type": "Problem",
+        "Reason": "Breakdown",
+        "IsClosed": "false",
+        "ClosedDate": None,
+        "CreatedDate": "2026-11-20T09:00:00.000+0000",
+        "SystemModstamp": "2026-11-21T10:00:00.000+0000",
+        "IsDeleted": "false",
+        "_deleted": False,
+    }
+    closed = {
+        **base,
+        "Id": "500B",
+        "CaseNumber": "00001027",
+        "Status": "Closed",
+        "Priority": "High",
+        "IsClosed": "true",
+        "ClosedDate": "2026-11-21T08:00:00.000+0000",
+    }
+    # Closed before it was opened (an import that set ClosedDate wrong).
+    backwards = {
+        **closed,
+        "Id": "500C",
+        "CaseNumber": "00001028",
+        "ClosedDate": "2026-11-01T08:00:00.000+0000",
+    }
+    write_raw(tmp_path, "salesforce", "cases", [base, closed, backwards])
+    valid, reasons = stage(tmp_path, "salesforce")
+    working = valid["salesforce:500A"]
+    assert (working["status"], working["priority"], working["origin"], working["case_type"]) == (
+        "open",
+        "normal",
+        "phone",
+        "problem",
+    )
+    assert (working["account_record_id"], working["contact_record_id"]) == (
+        "salesforce:001A",
+        "salesforce:003A",
+    )
+    assert working["resolved_at"] is None
+    done = valid["salesforce:500B"]
+    assert (done["status"], done["priority"]) == ("closed", "high")
+    assert done["resolved_at"].isoformat() == "2026-11-21T08:00:00+00:00"
+    assert done["resolution"] is None  # Case has no resolution field
+    assert "salesforce:500C" not in valid
+    assert reasons["salesforce:500C"][0].startswith("support_case_resolved_after_created:")

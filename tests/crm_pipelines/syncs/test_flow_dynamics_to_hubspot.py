@@ -1,0 +1,206 @@
+"""Example 2, closed loop: Dynamics 365 opportunity stage and revenue reach the matching HubSpot deal.
+
+Real parts: the sandbox's Dynamics 365 (Dataverse Web API) and HubSpot (CRM v3) simulators, the
+nightly job's assets (extracts, staging, identity resolution, core, the declared sync
+``dynamics_opportunities_to_hubspot``) and a DuckDB warehouse. A sales user moves an opportunity
+in Dynamics through the Web API; the next night the HubSpot deal that mirrors it shows the new
+stage (through the two systems' value maps) and amount, and nothing else moves.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterator
+from dataclasses import dataclass
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+import duckdb
+import httpx
+import pytest
+
+from crm_pipelines import settings
+from crm_pipelines.connectors.auth import clear_token_cache
+from crm_pipelines.connectors.limits import clear_buckets
+from crm_pipelines.definitions import defs
+from crm_pipelines_sandbox.run import Sandbox
+
+SYNC = "dynamics_opportunities_to_hubspot"
+TODAY = dt.datetime.now(dt.UTC).date()
+YESTERDAY = TODAY - dt.timedelta(days=1)
+# HubSpot's dealstage for each canonical stage (the first spelling in mappings.yaml's hubspot_dealstage).
+HUBSPOT_STAGE = {
+    "prospecting": "appointmentscheduled",
+    "qualification": "qualifiedtobuy",
+    "proposal": "presentationscheduled",
+    "negotiation": "contractsent",
+    "closed_won": "closedwon",
+    "closed_lost": "closedlost",
+}
+
+
+@dataclass
+class Estate:
+    box: Sandbox
+    root: Path
+    env: dict[str, str]
+    instance: dg.DagsterInstance
+    job: dg.JobDefinition
+    selection: list[dg.AssetKey]
+    http: httpx.Client
+
+    def night(self, day: dt.date) -> None:
+        result = self.job.execute_in_process(
+            partition_key=day.isoformat(),
+            instance=self.instance,
+            asset_selection=self.selection,
+            raise_on_error=False,
+        )
+        failures = [e.message for e in result.all_events if e.event_type == dg.DagsterEventType.STEP_FAILURE]
+        assert result.success, failures
+
+    def model(self) -> dict[str, tuple[str, Decimal | None]]:
+        """Dynamics opportunity id -> (canonical stage, amount), as the sync's model selects them."""
+        with duckdb.connect(str(self.root / "warehouse.duckdb"), read_only=True) as con:
+            rows = con.execute(
+                "SELECT o.source_id, o.stage, o.amount FROM core.opportunity AS o "
+                "JOIN core.xref_identity AS a ON a.record_id = o.account_record_id AND a.entity = 'account' "
+                "WHERE o.source = 'dynamics' AND NOT coalesce(o.is_deleted, false) AND EXISTS ("
+                "  SELECT 1 FROM core.xref_identity AS h WHERE h.golden_id = a.golden_id"
+                "  AND h.entity = 'account' AND h.source = 'hubspot')"
+            ).fetchall()
+        return {str(i): (str(s), a) for i, s, a in rows}
+
+    def hubspot_deals(self) -> list[dict[str, Any]]:
+        """Every live HubSpot deal with the properties the sync writes, through the public list API."""
+        deals: list[dict[str, Any]] = []
+        after: str | None = None
+        while True:
+            params = {"limit": "100", "properties": "dealname,dealstage,amount,dynamics_opportunity_id"}
+            if after:
+                params["after"] = after
+            answer = self.http.get(
+                f"{self.env['HUBSPOT_BASE_URL']}/crm/v3/objects/deals",
+                params=params,
+                headers={"Authorization": f"Bearer {self.env['HUBSPOT_ACCESS_TOKEN']}"},
+            )
+            answer.raise_for_status()
+            body = answer.json()
+            deals += body["results"]
+            after = (body.get("paging") or {}).get("next", {}).get("after")
+            if not after:
+                return deals
+
+    def mirrors(self) -> dict[str, list[dict[str, Any]]]:
+        out: dict[str, list[dict[str, Any]]] = {}
+        for deal in self.hubspot_deals():
+            key = deal["properties"].get("dynamics_opportunity_id")
+            if key:
+                out.setdefault(str(key), []).append(deal["properties"])
+        return out
+
+    def dynamics(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        token = self.http.post(
+            self.env["DYNAMICS_TOKEN_URL"],
+            data={
+                "grant_type": "client_credentials",
+                "client_id": self.env["DYNAMICS_CLIENT_ID"],
+                "client_secret": self.env["DYNAMICS_CLIENT_SECRET"],
+                "scope": f"{self.env['DYNAMICS_BASE_URL']}/.default",
+            },
+        ).json()["access_token"]
+        return self.http.request(
+            method,
+            f"{self.env['DYNAMICS_BASE_URL']}/api/data/v9.2/{path}",
+            headers={"Authorization": f"Bearer {token}", "If-Match": "*"},
+            **kwargs,
+        )
+
+
+@pytest.fixture(scope="module")
+def estate(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Estate]:
+    root = tmp_path_factory.mktemp("flow_dynamics_hubspot")
+    monkeypatch = pytest.MonkeyPatch()
+    clear_token_cache()
+    clear_buckets()
+    box = Sandbox(root / "sandbox", contacts=1200, seed=11, as_of=YESTERDAY)
+    try:
+        env = box.start()
+        env.update(
+            {
+                settings.LAKE_DIR: str(root / "lake"),
+                settings.WAREHOUSE_URL: f"duckdb:///{root}/warehouse.duckdb",
+                settings.WRITE_BACK: "on",
+                settings.RATE_LIMIT_DIR: str(root / "rate-limits"),
+            }
+        )
+        for name, value in env.items():
+            monkeypatch.setenv(name, value)
+        job = defs().resolve_job_def("nightly_sync")
+        # The sync and what it reads: the accounts of both CRMs (identity), their opportunities.
+        wanted = {"accounts", "companies", "contacts", "opportunities", "deals", "currencies"}
+        selection = [
+            key
+            for key in job.asset_layer.executable_asset_keys
+            if (key.path[0] in {"hubspot", "dynamics"} and key.path[1] in wanted)
+            or key.path
+            in (
+                ["staging", "account"],
+                ["staging", "contact"],
+                ["staging", "opportunity"],
+                ["identity", "resolution"],
+                ["core", "identity"],
+                ["core", "opportunity"],
+                ["reverse_sync", SYNC],
+            )
+        ]
+        with httpx.Client(timeout=30) as http:
+            yield Estate(box, root, env, dg.DagsterInstance.ephemeral(), job, selection, http)
+    finally:
+        box.stop()
+        monkeypatch.undo()
+        clear_token_cache()
+        clear_buckets()
+
+
+def test_each_dynamics_opportunity_reaches_one_hubspot_deal_and_a_stage_change_follows(estate: Estate) -> None:
+    estate.night(YESTERDAY)
+    model = estate.model()
+    assert len(model) >= 3, "the sandbox should hold Dynamics opportunities of customers HubSpot knows"
+    mirrors = estate.mirrors()
+    # Exactly one deal per opportunity, with the stage through the value maps and the amount.
+    assert set(mirrors) == set(model)
+    for opportunity_id, (stage, amount) in model.items():
+        [deal] = mirrors[opportunity_id]
+        assert deal["dealstage"] == HUBSPOT_STAGE[stage]
+        assert (Decimal(deal["amount"]) if deal["amount"] else None) == amount
+
+    # A second night with nothing changed writes nothing: still one deal each, same values.
+    estate.night(YESTERDAY)
+    assert estate.mirrors() == mirrors
+
+    # Sales moves one opportunity in Dynamics: proposal stage, new revenue.
+    opportunity_id = sorted(model)[0]
+    moved = estate.dynamics(
+        "PATCH",
+        f"opportunities({opportunity_id})",
+        json={"stepname": "3-Propose", "estimatedvalue": 98765.4},
+    )
+    assert moved.status_code in (200, 204), moved.text
+    estate.night(TODAY)
+    after = estate.mirrors()
+    [deal] = after[opportunity_id]
+    assert deal["dealstage"] == "presentationscheduled"
+    assert Decimal(deal["amount"]) == Decimal("98765.40")
+    # Nothing else moved, and no deal was doubled.
+    assert {k: v for k, v in after.items() if k != opportunity_id} == {
+        k: v for k, v in mirrors.items() if k != opportunity_id
+    }
+    # The HubSpot deals read back into the warehouse as mirrors: pipeline is counted once.
+    with duckdb.connect(str(estate.root / "warehouse.duckdb"), read_only=True) as con:
+        mirrored = con.execute(
+            "SELECT count(*) FROM core.opportunity WHERE source = 'hubspot' AND mirrors_record_id IS NOT NULL"
+        ).fetchall()[0][0]
+    assert mirrored == len(model)
