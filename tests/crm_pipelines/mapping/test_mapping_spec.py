@@ -25,6 +25,7 @@ def test_packaged_mappings_validate_and_cover_every_entity() -> None:
         "support_case",
     }
     assert mappings.entity_of("finance_sftp/invoices") == "invoice"
+    assert mappings.entity_of("sugarcrm/cases") == "support_case"
 
 
 @pytest.mark.parametrize(
