@@ -221,6 +221,22 @@ class FieldSpec(SpecModel):
             'mapping produces (a Dataverse choice is an integer: industrycode 12, not "12").'
         ),
     )
+    write_key: str | None = Field(
+        default=None,
+        min_length=1,
+        description=(
+            "The key a write sends the value under, as it is (never split as a dotted path), when the "
+            "API takes the field by another name than it is read by: a Dataverse lookup is read as "
+            "_parentcustomerid_value and set as parentcustomerid_account@odata.bind."
+        ),
+    )
+    write_template: str | None = Field(
+        default=None,
+        description=(
+            "How a written value is spelled, {value} standing for it: a Dataverse lookup binds "
+            "/accounts({value})."
+        ),
+    )
     label: str | None = Field(
         default=None,
         min_length=1,
@@ -230,6 +246,14 @@ class FieldSpec(SpecModel):
             "fields: path custom_fields.{key})."
         ),
     )
+
+    @model_validator(mode="after")
+    def _write_template(self) -> FieldSpec:
+        if self.write_template is not None:
+            check_template(self.write_template, frozenset({"value"}))
+            if "{value}" not in self.write_template:
+                raise ValueError(f"field {self.name!r}: write_template needs {{value}}")
+        return self
 
     @model_validator(mode="after")
     def _key_placeholder(self) -> FieldSpec:

@@ -228,15 +228,23 @@ class CrmTarget:
         obj = resolved_object(system=system, object_name=target.object_name, connection=writer.connection())
         style = obj.update if obj.update is not None else obj.upsert
         assert style is not None  # checked when the sync was resolved
-        paths = {f.name: style.field_key(f.source_path) for f in obj.fields}
+        paths = {f.name: f.write_key or style.field_key(f.source_path) for f in obj.fields}
+        # Keys sent as declared (a Dataverse lookup's name@odata.bind holds a dot but nests nothing).
+        verbatim = frozenset(f.name for f in obj.fields if f.write_key is not None)
         kinds = {f.name: f.write_as for f in obj.fields if f.write_as is not None}
+        templates = {f.name: f.write_template for f in obj.fields if f.write_template is not None}
         stats = WriteStats()
         updates = [op for op in operations if op.target_id is not None]
         creates = [op for op in operations if op.target_id is None]
         for start in range(0, len(updates), CHUNK):
             chunk = updates[start : start + CHUNK]
             records = [
-                _record(paths, {target.primary_key: op.target_id, **_typed(kinds, op.values)}) for op in chunk
+                _record(
+                    paths,
+                    {target.primary_key: op.target_id, **_typed(kinds, _spelled(templates, op.values))},
+                    verbatim,
+                )
+                for op in chunk
             ]
             results = writer.update(object_name=target.object_name, records=records, stats=stats)
             on_batch([_outcome(op, r) for op, r in zip(chunk, results, strict=True)])
@@ -244,7 +252,9 @@ class CrmTarget:
         for start in range(0, len(creates), CHUNK):
             chunk = creates[start : start + CHUNK]
             assert external is not None  # validated with the declaration
-            records = [_record(paths, _typed(kinds, op.values)) for op in chunk]
+            records = [
+                _record(paths, _typed(kinds, _spelled(templates, op.values)), verbatim) for op in chunk
+            ]
             results = writer.upsert(
                 object_name=target.object_name,
                 external_id_field=paths[external],
@@ -276,14 +286,28 @@ def _typed(kinds: Mapping[str, str], values: dict[str, Any]) -> dict[str, Any]:
     return typed
 
 
-def _record(paths: dict[str, str], values: dict[str, Any]) -> dict[str, Any]:
+def _spelled(templates: Mapping[str, str], values: dict[str, Any]) -> dict[str, Any]:
+    """``values`` with each field that declares a ``write_template`` spelled through it."""
+    return {
+        name: templates[name].format(value=value) if name in templates and value is not None else value
+        for name, value in values.items()
+    }
+
+
+def _record(
+    paths: dict[str, str], values: dict[str, Any], verbatim: frozenset[str] = frozenset()
+) -> dict[str, Any]:
     """An API record: each declared field at its path.
 
     A dotted path nests (``custom_fields.<key>``); a number in it is a list's first entry
     (``phones.0.value`` is ``phones: [{value: ...}]``: the list is replaced by that one entry).
+    A field in ``verbatim`` goes under its key as it is.
     """
     record: dict[str, Any] = {}
     for name, value in values.items():
+        if name in verbatim:
+            record[paths[name]] = value
+            continue
         parts = paths.get(name, name).split(".")
         node: Any = record
         for part, following in itertools.pairwise(parts):

@@ -11,6 +11,7 @@ import yaml
 
 from crm_pipelines.connectors.spec import (
     CursorPaging,
+    FieldSpec,
     NextLinkPaging,
     ObjectSpec,
     SystemSpecError,
@@ -31,14 +32,17 @@ SALESFORCE_FIELDS = {
     "MailingPostalCode Birthdate CreatedDate SystemModstamp IsDeleted",
     "Opportunity": "Id AccountId Name StageName Amount CurrencyIsoCode CloseDate IsClosed IsWon CreatedDate "
     "SystemModstamp IsDeleted ERP_Order_Number__c ERP_Invoice_Numbers__c",
+    "Lead": "Id FirstName LastName Email Phone Company Title Country Status LeadSource IsConverted ConvertedDate "
+    "ConvertedContactId CreatedDate SystemModstamp IsDeleted",
 }
 HUBSPOT_PROPERTIES = {
     "companies": "name domain phone address city zip country industry annualrevenue createdate hs_lastmodifieddate "
     "erp_customer_number",
     "contacts": "firstname lastname email phone jobtitle country address city zip date_of_birth associatedcompanyid "
-    "createdate lastmodifieddate",
+    "createdate lastmodifieddate lifecyclestage hs_lead_status hs_lifecyclestage_lead_date "
+    "hs_lifecyclestage_marketingqualifiedlead_date hs_lifecyclestage_salesqualifiedlead_date",
     "deals": "dealname amount deal_currency_code dealstage pipeline closedate createdate hs_lastmodifieddate "
-    "erp_order_number erp_invoice_numbers",
+    "erp_order_number erp_invoice_numbers dynamics_opportunity_id",
 }
 
 
@@ -136,7 +140,7 @@ def test_a_server_filter_may_leave_the_upper_bound_to_the_client() -> None:
 
 def test_unknown_object_names_the_declared_ones() -> None:
     with pytest.raises(KeyError, match="Account"):
-        load_system(name="salesforce").get_object("Lead")
+        load_system(name="salesforce").get_object("Campaign")
 
 
 @pytest.mark.parametrize("name", ["../etc/passwd", "Salesforce", "nope"])
@@ -407,3 +411,20 @@ def test_pipedrive_yaml_declares_custom_fields_by_label_and_confirms_lookups() -
         assert obj.upsert.lookup.confirm is not None
     deals = system.get_object("deals")
     assert {"stage_id", "status"} <= {f.name for f in deals.fields}
+
+
+def test_a_write_key_and_template_say_how_a_lookup_is_written() -> None:
+    account = load_system(name="dynamics").get_object("contacts").field("account_id")
+    assert account.source_path == "_parentcustomerid_value"
+    assert account.write_key == "parentcustomerid_account@odata.bind"
+    assert account.write_template is not None
+    assert account.write_template.format(value="42") == "/accounts(42)"
+
+
+@pytest.mark.parametrize(
+    ("template", "message"),
+    [("/accounts(x)", "needs {value}"), ("/accounts({id})", "unknown placeholder")],
+)
+def test_a_write_template_must_spell_the_value(template: str, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        FieldSpec.model_validate({"name": "account_id", "write_template": template})
