@@ -66,7 +66,7 @@ class DriftTracker:
 
     def __init__(self, obj: ObjectSpec, drift: SchemaDrift) -> None:
         self.drift = drift
-        self.declared = [f.source_path for f in obj.fields]
+        self.declared = [f.source_path for f in obj.fields if not f.write_only]
         self.ignored = list(obj.ignore_undeclared)
         self.present: set[str] = set()
         self.names = {f.source_path: f.name for f in obj.fields}

@@ -214,6 +214,13 @@ class FieldSpec(SpecModel):
             "for a field not listed in {fields} (select: false, e.g. a lookup's name from $expand)."
         ),
     )
+    write_only: bool = Field(
+        default=False,
+        description=(
+            "Taken on writes but never returned by reads (Zendesk's requester and comment on a "
+            "ticket): its column stays null and an extract does not report it as schema drift."
+        ),
+    )
     write_as: Literal["string", "integer", "number", "boolean"] | None = Field(
         default=None,
         description=(
