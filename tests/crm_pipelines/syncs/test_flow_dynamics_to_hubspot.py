@@ -165,7 +165,9 @@ def estate(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Estate]:
         clear_buckets()
 
 
-def test_each_dynamics_opportunity_reaches_one_hubspot_deal_and_a_stage_change_follows(estate: Estate) -> None:
+def test_each_dynamics_opportunity_reaches_one_hubspot_deal_and_a_stage_change_follows(
+    estate: Estate,
+) -> None:
     estate.night(YESTERDAY)
     model = estate.model()
     assert len(model) >= 3, "the sandbox should hold Dynamics opportunities of customers HubSpot knows"

@@ -218,11 +218,17 @@ def test_cases_open_tickets_once_and_ticket_work_flows_back_without_bouncing(est
     waiting_ticket = str(tickets[f"sugarcrm:{waiting_case}"][0]["id"])
     estate.agent(
         solved_ticket,
-        {"status": "solved", "comment": {"body": "Replaced the power supply; the unit runs again.", "public": True}},
+        {
+            "status": "solved",
+            "comment": {"body": "Replaced the power supply; the unit runs again.", "public": True},
+        },
     )
     estate.agent(
         waiting_ticket,
-        {"status": "pending", "comment": {"body": "Which firmware version does the unit show?", "public": True}},
+        {
+            "status": "pending",
+            "comment": {"body": "Which firmware version does the unit show?", "public": True},
+        },
     )
     estate.agent(waiting_ticket, {"comment": {"body": "Internal: check the RMA list.", "public": False}})
 

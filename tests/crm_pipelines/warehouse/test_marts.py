@@ -124,5 +124,5 @@ def test_a_mirrored_deal_takes_its_opportunitys_account_and_is_marked(con: duckd
 
 
 def test_a_mart_refuses_to_build_before_its_core_table(con: duckdb.DuckDBPyConnection) -> None:
-    with pytest.raises(MissingCoreTable, match="core.support_case"):
+    with pytest.raises(MissingCoreTable, match=r"core\.support_case"):
         build_mart(con, MART["fact_case"])

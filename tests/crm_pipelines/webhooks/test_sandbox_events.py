@@ -157,16 +157,15 @@ def test_a_closed_won_deal_reaches_the_receiver_and_the_sensor_asks_for_its_orde
     with dg.instance_for_test() as instance:
         result = webhook_events_sensor(dg.build_sensor_context(instance=instance))
     assert isinstance(result, dg.SensorResult)
-    requests = [
-        r for r in result.run_requests or [] if deal_id in r.tags[WEBHOOK_OBJECTS_TAG].split(",")
-    ]
+    requests = [r for r in result.run_requests or [] if deal_id in r.tags[WEBHOOK_OBJECTS_TAG].split(",")]
     assert [r.tags[WEBHOOK_ROUTE_TAG] for r in requests] == ["hubspot_deal_closed_won"]
     assert ORDERS in (requests[0].asset_selection or [])
     assert time.monotonic() - started < 60
     # A property set to the value it already has is no change: HubSpot sends nothing for it.
     before = len(estate.stored())
     estate.close_deal(deal_id)
-    assert estate.hubspot.webhooks is not None and estate.hubspot.webhooks.flush()
+    assert estate.hubspot.webhooks is not None
+    assert estate.hubspot.webhooks.flush()
     assert len(estate.stored()) == before
 
 
@@ -174,7 +173,8 @@ def test_a_webhook_that_never_arrives_is_only_late_the_nightly_run_makes_the_ord
     estate.night(YESTERDAY)  # the first night: orders_to_erp records what exists (baseline)
     deal_id = estate.open_deals_of_erp_customers()[0]
     outbox = estate.hubspot.webhooks
-    assert outbox is not None and estate.box.receiver is not None
+    assert outbox is not None
+    assert estate.box.receiver is not None
     # The receiver is down while the deal closes: HubSpot's retries run out and the event is lost.
     estate.box.receiver.stop()
     failed = outbox.failed
