@@ -103,6 +103,7 @@ from crm_pipelines_sandbox.simulators.sugarcrm_schema import (
     STORE_TO_SUGAR,
     SUGAR_TYPES,
 )
+from crm_pipelines_sandbox.simulators.webhook_out import WebhookOutbox, standard_webhooks_signer
 from crm_pipelines_sandbox.systems import (
     Kind,
     SandboxCrm,
@@ -236,8 +237,18 @@ class SugarSimulator(SimulatorServer):
         port: int = 0,
         rate_limit: RateLimit | None = None,
         faults: Faults | None = None,
+        webhook_url: str | None = None,
+        webhook_secret: str | None = None,
     ) -> None:
         self.username = username
+        # Web Logic Hooks (Admin > Web Logic Hooks): Sugar posts a record after_save to a URL. Sugar
+        # signs nothing, so a relay in front of the receiver signs them as Standard Webhooks (the
+        # receiver's generic sender); the sandbox sends them signed, as such a relay would.
+        self.webhooks = (
+            WebhookOutbox(webhook_url, standard_webhooks_signer(webhook_secret), batch_max=1)
+            if webhook_url and webhook_secret
+            else None
+        )
         self.password = password
         self.client_id = client_id
         self.client_secret = client_secret
@@ -251,6 +262,28 @@ class SugarSimulator(SimulatorServer):
         self.record_faults: dict[str, list[str]] = {}
         super().__init__(store_path, host=host, port=port, rate_limit=rate_limit, faults=faults)
         self._ensure_indexes()
+
+    def stop(self) -> None:
+        super().stop()
+        if self.webhooks is not None:
+            self.webhooks.flush(timeout=5)
+            self.webhooks.close()
+            self.webhooks = None
+
+    def _hook(self, module: str, event: str, record_id: str, record: dict[str, Any], **args: Any) -> None:
+        """A Web Logic Hook's delivery: the module's event and the saved record."""
+        if self.webhooks is None:
+            return
+        payload = {
+            "type": f"sugarcrm.{module}.{event}",
+            "timestamp": datetime.now(UTC).isoformat(timespec="seconds"),
+            "data": {
+                **{k: v for k, v in record.items() if isinstance(v, str | int | float | None)},
+                "id": record_id,
+            },
+            "arguments": args,
+        }
+        self.webhooks.emit([payload])
 
     def _ensure_indexes(self) -> None:
         """Indexes Sugar has and the generic store lacks: (date_modified, id) paging and sync_key lookups."""
@@ -707,6 +740,7 @@ class SugarSimulator(SimulatorServer):
                 record_id = str(uuid.uuid4())
                 created = {**changes, "id": record_id, "deleted": 0, "created_by": API_USER_ID}
                 insert_rows(conn, info, obj.name, [Stamped(created, at, at)])
+                self._hook(module, "after_save", record_id, created, isUpdate=False)
                 return Response.json(201, {"record": record_id})
             record_id = str(found[0][0])
             update_rows(conn, info, obj.name, [record_id], at=at, changes=changes)
@@ -819,6 +853,8 @@ class SugarSandbox(SandboxCrm):
     """SugarCRM in the sandbox: Accounts, Contacts, Opportunities, Cases keyed by UUIDs, upserts by sync_key."""
 
     system = "sugarcrm"
+    # Web Logic Hooks relayed as Standard Webhooks (see SugarSimulator).
+    webhook_sender = "generic"
     timestamp_format = "iso_offset"
     objects = OBJECTS
     kinds = MappingProxyType(
@@ -906,7 +942,14 @@ class SugarSandbox(SandboxCrm):
             "modified_user_id": API_USER_ID,
         }
 
-    def start(self, store: Path, *, token_ttl_seconds: float | None = None) -> Started:
+    def start(
+        self,
+        store: Path,
+        *,
+        token_ttl_seconds: float | None = None,
+        webhook_url: str | None = None,
+        webhook_secret: str | None = None,
+    ) -> Started:
         username = f"sandbox.admin.{secrets.token_hex(3)}"
         password = secrets.token_urlsafe(18)
         simulator = SugarSimulator(
@@ -916,6 +959,8 @@ class SugarSandbox(SandboxCrm):
             client_id=DEFAULT_CLIENT_ID,
             client_secret="",
             token_ttl_seconds=token_ttl_seconds,
+            webhook_url=webhook_url,
+            webhook_secret=webhook_secret,
         )
         base_url = simulator.start()
         return Started(
@@ -928,6 +973,9 @@ class SugarSandbox(SandboxCrm):
                 "SUGARCRM_CLIENT_SECRET": "",
             },
         )
+
+    def start_with_webhooks(self, store: Path, *, url: str, secret: str) -> Started:
+        return self.start(store, webhook_url=url, webhook_secret=secret)
 
     def write_case(self, store: Path) -> WriteCase:
         accepted = [

@@ -11,6 +11,7 @@ still fails is counted in ``failed``: the nightly run reconciles what a lost eve
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import queue
@@ -21,11 +22,31 @@ from typing import Any
 
 import httpx
 
-__all__ = ["Signer", "WebhookOutbox"]
+from crm_pipelines.webhooks.senders import sign_standard
+
+__all__ = ["Signer", "WebhookOutbox", "standard_webhooks_signer"]
 
 LOG = logging.getLogger(__name__)
 # Headers for one request: the vendor's signature headers over (url, body).
 Signer = Callable[[str, bytes], Mapping[str, str]]
+
+
+def standard_webhooks_signer(secret: str) -> Signer:
+    """Standard Webhooks headers (``webhook-id``, ``webhook-timestamp``, ``webhook-signature``).
+
+    The message id is the body's hash, so a retried delivery keeps its id (the receiver stores it once).
+    """
+
+    def sign(url: str, body: bytes) -> dict[str, str]:
+        message_id = "msg_" + hashlib.sha256(body).hexdigest()[:32]
+        stamp = str(int(time.time()))
+        return {
+            "webhook-id": message_id,
+            "webhook-timestamp": stamp,
+            "webhook-signature": sign_standard(secret, message_id, stamp, body),
+        }
+
+    return sign
 
 
 class WebhookOutbox:

@@ -199,6 +199,20 @@ def test_cases_open_tickets_once_and_ticket_work_flows_back_without_bouncing(est
     new_cases = [estate.new_case(subject, person) for subject, person in zip(subjects, people, strict=False)]
     assert len(new_cases) == 3
 
+    # Sugar's Web Logic Hooks announce the new cases: the sensor asks for the case-to-ticket run now.
+    store = EventStore(Path(estate.env["CRM_WEBHOOK_STORE"]))
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and not set(new_cases) <= {e.object_id for e in store.since(0)}:
+        time.sleep(0.1)
+    with dg.instance_for_test() as instance:
+        created = webhook_events_sensor(dg.build_sensor_context(instance=instance))
+    assert isinstance(created, dg.SensorResult)
+    [request] = [
+        r for r in created.run_requests or [] if r.tags[WEBHOOK_ROUTE_TAG] == "sugarcrm_case_created"
+    ]
+    assert set(request.tags[WEBHOOK_OBJECTS_TAG].split(",")) == set(new_cases)
+    assert dg.AssetKey(["reverse_sync", "sugarcrm_cases_to_zendesk"]) in (request.asset_selection or [])
+
     # Night 1: every open SugarCRM case opens one ticket for its requester, and the case learns it.
     estate.night(YESTERDAY)
     open_cases = estate.open_cases()
@@ -233,7 +247,6 @@ def test_cases_open_tickets_once_and_ticket_work_flows_back_without_bouncing(est
     estate.agent(waiting_ticket, {"comment": {"body": "Internal: check the RMA list.", "public": False}})
 
     # Zendesk's signed webhooks reach the receiver, and the sensor asks for the cases' run at once.
-    store = EventStore(Path(estate.env["CRM_WEBHOOK_STORE"]))
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         seen = {e.object_id for e in store.since(0, limit=10_000)}
