@@ -168,8 +168,16 @@ LEAD = _schema(
         "Funnel stage: lead, mql (marketing qualified), sql (sales qualified), opportunity, customer.",
     ),
     ("status", pa.string(), "Lead status: new, working, nurturing, qualified, unqualified, converted."),
-    ("lead_source", pa.string(), "Where the lead came from (web, event, referral, ...), as the source names it."),
-    ("is_converted", pa.bool_(), "True once the lead became a contact/opportunity (or reached the sql stage)."),
+    (
+        "lead_source",
+        pa.string(),
+        "Where the lead came from (web, event, referral, ...), as the source names it.",
+    ),
+    (
+        "is_converted",
+        pa.bool_(),
+        "True once the lead became a contact/opportunity (or reached the sql stage).",
+    ),
     ("created_at", TS, "When the lead was captured (UTC)."),
     ("converted_at", TS, "When the lead was converted or qualified (UTC), when known."),
     ("updated_at", TS, "When the source last modified the row (UTC)."),
