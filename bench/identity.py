@@ -115,7 +115,7 @@ def _febrl_contacts(con: duckdb.DuckDBPyConnection, table: pa.Table, source: str
             state AS mailing_state,
             'AU' AS mailing_country,
             try_strptime(date_of_birth, '%Y%m%d')::DATE AS birth_date,
-            soc_sec_id AS national_id,
+            soc_sec_id AS government_id,
             {UPDATED_AT} AS updated_at
         FROM febrl_input
         """

@@ -83,6 +83,13 @@ CONTACT = _schema(
     # the canonical columns it loads and knows no DATE yet; the mapping's date transform has already
     # made every system's spelling one YYYY-MM-DD.
     ("birth_date", pa.string(), "Date of birth, ISO 8601 YYYY-MM-DD (personal data: kept out of the marts)."),
+    (
+        "government_id",
+        pa.string(),
+        "Government-issued personal identifier (Dynamics 365's governmentid: a national id or social "
+        "security number), upper case, letters and digits only; sensitive personal data, used for "
+        "matching and kept out of the marts.",
+    ),
     ("updated_at", TS, "When the source last modified the row (UTC)."),
 )
 
@@ -243,11 +250,14 @@ SURVIVOR_FIELDS: dict[str, tuple[str, ...]] = {
         "postal_code",
         "country",
         "birth_date",
+        "government_id",
     ),
 }
 # Survivor fields the golden syncs do not write back into the CRMs (yet): a person's mailing address
 # and birth date are read from every CRM and chosen for the golden record, not pushed elsewhere.
-NOT_WRITTEN_BACK: dict[str, tuple[str, ...]] = {"contact": ("street", "city", "postal_code", "birth_date")}
+NOT_WRITTEN_BACK: dict[str, tuple[str, ...]] = {
+    "contact": ("street", "city", "postal_code", "birth_date", "government_id")
+}
 
 # Parties are deduplicated across systems into golden records; facts are merged by their record_id.
 PARTY_ENTITIES = ("account", "contact")

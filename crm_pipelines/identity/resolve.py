@@ -322,6 +322,9 @@ def _base_feature_sql(entity: Entity, feature: str, rules: MatchRules, params: _
                 else f"identity_digits({col('phone')})"
             ),
             "birth_date": lambda: f"nullif(trim(CAST({col('birth_date')} AS VARCHAR)), '')",
+            "government_id": lambda: (
+                f"nullif(upper(regexp_replace({col('government_id')}, '[^A-Za-z0-9]', '', 'g')), '')"
+            ),
             "postal_code": lambda: (
                 f"nullif(upper(regexp_replace({col('postal_code')}, '[\\s-]+', '', 'g')), '')"
             ),

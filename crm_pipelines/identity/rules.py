@@ -75,6 +75,7 @@ FEATURES: dict[Entity, dict[str, str]] = {
         "phone_digits": "Digits of the phone, whatever its format (national, E.164 or unparsable); "
         "null below 6 digits.",
         "birth_date": "Birth date (ISO).",
+        "government_id": "Government id (national id, social security number): letters and digits, upper case.",
         "postal_code": "Mailing postal code, upper case without spaces or dashes.",
         "city": "Mailing city, cleaned.",
         "street": "Mailing street line, cleaned.",
@@ -91,6 +92,7 @@ COMPARISON_LEVELS: dict[str, tuple[str, ...]] = {
     "exact": ("exact", "different"),
     "date": ("exact", "typo", "within_year", "different"),
     "postcode": ("exact", "same_area", "different"),
+    "identifier": ("exact", "typo", "different"),
 }
 
 # How a scored comparison reads a pair of values, each with its levels from best to worst (the
@@ -110,6 +112,8 @@ COMPARISON_KINDS: dict[str, str] = {
     "typing error apart (1986-03-12 / 1986-03-21), within a year, different",
     "postcode": "equal (weighted by the code's frequency), same area (all but the last two "
     "characters: DT6 5LB / DT6 5JZ, 10115 / 10117), different",
+    "identifier": "equal (weighted by the value's frequency), one typing error apart (a digit "
+    "changed, dropped or two swapped), different",
 }
 
 _NAME_RE = re.compile(r"^[a-z][a-z0-9_]*$")
@@ -223,7 +227,9 @@ class Comparison(_Model):
     """One scored comparison: a feature and how its values are compared (``COMPARISON_KINDS``)."""
 
     feature: str
-    kind: Literal["given_name", "family_name", "email", "phone", "exact", "company", "date", "postcode"]
+    kind: Literal[
+        "given_name", "family_name", "email", "phone", "exact", "company", "date", "postcode", "identifier"
+    ]
 
 
 class Level(_Model):

@@ -61,6 +61,7 @@ _M_START: dict[str, list[float]] = {
     "exact": [0.9, 0.1],
     "date": [0.8, 0.08, 0.06, 0.06],
     "postcode": [0.8, 0.1, 0.1],
+    "identifier": [0.9, 0.05, 0.05],
 }
 # The prior (the share of all record pairs that are one person) stays within these: tiny inputs
 # (three records of one person) would otherwise call every pair a match before any evidence.
@@ -91,6 +92,7 @@ _U_START: dict[str, list[float]] = {
     "exact": [0.05],
     "date": [0.0005, 0.002, 0.01],
     "postcode": [0.001, 0.005],
+    "identifier": [0.00001, 0.0001],
 }
 
 
@@ -184,6 +186,12 @@ def _levels(c: Comparison) -> list[tuple[str, str]]:
             ("within_year", f"{days} <= 365"),
             ("different", "true"),
         ]
+    if c.kind == "identifier":
+        return [
+            ("exact", f"{left} = {right}"),
+            ("typo", f"damerau_levenshtein({left}, {right}) <= 1"),
+            ("different", "true"),
+        ]
     if c.kind == "postcode":
         return [
             ("exact", f"{left} = {right}"),
@@ -234,6 +242,7 @@ _TF_LEVELS: dict[str, tuple[int, str | None]] = {
     "exact": (0, None),
     "date": (0, None),
     "postcode": (0, None),
+    "identifier": (0, None),
 }
 
 # The helper columns some levels read, computed once per record.

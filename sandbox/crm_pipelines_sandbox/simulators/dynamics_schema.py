@@ -117,6 +117,7 @@ CONTACTS = ObjectDef(
         FieldDef("address1_postalcode"),
         FieldDef("address1_country"),
         FieldDef("birthdate", "date"),
+        FieldDef("governmentid"),
         FieldDef("parentcustomerid"),
         FieldDef("statecode", "integer"),
         FieldDef("createdon", "datetime"),

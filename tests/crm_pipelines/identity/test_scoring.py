@@ -213,6 +213,21 @@ def test_the_nickname_list_is_the_maintained_one() -> None:
             },
             id="birth-date-typo-and-neighbouring-postcode",
         ),
+        pytest.param(
+            {
+                "first_name": "Halima",
+                "last_name": "Okafor",
+                "government_id": "AB 12 34 56 C",
+                "postal_code": "10115",
+            },
+            {
+                "first_name": "Halima",
+                "last_name": "Brandauer",
+                "government_id": "ab123456c",
+                "postal_code": "10115",
+            },
+            id="married-name-same-government-id",
+        ),
     ],
 )
 def test_the_same_person_written_another_way_merges(
