@@ -96,6 +96,8 @@ from crm_pipelines_sandbox.simulators.sugarcrm_schema import (
     CASE_STATUS_VALUES,
     CASE_TYPE_VALUES,
     CURRENCIES,
+    LEAD_SOURCE_VALUES,
+    LEAD_STATUS_VALUES,
     OBJECTS,
     PROBABILITY,
     READ_ONLY,
@@ -111,6 +113,7 @@ from crm_pipelines_sandbox.systems import (
     SeedCase,
     SeedContact,
     SeedDeal,
+    SeedLead,
     Started,
     UpdateCase,
     WriteCase,
@@ -850,7 +853,8 @@ class SugarSimulator(SimulatorServer):
 
 
 class SugarSandbox(SandboxCrm):
-    """SugarCRM in the sandbox: Accounts, Contacts, Opportunities, Cases keyed by UUIDs, upserts by sync_key."""
+    """SugarCRM in the sandbox: Accounts, Contacts, Opportunities, Cases, Leads keyed by UUIDs, upserts by
+    sync_key."""
 
     system = "sugarcrm"
     # Web Logic Hooks relayed as Standard Webhooks (see SugarSimulator).
@@ -858,7 +862,13 @@ class SugarSandbox(SandboxCrm):
     timestamp_format = "iso_offset"
     objects = OBJECTS
     kinds = MappingProxyType(
-        {"account": "Accounts", "contact": "Contacts", "deal": "Opportunities", "case": "Cases"}
+        {
+            "account": "Accounts",
+            "contact": "Contacts",
+            "deal": "Opportunities",
+            "lead": "Leads",
+            "case": "Cases",
+        }
     )
     stage_values = STAGE_VALUES
 
@@ -925,6 +935,9 @@ class SugarSandbox(SandboxCrm):
                 "created_by": API_USER_ID,
                 "modified_user_id": API_USER_ID,
             }
+        if kind == "lead":
+            assert isinstance(seed, SeedLead)
+            return self._lead_row(seed, key, refs)
         assert isinstance(seed, SeedDeal)
         stage = STAGE_VALUES[seed.stage]
         currency = CURRENCIES.get((seed.currency or "USD").upper(), CURRENCIES["USD"])
@@ -937,6 +950,40 @@ class SugarSandbox(SandboxCrm):
             "probability": PROBABILITY[stage],
             "date_closed": seed.close_date.isoformat() if isinstance(seed.close_date, date) else None,
             "account_id": refs.get(seed.account_ref) if seed.account_ref else None,
+            "deleted": 0,
+            "created_by": API_USER_ID,
+            "modified_user_id": API_USER_ID,
+        }
+
+    @staticmethod
+    def _lead_row(seed: SeedLead, key: Any, refs: Mapping[str, Any]) -> dict[str, Any]:
+        """A lead: the canonical status in lead_status_dom; a converted one has converted 1 and the
+        contact it became (Sugar keeps converted leads in the module, status Converted)."""
+        if seed.status not in LEAD_STATUS_VALUES:
+            raise ValueError(f"unknown lead status {seed.status!r}")
+        # Converting makes (or links) the contact: a seed converted into no contact the store holds
+        # stays a lead being worked on.
+        contact = refs.get(seed.contact_ref) if seed.contact_ref else None
+        converted = seed.status == "converted" and contact is not None
+        choices = LEAD_STATUS_VALUES[
+            "qualified" if seed.status == "converted" and not converted else seed.status
+        ]
+        source = None
+        if seed.lead_source:
+            source = LEAD_SOURCE_VALUES.get(seed.lead_source.lower(), "Other")
+        return {
+            "id": key,
+            "first_name": seed.first_name,
+            "last_name": seed.last_name,
+            "title": seed.title,
+            "phone_work": seed.phone,
+            "email1": seed.email,
+            "account_name": seed.company,
+            "primary_address_country": seed.country,
+            "status": choices[sum(map(ord, seed.ref)) % len(choices)],
+            "lead_source": source,
+            "converted": 1 if converted else 0,
+            "contact_id": contact if converted else None,
             "deleted": 0,
             "created_by": API_USER_ID,
             "modified_user_id": API_USER_ID,

@@ -122,7 +122,39 @@ CASES = ObjectDef(
     modified_field="date_modified",
     deleted_flag="deleted",
 )
-OBJECTS = (ACCOUNTS, CONTACTS, OPPORTUNITIES, CASES)
+# The Leads module: a prospect before conversion. status is lead_status_dom (New, Assigned, In Process,
+# Converted, Recycled, Dead); converting a lead (Convert Lead) sets status Converted, converted 1 and the
+# contact_id of the Contact it became (account_id, opportunity_id too) - the lead stays in the module.
+# account_name is free text (the company the lead names), lead_source lead_source_dom. Deleting sets
+# deleted = 1 like every module. (Sugar's modules/Leads/vardefs.php and the Leads chapter of the
+# application guide.)
+LEADS = ObjectDef(
+    name="Leads",
+    key="id",
+    fields=(
+        FieldDef("id"),
+        FieldDef("first_name"),
+        FieldDef("last_name", required=True),
+        FieldDef("date_entered", "datetime"),
+        FieldDef("date_modified", "datetime"),
+        FieldDef("deleted", "boolean"),
+        FieldDef("created_by"),
+        FieldDef("modified_user_id"),
+        FieldDef("title"),
+        FieldDef("phone_work"),
+        FieldDef("email1"),
+        FieldDef("account_name"),
+        FieldDef("primary_address_country"),
+        FieldDef("status"),
+        FieldDef("lead_source"),
+        FieldDef("converted", "boolean"),
+        FieldDef("contact_id"),
+    ),
+    created_field="date_entered",
+    modified_field="date_modified",
+    deleted_flag="deleted",
+)
+OBJECTS = (ACCOUNTS, CONTACTS, OPPORTUNITIES, CASES, LEADS)
 READ_ONLY = frozenset(
     {"id", "date_entered", "date_modified", "deleted", "created_by", "modified_user_id", "case_number"}
 )
@@ -161,6 +193,10 @@ SUGAR_TYPES = {
     "work_log": "text",
     "resolved_datetime": "datetime",
     "primary_contact_id": "id",
+    "account_name": "varchar",
+    "lead_source": "enum",
+    "converted": "bool",
+    "contact_id": "id",
 }
 STORE_TO_SUGAR = {
     "string": "varchar",
@@ -211,6 +247,27 @@ CASE_PRIORITY_VALUES = {"urgent": "P1", "high": "P1", "normal": "P2", "low": "P3
 # case_type_dom (Administration, Product, User) and source_dom (Internal, Forum, Web, InboundEmail,
 # Twitter) for what the seeds call a case's type and channel.
 CASE_TYPE_VALUES = {"question": "User", "incident": "Product", "problem": "Product", "task": "Administration"}
+# Canonical lead status -> lead_status_dom values (one chosen by the lead's ref). Sugar has no funnel
+# stage on a lead and no "qualified" status short of converting: a qualified lead is In Process.
+LEAD_STATUS_VALUES: dict[str, tuple[str, ...]] = {
+    "new": ("New",),
+    "working": ("Assigned", "In Process"),
+    "nurturing": ("Recycled",),
+    "qualified": ("In Process",),
+    "unqualified": ("Dead",),
+    "converted": ("Converted",),
+}
+# lead_source_dom: Cold Call, Existing Customer, Self Generated, Employee, Partner, Public Relations,
+# Direct Mail, Conference, Trade Show, Web Site, Word of mouth, Email, Campaign, Support Portal User,
+# Other; the seeds' sources in it.
+LEAD_SOURCE_VALUES = {
+    "web": "Web Site",
+    "trade show": "Trade Show",
+    "partner": "Partner",
+    "advertisement": "Campaign",
+    "employee referral": "Employee",
+    "seminar": "Conference",
+}
 CASE_SOURCE_VALUES = {
     "email": "InboundEmail",
     "web": "Web",

@@ -25,6 +25,14 @@ and Zoho's own OpenAPI files (github.com/zoho/crm-oas, folder ``v8.0``):
   modified answers 304 with an empty body, an empty module 204.
   https://www.zoho.com/crm/developer/docs/api/v8/get-records.html, crm-oas
   ``v8.0/record/operations/getRecords``, https://www.zoho.com/crm/developer/docs/api/v8/status-codes.html
+* Leads: ``GET /crm/v8/Leads`` answers the unconverted leads only; ``converted=true`` the converted
+  ones, ``converted=both`` all (any other value 400 ``INVALID_DATA``). Converting a lead (which makes
+  its Contact, Account and Deal) takes it out of the default list without deleting it: it is not in
+  ``/Leads/deleted``, it keeps its fields and Modified_Time moves to the conversion; records carry
+  ``$converted`` and ``$converted_detail`` (``contact``, ``account``, ``deal`` ids, ``convert_user``,
+  ``converted_time``; ``{}`` while unconverted) when the ``fields`` ask for them.
+  https://www.zoho.com/crm/developer/docs/api/v8/get-records.html, crm-oas ``v8.0/record`` (parameter
+  ``converted``), https://www.zoho.com/crm/developer/docs/api/v8/convert-lead.html
 * Deleted records: ``GET /crm/v8/{module}/deleted?type=all|recycle|permanent&page=..&per_page=..`` with
   ``If-Modified-Since``; records ``{deleted_by, id, display_name, type, created_by, deleted_time}``.
   Records stay in the recycle bin for 60 days, then are permanent (names and users null).
@@ -92,6 +100,8 @@ from crm_pipelines_sandbox.simulators.zoho_schema import (
     DISPLAY_NAME,
     ID_PREFIX,
     JSON_TYPES,
+    LEAD_SOURCES,
+    LEAD_STATUSES,
     LOOKUPS,
     MAX_FIELDS,
     MAX_PER_PAGE,
@@ -100,6 +110,7 @@ from crm_pipelines_sandbox.simulators.zoho_schema import (
     ORG_ID,
     PAGE_TOKEN_LIMIT,
     PAGE_TOKEN_TTL,
+    RECORD_PROPERTIES,
     RECYCLE_BIN_DAYS,
     SORT_COLUMNS,
     STANDARD_FIELDS,
@@ -396,7 +407,8 @@ class ZohoSimulator(SimulatorServer):
         if isinstance(obj, Response):
             return obj
         entries: list[dict[str, object]] = []
-        names = [*obj.field_names, *SYSTEM_USER_FIELDS]
+        stored_properties = set(RECORD_PROPERTIES.values())
+        names = [*(n for n in obj.field_names if n not in stored_properties), *SYSTEM_USER_FIELDS]
         for position, name in enumerate(names):
             field = next((f for f in obj.fields if f.name == name), None)
             lookup = LOOKUPS.get(obj.name, {}).get(name)
@@ -514,6 +526,16 @@ class ZohoSimulator(SimulatorServer):
         since = self._since(request)
         if isinstance(since, Response):
             return since
+        converted = request.param("converted") or "false"
+        if converted not in ("false", "true", "both"):
+            return zoho_error(
+                400,
+                "INVALID_DATA",
+                "invalid data",
+                {"param_name": "converted", "supported_values": ["false", "true", "both"]},
+            )
+        if RECORD_PROPERTIES["$converted"] not in obj.field_names:
+            converted = "both"  # only Leads are converted; elsewhere the parameter changes nothing
         column = SORT_COLUMNS[sort_by] or obj.key
         if column == "_created":
             self._ensure_index(obj.name, "_created")
@@ -562,7 +584,7 @@ class ZohoSimulator(SimulatorServer):
                     f"You can only get the first {DISCRETE_PAGE_LIMIT} records without using page_token param",
                     {"limit": DISCRETE_PAGE_LIMIT},
                 )
-        rows, more = self._page(obj, column, sort_order, since, per_page, page, token)
+        rows, more = self._page(obj, column, sort_order, since, per_page, page, token, converted)
         if not rows:
             # Nothing modified since the header's instant is "not modified"; an empty list is "no content".
             return Response(304 if since else 204)
@@ -613,10 +635,14 @@ class ZohoSimulator(SimulatorServer):
         per_page: int,
         page: int,
         token: PageToken | None,
+        converted: str = "both",
     ) -> tuple[list[sqlite3.Row], bool]:
         """One page by keyset (after a token) or offset (page numbers, at most 2,000 deep)."""
         conditions = ["_deleted_at IS NULL"]
         params: list[object] = []
+        if converted != "both":
+            conditions.append(f"coalesce({quote(RECORD_PROPERTIES['$converted'])}, 0) = ?")
+            params.append(1 if converted == "true" else 0)
         if since:
             conditions.append("_modified >= ?")
             params.append(since)
@@ -646,7 +672,17 @@ class ZohoSimulator(SimulatorServer):
         """Records as the API shows them: ``id`` plus the requested fields (unknown names are ignored)."""
         types = {f.name: f.type for f in obj.fields}
         lookups = LOOKUPS.get(obj.name, {})
-        names = [n for n in wanted if (n in types or n in SYSTEM_USER_FIELDS) and n != "id"]
+        stored_properties = set(RECORD_PROPERTIES.values())
+        names = [
+            n
+            for n in wanted
+            if n != "id"
+            and (
+                (n in types and n not in stored_properties)
+                or n in SYSTEM_USER_FIELDS
+                or RECORD_PROPERTIES.get(n) in types
+            )
+        ]
         resolved: dict[str, dict[str, str | None]] = {}
         for name in names:
             if name in lookups:
@@ -665,6 +701,11 @@ class ZohoSimulator(SimulatorServer):
                     record[name] = (
                         None if value is None else {"name": resolved[name].get(str(value)), "id": str(value)}
                     )
+                elif name in RECORD_PROPERTIES:
+                    # An unconverted lead: $converted false, $converted_detail an empty object.
+                    column = RECORD_PROPERTIES[name]
+                    value = json_value(types[column], row[column])
+                    record[name] = value if value is not None else ({} if types[column] == "json" else False)
                 else:
                     record[name] = json_value(types[name], row[name])
             if currency_field is not None:
@@ -851,13 +892,27 @@ class ZohoSimulator(SimulatorServer):
 # --- the sandbox contract ----------------------------------------------------------------------------
 
 
+# Canonical lead status -> the Lead_Status values a rep would have picked (one chosen by the lead's ref).
+# A converted lead keeps the status it had when it was converted; $converted tells it apart.
+_LEAD_STATUS_VALUES: dict[str, tuple[str, ...]] = {
+    "new": ("Not Contacted",),
+    "working": ("Attempted to Contact", "Contacted"),
+    "nurturing": ("Contact in Future",),
+    "qualified": ("Pre-Qualified",),
+    "unqualified": ("Junk Lead", "Lost Lead", "Not Qualified"),
+    "converted": ("Contacted", "Pre-Qualified"),
+}
+# The seeds' lead sources in Lead_Source's picklist.
+_LEAD_SOURCE_VALUES = {"web": "Web Research", "seminar": "Internal Seminar"}
+
+
 class ZohoSandbox(SandboxCrm):
-    """Zoho CRM in the sandbox: Accounts, Contacts, Deals with Zoho's field names and 19-digit ids."""
+    """Zoho CRM in the sandbox: Accounts, Contacts, Deals, Leads with Zoho's field names and 19-digit ids."""
 
     system = "zoho"
     timestamp_format = "iso_offset"
     objects = OBJECTS
-    kinds = MappingProxyType({"account": "Accounts", "contact": "Contacts", "deal": "Deals"})
+    kinds = MappingProxyType({"account": "Accounts", "contact": "Contacts", "deal": "Deals", "lead": "Leads"})
     # Zoho's standard sales pipeline.
     stage_values = MappingProxyType(
         {
@@ -877,7 +932,10 @@ class ZohoSandbox(SandboxCrm):
     def new_key(self, kind: Kind, rng: Any) -> str:
         counter = self._counters.get(rng)
         if counter is None:
-            counter = itertools.count(rng.randrange(100_000, 200_000) * 1000)
+            # Ids are unique across an org's modules: kinds drawn from streams of their own (leads)
+            # count in a range of their own, away from the accounts', contacts' and deals' counter.
+            low = 300_000 if kind == "lead" else 100_000
+            counter = itertools.count(rng.randrange(low, low + 100_000) * 1000)
             self._counters[rng] = counter
         return f"{ID_PREFIX}{next(counter):012d}"
 
@@ -910,6 +968,8 @@ class ZohoSandbox(SandboxCrm):
                 "Date_of_Birth": seed.birth_date.isoformat() if seed.birth_date else None,
                 "Account_Name": refs.get(seed.account_ref) if seed.account_ref else None,
             }
+        if kind == "lead":
+            return self._lead_row(seed, key, refs)
         return {
             "id": key,
             "Deal_Name": seed.name,
@@ -918,6 +978,50 @@ class ZohoSandbox(SandboxCrm):
             "Stage": self.stage_values[seed.stage],
             "Closing_Date": seed.close_date.isoformat() if seed.close_date else None,
             "Account_Name": refs.get(seed.account_ref) if seed.account_ref else None,
+        }
+
+    @staticmethod
+    def _lead_row(seed: Any, key: Any, refs: Mapping[str, Any]) -> dict[str, Any]:
+        """A lead: the canonical status as a Lead_Status (Zoho has no funnel stage); a converted lead
+        keeps its last status and carries $converted and $converted_detail (the contact it became)."""
+        if seed.status not in _LEAD_STATUS_VALUES:
+            raise ValueError(f"unknown lead status {seed.status!r}")
+        # Converting makes the contact: a seed converted into no contact the store holds stays a
+        # qualified lead.
+        contact = refs.get(seed.contact_ref) if seed.contact_ref else None
+        converted = seed.status == "converted" and seed.converted is not None and contact is not None
+        choices = _LEAD_STATUS_VALUES[
+            "qualified" if seed.status == "converted" and not converted else seed.status
+        ]
+        status = choices[sum(map(ord, seed.ref)) % len(choices)]
+        assert status in LEAD_STATUSES
+        source = None
+        if seed.lead_source:
+            source = _LEAD_SOURCE_VALUES.get(seed.lead_source.lower(), seed.lead_source)
+            source = source if source in LEAD_SOURCES else "Advertisement"
+        detail: dict[str, Any] = {}
+        if converted:
+            assert seed.converted is not None
+            detail = {
+                "convert_user": {"name": USER["name"], "id": USER["id"]},
+                "contact": contact,
+                "account": None,
+                "deal": None,
+                "converted_time": time_text(seed.converted),
+            }
+        return {
+            "id": key,
+            "First_Name": seed.first_name,
+            "Last_Name": seed.last_name,
+            "Email": seed.email,
+            "Phone": seed.phone,
+            "Company": seed.company,
+            "Designation": seed.title,
+            "Country": seed.country,
+            "Lead_Status": status,
+            "Lead_Source": source,
+            RECORD_PROPERTIES["$converted"]: converted,
+            RECORD_PROPERTIES["$converted_detail"]: detail,
         }
 
     def start(self, store: Path, *, token_ttl_seconds: float | None = None) -> Started:

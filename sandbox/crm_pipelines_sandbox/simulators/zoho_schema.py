@@ -44,12 +44,18 @@ LOOKUPS: dict[str, dict[str, tuple[str, str]]] = {
 # Owner and audit users are org-wide in the sandbox: served, never stored per row.
 SYSTEM_USER_FIELDS = ("Owner", "Created_By", "Modified_By")
 # System-defined duplicate check fields per module, then the user-defined unique fields.
-SYSTEM_DUPLICATE_FIELDS = {"Accounts": ("Account_Name",), "Contacts": ("Email",), "Deals": ("Deal_Name",)}
+SYSTEM_DUPLICATE_FIELDS = {
+    "Accounts": ("Account_Name",),
+    "Contacts": ("Email",),
+    "Deals": ("Deal_Name",),
+    "Leads": ("Email",),
+}
 UNIQUE_FIELDS = ("External_Id",)
 DISPLAY_NAME = {
     "Accounts": ("Account_Name",),
     "Contacts": ("First_Name", "Last_Name"),
     "Deals": ("Deal_Name",),
+    "Leads": ("First_Name", "Last_Name"),
 }
 SORT_COLUMNS = {"id": None, "Created_Time": "_created", "Modified_Time": "_modified"}
 JSON_TYPES = {
@@ -128,6 +134,67 @@ OBJECTS = (
         created_field="Created_Time",
         modified_field="Modified_Time",
     ),
+    # Prospects before conversion. Converting a lead (POST /Leads/{id}/actions/convert) makes a Contact
+    # (and an Account, a Deal) and takes the lead out of the default list: GET /Leads answers only
+    # unconverted leads unless ``converted=true|both`` is sent. A converted lead keeps its fields and
+    # carries ``$converted: true`` and ``$converted_detail`` (the contact, account and deal ids it
+    # became, who converted it and when); an unconverted one ``$converted: false`` and ``{}``. The two
+    # ``$`` properties live in the store columns RECORD_PROPERTIES names; they are no fields: the fields
+    # metadata leaves them out and a record shows them under their ``$`` names.
+    # https://www.zoho.com/crm/developer/docs/api/v8/get-records.html (parameter ``converted``),
+    # https://www.zoho.com/crm/developer/docs/api/v8/convert-lead.html
+    ObjectDef(
+        name="Leads",
+        key="id",
+        fields=(
+            FieldDef("id"),
+            FieldDef("First_Name"),
+            FieldDef("Last_Name", required=True),
+            FieldDef("Email"),
+            FieldDef("Phone"),
+            FieldDef("Company"),
+            FieldDef("Designation"),
+            FieldDef("Country"),
+            FieldDef("Lead_Status"),
+            FieldDef("Lead_Source"),
+            FieldDef("Created_Time", "datetime"),
+            FieldDef("Modified_Time", "datetime"),
+            FieldDef("converted_flag", "boolean"),
+            FieldDef("converted_detail", "json"),
+        ),
+        created_field="Created_Time",
+        modified_field="Modified_Time",
+    ),
+)
+# Record properties (``$``-prefixed) the API returns beside the fields, and the store columns holding
+# them (a store column cannot be named with a ``$``); never in the fields metadata.
+RECORD_PROPERTIES = {"$converted": "converted_flag", "$converted_detail": "converted_detail"}
+# The Lead_Status picklist of a new org, and Lead_Source's.
+LEAD_STATUSES = (
+    "Not Contacted",
+    "Attempted to Contact",
+    "Contact in Future",
+    "Contacted",
+    "Junk Lead",
+    "Lost Lead",
+    "Not Qualified",
+    "Pre-Qualified",
+)
+LEAD_SOURCES = (
+    "Advertisement",
+    "Cold Call",
+    "Employee Referral",
+    "External Referral",
+    "Online Store",
+    "Partner",
+    "Public Relations",
+    "Sales Email Alias",
+    "Seminar Partner",
+    "Internal Seminar",
+    "Trade Show",
+    "Web Download",
+    "Web Research",
+    "Chat",
 )
 # Custom fields (Setup > Modules and Fields): API names made from their labels. External_Id is the
 # one the sync upserts by; the ERP fields hold what the ERP knows.
@@ -135,8 +202,12 @@ CUSTOM_FIELDS = {
     "Accounts": {"External_Id", "ERP_Customer_Number"},
     "Contacts": {"External_Id"},
     "Deals": {"External_Id", "ERP_Order_Number", "ERP_Invoice_Numbers"},
+    "Leads": set(),
 }
-STANDARD_FIELDS = {obj.name: set(obj.field_names) - CUSTOM_FIELDS[obj.name] for obj in OBJECTS}
+STANDARD_FIELDS = {
+    obj.name: set(obj.field_names) - CUSTOM_FIELDS[obj.name] - set(RECORD_PROPERTIES.values())
+    for obj in OBJECTS
+}
 # Single line fields hold up to 255 characters.
 MAX_TEXT_LENGTH = 255
 

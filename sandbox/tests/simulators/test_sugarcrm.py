@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from crm_pipelines_sandbox.simulators import RateLimit
-from crm_pipelines_sandbox.simulators.records import add_field, delete_records, fetch_records
+from crm_pipelines_sandbox.simulators.records import add_field, delete_records, fetch_records, touch_records
 from crm_pipelines_sandbox.simulators.sugarcrm import SANDBOX, SugarSimulator
 from crm_pipelines_sandbox.systems import build_store, sample_seeds
 
@@ -537,3 +537,82 @@ def test_a_case_update_by_id_writes_status_resolution_replies_and_the_ticket(tmp
             assert after["case_number"] == case["case_number"]
             assert after["date_modified"] >= case["date_modified"]
             assert len(fetch_records(path, "Cases")) == len(list_all(http, "Cases", max_num="50")[0])
+
+
+# --- leads ---------------------------------------------------------------------------------------
+
+LEAD_STATUSES = {"New", "Assigned", "In Process", "Converted", "Recycled", "Dead"}
+LEAD_SOURCES = {
+    "Cold Call",
+    "Existing Customer",
+    "Self Generated",
+    "Employee",
+    "Partner",
+    "Public Relations",
+    "Direct Mail",
+    "Conference",
+    "Trade Show",
+    "Web Site",
+    "Word of mouth",
+    "Email",
+    "Campaign",
+    "Support Portal User",
+    "Other",
+}
+
+
+def test_leads_are_served_with_sugars_fields_values_and_metadata(client: httpx.Client, store: Path) -> None:
+    leads, _ = list_all(client, "Leads", max_num="5", order_by="date_modified:asc")
+    live = fetch_records(store, "Leads")
+    assert len(live) > 0
+    assert {lead["id"] for lead in leads} == {str(r["id"]) for r in live}
+    contacts = {str(r["id"]) for r in fetch_records(store, "Contacts", include_deleted=True)}
+    for lead in leads:
+        assert lead["_module"] == "Leads"
+        assert lead["status"] in LEAD_STATUSES
+        assert lead["lead_source"] in LEAD_SOURCES | {""}
+        assert lead["last_name"]
+        # Converting sets status Converted, converted and the contact it became; the lead stays.
+        assert lead["converted"] is (lead["status"] == "Converted")
+        if lead["converted"]:
+            assert lead["contact_id"] in contacts
+        else:
+            assert lead["contact_id"] == ""
+    assert {lead["status"] for lead in leads} >= {"New", "Converted", "Dead"}
+    fields = client.get("/metadata", params={"type_filter": "modules", "module_filter": "Leads"}).json()
+    definitions = fields["modules"]["Leads"]["fields"]
+    assert definitions["status"]["type"] == definitions["lead_source"]["type"] == "enum"
+    assert definitions["converted"]["type"] == "bool"
+    assert definitions["contact_id"]["type"] == "id"
+    assert definitions["last_name"]["required"] is True
+    assert not any("source" in d for d in definitions.values())  # built-in fields, no Studio ones
+
+
+def test_leads_are_read_incrementally_with_a_conversion_and_a_delete(tmp_path: Path) -> None:
+    path = make_store(tmp_path / "sugar.sqlite")
+    with SugarSimulator(path, username=USER, password=PASSWORD) as sim:
+        token = str(login(sim.base_url)["access_token"])
+        with httpx.Client(base_url=sim.base_url + V, headers={"OAuth-Token": token}, timeout=10) as http:
+            first, _ = list_all(http, "Leads", max_num="4", order_by="date_modified:asc")
+            mark = max(lead["date_modified"] for lead in first)
+            open_leads = [lead["id"] for lead in first if lead["status"] != "Converted"]
+            converted, gone = open_leads[:2]
+            contact = sorted(str(r["id"]) for r in fetch_records(path, "Contacts"))[0]
+            now = datetime.now(UTC)
+            touch_records(
+                path,
+                "Leads",
+                [converted],
+                now,
+                {"status": "Converted", "converted": 1, "contact_id": contact},
+            )
+            delete_records(path, "Leads", [gone], now + timedelta(seconds=1))
+            window = {"filter[0][date_modified][$gt]": mark, "order_by": "date_modified:asc"}
+            changed, _ = list_all(http, "Leads", max_num="4", deleted="true", **window)
+            assert [(lead["id"], lead["deleted"]) for lead in changed] == [(converted, False), (gone, True)]
+            assert (changed[0]["status"], changed[0]["converted"], changed[0]["contact_id"]) == (
+                "Converted",
+                True,
+                contact,
+            )
+            assert gone not in {lead["id"] for lead in list_all(http, "Leads", max_num="50")[0]}

@@ -587,7 +587,7 @@ def test_upsert_creates_updates_and_rejects_per_record(tmp_path: Path) -> None:
 def test_ids_are_19_digits_and_unique_across_modules(store: Path) -> None:
     ids = [
         str(r["id"])
-        for m in ("Accounts", "Contacts", "Deals")
+        for m in ("Accounts", "Contacts", "Deals", "Leads")
         for r in fetch_records(store, m, include_deleted=True)
     ]
     assert len(ids) == len(set(ids))
@@ -648,3 +648,91 @@ def test_update_by_id_answers_per_record_and_never_creates(tmp_path: Path) -> No
             assert len(fetch_records(store, "Accounts", include_deleted=True)) == count
     finally:
         running.simulator.stop()
+
+
+# --- leads ---------------------------------------------------------------------------------------
+
+
+def test_leads_list_the_unconverted_by_default_and_converted_ones_on_request(
+    client: httpx.Client, store: Path
+) -> None:
+    """GET /Leads answers unconverted leads; converted=true the converted, both all (the docs' values)."""
+    rows = fetch_records(store, "Leads")
+    converted_ids = {str(r["id"]) for r in rows if r["converted_flag"]}
+    assert converted_ids
+    assert converted_ids != live_ids(store, "Leads")
+    fields = "First_Name,Last_Name,Email,Company,Designation,Country,Lead_Status,Lead_Source,$converted"
+    default, _ = read_all(client, "Leads", fields=fields, per_page="7")
+    assert {r["id"] for r in default} == live_ids(store, "Leads") - converted_ids
+    assert all(r["$converted"] is False for r in default)
+    statuses = {
+        "Not Contacted",
+        "Attempted to Contact",
+        "Contact in Future",
+        "Contacted",
+        "Junk Lead",
+        "Lost Lead",
+        "Not Qualified",
+        "Pre-Qualified",
+    }
+    assert {r["Lead_Status"] for r in default} <= statuses
+    only, _ = read_all(client, "Leads", fields=f"{fields},$converted_detail", converted="true")
+    assert {r["id"] for r in only} == converted_ids
+    contacts = {str(r["id"]) for r in fetch_records(store, "Contacts", include_deleted=True)}
+    for lead in only:
+        detail = lead["$converted_detail"]
+        assert lead["$converted"] is True
+        assert detail["contact"] in contacts
+        assert set(detail) == {"convert_user", "contact", "account", "deal", "converted_time"}
+        assert datetime.fromisoformat(detail["converted_time"]).tzinfo is not None
+    both, _ = read_all(client, "Leads", fields="Last_Name,$converted_detail", converted="both")
+    assert {r["id"] for r in both} == live_ids(store, "Leads")
+    assert all(r["$converted_detail"] == {} for r in both if r["id"] not in converted_ids)
+    bad = client.get(f"{API}/Leads", params={"fields": "Last_Name", "converted": "maybe"})
+    assert bad.status_code == 400
+    assert (bad.json()["code"], bad.json()["details"]["param_name"]) == ("INVALID_DATA", "converted")
+
+
+def test_a_lead_converted_after_a_read_leaves_the_default_list_but_is_no_delete(tmp_path: Path) -> None:
+    store = make_store(tmp_path / "zoho.sqlite")
+    open_leads = sorted(str(r["id"]) for r in fetch_records(store, "Leads") if not r["converted_flag"])
+    converted, gone = open_leads[:2]
+    contact = sorted(live_ids(store, "Contacts"))[0]
+    at = datetime.now(UTC).replace(microsecond=0) + timedelta(days=1)
+    detail = {"contact": contact, "account": None, "deal": None, "converted_time": at.isoformat()}
+    touch_records(store, "Leads", [converted], at, {"converted_flag": 1, "converted_detail": detail})
+    delete_records(store, "Leads", [gone], at + timedelta(minutes=1))
+    running = SANDBOX.start(store)
+    try:
+        with login(running) as http:
+            since = {"If-Modified-Since": (at - timedelta(seconds=1)).isoformat()}
+            params = {"fields": "Last_Name,$converted,$converted_detail", "sort_by": "Modified_Time"}
+            # The default list no longer has it and nothing else changed: 304.
+            assert http.get(f"{API}/Leads", params=params, headers=since).status_code == 304
+            changed = http.get(f"{API}/Leads", params={**params, "converted": "both"}, headers=since).json()
+            assert [r["id"] for r in changed["data"]] == [converted]
+            assert changed["data"][0]["$converted"] is True
+            assert changed["data"][0]["$converted_detail"]["contact"] == contact
+            # Deleting is what the deleted list shows; converting is not.
+            deleted = http.get(f"{API}/Leads/deleted", headers=since).json()["data"]
+            assert [(r["id"], r["type"]) for r in deleted] == [(gone, "recycle")]
+            assert deleted[0]["display_name"]
+    finally:
+        running.simulator.stop()
+
+
+def test_lead_field_metadata_lists_the_fields_not_the_record_properties(client: httpx.Client) -> None:
+    fields = client.get(f"{API}/settings/fields", params={"module": "Leads"}).json()["fields"]
+    names = {f["api_name"] for f in fields}
+    assert {
+        "First_Name",
+        "Last_Name",
+        "Email",
+        "Company",
+        "Designation",
+        "Lead_Status",
+        "Lead_Source",
+    } <= names
+    assert not {n for n in names if n.startswith("$") or n.startswith("converted")}
+    assert next(f for f in fields if f["api_name"] == "Last_Name")["system_mandatory"] is True
+    assert not any(f["custom_field"] for f in fields)

@@ -1,6 +1,7 @@
-"""Leads staged from HubSpot contacts in a lead stage, Salesforce Leads and Dynamics 365 leads: stages and
-statuses land canonical, HubSpot contacts that never were leads stay out, and a lead the rules refuse is
-quarantined with its reason while the others flow on (the packaged mappings.yaml and rules.yaml)."""
+"""Leads staged from HubSpot contacts in a lead stage, Salesforce Leads, Dynamics 365 leads, Zoho CRM and
+SugarCRM Leads: stages and statuses land canonical, HubSpot contacts that never were leads stay out, and
+a lead the rules refuse is quarantined with its reason while the others flow on (the packaged
+mappings.yaml and rules.yaml)."""
 
 from __future__ import annotations
 
@@ -251,3 +252,162 @@ def test_dynamics_leads_map_status_reasons(tmp_path: Path) -> None:
     assert reasons == {
         "dynamics:l-5": ['lead_country_iso2: country "ATLANTIS" is not an ISO 3166-1 alpha-2 code']
     }
+
+
+def zoho_lead(lead_id: str, status: str | None, **values: str | bool | None) -> dict[str, Any]:
+    row: dict[str, Any] = {
+        "id": lead_id,
+        "First_Name": "Hedy",
+        "Last_Name": "Lamarr",
+        "Email": "Hedy@Frequency.example",
+        "Phone": "01 5123 4567",
+        "Company": "Frequency Hopping GmbH",
+        "Designation": "Inventor",
+        "Country": "Austria",
+        "Lead_Status": status,
+        "Lead_Source": "Trade Show",
+        "converted": "false",
+        "converted_contact_id": None,
+        "converted_time": None,
+        "Created_Time": "2026-11-01T09:00:00+01:00",
+        "Modified_Time": "2026-11-20T09:00:00+01:00",
+        "_deleted": False,
+    }
+    row.update(values)
+    return row
+
+
+def test_zoho_leads_map_lead_status_and_conversion(tmp_path: Path) -> None:
+    write_raw(
+        tmp_path,
+        "zoho",
+        "leads",
+        [
+            zoho_lead("z-1", "Not Contacted"),
+            zoho_lead("z-2", "Contacted"),
+            zoho_lead("z-3", "Contact in Future"),
+            zoho_lead("z-4", "Pre-Qualified"),
+            zoho_lead("z-5", "Junk Lead"),
+            zoho_lead("z-6", None),  # no status set (-None-): a new lead
+            # Converted: read with converted=both, it keeps its last status; $converted decides.
+            zoho_lead(
+                "z-7",
+                "Contacted",
+                converted="true",
+                converted_contact_id="c-77",
+                converted_time="2026-11-18T10:30:00+01:00",
+            ),
+            # Deleted (the recycle bin): a soft delete, not a valid row.
+            zoho_lead("z-8", "Not Contacted", _deleted=True),
+            # An org's own status value the mapping does not know: quarantined with it.
+            zoho_lead("z-9", "Webinar Attendee"),
+        ],
+    )
+    valid, reasons, deleted = stage(tmp_path)
+    by_id = {k: (v["lifecycle_stage"], v["status"], v["is_converted"]) for k, v in valid.items()}
+    assert by_id == {
+        "zoho:z-1": ("lead", "new", False),
+        "zoho:z-2": ("mql", "working", False),
+        "zoho:z-3": ("lead", "nurturing", False),
+        "zoho:z-4": ("mql", "qualified", False),
+        "zoho:z-5": ("lead", "unqualified", False),
+        "zoho:z-6": ("lead", "new", False),
+        "zoho:z-7": ("sql", "converted", True),
+    }
+    assert deleted["zoho"] == 1
+    converted = valid["zoho:z-7"]
+    assert converted["contact_record_id"] == "zoho:c-77"
+    assert converted["converted_at"].isoformat() == "2026-11-18T09:30:00+00:00"
+    assert converted["created_at"].isoformat() == "2026-11-01T08:00:00+00:00"
+    assert (converted["email"], converted["phone"], converted["country"]) == (
+        "hedy@frequency.example",
+        "+43151234567",
+        "AT",
+    )
+    assert (converted["company"], converted["title"], converted["lead_source"]) == (
+        "Frequency Hopping GmbH",
+        "Inventor",
+        "Trade Show",
+    )
+    assert valid["zoho:z-1"]["contact_record_id"] is None
+    assert sorted(reasons["zoho:z-9"]) == [
+        'lead_stage_known: lifecycle_stage "webinar attendee" must be one of lead, mql, sql, opportunity, '
+        "customer",
+        'lead_status_known: status "webinar attendee" must be one of '
+        "new, working, nurturing, qualified, unqualified, converted",
+    ]
+    assert set(reasons) == {"zoho:z-9"}
+
+
+def sugarcrm_lead(lead_id: str, status: str, **values: str | bool | None) -> dict[str, Any]:
+    row: dict[str, Any] = {
+        "id": lead_id,
+        "first_name": "Margaret",
+        "last_name": "Hamilton",
+        "email1": "margaret@apollo.example",
+        "phone_work": "+1 617 555 0142",
+        "account_name": "Apollo Software Inc.",
+        "title": "Director",
+        "primary_address_country": "USA",
+        "status": status,
+        "lead_source": "Web Site",
+        "converted": "false",
+        "contact_id": "",
+        "date_entered": "2026-11-01T08:00:00+00:00",
+        "date_modified": "2026-11-20T08:00:00+00:00",
+        "deleted": "false",
+        "_deleted": False,
+    }
+    row.update(values)
+    return row
+
+
+def test_sugarcrm_leads_map_status_and_conversion(tmp_path: Path) -> None:
+    write_raw(
+        tmp_path,
+        "sugarcrm",
+        "leads",
+        [
+            sugarcrm_lead("s-1", "New"),
+            sugarcrm_lead("s-2", "Assigned"),
+            sugarcrm_lead("s-3", "In Process"),
+            sugarcrm_lead("s-4", "Recycled"),
+            sugarcrm_lead("s-5", "Dead"),
+            # Converted: Sugar keeps the lead, status Converted, converted 1 and the contact it became.
+            sugarcrm_lead("s-6", "Converted", converted="true", contact_id="c-6"),
+            # Deleted (deleted = 1): a soft delete, not a valid row.
+            sugarcrm_lead("s-7", "New", deleted="true", _deleted=True),
+            # A country no one recognises: quarantined with it, the others flow on.
+            sugarcrm_lead("s-8", "New", primary_address_country="Middle Earth"),
+        ],
+    )
+    valid, reasons, deleted = stage(tmp_path)
+    by_id = {k: (v["lifecycle_stage"], v["status"], v["is_converted"]) for k, v in valid.items()}
+    assert by_id == {
+        "sugarcrm:s-1": ("lead", "new", False),
+        "sugarcrm:s-2": ("lead", "working", False),
+        "sugarcrm:s-3": ("mql", "working", False),
+        "sugarcrm:s-4": ("lead", "nurturing", False),
+        "sugarcrm:s-5": ("lead", "unqualified", False),
+        "sugarcrm:s-6": ("sql", "converted", True),
+    }
+    assert deleted["sugarcrm"] == 1
+    converted = valid["sugarcrm:s-6"]
+    assert converted["contact_record_id"] == "sugarcrm:c-6"
+    assert valid["sugarcrm:s-1"]["contact_record_id"] is None
+    assert (converted["phone"], converted["country"], converted["company"]) == (
+        "+16175550142",
+        "US",
+        "Apollo Software Inc.",
+    )
+    assert converted["lead_source"] == "Web Site"
+    assert converted["converted_at"] is None
+    assert reasons == {
+        "sugarcrm:s-8": ['lead_country_iso2: country "MIDDLE EARTH" is not an ISO 3166-1 alpha-2 code']
+    }
+
+
+PIPEDRIVE_LEAD_IDS = {
+    name: f"{n:08x}-5b0c-4d6e-8f10-2a3b4c5d6e7f"
+    for n, name in enumerate(("unseen", "seen", "archived", "bad_mail", "deleted"), start=1)
+}
