@@ -84,6 +84,9 @@ _CASE_RESOLUTIONS = (
     "Reset the password and unlocked the account.",
 )
 _LEAD_SOURCES = ("Web", "Trade Show", "Partner", "Advertisement", "Employee Referral", "Seminar")
+# The systems whose leads draw from the seeder's one lead stream (those given leads before it had
+# streams per system); every other system's leads come from a stream of its own.
+_SHARED_LEAD_STREAM = frozenset({"dynamics", "zoho", "sugarcrm"})
 
 
 class TextStyle(Protocol):
@@ -152,6 +155,13 @@ class OtherCrmSeeder:
         self.case_rnd = random.Random(seed * 7919 + 41).random
         # Leads draw from their own stream: the accounts, contacts and deals are what they were before.
         self.lead_rnd = random.Random(seed * 7919 + 29).random
+        # Systems given leads later draw theirs from a stream of their own each, so adding one leaves
+        # every other system's leads (and their truth) as they were.
+        self.lead_rnds = {
+            name: random.Random(f"{seed}/{name}/lead").random
+            for name in (sandbox_crms() if systems is None else systems)
+            if name not in _SHARED_LEAD_STREAM
+        }
         self.style = style
         self.industries = industries
         self.end = datetime(as_of.year, as_of.month, as_of.day, tzinfo=UTC) + timedelta(days=1)
@@ -306,10 +316,13 @@ class OtherCrmSeeder:
     ) -> None:
         """Leads of some of the company's people: those the system also holds as contacts were mostly
         qualified into them (``contact_ref``), the others are new, being worked on or disqualified."""
-        rnd, style, pending = self.lead_rnd, self.style, self.pending[system]
+        rnd, style, pending = self.lead_rnds.get(system, self.lead_rnd), self.style, self.pending[system]
+        crm = self.crms[system]
         for entity, first, last, email, area, sub in people:
             contact_ref = f"{entity}@{system}"
             contact = next((c for c in pending.contacts if c.ref == contact_ref), None)
+            if contact is None and crm.leads_of_contacts:
+                continue  # the system keeps no lead without its person
             if rnd() >= (0.3 if contact is not None else 0.15):
                 continue
             span = max(1, int((self.end - not_before).total_seconds()) - 1)
@@ -332,6 +345,8 @@ class OtherCrmSeeder:
                     else ("unqualified", "lead")
                 )
             deleted = modified + timedelta(seconds=1) if rnd() < 0.01 else None
+            if converted is not None and crm.converted_leads_deleted:
+                deleted = converted  # converting it removed the lead (a Pipedrive lead became a deal)
             ref = f"{entity}@{system}/lead"
             pending.leads.append(
                 SeedLead(

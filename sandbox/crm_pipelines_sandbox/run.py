@@ -48,7 +48,7 @@ CONNECTION_VARIABLES: tuple[str, ...] = (
 )
 
 # Raised whenever the generated layout changes, so a cached sandbox of an older layout is rebuilt.
-DATA_VERSION = 10
+DATA_VERSION = 11
 
 
 class Sandbox:

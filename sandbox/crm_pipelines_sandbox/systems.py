@@ -224,6 +224,11 @@ class SandboxCrm(ABC):
     stage_values: Mapping[str, str]
     # Kinds that live inside their account (SAP B1 contact persons): deleted with it, never after.
     contained: frozenset[str] = frozenset()
+    # How the system keeps leads, for the seeder: every lead is one of the people it holds as contacts
+    # (a Pipedrive lead is linked to a person, who carries the name and e-mail), and converting a lead
+    # removes it (Pipedrive deletes a lead it converts into a deal).
+    leads_of_contacts: bool = False
+    converted_leads_deleted: bool = False
     # The webhook sender (crm_pipelines/webhooks/senders.py) whose webhooks the simulator sends, if any:
     # with a receiver running, the sandbox starts it through start_with_webhooks.
     webhook_sender: str | None = None

@@ -65,12 +65,14 @@ from crm_pipelines_sandbox.simulators.base import (
 from crm_pipelines_sandbox.simulators.creatio_schema import (
     DEFAULT_SESSION_TTL,
     EXTERNAL_IDS,
+    LEAD_SOURCE_IDS,
     LOOKUPS,
     MAX_BATCH_REQUESTS,
     MAX_ROWS,
     NAMESPACE,
     OBJECTS,
     ODATA,
+    QUALIFY_STATUS_IDS,
     STAGE_IDS,
     SUPERVISOR_ID,
     SYSTEM_COLUMNS,
@@ -631,14 +633,67 @@ def _ensure_indexes(path: Path) -> None:
 
 # --- the sandbox contract -----------------------------------------------------------------------
 
+# Canonical lead status -> the lead's stage (QualifyStatus). Creatio has no nurturing stage: a lead
+# put aside stays in qualification. A converted lead is awaiting its sale or converted (sold).
+_LEAD_STAGES = {
+    "new": "Qualification",
+    "working": "Distribution",
+    "nurturing": "Qualification",
+    "qualified": "Handoff to sales",
+    "unqualified": "Disqualified",
+}
+# The seed's lead source -> the LeadSource record a user picks.
+_LEAD_SOURCES = {
+    "web": "Website",
+    "trade show": "Event",
+    "seminar": "Event",
+    "partner": "Partner",
+    "advertisement": "Advertising",
+    "employee referral": "Recommendation",
+}
+
+
+def _lead_row(seed: Any, key: Any, refs: Mapping[str, Any]) -> dict[str, Any]:
+    """A lead: the person and company as typed, its stage a QualifyStatus lookup; a converted one
+    points at the contact it was qualified into (half of them still awaiting the sale)."""
+    if seed.status == "converted":
+        stage = "Converted" if sum(map(ord, seed.ref)) % 2 else "Awaiting sale"
+    elif seed.status in _LEAD_STAGES:
+        stage = _LEAD_STAGES[seed.status]
+    else:
+        raise ValueError(f"unknown lead status {seed.status!r}")
+    contact = " ".join(p for p in (seed.first_name, seed.last_name) if p) or None
+    source = _LEAD_SOURCES.get((seed.lead_source or "").lower())
+    return {
+        "Id": key,
+        # Creatio names a lead after its contact and account.
+        "LeadName": ", ".join(p for p in (contact, seed.company) if p) or seed.email,
+        "Contact": contact,
+        "Account": seed.company,
+        "Email": seed.email,
+        "MobilePhone": None,
+        "BusinessPhone": seed.phone,
+        "FullJobTitle": seed.title,
+        # The country is a lookup: what a user typed becomes the record they picked.
+        "CountryId": country_id(seed.country),
+        "QualifyStatusId": QUALIFY_STATUS_IDS[stage],
+        "LeadSourceId": LEAD_SOURCE_IDS[source] if source else None,
+        "QualifiedContactId": refs.get(seed.contact_ref) if seed.contact_ref and seed.converted else None,
+        "OwnerId": SUPERVISOR_ID,
+        "CreatedById": SUPERVISOR_ID,
+        "ModifiedById": SUPERVISOR_ID,
+    }
+
 
 class CreatioSandbox(SandboxCrm):
-    """Creatio (Sales Creatio) as the sandbox runs it: Account, Contact and Opportunity over OData 4."""
+    """Creatio (Sales Creatio) as the sandbox runs it: Account, Contact, Opportunity and Lead over OData 4."""
 
     system = "creatio"
     timestamp_format = "iso_z"
     objects = OBJECTS
-    kinds = MappingProxyType({"account": "Account", "contact": "Contact", "deal": "Opportunity"})
+    kinds = MappingProxyType(
+        {"account": "Account", "contact": "Contact", "deal": "Opportunity", "lead": "Lead"}
+    )
     stage_values = STAGE_IDS
 
     def new_key(self, kind: Kind, rng: random.Random) -> Any:
@@ -681,6 +736,8 @@ class CreatioSandbox(SandboxCrm):
                 "CreatedById": SUPERVISOR_ID,
                 "ModifiedById": SUPERVISOR_ID,
             }
+        if kind == "lead":
+            return _lead_row(seed, key, refs)
         return {
             "Id": key,
             "Title": seed.name,

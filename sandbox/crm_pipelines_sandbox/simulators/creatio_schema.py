@@ -107,7 +107,36 @@ OPPORTUNITY = ObjectDef(
     created_field="CreatedOn",
     modified_field="ModifiedOn",
 )
-OBJECTS = (ACCOUNT, CONTACT, OPPORTUNITY)
+# A lead (Lead management): the person and company as typed (Contact, Account: text), the stage of the
+# lead's lifecycle (QualifyStatusId, a QualifyStatus lookup), where it came from (LeadSourceId) and, once
+# qualified, the contact it became (QualifiedContactId). FullJobTitle is the job title as text (JobId
+# would be the Job lookup). Read only here.
+LEAD = ObjectDef(
+    name="Lead",
+    key="Id",
+    fields=(
+        FieldDef("Id"),
+        FieldDef("LeadName"),
+        FieldDef("Contact"),
+        FieldDef("Account"),
+        FieldDef("Email"),
+        FieldDef("MobilePhone"),
+        FieldDef("BusinessPhone"),
+        FieldDef("FullJobTitle"),
+        FieldDef("CountryId"),
+        FieldDef("QualifyStatusId"),
+        FieldDef("LeadSourceId"),
+        FieldDef("QualifiedContactId"),
+        FieldDef("OwnerId"),
+        FieldDef("CreatedOn", "datetime"),
+        FieldDef("CreatedById"),
+        FieldDef("ModifiedOn", "datetime"),
+        FieldDef("ModifiedById"),
+    ),
+    created_field="CreatedOn",
+    modified_field="ModifiedOn",
+)
+OBJECTS = (ACCOUNT, CONTACT, OPPORTUNITY, LEAD)
 # Lookup column -> (navigation property, collection it points to).
 LOOKUPS: dict[str, dict[str, tuple[str, str]]] = {
     "Account": {
@@ -132,6 +161,15 @@ LOOKUPS: dict[str, dict[str, tuple[str, str]]] = {
         "CreatedById": ("CreatedBy", "Contact"),
         "ModifiedById": ("ModifiedBy", "Contact"),
     },
+    "Lead": {
+        "CountryId": ("Country", "Country"),
+        "QualifyStatusId": ("QualifyStatus", "QualifyStatus"),
+        "LeadSourceId": ("LeadSource", "LeadSource"),
+        "QualifiedContactId": ("QualifiedContact", "Contact"),
+        "OwnerId": ("Owner", "Contact"),
+        "CreatedById": ("CreatedBy", "Contact"),
+        "ModifiedById": ("ModifiedBy", "Contact"),
+    },
 }
 # The field an integration matches records on (Code is Account's own; the others are common choices).
 EXTERNAL_IDS = {"Account": "Code", "Contact": "Email", "Opportunity": "UsrExternalId"}
@@ -148,6 +186,21 @@ STAGE_NAMES = {
     "closed_lost": "Closed lost",
 }
 STAGE_IDS = {stage: _ref("OpportunityStage", name) for stage, name in STAGE_NAMES.items()}
+# The stages of the lead lifecycle (QualifyStatus records): a new lead is qualified by marketing,
+# distributed to a salesperson, handed off to sales (an opportunity opens: awaiting sale) and converted
+# when the sale is made; a disqualified lead leaves the funnel.
+QUALIFY_STATUSES = (
+    "Qualification",
+    "Distribution",
+    "Handoff to sales",
+    "Awaiting sale",
+    "Converted",
+    "Disqualified",
+)
+QUALIFY_STATUS_IDS = {name: _ref("QualifyStatus", name) for name in QUALIFY_STATUSES}
+# Lead sources (LeadSource records) a lead is attributed to.
+LEAD_SOURCES = ("Website", "Event", "Partner", "Advertising", "Recommendation", "Call", "Email")
+LEAD_SOURCE_IDS = {name: _ref("LeadSource", name) for name in LEAD_SOURCES}
 INDUSTRIES = (
     "Technology",
     "Manufacturing",
@@ -199,11 +252,17 @@ def reference_data() -> dict[str, dict[str, dict[str, object]]]:
         STAGE_IDS[stage]: {"Id": STAGE_IDS[stage], "Name": name, "End": stage.startswith("closed")}
         for stage, name in STAGE_NAMES.items()
     }
+    qualify = {
+        QUALIFY_STATUS_IDS[name]: {"Id": QUALIFY_STATUS_IDS[name], "Name": name} for name in QUALIFY_STATUSES
+    }
+    sources = {LEAD_SOURCE_IDS[name]: {"Id": LEAD_SOURCE_IDS[name], "Name": name} for name in LEAD_SOURCES}
     return {
         "Country": countries,
         "Currency": currencies,
         "AccountIndustry": industries,
         "OpportunityStage": stages,
+        "QualifyStatus": qualify,
+        "LeadSource": sources,
     }
 
 

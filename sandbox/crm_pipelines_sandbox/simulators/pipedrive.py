@@ -31,6 +31,16 @@ Pipedrive's own generated client (github.com/pipedrive/client-nodejs, ``src/vers
   (POST/PATCH/PUT fair-use requests left today); a 429 also ``Retry-After``.
   https://pipedrive.readme.io/docs/core-api-concepts-rate-limiting,
   https://developers.pipedrive.com/changelog/post/daily-api-limit-for-postput-endpoints
+* Leads (API v1 only): ``GET /api/v1/leads`` with ``limit`` (default 100, at most 500), ``start`` (offset;
+  ``additional_data`` holds ``start``, ``limit`` and ``more_items_in_collection``), ``archived_status``
+  ``archived`` | ``not_archived`` | ``all`` (the default), ``owner_id``/``person_id``/``organization_id``
+  and ``sort`` (``field ASC|DESC``, first-level fields only); oldest first by ``add_time`` unless
+  sorted. No ``updated_since``: a sync reads them all and keeps what changed. A lead's id is a UUID, its
+  name and e-mail are its person's; ``value`` is ``{amount, currency}``; archived leads carry
+  ``is_archived: true``; a deleted lead, or one converted into a deal, is gone (404 by id, listed
+  nowhere). ``GET /api/v1/leadLabels`` lists the labels (Hot, Warm, Cold to start with).
+  https://developers.pipedrive.com/docs/api/v1/Leads#getLeads, client-php ``docs/Api/LeadsApi.md``,
+  ``docs/Model/LeadResponse.md``
 * Write side: no upsert. ``GET /api/v2/{persons|organizations|deals}/search?term=..&fields=custom_fields
   &exact_match=true`` finds a record by an external-id custom field (limit at most 100), then
   ``POST /api/v2/{object}`` creates or ``PATCH /api/v2/{object}/{id}`` updates it; a create without its
@@ -48,6 +58,7 @@ import math
 import secrets
 import sqlite3
 import threading
+import uuid
 import weakref
 from collections.abc import Mapping
 from contextlib import closing
@@ -74,6 +85,10 @@ from crm_pipelines_sandbox.simulators.pipedrive_schema import (
     FIELD_TYPES,
     FIELDS_PATHS,
     INCLUDE_FIELDS,
+    LEAD_LABELS,
+    LEAD_SORTS,
+    LEADS,
+    LEADS_MAX_LIMIT,
     MAX_CUSTOM_FIELD_KEYS,
     MAX_LIMIT,
     NAME_FIELD,
@@ -276,6 +291,9 @@ class PipedriveSimulator(SimulatorServer):
         router.add("GET", rf"/api/v2/{objects}", self.list_records)
         router.add("POST", rf"/api/v2/{objects}", self.create)
         router.add("GET", r"/api/v1/users/me", self.me)
+        router.add("GET", r"/api/v1/leads", self.list_leads)
+        router.add("GET", r"/api/v1/leads/(?P<lead_id>[0-9a-fA-F-]{36})", self.get_lead)
+        router.add("GET", r"/api/v1/leadLabels", self.lead_labels)
 
     def _info(self) -> StoreInfo:
         return store_info(self.db())
@@ -603,6 +621,75 @@ class PipedriveSimulator(SimulatorServer):
             return v2_error(404, f"{SINGULAR[object_name]} not found", "ERR_NOT_FOUND")
         return Response.json(200, {"success": True, "data": self._render(obj, row, None)})
 
+    # -- leads (v1) ------------------------------------------------------------------------------
+
+    def list_leads(self, request: Request) -> Response:
+        """``GET /v1/leads``: offset paged, oldest first, archived ones included unless filtered out."""
+        numbers: dict[str, int] = {}
+        for name, default, maximum in (("limit", DEFAULT_LIMIT, LEADS_MAX_LIMIT), ("start", 0, None)):
+            raw = request.param(name)
+            if raw is None:
+                numbers[name] = default
+                continue
+            if not raw.isdigit() or (name == "limit" and not 1 <= int(raw) <= (maximum or 0)):
+                return v1_error(400, f"Invalid value for parameter '{name}'")
+            numbers[name] = int(raw)
+        conditions, params = ["_deleted_at IS NULL"], []
+        archived = request.param("archived_status") or "all"
+        if archived not in ("archived", "not_archived", "all"):
+            return v1_error(400, "archived_status must be one of archived, not_archived, all")
+        if archived != "all":
+            conditions.append("coalesce(is_archived, 0) = ?")
+            params.append(1 if archived == "archived" else 0)
+        for name in ("owner_id", "person_id", "organization_id"):
+            raw = request.param(name)
+            if raw is not None:
+                if not raw.isdigit():
+                    return v1_error(400, f"Invalid value for parameter '{name}'")
+                conditions.append(f"{quote(name)} = ?")
+                params.append(int(raw))
+        order: list[str] = []
+        for part in (request.param("sort") or "add_time ASC").split(","):
+            words = part.split()
+            if not words:
+                continue
+            direction = words[1].upper() if len(words) > 1 else "ASC"
+            if words[0] not in LEAD_SORTS or direction not in ("ASC", "DESC") or len(words) > 2:
+                return v1_error(400, f"Invalid sort field or direction: {part.strip()}")
+            column = {"add_time": "_created", "update_time": "_modified"}.get(words[0], words[0])
+            order.append(f"{quote(column)} {direction}")
+        limit, start = numbers["limit"], numbers["start"]
+        conn = self.db()
+        conn.row_factory = sqlite3.Row
+        rows = conn.execute(
+            f"SELECT * FROM leads WHERE {' AND '.join(conditions)} ORDER BY {', '.join([*order, 'rowid'])}"
+            " LIMIT ? OFFSET ?",
+            [*params, limit + 1, start],
+        ).fetchall()
+        data = [self._render_lead(row) for row in rows[:limit]]
+        additional = {"start": start, "limit": limit, "more_items_in_collection": len(rows) > limit}
+        return Response.json(200, {"success": True, "data": data, "additional_data": additional})
+
+    def get_lead(self, request: Request, lead_id: str) -> Response:
+        conn = self.db()
+        conn.row_factory = sqlite3.Row
+        row = conn.execute(
+            "SELECT * FROM leads WHERE id = ? AND _deleted_at IS NULL", (lead_id.lower(),)
+        ).fetchone()
+        if row is None:
+            return v1_error(404, "Lead not found")
+        return Response.json(200, {"success": True, "data": self._render_lead(row)})
+
+    def lead_labels(self, request: Request) -> Response:
+        add_time = "2026-01-05T09:00:00.000Z"
+        labels = [{**label, "add_time": add_time, "update_time": add_time} for label in LEAD_LABELS.values()]
+        return Response.json(200, {"success": True, "data": labels})
+
+    @staticmethod
+    def _render_lead(row: sqlite3.Row) -> dict[str, object]:
+        """A lead as v1 shows it: custom fields (the deals') appear only once set; none are here."""
+        return {f.name: json_value(f.type, row[f.name]) for f in LEADS.fields}
+
     # -- search ----------------------------------------------------------------------------------
 
     def search(self, request: Request, object_name: str) -> Response:
@@ -780,12 +867,18 @@ class PipedriveSimulator(SimulatorServer):
 
 
 class PipedriveSandbox(SandboxCrm):
-    """Pipedrive in the sandbox: organizations, persons, deals with integer ids and hash-keyed custom fields."""
+    """Pipedrive in the sandbox: organizations, persons, deals with integer ids and hash-keyed custom
+    fields, and leads (UUIDs, API v1) linked to their person."""
 
     system = "pipedrive"
     timestamp_format = "iso_z"
-    objects = OBJECTS
-    kinds = MappingProxyType({"account": "organizations", "contact": "persons", "deal": "deals"})
+    objects = (*OBJECTS, LEADS)
+    kinds = MappingProxyType(
+        {"account": "organizations", "contact": "persons", "deal": "deals", "lead": "leads"}
+    )
+    # A lead is always linked to a person (or an organization); converting it into a deal deletes it.
+    leads_of_contacts = True
+    converted_leads_deleted = True
     # The default pipeline's stages by stage_id while a deal is open; a closed deal's stage is its
     # status (won / lost), whatever stage it was closed in.
     stage_values = MappingProxyType(
@@ -805,7 +898,9 @@ class PipedriveSandbox(SandboxCrm):
             weakref.WeakKeyDictionary()
         )
 
-    def new_key(self, kind: Kind, rng: Any) -> int:
+    def new_key(self, kind: Kind, rng: Any) -> Any:
+        if kind == "lead":
+            return str(uuid.UUID(int=rng.getrandbits(128), version=4))
         counters = self._counters.setdefault(rng, {})
         if kind not in counters:
             # Sequential from where the generator puts it: another generator's ids do not collide
@@ -833,6 +928,8 @@ class PipedriveSandbox(SandboxCrm):
                 ORG_INDUSTRY: seed.industry,
                 ORG_ANNUAL_REVENUE: float(seed.annual_revenue) if seed.annual_revenue else None,
             }
+        if kind == "lead":
+            return self._lead_row(seed, key, refs)
         if kind == "contact":
             name = " ".join(p for p in (seed.first_name, seed.last_name) if p) or None
             return {
@@ -863,6 +960,47 @@ class PipedriveSandbox(SandboxCrm):
             "won_time": close_time if stage == "won" else None,
             "lost_time": close_time if stage == "lost" else None,
             "expected_close_date": seed.close_date.isoformat() if seed.close_date else None,
+        }
+
+    @staticmethod
+    def _lead_row(seed: Any, key: Any, refs: Mapping[str, Any]) -> dict[str, Any]:
+        """A lead in the Leads Inbox. Pipedrive has no lead status: a lead nobody opened yet is unseen
+        (``was_seen`` false), one being worked on is seen, a disqualified one archived; a label says how
+        warm it is (Hot when qualified, Cold when nurtured, Warm while worked on). A converted lead is
+        a deal now and deleted from the leads (the seeder deletes it; a sample seed given live shows the
+        lead as it was just before). The name and e-mail are the linked person's."""
+        if seed.status not in ("new", "working", "nurturing", "qualified", "unqualified", "converted"):
+            raise ValueError(f"unknown lead status {seed.status!r}")
+        label = {"working": "Warm", "nurturing": "Cold", "qualified": "Hot", "converted": "Hot"}.get(
+            seed.status
+        )
+        person = refs.get(seed.contact_ref) if seed.contact_ref else None
+        name = " ".join(p for p in (seed.first_name, seed.last_name) if p) or seed.email
+        return {
+            "id": key,
+            # The title Pipedrive suggests: the organization's (or the person's) name and "lead".
+            "title": f"{seed.company or name} lead",
+            "owner_id": OWNER_ID,
+            "creator_id": OWNER_ID,
+            "label_ids": [LEAD_LABELS[label]["id"]] if label else [],
+            "person_id": person,
+            "organization_id": None,
+            # Where it came from: a web form, else typed in by a salesperson (the seed's finer source,
+            # a trade show or a partner, is what a company tracks as its own marketing channel).
+            "source_name": "Web forms" if seed.lead_source == "Web" else "Manually created",
+            "origin": "WebForms" if seed.lead_source == "Web" else "ManuallyCreated",
+            "channel": None,
+            "is_archived": seed.status == "unqualified",
+            "was_seen": seed.status != "new",
+            # A salesperson working a lead puts a value on it (a whole-thousand estimate here).
+            "value": (
+                {"amount": float(1_000 * (1 + sum(map(ord, seed.ref)) % 40)), "currency": "EUR"}
+                if seed.status in ("working", "qualified", "converted")
+                else None
+            ),
+            "expected_close_date": None,
+            "visible_to": "3",
+            "cc_email": "sandbox@pipedrivemail.com",
         }
 
     def start(self, store: Path, *, token_ttl_seconds: float | None = None) -> Started:

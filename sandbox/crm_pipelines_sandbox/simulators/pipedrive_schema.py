@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import uuid
 from datetime import UTC, datetime
 
 from crm_pipelines_sandbox.simulators.base import RateLimit, Response
@@ -143,6 +144,62 @@ OBJECTS = tuple(
     )
     for name in ("organizations", "persons", "deals")
 )
+# Leads (API v1 only): potential deals in the Leads Inbox, each linked to a person or an organization,
+# which hold the name and e-mail. The id is a UUID; value is {amount, currency}; label_ids are lead label
+# UUIDs; archived leads stay listed with is_archived. A lead converted into a deal is deleted. Leads have
+# no field list of their own: their custom fields are the deals' (only those set appear on a lead).
+# https://developers.pipedrive.com/docs/api/v1/Leads#getLeads
+LEADS = ObjectDef(
+    name="leads",
+    key="id",
+    fields=(
+        FieldDef("id"),
+        FieldDef("title", required=True),
+        FieldDef("owner_id", "integer"),
+        FieldDef("creator_id", "integer"),
+        FieldDef("label_ids", "json"),
+        FieldDef("person_id", "integer"),
+        FieldDef("organization_id", "integer"),
+        FieldDef("source_name"),
+        FieldDef("origin"),
+        FieldDef("origin_id"),
+        FieldDef("channel", "integer"),
+        FieldDef("channel_id"),
+        FieldDef("is_archived", "boolean"),
+        FieldDef("was_seen", "boolean"),
+        FieldDef("value", "json"),
+        FieldDef("expected_close_date", "date"),
+        FieldDef("next_activity_id", "integer"),
+        FieldDef("add_time", "datetime"),
+        FieldDef("update_time", "datetime"),
+        FieldDef("visible_to"),
+        FieldDef("cc_email"),
+    ),
+    created_field="add_time",
+    modified_field="update_time",
+)
+# Every company starts with the lead labels Hot, Warm and Cold (GET /v1/leadLabels); users rename,
+# recolour and add their own, so a label's name says what that company means by it.
+LEAD_LABELS = {
+    name: {
+        "id": str(uuid.uuid5(uuid.NAMESPACE_URL, f"pipedrive:leadLabel:{name}")),
+        "name": name,
+        "color": color,
+    }
+    for name, color in (("Hot", "red"), ("Warm", "yellow"), ("Cold", "blue"))
+}
+LEAD_SORTS = (
+    "id",
+    "title",
+    "owner_id",
+    "creator_id",
+    "was_seen",
+    "expected_close_date",
+    "next_activity_id",
+    "add_time",
+    "update_time",
+)
+LEADS_MAX_LIMIT = 500
 STANDARD_NAMES = {name: {f.name for f in fields} for name, fields in STANDARD.items()}
 SORTS = {"id": "id", "update_time": "_modified", "add_time": "_created"}
 SINGULAR = {"organizations": "Organization", "persons": "Person", "deals": "Deal"}

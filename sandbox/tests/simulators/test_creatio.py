@@ -14,7 +14,14 @@ import pytest
 
 from crm_pipelines_sandbox.simulators.base import Faults, RateLimit
 from crm_pipelines_sandbox.simulators.creatio import SANDBOX, CreatioSimulator
-from crm_pipelines_sandbox.simulators.creatio_schema import MAX_ROWS, STAGE_IDS, country_id
+from crm_pipelines_sandbox.simulators.creatio_schema import (
+    LEAD_SOURCES,
+    MAX_ROWS,
+    QUALIFY_STATUS_IDS,
+    QUALIFY_STATUSES,
+    STAGE_IDS,
+    country_id,
+)
 from crm_pipelines_sandbox.simulators.records import (
     add_field,
     count_records,
@@ -411,3 +418,80 @@ def test_a_patch_by_id_updates_custom_columns_that_an_odata_query_reads_back(tmp
             accounts[0]["Id"]: "K-1",
             accounts[1]["Id"]: "K-3",
         }
+
+
+# --- leads -------------------------------------------------------------------------------------
+
+
+def test_leads_are_served_with_their_stage_source_and_qualified_contact(
+    client: httpx.Client, store: Path
+) -> None:
+    leads = read_all(
+        client,
+        "Lead",
+        4,
+        **{
+            "$orderby": "Id asc",
+            "$expand": "Country($select=Name),QualifyStatus($select=Name),LeadSource($select=Name)",
+        },
+    )
+    stored = {str(r["Id"]): r for r in fetch_records(store, "Lead")}
+    assert [lead["Id"] for lead in leads] == sorted(stored) != []
+    lead = leads[0]
+    assert set(lead) >= {
+        "Id", "LeadName", "Contact", "Account", "Email", "MobilePhone", "BusinessPhone", "FullJobTitle",
+        "CountryId", "QualifyStatusId", "LeadSourceId", "QualifiedContactId", "CreatedOn", "ModifiedOn",
+    }  # fmt: skip
+    # Contact and Account are the names as typed; the stage and source are lookups $expand names.
+    assert isinstance(lead["Contact"], str)
+    assert " " in lead["Contact"]
+    stages = {lead["QualifyStatus"]["Name"] for lead in leads}
+    assert stages <= set(QUALIFY_STATUSES)
+    assert {"Qualification", "Disqualified"} <= stages
+    assert all(
+        lead["QualifyStatus"]["Id"] == QUALIFY_STATUS_IDS[lead["QualifyStatus"]["Name"]] for lead in leads
+    )
+    assert {lead["LeadSource"]["Name"] for lead in leads if lead["LeadSource"]} <= set(LEAD_SOURCES)
+    # The contact a converted lead was qualified into is a Contact of the same instance.
+    contacts = {str(r["Id"]) for r in fetch_records(store, "Contact", include_deleted=True)}
+    converted = [lead for lead in leads if lead["QualifyStatus"]["Name"] in ("Awaiting sale", "Converted")]
+    assert converted
+    assert all(lead["QualifiedContactId"] in contacts for lead in converted if lead["QualifiedContactId"])
+    assert any(lead["QualifiedContactId"] for lead in converted)
+    qualified = client.get(
+        f"{ODATA}/Lead",
+        params={"$filter": f"QualifyStatusId eq {QUALIFY_STATUS_IDS['Qualification']}", "$select": "Id"},
+    ).json()["value"]
+    assert {r["Id"] for r in qualified} == {
+        i for i, r in stored.items() if r["QualifyStatusId"] == QUALIFY_STATUS_IDS["Qualification"]
+    }
+    # The lookup collections list their records, and $metadata the lead's properties.
+    names = {r["Name"] for r in client.get(f"{ODATA}/QualifyStatus").json()["value"]}
+    assert names == set(QUALIFY_STATUSES)
+    metadata = client.get(f"{ODATA}/$metadata").text
+    assert '<EntityType Name="Lead">' in metadata
+    assert '<Property Name="QualifyStatusId" Type="Edm.Guid" />' in metadata
+    assert '<NavigationProperty Name="QualifiedContact" Type="Terrasoft.Configuration.Contact" />' in metadata
+
+
+def test_leads_changed_since_a_modified_on_bound_and_deleted_ones_gone(tmp_path: Path) -> None:
+    path = make_store(tmp_path / "creatio.sqlite")
+    keys = sorted(str(r["Id"]) for r in fetch_records(path, "Lead"))
+    edited, gone = keys[:2]
+    at = datetime(2026, 11, 26, 8, 0, tzinfo=UTC)
+    touch_records(path, "Lead", [edited], at, {"QualifyStatusId": QUALIFY_STATUS_IDS["Handoff to sales"]})
+    delete_records(path, "Lead", [gone], at)
+    with CreatioSimulator(path) as sim, session(sim) as http:
+        changed = http.get(
+            f"{ODATA}/Lead",
+            params={
+                "$filter": "ModifiedOn ge 2026-11-26T08:00:00Z",
+                "$expand": "QualifyStatus($select=Name)",
+            },
+        ).json()["value"]
+        assert [r["Id"] for r in changed] == [edited]
+        assert changed[0]["QualifyStatus"]["Name"] == "Handoff to sales"
+        assert changed[0]["ModifiedOn"] == "2026-11-26T08:00:00Z"
+        every = read_all(http, "Lead", 50, **{"$select": "Id"})
+        assert {r["Id"] for r in every} == set(keys) - {gone}
+        assert http.get(f"{ODATA}/Lead({gone})").status_code == 404

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -486,5 +487,110 @@ def test_patch_by_id_updates_custom_fields_and_refuses_an_unknown_id(tmp_path: P
             assert missing.status_code == 404
             assert missing.json()["code"] == "ERR_NOT_FOUND"
             assert len(fetch_records(store, "organizations")) == count
+    finally:
+        running.simulator.stop()
+
+
+# --- leads (v1) ----------------------------------------------------------------------------------
+
+
+def read_leads(client: httpx.Client, **params: str) -> tuple[list[dict[str, Any]], int]:
+    """Every lead by following start/limit until more_items_in_collection is false."""
+    records: list[dict[str, Any]] = []
+    start, pages = 0, 0
+    while True:
+        response = client.get("/api/v1/leads", params={**params, "start": str(start)})
+        assert response.status_code == 200, response.text
+        body = response.json()
+        assert body["success"] is True
+        pages += 1
+        records.extend(body["data"])
+        more = body["additional_data"]
+        assert (more["start"], more["limit"]) == (start, int(params.get("limit", "100")))
+        if not more["more_items_in_collection"]:
+            return records, pages
+        start += len(body["data"])
+
+
+def live_lead_ids(store: Path) -> set[str]:
+    return {str(r["id"]) for r in fetch_records(store, "leads")}
+
+
+def test_leads_are_offset_paged_oldest_first_with_their_person(client: httpx.Client, store: Path) -> None:
+    leads, pages = read_leads(client, limit="4")
+    ids = [lead["id"] for lead in leads]
+    assert len(ids) == len(set(ids))
+    assert set(ids) == live_lead_ids(store) != set()
+    assert pages > 1
+    assert [lead["add_time"] for lead in leads] == sorted(lead["add_time"] for lead in leads)
+    lead = leads[0]
+    assert set(lead) >= {
+        "id", "title", "owner_id", "creator_id", "label_ids", "person_id", "organization_id",
+        "source_name", "origin", "is_archived", "was_seen", "value", "expected_close_date",
+        "add_time", "update_time", "visible_to", "cc_email",
+    }  # fmt: skip
+    assert re.fullmatch(r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}", lead["id"])
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", lead["update_time"])
+    # The name and e-mail are the person's: a lead links to one the company holds.
+    persons = {int(r["id"]): r for r in fetch_records(store, "persons", include_deleted=True)}
+    linked = [lead for lead in leads if lead["person_id"] is not None]
+    assert linked
+    assert all(lead["person_id"] in persons for lead in linked)
+    assert "email" not in lead
+    assert "name" not in lead
+    # Labels are lead label ids the labels endpoint names.
+    labels = {label["id"]: label["name"] for label in client.get("/api/v1/leadLabels").json()["data"]}
+    assert set(labels.values()) == {"Hot", "Warm", "Cold"}
+    assert {label for lead in leads for label in lead["label_ids"]} <= set(labels)
+    # A single lead by its UUID; a default page is 100, more than 500 is refused.
+    one = client.get(f"/api/v1/leads/{lead['id']}").json()
+    assert one == {"success": True, "data": lead}
+    assert client.get("/api/v1/leads").json()["additional_data"]["limit"] == 100
+    too_many = client.get("/api/v1/leads", params={"limit": "501"})
+    assert too_many.status_code == 400
+    assert too_many.json()["success"] is False
+
+
+def test_leads_sort_by_update_time_and_filter_by_person(client: httpx.Client, store: Path) -> None:
+    newest_first = client.get("/api/v1/leads", params={"sort": "update_time DESC", "limit": "500"}).json()
+    stamps = [lead["update_time"] for lead in newest_first["data"]]
+    assert stamps == sorted(stamps, reverse=True)
+    person = next(lead["person_id"] for lead in newest_first["data"] if lead["person_id"] is not None)
+    of_person = client.get("/api/v1/leads", params={"person_id": str(person)}).json()["data"]
+    assert of_person
+    assert {lead["person_id"] for lead in of_person} == {person}
+    bad = client.get("/api/v1/leads", params={"sort": "value.amount ASC"})
+    assert bad.status_code == 400  # first-level fields only
+
+
+def test_archived_leads_are_listed_with_archived_status_and_deleted_ones_are_gone(tmp_path: Path) -> None:
+    store = make_store(tmp_path / "pipedrive.sqlite")
+    stored = fetch_records(store, "leads")
+    archived = {str(r["id"]) for r in stored if r["is_archived"]}
+    assert archived  # disqualified leads are archived, not deleted
+    at = datetime.now(UTC).replace(microsecond=0)
+    gone, edited = sorted(live_lead_ids(store) - archived)[:2]
+    # Converted into a deal (or deleted): the lead is gone from the leads.
+    delete_records(store, "leads", [gone], at)
+    touch_records(store, "leads", [edited], at + timedelta(seconds=1), {"was_seen": True})
+    running = SANDBOX.start(store)
+    try:
+        with connect(running) as http:
+            everything, _ = read_leads(http, archived_status="all", limit="500")
+            assert {lead["id"] for lead in everything} == live_lead_ids(store)
+            assert gone not in {lead["id"] for lead in everything}
+            only_archived = http.get("/api/v1/leads", params={"archived_status": "archived"}).json()["data"]
+            assert {lead["id"] for lead in only_archived} == archived
+            assert all(lead["is_archived"] is True for lead in only_archived)
+            inbox = http.get("/api/v1/leads", params={"archived_status": "not_archived", "limit": "500"})
+            assert not {lead["id"] for lead in inbox.json()["data"]} & archived
+            assert http.get("/api/v1/leads", params={"archived_status": "deleted"}).status_code == 400
+            missing = http.get(f"/api/v1/leads/{gone}")
+            assert missing.status_code == 404
+            assert missing.json()["error"] == "Lead not found"
+            # No updated_since: a change shows in update_time, which a sync compares itself.
+            changed = http.get(f"/api/v1/leads/{edited}").json()["data"]
+            assert changed["update_time"] == (at + timedelta(seconds=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
+            assert changed["was_seen"] is True
     finally:
         running.simulator.stop()

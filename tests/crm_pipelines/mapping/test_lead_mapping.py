@@ -411,3 +411,169 @@ PIPEDRIVE_LEAD_IDS = {
     name: f"{n:08x}-5b0c-4d6e-8f10-2a3b4c5d6e7f"
     for n, name in enumerate(("unseen", "seen", "archived", "bad_mail", "deleted"), start=1)
 }
+
+
+def pipedrive_lead(name: str, person_id: str | None, **values: str | bool | None) -> dict[str, Any]:
+    row: dict[str, Any] = {
+        "id": PIPEDRIVE_LEAD_IDS[name],
+        "title": "Navy Labs lead",
+        "person_id": person_id,
+        "organization_id": None,
+        "owner_id": "13540546",
+        "source_name": "Manually created",
+        "origin": "ManuallyCreated",
+        "channel": None,
+        "is_archived": "false",
+        "was_seen": "false",
+        "amount": None,
+        "currency": None,
+        "expected_close_date": None,
+        "add_time": "2026-11-01T08:00:00Z",
+        "update_time": "2026-11-20T08:00:00Z",
+        "_deleted": False,
+    }
+    row.update(values)
+    return row
+
+
+def test_pipedrive_leads_take_their_person_and_derive_status_from_seen_and_archived(tmp_path: Path) -> None:
+    write_raw(
+        tmp_path,
+        "pipedrive",
+        "leads",
+        [
+            pipedrive_lead("unseen", "11"),
+            # Opened by a salesperson, and linked to an organization of its own.
+            pipedrive_lead("seen", "11", was_seen="true", organization_id="22", source_name="Web forms"),
+            pipedrive_lead("archived", "11", was_seen="true", is_archived="true"),
+            # Its person's e-mail is no address: quarantined, the others flow on.
+            pipedrive_lead("bad_mail", "12"),
+            # Deleted (or converted into a deal): gone from the leads, a soft delete.
+            pipedrive_lead("deleted", "11", _deleted=True),
+        ],
+    )
+    person = {"phone": "+1 202 555 0143", "job_title": "Rear Admiral", "_deleted": False}
+    write_raw(
+        tmp_path,
+        "pipedrive",
+        "persons",
+        [
+            {"id": "11", "first_name": "Grace", "last_name": "Hopper", "email": "Grace@Navy.example",
+             "country": None, "org_id": "21", **person},
+            {"id": "12", "first_name": "Alan", "last_name": "Turing", "email": "alan@@bletchley.example",
+             "country": "United Kingdom", "org_id": "22", **person},
+        ],
+    )  # fmt: skip
+    write_raw(
+        tmp_path,
+        "pipedrive",
+        "organizations",
+        [
+            {"id": "21", "name": "Navy Labs", "country": "United States", "_deleted": False},
+            {"id": "22", "name": "Bletchley Park Ltd", "country": "United Kingdom", "_deleted": False},
+        ],
+    )
+    valid, reasons, deleted = stage(tmp_path)
+    ids = {name: f"pipedrive:{lead_id}" for name, lead_id in PIPEDRIVE_LEAD_IDS.items()}
+    by_id = {k: (v["lifecycle_stage"], v["status"], v["is_converted"]) for k, v in valid.items()}
+    assert by_id == {
+        ids["unseen"]: ("lead", "new", False),
+        ids["seen"]: ("lead", "working", False),
+        ids["archived"]: ("lead", "unqualified", False),
+    }
+    unseen = valid[ids["unseen"]]
+    assert unseen["contact_record_id"] == "pipedrive:11"
+    assert (unseen["first_name"], unseen["last_name"]) == ("Grace", "Hopper")
+    assert unseen["email"] == "grace@navy.example"
+    assert unseen["phone"] == "+12025550143"
+    # No country on the person: the organization's.
+    assert (unseen["company"], unseen["country"], unseen["title"]) == ("Navy Labs", "US", "Rear Admiral")
+    assert unseen["created_at"].isoformat() == "2026-11-01T08:00:00+00:00"
+    assert unseen["converted_at"] is None
+    seen = valid[ids["seen"]]
+    assert (seen["company"], seen["lead_source"]) == ("Bletchley Park Ltd", "Web forms")
+    assert reasons == {
+        ids["bad_mail"]: [
+            'lead_email_format: email "alan@@bletchley.example" is not a valid lower-case e-mail address'
+        ]
+    }
+    assert deleted["pipedrive"] == 1
+
+
+def creatio_lead(lead_id: str, stage: str, **values: str | bool | None) -> dict[str, Any]:
+    row: dict[str, Any] = {
+        "Id": lead_id,
+        "LeadName": "Margaret Hamilton, Apollo Software Inc",
+        "Contact": "Margaret Hamilton",
+        "Account": "Apollo Software Inc",
+        "Email": "margaret@apollo.example",
+        "MobilePhone": "+1 617 555 0170",
+        "BusinessPhone": None,
+        "FullJobTitle": "Director of Software Engineering",
+        "CountryId": "6e1c8f4a-0000-4000-8000-000000000001",
+        "country": "United States",
+        "QualifyStatusId": "6e1c8f4a-0000-4000-8000-000000000002",
+        "qualify_status": stage,
+        "LeadSourceId": "6e1c8f4a-0000-4000-8000-000000000003",
+        "lead_source": "Event",
+        "QualifiedContactId": None,
+        "CreatedOn": "2026-11-01T08:00:00Z",
+        "CreatedById": None,
+        "ModifiedOn": "2026-11-20T08:00:00Z",
+        "ModifiedById": None,
+        "_deleted": False,
+    }
+    row.update(values)
+    return row
+
+
+def test_creatio_leads_map_their_stage_lookup(tmp_path: Path) -> None:
+    write_raw(
+        tmp_path,
+        "creatio",
+        "leads",
+        [
+            creatio_lead("c-1", "Qualification"),
+            creatio_lead("c-2", "Distribution"),
+            creatio_lead("c-3", "Handoff to sales"),
+            creatio_lead("c-4", "Awaiting sale", QualifiedContactId="k-9"),
+            creatio_lead("c-5", "Converted", QualifiedContactId="k-8"),
+            creatio_lead("c-6", "Disqualified", lead_source=None, Contact="Hamilton"),
+            # A stage this instance added (the QualifyStatus lookup is editable): quarantined with it.
+            creatio_lead("c-7", "Nurture later"),
+            creatio_lead("c-8", "Qualification", _deleted=True),
+        ],
+    )
+    valid, reasons, deleted = stage(tmp_path)
+    by_id = {k: (v["lifecycle_stage"], v["status"], v["is_converted"]) for k, v in valid.items()}
+    assert by_id == {
+        "creatio:c-1": ("lead", "new", False),
+        "creatio:c-2": ("mql", "working", False),
+        "creatio:c-3": ("sql", "qualified", False),
+        "creatio:c-4": ("opportunity", "converted", True),
+        "creatio:c-5": ("customer", "converted", True),
+        "creatio:c-6": ("lead", "unqualified", False),
+    }
+    one = valid["creatio:c-1"]
+    assert (one["first_name"], one["last_name"], one["company"]) == (
+        "Margaret",
+        "Hamilton",
+        "Apollo Software Inc",
+    )
+    assert (one["email"], one["phone"], one["country"]) == ("margaret@apollo.example", "+16175550170", "US")
+    assert (one["title"], one["lead_source"], one["contact_record_id"]) == (
+        "Director of Software Engineering",
+        "Event",
+        None,
+    )
+    assert valid["creatio:c-4"]["contact_record_id"] == "creatio:k-9"
+    assert valid["creatio:c-4"]["converted_at"] is None
+    # A one-word contact name is taken as the given name only.
+    assert (valid["creatio:c-6"]["first_name"], valid["creatio:c-6"]["last_name"]) == ("Hamilton", None)
+    assert sorted(reasons["creatio:c-7"]) == [
+        'lead_stage_known: lifecycle_stage "nurture later" must be one of lead, mql, sql, opportunity, customer',
+        'lead_status_known: status "nurture later" must be one of '
+        "new, working, nurturing, qualified, unqualified, converted",
+    ]
+    assert set(reasons) == {"creatio:c-7"}
+    assert deleted["creatio"] == 1
