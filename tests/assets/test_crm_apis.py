@@ -302,9 +302,10 @@ def test_a_run_failing_midway_keeps_the_watermark_and_the_next_loses_nothing(
         touch_other(store, object_name, _typed(store, object_name, edited), EDIT)
         delete_other(store, object_name, _typed(store, object_name, deleted), EDIT)
 
-        # Day 2 breaks midway: the API starts refusing after a few requests.
+        # Day 2 breaks midway: the API starts refusing after a few requests (at the first, for a
+        # system that reads this small store in one request: Zendesk's export, 1,000 per page).
         clear_token_cache()
-        started.simulator.faults.fail_after(2, 400)
+        started.simulator.faults.fail_after(0 if source == "zendesk" else 2, 400)
         broken = run(DAY2)
         assert not broken.success
         assert watermark() == committed  # only a committed load moves it

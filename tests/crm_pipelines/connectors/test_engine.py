@@ -511,8 +511,10 @@ def test_resource_extracts_checks_and_hides_secrets(
 def test_bad_arguments_fail_at_the_call_not_mid_iteration() -> None:
     connection = ConnectionSettings(base_url="https://login.example.com", client_id="c", client_secret="s")
     t0 = datetime(2026, 11, 25, tzinfo=UTC)
-    with pytest.raises(KeyError, match="Lead"):
-        extract_object(system=SALESFORCE, object_name="Lead", connection=connection, since=None, until=None)
+    with pytest.raises(KeyError, match="Campaign"):
+        extract_object(
+            system=SALESFORCE, object_name="Campaign", connection=connection, since=None, until=None
+        )
     with pytest.raises(ValueError, match="empty window"):
         extract_object(system=SALESFORCE, object_name="Account", connection=connection, since=t0, until=t0)
     with pytest.raises(InsecureURLError):
