@@ -213,15 +213,82 @@ SUPPORT_CASE = _schema(
     ("updated_at", TS, "When the source last modified the row (UTC)."),
 )
 
+# Privacy classification of every canonical column: whether it is personal data (pii), special or
+# sensitive personal data, and how the analyst views (crm_pipelines/privacy/masking.py) mask it:
+# hash (a keyed token: the same value gives the same token, so joins still match), partial
+# (j***@example.com, +49*******67) or none. A column missing here fails at import.
+PRIVACY_CLASSES: dict[str, tuple[bool, bool, str]] = {
+    # class: (pii, sensitive, masking)
+    "public": (False, False, "none"),
+    "identifier": (True, False, "hash"),  # names, e-mails used as join keys, street lines
+    "contact_point": (True, False, "partial"),  # a business's e-mail or phone shown partly
+    "sensitive": (True, True, "hash"),  # government ids, birth dates: never shown in clear
+}
+_LINEAGE_CLASSES = {"record_id": "public", "source": "public", "source_id": "public"}
+_PHONE_CLASSES = {"phone": "contact_point", "phone_digits": "identifier", "phone_quality": "public"}
+CLASSIFICATION: dict[str, dict[str, str]] = {
+    "account": {
+        **_LINEAGE_CLASSES,
+        **_PHONE_CLASSES,
+        **dict.fromkeys(("name", "domain", "street", "city", "postal_code", "country"), "public"),
+        **dict.fromkeys(("industry", "vat_number", "annual_revenue", "updated_at"), "public"),
+        # A sole trader's company e-mail is a person's: shown partly.
+        "email": "contact_point",
+    },
+    "contact": {
+        **_LINEAGE_CLASSES,
+        **_PHONE_CLASSES,
+        **dict.fromkeys(("first_name", "last_name", "email", "street"), "identifier"),
+        **dict.fromkeys(("account_record_id", "title", "city", "postal_code", "country"), "public"),
+        "updated_at": "public",
+        "birth_date": "sensitive",
+        "government_id": "sensitive",
+    },
+    "opportunity": dict.fromkeys(OPPORTUNITY.names, "public"),
+    "sales_order": dict.fromkeys(SALES_ORDER.names, "public"),
+    "invoice": dict.fromkeys(INVOICE.names, "public"),
+    "payment": dict.fromkeys(PAYMENT.names, "public"),
+    "lead": {
+        **dict.fromkeys(LEAD.names, "public"),
+        **_PHONE_CLASSES,
+        **dict.fromkeys(("first_name", "last_name", "email"), "identifier"),
+    },
+    "support_case": {
+        **dict.fromkeys(SUPPORT_CASE.names, "public"),
+        # Free text people type about themselves.
+        **dict.fromkeys(("subject", "resolution"), "identifier"),
+    },
+}
+
+
+def _classified(entity: str, schema: pa.Schema) -> pa.Schema:
+    """The schema with each field's privacy class in its metadata (b"pii", b"sensitive", b"masking")."""
+    classes = CLASSIFICATION.get(entity, {})
+    unclassified = [name for name in schema.names if name not in classes]
+    unknown = sorted(set(classes) - set(schema.names))
+    if unclassified or unknown:
+        raise ValueError(
+            f"canonical.CLASSIFICATION[{entity!r}]: unclassified columns {unclassified}, unknown columns {unknown}"
+        )
+    fields = []
+    for field in schema:
+        if classes[field.name] not in PRIVACY_CLASSES:
+            raise ValueError(f"canonical.CLASSIFICATION[{entity!r}][{field.name!r}]: unknown class")
+        pii, sensitive, masking = PRIVACY_CLASSES[classes[field.name]]
+        privacy = {b"pii": str(pii).lower(), b"sensitive": str(sensitive).lower(), b"masking": masking}
+        fields.append(field.with_metadata({**(field.metadata or {}), **privacy}))
+    return pa.schema(fields)
+
+
 ENTITIES: dict[str, pa.Schema] = {
-    "account": ACCOUNT,
-    "contact": CONTACT,
-    "opportunity": OPPORTUNITY,
-    "sales_order": SALES_ORDER,
-    "invoice": INVOICE,
-    "payment": PAYMENT,
-    "lead": LEAD,
-    "support_case": SUPPORT_CASE,
+    "account": _classified("account", ACCOUNT),
+    "contact": _classified("contact", CONTACT),
+    "opportunity": _classified("opportunity", OPPORTUNITY),
+    "sales_order": _classified("sales_order", SALES_ORDER),
+    "invoice": _classified("invoice", INVOICE),
+    "payment": _classified("payment", PAYMENT),
+    "lead": _classified("lead", LEAD),
+    "support_case": _classified("support_case", SUPPORT_CASE),
 }
 # Fields that survivorship chooses per golden record (the canonical columns minus lineage,
 # updated_at, which becomes the newest member's, and links, which the crosswalk resolves).

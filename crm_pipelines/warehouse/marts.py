@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 import duckdb
 
+from crm_pipelines.privacy.masking import build_masked_view
 from crm_pipelines.warehouse.connection import table_exists
 from crm_pipelines.warehouse.load import comment_columns, replace_table
 
@@ -303,4 +304,6 @@ def build_mart(con: duckdb.DuckDBPyConnection, mart: Mart) -> int:
                 raise MissingCoreTable(f"core.{table} does not exist yet: load core/{dep} first")
     rows = replace_table(con, schema="marts", table=mart.name, select_sql=mart.sql)
     comment_columns(con, schema="marts", table=mart.name, descriptions=mart.columns)
+    # The analysts' view of it, personal data masked as declared (crm_pipelines/privacy/masking.py).
+    build_masked_view(con, mart=mart.name, descriptions=mart.columns)
     return rows
