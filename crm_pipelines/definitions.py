@@ -16,9 +16,11 @@ from assets.crm_apis import api_resource_key, build_crm_api_assets
 from assets.erp_database import build_erp_database_assets
 from assets.identity import apply_match_decisions, identity_resolution
 from assets.marts import build_mart_assets
+from assets.privacy import erase_person
 from assets.reconciliation import reconciliation
 from assets.reverse_sync import build_reverse_sync_assets
 from assets.sftp_files import build_sftp_assets, build_sftp_file_version_assets
+from assets.source_monitoring import build_source_checks, with_declared_freshness
 from assets.staging import build_staging_assets
 from assets.warehouse import build_core_load_assets, build_raw_load_assets
 from crm_pipelines import settings
@@ -115,14 +117,17 @@ def build_assets() -> list[Any]:
     with warnings.catch_warnings():
         # Code references are a beta API that warns once per asset; the links are what we want.
         warnings.simplefilter("ignore", dg.BetaWarning)
-        return list(dg.with_source_code_references(dg.map_asset_specs(_with_owner, assets)))
+        # Each extract and mart with the freshness policy monitoring.yaml declares for it.
+        specified = dg.map_asset_specs(with_declared_freshness, dg.map_asset_specs(_with_owner, assets))
+        return list(dg.with_source_code_references(specified))
 
 
 @dg.definitions
 def defs() -> dg.Definitions:
     return dg.Definitions(
         assets=build_assets(),
-        jobs=[nightly_sync_job, apply_match_decisions, *build_sftp_file_jobs()],
+        asset_checks=build_source_checks(),
+        jobs=[nightly_sync_job, apply_match_decisions, erase_person, *build_sftp_file_jobs()],
         schedules=[build_nightly_schedule(job_name="nightly_sync", timezone=settings.current_timezone())],
         sensors=[*build_sftp_arrival_sensors(), webhook_events_sensor],
         resources=build_resources(),

@@ -110,12 +110,14 @@ class Warehouse:
 
 
 def ensure_schemas(con: duckdb.DuckDBPyConnection) -> None:
+    from crm_pipelines.quality.volume import DDL as VOLUME_DDL
     from crm_pipelines.warehouse.watermarks import DDL as WATERMARK_DDL
 
     for schema in SCHEMAS:
         con.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
     con.execute(OPS_DDL)
     con.execute(WATERMARK_DDL)
+    con.execute(VOLUME_DDL)
     # Columns added after a warehouse was first created.
     con.execute("ALTER TABLE ops.reconciliation ADD COLUMN IF NOT EXISTS deleted BIGINT DEFAULT 0")
     con.execute("ALTER TABLE ops.file_ingest ADD COLUMN IF NOT EXISTS new_columns VARCHAR[]")

@@ -1,7 +1,8 @@
 """The raw layer: one source dataset's lake partition into ``raw.<source>__<dataset>``.
 
 With the rows commit, in the caller's transaction, everything that describes them: the extract's
-quarantined lines, the SFTP ledger rows of the file versions landed, and the pending watermark. A
+quarantined lines, the SFTP ledger rows of the file versions landed, the night's live rows
+(``ops.source_volume``) and the pending watermark. A
 run that fails before the commit leaves all of them where they were.
 """
 
@@ -17,6 +18,8 @@ import duckdb
 from crm_pipelines.files.landing import landed_manifests
 from crm_pipelines.lake import has_parquet, parquet_glob, partition_dir
 from crm_pipelines.mapping.spec import load_mappings
+from crm_pipelines.privacy.suppression import suppress_raw_partition
+from crm_pipelines.quality.volume import live_rows, record_volume
 from crm_pipelines.warehouse.load import replace_partition
 from crm_pipelines.warehouse.quarantine import replace_quarantine
 from crm_pipelines.warehouse.watermarks import advance_watermark, read_pending
@@ -83,6 +86,10 @@ def load_raw_dataset(
     commit with the rows or not at all.
     """
     folder = partition_dir(lake_dir, "raw", source, dataset, partition)
+    # People erased on request stay out though the source still holds them (quarantined as 'erased').
+    suppress_raw_partition(
+        lake_dir=lake_dir, source_dir=source, dataset=dataset, partition=partition, mappings=load_mappings()
+    )
     # Extract-stage quarantine (file lines) is scoped to the dataset's entity, so one
     # dataset's replacement never wipes another's. It loads even when no row survived.
     replace_quarantine(
@@ -108,6 +115,15 @@ def load_raw_dataset(
         table=raw_table(source, dataset),
         parquet_glob=parquet_glob(folder),
         partition=partition,
+    )
+    # The night's live rows, for the volume checks of later nights (crm_pipelines/quality/volume.py).
+    record_volume(
+        con,
+        source=source,
+        dataset=dataset,
+        partition=partition,
+        rows=live_rows(con, parquet_glob(folder)),
+        run_id=run_id,
     )
     pending = read_pending(folder)
     reached = None

@@ -1,0 +1,66 @@
+"""Data freshness: when did the source last change, as of a night's extract?
+
+Dagster's freshness policy says whether the pipeline ran. This says whether the source still lives:
+an extract that runs every night but finds nothing new (an integration user that lost its rights to
+recent records, a system switched off and left answering) materializes happily with stale data.
+
+The newest change is the incremental cursor the extract reached (the highest modification time it
+has seen, kept with the snapshot in ``_watermark.json``), measured against the end of the partition
+day, not the wall clock: a night run again later is judged the same way.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Literal
+
+from crm_pipelines.lake import partition_dir
+from crm_pipelines.warehouse.watermarks import read_pending
+
+__all__ = ["DataFreshness", "data_freshness"]
+
+
+@dataclass(frozen=True)
+class DataFreshness:
+    """How old a source's newest change was at the end of a partition day.
+
+    Attributes:
+        last_change: The newest change the extract saw, or None when its cursor is not a time
+            (a sequence number or a delta link) or it wrote none.
+        age: ``until - last_change``.
+        allowed: The declared ``changed_within``.
+        level: ``fresh``, ``stale`` or ``no_verdict`` (no time to judge by, or nothing declared).
+    """
+
+    last_change: datetime | None
+    age: timedelta | None
+    allowed: timedelta | None
+    level: Literal["fresh", "stale", "no_verdict"]
+
+    def describe(self) -> str:
+        if self.allowed is None:
+            return "no freshness declared for this source"
+        if self.last_change is None or self.age is None:
+            return "the extract's cursor is not a modification time: freshness not judged"
+        hours = self.age.total_seconds() / 3600
+        verdict = "within" if self.level == "fresh" else "beyond"
+        return (
+            f"newest change {self.last_change.isoformat()}, {hours:.0f} h before the day's end, "
+            f"{verdict} the {self.allowed} allowed"
+        )
+
+
+def data_freshness(
+    lake_dir: Path, *, source: str, dataset: str, partition: str, until: datetime, allowed: timedelta | None
+) -> DataFreshness:
+    """Judge a dataset's lake partition: did the source change within ``allowed`` before ``until``?"""
+    pending = read_pending(partition_dir(lake_dir, "raw", source, dataset, partition))
+    if allowed is None or pending is None or pending.kind != "timestamp" or not pending.reached:
+        return DataFreshness(None, None, allowed, "no_verdict")
+    last_change = datetime.fromisoformat(pending.reached)
+    if last_change.tzinfo is None:  # a database's timestamp cursor without a zone is UTC (the extract's)
+        last_change = last_change.replace(tzinfo=UTC)
+    age = until - last_change
+    return DataFreshness(last_change, age, allowed, "fresh" if age <= allowed else "stale")
