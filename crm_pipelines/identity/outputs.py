@@ -32,6 +32,11 @@ class IdentityFiles:
     def history(self) -> Path:
         return self.folder / "golden_id_history.parquet"
 
+    @property
+    def field_sources(self) -> Path:
+        """Which source record supplied each golden field (``entity``, ``golden_id``, ``supplied_by``)."""
+        return self.folder / "golden_field_sources.parquet"
+
 
 def identity_files(lake_dir: Path, partition: str) -> IdentityFiles:
     return IdentityFiles(partition_dir(lake_dir, "core", "identity", "all", partition))

@@ -60,6 +60,7 @@ GOLDEN_CONTACT_FILE = "golden_contact.parquet"
 XREF_FILE = "xref_identity.parquet"
 REVIEW_FILE = "match_review.parquet"
 GOLDEN_ID_HISTORY_FILE = "golden_id_history.parquet"
+FIELD_SOURCES_FILE = "golden_field_sources.parquet"
 
 _ID_PREFIX: dict[Entity, str] = {"account": "A-", "contact": "C-"}
 _SCHEMAS: dict[Entity, pa.Schema] = {"account": canonical.ACCOUNT, "contact": canonical.CONTACT}
@@ -672,7 +673,12 @@ def _present_sql(entity: Entity, name: str, column: str) -> str:
 
 
 def _survivor_sql(
-    entity: Entity, name: str, ownership: EntityOwnership, params: _Params, echoes: bool
+    entity: Entity,
+    name: str,
+    ownership: EntityOwnership,
+    params: _Params,
+    echoes: bool,
+    taken: str | None = None,
 ) -> str:
     """The value a golden record keeps for ``name`` (field ownership, ``crm_pipelines/ownership.yaml``).
 
@@ -680,12 +686,16 @@ def _survivor_sql(
     newest edit, the owner's counting as newer within the clock skew. A value that is only what a sync
     last wrote into that record (an echo, ``t.pushed``) is no edit: it never outweighs one, and is kept
     only when there is nothing else (the owner's first).
+
+    ``taken`` is what to take from the winning record: its value of the field by default,
+    ``s.record_id`` to name the record that supplies it (the audit trail of a golden field).
     """
     column = f"s.{quote_ident(name)}"
+    taken = taken or column
     present = _present_sql(entity, name, column)
     newest_wins = ownership.policy(name) == "newest_wins"
     owner_first = [ownership.owner(name) or ""] if newest_wins else ownership.priority(name)
-    ordered = f"arg_min({column}, {_order_sql(owner_first, params)}) FILTER (WHERE {present})"
+    ordered = f"arg_min({taken}, {_order_sql(owner_first, params)}) FILTER (WHERE {present})"
     if not newest_wins:
         return ordered
     owner = params.bind(ownership.owner(name) or "")
@@ -697,7 +707,7 @@ def _survivor_sql(
             f"AND p.field = {params.bind(name)} AND p.value = CAST({column} AS VARCHAR))"
         )
     newest = (
-        f"arg_min({column}, {{'t': -(coalesce(epoch(s.updated_at), 0) + CASE WHEN s.source = {owner} "
+        f"arg_min({taken}, {{'t': -(coalesce(epoch(s.updated_at), 0) + CASE WHEN s.source = {owner} "
         f"THEN {skew} ELSE 0 END), 'r': k.recency}}) FILTER (WHERE {edited})"
     )
     return f"coalesce({newest}, {ordered})"
@@ -717,6 +727,10 @@ def _build_golden(
         f",\n            {_survivor_sql(entity, name, ownership, params, echoes)} AS {quote_ident(name)}"
         for name in SURVIVOR_FIELDS[entity]
     )
+    supplied_by = ", ".join(
+        f"{quote_literal(name)}: {_survivor_sql(entity, name, ownership, params, echoes, taken='s.record_id')}"
+        for name in SURVIVOR_FIELDS[entity]
+    )
     _run(
         cur,
         f"""
@@ -727,7 +741,8 @@ def _build_golden(
             arg_min(s.rid, {_order_sql(ownership.default, params)}) AS survivor_rid{fields},
             max(s.updated_at) AS updated_at,
             list_sort(list_distinct(list(s.source))) AS source_list,
-            count(*) AS record_count
+            count(*) AS record_count,
+            {{{supplied_by}}} AS supplied_by
         FROM {t.src} AS s JOIN {t.linked} AS k USING (rid) JOIN {t.ids} AS i USING (cluster)
         GROUP BY k.cluster
         """,
@@ -829,6 +844,32 @@ def _golden_query(entity: Entity, t: _Tables, account_xref: str | None) -> str:
         ANTI JOIN {t.linked} AS k USING (rid)
         JOIN {t.ids} AS i ON i.cluster = s.rid
         {account_join}
+    """
+
+
+def _field_sources_query(entity: Entity, t: _Tables) -> str:
+    """Which record supplied each golden field: ``supplied_by`` maps a field to that record's record_id."""
+    names = SURVIVOR_FIELDS[entity]
+
+    def entries(record_of: Callable[[str], str]) -> str:
+        pairs = ", ".join(f"{{'key': {quote_literal(n)}, 'value': {record_of(n)}}}" for n in names)
+        return f"[{pairs}]"
+
+    clustered = entries(lambda n: f"struct_extract(g.supplied_by, {quote_literal(n)})")
+    single = entries(
+        lambda n: f"CASE WHEN {_present_sql(entity, n, f's.{quote_ident(n)}')} THEN s.record_id END"
+    )
+    return f"""
+        SELECT {quote_literal(entity)} AS entity, golden_id,
+               map_from_entries(list_filter(entries, lambda e: e.value IS NOT NULL)) AS supplied_by
+        FROM (
+            SELECT g.golden_id, {clustered} AS entries FROM {t.golden} AS g
+            UNION ALL
+            SELECT i.golden_id, {single}
+            FROM {t.src} AS s
+            ANTI JOIN {t.linked} AS k USING (rid)
+            JOIN {t.ids} AS i ON i.cluster = s.rid
+        )
     """
 
 
@@ -991,6 +1032,12 @@ def _write_outputs(cur: duckdb.DuckDBPyConnection, *, out_dir: Path) -> None:
     )
     _copy_to(
         cur,
+        query=f"{_field_sources_query('account', accounts)} UNION ALL {_field_sources_query('contact', contacts)}",
+        path=out_dir / FIELD_SOURCES_FILE,
+        params=_Params(),
+    )
+    _copy_to(
+        cur,
         query=f"{_review_query('account', accounts)} UNION ALL {_review_query('contact', contacts)}",
         path=out_dir / REVIEW_FILE,
         params=_Params(),
@@ -1015,9 +1062,10 @@ def resolve_entities(
 ) -> ResolutionStats:
     """Deduplicate accounts and contacts into golden records and write them with a crosswalk.
 
-    Writes ``golden_account.parquet``, ``golden_contact.parquet``, ``xref_identity.parquet`` and
-    ``golden_id_history.parquet`` (tonight's created, split and merged ids) into ``out_dir`` with DuckDB
-    ``COPY``; each file appears atomically. A cluster keeps the golden id its members carried in
+    Writes ``golden_account.parquet``, ``golden_contact.parquet``, ``xref_identity.parquet``,
+    ``golden_id_history.parquet`` (tonight's created, split and merged ids) and
+    ``golden_field_sources.parquet`` (the record that supplied each golden field) into ``out_dir`` with
+    DuckDB ``COPY``; each file appears atomically. A cluster keeps the golden id its members carried in
     ``previous`` (:mod:`crm_pipelines.identity.golden_ids`); a new id is ``'A-'``/``'C-'`` plus the first
     16 hex digits of the md5 of the smallest record_id in the cluster, so a re-run on the same data
     gives the same ids whatever the row order. Work happens on a private cursor of ``con``

@@ -28,6 +28,8 @@ ANALYST_SCHEMA = "analyst"
 MART_ENTITY: dict[str, str] = {
     "dim_account": "account",
     "dim_contact": "contact",
+    "dim_account_history": "account",
+    "dim_contact_history": "contact",
     "fact_opportunity": "opportunity",
     "fact_sales_order": "sales_order",
     "fact_invoice": "invoice",
@@ -103,7 +105,7 @@ def build_masked_view(
         schema=ANALYST_SCHEMA,
         table=mart,
         select_sql=f"SELECT {select} FROM {source}",
-        params=[masking_key()],
+        params=[masking_key()] if "hash" in masked.values() else [],  # $1 only where a column is hashed
     )
     comment_columns(
         con,

@@ -20,6 +20,7 @@ from crm_pipelines.identity.review import load_review
 from crm_pipelines.lake import has_parquet, parquet_glob, scan_parquet
 from crm_pipelines.mapping.stage import quality_quarantine_folder, staging_folder
 from crm_pipelines.warehouse.deletes import load_deleted, soft_delete
+from crm_pipelines.warehouse.history import load_golden_history
 from crm_pipelines.warehouse.load import (
     merge_by_key,
     newest_partition,
@@ -40,8 +41,10 @@ def load_identity(
     run_id: str,
     log: logging.Logger | logging.LoggerAdapter[logging.Logger],
 ) -> dict[str, int]:
-    """Staged parties, their soft deletes and quarantine, the golden records with the crosswalk and
-    the golden id history (``core.golden_id_history``, ``core.golden_id_current``).
+    """Staged parties, their soft deletes and quarantine, the golden records with the crosswalk, their
+    versions (``core.golden_account_history``, ``core.golden_contact_history``, the field audit trail
+    ``core.golden_field_lineage``: :mod:`crm_pipelines.warehouse.history`) and the golden id history
+    (``core.golden_id_history``, ``core.golden_id_current``).
 
     Core holds the current state: a partition older than the one core holds stays in staging only.
 
@@ -80,6 +83,9 @@ def load_identity(
         counts[name] = replace_table(
             con, schema="core", table=name, select_sql=f"SELECT * FROM {scan_parquet(path)}"
         )
+    counts.update(
+        load_golden_history(con, field_sources=files.field_sources, partition=partition, run_id=run_id)
+    )
     counts["match_review"] = load_review(con, path=files.review, partition=partition, run_id=run_id)
     counts["golden_id_history"] = load_golden_id_history(
         con, path=files.history, partition=partition, run_id=run_id

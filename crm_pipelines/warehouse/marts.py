@@ -105,6 +105,84 @@ MARTS = (
         },
     ),
     Mart(
+        name="dim_account_history",
+        description=(
+            "Every version of every golden account (SCD type 2): what dim_account said on any night. "
+            "As of a night d: valid_from <= d AND (valid_to IS NULL OR d < valid_to)."
+        ),
+        deps=("identity",),
+        sql="""
+            SELECT h.golden_id AS account_id, h.valid_from, h.valid_to, h.is_current,
+                   h.name, h.domain, h.phone, h.email, h.street, h.city, h.postal_code, h.country,
+                   h.industry, h.vat_number, h.annual_revenue, h.sources, h.record_count AS source_records,
+                   h.run_id, h.loaded_at
+            FROM core.golden_account_history AS h
+            ORDER BY account_id, valid_from
+        """,
+        columns={
+            "account_id": "Golden account id (dim_account.account_id); one row per version of it.",
+            "valid_from": "First night (partition, business day) this version held.",
+            "valid_to": (
+                "Night the next version took over, or the id was merged away or gone (exclusive); "
+                "null while current."
+            ),
+            "is_current": "The version dim_account shows today.",
+            "name": "Company name, from the system that owns it (crm_pipelines/ownership.yaml).",
+            "domain": "Web domain.",
+            "phone": "Main phone in E.164.",
+            "email": "Main e-mail address.",
+            "street": "Street address.",
+            "city": "City.",
+            "postal_code": "Postal code.",
+            "country": "ISO 3166-1 alpha-2 country code.",
+            "industry": "Industry.",
+            "vat_number": "VAT registration number (from the ERP).",
+            "annual_revenue": "Annual revenue as the CRM records it.",
+            "sources": "Systems that held this customer, comma separated.",
+            "source_records": "Number of source records merged into this version.",
+            "run_id": "Dagster run whose identity load opened this version.",
+            "loaded_at": "When that load committed it (UTC).",
+        },
+    ),
+    Mart(
+        name="dim_contact_history",
+        description=(
+            "Every version of every golden contact (SCD type 2): what dim_contact said on any night. "
+            "As of a night d: valid_from <= d AND (valid_to IS NULL OR d < valid_to)."
+        ),
+        deps=("identity",),
+        sql="""
+            SELECT h.golden_id AS contact_id, h.valid_from, h.valid_to, h.is_current,
+                   h.golden_account_id AS account_id, h.first_name, h.last_name, h.email, h.phone, h.title,
+                   h.city, h.postal_code, h.country, h.sources, h.record_count AS source_records,
+                   h.run_id, h.loaded_at
+            FROM core.golden_contact_history AS h
+            ORDER BY contact_id, valid_from
+        """,
+        columns={
+            "contact_id": "Golden contact id (dim_contact.contact_id); one row per version of it.",
+            "valid_from": "First night (partition, business day) this version held.",
+            "valid_to": (
+                "Night the next version took over, or the id was merged away or gone (exclusive); "
+                "null while current."
+            ),
+            "is_current": "The version dim_contact shows today.",
+            "account_id": "Golden account the person worked for in this version.",
+            "first_name": "Given name.",
+            "last_name": "Family name.",
+            "email": "E-mail address, lower case.",
+            "phone": "Phone in E.164.",
+            "title": "Job title.",
+            "city": "Mailing city (street and birth date: in core.golden_contact_history only).",
+            "postal_code": "Mailing postal code.",
+            "country": "Mailing country: ISO 3166-1 alpha-2 code.",
+            "sources": "Systems that held this person, comma separated.",
+            "source_records": "Number of source records merged into this version.",
+            "run_id": "Dagster run whose identity load opened this version.",
+            "loaded_at": "When that load committed it (UTC).",
+        },
+    ),
+    Mart(
         name="fact_opportunity",
         description="The sales pipeline: every CRM opportunity and deal, on golden accounts.",
         deps=("identity", "opportunity"),

@@ -1,0 +1,266 @@
+"""History of the golden records (SCD type 2) and the audit trail of every golden field.
+
+``core.golden_account_history`` and ``core.golden_contact_history`` hold one row per version of a
+golden record: the golden row as it was, ``supplied_by`` (field -> record_id of the source record whose
+value survived), ``valid_from``/``valid_to``/``is_current``, and the ``run_id``/``loaded_at`` of the load
+that opened the version. ``valid_from`` and ``valid_to`` are business days: the night (partition) whose
+identity load opened, and closed, the version. A version is valid on the nights ``valid_from <= d <
+valid_to``; the current one has ``valid_to`` null. The history is keyed by golden id, which identity
+keeps from night to night; a golden id merged into another or gone closes its version
+(``core.golden_id_current`` says where a merged id went).
+
+``core.golden_field_lineage`` (a view) turns the versions into one row per golden field and stretch of
+nights it kept the same value from the same source record: which source record, system and id
+supplied it, since which night, loaded by which run and when.
+
+Both are written inside the identity load's transaction (:func:`crm_pipelines.warehouse.core.load_identity`).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from pathlib import Path
+
+import duckdb
+
+from crm_pipelines.canonical import SURVIVOR_FIELDS
+from crm_pipelines.lake import scan_parquet
+from crm_pipelines.sql import qualified, quote_ident, quote_literal
+
+__all__ = ["HISTORIES", "GoldenHistory", "load_golden_history", "record_versions"]
+
+
+@dataclass(frozen=True)
+class GoldenHistory:
+    """The versions of one entity's golden records."""
+
+    entity: str
+
+    @property
+    def golden(self) -> str:
+        return f"golden_{self.entity}"
+
+    @property
+    def table(self) -> str:
+        return f"golden_{self.entity}_history"
+
+
+HISTORIES = (GoldenHistory("account"), GoldenHistory("contact"))
+
+KEY = "golden_id"
+
+
+def load_golden_history(
+    con: duckdb.DuckDBPyConnection, *, field_sources: Path, partition: str, run_id: str
+) -> dict[str, int]:
+    """Record tonight's golden records as versions and (re)create ``core.golden_field_lineage``.
+
+    Runs after ``core.golden_account`` and ``core.golden_contact`` hold the night's golden records,
+    inside the same transaction.
+
+    Args:
+        con: Connection inside the identity load's transaction.
+        field_sources: Identity's ``golden_field_sources.parquet`` (which record supplied each field);
+            outputs written before it existed give versions without ``supplied_by``.
+        partition: The night (``YYYY-MM-DD``): ``valid_from`` of the versions it opens.
+        run_id: The run loading it.
+
+    Returns:
+        Versions opened and closed on this night, per entity.
+    """
+    counts: dict[str, int] = {}
+    for history in HISTORIES:
+        if field_sources.exists():
+            supplied = (
+                f"SELECT golden_id, supplied_by FROM {scan_parquet(str(field_sources))} WHERE entity = ?"
+            )
+            params: list[object] = [history.entity]
+        else:
+            supplied = (
+                "SELECT NULL::VARCHAR AS golden_id, NULL::MAP(VARCHAR, VARCHAR) AS supplied_by WHERE false"
+            )
+            params = []
+        opened, closed = record_versions(
+            con,
+            table=history.table,
+            snapshot_sql=(
+                f"SELECT g.*, s.supplied_by FROM {qualified('core', history.golden)} AS g "
+                f"LEFT JOIN ({supplied}) AS s USING (golden_id)"
+            ),
+            params=params,
+            partition=partition,
+            run_id=run_id,
+        )
+        counts[f"{history.entity}_versions_opened"] = opened
+        counts[f"{history.entity}_versions_closed"] = closed
+    con.execute(_lineage_view(con))
+    return counts
+
+
+def record_versions(
+    con: duckdb.DuckDBPyConnection,
+    *,
+    table: str,
+    snapshot_sql: str,
+    params: list[object],
+    partition: str,
+    run_id: str,
+) -> tuple[int, int]:
+    """Bring ``core.<table>`` (SCD type 2, keyed by ``golden_id``) in line with tonight's snapshot.
+
+    Against the versions open just before the night: a changed row closes its version and opens one,
+    a new id opens one, an id missing from the snapshot closes its version, an unchanged row adds
+    nothing. Rows compare by a hash of their non-null values, so a new column that is still empty
+    changes no row. A re-run of the same night redoes only that night's changes, keeping every version
+    it would write again as it is (its run_id and loaded_at included): the table ends as it was.
+
+    Raises:
+        ValueError: the history holds a later night (core only ever moves forward).
+
+    Returns:
+        Versions opened on the night, versions closed on the night.
+    """
+    target = qualified("core", table)
+    night = dt.date.fromisoformat(partition)
+    key = quote_ident(KEY)
+    con.execute(f"CREATE OR REPLACE TEMP TABLE _snapshot AS {snapshot_sql}", params)
+    columns = sorted(str(row[0]) for row in con.execute("DESCRIBE _snapshot").fetchall())
+    row_hash = "md5(concat_ws(chr(31), {}))".format(
+        ", ".join(f"{quote_literal(c)} || '=' || to_json(s.{quote_ident(c)})" for c in columns)
+    )
+    con.execute(
+        f"CREATE OR REPLACE TEMP TABLE _versioned AS SELECT s.*, {row_hash} AS row_hash FROM _snapshot AS s"
+    )
+    _create_or_extend(con, target)
+    later = con.execute(
+        f"SELECT max(greatest(valid_from, coalesce(valid_to, valid_from))) FROM {target}"
+    ).fetchone()
+    if later and later[0] is not None and later[0] > night:
+        raise ValueError(f"{target} holds the later night {later[0]}; {partition} cannot be recorded")
+    # The version of each id open just before the night (a re-run finds it closed on the night itself).
+    con.execute(
+        f"""
+        CREATE OR REPLACE TEMP TABLE _before AS
+        SELECT {key}, valid_from, row_hash FROM {target}
+        WHERE valid_from < $night AND (valid_to IS NULL OR valid_to >= $night)
+        """,
+        {"night": night},
+    )
+    con.execute(
+        f"""
+        CREATE OR REPLACE TEMP TABLE _opened AS
+        SELECT v.* FROM _versioned AS v LEFT JOIN _before AS b USING ({key})
+        WHERE b.row_hash IS DISTINCT FROM v.row_hash
+        """
+    )
+    con.execute(
+        f"""
+        DELETE FROM {target} AS h
+        WHERE h.valid_from = $night
+          AND NOT EXISTS (SELECT 1 FROM _opened AS o WHERE o.{key} = h.{key} AND o.row_hash = h.row_hash)
+        """,
+        {"night": night},
+    )
+    con.execute(
+        f"""
+        INSERT INTO {target} BY NAME
+        SELECT o.*, $night::DATE AS valid_from, NULL::DATE AS valid_to, true AS is_current,
+               $run_id AS run_id, now() AS loaded_at
+        FROM _opened AS o
+        WHERE NOT EXISTS (SELECT 1 FROM {target} AS h WHERE h.valid_from = $night AND h.{key} = o.{key})
+        """,
+        {"night": night, "run_id": run_id},
+    )
+    ended = f"(b.{key} IN (SELECT {key} FROM _opened) OR b.{key} NOT IN (SELECT {key} FROM _versioned))"
+    con.execute(
+        f"""
+        UPDATE {target} AS h SET valid_to = $night, is_current = false
+        FROM _before AS b
+        WHERE h.{key} = b.{key} AND h.valid_from = b.valid_from
+          AND h.valid_to IS DISTINCT FROM $night AND {ended}
+        """,
+        {"night": night},
+    )
+    con.execute(
+        f"""
+        UPDATE {target} AS h SET valid_to = NULL, is_current = true
+        FROM _before AS b
+        WHERE h.{key} = b.{key} AND h.valid_from = b.valid_from AND h.valid_to IS NOT NULL AND NOT {ended}
+        """
+    )
+    for temp in ("_snapshot", "_versioned", "_before", "_opened"):
+        con.execute(f"DROP TABLE {temp}")
+    row = con.execute(
+        f"SELECT count(*) FILTER (WHERE valid_from = $night), count(*) FILTER (WHERE valid_to = $night) FROM {target}",
+        {"night": night},
+    ).fetchone()
+    return (int(row[0]), int(row[1])) if row else (0, 0)
+
+
+def _create_or_extend(con: duckdb.DuckDBPyConnection, target: str) -> None:
+    """Create the history table from the snapshot's columns, or add the columns it lacks."""
+    key = quote_ident(KEY)
+    con.execute(
+        f"""
+        CREATE TABLE IF NOT EXISTS {target} AS
+        SELECT {key}, NULL::DATE AS valid_from, NULL::DATE AS valid_to, NULL::BOOLEAN AS is_current,
+               * EXCLUDE ({key}, row_hash), NULL::VARCHAR AS run_id, NULL::TIMESTAMPTZ AS loaded_at, row_hash
+        FROM _versioned LIMIT 0
+        """
+    )
+    existing = {row[0] for row in con.execute(f"DESCRIBE {target}").fetchall()}
+    for name, dtype, *_ in con.execute("DESCRIBE _versioned").fetchall():
+        if name not in existing:
+            con.execute(f"ALTER TABLE {target} ADD COLUMN {quote_ident(name)} {dtype}")
+
+
+def _lineage_view(con: duckdb.DuckDBPyConnection) -> str:
+    """``core.golden_field_lineage``: per golden field, each stretch of nights with one value from one record."""
+    versions = []
+    for history in HISTORIES:
+        present = {
+            str(row[0]) for row in con.execute(f"DESCRIBE {qualified('core', history.table)}").fetchall()
+        }
+        fields = [name for name in SURVIVOR_FIELDS[history.entity] if name in present]
+        entries = ", ".join(
+            f"{{'field': {quote_literal(name)}, 'value': CAST(h.{quote_ident(name)} AS VARCHAR)}}"
+            for name in fields
+        )
+        versions.append(
+            f"""
+            SELECT {quote_literal(history.entity)} AS entity, golden_id, f.field, f.value,
+                   CASE WHEN f.value IS NOT NULL THEN supplied_by[f.field] END AS record_id,
+                   valid_from, valid_to, is_current, run_id, loaded_at
+            FROM (SELECT h.*, unnest([{entries}]) AS f FROM {qualified("core", history.table)} AS h)
+            """
+        )
+    union = " UNION ALL ".join(versions)
+    return f"""
+        CREATE OR REPLACE VIEW core.golden_field_lineage AS
+        WITH versions AS ({union}),
+        marked AS (
+            SELECT *,
+                   CASE WHEN lag(value) OVER w IS NOT DISTINCT FROM value
+                         AND lag(record_id) OVER w IS NOT DISTINCT FROM record_id
+                         AND lag(valid_to) OVER w = valid_from
+                        THEN 0 ELSE 1 END AS starts
+            FROM versions
+            WINDOW w AS (PARTITION BY entity, golden_id, field ORDER BY valid_from)
+        ),
+        stretches AS (
+            SELECT *, sum(starts) OVER (PARTITION BY entity, golden_id, field ORDER BY valid_from) AS stretch
+            FROM marked
+        )
+        SELECT entity, golden_id, field, any_value(value) AS value, any_value(record_id) AS record_id,
+               split_part(any_value(record_id), ':', 1) AS source,
+               nullif(substr(any_value(record_id), strpos(any_value(record_id), ':') + 1), '') AS source_id,
+               min(valid_from) AS valid_from,
+               CASE WHEN bool_or(is_current) THEN NULL ELSE max(valid_to) END AS valid_to,
+               bool_or(is_current) AS is_current,
+               arg_min(run_id, valid_from) AS run_id,
+               arg_min(loaded_at, valid_from) AS loaded_at
+        FROM stretches
+        GROUP BY entity, golden_id, field, stretch
+        HAVING any_value(value) IS NOT NULL
+    """
