@@ -3,21 +3,23 @@
 - Every extract and mart carries its declared Dagster freshness policy (``FreshnessPolicy.time_window``,
   what Dagster 1.13 recommends over freshness checks): the UI and the freshness daemon show an asset
   the nightly run has not materialized in time.
-- Each CRM and database extract has three checks, run after it in the same run:
-  ``source_freshness`` (a warning: the source's newest change is older than ``changed_within``),
-  ``volume_drop_warn`` (a warning: tonight's live rows fell past ``warn_below`` of the trailing
-  median) and ``volume_drop_block`` (blocking: past ``block_below``, the raw load and the staging
-  that read the extract do not run).
+- Each CRM and database extract has two checks, run after it in the same run: ``volume_drop_warn``
+  (a warning: tonight's live rows fell past ``warn_below`` of the trailing median) and
+  ``volume_drop_block`` (blocking: past ``block_below``, the raw load and the staging that read the
+  extract do not run).
+- Each such source's raw load has ``source_freshness``: a warning when nothing in the source changed
+  within ``changed_within`` before the day's end.
 
 The work is :mod:`crm_pipelines.quality.volume` and :mod:`crm_pipelines.quality.freshness`.
 """
 
 from collections.abc import Iterator
+from datetime import timedelta
 
 import dagster as dg
 
 from crm_pipelines.partitions import partition_window
-from crm_pipelines.quality.freshness import data_freshness
+from crm_pipelines.quality.freshness import shown_window, source_freshness
 from crm_pipelines.quality.monitoring import Materialized, SourceMonitoring, load_monitoring
 from crm_pipelines.quality.volume import VolumeVerdict, lake_live_rows, volume_verdict
 from crm_pipelines.settings import current_timezone
@@ -65,18 +67,45 @@ def _volume_metadata(verdict: VolumeVerdict) -> "dict[str, dg.RawMetadataValue]"
     return metadata
 
 
-def _build_source_checks(source: str, dataset: str, declared: SourceMonitoring) -> dg.AssetChecksDefinition:
+def _build_freshness_check(source: str, datasets: list[str], within: timedelta) -> dg.AssetChecksDefinition:
+    @dg.asset_check(
+        asset=dg.AssetKey(["raw", source]),
+        name=FRESHNESS_CHECK,
+        description=f"Warns when nothing in {source} changed within {shown_window(within)} before the "
+        "day's end: the night ran, the source has stopped changing (crm_pipelines/quality/monitoring.yaml).",
+    )
+    def _check(context: dg.AssetCheckExecutionContext, lake: LakeResource) -> dg.AssetCheckResult:
+        _, until = partition_window(context.partition_key, current_timezone())
+        fresh = source_freshness(
+            lake.path,
+            source=source,
+            datasets=datasets,
+            partition=context.partition_key,
+            until=until,
+            allowed=within,
+        )
+        metadata: dict[str, dg.RawMetadataValue] = {}
+        if fresh.last_change is not None:
+            metadata["last_change"] = fresh.last_change.isoformat()
+            metadata["last_changed_dataset"] = fresh.dataset or ""
+        if fresh.age is not None:
+            metadata["hours_since_last_change"] = round(fresh.age.total_seconds() / 3600, 1)
+        return dg.AssetCheckResult(
+            passed=fresh.level != "stale",
+            severity=dg.AssetCheckSeverity.WARN,
+            description=fresh.describe(),
+            metadata=metadata,
+        )
+
+    return _check
+
+
+def _build_volume_checks(source: str, dataset: str, declared: SourceMonitoring) -> dg.AssetChecksDefinition:
     key = dg.AssetKey([source, dataset])
 
     @dg.multi_asset_check(
-        name=f"{source}__{dataset}__monitoring",
+        name=f"{source}__{dataset}__volume",
         specs=[
-            dg.AssetCheckSpec(
-                FRESHNESS_CHECK,
-                asset=key,
-                description=f"Warns when {source}'s newest {dataset} change is older than "
-                f"{declared.changed_within} at the day's end (crm_pipelines/quality/monitoring.yaml).",
-            ),
             dg.AssetCheckSpec(
                 VOLUME_WARN_CHECK,
                 asset=key,
@@ -98,32 +127,6 @@ def _build_source_checks(source: str, dataset: str, declared: SourceMonitoring) 
         context: dg.AssetCheckExecutionContext, lake: LakeResource, warehouse: WarehouseResource
     ) -> "Iterator[dg.AssetCheckResult]":
         partition = context.partition_key
-        _, until = partition_window(partition, current_timezone())
-        fresh = data_freshness(
-            lake.path,
-            source=source,
-            dataset=dataset,
-            partition=partition,
-            until=until,
-            allowed=declared.changed_within,
-        )
-        freshness_metadata: dict[str, dg.RawMetadataValue] = {}
-        if fresh.last_change is not None:
-            freshness_metadata["dagster/last_updated_timestamp"] = dg.MetadataValue.timestamp(
-                fresh.last_change
-            )
-            freshness_metadata["last_change"] = fresh.last_change.isoformat()
-        if fresh.age is not None:
-            freshness_metadata["hours_since_last_change"] = round(fresh.age.total_seconds() / 3600, 1)
-        yield dg.AssetCheckResult(
-            check_name=FRESHNESS_CHECK,
-            asset_key=key,
-            passed=fresh.level != "stale",
-            severity=dg.AssetCheckSeverity.WARN,
-            description=fresh.describe(),
-            metadata=freshness_metadata,
-        )
-
         rows = lake_live_rows(lake.path, source=source, dataset=dataset, partition=partition)
         if rows is None:
             for name in (VOLUME_WARN_CHECK, VOLUME_BLOCK_CHECK):
@@ -157,11 +160,14 @@ def _build_source_checks(source: str, dataset: str, declared: SourceMonitoring) 
 
 
 def build_source_checks() -> list[dg.AssetChecksDefinition]:
-    """The freshness and volume checks of every CRM and database extract."""
+    """The volume checks of every CRM and database extract and the freshness check of every such source."""
     monitoring = load_monitoring()
-    return [
-        _build_source_checks(source, dataset, monitoring.source(source))
-        for source, spec in load_sources().items()
-        if spec.kind in _SNAPSHOT_KINDS
-        for dataset in spec.datasets
-    ]
+    checks: list[dg.AssetChecksDefinition] = []
+    for source, spec in load_sources().items():
+        if spec.kind not in _SNAPSHOT_KINDS:
+            continue
+        declared = monitoring.source(source)
+        checks += [_build_volume_checks(source, dataset, declared) for dataset in spec.datasets]
+        if declared.changed_within is not None:
+            checks.append(_build_freshness_check(source, list(spec.datasets), declared.changed_within))
+    return checks

@@ -1,4 +1,4 @@
-"""Data freshness: when did the source last change, as of a night's extract?
+"""Data freshness: when did the source last change, as of a night's extracts?
 
 Dagster's freshness policy says whether the pipeline ran. This says whether the source still lives:
 an extract that runs every night but finds nothing new (an integration user that lost its rights to
@@ -11,6 +11,7 @@ day, not the wall clock: a night run again later is judged the same way.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -19,7 +20,7 @@ from typing import Literal
 from crm_pipelines.lake import partition_dir
 from crm_pipelines.warehouse.watermarks import read_pending
 
-__all__ = ["DataFreshness", "data_freshness"]
+__all__ = ["DataFreshness", "data_freshness", "shown_window", "source_freshness"]
 
 
 @dataclass(frozen=True)
@@ -32,12 +33,14 @@ class DataFreshness:
         age: ``until - last_change``.
         allowed: The declared ``changed_within``.
         level: ``fresh``, ``stale`` or ``no_verdict`` (no time to judge by, or nothing declared).
+        dataset: Where the newest change was seen.
     """
 
     last_change: datetime | None
     age: timedelta | None
     allowed: timedelta | None
     level: Literal["fresh", "stale", "no_verdict"]
+    dataset: str | None = None
 
     def describe(self) -> str:
         if self.allowed is None:
@@ -47,9 +50,40 @@ class DataFreshness:
         hours = self.age.total_seconds() / 3600
         verdict = "within" if self.level == "fresh" else "beyond"
         return (
-            f"newest change {self.last_change.isoformat()}, {hours:.0f} h before the day's end, "
-            f"{verdict} the {self.allowed} allowed"
+            f"newest change {self.last_change.isoformat()}{f' (in {self.dataset})' if self.dataset else ''}, "
+            f"{hours:.0f} h before the day's end, "
+            f"{verdict} the {shown_window(self.allowed)} allowed"
         )
+
+
+def shown_window(window: timedelta) -> str:
+    """A window as declared: ``7d``, ``26h``."""
+    hours = window.total_seconds() / 3600
+    return f"{hours / 24:g}d" if hours % 24 == 0 else f"{hours:g}h"
+
+
+def source_freshness(
+    lake_dir: Path,
+    *,
+    source: str,
+    datasets: Iterable[str],
+    partition: str,
+    until: datetime,
+    allowed: timedelta | None,
+) -> DataFreshness:
+    """Judge a source by its newest change in any of its datasets' lake partitions.
+
+    A source is stale when nothing in it changed: a reference table (currencies) or a slow object
+    (accounts) may rest for months while its contacts change daily.
+    """
+    judged = [
+        data_freshness(lake_dir, source=source, dataset=d, partition=partition, until=until, allowed=allowed)
+        for d in datasets
+    ]
+    timed = [j for j in judged if j.last_change is not None]
+    if allowed is None or not timed:
+        return DataFreshness(None, None, allowed, "no_verdict")
+    return min(timed, key=lambda j: j.age or timedelta.max)
 
 
 def data_freshness(
@@ -63,4 +97,4 @@ def data_freshness(
     if last_change.tzinfo is None:  # a database's timestamp cursor without a zone is UTC (the extract's)
         last_change = last_change.replace(tzinfo=UTC)
     age = until - last_change
-    return DataFreshness(last_change, age, allowed, "fresh" if age <= allowed else "stale")
+    return DataFreshness(last_change, age, allowed, "fresh" if age <= allowed else "stale", dataset)

@@ -48,7 +48,7 @@ class Env:
             for a in [*build_crm_api_assets(), *build_raw_load_assets(), *build_staging_assets()]
             if a.key in (CONTACTS, RAW, STAGING)
         ]
-        checks = [c for c in build_source_checks() if CONTACTS in {k.asset_key for k in c.check_keys}]
+        checks = [c for c in build_source_checks() if {k.asset_key for k in c.check_keys} & {CONTACTS, RAW}]
         return dg.materialize(
             [*assets, *checks],
             resources={
@@ -85,9 +85,11 @@ def env(tmp_path: Path) -> Iterator[Env]:
     clear_token_cache()
 
 
-def _check(result: dg.ExecuteInProcessResult, name: str) -> dg.AssetCheckEvaluation:
+def _check(
+    result: dg.ExecuteInProcessResult, name: str, key: dg.AssetKey = CONTACTS
+) -> dg.AssetCheckEvaluation:
     for evaluation in result.get_asset_check_evaluations():
-        if evaluation.asset_key == CONTACTS and evaluation.check_name == name:
+        if evaluation.asset_key == key and evaluation.check_name == name:
             return evaluation
     raise AssertionError(f"check {name} did not run")
 
@@ -148,7 +150,7 @@ def test_a_shrinking_source_warns_then_blocks_its_loads(env: Env) -> None:
 def test_a_source_that_stops_changing_fails_its_freshness_check(env: Env) -> None:
     first = env.run(DAY1)
     assert first.success
-    fresh = _check(first, FRESHNESS_CHECK)
+    fresh = _check(first, FRESHNESS_CHECK, RAW)
     assert fresh.passed
     newest = datetime.fromisoformat(str(fresh.metadata["last_change"].value))
     assert newest <= datetime(2026, 11, 26, tzinfo=UTC)
@@ -157,10 +159,11 @@ def test_a_source_that_stops_changing_fails_its_freshness_check(env: Env) -> Non
     stale_day = DAY1 + timedelta(days=10)
     stale = env.run(stale_day)
     assert stale.success  # a warning: the loads go on
-    check = _check(stale, FRESHNESS_CHECK)
+    check = _check(stale, FRESHNESS_CHECK, RAW)
     assert not check.passed
     assert check.severity == dg.AssetCheckSeverity.WARN
     assert datetime.fromisoformat(str(check.metadata["last_change"].value)) == newest
+    assert check.metadata["last_changed_dataset"].value == "contacts"
     assert float(check.metadata["hours_since_last_change"].value) > 7 * 24  # type: ignore[arg-type]
     assert {RAW, STAGING} <= _materialized(stale)
 
@@ -168,4 +171,4 @@ def test_a_source_that_stops_changing_fails_its_freshness_check(env: Env) -> Non
     live = env.live_contacts()
     touch_records(env.layout.hubspot_store, "contacts", [live[0]], _at(stale_day + timedelta(days=1)), {})
     again = env.run(stale_day + timedelta(days=1))
-    assert _check(again, FRESHNESS_CHECK).passed
+    assert _check(again, FRESHNESS_CHECK, RAW).passed

@@ -72,8 +72,11 @@ def test_every_extract_and_mart_carries_its_freshness_policy_and_the_extracts_th
         ), key
     checks = graph.asset_check_keys
     for key in (dg.AssetKey(["salesforce", "leads"]), dg.AssetKey(["erp", "customers"])):
-        for name in (FRESHNESS_CHECK, VOLUME_WARN_CHECK, VOLUME_BLOCK_CHECK):
+        for name in (VOLUME_WARN_CHECK, VOLUME_BLOCK_CHECK):
             assert dg.AssetCheckKey(key, name) in checks
+    assert dg.AssetCheckKey(dg.AssetKey(["raw", "salesforce"]), FRESHNESS_CHECK) in checks
+    # finance_sftp declares changed_within: null (payments come in on business days only).
+    assert dg.AssetCheckKey(dg.AssetKey(["raw", "finance_sftp"]), FRESHNESS_CHECK) not in checks
     # The nightly job runs them (the blocking one before the loads that read the extract).
     nightly = definitions.resolve_job_def("nightly_sync")
     selected = nightly.asset_layer.asset_graph.asset_check_keys

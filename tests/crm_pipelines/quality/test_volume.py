@@ -7,7 +7,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from crm_pipelines.lake import partition_dir
-from crm_pipelines.quality.freshness import data_freshness
+from crm_pipelines.quality.freshness import data_freshness, source_freshness
 from crm_pipelines.quality.monitoring import VolumePolicy
 from crm_pipelines.quality.volume import lake_live_rows, record_volume, volume_verdict
 from crm_pipelines.warehouse.connection import Warehouse
@@ -78,3 +78,28 @@ def test_freshness_reads_the_cursor_the_extract_reached(tmp_path: Path) -> None:
     assert judge() == "fresh"
     write_pending(folder, PendingWatermark("erp", "customers", None, "4711", kind="integer"))
     assert judge() == "no_verdict"
+
+
+def test_a_source_is_fresh_while_any_of_its_datasets_changes(tmp_path: Path) -> None:
+    until = datetime(2026, 11, 26, tzinfo=UTC)
+    for dataset, reached in (
+        ("currencies", "2020-01-06T09:00:00+00:00"),
+        ("customers", "2026-11-25T17:00:00Z"),
+    ):
+        folder = partition_dir(tmp_path, "raw", "erp", dataset, "2026-11-25")
+        folder.mkdir(parents=True)
+        write_pending(folder, PendingWatermark("erp", dataset, None, reached))
+
+    def judge(datasets: list[str]) -> tuple[str, str | None]:
+        verdict = source_freshness(
+            tmp_path,
+            source="erp",
+            datasets=datasets,
+            partition="2026-11-25",
+            until=until,
+            allowed=timedelta(days=7),
+        )
+        return verdict.level, verdict.dataset
+
+    assert judge(["currencies", "customers", "not_extracted"]) == ("fresh", "customers")
+    assert judge(["currencies"]) == ("stale", "currencies")
