@@ -12,7 +12,7 @@ day, not the wall clock: a night run again later is judged the same way.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Literal
@@ -34,6 +34,8 @@ class DataFreshness:
         allowed: The declared ``changed_within``.
         level: ``fresh``, ``stale`` or ``no_verdict`` (no time to judge by, or nothing declared).
         dataset: Where the newest change was seen.
+        untimed: Datasets extracted with no modification time to judge by (a delta link, a
+            sequence, a full read): while one is there, an old change elsewhere is no verdict.
     """
 
     last_change: datetime | None
@@ -41,6 +43,7 @@ class DataFreshness:
     allowed: timedelta | None
     level: Literal["fresh", "stale", "no_verdict"]
     dataset: str | None = None
+    untimed: tuple[str, ...] = ()
 
     def describe(self) -> str:
         if self.allowed is None:
@@ -48,12 +51,14 @@ class DataFreshness:
         if self.last_change is None or self.age is None:
             return "the extract's cursor is not a modification time: freshness not judged"
         hours = self.age.total_seconds() / 3600
-        verdict = "within" if self.level == "fresh" else "beyond"
-        return (
+        verdict = "within" if self.age <= self.allowed else "beyond"
+        text = (
             f"newest change {self.last_change.isoformat()}{f' (in {self.dataset})' if self.dataset else ''}, "
-            f"{hours:.0f} h before the day's end, "
-            f"{verdict} the {shown_window(self.allowed)} allowed"
+            f"{hours:.0f} h before the day's end, {verdict} the {shown_window(self.allowed)} allowed"
         )
+        if self.level == "no_verdict" and self.untimed:
+            text += f"; not judged: {', '.join(self.untimed)} may have changed and carry no time"
+        return text
 
 
 def shown_window(window: timedelta) -> str:
@@ -74,16 +79,28 @@ def source_freshness(
     """Judge a source by its newest change in any of its datasets' lake partitions.
 
     A source is stale when nothing in it changed: a reference table (currencies) or a slow object
-    (accounts) may rest for months while its contacts change daily.
+    (accounts) may rest for months while its contacts change daily. Datasets not extracted for the
+    partition are left out; one whose changes carry no time (a delta link) turns a stale verdict
+    into none, since it may be where the source still changes.
     """
-    judged = [
-        data_freshness(lake_dir, source=source, dataset=d, partition=partition, until=until, allowed=allowed)
-        for d in datasets
-    ]
-    timed = [j for j in judged if j.last_change is not None]
+    timed: list[DataFreshness] = []
+    untimed: list[str] = []
+    for dataset in datasets:
+        if read_pending(partition_dir(lake_dir, "raw", source, dataset, partition)) is None:
+            continue
+        judged = data_freshness(
+            lake_dir, source=source, dataset=dataset, partition=partition, until=until, allowed=allowed
+        )
+        if judged.last_change is None:
+            untimed.append(dataset)
+        else:
+            timed.append(judged)
     if allowed is None or not timed:
-        return DataFreshness(None, None, allowed, "no_verdict")
-    return min(timed, key=lambda j: j.age or timedelta.max)
+        return DataFreshness(None, None, allowed, "no_verdict", untimed=tuple(untimed))
+    newest = min(timed, key=lambda j: j.age or timedelta.max)
+    if newest.level == "stale" and untimed:
+        return replace(newest, level="no_verdict", untimed=tuple(untimed))
+    return newest
 
 
 def data_freshness(

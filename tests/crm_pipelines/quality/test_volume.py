@@ -103,3 +103,10 @@ def test_a_source_is_fresh_while_any_of_its_datasets_changes(tmp_path: Path) -> 
 
     assert judge(["currencies", "customers", "not_extracted"]) == ("fresh", "customers")
     assert judge(["currencies"]) == ("stale", "currencies")
+    # Contacts read through a delta link: their changes carry no time, so the old currencies prove nothing.
+    folder = partition_dir(tmp_path, "raw", "erp", "contacts", "2026-11-25")
+    folder.mkdir(parents=True)
+    write_pending(
+        folder, PendingWatermark("erp", "contacts", None, "https://x/delta?token=1", kind="delta_link")
+    )
+    assert judge(["currencies", "contacts"]) == ("no_verdict", "currencies")
