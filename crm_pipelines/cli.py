@@ -130,6 +130,42 @@ def cmd_webhooks(args: argparse.Namespace) -> int:
     return 0
 
 
+def _erase_arguments(parser: argparse.ArgumentParser) -> None:
+    who = parser.add_mutually_exclusive_group(required=True)
+    who.add_argument("--email", help="an e-mail address the person used in any source")
+    who.add_argument("--golden-id", help="their golden contact id (marts.dim_contact.contact_id)")
+    parser.add_argument("--requested-by", default=None, help="who asked (default: $USER)")
+
+
+def cmd_erase(args: argparse.Namespace) -> int:
+    """Erase a person everywhere, keep them out from now on, and print what was touched (counts only)."""
+    import getpass
+
+    from crm_pipelines.privacy.erase import erase_person
+    from crm_pipelines.settings import current_paths
+    from crm_pipelines.warehouse.connection import Warehouse
+
+    paths = current_paths()
+    report = erase_person(
+        warehouse=Warehouse(paths.warehouse_url),
+        lake_dir=paths.lake_dir,
+        email=args.email,
+        golden_id=args.golden_id,
+        requested_by=args.requested_by or getpass.getuser(),
+    )
+    table = Table(title=f"erasure {report.request_id} (ops.erasure_audit)")
+    for column in ("place", "rows erased", "rows pseudonymised"):
+        table.add_column(column)
+    for place, counts in sorted(report.places.items()):
+        table.add_row(place, str(counts["erased"]), str(counts["pseudonymised"]))
+    console.print(table)
+    console.print(
+        f"{report.golden_records} golden records, {report.source_records} source records found; "
+        f"{report.rows_erased} rows erased, {report.lake_files_rewritten} lake files rewritten"
+    )
+    return 0
+
+
 BUILT_IN: dict[str, Command] = {
     "doctor": Command(
         help="check configuration, credentials and connectivity of every system", run=cmd_doctor
@@ -138,6 +174,11 @@ BUILT_IN: dict[str, Command] = {
         help="list the match review queue, or decide a pair (--must-link / --cannot-link A B)",
         run=cmd_review,
         add_arguments=_review_arguments,
+    ),
+    "erase": Command(
+        help="erase a person on request (--email or --golden-id) and keep them out of later nights",
+        run=cmd_erase,
+        add_arguments=_erase_arguments,
     ),
     "webhooks": Command(
         help="serve the webhook receiver (POST /webhooks/<sender>, events stored before the 200)",

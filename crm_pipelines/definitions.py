@@ -16,6 +16,7 @@ from assets.crm_apis import api_resource_key, build_crm_api_assets
 from assets.erp_database import build_erp_database_assets
 from assets.identity import apply_match_decisions, identity_resolution
 from assets.marts import build_mart_assets
+from assets.privacy import erase_person
 from assets.reconciliation import reconciliation
 from assets.reverse_sync import build_reverse_sync_assets
 from assets.sftp_files import build_sftp_assets, build_sftp_file_version_assets
@@ -126,7 +127,7 @@ def defs() -> dg.Definitions:
     return dg.Definitions(
         assets=build_assets(),
         asset_checks=build_source_checks(),
-        jobs=[nightly_sync_job, apply_match_decisions, *build_sftp_file_jobs()],
+        jobs=[nightly_sync_job, apply_match_decisions, erase_person, *build_sftp_file_jobs()],
         schedules=[build_nightly_schedule(job_name="nightly_sync", timezone=settings.current_timezone())],
         sensors=[*build_sftp_arrival_sensors(), webhook_events_sensor],
         resources=build_resources(),

@@ -18,6 +18,7 @@ from crm_pipelines.canonical import ENTITIES, QUARANTINE
 from crm_pipelines.lake import ParquetSink, partition_dir, reset_dir, scan_parquet
 from crm_pipelines.mapping.build import mapping_connection, plan_entity
 from crm_pipelines.mapping.spec import load_mappings
+from crm_pipelines.privacy.suppression import suppress_raw_partition
 from crm_pipelines.progress import ProgressLog
 from crm_pipelines.quality.validate import validate_batches
 from crm_pipelines.sql import quote_literal
@@ -80,11 +81,19 @@ def stage_entity(
     quarantine = reset_dir(quality_quarantine_folder(lake_dir, entity, partition))
     deleted_dir = reset_dir(deleted_folder(lake_dir, entity, partition))
     outcomes: list[SourceStaging] = []
+    mappings = load_mappings()
+    # People erased on request stay out though a source still holds them: their rows leave the raw
+    # lake files (quarantined as 'erased', hashes only) before they are mapped.
+    for dataset in sorted({d for m in mappings.entities.get(entity, []) for d in m.inputs.values()}):
+        source_dir, name = dataset.split("/", 1)
+        suppressed = suppress_raw_partition(
+            lake_dir=lake_dir, source_dir=source_dir, dataset=name, partition=partition, mappings=mappings
+        )
+        if suppressed:
+            log.info(f"{entity}: {suppressed} rows of {dataset} dropped (ops.erasure_suppression)")
     con = mapping_connection(spill_dir=lake_dir / "_spill")
     try:
-        for planned in plan_entity(
-            entity=entity, mappings=load_mappings(), lake_dir=lake_dir, partition=partition
-        ):
+        for planned in plan_entity(entity=entity, mappings=mappings, lake_dir=lake_dir, partition=partition):
             if planned.sql is None:
                 log.warning(
                     f"{entity} from {planned.source}: no data for {partition} in {list(planned.missing_inputs)}"

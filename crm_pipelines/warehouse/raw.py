@@ -18,6 +18,7 @@ import duckdb
 from crm_pipelines.files.landing import landed_manifests
 from crm_pipelines.lake import has_parquet, parquet_glob, partition_dir
 from crm_pipelines.mapping.spec import load_mappings
+from crm_pipelines.privacy.suppression import suppress_raw_partition
 from crm_pipelines.quality.volume import live_rows, record_volume
 from crm_pipelines.warehouse.load import replace_partition
 from crm_pipelines.warehouse.quarantine import replace_quarantine
@@ -85,6 +86,10 @@ def load_raw_dataset(
     commit with the rows or not at all.
     """
     folder = partition_dir(lake_dir, "raw", source, dataset, partition)
+    # People erased on request stay out though the source still holds them (quarantined as 'erased').
+    suppress_raw_partition(
+        lake_dir=lake_dir, source_dir=source, dataset=dataset, partition=partition, mappings=load_mappings()
+    )
     # Extract-stage quarantine (file lines) is scoped to the dataset's entity, so one
     # dataset's replacement never wipes another's. It loads even when no row survived.
     replace_quarantine(

@@ -1,0 +1,82 @@
+"""One small sandbox night shared by the privacy tests (the masked views, then an erasure)."""
+
+import datetime as dt
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import dagster as dg
+import duckdb
+import pytest
+
+from crm_pipelines import settings
+from crm_pipelines.definitions import defs
+from crm_pipelines_sandbox.run import Sandbox
+
+DAY = dt.date(2026, 11, 25)
+
+
+@pytest.fixture(scope="package")
+def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sandbox]:
+    root = tmp_path_factory.mktemp("privacy")
+    monkeypatch = pytest.MonkeyPatch()
+    box = Sandbox(root / "sandbox", contacts=300, seed=11, as_of=DAY)
+    try:
+        for name, value in box.start().items():
+            monkeypatch.setenv(name, value)
+        monkeypatch.setenv(settings.LAKE_DIR, str(root / "lake"))
+        monkeypatch.setenv(settings.WRITE_BACK, "off")
+        monkeypatch.setenv(settings.WAREHOUSE_URL, f"duckdb:///{root}/warehouse.duckdb")
+        # No CRM_PIPELINES_MASKING_KEY: the development key is generated next to the warehouse.
+        monkeypatch.delenv("CRM_PIPELINES_MASKING_KEY", raising=False)
+        monkeypatch.delenv("CRM_PIPELINES_MASKING_KEY_FILE", raising=False)
+        yield box
+    finally:
+        box.stop()
+        monkeypatch.undo()
+
+
+def _run_job(name: str, **kwargs: object) -> dg.ExecuteInProcessResult:
+    return (
+        defs()
+        .resolve_job_def(name)
+        .execute_in_process(instance=dg.DagsterInstance.ephemeral(), raise_on_error=False, **kwargs)  # type: ignore[arg-type]
+    )
+
+
+def _run_nightly() -> dg.ExecuteInProcessResult:
+    return _run_job("nightly_sync", partition_key=DAY.isoformat())
+
+
+RunJob = Callable[..., dg.ExecuteInProcessResult]
+Connect = Callable[[], duckdb.DuckDBPyConnection]
+
+
+@pytest.fixture
+def run_job() -> RunJob:
+    """Runs a job of the definitions in-process: ``run_job(name, run_config=...)``."""
+    return _run_job
+
+
+@pytest.fixture
+def run_nightly() -> Callable[[], dg.ExecuteInProcessResult]:
+    """Runs the nightly sync of the sandbox day."""
+    return _run_nightly
+
+
+@pytest.fixture(scope="package")
+def first_night(sandbox: Sandbox) -> dg.ExecuteInProcessResult:
+    result = _run_nightly()
+    failures = [e.message for e in result.all_events if e.event_type == dg.DagsterEventType.STEP_FAILURE]
+    assert result.success, failures
+    return result
+
+
+@pytest.fixture(scope="package")
+def connect(sandbox: Sandbox) -> Connect:
+    """Opens the sandbox warehouse read-only."""
+    return lambda: duckdb.connect(str(sandbox.root.parent / "warehouse.duckdb"), read_only=True)
+
+
+@pytest.fixture(scope="package")
+def lake_dir(sandbox: Sandbox) -> Path:
+    return sandbox.root.parent / "lake"
