@@ -75,11 +75,15 @@ def _build_extract(
 
 
 def _day_metadata(day: DropDay) -> dict[str, Any]:
+    # The partition's rows, landed by this run or an earlier one: what the raw load and the
+    # reconciliation count. A re-run lands nothing new, but the day still holds its rows.
+    rows, quarantined = day.partition_rows()
     return {
         "files": dg.MetadataValue.json(day.manifests),
-        "dagster/row_count": dg.MetadataValue.int(day.rows),
-        "rows": dg.MetadataValue.int(day.rows),
-        "rows_quarantined": dg.MetadataValue.int(day.rows_quarantined),
+        "dagster/row_count": dg.MetadataValue.int(rows),
+        "rows": dg.MetadataValue.int(rows),
+        "rows_quarantined": dg.MetadataValue.int(quarantined),
+        "rows_landed_this_run": dg.MetadataValue.int(day.rows),
         "lake_path": dg.MetadataValue.path(str(day.folder)),
         "refused_names": dg.MetadataValue.json(day.refused),
         "unreadable_files": dg.MetadataValue.json(day.unreadable),

@@ -223,11 +223,24 @@ class DropDay:
 
     @property
     def rows(self) -> int:
+        """Rows landed from the files found in the drop this run."""
         return sum(int(m["rows_landed"]) for m in self.manifests)
 
     @property
     def rows_quarantined(self) -> int:
         return sum(int(m["rows_quarantined"]) for m in self.manifests)
+
+    def partition_rows(self) -> tuple[int, int]:
+        """(rows landed, lines quarantined) of every file version the day's partition holds.
+
+        What the raw load and the reconciliation count, whichever run landed the files: a re-run
+        finds the day's files already moved to processed/, yet the partition still holds their rows.
+        """
+        manifests = landed_manifests(self.folder)
+        return (
+            sum(int(m["rows_landed"]) for m in manifests),
+            sum(int(m["rows_quarantined"]) for m in manifests),
+        )
 
     def landed_before(self) -> list[str]:
         """Files of this day landed by earlier runs (and since moved to processed/)."""

@@ -71,6 +71,12 @@ def fingerprint(con: duckdb.DuckDBPyConnection) -> dict[str, str]:
     return out
 
 
+def files_rows(sandbox: Sandbox) -> int:
+    with warehouse(sandbox) as con:
+        row = con.execute("SELECT count(*) FROM raw.finance_sftp__invoices").fetchone()
+    return int(row[0]) if row else 0
+
+
 @pytest.fixture(scope="module")
 def first_run(sandbox: Sandbox) -> dg.ExecuteInProcessResult:
     return run_nightly()
@@ -115,6 +121,37 @@ def test_every_row_is_loaded_merged_or_quarantined(
     assert (
         sum(r[4] for r in rows if r[0] != "all" and r[1] in ("account", "contact")) > 0
     )  # duplicates merged
+    # An 'all' row is the sum of its entity's rows, column by column.
+    for (source, entity), total in by_key.items():
+        if source == "all":
+            parts = [r for r in rows if r[1] == entity and r[0] != "all"]
+            assert total[2:6] == tuple(sum(r[i] for r in parts) for i in range(2, 6)), entity
+
+
+def test_invoice_and_payment_totals_match_from_each_file_to_the_facts(
+    sandbox: Sandbox, first_run: dg.ExecuteInProcessResult
+) -> None:
+    [check] = [e for e in first_run.get_asset_check_evaluations() if e.check_name == "control_totals_match"]
+    assert check.passed, check.description
+    with warehouse(sandbox) as con:
+        totals = con.execute(
+            "SELECT source, entity, file, layer, value FROM ops.control_totals "
+            "WHERE run_id = ? AND measure IN ('count', 'amount_gross', 'amount')",
+            [first_run.run_id],
+        ).fetchall()
+        mismatched = con.execute(
+            "SELECT count(*) FROM ops.control_totals WHERE run_id = ? AND difference <> 0", [first_run.run_id]
+        ).fetchone()
+    assert mismatched == (0,)
+    files = {(source, entity, file) for source, entity, file, _, _ in totals if source == "finance_sftp"}
+    # Each of the day's files, by its version.
+    assert {entity for _, entity, _ in files} == {"invoice", "payment"}
+    assert all("@" in file for _, _, file in files), files
+    # The billing file's quarantined rows are accounted for by their amounts too.
+    quarantined = [
+        v for s, e, _, layer, v in totals if s == "finance_sftp" and layer.startswith("quarantine")
+    ]
+    assert sum(quarantined) > 0
 
 
 def test_bad_rows_are_quarantined_with_the_reason(
@@ -171,6 +208,10 @@ def test_running_again_changes_nothing(sandbox: Sandbox, first_run: dg.ExecuteIn
             "SELECT count(*), count(DISTINCT (path, sha256)) FROM ops.file_ingest"
         ).fetchall()
     assert second == first
+    # The day's files were landed by the first run; the re-run still reports the rows the day holds.
+    for run in (first_run, second_run):
+        [extract] = run.asset_materializations_for_node("finance_sftp__invoices")
+        assert extract.metadata["rows"] == dg.MetadataValue.int(int(files_rows(sandbox)))
     assert files[0] == files[1] == 2  # each SFTP file version recorded once
 
 
