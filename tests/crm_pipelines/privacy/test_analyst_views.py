@@ -6,6 +6,7 @@ from collections.abc import Callable
 import dagster as dg
 import duckdb
 
+from crm_pipelines.canonical import ENTITIES
 from crm_pipelines.privacy.keys import masking_key
 from crm_pipelines.privacy.masking import MART_ENTITY, token
 
@@ -127,3 +128,13 @@ def test_contact_points_are_shown_partly(connect: Connect, first_night: dg.Execu
         assert masked_phone[:3] == phone[:3]
         assert masked_phone[-2:] == phone[-2:]
         assert re.fullmatch(r"\+\d\d\*+\d\d", masked_phone), masked_phone
+
+
+def test_staging_keeps_only_the_declared_canonical_columns(
+    connect: Connect, first_night: dg.ExecuteInProcessResult
+) -> None:
+    """Data minimisation past the extract (whose declared fields only are read: tests/crm_pipelines/connectors)."""
+    with connect() as con:
+        for entity, schema in ENTITIES.items():
+            columns = {c for (c, *_) in con.execute(f"DESCRIBE staging.{entity}").fetchall()}
+            assert columns - {"_partition"} == set(schema.names), entity
