@@ -15,6 +15,7 @@ from functools import lru_cache
 import duckdb
 import phonenumbers
 import pyarrow as pa
+import pyarrow.compute as pc
 import pycountry
 
 # Spellings that pycountry's fuzzy search gets wrong or does not know.
@@ -86,7 +87,6 @@ def normalize_country(value: str | None) -> str | None:
     return key
 
 
-@lru_cache(maxsize=262_144)
 def normalize_phone(value: str | None, country: str | None = None) -> str | None:
     """E.164 form of a phone number, using the record's country for national formats.
 
@@ -99,6 +99,13 @@ def normalize_phone(value: str | None, country: str | None = None) -> str | None
     region = normalize_country(country) if country else None
     if region is not None and len(region) != 2:
         region = None
+    return _phone_in_region(text, region)
+
+
+@lru_cache(maxsize=262_144)
+def _phone_in_region(text: str, region: str | None) -> str:
+    # Keyed by what the result depends on (the trimmed text and the region), not by the raw values:
+    # 'Germany', 'DE' and ' de ' share one parse of the same number.
     candidate = text
     if candidate.startswith("00"):
         # International prefix written as 00 works from most countries but not NANP (011).
@@ -135,28 +142,53 @@ def normalize_domain(value: str | None) -> str | None:
     return text or None
 
 
+# clean_text as SQL: DuckDB runs it vectorised over every text column instead of a Python call per
+# value. The class is exactly what Python's ``\s`` and ``str.strip`` treat as white space (RE2's own
+# ``\s`` is ASCII only), so the two agree on every string.
+_WHITESPACE_CLASS = "[" + "".join(f"\\x{{{c:x}}}" for c in range(0x110000) if chr(c).isspace()) + "]"
+NORM_TEXT_MACRO = (
+    "CREATE OR REPLACE MACRO norm_text(x) AS "
+    f"nullif(trim(regexp_replace(x, '{_WHITESPACE_CLASS}+', ' ', 'g'), ' '), '')"
+)
+
+
 def _arrow_udf1(fn: Callable[[str | None], str | None]) -> Callable[[pa.Array], pa.Array]:
     def udf(values: pa.Array) -> pa.Array:
-        return pa.array([fn(v) for v in values.to_pylist()], type=pa.string())
+        # Each distinct value of the batch is normalised once, then spread back over its rows; a
+        # null stays null (every normaliser maps None to None).
+        if isinstance(values, pa.ChunkedArray):
+            values = values.combine_chunks()
+        encoded = pc.dictionary_encode(values)
+        normalised = pa.array([fn(v) for v in encoded.dictionary.to_pylist()], type=pa.string())
+        return normalised.take(encoded.indices)
 
     return udf
 
 
 def _phone_udf(values: pa.Array, countries: pa.Array) -> pa.Array:
-    return pa.array(
-        [normalize_phone(v, c) for v, c in zip(values.to_pylist(), countries.to_pylist(), strict=True)],
-        type=pa.string(),
-    )
+    # Distinct (number, country) pairs of the batch once each; _phone_in_region caches across batches.
+    pairs: dict[tuple[str | None, str | None], str | None] = {}
+    out: list[str | None] = []
+    for v, c in zip(values.to_pylist(), countries.to_pylist(), strict=True):
+        key = (v, c)
+        if key not in pairs:
+            pairs[key] = normalize_phone(v, c)
+        out.append(pairs[key])
+    return pa.array(out, type=pa.string())
 
 
 def register_udfs(con: duckdb.DuckDBPyConnection) -> None:
-    """Make the normalisers callable from DuckDB SQL as ``norm_phone(value, country)`` etc."""
+    """Make the normalisers callable from DuckDB SQL as ``norm_phone(value, country)`` etc.
+
+    ``norm_text`` is a SQL macro (:data:`NORM_TEXT_MACRO`, the same result as :func:`clean_text`);
+    the others are vectorised Arrow UDFs that normalise each distinct value of a batch once.
+    """
+    con.execute(NORM_TEXT_MACRO)
     varchar = duckdb.sqltypes.VARCHAR
     for name, fn in (
         ("norm_country", normalize_country),
         ("norm_email", normalize_email),
         ("norm_domain", normalize_domain),
-        ("norm_text", clean_text),
     ):
         # The stubs do not know the "arrow" UDF form.
         con.create_function(  # type: ignore[call-overload]

@@ -2,6 +2,7 @@ import duckdb
 import pytest
 
 from crm_pipelines.mapping.normalize import (
+    clean_text,
     normalize_country,
     normalize_domain,
     normalize_email,
@@ -70,3 +71,35 @@ def test_udfs_are_callable_from_duckdb() -> None:
         "SELECT norm_phone('030 1234567', 'Deutschland'), norm_country('usa'), norm_email(NULL), norm_text('  a   b ')"
     ).fetchone()
     assert row == ("+49301234567", "US", None, "a b")
+
+
+def test_sql_norm_text_agrees_with_clean_text_on_every_kind_of_white_space() -> None:
+    spaces = [chr(c) for c in range(0x110000) if chr(c).isspace()]
+    values: list[str | None] = [
+        None,
+        "",
+        "   ",
+        "plain",
+        "  a \t\n b  ",
+        "".join(spaces),
+        *(f"{s}x{s}{s}y{s}" for s in spaces),
+        "a\u200bb",  # zero-width space: not white space to Python, kept
+        "Müller\u00a0 GmbH",
+    ]
+    con = duckdb.connect()
+    register_udfs(con)
+    got = [row[0] for row in con.execute("SELECT norm_text(v) FROM unnest(?) AS t(v)", [values]).fetchall()]
+    assert got == [clean_text(v) for v in values]
+
+
+def test_arrow_udfs_normalise_repeated_and_null_values_like_the_python_functions() -> None:
+    values = ["  USA", "Germany", None, "  USA", "Atlantis", None, "de", "Germany"]
+    emails = [" <A@B.com>", None, "mailto:X@Y.de", " <A@B.com>"]
+    con = duckdb.connect()
+    register_udfs(con)
+    countries = [
+        r[0] for r in con.execute("SELECT norm_country(v) FROM unnest(?) AS t(v)", [values]).fetchall()
+    ]
+    assert countries == [normalize_country(v) for v in values]
+    mails = [r[0] for r in con.execute("SELECT norm_email(v) FROM unnest(?) AS t(v)", [emails]).fetchall()]
+    assert mails == [normalize_email(v) for v in emails]
