@@ -13,19 +13,13 @@ import datetime as dt
 from collections.abc import Iterator
 from dataclasses import dataclass
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
 import dagster as dg
-import duckdb
 import httpx
 import pytest
 
-from crm_pipelines import settings
-from crm_pipelines.connectors.auth import clear_token_cache
-from crm_pipelines.connectors.limits import clear_buckets
-from crm_pipelines.definitions import defs
-from crm_pipelines_sandbox.run import Sandbox
+from crm_pipelines_sandbox.nights import SandboxNights, sandbox_nights
 
 SYNC = "dynamics_opportunities_to_hubspot"
 TODAY = dt.datetime.now(dt.UTC).date()
@@ -43,27 +37,19 @@ HUBSPOT_STAGE = {
 
 @dataclass
 class Estate:
-    box: Sandbox
-    root: Path
-    env: dict[str, str]
-    instance: dg.DagsterInstance
-    job: dg.JobDefinition
-    selection: list[dg.AssetKey]
+    nights: SandboxNights
     http: httpx.Client
 
+    @property
+    def env(self) -> dict[str, str]:
+        return self.nights.env
+
     def night(self, day: dt.date) -> None:
-        result = self.job.execute_in_process(
-            partition_key=day.isoformat(),
-            instance=self.instance,
-            asset_selection=self.selection,
-            raise_on_error=False,
-        )
-        failures = [e.message for e in result.all_events if e.event_type == dg.DagsterEventType.STEP_FAILURE]
-        assert result.success, failures
+        self.nights.night(day)
 
     def model(self) -> dict[str, tuple[str, Decimal | None]]:
         """Dynamics opportunity id -> (canonical stage, amount), as the sync's model selects them."""
-        with duckdb.connect(str(self.root / "warehouse.duckdb"), read_only=True) as con:
+        with self.nights.warehouse() as con:
             rows = con.execute(
                 "SELECT o.source_id, o.stage, o.amount FROM core.opportunity AS o "
                 "JOIN core.xref_identity AS a ON a.record_id = o.account_record_id AND a.entity = 'account' "
@@ -119,50 +105,31 @@ class Estate:
         )
 
 
+# The sync and what it reads: the accounts of both CRMs (identity), their opportunities.
+_WANTED = {"accounts", "companies", "contacts", "opportunities", "deals", "currencies"}
+_STEPS = (
+    ["staging", "account"],
+    ["staging", "contact"],
+    ["staging", "opportunity"],
+    ["identity", "resolution"],
+    ["core", "identity"],
+    ["core", "opportunity"],
+    ["reverse_sync", SYNC],
+)
+
+
+def _selected(key: dg.AssetKey) -> bool:
+    return (key.path[0] in {"hubspot", "dynamics"} and key.path[1] in _WANTED) or key.path in _STEPS
+
+
 @pytest.fixture(scope="module")
 def estate(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Estate]:
     root = tmp_path_factory.mktemp("flow_dynamics_hubspot")
-    monkeypatch = pytest.MonkeyPatch()
-    clear_token_cache()
-    clear_buckets()
-    box = Sandbox(root / "sandbox", contacts=1200, seed=11, as_of=YESTERDAY)
-    try:
-        env = box.start()
-        env.update(
-            {
-                settings.LAKE_DIR: str(root / "lake"),
-                settings.WAREHOUSE_URL: f"duckdb:///{root}/warehouse.duckdb",
-                settings.WRITE_BACK: "on",
-                settings.RATE_LIMIT_DIR: str(root / "rate-limits"),
-            }
-        )
-        for name, value in env.items():
-            monkeypatch.setenv(name, value)
-        job = defs().resolve_job_def("nightly_sync")
-        # The sync and what it reads: the accounts of both CRMs (identity), their opportunities.
-        wanted = {"accounts", "companies", "contacts", "opportunities", "deals", "currencies"}
-        selection = [
-            key
-            for key in job.asset_layer.executable_asset_keys
-            if (key.path[0] in {"hubspot", "dynamics"} and key.path[1] in wanted)
-            or key.path
-            in (
-                ["staging", "account"],
-                ["staging", "contact"],
-                ["staging", "opportunity"],
-                ["identity", "resolution"],
-                ["core", "identity"],
-                ["core", "opportunity"],
-                ["reverse_sync", SYNC],
-            )
-        ]
-        with httpx.Client(timeout=30) as http:
-            yield Estate(box, root, env, dg.DagsterInstance.ephemeral(), job, selection, http)
-    finally:
-        box.stop()
-        monkeypatch.undo()
-        clear_token_cache()
-        clear_buckets()
+    with (
+        sandbox_nights(root, select=_selected, contacts=1200, seed=11, as_of=YESTERDAY) as nights,
+        httpx.Client(timeout=30) as http,
+    ):
+        yield Estate(nights, http)
 
 
 def test_each_dynamics_opportunity_reaches_one_hubspot_deal_and_a_stage_change_follows(
@@ -201,7 +168,7 @@ def test_each_dynamics_opportunity_reaches_one_hubspot_deal_and_a_stage_change_f
         k: v for k, v in mirrors.items() if k != opportunity_id
     }
     # The HubSpot deals read back into the warehouse as mirrors: pipeline is counted once.
-    with duckdb.connect(str(estate.root / "warehouse.duckdb"), read_only=True) as con:
+    with estate.nights.warehouse() as con:
         mirrored = con.execute(
             "SELECT count(*) FROM core.opportunity WHERE source = 'hubspot' AND mirrors_record_id IS NOT NULL"
         ).fetchall()[0][0]

@@ -17,19 +17,15 @@ from pathlib import Path
 from typing import Any
 
 import dagster as dg
-import duckdb
 import httpx
 import pyarrow as pa
 import pytest
 
-from crm_pipelines import settings
-from crm_pipelines.connectors.auth import ConnectionSettings, clear_token_cache
+from crm_pipelines.connectors.auth import ConnectionSettings
 from crm_pipelines.connectors.engine import extract_object, output_schema
-from crm_pipelines.connectors.limits import clear_buckets
 from crm_pipelines.connectors.spec import load_system
-from crm_pipelines.definitions import defs
 from crm_pipelines.webhooks.store import EventStore
-from crm_pipelines_sandbox.run import Sandbox
+from crm_pipelines_sandbox.nights import SandboxNights, sandbox_nights
 from sensors.webhook_events import WEBHOOK_OBJECTS_TAG, WEBHOOK_ROUTE_TAG, webhook_events_sensor
 
 SYNCS = ("sugarcrm_cases_to_zendesk", "zendesk_tickets_to_sugarcrm")
@@ -39,23 +35,15 @@ YESTERDAY = TODAY - dt.timedelta(days=1)
 
 @dataclass
 class Estate:
-    box: Sandbox
-    root: Path
-    env: dict[str, str]
-    instance: dg.DagsterInstance
-    job: dg.JobDefinition
-    selection: list[dg.AssetKey]
+    nights: SandboxNights
     http: httpx.Client
 
+    @property
+    def env(self) -> dict[str, str]:
+        return self.nights.env
+
     def night(self, day: dt.date) -> None:
-        result = self.job.execute_in_process(
-            partition_key=day.isoformat(),
-            instance=self.instance,
-            asset_selection=self.selection,
-            raise_on_error=False,
-        )
-        failures = [e.message for e in result.all_events if e.event_type == dg.DagsterEventType.STEP_FAILURE]
-        assert result.success, failures
+        self.nights.night(day)
 
     def read(self, system: str, object_name: str) -> list[dict[str, Any]]:
         """A fresh full read of a system's object through the engine (the vendor's public API)."""
@@ -123,7 +111,7 @@ class Estate:
 
     def open_cases(self) -> dict[str, str]:
         """SugarCRM case id -> its requester e-mail, for the open cases the warehouse holds."""
-        with duckdb.connect(str(self.root / "warehouse.duckdb"), read_only=True) as con:
+        with self.nights.warehouse() as con:
             rows = con.execute(
                 "SELECT c.source_id, g.email FROM core.support_case AS c "
                 "LEFT JOIN core.xref_identity AS x ON x.record_id = c.contact_record_id "
@@ -134,7 +122,7 @@ class Estate:
         return {str(i): e for i, e in rows}
 
     def sync_states(self) -> list[tuple[Any, ...]]:
-        with duckdb.connect(str(self.root / "warehouse.duckdb"), read_only=True) as con:
+        with self.nights.warehouse() as con:
             return con.execute(
                 'SELECT sync, source_key, target_id, "values", status FROM ops.sync_state '
                 "WHERE sync IN (?, ?) ORDER BY ALL",
@@ -142,51 +130,37 @@ class Estate:
             ).fetchall()
 
 
+# The two systems' objects, their raw loads, the parties and cases, identity and the two syncs.
+_STEPS = (
+    ["raw", "sugarcrm"],
+    ["raw", "zendesk"],
+    ["staging", "account"],
+    ["staging", "contact"],
+    ["staging", "support_case"],
+    ["identity", "resolution"],
+    ["core", "identity"],
+    ["core", "support_case"],
+)
+
+
+def _selected(key: dg.AssetKey) -> bool:
+    return (
+        key.path[0] in {"sugarcrm", "zendesk"}
+        or key.path in _STEPS
+        or (key.path[0] == "reverse_sync" and key.path[1] in SYNCS)
+    )
+
+
 @pytest.fixture(scope="module")
 def estate(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Estate]:
     root = tmp_path_factory.mktemp("flow_sugarcrm_zendesk")
-    monkeypatch = pytest.MonkeyPatch()
-    clear_token_cache()
-    clear_buckets()
-    box = Sandbox(root / "sandbox", contacts=600, seed=3, as_of=YESTERDAY, webhooks=True)
-    try:
-        env = box.start()
-        env.update(
-            {
-                settings.LAKE_DIR: str(root / "lake"),
-                settings.WAREHOUSE_URL: f"duckdb:///{root}/warehouse.duckdb",
-                settings.WRITE_BACK: "on",
-                settings.RATE_LIMIT_DIR: str(root / "rate-limits"),
-            }
-        )
-        for name, value in env.items():
-            monkeypatch.setenv(name, value)
-        job = defs().resolve_job_def("nightly_sync")
-        # The two systems' objects, their raw loads, the parties and cases, identity and the two syncs.
-        selection = [
-            key
-            for key in job.asset_layer.executable_asset_keys
-            if key.path[0] in {"sugarcrm", "zendesk"}
-            or key.path
-            in (
-                ["raw", "sugarcrm"],
-                ["raw", "zendesk"],
-                ["staging", "account"],
-                ["staging", "contact"],
-                ["staging", "support_case"],
-                ["identity", "resolution"],
-                ["core", "identity"],
-                ["core", "support_case"],
-            )
-            or (key.path[0] == "reverse_sync" and key.path[1] in SYNCS)
-        ]
-        with httpx.Client(timeout=30) as http:
-            yield Estate(box, root, env, dg.DagsterInstance.ephemeral(), job, selection, http)
-    finally:
-        box.stop()
-        monkeypatch.undo()
-        clear_token_cache()
-        clear_buckets()
+    with (
+        sandbox_nights(
+            root, select=_selected, contacts=600, seed=3, as_of=YESTERDAY, webhooks=True
+        ) as nights,
+        httpx.Client(timeout=30) as http,
+    ):
+        yield Estate(nights, http)
 
 
 def test_cases_open_tickets_once_and_ticket_work_flows_back_without_bouncing(estate: Estate) -> None:

@@ -17,15 +17,12 @@ from pathlib import Path
 from typing import Any
 
 import dagster as dg
-import duckdb
 import httpx
 import pytest
 
-from crm_pipelines import settings
-from crm_pipelines.connectors.auth import clear_token_cache
-from crm_pipelines.connectors.limits import clear_buckets
 from crm_pipelines.definitions import defs
 from crm_pipelines.webhooks.store import EventStore
+from crm_pipelines_sandbox.nights import SandboxNights, sandbox_nights
 from crm_pipelines_sandbox.run import Sandbox
 from crm_pipelines_sandbox.simulators.hubspot import HubSpotSimulator
 from sensors.webhook_events import WEBHOOK_OBJECTS_TAG, WEBHOOK_ROUTE_TAG, webhook_events_sensor
@@ -37,13 +34,16 @@ ORDERS = dg.AssetKey(["reverse_sync", "orders_to_erp"])
 
 @dataclass
 class Estate:
-    box: Sandbox
-    root: Path
-    env: dict[str, str]
-    instance: dg.DagsterInstance
-    job: dg.JobDefinition
-    selection: list[dg.AssetKey]
+    nights: SandboxNights
     http: httpx.Client
+
+    @property
+    def env(self) -> dict[str, str]:
+        return self.nights.env
+
+    @property
+    def box(self) -> Sandbox:
+        return self.nights.box
 
     @property
     def hubspot(self) -> HubSpotSimulator:
@@ -52,14 +52,7 @@ class Estate:
         return simulator
 
     def night(self, day: dt.date) -> None:
-        result = self.job.execute_in_process(
-            partition_key=day.isoformat(),
-            instance=self.instance,
-            asset_selection=self.selection,
-            raise_on_error=False,
-        )
-        failures = [e.message for e in result.all_events if e.event_type == dg.DagsterEventType.STEP_FAILURE]
-        assert result.success, failures
+        self.nights.night(day)
 
     def close_deal(self, deal_id: str) -> None:
         """A sales rep marks the deal closed-won in HubSpot (the public update call)."""
@@ -75,7 +68,7 @@ class Estate:
 
     def open_deals_of_erp_customers(self) -> list[str]:
         """HubSpot deals still open whose customer the ERP knows (an order can be made for them)."""
-        with duckdb.connect(str(self.root / "warehouse.duckdb"), read_only=True) as con:
+        with self.nights.warehouse() as con:
             rows = con.execute(
                 "SELECT o.source_id FROM core.opportunity AS o "
                 "JOIN core.xref_identity AS a ON a.record_id = o.account_record_id AND a.entity = 'account' "
@@ -96,43 +89,27 @@ class Estate:
             )
 
 
+# Order to cash from HubSpot and the ERP: what orders_to_erp needs, the other CRMs left out.
+_OTHERS = {"salesforce", "dynamics", "zoho", "pipedrive", "sugarcrm", "creatio", "infor_crm", "sage_crm"}
+_OTHERS |= {"sap_b1", "zendesk", "finance_sftp"}
+
+
 @pytest.fixture(scope="module")
 def estate(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Estate]:
     root = tmp_path_factory.mktemp("sandbox_webhooks")
-    monkeypatch = pytest.MonkeyPatch()
-    clear_token_cache()
-    clear_buckets()
-    box = Sandbox(root / "sandbox", contacts=300, seed=5, as_of=YESTERDAY, webhooks=True)
-    try:
-        env = box.start()
-        env.update(
-            {
-                settings.LAKE_DIR: str(root / "lake"),
-                settings.WAREHOUSE_URL: f"duckdb:///{root}/warehouse.duckdb",
-                settings.RATE_LIMIT_DIR: str(root / "rate-limits"),
-            }
-        )
-        for name, value in env.items():
-            monkeypatch.setenv(name, value)
-        definitions = defs()
-        job = definitions.resolve_job_def("nightly_sync")
-        graph = definitions.resolve_asset_graph()
-        # Order to cash from HubSpot and the ERP: what orders_to_erp needs, the other CRMs left out.
-        upstream = dg.AssetSelection.assets(ORDERS).upstream().resolve(graph)
-        others = {"salesforce", "dynamics", "zoho", "pipedrive", "sugarcrm", "creatio", "infor_crm"}
-        others |= {"sage_crm", "sap_b1", "zendesk", "finance_sftp"}
-        selection = [
-            key
-            for key in job.asset_layer.executable_asset_keys
-            if key in upstream and key.path[0] not in others and key.path[-1] not in others
-        ]
-        with httpx.Client(timeout=30) as http:
-            yield Estate(box, root, env, dg.DagsterInstance.ephemeral(), job, selection, http)
-    finally:
-        box.stop()
-        monkeypatch.undo()
-        clear_token_cache()
-        clear_buckets()
+    upstream: set[dg.AssetKey] = set()
+
+    def selected(key: dg.AssetKey) -> bool:
+        if not upstream:
+            graph = defs().resolve_asset_graph()
+            upstream.update(dg.AssetSelection.assets(ORDERS).upstream().resolve(graph))
+        return key in upstream and key.path[0] not in _OTHERS and key.path[-1] not in _OTHERS
+
+    with (
+        sandbox_nights(root, select=selected, contacts=300, seed=5, as_of=YESTERDAY, webhooks=True) as nights,
+        httpx.Client(timeout=30) as http,
+    ):
+        yield Estate(nights, http)
 
 
 def test_a_closed_won_deal_reaches_the_receiver_and_the_sensor_asks_for_its_order_run(estate: Estate) -> None:
