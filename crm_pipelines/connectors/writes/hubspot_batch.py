@@ -7,7 +7,9 @@ from typing import Literal
 from pydantic import Field
 
 from crm_pipelines.connectors.paging import PageRequest
+from crm_pipelines.connectors.paths import MISSING, resolve_path
 from crm_pipelines.connectors.session import Session, render_value
+from crm_pipelines.connectors.spec_base import SpecModel
 from crm_pipelines.connectors.writes.base import (
     NO_RESULT,
     UPSERT_STYLES,
@@ -17,7 +19,20 @@ from crm_pipelines.connectors.writes.base import (
     upsert_path,
 )
 
-__all__ = ["HubSpotBatchUpsert"]
+__all__ = ["HubSpotAssociation", "HubSpotBatchUpsert"]
+
+
+class HubSpotAssociation(SpecModel):
+    """A field written as an association, not a property: the id of the record to associate with."""
+
+    path: str = Field(
+        description="The field's path, as declared (a deal's associations.companies.results.0.id)."
+    )
+    to: str = Field(min_length=1, description="The associated object type (companies).")
+    request: str = Field(
+        default="/crm/v4/associations/{object}/{to}/batch/associate/default",
+        description="The v4 batch request giving each pair HubSpot's default association.",
+    )
 
 
 @UPSERT_STYLES.register("hubspot_batch")
@@ -38,13 +53,26 @@ class HubSpotBatchUpsert(UpsertModel):
         ),
     )
 
+    associations: list[HubSpotAssociation] = Field(
+        default_factory=list,
+        description=(
+            "Fields written as associations (batch upsert takes no associations): after the upsert, "
+            "each record written with a value there is associated with that record (v4 default "
+            "association); a refused association rejects the record with HubSpot's reason."
+        ),
+    )
+
     def upsert_batch(self, session: Session, batch: Batch) -> list[Outcome]:
         """One batch upsert request; results and errors matched back to the records by key."""
+        # A record holds an association field nested by its path (associations.companies....).
+        linked = {a.path.split(".")[0] for a in self.associations}
         inputs = [
             {
                 **({"idProperty": batch.id_field} if self.id_property else {}),
                 "id": key,
-                "properties": {k: render_value(v) for k, v in record.items() if k != batch.id_field},
+                "properties": {
+                    k: render_value(v) for k, v in record.items() if k != batch.id_field and k not in linked
+                },
             }
             for record, key in zip(batch.records, batch.keys, strict=True)
         ]
@@ -70,4 +98,36 @@ class HubSpotBatchUpsert(UpsertModel):
                     render_value(error.get("category")),
                     render_value(error.get("message")),
                 )
+        for association in self.associations:
+            self._associate(session, batch, association, by_key)
         return [by_key.get(key, NO_RESULT) for key in batch.keys]
+
+    def _associate(
+        self, session: Session, batch: Batch, association: HubSpotAssociation, by_key: dict[str, Outcome]
+    ) -> None:
+        """Associate each written record with the record its association field names."""
+        pairs: dict[str, tuple[str, str]] = {}  # written record id -> (key, associated id)
+        for record, key in zip(batch.records, batch.keys, strict=True):
+            outcome = by_key.get(key)
+            value = record.get(association.path, resolve_path(record, association.path))
+            other = None if value is MISSING else render_value(value)
+            if outcome is not None and outcome[0] != "rejected" and outcome[1] and other:
+                pairs[outcome[1]] = (key, other)
+        if not pairs:
+            return
+        url = association.request.replace("{object}", batch.object_name).replace("{to}", association.to)
+        answer = session.post_json(
+            PageRequest(url=url),
+            {"inputs": [{"from": {"id": i}, "to": {"id": other}} for i, (_, other) in pairs.items()]},
+            context=batch.context,
+        )
+        for error in answer.get("errors") or []:
+            for record_id in (error.get("context") or {}).get("ids") or []:
+                if str(record_id) in pairs:
+                    key = pairs[str(record_id)][0]
+                    by_key[key] = (
+                        "rejected",
+                        by_key[key][1],
+                        render_value(error.get("category")),
+                        f"association to {association.to}: {render_value(error.get('message'))}",
+                    )

@@ -98,6 +98,7 @@ _DEFAULT_PROPERTIES = {
     ),
 }
 _ASSOCIATION_COLUMNS = {"deals": "company_id"}
+_ASSOCIATION_TARGETS = {"deals": "companies"}  # the object each association column points at
 _SINGULAR = {"companies": "company", "contacts": "contact", "deals": "deal"}
 
 
@@ -282,6 +283,11 @@ class HubSpotSimulator(SimulatorServer):
             "PATCH", r"/crm/v3/objects/(?P<object_type>[\w-]+)/(?P<object_id>[^/]+)", self.update_object
         )
         router.add("GET", r"/crm/v3/properties/(?P<object_type>[\w-]+)/?", self.list_properties)
+        router.add(
+            "POST",
+            r"/crm/v4/associations/(?P<from_type>[\w-]+)/(?P<to_type>[\w-]+)/batch/associate/default",
+            self.associate_default,
+        )
         router.add("GET", r"/account-info/v3/details", self.account_details)
         router.add("GET", r"/account-info/v3/api-usage/daily/private-apps", self.api_usage)
 
@@ -739,6 +745,65 @@ class HubSpotSimulator(SimulatorServer):
             ]
         if events:
             self.webhooks.emit(events)
+
+    # -- associations ----------------------------------------------------------------------------
+
+    def associate_default(self, request: Request, from_type: str, to_type: str) -> Response:
+        """v4 ``batch/associate/default``: inputs ``{from: {id}, to: {id}}`` get the default association.
+
+        The store keeps one company per deal (``company_id``): associating a deal with a company makes
+        it the deal's company. An id the portal does not know is an error of a 207 answer.
+        """
+        table, target = self._table(from_type), self._table(to_type)
+        if table is None or target is None:
+            return self._unknown_type(from_type if table is None else to_type)
+        column = _ASSOCIATION_COLUMNS.get(table)
+        if column is None or _ASSOCIATION_TARGETS.get(table) != target:
+            return _error(400, f"No default association from {from_type} to {to_type}", "VALIDATION_ERROR")
+        try:
+            inputs = json.loads(request.body or b"{}").get("inputs")
+        except (ValueError, AttributeError):
+            return _error(400, "Invalid input JSON on line 1", "VALIDATION_ERROR")
+        if not isinstance(inputs, list) or not inputs or not all(isinstance(i, dict) for i in inputs):
+            return _error(400, "inputs must be a non-empty list of objects", "VALIDATION_ERROR")
+        started = hs_datetime(datetime.now(UTC))
+        results: list[dict[str, object]] = []
+        errors: list[dict[str, object]] = []
+        with self._write_lock, closing(open_store(self.store_path)) as conn, conn:
+            for item in inputs:
+                source = str((item.get("from") or {}).get("id") or "")
+                other = str((item.get("to") or {}).get("id") or "")
+                found = [
+                    key.isdigit()
+                    and conn.execute(
+                        f'SELECT 1 FROM "{name}" WHERE id = ? AND archived = 0', (int(key),)
+                    ).fetchone()
+                    is not None
+                    for name, key in ((table, source), (target, other))
+                ]
+                if not all(found):
+                    errors.append(
+                        _batch_error(
+                            "OBJECT_NOT_FOUND",
+                            f"No {from_type if not found[0] else to_type} with id "
+                            f"{source if not found[0] else other}",
+                            [source],
+                        )
+                    )
+                    continue
+                conn.execute(f'UPDATE "{table}" SET "{column}" = ? WHERE id = ?', (int(other), int(source)))
+                results.append({"from": {"id": source}, "to": {"id": other}, "associationSpec": []})
+        answer: dict[str, object] = {
+            "status": "COMPLETE",
+            "results": results,
+            "startedAt": started,
+            "completedAt": hs_datetime(datetime.now(UTC)),
+        }
+        if errors:
+            answer["numErrors"] = len(errors)
+            answer["errors"] = errors
+            return Response.json(207, answer)
+        return Response.json(200, answer)
 
     # -- updates by id ---------------------------------------------------------------------------
 

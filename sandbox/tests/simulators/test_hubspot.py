@@ -264,3 +264,37 @@ def test_unknown_object_type_and_path(client: httpx.Client) -> None:
     assert client.get("/crm/v3/objects/0-1", params={"limit": "1"}).json()["results"][0]["properties"][
         "email"
     ]
+
+
+def test_a_v4_default_association_gives_a_deal_its_company(sandbox: SandboxLayout, tmp_path: Path) -> None:
+    store = tmp_path / "hubspot.sqlite"
+    store.write_bytes(sandbox.hubspot_store.read_bytes())
+    with (
+        HubSpotSimulator(store) as sim,
+        httpx.Client(base_url=sim.base_url, headers={"Authorization": f"Bearer {sim.access_token}"}) as http,
+    ):
+        deal = http.get("/crm/v3/objects/deals", params={"limit": "1"}).json()["results"][0]["id"]
+        companies = http.get("/crm/v3/objects/companies", params={"limit": "2"}).json()["results"]
+        company = companies[1]["id"]
+        path = "/crm/v4/associations/deals/companies/batch/associate/default"
+        answer = http.post(
+            path,
+            json={
+                "inputs": [
+                    {"from": {"id": deal}, "to": {"id": company}},
+                    {"from": {"id": "999999999"}, "to": {"id": company}},
+                ]
+            },
+        )
+        # The known pair is associated; the unknown deal is an error of a 207 answer, by its id.
+        assert answer.status_code == 207, answer.text
+        body = answer.json()
+        assert body["results"] == [{"from": {"id": deal}, "to": {"id": company}, "associationSpec": []}]
+        assert [e["context"]["ids"] for e in body["errors"]] == [["999999999"]]
+        read = http.get(f"/crm/v3/objects/deals/{deal}", params={"associations": "companies"}).json()
+        assert read["associations"]["companies"]["results"][0]["id"] == company
+        refused = http.post(
+            "/crm/v4/associations/companies/deals/batch/associate/default",
+            json={"inputs": [{"from": {"id": company}, "to": {"id": deal}}]},
+        )
+        assert refused.status_code == 400

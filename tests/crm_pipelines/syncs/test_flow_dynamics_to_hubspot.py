@@ -47,24 +47,28 @@ class Estate:
     def night(self, day: dt.date) -> None:
         self.nights.night(day)
 
-    def model(self) -> dict[str, tuple[str, Decimal | None]]:
-        """Dynamics opportunity id -> (canonical stage, amount), as the sync's model selects them."""
+    def model(self) -> dict[str, tuple[str, Decimal | None, set[str]]]:
+        """Dynamics opportunity id -> (canonical stage, amount, the customer's HubSpot company ids)."""
         with self.nights.warehouse() as con:
             rows = con.execute(
-                "SELECT o.source_id, o.stage, o.amount FROM core.opportunity AS o "
+                "SELECT o.source_id, o.stage, o.amount, list(h.source_id) FROM core.opportunity AS o "
                 "JOIN core.xref_identity AS a ON a.record_id = o.account_record_id AND a.entity = 'account' "
-                "WHERE o.source = 'dynamics' AND NOT coalesce(o.is_deleted, false) AND EXISTS ("
-                "  SELECT 1 FROM core.xref_identity AS h WHERE h.golden_id = a.golden_id"
-                "  AND h.entity = 'account' AND h.source = 'hubspot')"
+                "JOIN core.xref_identity AS h ON h.golden_id = a.golden_id AND h.entity = 'account' "
+                "AND h.source = 'hubspot' "
+                "WHERE o.source = 'dynamics' AND NOT coalesce(o.is_deleted, false) GROUP BY ALL"
             ).fetchall()
-        return {str(i): (str(s), a) for i, s, a in rows}
+        return {str(i): (str(s), a, {str(c) for c in companies}) for i, s, a, companies in rows}
 
     def hubspot_deals(self) -> list[dict[str, Any]]:
         """Every live HubSpot deal with the properties the sync writes, through the public list API."""
         deals: list[dict[str, Any]] = []
         after: str | None = None
         while True:
-            params = {"limit": "100", "properties": "dealname,dealstage,amount,dynamics_opportunity_id"}
+            params = {
+                "limit": "100",
+                "properties": "dealname,dealstage,amount,dynamics_opportunity_id",
+                "associations": "companies",
+            }
             if after:
                 params["after"] = after
             answer = self.http.get(
@@ -84,7 +88,9 @@ class Estate:
         for deal in self.hubspot_deals():
             key = deal["properties"].get("dynamics_opportunity_id")
             if key:
-                out.setdefault(str(key), []).append(deal["properties"])
+                companies = (deal.get("associations") or {}).get("companies", {}).get("results", [])
+                company = {"company": companies[0]["id"] if companies else None}
+                out.setdefault(str(key), []).append({**deal["properties"], **company})
         return out
 
     def dynamics(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
@@ -141,10 +147,12 @@ def test_each_dynamics_opportunity_reaches_one_hubspot_deal_and_a_stage_change_f
     mirrors = estate.mirrors()
     # Exactly one deal per opportunity, with the stage through the value maps and the amount.
     assert set(mirrors) == set(model)
-    for opportunity_id, (stage, amount) in model.items():
+    for opportunity_id, (stage, amount, companies) in model.items():
         [deal] = mirrors[opportunity_id]
         assert deal["dealstage"] == HUBSPOT_STAGE[stage]
         assert (Decimal(deal["amount"]) if deal["amount"] else None) == amount
+        # Associated with the customer's company in HubSpot (batch upsert takes no associations).
+        assert deal["company"] in companies
 
     # A second night with nothing changed writes nothing: still one deal each, same values.
     estate.night(YESTERDAY)
@@ -167,9 +175,11 @@ def test_each_dynamics_opportunity_reaches_one_hubspot_deal_and_a_stage_change_f
     assert {k: v for k, v in after.items() if k != opportunity_id} == {
         k: v for k, v in mirrors.items() if k != opportunity_id
     }
-    # The HubSpot deals read back into the warehouse as mirrors: pipeline is counted once.
+    # The HubSpot deals read back into the warehouse as mirrors, on the customer's company: pipeline
+    # is counted once.
     with estate.nights.warehouse() as con:
         mirrored = con.execute(
-            "SELECT count(*) FROM core.opportunity WHERE source = 'hubspot' AND mirrors_record_id IS NOT NULL"
+            "SELECT count(*) FROM core.opportunity WHERE source = 'hubspot' AND mirrors_record_id IS NOT NULL "
+            "AND account_record_id IS NOT NULL"
         ).fetchall()[0][0]
     assert mirrored == len(model)
