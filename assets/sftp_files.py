@@ -1,9 +1,8 @@
 """Extract assets for SFTP file drops: complete files landed in the lake once, moved after the load.
 
-Per drop, the nightly extract lands the day's file(s) and an archive step moves what committed
-(:mod:`crm_pipelines.files.landing`). The arrival sensor's runs do the same for one file version: a
-dynamic partition ``<name>@<sha256[:12]>``, landed in its day's lake folder with the same manifest
-(so the nightly sweep finds it landed), its day's raw rows committed with the ledger, then moved.
+Per drop, the nightly extract lands the day's files and an archive step moves what committed
+(:mod:`crm_pipelines.files.landing`); the arrival sensor's runs do the same for one file version
+(partition ``<name>@<sha256[:12]>``, the same manifest, so the nightly sweep finds it landed).
 """
 
 from collections.abc import Iterator
@@ -75,9 +74,7 @@ def _build_extract(
 
 
 def _day_metadata(day: DropDay) -> dict[str, Any]:
-    # The partition's rows, landed by this run or an earlier one: what the raw load and the
-    # reconciliation count. A re-run lands nothing new, but the day still holds its rows.
-    rows, quarantined = day.partition_rows()
+    rows, quarantined = day.partition_rows()  # whichever run landed them (see partition_rows)
     return {
         "files": dg.MetadataValue.json(day.manifests),
         "dagster/row_count": dg.MetadataValue.int(rows),
