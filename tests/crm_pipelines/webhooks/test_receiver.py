@@ -8,6 +8,7 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -23,8 +24,26 @@ from crm_pipelines.webhooks.store import EventStore
 
 HUBSPOT_SECRET = "hubspot-client-secret"
 ZENDESK_SECRET = "zendesk-signing-secret"
-# One client for every request (thread-safe; building one per request costs more than the request).
-HTTP = httpx.Client(timeout=30, trust_env=False)
+_CLIENTS = threading.local()
+
+
+def http() -> httpx.Client:
+    """One client per thread: keep-alive connections are never shared between threads (a shared pool
+    under 32 threads gave "Bad file descriptor" on CI), and building one per request costs more than it."""
+    client: httpx.Client | None = getattr(_CLIENTS, "client", None)
+    if client is None:
+        client = _CLIENTS.client = httpx.Client(timeout=30, trust_env=False)
+    return client
+
+
+def _forget_client() -> None:
+    """Drop this thread's keep-alive connections: the next server may reuse the same port."""
+    client: httpx.Client | None = getattr(_CLIENTS, "client", None)
+    if client is not None:
+        client.close()
+        _CLIENTS.client = None
+
+
 GENERIC_SECRET = "whsec_" + base64.b64encode(b"generic-signing-key-32-bytes-long").decode()
 
 
@@ -61,7 +80,7 @@ def _start(store_path: Path, port: int) -> subprocess.Popen[bytes]:
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
         try:
-            if HTTP.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
+            if http().get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
                 return process
         except httpx.TransportError:
             time.sleep(0.1)
@@ -85,6 +104,7 @@ def server(tmp_path: Path) -> Iterator[Server]:
     running = Server(f"http://127.0.0.1:{port}", store_path, process)
     yield running
     _stop(running.process)
+    _forget_client()
 
 
 def hubspot_delivery(
@@ -98,7 +118,7 @@ def hubspot_delivery(
         "X-HubSpot-Request-Timestamp": str(stamp),
         "X-HubSpot-Signature-v3": sign_hubspot_v3(HUBSPOT_SECRET, "POST", url, body, stamp),
     }
-    return HTTP.post(url, content=body, headers=headers)
+    return http().post(url, content=body, headers=headers)
 
 
 def deal_won(event_id: int, deal: int = 42) -> dict[str, object]:
@@ -154,7 +174,7 @@ def test_bad_signatures_replays_and_bad_bodies_are_refused_and_stored_nowhere(se
         ),
     }
     for name, (headers, content, status) in cases.items():
-        assert HTTP.post(url, content=content, headers=headers).status_code == status, name
+        assert http().post(url, content=content, headers=headers).status_code == status, name
     # A replay: correctly signed, but ten minutes old.
     assert hubspot_delivery(server, [deal_won(11)], age=timedelta(minutes=10)).status_code == 401
     # Malformed JSON and a well-signed body that is not HubSpot's shape.
@@ -163,18 +183,18 @@ def test_bad_signatures_replays_and_bad_bodies_are_refused_and_stored_nowhere(se
             "X-HubSpot-Request-Timestamp": str(stamp),
             "X-HubSpot-Signature-v3": sign_hubspot_v3(HUBSPOT_SECRET, "POST", url, content, stamp),
         }
-        assert HTTP.post(url, content=content, headers=headers).status_code == 400, content
+        assert http().post(url, content=content, headers=headers).status_code == 400, content
     # 10 MB: refused by its declared length, and when streamed without one.
     big = b"[" + b" " * (10 * 1024 * 1024) + b"]"
-    assert HTTP.post(url, content=big).status_code == 413
+    assert http().post(url, content=big).status_code == 413
     assert (
-        HTTP.post(url, content=iter([big[i : i + 65536] for i in range(0, len(big), 65536)])).status_code
+        http().post(url, content=iter([big[i : i + 65536] for i in range(0, len(big), 65536)])).status_code
         == 413
     )
     # Unknown senders and routes.
-    assert HTTP.post(f"{server.url}/webhooks/nobody", content=b"{}").status_code == 404
-    assert HTTP.post(f"{server.url}/elsewhere", content=b"{}").status_code == 404
-    assert HTTP.get(url).status_code == 405
+    assert http().post(f"{server.url}/webhooks/nobody", content=b"{}").status_code == 404
+    assert http().post(f"{server.url}/elsewhere", content=b"{}").status_code == 404
+    assert http().get(url).status_code == 405
     assert server.events() == []
     # A correct event still gets through.
     assert hubspot_delivery(server, [deal_won(12)]).json() == {"stored": 1, "duplicates": 0}
@@ -209,9 +229,9 @@ def test_zendesk_and_standard_webhooks_senders(server: Server) -> None:
         "X-Zendesk-Webhook-Signature-Timestamp": stamp,
         "X-Zendesk-Webhook-Signature": sign_zendesk(ZENDESK_SECRET, stamp, body),
     }
-    assert HTTP.post(f"{server.url}/webhooks/zendesk", content=body, headers=zendesk).json()["stored"] == 1
+    assert http().post(f"{server.url}/webhooks/zendesk", content=body, headers=zendesk).json()["stored"] == 1
     wrong = {**zendesk, "X-Zendesk-Webhook-Signature": sign_zendesk("nope", stamp, body)}
-    assert HTTP.post(f"{server.url}/webhooks/zendesk", content=body, headers=wrong).status_code == 401
+    assert http().post(f"{server.url}/webhooks/zendesk", content=body, headers=wrong).status_code == 401
 
     body = json.dumps({"type": "invoice.paid", "data": {"id": "INV-1001"}}).encode()
     now = int(time.time())
@@ -220,9 +240,9 @@ def test_zendesk_and_standard_webhooks_senders(server: Server) -> None:
         "webhook-timestamp": str(now),
         "webhook-signature": "v1,bm90LXRoaXMtb25l " + sign_standard(GENERIC_SECRET, "msg_2Kx", now, body),
     }
-    assert HTTP.post(f"{server.url}/webhooks/generic", content=body, headers=standard).json()["stored"] == 1
+    assert http().post(f"{server.url}/webhooks/generic", content=body, headers=standard).json()["stored"] == 1
     replayed = {**standard, "webhook-timestamp": str(now - 3600)}
-    assert HTTP.post(f"{server.url}/webhooks/generic", content=body, headers=replayed).status_code == 401
+    assert http().post(f"{server.url}/webhooks/generic", content=body, headers=replayed).status_code == 401
     assert server.events() == [
         ("zendesk", "01JZ-evt-1", "zen:event-type:ticket.status_changed"),
         ("generic", "msg_2Kx", "invoice.paid"),
@@ -234,6 +254,7 @@ def test_acknowledged_events_survive_a_restart_of_the_receiver(server: Server) -
     assert hubspot_delivery(server, [deal_won(1), deal_won(2)]).status_code == 200
     server.process.kill()  # no clean shutdown
     server.process.wait()
+    _forget_client()
     port = int(server.url.rsplit(":", 1)[1])
     server.process = _start(server.store_path, port)
     assert hubspot_delivery(server, [deal_won(2), deal_won(3)]).json() == {"stored": 1, "duplicates": 1}
