@@ -83,9 +83,9 @@ def cmd_review(args: argparse.Namespace) -> int:
 
     from crm_pipelines.identity.review import Decision, Verdict, pending_review, record_decisions
     from crm_pipelines.settings import current_paths
-    from crm_pipelines.warehouse.connection import Warehouse
+    from crm_pipelines.warehouse.connection import open_warehouse
 
-    warehouse = Warehouse(current_paths().warehouse_url)
+    warehouse = open_warehouse(current_paths().warehouse_url)
     pair = args.must_link or args.cannot_link
     if pair:
         verdict: Verdict = "must_link" if args.must_link else "cannot_link"
@@ -143,11 +143,11 @@ def cmd_erase(args: argparse.Namespace) -> int:
 
     from crm_pipelines.privacy.erase import erase_person
     from crm_pipelines.settings import current_paths
-    from crm_pipelines.warehouse.connection import Warehouse
+    from crm_pipelines.warehouse.connection import open_warehouse
 
     paths = current_paths()
     report = erase_person(
-        warehouse=Warehouse(paths.warehouse_url),
+        warehouse=open_warehouse(paths.warehouse_url),
         lake_dir=paths.lake_dir,
         email=args.email,
         golden_id=args.golden_id,

@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.table import Table
 
 from crm_pipelines.settings import current_paths
-from crm_pipelines.warehouse.connection import Warehouse, table_exists
+from crm_pipelines.warehouse.connection import open_warehouse, table_exists
 from crm_pipelines.warehouse.marts import MARTS
 
 
@@ -75,7 +75,7 @@ def run_nightly(*, partition: str, console: Console) -> DemoOutcome:
         unreadable = evaluation.metadata.get("unreadable")
         if unreadable is not None and isinstance(unreadable.value, list):
             outcome.unreadable.extend(unreadable.value)
-    warehouse = Warehouse(current_paths().warehouse_url)
+    warehouse = open_warehouse(current_paths().warehouse_url)
     outcome.warehouse = str(warehouse.path)
     with warehouse.connect(read_only=True) as con:
         for mart in (m.name for m in MARTS):

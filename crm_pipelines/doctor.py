@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -131,17 +132,26 @@ def check_sftp() -> DoctorRow:
 
 
 def check_warehouse() -> DoctorRow:
-    from crm_pipelines.warehouse.connection import Warehouse
+    from crm_pipelines.warehouse.connection import open_warehouse
 
     url = os.environ.get(settings.WAREHOUSE_URL, settings.DEFAULT_WAREHOUSE_URL)
     try:
-        with Warehouse(url, lock_timeout=10).connect() as con:
+        warehouse = open_warehouse(url, lock_timeout=10)
+        with warehouse.connect() as con:
             con.execute("SELECT 1")
+        with warehouse.read() as reader:
+            reader.execute("SELECT 1").fetchall()
     except Exception as exc:
-        return DoctorRow(
-            "warehouse", True, False, None, str(exc)[:200], "WAREHOUSE_URL must be duckdb:///<writable path>"
+        hint = (
+            "WAREHOUSE_URL must be duckdb:///<writable path> or postgresql+psycopg://<user>@<host>/<database>"
         )
-    return DoctorRow("warehouse", True, True, True, url, "")
+        return DoctorRow("warehouse", True, False, None, warehouse_error(exc), hint)
+    return DoctorRow("warehouse", True, True, True, warehouse.describe(), "")
+
+
+def warehouse_error(exc: Exception) -> str:
+    """The error in its own words, without the password a connection string may carry."""
+    return re.sub(r"(password=|://[^:/@\s]+:)[^@\s]+", r"\1***", str(exc))[:200]
 
 
 CHECKS: tuple[Callable[[], DoctorRow], ...] = (check_erp, check_sftp, check_warehouse)

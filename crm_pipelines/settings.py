@@ -32,6 +32,8 @@ SFTP_HOST_KEY_FINGERPRINT = "SFTP_HOST_KEY_FINGERPRINT"
 SFTP_TRUST_ON_FIRST_USE = "SFTP_TRUST_ON_FIRST_USE"
 SFTP_TIMEOUT_SECONDS = "SFTP_TIMEOUT_SECONDS"
 WAREHOUSE_URL = "WAREHOUSE_URL"
+# With a PostgreSQL warehouse: the local DuckDB file the models run in before each load is published.
+WAREHOUSE_WORKING_COPY = "WAREHOUSE_WORKING_COPY"
 LAKE_DIR = "CRM_PIPELINES_LAKE_DIR"
 TIMEZONE = "CRM_PIPELINES_TIMEZONE"
 # Folder of the accounts' shared rate-limit windows (one SQLite file per CRM account).
@@ -39,6 +41,7 @@ RATE_LIMIT_DIR = "CRM_PIPELINES_RATE_LIMIT_DIR"
 
 DEFAULT_WAREHOUSE_URL = "duckdb:///data/warehouse.duckdb"
 DEFAULT_LAKE_DIR = "data/lake"
+DEFAULT_WAREHOUSE_WORKING_COPY = "data/warehouse.work.duckdb"
 DEFAULT_TIMEZONE = "UTC"
 DEFAULT_SFTP_FINANCE_DIR = "/outbound/finance"
 # Under the system's temporary directory: shared by every process of this host and user.
@@ -54,7 +57,15 @@ class Paths:
 
     @property
     def warehouse_path(self) -> Path:
-        return duckdb_path_from_url(self.warehouse_url)
+        """The DuckDB file the models run in: the warehouse itself, or a PostgreSQL warehouse's working copy."""
+        if self.warehouse_url.startswith("duckdb:"):
+            return duckdb_path_from_url(self.warehouse_url)
+        return working_copy_path()
+
+
+def working_copy_path() -> Path:
+    """``WAREHOUSE_WORKING_COPY``: where the models run when the warehouse is a server."""
+    return Path(os.environ.get(WAREHOUSE_WORKING_COPY, DEFAULT_WAREHOUSE_WORKING_COPY))
 
 
 def duckdb_path_from_url(url: str) -> Path:

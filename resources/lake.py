@@ -6,7 +6,7 @@ from pathlib import Path
 
 import dagster as dg
 
-from crm_pipelines.warehouse.connection import Warehouse
+from crm_pipelines.warehouse.connection import Warehouse, open_warehouse
 
 
 class LakeResource(dg.ConfigurableResource["LakeResource"]):
@@ -34,4 +34,4 @@ class WarehouseResource(dg.ConfigurableResource["WarehouseResource"]):
 
     def get(self) -> Warehouse:
         """The warehouse handle; connections are opened per load, under the single-writer lock."""
-        return Warehouse(self.url)
+        return open_warehouse(self.url)

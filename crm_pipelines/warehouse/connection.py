@@ -1,10 +1,17 @@
-"""The warehouse: one DuckDB file, one writer at a time, each load one transaction."""
+"""The warehouse: one DuckDB file, one writer at a time, each load one transaction.
+
+DuckDB is where every model runs. A warehouse URL picks the backend analysts query
+(:func:`open_warehouse`): ``duckdb:///`` is the file itself; other schemes are registered by their
+modules (``postgresql``: :mod:`crm_pipelines.warehouse.postgres`, which publishes each committed load
+into PostgreSQL).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any, Protocol
 
 import duckdb
 from filelock import FileLock
@@ -64,7 +71,7 @@ CREATE TABLE IF NOT EXISTS ops.load_state (
 
 
 class Warehouse:
-    """A DuckDB warehouse file guarded by a lock file.
+    """A DuckDB warehouse file guarded by a lock file (``duckdb:///path/to/file.duckdb``).
 
     DuckDB lets one process write a database file; the lock makes concurrent steps (the UI's
     multiprocess executor, a sensor run next to the nightly job) wait their turn instead of failing.
@@ -74,10 +81,30 @@ class Warehouse:
         lock_timeout: Seconds to wait for the writer lock before failing the step.
     """
 
+    backend = "duckdb"
+
     def __init__(self, url: str, *, lock_timeout: float = 1800.0) -> None:
         self.url = url
-        self.path: Path = duckdb_path_from_url(url)
+        self.path: Path = self._working_copy(url)
         self._lock = FileLock(str(self.path) + ".lock", timeout=lock_timeout)
+
+    def _working_copy(self, url: str) -> Path:
+        """The DuckDB file the models run in; for this backend it is the warehouse itself."""
+        return duckdb_path_from_url(url)
+
+    def describe(self) -> str:
+        """Where the warehouse is, safe to show (no secrets)."""
+        return f"DuckDB {self.path}"
+
+    def after_write(self, con: duckdb.DuckDBPyConnection) -> None:
+        """Called under the lock after a write connection's work committed; backends publish here."""
+
+    @contextmanager
+    def read(self) -> Iterator[Reader]:
+        """A connection to the tables analysts query, for ``execute(sql, params).fetchall()`` with ``?``
+        placeholders: the DuckDB file here, the server for other backends."""
+        with self.connect(read_only=True) as con:
+            yield con
 
     @contextmanager
     def connect(self, *, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
@@ -93,6 +120,8 @@ class Warehouse:
                 if not read_only:
                     ensure_schemas(con)
                 yield con
+                if not read_only:
+                    self.after_write(con)
             finally:
                 con.close()
 
@@ -107,6 +136,38 @@ class Warehouse:
                 con.execute("ROLLBACK")
                 raise
             con.execute("COMMIT")
+
+
+class _Rows(Protocol):
+    def fetchall(self) -> list[Any]: ...
+
+    def fetchone(self) -> Any: ...
+
+
+class Reader(Protocol):
+    """What :meth:`Warehouse.read` yields: enough of a DB-API connection to run a query."""
+
+    def execute(self, query: str, parameters: object = ..., /) -> _Rows: ...
+
+
+_BACKENDS: dict[str, Callable[..., Warehouse]] = {"duckdb": Warehouse}
+
+
+def register_backend(scheme: str, factory: Callable[..., Warehouse]) -> None:
+    """Make ``open_warehouse`` answer URLs of ``scheme`` (the part before ``:`` or ``+``)."""
+    _BACKENDS[scheme] = factory
+
+
+def open_warehouse(url: str, *, lock_timeout: float = 1800.0) -> Warehouse:
+    """The warehouse for a ``WAREHOUSE_URL``: ``duckdb:///file.duckdb`` or ``postgresql+psycopg://...``."""
+    import crm_pipelines.warehouse.postgres  # noqa: F401  (registers itself)
+
+    scheme = url.split(":", 1)[0].split("+", 1)[0].lower()
+    factory = _BACKENDS.get(scheme)
+    if factory is None:
+        known = ", ".join(sorted(_BACKENDS))
+        raise ValueError(f"WAREHOUSE_URL scheme {scheme!r} is not a warehouse backend (known: {known})")
+    return factory(url, lock_timeout=lock_timeout)
 
 
 def ensure_schemas(con: duckdb.DuckDBPyConnection) -> None:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import duckdb
 
-from crm_pipelines.warehouse.connection import Warehouse
+from crm_pipelines.warehouse.connection import open_warehouse
 
 PENDING_FILE = "_watermark.json"
 
@@ -76,7 +76,7 @@ def read_watermark(con: duckdb.DuckDBPyConnection, *, source: str, dataset: str)
 
 def committed_watermark(warehouse_url: str, *, source: str, dataset: str) -> str | None:
     """A dataset's committed watermark as stored, read without taking the writer's role (extracts)."""
-    with Warehouse(warehouse_url).connect(read_only=True) as con:
+    with open_warehouse(warehouse_url).connect(read_only=True) as con:
         return read_watermark(con, source=source, dataset=dataset)
 
 

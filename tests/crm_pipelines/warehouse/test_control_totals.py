@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 from decimal import Decimal
-from pathlib import Path
 
 import dagster as dg
 import pytest
@@ -19,7 +18,7 @@ import pytest
 from assets.reconciliation import reconciliation
 from crm_pipelines.mapping.spec import load_mappings
 from crm_pipelines.sources import load_sources
-from crm_pipelines.warehouse.connection import Warehouse
+from crm_pipelines.warehouse.connection import Warehouse, open_warehouse
 from crm_pipelines.warehouse.control_totals import (
     ControlTotals,
     compute_control_totals,
@@ -50,8 +49,8 @@ def _quality_record(number: str, net: str, tax: str, gross: str) -> str:
 
 
 @pytest.fixture
-def warehouse(tmp_path: Path) -> Warehouse:
-    wh = Warehouse(f"duckdb:///{tmp_path}/warehouse.duckdb")
+def warehouse(warehouse_url: str) -> Warehouse:
+    wh = open_warehouse(warehouse_url)
     with wh.connect() as con:
         con.execute(
             "INSERT INTO ops.file_ingest VALUES ('finance_sftp', 'invoices', '/outbound/finance/' || ?, "
@@ -207,8 +206,9 @@ def test_a_tampered_fact_row_fails_naming_source_day_file_and_difference(warehou
     message = mismatch.describe()
     for part in ("finance_sftp", DAY, VERSION, "amount_gross", "+100.00"):
         assert part in message, message
-    with warehouse.connect() as con:
+    with warehouse.transaction() as con:
         assert record_control_totals(con, run_id="run-1", totals=result) > 0
+    with warehouse.read() as con:
         assert con.execute(
             "SELECT source, file, layer, measure, difference FROM ops.control_totals WHERE difference <> 0"
         ).fetchall() == [("finance_sftp", VERSION, "marts", "amount_gross", Decimal("100.00"))]
@@ -269,7 +269,7 @@ def test_the_reconciliation_asset_blocks_the_run_on_a_mismatch(warehouse: Wareho
     assert f"finance_sftp invoice {DAY} file {VERSION}: marts amount_net is off by -0.01" in str(
         failed.description
     )
-    with warehouse.connect(read_only=True) as con:
+    with warehouse.read() as con:
         # Written before the check failed the run, for whoever looks into it.
         assert con.execute(
             "SELECT count(*) FROM ops.control_totals WHERE run_id = ? AND difference <> 0", [bad.run_id]

@@ -8,7 +8,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from crm_pipelines.warehouse.connection import Warehouse
+from crm_pipelines.warehouse.connection import open_warehouse
 from crm_pipelines.warehouse.load import merge_by_key, replace_partition
 
 
@@ -18,21 +18,21 @@ def _write(folder: Path, **columns: list[Any]) -> str:
     return str(folder / "*.parquet")
 
 
-def test_replacing_a_partition_twice_changes_nothing(tmp_path: Path) -> None:
+def test_replacing_a_partition_twice_changes_nothing(tmp_path: Path, warehouse_url: str) -> None:
     glob = _write(tmp_path / "a", id=["1", "2"], v=[1, 2])
-    warehouse = Warehouse(f"duckdb:///{tmp_path}/w.duckdb")
+    warehouse = open_warehouse(warehouse_url)
     for _ in range(2):
         with warehouse.transaction() as con:
             replace_partition(con, schema="raw", table="t", parquet_glob=glob, partition="2026-11-25")
-    with warehouse.connect(read_only=True) as con:
+    with warehouse.read() as con:
         assert con.execute("SELECT id, v, _partition FROM raw.t ORDER BY id").fetchall() == [
             ("1", 1, "2026-11-25"),
             ("2", 2, "2026-11-25"),
         ]
 
 
-def test_a_new_source_column_is_added_not_an_error(tmp_path: Path) -> None:
-    warehouse = Warehouse(f"duckdb:///{tmp_path}/w.duckdb")
+def test_a_new_source_column_is_added_not_an_error(tmp_path: Path, warehouse_url: str) -> None:
+    warehouse = open_warehouse(warehouse_url)
     with warehouse.transaction() as con:
         replace_partition(
             con, schema="raw", table="t", parquet_glob=_write(tmp_path / "a", id=["1"]), partition="d1"
@@ -45,13 +45,18 @@ def test_a_new_source_column_is_added_not_an_error(tmp_path: Path) -> None:
             partition="d2",
         )
         assert con.execute("SELECT id, extra FROM raw.t ORDER BY id").fetchall() == [("1", None), ("2", "x")]
+    with warehouse.read() as reader:
+        assert reader.execute("SELECT id, extra FROM raw.t ORDER BY id").fetchall() == [
+            ("1", None),
+            ("2", "x"),
+        ]
 
 
-def test_merge_never_rolls_back_to_an_older_version(tmp_path: Path) -> None:
+def test_merge_never_rolls_back_to_an_older_version(tmp_path: Path, warehouse_url: str) -> None:
     at = lambda h: dt.datetime(2026, 11, 25, h, tzinfo=dt.UTC)  # noqa: E731
     newer = _write(tmp_path / "new", record_id=["1", "2"], v=[1, 2], updated_at=[at(5), at(5)])
     older = _write(tmp_path / "old", record_id=["1", "3"], v=[9, 3], updated_at=[at(1), at(1)])
-    warehouse = Warehouse(f"duckdb:///{tmp_path}/w.duckdb")
+    warehouse = open_warehouse(warehouse_url)
     for glob in (newer, older, newer):
         with warehouse.transaction() as con:
             merge_by_key(
@@ -63,7 +68,7 @@ def test_merge_never_rolls_back_to_an_older_version(tmp_path: Path) -> None:
                 partition="p",
                 version_column="updated_at",
             )
-    with warehouse.connect(read_only=True) as con:
+    with warehouse.read() as con:
         assert con.execute("SELECT record_id, v FROM core.t ORDER BY 1").fetchall() == [
             ("1", 1),
             ("2", 2),
@@ -71,8 +76,8 @@ def test_merge_never_rolls_back_to_an_older_version(tmp_path: Path) -> None:
         ]
 
 
-def test_a_failed_load_leaves_nothing_behind(tmp_path: Path) -> None:
-    warehouse = Warehouse(f"duckdb:///{tmp_path}/w.duckdb")
+def test_a_failed_load_leaves_nothing_behind(tmp_path: Path, warehouse_url: str) -> None:
+    warehouse = open_warehouse(warehouse_url)
     glob = _write(tmp_path / "a", id=["1"])
 
     def failing_load() -> None:
@@ -82,14 +87,14 @@ def test_a_failed_load_leaves_nothing_behind(tmp_path: Path) -> None:
 
     with pytest.raises(RuntimeError, match="half way"):
         failing_load()
-    with warehouse.connect(read_only=True) as con:
+    with warehouse.read() as con:
         assert con.execute(
             "SELECT count(*) FROM information_schema.tables WHERE table_name = 't'"
         ).fetchone() == (0,)
 
 
-def test_writers_take_turns(tmp_path: Path) -> None:
-    warehouse = Warehouse(f"duckdb:///{tmp_path}/w.duckdb")
+def test_writers_take_turns(tmp_path: Path, warehouse_url: str) -> None:
+    warehouse = open_warehouse(warehouse_url)
     order: list[str] = []
 
     def writer(name: str) -> None:

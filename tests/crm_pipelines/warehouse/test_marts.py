@@ -1,26 +1,44 @@
 """The lead funnel, the cases and the mirrored pipeline, as analysts query them from the marts.
 
-A DuckDB warehouse whose core holds a few leads, cases, opportunities and the crosswalk; each mart
-is built the way the nightly asset builds it.
+A warehouse (on each backend) whose core holds a few leads, cases, opportunities and the crosswalk;
+each mart is built the way the nightly asset builds it, and read back from where analysts read it.
 """
 
 from __future__ import annotations
 
 from decimal import Decimal
-from pathlib import Path
+from typing import Any
 
-import duckdb
 import pytest
 
+from crm_pipelines.warehouse.connection import Warehouse, open_warehouse
 from crm_pipelines.warehouse.marts import MARTS, MissingCoreTable, build_mart
 
 MART = {m.name: m for m in MARTS}
 
 
+class Core:
+    """Statements run in one load each; marts built as the asset builds them; reads from the backend."""
+
+    def __init__(self, warehouse: Warehouse) -> None:
+        self.warehouse = warehouse
+
+    def execute(self, sql: str) -> None:
+        with self.warehouse.transaction() as con:
+            con.execute(sql)
+
+    def build(self, mart: str) -> int:
+        with self.warehouse.transaction() as con:
+            return build_mart(con, MART[mart])
+
+    def query(self, sql: str) -> list[tuple[Any, ...]]:
+        with self.warehouse.read() as reader:
+            return [tuple(row) for row in reader.execute(sql).fetchall()]
+
+
 @pytest.fixture
-def con(tmp_path: Path) -> duckdb.DuckDBPyConnection:
-    con = duckdb.connect(str(tmp_path / "warehouse.duckdb"))
-    con.execute("CREATE SCHEMA core; CREATE SCHEMA marts")
+def con(warehouse_url: str) -> Core:
+    con = Core(open_warehouse(warehouse_url))
     con.execute(
         "CREATE TABLE core.xref_identity (record_id VARCHAR, entity VARCHAR, source VARCHAR, "
         "source_id VARCHAR, golden_id VARCHAR)"
@@ -39,7 +57,7 @@ def con(tmp_path: Path) -> duckdb.DuckDBPyConnection:
 
 
 def test_the_lead_funnel_ranks_stages_links_the_person_and_times_conversion(
-    con: duckdb.DuckDBPyConnection,
+    con: Core,
 ) -> None:
     con.execute(
         "CREATE TABLE core.lead (record_id VARCHAR, source VARCHAR, source_id VARCHAR, "
@@ -56,13 +74,13 @@ def test_the_lead_funnel_ranks_stages_links_the_person_and_times_conversion(
         "('dynamics:L1', 'dynamics', 'L1', NULL, 'lead', 'new', NULL, 'FR', NULL, "
         " '2026-11-03 00:00+00', '2026-11-02 00:00+00', '2026-11-03 00:00+00', true)"
     )
-    assert build_mart(con, MART["fact_lead_funnel"]) == 3
+    assert con.build("fact_lead_funnel") == 3
     rows = {
         r[0]: r[1:]
-        for r in con.execute(
+        for r in con.query(
             "SELECT lead_id, contact_id, stage_rank, is_converted, days_to_convert, is_deleted "
             "FROM marts.fact_lead_funnel"
-        ).fetchall()
+        )
     }
     assert rows["hubspot:1"] == ("GC-ANNA", 2, False, None, False)
     assert rows["salesforce:00QA"] == ("GC-ANNA", 3, True, Decimal("3.50"), False)
@@ -70,7 +88,7 @@ def test_the_lead_funnel_ranks_stages_links_the_person_and_times_conversion(
     assert rows["dynamics:L1"] == (None, 1, False, None, True)
 
 
-def test_cases_carry_golden_account_and_person_and_hours_to_resolve(con: duckdb.DuckDBPyConnection) -> None:
+def test_cases_carry_golden_account_and_person_and_hours_to_resolve(con: Core) -> None:
     con.execute(
         "CREATE TABLE core.support_case (record_id VARCHAR, source VARCHAR, source_id VARCHAR, "
         "case_number VARCHAR, account_record_id VARCHAR, contact_record_id VARCHAR, "
@@ -85,19 +103,19 @@ def test_cases_carry_golden_account_and_person_and_hours_to_resolve(con: duckdb.
         "('zendesk:88', 'zendesk', '88', '88', NULL, NULL, 'sugarcrm:case-1', 'open', 'normal', NULL, "
         " 'api', '2026-11-01 08:05+00', NULL, '2026-11-01 08:05+00', false)"
     )
-    assert build_mart(con, MART["fact_case"]) == 2
+    assert con.build("fact_case") == 2
     rows = {
         r[0]: r[1:]
-        for r in con.execute(
+        for r in con.query(
             "SELECT case_id, account_id, contact_id, related_case_id, is_resolved, hours_to_resolve "
             "FROM marts.fact_case"
-        ).fetchall()
+        )
     }
     assert rows["sugarcrm:case-1"] == ("GA-ACME", "GC-ANNA", "zendesk:88", True, Decimal("26.50"))
     assert rows["zendesk:88"] == (None, None, "sugarcrm:case-1", False, None)
 
 
-def test_a_mirrored_deal_takes_its_opportunitys_account_and_is_marked(con: duckdb.DuckDBPyConnection) -> None:
+def test_a_mirrored_deal_takes_its_opportunitys_account_and_is_marked(con: Core) -> None:
     con.execute(
         "CREATE TABLE core.opportunity (record_id VARCHAR, source VARCHAR, source_id VARCHAR, "
         "account_record_id VARCHAR, name VARCHAR, stage VARCHAR, amount DECIMAL(18, 2), currency VARCHAR, "
@@ -111,18 +129,21 @@ def test_a_mirrored_deal_takes_its_opportunitys_account_and_is_marked(con: duckd
         "('hubspot:555', 'hubspot', '555', NULL, 'Rollout', 'proposal', 5000, 'EUR', NULL, false, false, "
         " 'dynamics:opp-1', '2026-11-01 00:00+00', false)"
     )
-    build_mart(con, MART["fact_opportunity"])
-    rows = con.execute(
+    con.build("fact_opportunity")
+    rows = con.query(
         "SELECT opportunity_id, account_id, mirrors_opportunity_id FROM marts.fact_opportunity ORDER BY 1"
-    ).fetchall()
+    )
     assert rows == [("dynamics:opp-1", "GA-ACME", None), ("hubspot:555", "GA-ACME", "dynamics:opp-1")]
     # Pipeline counted once: the mirror is left out of the sum.
-    total = con.execute(
+    [(total,)] = con.query(
         "SELECT sum(amount) FROM marts.fact_opportunity WHERE mirrors_opportunity_id IS NULL"
-    ).fetchall()[0][0]
+    )
     assert total == Decimal("5000.00")
 
 
-def test_a_mart_refuses_to_build_before_its_core_table(con: duckdb.DuckDBPyConnection) -> None:
+def test_a_mart_refuses_to_build_before_its_core_table(con: Core) -> None:
     with pytest.raises(MissingCoreTable, match=r"core\.support_case"):
-        build_mart(con, MART["fact_case"])
+        con.build("fact_case")
+    assert con.query("SELECT count(*) FROM information_schema.tables WHERE table_name = 'fact_case'") == [
+        (0,)
+    ]

@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from crm_pipelines.warehouse.connection import Warehouse
+from crm_pipelines.warehouse.connection import open_warehouse
 from crm_pipelines.warehouse.watermarks import (
     PendingWatermark,
     advance_watermark,
@@ -12,8 +12,8 @@ from crm_pipelines.warehouse.watermarks import (
 )
 
 
-def test_watermark_moves_only_forward_and_only_with_the_commit(tmp_path: Path) -> None:
-    warehouse = Warehouse(f"duckdb:///{tmp_path}/w.duckdb")
+def test_watermark_moves_only_forward_and_only_with_the_commit(warehouse_url: str) -> None:
+    warehouse = open_warehouse(warehouse_url)
     pending = PendingWatermark("erp", "invoices", since=None, reached="2026-11-25T10:00:00+00:00")
 
     def failing_load() -> None:
@@ -30,10 +30,14 @@ def test_watermark_moves_only_forward_and_only_with_the_commit(tmp_path: Path) -
         older = PendingWatermark("erp", "invoices", since=None, reached="2026-11-24T00:00:00+00:00")
         assert not advance_watermark(con, pending=older, partition="2026-11-24", run_id="r3")
         assert read_watermark(con, source="erp", dataset="invoices") == "2026-11-25T10:00:00+00:00"
+    with warehouse.read() as reader:  # what operators see, with the commit that used it
+        assert reader.execute("SELECT source, dataset, partition, run_id FROM ops.watermark").fetchall() == [
+            ("erp", "invoices", "2026-11-25", "r2")
+        ]
 
 
-def test_integer_cursors_compare_as_numbers(tmp_path: Path) -> None:
-    warehouse = Warehouse(f"duckdb:///{tmp_path}/w.duckdb")
+def test_integer_cursors_compare_as_numbers(warehouse_url: str) -> None:
+    warehouse = open_warehouse(warehouse_url)
     with warehouse.transaction() as con:
         advance_watermark(
             con, pending=PendingWatermark("erp", "t", None, "9", kind="integer"), partition="p", run_id="r"
