@@ -103,3 +103,44 @@ def test_arrow_udfs_normalise_repeated_and_null_values_like_the_python_functions
     assert countries == [normalize_country(v) for v in values]
     mails = [r[0] for r in con.execute("SELECT norm_email(v) FROM unnest(?) AS t(v)", [emails]).fetchall()]
     assert mails == [normalize_email(v) for v in emails]
+
+
+def test_norm_phone_shortcuts_agree_with_phonenumbers_parse_for_every_country_code_and_region() -> None:
+    """norm_phone decides plain digit groups without phonenumbers.parse (its private helpers, in its
+    order): for every calling code and every region, it must give exactly what parse gives."""
+    import random
+
+    from phonenumbers import PhoneMetadata
+    from phonenumbers.phonenumberutil import COUNTRY_CODE_TO_REGION_CODE, SUPPORTED_REGIONS
+
+    rng = random.Random(13)
+
+    def digits(low: int, high: int) -> str:
+        return "".join(rng.choice("0123456789") for _ in range(rng.randint(low, high)))
+
+    values: list[str] = []
+    countries: list[str | None] = []
+    for code in sorted(COUNTRY_CODE_TO_REGION_CODE):
+        for lead in ("+", "+", "00", "+"):
+            sep = rng.choice(["", " ", "-"])
+            values.append(f"{lead}{code}{sep}{rng.choice(['', '0', '00', '1', '9'])}{digits(0, 12)}")
+            countries.append(rng.choice(["DE", "US", None, "Atlantis"]))
+    for region in sorted(SUPPORTED_REGIONS):
+        metadata = PhoneMetadata.metadata_for_region(region, None)
+        assert metadata is not None
+        for lead in ("", metadata.national_prefix or "0", str(metadata.country_code), "011", "810"):
+            number = f"{lead}{digits(1, 12)}"
+            values.append(number if rng.random() < 0.5 else f"{number[:3]} {number[3:]}".strip())
+            countries.append(region)
+    values += ["+0301234567", "+12", "12", "030 1234567", "  +49 30 1234567", "+49  30 1234567"]
+    countries += ["DE", "DE", "DE", None, "DE", "DE"]
+    con = duckdb.connect()
+    register_udfs(con)
+    got = [
+        row[0]
+        for row in con.execute(
+            "SELECT norm_phone(v, c) FROM (SELECT unnest(?) AS v, unnest(?) AS c)", [values, countries]
+        ).fetchall()
+    ]
+    expected = [normalize_phone(v, c) for v, c in zip(values, countries, strict=True)]
+    assert [(v, c, g) for v, c, g, e in zip(values, countries, got, expected, strict=True) if g != e] == []
