@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -166,6 +167,41 @@ def cmd_erase(args: argparse.Namespace) -> int:
     return 0
 
 
+def _roles_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--member",
+        action="append",
+        default=[],
+        metavar="ROLE=LOGIN",
+        help="make an existing login a member, e.g. crm_analyst=alice (repeatable)",
+    )
+
+
+def cmd_warehouse_roles(args: argparse.Namespace) -> int:
+    """Create the PostgreSQL warehouse's roles (loader, analyst, PII reader) as its owner."""
+    from crm_pipelines import settings
+    from crm_pipelines.warehouse.postgres import conninfo_from_url
+    from crm_pipelines.warehouse.roles import create_roles
+
+    url = os.environ.get(settings.WAREHOUSE_ADMIN_URL) or os.environ.get(settings.WAREHOUSE_URL, "")
+    if not url.startswith("postgres"):
+        console.print(f"[red]roles are for a PostgreSQL warehouse: set {settings.WAREHOUSE_ADMIN_URL}[/]")
+        return 1
+    members: dict[str, list[str]] = {}
+    for item in args.member:
+        role, _, login = item.partition("=")
+        if not login:
+            console.print(f"[red]--member takes ROLE=LOGIN, got {item!r}[/]")
+            return 1
+        members.setdefault(role, []).append(login)
+    report = create_roles(conninfo_from_url(url), members=members)
+    console.print(
+        f"roles: {', '.join(report.created) or 'none new'} created; {report.tables_owned} tables owned by "
+        f"crm_loader; members granted: {', '.join(f'{r}={m}' for r, m in report.members) or 'none'}"
+    )
+    return 0
+
+
 BUILT_IN: dict[str, Command] = {
     "doctor": Command(
         help="check configuration, credentials and connectivity of every system", run=cmd_doctor
@@ -179,6 +215,11 @@ BUILT_IN: dict[str, Command] = {
         help="erase a person on request (--email or --golden-id) and keep them out of later nights",
         run=cmd_erase,
         add_arguments=_erase_arguments,
+    ),
+    "warehouse-roles": Command(
+        help="create the PostgreSQL warehouse's roles: crm_loader, crm_analyst (masked marts), crm_pii_reader",
+        run=cmd_warehouse_roles,
+        add_arguments=_roles_arguments,
     ),
     "webhooks": Command(
         help="serve the webhook receiver (POST /webhooks/<sender>, events stored before the 200)",

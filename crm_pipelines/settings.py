@@ -32,6 +32,8 @@ SFTP_HOST_KEY_FINGERPRINT = "SFTP_HOST_KEY_FINGERPRINT"
 SFTP_TRUST_ON_FIRST_USE = "SFTP_TRUST_ON_FIRST_USE"
 SFTP_TIMEOUT_SECONDS = "SFTP_TIMEOUT_SECONDS"
 WAREHOUSE_URL = "WAREHOUSE_URL"
+# An owner of the PostgreSQL warehouse database, for `crm-pipelines warehouse-roles` (else WAREHOUSE_URL).
+WAREHOUSE_ADMIN_URL = "WAREHOUSE_ADMIN_URL"
 # With a PostgreSQL warehouse: the local DuckDB file the models run in before each load is published.
 WAREHOUSE_WORKING_COPY = "WAREHOUSE_WORKING_COPY"
 LAKE_DIR = "CRM_PIPELINES_LAKE_DIR"

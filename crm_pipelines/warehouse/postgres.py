@@ -221,7 +221,7 @@ class PostgresWarehouse(Warehouse):
     def __init__(self, url: str, *, lock_timeout: float = 1800.0, working_copy: Path | None = None) -> None:
         self._working = working_copy
         super().__init__(url, lock_timeout=lock_timeout)
-        self.conninfo = re.sub(r"^postgres(ql)?(\+\w+)?://", "postgresql://", url)
+        self.conninfo = conninfo_from_url(url)
 
     def _working_copy(self, url: str) -> Path:
         return self._working or working_copy_path()
@@ -240,6 +240,11 @@ class PostgresWarehouse(Warehouse):
             pg.execute("SET TIME ZONE 'UTC'")
             pg.execute("SET default_transaction_read_only = on")
             yield _QmarkConnection(pg)
+
+
+def conninfo_from_url(url: str) -> str:
+    """The libpq URI of a SQLAlchemy-style URL: ``postgresql+psycopg://`` becomes ``postgresql://``."""
+    return re.sub(r"^postgres(ql)?(\+\w+)?://", "postgresql://", url)
 
 
 class _QmarkConnection:
@@ -265,12 +270,16 @@ def _placeholders(text: str, named: bool) -> str:
 
 
 def _use_loader_role(pg: psycopg.Connection[Any]) -> None:
-    member = pg.execute(
-        "SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = %s) AND pg_has_role(current_user, "
-        "(SELECT oid FROM pg_roles WHERE rolname = %s), 'USAGE')",
-        [LOADER_ROLE, LOADER_ROLE],
+    """Act as ``crm_loader`` when this database has the roles (roles are cluster-wide: the loader must
+    have been given this database) and the login may."""
+    if not pg.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", [LOADER_ROLE]).fetchall():
+        return
+    ready = pg.execute(
+        "SELECT has_database_privilege(%(role)s, current_database(), 'CREATE') "
+        "AND pg_has_role(current_user, %(role)s, 'USAGE')",
+        {"role": LOADER_ROLE},
     ).fetchall()[0][0]
-    if member:
+    if ready:
         pg.execute(f"SET ROLE {quote_ident(LOADER_ROLE)}".encode())
 
 

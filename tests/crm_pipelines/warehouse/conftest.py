@@ -39,6 +39,12 @@ def new_database(server: PostgresServer) -> PostgresServer:
     return replace(server, database=name)
 
 
+@pytest.fixture
+def warehouse_database(warehouse_server: PostgresServer) -> PostgresServer:
+    """A fresh, empty database on the session's PostgreSQL server, logged in as its superuser."""
+    return new_database(warehouse_server)
+
+
 @pytest.fixture(params=BACKENDS)
 def backend(request: pytest.FixtureRequest) -> str:
     return str(request.param)

@@ -1,0 +1,147 @@
+"""Publishing loads into the PostgreSQL warehouse: only what changed moves, one transaction per load,
+concurrent loads of different tables, and every DuckDB type arriving as analysts expect it."""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import psycopg
+import pytest
+
+from crm_pipelines.warehouse.postgres import PostgresWarehouse, publish
+from crm_pipelines_sandbox.postgres_server import PostgresServer
+
+
+def rows(server: PostgresServer, sql: str) -> list[tuple[Any, ...]]:
+    with psycopg.connect(server.conninfo()) as pg:
+        return [tuple(r) for r in pg.execute(sql.encode()).fetchall()]
+
+
+def publish_now(warehouse: PostgresWarehouse) -> dict[str, int]:
+    with warehouse.connect(read_only=True) as con:
+        return publish(con, warehouse.conninfo, scratch=warehouse.path.parent / "scratch")
+
+
+@pytest.fixture
+def warehouse(warehouse_database: PostgresServer, tmp_path: Path) -> PostgresWarehouse:
+    return PostgresWarehouse(warehouse_database.url(), working_copy=tmp_path / "work.duckdb")
+
+
+def test_only_changed_rows_travel_and_a_quiet_load_sends_nothing(
+    warehouse: PostgresWarehouse, warehouse_database: PostgresServer
+) -> None:
+    with warehouse.transaction() as con:
+        con.execute("CREATE TABLE core.t (id INTEGER PRIMARY KEY, v VARCHAR)")
+        con.execute("INSERT INTO core.t SELECT i, 'v' || i FROM range(1000) r(i)")
+    with warehouse.transaction() as con:
+        con.execute("UPDATE core.t SET v = 'changed' WHERE id IN (1, 2, 3)")
+        con.execute("DELETE FROM core.t WHERE id = 4")
+        con.execute("INSERT INTO core.t VALUES (5000, 'new')")
+    assert rows(warehouse_database, "SELECT count(*), count(*) FILTER (WHERE v = 'changed') FROM core.t") == [
+        (1000, 3)
+    ]
+    assert rows(warehouse_database, "SELECT v FROM core.t WHERE id IN (4, 5000)") == [("new",)]
+    [(sent,)] = rows(
+        warehouse_database, "SELECT row_count FROM crm_pipelines_meta.published WHERE relation = 'core.t'"
+    )
+    assert sent == 1000
+    assert publish_now(warehouse) == {}  # nothing changed since: nothing travels
+
+
+def test_the_rows_that_changed_are_the_rows_sent(warehouse: PostgresWarehouse) -> None:
+    with warehouse.transaction() as con:
+        con.execute("CREATE TABLE raw.t AS SELECT i AS id, 'same' AS v FROM range(500) r(i)")
+    with duckdb.connect(str(warehouse.path)) as con:  # a change the warehouse has not published yet
+        con.execute("UPDATE raw.t SET v = 'other' WHERE id < 7")
+    assert publish_now(warehouse) == {"raw.t": 7}
+    assert publish_now(warehouse) == {}
+
+
+def test_equal_rows_nested_values_and_every_type_arrive_intact(
+    warehouse: PostgresWarehouse, warehouse_database: PostgresServer
+) -> None:
+    with warehouse.transaction() as con:
+        con.execute(
+            "CREATE TABLE marts.t (s VARCHAR, e VARCHAR, n DECIMAL(18,2), d DATE, ts TIMESTAMPTZ, b BOOLEAN, "
+            "f DOUBLE, tags VARCHAR[], attrs MAP(VARCHAR, VARCHAR), j JSON)"
+        )
+        con.execute(
+            "INSERT INTO marts.t VALUES "
+            "('a,\"b\"\nc', '', 12.30, DATE '2026-11-25', TIMESTAMPTZ '2026-11-25 08:00:00+00', true, 1.5, "
+            " ['x', 'y'], MAP {'k': 'v'}, '{\"a\": 1}'), "
+            "(NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL), "
+            "(NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL)"  # the same row twice: both kept
+        )
+    got = rows(
+        warehouse_database, "SELECT s, e, n, d, ts, b, f, tags, attrs, j FROM marts.t ORDER BY s NULLS LAST"
+    )
+    assert got[0] == (
+        'a,"b"\nc',
+        "",
+        Decimal("12.30"),
+        dt.date(2026, 11, 25),
+        dt.datetime(2026, 11, 25, 8, tzinfo=dt.UTC),
+        True,
+        1.5,
+        ["x", "y"],
+        {"k": "v"},
+        {"a": 1},
+    )
+    assert got[1:] == [(None,) * 10, (None,) * 10]
+    with warehouse.transaction() as con:  # one of the two equal rows goes
+        con.execute("DELETE FROM marts.t WHERE rowid = (SELECT max(rowid) FROM marts.t WHERE s IS NULL)")
+    assert rows(warehouse_database, "SELECT count(*) FROM marts.t WHERE s IS NULL") == [(1,)]
+
+
+def test_a_new_column_rebuilds_the_table(
+    warehouse: PostgresWarehouse, warehouse_database: PostgresServer
+) -> None:
+    with warehouse.transaction() as con:
+        con.execute("CREATE TABLE staging.t AS SELECT 1 AS id")
+    with warehouse.transaction() as con:
+        con.execute("ALTER TABLE staging.t ADD COLUMN extra VARCHAR DEFAULT 'x'")
+    assert rows(warehouse_database, "SELECT id, extra FROM staging.t") == [(1, "x")]
+
+
+def test_loads_of_different_tables_run_concurrently_and_one_table_waits(
+    warehouse_database: PostgresServer, tmp_path: Path
+) -> None:
+    """Two hosts' working copies publish at once. While a load of marts.a holds its table, a load of
+    marts.b goes through and a second load of marts.a waits for the first to commit."""
+    first = PostgresWarehouse(warehouse_database.url(), working_copy=tmp_path / "one.duckdb")
+    second = PostgresWarehouse(warehouse_database.url(), working_copy=tmp_path / "two.duckdb")
+    with first.transaction() as con:
+        con.execute("CREATE TABLE marts.a AS SELECT 1 AS x")
+    with psycopg.connect(warehouse_database.conninfo()) as holder:
+        holder.execute("SELECT pg_advisory_xact_lock(hashtext('marts.a'))")  # a long load of marts.a
+        with second.transaction() as con:  # does not wait for it
+            con.execute("CREATE TABLE marts.b AS SELECT 2 AS x")
+        done = threading.Event()
+
+        def load_a() -> None:
+            with first.transaction() as con:
+                con.execute("INSERT INTO marts.a VALUES (3)")
+            done.set()
+
+        waiting = threading.Thread(target=load_a)
+        waiting.start()
+        assert not done.wait(1.5)  # still waiting for the table
+        holder.commit()
+    waiting.join(30)
+    assert done.is_set()
+    assert rows(warehouse_database, "SELECT x FROM marts.a ORDER BY x") == [(1,), (3,)]
+    assert rows(warehouse_database, "SELECT x FROM marts.b") == [(2,)]
+
+
+def test_read_answers_from_postgresql_with_duckdb_placeholders(warehouse: PostgresWarehouse) -> None:
+    with warehouse.transaction() as con:
+        con.execute("CREATE TABLE marts.t AS SELECT 'a' AS v, 1 AS n")
+    with warehouse.read() as reader:  # placeholders as in DuckDB, answered by PostgreSQL
+        assert reader.execute("SELECT n FROM marts.t WHERE v = ? AND n < 50", ["a"]).fetchall() == [(1,)]
+        assert reader.execute("SELECT n FROM marts.t WHERE v = $v", {"v": "a"}).fetchall() == [(1,)]
+        assert reader.execute("SELECT '?' || v FROM marts.t WHERE v LIKE ?", ["a%"]).fetchall() == [("?a",)]
