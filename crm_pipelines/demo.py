@@ -33,6 +33,7 @@ class DemoOutcome:
     unreadable: list[dict[str, str]] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
     warehouse: str = ""
+    query_hint: str = ""
 
 
 def run_nightly(*, partition: str, console: Console) -> DemoOutcome:
@@ -76,12 +77,27 @@ def run_nightly(*, partition: str, console: Console) -> DemoOutcome:
         if unreadable is not None and isinstance(unreadable.value, list):
             outcome.unreadable.extend(unreadable.value)
     warehouse = open_warehouse(current_paths().warehouse_url)
-    outcome.warehouse = str(warehouse.path)
+    outcome.warehouse = warehouse.describe()
+    if warehouse.backend == "duckdb":
+        outcome.query_hint = (
+            f"uv run python -c \"import duckdb; print(duckdb.connect('{warehouse.path}', read_only=True)"
+            ".sql('select * from marts.dim_account limit 10'))\""
+        )
+    else:
+        outcome.query_hint = (
+            "psql as crm_analyst (analyst.*) or crm_pii_reader (marts.*); the demo's server stops with the "
+            "demo: make dev ARGS='--warehouse postgres' keeps one running"
+        )
+    with warehouse.read() as reader:  # the marts as analysts query them, on the warehouse's backend
+        present = {
+            str(row[0])
+            for row in reader.execute(
+                "SELECT table_name FROM information_schema.tables WHERE table_schema = 'marts'"
+            ).fetchall()
+        }
+        for mart in (m.name for m in MARTS if m.name in present):
+            outcome.marts[mart] = int(reader.execute(f"SELECT count(*) FROM marts.{mart}").fetchall()[0][0])
     with warehouse.connect(read_only=True) as con:
-        for mart in (m.name for m in MARTS):
-            if table_exists(con, "marts", mart):
-                row = con.execute(f"SELECT count(*) FROM marts.{mart}").fetchone()
-                outcome.marts[mart] = int(row[0]) if row else 0
         if table_exists(con, "ops", "reconciliation"):
             outcome.reconciliation = con.execute(
                 "SELECT source, entity, extracted, loaded, merged, quarantined, deleted, adds_up FROM ops.reconciliation "
@@ -310,7 +326,6 @@ def print_summary(outcome: DemoOutcome, *, console: Console) -> None:
     console.print(
         f"\nRun {outcome.run_id} {status} for {outcome.partition}.\n"
         f"Warehouse: {outcome.warehouse}\n"
-        f"Query it:  uv run python -c \"import duckdb; print(duckdb.connect('{outcome.warehouse}', read_only=True)"
-        f".sql('select * from marts.dim_account limit 10'))\"\n"
+        f"Query it:  {outcome.query_hint}\n"
         "Open the UI: make dev   (http://localhost:3000; this run is in its run history)"
     )

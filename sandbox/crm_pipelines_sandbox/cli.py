@@ -44,6 +44,7 @@ def _prepare_dagster_home() -> Path:
 
 
 def _start_sandbox(args: argparse.Namespace, *, webhooks: bool = False) -> tuple[Sandbox, dict[str, str]]:
+    """Prepare and start the sandbox's servers; with ``--warehouse postgres`` a PostgreSQL warehouse too."""
     from crm_pipelines_sandbox.run import Sandbox
 
     sandbox = Sandbox(
@@ -55,7 +56,35 @@ def _start_sandbox(args: argparse.Namespace, *, webhooks: bool = False) -> tuple
         sandbox.prepare()
     _one_world(sandbox)
     env = sandbox.start()
+    if args.warehouse == "postgres":
+        env.update(_start_postgres_warehouse(sandbox))
     return sandbox, env
+
+
+def _start_postgres_warehouse(sandbox: Sandbox) -> dict[str, str]:
+    """A throwaway PostgreSQL server as the warehouse, with its roles; stopped with the sandbox.
+
+    The server starts empty, so the first load publishes every table of the working copy.
+    """
+    from contextlib import ExitStack
+
+    from crm_pipelines.warehouse.postgres import conninfo_from_url
+    from crm_pipelines.warehouse.roles import create_roles
+    from crm_pipelines_sandbox.postgres_server import running_postgres
+
+    stack = ExitStack()
+    with console.status("Starting PostgreSQL for the warehouse (initdb, pg_ctl)"):
+        server = stack.enter_context(running_postgres(database="warehouse"))
+        create_roles(conninfo_from_url(server.url()))
+    sandbox.on_stop(stack.close)
+    console.print(
+        f"Warehouse: PostgreSQL on {server.host}:{server.port}/warehouse; models run in "
+        f"{settings.working_copy_path()}; roles crm_loader, crm_analyst, crm_pii_reader."
+    )
+    return {
+        settings.WAREHOUSE_URL: server.url(),
+        settings.WAREHOUSE_WORKING_COPY: str(settings.working_copy_path()),
+    }
 
 
 def _one_world(sandbox: Sandbox) -> None:
@@ -75,12 +104,13 @@ def _one_world(sandbox: Sandbox) -> None:
     if marker.exists() and marker.read_text().strip() == world:
         return
     paths = settings.current_paths()
-    warehouse = settings.duckdb_path_from_url(paths.warehouse_url)
-    if paths.lake_dir.exists() or warehouse.exists():
+    warehouses = (settings.duckdb_path_from_url(paths.warehouse_url), settings.working_copy_path())
+    if paths.lake_dir.exists() or any(w.exists() for w in warehouses):
         console.print(f"A new sandbox world ({world}): the demo lake and warehouse start empty.")
     shutil.rmtree(paths.lake_dir, ignore_errors=True)
-    for path in (warehouse, warehouse.with_name(warehouse.name + ".wal")):
-        path.unlink(missing_ok=True)
+    for warehouse in warehouses:
+        for path in (warehouse, warehouse.with_name(warehouse.name + ".wal")):
+            path.unlink(missing_ok=True)
     marker.parent.mkdir(parents=True, exist_ok=True)
     marker.write_text(world + "\n")
 
@@ -148,6 +178,12 @@ def sandbox_options(p: argparse.ArgumentParser) -> None:
         help="business day to sync (default: yesterday)",
     )
     p.add_argument("--sandbox-dir", default=str(DATA_DIR / "sandbox"), help="where the sandbox data lives")
+    p.add_argument(
+        "--warehouse",
+        choices=("duckdb", "postgres"),
+        default="duckdb",
+        help="duckdb: the embedded file (default); postgres: a PostgreSQL server started for the run",
+    )
 
 
 def dev_options(p: argparse.ArgumentParser) -> None:

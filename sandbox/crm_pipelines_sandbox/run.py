@@ -10,6 +10,7 @@ import datetime as dt
 import json
 import secrets
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 
@@ -76,6 +77,7 @@ class Sandbox:
         self._sftp: SandboxSFTPServer | None = None
         self._others: dict[str, Started] = {}
         self._env: dict[str, str] = {}
+        self._on_stop: list[Callable[[], object]] = []
 
     @property
     def world(self) -> str:
@@ -175,7 +177,13 @@ class Sandbox:
     def env(self) -> dict[str, str]:
         return dict(self._env)
 
+    def on_stop(self, callback: Callable[[], object]) -> None:
+        """Run ``callback`` when the sandbox stops (servers started beside it, such as a warehouse)."""
+        self._on_stop.append(callback)
+
     def stop(self) -> None:
+        while self._on_stop:
+            self._on_stop.pop()()
         for started in self._others.values():
             started.simulator.stop()
         self._others = {}
