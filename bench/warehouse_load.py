@@ -88,7 +88,9 @@ def main() -> None:
             duck_part, publish_part = publish_time(pg, full)
             results.append(("PostgreSQL", "full", duck_part + publish_part, publish_part))
             duck_part, publish_part = publish_time(pg, edited)
-            results.append(("PostgreSQL", f"{args.changed:.0%} changed", duck_part + publish_part, publish_part))
+            results.append(
+                ("PostgreSQL", f"{args.changed:.0%} changed", duck_part + publish_part, publish_part)
+            )
             with pg.read() as reader:
                 [(count,)] = reader.execute("SELECT count(*) FROM raw.contact").fetchall()
             assert count == args.rows, count
