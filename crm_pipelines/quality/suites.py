@@ -1,14 +1,23 @@
-"""Great Expectations 1.x expectation suites built from the declared rules.
+"""Great Expectations 1.x expectation suites built from the declared rules, and the same rules as SQL.
 
 Every expectation carries ``meta["rule"]``, the rule name, so validation results map back to rules.
 Suites are plain in-memory objects: they are never saved to a GX store.
+
+:func:`rule_sql` compiles a rule to DuckDB SQL predicates that select the rows GX's pandas engine
+counts and fails for its expectation (row condition, missing values, ``ignore_row_if``), so the rows
+can be checked where they are instead of as a pandas DataFrame; a rule it cannot express with the
+same result is left to GX.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+import pyarrow as pa
+
 from crm_pipelines.quality.rules import Condition, Rule, RulesError, RuleSet, load_rules
+from crm_pipelines.sql import quote_ident, quote_literal
 
 if TYPE_CHECKING:
     import great_expectations as gx
@@ -143,3 +152,170 @@ def build_suite(*, entity: str, rules: RuleSet | None = None) -> gx.ExpectationS
     # Passing the expectations to the constructor, not add_expectation(): the latter looks for a
     # store to save into, which needs an active data context; this suite is never saved.
     return gx.ExpectationSuite(name=suite_name(entity=entity), expectations=expectations)
+
+
+# ---------------------------------------------------------------------------------------------------
+# The rules as DuckDB SQL predicates
+
+
+# The table (or view) the predicates of :func:`rule_sql` read.
+RULE_ROWS = "rule_rows"
+
+
+@dataclass(frozen=True)
+class RuleSql:
+    """One rule as SQL boolean expressions over the validated rows, the table :data:`RULE_ROWS`.
+
+    Attributes:
+        rule: Rule name.
+        domain: Rows the rule applies to (its ``when``): GX's ``element_count``.
+        evaluated: Rows whose values are checked (the domain without missing values, or without the
+            rows ``ignore_row_if`` drops): GX's non-null count.
+        unexpected: Rows that fail the rule.
+        reports_missing: False where GX reports no ``missing_count`` (``expect_column_values_to_not_be_null``).
+        regex: For a regex rule, the Python pattern whose ``re.search`` verdict per value the caller
+            provides as the boolean column :attr:`match_column` (GX's pandas engine uses Python's
+            ``re``, which RE2 does not match exactly).
+        match_column: Name of that column.
+    """
+
+    rule: str
+    domain: str
+    evaluated: str
+    unexpected: str
+    reports_missing: bool = True
+    regex: str | None = None
+    match_column: str | None = None
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _numeric(dtype: pa.DataType) -> bool:
+    return bool(pa.types.is_integer(dtype) or pa.types.is_floating(dtype))
+
+
+def _missing(column: str, dtype: pa.DataType) -> str:
+    # pandas' isnull: NULL, and NaN in float columns.
+    name = quote_ident(column)
+    return f"({name} IS NULL OR isnan({name}))" if pa.types.is_floating(dtype) else f"({name} IS NULL)"
+
+
+def _number(value: Any) -> str:
+    return str(value) if isinstance(value, int) else f"CAST({float(value)!r} AS DOUBLE)"
+
+
+def rule_sql(*, rule: Rule, types: dict[str, pa.DataType], position: int) -> RuleSql | None:
+    """Compile one rule to SQL predicates over rows typed as GX sees them.
+
+    Args:
+        rule: The rule.
+        types: Column types of the rows as they would reach GX's pandas engine (decimals as float64).
+        position: The rule's position, to name its helper column.
+
+    Returns:
+        The predicates, or None when the rule uses something compiled here would not decide exactly
+        as GX does (then GX validates it).
+    """
+    if any(c not in types for c in [*rule.columns, *(w.column for w in rule.when)]):
+        return None
+    domain_parts: list[str] = []
+    for condition in rule.when:
+        if condition.is_null is None:
+            return None  # comparisons follow pandas' query semantics: left to GX
+        missing = _missing(condition.column, types[condition.column])
+        domain_parts.append(missing if condition.is_null else f"NOT {missing}")
+    domain = " AND ".join(domain_parts) or "true"
+    kwargs = rule.resolved_kwargs()
+    column = rule.column
+    dtype = types[column]
+    name = quote_ident(column)
+    present = f"({domain}) AND NOT {_missing(column, dtype)}"
+    expectation = rule.expectation
+    if expectation == "expect_column_values_to_not_be_null":
+        if set(kwargs) != {"column"}:
+            return None
+        return RuleSql(rule.name, domain, domain, f"({domain}) AND {_missing(column, dtype)}", False)
+    if expectation == "expect_column_values_to_match_regex":
+        if set(kwargs) != {"column", "regex"} or not pa.types.is_string(dtype):
+            return None
+        match = f"__match_{position}"
+        return RuleSql(
+            rule.name,
+            domain,
+            present,
+            f"{present} AND NOT coalesce({quote_ident(match)}, false)",
+            regex=str(kwargs["regex"]),
+            match_column=match,
+        )
+    if expectation == "expect_column_values_to_be_in_set":
+        values = kwargs.get("value_set")
+        if (
+            set(kwargs) != {"column", "value_set"}
+            or not pa.types.is_string(dtype)
+            or not isinstance(values, list | tuple)
+            or not values
+            or not all(isinstance(v, str) for v in values)
+        ):
+            return None
+        # A list subquery is hashed once; a long IN (...) list is tested member by member.
+        members = ", ".join(quote_literal(v) for v in values)
+        listed = f"{name} IN (SELECT unnest([{members}]))"
+        return RuleSql(rule.name, domain, present, f"{present} AND NOT coalesce({listed}, false)")
+    if expectation == "expect_column_values_to_be_between":
+        low, high = kwargs.get("min_value"), kwargs.get("max_value")
+        bounds = [v for v in (low, high) if v is not None]
+        if (
+            not set(kwargs) <= {"column", "min_value", "max_value", "strict_min", "strict_max"}
+            or not _numeric(dtype)
+            or not bounds
+            or not all(_is_number(v) for v in bounds)
+            or (low is not None and high is not None and low > high)
+        ):
+            return None
+        # pandas compares an int column with a float bound as floats.
+        value = f"CAST({name} AS DOUBLE)" if any(isinstance(v, float) for v in bounds) else name
+        checks = []
+        if low is not None:
+            checks.append(f"{value} {'>' if kwargs.get('strict_min') else '>='} {_number(low)}")
+        if high is not None:
+            checks.append(f"{value} {'<' if kwargs.get('strict_max') else '<='} {_number(high)}")
+        return RuleSql(rule.name, domain, present, f"{present} AND NOT ({' AND '.join(checks)})")
+    if expectation == "expect_column_values_to_be_unique":
+        if set(kwargs) != {"column"} or not (pa.types.is_string(dtype) or pa.types.is_integer(dtype)):
+            return None
+        # pandas' duplicated(keep=False) over the checked rows: every copy fails.
+        copies = f"SELECT {name} FROM {RULE_ROWS} WHERE {present} GROUP BY {name} HAVING count(*) > 1"
+        return RuleSql(rule.name, domain, present, f"{present} AND coalesce({name} IN ({copies}), false)")
+    # Column pairs: only rows with both values are compared (ignore_row_if: either_value_is_missing).
+    if kwargs.get("ignore_row_if") != "either_value_is_missing":
+        return None
+    column_b = str(kwargs["column_B"])
+    type_b = types[column_b]
+    pair = f"({domain}) AND NOT {_missing(column, dtype)} AND NOT {_missing(column_b, type_b)}"
+    name_b = quote_ident(column_b)
+    if expectation == "expect_column_pair_values_a_to_be_greater_than_b":
+        if not set(kwargs) <= {"column_A", "column_B", "ignore_row_if", "or_equal"}:
+            return None
+        if _numeric(dtype) and _numeric(type_b):
+            a, b = f"CAST({name} AS DOUBLE)", f"CAST({name_b} AS DOUBLE)"
+        elif dtype == type_b and (pa.types.is_date(dtype) or pa.types.is_timestamp(dtype)):
+            a, b = name, name_b
+        else:
+            return None
+        operator = ">=" if kwargs.get("or_equal") else ">"
+        return RuleSql(rule.name, domain, pair, f"{pair} AND NOT ({a} {operator} {b})")
+    if expectation == "expect_column_pair_values_to_be_in_set":
+        pairs = kwargs.get("value_pairs_set") or []
+        if (
+            not set(kwargs) <= {"column_A", "column_B", "ignore_row_if", "value_pairs_set"}
+            or not pa.types.is_boolean(dtype)
+            or not pa.types.is_boolean(type_b)
+            or not pairs
+            or not all(len(p) == 2 and all(isinstance(v, bool) for v in p) for p in pairs)
+        ):
+            return None
+        listed = " OR ".join(f"({name} = {str(x).lower()} AND {name_b} = {str(y).lower()})" for x, y in pairs)
+        return RuleSql(rule.name, domain, pair, f"{pair} AND NOT ({listed})")
+    return None

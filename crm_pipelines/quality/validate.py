@@ -1,13 +1,21 @@
-"""Validate canonical rows with Great Expectations and split them into valid and quarantined rows.
+"""Validate canonical rows against the entity's Great Expectations suite; split valid and quarantined rows.
 
-Batches are re-chunked to about 100k rows, each chunk is handed to GX as a pandas DataFrame and
-validated against the entity's suite with ``result_format="COMPLETE"``, so GX reports every failing
-row. Valid rows keep the input schema (``_raw`` included); every (row, failed rule) pair becomes one
-row in the ``QUARANTINE`` schema; a ``severity: warn`` rule's failing rows are counted and stay valid. Only counters outlive a chunk, so memory stays flat however many rows
-stream through.
+Batches are re-chunked to about 100k rows. Each chunk is checked where its rows are: the suite's
+rules, compiled to DuckDB SQL predicates (:func:`crm_pipelines.quality.suites.rule_sql`), count per
+rule the rows GX's pandas engine would count and fail, and list the failing row positions, in one
+query over the chunk's Arrow columns (regexes with Python's ``re``, as GX's pandas engine matches
+them, once per distinct value). GX stays the interface: the suite is built from the rules as
+before, and each chunk's verdicts come back as GX ``ExpectationValidationResult`` objects in an
+``ExpectationSuiteValidationResult``, ``mostly`` applied as GX applies it. A rule the compiler cannot
+express with GX's exact result (a row condition other than null / not null, an uncommon kwarg) sends
+the whole suite to GX itself, each chunk as a pandas DataFrame with ``result_format="COMPLETE"``.
 
-How failing rows are found: the DataFrame's index is the row position, *named* ``__row__``, and the
-result format asks for ``unexpected_index_column_names=["__row__"]`` with
+Valid rows keep the input schema (``_raw`` included); every (row, failed rule) pair becomes one row
+in the ``QUARANTINE`` schema; a ``severity: warn`` rule's failing rows are counted and stay valid.
+Only counters outlive a chunk, so memory stays flat however many rows stream through.
+
+How GX's own validation reports failing rows: the DataFrame's index is the row position, *named*
+``__row__``, and the result format asks for ``unexpected_index_column_names=["__row__"]`` with
 ``exclude_unexpected_values=True``. GX then returns one ``{"__row__": [positions]}`` per expectation,
 read straight off the index. Passing ``record_id`` as the index column instead would be ambiguous for
 the very rows the rules must catch (null or duplicated ids), and GX's per-row ``DataFrame.at`` lookups
@@ -20,6 +28,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import threading
 import time
 from collections.abc import Iterable, Iterator
@@ -28,6 +37,7 @@ from datetime import date, datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, ClassVar
 
+import duckdb
 import numpy as np
 import pandas as pd
 import pyarrow as pa
@@ -43,7 +53,7 @@ from crm_pipelines.quality.rules import (
     load_rules,
     template_fields,
 )
-from crm_pipelines.quality.suites import RULE_META_KEY, build_suite
+from crm_pipelines.quality.suites import RULE_META_KEY, RULE_ROWS, RuleSql, build_suite, rule_sql
 
 if TYPE_CHECKING:
     from great_expectations.core.batch_definition import BatchDefinition
@@ -302,6 +312,20 @@ def _raw_value_pattern(keys: Iterable[str]) -> str:
     )
 
 
+def _derived_type(spec: SumGap | RawValue) -> pa.DataType:
+    return pa.decimal128(38, 2) if isinstance(spec, SumGap) else pa.string()
+
+
+def _regex_search(column: pa.ChunkedArray | pa.Array, regex: str) -> pa.Array:
+    """GX's pandas regex check, ``re.search`` on each value, once per distinct value; null stays null."""
+    if isinstance(column, pa.ChunkedArray):
+        column = column.combine_chunks()
+    encoded = pc.dictionary_encode(column)
+    search = re.compile(regex).search
+    matches = pa.array([search(v) is not None for v in encoded.dictionary.to_pylist()], type=pa.bool_())
+    return matches.take(encoded.indices)
+
+
 def _empty_batch(schema: pa.Schema) -> pa.RecordBatch:
     return pa.RecordBatch.from_arrays([pa.array([], type=f.type) for f in schema], schema=schema)
 
@@ -380,6 +404,21 @@ class ValidationRun:
             for column in [*rule.columns, *(c.column for c in rule.when)]:
                 needed[column] = None
         self._frame_columns = list(needed)
+        # The suite as SQL predicates when every rule compiles (else GX validates pandas frames).
+        frame_types = {
+            **{f.name: f.type for f in self._schema},
+            **{d.name: _derived_type(d) for d in self._derived},
+        }
+        frame_types = {
+            name: pa.float64() if pa.types.is_decimal(dtype) else dtype for name, dtype in frame_types.items()
+        }
+        compiled = [
+            rule_sql(rule=rule, types=frame_types, position=i) for i, rule in enumerate(self._rules.values())
+        ]
+        self._sql: list[RuleSql] | None = (
+            [c for c in compiled if c is not None] if all(c is not None for c in compiled) else None
+        )
+        self._configurations: dict[str, Any] = {}
         self._input_columns = sorted(
             {c for c in needed if c not in derived_names}
             | {c for d in self._derived for c in d.inputs}
@@ -420,7 +459,7 @@ class ValidationRun:
         return self._run()
 
     def _run(self) -> Iterator[BatchResult]:
-        definition = _batch_definition(self.entity)
+        definition = _batch_definition(self.entity) if self._sql is None else None
         for table in _rechunk(self._batches, self._batch_rows):
             # Time only our own work: the consumer's writes between chunks are not validation.
             chunk_started = time.perf_counter()
@@ -511,7 +550,9 @@ class ValidationRun:
                 derived[spec.name] = pc.if_else(pc.equal(text, ""), bare, text)
         return derived
 
-    def _frame(self, table: pa.Table, derived: dict[str, pa.ChunkedArray]) -> pd.DataFrame:
+    def _frame_arrays(
+        self, table: pa.Table, derived: dict[str, pa.ChunkedArray]
+    ) -> dict[str, pa.ChunkedArray]:
         arrays: dict[str, pa.ChunkedArray] = {}
         for name in self._frame_columns:
             column = derived[name] if name in derived else self._typed_column(table, name)
@@ -519,31 +560,26 @@ class ValidationRun:
                 # GX compares numbers in pandas; Decimal objects would be an object column, ~50x slower.
                 column = column.cast(pa.float64())
             arrays[name] = column
+        return arrays
+
+    def _frame(self, table: pa.Table, derived: dict[str, pa.ChunkedArray]) -> pd.DataFrame:
         # date_as_object=False: datetime64 columns compare vectorised (object dates go row by row).
-        frame = pa.table(arrays).to_pandas(date_as_object=False)
+        frame = pa.table(self._frame_arrays(table, derived)).to_pandas(date_as_object=False)
         frame.index = pd.RangeIndex(table.num_rows, name=ROW_INDEX)
         return frame
 
-    def _validate_chunk(self, definition: BatchDefinition[Any], table: pa.Table) -> BatchResult:
+    def _validate_chunk(self, definition: BatchDefinition[Any] | None, table: pa.Table) -> BatchResult:
         rows = table.num_rows
         offset = self._rows_in
         for name in self._input_columns:
             self._typed_column(table, name)  # fail early, naming the column, before GX does
         derived = self._derive(table)
-        frame = self._frame(table, derived)
-        result_format = {
-            "result_format": "COMPLETE",
-            "unexpected_index_column_names": [ROW_INDEX],
-            "exclude_unexpected_values": True,
-            "return_unexpected_index_query": False,
-            "partial_unexpected_count": 0,
-        }
         gx_started = time.perf_counter()
-        with _GxRuntime.lock:  # GX makes no thread-safety promise for a shared context
-            batch = definition.get_batch(batch_parameters={"dataframe": frame})
-            outcome = batch.validate(self._suite, result_format=result_format)
+        if definition is None:
+            outcome, unexpected_rows = self._validate_sql(table, derived)
+        else:
+            outcome, unexpected_rows = self._validate_gx(definition, table, derived)
         self._gx_seconds += time.perf_counter() - gx_started
-        del frame, batch
 
         failed = np.zeros(rows, dtype=bool)
         pieces: list[pa.RecordBatch] = []
@@ -553,7 +589,7 @@ class ValidationRun:
             self._raise_on_exception(rule, expectation_result.exception_info)
             details = expectation_result.result
             unexpected = int(details.get("unexpected_count") or 0)
-            positions = self._positions(details)
+            positions = unexpected_rows[rule_name]
             if len(positions) != unexpected:
                 raise QualityError(
                     f"rule {rule_name}: GX reported {unexpected} unexpected rows but returned "
@@ -590,6 +626,111 @@ class ValidationRun:
             rows_quarantined=quarantined,
             gx_success=bool(outcome.success),
         )
+
+    def _validate_gx(
+        self, definition: BatchDefinition[Any], table: pa.Table, derived: dict[str, pa.ChunkedArray]
+    ) -> tuple[Any, dict[str, np.ndarray]]:
+        """GX validates the chunk as a pandas DataFrame (a suite with a rule SQL cannot decide)."""
+        frame = self._frame(table, derived)
+        result_format = {
+            "result_format": "COMPLETE",
+            "unexpected_index_column_names": [ROW_INDEX],
+            "exclude_unexpected_values": True,
+            "return_unexpected_index_query": False,
+            "partial_unexpected_count": 0,
+        }
+        with _GxRuntime.lock:  # GX makes no thread-safety promise for a shared context
+            batch = definition.get_batch(batch_parameters={"dataframe": frame})
+            outcome = batch.validate(self._suite, result_format=result_format)
+        del frame, batch
+        positions = {
+            str(r.expectation_config.meta[RULE_META_KEY]): self._positions(r.result)
+            for r in outcome.results
+            if r.expectation_config is not None and RULE_META_KEY in (r.expectation_config.meta or {})
+        }
+        return outcome, positions
+
+    def _validate_sql(
+        self, table: pa.Table, derived: dict[str, pa.ChunkedArray]
+    ) -> tuple[Any, dict[str, np.ndarray]]:
+        """The suite's rules as DuckDB SQL over the chunk's Arrow columns; GX's results from the counts.
+
+        Each rule counts the rows GX's pandas engine would count (its domain, the checked rows, the
+        failing rows) and lists the failing row positions; the verdicts are GX's (``mostly`` over the
+        checked rows) and come back as GX ``ExpectationValidationResult`` objects in an
+        ``ExpectationSuiteValidationResult``, as a GX validation returns them.
+        """
+        import great_expectations as gx
+        from great_expectations.core import ExpectationSuiteValidationResult, ExpectationValidationResult
+        from great_expectations.validator.validation_statistics import calc_validation_statistics
+
+        assert self._sql is not None
+        arrays: dict[str, pa.ChunkedArray | pa.Array] = dict(self._frame_arrays(table, derived))
+        for compiled in self._sql:
+            if compiled.regex is not None and compiled.match_column is not None:
+                arrays[compiled.match_column] = _regex_search(
+                    arrays[self._rules[compiled.rule].column], compiled.regex
+                )
+        arrays[ROW_INDEX] = pa.array(np.arange(table.num_rows, dtype=np.int64))
+        columns = []
+        counts = []
+        for i, compiled in enumerate(self._sql):
+            columns.append(
+                f"coalesce({compiled.domain}, false) AS d{i}, coalesce({compiled.evaluated}, false) AS e{i}, "
+                f"coalesce({compiled.unexpected}, false) AS u{i}"
+            )
+            counts.append(
+                f"count_if(d{i}), count_if(e{i}), count_if(u{i}), "
+                f"coalesce(list({ROW_INDEX} ORDER BY {ROW_INDEX}) FILTER (WHERE u{i}), [])"
+            )
+        rows = pa.table(arrays)
+        con = duckdb.connect()
+        try:
+            con.register(RULE_ROWS, rows)
+            ((*values,),) = con.execute(
+                f"SELECT {', '.join(counts)} FROM (SELECT {ROW_INDEX}, {', '.join(columns)} FROM {RULE_ROWS})"
+            ).fetchall()
+        except duckdb.Error as exc:
+            raise QualityError(f"{self.entity}: the rules' SQL could not be evaluated: {exc}") from exc
+        finally:
+            con.close()
+        results = []
+        positions: dict[str, np.ndarray] = {}
+        for i, compiled in enumerate(self._sql):
+            element, checked, unexpected, failing = values[4 * i : 4 * i + 4]
+            rule = self._rules[compiled.rule]
+            # GX: vacuously true without rows to check, else the share passing must reach mostly.
+            success = not element or not checked or (checked - unexpected) / checked >= rule.mostly
+            result: dict[str, Any] = {"element_count": element, "unexpected_count": unexpected}
+            if compiled.reports_missing:
+                result["missing_count"] = element - checked
+            results.append(
+                ExpectationValidationResult(
+                    success=success, expectation_config=self._configuration(compiled.rule), result=result
+                )
+            )
+            positions[compiled.rule] = np.asarray(failing, dtype=np.int64)
+        statistics = calc_validation_statistics(results)
+        outcome = ExpectationSuiteValidationResult(
+            success=statistics.success,
+            results=results,
+            suite_name=self._suite.name,
+            statistics={
+                "evaluated_expectations": statistics.evaluated_expectations,
+                "successful_expectations": statistics.successful_expectations,
+                "unsuccessful_expectations": statistics.unsuccessful_expectations,
+                "success_percent": statistics.success_percent,
+            },
+            meta={"great_expectations_version": gx.__version__},
+        )
+        return outcome, positions
+
+    def _configuration(self, rule_name: str) -> Any:
+        if not self._configurations:
+            for expectation in self._suite.expectations:
+                configuration = expectation.configuration
+                self._configurations[str((configuration.meta or {})[RULE_META_KEY])] = configuration
+        return self._configurations[rule_name]
 
     def _results_by_rule(self, results: Iterable[Any]) -> list[tuple[str, Any]]:
         """GX results keyed by rule name, in rule declaration order (GX does not keep suite order)."""
