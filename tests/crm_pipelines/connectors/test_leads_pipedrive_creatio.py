@@ -8,22 +8,16 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
-import pyarrow as pa
 import pytest
 
-from crm_pipelines.connectors.auth import clear_token_cache
-from crm_pipelines.connectors.collect import ExtractStats, output_schema
 from crm_pipelines.connectors.drift import SchemaDrift
-from crm_pipelines.connectors.engine import extract_keys, extract_object
-from crm_pipelines.connectors.limits import clear_buckets
-from crm_pipelines.connectors.spec import SystemSpec, load_system
 from crm_pipelines.mapping.spec import load_mappings
 from crm_pipelines.sources import load_sources
+from crm_pipelines_sandbox.running import RunningCrm, running_crm
 from crm_pipelines_sandbox.simulators.creatio_schema import QUALIFY_STATUS_IDS
-from crm_pipelines_sandbox.simulators.records import delete_records, fetch_records, touch_records
-from crm_pipelines_sandbox.systems import SandboxCrm, Started, build_store, sample_seeds, sandbox_crm
+from crm_pipelines_sandbox.simulators.records import delete_records, touch_records
+from crm_pipelines_sandbox.systems import sandbox_crm
 
 AS_OF = date(2026, 11, 25)
 EDIT = datetime(2026, 11, 26, 8, 0, tzinfo=UTC)
@@ -48,69 +42,11 @@ SYSTEMS = [
 ]
 
 
-@dataclass
-class Running:
-    crm: SandboxCrm
-    system: SystemSpec
-    store: Path
-    started: Started
-
-    @property
-    def object_name(self) -> str:
-        return self.crm.kinds["lead"]
-
-    @property
-    def key(self) -> str:
-        return self.system.get_object(self.object_name).primary_key
-
-    def extract(self, **kwargs: Any) -> tuple[pa.Table, ExtractStats]:
-        stats = ExtractStats()
-        batches = list(
-            extract_object(
-                system=self.system,
-                object_name=self.object_name,
-                connection=self.crm.connection(self.started),
-                stats=stats,
-                **kwargs,
-            )
-        )
-        return pa.Table.from_batches(
-            batches, schema=output_schema(system=self.system, object_name=self.object_name)
-        ), stats
-
-    def keys(self) -> set[str]:
-        found: set[str] = set()
-        for batch in extract_keys(
-            system=self.system,
-            object_name=self.object_name,
-            connection=self.crm.connection(self.started),
-            page_size=7,
-        ):
-            found |= {str(k) for k in batch.column(0).to_pylist()}
-        return found
-
-    def live(self) -> list[str]:
-        return sorted(
-            str(r["Id" if self.system.name == "creatio" else "id"])
-            for r in fetch_records(self.store, self.object_name)
-        )
-
-
 @pytest.fixture(params=SYSTEMS, ids=lambda s: s.system)
-def running(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[Running, LeadSystem]]:
+def running(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[RunningCrm, LeadSystem]]:
     lead_system: LeadSystem = request.param
-    clear_token_cache()
-    clear_buckets()
-    crm = sandbox_crm(lead_system.system)
-    store = tmp_path / f"{lead_system.system}.sqlite"
-    build_store(store, crm, sample_seeds(accounts=24, as_of=AS_OF))
-    started = crm.start(store)
-    try:
-        yield Running(crm, load_system(name=lead_system.system), store, started), lead_system
-    finally:
-        started.simulator.stop()
-        clear_token_cache()
-        clear_buckets()
+    with running_crm(lead_system.system, "lead", tmp_path, as_of=AS_OF) as run:
+        yield run, lead_system
 
 
 def test_leads_are_a_dataset_the_lead_mapping_reads() -> None:
@@ -121,24 +57,24 @@ def test_leads_are_a_dataset_the_lead_mapping_reads() -> None:
     assert mapped["creatio"].inputs["leads"] == "creatio/leads"
 
 
-def test_a_full_read_lists_every_live_lead_once_without_drift(running: tuple[Running, LeadSystem]) -> None:
+def test_a_full_read_lists_every_live_lead_once_without_drift(running: tuple[RunningCrm, LeadSystem]) -> None:
     run, _ = running
     drift = SchemaDrift(run.system.name, run.object_name)
     table, stats = run.extract(drift=drift, page_size=5, include_deleted=False)
     assert not drift.has_drift, drift.describe()
     keys = [str(k) for k in table.column(run.key).to_pylist()]
     assert len(keys) == len(set(keys))
-    assert set(keys) == set(run.live()) != set()
+    assert set(keys) == set(run.live_keys()) != set()
     assert stats.max_cursor is not None
     assert stats.requests > 1  # paged
 
 
 def test_a_change_after_the_first_read_is_picked_up_and_a_deleted_lead_is_seen(
-    running: tuple[Running, LeadSystem],
+    running: tuple[RunningCrm, LeadSystem],
 ) -> None:
     run, lead = running
     full, stats = run.extract(include_deleted=False)
-    edited, gone = run.live()[:2]
+    edited, gone = run.live_keys()[:2]
     touch_records(run.store, run.object_name, [edited], EDIT, lead.edit)
     delete_records(run.store, run.object_name, [gone], EDIT + timedelta(minutes=5))
 
@@ -153,5 +89,5 @@ def test_a_change_after_the_first_read_is_picked_up_and_a_deleted_lead_is_seen(
     assert len(rows) < full.num_rows  # the changes only, not the whole object again
     # No deletion feed in either system: the keys read says which lead is gone.
     keys = run.keys()
-    assert keys == set(run.live())
+    assert keys == set(run.live_keys())
     assert gone not in keys

@@ -9,19 +9,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
-import pyarrow as pa
 import pytest
 
-from crm_pipelines.connectors.auth import clear_token_cache
-from crm_pipelines.connectors.collect import DELETED, ExtractStats, output_schema
+from crm_pipelines.connectors.collect import DELETED
 from crm_pipelines.connectors.drift import SchemaDrift
-from crm_pipelines.connectors.engine import extract_object
-from crm_pipelines.connectors.limits import clear_buckets
-from crm_pipelines.connectors.spec import SystemSpec, load_system
+from crm_pipelines_sandbox.running import RunningCrm, running_crm
 from crm_pipelines_sandbox.simulators.records import delete_records, fetch_records, read_info, touch_records
-from crm_pipelines_sandbox.systems import SandboxCrm, Started, build_store, sample_seeds, sandbox_crm
 
 AS_OF = date(2026, 11, 25)
 EDIT = datetime(2026, 11, 26, 8, 0, tzinfo=UTC)
@@ -70,79 +64,28 @@ SYSTEMS = [
 ]
 
 
-@dataclass
-class Running:
-    crm: SandboxCrm
-    system: SystemSpec
-    store: Path
-    started: Started
-
-    @property
-    def object_name(self) -> str:
-        return self.crm.kinds["lead"]
-
-    @property
-    def key(self) -> str:
-        return self.system.get_object(self.object_name).primary_key
-
-    def extract(self, drift: SchemaDrift | None = None, **kwargs: Any) -> tuple[pa.Table, ExtractStats]:
-        stats = ExtractStats()
-        batches = list(
-            extract_object(
-                system=self.system,
-                object_name=self.object_name,
-                connection=self.crm.connection(self.started),
-                stats=stats,
-                drift=drift,
-                **kwargs,
-            )
-        )
-        schema = output_schema(system=self.system, object_name=self.object_name)
-        return pa.Table.from_batches(batches, schema=schema), stats
-
-    def changes_after(self, stats: ExtractStats) -> pa.Table:
-        """What the next nightly read returns: the window since the watermark, deletes included."""
-        assert stats.max_cursor is not None
-        return self.extract(since=stats.max_cursor, until=None, include_deleted=True)[0]
-
-
 @pytest.fixture(params=SYSTEMS, ids=lambda s: s.system)
-def running(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[Running, LeadSystem]]:
+def running(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[RunningCrm, LeadSystem]]:
     lead_system: LeadSystem = request.param
-    clear_token_cache()
-    clear_buckets()
-    crm = sandbox_crm(lead_system.system)
-    store = tmp_path / f"{lead_system.system}.sqlite"
-    build_store(store, crm, sample_seeds(accounts=24, as_of=AS_OF))
-    started = crm.start(store)
-    try:
-        yield Running(crm, load_system(name=lead_system.system), store, started), lead_system
-    finally:
-        started.simulator.stop()
-        clear_token_cache()
-        clear_buckets()
+    with running_crm(lead_system.system, "lead", tmp_path, as_of=AS_OF) as run:
+        yield run, lead_system
 
 
-def live_keys(running: Running) -> list[str]:
-    info = read_info(running.store).objects[running.object_name]
-    return sorted(str(r[info.key]) for r in fetch_records(running.store, running.object_name))
-
-
-def contact_keys(running: Running) -> set[str]:
+def contact_keys(running: RunningCrm) -> set[str]:
     contacts = running.crm.kinds["contact"]
     key = read_info(running.store).objects[contacts].key
     return {str(r[key]) for r in fetch_records(running.store, contacts, include_deleted=True)}
 
 
 def test_leads_are_read_in_full_converted_ones_included_without_drift(
-    running: tuple[Running, LeadSystem],
+    running: tuple[RunningCrm, LeadSystem],
 ) -> None:
     run, lead = running
     drift = SchemaDrift(run.system.name, run.object_name)
     table, stats = run.extract(drift=drift, page_size=7, include_deleted=False)
     keys = [str(k) for k in table.column(run.key).to_pylist()]
     assert len(keys) == len(set(keys))
-    assert set(keys) == set(live_keys(run)) != set()
+    assert set(keys) == set(run.live_keys()) != set()
     assert stats.max_cursor is not None
     assert not drift.has_drift, drift.describe()
     rows = table.to_pylist()
@@ -155,7 +98,7 @@ def test_leads_are_read_in_full_converted_ones_included_without_drift(
 
 
 def test_a_change_a_conversion_and_a_delete_after_the_first_read_are_picked_up(
-    running: tuple[Running, LeadSystem],
+    running: tuple[RunningCrm, LeadSystem],
 ) -> None:
     run, lead = running
     table, stats = run.extract(include_deleted=False)
@@ -176,4 +119,4 @@ def test_a_change_a_conversion_and_a_delete_after_the_first_read_are_picked_up(
     assert rows[converted][lead.contact_field] == contact
     assert rows[converted][DELETED] is False
     assert rows[gone][DELETED] is True
-    assert len(rows) < len(live_keys(run))  # the changes only, not the whole object again
+    assert len(rows) < len(run.live_keys())  # the changes only, not the whole object again

@@ -17,13 +17,13 @@ from crm_pipelines.connectors.auth import ConnectionSettings, clear_token_cache
 from crm_pipelines.connectors.collect import DELETED, ExtractStats, output_schema
 from crm_pipelines.connectors.engine import extract_object
 from crm_pipelines.connectors.limits import clear_buckets
-from crm_pipelines.connectors.spec import SystemSpec, load_system
+from crm_pipelines.connectors.spec import load_system
 from crm_pipelines.connectors.writes import update_records
 from crm_pipelines_sandbox.data import SandboxLayout, generate_sandbox
+from crm_pipelines_sandbox.running import RunningCrm, running_crm
 from crm_pipelines_sandbox.simulators import SalesforceSimulator
 from crm_pipelines_sandbox.simulators import store as sf_store
 from crm_pipelines_sandbox.simulators.records import delete_records, fetch_records, read_info, touch_records
-from crm_pipelines_sandbox.systems import SandboxCrm, Started, build_store, sample_seeds, sandbox_crm
 
 AS_OF = date(2026, 11, 25)
 EDIT = datetime(2026, 11, 26, 8, 0, tzinfo=UTC)
@@ -64,71 +64,21 @@ SYSTEMS = [
 ]
 
 
-@dataclass
-class Running:
-    crm: SandboxCrm
-    system: SystemSpec
-    store: Path
-    started: Started
-
-    @property
-    def object_name(self) -> str:
-        return self.crm.kinds["case"]
-
-    @property
-    def key(self) -> str:
-        return self.system.get_object(self.object_name).primary_key
-
-    def extract(self, **kwargs: Any) -> tuple[pa.Table, ExtractStats]:
-        stats = ExtractStats()
-        batches = list(
-            extract_object(
-                system=self.system,
-                object_name=self.object_name,
-                connection=self.crm.connection(self.started),
-                stats=stats,
-                **kwargs,
-            )
-        )
-        schema = output_schema(system=self.system, object_name=self.object_name)
-        return pa.Table.from_batches(batches, schema=schema), stats
-
-    def changes_after(self, stats: ExtractStats) -> pa.Table:
-        """What the next nightly read returns: the delta link's changes, else the window since the watermark."""
-        if self.system.get_object(self.object_name).incremental.delta is not None:
-            return self.extract(delta_link=stats.delta_link)[0]
-        assert stats.max_cursor is not None
-        return self.extract(since=stats.max_cursor, until=None, include_deleted=True)[0]
-
-
 @pytest.fixture(params=SYSTEMS, ids=lambda s: s.system)
-def running(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[Running, CaseSystem]]:
+def running(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[RunningCrm, CaseSystem]]:
     case_system: CaseSystem = request.param
-    clear_token_cache()
-    clear_buckets()
-    crm = sandbox_crm(case_system.system)
-    store = tmp_path / f"{case_system.system}.sqlite"
-    build_store(store, crm, sample_seeds(accounts=24, as_of=AS_OF))
-    started = crm.start(store)
-    try:
-        yield Running(crm, load_system(name=case_system.system), store, started), case_system
-    finally:
-        started.simulator.stop()
-        clear_token_cache()
-        clear_buckets()
+    with running_crm(case_system.system, "case", tmp_path, as_of=AS_OF) as run:
+        yield run, case_system
 
 
-def live_keys(running: Running) -> list[str]:
-    info = read_info(running.store).objects[running.object_name]
-    return sorted(str(r[info.key]) for r in fetch_records(running.store, running.object_name))
-
-
-def test_cases_are_declared_read_in_full_and_link_their_account(running: tuple[Running, CaseSystem]) -> None:
+def test_cases_are_declared_read_in_full_and_link_their_account(
+    running: tuple[RunningCrm, CaseSystem],
+) -> None:
     run, _ = running
     table, stats = run.extract(page_size=5, include_deleted=False)
     keys = [str(k) for k in table.column(run.key).to_pylist()]
     assert len(keys) == len(set(keys))
-    assert set(keys) == set(live_keys(run)) != set()
+    assert set(keys) == set(run.live_keys()) != set()
     assert stats.max_cursor is not None
     accounts = set(
         str(r[read_info(run.store).objects[run.crm.kinds["account"]].key])
@@ -139,11 +89,11 @@ def test_cases_are_declared_read_in_full_and_link_their_account(running: tuple[R
 
 
 def test_a_change_after_the_first_read_is_picked_up_and_a_deleted_case_arrives_deleted(
-    running: tuple[Running, CaseSystem],
+    running: tuple[RunningCrm, CaseSystem],
 ) -> None:
     run, case = running
     _, stats = run.extract(include_deleted=False)
-    edited, gone = live_keys(run)[:2]
+    edited, gone = run.live_keys()[:2]
     touch_records(run.store, run.object_name, [edited], EDIT, case.edit)
     delete_records(run.store, run.object_name, [gone], EDIT + timedelta(minutes=5))
 
@@ -151,15 +101,15 @@ def test_a_change_after_the_first_read_is_picked_up_and_a_deleted_case_arrives_d
     assert rows[edited][case.edited_field] == case.edited_value
     assert rows[edited][DELETED] is False
     assert rows[gone][DELETED] is True
-    assert len(rows) < len(live_keys(run))  # the changes only, not the whole object again
+    assert len(rows) < len(run.live_keys())  # the changes only, not the whole object again
 
 
 def test_an_update_by_id_writes_the_case_and_an_unknown_id_creates_nothing(
-    running: tuple[Running, CaseSystem],
+    running: tuple[RunningCrm, CaseSystem],
 ) -> None:
     run, case = running
     _, stats = run.extract(include_deleted=False)
-    target = live_keys(run)[0]
+    target = run.live_keys()[0]
     before = len(fetch_records(run.store, run.object_name, include_deleted=True))
     unknown_id = "5f0c2e1a-0000-4000-8000-00000000dead"
     results = update_records(
