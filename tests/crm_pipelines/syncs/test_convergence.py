@@ -18,7 +18,6 @@ import random
 import sqlite3
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import dagster as dg
@@ -28,12 +27,9 @@ import phonenumbers
 import pyarrow as pa
 import pytest
 
-from crm_pipelines import settings
-from crm_pipelines.connectors.auth import ConnectionSettings, clear_token_cache
+from crm_pipelines.connectors.auth import ConnectionSettings
 from crm_pipelines.connectors.engine import extract_object, output_schema
-from crm_pipelines.connectors.limits import clear_buckets
 from crm_pipelines.connectors.spec import load_system
-from crm_pipelines.definitions import defs
 from crm_pipelines.mapping.build import mapping_connection
 from crm_pipelines.mapping.spec import load_mappings
 from crm_pipelines.sql import fetch_arrow, quote_ident
@@ -41,6 +37,7 @@ from crm_pipelines.syncs.run import resolve_target
 from crm_pipelines.syncs.spec import SyncField, load_syncs
 from crm_pipelines.syncs.targets.crm import reverse_mapping
 from crm_pipelines.syncs.transforms import NoTargetValue, canonical_type, current_sql, write_value
+from crm_pipelines_sandbox.nights import SandboxNights, sandbox_nights
 from crm_pipelines_sandbox.run import Sandbox
 
 SYSTEMS = ("salesforce", "hubspot", "dynamics")
@@ -71,30 +68,25 @@ class Edit:
 
 @dataclass
 class Estate:
-    box: Sandbox
-    root: Path
-    env: dict[str, str]
-    instance: dg.DagsterInstance
-    job: dg.JobDefinition
-    selection: list[dg.AssetKey]
+    nights: SandboxNights
     http: httpx.Client
     tokens: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def box(self) -> Sandbox:
+        return self.nights.box
+
+    @property
+    def env(self) -> dict[str, str]:
+        return self.nights.env
 
     # -- the nightly run --------------------------------------------------------------------
 
     def night(self, partition: dt.date) -> str:
-        result = self.job.execute_in_process(
-            partition_key=partition.isoformat(),
-            instance=self.instance,
-            asset_selection=self.selection,
-            raise_on_error=False,
-        )
-        failures = [e.message for e in result.all_events if e.event_type == dg.DagsterEventType.STEP_FAILURE]
-        assert result.success, failures
-        return result.run_id
+        return self.nights.night(partition)
 
     def warehouse(self) -> duckdb.DuckDBPyConnection:
-        return duckdb.connect(str(self.root / "warehouse.duckdb"), read_only=True)
+        return self.nights.warehouse()
 
     # -- what the systems hold now ----------------------------------------------------------
 
@@ -209,44 +201,28 @@ def _text(value: object) -> str | None:
     return None if value is None else str(value)
 
 
+# What the golden syncs of the three CRMs need: their accounts and contacts, the ERP's customers,
+# staging, identity and the syncs (opportunities and the raw loads are not).
+_OBJECTS = {"accounts", "contacts", "companies", "customers"}
+_STEPS = (["staging", "account"], ["staging", "contact"], ["identity", "resolution"], ["core", "identity"])
+
+
+def _selected(key: dg.AssetKey) -> bool:
+    return (
+        (key.path[0] in {*SYSTEMS, "erp"} and key.path[1] in _OBJECTS)
+        or key.path in _STEPS
+        or (key.path[0] == "reverse_sync" and key.path[1] in GOLDEN_SYNCS)
+    )
+
+
 @pytest.fixture(scope="module")
 def estate(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Estate]:
     root = tmp_path_factory.mktemp("convergence")
-    monkeypatch = pytest.MonkeyPatch()
-    clear_token_cache()
-    clear_buckets()
-    box = Sandbox(root / "sandbox", contacts=400, seed=7, as_of=YESTERDAY)
-    try:
-        env = box.start()
-        env.update(
-            {
-                settings.LAKE_DIR: str(root / "lake"),
-                settings.WAREHOUSE_URL: f"duckdb:///{root}/warehouse.duckdb",
-                settings.WRITE_BACK: "on",
-                settings.RATE_LIMIT_DIR: str(root / "rate-limits"),
-            }
-        )
-        for name, value in env.items():
-            monkeypatch.setenv(name, value)
-        job = defs().resolve_job_def("nightly_sync")
-        # What the golden syncs of the three CRMs need: their accounts and contacts, the ERP's
-        # customers, staging, identity and the syncs (opportunities and the raw loads are not).
-        objects = {"accounts", "contacts", "companies", "customers"}
-        selection = [
-            key
-            for key in job.asset_layer.executable_asset_keys
-            if (key.path[0] in {*SYSTEMS, "erp"} and key.path[1] in objects)
-            or key.path in (["staging", "account"], ["staging", "contact"], ["identity", "resolution"])
-            or key.path == ["core", "identity"]
-            or (key.path[0] == "reverse_sync" and key.path[1] in GOLDEN_SYNCS)
-        ]
-        with httpx.Client(timeout=30) as http:
-            yield Estate(box, root, env, dg.DagsterInstance.ephemeral(), job, selection, http)
-    finally:
-        box.stop()
-        monkeypatch.undo()
-        clear_token_cache()
-        clear_buckets()
+    with (
+        sandbox_nights(root, select=_selected, contacts=400, seed=7, as_of=YESTERDAY) as nights,
+        httpx.Client(timeout=30) as http,
+    ):
+        yield Estate(nights, http)
 
 
 def _phone(rng: random.Random) -> tuple[str, str]:

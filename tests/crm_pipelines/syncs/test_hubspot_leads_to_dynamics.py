@@ -14,7 +14,6 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import dagster as dg
 import duckdb
@@ -23,14 +22,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from crm_pipelines import settings
-from crm_pipelines.connectors.auth import ConnectionSettings, clear_token_cache
+from crm_pipelines.connectors.auth import ConnectionSettings
 from crm_pipelines.connectors.engine import extract_object, output_schema
-from crm_pipelines.connectors.limits import clear_buckets
 from crm_pipelines.connectors.spec import load_system
-from crm_pipelines.definitions import defs
 from crm_pipelines.mapping.spec import load_mappings
 from crm_pipelines.warehouse.reconcile import reconcile_partition
+from crm_pipelines_sandbox.nights import SandboxNights, sandbox_nights
 from crm_pipelines_sandbox.run import Sandbox
 
 SYNC = "hubspot_leads_to_dynamics"
@@ -49,27 +46,22 @@ NEW_LEAD = {
 
 @dataclass
 class Estate:
-    box: Sandbox
-    root: Path
-    env: dict[str, str]
-    instance: dg.DagsterInstance
-    job: dg.JobDefinition
-    selection: list[dg.AssetKey]
+    nights: SandboxNights
     http: httpx.Client
 
+    @property
+    def box(self) -> Sandbox:
+        return self.nights.box
+
+    @property
+    def env(self) -> dict[str, str]:
+        return self.nights.env
+
     def night(self, partition: dt.date, selection: list[dg.AssetKey] | None = None) -> str:
-        result = self.job.execute_in_process(
-            partition_key=partition.isoformat(),
-            instance=self.instance,
-            asset_selection=selection or self.selection,
-            raise_on_error=False,
-        )
-        failures = [e.message for e in result.all_events if e.event_type == dg.DagsterEventType.STEP_FAILURE]
-        assert result.success, failures
-        return result.run_id
+        return self.nights.night(partition, selection)
 
     def warehouse(self, *, read_only: bool = True) -> duckdb.DuckDBPyConnection:
-        return duckdb.connect(str(self.root / "warehouse.duckdb"), read_only=read_only)
+        return duckdb.connect(str(self.nights.root / "warehouse.duckdb"), read_only=read_only)
 
     def hubspot_lead(self, properties: dict[str, str]) -> str:
         """A contact made through HubSpot's batch upsert by e-mail (what a form or an import does)."""
@@ -110,55 +102,36 @@ class Estate:
         return int(row[0]), int(row[1])
 
 
+# What the flow needs: both CRMs' accounts, contacts and leads, staging, identity, core.lead, the sync.
+_STEPS = (
+    ["raw", "hubspot"],
+    ["raw", "dynamics"],
+    ["staging", "account"],
+    ["staging", "contact"],
+    ["staging", "lead"],
+    ["identity", "resolution"],
+    ["core", "identity"],
+    ["core", "lead"],
+    ["reverse_sync", SYNC],
+)
+
+
+def _selected(key: dg.AssetKey) -> bool:
+    return (
+        key.path[0] in ("hubspot", "dynamics")
+        and key.path[1] in ("companies", "accounts", "contacts", "leads")
+    ) or key.path in _STEPS
+
+
 @pytest.fixture(scope="module")
 def estate(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Estate]:
     root = tmp_path_factory.mktemp("leads")
-    monkeypatch = pytest.MonkeyPatch()
-    clear_token_cache()
-    clear_buckets()
-    box = Sandbox(root / "sandbox", contacts=200, seed=11, as_of=YESTERDAY)
-    try:
-        env = box.start()
-        env.update(
-            {
-                settings.LAKE_DIR: str(root / "lake"),
-                settings.WAREHOUSE_URL: f"duckdb:///{root}/warehouse.duckdb",
-                settings.WRITE_BACK: "on",
-                settings.RATE_LIMIT_DIR: str(root / "rate-limits"),
-            }
-        )
-        for name, value in env.items():
-            monkeypatch.setenv(name, value)
-        job = defs().resolve_job_def("nightly_sync")
-        # What the flow needs: both CRMs' accounts, contacts and leads, staging, identity, core.lead, the sync.
-        selection = [
-            key
-            for key in job.asset_layer.executable_asset_keys
-            if (
-                key.path[0] in ("hubspot", "dynamics")
-                and key.path[1] in ("companies", "accounts", "contacts", "leads")
-            )
-            or key.path
-            in (
-                ["raw", "hubspot"],
-                ["raw", "dynamics"],
-                ["staging", "account"],
-                ["staging", "contact"],
-                ["staging", "lead"],
-                ["identity", "resolution"],
-                ["core", "identity"],
-                ["core", "lead"],
-                ["reverse_sync", SYNC],
-            )
-        ]
-        assert dg.AssetKey(["reverse_sync", SYNC]) in selection
-        with httpx.Client(timeout=30) as http:
-            yield Estate(box, root, env, dg.DagsterInstance.ephemeral(), job, selection, http)
-    finally:
-        box.stop()
-        monkeypatch.undo()
-        clear_token_cache()
-        clear_buckets()
+    with (
+        sandbox_nights(root, select=_selected, contacts=200, seed=11, as_of=YESTERDAY) as nights,
+        httpx.Client(timeout=30) as http,
+    ):
+        assert dg.AssetKey(["reverse_sync", SYNC]) in nights.selection
+        yield Estate(nights, http)
 
 
 def _company_in_both(box: Sandbox) -> tuple[str, str]:
