@@ -144,6 +144,25 @@ def _length_check(code: int, region: str, length: int) -> Any:
 
 
 @lru_cache(maxsize=1_024)
+def _national_prefix(code: int, region: str) -> tuple[Any, re.Pattern[str] | None]:
+    # The metadata parse reads and its national prefix pattern, as _maybe_strip_national_prefix_carrier_code
+    # compiles it (None: that function returns the number unchanged).
+    metadata = phonenumbers.PhoneMetadata.metadata_for_region_or_calling_code(code, region)
+    if metadata is None:  # the callers checked
+        raise ValueError(f"no phone metadata for +{code} in {region}")
+    prefix = metadata.national_prefix_for_parsing
+    return metadata, re.compile(prefix) if prefix else None
+
+
+@lru_cache(maxsize=1_024)
+def _region_metadata(region: str) -> tuple[Any, re.Pattern[str]]:
+    # A region's metadata and its international (IDD) prefix pattern, as parse compiles it.
+    metadata = phonenumbers.PhoneMetadata.metadata_for_region(region, None)
+    idd = metadata.international_prefix if metadata is not None else None
+    return metadata, re.compile(idd if idd is not None else "NonMatch")
+
+
+@lru_cache(maxsize=1_024)
 def _main_region(code: int) -> str:
     return str(phonenumberutil.region_code_for_country_code(code))
 
@@ -154,12 +173,12 @@ def _e164_from(code: int, region: str, national: str) -> str:
     # _phone_in_region's checks.
     if len(national) < _MIN_NSN:
         return UNPARSABLE
-    metadata = phonenumbers.PhoneMetadata.metadata_for_region_or_calling_code(code, region)
-    if metadata is None:  # the callers checked
-        raise ValueError(f"no phone metadata for +{code} in {region}")
-    _, stripped, _ = phonenumberutil._maybe_strip_national_prefix_carrier_code(national, metadata)
-    if _length_check(code, region, len(stripped)) not in _NOT_SHORTENED:
-        national = stripped
+    metadata, national_prefix = _national_prefix(code, region)
+    # Most numbers do not start with the national prefix; then stripping leaves them as they are.
+    if national_prefix is not None and national_prefix.match(national):
+        _, stripped, _ = phonenumberutil._maybe_strip_national_prefix_carrier_code(national, metadata)
+        if _length_check(code, region, len(stripped)) not in _NOT_SHORTENED:
+            national = stripped
     if len(national) > phonenumberutil._MAX_LENGTH_FOR_NSN:
         return UNPARSABLE
     # parse() keeps leading zeros (italian_leading_zero), so the national significant number is the
@@ -216,11 +235,10 @@ def _e164_national(digits: str, region: str | None) -> str | None:
         return None
     if region is None or region not in phonenumberutil.SUPPORTED_REGIONS:
         return UNPARSABLE  # a national number needs a known region
-    metadata = phonenumbers.PhoneMetadata.metadata_for_region(region, None)
+    metadata, idd = _region_metadata(region)
     if metadata is None:
         return None
-    idd = metadata.international_prefix if metadata.international_prefix is not None else "NonMatch"
-    stripped, number = phonenumberutil._parse_prefix_as_idd(re.compile(idd), digits)
+    stripped, number = phonenumberutil._parse_prefix_as_idd(idd, digits)
     if stripped:
         result = _e164_after_idd(number)
         return UNPARSABLE if result is None else result  # no retry without a plus sign
@@ -308,6 +326,43 @@ def _arrow_udf1(fn: Callable[[str | None], str | None]) -> Callable[[pa.Array], 
     return udf
 
 
+# Values of printable ASCII without white space: for them the e-mail and domain normalisers are
+# Arrow kernels (no white space to collapse; ASCII lower-casing is Python's); others go through Python.
+_PLAIN_ASCII = r"^[!-~]+$"
+
+
+def _by_kernels(
+    fn: Callable[[str | None], str | None], kernels: Callable[[pa.Array], pa.Array]
+) -> Callable[[pa.Array], pa.Array]:
+    python = _arrow_udf1(fn)
+
+    def udf(values: pa.Array) -> pa.Array:
+        if isinstance(values, pa.ChunkedArray):
+            values = values.combine_chunks()
+        values = values.cast(pa.string())
+        plain = pc.fill_null(pc.match_substring_regex(values, _PLAIN_ASCII), False)
+        out = kernels(pc.if_else(plain, values, None))
+        out = pc.if_else(pc.equal(out, ""), None, out)
+        rest = pc.and_(pc.invert(plain), pc.is_valid(values))
+        if pc.any(rest).as_py():
+            out = pc.replace_with_mask(out, rest, python(values.filter(rest)))
+        return out
+
+    return udf
+
+
+def _email_kernels(values: pa.Array) -> pa.Array:
+    # normalize_email: strip('<>'), replace('mailto:', ''), lower().
+    return pc.ascii_lower(pc.replace_substring(pc.ascii_trim(values, characters="<>"), "mailto:", ""))
+
+
+def _domain_kernels(values: pa.Array) -> pa.Array:
+    # normalize_domain: lower(); after the last '@'; no scheme, no 'www.'; up to '/', '?' or ':'; strip('.').
+    text = pc.replace_substring_regex(pc.ascii_lower(values), "^.*@", "")
+    text = pc.replace_substring_regex(text, r"^(?:[a-z][a-z0-9+.-]*://)?(?:www[0-9]?\.)?", "")
+    return pc.ascii_trim(pc.replace_substring_regex(text, "[/?:].*$", ""), characters=".")
+
+
 def _phone_udf(values: pa.Array, countries: pa.Array) -> pa.Array:
     """``norm_phone`` over a batch: each distinct number parsed once, then spread back over its rows.
 
@@ -368,15 +423,15 @@ def register_udfs(con: duckdb.DuckDBPyConnection) -> None:
     """
     con.execute(NORM_TEXT_MACRO)
     varchar = duckdb.sqltypes.VARCHAR
-    for name, fn in (
-        ("norm_country", normalize_country),
-        ("norm_email", normalize_email),
-        ("norm_domain", normalize_domain),
+    for name, udf in (
+        ("norm_country", _arrow_udf1(normalize_country)),
+        ("norm_email", _by_kernels(normalize_email, _email_kernels)),
+        ("norm_domain", _by_kernels(normalize_domain, _domain_kernels)),
     ):
         # The stubs do not know the "arrow" UDF form.
         con.create_function(  # type: ignore[call-overload]
             name,
-            _arrow_udf1(fn),
+            udf,
             [varchar],
             varchar,
             type="arrow",
