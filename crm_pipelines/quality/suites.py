@@ -11,6 +11,7 @@ same result is left to GX.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -177,6 +178,7 @@ class RuleSql:
             provides as the boolean column :attr:`match_column` (GX's pandas engine uses Python's
             ``re``, which RE2 does not match exactly).
         match_column: Name of that column.
+        regex_re2: :func:`re2_for_ascii` of the regex: the same verdict for ASCII values, or None.
     """
 
     rule: str
@@ -186,6 +188,89 @@ class RuleSql:
     reports_missing: bool = True
     regex: str | None = None
     match_column: str | None = None
+    regex_re2: str | None = None
+
+
+# Python's white space among ASCII characters (str.isspace, which re's \s follows); RE2's \s lacks \v
+# and \x1c-\x1f.
+_ASCII_SPACE = "\\t\\n\\x0b\\x0c\\r\\x1c-\\x1f "
+_RE2_ESCAPES = {"d": "[0-9]", "s": f"[{_ASCII_SPACE}]", "S": f"[^{_ASCII_SPACE}]", "Z": "\\z"}
+_REPEAT = re.compile(r"\{[0-9]+(?:,[0-9]*)?\}")
+_LITERAL_ESCAPES = set(".-+*?()[]{}|^$\\/")
+
+
+def re2_for_ascii(regex: str) -> str | None:
+    """An RE2 pattern that ``re.search``-matches exactly the ASCII strings ``regex`` matches in Python.
+
+    Only a plain subset is translated (literals, classes of literals and ranges, groups, alternation,
+    quantifiers, ``\\d \\s \\S`` outside classes, ``^`` first, ``\\Z`` or ``$`` last); anything
+    else returns None and the regex stays with Python's ``re``. Non-ASCII strings are never given to
+    the RE2 pattern: Python's classes are Unicode-aware there.
+
+    Args:
+        regex: A Python regular expression.
+
+    Returns:
+        The RE2 pattern, or None.
+    """
+    out: list[str] = []
+    i, n = 0, len(regex)
+    in_class = False
+    while i < n:
+        char = regex[i]
+        if not char.isascii() or not (char.isprintable()):
+            return None
+        if char == "\\":
+            if i + 1 >= n:
+                return None
+            escaped = regex[i + 1]
+            if escaped in _LITERAL_ESCAPES:
+                out.append(char + escaped)
+            elif escaped in _RE2_ESCAPES and not in_class:
+                if escaped == "Z" and i + 2 != n:
+                    return None
+                out.append(_RE2_ESCAPES[escaped])
+            else:
+                return None
+            i += 2
+            continue
+        if in_class:
+            if char == "[":
+                return None  # [[:alpha:]] is a POSIX class to RE2, literal characters to Python
+            if char == "]":
+                in_class = False
+            out.append(char)
+        elif char == "[":
+            in_class = True
+            start = i + 2 if regex[i + 1 : i + 2] == "^" else i + 1
+            if regex[start : start + 1] == "]":
+                return None  # a leading ']' is a literal to Python
+            out.append(regex[i:start])
+            i = start
+            continue
+        elif char == "{":
+            repeat = _REPEAT.match(regex, i)
+            if repeat is None:
+                return None  # '{,n}' and a stray '{' differ between Python and RE2
+            out.append(repeat.group())
+            i = repeat.end()
+            continue
+        elif char == "(":
+            if regex[i + 1 : i + 2] == "?" and regex[i + 2 : i + 3] != ":":
+                return None  # look-arounds, flags, named groups
+            out.append(char)
+        elif char == "^":
+            if i != 0:
+                return None
+            out.append(char)
+        elif char == "$":
+            if i != n - 1:
+                return None
+            out.append("\\n?\\z")  # Python's $ also matches before a final newline
+        else:
+            out.append(char)
+        i += 1
+    return None if in_class else "".join(out)
 
 
 def _is_number(value: Any) -> bool:
@@ -248,6 +333,7 @@ def rule_sql(*, rule: Rule, types: dict[str, pa.DataType], position: int) -> Rul
             f"{present} AND NOT coalesce({quote_ident(match)}, false)",
             regex=str(kwargs["regex"]),
             match_column=match,
+            regex_re2=re2_for_ascii(str(kwargs["regex"])),
         )
     if expectation == "expect_column_values_to_be_in_set":
         values = kwargs.get("value_set")

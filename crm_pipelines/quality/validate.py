@@ -316,14 +316,31 @@ def _derived_type(spec: SumGap | RawValue) -> pa.DataType:
     return pa.decimal128(38, 2) if isinstance(spec, SumGap) else pa.string()
 
 
-def _regex_search(column: pa.ChunkedArray | pa.Array, regex: str) -> pa.Array:
-    """GX's pandas regex check, ``re.search`` on each value, once per distinct value; null stays null."""
+def _regex_search(column: pa.ChunkedArray | pa.Array, regex: str, re2: str | None = None) -> pa.Array:
+    """GX's pandas regex check, ``re.search`` on each value; null stays null.
+
+    ASCII values are matched by Arrow's RE2 with ``re2`` (the same verdict, see
+    :func:`crm_pipelines.quality.suites.re2_for_ascii`), the others with Python's ``re`` once per
+    distinct value.
+    """
     if isinstance(column, pa.ChunkedArray):
         column = column.combine_chunks()
-    encoded = pc.dictionary_encode(column)
-    search = re.compile(regex).search
-    matches = pa.array([search(v) is not None for v in encoded.dictionary.to_pylist()], type=pa.bool_())
-    return matches.take(encoded.indices)
+    python = pc.is_valid(column)
+    matches = pa.nulls(len(column), pa.bool_())
+    if re2 is not None:
+        ascii_values = pc.fill_null(pc.string_is_ascii(column), False)
+        try:
+            matches = pc.if_else(ascii_values, pc.match_substring_regex(column, re2), None)
+            python = pc.and_(python, pc.invert(ascii_values))
+        except pa.ArrowInvalid:
+            pass  # RE2 refuses the pattern: Python's re decides every value
+    if pc.any(python).as_py():
+        rest = column.filter(python)
+        encoded = pc.dictionary_encode(rest)
+        search = re.compile(regex).search
+        found = pa.array([search(v) is not None for v in encoded.dictionary.to_pylist()], type=pa.bool_())
+        matches = pc.replace_with_mask(matches, python, found.take(encoded.indices))
+    return matches
 
 
 def _empty_batch(schema: pa.Schema) -> pa.RecordBatch:
@@ -669,7 +686,7 @@ class ValidationRun:
         for compiled in self._sql:
             if compiled.regex is not None and compiled.match_column is not None:
                 arrays[compiled.match_column] = _regex_search(
-                    arrays[self._rules[compiled.rule].column], compiled.regex
+                    arrays[self._rules[compiled.rule].column], compiled.regex, compiled.regex_re2
                 )
         arrays[ROW_INDEX] = pa.array(np.arange(table.num_rows, dtype=np.int64))
         columns = []

@@ -615,3 +615,49 @@ def test_the_rules_as_sql_decide_exactly_as_great_expectations() -> None:
             assert a.valid.equals(b.valid)
             assert a.quarantine.equals(b.quarantine)
             assert a.gx_success == b.gx_success
+
+
+@pytest.mark.parametrize(
+    "regex",
+    [
+        *sorted(
+            {r.kwargs["regex"] for e in ENTITIES for r in load_rules().rules_for(e) if "regex" in r.kwargs}
+        ),
+        *(
+            r"^a.b$",
+            r"^\d+\s*\S?$",
+            r"^x{2,}y{,3}\Z",
+            r"^[^\s]+\Z",
+            r"^[]a]+\Z",
+            r"^\w+\Z",
+            r"^[[:alpha:]]+\Z",
+        ),
+    ],
+)
+@pytest.mark.filterwarnings("ignore:Possible nested set:FutureWarning")  # [[:alpha:]], on purpose
+def test_regex_rules_match_as_python_re_search(regex: str) -> None:
+    """Regex rules match ASCII values with RE2 where the pattern translates exactly, the rest with
+    Python's re (as GX's pandas engine does): the verdicts are re.search's, white space, a final
+    newline and non-ASCII digits included."""
+    import random
+    import re
+    import string
+
+    from crm_pipelines.quality.validate import _regex_search
+
+    rng = random.Random(regex)
+    alphabet = string.ascii_letters[:6] + "0189xyz.-_:+%'@" + " \t\n\x0b\x0c\r\x1c\x1f" + "é٣\u00a0"
+    parts = ["sf:", "+49", "ada@", "acme.de", "xn--ab", ".com", "DE12", "ab", "\n"]
+    values: list[str | None] = [None, "", "\n", "a\nb", "ab\n", "sf:x\n", "+4930123456\n"]
+    for _ in range(3_000):
+        values.append(
+            "".join(
+                rng.choice(parts) if rng.random() < 0.5 else rng.choice(alphabet)
+                for _ in range(rng.randint(0, 8))
+            )
+        )
+    search = re.compile(regex).search
+    expected = [None if v is None else search(v) is not None for v in values]
+    from crm_pipelines.quality.suites import re2_for_ascii
+
+    assert _regex_search(pa.array(values, pa.string()), regex, re2_for_ascii(regex)).to_pylist() == expected
