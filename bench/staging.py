@@ -8,8 +8,9 @@ e-mail or last name, a key written twice, deleted rows). Then, after one untimed
 small lake (importing GX and building its context take seconds once per process), each round times:
 
 - ``stage_entity("contact")``: what the staging asset calls. The declared mapping as DuckDB SQL with the
-  normalising UDFs, newest row per key, soft deletes, the quality suite and the valid / quarantine
-  Parquet files.
+  normalising UDFs (vectorised Arrow UDFs, each distinct value once), newest row per key, soft deletes,
+  the quality suite (its rules as DuckDB SQL predicates, the verdicts as GX validation results) and
+  the valid / quarantine Parquet files.
 - plain SQL: the same planned mapping SQL with the UDFs replaced by SQL macros (no Python), newest row
   per key and deletes, written to Parquet; no quality suite.
 
