@@ -1,4 +1,4 @@
-"""Two-way sync converges: Salesforce, HubSpot, Dynamics 365 and the ERP, edited by users for 20 nights.
+"""Two-way sync converges: Salesforce, HubSpot, Dynamics 365 and the ERP, edited by users for 10 nights.
 
 Real parts: the sandbox's simulators and ERP database, the Dagster assets of the nightly job (the
 extracts, raw loads, staging, identity resolution and the golden syncs of the three CRMs), a DuckDB
@@ -42,8 +42,10 @@ from crm_pipelines_sandbox.run import Sandbox
 
 SYSTEMS = ("salesforce", "hubspot", "dynamics")
 ENTITIES = ("account", "contact")
-CYCLES = 20
-QUIET = {5, 11, 17}  # nights nobody edits anything
+# Ten nights: seven of edits, each followed by nights that must bring no loop back, and a quiet night
+# after every run of edits (what a loop, a re-logged conflict or an unsettled write would show in).
+CYCLES = 10
+QUIET = {4, 7, 10}  # nights nobody edits anything
 TODAY = dt.datetime.now(dt.UTC).date()
 YESTERDAY = TODAY - dt.timedelta(days=1)
 # Canonical industries every CRM here spells (mappings.yaml's value maps).
@@ -398,7 +400,7 @@ _CASTS = duckdb.connect()
 
 
 @pytest.mark.timeout(900)
-def test_twenty_nights_of_edits_converge_without_loops(estate: Estate) -> None:
+def test_ten_nights_of_edits_converge_without_loops(estate: Estate) -> None:
     estate.night(YESTERDAY)
     values, problems = _agreement(estate)
     assert not problems, problems[:10]
