@@ -132,7 +132,7 @@ def _selected(key: dg.AssetKey) -> bool:
 def estate(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Estate]:
     root = tmp_path_factory.mktemp("flow_dynamics_hubspot")
     with (
-        sandbox_nights(root, select=_selected, contacts=1200, seed=11, as_of=YESTERDAY) as nights,
+        sandbox_nights(root, select=_selected, contacts=400, seed=3, as_of=YESTERDAY) as nights,
         httpx.Client(timeout=30) as http,
     ):
         yield Estate(nights, http)
