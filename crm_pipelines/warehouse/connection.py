@@ -96,6 +96,9 @@ class Warehouse:
         """Where the warehouse is, safe to show (no secrets)."""
         return f"DuckDB {self.path}"
 
+    def before_write(self, con: duckdb.DuckDBPyConnection) -> None:
+        """Called on a write connection before the caller's work; backends start tracking it here."""
+
     def after_write(self, con: duckdb.DuckDBPyConnection) -> None:
         """Called under the lock after a write connection's work committed; backends publish here."""
 
@@ -119,6 +122,7 @@ class Warehouse:
                 con.execute("SET TimeZone = 'UTC'")
                 if not read_only:
                     ensure_schemas(con)
+                    self.before_write(con)
                 yield con
                 if not read_only:
                     self.after_write(con)

@@ -43,6 +43,7 @@ from psycopg import sql as pgsql
 
 from crm_pipelines.settings import working_copy_path
 from crm_pipelines.sql import qualified, quote_ident, quote_literal
+from crm_pipelines.warehouse import written
 from crm_pipelines.warehouse.connection import SCHEMAS, Reader, Warehouse, register_backend
 
 META_SCHEMA = "crm_pipelines_meta"
@@ -102,6 +103,7 @@ class Relation:
     key: tuple[str, ...]  # the primary key in DuckDB, if any
     comments: tuple[tuple[str, str], ...] = ()
     is_view: bool = False
+    definition: str = ""  # a view's SQL
 
     @property
     def label(self) -> str:
@@ -153,9 +155,9 @@ def relations(con: duckdb.DuckDBPyConnection) -> list[Relation]:
     schemas = list(PUBLISHED_SCHEMAS)
     marks = ", ".join("?" for _ in schemas)
     names = con.execute(
-        f"SELECT schema_name, table_name, false FROM duckdb_tables() WHERE database_name = current_database() "
+        f"SELECT schema_name, table_name, false, '' FROM duckdb_tables() WHERE database_name = current_database() "
         f"AND NOT temporary AND schema_name IN ({marks}) "
-        f"UNION ALL SELECT schema_name, view_name, true FROM duckdb_views() WHERE database_name = current_database() "
+        f"UNION ALL SELECT schema_name, view_name, true, sql FROM duckdb_views() WHERE database_name = current_database() "
         f"AND NOT temporary AND NOT internal AND schema_name IN ({marks}) ORDER BY 1, 2",
         [*schemas, *schemas],
     ).fetchall()
@@ -175,7 +177,7 @@ def relations(con: duckdb.DuckDBPyConnection) -> list[Relation]:
         ).fetchall()
     }
     found = []
-    for schema, table, is_view in names:
+    for schema, table, is_view, definition in names:
         described = columns.get((schema, table), [])
         found.append(
             Relation(
@@ -185,9 +187,20 @@ def relations(con: duckdb.DuckDBPyConnection) -> list[Relation]:
                 key=keys.get((schema, table), ()),
                 comments=tuple((c, text) for c, _, text in described if text),
                 is_view=bool(is_view),
+                definition=str(definition or ""),
             )
         )
     return found
+
+
+def _reads_any(relation: Relation, tables: set[str]) -> bool:
+    """Whether a view may read one of ``tables``: its SQL names one, or names no published table at all."""
+    if not relation.is_view:
+        return False
+    text = relation.definition.lower().replace('"', "")
+    if not any(f"{schema}." in text for schema in PUBLISHED_SCHEMAS):
+        return True
+    return any(table in text for table in tables)
 
 
 def fingerprint(con: duckdb.DuckDBPyConnection, relation: Relation) -> str:
@@ -253,8 +266,12 @@ class PostgresWarehouse(Warehouse):
         where = f"{params.get('user', '')}@{params.get('host', 'localhost')}:{params.get('port', 5432)}"
         return f"PostgreSQL {where}/{params.get('dbname', '')} (models in {self.path})"
 
+    def before_write(self, con: duckdb.DuckDBPyConnection) -> None:
+        written.enable(con)
+
     def after_write(self, con: duckdb.DuckDBPyConnection) -> None:
-        publish(con, self.conninfo, scratch=self.path.parent / f".{self.path.name}.publish")
+        scratch = self.path.parent / f".{self.path.name}.publish"
+        publish(con, self.conninfo, scratch=scratch, only=written.written_tables(con))
 
     @contextmanager
     def read(self) -> Iterator[Reader]:
@@ -305,14 +322,19 @@ def _use_loader_role(pg: psycopg.Connection[Any]) -> None:
         pg.execute(f"SET ROLE {quote_ident(LOADER_ROLE)}".encode())
 
 
-def publish(con: duckdb.DuckDBPyConnection, conninfo: str, *, scratch: Path) -> dict[str, int]:
+def publish(
+    con: duckdb.DuckDBPyConnection, conninfo: str, *, scratch: Path, only: set[str] | None = None
+) -> dict[str, int]:
     """Bring every relation of the working copy that changed since it was last published into PostgreSQL.
+
+    Args:
+        only: The relations the load wrote (:func:`crm_pipelines.warehouse.written.written_tables`);
+            views and relations never published are checked too. ``None`` checks every relation.
 
     Returns:
         Rows sent per relation published (``{}`` when nothing changed).
     """
     found = relations(con)
-    prints = {r.label: fingerprint(con, r) for r in found}
     with psycopg.connect(conninfo, autocommit=True) as pg:
         _use_loader_role(pg)
         with pg.transaction():
@@ -321,6 +343,9 @@ def publish(con: duckdb.DuckDBPyConnection, conninfo: str, *, scratch: Path) -> 
         published: dict[str, str] = dict(
             pg.execute(f"SELECT relation, fingerprint FROM {META_SCHEMA}.published").fetchall()
         )
+        if only is not None:
+            found = [r for r in found if r.label in only or r.label not in published or _reads_any(r, only)]
+        prints = {r.label: fingerprint(con, r) for r in found}
         changed = [r for r in found if published.get(r.label) != prints[r.label]]
         if not changed:
             return {}
