@@ -58,16 +58,12 @@ def load(warehouse: Warehouse, glob: str) -> float:
 
 def publish_time(warehouse: PostgresWarehouse, glob: str) -> tuple[float, float]:
     """The DuckDB load without publishing, then the publish alone."""
+    # The same file opened as a plain DuckDB warehouse: the load without the publish.
+    duration = load(Warehouse(f"duckdb:///{warehouse.path}"), glob)
     started = time.perf_counter()
-    with duckdb.connect(str(warehouse.path)) as con:
-        con.execute("SET TimeZone = 'UTC'")
-        con.execute("BEGIN")
-        replace_partition(con, schema="raw", table="contact", parquet_glob=glob, partition="2026-11-25")
-        con.execute("COMMIT")
-    loaded = time.perf_counter()
     with warehouse.connect(read_only=True) as con:
         publish(con, warehouse.conninfo, scratch=warehouse.path.parent / "scratch")
-    return loaded - started, time.perf_counter() - loaded
+    return duration, time.perf_counter() - started
 
 
 def main() -> None:

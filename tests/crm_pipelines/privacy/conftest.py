@@ -1,4 +1,9 @@
-"""One small sandbox night shared by the privacy tests (the masked views, then an erasure)."""
+"""One small sandbox night shared by the privacy tests (the masked views, then an erasure).
+
+The warehouse is a PostgreSQL server (from this machine's ``initdb``/``pg_ctl``): the tests read the
+working copy the models run in, and the erasure tests also search every table analysts can reach on the
+server. The rest of the suite covers the DuckDB warehouse.
+"""
 
 import datetime as dt
 from collections.abc import Callable, Iterator
@@ -10,13 +15,20 @@ import pytest
 
 from crm_pipelines import settings
 from crm_pipelines.definitions import defs
+from crm_pipelines_sandbox.postgres_server import PostgresServer, running_postgres
 from crm_pipelines_sandbox.run import Sandbox
 
 DAY = dt.date(2026, 11, 25)
 
 
 @pytest.fixture(scope="package")
-def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sandbox]:
+def warehouse_server() -> Iterator[PostgresServer]:
+    with running_postgres(database="warehouse") as server:
+        yield server
+
+
+@pytest.fixture(scope="package")
+def sandbox(tmp_path_factory: pytest.TempPathFactory, warehouse_server: PostgresServer) -> Iterator[Sandbox]:
     root = tmp_path_factory.mktemp("privacy")
     monkeypatch = pytest.MonkeyPatch()
     box = Sandbox(root / "sandbox", contacts=300, seed=11, as_of=DAY)
@@ -25,7 +37,8 @@ def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sandbox]:
             monkeypatch.setenv(name, value)
         monkeypatch.setenv(settings.LAKE_DIR, str(root / "lake"))
         monkeypatch.setenv(settings.WRITE_BACK, "off")
-        monkeypatch.setenv(settings.WAREHOUSE_URL, f"duckdb:///{root}/warehouse.duckdb")
+        monkeypatch.setenv(settings.WAREHOUSE_URL, warehouse_server.url())
+        monkeypatch.setenv(settings.WAREHOUSE_WORKING_COPY, str(root / "warehouse.duckdb"))
         # No CRM_PIPELINES_MASKING_KEY: the development key is generated next to the warehouse.
         monkeypatch.delenv("CRM_PIPELINES_MASKING_KEY", raising=False)
         monkeypatch.delenv("CRM_PIPELINES_MASKING_KEY_FILE", raising=False)
@@ -73,7 +86,7 @@ def first_night(sandbox: Sandbox) -> dg.ExecuteInProcessResult:
 
 @pytest.fixture(scope="package")
 def connect(sandbox: Sandbox) -> Connect:
-    """Opens the sandbox warehouse read-only."""
+    """Opens the warehouse's working copy (where the models run) read-only."""
     return lambda: duckdb.connect(str(sandbox.root.parent / "warehouse.duckdb"), read_only=True)
 
 

@@ -7,11 +7,14 @@ from pathlib import Path
 
 import dagster as dg
 import duckdb
+import psycopg
 import pytest
+from psycopg import sql
 
 from crm_pipelines.cli import main
 from crm_pipelines.mapping.spec import load_mappings
 from crm_pipelines.privacy.scrub import raw_key
+from crm_pipelines_sandbox.postgres_server import PostgresServer
 
 Connect = Callable[[], duckdb.DuckDBPyConnection]
 
@@ -110,6 +113,39 @@ def traces(con: duckdb.DuckDBPyConnection, person: Someone, lake_dir: Path) -> l
     return found
 
 
+def server_traces(server: PostgresServer, person: Someone) -> list[str]:
+    """Every column of every table on the PostgreSQL warehouse that still holds the person's e-mail, name
+    or ids."""
+    ids = sorted({r for r, _, _ in person.records} | {person.golden_id} | {i for _, _, i in person.records})
+    patterns = [f"%{e}%" for e in sorted(person.emails)]
+    found = []
+    with psycopg.connect(server.conninfo()) as pg:
+        columns = pg.execute(
+            "SELECT table_schema, table_name, column_name FROM information_schema.columns "
+            "WHERE table_schema NOT IN ('pg_catalog', 'information_schema') AND data_type IN ('text', 'jsonb')"
+        ).fetchall()
+        assert columns
+        for schema, table, column in columns:
+            query = sql.SQL(
+                "SELECT count(*) FROM {table} WHERE lower(CAST({column} AS text)) LIKE ANY(%s) "
+                "OR CAST({column} AS text) = ANY(%s)"
+            ).format(table=sql.Identifier(schema, table), column=sql.Identifier(column))
+            if pg.execute(query, [patterns, ids]).fetchall()[0][0]:
+                found.append(f"{schema}.{table}.{column}")
+        names = pg.execute(
+            "SELECT table_schema, table_name FROM information_schema.columns WHERE column_name = 'first_name' "
+            "AND (table_schema, table_name) IN (SELECT table_schema, table_name FROM information_schema.columns "
+            "WHERE column_name = 'last_name')"
+        ).fetchall()
+        for schema, table in names:
+            query = sql.SQL(
+                "SELECT count(*) FROM {} WHERE lower(first_name) = %s AND lower(last_name) = %s"
+            ).format(sql.Identifier(schema, table))
+            if pg.execute(query, [person.first_name.lower(), person.last_name.lower()]).fetchall()[0][0]:
+                found.append(f"{schema}.{table}: name")
+    return found
+
+
 @pytest.fixture(scope="module")
 def person(connect: Connect, first_night: dg.ExecuteInProcessResult) -> Someone:
     with connect() as con:
@@ -117,15 +153,19 @@ def person(connect: Connect, first_night: dg.ExecuteInProcessResult) -> Someone:
 
 
 @pytest.fixture(scope="module")
-def erased(connect: Connect, lake_dir: Path, person: Someone) -> Someone:
+def erased(connect: Connect, lake_dir: Path, person: Someone, warehouse_server: PostgresServer) -> Someone:
     with connect() as con:
         assert traces(con, person, lake_dir)  # they are there before
+    assert server_traces(warehouse_server, person)
     email = sorted(person.emails)[0]
     assert main(["erase", "--email", email.upper(), "--requested-by", "dpo@company"]) == 0
     return person
 
 
-def test_nothing_of_the_person_remains(connect: Connect, lake_dir: Path, erased: Someone) -> None:
+def test_nothing_of_the_person_remains(
+    connect: Connect, lake_dir: Path, erased: Someone, warehouse_server: PostgresServer
+) -> None:
+    assert server_traces(warehouse_server, erased) == []
     with connect() as con:
         assert traces(con, erased, lake_dir) == []
         # The other people are still there.
@@ -178,10 +218,15 @@ def test_a_second_erasure_finds_nothing(
 
 
 def test_the_next_night_does_not_bring_them_back(
-    connect: Connect, lake_dir: Path, run_nightly: Callable[[], dg.ExecuteInProcessResult], erased: Someone
+    connect: Connect,
+    lake_dir: Path,
+    run_nightly: Callable[[], dg.ExecuteInProcessResult],
+    erased: Someone,
+    warehouse_server: PostgresServer,
 ) -> None:
     night = run_nightly()
     assert night.success
+    assert server_traces(warehouse_server, erased) == []
     with connect() as con:
         assert traces(con, erased, lake_dir) == []
         # The source still holds them: their rows arrived and were dropped, without their data.
