@@ -274,6 +274,7 @@ def test_every_mart_column_is_described_in_the_ui_and_in_the_warehouse(
         and e.asset_key is not None
         and e.asset_key.path[0] == "marts"
     }
+    definitions = defs()
     with warehouse(sandbox) as con:
         for mart in MARTS:
             built = {
@@ -284,11 +285,9 @@ def test_every_mart_column_is_described_in_the_ui_and_in_the_warehouse(
                     [mart],
                 ).fetchall()
             }
-            declared = (
-                defs()
-                .resolve_assets_def(dg.AssetKey(["marts", mart]))
-                .specs_by_key[dg.AssetKey(["marts", mart])]
-            )
+            declared = definitions.resolve_assets_def(dg.AssetKey(["marts", mart])).specs_by_key[
+                dg.AssetKey(["marts", mart])
+            ]
             described = {c.name: c.description for c in declared.metadata["dagster/column_schema"].columns}
             assert set(described) == set(built), mart
             assert all(described.values()), mart
