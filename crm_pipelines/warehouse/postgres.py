@@ -136,17 +136,20 @@ def pg_type(duckdb_type: str) -> str:
 
 
 def _csv_expression(column: str, duckdb_type: str) -> str:
-    """How a column is written into the CSV that COPY reads."""
+    """How a column is written into the CSV that COPY reads.
+
+    PostgreSQL text cannot hold the NUL character, which DuckDB text can: it arrives as U+FFFD.
+    """
     name = quote_ident(column)
     kind = pg_type(duckdb_type)
     if kind == "jsonb":
-        return (
-            f"CAST({name} AS VARCHAR)"
-            if duckdb_type.upper() == "JSON"
-            else f"CAST(to_json({name}) AS VARCHAR)"
-        )
+        text = name if duckdb_type.upper() == "JSON" else f"to_json({name})"
+        # JSON escapes a NUL as \u0000, which jsonb refuses too.
+        return f"replace(CAST({text} AS VARCHAR), '\\u0000', '\\ufffd')"
     if kind == "bytea":
         return f"'\\x' || hex({name})"
+    if kind == "text":
+        return f"replace(CAST({name} AS VARCHAR), chr(0), chr(65533))"
     return name
 
 
