@@ -13,6 +13,8 @@ import duckdb
 import psycopg
 import pytest
 
+from crm_pipelines import settings
+from crm_pipelines.doctor import check_warehouse
 from crm_pipelines.warehouse.postgres import PostgresWarehouse, publish
 from crm_pipelines_sandbox.postgres_server import PostgresServer
 
@@ -152,3 +154,20 @@ def test_read_answers_from_postgresql_with_duckdb_placeholders(warehouse: Postgr
         assert reader.execute("SELECT n FROM marts.t WHERE v = ? AND n < 50", ["a"]).fetchall() == [(1,)]
         assert reader.execute("SELECT n FROM marts.t WHERE v = $v", {"v": "a"}).fetchall() == [(1,)]
         assert reader.execute("SELECT '?' || v FROM marts.t WHERE v LIKE ?", ["a%"]).fetchall() == [("?a",)]
+
+
+def test_doctor_reaches_the_server_and_never_shows_the_password(
+    warehouse_database: PostgresServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(settings.WAREHOUSE_WORKING_COPY, str(tmp_path / "work.duckdb"))
+    monkeypatch.setenv(settings.WAREHOUSE_URL, warehouse_database.url())
+    row = check_warehouse()
+    assert row.ok, row
+    assert f"PostgreSQL crm@127.0.0.1:{warehouse_database.port}/{warehouse_database.database}" in row.detail
+    assert warehouse_database.password not in str(row)
+    wrong = warehouse_database.url().replace(warehouse_database.password, "not-the-password-42")
+    monkeypatch.setenv(settings.WAREHOUSE_URL, wrong)
+    row = check_warehouse()
+    assert not row.ok
+    assert "password authentication failed" in row.detail
+    assert "not-the-password-42" not in str(row)
