@@ -258,6 +258,7 @@ class PostgresWarehouse(Warehouse):
 
     def __init__(self, url: str, *, lock_timeout: float = 1800.0, working_copy: Path | None = None) -> None:
         self._working = working_copy
+        self._check_all = False
         super().__init__(url, lock_timeout=lock_timeout)
         self.conninfo = conninfo_from_url(url)
 
@@ -269,12 +270,22 @@ class PostgresWarehouse(Warehouse):
         where = f"{params.get('user', '')}@{params.get('host', 'localhost')}:{params.get('port', 5432)}"
         return f"PostgreSQL {where}/{params.get('dbname', '')} (models in {self.path})"
 
+    @property
+    def _unpublished(self) -> Path:
+        """Present from the start of a write until its publish committed: a write that died or failed in
+        between (the process killed, the server down) leaves it, and the next write checks everything."""
+        return self.path.with_name(f"{self.path.name}.unpublished")
+
     def before_write(self, con: duckdb.DuckDBPyConnection) -> None:
         written.enable(con)
+        self._check_all = self._unpublished.exists()
+        self._unpublished.touch()
 
     def after_write(self, con: duckdb.DuckDBPyConnection) -> None:
         scratch = self.path.parent / f".{self.path.name}.publish"
-        publish(con, self.conninfo, scratch=scratch, only=written.written_tables(con))
+        only = None if self._check_all else written.written_tables(con)
+        publish(con, self.conninfo, scratch=scratch, only=only)
+        self._unpublished.unlink(missing_ok=True)
 
     @contextmanager
     def read(self) -> Iterator[Reader]:

@@ -171,3 +171,23 @@ def test_doctor_reaches_the_server_and_never_shows_the_password(
     assert not row.ok
     assert "password authentication failed" in row.detail
     assert "not-the-password-42" not in str(row)
+
+
+def test_a_load_whose_publish_failed_is_published_by_the_next_write(
+    warehouse: PostgresWarehouse, warehouse_database: PostgresServer
+) -> None:
+    unreachable = PostgresWarehouse(
+        warehouse_database.url().replace(f":{warehouse_database.port}/", ":1/"), working_copy=warehouse.path
+    )
+    with warehouse.transaction() as con:
+        con.execute("CREATE TABLE core.t AS SELECT 1 AS x")
+    with (
+        pytest.raises(psycopg.OperationalError),
+        unreachable.transaction() as con,
+    ):  # committed, not published
+        con.execute("UPDATE core.t SET x = 2")
+    assert rows(warehouse_database, "SELECT x FROM core.t") == [(1,)]
+    with warehouse.transaction() as con:  # another table: the change left behind is found and sent too
+        con.execute("CREATE TABLE marts.other AS SELECT 3 AS x")
+    assert rows(warehouse_database, "SELECT x FROM core.t") == [(2,)]
+    assert rows(warehouse_database, "SELECT x FROM marts.other") == [(3,)]
