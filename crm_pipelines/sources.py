@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import itertools
 import posixpath
 import re
@@ -228,10 +229,29 @@ class Dataset(BaseModel):
         return (self.pattern or "").replace("{date}", date)
 
     def date_from_name(self, name: str) -> str | None:
-        """The partition date a file name carries, if it matches the pattern."""
-        regex = re.escape(self.pattern or "").replace(re.escape("{date}"), r"(\d{4}-\d{2}-\d{2})")
-        match = re.fullmatch(regex, name)
-        return match.group(1) if match else None
+        """The partition date a file name carries, if it matches the pattern with a real calendar date.
+
+        ASCII digits only (``\\d`` would take other scripts' digits too) and a date that exists: a name
+        like ``invoices_2025-13-45.csv`` or one in full-width digits names no night, so it is no file of
+        the drop (:meth:`date_problem` says why).
+        """
+        match = re.fullmatch(self._name_regex(), name)
+        if match is None:
+            return None
+        try:
+            return dt.date.fromisoformat(match.group(1)).isoformat()
+        except ValueError:
+            return None
+
+    def date_problem(self, name: str) -> str | None:
+        """Why a name shaped like the pattern carries no usable date (``None`` if it does or is not shaped so)."""
+        shaped = re.fullmatch(self._name_regex(date=r"(.{10})"), name)
+        if shaped is None or self.date_from_name(name) is not None:
+            return None
+        return f"{shaped.group(1)!r} in the name is not a calendar date (YYYY-MM-DD in ASCII digits)"
+
+    def _name_regex(self, date: str = r"([0-9]{4}-[0-9]{2}-[0-9]{2})") -> str:
+        return re.escape(self.pattern or "").replace(re.escape("{date}"), date)
 
 
 class Source(BaseModel):

@@ -84,7 +84,12 @@ def find_arrivals(
     for name, path, size, mtime in files:
         day = declared.date_from_name(name)
         if day is None:
-            notes.append(f"{name}: does not match {declared.pattern}")
+            problem = declared.date_problem(name)
+            notes.append(
+                f"{name}: {problem}; left in the drop"
+                if problem
+                else f"{name}: does not match {declared.pattern}"
+            )
             continue
         listed.add(path)
         arrival = Arrival(name, path, size, mtime, day)
