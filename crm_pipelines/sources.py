@@ -159,6 +159,9 @@ class Dataset(BaseModel):
     after_load: Literal["move", "leave"] = "move"
     processed_folder: str = "processed"
     error_folder: str = "error"
+    # A compressed drop is refused as a bomb past either limit while it is unpacked (never inflated whole).
+    max_unpacked_mb: int = Field(default=4096, gt=0)
+    max_compression_ratio: int = Field(default=200, gt=1)
 
     @field_validator("folder")
     @classmethod

@@ -2,15 +2,21 @@
 
 Detected by content, not by name: partners rename files carelessly but the magic bytes do not lie.
 A zip must hold exactly one regular member with a plain name; anything else is refused, so a drop
-cannot smuggle extra files or paths (``../x``) through an archive.
+cannot smuggle extra files or paths (``../x``) through an archive. Corrupt data, an encrypted member,
+an unsupported method and a compression bomb (more than the drop's ``max_compression_ratio`` times its
+compressed size, past a floor, or more than ``max_unpacked_mb``) are refused while streaming: the
+file goes to the drop's error folder with the reason, and nothing larger than the limit is written.
 """
 
 from __future__ import annotations
 
 import gzip
-import shutil
+import lzma
 import zipfile
+import zlib
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from crm_pipelines.files.csv_reader import FileRejected
 from crm_pipelines.files.sftp import unsafe_name_reason
@@ -18,6 +24,26 @@ from crm_pipelines.files.sftp import unsafe_name_reason
 GZIP_MAGIC = b"\x1f\x8b"
 ZIP_MAGIC = b"PK\x03\x04"
 COPY_BUFFER = 1024 * 1024
+# Small files may inflate more than the ratio allows (a few KB of zeros): up to this, the ratio is not applied.
+RATIO_FLOOR_BYTES = 64 * 1024 * 1024
+_SUPPORTED_ZIP_METHODS = {zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED, zipfile.ZIP_BZIP2, zipfile.ZIP_LZMA}
+# What a decoder raises on data that is not what it claims to be.
+_CORRUPT = (EOFError, zlib.error, lzma.LZMAError, zipfile.BadZipFile, gzip.BadGzipFile, ValueError)
+
+
+class _Readable(Protocol):
+    def read(self, size: int = ..., /) -> bytes: ...
+
+
+@dataclass(frozen=True)
+class UnpackLimits:
+    """How far a compressed drop may inflate (a drop's ``max_unpacked_mb`` and ``max_compression_ratio``)."""
+
+    max_bytes: int = 4096 * 1024 * 1024
+    max_ratio: int = 200
+
+    def allowed(self, compressed_size: int) -> int:
+        return min(self.max_bytes, max(RATIO_FLOOR_BYTES, self.max_ratio * compressed_size))
 
 
 def compression_of(path: Path) -> str | None:
@@ -31,34 +57,68 @@ def compression_of(path: Path) -> str | None:
     return None
 
 
-def unpacked(path: Path, scratch: Path) -> Path:
+def unpacked(path: Path, scratch: Path, limits: UnpackLimits | None = None) -> Path:
     """``path`` itself if it is not compressed, else its content unpacked into ``scratch``.
 
     Raises:
-        FileRejected: a corrupt archive, or a zip that does not hold exactly one plain file.
+        FileRejected: a corrupt archive, a zip that does not hold exactly one plain, readable file, or
+            content that inflates past ``limits``.
     """
     kind = compression_of(path)
     if kind is None:
         return path
+    limits = limits or UnpackLimits()
+    allowed = limits.allowed(path.stat().st_size)
     scratch.mkdir(parents=True, exist_ok=True)
     target = scratch / f"{path.name}.unpacked"
     try:
         if kind == "gzip":
-            with gzip.open(path, "rb") as src, open(target, "wb") as out:
-                shutil.copyfileobj(src, out, COPY_BUFFER)
+            with gzip.open(path, "rb") as src:
+                _copy_capped(src, target, allowed, path.name, limits)
             return target
         with zipfile.ZipFile(path) as archive:
-            members = [m for m in archive.infolist() if not m.is_dir()]
-            if len(members) != 1:
-                raise FileRejected(
-                    f"{path.name}: a zip drop must hold exactly one file, it holds {len(members)}"
-                )
-            reason = unsafe_name_reason(members[0].filename)
-            if reason is not None:
-                raise FileRejected(f"{path.name}: refusing zip member {members[0].filename!r}: {reason}")
-            with archive.open(members[0]) as src, open(target, "wb") as out:
-                shutil.copyfileobj(src, out, COPY_BUFFER)
+            member = _the_member(path.name, archive)
+            with archive.open(member) as src:
+                _copy_capped(src, target, allowed, path.name, limits)
             return target
-    except (OSError, EOFError, zipfile.BadZipFile) as exc:
+    except FileRejected:
         target.unlink(missing_ok=True)
+        raise
+    except (*_CORRUPT, OSError) as exc:
+        target.unlink(missing_ok=True)
+        if isinstance(exc, OSError) and exc.errno is not None and not isinstance(exc, gzip.BadGzipFile):
+            raise  # the disk or the file system failed (no space, no permission), not the data
         raise FileRejected(f"{path.name}: corrupt {kind} data: {exc}") from exc
+
+
+def _the_member(name: str, archive: zipfile.ZipFile) -> zipfile.ZipInfo:
+    members = [m for m in archive.infolist() if not m.is_dir()]
+    if len(members) != 1:
+        raise FileRejected(f"{name}: a zip drop must hold exactly one file, it holds {len(members)}")
+    member = members[0]
+    reason = unsafe_name_reason(member.filename)
+    if reason is not None:
+        raise FileRejected(f"{name}: refusing zip member {member.filename!r}: {reason}")
+    if member.flag_bits & 0x1:
+        raise FileRejected(f"{name}: zip member {member.filename!r} is encrypted; send it without a password")
+    if member.compress_type not in _SUPPORTED_ZIP_METHODS:
+        raise FileRejected(
+            f"{name}: zip member {member.filename!r} uses compression method {member.compress_type}, "
+            "which is not supported (stored, deflate, bzip2 and lzma are)"
+        )
+    return member
+
+
+def _copy_capped(src: _Readable, target: Path, allowed: int, name: str, limits: UnpackLimits) -> None:
+    """Copy in chunks and stop, refusing the file, as soon as more than ``allowed`` bytes come out."""
+    written = 0
+    with open(target, "wb") as out:
+        while chunk := src.read(COPY_BUFFER):
+            written += len(chunk)
+            if written > allowed:
+                raise FileRejected(
+                    f"{name}: inflates past {allowed // (1024 * 1024):,} MiB (limits: "
+                    f"{limits.max_ratio}x its compressed size, {limits.max_bytes // (1024 * 1024):,} MiB); "
+                    "refused as a compression bomb"
+                )
+            out.write(chunk)

@@ -27,7 +27,7 @@ from typing import Any
 import pyarrow as pa
 
 from crm_pipelines.canonical import QUARANTINE
-from crm_pipelines.files.compression import unpacked
+from crm_pipelines.files.compression import UnpackLimits, unpacked
 from crm_pipelines.files.csv_reader import DriftReport, FileRejected, normalize_header
 from crm_pipelines.files.readers import read_file_batches, text_dialect
 from crm_pipelines.files.sftp import DownloadError, SFTPSession, find_complete_files
@@ -108,7 +108,8 @@ def land_file(
     rejected: str | None = None
     parsed_file: Path | None = None
     try:
-        parsed_file = unpacked(local_file, local_file.parent / ".unpacked")
+        limits = UnpackLimits(declared.max_unpacked_mb * 1024 * 1024, declared.max_compression_ratio)
+        parsed_file = unpacked(local_file, local_file.parent / ".unpacked", limits)
     except FileRejected as exc:
         rejected = str(exc)
     dialect = text_dialect(parsed_file, declared) if parsed_file else None

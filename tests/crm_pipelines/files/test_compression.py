@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from crm_pipelines.files.compression import compression_of, unpacked
+from crm_pipelines.files.compression import UnpackLimits, compression_of, unpacked
 from crm_pipelines.files.csv_reader import FileRejected
 from crm_pipelines.files.landing import land_file
 from crm_pipelines.sources import Dataset
@@ -62,3 +62,76 @@ def test_archives_that_are_not_one_plain_file_are_rejected(tmp_path: Path) -> No
     assert manifest["rows_landed"] == 0
     assert "corrupt gzip" in str(manifest["rejected"])
     assert json.loads((tmp_path / "broken" / "lake").glob("*.json").__next__().read_text())["rejected"]
+
+
+def _zip_with(tmp_path: Path, name: str, method: int = zipfile.ZIP_DEFLATED) -> Path:
+    path = tmp_path / name
+    with zipfile.ZipFile(path, "w", compression=method) as archive:
+        archive.writestr("export.csv", CSV * 50)
+    return path
+
+
+def test_hostile_archives_are_rejected_with_a_reason_never_a_crash(tmp_path: Path) -> None:
+    # Deflate data garbled in the middle (the header is fine): zlib's own error, not an OSError.
+    gz = tmp_path / "garbled.gz"
+    packed = bytearray(gzip.compress(CSV * 200))
+    for i in range(20, 40):
+        packed[i] ^= 0xFF
+    gz.write_bytes(bytes(packed))
+    # A zip whose deflate stream is garbled.
+    garbled = _zip_with(tmp_path, "garbled.zip")
+    data = bytearray(garbled.read_bytes())
+    body = data.index(b"export.csv") + len(b"export.csv")
+    for i in range(body + 5, body + 25):
+        data[i] ^= 0xFF
+    garbled.write_bytes(bytes(data))
+    # A member flagged encrypted (general purpose bit 0, in the local and the central header).
+    encrypted = _zip_with(tmp_path, "encrypted.zip")
+    raw = bytearray(encrypted.read_bytes())
+    raw[6] |= 0x1
+    central = raw.index(b"PK\x01\x02")
+    raw[central + 8] |= 0x1
+    encrypted.write_bytes(bytes(raw))
+    # A compression method zipfile does not implement (98: PPMd).
+    unsupported = _zip_with(tmp_path, "unsupported.zip", zipfile.ZIP_STORED)
+    raw = bytearray(unsupported.read_bytes())
+    raw[8] = 98
+    central = raw.index(b"PK\x01\x02")
+    raw[central + 10] = 98
+    unsupported.write_bytes(bytes(raw))
+    expected = {
+        gz: "corrupt gzip data",
+        garbled: "corrupt zip data",
+        encrypted: "is encrypted",
+        unsupported: "compression method 98",
+    }
+    for path, reason in expected.items():
+        with pytest.raises(FileRejected, match=reason):
+            unpacked(path, tmp_path / "scratch")
+        assert not list((tmp_path / "scratch").glob("*")), path  # nothing half-written left behind
+
+
+def test_a_compression_bomb_is_refused_before_it_is_inflated(tmp_path: Path) -> None:
+    bomb = tmp_path / "invoices_2026-11-25.csv"
+    with gzip.open(bomb, "wb", compresslevel=9) as out:
+        for _ in range(96):  # 96 MiB of zeros, about 100 KB compressed
+            out.write(b"\0" * (1024 * 1024))
+    assert bomb.stat().st_size < 200_000
+    with pytest.raises(FileRejected, match="refused as a compression bomb"):
+        unpacked(bomb, tmp_path / "scratch", UnpackLimits(max_bytes=4096 * 1024 * 1024, max_ratio=200))
+    assert not list((tmp_path / "scratch").glob("*"))
+    # The same file under a drop declaring a tighter absolute limit, landed: rejected whole, with the reason.
+    strict = DROP.model_copy(update={"max_unpacked_mb": 8})
+    manifest = land_file(
+        local_file=bomb,
+        remote_path=f"/outbound/finance/{bomb.name}",
+        sha256="b" * 64,
+        size=bomb.stat().st_size,
+        declared=strict,
+        source="finance_sftp",
+        entity="invoice",
+        folder=tmp_path / "lake",
+        quarantine_folder=tmp_path / "quarantine",
+    )
+    assert manifest["rows_landed"] == 0
+    assert "inflates past 8 MiB" in str(manifest["rejected"])
