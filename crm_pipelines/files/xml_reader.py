@@ -71,8 +71,17 @@ def record_fields(element: ET.Element) -> tuple[dict[str, str | None], list[str]
     return fields, repeated
 
 
+# Levels of elements one record may nest: deeper is no invoice or payment but an attack on the parser's
+# callers (flattening and printing a record recurse once per level).
+MAX_RECORD_DEPTH = 64
+
+
 class _RecordTarget:
-    """Parser target that builds only the elements under ``record_path`` and queues finished records."""
+    """Parser target that builds only the elements under ``record_path`` and queues finished records.
+
+    A record nested deeper than :data:`MAX_RECORD_DEPTH` is not built further: it is queued as ``None``
+    (quarantined by the reader) while the parser goes on to the next record.
+    """
 
     def __init__(self, path: list[str], source_file: str) -> None:
         self.path = path
@@ -81,7 +90,10 @@ class _RecordTarget:
         self.matched = 0  # leading elements of the open path that follow record_path
         self.builder: ET.TreeBuilder | None = None
         self.record_line = 0
-        self.done: list[tuple[int, ET.Element]] = []
+        self.built = 0  # elements of the record open in the builder
+        self.skipped = 0  # elements open below the depth limit, not built
+        self.done: list[tuple[int, ET.Element | None]] = []
+        self.too_deep = False  # the open record went past the depth limit
         self.parser: DefusedXMLParser | None = None  # set once the parser exists (for line numbers)
         self.root: str | None = None
 
@@ -95,7 +107,11 @@ class _RecordTarget:
                     f"{'/'.join(self.path)} expects <{self.path[0]}> (a changed layout?)"
                 )
         if self.builder is not None:
-            self.builder.start(tag, attrib)
+            if self.skipped or self.built >= MAX_RECORD_DEPTH:
+                self.skipped += 1
+            else:
+                self.builder.start(tag, attrib)
+                self.built += 1
         elif self.matched == self.depth and name == self.path[self.depth]:
             self.matched += 1
             if self.matched == len(self.path):
@@ -103,21 +119,28 @@ class _RecordTarget:
                 self.record_line = self.parser.parser.CurrentLineNumber
                 self.builder = ET.TreeBuilder()
                 self.builder.start(tag, attrib)
+                self.built, self.skipped, self.too_deep = 1, 0, False
         self.depth += 1
 
     def end(self, tag: str) -> None:
         self.depth -= 1
         if self.builder is not None:
-            self.builder.end(tag)
+            if self.skipped:
+                self.skipped -= 1
+                self.too_deep = True
+            else:
+                self.builder.end(tag)
+                self.built -= 1
             if self.depth == len(self.path) - 1:
-                self.done.append((self.record_line, self.builder.close()))
+                record = self.builder.close()
+                self.done.append((self.record_line, None if self.too_deep else record))
                 self.builder = None
         if self.matched > self.depth:
             self.matched = self.depth
 
     def data(self, text: str) -> None:
         # Text outside a record (indentation between records) is dropped, never kept.
-        if self.builder is not None:
+        if self.builder is not None and not self.skipped:
             self.builder.data(text)
 
     def close(self) -> None:
@@ -170,6 +193,16 @@ def read_xml_batches(
         nonlocal found
         for line, element in target.done:
             found += 1
+            if element is None:
+                batcher.quarantine(
+                    line,
+                    f"<{steps[-1]}> nested more than {MAX_RECORD_DEPTH} levels deep (not kept)",
+                    "nesting_depth",
+                    f"the record nests elements more than {MAX_RECORD_DEPTH} levels deep",
+                )
+                if batcher.full():
+                    yield batcher.flush()
+                continue
             fields, repeated = record_fields(element)
             twice = sorted({n for n in repeated if n in batcher.wanted})
             if twice:

@@ -119,3 +119,22 @@ def test_unusable_or_hostile_documents_are_rejected_whole(tmp_path: Path, conten
     path.write_text(content)
     with pytest.raises(FileRejected, match=reason):
         read(path)
+
+
+def test_a_record_nested_ten_thousand_levels_deep_is_quarantined_and_its_neighbours_land(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "invoices_2026-11-25.xml"
+    deep = "<X>" * 10_000 + "boom" + "</X>" * 10_000
+    path.write_text(
+        "<Invoices>\n"  # 1
+        '  <Invoice invoice-number="BIL-1"><Customer><Code>C-1</Code></Customer><AmountGross>1</AmountGross></Invoice>\n'
+        f'  <Invoice invoice-number="BIL-2"><Customer><Code>C-2</Code></Customer>{deep}</Invoice>\n'  # 3
+        '  <Invoice invoice-number="BIL-3"><Customer><Code>C-3</Code></Customer><AmountGross>3</AmountGross></Invoice>\n'
+        "</Invoices>\n",
+        encoding="utf-8",
+    )
+    rows, quarantine = read(path)
+    assert [(r["invoice_number"], r["_source_line"]) for r in rows] == [("BIL-1", 2), ("BIL-3", 4)]
+    assert [(q["record_id"], q["rule"]) for q in quarantine] == [(f"{path.name}:3", "nesting_depth")]
+    assert "more than 64 levels deep" in quarantine[0]["reason"]
