@@ -236,6 +236,10 @@ def scan_drop(
             except FileNotFoundError:
                 notes.append(f"{arrival.name}: gone before it could be hashed")
                 continue
+            except PermissionError as exc:
+                # Listed but not readable by this login: the others go on; it is tried again each tick.
+                notes.append(f"{arrival.name}: not readable by this login ({exc}); left in the drop")
+                continue
             except DownloadError as exc:
                 notes.append(f"{arrival.name}: {exc}; hashing again on the next tick")
                 continue

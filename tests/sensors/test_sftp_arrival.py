@@ -165,3 +165,24 @@ def test_a_file_too_big_to_hash_in_one_tick_is_hashed_over_several(served: Serve
     assert len(progress) >= 2
     assert all("% hashed" in p for p in progress)
     assert added_partitions(result) == [f"invoices_2026-11-25.csv@{sha256_of(big)[:12]}"]
+
+
+@pytest.mark.parametrize("served", ["openssh"], indirect=True)
+def test_an_unreadable_file_is_noted_and_never_blocks_its_neighbours(served: Served) -> None:
+    """The SFTP login may list a file it may not read (a partner's umask): the tick goes on."""
+    locked = served.folder / "invoices_2026-11-24.csv"
+    locked.write_text("invoice_number\nBIL-0\n")
+    locked.chmod(0)
+    (served.folder / "invoices_2026-11-25.csv").write_text("invoice_number\nBIL-1\n")
+    ready = INVOICES.model_copy(update={"complete_when": "rename"})
+    result = tick(served, ready, None)
+    assert [str(r.partition_key).split("@")[0] for r in result.run_requests or []] == [
+        "invoices_2026-11-25.csv"
+    ]
+    again = tick(served, ready, result.cursor)  # every later tick too, until the file becomes readable
+    assert again.run_requests == []
+    locked.chmod(0o644)
+    readable = tick(served, ready, again.cursor)
+    assert [str(r.partition_key).split("@")[0] for r in readable.run_requests or []] == [
+        "invoices_2026-11-24.csv"
+    ]
