@@ -259,10 +259,12 @@ class CsvDialect:
 def detect_dialect(path: Path) -> CsvDialect:
     """Guess a CSV file's encoding and delimiter from its first bytes.
 
-    Encoding: a UTF-8 BOM (or none and valid UTF-8) means UTF-8; anything that is not valid
-    UTF-8 is read as cp1252, the usual export encoding of Windows ERPs and spreadsheets (it has
-    a character for nearly every byte, so it cannot fail; a wrong guess shows up as quarantined
-    rows, not as silently dropped ones). Delimiter: the candidate (``, ; tab |``) occurring most
+    Encoding: a UTF-8 BOM (or none and valid UTF-8) means UTF-8. A sample with invalid UTF-8 is
+    still UTF-8 when it holds more well-formed multi-byte characters than invalid bytes: a UTF-8 file
+    damaged in a few places (its bad rows are quarantined for their undecodable bytes, and its
+    "München" stays "München"). Otherwise it is read as cp1252, the usual export encoding of Windows
+    ERPs and spreadsheets (it has a character for nearly every byte, so it cannot fail; a wrong guess
+    shows up as quarantined rows, not as silently dropped ones). Delimiter: the candidate (``, ; tab |``) occurring most
     often in the header line outside quotes, provided it occurs at all; else a comma.
     """
     with open(path, "rb") as raw:
@@ -270,12 +272,11 @@ def detect_dialect(path: Path) -> CsvDialect:
     if sample.startswith(codecs.BOM_UTF8):
         encoding = "utf-8"
     else:
-        try:
-            # final=False: the sample may end in the middle of a multi-byte character.
-            codecs.getincrementaldecoder("utf-8")().decode(sample, final=False)
-            encoding = "utf-8"
-        except UnicodeDecodeError:
-            encoding = "cp1252"
+        # final=False: the sample may end in the middle of a multi-byte character.
+        decoded = codecs.getincrementaldecoder("utf-8")(errors="replace").decode(sample, final=False)
+        invalid = decoded.count("\ufffd") - sample.count("\ufffd".encode())
+        well_formed = sum(1 for c in decoded if c > "\x7f" and c != "\ufffd")
+        encoding = "utf-8" if invalid == 0 or well_formed > invalid else "cp1252"
     text = sample.decode(encoding, errors="replace").lstrip("\ufeff")
     header = re.split(r"\r\n|\r|\n", text, maxsplit=1)[0]
     unquoted = re.sub(r'"[^"]*"', "", header)

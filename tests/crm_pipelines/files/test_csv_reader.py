@@ -288,6 +288,17 @@ def test_binary_file_is_rejected(tmp_path: Path) -> None:
         pytest.param("kunde\tfirma\nK-1\tMüller\n".encode(), "utf-8", "\t", id="utf8-tab"),
         pytest.param("kunde|firma\nK-1|Müller €\n".encode("cp1252"), "cp1252", "|", id="cp1252-pipe"),
         pytest.param(b'"a;b",c\n"1;2",3\n', "utf-8", ",", id="delimiter-inside-quotes-ignored"),
+        # UTF-8 damaged in one place stays UTF-8 (the damaged row is quarantined, the rest reads right)...
+        pytest.param(
+            "kunde;firma\nK-1;Müller München\nK-2;Köln\n".encode() + b"K-3;Bad \xff byte\n",
+            "utf-8",
+            ";",
+            id="utf8-one-bad-byte",
+        ),
+        # ...while text with no well-formed multi-byte character is cp1252.
+        pytest.param(
+            "kunde;firma\nK-1;Müller München\nK-2;Köln\n".encode("cp1252"), "cp1252", ";", id="cp1252-umlauts"
+        ),
     ],
 )
 def test_encoding_and_delimiter_are_detected(
@@ -314,6 +325,20 @@ def test_encoding_and_delimiter_are_detected(
         # Header names normalised ("Kunde" -> "kunde"), text decoded without replacement characters.
         assert rows[0]["kunde"] == "K-1"
         assert rows[0]["firma"].startswith("Müller")
+
+
+def test_a_utf8_file_with_one_bad_byte_keeps_its_text_and_quarantines_that_row(tmp_path: Path) -> None:
+    path = tmp_path / "drop.csv"
+    path.write_bytes("kunde;firma\nK-1;München\n".encode() + b"K-2;Bad \xff byte\n" + "K-3;Köln\n".encode())
+    dialect = detect_dialect(path)
+    chunks = read_all(
+        path, columns=["kunde", "firma"], encoding=dialect.encoding, delimiter=dialect.delimiter
+    )
+    rows = [(r["kunde"], r["firma"]) for c in chunks for r in c.rows.to_pylist()]
+    assert rows == [("K-1", "München"), ("K-3", "Köln")]  # never "MÃ¼nchen"
+    assert [(q["rule"], q["record"]) for c in chunks for q in c.quarantine] == [
+        ("encoding", "K-2;Bad \ufffd byte")
+    ]
 
 
 def test_undeclared_columns_are_reported_as_drift_not_loaded(tmp_path: Path) -> None:
