@@ -118,7 +118,7 @@ class _Utf8Stream(io.RawIOBase):
     cope with anything else) and the reader can quarantine those rows by looking for U+FFFD.
     """
 
-    def __init__(self, raw: BinaryIO, encoding: str) -> None:
+    def __init__(self, raw: BinaryIO, encoding: str, delimiter: str | None = None) -> None:
         super().__init__()
         # utf-8-sig drops a leading BOM and is otherwise identical to utf-8.
         if codecs.lookup(encoding).name == "utf-8":
@@ -130,6 +130,19 @@ class _Utf8Stream(io.RawIOBase):
         self.saw_replacement = False
         # Parity of '"' characters: odd at the end means the file most likely ends inside a quote.
         self.quotes = 0
+        # Lines made of the delimiter only (",,,,"): Arrow reads them as rows of empty values, like a
+        # blank line; their numbers tell the two apart. Scanned per decoded chunk, in C (re).
+        self.delimiter_only_lines: set[int] = set()
+        # A line break first: re finds candidates by that literal, ten times faster than (?m)^.
+        self._only_delimiters = (
+            None
+            if delimiter is None
+            else re.compile(
+                rf"\n[ ]*{re.escape(delimiter)}(?:[ ]*{re.escape(delimiter)})*[ ]*(?=\r?\n|\r?\Z)"
+            )
+        )
+        self._line = 1  # the line the unscanned text starts on
+        self._unscanned = ""
 
     def _decode_more(self) -> str:
         if self._eof:
@@ -141,7 +154,21 @@ class _Utf8Stream(io.RawIOBase):
         if REPLACEMENT in text:
             self.saw_replacement = True
         self.quotes += text.count('"')
+        if self._only_delimiters is not None:
+            self._scan_lines(text, final)
         return text
+
+    def _scan_lines(self, text: str, final: bool) -> None:
+        """Note the numbers of delimiter-only lines among the complete lines decoded so far."""
+        assert self._only_delimiters is not None
+        buffered = self._unscanned + text
+        end = len(buffered) if final else buffered.rfind("\n") + 1
+        complete, self._unscanned = buffered[:end], buffered[end:]
+        # Each match starts at the line break before the line; the text starts at a line's start.
+        # Lines are counted by '\n' alone (one pass): a file broken by lone '\r' has no match anyway.
+        for match in self._only_delimiters.finditer("\n" + complete):
+            self.delimiter_only_lines.add(self._line + complete.count("\n", 0, match.start()))
+        self._line += complete.count("\n")
 
     def read_header(self) -> tuple[str, bool]:
         """The first line (without its line break), and whether any text follows it."""
@@ -332,7 +359,7 @@ def read_csv_batches(
         raise ValueError("delimiter must be a single character")
     wanted = [normalize_header(c) for c in columns]
     with open(path, "rb") as raw:
-        stream = _Utf8Stream(raw, encoding)
+        stream = _Utf8Stream(raw, encoding, delimiter)
         try:
             header_line, has_more = stream.read_header()
         except ValueError as exc:
@@ -361,6 +388,7 @@ def read_csv_batches(
         if not has_more:
             raise FileRejected(f"{source_file}: no data rows after the header")
         parser = _RowParser(
+            header=header,
             names=names,
             wanted=wanted,
             source_file=source_file,
@@ -378,6 +406,7 @@ class _RowParser:
     def __init__(
         self,
         *,
+        header: list[str],
         names: list[str],
         wanted: list[str],
         source_file: str,
@@ -386,6 +415,7 @@ class _RowParser:
         batch_rows: int,
         delimiter: str,
     ) -> None:
+        self.header = header
         self.names = names
         self.source_file = source_file
         self.source = source
@@ -455,7 +485,7 @@ class _RowParser:
     def run(self, stream: _Utf8Stream) -> Iterator[CsvChunk]:
         try:
             for batch in self._open(stream):
-                self._take(batch, stream.saw_replacement)
+                self._take(batch, stream.saw_replacement, stream.delimiter_only_lines)
                 if self.buffered_rows >= self.batch_rows or len(self.quarantine) >= self.batch_rows:
                     yield from self._emit(final=False)
         except pa.ArrowInvalid as exc:
@@ -474,7 +504,7 @@ class _RowParser:
             raise FileRejected(f"{self.source_file}: no data rows after the header")
         yield from self._emit(final=True)
 
-    def _take(self, batch: pa.RecordBatch, check_encoding: bool) -> None:
+    def _take(self, batch: pa.RecordBatch, check_encoding: bool, delimiter_only: set[int]) -> None:
         n = batch.num_rows
         spans = np.ones(n, dtype=np.int64)
         total_length = np.zeros(n, dtype=np.int64)
@@ -487,6 +517,11 @@ class _RowParser:
         if n == 0:
             return
         blank = total_length == 0
+        if delimiter_only and blank.any():
+            self._quarantine_delimiters_only(lines[blank], delimiter_only)
+        repeated = self._quarantine_repeated_header(batch, lines)
+        if repeated is not None:
+            blank |= repeated
         garbled = self._quarantine_garbled(batch, lines) if check_encoding else None
         self.last_span = int(spans[-1])
         self.last_kept = not blank[-1] and not (garbled is not None and garbled[-1].as_py())
@@ -528,6 +563,42 @@ class _RowParser:
                 f"({self.last_span} lines)",
             )
         )
+
+    def _quarantine_delimiters_only(self, blank_lines: np.ndarray, delimiter_only: set[int]) -> None:
+        """A row of delimiters and nothing else is a row that lost its values, not a blank line."""
+        for line in (int(x) for x in blank_lines if int(x) in delimiter_only):
+            delimiter_only.discard(line)
+            self.quarantine.append(
+                self._entry(
+                    line,
+                    self.delimiter * (len(self.names) - 1),
+                    "empty_row",
+                    "a row of delimiters only: every field is empty",
+                )
+            )
+            self.data_rows += 1
+
+    def _quarantine_repeated_header(self, batch: pa.RecordBatch, lines: np.ndarray) -> np.ndarray | None:
+        """Quarantine rows that repeat the header (files concatenated with their headers); their mask."""
+        if batch.num_columns != len(self.header):
+            return None
+        same = pc.equal(batch.column(0), self.header[0])
+        if not pc.any(same).as_py():  # the usual case: one comparison per batch
+            return None
+        for col, name in zip(batch.columns[1:], self.header[1:], strict=True):
+            same = pc.and_(same, pc.equal(col, name))
+        mask = same.to_numpy(zero_copy_only=False).astype(bool)
+        for i in np.flatnonzero(mask):
+            self.quarantine.append(
+                self._entry(
+                    int(lines[i]),
+                    _as_csv_line(self.header, self.delimiter),
+                    "repeated_header",
+                    "the header row again, inside the data (files joined with their headers?)",
+                )
+            )
+            self.data_rows += 1
+        return mask if mask.any() else None
 
     def _quarantine_garbled(self, batch: pa.RecordBatch, lines: np.ndarray) -> pa.Array:
         """Quarantine rows holding U+FFFD; returns the mask of those rows."""

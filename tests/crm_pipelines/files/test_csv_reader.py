@@ -354,3 +354,33 @@ def test_undeclared_columns_are_reported_as_drift_not_loaded(tmp_path: Path) -> 
     with pytest.raises(FileRejected, match="missing required column"):
         read_all(path, drift=drift)
     assert drift.new_columns == ["gross"]
+
+
+@pytest.mark.parametrize("newline", ["\n", "\r\n"])
+def test_a_row_of_delimiters_and_a_repeated_header_are_quarantined_by_line(
+    tmp_path: Path, newline: str
+) -> None:
+    path = tmp_path / "invoices_2026-11-25.csv"
+    lines = [
+        HEADER,  # 1
+        invoice_line(1),  # 2
+        ",,,,,,,,",  # 3: every value lost
+        "",  # 4: a blank line, skipped
+        HEADER,  # 5: a second file's header
+        invoice_line(2),  # 6
+        '"a quoted value spanning',  # 7
+        ',,,,,,,,",C1,2026-11-25,2026-12-25,EUR,1.00,0.19,1.19,open',  # 8: inside the quotes, not a row
+        invoice_line(3),  # 9
+    ]
+    path.write_bytes(newline.join([*lines, ""]).encode())
+    chunks = read_all(path, batch_rows=2)
+    assert rows_of(chunks).column("invoice_number").to_pylist() == [
+        "BIL-0000001",
+        "BIL-0000002",
+        "a quoted value spanning\n,,,,,,,,".replace("\n", newline),
+        "BIL-0000003",
+    ]
+    assert [(q["record_id"], q["rule"]) for q in quarantine_of(chunks)] == [
+        (f"{path.name}:3", "empty_row"),
+        (f"{path.name}:5", "repeated_header"),
+    ]
