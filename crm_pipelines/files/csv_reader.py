@@ -16,8 +16,9 @@ import codecs
 import csv
 import io
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -388,6 +389,7 @@ def read_csv_batches(
         if not has_more:
             raise FileRejected(f"{source_file}: no data rows after the header")
         parser = _RowParser(
+            reread=partial(_physical_lines, path, encoding),
             header=header,
             names=names,
             wanted=wanted,
@@ -406,6 +408,7 @@ class _RowParser:
     def __init__(
         self,
         *,
+        reread: Callable[[int], Iterator[tuple[int, str]]],
         header: list[str],
         names: list[str],
         wanted: list[str],
@@ -415,6 +418,7 @@ class _RowParser:
         batch_rows: int,
         delimiter: str,
     ) -> None:
+        self.reread = reread
         self.header = header
         self.names = names
         self.source_file = source_file
@@ -540,10 +544,12 @@ class _RowParser:
             self.buffered_rows += out.num_rows
 
     def _check_unclosed_quote(self) -> None:
-        """Quarantine the last row if it swallowed the end of the file through an unclosed quote.
+        """Recover the lines the last row swallowed through a quote that is never closed.
 
         Arrow accepts a quoted field that runs to the end of the file; the tell-tales are an odd
-        number of quote characters in the file and a last record spanning several lines.
+        number of quote characters in the file and a last record spanning several lines. The line
+        the quote opens on is quarantined; every line after it is read again on its own, so each
+        lands or is quarantined by its own line number.
         """
         if not (self.last_kept and self.last_span > 1 and self.buffered_rows):
             return
@@ -552,17 +558,39 @@ class _RowParser:
         rest = table.slice(0, table.num_rows - 1)
         self.buffered = rest.to_batches()
         self.buffered_rows = rest.num_rows
+        self.data_rows -= 1
         line = int(last[SOURCE_LINE])
-        values = [str(last[name]) for name in self.schema.names[:-2]]
-        self.quarantine.append(
-            self._entry(
-                line,
-                _as_csv_line(values, self.delimiter),
-                "unclosed_quote",
-                f"a quoted field is never closed; the row runs to the end of the file "
-                f"({self.last_span} lines)",
-            )
-        )
+        good: list[tuple[int, list[str]]] = []
+        for number, text in self.reread(line):
+            if number == line:
+                self._bad_line(number, text, "unclosed_quote", "a quote opened on this line is never closed")
+                continue
+            if not text.strip():
+                continue  # a blank line, as Arrow skips it
+            try:
+                fields = next(csv.reader([text], delimiter=self.delimiter, strict=True))
+            except (csv.Error, StopIteration) as exc:
+                self._bad_line(number, text, "unclosed_quote", f"not valid CSV on its own: {exc}")
+                continue
+            if len(fields) != len(self.names):
+                self._bad_line(
+                    number, text, "field_count", f"expected {len(self.names)} fields, found {len(fields)}"
+                )
+                continue
+            good.append((number, fields))
+        if good:
+            arrays = [pa.array([fields[i] for _, fields in good], pa.string()) for i in self.picks]
+            arrays += [
+                repeat_string(self.source_file, len(good)),
+                int64_array(np.array([n for n, _ in good])),
+            ]
+            self.buffered.append(pa.RecordBatch.from_arrays(arrays, schema=self.schema))
+            self.buffered_rows += len(good)
+            self.data_rows += len(good)
+
+    def _bad_line(self, line: int, text: str, rule: str, reason: str) -> None:
+        self.quarantine.append(self._entry(line, text, rule, reason))
+        self.data_rows += 1
 
     def _quarantine_delimiters_only(self, blank_lines: np.ndarray, delimiter_only: set[int]) -> None:
         """A row of delimiters and nothing else is a row that lost its values, not a blank line."""
@@ -641,6 +669,17 @@ class _RowParser:
     def _drain_quarantine(self) -> list[dict[str, str]]:
         out, self.quarantine = self.quarantine, []
         return out
+
+
+def _physical_lines(path: Path, encoding: str, start: int) -> Iterator[tuple[int, str]]:
+    """``(line number, text)`` of the file's lines from ``start`` on, split as the line count splits
+    them (``\\r\\n``, ``\\r`` or ``\\n``), decoded as the reader decodes them."""
+    if codecs.lookup(encoding).name == "utf-8":
+        encoding = "utf-8-sig"
+    with open(path, encoding=encoding, errors="replace", newline="") as text:
+        for number, line in enumerate(text, start=1):
+            if number >= start:
+                yield number, line.rstrip("\r\n")
 
 
 def _value_stats(col: pa.Array) -> tuple[np.ndarray, np.ndarray]:

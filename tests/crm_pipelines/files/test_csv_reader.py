@@ -252,20 +252,32 @@ def test_large_file_streams_in_batches(tmp_path: Path) -> None:
     assert table.column("invoice_number")[-1].as_py() == invoice_line(200_000).split(",")[0]
 
 
-def test_unclosed_quote_at_the_end_is_quarantined(tmp_path: Path) -> None:
+def test_an_unclosed_quote_quarantines_its_line_and_every_line_after_it_is_accounted_for(
+    tmp_path: Path,
+) -> None:
     path = tmp_path / "customers.csv"
     path.write_text(
         "code,name\n"
         'C1,"27"" monitor"\n'  # 2: escaped quotes, balanced
-        'C2,"never closed\n'  # 3: swallows the rest of the file
+        'C2,"never closed\n'  # 3: would swallow the rest of the file
         "C3,three\n"
-        "C4,four\n"
+        "\n"  # 5: blank
+        "C4,four,extra\n"  # 6: a field too many, on its own line
+        "C5,five\n"
     )
     chunks = read_all(path, columns=["code", "name"])
-    assert rows_of(chunks).column("code").to_pylist() == ["C1"]
-    [bad] = quarantine_of(chunks)
-    assert (bad["record_id"], bad["rule"]) == ("customers.csv:3", "unclosed_quote")
-    assert "C4,four" in bad["record"]
+    rows = rows_of(chunks)
+    assert list(
+        zip(rows.column("code").to_pylist(), rows.column("_source_line").to_pylist(), strict=True)
+    ) == [
+        ("C1", 2),
+        ("C3", 4),
+        ("C5", 7),
+    ]
+    assert [(q["record_id"], q["rule"], q["record"]) for q in quarantine_of(chunks)] == [
+        ("customers.csv:3", "unclosed_quote", 'C2,"never closed'),
+        ("customers.csv:6", "field_count", "C4,four,extra"),
+    ]
 
     # A stray quote inside an unquoted field on a one-line row is data, not a broken file.
     path.write_text('code,name\nC1,27" monitor\nC2,plain\n')
