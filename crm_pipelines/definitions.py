@@ -79,6 +79,7 @@ def build_resources() -> dict[str, object]:
             trust_on_first_use=os.environ.get(settings.SFTP_TRUST_ON_FIRST_USE, "").lower()
             in ("1", "true", "yes"),
             timeout_seconds=float(os.environ.get(settings.SFTP_TIMEOUT_SECONDS, "30")),
+            stable_seconds=float(os.environ.get(settings.SFTP_STABLE_SECONDS, "2")),
             finance_dir=os.environ.get(settings.SFTP_FINANCE_DIR, settings.DEFAULT_SFTP_FINANCE_DIR),
         ),
         # Local paths, not secrets: defaults apply when the variables are unset.

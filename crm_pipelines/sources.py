@@ -155,6 +155,9 @@ class Dataset(BaseModel):
     encoding: str | None = None
     delimiter: str | None = None
     complete_when: Literal["stable", "marker", "rename"] = "stable"
+    # complete_when stable: how long a file must stay unchanged; None takes SFTP_STABLE_SECONDS. A partner
+    # writing slowly (a row every few seconds) needs more than the default.
+    stable_seconds: float | None = Field(default=None, gt=0)
     markers: list[str] = [".done", ".ok"]
     after_load: Literal["move", "leave"] = "move"
     processed_folder: str = "processed"

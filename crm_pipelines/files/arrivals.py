@@ -204,7 +204,8 @@ def scan_drop(
         declared: The drop.
         folder: Its remote folder.
         cursor: The sensor's cursor (see :func:`find_arrivals`).
-        stable_seconds: How long a file must stay unchanged under the ``stable`` rule.
+        stable_seconds: How long a file must stay unchanged under the ``stable`` rule, unless the drop
+            declares its own.
         checksum_budget_seconds: Hashing time for this tick.
         partial_key: Names this drop's unfinished hashes (the sensor's name).
     """
@@ -218,7 +219,7 @@ def scan_drop(
         declared=declared,
         cursor=cursor,
         now=time.time(),
-        stable_seconds=stable_seconds,
+        stable_seconds=declared.stable_seconds or stable_seconds,
         ready=_ready_paths(everything, declared, pattern),
     )
     deadline = time.monotonic() + checksum_budget_seconds

@@ -265,7 +265,8 @@ def land_drop_day(
     """Land every complete version of the day's file(s) of one drop that the lake does not hold yet.
 
     A file taken away or still changing is left for a later run; one that cannot be read is moved to
-    the error folder with the reason, since nothing of it was landed.
+    the error folder with the reason, since nothing of it was landed. ``stable_seconds`` applies unless
+    the drop declares its own.
     """
     expected = declared.file_name(partition)
     folder = partition_dir(lake_dir, "raw", source, dataset, partition)
@@ -280,7 +281,7 @@ def land_drop_day(
         session,
         remote_folder,
         expected,
-        stable_seconds=stable_seconds,
+        stable_seconds=declared.stable_seconds or stable_seconds,
         rule=declared.complete_when,
         markers=tuple(declared.markers),
     )

@@ -186,3 +186,15 @@ def test_an_unreadable_file_is_noted_and_never_blocks_its_neighbours(served: Ser
     assert [str(r.partition_key).split("@")[0] for r in readable.run_requests or []] == [
         "invoices_2026-11-24.csv"
     ]
+
+
+@pytest.mark.parametrize("served", ["paramiko"], indirect=True)
+def test_a_drop_declares_how_long_a_slow_writer_may_pause(served: Served) -> None:
+    """The resource waits 0.3 s here; a drop whose partner writes a row every few seconds declares more."""
+    (served.folder / "invoices_2026-11-25.csv").write_text("invoice_number\nBIL-1\n")
+    patient = INVOICES.model_copy(update={"stable_seconds": 30.0})
+    first = tick(served, patient, None)
+    time.sleep(0.4)  # past the resource's window, well inside the drop's
+    assert tick(served, patient, first.cursor).run_requests == []
+    hasty = tick(served, INVOICES, first.cursor)
+    assert len(hasty.run_requests or []) == 1
