@@ -97,10 +97,6 @@ def land_file(
     name = posixpath.basename(remote_path)
     version = version_name(name, sha256)
     stem = Path(name).stem
-    # A corrected file under the same name supersedes the earlier version in this partition.
-    for old in [*folder.glob(f"{stem}-*"), *quarantine_folder.glob(f"{stem}-*")]:
-        if not old.name.startswith(version):
-            old.unlink()
     extracted_at = pa.scalar(dt.datetime.now(dt.UTC), type=pa.timestamp("us", tz="UTC"))
     schema = file_schema(declared)
     progress = ProgressLog(log, f"{source}/{name}")
@@ -178,6 +174,12 @@ def land_file(
         "rejected": rejected,
         "data_lines": rows_landed + rows_quarantined,
     }
+    if rejected is None:
+        # A corrected file under the same name supersedes the earlier versions in this partition, once it
+        # has landed: a replacement that is rejected (empty, truncated, corrupt) leaves them as they were.
+        for old in [*folder.glob(f"{stem}-*"), *quarantine_folder.glob(f"{stem}-*")]:
+            if not old.name.startswith(version):
+                old.unlink()
     (folder / f"{version}.json").write_text(json.dumps(manifest, indent=2))
     return manifest
 

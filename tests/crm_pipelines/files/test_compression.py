@@ -5,6 +5,7 @@ import json
 import zipfile
 from pathlib import Path
 
+import pyarrow.parquet as pq
 import pytest
 
 from crm_pipelines.files.compression import UnpackLimits, compression_of, unpacked
@@ -135,3 +136,40 @@ def test_a_compression_bomb_is_refused_before_it_is_inflated(tmp_path: Path) -> 
     )
     assert manifest["rows_landed"] == 0
     assert "inflates past 8 MiB" in str(manifest["rejected"])
+
+
+def test_a_rejected_replacement_leaves_the_landed_version_and_a_good_one_supersedes_it(
+    tmp_path: Path,
+) -> None:
+    """A re-upload of a loaded file as 0 bytes (or corrupt) must not empty the day: all or nothing."""
+    local = tmp_path / "invoices_2026-11-25.csv"
+
+    def land_version(content: bytes, sha: str) -> dict[str, object]:
+        local.write_bytes(content)
+        return land_file(
+            local_file=local,
+            remote_path=f"/outbound/finance/{local.name}",
+            sha256=sha * 64,
+            size=len(content),
+            declared=DROP,
+            source="finance_sftp",
+            entity="invoice",
+            folder=tmp_path / "lake",
+            quarantine_folder=tmp_path / "quarantine",
+        )
+
+    def landed_numbers() -> list[str]:
+        return sorted(
+            n
+            for f in (tmp_path / "lake").glob("*.parquet")
+            for n in pq.read_table(f).column("invoice_number").to_pylist()
+        )
+
+    assert land_version(CSV, "a")["rows_landed"] == 2
+    for broken in (b"", gzip.compress(CSV)[:-12]):
+        assert land_version(broken, "b")["rejected"]
+        assert landed_numbers() == ["BIL-1", "BIL-2"]  # the day keeps what was loaded
+    corrected = CSV + b"BIL-3;30\n"
+    assert land_version(corrected, "c")["rows_landed"] == 3
+    assert landed_numbers() == ["BIL-1", "BIL-2", "BIL-3"]
+    assert [json.loads(f.read_text())["sha256"][0] for f in (tmp_path / "lake").glob("*.json")] == ["c"]
