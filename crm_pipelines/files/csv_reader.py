@@ -36,6 +36,9 @@ BLOCK_SIZE = 1024 * 1024
 READ_CHUNK = 1024 * 1024
 # The longest header line we look for before giving up (a binary file has no line breaks).
 MAX_HEADER_CHARS = 1024 * 1024
+# Columns a file may have: Arrow builds one array per column per block, so 200,000 columns of an 800 KB
+# file take gigabytes. No export of invoices or payments comes near this.
+MAX_COLUMNS = 4096
 REPLACEMENT = "\ufffd"
 # Longest quarantined record text kept; an unclosed quote can make a "row" of the whole file.
 MAX_RECORD_CHARS = 64 * 1024
@@ -371,6 +374,12 @@ def read_csv_batches(
             header = next(csv.reader([header_line], delimiter=delimiter, strict=True))
         except csv.Error as exc:
             raise FileRejected(f"{source_file}: the header row is not valid CSV: {exc}") from exc
+        if len(header) > MAX_COLUMNS:
+            raise FileRejected(
+                f"{source_file}: the header has {len(header):,} columns; more than {MAX_COLUMNS:,} are "
+                "not read (memory), and the drop declares "
+                f"{len(wanted)}"
+            )
         names = [normalize_header(h) for h in header]
         # Before the checks: a renamed column is both missing and new, and the report shows both.
         if drift is not None:

@@ -396,3 +396,11 @@ def test_a_row_of_delimiters_and_a_repeated_header_are_quarantined_by_line(
         (f"{path.name}:3", "empty_row"),
         (f"{path.name}:5", "repeated_header"),
     ]
+
+
+def test_a_file_with_two_hundred_thousand_columns_is_rejected_before_it_is_parsed(tmp_path: Path) -> None:
+    path = tmp_path / "invoices_2026-11-25.csv"
+    wide = ",".join(["invoice_number", *(f"c{i}" for i in range(200_000))])
+    path.write_text(wide + "\n" + ",".join(["BIL-1"] + [""] * 200_000) + "\n")
+    with pytest.raises(FileRejected, match="the header has 200,001 columns; more than 4,096"):
+        read_all(path, columns=["invoice_number"])
