@@ -50,11 +50,12 @@ def _start_sandbox(args: argparse.Namespace, *, webhooks: bool = False) -> tuple
     sandbox = Sandbox(
         Path(args.sandbox_dir), contacts=args.contacts, seed=args.seed, as_of=args.date, webhooks=webhooks
     )
+    if _one_world(sandbox):
+        sandbox.reset()  # its drops and CRM stores as generated: the empty lake and warehouse start from them
     with console.status(
         f"Preparing the sandbox ({args.contacts:,} contacts, seed {args.seed}, day {args.date})"
     ):
         sandbox.prepare()
-    _one_world(sandbox)
     env = sandbox.start()
     if args.warehouse == "postgres":
         env.update(_start_postgres_warehouse(sandbox))
@@ -87,22 +88,26 @@ def _start_postgres_warehouse(sandbox: Sandbox) -> dict[str, str]:
     }
 
 
-def _one_world(sandbox: Sandbox) -> None:
+def _one_world(sandbox: Sandbox) -> bool:
     """Start the demo's lake and warehouse over when the sandbox is another world than they hold.
 
     Each scale, seed and day is its own generated world (other records, other keys): a warehouse
     and lake filled from another would read it as mass deletions and edits, and the syncs would
     write it back. The default ``data/`` lake and warehouse are the sandbox's own, so they are
     cleared; a lake or warehouse set by variable is the user's and is never touched.
+
+    Returns:
+        Whether they were cleared: then the sandbox's own data must start as generated too (its drop
+        folders and CRM stores hold what an earlier run of that world moved and wrote back).
     """
     import shutil
 
     if os.environ.get(settings.LAKE_DIR) or os.environ.get(settings.WAREHOUSE_URL):
-        return
+        return False
     marker = DATA_DIR / "sandbox-world.txt"
     world = sandbox.world
     if marker.exists() and marker.read_text().strip() == world:
-        return
+        return False
     paths = settings.current_paths()
     warehouses = (settings.duckdb_path_from_url(paths.warehouse_url), settings.working_copy_path())
     if paths.lake_dir.exists() or any(w.exists() for w in warehouses):
@@ -113,6 +118,7 @@ def _one_world(sandbox: Sandbox) -> None:
             path.unlink(missing_ok=True)
     marker.parent.mkdir(parents=True, exist_ok=True)
     marker.write_text(world + "\n")
+    return True
 
 
 def cmd_sandbox(args: argparse.Namespace) -> int:

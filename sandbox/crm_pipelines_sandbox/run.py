@@ -88,6 +88,12 @@ class Sandbox:
         # The generator's version is part of the name: data of an older layout is made again.
         return self.root / self.world
 
+    def reset(self) -> None:
+        """Forget this world's generated data (files moved, records written back): the next
+        :meth:`prepare` generates it again."""
+        shutil.rmtree(self._data_dir(), ignore_errors=True)
+        self.layout = None
+
     def prepare(self) -> SandboxLayout:
         """Generate the data unless this scale, seed and date were generated before."""
         folder = self._data_dir()
