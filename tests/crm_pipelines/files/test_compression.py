@@ -17,13 +17,14 @@ CSV = b"invoice_number;amount\nBIL-1;10\nBIL-2;20\n"
 DROP = Dataset(pattern="invoices_{date}.csv", columns=["invoice_number", "amount"])
 
 
-def land(tmp_path: Path, local: Path) -> dict[str, object]:
+def land(tmp_path: Path, local: Path, *, sha: str = "a", declared: Dataset = DROP) -> dict[str, object]:
+    """Land ``local`` as version ``sha`` of its file into ``tmp_path``'s lake and quarantine folders."""
     return land_file(
         local_file=local,
         remote_path=f"/outbound/finance/{local.name}",
-        sha256="a" * 64,
+        sha256=sha * 64,
         size=local.stat().st_size,
-        declared=DROP,
+        declared=declared,
         source="finance_sftp",
         entity="invoice",
         folder=tmp_path / "lake",
@@ -122,18 +123,7 @@ def test_a_compression_bomb_is_refused_before_it_is_inflated(tmp_path: Path) -> 
         unpacked(bomb, tmp_path / "scratch", UnpackLimits(max_bytes=4096 * 1024 * 1024, max_ratio=200))
     assert not list((tmp_path / "scratch").glob("*"))
     # The same file under a drop declaring a tighter absolute limit, landed: rejected whole, with the reason.
-    strict = DROP.model_copy(update={"max_unpacked_mb": 8})
-    manifest = land_file(
-        local_file=bomb,
-        remote_path=f"/outbound/finance/{bomb.name}",
-        sha256="b" * 64,
-        size=bomb.stat().st_size,
-        declared=strict,
-        source="finance_sftp",
-        entity="invoice",
-        folder=tmp_path / "lake",
-        quarantine_folder=tmp_path / "quarantine",
-    )
+    manifest = land(tmp_path, bomb, sha="b", declared=DROP.model_copy(update={"max_unpacked_mb": 8}))
     assert manifest["rows_landed"] == 0
     assert "inflates past 8 MiB" in str(manifest["rejected"])
 
@@ -146,17 +136,7 @@ def test_a_rejected_replacement_leaves_the_landed_version_and_a_good_one_superse
 
     def land_version(content: bytes, sha: str) -> dict[str, object]:
         local.write_bytes(content)
-        return land_file(
-            local_file=local,
-            remote_path=f"/outbound/finance/{local.name}",
-            sha256=sha * 64,
-            size=len(content),
-            declared=DROP,
-            source="finance_sftp",
-            entity="invoice",
-            folder=tmp_path / "lake",
-            quarantine_folder=tmp_path / "quarantine",
-        )
+        return land(tmp_path, local, sha=sha)
 
     def landed_numbers() -> list[str]:
         return sorted(
