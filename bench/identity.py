@@ -24,6 +24,10 @@ name/birth date/postcode combinations (plus e-mail and phone), EM-trained. Every
 clustered at match probability 0.9, as the reference figures in ``../shared/data/splink/README.md``;
 predicting with that threshold gives the same clusters as predicting everything.
 
+The project runs the shipped ``match_rules.yaml`` (the CRM model) on FEBRL and the CRM data, and
+``bench/match_rules/historical_figures.yaml`` on the historical figures: people with aliases and
+titles rather than contacts at companies (the file says what differs and why).
+
     uv run python bench/identity.py                         # CRM at 50,000 records (minutes)
     uv run python bench/identity.py --crm-sizes 50000,500000
     uv run python bench/identity.py --only crm --crm-sizes '' --project-only-sizes 1000000   # the 1M target
@@ -68,7 +72,9 @@ class Dataset:
 
     ``contacts`` holds the candidate contact attributes by their true meaning (``record_id``,
     ``first_name``, ``birth_date``, ``mailing_city`` ...); only the ones the canonical contact has at
-    run time reach the project. ``truth`` maps ``record_id`` to the true cluster.
+    run time reach the project. ``truth`` maps ``record_id`` to the true cluster. ``match_rules``
+    is the project's model for the data (the shipped ``match_rules.yaml`` when None), as Splink gets
+    its example settings for it.
     """
 
     name: str
@@ -78,6 +84,7 @@ class Dataset:
     splink_settings: Callable[[], Any]
     splink_training: Callable[[Any], None]
     accounts: pa.Table | None = None
+    match_rules: Path | None = None
     not_in_canonical: list[str] = field(default_factory=list)
 
 
@@ -341,6 +348,7 @@ def historical(con: duckdb.DuckDBPyConnection) -> Dataset:
         splink_tables=[raw],
         splink_settings=settings,
         splink_training=train,
+        match_rules=Path(__file__).parent / "match_rules" / "historical_figures.yaml",
     )
 
 
@@ -493,7 +501,7 @@ def run_project(dataset: Dataset, work: Path) -> tuple[pa.Table, float]:
         accounts_glob=str(folder / "accounts" / "*.parquet"),
         contacts_glob=str(folder / "contacts" / "*.parquet"),
         out_dir=folder / "out",
-        rules=load_match_rules(),
+        rules=load_match_rules(dataset.match_rules),
     )
     seconds = time.perf_counter() - started
     clusters = con.sql(

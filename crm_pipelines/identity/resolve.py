@@ -273,6 +273,13 @@ def _prefix_regex(rules: MatchRules) -> str:
     return "^((" + "|".join(rules.legal_prefixes) + ") )+"
 
 
+def _honorific_regex(rules: MatchRules) -> str:
+    # Honorifics are validated like legal words (letters, digits, single spaces).
+    if not rules.honorifics:
+        return "$^"
+    return "^((" + "|".join(rules.honorifics) + ") )+"
+
+
 def _base_feature_sql(entity: Entity, feature: str, rules: MatchRules, params: _Params) -> str:
     """SQL of a feature read from the source row ``s`` (contacts: account crosswalk ``ax``)."""
 
@@ -310,7 +317,11 @@ def _base_feature_sql(entity: Entity, feature: str, rules: MatchRules, params: _
         }
     else:
         sql |= {
-            "first_name": lambda: f"identity_clean({col('first_name')})",
+            # "Dr. Anna" is Anna; "Sir" alone is no given name.
+            "first_name": lambda: (
+                f"nullif(regexp_replace(identity_fold({col('first_name')}), "
+                f"{params.bind_once('honorific_re', _honorific_regex(rules))}, ''), '')"
+            ),
             "last_name": lambda: f"identity_clean({col('last_name')})",
             "title": lambda: f"identity_clean({col('title')})",
             "account": account,

@@ -54,7 +54,7 @@ FEATURES: dict[Entity, dict[str, str]] = {
         "vat_number": "VAT number, upper case, letters and digits only.",
     },
     "contact": {
-        "first_name": "Given name, cleaned.",
+        "first_name": "Given name, cleaned, without leading honorifics (Dr. Anna -> anna).",
         "last_name": "Family name, cleaned.",
         "full_name": "'first last', cleaned; null unless both parts are present.",
         "sorted_name": "First and last name in alphabetical order (tolerates swapped first/last names); "
@@ -346,6 +346,10 @@ class MatchRules(_Model):
     legal_prefixes: list[str] = Field(
         default_factory=list, description="Legal-form words removed from the start (AB Volvo, PT ...)."
     )
+    honorifics: list[str] = Field(
+        default_factory=list,
+        description="Titles and ordinals removed from the start of given names (Dr, Sir, 1st).",
+    )
     account: EntityRules = Field(default_factory=EntityRules)
     contact: EntityRules = Field(default_factory=EntityRules)
 
@@ -358,13 +362,13 @@ class MatchRules(_Model):
             raise ValueError(f"not domains: {bad}")
         return sorted(set(domains))
 
-    @field_validator("legal_suffixes", "legal_prefixes")
+    @field_validator("legal_suffixes", "legal_prefixes", "honorifics")
     @classmethod
     def _valid_legal_words(cls, value: list[str]) -> list[str]:
         folded = [_fold_legal_word(w) for w in value]
         bad = [w for w, f in zip(value, folded, strict=True) if not _LEGAL_WORD_RE.match(f)]
         if bad:
-            raise ValueError(f"legal-form words must contain letters or digits: {bad}")
+            raise ValueError(f"words must contain letters or digits: {bad}")
         # Longest first, so "pty ltd" is tried before "ltd" in the alternation.
         return sorted(set(folded), key=lambda w: (-len(w), w))
 

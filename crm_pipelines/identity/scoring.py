@@ -26,6 +26,7 @@ the reference it is measured against (``bench/identity.py``).
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -264,10 +265,12 @@ def nickname_pairs() -> list[tuple[str, str]]:
     """Name pairs where one is a nickname or diminutive of the other (a, b with a < b).
 
     From the ``nicknames`` package (Old Dominion University's name list, Apache-2.0), folded the way
-    names are folded for matching (lower case, no accents).
+    names are folded for matching (lower case, no accents). Two nicknames of one name are a pair as
+    well: Bill and Will are both William.
     """
     text = resources.files("nicknames").joinpath("names.csv").read_text(encoding="utf-8")
     pairs: set[tuple[str, str]] = set()
+    nicknames: dict[str, set[str]] = {}
     for line in text.splitlines()[1:]:
         parts = line.strip().split(",")
         if len(parts) != 3:
@@ -275,6 +278,9 @@ def nickname_pairs() -> list[tuple[str, str]]:
         a, b = parts[0].strip().lower(), parts[2].strip().lower()
         if a and b and a != b:
             pairs.add((min(a, b), max(a, b)))
+            nicknames.setdefault(a, set()).add(b)
+    for names in nicknames.values():
+        pairs.update((x, y) for x, y in itertools.combinations(sorted(names), 2))
     return sorted(pairs)
 
 

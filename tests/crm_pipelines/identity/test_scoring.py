@@ -174,6 +174,21 @@ def test_the_nickname_list_is_the_maintained_one() -> None:
             id="nickname",
         ),
         pytest.param(
+            {"first_name": "Maggie", "last_name": "Okafor", "phone": "+4930111333"},
+            {
+                "first_name": "Peggy",
+                "last_name": "Okafor",
+                "email": "peggy.okafor@acme.example",
+                "phone": "+4930111333",
+            },
+            id="two-nicknames-of-one-name",
+        ),
+        pytest.param(
+            {"first_name": "Dr. Anna", "last_name": "Wolanski", "email": "anna.wolanski@acme.example"},
+            {"first_name": "Anna", "last_name": "Wolanski", "email": "anna.wolanski@acme.example"},
+            id="title-in-the-given-name",
+        ),
+        pytest.param(
             {"first_name": "Thomas", "last_name": "Campbell", "email": "t.campbell@acme.example"},
             {"first_name": "T.", "last_name": "Campbell", "email": "t.campbell+crm@acme.example"},
             id="initial-and-tagged-email",
