@@ -202,6 +202,38 @@ def cmd_warehouse_roles(args: argparse.Namespace) -> int:
     return 0
 
 
+def _confirm_deletes_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--source", required=True, help="the source (sources.yaml), e.g. hubspot")
+    parser.add_argument("--dataset", required=True, help="the dataset, e.g. contacts")
+    parser.add_argument(
+        "--count",
+        type=int,
+        required=True,
+        help="deletions allowed in the next read (the number the stop gave)",
+    )
+    parser.add_argument("--by", default=None, help="who confirms (default: $USER)")
+
+
+def cmd_confirm_deletes(args: argparse.Namespace) -> int:
+    """Let the next read of a dataset delete up to --count records past its delete guard, once."""
+    import getpass
+
+    from crm_pipelines.delete_guard import confirm_deletions
+    from crm_pipelines.settings import current_paths
+
+    path = confirm_deletions(
+        lake_dir=current_paths().lake_dir,
+        source=args.source,
+        dataset=args.dataset,
+        count=args.count,
+        by=args.by or getpass.getuser(),
+    )
+    console.print(
+        f"the next read of {args.source} {args.dataset} may delete up to {args.count} records ({path})"
+    )
+    return 0
+
+
 BUILT_IN: dict[str, Command] = {
     "doctor": Command(
         help="check configuration, credentials and connectivity of every system", run=cmd_doctor
@@ -215,6 +247,11 @@ BUILT_IN: dict[str, Command] = {
         help="erase a person on request (--email or --golden-id) and keep them out of later nights",
         run=cmd_erase,
         add_arguments=_erase_arguments,
+    ),
+    "confirm-deletes": Command(
+        help="let the next read of a dataset delete more than its guard allows (--source --dataset --count)",
+        run=cmd_confirm_deletes,
+        add_arguments=_confirm_deletes_arguments,
     ),
     "warehouse-roles": Command(
         help="create the PostgreSQL warehouse's roles: crm_loader, crm_analyst (masked marts), crm_pii_reader",

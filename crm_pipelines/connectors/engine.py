@@ -346,7 +346,7 @@ def extract_keys(
             )
             paging = system.paging_of(object_name)
             for _, _, records in walk_pages(
-                session, paging, request, size, obj.records_path, object_name, context
+                session, paging, request, size, obj.records_path, object_name, context, key_of=resolve
             ):
                 counted.requests += 1
                 keys = [render_value(resolve(r)) for r in records]

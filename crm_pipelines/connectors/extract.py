@@ -22,6 +22,7 @@ import pyarrow as pa
 
 from crm_pipelines.connectors.engine import ExtractStats, SchemaDrift, parse_cursor
 from crm_pipelines.connectors.spec import SystemSpec
+from crm_pipelines.delete_guard import check_deletions
 from crm_pipelines.incremental import ReadPlan, SnapshotBuild, latest_snapshot_before, plan_read
 from crm_pipelines.progress import ProgressLog
 
@@ -110,6 +111,8 @@ def extract_api_object(
 
     Raises:
         crm_pipelines.incremental.EmptyKeysRead: a keys read for delete detection found nothing.
+        crm_pipelines.delete_guard.DeleteGuardTripped: the read would delete more than the object's
+            ``deletes.max_share`` of its live records, unconfirmed.
     """
     source = api.system
     obj = api.spec().get_object(object_name)
@@ -172,6 +175,18 @@ def extract_api_object(
                 base=plan.base, primary_key=[obj.primary_key], columns=schema.names
             )
     progress.done()
+    if base is not None:
+        # Before the snapshot counts as complete: a read that drops many live records stops here.
+        check_deletions(
+            lake_dir=lake_dir,
+            source=source,
+            dataset=dataset,
+            previous=base.folder,
+            new=build.snapshot_file,
+            primary_key=[obj.primary_key],
+            max_share=obj.deletes.max_share,
+            min_rows=obj.deletes.min_rows,
+        )
     if tracked:
         result.reached = stats.delta_link
         build.finish(since=plan.delta_link, reached=result.reached, kind="delta_link")

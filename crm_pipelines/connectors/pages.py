@@ -22,12 +22,14 @@ from crm_pipelines.connectors.collect import ExtractStats, path_resolver
 from crm_pipelines.connectors.cursors import parse_cursor
 from crm_pipelines.connectors.limits import ApiRequestError, ErrorContext
 from crm_pipelines.connectors.paging import NumberedPaginator, PageRequest, PagingSpec, make_paginator
+from crm_pipelines.connectors.paging.base import as_int
 from crm_pipelines.connectors.paths import MISSING, resolve_path
 from crm_pipelines.connectors.session import Session
 
 __all__ = [
     "CursorChain",
     "PageCounter",
+    "PageGuard",
     "PageInfo",
     "records_of",
     "walk_pages",
@@ -91,6 +93,93 @@ def records_of(body: Any, records_path: str, object_name: str, context: ErrorCon
     return records
 
 
+class PageGuard:
+    """What a walk through pages must not take for data.
+
+    - A page whose records (or keys) repeat the previous page's: a caching proxy or a shifting
+      offset answered with the page before. Taken as data it hides the real page, whose records
+      then look deleted. The page is asked for again up to ``retries`` times, then the read fails.
+    - Fewer records than the listing's own total (``total_path``) when the walk ends: the read
+      fails rather than report the missing records as gone.
+
+    Args:
+        context: Where the pages come from, for messages.
+        total_path: Where a page reports the listing's total, or None.
+        key_of: A record's key (compared instead of the whole record), or None.
+        retries: Requests of a repeated page before the read fails.
+    """
+
+    def __init__(
+        self,
+        context: ErrorContext,
+        *,
+        total_path: str | None = None,
+        key_of: Callable[[Any], Any] | None = None,
+        retries: int = 3,
+    ) -> None:
+        self.context = context
+        self.total_path = total_path
+        self.key_of = key_of
+        self.retries = retries
+        self.received = 0
+        self.repeats = 0  # repeated pages seen (each asked for again)
+        self._previous: list[Any] | None = None
+        self._totals: list[int] = []
+
+    def _fingerprint(self, records: list[Any]) -> list[Any]:
+        return [self.key_of(r) for r in records] if self.key_of is not None else records
+
+    def repeated(self, records: list[Any]) -> bool:
+        """Whether ``records`` repeat the previous page's (an empty page repeats nothing)."""
+        return bool(records) and self._previous is not None and self._fingerprint(records) == self._previous
+
+    def fetch(
+        self, session: Session, request: PageRequest, records_path: str, object_name: str
+    ) -> tuple[Any, list[Any]]:
+        """The page ``request`` asks for, asked again while it repeats the previous page."""
+        attempts = 0
+        while True:
+            body = session.get_json(request, context=self.context)
+            records = records_of(body, records_path, object_name, self.context)
+            if not self.repeated(records):
+                return body, records
+            attempts += 1
+            self.repeats += 1
+            if attempts > self.retries:
+                raise ApiRequestError(
+                    f"{self.context.where}: a page answered with the previous page's {len(records)} "
+                    f"records {attempts} times in a row ({request.url}); the read stops so that the "
+                    "records of the missing page are not taken for deleted.",
+                    fix="check for a caching proxy between the pipeline and the API; the next run reads again.",
+                )
+            log.warning(
+                "%s: a page repeated the previous page's records; asking for it again (%d of %d)",
+                self.context.where,
+                attempts,
+                self.retries,
+            )
+
+    def accept(self, body: Any, records: list[Any]) -> None:
+        """Count a page taken as data."""
+        self.received += len(records)
+        self._previous = self._fingerprint(records) if records else self._previous
+        if self.total_path is not None:
+            total = as_int(resolve_path(body, self.total_path))
+            if total is not None:
+                self._totals.append(total)
+
+    def finish(self) -> None:
+        """Fail when the walk read fewer records than the listing reported (its lowest report:
+        records deleted during the walk lower the later ones)."""
+        if self._totals and self.received < min(self._totals):
+            raise ApiRequestError(
+                f"{self.context.where}: the listing reported {min(self._totals)} records but "
+                f"{self.received} arrived; the read stops so that the missing ones are not taken "
+                "for deleted.",
+                fix="run again; if it persists, the API's paging skips records (report it to the vendor).",
+            )
+
+
 def walk_pages(
     session: Session,
     paging: PagingSpec,
@@ -101,15 +190,20 @@ def walk_pages(
     context: ErrorContext,
     chain: CursorChain | None = None,
     one_at_a_time: bool = False,
+    key_of: Callable[[Any], Any] | None = None,
+    guard: PageGuard | None = None,
 ) -> Iterator[tuple[PageRequest, Any, list[Any]]]:
     """(request, body, records) of every page, in order.
 
     A paginator whose n-th request is known ahead (offsets, page numbers) with ``concurrency`` > 1
     keeps that many requests in flight (through the account's shared bucket), unless
     ``one_at_a_time``. With a ``chain``, a cursor chain about to pass its limit is replaced by a
-    new one.
+    new one. Every page goes through a :class:`PageGuard` (repeated pages, the reported total);
+    ``key_of`` gives it the records' keys.
     """
     paginator = make_paginator(spec=paging)
+    own_guard = guard is None
+    guard = guard or PageGuard(context, total_path=paging.total_path, key_of=key_of)
     request: PageRequest | None = paginator.first_request(request=first, page_size=size)
     if (
         isinstance(paginator, NumberedPaginator)
@@ -117,11 +211,15 @@ def walk_pages(
         and not one_at_a_time
         and request is not None
     ):
-        yield from _concurrent_pages(session, paginator, request, size, records_path, object_name, context)
+        yield from _concurrent_pages(
+            session, paginator, request, size, records_path, object_name, context, guard
+        )
+        if own_guard:
+            guard.finish()
         return
     while request is not None:
-        body = session.get_json(request, context=context)
-        records = records_of(body, records_path, object_name, context)
+        body, records = guard.fetch(session, request, records_path, object_name)
+        guard.accept(body, records)
         yield request, body, records
         next_request = paginator.next_request(previous=request, body=body, records=records, page_size=size)
         if chain is not None:
@@ -134,6 +232,8 @@ def walk_pages(
                 fix=f"check the paging declaration in {context.yaml_path}.",
             )
         request = next_request
+    if own_guard:
+        guard.finish()
 
 
 def _concurrent_pages(
@@ -144,6 +244,7 @@ def _concurrent_pages(
     records_path: str,
     object_name: str,
     context: ErrorContext,
+    guard: PageGuard,
 ) -> Iterator[tuple[PageRequest, Any, list[Any]]]:
     concurrency = paginator.concurrency
     executor = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix=f"{context.system_name}-pages")
@@ -167,6 +268,9 @@ def _concurrent_pages(
             request, future = in_flight.popleft()
             body = future.result()
             records = records_of(body, records_path, object_name, context)
+            if guard.repeated(records):
+                body, records = guard.fetch(session, request, records_path, object_name)
+            guard.accept(body, records)
             if first_answer:
                 first_answer = False
                 last_page = paginator.page_count(body=body, page_size=size)
@@ -191,6 +295,7 @@ def _concurrent_pages(
                     object_name,
                     context,
                     one_at_a_time=True,
+                    guard=guard,
                 )
                 return
             submit()

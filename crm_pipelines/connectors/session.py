@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import logging
+import random
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -44,6 +46,9 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 _USER_AGENT = "crm-pipelines"
+# Requests of a GET whose 2xx body is not JSON before the read fails: a proxy that cuts answers
+# short is transient; an API base URL that serves HTML is not, and should fail fast.
+_BODY_ATTEMPTS = 3
 
 
 class _JsonNumber(str):
@@ -255,8 +260,34 @@ class Session:
             ) from None
 
     def get_json(self, page: PageRequest, *, context: ErrorContext) -> Any:
-        """GET a page as JSON with the current token (401: refresh once and retry)."""
-        return self.decode(self.send("GET", page, context=context), context=context)
+        """GET a page as JSON with the current token (401: refresh once and retry).
+
+        A 2xx answer whose body is not JSON (cut short by a proxy, or empty) is asked for again,
+        up to ``_BODY_ATTEMPTS`` times with the retry policy's backoff: a GET can be repeated.
+        """
+        for attempt in range(1, _BODY_ATTEMPTS + 1):
+            response = self.send("GET", page, context=context)
+            try:
+                return self.decode(response, context=context)
+            except ApiRequestError:
+                if attempt == _BODY_ATTEMPTS:
+                    raise
+                delay = random.uniform(
+                    0,
+                    min(
+                        self.retry.backoff_max_seconds,
+                        self.retry.backoff_initial_seconds * 2 ** (attempt - 1),
+                    ),
+                )
+                log.warning(
+                    "%s: HTTP %d with a body that is not JSON (%d bytes); asking again in %.1f s",
+                    context.where,
+                    response.status_code,
+                    len(response.content),
+                    delay,
+                )
+                time.sleep(delay)
+        raise AssertionError("unreachable: the loop returns or raises")  # pragma: no cover
 
     def post_json(self, page: PageRequest, body: Any, *, context: ErrorContext, method: str = "POST") -> Any:
         """POST (or PATCH) a JSON body and decode the JSON answer."""

@@ -426,6 +426,18 @@ class DeletesSpec(SpecModel):
         ),
     )
     paging: PagingSpec | None = None
+    max_share: float = Field(
+        default=0.05,
+        ge=0.0,
+        le=1.0,
+        description=(
+            "A read that would delete more than this share of the live records stops until an operator "
+            "confirms (crm-pipelines confirm-deletes): missing keys look like deletions whatever lost them."
+        ),
+    )
+    min_rows: int = Field(
+        default=10, ge=0, description="Deleting this many records or fewer never needs a confirmation."
+    )
 
     @field_validator("params", "headers")
     @classmethod

@@ -33,6 +33,9 @@ class PagingModel(SpecModel):
     """What a ``paging:`` declaration is: its ``kind`` and the paginator it makes."""
 
     kind: str
+    # Where a page reports how many records the whole listing holds (Salesforce ``totalSize``,
+    # SData ``$totalResults``): a walk that ends with fewer is a fault, not a smaller object.
+    total_path: str | None = None
 
     @abstractmethod
     def paginator(self) -> Paginator[Any]:
