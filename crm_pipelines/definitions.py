@@ -32,6 +32,7 @@ from resources.crm_api import CrmApiResource
 from resources.erp_database import ErpDatabaseResource
 from resources.lake import LakeResource, WarehouseResource
 from resources.sftp import SFTPResource
+from sensors.alerts import alert_on_check_failure, alert_on_run_failure, daily_alert_summary
 from sensors.sftp_arrival import build_sftp_arrival_sensors
 from sensors.webhook_events import webhook_events_sensor
 
@@ -130,6 +131,12 @@ def defs() -> dg.Definitions:
         asset_checks=build_source_checks(),
         jobs=[nightly_sync_job, apply_match_decisions, erase_person, *build_sftp_file_jobs()],
         schedules=[build_nightly_schedule(job_name="nightly_sync", timezone=settings.current_timezone())],
-        sensors=[*build_sftp_arrival_sensors(), webhook_events_sensor],
+        sensors=[
+            *build_sftp_arrival_sensors(),
+            webhook_events_sensor,
+            alert_on_run_failure,
+            alert_on_check_failure,
+            daily_alert_summary,
+        ],
         resources=build_resources(),
     )

@@ -101,3 +101,30 @@ def rate_limit_dir() -> Path:
 def write_back_enabled() -> bool:
     """Whether syncs write into the target systems (``CRM_PIPELINES_WRITE_BACK=on``) or only plan."""
     return os.environ.get(WRITE_BACK, "").strip().lower() in ("on", "1", "true", "yes")
+
+
+# Alerts (crm_pipelines/alerts/): e-mail over SMTP and a Slack-compatible webhook. A channel whose
+# variables are unset sends nothing; ALERT_SMTP_PASSWORD and the webhook URL are secrets.
+ALERT_SMTP_HOST = "ALERT_SMTP_HOST"
+ALERT_SMTP_PORT = "ALERT_SMTP_PORT"
+ALERT_SMTP_USERNAME = "ALERT_SMTP_USERNAME"
+ALERT_SMTP_PASSWORD = "ALERT_SMTP_PASSWORD"
+# starttls (default), ssl (implicit TLS), or none (only for a loopback host: a local relay, tests).
+ALERT_SMTP_TLS = "ALERT_SMTP_TLS"
+ALERT_EMAIL_FROM = "ALERT_EMAIL_FROM"
+# Comma-separated recipients.
+ALERT_EMAIL_TO = "ALERT_EMAIL_TO"
+# https (plain http only to a loopback host).
+ALERT_SLACK_WEBHOOK_URL = "ALERT_SLACK_WEBHOOK_URL"
+# The Dagster UI as the alerts' readers reach it: a run's link is <DAGSTER_UI_URL>/runs/<run_id>.
+DAGSTER_UI_URL = "DAGSTER_UI_URL"
+
+DEFAULT_ALERT_SMTP_PORT = 587
+DEFAULT_ALERT_SMTP_SSL_PORT = 465
+DEFAULT_ALERT_SMTP_TLS = "starttls"
+DEFAULT_DAGSTER_UI_URL = "http://localhost:3000"
+
+
+def dagster_ui_url() -> str:
+    """``DAGSTER_UI_URL`` without its trailing slash: where an alert links a run."""
+    return (os.environ.get(DAGSTER_UI_URL) or DEFAULT_DAGSTER_UI_URL).rstrip("/")
