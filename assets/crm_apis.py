@@ -9,8 +9,10 @@ from datetime import datetime
 import dagster as dg
 
 from crm_pipelines.connectors.extract import ApiExtract, extract_api_object
+from crm_pipelines.delete_guard import DeleteGuardTripped
 from crm_pipelines.incremental import EmptyKeysRead
 from crm_pipelines.partitions import NIGHTLY_PARTITIONS, partition_window
+from crm_pipelines.retries import step_retry_policy
 from crm_pipelines.settings import current_timezone
 from crm_pipelines.sources import load_sources
 from crm_pipelines.warehouse.watermarks import committed_watermark
@@ -33,6 +35,7 @@ def _build_extract(source: str, title: str, dataset: str, object_name: str) -> d
         required_resource_keys={resource_key, "lake", "warehouse"},
         description=f"{title} {object_name} records as of the end of the partition day, in the lake.",
         metadata={"source_object": object_name},
+        retry_policy=step_retry_policy(),
     )
     def _extract(context: dg.AssetExecutionContext) -> dg.MaterializeResult[None]:
         api: CrmApiResource = getattr(context.resources, resource_key)
@@ -56,7 +59,11 @@ def _build_extract(source: str, title: str, dataset: str, object_name: str) -> d
                 metadata={
                     "fix": "check the user's read permission and the object's request in the system YAML"
                 },
+                allow_retries=False,
             ) from exc
+        except DeleteGuardTripped as exc:
+            # Stays failed until an operator confirms: retrying would only trip it again.
+            raise dg.Failure(description=str(exc), allow_retries=False) from exc
         if result.drift is not None and result.drift.has_drift:
             context.log.warning(result.drift.describe())
         return dg.MaterializeResult(metadata=_metadata(result))

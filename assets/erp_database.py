@@ -11,6 +11,7 @@ import dagster as dg
 from crm_pipelines.databases.extract import extract_table
 from crm_pipelines.lake import partition_dir
 from crm_pipelines.partitions import NIGHTLY_PARTITIONS
+from crm_pipelines.retries import step_retry_policy
 from crm_pipelines.sources import Dataset, load_sources
 from crm_pipelines.warehouse.watermarks import committed_watermark
 from resources.erp_database import ErpDatabaseResource
@@ -27,6 +28,7 @@ def _build_extract(source: str, dataset: str, declared: Dataset) -> dg.AssetsDef
         kinds={"sql", "parquet"},
         description=f"ERP table {table}: its snapshot as of the partition, streamed into the lake.",
         metadata={"source_table": table, "incremental": declared.incremental is not None},
+        retry_policy=step_retry_policy(),
     )
     def _extract(
         context: dg.AssetExecutionContext,

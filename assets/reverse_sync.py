@@ -12,6 +12,7 @@ import dagster as dg
 
 from crm_pipelines import settings
 from crm_pipelines.partitions import NIGHTLY_PARTITIONS
+from crm_pipelines.retries import step_retry_policy
 from crm_pipelines.syncs.reconcile import reconcile_syncs, record_outbound
 from crm_pipelines.syncs.run import MissingInput, SyncReport, resolve_target, run_sync
 from crm_pipelines.syncs.spec import SyncSpec, load_syncs
@@ -87,6 +88,7 @@ def _build_sync(sync: SyncSpec, names_by_declaration: dict[str, list[str]]) -> d
         required_resource_keys={client_key, "lake", "warehouse"},
         description=sync.description or f"Sync {sync.declaration} into {sync.system}.",
         metadata={"mode": sync.mode, "target_system": sync.system},
+        retry_policy=step_retry_policy(),
         check_specs=[
             dg.AssetCheckSpec(
                 "every_row_has_an_outcome",
@@ -118,7 +120,7 @@ def _build_sync(sync: SyncSpec, names_by_declaration: dict[str, list[str]]) -> d
                 log=context.log,
             )
         except MissingInput as exc:
-            raise dg.Failure(str(exc)) from exc
+            raise dg.Failure(str(exc), allow_retries=False) from exc
         yield dg.MaterializeResult(metadata=_metadata(report))
         counts = report.counts
         yield dg.AssetCheckResult(

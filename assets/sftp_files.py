@@ -24,6 +24,7 @@ from crm_pipelines.jobs import DROP_TAG, FILE_VERSION_TAG, SFTP_SHA256_TAG, drop
 from crm_pipelines.lake import partition_dir
 from crm_pipelines.mapping.spec import load_mappings
 from crm_pipelines.partitions import NIGHTLY_PARTITIONS, file_versions_partitions, parse_file_version_key
+from crm_pipelines.retries import step_retry_policy
 from crm_pipelines.sources import Dataset, load_sources
 from crm_pipelines.warehouse.raw import load_raw_dataset
 from resources.lake import LakeResource, WarehouseResource
@@ -40,6 +41,7 @@ def _build_extract(
         kinds={"sftp", "csv", "parquet"},
         description=f"{title}: the day's {dataset} file, landed in the lake once it is completely written.",
         check_specs=[dg.AssetCheckSpec("file_arrived", asset=dg.AssetKey([source, dataset]))],
+        retry_policy=step_retry_policy(),
     )
     def _extract(
         context: dg.AssetExecutionContext, sftp: SFTPResource, lake: LakeResource
@@ -121,13 +123,8 @@ def _build_archive(source: str, title: str, datasets: dict[str, Dataset]) -> dg.
         }
         actions = archive_drop(sftp.session, warehouse=warehouse.get(), source=source, drops=drops)
         _log_actions(context, actions)
-        return dg.MaterializeResult(
-            metadata={
-                "moved_to_processed": dg.MetadataValue.int(sum(a["action"] == "processed" for a in actions)),
-                "moved_to_error": dg.MetadataValue.int(sum(a["action"] == "error" for a in actions)),
-                "actions": dg.MetadataValue.json(actions),
-            }
-        )
+        moved = {f"moved_to_{to}": sum(a["action"] == to for a in actions) for to in ("processed", "error")}
+        return dg.MaterializeResult(metadata={**moved, "actions": dg.MetadataValue.json(actions)})
 
     return _archive
 
@@ -181,6 +178,7 @@ def _build_file_version_assets(
         tags=tags,
         kinds={"sftp", "parquet"},
         description=f"{title}: one version of a {dataset} file (name@sha256), landed in its day's lake folder.",
+        retry_policy=step_retry_policy(),
     )
     def _extract(
         context: dg.AssetExecutionContext, sftp: SFTPResource, lake: LakeResource
@@ -202,7 +200,7 @@ def _build_file_version_assets(
                 log=context.log,
             )
         except FileVersionUnavailable as exc:
-            raise dg.Failure(str(exc)) from exc
+            raise dg.Failure(str(exc), allow_retries=False) from exc
         rows = int(manifest["rows_landed"])
         return dg.MaterializeResult(
             metadata={

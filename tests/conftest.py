@@ -12,6 +12,7 @@ Two changes to xdist's file-by-file scheduling, neither to what a test runs or c
 
 from __future__ import annotations
 
+import os
 from typing import TYPE_CHECKING
 
 import pytest
@@ -20,6 +21,10 @@ if TYPE_CHECKING:
     from xdist.remote import Producer
     from xdist.scheduler import LoadFileScheduling
     from xdist.workermanager import WorkerController
+
+# Steps that talk to other systems are retried with a backoff (crm_pipelines/retries.py); a test that
+# makes one fail on purpose need not wait the production delay.
+os.environ.setdefault("CRM_PIPELINES_STEP_RETRY_DELAY_SECONDS", "0.1")
 
 # Packages whose files share package-scoped fixtures: each runs whole on one worker.
 SHARED_PACKAGES = ("tests/crm_pipelines/privacy/",)

@@ -34,11 +34,10 @@ def _default_day() -> dt.date:
 
 
 def _prepare_dagster_home() -> Path:
+    from crm_pipelines.instance import prepare_home
+
     home = Path(os.environ.get("DAGSTER_HOME") or (DATA_DIR / "dagster_home")).resolve()
-    home.mkdir(parents=True, exist_ok=True)
-    config = home / "dagster.yaml"
-    if not config.exists():
-        config.write_text("telemetry:\n  enabled: false\n")
+    prepare_home(home)  # the shipped dagster.yaml: run retries and a run queue, one run per partition
     os.environ["DAGSTER_HOME"] = str(home)
     return home
 
