@@ -86,7 +86,7 @@ def find_arrivals(
         if day is None:
             problem = declared.date_problem(name)
             notes.append(
-                f"{name}: {problem}; left in the drop"
+                f"{name}: {problem}; the nightly sweep moves it to the error folder"
                 if problem
                 else f"{name}: does not match {declared.pattern}"
             )

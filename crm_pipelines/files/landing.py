@@ -18,6 +18,7 @@ import json
 import logging
 import posixpath
 import tempfile
+import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
@@ -250,6 +251,37 @@ class DropDay:
         return sorted(str(m.get("path")) for m in landed_manifests(self.folder))
 
 
+def reject_undated_files(
+    session: SFTPSession,
+    *,
+    declared: Dataset,
+    remote_folder: str,
+    stable_seconds: float,
+    log: Logger,
+    now: float | None = None,
+) -> list[dict[str, str]]:
+    """Move the drop's files whose name carries no calendar date to the error folder, with the reason.
+
+    ``invoices_2025-13-45.csv`` (or a date in other scripts' digits) is shaped like the drop's files
+    but names no night: no sweep would ever read it, so it is rejected rather than left forever.
+    Only a file unchanged for ``stable_seconds`` moves (a partner may still be writing it).
+    """
+    if not declared.pattern or "{date}" not in declared.pattern:
+        return []
+    moment = time.time() if now is None else now
+    shaped = declared.pattern.replace("{date}", "?" * 10)
+    rejected: list[dict[str, str]] = []
+    for remote in session.list_files(remote_folder, shaped):
+        problem = declared.date_problem(remote.name)
+        if problem is None or moment - remote.mtime < (declared.stable_seconds or stable_seconds):
+            continue
+        reason = f"{problem}: no night reads it"
+        move_to_error(session, remote.path, declared.remote_folder(remote_folder, "error"), reason)
+        rejected.append({"path": remote.path, "reason": reason})
+        log.error(f"{remote.path}: {reason}; moved to the error folder")
+    return rejected
+
+
 def land_drop_day(
     session: SFTPSession,
     *,
@@ -275,6 +307,9 @@ def land_drop_day(
     quarantine_folder = partition_dir(lake_dir, "quarantine", source, dataset, partition)
     folder.mkdir(parents=True, exist_ok=True)
     day = DropDay(expected=expected, remote_folder=remote_folder, folder=folder)
+    day.unreadable += reject_undated_files(
+        session, declared=declared, remote_folder=remote_folder, stable_seconds=stable_seconds, log=log
+    )
     listing = session.list_files(remote_folder, expected)
     for refused in listing.rejected:
         log.warning(f"{remote_folder}: refused {refused.name!r}: {refused.reason}")

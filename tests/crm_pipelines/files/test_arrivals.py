@@ -78,7 +78,7 @@ def test_files_that_do_not_match_the_drop_are_reported_not_launched() -> None:
     assert notes == ["invoices_final.csv: does not match invoices_{date}.csv"]
 
 
-def test_a_name_with_an_impossible_date_is_left_with_a_reason_and_its_neighbour_goes() -> None:
+def test_a_name_with_an_impossible_date_is_not_launched_and_its_neighbour_goes() -> None:
     files = [
         ("invoices_2025-13-45.csv", "/outbound/finance/invoices_2025-13-45.csv", 10, 1.0),
         ("invoices_2026-11-25.csv", "/outbound/finance/invoices_2026-11-25.csv", 10, 1.0),
@@ -90,5 +90,5 @@ def test_a_name_with_an_impossible_date_is_left_with_a_reason_and_its_neighbour_
     assert [a.day for a in arrivals] == ["2026-11-25"]
     assert notes == [
         "invoices_2025-13-45.csv: '2025-13-45' in the name is not a calendar date (YYYY-MM-DD in ASCII digits); "
-        "left in the drop"
+        "the nightly sweep moves it to the error folder"
     ]

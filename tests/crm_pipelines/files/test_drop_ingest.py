@@ -8,6 +8,7 @@ checks: rows and quarantine in the warehouse, ``ops.file_ingest``, and where fil
 from __future__ import annotations
 
 import hashlib
+import os
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -133,6 +134,31 @@ def test_each_file_version_is_ingested_once_then_moved(drop_server: DropServer, 
     assert drop.sql("SELECT count(*) FROM ops.file_ingest WHERE path LIKE '%invoices%'") == [(2,)]
     assert drop.sql("SELECT count(*) FROM raw.finance_sftp__invoices") == [(4,)]
     assert drop.names("processed") == [f"invoices_{DAY}.1.csv", f"invoices_{DAY}.csv"]
+
+
+@pytest.mark.parametrize("drop_server", ["openssh"], indirect=True)
+def test_a_file_whose_name_carries_no_calendar_date_is_rejected_and_its_neighbours_load(
+    drop_server: DropServer, tmp_path: Path
+) -> None:
+    drop = Drop(drop_server, tmp_path)
+    folder = drop_server.local
+    (folder / f"invoices_{DAY}.csv").write_text(INVOICE_HEADER + "\n" + invoice_lines("BIL-1"))
+    impossible = folder / "invoices_2025-13-45.csv"
+    impossible.write_text(INVOICE_HEADER + "\n" + invoice_lines("BIL-9"))
+    full_width = folder / "invoices_\uff12\uff10\uff12\uff16-11-25.csv"  # a date in full-width digits
+    full_width.write_text(INVOICE_HEADER + "\n" + invoice_lines("BIL-8"))
+    for old in (impossible, full_width):
+        os.utime(old, (time.time() - 60, time.time() - 60))
+
+    drop.run()
+    assert drop.sql("SELECT invoice_number FROM raw.finance_sftp__invoices") == [("BIL-1",)]
+    assert drop.names("processed") == [f"invoices_{DAY}.csv"]
+    assert drop.names("error") == sorted(
+        [impossible.name, f"{impossible.name}.error.txt", full_width.name, f"{full_width.name}.error.txt"]
+    )
+    reason = (folder / "error" / f"{impossible.name}.error.txt").read_text()
+    assert "'2025-13-45' in the name is not a calendar date" in reason
+    assert drop.names() == []
 
 
 # One server is enough here: the difference between the servers is covered above.
