@@ -42,6 +42,9 @@ LAKE_DIR = "CRM_PIPELINES_LAKE_DIR"
 TIMEZONE = "CRM_PIPELINES_TIMEZONE"
 # Folder of the accounts' shared rate-limit windows (one SQLite file per CRM account).
 RATE_LIMIT_DIR = "CRM_PIPELINES_RATE_LIMIT_DIR"
+# A server holding every account's rate-limit window for workers on several hosts
+# (postgresql://...); unset: a SQLite file per account on each host (RATE_LIMIT_DIR).
+RATE_LIMIT_URL = "CRM_PIPELINES_RATE_LIMIT_URL"
 
 DEFAULT_WAREHOUSE_URL = "duckdb:///data/warehouse.duckdb"
 DEFAULT_LAKE_DIR = "data/lake"
@@ -96,6 +99,11 @@ def rate_limit_dir() -> Path:
     else ``crm-pipelines-rate-limits`` in the system's temporary directory."""
     configured = os.environ.get(RATE_LIMIT_DIR)
     return Path(configured) if configured else Path(tempfile.gettempdir()) / DEFAULT_RATE_LIMIT_DIR_NAME
+
+
+def rate_limit_url() -> str | None:
+    """``CRM_PIPELINES_RATE_LIMIT_URL``: where every host shares the accounts' rate-limit windows, or None."""
+    return os.environ.get(RATE_LIMIT_URL) or None
 
 
 def write_back_enabled() -> bool:

@@ -3,7 +3,8 @@
 * :class:`TokenBucket` paces requests; :func:`shared_bucket` hands every caller of the same account
   (base URL + credential) the same bucket, so parallel steps share one budget. Steps in other
   processes (Dagster runs each in its own) share the account's :class:`AccountWindow`, a SQLite
-  file in ``settings.rate_limit_dir()`` (``CRM_PIPELINES_RATE_LIMIT_DIR``).
+  file in ``settings.rate_limit_dir()`` (``CRM_PIPELINES_RATE_LIMIT_DIR``); workers on several
+  hosts share it on a server (``CRM_PIPELINES_RATE_LIMIT_URL``, :mod:`.rate_windows`).
 * :func:`send_request` retries 429/500/502/503/504, timeouts and connection errors with exponential
   backoff and full jitter (tenacity), honouring ``Retry-After`` (seconds or an HTTP date); a window
   the API reports used up (``rate_limit.remaining_header``) holds the account until it frees.
@@ -21,9 +22,12 @@ import contextlib
 import dataclasses
 import email.utils
 import hashlib
+import importlib
+import importlib.util
 import ipaddress
 import logging
 import random
+import re
 import sqlite3
 import threading
 import time
@@ -32,6 +36,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Protocol
 
 import httpx
 from pydantic import Field
@@ -39,7 +44,7 @@ from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_aft
 
 from crm_pipelines.connectors.error_bodies import describe_error_body
 from crm_pipelines.connectors.spec_base import SpecModel
-from crm_pipelines.settings import rate_limit_dir
+from crm_pipelines.settings import RATE_LIMIT_URL, rate_limit_dir, rate_limit_url
 
 __all__ = [
     "RETRY_STATUSES",
@@ -228,6 +233,48 @@ def check_url_allowed(*, url: httpx.URL | str, context: ErrorContext) -> None:
 # --- pacing ----------------------------------------------------------------------------------------
 
 
+class SharedWindow(Protocol):
+    """An account's window of sends and its pause, shared with other processes (and hosts)."""
+
+    def try_send(self) -> float: ...
+
+    def hold(self, seconds: float, *, until_window_frees: bool = False) -> None: ...
+
+    def reset(self) -> None: ...
+
+    def close(self) -> None: ...
+
+
+def open_window(
+    *, account: str, capacity: int, interval_seconds: float, margin_seconds: float
+) -> SharedWindow:
+    """The account's shared window: on the server ``CRM_PIPELINES_RATE_LIMIT_URL`` names (its scheme
+    picks the module of :mod:`crm_pipelines.connectors.rate_windows`), else a SQLite file on this host."""
+    url = rate_limit_url()
+    if url is None:
+        return AccountWindow(
+            rate_limit_dir() / f"{account}.sqlite",
+            capacity=capacity,
+            interval_seconds=interval_seconds,
+            margin_seconds=margin_seconds,
+        )
+    scheme = url.split(":", 1)[0].split("+", 1)[0].lower()
+    if (
+        not re.fullmatch(r"[a-z][a-z0-9_]*", scheme)
+        or importlib.util.find_spec(f"crm_pipelines.connectors.rate_windows.{scheme}") is None
+    ):
+        raise ValueError(f"{RATE_LIMIT_URL}: no rate-limit window for {scheme!r} URLs (postgresql:// is one)")
+    module = importlib.import_module(f"crm_pipelines.connectors.rate_windows.{scheme}")
+    window: SharedWindow = module.Window(
+        url,
+        account=account,
+        capacity=capacity,
+        interval_seconds=interval_seconds,
+        margin_seconds=margin_seconds,
+    )
+    return window
+
+
 class AccountWindow:
     """An account's sliding window of sends and its pause, in SQLite, shared by every process on the host.
 
@@ -340,7 +387,7 @@ class TokenBucket:
         interval_seconds: float,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
-        window: AccountWindow | None = None,
+        window: SharedWindow | None = None,
     ) -> None:
         if capacity <= 0 or interval_seconds <= 0:
             raise ValueError("capacity and interval_seconds must be positive")
@@ -446,8 +493,9 @@ def shared_bucket(*, base_url: str, fingerprint: str, rate_limit: RateLimitSpec)
     """The one bucket of an account: same base URL and credential means same budget.
 
     Within a process the callers share the bucket; across processes (Dagster's multiprocess
-    executor runs each step in its own) they share the account's :class:`AccountWindow`, a small
-    SQLite file in :func:`rate_limit_dir` named by a digest of the account.
+    executor runs each step in its own) they share the account's window (:func:`open_window`): a
+    small SQLite file in :func:`rate_limit_dir` named by a digest of the account, or, with
+    ``CRM_PIPELINES_RATE_LIMIT_URL``, rows on a server every host reaches.
 
     Args:
         base_url: The API base URL.
@@ -462,8 +510,8 @@ def shared_bucket(*, base_url: str, fingerprint: str, rate_limit: RateLimitSpec)
         bucket = _BUCKETS.get(key)
         if bucket is None:
             name = hashlib.sha256("\0".join(key).encode("utf-8")).hexdigest()[:24]
-            window = AccountWindow(
-                rate_limit_dir() / f"{name}.sqlite",
+            window = open_window(
+                account=name,
                 capacity=rate_limit.requests,
                 interval_seconds=rate_limit.interval_seconds,
                 margin_seconds=TokenBucket.margin_for(rate_limit.interval_seconds),
