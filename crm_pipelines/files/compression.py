@@ -1,8 +1,10 @@
 """Transparent gzip and zip for file drops: a compressed file is unpacked (streaming) before parsing.
 
 Detected by content, not by name: partners rename files carelessly but the magic bytes do not lie.
-A zip must hold exactly one regular member with a plain name; anything else is refused, so a drop
-cannot smuggle extra files or paths (``../x``) through an archive. Corrupt data, an encrypted member,
+A zip must hold exactly one regular member with a plain name; anything else (a directory traversal,
+a symbolic link, an empty archive) is refused, so a drop cannot smuggle extra files, paths (``../x``)
+or links through an archive. An archive inside the archive (gzip in gzip, zip in zip) is refused
+too: it would take another round of limits, and no export produces one. Corrupt data, an encrypted member,
 an unsupported method and a compression bomb (more than the drop's ``max_compression_ratio`` times its
 compressed size, past a floor, or more than ``max_unpacked_mb``) are refused while streaming: the
 file goes to the drop's error folder with the reason, and nothing larger than the limit is written.
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 import gzip
 import lzma
+import stat
 import zipfile
 import zlib
 from dataclasses import dataclass
@@ -23,6 +26,8 @@ from crm_pipelines.files.sftp import unsafe_name_reason
 
 GZIP_MAGIC = b"\x1f\x8b"
 ZIP_MAGIC = b"PK\x03\x04"
+# An empty zip is only its end-of-central-directory record; a spanned one starts with this marker.
+OTHER_ZIP_MAGIC = (b"PK\x05\x06", b"PK\x07\x08")
 COPY_BUFFER = 1024 * 1024
 # Small files may inflate more than the ratio allows (a few KB of zeros): up to this, the ratio is not applied.
 RATIO_FLOOR_BYTES = 64 * 1024 * 1024
@@ -52,7 +57,7 @@ def compression_of(path: Path) -> str | None:
         head = fh.read(4)
     if head.startswith(GZIP_MAGIC):
         return "gzip"
-    if head.startswith(ZIP_MAGIC):
+    if head.startswith((ZIP_MAGIC, *OTHER_ZIP_MAGIC)):
         return "zip"
     return None
 
@@ -75,12 +80,17 @@ def unpacked(path: Path, scratch: Path, limits: UnpackLimits | None = None) -> P
         if kind == "gzip":
             with gzip.open(path, "rb") as src:
                 _copy_capped(src, target, allowed, path.name, limits)
-            return target
-        with zipfile.ZipFile(path) as archive:
-            member = _the_member(path.name, archive)
-            with archive.open(member) as src:
-                _copy_capped(src, target, allowed, path.name, limits)
-            return target
+        else:
+            with zipfile.ZipFile(path) as archive:
+                member = _the_member(path.name, archive)
+                with archive.open(member) as src:
+                    _copy_capped(src, target, allowed, path.name, limits)
+        inner = compression_of(target)
+        if inner is not None:
+            raise FileRejected(
+                f"{path.name}: the {kind} holds another compressed file ({inner}); send it compressed once"
+            )
+        return target
     except FileRejected:
         target.unlink(missing_ok=True)
         raise
@@ -99,6 +109,11 @@ def _the_member(name: str, archive: zipfile.ZipFile) -> zipfile.ZipInfo:
     reason = unsafe_name_reason(member.filename)
     if reason is not None:
         raise FileRejected(f"{name}: refusing zip member {member.filename!r}: {reason}")
+    mode = member.external_attr >> 16
+    if member.create_system == 3 and stat.S_IFMT(mode) not in (0, stat.S_IFREG):
+        # Unix mode bits: a symbolic link (its "content" is a path on someone's machine), a device...
+        kind = "a symbolic link" if stat.S_ISLNK(mode) else "not a regular file"
+        raise FileRejected(f"{name}: refusing zip member {member.filename!r}: {kind}")
     if member.flag_bits & 0x1:
         raise FileRejected(f"{name}: zip member {member.filename!r} is encrypted; send it without a password")
     if member.compress_type not in _SUPPORTED_ZIP_METHODS:

@@ -132,6 +132,9 @@ class _Utf8Stream(io.RawIOBase):
         self._pending = b""
         self._eof = False
         self.saw_replacement = False
+        # NUL is no character of any export: a value holding one is damage (a crashed writer's padding,
+        # a binary field), and databases truncate or refuse it. Such rows are quarantined.
+        self.saw_nul = False
         # Parity of '"' characters: odd at the end means the file most likely ends inside a quote.
         self.quotes = 0
         # Lines made of the delimiter only (",,,,"): Arrow reads them as rows of empty values, like a
@@ -157,6 +160,8 @@ class _Utf8Stream(io.RawIOBase):
         text = self._decoder.decode(data, final=final)
         if REPLACEMENT in text:
             self.saw_replacement = True
+        if "\x00" in text:
+            self.saw_nul = True
         self.quotes += text.count('"')
         if self._only_delimiters is not None:
             self._scan_lines(text, final)
@@ -287,10 +292,33 @@ class CsvDialect:
     delimiter: str
 
 
+def _utf16_or_32(sample: bytes) -> str | None:
+    """``utf-32``/``utf-16`` for a sample with that BOM, ``utf-16-le``/``-be`` for BOM-less UTF-16, or None.
+
+    Excel's "Unicode text" and many Windows tools write UTF-16. Without a BOM it shows as a NUL byte
+    in every other position (the high byte of ASCII text): read as cp1252 it would be a header of
+    ``i\\0n\\0v\\0...``. A file of NULs only, or binary noise, has no such pattern.
+    """
+    if sample.startswith((codecs.BOM_UTF32_LE, codecs.BOM_UTF32_BE)):
+        return "utf-32"
+    if sample.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        return "utf-16"
+    head = sample[: 4096 - 4096 % 2]
+    if len(head) < 4:
+        return None
+    even, odd = head[0::2].count(0) / (len(head) // 2), head[1::2].count(0) / (len(head) // 2)
+    if odd > 0.9 and even < 0.1:
+        return "utf-16-le"
+    if even > 0.9 and odd < 0.1:
+        return "utf-16-be"
+    return None
+
+
 def detect_dialect(path: Path) -> CsvDialect:
     """Guess a CSV file's encoding and delimiter from its first bytes.
 
-    Encoding: a UTF-8 BOM (or none and valid UTF-8) means UTF-8. A sample with invalid UTF-8 is
+    Encoding: a UTF-16 or UTF-32 BOM, or UTF-16 without one, means that (see :func:`_utf16_or_32`);
+    a UTF-8 BOM (or none and valid UTF-8) means UTF-8. A sample with invalid UTF-8 is
     still UTF-8 when it holds more well-formed multi-byte characters than invalid bytes: a UTF-8 file
     damaged in a few places (its bad rows are quarantined for their undecodable bytes, and its
     "München" stays "München"). Otherwise it is read as cp1252, the usual export encoding of Windows
@@ -300,7 +328,10 @@ def detect_dialect(path: Path) -> CsvDialect:
     """
     with open(path, "rb") as raw:
         sample = raw.read(SNIFF_BYTES)
-    if sample.startswith(codecs.BOM_UTF8):
+    wide = _utf16_or_32(sample)
+    if wide is not None:
+        encoding = wide
+    elif sample.startswith(codecs.BOM_UTF8):
         encoding = "utf-8"
     else:
         # final=False: the sample may end in the middle of a multi-byte character.
@@ -466,6 +497,9 @@ class _RowParser:
         }
 
     def _quarantine_bad(self, bad_rows: list[tuple[_BadRow, int]]) -> None:
+        # A line of spaces and tabs only (a careless editor's trailing line) is a blank line, skipped
+        # like an empty one, unless the spaces are the delimiter (a row of delimiters is quarantined).
+        bad_rows = [(b, n) for b, n in bad_rows if b.text.strip() or self.delimiter in b.text]
         for bad, line in bad_rows:
             self.quarantine.append(
                 self._entry(
@@ -498,7 +532,7 @@ class _RowParser:
     def run(self, stream: _Utf8Stream) -> Iterator[CsvChunk]:
         try:
             for batch in self._open(stream):
-                self._take(batch, stream.saw_replacement, stream.delimiter_only_lines)
+                self._take(batch, stream.saw_replacement, stream.saw_nul, stream.delimiter_only_lines)
                 if self.buffered_rows >= self.batch_rows or len(self.quarantine) >= self.batch_rows:
                     yield from self._emit(final=False)
         except pa.ArrowInvalid as exc:
@@ -517,7 +551,9 @@ class _RowParser:
             raise FileRejected(f"{self.source_file}: no data rows after the header")
         yield from self._emit(final=True)
 
-    def _take(self, batch: pa.RecordBatch, check_encoding: bool, delimiter_only: set[int]) -> None:
+    def _take(
+        self, batch: pa.RecordBatch, check_encoding: bool, check_nul: bool, delimiter_only: set[int]
+    ) -> None:
         n = batch.num_rows
         spans = np.ones(n, dtype=np.int64)
         total_length = np.zeros(n, dtype=np.int64)
@@ -535,7 +571,8 @@ class _RowParser:
         repeated = self._quarantine_repeated_header(batch, lines)
         if repeated is not None:
             blank |= repeated
-        garbled = self._quarantine_garbled(batch, lines) if check_encoding else None
+        checks = [c for c, on in ((_ENCODING_CHECK, check_encoding), (_NUL_CHECK, check_nul)) if on]
+        garbled = self._quarantine_garbled(batch, lines, checks) if checks else None
         self.last_span = int(spans[-1])
         self.last_kept = not blank[-1] and not (garbled is not None and garbled[-1].as_py())
         out = pa.RecordBatch.from_arrays(
@@ -619,12 +656,23 @@ class _RowParser:
         """Quarantine rows that repeat the header (files concatenated with their headers); their mask."""
         if batch.num_columns != len(self.header):
             return None
-        same = pc.equal(batch.column(0), self.header[0])
-        if not pc.any(same).as_py():  # the usual case: one comparison per batch
+        # The header again as another export writes it: a BOM (files concatenated byte by byte), other
+        # case or spacing. Candidates by the first name (one kernel per batch), then compared normalised.
+        first = self.header[0].replace("\ufeff", "").strip()
+        col0 = batch.column(0)
+        if first:
+            same = pc.and_(
+                pc.match_substring(col0, first, ignore_case=True),
+                pc.less_equal(pc.utf8_length(col0), len(first) + 8),
+            )
+        else:
+            same = pc.equal(col0, self.header[0])
+        if not pc.any(same).as_py():  # the usual case
             return None
-        for col, name in zip(batch.columns[1:], self.header[1:], strict=True):
-            same = pc.and_(same, pc.equal(col, name))
-        mask = same.to_numpy(zero_copy_only=False).astype(bool)
+        mask = np.zeros(batch.num_rows, dtype=bool)
+        for i in np.flatnonzero(same.to_numpy(zero_copy_only=False)):
+            values = [str(col[int(i)].as_py()) for col in batch.columns]
+            mask[i] = [normalize_header(v) for v in values] == self.names
         for i in np.flatnonzero(mask):
             self.quarantine.append(
                 self._entry(
@@ -637,22 +685,21 @@ class _RowParser:
             self.data_rows += 1
         return mask if mask.any() else None
 
-    def _quarantine_garbled(self, batch: pa.RecordBatch, lines: np.ndarray) -> pa.Array:
-        """Quarantine rows holding U+FFFD; returns the mask of those rows."""
+    def _quarantine_garbled(
+        self, batch: pa.RecordBatch, lines: np.ndarray, checks: list[tuple[str, str, str]]
+    ) -> pa.Array:
+        """Quarantine rows holding a character of ``checks`` (U+FFFD, NUL), once each; their mask."""
         garbled: pa.Array | None = None
-        for col in batch.columns:
-            hit = pc.match_substring(col, REPLACEMENT)
-            garbled = hit if garbled is None else pc.or_(garbled, hit)
+        for needle, _, _ in checks:
+            for col in batch.columns:
+                hit = pc.match_substring(col, needle)
+                garbled = hit if garbled is None else pc.or_(garbled, hit)
         assert garbled is not None
         for i in np.flatnonzero(garbled.to_numpy(zero_copy_only=False)):
             values = [str(batch.column(j)[int(i)].as_py()) for j in range(batch.num_columns)]
+            needle, rule, reason = next(c for c in checks if any(c[0] in v for v in values))
             self.quarantine.append(
-                self._entry(
-                    int(lines[i]),
-                    _as_csv_line(values, self.delimiter),
-                    "encoding",
-                    "bytes that are not valid in the file's encoding (shown as U+FFFD)",
-                )
+                self._entry(int(lines[i]), _as_csv_line(values, self.delimiter), rule, reason)
             )
             self.data_rows += 1
         return garbled
@@ -678,6 +725,15 @@ class _RowParser:
     def _drain_quarantine(self) -> list[dict[str, str]]:
         out, self.quarantine = self.quarantine, []
         return out
+
+
+# (character, rule, reason) of the rows quarantined for what a value holds.
+_ENCODING_CHECK = (
+    REPLACEMENT,
+    "encoding",
+    "bytes that are not valid in the file's encoding (shown as U+FFFD)",
+)
+_NUL_CHECK = ("\x00", "nul_byte", "a NUL byte inside a value (binary data or a damaged file, not text)")
 
 
 def _physical_lines(path: Path, encoding: str, start: int) -> Iterator[tuple[int, str]]:

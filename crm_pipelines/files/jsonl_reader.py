@@ -12,11 +12,31 @@ import decimal
 import json
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
-from crm_pipelines.files.csv_reader import CsvChunk
+from crm_pipelines.files.csv_reader import CsvChunk, normalize_header
 from crm_pipelines.files.formats import FILE_FORMATS, FileFormat, FileRead
 from crm_pipelines.files.records import DriftReport, RecordBatcher
 from crm_pipelines.sources import Dataset
+
+
+class _Object(dict[str, Any]):
+    """A JSON object that remembers the keys it was given more than once (the last value would win)."""
+
+    repeated: tuple[str, ...] = ()
+
+    @classmethod
+    def from_pairs(cls, pairs: list[tuple[str, Any]]) -> _Object:
+        obj = cls(pairs)
+        if len(obj) != len(pairs):
+            seen: set[str] = set()
+            repeated: list[str] = []
+            for key, _ in pairs:
+                if key in seen:
+                    repeated.append(key)
+                seen.add(key)
+            obj.repeated = tuple(repeated)
+        return obj
 
 
 def read_jsonl_batches(
@@ -52,6 +72,7 @@ def read_jsonl_batches(
         drift=drift,
         unit="line",
     )
+    wanted = set(batcher.wanted)
     with open(path, "rb") as raw:
         for number, data in enumerate(raw, start=1):
             if number == 1:
@@ -68,9 +89,21 @@ def read_jsonl_batches(
                 continue
             try:
                 # Decimal: "100.00" stays "100.00" (a float would print 100.0).
-                record = json.loads(text, parse_float=decimal.Decimal)
+                record = json.loads(text, parse_float=decimal.Decimal, object_pairs_hook=_Object.from_pairs)
             except json.JSONDecodeError as exc:
                 batcher.quarantine(number, text, "malformed_json", exc.msg)
+                continue
+            except (ValueError, RecursionError) as exc:
+                # Valid JSON Python will not build: an integer of thousands of digits (int conversion
+                # limit), nesting deeper than the interpreter's recursion limit. Only this line is lost.
+                batcher.quarantine(number, text, "malformed_json", f"{type(exc).__name__}: {exc}")
+                continue
+            twice = sorted({normalize_header(k) for k in getattr(record, "repeated", ())} & wanted)
+            if twice:
+                batcher.observe(record)
+                batcher.quarantine(
+                    number, text, "repeated_field", f"field(s) {', '.join(twice)} occur more than once"
+                )
                 continue
             if not isinstance(record, dict):
                 batcher.quarantine(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import decimal
 import json
+import re
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
@@ -25,6 +26,29 @@ from crm_pipelines.files.csv_reader import (
     normalize_header,
     output_schema,
 )
+
+# A lone UTF-16 surrogate (JSON's "\ud800" escape) is no character: Arrow and Parquet refuse to store it.
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def text_problem(value: str | None) -> tuple[str, str] | None:
+    """(rule, reason) when a field value cannot be stored as text, else None.
+
+    A NUL (JSON's ``\\u0000``) is binary data or damage and breaks the databases downstream; a lone
+    surrogate cannot be encoded at all. The CSV reader quarantines NUL bytes the same way.
+    """
+    if value is None or (value.isascii() and "\x00" not in value):
+        return None
+    if "\x00" in value:
+        return "nul_byte", "a NUL character inside a value (binary data or a damaged file, not text)"
+    if _SURROGATE.search(value):
+        return "encoding", "a lone UTF-16 surrogate (\\ud800-\\udfff) inside a value: not a character"
+    return None
+
+
+def storable(text: str) -> str:
+    """``text`` with any lone surrogate replaced, so a quarantined record can always be written."""
+    return text if text.isascii() or not _SURROGATE.search(text) else _SURROGATE.sub("\ufffd", text)
 
 
 def _json_default(value: object) -> object:
@@ -94,7 +118,9 @@ class RecordBatcher:
                 "source": self.source,
                 "entity": self.dataset,
                 "record_id": f"{self.source_file}:{position}",
-                "record": text if len(text) <= MAX_RECORD_CHARS else text[:MAX_RECORD_CHARS] + " [truncated]",
+                "record": storable(
+                    text if len(text) <= MAX_RECORD_CHARS else text[:MAX_RECORD_CHARS] + " [truncated]"
+                ),
                 "rule": rule,
                 "reason": f"{self.unit} {position}: {reason}",
             }
@@ -120,12 +146,22 @@ class RecordBatcher:
         """
         normalised = self.observe(fields)
         missing = [c for c in self.wanted if c not in normalised]
-        if missing:
+        values = [] if missing else [as_text(normalised[name]) for name in self.wanted]
+        problems = (
+            []
+            if missing
+            else [(n, p) for n, v in zip(self.wanted, values, strict=True) if (p := text_problem(v))]
+        )
+        if missing or problems:
             record = text() if callable(text) else text if text is not None else as_text(dict(fields)) or ""
-            self.quarantine(position, record, "missing_field", f"missing field(s) {', '.join(missing)}")
+            if missing:
+                self.quarantine(position, record, "missing_field", f"missing field(s) {', '.join(missing)}")
+            else:
+                name, (rule, reason) = problems[0]
+                self.quarantine(position, record, rule, f"{name}: {reason}")
             return
-        for name in self.wanted:
-            self._rows[name].append(as_text(normalised[name]))
+        for name, value in zip(self.wanted, values, strict=True):
+            self._rows[name].append(value)
         self._rows[SOURCE_FILE].append(self.source_file)
         self._rows[SOURCE_LINE].append(position)
         self.good += 1
