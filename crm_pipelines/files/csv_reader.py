@@ -2,8 +2,11 @@
 
 The file is decoded to UTF-8 in a small Python stream (bad bytes become U+FFFD) and parsed by
 Arrow's streaming CSV reader, so memory stays at a few blocks whatever the file size. Rows with
-the wrong number of fields, undecodable bytes or a quote that is never closed are quarantined with
-their physical line number; every other row comes through with every declared column as a string.
+the wrong number of fields, undecodable bytes, a NUL, or a quote that is never closed are quarantined
+with their physical line number; every other row comes through with every declared column as a string.
+A record Arrow cannot delimit within a parse block (a quote never closed in a big file, a line of
+megabytes) is no reason to lose the file: from the first line Arrow did not deliver, every physical
+line is read on its own, with memory bounded per line.
 Types are not touched here: the mapping step converts them.
 
 Line numbers: Arrow reports the record number of a bad row but not the line of a good one, so we
@@ -384,9 +387,11 @@ def read_csv_batches(
         for ``columns``. A row whose fields are all empty (a blank line) is skipped, not quarantined.
 
     Raises:
-        FileRejected: no header, a required column missing or duplicated, a record bigger than
-            the parse block, or no data rows at all. Header problems are raised before the first
-            chunk; "no data rows" is known only at the end, when nothing has been yielded.
+        FileRejected: no header, a required column missing or duplicated, or no data rows at all.
+            Header problems are raised before the first chunk; "no data rows" is known only at the
+            end, when nothing has been yielded. A record bigger than the parse block (an unclosed
+            quote in a big file, a monstrous line) does not reject the file: from there on each
+            line is read on its own (see ``_RowParser._take_lines``).
     """
     if batch_rows < 1:
         raise ValueError("batch_rows must be at least 1")
@@ -448,7 +453,7 @@ class _RowParser:
     def __init__(
         self,
         *,
-        reread: Callable[[int], Iterator[tuple[int, str]]],
+        reread: Callable[[int], Iterator[tuple[int, str, bool]]],
         header: list[str],
         names: list[str],
         wanted: list[str],
@@ -536,15 +541,19 @@ class _RowParser:
                 if self.buffered_rows >= self.batch_rows or len(self.quarantine) >= self.batch_rows:
                     yield from self._emit(final=False)
         except pa.ArrowInvalid as exc:
-            detail = str(exc)
-            if "straddl" in detail:
-                # Usually an unclosed quote that swallows the rest of the file.
-                detail = (
-                    f"a record is longer than {BLOCK_SIZE // 1024} KiB, most likely an unclosed quote "
-                    f"after line {self.tracker.next_line - 1}"
-                )
-            raise FileRejected(f"{self.source_file}: the CSV could not be parsed: {detail}") from exc
-        if stream.quotes % 2 and not self.tracker.pending:
+            if "straddl" not in str(exc):
+                raise FileRejected(f"{self.source_file}: the CSV could not be parsed: {exc}") from exc
+            recover_from: int | None = self.tracker.next_line
+        else:
+            recover_from = None
+        if recover_from is not None:
+            # A record longer than a parse block: an unclosed quote swallowing the rest of a big file,
+            # or one monstrous line. Arrow cannot go on; every line from the first one it did not
+            # deliver is read on its own, so each lands or is quarantined by its own line number.
+            self.tracker.pending = []
+            for _ in self._take_lines(self.reread(recover_from)):
+                yield from self._emit(final=False)
+        elif stream.quotes % 2 and not self.tracker.pending:
             self._check_unclosed_quote()
         self._quarantine_bad(self.tracker.take_rest())
         if self.data_rows == 0:
@@ -606,13 +615,33 @@ class _RowParser:
         self.buffered_rows = rest.num_rows
         self.data_rows -= 1
         line = int(last[SOURCE_LINE])
+        numbered = self.reread(line)
+        for number, text, _ in numbered:
+            self._bad_line(number, text, "unclosed_quote", "a quote opened on this line is never closed")
+            break
+        for _ in self._take_lines(numbered):
+            pass
+
+    def _take_lines(self, numbered: Iterator[tuple[int, str, bool]]) -> Iterator[None]:
+        """Land or quarantine physical lines one by one, each parsed as a record of its own.
+
+        For the lines Arrow could not delimit (after a quote that is never closed). The same rules as
+        for Arrow's rows: blank lines skipped; wrong field count, a row of delimiters, the header again,
+        undecodable bytes or a NUL quarantined; a line longer than a parse block quarantined unread.
+        Yields each time :attr:`batch_rows` good rows were buffered (the caller emits them).
+        """
         good: list[tuple[int, list[str]]] = []
-        for number, text in self.reread(line):
-            if number == line:
-                self._bad_line(number, text, "unclosed_quote", "a quote opened on this line is never closed")
+        for number, text, whole in numbered:
+            if not whole:
+                self._bad_line(
+                    number, text, "line_too_long", f"a line longer than {BLOCK_SIZE:,} characters (not read)"
+                )
                 continue
-            if not text.strip():
+            if not text.strip() and self.delimiter not in text:
                 continue  # a blank line, as Arrow skips it
+            if "\x00" in text:
+                self._bad_line(number, text, _NUL_CHECK[1], _NUL_CHECK[2])
+                continue
             try:
                 fields = next(csv.reader([text], delimiter=self.delimiter, strict=True))
             except (csv.Error, StopIteration) as exc:
@@ -622,17 +651,28 @@ class _RowParser:
                 self._bad_line(
                     number, text, "field_count", f"expected {len(self.names)} fields, found {len(fields)}"
                 )
-                continue
-            good.append((number, fields))
+            elif not any(f.strip() for f in fields):
+                self._bad_line(number, text, "empty_row", "a row of delimiters only: every field is empty")
+            elif [normalize_header(f) for f in fields] == self.names:
+                self._bad_line(number, text, "repeated_header", "the header row again, inside the data")
+            elif REPLACEMENT in text:
+                self._bad_line(number, text, _ENCODING_CHECK[1], _ENCODING_CHECK[2])
+            else:
+                good.append((number, fields))
+                if len(good) >= self.batch_rows:
+                    self._buffer_lines(good)
+                    good = []
+                    yield None
         if good:
-            arrays = [pa.array([fields[i] for _, fields in good], pa.string()) for i in self.picks]
-            arrays += [
-                repeat_string(self.source_file, len(good)),
-                int64_array(np.array([n for n, _ in good])),
-            ]
-            self.buffered.append(pa.RecordBatch.from_arrays(arrays, schema=self.schema))
-            self.buffered_rows += len(good)
-            self.data_rows += len(good)
+            self._buffer_lines(good)
+            yield None
+
+    def _buffer_lines(self, good: list[tuple[int, list[str]]]) -> None:
+        arrays = [pa.array([fields[i] for _, fields in good], pa.string()) for i in self.picks]
+        arrays += [repeat_string(self.source_file, len(good)), int64_array(np.array([n for n, _ in good]))]
+        self.buffered.append(pa.RecordBatch.from_arrays(arrays, schema=self.schema))
+        self.buffered_rows += len(good)
+        self.data_rows += len(good)
 
     def _bad_line(self, line: int, text: str, rule: str, reason: str) -> None:
         self.quarantine.append(self._entry(line, text, rule, reason))
@@ -736,15 +776,28 @@ _ENCODING_CHECK = (
 _NUL_CHECK = ("\x00", "nul_byte", "a NUL byte inside a value (binary data or a damaged file, not text)")
 
 
-def _physical_lines(path: Path, encoding: str, start: int) -> Iterator[tuple[int, str]]:
-    """``(line number, text)`` of the file's lines from ``start`` on, split as the line count splits
-    them (``\\r\\n``, ``\\r`` or ``\\n``), decoded as the reader decodes them."""
+def _physical_lines(
+    path: Path, encoding: str, start: int, max_chars: int = BLOCK_SIZE
+) -> Iterator[tuple[int, str, bool]]:
+    """``(line number, text, whole)`` of the file's lines from ``start`` on, split as the line count
+    splits them (``\\r\\n``, ``\\r`` or ``\\n``), decoded as the reader decodes them.
+
+    Memory stays bounded: a line longer than ``max_chars`` comes as its first ``max_chars`` characters
+    with ``whole`` False, and the rest of it is skipped.
+    """
     if codecs.lookup(encoding).name == "utf-8":
         encoding = "utf-8-sig"
     with open(path, encoding=encoding, errors="replace", newline="") as text:
-        for number, line in enumerate(text, start=1):
+        number = 0
+        while line := text.readline(max_chars):
+            number += 1
+            whole = True
+            if len(line) == max_chars and not line.endswith(("\n", "\r")):
+                whole = False
+                while (rest := text.readline(max_chars)) and not rest.endswith(("\n", "\r")):
+                    pass
             if number >= start:
-                yield number, line.rstrip("\r\n")
+                yield number, line.rstrip("\r\n"), whole
 
 
 def _value_stats(col: pa.Array) -> tuple[np.ndarray, np.ndarray]:

@@ -357,11 +357,54 @@ def csv_cases() -> list[Case]:
             quarantined=1,
         ),
         # Size and shape.
-        rejected(
+        partly(
             "long_line",
             "5mb-field",
             lambda: csv_text([*rows(2), with_row(3, 8, "x" * (5 * 1024 * 1024)), *rows(2, 4)]).encode(),
-            "longer than",
+            N,
+            1,
+        ),
+        partly(
+            "long_line",
+            "5mb-field-mid-big-file",
+            lambda: csv_text(
+                [*rows(20_000), with_row(0, 8, "x" * (5 * 1024 * 1024)), *rows(20_000, 20_001)]
+            ).encode(),
+            40_001,
+            1,
+        ),
+        partly(
+            "long_line",
+            "20mb-no-line-break",
+            lambda: (
+                good_csv(3) + b"y" * (20 * 1024 * 1024) + b"\n" + csv_text(rows(2, 4), header=[])[1:].encode()
+            ),
+            N + 1,
+            1,
+        ),
+        partly(
+            "unclosed_quote",
+            "big-file",
+            lambda: csv_text([*rows(2), with_row(3, 8, '"never closed'), *rows(30_000, 4)]).encode(),
+            30_003,
+            1,
+        ),
+        partly(
+            "unclosed_quote",
+            "big-file-with-later-problems",
+            lambda: csv_text(
+                [
+                    *rows(20_000),
+                    with_row(0, 8, '"never'),
+                    *rows(20_000, 20_001),
+                    invoice(1)[:3],
+                    ",,,,,,,,",
+                    COLUMNS,
+                    "",
+                ]
+            ).encode(),
+            40_004,
+            4,
         ),
         rejected(
             "many_columns",
