@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, TextIO
 
 import numpy as np
 import pyarrow as pa
@@ -776,28 +776,43 @@ _ENCODING_CHECK = (
 _NUL_CHECK = ("\x00", "nul_byte", "a NUL byte inside a value (binary data or a damaged file, not text)")
 
 
-def _physical_lines(
-    path: Path, encoding: str, start: int, max_chars: int = BLOCK_SIZE
-) -> Iterator[tuple[int, str, bool]]:
-    """``(line number, text, whole)`` of the file's lines from ``start`` on, split as the line count
-    splits them (``\\r\\n``, ``\\r`` or ``\\n``), decoded as the reader decodes them.
+def read_lines(text: TextIO, count: int, max_chars: int = BLOCK_SIZE) -> tuple[list[str], list[int]]:
+    """Up to ``count`` lines of ``text`` (line breaks kept), each holding at most ``max_chars``.
 
-    Memory stays bounded: a line longer than ``max_chars`` comes as its first ``max_chars`` characters
-    with ``whole`` False, and the rest of it is skipped.
+    A line longer than that (a binary blob, a file with no line breaks) comes as its first
+    ``max_chars`` characters and the rest of it is skipped unread, so one monstrous line cannot
+    take the memory of the step; the second list gives the positions of those lines.
     """
+    readline = text.readline
+    lines: list[str] = []
+    cut: list[int] = []
+    while len(lines) < count and (line := readline(max_chars)):
+        if len(line) == max_chars and not line.endswith(("\n", "\r")):
+            cut.append(len(lines))
+            while (
+                (rest := readline(max_chars)) and len(rest) == max_chars and not rest.endswith(("\n", "\r"))
+            ):
+                pass
+        lines.append(line)
+    return lines, cut
+
+
+def _physical_lines(path: Path, encoding: str, start: int) -> Iterator[tuple[int, str, bool]]:
+    """``(line number, text, whole)`` of the file's lines from ``start`` on, split as the line count
+    splits them (``\\r\\n``, ``\\r`` or ``\\n``), decoded as the reader decodes them; see
+    :func:`read_lines` for ``whole`` (False: a line cut short)."""
     if codecs.lookup(encoding).name == "utf-8":
         encoding = "utf-8-sig"
     with open(path, encoding=encoding, errors="replace", newline="") as text:
         number = 0
-        while line := text.readline(max_chars):
-            number += 1
-            whole = True
-            if len(line) == max_chars and not line.endswith(("\n", "\r")):
-                whole = False
-                while (rest := text.readline(max_chars)) and not rest.endswith(("\n", "\r")):
-                    pass
-            if number >= start:
-                yield number, line.rstrip("\r\n"), whole
+        while True:
+            lines, cut = read_lines(text, 4096)
+            if not lines:
+                return
+            for i, line in enumerate(lines):
+                number += 1
+                if number >= start:
+                    yield number, line.rstrip("\r\n"), i not in cut
 
 
 def _value_stats(col: pa.Array) -> tuple[np.ndarray, np.ndarray]:

@@ -2,7 +2,8 @@
 
 Positions count characters after decoding (a cp1252 ``é`` is one character, as in the writer's
 COBOL or report layout), from 1. Lines are read a batch at a time and cut into fields with Arrow's
-string kernels, so memory stays flat and the Python work per line is one ``rstrip``. A line of
+string kernels, so memory stays flat and the Python work per line is one ``rstrip``; a line longer
+than a megabyte is quarantined without being held. A line of
 the wrong length (a truncated line, or one a different writer padded otherwise) or with bytes
 that are not valid in the encoding is quarantined with its line number; a blank line is skipped.
 With ``header_names`` the header line is checked against the layout, so a file whose columns
@@ -14,7 +15,6 @@ from __future__ import annotations
 import codecs
 import io
 from collections.abc import Iterator
-from itertools import islice
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +22,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from crm_pipelines.files.csv_reader import (
+    BLOCK_SIZE,
     MAX_RECORD_CHARS,
     REPLACEMENT,
     CsvChunk,
@@ -30,6 +31,7 @@ from crm_pipelines.files.csv_reader import (
     int64_array,
     normalize_header,
     output_schema,
+    read_lines,
     repeat_string,
 )
 from crm_pipelines.files.formats import FILE_FORMATS, FileFormat, FileRead
@@ -98,7 +100,8 @@ def read_fixed_width_batches(
         # newline="": lines split at \n, \r\n and \r, and the break is kept (then stripped) so
         # a stray \r inside a line cannot shift the positions of what follows it.
         text = io.TextIOWrapper(raw, encoding=encoding, errors="replace", newline="")
-        header: list[str] = [_without_line_break(line) for line in islice(text, layout.header_lines)]
+        # Bounded: a line of megabytes (no fixed-width record) is quarantined without being held.
+        header = [_without_line_break(line) for line in read_lines(text, layout.header_lines)[0]]
         if len(header) < layout.header_lines:
             raise FileRejected(
                 f"{source_file}: {len(header)} line(s), but the layout has {layout.header_lines} header line(s)"
@@ -107,20 +110,35 @@ def read_fixed_width_batches(
             drift.add(check_header(header[-1], layout, source_file))
         number = layout.header_lines  # line number of the last line read
         longer = False
-        while lines := [_without_line_break(line) for line in islice(text, batch_rows)]:
+        while True:
+            raw_lines, cut = read_lines(text, batch_rows)
+            if not raw_lines:
+                break
+            lines = [_without_line_break(line) for line in raw_lines]
+            too_long = np.zeros(len(lines), dtype=bool)
+            too_long[cut] = True
             first = number + 1
             number += len(lines)
             values = pa.array(lines, type=pa.string())
             lengths = pc.utf8_length(values).to_numpy(zero_copy_only=False)
             blank = pc.utf8_length(pc.utf8_trim_whitespace(values)).to_numpy(zero_copy_only=False) == 0
             garbled = pc.match_substring(values, REPLACEMENT).to_numpy(zero_copy_only=False)
+            # A NUL is no character of a report line: a crashed writer's padding, binary data.
+            nul = pc.match_substring(values, "\x00").to_numpy(zero_copy_only=False)
             wrong = lengths != needed if layout.line_length else lengths < needed
-            bad = (wrong | garbled) & ~blank
+            bad = ((wrong | garbled | nul) & ~blank) | too_long
             quarantine = []
             for i in np.flatnonzero(bad):
                 line_no = first + int(i)
                 line = lines[int(i)]
-                if garbled[i]:
+                if too_long[i]:
+                    rule, reason = "line_too_long", f"a line longer than {BLOCK_SIZE:,} characters (not read)"
+                elif nul[i]:
+                    rule, reason = (
+                        "nul_byte",
+                        "a NUL byte in the line (binary data or a damaged file, not text)",
+                    )
+                elif garbled[i]:
                     rule, reason = (
                         "encoding",
                         "bytes that are not valid in the file's encoding (shown as U+FFFD)",

@@ -12,12 +12,27 @@ import decimal
 import json
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
-from crm_pipelines.files.csv_reader import CsvChunk, normalize_header
+from crm_pipelines.files.csv_reader import MAX_RECORD_CHARS, CsvChunk, normalize_header
 from crm_pipelines.files.formats import FILE_FORMATS, FileFormat, FileRead
 from crm_pipelines.files.records import DriftReport, RecordBatcher
 from crm_pipelines.sources import Dataset
+
+# Longest line read: one record of a JSON Lines export is kilobytes; a line of gigabytes (a file with
+# no line breaks) would be held whole, then parsed into many times its size.
+MAX_LINE_BYTES = 16 * 1024 * 1024
+
+
+def _bounded_lines(raw: BinaryIO) -> Iterator[tuple[bytes, bool]]:
+    """``(line, whole)``: each line, or the first :data:`MAX_LINE_BYTES` of a longer one (rest skipped)."""
+    while line := raw.readline(MAX_LINE_BYTES):
+        if len(line) < MAX_LINE_BYTES or line.endswith(b"\n"):
+            yield line, True
+            continue
+        while (rest := raw.readline(MAX_LINE_BYTES)) and not rest.endswith(b"\n"):
+            pass
+        yield line, False
 
 
 class _Object(dict[str, Any]):
@@ -74,9 +89,17 @@ def read_jsonl_batches(
     )
     wanted = set(batcher.wanted)
     with open(path, "rb") as raw:
-        for number, data in enumerate(raw, start=1):
+        for number, (data, whole) in enumerate(_bounded_lines(raw), start=1):
             if number == 1:
                 data = data.removeprefix(b"\xef\xbb\xbf")
+            if not whole:
+                batcher.quarantine(
+                    number,
+                    data[:MAX_RECORD_CHARS].decode("utf-8", errors="replace"),
+                    "line_too_long",
+                    f"a line longer than {MAX_LINE_BYTES:,} bytes (not read)",
+                )
+                continue
             try:
                 text = data.decode("utf-8")
             except UnicodeDecodeError as exc:

@@ -67,7 +67,18 @@ DROPS: dict[str, Dataset] = {
         pattern="invoices_{date}.json", format="json", records_path="data.invoices", columns=COLUMNS
     ),
 }
+FW_LAYOUT = {
+    "header_lines": 2,
+    "header_names": True,
+    "fields": [
+        {"name": "payment_reference", "start": 1, "width": 12, "header": "REFERENCE"},
+        {"name": "amount", "start": 13, "width": 10},
+        {"name": "currency", "start": 23, "width": 3, "header": "CUR"},
+    ],
+}
+DROPS["bank_fixed"] = Dataset(pattern="bank_{date}.txt", format="fixed_width", layout=FW_LAYOUT)  # type: ignore[arg-type]
 FILE_NAMES = {
+    "bank_fixed": f"bank_{DAY}.txt",
     "invoices": f"invoices_{DAY}.csv",
     "payments": f"payments_{DAY}.xml",
     "invoices_jsonl": f"invoices_{DAY}.jsonl",
@@ -1046,6 +1057,16 @@ def json_cases() -> list[Case]:
             1,
             **jl,
         ),
+        partly(
+            "jsonl_long_line",
+            "20mb",
+            lambda: (
+                jsonl(objs) + b'{"invoice_number": "' + b"x" * (20 * 1024 * 1024) + b'"}\n' + jsonl(objs[:1])
+            ),
+            N + 2,
+            1,
+            **jl,
+        ),
         loaded(
             "jsonl_nan",
             "literals",
@@ -1151,7 +1172,48 @@ def json_cases() -> list[Case]:
     ]
 
 
-CASES = csv_cases() + xml_cases() + json_cases()
+def fw_line(i: int, amount: str = "119.00", currency: str = "EUR") -> str:
+    return f"{f'PAY-{i:06d}':<12}{amount:>10}{currency:<3}"
+
+
+def fixed_width(body: Sequence[str], eol: str = "\n") -> str:
+    return eol.join(["PAYMENTS 2026-11-25 - BANK EXPORT", "REFERENCE       AMOUNTCUR", *body]) + eol
+
+
+def fixed_width_cases() -> list[Case]:
+    good = [fw_line(i) for i in range(1, N + 1)]
+    fw: dict[str, Any] = {"drop": "bank_fixed"}
+    return [
+        loaded("fw_baseline", "good", lambda: fixed_width(good).encode(), **fw),
+        loaded("fw_line_endings", "crlf", lambda: fixed_width(good, "\r\n").encode(), **fw),
+        loaded("fw_utf16", "le-bom", lambda: fixed_width(good).encode("utf-16"), **fw),
+        partly(
+            "fw_short_line", "truncated", lambda: fixed_width([*good[:4], good[4][:15]]).encode(), N, 1, **fw
+        ),
+        partly(
+            "fw_nul", "padding", lambda: fixed_width(good).encode() + b"\x00" * 30 + b"\n", N + 1, 1, **fw
+        ),
+        partly(
+            "fw_long_line",
+            "20mb",
+            lambda: fixed_width([*good, "z" * (20 * 1024 * 1024)]).encode(),
+            N + 1,
+            1,
+            **fw,
+        ),
+        rejected(
+            "fw_moved_columns",
+            "header",
+            lambda: fixed_width(good).replace("REFERENCE", "  REFERENCE").encode(),
+            "layout changed",
+            **fw,
+        ),
+        rejected("fw_binary", "random", lambda: noise(8192, 9), **fw),
+        rejected("fw_empty", "zero-bytes", lambda: b"", **fw),
+    ]
+
+
+CASES = csv_cases() + xml_cases() + json_cases() + fixed_width_cases()
 
 
 # --- landing and judging ------------------------------------------------------------------------
