@@ -2,7 +2,7 @@
 
 Every file is built in ``tmp_path`` by a small generator from a known-good base (the finance drop's
 invoices CSV with :data:`N` good rows, its payments XML with :data:`N` good records, the same
-invoices as JSON Lines or a JSON document), changed the way an attacker or a careless partner
+invoices as JSON Lines or a JSON document, a bank's fixed-width export), changed the way an attacker or a careless partner
 changes it: encodings and BOMs, line endings, binary files under a ``.csv`` name, NUL bytes, wide,
 narrow and over-long rows, header drift, quoting accidents, spreadsheet formula injection, odd
 numbers and dates, spoofing Unicode, duplicates, archives (nested, traversing, linked, truncated,
@@ -15,7 +15,8 @@ landed; ``rejected``: nothing landed, a non-empty reason, which becomes the ``.e
 line goes missing: landed plus quarantined equals the data lines the generator wrote (blank lines and
 the extra physical lines of a quoted multi-line value excepted, as each case says). Every quarantine
 row carries a rule and a reason, and nothing landed or quarantined ever holds the content of a local
-file the document tried to reference (XXE).
+file the document tried to reference (XXE). Each file lands in bounded time, and good files landed
+before and after each hostile CSV into the same day's folders land in full.
 """
 
 from __future__ import annotations
@@ -299,6 +300,7 @@ def csv_cases() -> list[Case]:
         loaded("utf16", "be-bom", lambda: b"\xfe\xff" + csv_text(rows()).encode("utf-16-be")),
         loaded("utf16", "le-no-bom", lambda: csv_text(rows()).encode("utf-16-le")),
         loaded("utf16", "be-no-bom", lambda: csv_text(rows()).encode("utf-16-be")),
+        loaded("utf32", "bom", lambda: csv_text(rows()).encode("utf-32")),
         loaded(
             "legacy_encoding",
             "cp1252",
@@ -335,6 +337,7 @@ def csv_cases() -> list[Case]:
         rejected("header_only", "bom", lambda: ("\ufeff" + header).encode(), "no data rows"),
         rejected("empty", "zero-bytes", lambda: b"", "empty"),
         rejected("empty", "bom-only", lambda: b"\xef\xbb\xbf", "empty"),
+        rejected("whitespace_only", "100k-newlines", lambda: b"\n" * 100_000, "empty"),
         rejected("whitespace_only", "spaces-and-newlines", lambda: b"  \n\n\t \r\n"),
         # Not text at all.
         rejected("binary", "random", lambda: noise(64 * 1024, 1)),
@@ -359,6 +362,13 @@ def csv_cases() -> list[Case]:
             lambda: csv_text([*rows(2), with_row(3, 0, "BIL-\x000000003"), *rows(2, 4)]).encode(),
             lines=N,
             quarantined=1,
+        ),
+        partly(
+            "nul_block",
+            "3mb-mid-file",
+            lambda: good_csv(2) + b"\x00" * 3_000_000 + b"\n" + csv_text(rows(3, 3), header=[])[1:].encode(),
+            N + 1,
+            1,
         ),
         partly(
             "nul_padding",
@@ -690,6 +700,9 @@ def csv_cases() -> list[Case]:
             "compression bomb",
             limits={"max_unpacked_mb": 8},
         ),
+        partly("gzip", "concatenated-members", lambda: gz(good_csv(2)) + gz(good_csv(3)), N + 1, 1),
+        loaded("gzip", "trailing-zero-padding", lambda: gz(good_csv()) + b"\x00" * 512),
+        rejected("gzip", "trailing-garbage", lambda: gz(good_csv()) + b"garbage!", "corrupt gzip"),
         loaded("zip", "good", lambda: zipped([("invoices.csv", good_csv())])),
         rejected(
             "zip",
@@ -748,6 +761,9 @@ def xml_cases() -> list[Case]:
             "le-bom",
             xml(lambda: payments_xml(prolog='<?xml version="1.0" encoding="UTF-16"?>\n'), "utf-16"),
             **kw,
+        ),
+        loaded(
+            "xml_utf16", "no-declaration-no-bom", lambda: payments_xml(prolog="").encode("utf-16-le"), **kw
         ),
         rejected(
             "xml_xxe",
