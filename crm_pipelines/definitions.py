@@ -124,8 +124,26 @@ def build_assets() -> list[Any]:
         return list(dg.with_source_code_references(specified))
 
 
+# Definitions built ahead in a fork server's parent (:func:`preload`): each step process forked from
+# it starts with them instead of importing and building everything again.
+_preloaded: dg.Definitions | None = None
+
+
+def preload() -> None:
+    """Build the definitions once, for the processes forked after this (``crm_pipelines.preload``)."""
+    global _preloaded
+    _preloaded = build_definitions()
+    # Resolving an asset job (its ~150 steps' graph) costs about a second: once here, not per step.
+    _preloaded.get_repository_def().get_all_jobs()
+
+
 @dg.definitions
 def defs() -> dg.Definitions:
+    return _preloaded if _preloaded is not None else build_definitions()
+
+
+def build_definitions() -> dg.Definitions:
+    """Every asset, check, job, schedule, sensor and resource of the code location."""
     return dg.Definitions(
         assets=build_assets(),
         asset_checks=build_source_checks(),
