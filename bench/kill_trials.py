@@ -565,6 +565,12 @@ def main() -> None:
         "--keep", action="store_true", help="keep every trial's folder (default: the last only)"
     )
     parser.add_argument(
+        "--window",
+        type=float,
+        default=None,
+        help="kill within this many seconds of the first step (default: the clean run's first step to end)",
+    )
+    parser.add_argument(
         "--reuse-clean",
         action="store_true",
         help="reuse the clean runs an earlier invocation left (debugging)",
@@ -576,6 +582,8 @@ def main() -> None:
     command = (
         f"kill_trials.py --trials {args.trials} --contacts {args.contacts} --seed {args.seed} "
         f"--day {args.day} --rng-seed {rng_seed} --workdir {workdir}"
+        + (f" --window {args.window:g}" if args.window else "")
+        + (" --reuse-clean" if args.reuse_clean else "")
     )
     print(f"command: {command}", flush=True)
 
@@ -624,7 +632,7 @@ def main() -> None:
     )
 
     rng = random.Random(rng_seed)
-    upper = max(progress_a.run_time, 1.5)
+    upper = max(args.window or progress_a.run_time, 1.5)
     print(
         f"\nkill times: uniform in [1 s, {upper:.1f} s) after the run's first step started (the clean run's "
         f"time from its first step to its end), rng seed {rng_seed}\n",
