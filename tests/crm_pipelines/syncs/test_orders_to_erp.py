@@ -72,7 +72,7 @@ class Estate:
             con.execute(
                 "CREATE TABLE core.opportunity (record_id VARCHAR, source VARCHAR, source_id VARCHAR, "
                 "account_record_id VARCHAR, name VARCHAR, stage VARCHAR, amount DECIMAL(18,2), currency VARCHAR, "
-                "close_date DATE, is_deleted BOOLEAN)"
+                "close_date DATE, is_deleted BOOLEAN, mirrors_record_id VARCHAR)"
             )
             con.execute(
                 "CREATE TABLE core.xref_identity (golden_id VARCHAR, entity VARCHAR, source VARCHAR, "
@@ -99,7 +99,7 @@ class Estate:
             con.execute("DELETE FROM core.opportunity WHERE source_id = ?", [sid])
             con.execute(
                 "INSERT INTO core.opportunity VALUES (?, 'salesforce', ?, 'salesforce:001X', ?, ?, 1500.00, 'EUR', "
-                "DATE '2026-11-20', false)",
+                "DATE '2026-11-20', false, NULL)",
                 [f"salesforce:{sid}", sid, f"Deal {key}", stage],
             )
         return f"salesforce:{sid}"
@@ -169,6 +169,24 @@ def test_only_newly_closed_won_opportunities_become_orders_and_a_rerun_creates_n
     assert len(estate.orders()) == len(before) + 1
 
 
+def test_a_deal_mirroring_a_won_opportunity_of_another_crm_makes_no_second_order(tmp_path: Path) -> None:
+    estate = Estate(tmp_path)
+    estate.run(tmp_path, run_id="r1")  # baseline
+    original = estate.opportunity("g", stage="closed_won", sid=sf18("0065g00000GgGgG"))
+    # dynamics_opportunities_to_hubspot copied it into HubSpot; the copy reads back as a mirror.
+    with estate.warehouse.transaction() as con:
+        con.execute(
+            "INSERT INTO core.opportunity VALUES ('hubspot:9234761570', 'hubspot', '9234761570', "
+            "'salesforce:001X', 'Deal g', 'closed_won', 1500.00, 'EUR', DATE '2026-11-20', false, ?)",
+            [original],
+        )
+    run = estate.run(tmp_path, run_id="r2")
+    assert run.counts.created == 1
+    assert [ref for _, ref in estate.orders()].count("hubspot:9234761570") == 0
+    assert estate.orders()[-1][1] == original
+    assert estate.run(tmp_path, run_id="r3").counts.created == 0
+
+
 def test_a_backfill_skips_opportunities_that_already_have_an_order_in_any_format(tmp_path: Path) -> None:
     estate = Estate(tmp_path)
     estate.run(tmp_path, run_id="r1")  # baseline
@@ -191,7 +209,7 @@ def test_an_opportunity_without_an_erp_customer_is_rejected_with_the_reason_and_
     with estate.warehouse.transaction() as con:
         con.execute(
             "INSERT INTO core.opportunity VALUES ('salesforce:006ZZ', 'salesforce', '006ZZ', 'salesforce:001Q', "
-            "'Orphan', 'closed_won', 10.00, 'EUR', DATE '2026-11-20', false)"
+            "'Orphan', 'closed_won', 10.00, 'EUR', DATE '2026-11-20', false, NULL)"
         )
     good = estate.opportunity("f", stage="closed_won", sid=sf18("0065g00000FfFfF"))
     run = estate.run(tmp_path, run_id="r2")
