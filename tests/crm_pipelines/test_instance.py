@@ -21,6 +21,9 @@ def test_the_shipped_instance_retries_dead_runs_and_queues_one_run_per_partition
         assert instance.run_retries_enabled
         assert instance.run_retries_max_retries == 1
         assert not instance.run_retries_retry_on_asset_or_op_failure  # steps retry themselves
+        # A run whose process died is failed by the monitoring daemon (then retried), not left STARTED.
+        assert instance.run_monitoring_enabled
+        assert instance.run_monitoring_max_runtime_seconds == 4 * 3600
         queue = instance.get_concurrency_config().run_queue_config
         assert queue is not None
         assert {"key": "dagster/partition", "value": {"applyLimitPerUniqueValue": True}, "limit": 1} in (
