@@ -21,10 +21,12 @@ from crm_pipelines.connectors.auth import clear_token_cache
 from crm_pipelines.connectors.collect import ExtractStats, output_schema
 from crm_pipelines.connectors.drift import SchemaDrift
 from crm_pipelines.connectors.engine import extract_keys, extract_object
+from crm_pipelines.connectors.extract import ApiExtract, extract_api_object
 from crm_pipelines.connectors.limits import clear_buckets
 from crm_pipelines.connectors.spec import SystemSpec, load_system
 from crm_pipelines_sandbox.simulators.records import fetch_records, read_info
 from crm_pipelines_sandbox.systems import SandboxCrm, Started, build_store, sample_seeds, sandbox_crm
+from resources.crm_api import CrmApiResource
 
 __all__ = ["RunningCrm", "running_crm"]
 
@@ -81,6 +83,34 @@ class RunningCrm:
         ):
             found |= {str(k) for k in batch.column(0).to_pylist()}
         return found
+
+    def land(
+        self,
+        *,
+        lake: Path,
+        dataset: str,
+        day: dt.date,
+        committed: str | None,
+        base_url: str | None = None,
+        page_size: int | None = None,
+    ) -> ApiExtract:
+        """Night ``day``'s extract of the object into ``lake``, as the nightly asset makes it;
+        ``base_url`` points the connection elsewhere (a proxy in front of the simulator)."""
+        settings = self.system.connection_fields(self.started.env)
+        api = CrmApiResource(
+            system=self.crm.system,
+            **{**settings, "base_url": base_url or settings["base_url"]},
+            page_size=page_size,
+        )
+        return extract_api_object(
+            api,
+            object_name=self.object_name,
+            lake_dir=lake,
+            dataset=dataset,
+            partition=day.isoformat(),
+            until=dt.datetime.combine(day + dt.timedelta(days=1), dt.time(), tzinfo=dt.UTC),
+            committed=committed,
+        )
 
     def live_keys(self) -> list[str]:
         """The keys of the live records the store holds, sorted (what the CRM itself lists)."""

@@ -14,13 +14,12 @@ import duckdb
 import pytest
 
 from crm_pipelines.cli import main as cli_main
-from crm_pipelines.connectors.extract import ApiExtract, extract_api_object
+from crm_pipelines.connectors.extract import ApiExtract
 from crm_pipelines.delete_guard import DeleteGuardTripped, confirm_deletions, confirmation_file
 from crm_pipelines.lake import partition_dir
 from crm_pipelines.warehouse.watermarks import read_pending
 from crm_pipelines_sandbox.running import RunningCrm, running_crm
 from crm_pipelines_sandbox.simulators.records import delete_records
-from resources.crm_api import CrmApiResource
 
 DAY = dt.date(2026, 1, 5)
 
@@ -33,16 +32,7 @@ def pipedrive(tmp_path: Path) -> Iterator[RunningCrm]:
 
 
 def night(crm: RunningCrm, lake: Path, day: dt.date, committed: str | None) -> ApiExtract:
-    api = CrmApiResource(system="pipedrive", **crm.system.connection_fields(crm.started.env), page_size=20)
-    return extract_api_object(
-        api,
-        object_name=crm.object_name,
-        lake_dir=lake,
-        dataset="contacts",
-        partition=day.isoformat(),
-        until=dt.datetime.combine(day + dt.timedelta(days=1), dt.time(), tzinfo=dt.UTC),
-        committed=committed,
-    )
+    return crm.land(lake=lake, dataset="contacts", day=day, committed=committed, page_size=20)
 
 
 def deleted_in_lake(lake: Path, day: dt.date) -> int:

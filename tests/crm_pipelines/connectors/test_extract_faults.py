@@ -15,13 +15,11 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from crm_pipelines.connectors.extract import extract_api_object
 from crm_pipelines.connectors.limits import ApiRequestError
 from crm_pipelines.lake import partition_dir
 from crm_pipelines.warehouse.watermarks import read_pending
 from crm_pipelines_sandbox.fault_proxy import FAULT_KINDS, FaultProxy
 from crm_pipelines_sandbox.running import RunningCrm, running_crm
-from resources.crm_api import CrmApiResource
 
 DAY = dt.date(2026, 1, 5)
 NIGHTS = [DAY, DAY + dt.timedelta(days=1)]
@@ -37,21 +35,10 @@ def pipedrive(tmp_path: Path) -> Iterator[RunningCrm]:
 def nights(crm: RunningCrm, base_url: str, lake: Path) -> list[tuple[object, ...]]:
     """Two nights of the persons object into ``lake`` (a full read, then changes and all ids):
     the second night's snapshot, sorted, ``_deleted`` first, without the extraction time."""
-    api = CrmApiResource(
-        system="pipedrive",
-        **{**crm.system.connection_fields(crm.started.env), "base_url": base_url},
-        page_size=7,
-    )
     committed: str | None = None
     for night in NIGHTS:
-        result = extract_api_object(
-            api,
-            object_name=crm.object_name,
-            lake_dir=lake,
-            dataset="contacts",
-            partition=night.isoformat(),
-            until=dt.datetime.combine(night + dt.timedelta(days=1), dt.time(), tzinfo=dt.UTC),
-            committed=committed,
+        result = crm.land(
+            lake=lake, dataset="contacts", day=night, committed=committed, base_url=base_url, page_size=7
         )
         committed = result.reached
     folder = partition_dir(lake, "raw", "pipedrive", "contacts", NIGHTS[-1].isoformat())
