@@ -22,6 +22,7 @@ from assets.source_monitoring import (
 from assets.staging import build_staging_assets
 from assets.warehouse import build_raw_load_assets
 from crm_pipelines.connectors.auth import clear_token_cache
+from crm_pipelines.delete_guard import confirm_deletions
 from crm_pipelines_sandbox.data import SandboxLayout, generate_sandbox
 from crm_pipelines_sandbox.simulators import HubSpotSimulator
 from crm_pipelines_sandbox.simulators.store import delete_records, fetch_records, touch_records
@@ -60,6 +61,12 @@ class Env:
             },
             partition_key=day.isoformat(),
             raise_on_error=False,
+        )
+
+    def confirm_deletes(self, count: int) -> None:
+        """What an operator does after checking that the records are really gone."""
+        confirm_deletions(
+            lake_dir=self.root / "lake", source="hubspot", dataset="contacts", count=count, by="test"
         )
 
     def live_contacts(self) -> list[str]:
@@ -116,9 +123,15 @@ def test_a_shrinking_source_warns_then_blocks_its_loads(env: Env) -> None:
     live = env.live_contacts()
     assert [n for _, n in env.recorded_nights()] == [len(live), len(live)]
 
-    # Night 3: 60 % of the contacts are archived in HubSpot: a warning, the loads go on.
+    # Night 3: 60 % of the contacts are archived in HubSpot. The extract's delete guard stops the
+    # night first (more than 5 % of the live records); once an operator confirms, a warning, and
+    # the loads go on.
     gone = live[: len(live) * 6 // 10]
     delete_records(env.layout.hubspot_store, "contacts", gone, _at(days[2]))
+    stopped = env.run(days[2])
+    assert not stopped.success
+    assert CONTACTS not in _materialized(stopped)
+    env.confirm_deletes(len(gone))
     third = env.run(days[2])
     assert third.success
     warn, block = _check(third, VOLUME_WARN_CHECK), _check(third, VOLUME_BLOCK_CHECK)
@@ -134,6 +147,7 @@ def test_a_shrinking_source_warns_then_blocks_its_loads(env: Env) -> None:
     # and the staging that read the extract do not run, and the night is not recorded.
     remaining = env.live_contacts()
     delete_records(env.layout.hubspot_store, "contacts", remaining[5:], _at(days[3]))
+    env.confirm_deletes(len(remaining) - 5)
     fourth = env.run(days[3])
     block = _check(fourth, VOLUME_BLOCK_CHECK)
     assert not block.passed
