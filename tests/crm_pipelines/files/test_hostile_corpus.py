@@ -39,30 +39,20 @@ import pyarrow.parquet as pq
 import pytest
 
 from crm_pipelines.files.landing import Manifest, land_file, version_name
-from crm_pipelines.sources import Dataset
+from crm_pipelines.sources import Dataset, load_sources
 
 Outcome = Literal["loaded", "partly_quarantined", "rejected"]
 
 N = 5  # good rows in the base files
 DAY = "2026-11-25"
-COLUMNS = [
-    "invoice_number",
-    "customer_code",
-    "invoice_date",
-    "due_date",
-    "currency",
-    "amount_net",
-    "amount_tax",
-    "amount_gross",
-    "status",
-]
-PAYMENT_COLUMNS = ["payment_reference", "invoice_number", "payment_date", "amount", "currency", "method"]
+# The shipped finance drop, as declared: the corpus tests what partners' files meet.
+FINANCE = load_sources()["finance_sftp"].datasets
+COLUMNS = list(FINANCE["invoices"].columns)
+PAYMENT_COLUMNS = list(FINANCE["payments"].columns)
 
 DROPS: dict[str, Dataset] = {
-    "invoices": Dataset(pattern="invoices_{date}.csv", columns=COLUMNS),
-    "payments": Dataset(
-        pattern="payments_{date}.xml", format="xml", record_path="Payments/Payment", columns=PAYMENT_COLUMNS
-    ),
+    "invoices": FINANCE["invoices"],
+    "payments": FINANCE["payments"],
     "invoices_jsonl": Dataset(pattern="invoices_{date}.jsonl", format="jsonl", columns=COLUMNS),
     "invoices_json": Dataset(
         pattern="invoices_{date}.json", format="json", records_path="data.invoices", columns=COLUMNS
