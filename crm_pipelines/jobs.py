@@ -4,6 +4,7 @@ from typing import Any
 
 import dagster as dg
 
+from crm_pipelines.executors import step_executor
 from crm_pipelines.partitions import NIGHTLY_PARTITIONS, file_versions_partitions
 from crm_pipelines.sources import load_sources
 
@@ -16,14 +17,9 @@ DROP_TAG = "crm_pipelines/drop"
 SFTP_PATH_TAG = "crm_pipelines/sftp_path"
 SFTP_SHA256_TAG = "crm_pipelines/sftp_sha256"
 
-# Each step in its own process (a crashing step does not take the run down), forked from a server
-# that imported the code location and built its definitions once (crm_pipelines/preload.py). Spawned
-# processes, Dagster's default, spent seconds of CPU per step importing and building the ~150 assets
-# again: the UI run of the nightly took many times the in-process one (bench/scale_out.py).
-STEP_EXECUTOR = dg.multiprocess_executor.configured(
-    {"start_method": {"forkserver": {"preload_modules": ["crm_pipelines.preload"]}}},
-    name="forked_steps",
-)
+# Each step in its own process, forked from a server that loaded the code location once, or a task on
+# Celery workers: CRM_PIPELINES_EXECUTOR (crm_pipelines/executors.py).
+STEP_EXECUTOR = step_executor()
 
 nightly_sync_job = dg.define_asset_job(
     name="nightly_sync",

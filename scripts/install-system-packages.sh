@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# System packages the tests use (a real OpenSSH server, unixODBC and the PostgreSQL ODBC driver).
+# System packages the tests use (a real OpenSSH server, unixODBC, the PostgreSQL ODBC driver, and
+# Redis, the Celery broker of the celery executor and of `crm-pipelines deploy-local`).
 # Installed through apt when missing and we are allowed to; tests that need a missing one skip with
 # the reason, so a machine without root still runs everything else.
 set -euo pipefail
@@ -7,6 +8,7 @@ need=()
 command -v sshd >/dev/null 2>&1 || [ -x /usr/sbin/sshd ] || need+=(openssh-server)
 command -v odbcinst >/dev/null 2>&1 || need+=(unixodbc)
 [ -e /usr/lib/x86_64-linux-gnu/odbc/psqlodbcw.so ] || ls /usr/lib/*/odbc/psqlodbcw.so >/dev/null 2>&1 || need+=(odbc-postgresql)
+command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 if [ ${#need[@]} -eq 0 ]; then
   exit 0
 fi
