@@ -8,9 +8,12 @@ the reference it is measured against (``bench/identity.py``).
 
 1. **Candidates**: records equal on every part of any blocking key (``scoring.blocking``), each pair
    once; blocks larger than ``max_block_size`` are skipped and counted.
-2. **Comparison levels** per pair (``rules.COMPARISON_KINDS``): exact, nickname, initial, typo
+2. **Settled early**: a pair that a ``review: false`` apart rule decides by equality alone (two
+   resolved companies, no shared e-mail or phone) is set aside as two people before its levels are
+   computed; it still holds its clusters apart.
+3. **Comparison levels** per pair (``rules.COMPARISON_KINDS``): exact, nickname, initial, typo
    distance, transliteration for names; mailbox without ``+tag`` for e-mail; digits for phones.
-3. **Weights**: u (how often a level occurs between two random records) from a seeded random sample
+4. **Weights**: u (how often a level occurs between two random records) from a seeded random sample
    of record pairs; m (how often between the same person) by expectation-maximisation, u held
    fixed, in one session per blocking key over the pairs that key found, leaving out the
    comparisons the key reads (every pair it finds agrees there), as Splink trains; the sessions' m
@@ -18,7 +21,7 @@ the reference it is measured against (``bench/identity.py``).
    weighed by its frequency (term-frequency adjustment: "Okafor" says more than "Smith", a
    1 January birth date less than another), smoothed for small inputs. A level that disagrees
    has a negative weight: evidence against a match.
-4. **Clustering**: pairs at or above ``merge_at`` are joined strongest first; a join is refused when
+5. **Clustering**: pairs at or above ``merge_at`` are joined strongest first; a join is refused when
    the two clusters hold a pair scored below ``reject_below`` or a cannot-link decision (a weak
    bridge never chains two different people together). Refused joins and pairs between
    ``review_at`` and ``merge_at`` go to the review queue.
@@ -26,6 +29,7 @@ the reference it is measured against (``bench/identity.py``).
 
 from __future__ import annotations
 
+import collections
 import itertools
 import math
 from collections.abc import Iterable
@@ -225,6 +229,36 @@ def _apart_sql(scoring: Scoring, *, settled: bool = False) -> str:
         unless = "".join(f" AND NOT {at(u.feature, u.level)}" for u in apart.unless)
         tests.append(f"({at(apart.feature, apart.level)}{unless})")
     return " OR ".join(tests) or "false"
+
+
+def _settled_early_sql(scoring: Scoring) -> str | None:
+    """The ``review: false`` apart rules that equality alone decides, as SQL over l and r; or None.
+
+    Such a rule (two resolved companies, unless the e-mail or the phone agrees) settles a pair as two
+    people whatever its score: the pair is neither linked nor reviewed. On CRM data most candidate
+    pairs are settled so (namesakes at other companies), and the comparison levels are the costly
+    part of scoring; they are left out before it. A rule reading a fuzzy level is not decided here.
+    """
+    kinds = {c.feature: c for c in scoring.comparisons}
+
+    def equal(feature: str) -> str:
+        column = quote_ident(feature)
+        return f"coalesce(l.{column} = r.{column}, false)"
+
+    tests = []
+    for apart in scoring.apart_when:
+        if apart.review or any(u.level != "exact" for u in apart.unless):
+            continue
+        labels = [label for label, _ in _levels(kinds[apart.feature])]
+        column = quote_ident(apart.feature)
+        if apart.level == "exact":
+            test = equal(apart.feature)
+        elif apart.level == "different" and labels == ["exact", "different"]:
+            test = f"coalesce(l.{column} <> r.{column}, false)"
+        else:
+            continue
+        tests.append("(" + " AND ".join([test, *(f"NOT {equal(u.feature)}" for u in apart.unless)]) + ")")
+    return " OR ".join(tests) or None
 
 
 def _level_sql(c: Comparison) -> str:
@@ -576,12 +610,17 @@ def score_and_cluster(
         """
     )
     feat = "identity_scored_feat"
+    early = _settled_early_sql(scoring)
     cur.execute(
         f"""
         CREATE OR REPLACE TEMP TABLE {gammas} AS
         SELECT p.a, p.b, {_gamma_select(scoring)}{"".join(f", l.__tfc{i} AS tfc{i}" for i in tf_columns)}
         FROM {pairs} AS p JOIN {feat} AS l ON l.rid = p.a JOIN {feat} AS r ON r.rid = p.b
+        {f"WHERE NOT ({early})" if early else ""}
         """
+    )
+    stats.pairs_by_band["settled_apart"] = stats.candidate_pairs - int(
+        _one(cur, f"SELECT count(*) FROM {gammas}")[0]
     )
     m, u, prior = _estimate(cur, scoring, feat=feat, gammas=gammas, pair_keys=f"{pairs}_keys", stats=stats)
     # The weight of each level (log2 m/u), and the frequency-weighted exact values.
@@ -621,7 +660,7 @@ def score_and_cluster(
     ):
         (n,) = _one(cur, "SELECT count(*) FROM identity_scores WHERE p >= ? AND p < ?", [low, high])
         stats.pairs_by_band[band] = int(n)
-    accepted, refused = _cluster(cur, scoring, decisions)
+    accepted, refused = _cluster(cur, scoring, decisions, settled=(pairs, feat, early))
     stats.merged_pairs = len(accepted)
     stats.refused_joins = len(refused)
     cur.register(
@@ -677,12 +716,20 @@ def score_and_cluster(
 
 
 def _cluster(
-    cur: duckdb.DuckDBPyConnection, scoring: Scoring, decisions: Iterable[tuple[int, int, str]]
+    cur: duckdb.DuckDBPyConnection,
+    scoring: Scoring,
+    decisions: Iterable[tuple[int, int, str]],
+    *,
+    settled: tuple[str, str, str | None],
 ) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
     """Join pairs strongest first unless the two clusters hold a pair of different people.
 
+    ``settled``: the candidate pairs, the features and the condition that settled pairs apart
+    before scoring (:func:`_settled_early_sql`); such a pair inside a component holds it apart too.
+
     Returns the accepted links (a spanning forest of the clusters) and the refused ones.
     """
+    pairs, feat, early = settled
     must = [(a, b) for a, b, d in decisions if d == "must_link"]
     cannot: dict[int, set[int]] = {}
     for a, b, d in decisions:
@@ -693,8 +740,8 @@ def _cluster(
         "SELECT a, b FROM identity_scores WHERE p >= ? AND compared >= ? AND NOT apart ORDER BY w DESC, a, b",
         [scoring.merge_at, scoring.min_compared],
     ).fetchall()
-    # Only pairs inside one component of the strong and must links can ever stand between two
-    # joins: the others are left in the database.
+    # Components of the strong and must links, joined in order: the links that joined two parts
+    # are a spanning forest. Only pairs inside one component can ever stand between two joins.
     component: dict[int, int] = {}
 
     def component_of(x: int) -> int:
@@ -703,28 +750,51 @@ def _cluster(
             x = component[x]
         return x
 
+    forest: list[tuple[int, int]] = []
     for a, b in [*must, *strong]:
         component.setdefault(a, a)
         component.setdefault(b, b)
         ra, rb = component_of(a), component_of(b)
         if ra != rb:
             component[max(ra, rb)] = min(ra, rb)
+            forest.append((a, b))
+    roots = {x: component_of(x) for x in component}
     cur.register(
         "identity_component_input",
         pa.table(
-            {"rid": list(component), "comp": [component_of(x) for x in component]},
+            {"rid": list(roots), "comp": list(roots.values())},
             schema=pa.schema([("rid", pa.int64()), ("comp", pa.int64())]),
         ),
     )
     for a, b in cur.execute(
         "SELECT s.a, s.b FROM identity_scores AS s "
         "JOIN identity_component_input AS ca ON ca.rid = s.a JOIN identity_component_input AS cb ON cb.rid = s.b "
-        "WHERE (s.p < ? OR s.apart) AND ca.comp = cb.comp",
+        "WHERE (s.p < ? OR s.apart) AND ca.comp = cb.comp"
+        + (
+            f" UNION ALL SELECT p.a, p.b FROM {pairs} AS p "
+            "JOIN identity_component_input AS ca ON ca.rid = p.a "
+            "JOIN identity_component_input AS cb ON cb.rid = p.b AND cb.comp = ca.comp "
+            f"JOIN {feat} AS l ON l.rid = p.a JOIN {feat} AS r ON r.rid = p.b WHERE {early}"
+            if early
+            else ""
+        ),
         [scoring.reject_below],
     ).fetchall():
         cannot.setdefault(a, set()).add(b)
         cannot.setdefault(b, set()).add(a)
     cur.unregister("identity_component_input")
+    # A component that holds no pair of different people and fits max_cluster_size joins whole,
+    # whatever the order: its spanning forest is accepted as it is. Only the others (most nights a
+    # few hundred) are joined pair by pair, strongest first, under the guard.
+    sizes = collections.Counter(roots.values())
+    guarded = {root for root, n in sizes.items() if n > scoring.max_cluster_size}
+    guarded.update(
+        roots[x]
+        for x, others in cannot.items()
+        if x in roots and any(roots.get(y) == roots[x] for y in others)
+    )
+    accepted = [(a, b) for a, b in forest if roots[a] not in guarded]
+    refused: list[tuple[int, int]] = []
     parent: dict[int, int] = {}
     members: dict[int, list[int]] = {}
 
@@ -740,10 +810,10 @@ def _cluster(
         small, other = (ra, rb) if len(members.get(ra, [ra])) <= len(members.get(rb, [rb])) else (rb, ra)
         return any(find(n) == other for x in members.get(small, [small]) for n in cannot.get(x, ()))
 
-    accepted: list[tuple[int, int]] = []
-    refused: list[tuple[int, int]] = []
     forced = {(min(a, b), max(a, b)) for a, b in must}
     for a, b in [*sorted(forced), *((a, b) for a, b in strong if (a, b) not in forced)]:
+        if roots[a] not in guarded:
+            continue
         ra, rb = find(a), find(b)
         if ra == rb:
             continue

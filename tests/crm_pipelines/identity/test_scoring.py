@@ -337,6 +337,49 @@ def test_a_weak_bridge_does_not_chain_two_people_together(tmp_path: Path) -> Non
     assert run.stats.contact.scoring is not None
 
 
+def test_a_pair_settled_apart_before_scoring_still_guards_its_cluster(tmp_path: Path) -> None:
+    # Anna at Acme and Anna at Firm 5 share no e-mail and no phone: two resolved companies settle
+    # them as two people before any level is computed. A record without a company shares Acme
+    # Anna's e-mail and Firm 5 Anna's phone; it may join one of them, never both.
+    run = resolve(
+        tmp_path,
+        [
+            at_acme(
+                "salesforce",
+                "acme",
+                first_name="Anna",
+                last_name="Berglund",
+                email="anna.berglund@acme.example",
+                phone="+4930777111",
+            ),
+            person(
+                "hubspot",
+                "bridge",
+                first_name="Anna",
+                last_name="Berglund",
+                email="anna.berglund@acme.example",
+                phone="+4930777222",
+                country="DE",
+            ),
+            person(
+                "erp",
+                "firm5",
+                first_name="Anna",
+                last_name="Berglund",
+                email="a.berglund@firm5.example",
+                phone="+4930777222",
+                country="DE",
+                account_record_id="erp:B5",
+            ),
+        ],
+    )
+    scoring = run.stats.contact.scoring
+    assert scoring is not None and scoring.pairs_by_band["settled_apart"] > 0
+    assert run.together("salesforce:acme", "hubspot:bridge") or run.together("hubspot:bridge", "erp:firm5")
+    assert not run.together("salesforce:acme", "erp:firm5")
+    assert not run.queued("salesforce:acme", "erp:firm5")
+
+
 def test_decisions_are_honoured_and_leave_the_queue(tmp_path: Path) -> None:
     contacts = [
         *namesakes(),
