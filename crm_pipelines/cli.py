@@ -13,6 +13,8 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from crm_pipelines.deploy_local import cmd_deploy_local, deploy_local_arguments
+
 # Wide enough for the summary tables when the output is a file or a CI log.
 console = Console(width=None if sys.stdout.isatty() else 140)
 
@@ -257,6 +259,11 @@ BUILT_IN: dict[str, Command] = {
         help="create the PostgreSQL warehouse's roles: crm_loader, crm_analyst (masked marts), crm_pii_reader",
         run=cmd_warehouse_roles,
         add_arguments=_roles_arguments,
+    ),
+    "deploy-local": Command(
+        help="PostgreSQL, Redis, the Dagster webserver and daemon and Celery workers on this machine (Ctrl-C stops)",
+        run=cmd_deploy_local,
+        add_arguments=deploy_local_arguments,
     ),
     "webhooks": Command(
         help="serve the webhook receiver (POST /webhooks/<sender>, events stored before the 200)",

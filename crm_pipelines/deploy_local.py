@@ -33,8 +33,6 @@ from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from crm_pipelines.executors import CELERY_BROKER, EXECUTOR
-
 __all__ = [
     "DAGSTER_PG_URL",
     "DEPLOY_INSTANCE",
@@ -293,6 +291,8 @@ class LocalDeployment:
         self.log_dir = self.folder / "logs"
         self.home = self.folder / "dagster_home"
         self.services: list[Service] = []
+        # Where the servers listen, for the listing (no secrets).
+        self.endpoints: dict[str, str] = {}
         self._stack = ExitStack()
 
     @property
@@ -308,16 +308,24 @@ class LocalDeployment:
             raise
 
     def _start(self, say: Callable[[str], None]) -> None:
+        from crm_pipelines.executors import CELERY_BROKER, EXECUTOR
+
         env = dict(os.environ)
         if not env.get(DAGSTER_PG_URL):
             say(f"PostgreSQL (the Dagster instance) in {self.postgres_dir}")
             postgres = LocalPostgres(self.postgres_dir)
             self._stack.callback(postgres.stop)
             env[DAGSTER_PG_URL] = postgres.start()
+            self.endpoints["postgresql"] = (
+                f"127.0.0.1:{postgres.port}/{postgres.database} (password in {postgres.folder / 'password'})"
+            )
+        else:
+            self.endpoints["postgresql"] = f"${DAGSTER_PG_URL}"
         say("Redis (the Celery broker)")
         env[CELERY_BROKER] = self._stack.enter_context(
             running_redis(self.folder / "redis", log_dir=self.log_dir)
         )
+        self.endpoints["redis"] = env[CELERY_BROKER]
         env[EXECUTOR] = "celery"
         self.home.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(DEPLOY_INSTANCE, self.home / "dagster.yaml")
@@ -443,6 +451,8 @@ def cmd_deploy_local(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, lambda *_: stopping.set())
     try:
         deployment.start(say=lambda what: console.print(f"starting {what}"))
+        for name, where in deployment.endpoints.items():
+            console.print(f"  {name:<12} {where}", highlight=False)
         for service in deployment.services:
             console.print(f"  {service.name:<12} pid {service.process.pid:<8} log {service.log}")
         console.print(
