@@ -8,17 +8,19 @@ into PostgreSQL).
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Protocol
 
 import duckdb
-from filelock import FileLock
 
 from crm_pipelines.settings import duckdb_path_from_url
+from crm_pipelines.warehouse.locks import WriterLock, lock_url, open_lock
 
 SCHEMAS = ("raw", "staging", "core", "marts", "ops")
+_OPENING_LOCK = threading.Lock()
 
 OPS_DDL = """
 CREATE TABLE IF NOT EXISTS ops.quarantine (
@@ -71,10 +73,12 @@ CREATE TABLE IF NOT EXISTS ops.load_state (
 
 
 class Warehouse:
-    """A DuckDB warehouse file guarded by a lock file (``duckdb:///path/to/file.duckdb``).
+    """A DuckDB warehouse file guarded by a writer lock (``duckdb:///path/to/file.duckdb``).
 
     DuckDB lets one process write a database file; the lock makes concurrent steps (the UI's
     multiprocess executor, a sensor run next to the nightly job) wait their turn instead of failing.
+    It is a lock file next to the DuckDB file, or, with ``CRM_PIPELINES_LOCK_URL``, a lock on a
+    PostgreSQL or Redis server shared by writers on several hosts (:mod:`crm_pipelines.warehouse.locks`).
 
     Args:
         url: ``duckdb:///path/to/file.duckdb``.
@@ -86,7 +90,8 @@ class Warehouse:
     def __init__(self, url: str, *, lock_timeout: float = 1800.0) -> None:
         self.url = url
         self.path: Path = self._working_copy(url)
-        self._lock = FileLock(str(self.path) + ".lock", timeout=lock_timeout)
+        self._lock_timeout = lock_timeout
+        self._writer: WriterLock | None = None
 
     def _working_copy(self, url: str) -> Path:
         """The DuckDB file the models run in; for this backend it is the warehouse itself."""
@@ -95,6 +100,16 @@ class Warehouse:
     def describe(self) -> str:
         """Where the warehouse is, safe to show (no secrets)."""
         return f"DuckDB {self.path}"
+
+    @property
+    def writer_lock(self) -> WriterLock:
+        """The lock every connection is held under, keyed by the DuckDB file's absolute path."""
+        with _OPENING_LOCK:  # opened on first use: a backend's describe() needs its __init__ done
+            if self._writer is None:
+                path = self.path.absolute()
+                url = lock_url() or Path(f"{path}.lock").as_uri()
+                self._writer = open_lock(url, str(path), self._lock_timeout, label=self.describe())
+            return self._writer
 
     def before_write(self, con: duckdb.DuckDBPyConnection) -> None:
         """Called on a write connection before the caller's work; backends start tracking it here."""
@@ -113,7 +128,7 @@ class Warehouse:
     def connect(self, *, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
         """A connection held under the warehouse lock; read-only when asked and the file exists."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self._lock:
+        with self.writer_lock:
             if read_only and not self.path.exists():
                 con = duckdb.connect()  # nothing loaded yet: an empty database answers every read
             else:
