@@ -20,7 +20,7 @@ from crm_pipelines import canonical
 from crm_pipelines.identity import XREF_FILE, MatchRules, load_match_rules, resolve_entities
 from crm_pipelines.identity.resolve import REVIEW_FILE, ResolutionStats
 from crm_pipelines.identity.review import Decision, decisions_table, load_review, record_decisions
-from crm_pipelines.identity.scoring import nickname_pairs
+from crm_pipelines.identity.scoring import _one_edit, nickname_pairs
 from crm_pipelines.warehouse.connection import Warehouse
 
 T0 = datetime(2026, 11, 20, tzinfo=UTC)
@@ -156,6 +156,32 @@ def namesakes() -> list[dict[str, Any]]:
             phone="+4930200200",
         ),
     ]
+
+
+def test_the_one_edit_level_agrees_with_the_edit_distance_everywhere() -> None:
+    # The cheap test in front of damerau_levenshtein may only skip pairs that are more than one edit
+    # apart: every kind of single edit, at every position, of dates, ids and short strings.
+    rng = random.Random(11)
+    alphabet = "0123456789-ab"
+    pairs: list[tuple[str, str]] = []
+    for _ in range(4000):
+        word = "".join(rng.choice(alphabet) for _ in range(rng.randrange(0, 13)))
+        p = rng.randrange(0, len(word) + 1)
+        edits = [
+            word[:p] + rng.choice(alphabet) + word[p + 1 :],
+            word[:p] + rng.choice(alphabet) + word[p:],
+            word[:p] + word[p + 1 :],
+            word[:p] + word[p + 1 : p + 2] + word[p : p + 1] + word[p + 2 :],
+            "".join(rng.choice(alphabet) for _ in range(len(word))),
+        ]
+        pairs.extend((word, other) for other in edits)
+    con = duckdb.connect()
+    con.register("pairs", pa.table({"l": [a for a, _ in pairs], "r": [b for _, b in pairs]}))
+    cheap, exact = con.execute(
+        f"SELECT count(*) FILTER (WHERE {_one_edit('l', 'r')}), "
+        "count(*) FILTER (WHERE damerau_levenshtein(l, r) <= 1) FROM pairs"
+    ).fetchone() or (0, 0)
+    assert cheap == exact > 12_000
 
 
 def test_the_nickname_list_is_the_maintained_one() -> None:
@@ -374,7 +400,8 @@ def test_a_pair_settled_apart_before_scoring_still_guards_its_cluster(tmp_path: 
         ],
     )
     scoring = run.stats.contact.scoring
-    assert scoring is not None and scoring.pairs_by_band["settled_apart"] > 0
+    assert scoring is not None
+    assert scoring.pairs_by_band["settled_apart"] > 0
     assert run.together("salesforce:acme", "hubspot:bridge") or run.together("hubspot:bridge", "erp:firm5")
     assert not run.together("salesforce:acme", "erp:firm5")
     assert not run.queued("salesforce:acme", "erp:firm5")
