@@ -5,7 +5,9 @@ manifest ``<same>.json`` beside it (path, sha256, size, dialect, rows landed and
 was rejected) and its quarantined lines under ``quarantine/``. Exactly once rests on two things:
 the manifest named by the version (a version already in the lake is not landed again) and the
 ledger ``ops.file_ingest`` keyed by (path, sha256), which the raw load commits with the rows. A file
-is moved to its processed (or error) folder only once the ledger says its load committed.
+is moved to its processed (or error) folder only once the ledger says its load committed. Two runs
+landing one version at the same moment (the sensor's run beside the nightly) take turns on a lock
+file per version in the day's folder (:func:`_landing`), and the second finds the version landed.
 
 Two paths land files the same way: the nightly sweep of a day (:func:`land_drop_day`) and the
 sensor's run per file version (:func:`land_file_version`).
@@ -26,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+from filelock import FileLock
 
 from crm_pipelines.canonical import QUARANTINE
 from crm_pipelines.files.compression import UnpackLimits, unpacked
@@ -206,6 +209,16 @@ def landed_version(folder: Path, name: str, checksum: str) -> Manifest | None:
     return manifest
 
 
+def _landing(folder: Path, name: str, sha256: str) -> FileLock:
+    """Held while one file version is checked for and landed in a day's folder.
+
+    Without it, two runs that both found the version missing would write its Parquet file at once
+    (one of them then fails, and the file may mix both writers' bytes). The operating system frees
+    the lock when its holder dies, however it dies.
+    """
+    return FileLock(str(Path(folder) / f".{version_name(name, sha256)}.landing.lock"), timeout=1800)
+
+
 def move_to_error(session: SFTPSession, remote_path: str, error_folder: str, reason: str) -> str:
     """Move a rejected file to ``error_folder`` and write ``<name>.error.txt`` beside it saying why."""
     moved = session.move(remote_path, error_folder)
@@ -343,26 +356,27 @@ def land_drop_day(
                 day.unreadable.append({"path": remote.path, "reason": reason})
                 log.error(f"{remote.path} {reason}")
                 continue
-            landed = landed_version(folder, remote.name, downloaded.sha256)
-            if landed is not None:
-                log.info(f"{remote.path} (sha256 {downloaded.sha256[:12]}) is already in the lake")
-                day.manifests.append(landed)
-                continue
-            day.manifests.append(
-                land_file(
-                    local_file=local,
-                    remote_path=remote.path,
-                    sha256=downloaded.sha256,
-                    size=downloaded.size,
-                    mtime=remote.mtime,
-                    declared=declared,
-                    source=source,
-                    entity=entity,
-                    folder=folder,
-                    quarantine_folder=quarantine_folder,
-                    log=log,
+            with _landing(folder, remote.name, downloaded.sha256):
+                landed = landed_version(folder, remote.name, downloaded.sha256)
+                if landed is not None:
+                    log.info(f"{remote.path} (sha256 {downloaded.sha256[:12]}) is already in the lake")
+                    day.manifests.append(landed)
+                    continue
+                day.manifests.append(
+                    land_file(
+                        local_file=local,
+                        remote_path=remote.path,
+                        sha256=downloaded.sha256,
+                        size=downloaded.size,
+                        mtime=remote.mtime,
+                        declared=declared,
+                        source=source,
+                        entity=entity,
+                        folder=folder,
+                        quarantine_folder=quarantine_folder,
+                        log=log,
+                    )
                 )
-            )
     return day
 
 
@@ -441,19 +455,25 @@ def land_file_version(
                 f"{remote_path} changed since the sensor saw it (sha256 {checksum[:12]}, now "
                 f"{downloaded.sha256[:12]}); the new version gets its own partition"
             )
-        return land_file(
-            local_file=local,
-            remote_path=remote_path,
-            sha256=downloaded.sha256,
-            size=downloaded.size,
-            mtime=seen.mtime,
-            declared=declared,
-            source=source,
-            entity=entity,
-            folder=folder,
-            quarantine_folder=partition_dir(lake_dir, "quarantine", source, dataset, day),
-            log=log,
-        )
+        with _landing(folder, name, downloaded.sha256):
+            landed = landed_version(folder, name, downloaded.sha256)
+            if landed is not None:
+                # The nightly sweep landed it while this run was downloading it.
+                log.info(f"{remote_path} (sha256 {checksum[:12]}) is already in the lake")
+                return landed
+            return land_file(
+                local_file=local,
+                remote_path=remote_path,
+                sha256=downloaded.sha256,
+                size=downloaded.size,
+                mtime=seen.mtime,
+                declared=declared,
+                source=source,
+                entity=entity,
+                folder=folder,
+                quarantine_folder=partition_dir(lake_dir, "quarantine", source, dataset, day),
+                log=log,
+            )
 
 
 def archive_committed_files(
