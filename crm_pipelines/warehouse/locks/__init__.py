@@ -142,7 +142,11 @@ class WriterLock:
         if depth == 0:
             holder = self._factory(self._url, name=self.name)
             started = time.monotonic()
-            if not holder.acquire(self.timeout):
+            try:
+                acquired = holder.acquire(self.timeout)
+            except LockServerError as exc:
+                raise LockServerError(f"{self.label}: {exc}") from None
+            if not acquired:
                 waited = time.monotonic() - started
                 raise WriterLockTimeout(
                     f"{self.label}: gave up after waiting {waited:.0f} s (lock_timeout {self.timeout:g} s) "

@@ -22,7 +22,7 @@ import psycopg
 import pytest
 
 from crm_pipelines.warehouse.connection import Warehouse, open_warehouse
-from crm_pipelines.warehouse.locks import LOCK_URL, WriterLockTimeout, open_lock
+from crm_pipelines.warehouse.locks import LOCK_URL, LockServerError, WriterLockTimeout, open_lock
 from crm_pipelines.warehouse.locks.postgresql import APPLICATION_NAME
 from crm_pipelines_sandbox.postgres_server import PostgresServer
 
@@ -182,6 +182,19 @@ def test_a_wait_past_the_timeout_names_the_warehouse_and_the_wait(
     assert message.endswith("another process is writing it. The step can run again once that write ends.")
     if password_of(lock_url):
         assert password_of(lock_url) not in message
+
+
+@pytest.mark.parametrize("lock_url", ["postgresql", "redis"], indirect=True)
+def test_a_lock_server_that_refuses_the_login_is_named_without_the_password(lock_url: str) -> None:
+    wrong = "not-the-password-31337"
+    refused = lock_url.replace(f":{password_of(lock_url)}@", f":{wrong}@")
+    with pytest.raises(LockServerError) as caught, open_lock(refused, NAME, 5):
+        pass
+    message = str(caught.value)
+    assert message.startswith(f"{NAME}: could not reach the warehouse's writer lock (")
+    assert "127.0.0.1:" in message
+    assert wrong not in message
+    assert password_of(lock_url) not in message
 
 
 def test_an_unknown_scheme_is_named() -> None:
