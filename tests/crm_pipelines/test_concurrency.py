@@ -71,9 +71,14 @@ def test_two_runs_of_one_partition_take_turns_and_another_partition_does_not_wai
     instance = dg.DagsterInstance.from_config(str(home))
     try:
         launches = [launch(night) for night in (NIGHT, NIGHT, NEXT_NIGHT)]  # at once
-        for process in launches:
-            output, _ = process.communicate(timeout=120)
-            assert process.returncode == 0, output
+        try:
+            for process in launches:
+                output, _ = process.communicate(timeout=120)
+                assert process.returncode == 0, output
+        finally:
+            for process in launches:
+                process.kill()  # only one that never finished is still there
+                process.wait(timeout=10)
         runs = instance.get_runs()
         assert sorted(r.tags["dagster/partition"] for r in runs) == [NIGHT, NIGHT, NEXT_NIGHT]
         assert {r.status for r in runs} == {dg.DagsterRunStatus.QUEUED}  # nothing runs without the daemon
@@ -94,8 +99,12 @@ def test_two_runs_of_one_partition_take_turns_and_another_partition_does_not_wai
                 assert sum(r.status in RUNNING for r in night_runs) <= 1, night_runs
                 time.sleep(0.2)
         finally:
-            os.killpg(daemon.pid, signal.SIGTERM)
-            daemon.wait(timeout=60)
+            os.killpg(daemon.pid, signal.SIGTERM)  # the daemon and the code server it started
+            try:
+                daemon.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                os.killpg(daemon.pid, signal.SIGKILL)
+                daemon.wait(timeout=10)
 
         def moment(run: dg.DagsterRun, event: dg.DagsterEventType) -> float:
             (record,) = instance.all_logs(run.run_id, of_type=event)
