@@ -25,7 +25,6 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -257,7 +256,9 @@ class LocalPostgres:
         return f"postgresql://{self.user}:{password}@127.0.0.1:{self.port}/{self.database}"
 
     def stop(self) -> None:
-        self._run(["pg_ctl", "stop", "-w", "-m", "fast", "-D", str(self.data_dir)])
+        """Stop the cluster if it runs (a start that failed early leaves nothing to stop)."""
+        if (self.data_dir / "postmaster.pid").exists():
+            self._run(["pg_ctl", "stop", "-w", "-m", "fast", "-D", str(self.data_dir)])
 
 
 def _http_ok(url: str) -> bool:
@@ -447,8 +448,10 @@ def cmd_deploy_local(args: argparse.Namespace) -> int:
         concurrency=args.concurrency,
         postgres_dir=args.postgres_dir,
     )
-    stopping = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stopping.set())
+    # Ctrl-C and SIGTERM stop everything, even while starting. SIGINT is set explicitly: a shell
+    # starts a background job with it ignored, and Python then raises no KeyboardInterrupt.
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, _interrupt)
     try:
         deployment.start(say=lambda what: console.print(f"starting {what}"))
         for name, where in deployment.endpoints.items():
@@ -459,14 +462,19 @@ def cmd_deploy_local(args: argparse.Namespace) -> int:
             f"Dagster UI: {deployment.url}  (instance {deployment.home}; steps run on the Celery workers)"
         )
         console.print("Ctrl-C (or SIGTERM) stops everything.", highlight=False)
-        while not stopping.wait(1.0):
-            dead = deployment.exited()
-            if dead is not None:
-                console.print(f"[red]{dead.name} exited ({dead.exited()}); see {dead.log}. Stopping.[/]")
-                return 1
-        return 0
+        while (dead := deployment.exited()) is None:
+            time.sleep(1.0)
+        console.print(f"[red]{dead.name} exited ({dead.exited()}); see {dead.log}. Stopping.[/]")
+        return 1
     except KeyboardInterrupt:
         return 0
     finally:
+        # A second Ctrl-C must not cut the teardown short and leave servers behind.
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, signal.SIG_IGN)
         console.print("stopping every service")
         deployment.stop()
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt

@@ -100,7 +100,7 @@ def test_a_run_launched_in_the_ui_runs_its_steps_on_the_celery_workers(
         assert client.get_run_status(run_id).value == "SUCCESS"
         workers_by_step = _workers_by_step(port, run_id)
     finally:
-        deploy.send_signal(signal.SIGTERM)
+        deploy.send_signal(signal.SIGINT)  # Ctrl-C
         deploy.wait(timeout=90)
     assert deploy.returncode == 0, output.read_text()
 
@@ -111,7 +111,7 @@ def test_a_run_launched_in_the_ui_runs_its_steps_on_the_celery_workers(
     for key in SELECTION:  # what the extracts wrote to the lake, for the night
         night = tmp_path / "lake" / "raw" / key / f"dt={DAY.isoformat()}"
         assert pq.read_metadata(night / "part-0000.parquet").num_rows > 0, key
-    # SIGTERM stopped every process it had started.
+    # Ctrl-C stopped every process it had started.
     pids = [int(p) for p in re.findall(r"pid (\d+)", output.read_text())]
     assert len(pids) == 5  # code server, two workers, daemon, webserver
     for pid in pids:
