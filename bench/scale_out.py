@@ -16,9 +16,12 @@ Modes:
 - ``spawn``: Dagster's default multiprocess executor: each step a freshly spawned Python process,
   which imports the code location and builds its definitions before it starts;
 - ``forkserver``: the project's executor (``crm_pipelines/jobs.py``): steps forked from a server
-  that loaded the code location once (``crm_pipelines/preload.py``).
-
-Celery workers on Redis (``dagster-celery``) are not installed here: that mode is not measured.
+  that loaded the code location once (``crm_pipelines/preload.py``);
+- ``celery``: ``CRM_PIPELINES_EXECUTOR=celery``: each step a Celery task on a ``redis-server``
+  started for the mode, run by two workers (``--celery-workers``, ``--celery-concurrency``) that
+  built the definitions once before forking their pool (``crm_pipelines/celery_worker.py``), on the
+  run's ``DAGSTER_HOME``. The run is still ``dagster job execute``, as in the other modes; the
+  workers' startup is not timed.
 """
 
 from __future__ import annotations
@@ -26,7 +29,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import os
-import re
 import resource
 import shutil
 import signal
@@ -34,6 +36,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,6 +47,7 @@ MODES = {
     "in_process": "execution: {config: {in_process: {}}}",
     "spawn": "execution: {config: {multiprocess: {start_method: {spawn: {}}}}}",
     "forkserver": "",  # the job's own executor
+    "celery": "",  # the job's own executor, chosen by CRM_PIPELINES_EXECUTOR
 }
 
 
@@ -85,9 +90,50 @@ def start_sandbox(folder: Path, contacts: int, day: str) -> tuple[subprocess.Pop
     raise RuntimeError("the sandbox stopped before it served")
 
 
-def run_mode(mode: str, *, contacts: int, day: str) -> Outcome:
+@contextmanager
+def celery_workers(
+    folder: Path, env: dict[str, str], *, workers: int, concurrency: int
+) -> Iterator[dict[str, str]]:
+    """A Redis broker and Celery workers on it, ready; yields the variables that send steps to them."""
+    from crm_pipelines.deploy_local import celery_worker_argv, running_redis, start_service, stop_service
+    from crm_pipelines.executors import CELERY_BROKER, EXECUTOR
+
+    with running_redis(folder / "redis") as broker:
+        celery_env = {CELERY_BROKER: broker, EXECUTOR: "celery"}
+        started = [
+            start_service(
+                f"worker-{n}",
+                celery_worker_argv(f"worker-{n}", concurrency=concurrency, preload=True),
+                log_dir=folder / "logs",
+                env={**env, **celery_env},
+                cwd=folder,
+            )
+            for n in range(1, workers + 1)
+        ]
+        try:
+            while not all(" ready." in s.log.read_text(errors="replace") for s in started):
+                if any(s.exited() is not None for s in started):
+                    raise RuntimeError(f"a worker exited; see {folder / 'logs'}")
+                time.sleep(0.5)
+            yield celery_env
+        finally:
+            for service in started:
+                stop_service(service)
+
+
+def steps_succeeded(home: Path) -> int:
+    """Steps that succeeded in the run, from the instance: celery workers log them, not the run's process."""
+    import dagster as dg
+
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        (record,) = instance.get_run_records()
+        return len(instance.all_logs(record.dagster_run.run_id, of_type=dg.DagsterEventType.STEP_SUCCESS))
+
+
+def run_mode(mode: str, *, contacts: int, day: str, workers: int = 2, concurrency: int = 1) -> Outcome:
     folder = Path(tempfile.mkdtemp(prefix=f"scale-out-{mode}-"))
     sandbox, env = start_sandbox(folder, contacts, day)
+    stack = ExitStack()
     try:
         home = folder / "home"
         home.mkdir()
@@ -101,6 +147,12 @@ def run_mode(mode: str, *, contacts: int, day: str) -> Outcome:
             "CRM_PIPELINES_LAKE_DIR": str(folder / "lake"),
             "WAREHOUSE_URL": f"duckdb:///{folder / 'warehouse.duckdb'}",
         }
+        if mode == "celery":
+            child_env.update(
+                stack.enter_context(
+                    celery_workers(folder, child_env, workers=workers, concurrency=concurrency)
+                )
+            )
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
         started = time.perf_counter()
         argv = [
@@ -126,10 +178,11 @@ def run_mode(mode: str, *, contacts: int, day: str) -> Outcome:
             mode=mode,
             wall=wall,
             cpu=(after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime),
-            steps=len(re.findall(r"STEP_SUCCESS", log)),
+            steps=steps_succeeded(home),
             succeeded=done.returncode == 0 and "RUN_SUCCESS" in log,
         )
     finally:
+        stack.close()
         os.killpg(sandbox.pid, signal.SIGINT)
         try:
             sandbox.wait(timeout=60)
@@ -144,10 +197,20 @@ def main() -> None:
     )
     parser.add_argument("--contacts", type=int, default=300)
     parser.add_argument("--day", default=(dt.date.today() - dt.timedelta(days=1)).isoformat())
-    parser.add_argument("--modes", default="in_process,spawn,forkserver")
+    parser.add_argument("--modes", default="in_process,spawn,forkserver,celery")
+    parser.add_argument("--celery-workers", type=int, default=2)
+    parser.add_argument("--celery-concurrency", type=int, default=1, help="steps each worker runs at once")
     args = parser.parse_args()
     outcomes = [
-        run_mode(m.strip(), contacts=args.contacts, day=args.day) for m in args.modes.split(",") if m.strip()
+        run_mode(
+            m.strip(),
+            contacts=args.contacts,
+            day=args.day,
+            workers=args.celery_workers,
+            concurrency=args.celery_concurrency,
+        )
+        for m in args.modes.split(",")
+        if m.strip()
     ]
     base = next((o for o in outcomes if o.mode == "in_process"), None)
     print(f"command: uv run python bench/scale_out.py {' '.join(sys.argv[1:])}")
