@@ -66,15 +66,28 @@ def resolve_target(sync: SyncSpec) -> TargetObject:
     return target_for(sync.system).resolve(sync)
 
 
-def _load(sync: SyncSpec, warehouse: Warehouse, partition: str) -> tuple[pa.Table, pa.Table, pa.Table]:
-    """The source rows, their named targets and the sync's state, read-only from the warehouse."""
+def _load(sync: SyncSpec, warehouse: Warehouse, partition: str) -> tuple[pa.Table, pa.Table, pa.Table, int]:
+    """The source rows, their named targets, the sync's state, read-only from the warehouse; and the
+    source rows left out because they have no target record and the sync only updates."""
+    left_out = 0
     with warehouse.connect(read_only=True) as con:
         if sync.source.entity is not None:
             entity = sync.source.entity
             for table in (f"golden_{entity}", "xref_identity"):
                 if not table_exists(con, "core", table):
                     raise MissingInput(f"core.{table} does not exist yet: load core/identity first")
-            source = fetch_arrow(con, f"SELECT * FROM core.{quote_ident('golden_' + entity)}")
+            golden = f"core.{quote_ident('golden_' + entity)}"
+            linked = "SELECT golden_id FROM core.xref_identity WHERE entity = $entity AND source = $system"
+            params: dict[str, object] = {"entity": entity, "system": sync.system}
+            if sync.mode == "update":
+                # Only golden records with a record in this system can be written: the others are
+                # counted, not read (a CRM holding a tenth of the customers reads a tenth).
+                source = fetch_arrow(con, f"SELECT * FROM {golden} WHERE golden_id IN ({linked})", params)
+                ((left_out,),) = con.execute(
+                    f"SELECT count(*) FROM {golden} WHERE golden_id NOT IN ({linked})", params
+                ).fetchall()
+            else:
+                source = fetch_arrow(con, f"SELECT * FROM {golden}")
             links = fetch_arrow(
                 con,
                 "SELECT golden_id AS source_key, source_id AS target_id FROM core.xref_identity "
@@ -108,7 +121,7 @@ def _load(sync: SyncSpec, warehouse: Warehouse, partition: str) -> tuple[pa.Tabl
                     {"source_key": pa.array([], pa.string()), "target_id": pa.array([], pa.string())}
                 )
         state = read_state(con, sync=sync.name)
-    return source, links, state
+    return source, links, state, int(left_out)
 
 
 def run_sync(
@@ -149,7 +162,7 @@ def run_sync(
             rekeyed = follow_merged_ids(con, sync=sync.name, entity=sync.source.entity)
             if rekeyed:
                 logger.info(f"{sync.name}: state of {rekeyed} target records follows their merged golden ids")
-    source, links, state = _load(sync, warehouse, partition)
+    source, links, state, left_out = _load(sync, warehouse, partition)
     existing = kind.existing(target, sync=sync, rows=source, client=client) if source.num_rows else {}
     plan = plan_sync(
         sync,
@@ -162,6 +175,7 @@ def run_sync(
         backfill=backfill,
         spill_dir=lake_dir / "_spill",
     )
+    plan.without_target += left_out
     counts = RunCounts(planned=plan.planned, unchanged=plan.unchanged, baseline=len(plan.baseline))
     report = SyncReport(
         sync=sync.name,

@@ -24,8 +24,8 @@ import pytest
 from crm_pipelines.connectors.auth import clear_token_cache
 from crm_pipelines.connectors.limits import clear_buckets
 from crm_pipelines.syncs.reconcile import reconcile_syncs, record_outbound
-from crm_pipelines.syncs.run import SyncReport, run_sync
-from crm_pipelines.syncs.spec import SyncsError, SyncSpec, parse_syncs
+from crm_pipelines.syncs.run import SyncReport, resolve_target, run_sync
+from crm_pipelines.syncs.spec import SyncsError, SyncSpec, load_syncs, parse_syncs
 from crm_pipelines.warehouse.connection import Warehouse
 from crm_pipelines_sandbox.simulators import SalesforceSimulator
 from crm_pipelines_sandbox.simulators.store import create_indexes, create_salesforce_store, fetch_records
@@ -349,3 +349,44 @@ def test_the_outbound_reconciliation_adds_up_and_names_a_lost_outcome(estate: Es
     assert estate.query("SELECT sync, planned, sent, rejected, adds_up FROM ops.sync_reconciliation") == [
         ("customers_to_salesforce", 6, 5, 1, True)
     ]
+
+
+def test_a_golden_sync_that_only_updates_plans_the_linked_records_and_counts_the_rest(tmp_path: Path) -> None:
+    # Three golden contacts; two have a Salesforce record. The third cannot be written there: it is
+    # counted as without a target, and only the two are planned.
+    sync = load_syncs().get("golden_contacts__salesforce")
+    target = resolve_target(sync)
+    columns = sorted({f.source_column for f in target.fields.values()} | {"golden_id"})
+    warehouse = Warehouse(f"duckdb:///{tmp_path}/warehouse.duckdb")
+    with warehouse.transaction() as con:
+        con.execute(f"CREATE TABLE core.golden_contact ({', '.join(f'{c} VARCHAR' for c in columns)})")
+        for n in (1, 2, 3):
+            con.execute(
+                f"INSERT INTO core.golden_contact ({', '.join(columns)}) VALUES "
+                f"({', '.join('?' for _ in columns)})",
+                [
+                    f"C-{n}" if c == "golden_id" else (f"Person{n}" if c == "last_name" else None)
+                    for c in columns
+                ],
+            )
+        con.execute(
+            "CREATE TABLE core.xref_identity (golden_id VARCHAR, entity VARCHAR, source VARCHAR, source_id VARCHAR)"
+        )
+        con.execute(
+            "INSERT INTO core.xref_identity VALUES ('C-1', 'contact', 'salesforce', '003A'), "
+            "('C-2', 'contact', 'salesforce', '003B'), ('C-3', 'contact', 'hubspot', '77')"
+        )
+
+    report = run_sync(
+        sync,
+        warehouse=warehouse,
+        lake_dir=tmp_path / "lake",
+        partition=NIGHT,
+        run_id="preview",
+        client=None,
+        dry_run=True,
+    )
+
+    assert report.counts.planned == 2
+    assert report.without_target == 1
+    assert report.counts.adds_up
