@@ -18,6 +18,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import os
 import posixpath
 import tempfile
 import time
@@ -47,6 +48,7 @@ __all__ = [
     "archive_committed_files",
     "archive_drop",
     "committed_versions",
+    "day_lock",
     "file_schema",
     "land_drop_day",
     "land_file",
@@ -114,7 +116,10 @@ def land_file(
         rejected = str(exc)
     dialect = text_dialect(parsed_file, declared) if parsed_file else None
     drift = DriftReport()
-    with ParquetSink(folder / f"{version}.parquet", schema) as sink:
+    # Written under staged names the raw load never reads; published together, under the day's lock.
+    staged = folder / f".{version}.parquet.staged"
+    staged_quarantine = quarantine_folder / f".{version}.parquet.staged"
+    with ParquetSink(staged, schema) as sink:
         try:
             if parsed_file is None:
                 raise FileRejected(rejected or "unreadable")
@@ -146,7 +151,7 @@ def land_file(
             "this drop and were not loaded (declare them in sources.yaml to load them)"
         )
     if rejected is not None:
-        (folder / f"{version}.parquet").unlink(missing_ok=True)
+        staged.unlink(missing_ok=True)
         quarantine_rows = [
             {
                 "source": source,
@@ -158,7 +163,7 @@ def land_file(
             }
         ]
     quarantine_folder.mkdir(parents=True, exist_ok=True)
-    with ParquetSink(quarantine_folder / f"{version}.parquet", QUARANTINE) as qsink:
+    with ParquetSink(staged_quarantine, QUARANTINE) as qsink:
         qsink.write(pa.Table.from_pylist(quarantine_rows, schema=QUARANTINE))
     rows_landed = sink.rows if rejected is None else 0
     rows_quarantined = len({q["record_id"] for q in quarantine_rows})
@@ -178,14 +183,33 @@ def land_file(
         "rejected": rejected,
         "data_lines": rows_landed + rows_quarantined,
     }
-    if rejected is None:
-        # A corrected file under the same name supersedes the earlier versions in this partition, once it
-        # has landed: a replacement that is rejected (empty, truncated, corrupt) leaves them as they were.
-        for old in [*folder.glob(f"{stem}-*"), *quarantine_folder.glob(f"{stem}-*")]:
-            if not old.name.startswith(version):
-                old.unlink()
-    (folder / f"{version}.json").write_text(json.dumps(manifest, indent=2))
+    with day_lock(folder):
+        # All or nothing for a reader of the day (the raw load holds the same lock): the version's
+        # rows, its quarantine and its manifest appear, and the versions it replaces go, together.
+        if staged.exists():
+            os.replace(staged, folder / f"{version}.parquet")
+        os.replace(staged_quarantine, quarantine_folder / f"{version}.parquet")
+        if rejected is None:
+            # A corrected file under the same name supersedes the earlier versions in this partition,
+            # once it has landed: a replacement that is rejected (empty, truncated, corrupt) leaves
+            # them as they were.
+            for old in [*folder.glob(f"{stem}-*"), *quarantine_folder.glob(f"{stem}-*")]:
+                if not old.name.startswith(version):
+                    old.unlink()
+        (folder / f"{version}.json").write_text(json.dumps(manifest, indent=2))
     return manifest
+
+
+def day_lock(folder: Path) -> FileLock:
+    """Held while a file version is published into a day's lake folder, and while the raw load reads it.
+
+    A replacement swaps several files (the new version's rows, quarantine and manifest in, the old
+    version's out); a load reading the folder between two of those steps would see both versions, or
+    neither. The operating system frees the lock when its holder dies.
+    """
+    day = Path(folder)
+    day.parent.mkdir(parents=True, exist_ok=True)  # beside the day: a read creates no empty day
+    return FileLock(str(day.parent / f".{day.name}.lock"), timeout=1800)
 
 
 def new_file_columns(manifests: list[Manifest]) -> dict[str, list[str]]:

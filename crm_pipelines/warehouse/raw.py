@@ -8,6 +8,7 @@ run that fails before the commit leaves all of them where they were.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,7 +16,7 @@ from typing import Any
 
 import duckdb
 
-from crm_pipelines.files.landing import landed_manifests
+from crm_pipelines.files.landing import day_lock, landed_manifests
 from crm_pipelines.lake import has_parquet, parquet_glob, partition_dir
 from crm_pipelines.mapping.spec import load_mappings
 from crm_pipelines.privacy.suppression import suppress_raw_partition
@@ -86,47 +87,56 @@ def load_raw_dataset(
     commit with the rows or not at all.
     """
     folder = partition_dir(lake_dir, "raw", source, dataset, partition)
-    # People erased on request stay out though the source still holds them (quarantined as 'erased').
-    suppress_raw_partition(
-        lake_dir=lake_dir, source_dir=source, dataset=dataset, partition=partition, mappings=load_mappings()
-    )
-    # Extract-stage quarantine (file lines) is scoped to the dataset's entity, so one
-    # dataset's replacement never wipes another's. It loads even when no row survived.
-    replace_quarantine(
-        con,
-        folder=partition_dir(lake_dir, "quarantine", source, dataset, partition),
-        partition=partition,
-        stage="extract",
-        source=source,
-        entity=load_mappings().entity_of(f"{source}/{dataset}") or dataset,
-        run_id=run_id,
-    )
-    files: list[dict[str, Any]] = []
-    if kind == "sftp":
-        # Ledger rows commit with the rows they describe, also for files rejected whole,
-        # or those files would never reach the error folder.
-        files = _record_sftp_files(con, source, dataset, folder, partition, run_id)
-    if not has_parquet(folder):
-        log.warning(f"{source}/{dataset}: nothing in the lake for {partition}")
-        return RawLoad(rows=None, files=files, watermark=None)
-    rows = replace_partition(
-        con,
-        schema="raw",
-        table=raw_table(source, dataset),
-        parquet_glob=parquet_glob(folder),
-        partition=partition,
-    )
-    # The night's live rows, for the volume checks of later nights (crm_pipelines/quality/volume.py).
-    record_volume(
-        con,
-        source=source,
-        dataset=dataset,
-        partition=partition,
-        rows=live_rows(con, parquet_glob(folder)),
-        run_id=run_id,
-    )
-    pending = read_pending(folder)
-    reached = None
-    if pending is not None and advance_watermark(con, pending=pending, partition=partition, run_id=run_id):
-        reached = pending.reached
-    return RawLoad(rows=rows, files=files, watermark=reached)
+    # A drop's day folder changes while files land (a replacement swaps one version for another):
+    # it is read under the lock the landing publishes under, so each file loads in one version, whole.
+    with day_lock(folder) if kind == "sftp" else contextlib.nullcontext():
+        # People erased on request stay out though the source still holds them (quarantined as 'erased').
+        suppress_raw_partition(
+            lake_dir=lake_dir,
+            source_dir=source,
+            dataset=dataset,
+            partition=partition,
+            mappings=load_mappings(),
+        )
+        # Extract-stage quarantine (file lines) is scoped to the dataset's entity, so one
+        # dataset's replacement never wipes another's. It loads even when no row survived.
+        replace_quarantine(
+            con,
+            folder=partition_dir(lake_dir, "quarantine", source, dataset, partition),
+            partition=partition,
+            stage="extract",
+            source=source,
+            entity=load_mappings().entity_of(f"{source}/{dataset}") or dataset,
+            run_id=run_id,
+        )
+        files: list[dict[str, Any]] = []
+        if kind == "sftp":
+            # Ledger rows commit with the rows they describe, also for files rejected whole,
+            # or those files would never reach the error folder.
+            files = _record_sftp_files(con, source, dataset, folder, partition, run_id)
+        if not has_parquet(folder):
+            log.warning(f"{source}/{dataset}: nothing in the lake for {partition}")
+            return RawLoad(rows=None, files=files, watermark=None)
+        rows = replace_partition(
+            con,
+            schema="raw",
+            table=raw_table(source, dataset),
+            parquet_glob=parquet_glob(folder),
+            partition=partition,
+        )
+        # The night's live rows, for the volume checks of later nights (crm_pipelines/quality/volume.py).
+        record_volume(
+            con,
+            source=source,
+            dataset=dataset,
+            partition=partition,
+            rows=live_rows(con, parquet_glob(folder)),
+            run_id=run_id,
+        )
+        pending = read_pending(folder)
+        reached = None
+        if pending is not None and advance_watermark(
+            con, pending=pending, partition=partition, run_id=run_id
+        ):
+            reached = pending.reached
+        return RawLoad(rows=rows, files=files, watermark=reached)
