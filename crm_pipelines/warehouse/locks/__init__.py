@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib
+import importlib.util
 import os
 import pkgutil
 import re
@@ -181,6 +182,11 @@ def open_lock(url: str, name: str, timeout: float, *, label: str | None = None) 
         ValueError: no module of this package registers the URL's scheme.
     """
     scheme = url.split(":", 1)[0].split("+", 1)[0].lower()
+    # The module named for the scheme first: a step opening the lock file does not import the
+    # PostgreSQL and Redis clients (most of a second, in every step process).
+    module = f"{__name__}.{scheme}"
+    if scheme not in _SCHEMES and scheme.isidentifier() and importlib.util.find_spec(module) is not None:
+        importlib.import_module(module)
     if scheme not in _SCHEMES:
         _discover()
     factory = _SCHEMES.get(scheme)
