@@ -247,8 +247,9 @@ def _apart_sql(scoring: Scoring, *, settled: bool = False) -> str:
     return " OR ".join(tests) or "false"
 
 
-def _settled_early_sql(scoring: Scoring) -> str | None:
-    """The ``review: false`` apart rules that equality alone decides, as SQL over l and r; or None.
+def _settled_early_sql(scoring: Scoring) -> tuple[str, list[str]] | None:
+    """The ``review: false`` apart rules that equality alone decides, as SQL over l and r, and the
+    features it reads; or None.
 
     Such a rule (two resolved companies, unless the e-mail or the phone agrees) settles a pair as two
     people whatever its score: the pair is neither linked nor reviewed. On CRM data most candidate
@@ -262,6 +263,7 @@ def _settled_early_sql(scoring: Scoring) -> str | None:
         return f"coalesce(l.{column} = r.{column}, false)"
 
     tests = []
+    read: set[str] = set()
     for apart in scoring.apart_when:
         if apart.review or any(u.level != "exact" for u in apart.unless):
             continue
@@ -274,7 +276,8 @@ def _settled_early_sql(scoring: Scoring) -> str | None:
         else:
             continue
         tests.append("(" + " AND ".join([test, *(f"NOT {equal(u.feature)}" for u in apart.unless)]) + ")")
-    return " OR ".join(tests) or None
+        read |= {apart.feature, *(u.feature for u in apart.unless)}
+    return (" OR ".join(tests), sorted(read)) if tests else None
 
 
 def _level_sql(c: Comparison) -> str:
@@ -372,13 +375,19 @@ def _candidates(
     pairs: str,
     limit: int,
     stats: ScoringStats,
+    early: tuple[str, list[str]] | None,
 ) -> None:
-    """Candidate pairs (a < b) from every blocking key, each pair once.
+    """Candidate pairs (a < b) from every blocking key, each pair once, with ``settled``: whether
+    ``early`` (:func:`_settled_early_sql`) already says two people.
 
-    ``{pairs}_keys`` keeps (a, b, key): which keys found each pair, for training the weights one
-    key at a time.
+    ``{pairs}_keys`` keeps (a, b, key) of the unsettled pairs: which keys found each pair, for
+    training the weights one key at a time.
     """
-    cur.execute(f"CREATE OR REPLACE TEMP TABLE {pairs}_keys (a BIGINT, b BIGINT, key INTEGER)")
+    cur.execute(
+        f"CREATE OR REPLACE TEMP TABLE {pairs}_keys (a BIGINT, b BIGINT, key INTEGER, settled BOOLEAN)"
+    )
+    settled_sql, carried = early or ("false", [])
+    carry = "".join(f", {quote_ident(c)}" for c in carried)
     # A phonetic code is worked out once per distinct value, not once per record.
     soundexed = sorted({p.feature for key in scoring.blocking for p in key if p.transform == "soundex"})
     cur.execute(
@@ -397,8 +406,8 @@ def _candidates(
         cols = ", ".join(f"{_key_sql(p)} AS k{i}" for i, p in enumerate(key))
         keys = [f"k{i}" for i in range(len(key))]
         block = f"""
-            SELECT rid, {", ".join(keys)}, count(*) OVER (PARTITION BY {", ".join(keys)}) AS n
-            FROM (SELECT rid, {cols} FROM {feat})
+            SELECT rid, {", ".join(keys)}, count(*) OVER (PARTITION BY {", ".join(keys)}) AS n{carry}
+            FROM (SELECT rid, {cols}{carry} FROM {feat})
             WHERE {" AND ".join(f"{k} IS NOT NULL" for k in keys)}
         """
         cur.execute(f"CREATE OR REPLACE TEMP TABLE identity_block AS {block}")
@@ -416,7 +425,7 @@ def _candidates(
         cur.execute(
             f"""
             INSERT INTO {pairs}_keys
-            SELECT l.rid, r.rid, {index} FROM identity_block AS l JOIN identity_block AS r
+            SELECT l.rid, r.rid, {index}, {settled_sql} FROM identity_block AS l JOIN identity_block AS r
               ON {" AND ".join(f"l.{k} = r.{k}" for k in keys)} AND l.rid < r.rid
             WHERE l.n <= ?
             """,
@@ -424,8 +433,14 @@ def _candidates(
         )
     cur.execute("DROP TABLE IF EXISTS identity_block")
     cur.execute("DROP TABLE identity_keyed")
-    cur.execute(f"CREATE OR REPLACE TEMP TABLE {pairs} AS SELECT DISTINCT a, b FROM {pairs}_keys")
-    stats.candidate_pairs = int(_one(cur, f"SELECT count(*) FROM {pairs}")[0])
+    cur.execute(
+        f"CREATE OR REPLACE TEMP TABLE {pairs} AS SELECT a, b, bool_or(settled) AS settled "
+        f"FROM {pairs}_keys GROUP BY a, b"
+    )
+    cur.execute(f"DELETE FROM {pairs}_keys WHERE settled")
+    candidates, settled = _one(cur, f"SELECT count(*), count(*) FILTER (WHERE settled) FROM {pairs}")
+    stats.candidate_pairs = int(candidates)
+    stats.pairs_by_band["settled_apart"] = int(settled)
 
 
 def _gamma_select(scoring: Scoring) -> str:
@@ -600,7 +615,8 @@ def score_and_cluster(
     cur.unregister("identity_nickname_input")
     helpers = {helper for c in scoring.comparisons for helper in _HELPERS.get(c.kind, ())}
     pairs, gammas = "identity_pairs", "identity_gammas"
-    _candidates(cur, scoring, feat=feat, pairs=pairs, limit=max_block_size, stats=stats)
+    early = _settled_early_sql(scoring)
+    _candidates(cur, scoring, feat=feat, pairs=pairs, limit=max_block_size, stats=stats, early=early)
     # Only what the levels read travels with each pair: the compared features, their helper
     # columns, and how many records share the value of each frequency-weighted level (counted once
     # per record, not per pair).
@@ -626,17 +642,13 @@ def score_and_cluster(
         """
     )
     feat = "identity_scored_feat"
-    early = _settled_early_sql(scoring)
     cur.execute(
         f"""
         CREATE OR REPLACE TEMP TABLE {gammas} AS
         SELECT p.a, p.b, {_gamma_select(scoring)}{"".join(f", l.__tfc{i} AS tfc{i}" for i in tf_columns)}
         FROM {pairs} AS p JOIN {feat} AS l ON l.rid = p.a JOIN {feat} AS r ON r.rid = p.b
-        {f"WHERE NOT ({early})" if early else ""}
+        WHERE NOT p.settled
         """
-    )
-    stats.pairs_by_band["settled_apart"] = stats.candidate_pairs - int(
-        _one(cur, f"SELECT count(*) FROM {gammas}")[0]
     )
     m, u, prior = _estimate(cur, scoring, feat=feat, gammas=gammas, pair_keys=f"{pairs}_keys", stats=stats)
     # The weight of each level (log2 m/u), and the frequency-weighted exact values.
@@ -676,7 +688,7 @@ def score_and_cluster(
     ):
         (n,) = _one(cur, "SELECT count(*) FROM identity_scores WHERE p >= ? AND p < ?", [low, high])
         stats.pairs_by_band[band] = int(n)
-    accepted, refused = _cluster(cur, scoring, decisions, settled=(pairs, feat, early))
+    accepted, refused = _cluster(cur, scoring, decisions, pairs=pairs)
     stats.merged_pairs = len(accepted)
     stats.refused_joins = len(refused)
     cur.register(
@@ -736,16 +748,15 @@ def _cluster(
     scoring: Scoring,
     decisions: Iterable[tuple[int, int, str]],
     *,
-    settled: tuple[str, str, str | None],
+    pairs: str,
 ) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
     """Join pairs strongest first unless the two clusters hold a pair of different people.
 
-    ``settled``: the candidate pairs, the features and the condition that settled pairs apart
-    before scoring (:func:`_settled_early_sql`); such a pair inside a component holds it apart too.
+    ``pairs``: the candidate pairs; one settled apart before scoring (:func:`_settled_early_sql`)
+    inside a component holds it apart too.
 
     Returns the accepted links (a spanning forest of the clusters) and the refused ones.
     """
-    pairs, feat, early = settled
     must = [(a, b) for a, b, d in decisions if d == "must_link"]
     cannot: dict[int, set[int]] = {}
     for a, b, d in decisions:
@@ -786,14 +797,10 @@ def _cluster(
         "SELECT s.a, s.b FROM identity_scores AS s "
         "JOIN identity_component_input AS ca ON ca.rid = s.a JOIN identity_component_input AS cb ON cb.rid = s.b "
         "WHERE (s.p < ? OR s.apart) AND ca.comp = cb.comp"
-        + (
-            f" UNION ALL SELECT p.a, p.b FROM {pairs} AS p "
-            "JOIN identity_component_input AS ca ON ca.rid = p.a "
-            "JOIN identity_component_input AS cb ON cb.rid = p.b AND cb.comp = ca.comp "
-            f"JOIN {feat} AS l ON l.rid = p.a JOIN {feat} AS r ON r.rid = p.b WHERE {early}"
-            if early
-            else ""
-        ),
+        f" UNION ALL SELECT p.a, p.b FROM {pairs} AS p "
+        "JOIN identity_component_input AS ca ON ca.rid = p.a "
+        "JOIN identity_component_input AS cb ON cb.rid = p.b AND cb.comp = ca.comp "
+        "WHERE p.settled",
         [scoring.reject_below],
     ).fetchall():
         cannot.setdefault(a, set()).add(b)
