@@ -21,7 +21,11 @@ Modes:
   started for the mode, run by two workers (``--celery-workers``, ``--celery-concurrency``) that
   built the definitions once before forking their pool (``crm_pipelines/celery_worker.py``), on the
   run's ``DAGSTER_HOME``. The run is still ``dagster job execute``, as in the other modes; the
-  workers' startup is not timed.
+  workers' startup is not timed;
+- ``deploy_local``: ``crm-pipelines deploy-local`` (PostgreSQL instance, Redis, webserver, daemon,
+  ``--celery-workers`` workers) with the sandbox in its environment; the nightly is launched through
+  the webserver's GraphQL API, as from the UI, and timed from the launch to its end (the queue, the
+  run worker's start and the steps). Its CPU is not counted (0).
 """
 
 from __future__ import annotations
@@ -41,6 +45,8 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
+
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 MODES = {
@@ -48,6 +54,7 @@ MODES = {
     "spawn": "execution: {config: {multiprocess: {start_method: {spawn: {}}}}}",
     "forkserver": "",  # the job's own executor
     "celery": "",  # the job's own executor, chosen by CRM_PIPELINES_EXECUTOR
+    "deploy_local": "",  # launched through crm-pipelines deploy-local's webserver, on its workers
 }
 
 
@@ -130,6 +137,47 @@ def steps_succeeded(home: Path) -> int:
         return len(instance.all_logs(record.dagster_run.run_id, of_type=dg.DagsterEventType.STEP_SUCCESS))
 
 
+def run_deploy_local(
+    folder: Path, env: dict[str, str], *, day: str, workers: int, concurrency: int
+) -> Outcome:
+    """The nightly launched through ``crm-pipelines deploy-local``'s webserver; timed from launch to end."""
+    from dagster_graphql import DagsterGraphQLClient
+
+    from crm_pipelines.deploy_local import free_port
+
+    folder.chmod(0o755)  # its PostgreSQL runs as nobody when we are root
+    port = free_port()
+    output = folder / "deploy-local.out"
+    argv = [str(BIN / "crm-pipelines"), "deploy-local", "--dir", str(folder / "deploy"), "--port", str(port)]
+    argv += ["--workers", str(workers), "--concurrency", str(concurrency)]
+    with output.open("wb") as out:
+        deploy = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=folder)
+    try:
+        while "Ctrl-C" not in output.read_text():
+            if deploy.poll() is not None:
+                raise RuntimeError(f"deploy-local exited:\n{output.read_text()}")
+            time.sleep(1)
+        client = DagsterGraphQLClient("127.0.0.1", port_number=port)
+        started = time.perf_counter()
+        run_id = client.submit_job_execution("nightly_sync", tags={"dagster/partition": day})
+        while (status := client.get_run_status(run_id).value) not in ("SUCCESS", "FAILURE", "CANCELED"):
+            time.sleep(2)
+        wall = time.perf_counter() - started
+        stats = httpx.post(
+            f"http://127.0.0.1:{port}/graphql",
+            json={"query": STEP_STATS, "variables": {"runId": run_id}},
+            timeout=60,
+        ).json()["data"]["runOrError"]["stepStats"]
+        steps = sum(1 for step in stats if step["status"] == "SUCCESS")
+        return Outcome(mode="deploy_local", wall=wall, cpu=0.0, steps=steps, succeeded=status == "SUCCESS")
+    finally:
+        deploy.send_signal(signal.SIGINT)
+        deploy.wait(timeout=120)
+
+
+STEP_STATS = "query Steps($runId: ID!) { runOrError(runId: $runId) { ... on Run { stepStats { status } } } }"
+
+
 def run_mode(mode: str, *, contacts: int, day: str, workers: int = 2, concurrency: int = 1) -> Outcome:
     folder = Path(tempfile.mkdtemp(prefix=f"scale-out-{mode}-"))
     sandbox, env = start_sandbox(folder, contacts, day)
@@ -147,6 +195,9 @@ def run_mode(mode: str, *, contacts: int, day: str, workers: int = 2, concurrenc
             "CRM_PIPELINES_LAKE_DIR": str(folder / "lake"),
             "WAREHOUSE_URL": f"duckdb:///{folder / 'warehouse.duckdb'}",
         }
+        if mode == "deploy_local":
+            del child_env["DAGSTER_HOME"]  # deploy-local's own, on its PostgreSQL
+            return run_deploy_local(folder, child_env, day=day, workers=workers, concurrency=concurrency)
         if mode == "celery":
             child_env.update(
                 stack.enter_context(
