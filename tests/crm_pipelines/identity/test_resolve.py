@@ -39,6 +39,13 @@ from crm_pipelines.identity.resolve import features_with_sql
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
 
+def account_rules() -> MatchRules:
+    """The shipped rules with accounts matched by their declared rules instead of scored: what the
+    tests of the rules engine itself (rule names, rule counts, transitive closure) run on."""
+    shipped = load_match_rules()
+    return shipped.model_copy(update={"account": shipped.account.model_copy(update={"scoring": None})})
+
+
 def account(source: str, source_id: str, **fields: Any) -> dict[str, Any]:
     fields.setdefault("updated_at", T0)
     return {"record_id": f"{source}:{source_id}", "source": source, "source_id": source_id, **fields}
@@ -155,6 +162,7 @@ def test_transitive_links_form_one_cluster(tmp_path: Path) -> None:
             account("salesforce", "B", name="Umbrella Corp", domain="umbrella.com", phone="+442071234567"),
             account("erp", "C", name="Umbrela Corp", phone="+442071234567", country="FR"),
         ],
+        rules=account_rules(),
     )
     assert run.clusters("account") == {frozenset({"hubspot:A", "salesforce:B", "erp:C"})}
     rules = {row["record_id"]: row["match_rule"] for row in run.xref}
@@ -194,6 +202,7 @@ def test_free_mail_domains_never_link_accounts(tmp_path: Path) -> None:
             account("erp", "4", name="Kim Catering", email="kim@GMX.DE"),
             account("erp", "5", name="Lee Painting", email="lee@gmx.de"),
         ],
+        rules=account_rules(),
     )
     assert all(len(cluster) == 1 for cluster in run.clusters("account"))
     assert run.stats.account.rules["same_domain"].pairs == 0
@@ -406,7 +415,7 @@ def test_xref_has_every_record_once_and_one_survivor_per_cluster(tmp_path: Path)
         for i in range(30)
         for source in ("salesforce", "hubspot")
     ]
-    run = resolve(tmp_path, accounts, contacts)
+    run = resolve(tmp_path, accounts, contacts, rules=account_rules())
     record_ids = [x["record_id"] for x in run.xref]
     assert sorted(record_ids) == sorted(r["record_id"] for r in accounts + contacts)
     for entity, golden_rows in (("account", run.golden_accounts), ("contact", run.golden_contacts)):
@@ -642,7 +651,7 @@ def test_long_chains_collapse_into_one_cluster(tmp_path: Path) -> None:
         )
         for i in range(60)
     ]
-    run = resolve(tmp_path, accounts)
+    run = resolve(tmp_path, accounts, rules=account_rules())
     assert len(run.clusters("account")) == 1
     assert run.stats.account.largest_cluster == 60
     assert run.stats.account.cluster_rounds < 20
@@ -919,3 +928,24 @@ def test_without_legal_words_only_punctuation_and_case_fold() -> None:
     rules = parse_match_rules(text="{}")
     normalised = normalize_company_names(con=duckdb.connect(), names=["ACME, GmbH."], rules=rules)
     assert normalised == ["acme gmbh"]
+
+
+def test_scored_accounts_do_not_chain_two_countries_through_a_record_without_one(tmp_path: Path) -> None:
+    # B shares A's domain and C's landline; A is in Britain, C in France (both in a Springfield):
+    # two companies, whatever B says. Linked rule by rule, all three were one customer.
+    umbrellas = [
+        account(
+            "hubspot", "A", name="Umbrella Corp", domain="umbrella.com", country="GB", city="Springfield"
+        ),
+        account("salesforce", "B", name="Umbrella Corp.", domain="umbrella.com", phone="+442071234567"),
+        account("erp", "C", name="Umbrella Corp", phone="+442071234567", country="FR", city="Springfield"),
+    ]
+    run = resolve(tmp_path, umbrellas)
+    assert load_match_rules().account.scoring is not None
+    scoring = run.stats.account.scoring
+    assert scoring is not None
+    assert scoring.pairs_by_band["settled_apart"] == 1  # A and C: the same name and town, two countries
+    assert run.golden_of("hubspot:A") != run.golden_of("erp:C")
+    assert run.golden_of("salesforce:B") in {run.golden_of("hubspot:A"), run.golden_of("erp:C")}
+    chained = resolve(tmp_path, umbrellas, rules=account_rules(), name="rules")
+    assert chained.clusters("account") == {frozenset({"hubspot:A", "salesforce:B", "erp:C"})}
