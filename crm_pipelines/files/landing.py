@@ -243,6 +243,18 @@ def _landing(folder: Path, name: str, sha256: str) -> FileLock:
     return FileLock(str(Path(folder) / f".{version_name(name, sha256)}.landing.lock"), timeout=1800)
 
 
+def _land_once(*, folder: Path, remote_path: str, sha256: str, log: Logger, **land: Any) -> Manifest:
+    """Land one file version unless it is already in the day's folder, under its landing lock: the
+    nightly sweep and the per-file run may reach the same version at the same moment."""
+    name = posixpath.basename(remote_path)
+    with _landing(folder, name, sha256):
+        landed = landed_version(folder, name, sha256)
+        if landed is not None:
+            log.info(f"{remote_path} (sha256 {sha256[:12]}) is already in the lake")
+            return landed
+        return land_file(folder=folder, remote_path=remote_path, sha256=sha256, log=log, **land)
+
+
 def move_to_error(session: SFTPSession, remote_path: str, error_folder: str, reason: str) -> str:
     """Move a rejected file to ``error_folder`` and write ``<name>.error.txt`` beside it saying why."""
     moved = session.move(remote_path, error_folder)
@@ -380,27 +392,21 @@ def land_drop_day(
                 day.unreadable.append({"path": remote.path, "reason": reason})
                 log.error(f"{remote.path} {reason}")
                 continue
-            with _landing(folder, remote.name, downloaded.sha256):
-                landed = landed_version(folder, remote.name, downloaded.sha256)
-                if landed is not None:
-                    log.info(f"{remote.path} (sha256 {downloaded.sha256[:12]}) is already in the lake")
-                    day.manifests.append(landed)
-                    continue
-                day.manifests.append(
-                    land_file(
-                        local_file=local,
-                        remote_path=remote.path,
-                        sha256=downloaded.sha256,
-                        size=downloaded.size,
-                        mtime=remote.mtime,
-                        declared=declared,
-                        source=source,
-                        entity=entity,
-                        folder=folder,
-                        quarantine_folder=quarantine_folder,
-                        log=log,
-                    )
+            day.manifests.append(
+                _land_once(
+                    local_file=local,
+                    remote_path=remote.path,
+                    sha256=downloaded.sha256,
+                    size=downloaded.size,
+                    mtime=remote.mtime,
+                    declared=declared,
+                    source=source,
+                    entity=entity,
+                    folder=folder,
+                    quarantine_folder=quarantine_folder,
+                    log=log,
                 )
+            )
     return day
 
 
@@ -479,25 +485,19 @@ def land_file_version(
                 f"{remote_path} changed since the sensor saw it (sha256 {checksum[:12]}, now "
                 f"{downloaded.sha256[:12]}); the new version gets its own partition"
             )
-        with _landing(folder, name, downloaded.sha256):
-            landed = landed_version(folder, name, downloaded.sha256)
-            if landed is not None:
-                # The nightly sweep landed it while this run was downloading it.
-                log.info(f"{remote_path} (sha256 {checksum[:12]}) is already in the lake")
-                return landed
-            return land_file(
-                local_file=local,
-                remote_path=remote_path,
-                sha256=downloaded.sha256,
-                size=downloaded.size,
-                mtime=seen.mtime,
-                declared=declared,
-                source=source,
-                entity=entity,
-                folder=folder,
-                quarantine_folder=partition_dir(lake_dir, "quarantine", source, dataset, day),
-                log=log,
-            )
+        return _land_once(
+            local_file=local,
+            remote_path=remote_path,
+            sha256=downloaded.sha256,
+            size=downloaded.size,
+            mtime=seen.mtime,
+            declared=declared,
+            source=source,
+            entity=entity,
+            folder=folder,
+            quarantine_folder=partition_dir(lake_dir, "quarantine", source, dataset, day),
+            log=log,
+        )
 
 
 def archive_committed_files(
