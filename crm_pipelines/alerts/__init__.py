@@ -14,7 +14,7 @@ from crm_pipelines.alerts.channels import (
     configured_channels,
     send_alert,
 )
-from crm_pipelines.alerts.model import Alert, AlertKind
+from crm_pipelines.alerts.model import Alert, AlertKind, FailedCheck
 from crm_pipelines.alerts.redact import first_error_line, redact
 from crm_pipelines.alerts.runs import (
     CheckTick,
@@ -35,6 +35,7 @@ __all__ = [
     "AlertConfigError",
     "AlertKind",
     "CheckTick",
+    "FailedCheck",
     "SummaryTick",
     "check_failure_alerts",
     "configured_channels",

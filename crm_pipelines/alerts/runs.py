@@ -9,7 +9,9 @@ Read through Dagster's public instance API, the same on the default run-sharded 
   and ``RUN_CANCELED`` events, whose storage ids are the cursor), then each run's
   ``ASSET_CHECK_EVALUATION`` events that did not pass. (``get_event_records`` on check evaluations
   is deprecated and refuses a plain storage-id cursor on run-sharded SQLite.) Every failed check
-  alerts, ERROR and WARN: the blocking quality checks, the reconciliation, freshness and volume;
+  alerts, ERROR and WARN, except a blocking check that failed with ERROR in a run that failed:
+  that failure is what failed the run, and the run's alert names it (one alert per problem). A
+  WARN or non-blocking failure, or any failure in a run that succeeded, alerts here;
 * the daily summary: the runs that ended in the last 24 hours, per job, and their failed checks.
 
 Each ``notify_*`` function is one sensor's whole work: it builds the alerts and sends them through
@@ -30,7 +32,7 @@ import dagster as dg
 
 from crm_pipelines import settings
 from crm_pipelines.alerts.channels import AlertLog, configured_channels, send_alert
-from crm_pipelines.alerts.model import Alert
+from crm_pipelines.alerts.model import Alert, FailedCheck
 from crm_pipelines.alerts.redact import first_error_line
 
 __all__ = [
@@ -38,6 +40,8 @@ __all__ = [
     "SummaryTick",
     "check_failure_alerts",
     "daily_summary_alert",
+    "failed_evaluations",
+    "failed_the_run",
     "notify_check_failures",
     "notify_daily_summary",
     "notify_run_failure",
@@ -104,10 +108,47 @@ def _unique(values: Sequence[str]) -> tuple[str, ...]:
     return tuple(dict.fromkeys(values))
 
 
+def failed_evaluations(
+    instance: dg.DagsterInstance, run_id: str
+) -> list[tuple[str | None, dg.AssetCheckEvaluation]]:
+    """(step key, evaluation) of each asset check the run evaluated and that did not pass."""
+    found: list[tuple[str | None, dg.AssetCheckEvaluation]] = []
+    for entry in instance.all_logs(run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION):
+        event = entry.dagster_event
+        evaluation = event.event_specific_data if event is not None else None
+        if isinstance(evaluation, dg.AssetCheckEvaluation) and not evaluation.passed:
+            found.append((entry.step_key, evaluation))
+    return found
+
+
+def failed_the_run(evaluation: dg.AssetCheckEvaluation, run: dg.DagsterRun) -> bool:
+    """Whether this failed check failed its run: a blocking check, failed with ERROR, in a failed run.
+
+    Dagster fails the step of such a check (``DagsterAssetCheckFailedError``), so the run fails and
+    its run-failure alert names the check; the check sensor leaves it out.
+    """
+    return (
+        run.status == dg.DagsterRunStatus.FAILURE
+        and bool(evaluation.blocking)
+        and evaluation.severity == dg.AssetCheckSeverity.ERROR
+        and not evaluation.passed
+    )
+
+
+def _check_detail(evaluation: dg.AssetCheckEvaluation, *, environ: Mapping[str, str] | None) -> str | None:
+    """The check's description, else its first metadata entry (``label: value``): first line, redacted."""
+    if evaluation.description:
+        return first_error_line(evaluation.description, environ=environ)
+    for label, value in evaluation.metadata.items():
+        return first_error_line(f"{label}: {getattr(value, 'value', value)}", environ=environ)
+    return None
+
+
 def run_failure_alert(
     instance: dg.DagsterInstance, run_id: str, *, environ: Mapping[str, str] | None = None
 ) -> Alert:
-    """The alert for a failed run: job, partition, failed steps, first error line, link.
+    """The alert for a failed run: job, partition, failed steps, first error line, link, and the
+    blocking checks whose failure failed it (:func:`failed_the_run`), each with its description.
 
     The error is the first failed step's; a run that failed before any step (a crashed run worker,
     a resource that did not start) carries its run failure's.
@@ -131,11 +172,22 @@ def run_failure_alert(
             message = error_message(getattr(data, "error", None)) or (event.message if event else None)
             if message:
                 break
+    checks = tuple(
+        FailedCheck(
+            asset_key=evaluation.asset_key.to_user_string(),
+            check_name=evaluation.check_name,
+            detail=_check_detail(evaluation, environ=environ),
+            step_key=step_key,
+        )
+        for step_key, evaluation in failed_evaluations(instance, run_id)
+        if failed_the_run(evaluation, run)
+    )
     return Alert(
         kind="run_failure",
         job=run.job_name,
         partition=run_partition(run.tags),
         failed_steps=steps,
+        failed_checks=checks,
         error=first_error_line(message, environ=environ),
         run_id=run_id,
         run_url=run_url(run_id),
@@ -143,17 +195,27 @@ def run_failure_alert(
 
 
 def check_failure_alerts(
-    instance: dg.DagsterInstance, run_id: str, *, environ: Mapping[str, str] | None = None
+    instance: dg.DagsterInstance,
+    run_id: str,
+    *,
+    environ: Mapping[str, str] | None = None,
+    run_failing: bool = True,
 ) -> list[Alert]:
-    """One alert per asset check the run evaluated and that did not pass (ERROR and WARN)."""
+    """One alert per asset check the run evaluated and that did not pass (ERROR and WARN).
+
+    Args:
+        instance: The Dagster instance.
+        run_id: The run.
+        environ: The variables to read (default ``os.environ``).
+        run_failing: Whether to include the checks that failed the run (:func:`failed_the_run`);
+            the check sensor leaves them out, as the run-failure alert names them.
+    """
     run = instance.get_run_by_id(run_id)
     if run is None:
         return []
     alerts: list[Alert] = []
-    for entry in instance.all_logs(run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION):
-        event = entry.dagster_event
-        evaluation = event.event_specific_data if event is not None else None
-        if not isinstance(evaluation, dg.AssetCheckEvaluation) or evaluation.passed:
+    for _, evaluation in failed_evaluations(instance, run_id):
+        if not run_failing and failed_the_run(evaluation, run):
             continue
         alerts.append(
             Alert(
@@ -247,7 +309,8 @@ def notify_check_failures(
     log: AlertLog | None = None,
     environ: Mapping[str, str] | None = None,
 ) -> CheckTick:
-    """Alert on the failed checks of the runs that finished since ``cursor``.
+    """Alert on the failed checks of the runs that finished since ``cursor``, but those that failed
+    their run (:func:`failed_the_run`): the run's own alert names them.
 
     Args:
         instance: The Dagster instance.
@@ -268,7 +331,10 @@ def notify_check_failures(
     if not configured_channels(environ, log=log):
         return CheckTick(cursor=next_cursor, runs=len(runs))  # nothing could be sent: do not read further
     alerts = [
-        alert for _, run_id in runs for alert in check_failure_alerts(instance, run_id, environ=environ)
+        alert
+        for _, run_id in runs
+        # The checks that failed their run are in that run's alert (alert_on_run_failure).
+        for alert in check_failure_alerts(instance, run_id, environ=environ, run_failing=False)
     ]
     sent = sum(1 for alert in alerts if send_alert(alert, log=log, environ=environ))
     return CheckTick(cursor=next_cursor, runs=len(runs), alerts=len(alerts), sent=sent)

@@ -76,6 +76,30 @@ def rows_add_up() -> dg.AssetCheckResult:
     return dg.AssetCheckResult(passed=True)
 
 
+@dg.asset_check(asset=raw_hubspot, blocking=True)
+def erp_rows_block() -> dg.AssetCheckResult:
+    """Blocking, no description: the run's alert names it by its first metadata entry."""
+    return dg.AssetCheckResult(
+        passed=False, severity=dg.AssetCheckSeverity.ERROR, metadata={"missing rows": 412, "of": 9000}
+    )
+
+
+@dg.asset_check(asset=raw_hubspot, blocking=True)
+def volume_drop_warn() -> dg.AssetCheckResult:
+    """Blocking, but a WARN: the run goes on, so the check alerts on its own."""
+    return dg.AssetCheckResult(
+        passed=False, severity=dg.AssetCheckSeverity.WARN, description="contacts fell 30%"
+    )
+
+
+@dg.asset_check(asset=raw_hubspot)
+def duplicates_found() -> dg.AssetCheckResult:
+    """Not blocking, an ERROR: the run goes on."""
+    return dg.AssetCheckResult(
+        passed=False, severity=dg.AssetCheckSeverity.ERROR, description="212 duplicate contacts"
+    )
+
+
 @pytest.fixture
 def receivers(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[SmtpServer, WebhookReceiver]]:
     """Both channels configured, pointing at real receivers on loopback."""
@@ -103,6 +127,17 @@ def checked_night(instance: dg.DagsterInstance) -> str:
         partition_key=DAY,
         raise_on_error=False,
     )
+    return result.run_id
+
+
+def warned_night(instance: dg.DagsterInstance) -> str:
+    """A run that succeeds with failed checks: none of them blocks it."""
+    result = dg.materialize(
+        [raw_hubspot, volume_drop_warn, duplicates_found, source_freshness, rows_add_up],
+        instance=instance,
+        partition_key=DAY,
+    )
+    assert result.success
     return result.run_id
 
 
@@ -173,7 +208,7 @@ def test_failed_checks_alert_once_each_with_their_severity(
         assert first.cursor is not None
         assert smtp.messages == []  # a new sensor starts from now
 
-        run_id = checked_night(instance)
+        run_id = warned_night(instance)
         second = alert_on_check_failure(dg.build_sensor_context(instance=instance, cursor=first.cursor))
         assert isinstance(second, dg.SensorResult)
         third = alert_on_check_failure(dg.build_sensor_context(instance=instance, cursor=second.cursor))
@@ -181,17 +216,65 @@ def test_failed_checks_alert_once_each_with_their_severity(
         assert third.skip_reason is not None
         assert third.cursor == second.cursor
 
+    # The run succeeded: every failed check alerts here, a blocking WARN and a non-blocking ERROR too.
     subjects = sorted(message["Subject"].strip() for message in smtp.messages)
     assert subjects == [
+        f"[crm-pipelines] check raw/hubspot:duplicates_found failed (ERROR) ({DAY})",
         f"[crm-pipelines] check raw/hubspot:source_freshness failed (WARN) ({DAY})",
-        f"[crm-pipelines] check raw/hubspot:volume_drop_block failed (ERROR) ({DAY})",
+        f"[crm-pipelines] check raw/hubspot:volume_drop_warn failed (WARN) ({DAY})",
     ]
     bodies = "".join(content(message) for message in smtp.messages)
-    assert "Error: contacts fell 85%\n" in bodies
+    assert "Error: 212 duplicate contacts\n" in bodies
+    assert "Error: contacts fell 30%\n" in bodies
     assert "Error: no change for 9 days (secret=***)\n" in bodies
     assert f"Run: {UI}/runs/{run_id}\n" in bodies
     assert_no_secret(bodies)
     assert sorted(payload["text"].split("\n")[0] for payload in webhook.payloads) == subjects
+
+
+def test_blocking_checks_that_fail_their_run_alert_once_in_the_runs_alert(
+    receivers: tuple[SmtpServer, WebhookReceiver],
+) -> None:
+    """One alert per problem: the blocking checks that failed the run are named by the run's alert and
+    get none of their own; the non-blocking check that failed in the same run alerts once, by itself."""
+    smtp, webhook = receivers
+    with dg.instance_for_test() as instance:
+        first = alert_on_check_failure(dg.build_sensor_context(instance=instance))
+        assert isinstance(first, dg.SensorResult)
+        result = dg.materialize(
+            [raw_hubspot, volume_drop_block, erp_rows_block, source_freshness, rows_add_up],
+            instance=instance,
+            partition_key=DAY,
+            raise_on_error=False,
+        )
+        assert not result.success
+        run = instance.get_run_by_id(result.run_id)
+        assert run is not None
+        # Both sensors see the run, in either order.
+        evaluate_run_failure_sensor(instance, run)
+        second = alert_on_check_failure(dg.build_sensor_context(instance=instance, cursor=first.cursor))
+        assert isinstance(second, dg.SensorResult)
+        assert second.cursor != first.cursor
+
+    link = f"{UI}/runs/{run.run_id}"
+    assert len(smtp.messages) == 2
+    assert len(webhook.payloads) == 2
+    by_subject = {message["Subject"].strip(): message for message in smtp.messages}
+    warn = f"[crm-pipelines] check raw/hubspot:source_freshness failed (WARN) ({DAY})"
+    assert warn in by_subject
+    (failed_subject,) = set(by_subject) - {warn}
+    assert failed_subject.startswith(f"[crm-pipelines] {run.job_name} failed ({DAY}): check raw/hubspot:")
+    assert "check raw/hubspot:volume_drop_block" in failed_subject
+    assert "check raw/hubspot:erp_rows_block" in failed_subject
+    body = content(by_subject[failed_subject])
+    assert "Failed check: raw/hubspot:volume_drop_block: contacts fell 85%\n" in body
+    assert "Failed check: raw/hubspot:erp_rows_block: missing rows: 412\n" in body
+    assert "source_freshness" not in body  # not what failed the run: it has its own alert
+    assert f"Run: {link}\n" in body
+    assert "Error: no change for 9 days (secret=***)\n" in content(by_subject[warn])
+    assert not [subject for subject in by_subject if "_block failed (ERROR)" in subject]
+    assert sorted(payload["text"].split("\n")[0] for payload in webhook.payloads) == sorted(by_subject)
+    assert_no_secret("".join(message.as_string() for message in smtp.messages) + str(webhook.payloads))
 
 
 def test_finished_runs_are_read_in_batches_without_a_gap() -> None:

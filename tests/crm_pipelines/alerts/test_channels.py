@@ -6,7 +6,7 @@ import logging
 
 import pytest
 
-from crm_pipelines.alerts import CHANNELS, Alert, configured_channels, send_alert
+from crm_pipelines.alerts import CHANNELS, Alert, FailedCheck, configured_channels, send_alert
 from crm_pipelines.alerts.channels import is_loopback, register_channel
 from crm_pipelines.alerts.email import EmailChannel
 from crm_pipelines.alerts.slack import SlackChannel
@@ -56,3 +56,24 @@ def test_subjects_and_bodies() -> None:
     )
     assert summary.subject == "[crm-pipelines] daily summary (2026-12-07): 3 runs succeeded"
     assert summary.body == "3 runs succeeded\n\n  x: 3\n"
+
+
+def test_a_run_failed_by_blocking_checks_names_them() -> None:
+    alert = Alert(
+        kind="run_failure",
+        job="nightly_sync",
+        partition="2026-12-06",
+        failed_steps=("raw__hubspot_volume_drop_block", "load_erp"),
+        failed_checks=(
+            FailedCheck(
+                "raw/hubspot", "volume_drop_block", "contacts fell\n85%", "raw__hubspot_volume_drop_block"
+            ),
+        ),
+        error="DagsterAssetCheckFailedError: 1 blocking asset check failed with ERROR severity:",
+    )
+    # The check's step is named by its check; a step that failed for another reason by its key.
+    assert alert.subject == (
+        "[crm-pipelines] nightly_sync failed (2026-12-06): check raw/hubspot:volume_drop_block, load_erp"
+    )
+    assert "Failed steps: raw__hubspot_volume_drop_block, load_erp\n" in alert.body
+    assert "Failed check: raw/hubspot:volume_drop_block: contacts fell 85%\n" in alert.body
