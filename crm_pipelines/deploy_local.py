@@ -32,6 +32,8 @@ from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from crm_pipelines.instance import instance_file
+
 __all__ = [
     "DAGSTER_PG_URL",
     "DEPLOY_INSTANCE",
@@ -45,7 +47,8 @@ __all__ = [
 ]
 
 DAGSTER_PG_URL = "DAGSTER_PG_URL"
-DEPLOY_INSTANCE = Path(__file__).resolve().parent.parent / "deploy" / "dagster.yaml"
+# deploy/dagster.yaml: the installed package's copy, or the repository's (crm_pipelines.instance).
+DEPLOY_INSTANCE = instance_file("deploy", "dagster.yaml")
 CODE_LOCATION = "crm_pipelines"
 # Long enough for a code location to load on a busy machine (~6 s of CPU for the definitions).
 START_TIMEOUT_SECONDS = 180.0
