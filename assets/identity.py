@@ -7,7 +7,7 @@ from crm_pipelines.identity.outputs import identity_files
 from crm_pipelines.identity.resolve import resolve_entities, scoring_metadata
 from crm_pipelines.identity.review import Decision, decisions_table, record_decisions
 from crm_pipelines.identity.rules import load_match_rules
-from crm_pipelines.lake import partition_dir
+from crm_pipelines.lake import partition_dir, spill_dir
 from crm_pipelines.mapping.build import mapping_connection
 from crm_pipelines.partitions import NIGHTLY_PARTITIONS
 from crm_pipelines.syncs.state import pushed_values
@@ -38,7 +38,7 @@ def identity_resolution(
         pushed = pushed_values(wh)
         previous = previous_ids(wh)
         decisions = decisions_table(wh)
-    con = mapping_connection(spill_dir=lake.path / "_spill")
+    con = mapping_connection(spill_dir=spill_dir(lake.path))
     try:
         stats = resolve_entities(
             con=con,

@@ -19,11 +19,8 @@ import json
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
-import duckdb
-
-from crm_pipelines.lake import DELETED, parquet_glob, scan_parquet
+from crm_pipelines.lake import DELETED, LakePath, connect, parquet_glob, scan_parquet, write_text
 from crm_pipelines.sql import quote_ident
 
 __all__ = ["DeleteGuardTripped", "Deletions", "check_deletions", "confirm_deletions", "confirmation_file"]
@@ -47,7 +44,7 @@ class Deletions:
         return self.gone / self.live_before if self.live_before else 0.0
 
 
-def confirmation_file(lake_dir: Path, source: str, dataset: str) -> Path:
+def confirmation_file(lake_dir: LakePath, source: str, dataset: str) -> LakePath:
     """Where a confirmation of ``source``/``dataset``'s next deletions is kept."""
     for name in (source, dataset):
         if not _NAME_RE.match(name) or name in (".", ".."):
@@ -55,27 +52,24 @@ def confirmation_file(lake_dir: Path, source: str, dataset: str) -> Path:
     return lake_dir / "control" / "delete_confirmations" / source / f"{dataset}.json"
 
 
-def confirm_deletions(*, lake_dir: Path, source: str, dataset: str, count: int, by: str) -> Path:
+def confirm_deletions(*, lake_dir: LakePath, source: str, dataset: str, count: int, by: str) -> LakePath:
     """Let the next read of ``source``/``dataset`` delete up to ``count`` records, once."""
     if count < 0:
         raise ValueError("count must be zero or more")
     path = confirmation_file(lake_dir, source, dataset)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(
+    write_text(
+        path,
         json.dumps({"count": count, "by": by, "at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")}),
-        encoding="utf-8",
     )
-    tmp.replace(path)
     return path
 
 
-def count_deletions(*, previous: Path, new: Path, primary_key: Sequence[str]) -> Deletions:
+def count_deletions(*, previous: LakePath, new: LakePath, primary_key: Sequence[str]) -> Deletions:
     """Live records of ``previous`` (a snapshot folder) that ``new`` (a Parquet file) lacks or flags deleted."""
     keys = ", ".join(quote_ident(k) for k in primary_key)
     deleted = quote_ident(DELETED)
     prev = scan_parquet(parquet_glob(previous) if previous.is_dir() else previous)
-    con = duckdb.connect()
+    con = connect()
     try:
         new_names = {d[0] for d in con.execute(f"SELECT * FROM {scan_parquet(new)} LIMIT 0").description}
         prev_names = {d[0] for d in con.execute(f"SELECT * FROM {prev} LIMIT 0").description}
@@ -97,11 +91,11 @@ def count_deletions(*, previous: Path, new: Path, primary_key: Sequence[str]) ->
 
 def check_deletions(
     *,
-    lake_dir: Path,
+    lake_dir: LakePath,
     source: str,
     dataset: str,
-    previous: Path,
-    new: Path,
+    previous: LakePath,
+    new: LakePath,
     primary_key: Sequence[str],
     max_share: float,
     min_rows: int,
@@ -131,7 +125,7 @@ def check_deletions(
     )
 
 
-def _confirmed_count(path: Path) -> int | None:
+def _confirmed_count(path: LakePath) -> int | None:
     try:
         value = json.loads(path.read_text(encoding="utf-8")).get("count")
     except (OSError, ValueError, AttributeError):

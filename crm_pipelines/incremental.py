@@ -24,23 +24,26 @@ ledger ``ops.file_ingest``, keyed on path and sha256), not by a cursor, so they 
 from __future__ import annotations
 
 import datetime as dt
-import os
 import re
-import shutil
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Literal
 
-import duckdb
 import pyarrow as pa
 
 from crm_pipelines.lake import (
     DELETED,
     EXTRACTED_AT,
+    LakePath,
+    children,
+    connect,
     has_parquet,
+    local_copy,
+    move,
     parquet_glob,
     partition_dir,
+    publish,
+    remove_tree,
     reset_dir,
     scan_parquet,
     stream_to_parquet,
@@ -75,11 +78,13 @@ class Snapshot:
     """A complete snapshot in the lake: its partition, folder and the marker written last."""
 
     partition: str
-    folder: Path
+    folder: LakePath
     pending: PendingWatermark
 
 
-def latest_snapshot_before(*, lake_dir: Path, source: str, dataset: str, partition: str) -> Snapshot | None:
+def latest_snapshot_before(
+    *, lake_dir: LakePath, source: str, dataset: str, partition: str
+) -> Snapshot | None:
     """The newest complete raw snapshot of a dataset strictly before ``partition``.
 
     Complete means Parquet plus ``_watermark.json``: the marker is written after the Parquet is in
@@ -95,9 +100,7 @@ def latest_snapshot_before(*, lake_dir: Path, source: str, dataset: str, partiti
         The snapshot, or None when there is no complete earlier one.
     """
     root = partition_dir(lake_dir, "raw", source, dataset, partition).parent
-    if not root.is_dir():
-        return None
-    for folder in sorted(root.iterdir(), key=lambda f: f.name, reverse=True):
+    for folder in reversed(children(root)):
         match = _PARTITION.match(folder.name)
         if not match or match.group(1) >= partition or not has_parquet(folder):
             continue
@@ -210,28 +213,27 @@ class SnapshotBuild:
         partition: Partition key ``D``.
     """
 
-    def __init__(self, *, lake_dir: Path, source: str, dataset: str, partition: str) -> None:
+    def __init__(self, *, lake_dir: LakePath, source: str, dataset: str, partition: str) -> None:
         self.source = source
         self.dataset = dataset
         self.raw = partition_dir(lake_dir, "raw", source, dataset, partition)
         self.increment = partition_dir(lake_dir, "increment", source, dataset, partition)
 
     @property
-    def snapshot_file(self) -> Path:
+    def snapshot_file(self) -> LakePath:
         return self.raw / SNAPSHOT_FILE
 
     @property
-    def increment_file(self) -> Path:
+    def increment_file(self) -> LakePath:
         return self.increment / SNAPSHOT_FILE
 
     @property
-    def keys_dir(self) -> Path:
+    def keys_dir(self) -> LakePath:
         return self.increment / "keys"
 
     def write_full(self, batches: Iterable[pa.RecordBatch], *, empty_schema: pa.Schema) -> int:
         """Stream a full read into the raw folder (emptied first); returns the rows written."""
-        if self.increment.exists():
-            shutil.rmtree(self.increment)  # a stale increment of an earlier run must not be read
+        remove_tree(self.increment)  # a stale increment of an earlier run must not be read
         return stream_to_parquet(reset_dir(self.raw) / SNAPSHOT_FILE, batches, empty_schema=empty_schema)
 
     def write_increment(self, batches: Iterable[pa.RecordBatch], *, empty_schema: pa.Schema) -> int:
@@ -261,7 +263,7 @@ class SnapshotBuild:
     def adopt_increment(self) -> None:
         """The increment is the whole object (an expired delta link read everything): it is the snapshot."""
         reset_dir(self.raw)
-        shutil.move(self.increment_file, self.snapshot_file)
+        move(self.increment_file, self.snapshot_file)
 
     def merge(
         self, *, base: Snapshot, primary_key: Sequence[str], columns: Sequence[str] | None = None
@@ -295,18 +297,18 @@ class SnapshotBuild:
         return pending
 
 
-def _scan(path: Path) -> str:
+def _scan(path: LakePath) -> str:
     return scan_parquet(parquet_glob(path) if path.is_dir() else path)
 
 
 def merge_snapshot(
     *,
-    previous: Path,
-    increment: Path,
-    output: Path,
+    previous: LakePath,
+    increment: LakePath,
+    output: LakePath,
     primary_key: Sequence[str],
     columns: Sequence[str] | None = None,
-    live_keys: Path | None = None,
+    live_keys: LakePath | None = None,
 ) -> tuple[int, int]:
     """Write ``output`` = the ``previous`` snapshot overlaid with ``increment`` (newest row per key).
 
@@ -345,7 +347,7 @@ def merge_snapshot(
         select = f"m.* EXCLUDE ({deleted}), {flag}"
     else:
         select = ", ".join(flag if c == DELETED else f"m.{quote_ident(c)}" for c in columns)
-    tmp = output.with_name(f".{output.name}.inprogress")
+    tmp = local_copy(output)
     sql = f"""
         COPY (
             WITH increment AS (
@@ -361,12 +363,11 @@ def merge_snapshot(
             {keys_join}
         ) TO {quote_literal(str(tmp))} (FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE 122880)
     """
-    output.parent.mkdir(parents=True, exist_ok=True)
-    con = duckdb.connect()
+    con = connect()
     try:
         con.execute("SET preserve_insertion_order = false")  # lets the COPY stream in parallel
         con.execute(sql)
-        os.replace(tmp, output)
+        publish(tmp, output)
         row = con.execute(
             f"SELECT count(*), count(*) FILTER (WHERE {deleted}) FROM {_scan(output)}"
         ).fetchone()
@@ -379,8 +380,8 @@ def merge_snapshot(
     return int(row[0]), int(row[1])
 
 
-def _has_column(path: Path, column: str) -> bool:
-    con = duckdb.connect()
+def _has_column(path: LakePath, column: str) -> bool:
+    con = connect()
     try:
         names = [d[0] for d in con.execute(f"SELECT * FROM {_scan(path)} LIMIT 0").description]
     finally:
@@ -388,9 +389,9 @@ def _has_column(path: Path, column: str) -> bool:
     return column in names
 
 
-def live_rows(folder: Path) -> int:
+def live_rows(folder: LakePath) -> int:
     """Rows of a snapshot not flagged deleted."""
-    con = duckdb.connect()
+    con = connect()
     try:
         row = con.execute(
             f"SELECT count(*) FILTER (WHERE NOT coalesce({quote_ident(DELETED)}, false)) FROM {_scan(folder)}"

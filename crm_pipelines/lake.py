@@ -1,22 +1,49 @@
-"""The local lake: Parquet files laid out by layer, source, dataset and partition.
+"""The lake: Parquet files laid out by layer, source, dataset and partition.
+
+The lake is a local folder (``CRM_PIPELINES_LAKE_DIR=data/lake``, the default) or a prefix of an
+S3-compatible bucket (``CRM_PIPELINES_LAKE_DIR=s3://bucket/lake``), so that workers on several hosts
+share it. Paths in the lake are :data:`LakePath`: a :class:`pathlib.Path` for a folder, a
+:class:`upath.UPath` (universal-pathlib over fsspec's ``s3fs``) for a bucket; both have the pathlib
+API the code uses (``/``, ``glob``, ``exists``, ``read_text``...). What pathlib cannot do on a
+bucket goes through this module: :func:`connect` (DuckDB reads and writes ``s3://`` through the
+registered fsspec filesystem), :func:`local_copy`/:func:`publish` (write a file locally, then make
+it appear whole), :func:`move`, :func:`remove_tree`, :func:`scratch_dir` and :func:`lake_lock`.
 
 Extracts stream Arrow record batches into a :class:`ParquetSink`; nothing holds a whole table in
-memory. A sink writes to a temporary name and renames on close, so a crashed step never leaves a
-half-written file that a later step could read.
+memory. A file is written under a local temporary name and appears whole on close (a rename in a
+folder, one upload to a bucket), so a crashed step never leaves a half-written file that a later
+step could read.
+
+A bucket's credentials and endpoint come from the standard variables (``AWS_ACCESS_KEY_ID``,
+``AWS_SECRET_ACCESS_KEY``, ``AWS_ENDPOINT_URL`` for a server other than AWS, ``AWS_REGION``); TLS
+certificates are verified. Locks that guard the lake's folders are files on one host; with a bucket
+they live on the server of ``CRM_PIPELINES_LOCK_URL`` (PostgreSQL or Redis), shared by every host.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
-from collections.abc import Iterable
+import tempfile
+import threading
+from collections.abc import Iterable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from types import TracebackType
+from typing import Any, TypeAlias
 
+import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
+from filelock import FileLock
+from fsspec import AbstractFileSystem
+from upath import UPath
 
 from crm_pipelines.sql import quote_literal
+
+# A path in the lake: a local folder's, or a bucket's (``s3://...``).
+LakePath: TypeAlias = Path | UPath
 
 # Columns every extract adds to a source's rows: when the row was read, and whether the source has
 # deleted the record (kept in the snapshot as a soft delete).
@@ -25,51 +52,255 @@ DELETED = "_deleted"
 # Rows per Parquet row group: big enough for DuckDB to scan fast, small enough to stay flat in memory.
 ROW_GROUP_SIZE = 122_880
 
+# The remote filesystems of the lake roots this process opened, registered on every DuckDB connection.
+_FILESYSTEMS: dict[str, AbstractFileSystem] = {}
+_FILESYSTEMS_LOCK = threading.Lock()
 
-def partition_dir(lake_dir: Path, layer: str, source: str, dataset: str, partition: str) -> Path:
+
+def is_remote(path: LakePath | str) -> bool:
+    """Whether ``path`` is in a bucket (a URL with a scheme other than ``file``), not a local folder."""
+    if not isinstance(path, str):
+        return not isinstance(path, Path)
+    scheme, sep, _ = path.partition("://")
+    return bool(sep) and scheme.lower() != "file" and scheme.isidentifier()
+
+
+def lake_root(root: str | os.PathLike[str]) -> LakePath:
+    """The lake at ``root``: a local folder, or ``s3://bucket/prefix`` on an S3-compatible server.
+
+    A bucket is opened without fsspec's listing cache, so every process sees what others wrote since.
+    """
+    text = os.fspath(root)
+    if not is_remote(text):
+        return Path(text.removeprefix("file://"))
+    path = UPath(text, use_listings_cache=False)
+    with _FILESYSTEMS_LOCK:
+        for protocol in _protocols(path.fs):
+            _FILESYSTEMS.setdefault(protocol, path.fs)
+    return path
+
+
+def _protocols(fs: AbstractFileSystem) -> tuple[str, ...]:
+    protocol = fs.protocol
+    return (protocol,) if isinstance(protocol, str) else tuple(protocol)
+
+
+def register_lake(con: duckdb.DuckDBPyConnection) -> duckdb.DuckDBPyConnection:
+    """Let ``con`` read and write the buckets of the lake roots this process opened (fsspec)."""
+    with _FILESYSTEMS_LOCK:
+        filesystems = {id(fs): fs for fs in _FILESYSTEMS.values()}
+    for fs in filesystems.values():
+        if not con.filesystem_is_registered(_protocols(fs)[0]):
+            con.register_filesystem(fs)
+    return con
+
+
+def connect(database: str = ":memory:", **kwargs: Any) -> duckdb.DuckDBPyConnection:
+    """A DuckDB connection that can read the lake, wherever it is."""
+    return register_lake(duckdb.connect(database, **kwargs))
+
+
+def partition_dir(lake_dir: LakePath, layer: str, source: str, dataset: str, partition: str) -> LakePath:
     """Folder of one dataset's partition, e.g. ``lake/raw/salesforce/contacts/dt=2026-11-25``."""
-    return Path(lake_dir) / layer / source / dataset / f"dt={partition}"
+    return lake_dir / layer / source / dataset / f"dt={partition}"
 
 
-def parquet_glob(folder: Path) -> str:
-    return str(Path(folder) / "*.parquet")
+def parquet_glob(folder: LakePath) -> str:
+    return str(folder / "*.parquet")
 
 
-def scan_parquet(glob: str | Path) -> str:
-    """DuckDB table function reading Parquet files of the lake.
+def scan_parquet(glob: str | LakePath) -> str:
+    """DuckDB table function reading Parquet files of the lake (on a connection from :func:`connect`).
 
     Hive partitioning is off: the ``dt=`` folders are our layout, not a column of the data.
     """
     return f"read_parquet({quote_literal(str(glob))}, union_by_name = true, hive_partitioning = false)"
 
 
-def has_parquet(folder: Path) -> bool:
-    return Path(folder).is_dir() and any(Path(folder).glob("*.parquet"))
+def files_in(folder: LakePath, pattern: str = "*.parquet") -> list[LakePath]:
+    """The files directly in ``folder`` that match ``pattern``, by name; none when it does not exist."""
+    found: list[LakePath] = [*folder.glob(pattern)]
+    return sorted(found, key=lambda f: f.name)
 
 
-def reset_dir(folder: Path) -> Path:
-    """Empty a partition folder so a re-run replaces what an earlier run wrote, never adds to it."""
-    folder = Path(folder)
-    if folder.exists():
-        shutil.rmtree(folder)
-    folder.mkdir(parents=True, exist_ok=True)
+def children(folder: LakePath) -> list[LakePath]:
+    """What ``folder`` holds (files and folders), by name; nothing when it does not exist."""
+    if not folder.is_dir():
+        return []
+    found: list[LakePath] = [*folder.iterdir()]
+    return sorted(found, key=lambda f: f.name)
+
+
+def files_under(root: LakePath, pattern: str = "*.parquet") -> list[tuple[LakePath, tuple[str, ...]]]:
+    """Every file below ``root`` (at any depth) that matches ``pattern``, with its path's parts under
+    ``root``, in path order."""
+    found: list[LakePath] = [*root.rglob(pattern)]
+    prefix = str(root).rstrip("/") + "/"
+    return sorted(
+        ((f, tuple(str(f).removeprefix(prefix).split("/"))) for f in found if str(f).startswith(prefix)),
+        key=lambda pair: pair[1],
+    )
+
+
+def has_parquet(folder: LakePath) -> bool:
+    if isinstance(folder, Path):
+        return folder.is_dir() and any(folder.glob("*.parquet"))
+    return any(folder.glob("*.parquet"))
+
+
+def make_dirs(folder: LakePath) -> LakePath:
+    """Create a local folder (with its parents); a bucket has no folders to create."""
+    if isinstance(folder, Path):
+        folder.mkdir(parents=True, exist_ok=True)
     return folder
 
 
+def remove_tree(folder: LakePath) -> None:
+    """Remove a folder and everything under it, if it exists."""
+    if isinstance(folder, Path):
+        if folder.exists():
+            shutil.rmtree(folder)
+    elif folder.exists():
+        folder.fs.rm(folder.path, recursive=True)
+
+
+def reset_dir(folder: LakePath) -> LakePath:
+    """Empty a partition folder so a re-run replaces what an earlier run wrote, never adds to it."""
+    remove_tree(folder)
+    return make_dirs(folder)
+
+
+def move(source: LakePath, target: LakePath) -> None:
+    """Move a file within the lake: a rename in a folder; a copy then a delete in a bucket.
+
+    In a bucket the target appears whole but the move is not atomic with the source's removal: callers
+    that need readers to see one or the other hold the folder's :func:`lake_lock`.
+    """
+    if isinstance(source, Path) and isinstance(target, Path):
+        os.replace(source, target)
+    elif isinstance(source, UPath) and isinstance(target, UPath) and source.fs is target.fs:
+        source.fs.mv(source.path, target.path)
+    else:
+        raise ValueError(f"cannot move {source} to {target}: not in the same lake")
+
+
+def local_copy(target: LakePath) -> Path:
+    """Where to write a file that :func:`publish` then makes appear at ``target`` whole.
+
+    Beside the target in a folder (so the publish is a rename); in the local temporary folder for a
+    bucket (the publish is one upload).
+    """
+    if isinstance(target, Path):
+        target.parent.mkdir(parents=True, exist_ok=True)
+        return target.with_name(f".{target.name}.inprogress")
+    handle, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".inprogress")
+    os.close(handle)
+    return Path(name)
+
+
+def publish(written: Path, target: LakePath) -> None:
+    """Make the finished local file ``written`` (from :func:`local_copy`) appear at ``target``."""
+    if isinstance(target, Path):
+        os.replace(written, target)
+        return
+    try:
+        target.fs.put_file(str(written), target.path)
+    finally:
+        written.unlink(missing_ok=True)
+
+
+def write_text(target: LakePath, text: str) -> None:
+    """Write a small text file (a manifest, a marker) so that it appears whole."""
+    written = local_copy(target)
+    try:
+        written.write_text(text, encoding="utf-8")
+        publish(written, target)
+    except BaseException:
+        written.unlink(missing_ok=True)
+        raise
+
+
+def write_table(target: LakePath, table: pa.Table, *, compression: str = "zstd") -> None:
+    """Write an Arrow table as one Parquet file that appears whole (replacing any file there)."""
+    written = local_copy(target)
+    try:
+        pq.write_table(table, written, compression=compression)
+        publish(written, target)
+    except BaseException:
+        written.unlink(missing_ok=True)
+        raise
+
+
+def read_table(path: LakePath, columns: list[str] | None = None) -> pa.Table:
+    """One Parquet file of the lake as an Arrow table."""
+    if isinstance(path, Path):
+        return pq.read_table(path, columns=columns)
+    with path.open("rb") as f:
+        return pq.read_table(f, columns=columns)
+
+
+def read_schema(path: LakePath) -> pa.Schema:
+    """The Arrow schema of one Parquet file of the lake."""
+    if isinstance(path, Path):
+        return pq.read_schema(path)
+    with path.open("rb") as f:
+        return pq.read_schema(f)
+
+
+def iter_batches(path: LakePath, batch_size: int = 65_536) -> Iterator[pa.RecordBatch]:
+    """The record batches of one Parquet file of the lake, streamed."""
+    with path.open("rb") as f:
+        yield from pq.ParquetFile(f).iter_batches(batch_size=batch_size)
+
+
+@contextmanager
+def scratch_dir(lake_dir: LakePath) -> Iterator[Path]:
+    """A local scratch folder, removed on exit: in the lake's folder (same disk), else the temp folder."""
+    parent = lake_dir if isinstance(lake_dir, Path) else None
+    if parent is not None:
+        parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=parent) as scratch:
+        yield Path(scratch)
+
+
+def spill_dir(lake_dir: LakePath) -> Path | None:
+    """Where DuckDB may spill: ``_spill`` in a local lake; DuckDB's own temp folder with a bucket."""
+    return lake_dir / "_spill" if isinstance(lake_dir, Path) else None
+
+
+def lake_lock(path: LakePath, *, timeout: float = 1800.0) -> AbstractContextManager[object]:
+    """A lock named by a path of the lake, shared by every process that uses the lake.
+
+    A lock file at ``path`` in a local lake (the operating system frees it when its holder dies). For
+    a bucket, the lock lives on the server of ``CRM_PIPELINES_LOCK_URL`` (a PostgreSQL advisory lock
+    or a Redis lease) so that hosts take turns; without one, a lock file in the local temporary folder
+    keeps the processes of this host apart only.
+    """
+    if isinstance(path, Path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return FileLock(str(path), timeout=timeout)
+    from crm_pipelines.warehouse.locks import lock_url, open_lock
+
+    url = lock_url()
+    if url is not None:
+        return open_lock(url, f"lake:{path}", timeout, label=f"lake lock {path}")
+    digest = hashlib.sha256(str(path).encode()).hexdigest()[:32]
+    return FileLock(str(Path(tempfile.gettempdir()) / f"crm-pipelines-lake-{digest}.lock"), timeout=timeout)
+
+
 class ParquetSink:
-    """Append Arrow batches to one Parquet file; the file appears atomically on a clean close.
+    """Append Arrow batches to one Parquet file; the file appears whole on a clean close.
 
     Args:
         path: Final file path.
         schema: Arrow schema every batch must have (batches are cast to it).
     """
 
-    def __init__(self, path: Path, schema: pa.Schema) -> None:
-        self.path = Path(path)
+    def __init__(self, path: LakePath, schema: pa.Schema) -> None:
+        self.path = path
         self.schema = schema
         self.rows = 0
-        self._tmp = self.path.with_name(f".{self.path.name}.inprogress")
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._tmp = local_copy(path)
         self._writer = pq.ParquetWriter(self._tmp, schema, compression="zstd")
 
     def write(self, batch: pa.RecordBatch | pa.Table) -> None:
@@ -83,7 +314,7 @@ class ParquetSink:
 
     def close(self) -> None:
         self._writer.close()
-        os.replace(self._tmp, self.path)
+        publish(self._tmp, self.path)
 
     def abort(self) -> None:
         self._writer.close()
@@ -101,7 +332,7 @@ class ParquetSink:
             self.abort()
 
 
-def write_batches(path: Path, schema: pa.Schema, batches: Iterable[pa.RecordBatch]) -> int:
+def write_batches(path: LakePath, schema: pa.Schema, batches: Iterable[pa.RecordBatch]) -> int:
     """Stream ``batches`` into one Parquet file at ``path``; returns the row count.
 
     An empty input still writes a file with the schema, so downstream SQL always has a table to read.
@@ -112,7 +343,7 @@ def write_batches(path: Path, schema: pa.Schema, batches: Iterable[pa.RecordBatc
     return sink.rows
 
 
-def stream_to_parquet(path: Path, batches: Iterable[pa.RecordBatch], *, empty_schema: pa.Schema) -> int:
+def stream_to_parquet(path: LakePath, batches: Iterable[pa.RecordBatch], *, empty_schema: pa.Schema) -> int:
     """Write batches whose schema is only known from the first one; ``empty_schema`` if none arrive."""
     sink: ParquetSink | None = None
     try:

@@ -12,6 +12,8 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from crm_pipelines.lake import LakePath, lake_root
+
 # Names of environment variables, documented in the README ("Connecting real systems"). A CRM's
 # variables are named by its declaration (crm_pipelines/connectors/systems/<system>.yaml).
 ERP_DATABASE_URL = "ERP_DATABASE_URL"
@@ -59,7 +61,7 @@ DEFAULT_RATE_LIMIT_DIR_NAME = "crm-pipelines-rate-limits"
 class Paths:
     """Local paths of the lake and the warehouse file, resolved from the environment."""
 
-    lake_dir: Path
+    lake_dir: LakePath
     warehouse_url: str
 
     @property
@@ -85,7 +87,7 @@ def duckdb_path_from_url(url: str) -> Path:
 
 def current_paths() -> Paths:
     return Paths(
-        lake_dir=Path(os.environ.get(LAKE_DIR, DEFAULT_LAKE_DIR)),
+        lake_dir=lake_root(os.environ.get(LAKE_DIR, DEFAULT_LAKE_DIR)),
         warehouse_url=os.environ.get(WAREHOUSE_URL, DEFAULT_WAREHOUSE_URL),
     )
 

@@ -2,25 +2,26 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import dagster as dg
 
+from crm_pipelines.lake import LakePath, lake_root
 from crm_pipelines.warehouse.connection import Warehouse, open_warehouse
 
 
 class LakeResource(dg.ConfigurableResource["LakeResource"]):
-    """The local Parquet lake that extracts write and transforms read.
+    """The Parquet lake that extracts write and transforms read: a local folder or an S3 bucket.
 
     Attributes:
-        root: Folder of the lake (``CRM_PIPELINES_LAKE_DIR``, default ``data/lake``).
+        root: Folder or ``s3://bucket/prefix`` of the lake (``CRM_PIPELINES_LAKE_DIR``, default
+            ``data/lake``).
     """
 
     root: str
 
     @property
-    def path(self) -> Path:
-        return Path(self.root)
+    def path(self) -> LakePath:
+        """The lake's root: a local folder, or a bucket's prefix (``s3://...``)."""
+        return lake_root(self.root)
 
 
 class WarehouseResource(dg.ConfigurableResource["WarehouseResource"]):

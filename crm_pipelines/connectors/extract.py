@@ -15,7 +15,6 @@ import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
-from pathlib import Path
 from typing import Any, Protocol
 
 import pyarrow as pa
@@ -24,6 +23,7 @@ from crm_pipelines.connectors.engine import ExtractStats, SchemaDrift, parse_cur
 from crm_pipelines.connectors.spec import SystemSpec
 from crm_pipelines.delete_guard import check_deletions
 from crm_pipelines.incremental import ReadPlan, SnapshotBuild, latest_snapshot_before, plan_read
+from crm_pipelines.lake import LakePath
 from crm_pipelines.progress import ProgressLog
 
 __all__ = ["ApiExtract", "ObjectReader", "extract_api_object"]
@@ -64,7 +64,7 @@ class ApiExtract:
 
     mode: str
     plan: ReadPlan
-    folder: Path
+    folder: LakePath
     cutoff: datetime
     committed: str | None
     reached: str | None
@@ -87,7 +87,7 @@ def extract_api_object(
     api: ObjectReader,
     *,
     object_name: str,
-    lake_dir: Path,
+    lake_dir: LakePath,
     dataset: str,
     partition: str,
     until: datetime,

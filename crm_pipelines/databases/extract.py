@@ -15,11 +15,8 @@ import itertools
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from decimal import Decimal
-from pathlib import Path
 
-import duckdb
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from crm_pipelines.databases.source import DatabaseSource
 from crm_pipelines.databases.sql_source import SchemaMismatch, TableRead
@@ -30,7 +27,7 @@ from crm_pipelines.incremental import (
     latest_snapshot_before,
     plan_read,
 )
-from crm_pipelines.lake import DELETED, scan_parquet
+from crm_pipelines.lake import DELETED, LakePath, connect, read_schema, scan_parquet
 from crm_pipelines.sources import Dataset, Incremental
 from crm_pipelines.sql import quote_ident
 
@@ -81,9 +78,9 @@ def _cursor_text(value: object, kind: str) -> str | None:
     return moment.isoformat()
 
 
-def _max_cursor(file: Path, incremental: Incremental) -> str | None:
+def _max_cursor(file: LakePath, incremental: Incremental) -> str | None:
     """The highest cursor in a Parquet file, as stored in ops.watermark."""
-    con = duckdb.connect()
+    con = connect()
     try:
         row = con.execute(
             f"SELECT max({quote_ident(incremental.cursor)}) FROM {scan_parquet(file)}"
@@ -93,10 +90,10 @@ def _max_cursor(file: Path, incremental: Incremental) -> str | None:
     return _cursor_text(row[0] if row else None, incremental.kind)
 
 
-def check_same_columns(table: str, snapshot: Path, increment: Path) -> None:
+def check_same_columns(table: str, snapshot: LakePath, increment: LakePath) -> None:
     """Refuse to merge when a column vanished or changed type since the snapshot; new columns are fine."""
-    old = pq.read_schema(snapshot)
-    new = pq.read_schema(increment)
+    old = read_schema(snapshot)
+    new = read_schema(increment)
     for field in old:
         if field.name == DELETED:
             continue
@@ -112,7 +109,7 @@ def check_same_columns(table: str, snapshot: Path, increment: Path) -> None:
 def extract_table(
     source: DatabaseSource,
     *,
-    lake_dir: Path,
+    lake_dir: LakePath,
     source_name: str,
     dataset: str,
     declared: Dataset,

@@ -18,9 +18,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
-import os
 import posixpath
-import tempfile
 import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager
@@ -29,14 +27,24 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
-from filelock import FileLock
 
 from crm_pipelines.canonical import QUARANTINE
 from crm_pipelines.files.compression import UnpackLimits, unpacked
 from crm_pipelines.files.csv_reader import DriftReport, FileRejected, normalize_header
 from crm_pipelines.files.readers import read_file_batches, text_dialect
 from crm_pipelines.files.sftp import DownloadError, SFTPSession, find_complete_files
-from crm_pipelines.lake import EXTRACTED_AT, ParquetSink, partition_dir
+from crm_pipelines.lake import (
+    EXTRACTED_AT,
+    LakePath,
+    ParquetSink,
+    files_in,
+    lake_lock,
+    make_dirs,
+    move,
+    partition_dir,
+    scratch_dir,
+    write_text,
+)
 from crm_pipelines.progress import ProgressLog
 from crm_pipelines.sources import Dataset
 from crm_pipelines.warehouse.connection import Warehouse, table_exists
@@ -91,8 +99,8 @@ def land_file(
     mtime: float | None = None,
     source: str,
     entity: str,
-    folder: Path,
-    quarantine_folder: Path,
+    folder: LakePath,
+    quarantine_folder: LakePath,
     log: Logger | None = None,
 ) -> Manifest:
     """Parse one downloaded file into the lake: rows, quarantined lines and a manifest.
@@ -162,7 +170,6 @@ def land_file(
                 "reason": rejected,
             }
         ]
-    quarantine_folder.mkdir(parents=True, exist_ok=True)
     with ParquetSink(staged_quarantine, QUARANTINE) as qsink:
         qsink.write(pa.Table.from_pylist(quarantine_rows, schema=QUARANTINE))
     rows_landed = sink.rows if rejected is None else 0
@@ -187,8 +194,8 @@ def land_file(
         # All or nothing for a reader of the day (the raw load holds the same lock): the version's
         # rows, its quarantine and its manifest appear, and the versions it replaces go, together.
         if staged.exists():
-            os.replace(staged, folder / f"{version}.parquet")
-        os.replace(staged_quarantine, quarantine_folder / f"{version}.parquet")
+            move(staged, folder / f"{version}.parquet")
+        move(staged_quarantine, quarantine_folder / f"{version}.parquet")
         if rejected is None:
             # A corrected file under the same name supersedes the earlier versions in this partition,
             # once it has landed: a replacement that is rejected (empty, truncated, corrupt) leaves
@@ -196,20 +203,19 @@ def land_file(
             for old in [*folder.glob(f"{stem}-*"), *quarantine_folder.glob(f"{stem}-*")]:
                 if not old.name.startswith(version):
                     old.unlink()
-        (folder / f"{version}.json").write_text(json.dumps(manifest, indent=2))
+        write_text(folder / f"{version}.json", json.dumps(manifest, indent=2))
     return manifest
 
 
-def day_lock(folder: Path) -> FileLock:
+def day_lock(folder: LakePath) -> AbstractContextManager[object]:
     """Held while a file version is published into a day's lake folder, and while the raw load reads it.
 
     A replacement swaps several files (the new version's rows, quarantine and manifest in, the old
     version's out); a load reading the folder between two of those steps would see both versions, or
-    neither. The operating system frees the lock when its holder dies.
+    neither. Its holder dying frees it (:func:`~crm_pipelines.lake.lake_lock`).
     """
-    day = Path(folder)
-    day.parent.mkdir(parents=True, exist_ok=True)  # beside the day: a read creates no empty day
-    return FileLock(str(day.parent / f".{day.name}.lock"), timeout=1800)
+    # Beside the day: a read creates no empty day.
+    return lake_lock(folder.parent / f".{folder.name}.lock")
 
 
 def new_file_columns(manifests: list[Manifest]) -> dict[str, list[str]]:
@@ -219,31 +225,31 @@ def new_file_columns(manifests: list[Manifest]) -> dict[str, list[str]]:
     }
 
 
-def landed_manifests(folder: Path) -> list[Manifest]:
+def landed_manifests(folder: LakePath) -> list[Manifest]:
     """The manifests of the file versions landed in one day's lake folder."""
-    return [json.loads(f.read_text()) for f in sorted(Path(folder).glob("*.json")) if f.name != PENDING_FILE]
+    return [json.loads(f.read_text()) for f in files_in(folder, "*.json") if f.name != PENDING_FILE]
 
 
-def landed_version(folder: Path, name: str, checksum: str) -> Manifest | None:
+def landed_version(folder: LakePath, name: str, checksum: str) -> Manifest | None:
     """The manifest of one file version in a day's lake folder, if that version was landed."""
-    manifest_file = Path(folder) / f"{version_name(name, checksum)}.json"
+    manifest_file = folder / f"{version_name(name, checksum)}.json"
     if not manifest_file.exists():
         return None
     manifest: Manifest = json.loads(manifest_file.read_text())
     return manifest
 
 
-def _landing(folder: Path, name: str, sha256: str) -> FileLock:
+def _landing(folder: LakePath, name: str, sha256: str) -> AbstractContextManager[object]:
     """Held while one file version is checked for and landed in a day's folder.
 
     Without it, two runs that both found the version missing would write its Parquet file at once
-    (one of them then fails, and the file may mix both writers' bytes). The operating system frees
-    the lock when its holder dies, however it dies.
+    (one of them then fails, and the file may mix both writers' bytes). Its holder dying frees it,
+    however it dies.
     """
-    return FileLock(str(Path(folder) / f".{version_name(name, sha256)}.landing.lock"), timeout=1800)
+    return lake_lock(folder / f".{version_name(name, sha256)}.landing.lock")
 
 
-def _land_once(*, folder: Path, remote_path: str, sha256: str, log: Logger, **land: Any) -> Manifest:
+def _land_once(*, folder: LakePath, remote_path: str, sha256: str, log: Logger, **land: Any) -> Manifest:
     """Land one file version unless it is already in the day's folder, under its landing lock: the
     nightly sweep and the per-file run may reach the same version at the same moment."""
     name = posixpath.basename(remote_path)
@@ -269,7 +275,7 @@ class DropDay:
 
     expected: str
     remote_folder: str
-    folder: Path
+    folder: LakePath
     manifests: list[Manifest] = field(default_factory=list)
     unreadable: list[dict[str, str]] = field(default_factory=list)
     refused: list[dict[str, str]] = field(default_factory=list)
@@ -339,7 +345,7 @@ def land_drop_day(
     dataset: str,
     entity: str,
     remote_folder: str,
-    lake_dir: Path,
+    lake_dir: LakePath,
     partition: str,
     stable_seconds: float,
     download_retries: int,
@@ -354,7 +360,7 @@ def land_drop_day(
     expected = declared.file_name(partition)
     folder = partition_dir(lake_dir, "raw", source, dataset, partition)
     quarantine_folder = partition_dir(lake_dir, "quarantine", source, dataset, partition)
-    folder.mkdir(parents=True, exist_ok=True)
+    make_dirs(folder)
     day = DropDay(expected=expected, remote_folder=remote_folder, folder=folder)
     day.unreadable += reject_undated_files(
         session, declared=declared, remote_folder=remote_folder, stable_seconds=stable_seconds, log=log
@@ -371,9 +377,9 @@ def land_drop_day(
         rule=declared.complete_when,
         markers=tuple(declared.markers),
     )
-    with tempfile.TemporaryDirectory(dir=lake_dir) as scratch:
+    with scratch_dir(lake_dir) as scratch:
         for remote in complete:
-            local = Path(scratch) / remote.name
+            local = scratch / remote.name
             try:
                 downloaded = session.download(remote.path, local, retries=download_retries)
             except FileNotFoundError:
@@ -425,7 +431,7 @@ def land_file_version(
     name: str,
     checksum: str,
     day: str,
-    lake_dir: Path,
+    lake_dir: LakePath,
     download_retries: int,
     log: Logger,
 ) -> Manifest:
@@ -459,9 +465,9 @@ def land_file_version(
         # Landed before (an earlier attempt, or the nightly sweep got there first).
         log.info(f"{remote_path} (sha256 {checksum[:12]}) is already in the lake")
         return landed
-    folder.mkdir(parents=True, exist_ok=True)
-    with open_session() as session, tempfile.TemporaryDirectory(dir=lake_dir) as scratch:
-        local = Path(scratch) / name
+    make_dirs(folder)
+    with open_session() as session, scratch_dir(lake_dir) as scratch:
+        local = scratch / name
         try:
             # Size and mtime as read, so the mover can tell this content from a later one.
             seen = session.stat(remote_path)

@@ -3,40 +3,39 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
-from crm_pipelines.lake import partition_dir
+from crm_pipelines.lake import LakePath, partition_dir
 
 
 @dataclass(frozen=True)
 class IdentityFiles:
-    folder: Path
+    folder: LakePath
 
     @property
-    def golden_account(self) -> Path:
+    def golden_account(self) -> LakePath:
         return self.folder / "golden_account.parquet"
 
     @property
-    def golden_contact(self) -> Path:
+    def golden_contact(self) -> LakePath:
         return self.folder / "golden_contact.parquet"
 
     @property
-    def xref(self) -> Path:
+    def xref(self) -> LakePath:
         return self.folder / "xref_identity.parquet"
 
     @property
-    def review(self) -> Path:
+    def review(self) -> LakePath:
         return self.folder / "match_review.parquet"
 
     @property
-    def history(self) -> Path:
+    def history(self) -> LakePath:
         return self.folder / "golden_id_history.parquet"
 
     @property
-    def field_sources(self) -> Path:
+    def field_sources(self) -> LakePath:
         """Which source record supplied each golden field (``entity``, ``golden_id``, ``supplied_by``)."""
         return self.folder / "golden_field_sources.parquet"
 
 
-def identity_files(lake_dir: Path, partition: str) -> IdentityFiles:
+def identity_files(lake_dir: LakePath, partition: str) -> IdentityFiles:
     return IdentityFiles(partition_dir(lake_dir, "core", "identity", "all", partition))

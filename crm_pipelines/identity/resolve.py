@@ -24,11 +24,9 @@ first; contacts read the account crosswalk (``golden_account`` feature, ``golden
 from __future__ import annotations
 
 import dataclasses
-import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import duckdb
@@ -52,6 +50,7 @@ from crm_pipelines.identity.rules import (
     MatchRules,
 )
 from crm_pipelines.identity.scoring import SCORED_RULE, ScoringStats, features_read, score_and_cluster
+from crm_pipelines.lake import LakePath, local_copy, make_dirs, publish
 from crm_pipelines.ownership import EntityOwnership, Ownership, load_ownership
 from crm_pipelines.sql import quote_ident, quote_literal
 
@@ -1002,18 +1001,18 @@ def _review_query(entity: Entity, t: _Tables) -> str:
     """
 
 
-def _copy_to(cur: duckdb.DuckDBPyConnection, *, query: str, path: Path, params: _Params) -> None:
-    """COPY a query to Parquet under a temporary name, renamed on success (no half-written files)."""
-    tmp = path.with_name(f".{path.name}.inprogress")
+def _copy_to(cur: duckdb.DuckDBPyConnection, *, query: str, path: LakePath, params: _Params) -> None:
+    """COPY a query to Parquet under a temporary name, published on success (no half-written files)."""
+    tmp = local_copy(path)
     target = params.bind(str(tmp))
     try:
         _run(cur, f"COPY ({query}) TO {target} (FORMAT parquet, COMPRESSION zstd)", params)
-        os.replace(tmp, path)
+        publish(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
 
 
-def _write_outputs(cur: duckdb.DuckDBPyConnection, *, out_dir: Path) -> None:
+def _write_outputs(cur: duckdb.DuckDBPyConnection, *, out_dir: LakePath) -> None:
     accounts, contacts = _Tables("account"), _Tables("contact")
     # Row order in the files is not meaningful (sorting 1M string keys would double the write time).
     _copy_to(
@@ -1064,7 +1063,7 @@ def resolve_entities(
     con: duckdb.DuckDBPyConnection,
     accounts_glob: str,
     contacts_glob: str,
-    out_dir: Path,
+    out_dir: LakePath,
     rules: MatchRules,
     ownership: Ownership | None = None,
     pushed: pa.Table | None = None,
@@ -1102,8 +1101,7 @@ def resolve_entities(
         and the run time in seconds.
     """
     started = time.perf_counter()
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    make_dirs(out_dir)
     owned = ownership or load_ownership()
     cur = con.cursor()
     try:

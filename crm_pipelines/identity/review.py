@@ -11,13 +11,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Literal
 
 import duckdb
 import pyarrow as pa
 
-from crm_pipelines.lake import scan_parquet
+from crm_pipelines.lake import LakePath, scan_parquet
 from crm_pipelines.sql import fetch_arrow
 from crm_pipelines.warehouse.connection import table_exists
 
@@ -112,7 +111,7 @@ def decisions_table(con: duckdb.DuckDBPyConnection) -> pa.Table | None:
     )
 
 
-def load_review(con: duckdb.DuckDBPyConnection, *, path: Path, partition: str, run_id: str) -> int:
+def load_review(con: duckdb.DuckDBPyConnection, *, path: LakePath, partition: str, run_id: str) -> int:
     """Tonight's queue replaces the last one (pairs already decided are left out); returns its size."""
     ensure_review_tables(con)
     con.execute("DELETE FROM ops.match_review")

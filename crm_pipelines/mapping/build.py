@@ -7,10 +7,19 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import duckdb
-import pyarrow.parquet as pq
 
 from crm_pipelines.canonical import ENTITIES, PHONE_DERIVED
-from crm_pipelines.lake import DELETED, has_parquet, parquet_glob, partition_dir, scan_parquet
+from crm_pipelines.lake import (
+    DELETED,
+    LakePath,
+    connect,
+    files_in,
+    has_parquet,
+    parquet_glob,
+    partition_dir,
+    read_schema,
+    scan_parquet,
+)
 from crm_pipelines.mapping.normalize import register_udfs
 from crm_pipelines.mapping.spec import ColumnMapping, Mappings, SourceMapping
 from crm_pipelines.sql import duckdb_type, quote_ident, quote_literal
@@ -88,7 +97,7 @@ def plan_mapping(
     entity: str,
     mapping: SourceMapping,
     value_maps: dict[str, dict[str, str]],
-    lake_dir: Path,
+    lake_dir: LakePath,
     partition: str,
 ) -> PlannedMapping:
     """Build the SELECT that maps one source onto ``entity`` for one partition.
@@ -127,7 +136,7 @@ def plan_mapping(
     schema = ENTITIES[entity]
     source_id = _text(mapping.id)
     main_folder = folders[next(iter(mapping.inputs))]
-    main_columns = set(pq.read_schema(min(main_folder.glob("*.parquet"))).names)
+    main_columns = set(read_schema(files_in(main_folder)[0]).names)
     # A row without a key still needs an identity to be quarantined under (source_id stays NULL,
     # which the quality rules reject); numbering keeps such rows apart instead of collapsing them.
     record_id = (
@@ -182,7 +191,9 @@ def plan_mapping(
     return PlannedMapping(entity, mapping.source, sql, ())
 
 
-def plan_entity(*, entity: str, mappings: Mappings, lake_dir: Path, partition: str) -> list[PlannedMapping]:
+def plan_entity(
+    *, entity: str, mappings: Mappings, lake_dir: LakePath, partition: str
+) -> list[PlannedMapping]:
     """Plan every source mapping of one entity."""
     return [
         plan_mapping(
@@ -207,7 +218,7 @@ def mapping_connection(
     Returns:
         The connection.
     """
-    con = duckdb.connect()
+    con = connect()
     con.execute("SET TimeZone = 'UTC'")
     con.execute(f"SET memory_limit = {quote_literal(memory_limit)}")
     if spill_dir is not None:

@@ -9,13 +9,20 @@ rows (lake ``staging``) and quarantined rows with rule and reason (lake ``quaran
 from __future__ import annotations
 
 import logging
-import tempfile
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
 from crm_pipelines.canonical import ENTITIES, QUARANTINE
-from crm_pipelines.lake import ParquetSink, partition_dir, reset_dir, scan_parquet
+from crm_pipelines.lake import (
+    LakePath,
+    ParquetSink,
+    partition_dir,
+    publish,
+    reset_dir,
+    scan_parquet,
+    scratch_dir,
+    spill_dir,
+)
 from crm_pipelines.mapping.build import mapping_connection, plan_entity
 from crm_pipelines.mapping.spec import load_mappings
 from crm_pipelines.privacy.suppression import suppress_raw_partition
@@ -29,12 +36,12 @@ __all__ = ["SourceStaging", "quality_quarantine_folder", "stage_entity", "stagin
 BATCH_ROWS = 100_000
 
 
-def staging_folder(lake_dir: Path, entity: str, partition: str) -> Path:
+def staging_folder(lake_dir: LakePath, entity: str, partition: str) -> LakePath:
     """Lake folder of an entity's valid canonical rows, one Parquet file per source."""
     return partition_dir(lake_dir, "staging", "canonical", entity, partition)
 
 
-def quality_quarantine_folder(lake_dir: Path, entity: str, partition: str) -> Path:
+def quality_quarantine_folder(lake_dir: LakePath, entity: str, partition: str) -> LakePath:
     """Lake folder of an entity's rows the quality suite quarantined, one Parquet file per source."""
     return partition_dir(lake_dir, "quarantine", "quality", entity, partition)
 
@@ -61,7 +68,7 @@ class SourceStaging:
 def stage_entity(
     *,
     entity: str,
-    lake_dir: Path,
+    lake_dir: LakePath,
     partition: str,
     log: logging.Logger | logging.LoggerAdapter[logging.Logger],
 ) -> list[SourceStaging]:
@@ -91,7 +98,7 @@ def stage_entity(
         )
         if suppressed:
             log.info(f"{entity}: {suppressed} rows of {dataset} dropped (ops.erasure_suppression)")
-    con = mapping_connection(spill_dir=lake_dir / "_spill")
+    con = mapping_connection(spill_dir=spill_dir(lake_dir))
     try:
         for planned in plan_entity(entity=entity, mappings=mappings, lake_dir=lake_dir, partition=partition):
             if planned.sql is None:
@@ -103,9 +110,9 @@ def stage_entity(
                 )
                 continue
             progress = ProgressLog(log, f"{entity} from {planned.source}")
-            with tempfile.TemporaryDirectory(dir=lake_dir) as scratch:
+            with scratch_dir(lake_dir) as scratch:
                 # Materialise the mapping once: the normalising UDFs are the costly part.
-                mapped = Path(scratch) / "mapped.parquet"
+                mapped = scratch / "mapped.parquet"
                 con.execute(
                     f"COPY ({planned.sql}) TO {quote_literal(str(mapped))} (FORMAT parquet)"
                 ).fetchall()
@@ -119,7 +126,7 @@ def stage_entity(
                     "QUALIFY row_number() OVER (PARTITION BY record_id ORDER BY updated_at DESC NULLS LAST, _raw) = 1"
                 )
                 # Records the source deleted are not validated: they are logged as soft deletes.
-                deleted_file = deleted_dir / f"{planned.source}.parquet"
+                deleted_file = scratch / "deleted.parquet"
                 con.execute(
                     f"COPY (SELECT record_id, source, source_id, {quote_literal(entity)} AS entity "
                     f"FROM ({newest}) WHERE _deleted) TO {quote_literal(str(deleted_file))} (FORMAT parquet)"
@@ -127,6 +134,7 @@ def stage_entity(
                 ((deleted_rows,),) = con.execute(
                     f"SELECT count(*) FROM {scan_parquet(deleted_file)}"
                 ).fetchall()
+                publish(deleted_file, deleted_dir / f"{planned.source}.parquet")
                 reader = con.sql(f"SELECT * FROM ({newest}) WHERE NOT _deleted").to_arrow_reader(BATCH_ROWS)
                 run = validate_batches(entity=entity, batches=progress.counted(reader), source=planned.source)
                 with (

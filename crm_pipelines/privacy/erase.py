@@ -21,15 +21,13 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
 
 import duckdb
-import pyarrow.parquet as pq
 
+from crm_pipelines.lake import LakePath, connect, files_under, read_table, write_table
 from crm_pipelines.mapping.spec import Mappings, load_mappings
 from crm_pipelines.privacy.keys import keyed_hash, masking_key
 from crm_pipelines.privacy.masking import ANALYST_SCHEMA, build_masked_view
@@ -217,12 +215,13 @@ def _count(con: duckdb.DuckDBPyConnection, sql: str, match: RowMatch) -> int:
     return int(row[0]) if row else 0
 
 
-def _erase_file(path: Path, lake_dir: Path, match: RowMatch, mappings: Mappings) -> dict[str, int]:
-    relative = path.relative_to(lake_dir).parts
+def _erase_file(
+    path: LakePath, relative: tuple[str, ...], match: RowMatch, mappings: Mappings
+) -> dict[str, int]:
     native = relative[0] in NATIVE_LAYERS and len(relative) > 3
     key = raw_key(mappings, f"{relative[1]}/{relative[2]}") if native else None
-    table = pq.read_table(path)
-    con = duckdb.connect()
+    table = read_table(path)
+    con = connect()
     try:
         con.register("lake_file", table)
         columns = text_columns(con.execute("DESCRIBE lake_file").fetchall())
@@ -242,9 +241,7 @@ def _erase_file(path: Path, lake_dir: Path, match: RowMatch, mappings: Mappings)
         kept = fetch_arrow(con, sql, match.bind(sql))
     finally:
         con.close()
-    tmp = path.with_name(f".{path.name}.erasing")
-    pq.write_table(kept.cast(table.schema), tmp, compression="zstd")
-    os.replace(tmp, path)
+    write_table(path, kept.cast(table.schema))
     return {"erased": erased, "pseudonymised": pseudonymised}
 
 
@@ -259,7 +256,7 @@ def _base_tables(con: duckdb.DuckDBPyConnection) -> list[tuple[str, str]]:
 def erase_person(
     *,
     warehouse: Warehouse,
-    lake_dir: Path,
+    lake_dir: LakePath,
     email: str | None = None,
     golden_id: str | None = None,
     requested_by: str,
@@ -293,12 +290,12 @@ def erase_person(
         if person.found:
             match = person.match(key)
             # The lake first: should it fail, the transaction rolls back and the person is still found.
-            for path in sorted(Path(lake_dir).rglob("*.parquet")):
-                if any(part.startswith((".", "_")) for part in path.relative_to(lake_dir).parts):
+            for path, relative in files_under(lake_dir):
+                if any(part.startswith((".", "_")) for part in relative):
                     continue
-                counts = _erase_file(path, Path(lake_dir), match, mappings)
+                counts = _erase_file(path, relative, match, mappings)
                 if counts["erased"] or counts["pseudonymised"]:
-                    report.places[f"lake:{path.relative_to(lake_dir).as_posix()}"] = counts
+                    report.places[f"lake:{'/'.join(relative)}"] = counts
             for schema, table in _base_tables(con):
                 counts = _erase_table(con, schema, table, match, mappings)
                 if counts["erased"] or counts["pseudonymised"]:
@@ -331,7 +328,7 @@ def erase_person(
                 json.dumps(report.places, sort_keys=True),
             ],
         )
-        export_suppression(con, lake_dir=Path(lake_dir))
+        export_suppression(con, lake_dir=lake_dir)
     if log is not None:
         log.info(
             f"erasure {report.request_id}: {report.source_records} source records, {report.rows_erased} rows "

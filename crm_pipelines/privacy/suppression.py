@@ -12,16 +12,19 @@ row with rule ``erased``: no personal data, only a hash, so the reconciliation s
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 import duckdb
 import pyarrow as pa
-import pyarrow.parquet as pq
-from filelock import FileLock
 
 from crm_pipelines.canonical import QUARANTINE
-from crm_pipelines.lake import partition_dir
+from crm_pipelines.lake import (
+    LakePath,
+    connect,
+    files_in,
+    lake_lock,
+    partition_dir,
+    read_table,
+    write_table,
+)
 from crm_pipelines.mapping.spec import Mappings
 from crm_pipelines.privacy.keys import keyed_hash_sql, masking_key
 from crm_pipelines.privacy.scrub import raw_key, text_columns
@@ -43,23 +46,19 @@ ERASED_RULE = "erased"
 ERASED_FILE = "erased.parquet"
 
 
-def suppression_file(lake_dir: Path) -> Path:
-    return Path(lake_dir) / "_privacy" / "suppression.parquet"
+def suppression_file(lake_dir: LakePath) -> LakePath:
+    return lake_dir / "_privacy" / "suppression.parquet"
 
 
-def export_suppression(con: duckdb.DuckDBPyConnection, *, lake_dir: Path) -> int:
+def export_suppression(con: duckdb.DuckDBPyConnection, *, lake_dir: LakePath) -> int:
     """Write ``ops.erasure_suppression`` to the lake (atomically); returns its rows."""
     table = fetch_arrow(con, "SELECT kind, hash FROM ops.erasure_suppression ORDER BY kind, hash", [])
-    path = suppression_file(lake_dir)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.inprogress")
-    pq.write_table(table, tmp)
-    os.replace(tmp, path)
+    write_table(suppression_file(lake_dir), table)
     return int(table.num_rows)
 
 
 def suppress_raw_partition(
-    *, lake_dir: Path, source_dir: str, dataset: str, partition: str, mappings: Mappings
+    *, lake_dir: LakePath, source_dir: str, dataset: str, partition: str, mappings: Mappings
 ) -> int:
     """Drop the suppressed people's rows from one dataset's raw lake partition; returns rows dropped.
 
@@ -68,7 +67,7 @@ def suppress_raw_partition(
     """
     suppressed = suppression_file(lake_dir)
     folder = partition_dir(lake_dir, "raw", source_dir, dataset, partition)
-    files = sorted(folder.glob("*.parquet")) if folder.is_dir() else []
+    files = files_in(folder)
     if not suppressed.exists() or not files:
         return 0
     key = masking_key()
@@ -76,15 +75,15 @@ def suppress_raw_partition(
     source = found[0] if found else source_dir
     entity = mappings.entity_of(f"{source_dir}/{dataset}") or dataset
     dropped = 0
-    with FileLock(str(folder) + ".privacy.lock"):
-        con = duckdb.connect()
+    with lake_lock(folder.with_name(f"{folder.name}.privacy.lock")):
+        con = connect()
         try:
             con.execute(
                 f"CREATE TEMP TABLE suppressed AS SELECT * FROM read_parquet({quote_literal(str(suppressed))})"
             )
             erased_rows: list[str] = []
             for path in files:
-                table = pq.read_table(path)
+                table = read_table(path)
                 con.register("lake_file", table)
                 columns = text_columns(con.execute("DESCRIBE lake_file").fetchall())
                 terms = [
@@ -111,9 +110,7 @@ def suppress_raw_partition(
                 kept_sql = f"SELECT * FROM lake_file WHERE NOT ({hit})"
                 kept = fetch_arrow(con, kept_sql, {"key": key} if "$key" in kept_sql else {})
                 con.unregister("lake_file")
-                tmp = path.with_name(f".{path.name}.suppressing")
-                pq.write_table(kept.cast(table.schema), tmp, compression="zstd")
-                os.replace(tmp, path)
+                write_table(path, kept.cast(table.schema))
                 erased_rows += [str(m[0]) for m in marks]
                 dropped += len(marks)
         finally:
@@ -124,13 +121,19 @@ def suppress_raw_partition(
 
 
 def _record_erased(
-    lake_dir: Path, source_dir: str, dataset: str, partition: str, source: str, entity: str, hashes: list[str]
+    lake_dir: LakePath,
+    source_dir: str,
+    dataset: str,
+    partition: str,
+    source: str,
+    entity: str,
+    hashes: list[str],
 ) -> None:
     """Add the dropped rows to the partition's extract quarantine (rule ``erased``, hashes only)."""
     path = partition_dir(lake_dir, "quarantine", source_dir, dataset, partition) / ERASED_FILE
     record_ids = {f"erased:{h[:20]}" for h in hashes}
     if path.exists():
-        record_ids |= set(pq.read_table(path, columns=["record_id"]).column("record_id").to_pylist())
+        record_ids |= set(read_table(path, columns=["record_id"]).column("record_id").to_pylist())
     rows = sorted(record_ids)
     table = pa.table(
         {
@@ -144,7 +147,4 @@ def _record_erased(
         },
         schema=QUARANTINE,
     )
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.inprogress")
-    pq.write_table(table, tmp)
-    os.replace(tmp, path)
+    write_table(path, table, compression="snappy")

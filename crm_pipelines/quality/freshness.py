@@ -14,10 +14,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Literal
 
-from crm_pipelines.lake import partition_dir
+from crm_pipelines.lake import LakePath, partition_dir
 from crm_pipelines.warehouse.watermarks import read_pending
 
 __all__ = ["DataFreshness", "data_freshness", "shown_window", "source_freshness"]
@@ -68,7 +67,7 @@ def shown_window(window: timedelta) -> str:
 
 
 def source_freshness(
-    lake_dir: Path,
+    lake_dir: LakePath,
     *,
     source: str,
     datasets: Iterable[str],
@@ -104,7 +103,13 @@ def source_freshness(
 
 
 def data_freshness(
-    lake_dir: Path, *, source: str, dataset: str, partition: str, until: datetime, allowed: timedelta | None
+    lake_dir: LakePath,
+    *,
+    source: str,
+    dataset: str,
+    partition: str,
+    until: datetime,
+    allowed: timedelta | None,
 ) -> DataFreshness:
     """Judge a dataset's lake partition: did the source change within ``allowed`` before ``until``?"""
     pending = read_pending(partition_dir(lake_dir, "raw", source, dataset, partition))

@@ -13,12 +13,19 @@ from __future__ import annotations
 
 import statistics
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Literal
 
 import duckdb
 
-from crm_pipelines.lake import DELETED, has_parquet, parquet_glob, partition_dir, scan_parquet
+from crm_pipelines.lake import (
+    DELETED,
+    LakePath,
+    connect,
+    has_parquet,
+    parquet_glob,
+    partition_dir,
+    scan_parquet,
+)
 from crm_pipelines.quality.monitoring import VolumePolicy
 from crm_pipelines.warehouse.connection import table_exists
 
@@ -48,12 +55,12 @@ def live_rows(con: duckdb.DuckDBPyConnection, glob: str) -> int:
     return int(row[0]) if row else 0
 
 
-def lake_live_rows(lake_dir: Path, *, source: str, dataset: str, partition: str) -> int | None:
+def lake_live_rows(lake_dir: LakePath, *, source: str, dataset: str, partition: str) -> int | None:
     """Live rows of a dataset's lake partition, or None when nothing was extracted for it."""
     folder = partition_dir(lake_dir, "raw", source, dataset, partition)
     if not has_parquet(folder):
         return None
-    with duckdb.connect() as con:
+    with connect() as con:
         return live_rows(con, parquet_glob(folder))
 
 

@@ -13,11 +13,11 @@ import logging
 import re
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 
+from crm_pipelines.lake import LakePath, spill_dir
 from crm_pipelines.sql import fetch_arrow, quote_ident
 from crm_pipelines.syncs.plan import Plan, plan_sync
 from crm_pipelines.syncs.spec import SyncSpec
@@ -128,7 +128,7 @@ def run_sync(
     sync: SyncSpec,
     *,
     warehouse: Warehouse,
-    lake_dir: Path,
+    lake_dir: LakePath,
     partition: str,
     run_id: str,
     client: Any,
@@ -173,7 +173,7 @@ def run_sync(
         current_sql=kind.current(target, lake_dir=lake_dir, partition=partition),
         existing=existing,
         backfill=backfill,
-        spill_dir=lake_dir / "_spill",
+        spill_dir=spill_dir(lake_dir),
     )
     plan.without_target += left_out
     counts = RunCounts(planned=plan.planned, unchanged=plan.unchanged, baseline=len(plan.baseline))

@@ -16,6 +16,7 @@ from typing import Any, Protocol
 
 import duckdb
 
+from crm_pipelines.lake import register_lake
 from crm_pipelines.settings import duckdb_path_from_url
 from crm_pipelines.warehouse.locks import WriterLock, lock_url, open_lock
 
@@ -134,6 +135,7 @@ class Warehouse:
             else:
                 con = duckdb.connect(str(self.path), read_only=read_only)
             try:
+                register_lake(con)  # the raw and core loads read the lake's Parquet, wherever it is
                 con.execute("SET TimeZone = 'UTC'")
                 if not read_only:
                     ensure_schemas(con)

@@ -7,7 +7,6 @@ commit together or not at all.
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
 import duckdb
 import pyarrow as pa
@@ -17,7 +16,7 @@ from crm_pipelines.identity.golden_ids import HISTORY_DDL
 from crm_pipelines.identity.outputs import identity_files
 from crm_pipelines.identity.references import KnownRecord, recognise
 from crm_pipelines.identity.review import load_review
-from crm_pipelines.lake import has_parquet, parquet_glob, scan_parquet
+from crm_pipelines.lake import LakePath, has_parquet, parquet_glob, scan_parquet
 from crm_pipelines.mapping.stage import quality_quarantine_folder, staging_folder
 from crm_pipelines.warehouse.deletes import load_deleted, soft_delete
 from crm_pipelines.warehouse.history import load_golden_history
@@ -36,7 +35,7 @@ __all__ = ["load_fact", "load_golden_id_history", "load_identity", "load_order_l
 def load_identity(
     con: duckdb.DuckDBPyConnection,
     *,
-    lake_dir: Path,
+    lake_dir: LakePath,
     partition: str,
     run_id: str,
     log: logging.Logger | logging.LoggerAdapter[logging.Logger],
@@ -94,7 +93,9 @@ def load_identity(
     return counts
 
 
-def load_golden_id_history(con: duckdb.DuckDBPyConnection, *, path: Path, partition: str, run_id: str) -> int:
+def load_golden_id_history(
+    con: duckdb.DuckDBPyConnection, *, path: LakePath, partition: str, run_id: str
+) -> int:
     """Append a run's golden id events to ``core.golden_id_history``; (re)create ``core.golden_id_current``.
 
     An event already recorded (same entity, id, event and related id: an identity run repeated before
@@ -156,7 +157,7 @@ def _count(con: duckdb.DuckDBPyConnection, sql: str) -> int:
 
 
 def load_fact(
-    con: duckdb.DuckDBPyConnection, *, lake_dir: Path, entity: str, partition: str, run_id: str
+    con: duckdb.DuckDBPyConnection, *, lake_dir: LakePath, entity: str, partition: str, run_id: str
 ) -> dict[str, int]:
     """Valid rows into ``staging.<entity>``, merged into ``core.<entity>``; soft deletes; quarantine.
 

@@ -6,11 +6,9 @@ the core load lands them in ``staging.deleted`` and flags the matching core rows
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import duckdb
 
-from crm_pipelines.lake import has_parquet, parquet_glob, partition_dir, scan_parquet
+from crm_pipelines.lake import LakePath, has_parquet, parquet_glob, partition_dir, scan_parquet
 from crm_pipelines.sql import qualified
 from crm_pipelines.warehouse.connection import table_exists
 
@@ -25,12 +23,12 @@ CREATE TABLE IF NOT EXISTS staging.deleted (
 """
 
 
-def deleted_folder(lake_dir: Path, entity: str, partition: str) -> Path:
+def deleted_folder(lake_dir: LakePath, entity: str, partition: str) -> LakePath:
     """Lake folder of the source records of ``entity`` that their system deleted."""
     return partition_dir(lake_dir, "staging", "deleted", entity, partition)
 
 
-def load_deleted(con: duckdb.DuckDBPyConnection, *, lake_dir: Path, entity: str, partition: str) -> int:
+def load_deleted(con: duckdb.DuckDBPyConnection, *, lake_dir: LakePath, entity: str, partition: str) -> int:
     """Replace the partition's deleted records of ``entity`` in ``staging.deleted``; returns how many."""
     con.execute(DELETED_DDL)
     con.execute("DELETE FROM staging.deleted WHERE _partition = ? AND entity = ?", [partition, entity])

@@ -20,12 +20,11 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
-from pathlib import Path
 
 import duckdb
 
 from crm_pipelines.canonical import SURVIVOR_FIELDS
-from crm_pipelines.lake import scan_parquet
+from crm_pipelines.lake import LakePath, scan_parquet
 from crm_pipelines.sql import qualified, quote_ident, quote_literal
 
 __all__ = ["HISTORIES", "GoldenHistory", "load_golden_history", "record_versions"]
@@ -52,7 +51,7 @@ KEY = "golden_id"
 
 
 def load_golden_history(
-    con: duckdb.DuckDBPyConnection, *, field_sources: Path, partition: str, run_id: str
+    con: duckdb.DuckDBPyConnection, *, field_sources: LakePath, partition: str, run_id: str
 ) -> dict[str, int]:
     """Record tonight's golden records as versions and (re)create ``core.golden_field_lineage``.
 

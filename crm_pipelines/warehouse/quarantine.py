@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import duckdb
 
-from crm_pipelines.lake import has_parquet, parquet_glob, scan_parquet
+from crm_pipelines.lake import LakePath, has_parquet, parquet_glob, scan_parquet
 
 
 def replace_quarantine(
     con: duckdb.DuckDBPyConnection,
     *,
-    folder: Path,
+    folder: LakePath,
     partition: str,
     stage: str,
     run_id: str,

@@ -11,13 +11,12 @@ from __future__ import annotations
 import contextlib
 import logging
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import duckdb
 
 from crm_pipelines.files.landing import day_lock, landed_manifests
-from crm_pipelines.lake import has_parquet, parquet_glob, partition_dir
+from crm_pipelines.lake import LakePath, has_parquet, parquet_glob, partition_dir
 from crm_pipelines.mapping.spec import load_mappings
 from crm_pipelines.privacy.suppression import suppress_raw_partition
 from crm_pipelines.quality.volume import live_rows, record_volume
@@ -43,7 +42,7 @@ class RawLoad:
 
 
 def _record_sftp_files(
-    con: duckdb.DuckDBPyConnection, source: str, dataset: str, folder: Path, partition: str, run_id: str
+    con: duckdb.DuckDBPyConnection, source: str, dataset: str, folder: LakePath, partition: str, run_id: str
 ) -> list[dict[str, Any]]:
     """Insert the ledger rows of the partition's landed file versions (inside the load's transaction)."""
     files = landed_manifests(folder)
@@ -73,7 +72,7 @@ def _record_sftp_files(
 def load_raw_dataset(
     con: duckdb.DuckDBPyConnection,
     *,
-    lake_dir: Path,
+    lake_dir: LakePath,
     source: str,
     dataset: str,
     kind: str,

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 import duckdb
 
+from crm_pipelines.lake import LakePath, write_text
 from crm_pipelines.warehouse.connection import open_warehouse
 
 PENDING_FILE = "_watermark.json"
@@ -44,14 +44,14 @@ class PendingWatermark:
     )
 
 
-def write_pending(folder: Path, pending: PendingWatermark) -> Path:
-    path = Path(folder) / PENDING_FILE
-    path.write_text(json.dumps(asdict(pending), indent=2))
+def write_pending(folder: LakePath, pending: PendingWatermark) -> LakePath:
+    path = folder / PENDING_FILE
+    write_text(path, json.dumps(asdict(pending), indent=2))
     return path
 
 
-def read_pending(folder: Path) -> PendingWatermark | None:
-    path = Path(folder) / PENDING_FILE
+def read_pending(folder: LakePath) -> PendingWatermark | None:
+    path = folder / PENDING_FILE
     if not path.exists():
         return None
     return PendingWatermark(**json.loads(path.read_text()))

@@ -5,6 +5,7 @@ the run is launched and followed through the webserver's GraphQL API, as the UI 
 """
 
 import datetime as dt
+import json
 import os
 import re
 import shutil
@@ -18,8 +19,10 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import psutil
 import pyarrow.parquet as pq
 import pytest
+import s3fs
 from dagster_graphql import DagsterGraphQLClient, DagsterGraphQLClientError
 
 from crm_pipelines import settings
@@ -51,7 +54,6 @@ def sandbox_env(tmp_path: Path) -> Iterator[dict[str, str]]:
     box = Sandbox(tmp_path / "sandbox", contacts=200, seed=5, as_of=DAY)
     try:
         env = box.start()
-        env[settings.LAKE_DIR] = str(tmp_path / "lake")
         env[settings.WAREHOUSE_URL] = f"duckdb:///{tmp_path}/warehouse.duckdb"
         env[settings.WRITE_BACK] = "off"
         yield env
@@ -79,6 +81,7 @@ def test_a_run_launched_in_the_ui_runs_its_steps_on_the_celery_workers(
     env = {**os.environ, **sandbox_env, "PYTHONDONTWRITEBYTECODE": "1"}
     env.pop("DAGSTER_PG_URL", None)
     env.pop("DAGSTER_HOME", None)
+    env.pop(settings.LAKE_DIR, None)  # deploy-local starts an S3 server and puts the lake there
     output = tmp_path / "deploy-local.out"
     command = [str(Path(sys.executable).with_name("crm-pipelines")), "deploy-local"]
     command += ["--dir", str(tmp_path / "deploy"), "--port", str(port), "--postgres-dir", str(postgres_dir)]
@@ -99,6 +102,7 @@ def test_a_run_launched_in_the_ui_runs_its_steps_on_the_celery_workers(
         _wait_for(lambda: _finished(client, run_id), deploy, output, timeout=240)
         assert client.get_run_status(run_id).value == "SUCCESS"
         workers_by_step = _workers_by_step(port, run_id)
+        rows_in_bucket = _rows_in_the_lakes_bucket(printed, tmp_path / "deploy")
     finally:
         deploy.send_signal(signal.SIGINT)  # Ctrl-C
         deploy.wait(timeout=90)
@@ -108,15 +112,43 @@ def test_a_run_launched_in_the_ui_runs_its_steps_on_the_celery_workers(
     extracts = {key.replace("/", "__") for key in SELECTION}
     assert set(workers_by_step) == extracts | {f"{step}__volume" for step in extracts}
     assert {worker.split("@")[0] for worker in workers_by_step.values()} == {"worker-1", "worker-2"}
-    for key in SELECTION:  # what the extracts wrote to the lake, for the night
-        night = tmp_path / "lake" / "raw" / key / f"dt={DAY.isoformat()}"
-        assert pq.read_metadata(night / "part-0000.parquet").num_rows > 0, key
+    # What the extracts wrote is in the lake's bucket (each volume check read it back, on a worker),
+    # and nothing of the lake is on the local disk.
+    assert rows_in_bucket.keys() == set(SELECTION)
+    assert all(rows > 0 for rows in rows_in_bucket.values()), rows_in_bucket
+    assert not list(tmp_path.rglob("part-0000.parquet"))
     # Ctrl-C stopped every process it had started.
     pids = [int(p) for p in re.findall(r"pid (\d+)", output.read_text())]
     assert len(pids) == 5  # code server, two workers, daemon, webserver
     for pid in pids:
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)
+    # Nor is any server left: Redis, PostgreSQL, the S3 server.
+    deploy_dir = str(tmp_path / "deploy")
+    assert [
+        p.info["cmdline"]
+        for p in psutil.process_iter(["cmdline"])
+        if deploy_dir in " ".join(p.info["cmdline"] or [])
+    ] == []
+
+
+def _rows_in_the_lakes_bucket(printed: str, deploy_dir: Path) -> dict[str, int]:
+    """Rows of each selected extract's night, read from the S3 server deploy-local started."""
+    endpoint = re.search(r"lake\s+s3://lake/lake on (http://127\.0\.0\.1:\d+)", printed)
+    assert endpoint is not None, printed
+    keys = json.loads((deploy_dir / "s3" / "s3.json").read_text())["identities"][0]["credentials"][0]
+    assert keys["secretKey"] not in printed
+    bucket = s3fs.S3FileSystem(
+        key=keys["accessKey"],
+        secret=keys["secretKey"],
+        endpoint_url=endpoint.group(1),
+        skip_instance_cache=True,
+    )
+    rows = {}
+    for key in SELECTION:
+        with bucket.open(f"lake/lake/raw/{key}/dt={DAY.isoformat()}/part-0000.parquet", "rb") as f:
+            rows[key] = pq.read_metadata(f).num_rows
+    return rows
 
 
 def _finished(client: DagsterGraphQLClient, run_id: str) -> bool:

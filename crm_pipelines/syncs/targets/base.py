@@ -9,11 +9,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Protocol
 
 import pyarrow as pa
 
+from crm_pipelines.lake import LakePath
 from crm_pipelines.registry import Registry
 from crm_pipelines.syncs.spec import SyncField, SyncSpec
 
@@ -102,7 +102,7 @@ class TargetKind(Protocol):
         """The target object and fields of ``sync``; raises ValueError naming what is wrong."""
         ...
 
-    def current(self, target: TargetObject, *, lake_dir: Path, partition: str) -> str | None:
+    def current(self, target: TargetObject, *, lake_dir: LakePath, partition: str) -> str | None:
         """SQL selecting ``target_id`` and each field's current canonical text, or None (unknown)."""
         ...
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import itertools
 from collections.abc import Callable, Mapping, Sequence
-from pathlib import Path
 from typing import Any, Protocol
 
 import pyarrow as pa
@@ -20,7 +19,7 @@ from crm_pipelines.canonical import NOT_WRITTEN_BACK, SURVIVOR_FIELDS
 from crm_pipelines.connectors.describe import resolved_object
 from crm_pipelines.connectors.spec import ObjectSpec, SystemSpec, load_system
 from crm_pipelines.connectors.writes import UpsertResult, WriteStats
-from crm_pipelines.lake import DELETED, has_parquet, parquet_glob, partition_dir, scan_parquet
+from crm_pipelines.lake import DELETED, LakePath, has_parquet, parquet_glob, partition_dir, scan_parquet
 from crm_pipelines.mapping.spec import load_mappings
 from crm_pipelines.ownership import load_ownership
 from crm_pipelines.sources import load_sources
@@ -185,7 +184,7 @@ class CrmTarget:
             carried_with=carried_with,
         )
 
-    def current(self, target: TargetObject, *, lake_dir: Path, partition: str) -> str | None:
+    def current(self, target: TargetObject, *, lake_dir: LakePath, partition: str) -> str | None:
         assert target.dataset is not None
         folder = partition_dir(lake_dir, "raw", target.system, target.dataset, partition)
         if not has_parquet(folder):

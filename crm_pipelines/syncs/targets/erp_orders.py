@@ -12,13 +12,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from decimal import Decimal, InvalidOperation
-from pathlib import Path
 from typing import Any, Protocol
 
 import pyarrow as pa
 import sqlalchemy as sa
 
 from crm_pipelines.databases.order_to_cash import LINKS, Opportunity, OrderWriter
+from crm_pipelines.lake import LakePath
 from crm_pipelines.syncs.spec import SyncSpec
 from crm_pipelines.syncs.targets.base import TARGET_KINDS, Operation, Outcome, TargetObject
 
@@ -65,7 +65,7 @@ class ErpOrdersTarget:
             system="erp", object_name="sales_orders", dataset=None, primary_key="order_id", fields={}
         )
 
-    def current(self, target: TargetObject, *, lake_dir: Path, partition: str) -> str | None:
+    def current(self, target: TargetObject, *, lake_dir: LakePath, partition: str) -> str | None:
         return None
 
     def existing(

@@ -18,6 +18,7 @@ POLICY = VolumePolicy(nights=3, min_nights=2, warn_below="-50%", block_below="-8
 
 def _night(lake: Path, partition: str, table: pa.Table) -> Path:
     folder = partition_dir(lake, "raw", "erp", "customers", partition)
+    assert isinstance(folder, Path)  # a local lake's folder
     folder.mkdir(parents=True)
     pq.write_table(table, folder / "part-0.parquet")
     return folder
