@@ -149,14 +149,47 @@ def check_warehouse() -> DoctorRow:
     return DoctorRow("warehouse", True, True, True, warehouse.describe(), "")
 
 
+def check_lake() -> DoctorRow:
+    """Write, read back and remove a probe file in the lake (a folder or a bucket)."""
+    from crm_pipelines.lake import is_remote, lake_root, write_text
+
+    where = os.environ.get(settings.LAKE_DIR, settings.DEFAULT_LAKE_DIR)
+    hint = (
+        "a bucket needs AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (and AWS_ENDPOINT_URL for a server "
+        "other than AWS) allowed to write it"
+        if is_remote(where)
+        else f"{settings.LAKE_DIR} must be a folder this user can write"
+    )
+    try:
+        root = lake_root(where, fresh=True)
+        probe = root / "_doctor" / f"probe-{os.getpid()}"
+        write_text(probe, "ok")
+        read_back = probe.read_text()
+        probe.unlink()
+    except PermissionError as exc:
+        return DoctorRow("lake", True, True, False, _without_secret(exc), hint)
+    except Exception as exc:
+        return DoctorRow("lake", True, False, None, _without_secret(exc), hint)
+    if read_back != "ok":
+        return DoctorRow("lake", True, True, True, f"{where}: a probe file read back differently", hint)
+    return DoctorRow("lake", True, True, True, f"{where} (written and read back)", "")
+
+
+def _without_secret(exc: Exception) -> str:
+    text = warehouse_error(exc)
+    secret = os.environ.get("AWS_SECRET_ACCESS_KEY")
+    return text.replace(secret, "***") if secret else text
+
+
 def warehouse_error(exc: Exception) -> str:
     """The error in its own words, without the password a connection string may carry."""
     return re.sub(r"(password=|://[^:/@\s]+:)[^@\s]+", r"\1***", str(exc))[:200]
 
 
-CHECKS: tuple[Callable[[], DoctorRow], ...] = (check_erp, check_sftp, check_warehouse)
+CHECKS: tuple[Callable[[], DoctorRow], ...] = (check_erp, check_sftp, check_warehouse, check_lake)
 
 
 def run_checks() -> list[DoctorRow]:
-    """Run every system's check: each declared CRM, the ERP database, SFTP, the warehouse; one row each."""
+    """Run every system's check: each declared CRM, the ERP database, SFTP, the warehouse, the lake; one
+    row each."""
     return [check_crm(system) for system in crm_systems()] + [check() for check in CHECKS]

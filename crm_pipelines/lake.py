@@ -65,15 +65,17 @@ def is_remote(path: LakePath | str) -> bool:
     return bool(sep) and scheme.lower() != "file" and scheme.isidentifier()
 
 
-def lake_root(root: str | os.PathLike[str]) -> LakePath:
+def lake_root(root: str | os.PathLike[str], *, fresh: bool = False) -> LakePath:
     """The lake at ``root``: a local folder, or ``s3://bucket/prefix`` on an S3-compatible server.
 
     A bucket is opened without fsspec's listing cache, so every process sees what others wrote since.
+    fsspec keeps one filesystem per process for the same arguments; ``fresh`` opens a new one, with
+    the credentials the environment holds now (``crm-pipelines doctor``).
     """
     text = os.fspath(root)
     if not is_remote(text):
         return Path(text.removeprefix("file://"))
-    path = UPath(text, use_listings_cache=False)
+    path = UPath(text, use_listings_cache=False, **({"skip_instance_cache": True} if fresh else {}))
     with _FILESYSTEMS_LOCK:
         for protocol in _protocols(path.fs):
             _FILESYSTEMS.setdefault(protocol, path.fs)

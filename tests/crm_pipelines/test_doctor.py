@@ -6,9 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from crm_pipelines import settings
+from crm_pipelines import lake, settings
 from crm_pipelines.cli import main
-from crm_pipelines.doctor import crm_connection_variables, run_checks
+from crm_pipelines.deploy_local import S3Endpoint
+from crm_pipelines.doctor import check_lake, crm_connection_variables, run_checks
 from crm_pipelines_sandbox import run as sandbox
 from crm_pipelines_sandbox.run import Sandbox
 
@@ -20,6 +21,7 @@ def sandbox_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, 
     try:
         env = box.start()
         env[settings.WAREHOUSE_URL] = f"duckdb:///{root}/warehouse.duckdb"
+        env[settings.LAKE_DIR] = str(root / "lake")
         yield env
     finally:
         box.stop()
@@ -31,7 +33,7 @@ def test_every_sandbox_system_is_reachable_and_authenticated(
     for name, value in sandbox_env.items():
         monkeypatch.setenv(name, value)
     rows = {row.system: row for row in run_checks()}
-    assert set(rows) >= {"salesforce", "hubspot", "erp database", "sftp", "warehouse"}
+    assert set(rows) >= {"salesforce", "hubspot", "erp database", "sftp", "warehouse", "lake"}
     for row in rows.values():
         assert row.ok, row
 
@@ -66,3 +68,18 @@ def test_nothing_configured_says_which_variables_to_set(
     assert not rows["salesforce"].configured
     assert "SALESFORCE_CLIENT_SECRET" in rows["salesforce"].fix
     assert rows["warehouse"].ok
+
+
+def test_a_lake_in_a_bucket_is_probed_and_a_wrong_secret_named_never_printed(
+    s3: S3Endpoint, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for name, value in s3.environment().items():
+        monkeypatch.setenv(name, value)
+    assert check_lake().ok
+    assert lake.files_under(lake.lake_root(s3.lake_url), "*") == []  # the probe is removed
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "wrong-secret-4242")
+    row = check_lake()
+    assert (row.reachable, row.authenticated) == (True, False), row
+    assert "AWS_SECRET_ACCESS_KEY" in row.fix
+    assert "wrong-secret-4242" not in row.detail
+    assert s3.secret_key not in row.detail

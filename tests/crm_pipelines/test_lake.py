@@ -7,25 +7,18 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pyarrow as pa
 import pytest
 
 from crm_pipelines import lake
-from crm_pipelines.deploy_local import S3Endpoint, running_redis, running_s3
+from crm_pipelines.deploy_local import S3Endpoint, running_redis
 from crm_pipelines.lake import LakePath
 from crm_pipelines.warehouse.connection import open_warehouse
 from crm_pipelines.warehouse.locks import LOCK_URL, WriterLockTimeout
 
 SCHEMA = pa.schema([("id", pa.int64()), ("name", pa.string())])
-
-
-@pytest.fixture(scope="module")
-def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Endpoint]:
-    with running_s3(tmp_path_factory.mktemp("s3")) as endpoint:
-        yield endpoint
 
 
 @pytest.fixture(params=["folder", "bucket"])

@@ -8,7 +8,6 @@ night must leave no lake on the local disk.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,7 +17,7 @@ import pytest
 
 from crm_pipelines import lake, settings
 from crm_pipelines.definitions import defs
-from crm_pipelines.deploy_local import S3Endpoint, running_s3
+from crm_pipelines.deploy_local import S3Endpoint
 from crm_pipelines_sandbox.run import Sandbox
 
 DAY = dt.date(2026, 11, 25)
@@ -95,12 +94,6 @@ def one_night(root: Path, *, lake_dir: str, env: dict[str, str]) -> Night:
     finally:
         box.stop()
         monkeypatch.undo()
-
-
-@pytest.fixture(scope="module")
-def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Endpoint]:
-    with running_s3(tmp_path_factory.mktemp("s3")) as endpoint:
-        yield endpoint
 
 
 @pytest.fixture(scope="module")
