@@ -34,6 +34,7 @@ LONG_FIRST = (
     "tests/crm_pipelines/privacy/",  # a sandbox, three full nights, an erasure: ~230 s
     "tests/crm_pipelines/test_nightly_sync.py",  # two full nights: ~170 s
     "tests/crm_pipelines/syncs/test_convergence.py",  # eleven nights of the golden syncs: ~120 s
+    "tests/crm_pipelines/test_nightly_sync_s3.py",  # an S3 server, a night on a folder, one on a bucket: ~100 s
     "tests/crm_pipelines/test_concurrency.py",  # a daemon and three launches: ~80 s
     "tests/crm_pipelines/test_executors.py",  # redis and two celery workers: ~45-80 s
     "tests/crm_pipelines/test_deploy_local.py",  # the whole topology and a run: ~70 s
