@@ -161,7 +161,7 @@ def check_lake() -> DoctorRow:
         else f"{settings.LAKE_DIR} must be a folder this user can write"
     )
     try:
-        root = lake_root(where, fresh=True)
+        root = lake_root(where)
         probe = root / "_doctor" / f"probe-{os.getpid()}"
         write_text(probe, "ok")
         read_back = probe.read_text()

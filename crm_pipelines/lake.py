@@ -65,21 +65,37 @@ def is_remote(path: LakePath | str) -> bool:
     return bool(sep) and scheme.lower() != "file" and scheme.isidentifier()
 
 
-def lake_root(root: str | os.PathLike[str], *, fresh: bool = False) -> LakePath:
+def lake_root(root: str | os.PathLike[str]) -> LakePath:
     """The lake at ``root``: a local folder, or ``s3://bucket/prefix`` on an S3-compatible server.
 
     A bucket is opened without fsspec's listing cache, so every process sees what others wrote since.
-    fsspec keeps one filesystem per process for the same arguments; ``fresh`` opens a new one, with
-    the credentials the environment holds now (``crm-pipelines doctor``).
+    Its endpoint and keys are read from the environment now (fsspec keeps one filesystem per set of
+    arguments: a changed key or endpoint opens a new one, not the one cached for the old).
     """
     text = os.fspath(root)
     if not is_remote(text):
         return Path(text.removeprefix("file://"))
-    path = UPath(text, use_listings_cache=False, **({"skip_instance_cache": True} if fresh else {}))
+    options: dict[str, Any] = {"use_listings_cache": False}
+    if text.split("://", 1)[0].lower() in ("s3", "s3a"):
+        options.update(_s3_options())
+    path: UPath = UPath(text, **options)
     with _FILESYSTEMS_LOCK:
         for protocol in _protocols(path.fs):
-            _FILESYSTEMS.setdefault(protocol, path.fs)
+            _FILESYSTEMS[protocol] = path.fs
     return path
+
+
+def _s3_options() -> dict[str, Any]:
+    """s3fs's arguments from the standard variables that are set (the rest: botocore's own lookup)."""
+    env = os.environ
+    options: dict[str, Any] = {}
+    endpoint = env.get("AWS_ENDPOINT_URL_S3") or env.get("AWS_ENDPOINT_URL")
+    if endpoint:
+        options["endpoint_url"] = endpoint
+    if env.get("AWS_ACCESS_KEY_ID") and env.get("AWS_SECRET_ACCESS_KEY"):
+        options["key"] = env["AWS_ACCESS_KEY_ID"]
+        options["secret"] = env["AWS_SECRET_ACCESS_KEY"]
+    return options
 
 
 def _protocols(fs: AbstractFileSystem) -> tuple[str, ...]:

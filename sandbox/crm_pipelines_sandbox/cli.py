@@ -17,7 +17,7 @@ import threading
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from crm_pipelines import settings
+from crm_pipelines import lake, settings
 from crm_pipelines.cli import Command, console
 
 if TYPE_CHECKING:
@@ -99,7 +99,6 @@ def _one_world(sandbox: Sandbox) -> bool:
         Whether they were cleared: then the sandbox's own data must start as generated too (its drop
         folders and CRM stores hold what an earlier run of that world moved and wrote back).
     """
-    import shutil
 
     if os.environ.get(settings.LAKE_DIR) or os.environ.get(settings.WAREHOUSE_URL):
         return False
@@ -111,7 +110,7 @@ def _one_world(sandbox: Sandbox) -> bool:
     warehouses = (settings.duckdb_path_from_url(paths.warehouse_url), settings.working_copy_path())
     if paths.lake_dir.exists() or any(w.exists() for w in warehouses):
         console.print(f"A new sandbox world ({world}): the demo lake and warehouse start empty.")
-    shutil.rmtree(paths.lake_dir, ignore_errors=True)
+    lake.remove_tree(paths.lake_dir)
     for warehouse in warehouses:
         for path in (warehouse, warehouse.with_name(warehouse.name + ".wal")):
             path.unlink(missing_ok=True)
