@@ -2,6 +2,10 @@
 
     cd bench && ../.venv/bin/python kill_trials.py --trials 10 --contacts 300 --workdir /tmp/crm-kill-trials
 
+``--lake bucket`` puts each night's lake in its own prefix of a SeaweedFS S3 server started for the
+trials (``CRM_PIPELINES_LAKE_DIR=s3://lake/<night>``), and counts as leftovers the objects and local
+staging files a killed writer left.
+
 (``--workdir`` keeps the generated sandbox in ``DIR/pristine`` for the next invocation; every run of
 the night works on a fresh copy of it in ``DIR/<name>/sandbox`` with an empty lake, warehouse,
 rate-limit folder and ``DAGSTER_HOME`` of its own, as ``bench/nightly_sync.py`` does.)
@@ -52,9 +56,10 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import tempfile
 import time
-from collections.abc import Iterable, Sequence
-from contextlib import closing
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import ExitStack, closing, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -64,7 +69,8 @@ import duckdb
 from filelock import FileLock, Timeout
 from nightly_sync import fresh_copy  # bench/nightly_sync.py (the scripts run from bench/)
 
-from crm_pipelines import settings
+from crm_pipelines import lake, settings
+from crm_pipelines.deploy_local import S3Endpoint, running_s3
 from crm_pipelines.instance import prepare_home
 from crm_pipelines_sandbox.run import Sandbox
 
@@ -200,14 +206,38 @@ class Place:
     def home(self) -> Path:
         return self.root / "dagster_home"
 
+    @property
+    def lake_url(self) -> str:
+        """The lake: a folder of the place, or its own prefix of the bucket (``--lake bucket``)."""
+        return f"s3://{BUCKET.bucket}/{self.root.name}" if BUCKET is not None else str(self.lake)
+
     def env(self) -> dict[str, str]:
         return {
-            settings.LAKE_DIR: str(self.lake),
+            **(BUCKET.environment() if BUCKET is not None else {}),
+            settings.LAKE_DIR: self.lake_url,
             settings.WAREHOUSE_URL: f"duckdb:///{self.warehouse}",
             settings.RATE_LIMIT_DIR: str(self.rate_limits),
             "DAGSTER_HOME": str(self.home),
             "PYTHONDONTWRITEBYTECODE": "1",
         }
+
+
+# The S3 server of ``--lake bucket`` (None: each night's lake is a folder).
+BUCKET: S3Endpoint | None = None
+
+
+@contextmanager
+def temporary_env(values: dict[str, str]) -> Iterator[None]:
+    saved = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def new_place(root: Path, pristine: Sandbox) -> tuple[Place, Sandbox]:
@@ -422,6 +452,15 @@ def leftovers(place: Place) -> list[str]:
             for p in place.lake.rglob("*")
             if p.name.endswith((".inprogress", ".tmp"))
         ]
+    if BUCKET is not None:
+        with temporary_env(BUCKET.environment()):
+            in_bucket = lake.files_under(lake.lake_root(place.lake_url), "*")
+        found += [
+            "/".join(("bucket", *parts))
+            for _, parts in in_bucket
+            if parts[-1].endswith((".inprogress", ".tmp"))
+        ]
+        found += [f"staging area/{p.name}" for p in lake.staging_area().glob("*.inprogress")]
     wal = place.warehouse.with_name(place.warehouse.name + ".wal")
     if wal.exists():
         found.append(wal.name)
@@ -575,7 +614,21 @@ def main() -> None:
         action="store_true",
         help="reuse the clean runs an earlier invocation left (debugging)",
     )
+    parser.add_argument(
+        "--lake",
+        choices=("folder", "bucket"),
+        default="folder",
+        help="bucket: each night's lake in its own prefix of a SeaweedFS S3 server started for the trials",
+    )
     args = parser.parse_args()
+    with ExitStack() as stack:
+        if args.lake == "bucket":
+            global BUCKET
+            BUCKET = stack.enter_context(running_s3(Path(args.workdir or tempfile.mkdtemp()) / "s3"))
+        trials(args)
+
+
+def trials(args: argparse.Namespace) -> None:
     rng_seed: int = args.rng_seed if args.rng_seed is not None else secrets.randbelow(2**31)
     workdir = Path(args.workdir or Path(os.environ.get("TMPDIR", "/tmp")) / f"crm-kill-trials-{os.getpid()}")
     workdir.mkdir(parents=True, exist_ok=True)
@@ -584,6 +637,7 @@ def main() -> None:
         f"--day {args.day} --rng-seed {rng_seed} --workdir {workdir}"
         + (f" --window {args.window:g}" if args.window else "")
         + (" --reuse-clean" if args.reuse_clean else "")
+        + (" --lake bucket" if args.lake == "bucket" else "")
     )
     print(f"command: {command}", flush=True)
 

@@ -211,9 +211,20 @@ def local_copy(target: LakePath) -> Path:
     if isinstance(target, Path):
         target.parent.mkdir(parents=True, exist_ok=True)
         return target.with_name(f".{target.name}.inprogress")
-    handle, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".inprogress")
-    os.close(handle)
-    return Path(name)
+    # Named by the target, as beside it in a folder: the next write of that target (a re-run after a
+    # kill) replaces what a killed writer left, instead of leaving one more orphan.
+    digest = hashlib.sha256(str(target).encode()).hexdigest()[:32]
+    return staging_area() / f"{digest}.{target.name}.inprogress"
+
+
+def staging_area() -> Path:
+    """This user's private folder (0700) in the temporary folder, for files on their way to a bucket."""
+    folder = Path(tempfile.gettempdir()) / f"crm-pipelines-lake-{os.getuid()}"
+    folder.mkdir(mode=0o700, exist_ok=True)
+    info = folder.lstat()
+    if not folder.is_dir() or folder.is_symlink() or info.st_uid != os.getuid() or info.st_mode & 0o077:
+        raise PermissionError(f"{folder} is not a private folder of this user: remove it and run again")
+    return folder
 
 
 def publish(written: Path, target: LakePath) -> None:
@@ -303,7 +314,7 @@ def lake_lock(path: LakePath, *, timeout: float = 1800.0) -> AbstractContextMana
     if url is not None:
         return open_lock(url, f"lake:{path}", timeout, label=f"lake lock {path}")
     digest = hashlib.sha256(str(path).encode()).hexdigest()[:32]
-    return FileLock(str(Path(tempfile.gettempdir()) / f"crm-pipelines-lake-{digest}.lock"), timeout=timeout)
+    return FileLock(str(staging_area() / f"{digest}.lock"), timeout=timeout)
 
 
 class ParquetSink:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -33,8 +32,8 @@ def root(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.Mon
 
 
 def leftovers() -> list[str]:
-    """Temporary files a write left in the local temporary folder (a bucket's writes stage there)."""
-    return [n for n in os.listdir(tempfile.gettempdir()) if n.endswith(".inprogress")]
+    """Temporary files a write left on the local disk (a bucket's writes stage there)."""
+    return [p.name for p in lake.staging_area().glob("*.inprogress")]
 
 
 def test_a_url_is_a_bucket_and_anything_else_a_folder() -> None:
@@ -173,3 +172,13 @@ def test_a_bucket_lock_is_shared_through_the_lock_server(
             holder.wait(10)
         with lake.lake_lock(root / ".day.lock", timeout=60):  # the killed holder's lease ran out
             pass
+
+
+def test_what_a_killed_writer_left_is_replaced_by_the_next_write_of_that_file(root: LakePath) -> None:
+    target = lake.partition_dir(root, "raw", "crm", "contacts", "2026-11-25") / "part-0.parquet"
+    orphan = lake.local_copy(target)
+    orphan.write_bytes(b"PAR1 half a file")  # a writer SIGKILLed before its publish
+    assert not lake.has_parquet(target.parent)  # invisible to readers
+    lake.write_table(target, pa.table({"id": [7], "name": ["Ada"]}, schema=SCHEMA))
+    assert not orphan.exists()
+    assert lake.read_table(target).to_pylist() == [{"id": 7, "name": "Ada"}]
