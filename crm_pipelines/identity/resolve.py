@@ -991,13 +991,20 @@ def _decided(
 
 def _review_query(entity: Entity, t: _Tables) -> str:
     """The review queue's rows: both records side by side, the probability and each field's level."""
+    # The records as JSON, without the run's internal row number (``rid``, which follows scan order),
+    # for the queued pairs' records only. Aliases ra/rb: ``to_json(a)`` would read the review's column
+    # ``a`` (that number).
+    shown = f"""(
+            SELECT rid, record_id, to_json(struct_pack(*COLUMNS(* EXCLUDE (rid)))) AS record
+            FROM {t.src}
+            WHERE rid IN (SELECT a FROM {t.review} UNION SELECT b FROM {t.review})
+        )"""
     return f"""
-        SELECT {quote_literal(entity)} AS entity, a.record_id AS record_id_a, b.record_id AS record_id_b,
-               r.probability, r.reason, r.levels,
-               to_json(a) AS record_a, to_json(b) AS record_b
+        SELECT {quote_literal(entity)} AS entity, ra.record_id AS record_id_a, rb.record_id AS record_id_b,
+               r.probability, r.reason, r.levels, ra.record AS record_a, rb.record AS record_b
         FROM {t.review} AS r
-        JOIN {t.src} AS a ON a.rid = r.a
-        JOIN {t.src} AS b ON b.rid = r.b
+        JOIN {shown} AS ra ON ra.rid = r.a
+        JOIN {shown} AS rb ON rb.rid = r.b
     """
 
 

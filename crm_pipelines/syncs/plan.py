@@ -170,7 +170,9 @@ def plan_sync(
         )
         ((quiet,),) = con.execute(f"SELECT count(*) FROM compared WHERE NOT ({attention})").fetchall()
         plan.unchanged += int(quiet)
-        rows = fetch_arrow(con, f"SELECT * FROM compared WHERE {attention}").to_pylist()
+        # In the sources' key order: the same night sends the same requests in the same order (a
+        # target numbers what it creates in the order it receives them).
+        rows = fetch_arrow(con, f"SELECT * FROM compared WHERE {attention} ORDER BY source_key").to_pylist()
         src_rows = _rows_by_key(con, key, [r["source_key"] for r in rows])
         for row in rows:
             _decide_update(
@@ -188,6 +190,7 @@ def plan_sync(
                 WHERE CAST(src.{key} AS VARCHAR) NOT IN (SELECT source_key FROM links)
                   AND CAST(src.{key} AS VARCHAR) NOT IN (
                       SELECT source_key FROM st WHERE status = 'baseline' AND NOT {str(backfill).lower()})
+                ORDER BY CAST(src.{key} AS VARCHAR)
                 """,
             )
             for row in missing.to_pylist():

@@ -6,6 +6,7 @@ have realistic frequencies and the random pairs that estimate u look like a CRM'
 
 from __future__ import annotations
 
+import json
 import random
 from datetime import UTC, datetime
 from pathlib import Path
@@ -471,3 +472,16 @@ def test_every_block_too_large_to_compare_is_counted(tmp_path: Path) -> None:
     # key and two in the mailbox key; the name and company keys add theirs.
     assert scoring.skipped_blocks >= 5
     assert scoring.skipped_records >= 2 * scoring.skipped_blocks
+
+
+def test_the_review_queue_shows_both_records_as_they_were_read(tmp_path: Path) -> None:
+    run = resolve(tmp_path, namesakes())
+    [pair] = [r for r in run.review if {r["record_id_a"], r["record_id_b"]} == {"salesforce:1", "hubspot:2"}]
+    shown = {
+        pair["record_id_a"]: json.loads(pair["record_a"]),
+        pair["record_id_b"]: json.loads(pair["record_b"]),
+    }
+    assert shown["salesforce:1"]["email"] == "john.smith@acme.example"
+    assert shown["hubspot:2"]["email"] == "jsmith2@acme.example"
+    assert shown["hubspot:2"]["record_id"] == "hubspot:2"
+    assert "rid" not in shown["salesforce:1"]  # the run's row number, which follows scan order

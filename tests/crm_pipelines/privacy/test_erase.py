@@ -191,7 +191,10 @@ def test_the_audit_says_what_was_touched_without_personal_data(connect: Connect,
     assert any(p.startswith("lake:raw/") for p in places)
     assert any(p.startswith("lake:staging/") for p in places)
     assert audit["rows_erased"] == sum(p["erased"] for p in places.values()) > 0
-    text = json.dumps(audit, default=str).lower()
+    # The request's random id and its time are left out: a short numeric source id can occur in them
+    # by chance (a uuid's hex, a timestamp's microseconds).
+    said = {k: v for k, v in audit.items() if k not in ("request_id", "requested_at")}
+    text = json.dumps(said, default=str).lower()
     secrets = [*erased.emails, erased.golden_id, erased.first_name, erased.last_name]
     secrets += [r for r, _, _ in erased.records] + [i for _, _, i in erased.records]
     assert not [s for s in secrets if s.lower() in text]

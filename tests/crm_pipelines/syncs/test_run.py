@@ -220,6 +220,16 @@ def test_a_dry_run_writes_the_plan_and_calls_nothing(estate: Estate) -> None:
     assert estate.accounts()["C-001"][0]["BillingCity"] == "Lyon"
 
 
+def test_a_night_sends_its_records_in_the_sources_key_order(estate: Estate) -> None:
+    """The same night sends the same requests in the same order: a CRM numbers what it creates in the
+    order it receives it, so a re-run gives every record the id it had."""
+    keys = [f"C-{n:03d}" for n in (7, 3, 9, 1, 5)]
+    estate.customers([(key, f"Customer {key}", "Lyon", None) for key in keys])
+    estate.run(run_id="night-1")
+    created = [r["ERP_Customer_Number__c"] for r in fetch_records(estate.store, "Account")]
+    assert [key for key in created if key in keys] == sorted(keys)
+
+
 # The run a crash interrupts: the same sync, in a process of its own.
 CHILD = """
 import json, sys
