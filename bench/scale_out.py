@@ -33,6 +33,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import os
+import re
 import resource
 import shutil
 import signal
@@ -225,12 +226,20 @@ def run_mode(mode: str, *, contacts: int, day: str, workers: int = 2, concurrenc
         wall = time.perf_counter() - started
         after = resource.getrusage(resource.RUSAGE_CHILDREN)
         log = done.stdout + done.stderr
+        succeeded = done.returncode == 0 and "RUN_SUCCESS" in log
+        if not succeeded:
+            kept = Path(tempfile.gettempdir()) / f"scale-out-{mode}-{contacts}.log"
+            kept.write_text(log, encoding="utf-8")
+            failed = sorted(set(re.findall(r" - ([\w]+) - STEP_FAILURE", log)))
+            print(
+                f"{mode}: the run failed; failed steps: {', '.join(failed) or '?'}; log in {kept}", flush=True
+            )
         return Outcome(
             mode=mode,
             wall=wall,
             cpu=(after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime),
             steps=steps_succeeded(home),
-            succeeded=done.returncode == 0 and "RUN_SUCCESS" in log,
+            succeeded=succeeded,
         )
     finally:
         stack.close()
