@@ -13,6 +13,7 @@ from crm_pipelines.definitions import defs
 from crm_pipelines.sources import load_sources
 from crm_pipelines_sandbox.run import Sandbox
 from crm_pipelines_sandbox.systems import sandbox_crm, sandbox_crms
+from tests.crm_pipelines.warehouse_digest import fingerprint
 
 DAY = dt.date(2026, 11, 25)
 MARTS = ("dim_account", "dim_contact", "fact_opportunity", "fact_sales_order", "fact_invoice")
@@ -49,26 +50,6 @@ def run_nightly() -> dg.ExecuteInProcessResult:
 
 def warehouse(sandbox: Sandbox) -> duckdb.DuckDBPyConnection:
     return duckdb.connect(str(sandbox.root.parent / "warehouse.duckdb"), read_only=True)
-
-
-def fingerprint(con: duckdb.DuckDBPyConnection) -> dict[str, str]:
-    """A digest of every data table; extraction timestamps are the only columns allowed to differ."""
-    out = {}
-    tables = con.execute(
-        "SELECT table_schema, table_name FROM information_schema.tables "
-        "WHERE table_schema IN ('raw', 'staging', 'core', 'marts') ORDER BY 1, 2"
-    ).fetchall()
-    for schema, table in tables:
-        columns = [
-            r[0] for r in con.execute(f'DESCRIBE "{schema}"."{table}"').fetchall() if r[0] != "_extracted_at"
-        ]
-        select = ", ".join(f'"{c}"' for c in columns)
-        row = con.execute(
-            f"SELECT count(*), md5(coalesce(string_agg(r::VARCHAR, '|' ORDER BY r::VARCHAR), '')) "
-            f'FROM (SELECT {select} FROM "{schema}"."{table}") AS r'
-        ).fetchone()
-        out[f"{schema}.{table}"] = f"{row[0]}:{row[1]}" if row else ""
-    return out
 
 
 def files_rows(sandbox: Sandbox) -> int:

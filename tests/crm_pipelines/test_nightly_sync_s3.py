@@ -19,6 +19,7 @@ from crm_pipelines import lake, settings
 from crm_pipelines.definitions import defs
 from crm_pipelines.deploy_local import S3Endpoint
 from crm_pipelines_sandbox.run import Sandbox
+from tests.crm_pipelines.warehouse_digest import fingerprint
 
 DAY = dt.date(2026, 11, 25)
 # When the night ran: the extraction and load times, a file row's change time (the file carries
@@ -42,27 +43,9 @@ class Night:
     lake_files: list[tuple[str, ...]]
 
 
-def fingerprint(path: Path) -> dict[str, str]:
-    """A digest of every data table, without the columns that hold the run's own id or clock."""
-    out = {}
+def _tables(path: Path) -> dict[str, str]:
     with duckdb.connect(str(path), read_only=True) as con:
-        tables = con.execute(
-            "SELECT table_schema, table_name FROM information_schema.tables "
-            "WHERE table_schema IN ('raw', 'staging', 'core', 'marts') ORDER BY 1, 2"
-        ).fetchall()
-        for schema, table in tables:
-            columns = [
-                r[0]
-                for r in con.execute(f'DESCRIBE "{schema}"."{table}"').fetchall()
-                if r[0] not in RUN_TIME_COLUMNS
-            ]
-            select = ", ".join(f'"{c}"' for c in columns)
-            row = con.execute(
-                f"SELECT count(*), md5(coalesce(string_agg(r::VARCHAR, '|' ORDER BY r::VARCHAR), '')) "
-                f'FROM (SELECT {select} FROM "{schema}"."{table}") AS r'
-            ).fetchone()
-            out[f"{schema}.{table}"] = f"{row[0]}:{row[1]}" if row else ""
-    return out
+        return fingerprint(con, leave_out=RUN_TIME_COLUMNS)
 
 
 def one_night(root: Path, *, lake_dir: str, env: dict[str, str]) -> Night:
@@ -88,7 +71,7 @@ def one_night(root: Path, *, lake_dir: str, env: dict[str, str]) -> Night:
                 for c in result.get_asset_check_evaluations()
                 if not c.passed
             ],
-            tables=fingerprint(root / "warehouse.duckdb"),
+            tables=_tables(root / "warehouse.duckdb"),
             lake_files=[parts for _, parts in lake.files_under(lake.lake_root(lake_dir), "*.parquet")],
         )
     finally:
