@@ -58,8 +58,8 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterable, Iterator, Sequence
-from contextlib import ExitStack, closing, contextmanager
+from collections.abc import Iterable, Sequence
+from contextlib import ExitStack, closing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -224,20 +224,6 @@ class Place:
 
 # The S3 server of ``--lake bucket`` (None: each night's lake is a folder).
 BUCKET: S3Endpoint | None = None
-
-
-@contextmanager
-def temporary_env(values: dict[str, str]) -> Iterator[None]:
-    saved = {name: os.environ.get(name) for name in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
 
 
 def new_place(root: Path, pristine: Sandbox) -> tuple[Place, Sandbox]:
@@ -453,8 +439,7 @@ def leftovers(place: Place) -> list[str]:
             if p.name.endswith((".inprogress", ".tmp"))
         ]
     if BUCKET is not None:
-        with temporary_env(BUCKET.environment()):
-            in_bucket = lake.files_under(lake.lake_root(place.lake_url), "*")
+        in_bucket = lake.files_under(lake.lake_root(place.lake_url), "*")
         found += [
             "/".join(("bucket", *parts))
             for _, parts in in_bucket
@@ -625,6 +610,7 @@ def main() -> None:
         if args.lake == "bucket":
             global BUCKET
             BUCKET = stack.enter_context(running_s3(Path(args.workdir or tempfile.mkdtemp()) / "s3"))
+            os.environ.update(BUCKET.environment())  # this process reads the lakes too (leftovers)
         trials(args)
 
 

@@ -151,6 +151,7 @@ def check_warehouse() -> DoctorRow:
 
 def check_lake() -> DoctorRow:
     """Write, read back and remove a probe file in the lake (a folder or a bucket)."""
+    from crm_pipelines.alerts.redact import redact
     from crm_pipelines.lake import is_remote, lake_root, write_text
 
     where = os.environ.get(settings.LAKE_DIR, settings.DEFAULT_LAKE_DIR)
@@ -167,18 +168,12 @@ def check_lake() -> DoctorRow:
         read_back = probe.read_text()
         probe.unlink()
     except PermissionError as exc:
-        return DoctorRow("lake", True, True, False, _without_secret(exc), hint)
+        return DoctorRow("lake", True, True, False, redact(str(exc))[:200], hint)
     except Exception as exc:
-        return DoctorRow("lake", True, False, None, _without_secret(exc), hint)
+        return DoctorRow("lake", True, False, None, redact(str(exc))[:200], hint)
     if read_back != "ok":
         return DoctorRow("lake", True, True, True, f"{where}: a probe file read back differently", hint)
     return DoctorRow("lake", True, True, True, f"{where} (written and read back)", "")
-
-
-def _without_secret(exc: Exception) -> str:
-    text = warehouse_error(exc)
-    secret = os.environ.get("AWS_SECRET_ACCESS_KEY")
-    return text.replace(secret, "***") if secret else text
 
 
 def warehouse_error(exc: Exception) -> str:

@@ -276,12 +276,6 @@ def read_schema(path: LakePath) -> pa.Schema:
         return pq.read_schema(f)
 
 
-def iter_batches(path: LakePath, batch_size: int = 65_536) -> Iterator[pa.RecordBatch]:
-    """The record batches of one Parquet file of the lake, streamed."""
-    with path.open("rb") as f:
-        yield from pq.ParquetFile(f).iter_batches(batch_size=batch_size)
-
-
 @contextmanager
 def scratch_dir(lake_dir: LakePath) -> Iterator[Path]:
     """A local scratch folder, removed on exit: in the lake's folder (same disk), else the temp folder."""
