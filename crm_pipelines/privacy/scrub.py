@@ -79,7 +79,9 @@ class RowMatch:
         if key is not None and self.source_ids.get(key[0]):
             ids = ", ".join(f"'{i.replace(chr(39), chr(39) * 2)}'" for i in sorted(self.source_ids[key[0]]))
             terms.append(f"trim(CAST({quote_ident(key[1])} AS VARCHAR)) IN ({ids})")
-        return " OR ".join(terms) or "false"
+        # A NULL cell says nothing: without the coalesce, ``NOT (NULL OR false)`` is NULL, and a
+        # rewrite keeping ``WHERE NOT owned`` would drop everyone else's rows with an empty cell.
+        return f"coalesce({' OR '.join(terms)}, false)" if terms else "false"
 
     def references(self, columns: list[str]) -> list[str]:
         """The reference columns present (pseudonymised where they point at the person)."""
