@@ -3,6 +3,7 @@
 import dagster as dg
 
 from crm_pipelines.identity.golden_ids import previous_ids
+from crm_pipelines.identity.incremental import find_previous_run
 from crm_pipelines.identity.outputs import identity_files
 from crm_pipelines.identity.resolve import resolve_entities, scoring_metadata
 from crm_pipelines.identity.review import Decision, decisions_table, record_decisions
@@ -49,6 +50,10 @@ def identity_resolution(
             pushed=pushed,
             decisions=decisions,
             previous=previous,
+            # Only the records that changed since this run, and the clusters they touch, are
+            # resolved again when the previous run's state allows it.
+            previous_run=find_previous_run(lake.path, pk),
+            partition=pk,
         )
     finally:
         con.close()
@@ -72,6 +77,15 @@ def identity_resolution(
                 f"golden_{entity}_ids_{outcome}": dg.MetadataValue.int(getattr(ids, outcome))
                 for entity, ids in (("account", stats.account.ids), ("contact", stats.contact.ids))
                 for outcome in ("kept", "created", "merged", "split")
+            },
+            **{
+                f"{entity}_{name}": value
+                for entity, e in (("account", stats.account), ("contact", stats.contact))
+                for name, value in (
+                    ("mode", dg.MetadataValue.text(e.mode + (f": {e.mode_reason}" if e.mode_reason else ""))),
+                    ("records_changed", dg.MetadataValue.int(e.records_changed + e.records_deleted)),
+                    ("records_resolved", dg.MetadataValue.int(e.records_resolved)),
+                )
             },
             "stats": dg.MetadataValue.json(summary),
             "seconds": stats.seconds,

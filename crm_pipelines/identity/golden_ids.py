@@ -38,6 +38,7 @@ __all__ = [
     "HISTORY_DDL",
     "KNOWN_IDS",
     "PREVIOUS_XREF",
+    "PREVIOUS_XREF_INPUT",
     "GoldenIdStats",
     "PreviousIds",
     "assign_golden_ids",
@@ -80,7 +81,7 @@ CREATE TABLE IF NOT EXISTS core.golden_id_history (
 )
 """
 
-_XREF_INPUT = "identity_previous_xref_input"
+PREVIOUS_XREF_INPUT = "identity_previous_xref_input"
 _KNOWN_INPUT = "identity_known_ids_input"
 # Candidates tried per round after the first, which tries only the plain md5 (almost always free):
 # a taken id is rare (an id merged away, then its record split off again).
@@ -142,7 +143,7 @@ def previous_ids(con: duckdb.DuckDBPyConnection) -> PreviousIds:
 def register_previous(cur: duckdb.DuckDBPyConnection, previous: PreviousIds | None) -> None:
     """Make the previous ids readable on ``cur`` for :func:`assign_golden_ids`."""
     previous = previous or PreviousIds.empty()
-    cur.register(_XREF_INPUT, previous.xref.select(PREVIOUS_XREF.names).cast(PREVIOUS_XREF))
+    cur.register(PREVIOUS_XREF_INPUT, previous.xref.select(PREVIOUS_XREF.names).cast(PREVIOUS_XREF))
     cur.register(_KNOWN_INPUT, previous.known.select(KNOWN_IDS.names).cast(KNOWN_IDS))
 
 
@@ -205,7 +206,7 @@ def assign_golden_ids(
     run(
         f"""
         CREATE OR REPLACE TEMP TABLE {prev} AS
-        SELECT record_id, golden_id FROM {_XREF_INPUT} WHERE entity = $entity AND golden_id IS NOT NULL
+        SELECT record_id, golden_id FROM {PREVIOUS_XREF_INPUT} WHERE entity = $entity AND golden_id IS NOT NULL
         """,
         {"entity": entity},
     )

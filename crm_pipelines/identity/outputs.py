@@ -36,6 +36,16 @@ class IdentityFiles:
         """Which source record supplied each golden field (``entity``, ``golden_id``, ``supplied_by``)."""
         return self.folder / "golden_field_sources.parquet"
 
+    @property
+    def records(self) -> LakePath:
+        """Per record its fingerprint and golden id, for the next run to see what changed."""
+        return self.folder / "identity_records.parquet"
+
+    @property
+    def state(self) -> LakePath:
+        """The declarations and weights the run used; written last, so its presence marks a complete run."""
+        return self.folder / "identity_state.json"
+
 
 def identity_files(lake_dir: LakePath, partition: str) -> IdentityFiles:
     return IdentityFiles(partition_dir(lake_dir, "core", "identity", "all", partition))

@@ -41,6 +41,14 @@ from crm_pipelines.identity.golden_ids import (
     assign_golden_ids,
     register_previous,
 )
+from crm_pipelines.identity.incremental import (
+    PreviousRun,
+    choose_scope,
+    declarations_fingerprint,
+    fingerprint_sql,
+    write_state,
+)
+from crm_pipelines.identity.outputs import IdentityFiles
 from crm_pipelines.identity.rules import (
     FEATURES,
     Entity,
@@ -49,8 +57,14 @@ from crm_pipelines.identity.rules import (
     MatchRule,
     MatchRules,
 )
-from crm_pipelines.identity.scoring import SCORED_RULE, ScoringStats, features_read, score_and_cluster
-from crm_pipelines.lake import LakePath, local_copy, make_dirs, publish
+from crm_pipelines.identity.scoring import (
+    SCORED_RULE,
+    ScoringParams,
+    ScoringStats,
+    features_read,
+    score_and_cluster,
+)
+from crm_pipelines.lake import LakePath, local_copy, make_dirs, publish, scan_parquet
 from crm_pipelines.ownership import EntityOwnership, Ownership, load_ownership
 from crm_pipelines.sql import quote_ident, quote_literal
 
@@ -181,6 +195,15 @@ class EntityStats:
     cluster_rounds: int
     ids: GoldenIdStats
     scoring: ScoringStats | None = None
+    #: 'incremental' (only ``records_resolved`` records resolved, the other clusters carried over) or
+    #: 'full'; ``mode_reason`` says why a run was full.
+    mode: str = "full"
+    mode_reason: str = ""
+    records_changed: int = 0
+    records_deleted: int = 0
+    records_resolved: int = 0
+    #: The night whose full run estimated the weights scored with, when they were reused.
+    weights_from: str | None = None
 
     @property
     def pairs_by_rule(self) -> dict[str, int]:
@@ -893,11 +916,48 @@ def _resolve_entity(
     echoes: bool,
     account_xref: str | None,
     decisions: bool = False,
+    previous: PreviousRun | None = None,
+    declarations: str = "",
+    partition: str | None = None,
+    incremental: bool = True,
 ) -> EntityStats:
     t = _Tables(entity)
     entity_rules = rules.for_entity(entity)
     without_id, repeated = _load_source(cur, entity=entity, glob=glob, t=t)
     _build_features(cur, entity=entity, rules=rules, t=t, account_xref=account_xref)
+    _run(
+        cur,
+        f"CREATE OR REPLACE TEMP TABLE {t.fingerprints} AS "
+        + fingerprint_sql(
+            src=t.src,
+            columns=_SCHEMAS[entity].names,
+            pushed=t.pushed if echoes else None,
+            decisions="identity_decisions_input" if decisions else None,
+            entity=entity,
+            account_xref=account_xref,
+        ),
+    )
+    scope = choose_scope(
+        cur,
+        entity=entity,
+        entity_rules=entity_rules,
+        previous=previous,
+        declarations=declarations,
+        partition=partition,
+        incremental=incremental,
+        fingerprints=t.fingerprints,
+        feat=t.feat,
+        table=lambda purpose: quote_ident(t.bare(purpose)),
+    )
+    if scope.incremental:
+        # Resolve the scope only; the whole population stays for block sizes and value frequencies.
+        for name in ("src", "feat"):
+            _run(cur, f"ALTER TABLE {getattr(t, name)} RENAME TO {quote_ident(t.bare(name + '_all'))}")
+            _run(
+                cur,
+                f"CREATE TEMP TABLE {getattr(t, name)} AS SELECT * FROM {getattr(t, name + '_all')} "
+                f"WHERE rid IN (SELECT rid FROM {scope.records})",
+            )
     _run(cur, f"CREATE OR REPLACE TEMP TABLE {t.edges} (a BIGINT, b BIGINT, rule_index INTEGER)")
     rule_stats: dict[str, RuleStats] = {}
     scored: ScoringStats | None = None
@@ -911,6 +971,8 @@ def _resolve_entity(
             rule_index=len(entity_rules.rules),
             max_block_size=entity_rules.max_block_size,
             decisions=_decided(cur, entity=entity, decisions=decisions, t=t),
+            population=t.feat_all if scope.incremental else None,
+            params=scope.params,
         )
     else:
         for index, rule in enumerate(entity_rules.rules):
@@ -923,7 +985,7 @@ def _resolve_entity(
             f"CREATE OR REPLACE TEMP TABLE {t.review} AS SELECT NULL::BIGINT AS a, NULL::BIGINT AS b, "
             "NULL::DOUBLE AS probability, NULL::VARCHAR AS reason, NULL::JSON AS levels WHERE false",
         )
-    for table in (t.block, t.feat):
+    for table in (t.block, t.feat, t.feat_all):
         _run(cur, f"DROP TABLE IF EXISTS {table}")
     rounds = _connected_components(cur, t=t)
     _run(cur, f"DROP TABLE {t.edges}")
@@ -939,10 +1001,28 @@ def _resolve_entity(
     _build_xref(cur, entity=entity, entity_rules=entity_rules, t=t)
     if account_xref is not None:
         _build_contact_accounts(cur, t=t, account_xref=account_xref)
+    _run(cur, f"CREATE OR REPLACE TEMP TABLE {t.golden_out} AS {_golden_query(entity, t, account_xref)}")
+    _run(cur, f"CREATE OR REPLACE TEMP TABLE {t.sources_out} AS {_field_sources_query(entity, t)}")
+    _run(cur, f"CREATE OR REPLACE TEMP TABLE {t.review_out} AS {_review_query(entity, t)}")
+    resolved_clusters = 0
+    if scope.incremental and previous is not None:
+        (resolved_clusters,) = _one(cur, f"SELECT count(*) FROM {t.golden_out}")
+        _carry_over(cur, entity=entity, t=t, folder=previous.folder)
+    _run(
+        cur,
+        f"""
+        CREATE OR REPLACE TEMP TABLE {t.records_out} AS
+        SELECT {quote_literal(entity)} AS entity, f.record_id, f.fingerprint, x.golden_id
+        FROM {t.fingerprints} AS f JOIN {t.xref} AS x USING (record_id)
+        """,
+    )
+    for table in (t.fingerprints, t.src_all, t.prev, t.scope):
+        _run(cur, f"DROP TABLE IF EXISTS {table}")
 
-    records, linked = _one(cur, f"SELECT (SELECT count(*) FROM {t.src}), (SELECT count(*) FROM {t.linked})")
-    clusters, largest = _one(cur, f"SELECT count(*), coalesce(max(record_count), 0) FROM {t.golden}")
-    golden = records - linked + clusters
+    records, golden, largest = _one(
+        cur,
+        f"SELECT (SELECT count(*) FROM {t.xref}), count(*), coalesce(max(record_count), 0) FROM {t.golden_out}",
+    )
     by_source = {
         source: SourceStats(records=int(n), merged=int(merged))
         for source, n, merged in _run(
@@ -953,11 +1033,14 @@ def _resolve_entity(
             """,
         ).fetchall()
     }
+    if scope.incremental:
+        # The clusters carried over keep their ids.
+        ids = dataclasses.replace(ids, kept=ids.kept + int(golden) - int(resolved_clusters))
     return EntityStats(
         records=int(records),
         golden=int(golden),
         merged=int(records - golden),
-        largest_cluster=int(largest or min(records, 1)),
+        largest_cluster=int(largest),
         by_source=by_source,
         rules=rule_stats,
         dropped_without_id=without_id,
@@ -965,7 +1048,72 @@ def _resolve_entity(
         cluster_rounds=rounds,
         ids=ids,
         scoring=scored,
+        mode="incremental" if scope.incremental else "full",
+        mode_reason=scope.reason,
+        records_changed=scope.changed,
+        records_deleted=scope.deleted,
+        records_resolved=scope.resolved if scope.incremental else int(records),
+        weights_from=scope.trained_on if scope.params is not None else None,
     )
+
+
+def _carry_over(cur: duckdb.DuckDBPyConnection, *, entity: Entity, t: _Tables, folder: LakePath) -> None:
+    """Add last night's untouched clusters to tonight's outputs of the resolved scope.
+
+    Untouched: no member in tonight's scope (``t.src``) and none deleted. The scope holds whole
+    clusters of last night, so a cluster is either resolved again or carried over as it was.
+    """
+    files = IdentityFiles(folder)
+    entity_sql = quote_literal(entity)
+    golden_file = files.golden_account if entity == "account" else files.golden_contact
+    _run(
+        cur,
+        f"""
+        CREATE OR REPLACE TEMP TABLE {t.touched} AS
+        SELECT golden_id FROM {t.prev} SEMI JOIN {t.src} USING (record_id)
+        UNION
+        SELECT golden_id FROM {t.prev} ANTI JOIN {t.src_all} USING (record_id)
+        """,
+    )
+    _run(
+        cur,
+        f"""
+        INSERT INTO {t.golden_out} BY NAME
+        SELECT g.* FROM {scan_parquet(str(golden_file))} AS g ANTI JOIN {t.touched} AS t USING (golden_id)
+        """,
+    )
+    _run(
+        cur,
+        f"""
+        INSERT INTO {t.xref} BY NAME
+        SELECT x.* FROM (SELECT * FROM {scan_parquet(str(files.xref))} WHERE entity = {entity_sql}) AS x
+        SEMI JOIN {t.src_all} AS a USING (record_id)
+        ANTI JOIN {t.src} AS s USING (record_id)
+        """,
+    )
+    _run(
+        cur,
+        f"""
+        INSERT INTO {t.sources_out} BY NAME
+        SELECT f.* FROM (SELECT * FROM {scan_parquet(str(files.field_sources))} WHERE entity = {entity_sql}) AS f
+        ANTI JOIN {t.touched} AS t USING (golden_id)
+        """,
+    )
+    gone = (
+        f"(SELECT record_id FROM {t.src} UNION ALL "
+        f"SELECT record_id FROM {t.prev} WHERE record_id NOT IN (SELECT record_id FROM {t.src_all}))"
+    )
+    if files.review.exists():
+        _run(
+            cur,
+            f"""
+            INSERT INTO {t.review_out} BY NAME
+            SELECT * FROM {scan_parquet(str(files.review))}
+            WHERE entity = {entity_sql}
+              AND record_id_a NOT IN {gone} AND record_id_b NOT IN {gone}
+            """,
+        )
+    _run(cur, f"DROP TABLE {t.touched}")
 
 
 def _decided(
@@ -1021,42 +1169,31 @@ def _copy_to(cur: duckdb.DuckDBPyConnection, *, query: str, path: LakePath, para
 
 def _write_outputs(cur: duckdb.DuckDBPyConnection, *, out_dir: LakePath) -> None:
     accounts, contacts = _Tables("account"), _Tables("contact")
+    files = IdentityFiles(out_dir)
     # Row order in the files is not meaningful (sorting 1M string keys would double the write time).
-    _copy_to(
-        cur,
-        query=_golden_query("account", accounts, None),
-        path=out_dir / GOLDEN_ACCOUNT_FILE,
-        params=_Params(),
-    )
-    _copy_to(
-        cur,
-        query=_golden_query("contact", contacts, accounts.xref),
-        path=out_dir / GOLDEN_CONTACT_FILE,
-        params=_Params(),
-    )
-    _copy_to(
-        cur,
-        query=f"SELECT * FROM {accounts.xref} UNION ALL SELECT * FROM {contacts.xref}",
-        path=out_dir / XREF_FILE,
-        params=_Params(),
-    )
+    both = {
+        files.xref: "xref",
+        files.field_sources: "sources_out",
+        files.review: "review_out",
+        files.records: "records_out",
+    }
+    for path, query in (
+        (files.golden_account, f"SELECT * FROM {accounts.golden_out}"),
+        (files.golden_contact, f"SELECT * FROM {contacts.golden_out}"),
+        *(
+            (
+                path,
+                f"SELECT * FROM {getattr(accounts, name)} UNION ALL SELECT * FROM {getattr(contacts, name)}",
+            )
+            for path, name in both.items()
+        ),
+    ):
+        _copy_to(cur, query=query, path=path, params=_Params())
     columns = ", ".join(quote_ident(name) for name in EVENTS.names)
     _copy_to(
         cur,
         query=f"SELECT {columns} FROM {accounts.id_events} UNION ALL SELECT {columns} FROM {contacts.id_events}",
-        path=out_dir / GOLDEN_ID_HISTORY_FILE,
-        params=_Params(),
-    )
-    _copy_to(
-        cur,
-        query=f"{_field_sources_query('account', accounts)} UNION ALL {_field_sources_query('contact', contacts)}",
-        path=out_dir / FIELD_SOURCES_FILE,
-        params=_Params(),
-    )
-    _copy_to(
-        cur,
-        query=f"{_review_query('account', accounts)} UNION ALL {_review_query('contact', contacts)}",
-        path=out_dir / REVIEW_FILE,
+        path=files.history,
         params=_Params(),
     )
 
@@ -1076,6 +1213,9 @@ def resolve_entities(
     pushed: pa.Table | None = None,
     previous: PreviousIds | None = None,
     decisions: pa.Table | None = None,
+    previous_run: PreviousRun | None = None,
+    partition: str | None = None,
+    incremental: bool = True,
 ) -> ResolutionStats:
     """Deduplicate accounts and contacts into golden records and write them with a crosswalk.
 
@@ -1102,6 +1242,11 @@ def resolve_entities(
             (:func:`crm_pipelines.identity.golden_ids.previous_ids`); none on the first night.
         decisions: Review decisions (``entity``, ``record_id_a``, ``record_id_b``, ``decision``
             must_link | cannot_link, ``decided_at``), honoured by scored matching over any score.
+        previous_run: The state an earlier run left
+            (:func:`crm_pipelines.identity.incremental.find_previous_run`): with it, an entity is
+            resolved incrementally when it can be (:mod:`crm_pipelines.identity.incremental`).
+        partition: Tonight's partition; with it the run leaves its state for the next run.
+        incremental: False resolves every record (with ``previous_run``'s weights when they still fit).
 
     Returns:
         Counts per entity (records, golden records, merged duplicates per source, pairs per rule)
@@ -1126,27 +1271,44 @@ def resolve_entities(
                     f"CREATE OR REPLACE TEMP TABLE {_Tables(entity).pushed} AS SELECT DISTINCT record_id, field, "
                     f"value FROM identity_pushed_input WHERE entity = {quote_literal(entity)}",
                 )
-        account = _resolve_entity(
-            cur,
-            entity="account",
-            glob=accounts_glob,
-            rules=rules,
-            ownership=owned.account,
-            echoes=echoes,
-            account_xref=None,
-            decisions=decided,
-        )
-        contact = _resolve_entity(
-            cur,
-            entity="contact",
-            glob=contacts_glob,
-            rules=rules,
-            ownership=owned.contact,
-            echoes=echoes,
-            account_xref=_Tables("account").xref,
-            decisions=decided,
-        )
+        declarations = declarations_fingerprint(rules, owned)
+        resolved: dict[Entity, EntityStats] = {}
+        order: list[tuple[Entity, str, str | None]] = [
+            ("account", accounts_glob, None),
+            ("contact", contacts_glob, _Tables("account").xref),
+        ]
+        for entity, glob, account_xref in order:
+            resolved[entity] = _resolve_entity(
+                cur,
+                entity=entity,
+                glob=glob,
+                rules=rules,
+                ownership=owned.account if entity == "account" else owned.contact,
+                echoes=echoes,
+                account_xref=account_xref,
+                decisions=decided,
+                previous=previous_run,
+                declarations=declarations,
+                partition=partition,
+                incremental=incremental,
+            )
+        account, contact = resolved["account"], resolved["contact"]
+        # Everything of a previous run in this folder has been read. Its state goes first: outputs
+        # half replaced by a crash must not look like a complete run to the next one.
+        state = IdentityFiles(out_dir).state
+        if state.exists():
+            state.unlink()
         _write_outputs(cur, out_dir=out_dir)
+        if partition is not None:
+            params: dict[str, ScoringParams] = {}
+            trained_on: dict[str, str] = {}
+            for entity, stats in resolved.items():
+                if stats.scoring is not None and stats.scoring.params is not None:
+                    params[entity] = stats.scoring.params
+                    trained_on[entity] = stats.weights_from or partition
+            write_state(
+                out_dir, partition=partition, declarations=declarations, trained_on=trained_on, params=params
+            )
     finally:
         cur.close()
     return ResolutionStats(account=account, contact=contact, seconds=round(time.perf_counter() - started, 3))

@@ -116,6 +116,38 @@ class ScoringStats:
     prior: float = 0.0
     m: dict[str, list[float]] = field(default_factory=dict)
     u: dict[str, list[float]] = field(default_factory=dict)
+    #: The exact weights this run scored with (estimated tonight, or given), for the next run to reuse.
+    params: ScoringParams | None = None
+
+
+@dataclass(frozen=True)
+class ScoringParams:
+    """The model's weights: m and u per comparison and level, and the prior.
+
+    Estimated from the data by a full run; an incremental run scores its few changed records with the
+    weights of the last full run (:mod:`crm_pipelines.identity.incremental`), as a trained model
+    scores new records.
+    """
+
+    m: list[list[float]]
+    u: list[list[float]]
+    prior: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"m": self.m, "u": self.u, "prior": self.prior}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ScoringParams:
+        return cls(
+            m=[[float(v) for v in levels] for levels in data["m"]],
+            u=[[float(v) for v in levels] for levels in data["u"]],
+            prior=float(data["prior"]),
+        )
+
+    def fits(self, scoring: Scoring) -> bool:
+        """Whether the weights have one value per level of every declared comparison."""
+        sizes = [len(_levels(c)) for c in scoring.comparisons]
+        return [len(levels) for levels in self.m] == sizes and [len(levels) for levels in self.u] == sizes
 
 
 # -------------------------------------------------------------------------------------------------
@@ -367,28 +399,11 @@ def _key_sql(part: KeyPart) -> str:
     return column
 
 
-def _candidates(
-    cur: duckdb.DuckDBPyConnection,
-    scoring: Scoring,
-    *,
-    feat: str,
-    pairs: str,
-    limit: int,
-    stats: ScoringStats,
-    early: tuple[str, list[str]] | None,
-) -> None:
-    """Candidate pairs (a < b) from every blocking key, each pair once, with ``settled``: whether
-    ``early`` (:func:`_settled_early_sql`) already says two people.
+def _keyed(cur: duckdb.DuckDBPyConnection, scoring: Scoring, *, feat: str) -> None:
+    """``identity_keyed``: ``feat`` plus the phonetic codes the blocking keys read.
 
-    ``{pairs}_keys`` keeps (a, b, key) of the unsettled pairs: which keys found each pair, for
-    training the weights one key at a time.
+    A phonetic code is worked out once per distinct value, not once per record.
     """
-    cur.execute(
-        f"CREATE OR REPLACE TEMP TABLE {pairs}_keys (a BIGINT, b BIGINT, key INTEGER, settled BOOLEAN)"
-    )
-    settled_sql, carried = early or ("false", [])
-    carry = "".join(f", {quote_ident(c)}" for c in carried)
-    # A phonetic code is worked out once per distinct value, not once per record.
     soundexed = sorted({p.feature for key in scoring.blocking for p in key if p.transform == "soundex"})
     cur.execute(
         f"CREATE OR REPLACE TEMP TABLE identity_keyed AS SELECT f.*"
@@ -400,16 +415,86 @@ def _candidates(
             for i, name in enumerate(soundexed)
         )
     )
-    feat = "identity_keyed"
+
+
+def _block_sql(key: list[KeyPart], *, carry: str = "") -> str:
+    """One blocking key over ``identity_keyed``: each record with a full key, its parts and block size."""
+    cols = ", ".join(f"{_key_sql(p)} AS k{i}" for i, p in enumerate(key))
+    keys = [f"k{i}" for i in range(len(key))]
+    return f"""
+        SELECT rid, {", ".join(keys)}, count(*) OVER (PARTITION BY {", ".join(keys)}) AS n{carry}
+        FROM (SELECT rid, {cols}{carry} FROM identity_keyed)
+        WHERE {" AND ".join(f"{k} IS NOT NULL" for k in keys)}
+    """
+
+
+def blocking_neighbours(
+    cur: duckdb.DuckDBPyConnection, scoring: Scoring, *, population: str, seeds: str, limit: int
+) -> str:
+    """Every record that shares a comparable block with a seed record: the records a seed can pair with.
+
+    Args:
+        cur: The identity run's cursor (macros created).
+        scoring: The entity's declared scoring.
+        population: Features table of every record (``rid`` and the features).
+        seeds: Table with the seed records' ``rid``.
+        limit: Blocks with more records are skipped, as :func:`score_and_cluster` skips them.
+
+    Returns:
+        The name of a temporary table of ``rid`` (seeds not included unless they share a block).
+    """
+    _keyed(cur, scoring, feat=population)
+    found = "identity_neighbours"
+    cur.execute(f"CREATE OR REPLACE TEMP TABLE {found} (rid BIGINT)")
+    for key in scoring.blocking:
+        keys = ", ".join(f"k{i}" for i in range(len(key)))
+        cur.execute(
+            f"""
+            INSERT INTO {found}
+            WITH block AS ({_block_sql(key)})
+            SELECT b.rid FROM block AS b
+            SEMI JOIN (SELECT DISTINCT {keys} FROM block WHERE n <= ? AND rid IN (SELECT rid FROM {seeds})) AS s
+              USING ({keys})
+            """,
+            [limit],
+        )
+    cur.execute("DROP TABLE identity_keyed")
+    cur.execute(f"CREATE OR REPLACE TEMP TABLE {found} AS SELECT DISTINCT rid FROM {found}")
+    return found
+
+
+def _candidates(
+    cur: duckdb.DuckDBPyConnection,
+    scoring: Scoring,
+    *,
+    feat: str,
+    pairs: str,
+    limit: int,
+    stats: ScoringStats,
+    early: tuple[str, list[str]] | None,
+    population: str | None = None,
+) -> None:
+    """Candidate pairs (a < b) from every blocking key, each pair once, with ``settled``: whether
+    ``early`` (:func:`_settled_early_sql`) already says two people.
+
+    ``{pairs}_keys`` keeps (a, b, key) of the unsettled pairs: which keys found each pair, for
+    training the weights one key at a time. With ``population`` (a features table holding every
+    record, ``feat`` a part of it), a block's size counts the whole population, so a block too large
+    to compare stays skipped whichever of its records are resolved.
+    """
+    cur.execute(
+        f"CREATE OR REPLACE TEMP TABLE {pairs}_keys (a BIGINT, b BIGINT, key INTEGER, settled BOOLEAN)"
+    )
+    settled_sql, carried = early or ("false", [])
+    carry = "".join(f", {quote_ident(c)}" for c in carried)
+    # A phonetic code is worked out once per distinct value, not once per record.
+    _keyed(cur, scoring, feat=population or feat)
     for index, key in enumerate(scoring.blocking):
         label = "+".join(p.label for p in key)
-        cols = ", ".join(f"{_key_sql(p)} AS k{i}" for i, p in enumerate(key))
         keys = [f"k{i}" for i in range(len(key))]
-        block = f"""
-            SELECT rid, {", ".join(keys)}, count(*) OVER (PARTITION BY {", ".join(keys)}) AS n{carry}
-            FROM (SELECT rid, {cols}{carry} FROM {feat})
-            WHERE {" AND ".join(f"{k} IS NOT NULL" for k in keys)}
-        """
+        block = _block_sql(key, carry=carry)
+        if population is not None:
+            block = f"SELECT * FROM ({block}) WHERE rid IN (SELECT rid FROM {feat})"
         cur.execute(f"CREATE OR REPLACE TEMP TABLE identity_block AS {block}")
         # Per block: the records it holds; its pairs follow (n * (n - 1) / 2), no join needed.
         skipped, skipped_records, found = _one(
@@ -590,6 +675,8 @@ def score_and_cluster(
     rule_index: int,
     max_block_size: int,
     decisions: Iterable[tuple[int, int, str]] = (),
+    population: str | None = None,
+    params: ScoringParams | None = None,
 ) -> ScoringStats:
     """Score candidate pairs of ``feat`` (rid + features) and insert the accepted links into ``edges``.
 
@@ -602,6 +689,9 @@ def score_and_cluster(
         rule_index: The index the crosswalk names these links by.
         max_block_size: Blocks with more records are skipped (and counted).
         decisions: (rid, rid, 'must_link' | 'cannot_link') a person decided; honoured over scores.
+        population: Features of every record when ``feat`` holds only the records to resolve
+            (an incremental run): block sizes and value frequencies count the whole population.
+        params: Weights to score with instead of estimating them (a full run's, reused).
 
     Returns:
         Candidate pairs (per key, skipped blocks), merges, refused joins, review size, the weights.
@@ -616,7 +706,17 @@ def score_and_cluster(
     helpers = {helper for c in scoring.comparisons for helper in _HELPERS.get(c.kind, ())}
     pairs, gammas = "identity_pairs", "identity_gammas"
     early = _settled_early_sql(scoring)
-    _candidates(cur, scoring, feat=feat, pairs=pairs, limit=max_block_size, stats=stats, early=early)
+    _candidates(
+        cur,
+        scoring,
+        feat=feat,
+        pairs=pairs,
+        limit=max_block_size,
+        stats=stats,
+        early=early,
+        population=population,
+    )
+    counted = population or feat
     # Only what the levels read travels with each pair: the compared features, their helper
     # columns, and how many records share the value of each frequency-weighted level (counted once
     # per record, not per pair).
@@ -628,7 +728,7 @@ def score_and_cluster(
     }
     compared = dict.fromkeys(c.feature for c in scoring.comparisons)
     counts = "".join(
-        f" LEFT JOIN (SELECT {quote_ident(col)} AS v, count(*) AS n FROM {feat} GROUP BY 1) AS tfc{i} "
+        f" LEFT JOIN (SELECT {quote_ident(col)} AS v, count(*) AS n FROM {counted} GROUP BY 1) AS tfc{i} "
         f"ON tfc{i}.v = f.{quote_ident(col)}"
         for i, col in tf_columns.items()
     )
@@ -650,7 +750,20 @@ def score_and_cluster(
         WHERE NOT p.settled
         """
     )
-    m, u, prior = _estimate(cur, scoring, feat=feat, gammas=gammas, pair_keys=f"{pairs}_keys", stats=stats)
+    if params is None:
+        m, u, prior = _estimate(
+            cur, scoring, feat=feat, gammas=gammas, pair_keys=f"{pairs}_keys", stats=stats
+        )
+    else:
+        m, u, prior = params.m, params.u, params.prior
+        stats.prior = prior
+        stats.m = {
+            f"{c.feature}:{c.kind}": [round(v, 6) for v in m[i]] for i, c in enumerate(scoring.comparisons)
+        }
+        stats.u = {
+            f"{c.feature}:{c.kind}": [round(v, 6) for v in u[i]] for i, c in enumerate(scoring.comparisons)
+        }
+    stats.params = ScoringParams(m=m, u=u, prior=prior)
     # The weight of each level (log2 m/u), and the frequency-weighted exact values.
     terms = []
     for i, c in enumerate(scoring.comparisons):
@@ -662,7 +775,7 @@ def score_and_cluster(
             # Smoothed towards the level's u as if _PSEUDO_RECORDS more records had been seen: in a
             # small input one name in five is no evidence that the name is common.
             level = _TF_LEVELS[c.kind][0]
-            (with_value,) = _one(cur, f"SELECT count(__tfc{i}) FROM {feat}")
+            (with_value,) = _one(cur, f"SELECT count({quote_ident(tf_columns[i])}) FROM {counted}")
             tf = f"(g.tfc{i} + {_double(_PSEUDO_RECORDS * u[i][level])}) / {_double(with_value + _PSEUDO_RECORDS)}"
             weight = (
                 f"CASE WHEN g.g{i} = {level} THEN log2({_double(m[i][level])} / greatest({tf}, "
