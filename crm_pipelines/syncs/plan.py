@@ -20,11 +20,15 @@ The comparison runs in DuckDB over the whole source; only rows that differ somew
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+import os
+import threading
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import duckdb
 import pyarrow as pa
 
 from crm_pipelines.mapping.build import mapping_connection
@@ -38,6 +42,55 @@ from crm_pipelines.syncs.transforms import NoTargetValue, canonical_sql, write_v
 __all__ = ["Plan", "plan_sync"]
 
 PUSHED_RUN = "__pushed_run__"  # the run that last wrote the record (from the state)
+
+
+@dataclass
+class _Planner:
+    """This process's in-memory planning database, and how many plans are using it now."""
+
+    con: duckdb.DuckDBPyConnection
+    users: int = 0
+
+
+_PLANNERS: dict[str, _Planner] = {}  # by spill folder
+_PLANNERS_PID = os.getpid()
+_INHERITED: list[_Planner] = []  # a forked child never touches (nor closes) its parent's databases
+_PLANNERS_LOCK = threading.Lock()
+
+
+@contextmanager
+def _planning_connection(spill_dir: Path | None) -> Iterator[duckdb.DuckDBPyConnection]:
+    """A connection of its own to this process's in-memory planning database (one per spill folder).
+
+    Opening a DuckDB database and registering the normaliser UDFs costs more CPU than a quiet sync's
+    whole plan; the plans of a step process share one database instead, each through a cursor with
+    its own temporary tables and registered views (gone when it closes) that sees the database's
+    UDFs and settings. A database is closed only when no plan uses it (its UDFs live with it).
+    """
+    global _PLANNERS_PID
+    key = str(spill_dir)
+    with _PLANNERS_LOCK:
+        if os.getpid() != _PLANNERS_PID:
+            _INHERITED.extend(_PLANNERS.values())
+            _PLANNERS.clear()
+            _PLANNERS_PID = os.getpid()
+        planner = _PLANNERS.get(key)
+        if planner is None:
+            for other, idle in list(_PLANNERS.items()):  # another lake's (tests): close it when idle
+                if idle.users == 0:
+                    idle.con.close()
+                    del _PLANNERS[other]
+            planner = _PLANNERS[key] = _Planner(mapping_connection(spill_dir=spill_dir))
+        elif spill_dir is not None:
+            spill_dir.mkdir(parents=True, exist_ok=True)  # the lake may have been reset since
+        planner.users += 1
+        con = planner.con.cursor()
+    try:
+        yield con
+    finally:
+        con.close()
+        with _PLANNERS_LOCK:
+            planner.users -= 1
 
 
 @dataclass
@@ -107,8 +160,7 @@ def plan_sync(
     fields = list(target.fields.items())
     key = quote_ident(sync.source.key)
     plan = Plan()
-    con = mapping_connection(spill_dir=spill_dir)
-    try:
+    with _planning_connection(spill_dir) as con:
         con.register("src", source)
         con.register("given_links", links)
         con.register("st", state)
@@ -200,8 +252,6 @@ def plan_sync(
                 f"SELECT count(*) FROM src WHERE CAST(src.{key} AS VARCHAR) NOT IN (SELECT source_key FROM links)"
             ).fetchall()
             plan.without_target = int(alone)
-    finally:
-        con.close()
     return plan
 
 
