@@ -42,6 +42,7 @@ from crm_pipelines.syncs.transforms import NoTargetValue, canonical_sql, write_v
 __all__ = ["Plan", "plan_sync"]
 
 PUSHED_RUN = "__pushed_run__"  # the run that last wrote the record (from the state)
+PUSHED = "__pushed__"  # the values the state holds, one per field (from its JSON)
 
 
 @dataclass
@@ -197,7 +198,7 @@ def plan_sync(
         for i, (name, f) in enumerate(fields):
             g = canonical_sql(f"src.{quote_ident(f.source_column)}", f)
             c = f"cur.{quote_ident(name)}" if current_sql is not None else "NULL"
-            p = canonical_sql(f'json_extract_string(st."values", {quote_literal("$." + f.source_column)})', f)
+            p = canonical_sql(f"st.{PUSHED}[{i + 1}]", f)
             selects += [f"{g} AS {_column(i, 'g')}", f"{c} AS {_column(i, 'c')}", f"{p} AS {_column(i, 'p')}"]
             current_or_state = _column(i, "c") if current_sql is not None else _column(i, "p")
             differs.append(
@@ -206,6 +207,7 @@ def plan_sync(
         selects += [
             f"cur.{quote_ident(CARRIED + name)}" for name in target.carried_columns if current_sql is not None
         ]
+        paths = "[" + ", ".join(quote_literal("$." + f.source_column) for _, f in fields) + "]::VARCHAR[]"
         attention = " OR ".join(["NOT known", "NOT found", *[f"({d})" for d in differs]])
         con.execute(
             f"""
@@ -217,7 +219,10 @@ def plan_sync(
             FROM links AS l
             JOIN src ON CAST(src.{key} AS VARCHAR) = l.source_key
             LEFT JOIN cur ON cur.target_id = l.target_id
-            LEFT JOIN st ON st.source_key = l.source_key AND st.target_id = l.target_id
+            LEFT JOIN (
+                -- Each state's JSON parsed once for all fields (a path per field: one parse per field).
+                SELECT source_key, target_id, run_id, json_extract_string("values", {paths}) AS {PUSHED} FROM st
+            ) AS st ON st.source_key = l.source_key AND st.target_id = l.target_id
             """
         )
         ((quiet,),) = con.execute(f"SELECT count(*) FROM compared WHERE NOT ({attention})").fetchall()
