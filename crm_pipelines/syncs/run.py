@@ -1,9 +1,12 @@
 """Running one sync for one night: read its rows, plan, write (or preview), remember what happened.
 
-Everything the sync reads comes from the warehouse (read-only) and the lake; the target is written
-through its kind (:mod:`crm_pipelines.syncs.targets`). Outcomes are committed batch by batch, each
-batch in one warehouse transaction: the state of what the target confirmed, the rejections with the
-vendor's message. A dry run writes the plan to ``ops.sync_plan`` and calls nothing.
+Everything the sync reads comes from the warehouse (a model's SQL on a read-only connection) and the
+lake; the target is written through its kind (:mod:`crm_pipelines.syncs.targets`). Outcomes are
+committed batch by batch, each batch in one warehouse transaction: the state of what the target
+confirmed, the rejections with the vendor's message. A dry run writes the plan to ``ops.sync_plan``
+and calls nothing. A night with nothing to send opens two warehouse connections: one to read (a
+golden sync's state following merged ids first, in the same transaction), one committing the plan's
+outcomes with the run's record.
 """
 
 from __future__ import annotations
