@@ -20,11 +20,15 @@ The comparison runs in DuckDB over the whole source; only rows that differ somew
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+import os
+import threading
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import duckdb
 import pyarrow as pa
 
 from crm_pipelines.mapping.build import mapping_connection
@@ -38,6 +42,56 @@ from crm_pipelines.syncs.transforms import NoTargetValue, canonical_sql, write_v
 __all__ = ["Plan", "plan_sync"]
 
 PUSHED_RUN = "__pushed_run__"  # the run that last wrote the record (from the state)
+PUSHED = "__pushed__"  # the values the state holds, one per field (from its JSON)
+
+
+@dataclass
+class _Planner:
+    """This process's in-memory planning database, and how many plans are using it now."""
+
+    con: duckdb.DuckDBPyConnection
+    users: int = 0
+
+
+_PLANNERS: dict[str, _Planner] = {}  # by spill folder
+_PLANNERS_PID = os.getpid()
+_INHERITED: list[_Planner] = []  # a forked child never touches (nor closes) its parent's databases
+_PLANNERS_LOCK = threading.Lock()
+
+
+@contextmanager
+def _planning_connection(spill_dir: Path | None) -> Iterator[duckdb.DuckDBPyConnection]:
+    """A connection of its own to this process's in-memory planning database (one per spill folder).
+
+    Opening a DuckDB database and registering the normaliser UDFs costs more CPU than a quiet sync's
+    whole plan; the plans of a step process share one database instead, each through a cursor with
+    its own temporary tables and registered views (gone when it closes) that sees the database's
+    UDFs and settings. A database is closed only when no plan uses it (its UDFs live with it).
+    """
+    global _PLANNERS_PID
+    key = str(spill_dir)
+    with _PLANNERS_LOCK:
+        if os.getpid() != _PLANNERS_PID:
+            _INHERITED.extend(_PLANNERS.values())
+            _PLANNERS.clear()
+            _PLANNERS_PID = os.getpid()
+        planner = _PLANNERS.get(key)
+        if planner is None:
+            for other, idle in list(_PLANNERS.items()):  # another lake's (tests): close it when idle
+                if idle.users == 0:
+                    idle.con.close()
+                    del _PLANNERS[other]
+            planner = _PLANNERS[key] = _Planner(mapping_connection(spill_dir=spill_dir))
+        elif spill_dir is not None:
+            spill_dir.mkdir(parents=True, exist_ok=True)  # the lake may have been reset since
+        planner.users += 1
+        con = planner.con.cursor()
+    try:
+        yield con
+    finally:
+        con.close()
+        with _PLANNERS_LOCK:
+            planner.users -= 1
 
 
 @dataclass
@@ -107,8 +161,7 @@ def plan_sync(
     fields = list(target.fields.items())
     key = quote_ident(sync.source.key)
     plan = Plan()
-    con = mapping_connection(spill_dir=spill_dir)
-    try:
+    with _planning_connection(spill_dir) as con:
         con.register("src", source)
         con.register("given_links", links)
         con.register("st", state)
@@ -145,7 +198,7 @@ def plan_sync(
         for i, (name, f) in enumerate(fields):
             g = canonical_sql(f"src.{quote_ident(f.source_column)}", f)
             c = f"cur.{quote_ident(name)}" if current_sql is not None else "NULL"
-            p = canonical_sql(f'json_extract_string(st."values", {quote_literal("$." + f.source_column)})', f)
+            p = canonical_sql(f"st.{PUSHED}[{i + 1}]", f)
             selects += [f"{g} AS {_column(i, 'g')}", f"{c} AS {_column(i, 'c')}", f"{p} AS {_column(i, 'p')}"]
             current_or_state = _column(i, "c") if current_sql is not None else _column(i, "p")
             differs.append(
@@ -154,6 +207,7 @@ def plan_sync(
         selects += [
             f"cur.{quote_ident(CARRIED + name)}" for name in target.carried_columns if current_sql is not None
         ]
+        paths = "[" + ", ".join(quote_literal("$." + f.source_column) for _, f in fields) + "]::VARCHAR[]"
         attention = " OR ".join(["NOT known", "NOT found", *[f"({d})" for d in differs]])
         con.execute(
             f"""
@@ -165,7 +219,10 @@ def plan_sync(
             FROM links AS l
             JOIN src ON CAST(src.{key} AS VARCHAR) = l.source_key
             LEFT JOIN cur ON cur.target_id = l.target_id
-            LEFT JOIN st ON st.source_key = l.source_key AND st.target_id = l.target_id
+            LEFT JOIN (
+                -- Each state's JSON parsed once for all fields (a path per field: one parse per field).
+                SELECT source_key, target_id, run_id, json_extract_string("values", {paths}) AS {PUSHED} FROM st
+            ) AS st ON st.source_key = l.source_key AND st.target_id = l.target_id
             """
         )
         ((quiet,),) = con.execute(f"SELECT count(*) FROM compared WHERE NOT ({attention})").fetchall()
@@ -200,8 +257,6 @@ def plan_sync(
                 f"SELECT count(*) FROM src WHERE CAST(src.{key} AS VARCHAR) NOT IN (SELECT source_key FROM links)"
             ).fetchall()
             plan.without_target = int(alone)
-    finally:
-        con.close()
     return plan
 
 

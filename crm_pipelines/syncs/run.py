@@ -1,9 +1,12 @@
 """Running one sync for one night: read its rows, plan, write (or preview), remember what happened.
 
-Everything the sync reads comes from the warehouse (read-only) and the lake; the target is written
-through its kind (:mod:`crm_pipelines.syncs.targets`). Outcomes are committed batch by batch, each
-batch in one warehouse transaction: the state of what the target confirmed, the rejections with the
-vendor's message. A dry run writes the plan to ``ops.sync_plan`` and calls nothing.
+Everything the sync reads comes from the warehouse (a model's SQL on a read-only connection) and the
+lake; the target is written through its kind (:mod:`crm_pipelines.syncs.targets`). Outcomes are
+committed batch by batch, each batch in one warehouse transaction: the state of what the target
+confirmed, the rejections with the vendor's message. A dry run writes the plan to ``ops.sync_plan``
+and calls nothing. A night with nothing to send opens two warehouse connections: one to read (a
+golden sync's state following merged ids first, in the same transaction), one committing the plan's
+outcomes with the run's record.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from crm_pipelines.syncs.state import (
     record_rejections,
     record_run,
     record_written,
+    tables_exist,
 )
 from crm_pipelines.syncs.targets import Outcome, TargetObject, target_for
 from crm_pipelines.warehouse.connection import Warehouse, table_exists
@@ -66,61 +70,86 @@ def resolve_target(sync: SyncSpec) -> TargetObject:
     return target_for(sync.system).resolve(sync)
 
 
-def _load(sync: SyncSpec, warehouse: Warehouse, partition: str) -> tuple[pa.Table, pa.Table, pa.Table, int]:
-    """The source rows, their named targets, the sync's state, read-only from the warehouse; and the
-    source rows left out because they have no target record and the sync only updates."""
-    left_out = 0
+Loaded = tuple[pa.Table, pa.Table, pa.Table, int]
+
+
+def _load(sync: SyncSpec, warehouse: Warehouse, partition: str, logger: Logger) -> Loaded:
+    """The source rows, their named targets, the sync's state; and the source rows left out because
+    they have no target record and the sync only updates.
+
+    One warehouse connection on a settled warehouse. A golden sync's state first follows merged golden
+    ids, and its rows are read in that same write transaction (what is planned is what was committed
+    with it). A model's SQL is the user's: it runs on a read-only connection, after a write
+    transaction creating the sync tables only when they do not exist yet (a model may read the state
+    of another sync before either has run).
+    """
+    if sync.source.entity is not None:
+        with warehouse.transaction() as con:
+            ensure_tables(con)
+            rekeyed = follow_merged_ids(con, sync=sync.name, entity=sync.source.entity)
+            if rekeyed:
+                logger.info(f"{sync.name}: state of {rekeyed} target records follows their merged golden ids")
+            return _read(con, sync, partition)
     with warehouse.connect(read_only=True) as con:
-        if sync.source.entity is not None:
-            entity = sync.source.entity
-            for table in (f"golden_{entity}", "xref_identity"):
-                if not table_exists(con, "core", table):
-                    raise MissingInput(f"core.{table} does not exist yet: load core/identity first")
-            golden = f"core.{quote_ident('golden_' + entity)}"
-            linked = "SELECT golden_id FROM core.xref_identity WHERE entity = $entity AND source = $system"
-            params: dict[str, object] = {"entity": entity, "system": sync.system}
-            if sync.mode == "update":
-                # Only golden records with a record in this system can be written: the others are
-                # counted, not read (a CRM holding a tenth of the customers reads a tenth).
-                source = fetch_arrow(con, f"SELECT * FROM {golden} WHERE golden_id IN ({linked})", params)
-                ((left_out,),) = con.execute(
-                    f"SELECT count(*) FROM {golden} WHERE golden_id NOT IN ({linked})", params
-                ).fetchall()
-            else:
-                source = fetch_arrow(con, f"SELECT * FROM {golden}")
-            links = fetch_arrow(
-                con,
-                "SELECT golden_id AS source_key, source_id AS target_id FROM core.xref_identity "
-                "WHERE entity = ? AND source = ?",
-                [entity, sync.system],
+        if tables_exist(con):
+            return _read(con, sync, partition)
+    with warehouse.transaction() as con:
+        ensure_tables(con)
+    with warehouse.connect(read_only=True) as con:
+        return _read(con, sync, partition)
+
+
+def _read(con: Any, sync: SyncSpec, partition: str) -> Loaded:
+    """What :func:`_load` returns, read on ``con``."""
+    left_out = 0
+    if sync.source.entity is not None:
+        entity = sync.source.entity
+        for table in (f"golden_{entity}", "xref_identity"):
+            if not table_exists(con, "core", table):
+                raise MissingInput(f"core.{table} does not exist yet: load core/identity first")
+        golden = f"core.{quote_ident('golden_' + entity)}"
+        linked = "SELECT golden_id FROM core.xref_identity WHERE entity = $entity AND source = $system"
+        params: dict[str, object] = {"entity": entity, "system": sync.system}
+        if sync.mode == "update":
+            # Only golden records with a record in this system can be written: the others are
+            # counted, not read (a CRM holding a tenth of the customers reads a tenth).
+            source = fetch_arrow(con, f"SELECT * FROM {golden} WHERE golden_id IN ({linked})", params)
+            ((left_out,),) = con.execute(
+                f"SELECT count(*) FROM {golden} WHERE golden_id NOT IN ({linked})", params
+            ).fetchall()
+        else:
+            source = fetch_arrow(con, f"SELECT * FROM {golden}")
+        links = fetch_arrow(
+            con,
+            "SELECT golden_id AS source_key, source_id AS target_id FROM core.xref_identity "
+            "WHERE entity = ? AND source = ?",
+            [entity, sync.system],
+        )
+    else:
+        assert sync.model is not None
+        where = (
+            f" WHERE {quote_ident(sync.source.system_column)} = $system" if sync.source.system_column else ""
+        )
+        sql = f"SELECT * FROM ({sync.model.sql}) AS model{where}"
+        # Bind what the model uses: the night and the system written.
+        known: dict[str, object] = {"partition": dt.date.fromisoformat(partition), "system": sync.system}
+        params = {name: known[name] for name in set(re.findall(r"\$([a-z_]+)", sql)) if name in known}
+        try:
+            source = fetch_arrow(con, sql, params)
+        except Exception as exc:  # a table the model reads is missing, or its SQL is wrong
+            raise MissingInput(f"model {sync.source.model}: {str(exc).splitlines()[0]}") from exc
+        if sync.match.record_id is not None:
+            links = pa.table(
+                {
+                    "source_key": source.column(sync.source.key).cast(pa.string()),
+                    "target_id": source.column(sync.match.record_id).cast(pa.string()),
+                }
             )
         else:
-            assert sync.model is not None
-            where = (
-                f" WHERE {quote_ident(sync.source.system_column)} = $system"
-                if sync.source.system_column
-                else ""
+            links = pa.table(
+                {"source_key": pa.array([], pa.string()), "target_id": pa.array([], pa.string())}
             )
-            sql = f"SELECT * FROM ({sync.model.sql}) AS model{where}"
-            # Bind what the model uses: the night and the system written.
-            known: dict[str, object] = {"partition": dt.date.fromisoformat(partition), "system": sync.system}
-            params = {name: known[name] for name in set(re.findall(r"\$([a-z_]+)", sql)) if name in known}
-            try:
-                source = fetch_arrow(con, sql, params)
-            except Exception as exc:  # a table the model reads is missing, or its SQL is wrong
-                raise MissingInput(f"model {sync.source.model}: {str(exc).splitlines()[0]}") from exc
-            if sync.match.record_id is not None:
-                links = pa.table(
-                    {
-                        "source_key": source.column(sync.source.key).cast(pa.string()),
-                        "target_id": source.column(sync.match.record_id).cast(pa.string()),
-                    }
-                )
-            else:
-                links = pa.table(
-                    {"source_key": pa.array([], pa.string()), "target_id": pa.array([], pa.string())}
-                )
-        state = read_state(con, sync=sync.name)
+    state = read_state(con, sync=sync.name)
     return source, links, state, int(left_out)
 
 
@@ -156,13 +185,7 @@ def run_sync(
     started = time.monotonic()
     kind = target_for(sync.system)
     target = kind.resolve(sync)
-    with warehouse.transaction() as con:
-        ensure_tables(con)  # a model may read the state of another sync before either has run
-        if sync.source.entity is not None:
-            rekeyed = follow_merged_ids(con, sync=sync.name, entity=sync.source.entity)
-            if rekeyed:
-                logger.info(f"{sync.name}: state of {rekeyed} target records follows their merged golden ids")
-    source, links, state, left_out = _load(sync, warehouse, partition)
+    source, links, state, left_out = _load(sync, warehouse, partition, logger)
     existing = kind.existing(target, sync=sync, rows=source, client=client) if source.num_rows else {}
     plan = plan_sync(
         sync,
@@ -192,25 +215,16 @@ def run_sync(
         f"{len(plan.baseline)} baseline), {len(plan.conflicts)} conflicts"
         + (" - dry run, nothing is written" if dry_run else "")
     )
-    with warehouse.transaction() as con:
-        ensure_tables(con)
-        if dry_run:
-            record_plan(con, sync=sync.name, run_id=run_id, lines=plan.lines)
-            # A preview counts what it would send as created and updated (the run says dry_run).
-            counts.created = sum(1 for op in plan.operations if op.target_id is None)
-            counts.updated = len(plan.operations) - counts.created
-        else:
-            _record_quiet(con, sync, target, plan, run_id=run_id, partition=partition)
-            record_rejections(con, sync=sync.name, rows=plan.unwritable, run_id=run_id, partition=partition)
-            counts.conflicts = record_conflicts(
-                con,
-                sync=sync.name,
-                target_system=sync.system,
-                rows=plan.conflicts,
-                run_id=run_id,
-                partition=partition,
-            )
-    if not dry_run and plan.operations:
+    sends = not dry_run and bool(plan.operations)
+    if dry_run:
+        # A preview counts what it would send as created and updated (the run says dry_run).
+        counts.created = sum(1 for op in plan.operations if op.target_id is None)
+        counts.updated = len(plan.operations) - counts.created
+    if sends:
+        # What needs no request is committed before the first one (a crash mid-send keeps it).
+        if plan.baseline or plan.refreshed or plan.unwritable or plan.conflicts:
+            with warehouse.transaction() as con:
+                _record_plan_outcomes(con, sync, target, plan, counts, run_id=run_id, partition=partition)
 
         def on_batch(outcomes: list[Outcome]) -> None:
             _record_batch(warehouse, sync, target, outcomes, counts, run_id=run_id, partition=partition)
@@ -218,13 +232,51 @@ def run_sync(
         counts.requests = kind.write(
             target, sync=sync, operations=plan.operations, client=client, on_batch=on_batch
         )
-    counts.seconds = round(time.monotonic() - started, 3)
-    with warehouse.transaction() as con:
-        ensure_tables(con)
-        record_run(con, sync=sync.name, run_id=run_id, partition=partition, dry_run=dry_run, counts=counts)
+        counts.seconds = round(time.monotonic() - started, 3)
+        with warehouse.transaction() as con:
+            ensure_tables(con)
+            record_run(
+                con, sync=sync.name, run_id=run_id, partition=partition, dry_run=dry_run, counts=counts
+            )
+    else:
+        # Nothing to send: the plan's outcomes and the run commit together, in one transaction.
+        counts.seconds = round(time.monotonic() - started, 3)
+        with warehouse.transaction() as con:
+            if dry_run:
+                ensure_tables(con)
+                record_plan(con, sync=sync.name, run_id=run_id, lines=plan.lines)
+            else:
+                _record_plan_outcomes(con, sync, target, plan, counts, run_id=run_id, partition=partition)
+            record_run(
+                con, sync=sync.name, run_id=run_id, partition=partition, dry_run=dry_run, counts=counts
+            )
     if not counts.adds_up:
         logger.error(f"{sync.name}: outcomes do not add up to the plan: {counts}")
     return report
+
+
+def _record_plan_outcomes(
+    con: Any,
+    sync: SyncSpec,
+    target: TargetObject,
+    plan: Plan,
+    counts: RunCounts,
+    *,
+    run_id: str,
+    partition: str,
+) -> None:
+    """What the plan decided without a request: quiet state, unwritable fields, conflicts."""
+    ensure_tables(con)
+    _record_quiet(con, sync, target, plan, run_id=run_id, partition=partition)
+    record_rejections(con, sync=sync.name, rows=plan.unwritable, run_id=run_id, partition=partition)
+    counts.conflicts = record_conflicts(
+        con,
+        sync=sync.name,
+        target_system=sync.system,
+        rows=plan.conflicts,
+        run_id=run_id,
+        partition=partition,
+    )
 
 
 def _record_quiet(

@@ -43,6 +43,7 @@ __all__ = [
     "record_rejections",
     "record_run",
     "record_written",
+    "tables_exist",
     "values_hash",
 ]
 
@@ -148,16 +149,33 @@ def follow_merged_ids(con: duckdb.DuckDBPyConnection, *, sync: str, entity: str)
     ).fetchall()[0]
     if not has_ids:
         return 0
+    # Most nights merge nothing this sync wrote: one read says so, and nothing is written. An id the
+    # view maps elsewhere has a 'merged' event in the history the view walks: asking the history
+    # (when it is there) spares the recursive walk; it may say yes where the walk moves nothing.
+    merged = (
+        "SELECT golden_id FROM core.golden_id_history WHERE entity = $entity AND event = 'merged'"
+        if table_exists(con, "core", "golden_id_history")
+        else "SELECT old_id FROM core.golden_id_current WHERE entity = $entity AND golden_id <> old_id"
+    )
+    ((found,),) = con.execute(
+        f"SELECT count(*) FROM ops.sync_state WHERE sync = $sync AND entity = $entity AND source_key IN ({merged})",
+        {"sync": sync, "entity": entity},
+    ).fetchall()
+    if not found:
+        return 0
     con.execute(
         """
         CREATE OR REPLACE TEMP TABLE sync_state_moved AS
+        WITH moved AS (  -- the ids merged away (few): most golden ids are their own current id
+            SELECT old_id, golden_id FROM core.golden_id_current WHERE entity = $entity AND golden_id <> old_id
+        )
         SELECT s.*, c.golden_id AS new_key,
                row_number() OVER (PARTITION BY s.sync, c.golden_id, s.target_id ORDER BY s.written_at DESC) AS newest
         FROM ops.sync_state AS s
-        JOIN core.golden_id_current AS c ON c.entity = s.entity AND c.old_id = s.source_key
-        WHERE s.sync = ? AND s.entity = ? AND c.golden_id <> s.source_key
+        JOIN moved AS c ON c.old_id = s.source_key
+        WHERE s.sync = $sync AND s.entity = $entity
         """,
-        [sync, entity],
+        {"sync": sync, "entity": entity},
     )
     con.execute(
         """
@@ -195,6 +213,19 @@ def ensure_tables(con: duckdb.DuckDBPyConnection) -> None:
     """Create the sync tables (inside the caller's transaction)."""
     for ddl in DDL:
         con.execute(ddl)
+
+
+TABLES = ("sync_state", "sync_errors", "sync_conflicts", "sync_runs", "sync_plan")
+
+
+def tables_exist(con: duckdb.DuckDBPyConnection) -> bool:
+    """Whether every sync table exists (a read-only connection can tell; :func:`ensure_tables` makes them)."""
+    ((found,),) = con.execute(
+        "SELECT count(DISTINCT table_name) FROM information_schema.tables "
+        "WHERE table_schema = 'ops' AND table_name IN (SELECT unnest(?::VARCHAR[]))",
+        [list(TABLES)],
+    ).fetchall()
+    return int(found) == len(TABLES)
 
 
 def _insert(

@@ -14,11 +14,12 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator, Sequence
-from contextlib import closing
+from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import duckdb
 import pytest
 
 from crm_pipelines.connectors.auth import clear_token_cache
@@ -53,6 +54,20 @@ syncs:
         BillingCity: {from: city}
         AnnualRevenue: {from: revenue}
 """
+
+
+class CountingWarehouse(Warehouse):
+    """A warehouse that remembers each connection it opened (True: read-only)."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__(url)
+        self.opened: list[bool] = []
+
+    @contextmanager
+    def connect(self, *, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
+        self.opened.append(read_only)
+        with super().connect(read_only=read_only) as con:
+            yield con
 
 
 def customers_sync() -> SyncSpec:
@@ -230,6 +245,31 @@ def test_a_night_sends_its_records_in_the_sources_key_order(estate: Estate) -> N
     assert [key for key in created if key in keys] == sorted(keys)
 
 
+def test_a_quiet_night_opens_two_warehouse_connections_and_records_its_run(estate: Estate) -> None:
+    estate.customers([(f"C-{n:03d}", f"Customer {n}", "Lyon", "1000") for n in range(1, 4)])
+    estate.run(run_id="night-1")
+    sent = len(estate.upserts())
+    warehouse = CountingWarehouse(estate.warehouse.url)
+
+    report = run_sync(
+        customers_sync(),
+        warehouse=warehouse,
+        lake_dir=estate.root / "lake",
+        partition=NIGHT,
+        run_id="night-2",
+        client=estate.client,
+        dry_run=False,
+    )
+
+    assert (report.counts.planned, report.counts.unchanged, report.counts.adds_up) == (3, 3, True)
+    assert len(estate.upserts()) == sent
+    # The model's rows, read-only; then the plan's outcomes and the run's record in one transaction.
+    assert warehouse.opened == [True, False]
+    assert estate.query("SELECT planned, unchanged, created FROM ops.sync_runs WHERE run_id = 'night-2'") == [
+        (3, 3, 0)
+    ]
+
+
 # The run a crash interrupts: the same sync, in a process of its own.
 CHILD = """
 import json, sys
@@ -367,7 +407,7 @@ def test_a_golden_sync_that_only_updates_plans_the_linked_records_and_counts_the
     sync = load_syncs().get("golden_contacts__salesforce")
     target = resolve_target(sync)
     columns = sorted({f.source_column for f in target.fields.values()} | {"golden_id"})
-    warehouse = Warehouse(f"duckdb:///{tmp_path}/warehouse.duckdb")
+    warehouse = CountingWarehouse(f"duckdb:///{tmp_path}/warehouse.duckdb")
     with warehouse.transaction() as con:
         con.execute(f"CREATE TABLE core.golden_contact ({', '.join(f'{c} VARCHAR' for c in columns)})")
         for n in (1, 2, 3):
@@ -387,6 +427,7 @@ def test_a_golden_sync_that_only_updates_plans_the_linked_records_and_counts_the
             "('C-2', 'contact', 'salesforce', '003B'), ('C-3', 'contact', 'hubspot', '77')"
         )
 
+    warehouse.opened.clear()
     report = run_sync(
         sync,
         warehouse=warehouse,
@@ -400,3 +441,13 @@ def test_a_golden_sync_that_only_updates_plans_the_linked_records_and_counts_the
     assert report.counts.planned == 2
     assert report.without_target == 1
     assert report.counts.adds_up
+    # One write transaction follows merged golden ids and reads the rows; one records plan and run.
+    assert warehouse.opened == [False, False]
+    assert warehouse_rows(
+        warehouse, "SELECT planned, dry_run FROM ops.sync_runs WHERE run_id = 'preview'"
+    ) == [(2, True)]
+
+
+def warehouse_rows(warehouse: Warehouse, sql: str) -> list[tuple[Any, ...]]:
+    with warehouse.connect(read_only=True) as con:
+        return con.execute(sql).fetchall()
