@@ -13,16 +13,19 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+import dagster as dg
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from assets.staging import build_staging_assets
 from crm_pipelines.lake import partition_dir
 from crm_pipelines.mapping import stage as stage_module
 from crm_pipelines.mapping.spec import load_mappings
 from crm_pipelines.mapping.stage import SourceStaging, night_files, stage_entity
 from crm_pipelines.mapping.state import marker_path
 from crm_pipelines.quality.rules import load_rules
+from resources.lake import LakeResource
 
 D, D1, D2 = "2026-11-24", "2026-11-25", "2026-11-26"
 LOG = logging.getLogger("test")
@@ -327,3 +330,19 @@ def test_most_records_changed_restages_in_full(lake: Path) -> None:
     outcome = stage(lake, D1)
     assert outcome.mode == "full"
     assert outcome.mode_reason == f"42 of 42 records changed since {D}"
+
+
+def test_the_staging_asset_shows_what_was_restaged(lake: Path, tmp_path: Path) -> None:
+    """The asset's metadata says which night each source built on; its check is the whole night's."""
+    (asset,) = [a for a in build_staging_assets() if a.key.to_user_string() == "staging/contact"]
+    result = dg.materialize(
+        [asset], partition_key=D1, resources={"lake": LakeResource(root=str(lake))}, raise_on_error=False
+    )
+    (materialization,) = result.asset_materializations_for_node(asset.node_def.name)
+    metadata = materialization.metadata
+    assert metadata["staging_mode"].value == {"salesforce": f"incremental: from {D}"}
+    assert metadata["records_restaged"].value == RESTAGED_D1
+    assert metadata["records_reused"].value == 42 - RESTAGED_D1
+    (check,) = result.get_asset_check_evaluations()
+    assert not check.passed
+    assert "contact_country_iso2" in (check.description or "")
