@@ -234,14 +234,10 @@ class _SourceStager:
             # The source SELECT over every row (pure SQL): each record's fingerprint is the md5 of its
             # rows' JSON, so it changes with anything the query joined; keyless rows have none.
             self._sql(
-                f"CREATE OR REPLACE TEMP TABLE keyed AS SELECT *, md5({KEY_RAW}) AS __stage_row_fp "
-                f"FROM ({self.planned.source_sql})"
-            )
-            self._sql(
                 f"CREATE OR REPLACE TEMP TABLE records AS SELECT {KEY_RECORD_ID} AS record_id, "
                 f"CASE WHEN bool_and({KEY_HAS_KEY}) THEN "
-                "md5(string_agg(__stage_row_fp, ',' ORDER BY __stage_row_fp)) END AS fingerprint, "
-                f"count(*) AS n FROM keyed GROUP BY {KEY_RECORD_ID}"
+                f"md5(array_to_string(list_sort(list(md5({KEY_RAW}))), ',')) END AS fingerprint, "
+                f"count(*) AS n FROM ({self.planned.source_sql}) GROUP BY {KEY_RECORD_ID}"
             )
             base, reason = self._base(incremental)
             try:
@@ -250,7 +246,7 @@ class _SourceStager:
                 self.log.warning(f"{self.entity} from {self.source}: {exc}; staging in full")
                 return self._run(None, str(exc))
         finally:
-            self._sql("DROP TABLE IF EXISTS keyed; DROP TABLE IF EXISTS records; DROP TABLE IF EXISTS reused")
+            self._sql("DROP TABLE IF EXISTS records; DROP TABLE IF EXISTS reused")
 
     def _base(self, incremental: bool) -> tuple[Base | None, str]:
         if not incremental:
@@ -295,7 +291,12 @@ class _SourceStager:
             # The column mapping with the normalising UDFs (the costly part), materialised once, over
             # the records that are new, changed or without a key.
             mapped = scratch / "mapped.parquet"
-            restage = f"(SELECT k.* FROM keyed k ANTI JOIN reused r ON k.{KEY_RECORD_ID} = r.record_id)"
+            # The source SELECT runs again (it is cheap) rather than its rows being kept: keyless rows
+            # are numbered in it before the filter, as in a full run.
+            restage = (
+                f"(SELECT s.* FROM ({self.planned.source_sql}) s "
+                f"ANTI JOIN reused r ON s.{KEY_RECORD_ID} = r.record_id)"
+            )
             self._sql(
                 f"COPY ({self.planned.mapping_sql(restage)}) TO {quote_literal(str(mapped))} (FORMAT parquet)"
             )
@@ -304,7 +305,7 @@ class _SourceStager:
             self._sql(
                 f"COPY (SELECT n.*, r.fingerprint AS {FINGERPRINT} FROM (SELECT * FROM {scan_parquet(mapped)} "
                 "QUALIFY row_number() OVER (PARTITION BY record_id ORDER BY updated_at DESC NULLS LAST, _raw) = 1"
-                f") n JOIN records r ON r.record_id = n.record_id) TO {quote_literal(str(restaged))} "
+                f") n LEFT JOIN records r ON r.record_id = n.record_id) TO {quote_literal(str(restaged))} "
                 "(FORMAT parquet)"
             )
             new_rows = scan_parquet(restaged)
