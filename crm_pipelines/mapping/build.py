@@ -82,14 +82,45 @@ def column_sql(column: ColumnMapping, value_maps: dict[str, dict[str, str]]) -> 
     raise ValueError(f"unknown transform {t!r}")
 
 
+# Columns of the keyed source rows (:attr:`PlannedMapping.source_sql`): the source row itself is one
+# STRUCT column, so these names never meet a source's own columns (``_deleted`` is one).
+KEY_RECORD_ID = "__stage_record_id"
+KEY_HAS_KEY = "__stage_has_key"
+KEY_DELETED = "__stage_deleted"
+KEY_RAW = "__stage_raw"
+KEY_ROW = "__stage_row"
+KEYED = "__stage_keyed__"  # where mapping_sql puts its relation
+
+
 @dataclass(frozen=True)
 class PlannedMapping:
-    """One source's mapping SQL for one entity, or why it was skipped."""
+    """One source's mapping SQL for one entity, or why it was skipped.
+
+    The mapping is two steps, so staging can run the first over every row and the second over some:
+
+    - ``source_sql``: the source SELECT (the declared ``query`` / join / ``where``), pure SQL, one row
+      per source row with its ``record_id`` (:data:`KEY_RECORD_ID`), whether it has a source key
+      (:data:`KEY_HAS_KEY`), the deleted flag (:data:`KEY_DELETED`), the row as JSON (:data:`KEY_RAW`,
+      the ``_raw`` column: whatever the query joined is in it) and the row itself (:data:`KEY_ROW`).
+    - :meth:`mapping_sql`: the canonical columns with the normalising UDFs (the costly part) over any
+      relation holding ``source_sql``'s rows.
+
+    ``sql`` is both in one statement: every row mapped.
+    """
 
     entity: str
     source: str
     sql: str | None
     missing_inputs: tuple[str, ...]
+    source_sql: str | None = None
+    mapping_template: str | None = None
+
+    def mapping_sql(self, relation: str) -> str:
+        """The column mapping over ``relation`` (a table name or a parenthesised SELECT of
+        ``source_sql``'s columns); the rows as ``sql`` gives them for the same source rows."""
+        if self.mapping_template is None:
+            raise ValueError(f"{self.entity} from {self.source}: nothing to map ({self.missing_inputs})")
+        return self.mapping_template.replace("{" + KEYED + "}", relation)
 
 
 def plan_mapping(
@@ -149,8 +180,13 @@ def plan_mapping(
         if DELETED in main_columns
         else "false"
     )
+    source_sql = (
+        f"WITH src AS ({source_select})\n"
+        f"SELECT {record_id} AS {KEY_RECORD_ID}, {source_id} IS NOT NULL AS {KEY_HAS_KEY}, "
+        f"{deleted} AS {KEY_DELETED}, to_json(src) AS {KEY_RAW}, src AS {KEY_ROW}\nFROM src"
+    )
     inner = [
-        f"{record_id} AS record_id",
+        f"{KEY_RECORD_ID} AS record_id",
         f"{quote_literal(mapping.source)} AS source",
         f"{source_id} AS source_id",
     ]
@@ -181,14 +217,17 @@ def plan_mapping(
         expr = "NULL" if column is None else column_sql(column, value_maps)
         inner.append(f"CAST({expr} AS {duckdb_type(field.type)}) AS {name}")
         outer.append(name)
-    inner.append(f"{deleted} AS {DELETED}")
-    inner.append("to_json(src) AS _raw")
+    inner.append(f"{KEY_DELETED} AS {DELETED}")
+    inner.append(f"{KEY_RAW} AS _raw")
     outer.extend([DELETED, "_raw"])
-    sql = (
-        f"WITH src AS ({source_select}),\nmapped AS (SELECT {', '.join(inner)}\nFROM src)\n"
+    # The source row's columns by their own names again, beside the keyed columns.
+    template = (
+        f"WITH src_rows AS (SELECT {KEY_RECORD_ID}, {KEY_DELETED}, {KEY_RAW}, {KEY_ROW}.* FROM {{{KEYED}}}),\n"
+        f"mapped AS (SELECT {', '.join(inner)}\nFROM src_rows)\n"
         f"SELECT {', '.join(outer)}\nFROM mapped"
     )
-    return PlannedMapping(entity, mapping.source, sql, ())
+    sql = template.replace("{" + KEYED + "}", f"({source_sql})")
+    return PlannedMapping(entity, mapping.source, sql, (), source_sql=source_sql, mapping_template=template)
 
 
 def plan_entity(
