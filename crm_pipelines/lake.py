@@ -188,6 +188,20 @@ def reset_dir(folder: LakePath) -> LakePath:
     return make_dirs(folder)
 
 
+def move_tree(source: LakePath, target: LakePath) -> None:
+    """Move a folder within the lake, replacing ``target``: a rename in a folder; copies in a bucket."""
+    if not source.exists():
+        return
+    remove_tree(target)
+    if isinstance(source, Path) and isinstance(target, Path):
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(source, target)
+    elif isinstance(source, UPath) and isinstance(target, UPath) and source.fs is target.fs:
+        source.fs.mv(source.path, target.path, recursive=True)
+    else:
+        raise ValueError(f"cannot move {source} to {target}: not in the same lake")
+
+
 def move(source: LakePath, target: LakePath) -> None:
     """Move a file within the lake: a rename in a folder; a copy then a delete in a bucket.
 

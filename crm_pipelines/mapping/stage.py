@@ -40,8 +40,11 @@ from crm_pipelines.canonical import ENTITIES, QUARANTINE
 from crm_pipelines.lake import (
     LakePath,
     ParquetSink,
+    files_in,
+    move_tree,
     partition_dir,
     publish,
+    remove_tree,
     reset_dir,
     scan_parquet,
     scratch_dir,
@@ -157,8 +160,16 @@ def stage_entity(
     Returns:
         One outcome per declared source of the entity.
     """
-    # The state and its markers go too: a run that dies from here on leaves no base for a later night.
-    for folder in (staging_folder, quality_quarantine_folder, deleted_folder, state_folder):
+    # A night run again starts from its last run: that run's files are kept aside (under
+    # ``staging/rerun/``, laid out as a lake of their own) and read as the base; they go once the night
+    # is staged. The state and its markers go from the night's folders too: a run that dies from here
+    # on leaves no base there, while the kept run stays one for the next attempt.
+    kept = rerun_root(lake_dir)
+    folders = (staging_folder, quality_quarantine_folder, deleted_folder, state_folder)
+    if files_in(state_folder(lake_dir, entity, partition), "*.json"):
+        for folder in folders:
+            move_tree(folder(lake_dir, entity, partition), folder(kept, entity, partition))
+    for folder in folders:
         reset_dir(folder(lake_dir, entity, partition))
     outcomes: list[SourceStaging] = []
     mappings = load_mappings()
@@ -195,7 +206,14 @@ def stage_entity(
             outcomes.append(stager.stage(incremental=incremental))
     finally:
         con.close()
+    for folder in folders:
+        remove_tree(folder(kept, entity, partition))
     return outcomes
+
+
+def rerun_root(lake_dir: LakePath) -> LakePath:
+    """Where an earlier run of a night being staged again is kept (the lake's layout below it)."""
+    return lake_dir / "staging" / "rerun"
 
 
 class _SourceStager:
@@ -254,14 +272,26 @@ class _SourceStager:
         cross = cross_row_rules(self.entity, self.rules)
         if cross:
             return None, f"rules {cross} compare rows with each other"
-        base, reason = find_base(
-            lake_dir=self.lake_dir,
+        kept = rerun_root(self.lake_dir)
+        reason = ""
+        base, _ = find_base(
+            lake_dir=kept,
             entity=self.entity,
             source=self.source,
             partition=self.partition,
             declarations=self.declarations,
-            output_files=lambda night: night_files(self.lake_dir, self.entity, night, self.source),
+            output_files=lambda night: night_files(kept, self.entity, night, self.source),
+            same_night=True,
         )
+        if base is None:
+            base, reason = find_base(
+                lake_dir=self.lake_dir,
+                entity=self.entity,
+                source=self.source,
+                partition=self.partition,
+                declarations=self.declarations,
+                output_files=lambda night: night_files(self.lake_dir, self.entity, night, self.source),
+            )
         if base is None:
             return None, reason
         # Records whose fingerprint is the base's: their outcome is the base's.

@@ -212,6 +212,7 @@ def find_base(
     partition: str,
     declarations: str,
     output_files: Callable[[str], dict[str, LakePath]],
+    same_night: bool = False,
 ) -> tuple[Base | None, str]:
     """The newest night before ``partition`` whose staging of ``source`` is complete, unchanged since
     it was written and made under the same declarations.
@@ -224,6 +225,8 @@ def find_base(
         declarations: Its :func:`declarations_digest`.
         output_files: A night -> its output files by role (``staging``, ``quarantine``, ``deleted``,
             ``state``).
+        same_night: Also take ``partition`` itself (an earlier run of the night, kept aside by
+            :func:`crm_pipelines.mapping.stage.stage_entity` while it is run again).
 
     Returns:
         The base, or None and why none could be used.
@@ -232,7 +235,7 @@ def find_base(
     reason = "no earlier staging state"
     for folder in reversed(children(root)):
         match = _PARTITION.match(folder.name)
-        if not match or match.group(1) >= partition:
+        if not match or match.group(1) > partition or (match.group(1) == partition and not same_night):
             continue
         night = match.group(1)
         marker_file = folder / f"{source}.json"

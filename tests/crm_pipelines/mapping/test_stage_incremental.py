@@ -257,10 +257,38 @@ def test_rerunning_a_night_changes_nothing(lake: Path) -> None:
     first = stage(lake, D1)
     first_files = outputs(lake, D1)
     again = stage(lake, D1)
-    assert (again.mode, again.base_partition) == ("incremental", D)
+    # The re-run builds on the night's own last run: only the keyless row is staged again.
+    assert (again.mode, again.base_partition, again.records_restaged) == ("incremental", D1, 1)
     assert outputs(lake, D1) == first_files
-    assert again.counts() == first.counts()
+    assert {
+        k: v
+        for k, v in again.counts().items()
+        if k not in ("mode_reason", "base_partition", "records_restaged", "records_reused", "records_removed")
+    } == {
+        k: v
+        for k, v in first.counts().items()
+        if k not in ("mode_reason", "base_partition", "records_restaged", "records_reused", "records_removed")
+    }
     assert night_view(again) == night_view(first)
+    assert not (lake / "staging" / "rerun").exists() or not any(
+        (lake / "staging" / "rerun").rglob("*.parquet")
+    )
+
+
+def test_a_night_run_again_after_more_edits_builds_on_its_last_run(lake: Path, tmp_path: Path) -> None:
+    stage(lake, D1)
+    contacts, accounts = night_d1()
+    contacts[34] = contact(34, D1, Title="Chief Operating Officer")  # edited again since the first run
+    contacts[20] = contact(20, D1, MailingCountry="Atlantis")  # newly failing
+    write_night(lake, D1, contacts, accounts)
+    full, full_files = full_recompute(lake, tmp_path, D1)
+    again = stage(lake, D1)
+    assert (again.mode, again.base_partition, again.records_restaged) == ("incremental", D1, 3)
+    assert outputs(lake, D1) == full_files
+    assert night_view(again) == night_view(full)
+    assert {r["record_id"]: r["title"] for r in outputs(lake, D1)["staging"]}["salesforce:C34"] == (
+        "Chief Operating Officer"
+    )
 
 
 def test_an_unchanged_night_restages_only_the_keyless_row(lake: Path, tmp_path: Path) -> None:
