@@ -973,6 +973,7 @@ def _resolve_entity(
             decisions=_decided(cur, entity=entity, decisions=decisions, t=t),
             population=t.feat_all if scope.incremental else None,
             params=scope.params,
+            keyed=scope.incremental,
         )
     else:
         for index, rule in enumerate(entity_rules.rules):

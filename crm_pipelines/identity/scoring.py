@@ -442,6 +442,8 @@ def blocking_neighbours(
 
     Returns:
         The name of a temporary table of ``rid`` (seeds not included unless they share a block).
+        ``identity_keyed`` (the population with its phonetic codes) is left for
+        :func:`score_and_cluster` (``keyed=True``), so the codes are worked out once.
     """
     _keyed(cur, scoring, feat=population)
     found = "identity_neighbours"
@@ -458,7 +460,6 @@ def blocking_neighbours(
             """,
             [limit],
         )
-    cur.execute("DROP TABLE identity_keyed")
     cur.execute(f"CREATE OR REPLACE TEMP TABLE {found} AS SELECT DISTINCT rid FROM {found}")
     return found
 
@@ -473,6 +474,7 @@ def _candidates(
     stats: ScoringStats,
     early: tuple[str, list[str]] | None,
     population: str | None = None,
+    keyed: bool = False,
 ) -> None:
     """Candidate pairs (a < b) from every blocking key, each pair once, with ``settled``: whether
     ``early`` (:func:`_settled_early_sql`) already says two people.
@@ -488,7 +490,8 @@ def _candidates(
     settled_sql, carried = early or ("false", [])
     carry = "".join(f", {quote_ident(c)}" for c in carried)
     # A phonetic code is worked out once per distinct value, not once per record.
-    _keyed(cur, scoring, feat=population or feat)
+    if not keyed:
+        _keyed(cur, scoring, feat=population or feat)
     for index, key in enumerate(scoring.blocking):
         label = "+".join(p.label for p in key)
         keys = [f"k{i}" for i in range(len(key))]
@@ -677,6 +680,7 @@ def score_and_cluster(
     decisions: Iterable[tuple[int, int, str]] = (),
     population: str | None = None,
     params: ScoringParams | None = None,
+    keyed: bool = False,
 ) -> ScoringStats:
     """Score candidate pairs of ``feat`` (rid + features) and insert the accepted links into ``edges``.
 
@@ -692,6 +696,8 @@ def score_and_cluster(
         population: Features of every record when ``feat`` holds only the records to resolve
             (an incremental run): block sizes and value frequencies count the whole population.
         params: Weights to score with instead of estimating them (a full run's, reused).
+        keyed: ``identity_keyed`` already holds the population with its phonetic codes
+            (:func:`blocking_neighbours` left it).
 
     Returns:
         Candidate pairs (per key, skipped blocks), merges, refused joins, review size, the weights.
@@ -715,6 +721,7 @@ def score_and_cluster(
         stats=stats,
         early=early,
         population=population,
+        keyed=keyed,
     )
     counted = population or feat
     # Only what the levels read travels with each pair: the compared features, their helper
