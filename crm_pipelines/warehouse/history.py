@@ -19,6 +19,7 @@ Both are written inside the identity load's transaction (:func:`crm_pipelines.wa
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import duckdb
@@ -26,6 +27,7 @@ import duckdb
 from crm_pipelines.canonical import SURVIVOR_FIELDS
 from crm_pipelines.lake import LakePath, scan_parquet
 from crm_pipelines.sql import qualified, quote_ident, quote_literal
+from crm_pipelines.warehouse.connection import table_exists
 
 __all__ = ["HISTORIES", "GoldenHistory", "load_golden_history", "record_versions"]
 
@@ -51,7 +53,12 @@ KEY = "golden_id"
 
 
 def load_golden_history(
-    con: duckdb.DuckDBPyConnection, *, field_sources: LakePath, partition: str, run_id: str
+    con: duckdb.DuckDBPyConnection,
+    *,
+    field_sources: LakePath,
+    partition: str,
+    run_id: str,
+    changed: Mapping[str, str] | None = None,
 ) -> dict[str, int]:
     """Record tonight's golden records as versions and (re)create ``core.golden_field_lineage``.
 
@@ -64,6 +71,12 @@ def load_golden_history(
             outputs written before it existed give versions without ``supplied_by``.
         partition: The night (``YYYY-MM-DD``): ``valid_from`` of the versions it opens.
         run_id: The run loading it.
+        changed: Per entity, a table of the golden ids (column ``golden_id``) tonight's load wrote
+            into ``core.golden_<entity>`` (inserted, updated or deleted: the changes
+            :func:`~crm_pipelines.warehouse.load.merge_table` leaves). Only those ids, the ids whose
+            supplying records changed and the ids this night already versioned are compared with
+            their versions; every other id's golden row is the one its open version holds. ``None``
+            (or an entity left out, or no history yet) compares every golden record.
 
     Returns:
         Versions opened and closed on this night, per entity.
@@ -80,6 +93,16 @@ def load_golden_history(
                 "SELECT NULL::VARCHAR AS golden_id, NULL::MAP(VARCHAR, VARCHAR) AS supplied_by WHERE false"
             )
             params = []
+        only = None
+        if changed is not None and history.entity in changed:
+            only = _candidates(
+                con,
+                table=history.table,
+                changed=changed[history.entity],
+                supplied=supplied,
+                params=params,
+                partition=partition,
+            )
         opened, closed = record_versions(
             con,
             table=history.table,
@@ -90,11 +113,51 @@ def load_golden_history(
             params=params,
             partition=partition,
             run_id=run_id,
+            only=only,
         )
+        if only is not None:
+            con.execute(f"DROP TABLE {only}")
         counts[f"{history.entity}_versions_opened"] = opened
         counts[f"{history.entity}_versions_closed"] = closed
     con.execute(_lineage_view(con))
     return counts
+
+
+def _candidates(
+    con: duckdb.DuckDBPyConnection,
+    *,
+    table: str,
+    changed: str,
+    supplied: str,
+    params: list[object],
+    partition: str,
+) -> str | None:
+    """The temporary table of the golden ids whose versions tonight may touch, or ``None`` for all.
+
+    The history and the golden table are written in one transaction, so a golden row the load did not
+    write is the row its open version holds, unless its supplying records changed (``supplied_by``)
+    or this night was loaded before (a re-run: the ids it versioned or closed may go back).
+    """
+    target = qualified("core", table)
+    if not table_exists(con, "core", table):
+        return None
+    columns = {str(row[0]) for row in con.execute(f"DESCRIBE {target}").fetchall()}
+    if "supplied_by" not in columns:
+        return None
+    night = dt.date.fromisoformat(partition)
+    con.execute(
+        f"""
+        CREATE OR REPLACE TEMP TABLE _history_candidates AS
+        SELECT golden_id FROM {changed}
+        UNION
+        SELECT golden_id FROM {target} WHERE valid_from = ?::DATE OR valid_to = ?::DATE
+        UNION
+        SELECT h.golden_id FROM {target} AS h LEFT JOIN ({supplied}) AS s USING (golden_id)
+        WHERE h.valid_to IS NULL AND h.supplied_by IS DISTINCT FROM s.supplied_by
+        """,
+        [night, night, *params],
+    )
+    return "_history_candidates"
 
 
 def record_versions(
@@ -105,6 +168,7 @@ def record_versions(
     params: list[object],
     partition: str,
     run_id: str,
+    only: str | None = None,
 ) -> tuple[int, int]:
     """Bring ``core.<table>`` (SCD type 2, keyed by ``golden_id``) in line with tonight's snapshot.
 
@@ -113,6 +177,10 @@ def record_versions(
     nothing. Rows compare by a hash of their non-null values, so a new column that is still empty
     changes no row. A re-run of the same night redoes only that night's changes, keeping every version
     it would write again as it is (its run_id and loaded_at included): the table ends as it was.
+
+    With ``only`` (a table with a ``golden_id`` column) just those ids are compared: the caller knows
+    every other id's snapshot row is the one its open version holds and that the night touched none
+    of their versions, so the result is the one comparing every id gives.
 
     Raises:
         ValueError: the history holds a later night (core only ever moves forward).
@@ -123,7 +191,10 @@ def record_versions(
     target = qualified("core", table)
     night = dt.date.fromisoformat(partition)
     key = quote_ident(KEY)
-    con.execute(f"CREATE OR REPLACE TEMP TABLE _snapshot AS {snapshot_sql}", params)
+    in_scope = "true" if only is None else f"{key} IN (SELECT {key} FROM {only})"
+    con.execute(
+        f"CREATE OR REPLACE TEMP TABLE _snapshot AS SELECT * FROM ({snapshot_sql}) WHERE {in_scope}", params
+    )
     columns = sorted(str(row[0]) for row in con.execute("DESCRIBE _snapshot").fetchall())
     row_hash = "md5(concat_ws(chr(31), {}))".format(
         ", ".join(f"{quote_literal(c)} || '=' || to_json(s.{quote_ident(c)})" for c in columns)
@@ -142,7 +213,7 @@ def record_versions(
         f"""
         CREATE OR REPLACE TEMP TABLE _before AS
         SELECT {key}, valid_from, row_hash FROM {target}
-        WHERE valid_from < $night AND (valid_to IS NULL OR valid_to >= $night)
+        WHERE valid_from < $night AND (valid_to IS NULL OR valid_to >= $night) AND {in_scope}
         """,
         {"night": night},
     )

@@ -1,7 +1,9 @@
-"""The marts analysts query: one SQL model each over core, rebuilt in one transaction, with column comments.
+"""The marts analysts query: one SQL model each over core, built in one transaction, with column comments.
 
 Each :class:`Mart` names the core tables it reads; :func:`build_mart` refuses to build it before they
-exist, so a partial night never leaves an empty mart behind.
+exist, so a partial night never leaves an empty mart behind. A mart with a ``key`` (one row per key) is
+merged: its model is computed in DuckDB and only the rows that differ from the ones the mart holds are
+written, in the mart and in its masked table.
 """
 
 from __future__ import annotations
@@ -10,20 +12,27 @@ from dataclasses import dataclass
 
 import duckdb
 
-from crm_pipelines.privacy.masking import build_masked_view
+from crm_pipelines.privacy.masking import build_masked_view, merge_masked_view
 from crm_pipelines.warehouse.connection import table_exists
-from crm_pipelines.warehouse.load import comment_columns, replace_table
+from crm_pipelines.warehouse.load import MERGE_CHANGES, Merged, comment_columns, merge_table, replace_table
 
-__all__ = ["MARTS", "Mart", "MissingCoreTable", "build_mart"]
+__all__ = ["MARTS", "Mart", "MissingCoreTable", "build_mart", "merge_mart"]
 
 
 @dataclass(frozen=True)
 class Mart:
+    """A mart: its SQL model over core and its columns' descriptions.
+
+    ``key``: the columns that identify a row (the model gives one row per key); with a key the mart is
+    merged by it, without one it is rebuilt in full each night.
+    """
+
     name: str
     description: str
     deps: tuple[str, ...]
     sql: str
     columns: dict[str, str]
+    key: tuple[str, ...] = ()
 
 
 ACCOUNT_OF = """
@@ -74,6 +83,7 @@ MARTS = (
             "erp_customer_id": "ERP customer id, when the customer exists in the ERP.",
             "contacts": "Number of golden contacts at this account.",
         },
+        key=("account_id",),
     ),
     Mart(
         name="dim_contact",
@@ -103,6 +113,7 @@ MARTS = (
             "sources": "Systems that hold this person, comma separated.",
             "source_records": "Number of source records merged into this golden record.",
         },
+        key=("contact_id",),
     ),
     Mart(
         name="dim_account_history",
@@ -143,6 +154,7 @@ MARTS = (
             "run_id": "Dagster run whose identity load opened this version.",
             "loaded_at": "When that load committed it (UTC).",
         },
+        key=("account_id", "valid_from"),
     ),
     Mart(
         name="dim_contact_history",
@@ -181,6 +193,7 @@ MARTS = (
             "run_id": "Dagster run whose identity load opened this version.",
             "loaded_at": "When that load committed it (UTC).",
         },
+        key=("contact_id", "valid_from"),
     ),
     Mart(
         name="fact_opportunity",
@@ -216,6 +229,7 @@ MARTS = (
             "updated_at": "Last modified in the CRM (UTC).",
             "is_deleted": "Deleted in the CRM (kept as a soft delete).",
         },
+        key=("opportunity_id",),
     ),
     Mart(
         name="fact_sales_order",
@@ -243,6 +257,7 @@ MARTS = (
             "updated_at": "Last modified in the ERP (UTC).",
             "is_deleted": "Deleted in the ERP (kept as a soft delete).",
         },
+        key=("sales_order_id",),
     ),
     Mart(
         name="fact_invoice",
@@ -279,6 +294,7 @@ MARTS = (
             "status": "open, paid or cancelled, as the source says.",
             "is_deleted": "Deleted in the source (kept as a soft delete).",
         },
+        key=("invoice_id",),
     ),
     Mart(
         name="fact_lead_funnel",
@@ -319,6 +335,7 @@ MARTS = (
             "updated_at": "Last modified in the source (UTC).",
             "is_deleted": "Deleted in the source (kept as a soft delete).",
         },
+        key=("lead_id",),
     ),
     Mart(
         name="fact_case",
@@ -360,6 +377,7 @@ MARTS = (
             "updated_at": "Last modified in the source (UTC).",
             "is_deleted": "Deleted in the source (kept as a soft delete).",
         },
+        key=("case_id",),
     ),
 )
 
@@ -371,7 +389,19 @@ class MissingCoreTable(Exception):
 
 
 def build_mart(con: duckdb.DuckDBPyConnection, mart: Mart) -> int:
-    """Rebuild one mart inside the caller's transaction and comment its columns; returns its rows.
+    """Build one mart inside the caller's transaction (:func:`merge_mart`); returns its rows."""
+    return merge_mart(con, mart).rows
+
+
+def merge_mart(con: duckdb.DuckDBPyConnection, mart: Mart) -> Merged:
+    """Bring one mart and its masked table to its model inside the caller's transaction; comment its columns.
+
+    A mart with a key is merged (:func:`~crm_pipelines.warehouse.load.merge_table`): only the keys whose
+    row differs are written, and only theirs in ``analyst.<mart>``; the comments are written only where
+    they differ. It ends as a full rebuild would leave it. A mart without a key is rebuilt in full.
+
+    Returns:
+        Rows held and the keys inserted, updated and deleted (a rebuild counts every row inserted).
 
     Raises:
         MissingCoreTable: a core table it reads does not exist yet.
@@ -380,8 +410,15 @@ def build_mart(con: duckdb.DuckDBPyConnection, mart: Mart) -> int:
         for table in REQUIRED_CORE.get(dep, (dep,)):
             if not table_exists(con, "core", table):
                 raise MissingCoreTable(f"core.{table} does not exist yet: load core/{dep} first")
-    rows = replace_table(con, schema="marts", table=mart.name, select_sql=mart.sql)
+    if mart.key:
+        merged = merge_table(con, schema="marts", table=mart.name, select_sql=mart.sql, key=mart.key)
+    else:
+        rows = replace_table(con, schema="marts", table=mart.name, select_sql=mart.sql)
+        merged = Merged(rows=rows, inserted=rows, updated=0, deleted=0, rebuilt=True)
     comment_columns(con, schema="marts", table=mart.name, descriptions=mart.columns)
     # The analysts' view of it, personal data masked as declared (crm_pipelines/privacy/masking.py).
-    build_masked_view(con, mart=mart.name, descriptions=mart.columns)
-    return rows
+    if merged.rebuilt:
+        build_masked_view(con, mart=mart.name, descriptions=mart.columns)
+    else:
+        merge_masked_view(con, mart=mart.name, descriptions=mart.columns, key=mart.key, changes=MERGE_CHANGES)
+    return merged
