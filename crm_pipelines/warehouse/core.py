@@ -18,9 +18,11 @@ from crm_pipelines.identity.references import KnownRecord, recognise
 from crm_pipelines.identity.review import load_review
 from crm_pipelines.lake import LakePath, has_parquet, parquet_glob, scan_parquet
 from crm_pipelines.mapping.stage import quality_quarantine_folder, staging_folder
+from crm_pipelines.warehouse.connection import table_exists
 from crm_pipelines.warehouse.deletes import load_deleted, soft_delete
 from crm_pipelines.warehouse.history import HISTORIES, load_golden_history
 from crm_pipelines.warehouse.load import (
+    create_view,
     merge_by_key,
     merge_table,
     newest_partition,
@@ -79,7 +81,8 @@ def load_identity(
         log.warning(f"core holds the newer partition {newest}; {partition} is kept in staging only")
         return counts
     # Merged by key: only the golden records and crosswalk rows that differ from last night's are written.
-    changed: dict[str, str] = {}
+    changed: dict[str, str] = {}  # table -> the temporary table of the keys its merge wrote
+    rebuilt: set[str] = set()
     for name, path, key in (
         ("golden_account", files.golden_account, ("golden_id",)),
         ("golden_contact", files.golden_contact, ("golden_id",)),
@@ -95,13 +98,16 @@ def load_identity(
         )
         counts.update(merged.counts(name))
         changed[name] = f"_changed_{name}"
+        if merged.rebuilt:
+            rebuilt.add(name)
     counts.update(
         load_golden_history(
             con,
             field_sources=files.field_sources,
             partition=partition,
             run_id=run_id,
-            changed={h.entity: changed[h.golden] for h in HISTORIES},
+            # A golden table replaced in full (new, or its columns changed): every record is compared.
+            changed={h.entity: changed[h.golden] for h in HISTORIES if h.golden not in rebuilt},
         )
     )
     for temp in changed.values():
@@ -127,13 +133,13 @@ def load_golden_id_history(
     Returns:
         Events recorded.
     """
-    con.execute(HISTORY_DDL)
+    if not table_exists(con, "core", "golden_id_history"):  # IF NOT EXISTS would count as a write
+        con.execute(HISTORY_DDL)
     recorded = 0
     if path.exists():  # identity outputs written before ids were kept have no history file
-        before = _count(con, "SELECT count(*) FROM core.golden_id_history")
         con.execute(
             f"""
-            INSERT INTO core.golden_id_history BY NAME
+            CREATE OR REPLACE TEMP TABLE _new_events AS
             SELECT e.*, CAST(? AS VARCHAR) AS partition, CAST(? AS VARCHAR) AS run_id, now() AS recorded_at
             FROM {scan_parquet(path)} AS e
             WHERE NOT EXISTS (
@@ -144,8 +150,11 @@ def load_golden_id_history(
             """,
             [partition, run_id],
         )
-        recorded = _count(con, "SELECT count(*) FROM core.golden_id_history") - before
-    con.execute(GOLDEN_ID_CURRENT_VIEW)
+        recorded = _count(con, "SELECT count(*) FROM _new_events")
+        if recorded:
+            con.execute("INSERT INTO core.golden_id_history BY NAME SELECT * FROM _new_events")
+        con.execute("DROP TABLE _new_events")
+    create_view(con, schema="core", view="golden_id_current", statement=GOLDEN_ID_CURRENT_VIEW)
     return recorded
 
 

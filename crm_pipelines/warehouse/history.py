@@ -28,6 +28,7 @@ from crm_pipelines.canonical import SURVIVOR_FIELDS
 from crm_pipelines.lake import LakePath, scan_parquet
 from crm_pipelines.sql import qualified, quote_ident, quote_literal
 from crm_pipelines.warehouse.connection import table_exists
+from crm_pipelines.warehouse.load import create_view
 
 __all__ = ["HISTORIES", "GoldenHistory", "load_golden_history", "record_versions"]
 
@@ -119,7 +120,7 @@ def load_golden_history(
             con.execute(f"DROP TABLE {only}")
         counts[f"{history.entity}_versions_opened"] = opened
         counts[f"{history.entity}_versions_closed"] = closed
-    con.execute(_lineage_view(con))
+    create_view(con, schema="core", view="golden_field_lineage", statement=_lineage_view(con))
     return counts
 
 
@@ -202,7 +203,7 @@ def record_versions(
     con.execute(
         f"CREATE OR REPLACE TEMP TABLE _versioned AS SELECT s.*, {row_hash} AS row_hash FROM _snapshot AS s"
     )
-    _create_or_extend(con, target)
+    _create_or_extend(con, table)
     later = con.execute(
         f"SELECT max(greatest(valid_from, coalesce(valid_to, valid_from))) FROM {target}"
     ).fetchone()
@@ -224,41 +225,49 @@ def record_versions(
         WHERE b.row_hash IS DISTINCT FROM v.row_hash
         """
     )
-    con.execute(
-        f"""
-        DELETE FROM {target} AS h
+    # Each statement runs only when it has rows to write: a night that changes no version writes nothing.
+    stale = f"""
+        FROM {target} AS h
         WHERE h.valid_from = $night
           AND NOT EXISTS (SELECT 1 FROM _opened AS o WHERE o.{key} = h.{key} AND o.row_hash = h.row_hash)
-        """,
-        {"night": night},
-    )
-    con.execute(
-        f"""
-        INSERT INTO {target} BY NAME
-        SELECT o.*, $night::DATE AS valid_from, NULL::DATE AS valid_to, true AS is_current,
-               $run_id AS run_id, now() AS loaded_at
+    """
+    if _any(con, stale, {"night": night}):
+        con.execute(f"DELETE {stale}", {"night": night})
+    new = f"""
         FROM _opened AS o
         WHERE NOT EXISTS (SELECT 1 FROM {target} AS h WHERE h.valid_from = $night AND h.{key} = o.{key})
-        """,
-        {"night": night, "run_id": run_id},
-    )
+    """
+    if _any(con, new, {"night": night}):
+        con.execute(
+            f"""
+            INSERT INTO {target} BY NAME
+            SELECT o.*, $night::DATE AS valid_from, NULL::DATE AS valid_to, true AS is_current,
+                   $run_id AS run_id, now() AS loaded_at
+            {new}
+            """,
+            {"night": night, "run_id": run_id},
+        )
     ended = f"(b.{key} IN (SELECT {key} FROM _opened) OR b.{key} NOT IN (SELECT {key} FROM _versioned))"
-    con.execute(
-        f"""
-        UPDATE {target} AS h SET valid_to = $night, is_current = false
-        FROM _before AS b
-        WHERE h.{key} = b.{key} AND h.valid_from = b.valid_from
-          AND h.valid_to IS DISTINCT FROM $night AND {ended}
-        """,
-        {"night": night},
-    )
-    con.execute(
-        f"""
-        UPDATE {target} AS h SET valid_to = NULL, is_current = true
-        FROM _before AS b
-        WHERE h.{key} = b.{key} AND h.valid_from = b.valid_from AND h.valid_to IS NOT NULL AND NOT {ended}
-        """
-    )
+    joined = f"FROM {target} AS h JOIN _before AS b ON h.{key} = b.{key} AND h.valid_from = b.valid_from"
+    to_close = f"h.valid_to IS DISTINCT FROM $night AND {ended}"
+    if _any(con, f"{joined} WHERE {to_close}", {"night": night}):
+        con.execute(
+            f"""
+            UPDATE {target} AS h SET valid_to = $night, is_current = false
+            FROM _before AS b
+            WHERE h.{key} = b.{key} AND h.valid_from = b.valid_from AND {to_close}
+            """,
+            {"night": night},
+        )
+    to_reopen = f"h.valid_to IS NOT NULL AND NOT {ended}"
+    if _any(con, f"{joined} WHERE {to_reopen}", {}):
+        con.execute(
+            f"""
+            UPDATE {target} AS h SET valid_to = NULL, is_current = true
+            FROM _before AS b
+            WHERE h.{key} = b.{key} AND h.valid_from = b.valid_from AND {to_reopen}
+            """
+        )
     for temp in ("_snapshot", "_versioned", "_before", "_opened"):
         con.execute(f"DROP TABLE {temp}")
     row = con.execute(
@@ -268,17 +277,25 @@ def record_versions(
     return (int(row[0]), int(row[1])) if row else (0, 0)
 
 
-def _create_or_extend(con: duckdb.DuckDBPyConnection, target: str) -> None:
-    """Create the history table from the snapshot's columns, or add the columns it lacks."""
+def _any(con: duckdb.DuckDBPyConnection, from_where: str, params: dict[str, object]) -> bool:
+    """Whether ``SELECT 1 <from_where>`` finds a row."""
+    return con.execute(f"SELECT EXISTS (SELECT 1 {from_where})", params).fetchone() == (True,)
+
+
+def _create_or_extend(con: duckdb.DuckDBPyConnection, table: str) -> None:
+    """Create ``core.<table>`` from the snapshot's columns, or add the columns it lacks."""
     key = quote_ident(KEY)
-    con.execute(
-        f"""
-        CREATE TABLE IF NOT EXISTS {target} AS
-        SELECT {key}, NULL::DATE AS valid_from, NULL::DATE AS valid_to, NULL::BOOLEAN AS is_current,
-               * EXCLUDE ({key}, row_hash), NULL::VARCHAR AS run_id, NULL::TIMESTAMPTZ AS loaded_at, row_hash
-        FROM _versioned LIMIT 0
-        """
-    )
+    target = qualified("core", table)
+    if not table_exists(con, "core", table):  # not CREATE ... IF NOT EXISTS, which counts as a write
+        con.execute(
+            f"""
+            CREATE TABLE {target} AS
+            SELECT {key}, NULL::DATE AS valid_from, NULL::DATE AS valid_to, NULL::BOOLEAN AS is_current,
+                   * EXCLUDE ({key}, row_hash), NULL::VARCHAR AS run_id, NULL::TIMESTAMPTZ AS loaded_at,
+                   row_hash
+            FROM _versioned LIMIT 0
+            """
+        )
     existing = {row[0] for row in con.execute(f"DESCRIBE {target}").fetchall()}
     for name, dtype, *_ in con.execute("DESCRIBE _versioned").fetchall():
         if name not in existing:

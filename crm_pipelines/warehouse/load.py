@@ -7,6 +7,7 @@ tables exactly as they were.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -265,6 +266,25 @@ def column_comments(con: duckdb.DuckDBPyConnection, *, schema: str, table: str) 
         [schema, table],
     ).fetchall()
     return {str(name): (str(comment) if comment else None) for name, comment in rows}
+
+
+def create_view(con: duckdb.DuckDBPyConnection, *, schema: str, view: str, statement: str) -> bool:
+    """Run ``statement`` (a ``CREATE OR REPLACE VIEW`` of ``schema.view``) unless the view already has it.
+
+    The view's comment keeps the statement's md5, so a load that would define it again as it is runs
+    nothing (and a PostgreSQL warehouse does not publish it for that). Returns whether it ran.
+    """
+    stamp = f"definition md5 {hashlib.md5(statement.encode()).hexdigest()}"
+    row = con.execute(
+        "SELECT comment FROM duckdb_views() WHERE database_name = current_database() "
+        "AND schema_name = ? AND view_name = ?",
+        [schema, view],
+    ).fetchone()
+    if row is not None and row[0] == stamp:
+        return False
+    con.execute(statement)
+    con.execute(f"COMMENT ON VIEW {qualified(schema, view)} IS {quote_literal(stamp)}")
+    return True
 
 
 def newest_partition(con: duckdb.DuckDBPyConnection, target: str) -> str | None:

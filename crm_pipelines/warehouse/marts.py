@@ -24,7 +24,8 @@ class Mart:
     """A mart: its SQL model over core and its columns' descriptions.
 
     ``key``: the columns that identify a row (the model gives one row per key); with a key the mart is
-    merged by it, without one it is rebuilt in full each night.
+    merged by it, without one it is rebuilt in full each night. A merged mart keeps no row order (the
+    models have no ORDER BY, which would sort every row each night for nothing): order in the query.
     """
 
     name: str
@@ -59,7 +60,6 @@ MARTS = (
                 SELECT golden_account_id AS golden_id, count(*) AS contacts
                 FROM core.golden_contact GROUP BY golden_account_id
             ) AS c USING (golden_id)
-            ORDER BY account_id
         """,
         columns={
             "account_id": (
@@ -94,7 +94,6 @@ MARTS = (
                    g.email, g.phone, g.title, g.city, g.postal_code, g.country, g.sources,
                    g.record_count AS source_records
             FROM core.golden_contact AS g
-            ORDER BY contact_id
         """,
         columns={
             "contact_id": (
@@ -128,7 +127,6 @@ MARTS = (
                    h.industry, h.vat_number, h.annual_revenue, h.sources, h.record_count AS source_records,
                    h.run_id, h.loaded_at
             FROM core.golden_account_history AS h
-            ORDER BY account_id, valid_from
         """,
         columns={
             "account_id": "Golden account id (dim_account.account_id); one row per version of it.",
@@ -169,7 +167,6 @@ MARTS = (
                    h.city, h.postal_code, h.country, h.sources, h.record_count AS source_records,
                    h.run_id, h.loaded_at
             FROM core.golden_contact_history AS h
-            ORDER BY contact_id, valid_from
         """,
         columns={
             "contact_id": "Golden contact id (dim_contact.contact_id); one row per version of it.",
@@ -208,7 +205,6 @@ MARTS = (
             FROM core.opportunity AS f {ACCOUNT_OF}
             LEFT JOIN core.opportunity AS m ON m.record_id = f.mirrors_record_id
             LEFT JOIN core.xref_identity AS mx ON mx.record_id = m.account_record_id AND mx.entity = 'account'
-            ORDER BY opportunity_id
         """,
         columns={
             "opportunity_id": "Opportunity id: `<source>:<id in the CRM>`.",
@@ -242,7 +238,6 @@ MARTS = (
             FROM core.sales_order AS f {ACCOUNT_OF}
             LEFT JOIN core.order_links AS ol ON ol.order_record_id = f.record_id
             LEFT JOIN core.opportunity AS o ON o.record_id = ol.opportunity_record_id
-            ORDER BY sales_order_id
         """,
         columns={
             "sales_order_id": "Order id: `erp:<order id>`.",
@@ -275,7 +270,6 @@ MARTS = (
                 SELECT invoice_number, sum(amount) AS amount_paid FROM core.payment
                 WHERE NOT coalesce(is_deleted, false) GROUP BY invoice_number
             ) AS p USING (invoice_number)
-            ORDER BY invoice_id
         """,
         columns={
             "invoice_id": "Invoice id: `<source>:<id>`.",
@@ -316,7 +310,6 @@ MARTS = (
                    f.updated_at, coalesce(f.is_deleted, false) AS is_deleted
             FROM core.lead AS f
             LEFT JOIN core.xref_identity AS c ON c.record_id = f.contact_record_id AND c.entity = 'contact'
-            ORDER BY lead_id
         """,
         columns={
             "lead_id": "Lead id: `<source>:<id>` (a HubSpot lead is its contact's id).",
@@ -356,7 +349,6 @@ MARTS = (
                    f.updated_at, coalesce(f.is_deleted, false) AS is_deleted
             FROM core.support_case AS f {ACCOUNT_OF}
             LEFT JOIN core.xref_identity AS c ON c.record_id = f.contact_record_id AND c.entity = 'contact'
-            ORDER BY case_id
         """,
         columns={
             "case_id": "Case id: `<source>:<id>` (a CRM case or a service-desk ticket).",

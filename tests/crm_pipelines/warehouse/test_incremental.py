@@ -12,6 +12,8 @@ re-run of D+1 must change nothing.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -29,6 +31,7 @@ from crm_pipelines.identity.outputs import identity_files
 from crm_pipelines.mapping.stage import staging_folder
 from crm_pipelines.sql import qualified, quote_ident
 from crm_pipelines.warehouse import core as core_module
+from crm_pipelines.warehouse import written
 from crm_pipelines.warehouse.connection import Warehouse, open_warehouse
 from crm_pipelines.warehouse.core import load_fact, load_identity, load_order_links
 from crm_pipelines.warehouse.history import load_golden_history
@@ -95,6 +98,10 @@ NIGHT_D: dict[str, list[dict[str, Any]]] = {
         contact("salesforce:C2", "kim@beta.de", "salesforce:S2", first_name="Kim"),
         contact("hubspot:H2", "kim.b@beta.de", "salesforce:S2", first_name="Kim"),
         contact("salesforce:C3", "lou@gamma.de", "salesforce:S3", first_name="Lou"),
+        contact("salesforce:C5", "sam@quiet.de", "salesforce:Q0", first_name="Sam"),
+        contact(
+            "salesforce:C6", "sam@quiet.de", "salesforce:Q0", first_name="Sam", updated_at=T0 - timedelta(1)
+        ),
         *(contact(f"salesforce:QC{i}", f"q{i}@quiet.de", f"salesforce:Q{i}") for i in range(5)),
     ],
     "opportunity": [
@@ -123,6 +130,11 @@ NIGHT_D1: dict[str, list[dict[str, Any]]] = {
         contact("salesforce:C2", "kim@beta.de", "salesforce:S2", first_name="Kim"),
         contact("hubspot:H2", "kim@beta.de", "salesforce:S2", first_name="Kim"),  # merges into C2
         contact("salesforce:C4", "dee@delta.de", "salesforce:S4", first_name="Dee"),  # new
+        # Sam's two records swap ages: the same golden row, but every field now from C6.
+        contact(
+            "salesforce:C5", "sam@quiet.de", "salesforce:Q0", first_name="Sam", updated_at=T0 - timedelta(1)
+        ),
+        contact("salesforce:C6", "sam@quiet.de", "salesforce:Q0", first_name="Sam"),
         *(contact(f"salesforce:QC{i}", f"q{i}@quiet.de", f"salesforce:Q{i}") for i in range(5)),
     ],
     "opportunity": [
@@ -165,21 +177,40 @@ class Lake:
         )
 
 
-def load_night(lake: Lake, warehouse: Warehouse, night: str) -> dict[str, Any]:
+UNKNOWN = "a statement the query log cannot place"
+
+
+class Written:
+    """The tables the loads' statements wrote (from DuckDB's query log, as the PostgreSQL publish reads it)."""
+
+    def __init__(self) -> None:
+        self.tables: set[str] = set()
+
+    @contextmanager
+    def transaction(self, warehouse: Warehouse) -> Iterator[duckdb.DuckDBPyConnection]:
+        with warehouse.transaction() as con:
+            written.enable(con)
+            yield con
+            tables = written.written_tables(con)
+            self.tables |= {UNKNOWN} if tables is None else tables  # then PostgreSQL checks every table
+
+
+def load_night(lake: Lake, warehouse: Warehouse, night: str, log: Written | None = None) -> dict[str, Any]:
     """The nightly loads, one transaction each, as the assets run them; every step's counts."""
+    log = log or Written()
     counts: dict[str, Any] = {}
-    with warehouse.transaction() as con:
+    with log.transaction(warehouse) as con:
         counts["identity"] = load_identity(
             con, lake_dir=lake.root, partition=night, run_id=f"run-{night}", log=logging.getLogger(__name__)
         )
     for entity in ("opportunity", "sales_order"):
-        with warehouse.transaction() as con:
+        with log.transaction(warehouse) as con:
             load_fact(con, lake_dir=lake.root, entity=entity, partition=night, run_id=f"run-{night}")
-    with warehouse.transaction() as con:
+    with log.transaction(warehouse) as con:
         counts["order_links"] = load_order_links(con)
     for mart in MARTS:
         if all(d in {"identity", "opportunity", "sales_order", "order_links"} for d in mart.deps):
-            with warehouse.transaction() as con:
+            with log.transaction(warehouse) as con:
                 counts[mart.name] = merge_mart(con, mart)
     return counts
 
@@ -272,10 +303,12 @@ def test_the_merged_night_equals_a_full_rebuild_and_writes_only_the_changed_keys
     assert (identity["golden_contact_inserted"], identity["golden_contact_updated"]) == (1, 2)
     assert identity["golden_contact_deleted"] == 2
     # Crosswalk: Beta's and Kim's records under their surviving ids (the survivor's own row changes too:
-    # matched by a rule now), Gamma's and Lou's records gone, Delta's and Dee's new.
-    assert (identity["xref_identity_inserted"], identity["xref_identity_updated"]) == (2, 3)
+    # matched by a rule now), Sam's survivor swapped, Gamma's and Lou's records gone, Delta's and Dee's new.
+    assert (identity["xref_identity_inserted"], identity["xref_identity_updated"]) == (2, 5)
     assert identity["xref_identity_deleted"] == 2
     assert identity["account_versions_opened"] == 3
+    # Pat, Kim, Dee, and Sam: whose golden row was not written, but whose fields another record supplies.
+    assert identity["contact_versions_opened"] == 4
     assert counts["order_links"]["orders_inserted"] == 1  # O3
     assert counts["order_links"]["orders_updated"] == 1  # O2 now points to 006A
     assert counts["order_links"]["orders_deleted"] == 0
@@ -295,8 +328,17 @@ def test_a_rerun_of_the_merged_night_writes_nothing(nights: tuple[Lake, Warehous
     load_night(lake, warehouse, D1)
     before = tables(warehouse)
 
-    counts = load_night(lake, warehouse, D1)
+    log = Written()
+    counts = load_night(lake, warehouse, D1, log)
 
+    # No statement wrote a core table the merge keeps, a mart or a masked table: PostgreSQL gets nothing.
+    kept = {
+        "core.golden_account", "core.golden_contact", "core.xref_identity", "core.golden_account_history",
+        "core.golden_contact_history", "core.golden_field_lineage", "core.golden_id_history",
+        "core.golden_id_current", "core.order_links",
+    }  # fmt: skip
+    assert log.tables & (kept | {UNKNOWN}) == set()
+    assert {t for t in log.tables if t.startswith(("marts.", "analyst."))} == set()
     with warehouse.read() as reader:
         loaded_at = reader.execute(
             "SELECT count(DISTINCT loaded_at) FROM core.golden_account_history"
