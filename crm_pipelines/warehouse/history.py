@@ -9,9 +9,11 @@ valid_to``; the current one has ``valid_to`` null. The history is keyed by golde
 keeps from night to night; a golden id merged into another or gone closes its version
 (``core.golden_id_current`` says where a merged id went).
 
-``core.golden_field_lineage`` (a view) turns the versions into one row per golden field and stretch of
-nights it kept the same value from the same source record: which source record, system and id
-supplied it, since which night, loaded by which run and when.
+``core.golden_field_lineage`` turns the versions into one row per golden field and stretch of nights
+it kept the same value from the same source record: which source record, system and id supplied it,
+since which night, loaded by which run and when. It is a table kept by the identity load, recomputed
+for the golden ids whose versions the night may have touched and merged (a view, it had to be
+computed whole by every reader and by every publish to PostgreSQL).
 
 Both are written inside the identity load's transaction (:func:`crm_pipelines.warehouse.core.load_identity`).
 """
@@ -19,6 +21,7 @@ Both are written inside the identity load's transaction (:func:`crm_pipelines.wa
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -28,7 +31,7 @@ from crm_pipelines.canonical import SURVIVOR_FIELDS
 from crm_pipelines.lake import LakePath, scan_parquet
 from crm_pipelines.sql import qualified, quote_ident, quote_literal
 from crm_pipelines.warehouse.connection import table_exists
-from crm_pipelines.warehouse.load import create_view
+from crm_pipelines.warehouse.load import Merged, ScopeError, merge_table
 
 __all__ = ["HISTORIES", "GoldenHistory", "load_golden_history", "record_versions"]
 
@@ -83,6 +86,9 @@ def load_golden_history(
         Versions opened and closed on this night, per entity.
     """
     counts: dict[str, int] = {}
+    # The golden ids whose versions this night may change, per entity; None: every id may have.
+    con.execute("CREATE OR REPLACE TEMP TABLE _lineage_ids (entity VARCHAR, golden_id VARCHAR)")
+    scoped = True
     for history in HISTORIES:
         if field_sources.exists():
             supplied = (
@@ -116,12 +122,65 @@ def load_golden_history(
             run_id=run_id,
             only=only,
         )
-        if only is not None:
+        if only is None:
+            scoped = False
+        else:
+            con.execute(
+                f"INSERT INTO _lineage_ids SELECT DISTINCT ?, golden_id FROM {only}", [history.entity]
+            )
             con.execute(f"DROP TABLE {only}")
         counts[f"{history.entity}_versions_opened"] = opened
         counts[f"{history.entity}_versions_closed"] = closed
-    create_view(con, schema="core", view="golden_field_lineage", statement=_lineage_view(con))
+    lineage = load_lineage(con, scoped=scoped)
+    con.execute("DROP TABLE _lineage_ids")
+    counts.update(lineage.counts("lineage_rows"))
     return counts
+
+
+LINEAGE = "golden_field_lineage"
+LINEAGE_KEY = ("entity", "golden_id", "field", "valid_from")
+
+
+def load_lineage(con: duckdb.DuckDBPyConnection, *, scoped: bool) -> Merged:
+    """Bring ``core.golden_field_lineage`` in line with the history tables.
+
+    ``scoped``: only the golden ids in ``_lineage_ids`` (``entity``, ``golden_id``) may have versions that
+    changed, so only their rows are recomputed and merged; every other id's rows are the ones its
+    unchanged versions give. It is recomputed whole when not scoped, when the table does not exist
+    yet (or is the view it used to be), or when its definition changed (the table's comment keeps the
+    md5 of the query it was computed with: a new survivor field, or a change to this code).
+    """
+    target = qualified("core", LINEAGE)
+    definition = _lineage_sql(con, scoped=False)
+    stamp = f"definition md5 {hashlib.md5(definition.encode()).hexdigest()}"
+    view = con.execute(
+        "SELECT count(*) FROM duckdb_views() WHERE database_name = current_database() "
+        "AND schema_name = 'core' AND view_name = ?",
+        [LINEAGE],
+    ).fetchone()
+    if view and view[0]:
+        con.execute(f"DROP VIEW {target}")
+    held = con.execute(
+        "SELECT comment FROM duckdb_tables() WHERE database_name = current_database() "
+        "AND schema_name = 'core' AND table_name = ?",
+        [LINEAGE],
+    ).fetchone()
+    if scoped and held is not None and held[0] == stamp:
+        try:
+            return merge_table(
+                con,
+                schema="core",
+                table=LINEAGE,
+                select_sql=_lineage_sql(con, scoped=True),
+                key=LINEAGE_KEY,
+                scope="(entity, golden_id) IN (SELECT entity, golden_id FROM _lineage_ids)",
+            )
+        except ScopeError:
+            pass  # recomputed whole below
+    merged = merge_table(con, schema="core", table=LINEAGE, select_sql=definition, key=LINEAGE_KEY)
+    if held is None or held[0] != stamp or merged.rebuilt:
+        con.execute(f"COMMENT ON TABLE {target} IS {quote_literal(stamp)}")
+    return merged
 
 
 def _candidates(
@@ -302,8 +361,11 @@ def _create_or_extend(con: duckdb.DuckDBPyConnection, table: str) -> None:
             con.execute(f"ALTER TABLE {target} ADD COLUMN {quote_ident(name)} {dtype}")
 
 
-def _lineage_view(con: duckdb.DuckDBPyConnection) -> str:
-    """``core.golden_field_lineage``: per golden field, each stretch of nights with one value from one record."""
+def _lineage_sql(con: duckdb.DuckDBPyConnection, *, scoped: bool) -> str:
+    """``core.golden_field_lineage``: per golden field, each stretch of nights with one value from one record.
+
+    ``scoped``: only the golden ids in ``_lineage_ids`` (each id's rows come from its own versions only).
+    """
     versions = []
     for history in HISTORIES:
         present = {
@@ -314,17 +376,21 @@ def _lineage_view(con: duckdb.DuckDBPyConnection) -> str:
             f"{{'field': {quote_literal(name)}, 'value': CAST(h.{quote_ident(name)} AS VARCHAR)}}"
             for name in fields
         )
+        only = (
+            f" WHERE h.golden_id IN (SELECT golden_id FROM _lineage_ids WHERE entity = {quote_literal(history.entity)})"
+            if scoped
+            else ""
+        )
         versions.append(
             f"""
             SELECT {quote_literal(history.entity)} AS entity, golden_id, f.field, f.value,
                    CASE WHEN f.value IS NOT NULL THEN supplied_by[f.field] END AS record_id,
                    valid_from, valid_to, is_current, run_id, loaded_at
-            FROM (SELECT h.*, unnest([{entries}]) AS f FROM {qualified("core", history.table)} AS h)
+            FROM (SELECT h.*, unnest([{entries}]) AS f FROM {qualified("core", history.table)} AS h{only})
             """
         )
     union = " UNION ALL ".join(versions)
     return f"""
-        CREATE OR REPLACE VIEW core.golden_field_lineage AS
         WITH versions AS ({union}),
         marked AS (
             SELECT *,

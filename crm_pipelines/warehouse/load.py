@@ -146,6 +146,10 @@ class Merged:
         }
 
 
+class ScopeError(Exception):
+    """A scoped :func:`merge_table` found a table it can only replace in full."""
+
+
 MERGE_CHANGES = "_merge_changes"  # the temporary table merge_table leaves its written keys in
 
 
@@ -158,6 +162,7 @@ def merge_table(
     key: Sequence[str],
     params: Sequence[object] = (),
     changes: str = MERGE_CHANGES,
+    scope: str | None = None,
 ) -> Merged:
     """Bring a table to the rows of a SELECT by writing only the keys whose row differs.
 
@@ -172,6 +177,10 @@ def merge_table(
     The keys written stay in the temporary table ``changes`` (key columns and ``change``: insert,
     update or delete), for the caller to follow up on; after a full replace it lists every key of both
     sides (as insert, and delete for the keys the table held).
+
+    With ``scope`` (a condition on the key columns) only the rows it holds are compared: the SELECT
+    gives tonight's rows of that scope, every other row stays. A scoped merge cannot replace the
+    table in full: where it would have to, it raises :class:`ScopeError` (nothing written).
     """
     target = qualified(schema, table)
     keys = [quote_ident(k) for k in key]
@@ -182,16 +191,20 @@ def merge_table(
     columns = [str(row[0]) for row in wanted]
     key_list = ", ".join(keys)
     exists = table_exists(con, schema, table)
+    held = target if scope is None else f"(SELECT * FROM {target} WHERE {scope})"
     if (
         not exists
         or [row[:2] for row in con.execute(f"DESCRIBE {target}").fetchall()] != [row[:2] for row in wanted]
         or not _unique_keys(con, "_merge_new", keys)
-        or not _unique_keys(con, target, keys)
+        or not _unique_keys(con, held, keys)
     ):
-        held = f" UNION SELECT {key_list}, 'delete' FROM {target}" if exists else ""
+        if scope is not None:
+            con.execute("DROP TABLE _merge_new")
+            raise ScopeError(f"{target} cannot take a scoped merge: it must be replaced in full")
+        gone = f" UNION SELECT {key_list}, 'delete' FROM {target}" if exists else ""
         con.execute(
             f"CREATE OR REPLACE TEMP TABLE {changes} AS "
-            f"SELECT DISTINCT {key_list}, 'insert' AS change FROM _merge_new{held}"
+            f"SELECT DISTINCT {key_list}, 'insert' AS change FROM _merge_new{gone}"
         )
         con.execute(f"CREATE OR REPLACE TABLE {target} AS SELECT * FROM _merge_new")
         con.execute("DROP TABLE _merge_new")
@@ -209,7 +222,7 @@ def merge_table(
         SELECT {", ".join(f"coalesce(n.{k}, o.{k}) AS {k}" for k in keys)},
                CASE WHEN o.{keys[0]} IS NULL THEN 'insert' WHEN n.{keys[0]} IS NULL THEN 'delete'
                     ELSE 'update' END AS change
-        FROM _merge_new AS n FULL JOIN {target} AS o ON {on}
+        FROM _merge_new AS n FULL JOIN {held} AS o ON {on}
         WHERE o.{keys[0]} IS NULL OR n.{keys[0]} IS NULL{f" OR {differs}" if differs else ""}
         """
     )

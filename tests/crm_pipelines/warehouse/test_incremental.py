@@ -409,3 +409,25 @@ def test_history_versions_on_the_merged_night(nights: tuple[Lake, Warehouse, War
         ("Acme GmbH", date(2026, 3, 1), date(2026, 3, 2)),
         ("Acme Holding GmbH", date(2026, 3, 2), None),
     ]
+
+
+def test_a_warehouse_holding_the_lineage_view_gets_the_lineage_table(
+    nights: tuple[Lake, Warehouse, Warehouse], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    lake, incremental, reference = nights
+    with incremental.transaction() as con:  # as a warehouse loaded before the lineage was a table
+        con.execute("DROP TABLE core.golden_field_lineage")
+        con.execute("CREATE VIEW core.golden_field_lineage AS SELECT 1 AS field")
+
+    load_night(lake, incremental, D1)
+    full_rebuild(reference, lake, D1, monkeypatch)
+
+    with incremental.read() as reader:
+        kind = reader.execute(
+            "SELECT table_type FROM information_schema.tables "
+            "WHERE table_schema = 'core' AND table_name = 'golden_field_lineage'"
+        ).fetchall()
+    assert kind == [("BASE TABLE",)]
+    lineage = tables(reference)["core.golden_field_lineage"]
+    assert tables(incremental)["core.golden_field_lineage"] == lineage
+    assert ("contact", "title", "Head of Purchasing") in {(r[0], r[2], r[3]) for r in lineage}
