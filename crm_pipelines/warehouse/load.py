@@ -175,8 +175,9 @@ def merge_table(
     order) differ from the SELECT's, or when a key is null or repeated on either side.
 
     The keys written stay in the temporary table ``changes`` (key columns and ``change``: insert,
-    update or delete), for the caller to follow up on; after a full replace it lists every key of both
-    sides (as insert, and delete for the keys the table held).
+    update or delete), for the caller to follow up on; after a full replace (``Merged.rebuilt``: every
+    key may have changed) it is empty. A table that does not exist yet is created straight from the
+    SELECT.
 
     With ``scope`` (a condition on the key columns) only the rows it holds are compared: the SELECT
     gives tonight's rows of that scope, every other row stays. A scoped merge cannot replace the
@@ -186,28 +187,30 @@ def merge_table(
     keys = [quote_ident(k) for k in key]
     if not keys:
         raise ValueError("merge_table needs a key")
+    key_list = ", ".join(keys)
+    no_changes = f"CREATE OR REPLACE TEMP TABLE {changes} AS SELECT {key_list}, 'insert' AS change FROM {target} LIMIT 0"
+    if not table_exists(con, schema, table):
+        if scope is not None:
+            raise ScopeError(f"{target} cannot take a scoped merge: it does not exist")
+        con.execute(f"CREATE TABLE {target} AS {select_sql}", list(params))
+        con.execute(no_changes)
+        rows = _count(con, f"SELECT count(*) FROM {target}")
+        return Merged(rows=rows, inserted=rows, updated=0, deleted=0, rebuilt=True)
     con.execute(f"CREATE OR REPLACE TEMP TABLE _merge_new AS {select_sql}", list(params))
     wanted = con.execute("DESCRIBE _merge_new").fetchall()
     columns = [str(row[0]) for row in wanted]
-    key_list = ", ".join(keys)
-    exists = table_exists(con, schema, table)
     held = target if scope is None else f"(SELECT * FROM {target} WHERE {scope})"
     if (
-        not exists
-        or [row[:2] for row in con.execute(f"DESCRIBE {target}").fetchall()] != [row[:2] for row in wanted]
+        [row[:2] for row in con.execute(f"DESCRIBE {target}").fetchall()] != [row[:2] for row in wanted]
         or not _unique_keys(con, "_merge_new", keys)
         or not _unique_keys(con, held, keys)
     ):
         if scope is not None:
             con.execute("DROP TABLE _merge_new")
             raise ScopeError(f"{target} cannot take a scoped merge: it must be replaced in full")
-        gone = f" UNION SELECT {key_list}, 'delete' FROM {target}" if exists else ""
-        con.execute(
-            f"CREATE OR REPLACE TEMP TABLE {changes} AS "
-            f"SELECT DISTINCT {key_list}, 'insert' AS change FROM _merge_new{gone}"
-        )
         con.execute(f"CREATE OR REPLACE TABLE {target} AS SELECT * FROM _merge_new")
         con.execute("DROP TABLE _merge_new")
+        con.execute(no_changes)
         rows = _count(con, f"SELECT count(*) FROM {target}")
         return Merged(rows=rows, inserted=rows, updated=0, deleted=0, rebuilt=True)
     on = " AND ".join(f"n.{k} = o.{k}" for k in keys)
