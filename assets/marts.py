@@ -1,10 +1,10 @@
-"""Mart assets: one per model in crm_pipelines/warehouse/marts.py, rebuilt from core in one transaction."""
+"""Mart assets: one per model in crm_pipelines/warehouse/marts.py, merged from core in one transaction."""
 
 import dagster as dg
 
 from crm_pipelines.metadata import warehouse_column_schema
 from crm_pipelines.partitions import NIGHTLY_PARTITIONS
-from crm_pipelines.warehouse.marts import MARTS, Mart, MissingCoreTable, build_mart
+from crm_pipelines.warehouse.marts import MARTS, Mart, MissingCoreTable, merge_mart
 from resources.lake import WarehouseResource
 
 
@@ -27,13 +27,21 @@ def _build_mart(mart: Mart) -> dg.AssetsDefinition:
     def _mart(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> dg.MaterializeResult[None]:
         with warehouse.get().transaction() as con:
             try:
-                rows = build_mart(con, mart)
+                merged = merge_mart(con, mart)
             except MissingCoreTable as exc:
                 raise dg.Failure(str(exc)) from exc
             # The built table's own types (decimals, dates, timestamps), shown in the UI.
             columns = warehouse_column_schema(con, schema="marts", table=mart.name, descriptions=mart.columns)
         return dg.MaterializeResult(
-            metadata={"dagster/row_count": dg.MetadataValue.int(rows), "dagster/column_schema": columns}
+            metadata={
+                "dagster/row_count": dg.MetadataValue.int(merged.rows),
+                "dagster/column_schema": columns,
+                # Only the keys whose row changed are written; a changed model rebuilds the mart.
+                "rows_inserted": dg.MetadataValue.int(merged.inserted),
+                "rows_updated": dg.MetadataValue.int(merged.updated),
+                "rows_deleted": dg.MetadataValue.int(merged.deleted),
+                "rebuilt": dg.MetadataValue.bool(merged.rebuilt),
+            }
         )
 
     return _mart

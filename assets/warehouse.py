@@ -153,6 +153,10 @@ def core_order_links(
         metadata={
             "dagster/row_count": dg.MetadataValue.int(counts["orders"]),
             "orders_linked_to_an_opportunity": dg.MetadataValue.int(counts["linked"]),
+            **{
+                f"orders_{change}": dg.MetadataValue.int(counts[f"orders_{change}"])
+                for change in ("inserted", "updated", "deleted")
+            },
         }
     )
 

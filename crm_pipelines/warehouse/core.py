@@ -18,14 +18,16 @@ from crm_pipelines.identity.references import KnownRecord, recognise
 from crm_pipelines.identity.review import load_review
 from crm_pipelines.lake import LakePath, has_parquet, parquet_glob, scan_parquet
 from crm_pipelines.mapping.stage import quality_quarantine_folder, staging_folder
+from crm_pipelines.warehouse.connection import table_exists
 from crm_pipelines.warehouse.deletes import load_deleted, soft_delete
-from crm_pipelines.warehouse.history import load_golden_history
+from crm_pipelines.warehouse.history import HISTORIES, load_golden_history
 from crm_pipelines.warehouse.load import (
+    create_view,
     merge_by_key,
+    merge_table,
     newest_partition,
     record_load_state,
     replace_partition,
-    replace_table,
 )
 from crm_pipelines.warehouse.quarantine import replace_quarantine
 
@@ -46,9 +48,13 @@ def load_identity(
     (``core.golden_id_history``, ``core.golden_id_current``).
 
     Core holds the current state: a partition older than the one core holds stays in staging only.
+    The golden records and the crosswalk are merged by key (:func:`~crm_pipelines.warehouse.load.merge_table`):
+    identity's files hold every golden record each night, and only the rows that differ from the ones
+    core holds are written; the history looks at those golden ids only.
 
     Returns:
-        Rows written per table.
+        Rows per table: staged and held, and for ``golden_account``, ``golden_contact`` and
+        ``xref_identity`` the rows held plus ``<table>_inserted``/``_updated``/``_deleted``.
     """
     files = identity_files(lake_dir, partition)
     counts: dict[str, int] = {}
@@ -74,17 +80,38 @@ def load_identity(
     if newest is not None and partition < newest:
         log.warning(f"core holds the newer partition {newest}; {partition} is kept in staging only")
         return counts
-    for name, path in (
-        ("golden_account", files.golden_account),
-        ("golden_contact", files.golden_contact),
-        ("xref_identity", files.xref),
+    # Merged by key: only the golden records and crosswalk rows that differ from last night's are written.
+    changed: dict[str, str] = {}  # table -> the temporary table of the keys its merge wrote
+    rebuilt: set[str] = set()
+    for name, path, key in (
+        ("golden_account", files.golden_account, ("golden_id",)),
+        ("golden_contact", files.golden_contact, ("golden_id",)),
+        ("xref_identity", files.xref, ("record_id", "entity")),
     ):
-        counts[name] = replace_table(
-            con, schema="core", table=name, select_sql=f"SELECT * FROM {scan_parquet(path)}"
+        merged = merge_table(
+            con,
+            schema="core",
+            table=name,
+            select_sql=f"SELECT * FROM {scan_parquet(path)}",
+            key=key,
+            changes=f"_changed_{name}",
         )
+        counts.update(merged.counts(name))
+        changed[name] = f"_changed_{name}"
+        if merged.rebuilt:
+            rebuilt.add(name)
     counts.update(
-        load_golden_history(con, field_sources=files.field_sources, partition=partition, run_id=run_id)
+        load_golden_history(
+            con,
+            field_sources=files.field_sources,
+            partition=partition,
+            run_id=run_id,
+            # A golden table replaced in full (new, or its columns changed): every record is compared.
+            changed={h.entity: changed[h.golden] for h in HISTORIES if h.golden not in rebuilt},
+        )
     )
+    for temp in changed.values():
+        con.execute(f"DROP TABLE {temp}")
     counts["match_review"] = load_review(con, path=files.review, partition=partition, run_id=run_id)
     counts["golden_id_history"] = load_golden_id_history(
         con, path=files.history, partition=partition, run_id=run_id
@@ -106,13 +133,13 @@ def load_golden_id_history(
     Returns:
         Events recorded.
     """
-    con.execute(HISTORY_DDL)
+    if not table_exists(con, "core", "golden_id_history"):  # IF NOT EXISTS would count as a write
+        con.execute(HISTORY_DDL)
     recorded = 0
     if path.exists():  # identity outputs written before ids were kept have no history file
-        before = _count(con, "SELECT count(*) FROM core.golden_id_history")
         con.execute(
             f"""
-            INSERT INTO core.golden_id_history BY NAME
+            CREATE OR REPLACE TEMP TABLE _new_events AS
             SELECT e.*, CAST(? AS VARCHAR) AS partition, CAST(? AS VARCHAR) AS run_id, now() AS recorded_at
             FROM {scan_parquet(path)} AS e
             WHERE NOT EXISTS (
@@ -123,8 +150,11 @@ def load_golden_id_history(
             """,
             [partition, run_id],
         )
-        recorded = _count(con, "SELECT count(*) FROM core.golden_id_history") - before
-    con.execute(GOLDEN_ID_CURRENT_VIEW)
+        recorded = _count(con, "SELECT count(*) FROM _new_events")
+        if recorded:
+            con.execute("INSERT INTO core.golden_id_history BY NAME SELECT * FROM _new_events")
+        con.execute("DROP TABLE _new_events")
+    create_view(con, schema="core", view="golden_id_current", statement=GOLDEN_ID_CURRENT_VIEW)
     return recorded
 
 
@@ -202,11 +232,12 @@ def load_order_links(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
 
     The reference was typed by whoever made the order, in whatever format
     (:func:`crm_pipelines.identity.references.recognise`); every order is listed with how it was
-    recognised (``unknown`` and ``ambiguous`` link to no opportunity). Rebuilt in full inside the
-    caller's transaction.
+    recognised (``unknown`` and ``ambiguous`` link to no opportunity). Every order is recognised again
+    (an opportunity added or gone can change what any reference points to), inside the caller's
+    transaction; only the orders whose link differs from the one the table holds are written.
 
     Returns:
-        Orders, and how many of them are linked.
+        Orders, how many of them are linked, and the orders inserted, updated and deleted.
     """
     orders = con.execute(
         "SELECT record_id, crm_opportunity_ref FROM core.sales_order WHERE NOT coalesce(is_deleted, false)"
@@ -226,12 +257,19 @@ def load_order_links(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
         schema=ORDER_LINKS,
     )
     con.register("order_links_input", links)  # gone with the load's connection
-    rows = replace_table(
-        con, schema="core", table="order_links", select_sql="SELECT * FROM order_links_input"
+    merged = merge_table(
+        con, schema="core", table="order_links", select_sql="SELECT * FROM order_links_input", key=KEY
     )
-    return {"orders": rows, "linked": sum(f.record_id is not None for f in found)}
+    return {
+        "orders": merged.rows,
+        "linked": sum(f.record_id is not None for f in found),
+        "orders_inserted": merged.inserted,
+        "orders_updated": merged.updated,
+        "orders_deleted": merged.deleted,
+    }
 
 
+KEY = ("order_record_id",)
 ORDER_LINKS = pa.schema(
     [
         ("order_record_id", pa.string()),

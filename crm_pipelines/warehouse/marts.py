@@ -1,7 +1,9 @@
-"""The marts analysts query: one SQL model each over core, rebuilt in one transaction, with column comments.
+"""The marts analysts query: one SQL model each over core, built in one transaction, with column comments.
 
 Each :class:`Mart` names the core tables it reads; :func:`build_mart` refuses to build it before they
-exist, so a partial night never leaves an empty mart behind.
+exist, so a partial night never leaves an empty mart behind. A mart with a ``key`` (one row per key) is
+merged: its model is computed in DuckDB and only the rows that differ from the ones the mart holds are
+written, in the mart and in its masked table.
 """
 
 from __future__ import annotations
@@ -10,20 +12,28 @@ from dataclasses import dataclass
 
 import duckdb
 
-from crm_pipelines.privacy.masking import build_masked_view
+from crm_pipelines.privacy.masking import build_masked_view, merge_masked_view
 from crm_pipelines.warehouse.connection import table_exists
-from crm_pipelines.warehouse.load import comment_columns, replace_table
+from crm_pipelines.warehouse.load import MERGE_CHANGES, Merged, comment_columns, merge_table, replace_table
 
-__all__ = ["MARTS", "Mart", "MissingCoreTable", "build_mart"]
+__all__ = ["MARTS", "Mart", "MissingCoreTable", "build_mart", "merge_mart"]
 
 
 @dataclass(frozen=True)
 class Mart:
+    """A mart: its SQL model over core and its columns' descriptions.
+
+    ``key``: the columns that identify a row (the model gives one row per key); with a key the mart is
+    merged by it, without one it is rebuilt in full each night. A merged mart keeps no row order (the
+    models have no ORDER BY, which would sort every row each night for nothing): order in the query.
+    """
+
     name: str
     description: str
     deps: tuple[str, ...]
     sql: str
     columns: dict[str, str]
+    key: tuple[str, ...] = ()
 
 
 ACCOUNT_OF = """
@@ -50,7 +60,6 @@ MARTS = (
                 SELECT golden_account_id AS golden_id, count(*) AS contacts
                 FROM core.golden_contact GROUP BY golden_account_id
             ) AS c USING (golden_id)
-            ORDER BY account_id
         """,
         columns={
             "account_id": (
@@ -74,6 +83,7 @@ MARTS = (
             "erp_customer_id": "ERP customer id, when the customer exists in the ERP.",
             "contacts": "Number of golden contacts at this account.",
         },
+        key=("account_id",),
     ),
     Mart(
         name="dim_contact",
@@ -84,7 +94,6 @@ MARTS = (
                    g.email, g.phone, g.title, g.city, g.postal_code, g.country, g.sources,
                    g.record_count AS source_records
             FROM core.golden_contact AS g
-            ORDER BY contact_id
         """,
         columns={
             "contact_id": (
@@ -103,6 +112,7 @@ MARTS = (
             "sources": "Systems that hold this person, comma separated.",
             "source_records": "Number of source records merged into this golden record.",
         },
+        key=("contact_id",),
     ),
     Mart(
         name="dim_account_history",
@@ -117,7 +127,6 @@ MARTS = (
                    h.industry, h.vat_number, h.annual_revenue, h.sources, h.record_count AS source_records,
                    h.run_id, h.loaded_at
             FROM core.golden_account_history AS h
-            ORDER BY account_id, valid_from
         """,
         columns={
             "account_id": "Golden account id (dim_account.account_id); one row per version of it.",
@@ -143,6 +152,7 @@ MARTS = (
             "run_id": "Dagster run whose identity load opened this version.",
             "loaded_at": "When that load committed it (UTC).",
         },
+        key=("account_id", "valid_from"),
     ),
     Mart(
         name="dim_contact_history",
@@ -157,7 +167,6 @@ MARTS = (
                    h.city, h.postal_code, h.country, h.sources, h.record_count AS source_records,
                    h.run_id, h.loaded_at
             FROM core.golden_contact_history AS h
-            ORDER BY contact_id, valid_from
         """,
         columns={
             "contact_id": "Golden contact id (dim_contact.contact_id); one row per version of it.",
@@ -181,6 +190,7 @@ MARTS = (
             "run_id": "Dagster run whose identity load opened this version.",
             "loaded_at": "When that load committed it (UTC).",
         },
+        key=("contact_id", "valid_from"),
     ),
     Mart(
         name="fact_opportunity",
@@ -195,7 +205,6 @@ MARTS = (
             FROM core.opportunity AS f {ACCOUNT_OF}
             LEFT JOIN core.opportunity AS m ON m.record_id = f.mirrors_record_id
             LEFT JOIN core.xref_identity AS mx ON mx.record_id = m.account_record_id AND mx.entity = 'account'
-            ORDER BY opportunity_id
         """,
         columns={
             "opportunity_id": "Opportunity id: `<source>:<id in the CRM>`.",
@@ -216,6 +225,7 @@ MARTS = (
             "updated_at": "Last modified in the CRM (UTC).",
             "is_deleted": "Deleted in the CRM (kept as a soft delete).",
         },
+        key=("opportunity_id",),
     ),
     Mart(
         name="fact_sales_order",
@@ -228,7 +238,6 @@ MARTS = (
             FROM core.sales_order AS f {ACCOUNT_OF}
             LEFT JOIN core.order_links AS ol ON ol.order_record_id = f.record_id
             LEFT JOIN core.opportunity AS o ON o.record_id = ol.opportunity_record_id
-            ORDER BY sales_order_id
         """,
         columns={
             "sales_order_id": "Order id: `erp:<order id>`.",
@@ -243,6 +252,7 @@ MARTS = (
             "updated_at": "Last modified in the ERP (UTC).",
             "is_deleted": "Deleted in the ERP (kept as a soft delete).",
         },
+        key=("sales_order_id",),
     ),
     Mart(
         name="fact_invoice",
@@ -260,7 +270,6 @@ MARTS = (
                 SELECT invoice_number, sum(amount) AS amount_paid FROM core.payment
                 WHERE NOT coalesce(is_deleted, false) GROUP BY invoice_number
             ) AS p USING (invoice_number)
-            ORDER BY invoice_id
         """,
         columns={
             "invoice_id": "Invoice id: `<source>:<id>`.",
@@ -279,6 +288,7 @@ MARTS = (
             "status": "open, paid or cancelled, as the source says.",
             "is_deleted": "Deleted in the source (kept as a soft delete).",
         },
+        key=("invoice_id",),
     ),
     Mart(
         name="fact_lead_funnel",
@@ -300,7 +310,6 @@ MARTS = (
                    f.updated_at, coalesce(f.is_deleted, false) AS is_deleted
             FROM core.lead AS f
             LEFT JOIN core.xref_identity AS c ON c.record_id = f.contact_record_id AND c.entity = 'contact'
-            ORDER BY lead_id
         """,
         columns={
             "lead_id": "Lead id: `<source>:<id>` (a HubSpot lead is its contact's id).",
@@ -319,6 +328,7 @@ MARTS = (
             "updated_at": "Last modified in the source (UTC).",
             "is_deleted": "Deleted in the source (kept as a soft delete).",
         },
+        key=("lead_id",),
     ),
     Mart(
         name="fact_case",
@@ -339,7 +349,6 @@ MARTS = (
                    f.updated_at, coalesce(f.is_deleted, false) AS is_deleted
             FROM core.support_case AS f {ACCOUNT_OF}
             LEFT JOIN core.xref_identity AS c ON c.record_id = f.contact_record_id AND c.entity = 'contact'
-            ORDER BY case_id
         """,
         columns={
             "case_id": "Case id: `<source>:<id>` (a CRM case or a service-desk ticket).",
@@ -360,6 +369,7 @@ MARTS = (
             "updated_at": "Last modified in the source (UTC).",
             "is_deleted": "Deleted in the source (kept as a soft delete).",
         },
+        key=("case_id",),
     ),
 )
 
@@ -371,7 +381,19 @@ class MissingCoreTable(Exception):
 
 
 def build_mart(con: duckdb.DuckDBPyConnection, mart: Mart) -> int:
-    """Rebuild one mart inside the caller's transaction and comment its columns; returns its rows.
+    """Build one mart inside the caller's transaction (:func:`merge_mart`); returns its rows."""
+    return merge_mart(con, mart).rows
+
+
+def merge_mart(con: duckdb.DuckDBPyConnection, mart: Mart) -> Merged:
+    """Bring one mart and its masked table to its model inside the caller's transaction; comment its columns.
+
+    A mart with a key is merged (:func:`~crm_pipelines.warehouse.load.merge_table`): only the keys whose
+    row differs are written, and only theirs in ``analyst.<mart>``; the comments are written only where
+    they differ. It ends as a full rebuild would leave it. A mart without a key is rebuilt in full.
+
+    Returns:
+        Rows held and the keys inserted, updated and deleted (a rebuild counts every row inserted).
 
     Raises:
         MissingCoreTable: a core table it reads does not exist yet.
@@ -380,8 +402,15 @@ def build_mart(con: duckdb.DuckDBPyConnection, mart: Mart) -> int:
         for table in REQUIRED_CORE.get(dep, (dep,)):
             if not table_exists(con, "core", table):
                 raise MissingCoreTable(f"core.{table} does not exist yet: load core/{dep} first")
-    rows = replace_table(con, schema="marts", table=mart.name, select_sql=mart.sql)
+    if mart.key:
+        merged = merge_table(con, schema="marts", table=mart.name, select_sql=mart.sql, key=mart.key)
+    else:
+        rows = replace_table(con, schema="marts", table=mart.name, select_sql=mart.sql)
+        merged = Merged(rows=rows, inserted=rows, updated=0, deleted=0, rebuilt=True)
     comment_columns(con, schema="marts", table=mart.name, descriptions=mart.columns)
     # The analysts' view of it, personal data masked as declared (crm_pipelines/privacy/masking.py).
-    build_masked_view(con, mart=mart.name, descriptions=mart.columns)
-    return rows
+    if merged.rebuilt:
+        build_masked_view(con, mart=mart.name, descriptions=mart.columns)
+    else:
+        merge_masked_view(con, mart=mart.name, descriptions=mart.columns, key=mart.key, changes=MERGE_CHANGES)
+    return merged
