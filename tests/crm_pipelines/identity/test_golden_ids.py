@@ -18,26 +18,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from crm_pipelines import canonical
-from crm_pipelines.identity import ResolutionStats, parse_match_rules, resolve_entities
+from crm_pipelines.identity import ResolutionStats, resolve_entities
 from crm_pipelines.identity.golden_ids import previous_ids
 from crm_pipelines.identity.outputs import identity_files
 from crm_pipelines.warehouse.connection import Warehouse
 from crm_pipelines.warehouse.core import load_identity
+from tests.crm_pipelines.match_by_key import RULES
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
-# One rule per entity, so a test decides the clusters by the VAT number or e-mail it gives a record.
-RULES = parse_match_rules(
-    text="""
-    account:
-      rules:
-        - name: same_vat
-          block: [vat_number]
-    contact:
-      rules:
-        - name: same_email
-          block: [email]
-    """
-)
 
 
 def account(source_id: str, vat: str | None, **fields: Any) -> dict[str, Any]:

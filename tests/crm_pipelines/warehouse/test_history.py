@@ -17,26 +17,15 @@ import pyarrow.parquet as pq
 import pytest
 
 from crm_pipelines import canonical
-from crm_pipelines.identity import parse_match_rules, resolve_entities
+from crm_pipelines.identity import resolve_entities
 from crm_pipelines.identity.golden_ids import previous_ids
 from crm_pipelines.identity.outputs import identity_files
 from crm_pipelines.warehouse.connection import open_warehouse
 from crm_pipelines.warehouse.core import load_identity
 from crm_pipelines.warehouse.marts import MARTS, build_mart
+from tests.crm_pipelines.match_by_key import RULES
 
 T0 = datetime(2026, 3, 1, tzinfo=UTC)
-RULES = parse_match_rules(
-    text="""
-    account:
-      rules:
-        - name: same_vat
-          block: [vat_number]
-    contact:
-      rules:
-        - name: same_email
-          block: [email]
-    """
-)
 MART = {m.name: m for m in MARTS}
 # The README's "as of" query.
 AS_OF = """

@@ -25,7 +25,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from crm_pipelines import canonical
-from crm_pipelines.identity import parse_match_rules, resolve_entities
+from crm_pipelines.identity import resolve_entities
 from crm_pipelines.identity.golden_ids import previous_ids
 from crm_pipelines.identity.outputs import identity_files
 from crm_pipelines.mapping.stage import staging_folder
@@ -38,21 +38,10 @@ from crm_pipelines.warehouse.history import load_golden_history
 from crm_pipelines.warehouse.marts import MARTS, merge_mart
 from crm_pipelines.warehouse.postgres import PostgresWarehouse
 from crm_pipelines_sandbox.postgres_server import PostgresServer
+from tests.crm_pipelines.match_by_key import RULES
 
 T0 = datetime(2026, 3, 1, tzinfo=UTC)
 D, D1 = "2026-03-01", "2026-03-02"
-RULES = parse_match_rules(
-    text="""
-    account:
-      rules:
-        - name: same_vat
-          block: [vat_number]
-    contact:
-      rules:
-        - name: same_email
-          block: [email]
-    """
-)
 # Compared in every table but these: when a load ran (now()) and PostgreSQL's row key.
 SKIPPED = {"loaded_at", "recorded_at", "_row_key"}
 
