@@ -65,6 +65,16 @@ def _night(
         con.close()
 
 
+@pytest.fixture
+def lake(tmp_path: Path, people: tuple[pa.Table, pa.Table]) -> Path:
+    """A lake whose first night was staged and resolved in full."""
+    lake = tmp_path / "lake"
+    _stage(lake, D1, *people)
+    first = _night(lake, D1)
+    assert (first.account.mode, first.contact.mode) == ("full", "full")
+    return lake
+
+
 def _loaded(*folders: LakePath) -> PreviousIds:
     """What the warehouse holds once the identity outputs of ``folders`` were loaded, the last one last."""
     files = [IdentityFiles(f) for f in folders]
@@ -125,13 +135,9 @@ def _files(folder: LakePath) -> dict[str, LakePath]:
 
 
 def test_an_incremental_night_equals_a_full_resolution_with_the_same_weights(
-    tmp_path: Path, people: tuple[pa.Table, pa.Table]
+    tmp_path: Path, people: tuple[pa.Table, pa.Table], lake: Path
 ) -> None:
     accounts, contacts = people
-    lake = tmp_path / "lake"
-    _stage(lake, D1, accounts, contacts)
-    first = _night(lake, D1)
-    assert (first.account.mode, first.contact.mode) == ("full", "full")
     _stage(lake, D2, *_edited(accounts, contacts))
     previous = _loaded(identity_files(lake, D1).folder)
 
@@ -177,13 +183,7 @@ def test_an_incremental_night_equals_a_full_resolution_with_the_same_weights(
     assert not deleted & set(golden_of)
 
 
-def test_a_rerun_of_the_night_resolves_nothing_and_changes_nothing(
-    tmp_path: Path, people: tuple[pa.Table, pa.Table]
-) -> None:
-    accounts, contacts = people
-    lake = tmp_path / "lake"
-    _stage(lake, D1, accounts, contacts)
-    _night(lake, D1)
+def test_a_rerun_of_the_night_resolves_nothing_and_changes_nothing(lake: Path) -> None:
     before = {name: _rows(path) for name, path in _files(identity_files(lake, D1).folder).items()}
 
     again = _night(lake, D1, previous=_loaded(identity_files(lake, D1).folder))
@@ -197,12 +197,9 @@ def test_a_rerun_of_the_night_resolves_nothing_and_changes_nothing(
 
 
 def test_changed_declarations_stale_state_or_many_changes_resolve_in_full(
-    tmp_path: Path, people: tuple[pa.Table, pa.Table]
+    tmp_path: Path, people: tuple[pa.Table, pa.Table], lake: Path
 ) -> None:
     accounts, contacts = people
-    lake = tmp_path / "lake"
-    _stage(lake, D1, accounts, contacts)
-    _night(lake, D1)
     loaded = _loaded(identity_files(lake, D1).folder)
 
     rules = load_match_rules()
@@ -233,12 +230,8 @@ def test_changed_declarations_stale_state_or_many_changes_resolve_in_full(
 
 
 def test_a_run_that_fails_while_writing_leaves_no_state_to_start_from(
-    tmp_path: Path, people: tuple[pa.Table, pa.Table], monkeypatch: pytest.MonkeyPatch
+    lake: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    accounts, contacts = people
-    lake = tmp_path / "lake"
-    _stage(lake, D1, accounts, contacts)
-    _night(lake, D1)
     copy_to = resolve._copy_to
     written: list[str] = []
 
