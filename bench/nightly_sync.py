@@ -13,11 +13,11 @@ CRMs. Then ``--changed`` (default 0.01; 0 skips it) of the live contacts of ever
 title, stamped now, in the simulators' stores (:func:`crm_pipelines_sandbox.edits.edit_contacts`),
 and night D+1 (today) runs. The first run of a night after an initial load is no steady night: its
 extracts read back everything night D wrote into the CRMs (the simulators stamp writes with the wall
-clock, and no partition after today exists). So by default (``--settle``) night D+1 runs once before
-the edits, reading that echo, and the measured night is D+1 run again after them: its extracts read
-the edits and the echo of the settling run's own writes, and staging and identity build on the
-settling run (the ``rows read`` column shows how much each extract read); ``--no-settle`` measures
-the first night after the initial load instead. With an older ``--day`` the edits are stamped at noon
+clock, and no partition after today exists). So night D+1 runs ``--settle`` times (default 1)
+before the edits, reading that echo, and the measured night is D+1 run again after them: its
+extracts read the edits and the echo of the last settling run's own writes, and staging and identity
+build on that run (the ``rows read`` column shows how much each extract read); ``--settle 0``
+measures the first night after the initial load instead. With an older ``--day`` the edits are stamped at noon
 UTC of D+1, and night D's writes (stamped now) fall after D+1's window: its extracts miss them and
 its syncs send them again, so keep the default for figures.
 
@@ -370,10 +370,10 @@ def main() -> None:
     )
     parser.add_argument(
         "--settle",
-        action=argparse.BooleanOptionalAction,
-        default=True,
-        help="run night D+1 once before the edits, so the measured night is a steady one: D+1 run again "
-        "(default; --no-settle measures the first night after the initial load)",
+        type=int,
+        default=1,
+        help="runs of night D+1 before the edits, so the measured night is a steady one: D+1 run again "
+        "(default 1; 0 measures the first night after the initial load)",
     )
     parser.add_argument("--reference", action="store_true", help="also time DuckDB read_csv on the contacts")
     args = parser.parse_args()
@@ -406,7 +406,7 @@ def main() -> None:
     limits.clear_buckets()
     os.environ.update(box.start())
     changed: Night | None = None
-    settle: Night | None = None
+    settles: list[Night] = []
     edited: dict[str, int] = {}
     try:
         from crm_pipelines.definitions import defs
@@ -414,8 +414,8 @@ def main() -> None:
         job = defs().resolve_job_def("nightly_sync")
         rss_before = psutil.Process().memory_info().rss
         full = run_night(job, day)
-        if args.changed > 0 and args.settle:
-            settle = run_night(job, next_day)
+        if args.changed > 0:
+            settles = [run_night(job, next_day) for _ in range(args.settle)]
         if args.changed > 0:
             assert box.layout is not None
             at = (
@@ -439,10 +439,8 @@ def main() -> None:
         f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:,.0f} MiB after them"
     )
     report_night("full night", full, args.contacts)
-    if settle is not None:
-        report_night(
-            "settling night (D+1: reads back what night D wrote; not compared)", settle, args.contacts
-        )
+    for i, settle in enumerate(settles, 1):
+        report_night(f"settling run {i} of night D+1 (not compared)", settle, args.contacts)
     if changed is not None:
         report_night(f"changed night ({args.changed:.1%} of the contacts edited)", changed, args.contacts)
     report_steps(full, changed)
