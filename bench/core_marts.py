@@ -37,6 +37,7 @@ from crm_pipelines.identity import parse_match_rules, resolve_entities
 from crm_pipelines.identity.golden_ids import previous_ids
 from crm_pipelines.identity.outputs import identity_files
 from crm_pipelines.mapping.stage import staging_folder
+from crm_pipelines.sql import duckdb_type
 from crm_pipelines.warehouse import postgres
 from crm_pipelines.warehouse.connection import Warehouse
 from crm_pipelines.warehouse.core import load_fact, load_identity, load_order_links
@@ -118,7 +119,7 @@ def write_entity(
     exprs = []
     for field in schema:
         expr = overrides.get(field.name) or _column(field.name, field.type, entity, version)
-        exprs.append(f"CAST({expr} AS {_duck_type(field.type)}) AS {field.name}")
+        exprs.append(f"CAST({expr} AS {duckdb_type(field.type)}) AS {field.name}")
     keep = f"WHERE i % 997 <> 5 AND i < {rows + added}" if changed else f"WHERE i < {rows}"
     folder = staging_folder(lake, entity, night)
     folder.mkdir(parents=True, exist_ok=True)
@@ -126,20 +127,6 @@ def write_entity(
         f"COPY (SELECT {', '.join(exprs)} FROM range({rows + added}) r(i) {keep}) "
         f"TO '{folder}/part-0.parquet' (FORMAT parquet)"
     )
-
-
-def _duck_type(dtype: pa.DataType) -> str:
-    if pa.types.is_timestamp(dtype):
-        return "TIMESTAMPTZ"
-    if pa.types.is_date32(dtype):
-        return "DATE"
-    if pa.types.is_decimal(dtype):
-        return f"DECIMAL({dtype.precision}, {dtype.scale})"
-    if pa.types.is_integer(dtype):
-        return "INTEGER"
-    if pa.types.is_boolean(dtype):
-        return "BOOLEAN"
-    return "VARCHAR"
 
 
 def write_night(lake: Path, night: str, contacts: int, changed: float) -> None:
