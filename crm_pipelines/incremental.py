@@ -4,8 +4,11 @@ Every source kind that keeps a table in the lake (the CRM APIs, the ERP database
 come) lands ``raw/<source>/<dataset>/dt=D/`` as the whole object **as of D**, with a ``_deleted``
 flag, because staging, identity and reconciliation read that folder as a snapshot. How it gets there:
 
-1. :func:`latest_snapshot_before` finds the newest *complete* earlier snapshot: Parquet plus its
-   ``_watermark.json``, which is written last, so a folder a crashed run left behind is never a base.
+1. :meth:`SnapshotBuild.base` finds what to build on: the night's own last complete run when the
+   night is run again (moved aside to ``rerun/raw/...`` while the new one is written in its place),
+   else :func:`latest_snapshot_before`, the newest *complete* earlier snapshot. Complete means
+   Parquet plus its ``_watermark.json``, which is written last, so a folder a crashed run left behind
+   is never a base.
 2. :func:`plan_read` decides the read: **full** (no base, no cursor, or nothing sensible to read
    incrementally), **incremental** (every change since the earlier of what the base reached and the
    committed watermark, minus the declared lookback) or **delta** (follow the change-tracking link
@@ -40,6 +43,7 @@ from crm_pipelines.lake import (
     has_parquet,
     local_copy,
     move,
+    move_tree,
     parquet_glob,
     partition_dir,
     publish,
@@ -63,6 +67,7 @@ __all__ = [
     "merge_snapshot",
     "parse_watermark",
     "plan_read",
+    "rerun_root",
 ]
 
 SNAPSHOT_FILE = "part-0000.parquet"
@@ -108,6 +113,11 @@ def latest_snapshot_before(
         if pending is not None:
             return Snapshot(match.group(1), folder, pending)
     return None
+
+
+def rerun_root(lake_dir: LakePath) -> LakePath:
+    """Where a night's last run is kept while the night is extracted again (the lake's layout below it)."""
+    return lake_dir / "rerun"
 
 
 def parse_watermark(value: str, kind: CursorKind) -> dt.datetime | int | str:
@@ -173,7 +183,7 @@ def plan_read(
         return FULL
     if kind == "delta_link":
         # The base holds everything up to its own link: follow that one, not the newest committed
-        # one (an older partition run again rebuilds from its own base).
+        # one (an older partition run again builds on its own last run).
         link = base.pending.reached if base.pending.kind == "delta_link" else None
         return ReadPlan("delta", base=base, delta_link=link) if link else FULL
     # The increment must cover every change since the base was taken: start from what the base
@@ -214,10 +224,31 @@ class SnapshotBuild:
     """
 
     def __init__(self, *, lake_dir: LakePath, source: str, dataset: str, partition: str) -> None:
+        self.lake_dir = lake_dir
         self.source = source
         self.dataset = dataset
+        self.partition = partition
         self.raw = partition_dir(lake_dir, "raw", source, dataset, partition)
         self.increment = partition_dir(lake_dir, "increment", source, dataset, partition)
+        self.kept = partition_dir(rerun_root(lake_dir), "raw", source, dataset, partition)
+
+    def base(self) -> Snapshot | None:
+        """The snapshot this run builds on: the night's own last complete run, else an earlier night's.
+
+        A night run again reads only what changed since its last run, not the whole day since the
+        night before: that run's snapshot is moved aside (:func:`rerun_root`), since this run writes
+        in its place, and :meth:`finish` removes it. A run that dies in between leaves it there, still
+        the base of the next attempt; a complete snapshot in the night's folder is always the newer.
+        """
+        if has_parquet(self.raw) and read_pending(self.raw) is not None:
+            move_tree(self.raw, self.kept)
+        if has_parquet(self.kept):
+            pending = read_pending(self.kept)
+            if pending is not None:
+                return Snapshot(self.partition, self.kept, pending)
+        return latest_snapshot_before(
+            lake_dir=self.lake_dir, source=self.source, dataset=self.dataset, partition=self.partition
+        )
 
     @property
     def snapshot_file(self) -> LakePath:
@@ -294,6 +325,7 @@ class SnapshotBuild:
             source=self.source, dataset=self.dataset, since=since, reached=reached, kind=kind
         )
         write_pending(self.raw, pending)
+        remove_tree(self.kept)  # the night's earlier run this one built on, if it was
         return pending
 
 

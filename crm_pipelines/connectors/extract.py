@@ -22,7 +22,7 @@ import pyarrow as pa
 from crm_pipelines.connectors.engine import ExtractStats, SchemaDrift, parse_cursor
 from crm_pipelines.connectors.spec import SystemSpec
 from crm_pipelines.delete_guard import check_deletions
-from crm_pipelines.incremental import ReadPlan, SnapshotBuild, latest_snapshot_before, plan_read
+from crm_pipelines.incremental import ReadPlan, SnapshotBuild, plan_read
 from crm_pipelines.lake import LakePath
 from crm_pipelines.progress import ProgressLog
 
@@ -118,7 +118,7 @@ def extract_api_object(
     obj = api.spec().get_object(object_name)
     schema = api.output_schema(object_name=object_name)
     build = SnapshotBuild(lake_dir=lake_dir, source=source, dataset=dataset, partition=partition)
-    base = latest_snapshot_before(lake_dir=lake_dir, source=source, dataset=dataset, partition=partition)
+    base = build.base()
     tracked = obj.incremental.delta is not None
     plan = plan_read(
         base=base,

@@ -24,7 +24,6 @@ from crm_pipelines.incremental import (
     SNAPSHOT_FILE,
     CursorKind,
     SnapshotBuild,
-    latest_snapshot_before,
     plan_read,
 )
 from crm_pipelines.lake import DELETED, LakePath, connect, read_schema, scan_parquet
@@ -138,9 +137,7 @@ def extract_table(
     build = SnapshotBuild(lake_dir=lake_dir, source=source_name, dataset=dataset, partition=partition)
     kind: CursorKind | None = incremental.kind if incremental is not None else None
     plan = plan_read(
-        base=latest_snapshot_before(
-            lake_dir=lake_dir, source=source_name, dataset=dataset, partition=partition
-        ),
+        base=build.base(),
         committed=watermark,
         kind=kind,
         lookback_seconds=incremental.lookback_seconds if incremental is not None else 0,

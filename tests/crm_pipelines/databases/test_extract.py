@@ -1,6 +1,7 @@
 """Full and incremental extracts into the lake: snapshots, late rows inside the lookback, deletes, type changes."""
 
 import datetime as dt
+import shutil
 from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
@@ -145,3 +146,64 @@ def test_declarations_that_cannot_merge_are_refused() -> None:
         )
     assert DECLARED.incremental is not None
     assert DECLARED.incremental.lookback_seconds == 7200
+
+
+def test_a_night_run_again_reads_only_what_changed_since_its_last_run(tmp_path: Path) -> None:
+    engine = sa.create_engine(f"sqlite:///{tmp_path}/erp.db")
+    source = DatabaseSource(f"sqlite:///{tmp_path}/erp.db")
+    lake = tmp_path / "lake"
+    night = lake / "raw" / "erp" / "invoices" / "dt=2026-11-25"
+    ts = dt.datetime(2026, 11, 24, 12, 0)
+    run(engine, DDL)
+    for i in range(1, 6):
+        run(engine, "INSERT INTO invoices VALUES (:i, :a, :t)", i=i, a=f"{i}0.10", t=ts)
+    first = extract(source, lake, "2026-11-24", None)
+    run(
+        engine,
+        "UPDATE invoices SET amount = 99.99, updated_at = :t WHERE invoice_id = 2",
+        t=ts + dt.timedelta(hours=5),
+    )
+    run(engine, "INSERT INTO invoices VALUES (6, 60.60, :t)", t=ts + dt.timedelta(hours=10))
+    second = extract(source, lake, "2026-11-25", first.reached)
+    assert (second.base_partition, second.rows_read) == ("2026-11-24", 6)
+
+    # Run again, after one more row and a delete: it builds on its own last run, so it reads the 2h
+    # lookback before what that run reached (row 6) and the new row 7, not the day since the night before.
+    run(engine, "INSERT INTO invoices VALUES (7, 70.70, :t)", t=ts + dt.timedelta(hours=11))
+    run(engine, "DELETE FROM invoices WHERE invoice_id = 3")
+    again = extract(source, lake, "2026-11-25", second.reached)
+    assert (again.mode, again.base_partition, again.since) == (
+        "incremental",
+        "2026-11-25",
+        "2026-11-24T20:00:00+00:00",
+    )
+    assert again.rows_read == 2
+    expected = {
+        1: (Decimal("10.10"), False),
+        2: (Decimal("99.99"), False),
+        3: (Decimal("30.10"), True),
+        4: (Decimal("40.10"), False),
+        5: (Decimal("50.10"), False),
+        6: (Decimal("60.60"), False),
+        7: (Decimal("70.70"), False),
+    }
+    assert snapshot(lake, "2026-11-25") == expected
+
+    # A run that fails midway leaves no snapshot in the night's folder, and the run it built on stays
+    # the base of the next attempt, which ends the same as a rebuild from the night before.
+    run(engine, "ALTER TABLE invoices RENAME TO invoices_away")
+    with pytest.raises(SchemaMismatch, match="does not exist"):
+        extract(source, lake, "2026-11-25", again.reached)
+    assert read_pending(night) is None
+    run(engine, "ALTER TABLE invoices_away RENAME TO invoices")
+    retried = extract(source, lake, "2026-11-25", again.reached)
+    assert (retried.base_partition, retried.rows_read) == ("2026-11-25", 2)  # rows 6 and 7
+    assert snapshot(lake, "2026-11-25") == expected
+    assert not (lake / "rerun" / "raw" / "erp" / "invoices" / "dt=2026-11-25").exists()
+
+    shutil.rmtree(night)
+    rebuilt = extract(source, lake, "2026-11-25", first.reached)
+    assert rebuilt.base_partition == "2026-11-24"
+    assert snapshot(lake, "2026-11-25") == expected
+    source.close()
+    engine.dispose()
