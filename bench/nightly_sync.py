@@ -13,10 +13,15 @@ CRMs. Then ``--changed`` (default 0.01; 0 skips it) of the live contacts of ever
 title, stamped now, in the simulators' stores (:func:`crm_pipelines_sandbox.edits.edit_contacts`),
 and night D+1 (today) runs. The first run of a night after an initial load is no steady night: its
 extracts read back everything night D wrote into the CRMs (the simulators stamp writes with the wall
-clock, and no partition after today exists). So night D+1 runs ``--settle`` times (default 1)
-before the edits, reading that echo, and the measured night is D+1 run again after them: its
-extracts read the edits and the echo of the last settling run's own writes, and staging and identity
-build on that run (the ``rows read`` column shows how much each extract read); ``--settle 0``
+clock, and no partition after today exists). So night D+1 runs ``--settle`` times (default 2) before
+the edits, and the measured night is D+1 run again after them: a night run again builds on its last
+run, in the extracts as in staging and identity. Each read starts at the cursor the last run
+reached, less the object's lookback (up to 300 s); runs minutes apart would all read night D's
+write-back again, where nights a day apart start from the day's last edit. So before each settling
+run after the first the script waits out the longest lookback and edits a tenth of ``--changed``
+(the trickle), which moves the cursors on. The measured night then reads the edits, the trickle
+within the lookback and the last settling run's own writes (the ``rows read`` column shows how much
+each extract read); ``--settle 0``
 measures the first night after the initial load instead. With an older ``--day`` the edits are stamped at noon
 UTC of D+1, and night D's writes (stamped now) fall after D+1's window: its extracts miss them and
 its syncs send them again, so keep the default for figures.
@@ -36,12 +41,14 @@ changed night with the full night's: issue 13 asks for at most 10%.
 
 The data generation happens before and is reported apart. Peak memory (RSS) is sampled during each
 night. With ``--reference`` it also times DuckDB's own CSV reader loading night D's HubSpot contacts
-from one CSV, side by side.
+from one CSV, side by side. ``--profile FILE`` writes a cProfile of the changed night's steps (the
+run's thread, not the simulators').
 """
 
 from __future__ import annotations
 
 import argparse
+import cProfile
 import datetime as dt
 import json
 import logging
@@ -67,6 +74,7 @@ from measure import PeakRss  # bench/measure.py (the scripts run from bench/)
 from crm_pipelines import settings
 from crm_pipelines.connectors import limits
 from crm_pipelines.connectors.auth import clear_token_cache
+from crm_pipelines.connectors.spec import available_systems, load_system
 from crm_pipelines_sandbox.data import SandboxLayout
 from crm_pipelines_sandbox.edits import edit_contacts
 from crm_pipelines_sandbox.run import Sandbox
@@ -349,6 +357,31 @@ def report_groups(full: Night, changed: Night) -> None:
         print(f"{group:20} {int(n):6} {cpu_a:10.1f} {cpu_b:13.1f} {ratio:>12} {wall_a:11.1f} {wall_b:14.1f}")
 
 
+def longest_lookback() -> int:
+    """The longest lookback any declared CRM object reads again before its cursor, in seconds."""
+    return max(
+        obj.incremental.lookback_seconds
+        for name in available_systems()
+        for obj in load_system(name=name).objects.values()
+    )
+
+
+def trickle(box: Sandbox, share: float, *, seed: int) -> None:
+    """A quiet spell longer than any lookback, then a few edits: what moves the cursors on a real day.
+
+    An extract reads again from its last cursor minus the lookback, and the last cursor after the
+    first runs of D+1 is night D's write-back: runs minutes apart would read that echo every time,
+    where nights a day apart read the day's edits. Edits made once every lookback has passed move the
+    cursors past it.
+    """
+    assert box.layout is not None
+    quiet = longest_lookback() + 5
+    print(f"\nwaiting {quiet}s (the longest lookback and 5s), then a trickle of edits", flush=True)
+    time.sleep(quiet)
+    edited = edit_contacts(box.layout, share, dt.datetime.now(dt.UTC), seed=seed)
+    print(f"trickle: edited {sum(edited.values()):,} contacts ({share:.2%} of each CRM's)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--contacts", type=int, default=100_000)
@@ -371,11 +404,18 @@ def main() -> None:
     parser.add_argument(
         "--settle",
         type=int,
-        default=1,
+        default=2,
         help="runs of night D+1 before the edits, so the measured night is a steady one: D+1 run again "
-        "(default 1; 0 measures the first night after the initial load)",
+        "(default 2: the second after a quiet spell and a trickle of edits; 0 measures the first night "
+        "after the initial load)",
     )
     parser.add_argument("--reference", action="store_true", help="also time DuckDB read_csv on the contacts")
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        default=None,
+        help="write a cProfile of the changed night's run thread here (read it with python -m pstats)",
+    )
     args = parser.parse_args()
     zone = ZoneInfo(settings.current_timezone())
     today = dt.datetime.now(zone).date()
@@ -415,7 +455,10 @@ def main() -> None:
         rss_before = psutil.Process().memory_info().rss
         full = run_night(job, day)
         if args.changed > 0:
-            settles = [run_night(job, next_day) for _ in range(args.settle)]
+            for i in range(args.settle):
+                if i > 0:
+                    trickle(box, args.changed / 10, seed=args.seed + i)
+                settles.append(run_night(job, next_day))
         if args.changed > 0:
             assert box.layout is not None
             at = (
@@ -430,7 +473,13 @@ def main() -> None:
                 f"in {time.monotonic() - edit_started:.1f}s: "
                 + ", ".join(f"{system} {n:,}" for system, n in edited.items())
             )
+            profiler = cProfile.Profile() if args.profile else None
+            if profiler is not None:
+                profiler.enable()  # this thread: the steps, not the simulators' threads
             changed = run_night(job, next_day)
+            if profiler is not None:
+                profiler.disable()
+                profiler.dump_stats(args.profile)
     finally:
         box.stop()
 
