@@ -18,13 +18,13 @@ the edits, and the measured night is D+1 run again after them: a night run again
 run, in the extracts as in staging and identity. Each read starts at the cursor the last run
 reached, less the object's lookback (up to 300 s); runs minutes apart would all read night D's
 write-back again, where nights a day apart start from the day's last edit. So before each settling
-run after the first the script waits out the longest lookback and edits a tenth of ``--changed``
-(the trickle), which moves the cursors on. The measured night then reads the edits, the trickle
-within the lookback and the last settling run's own writes (the ``rows read`` column shows how much
-each extract read); ``--settle 0``
-measures the first night after the initial load instead. With an older ``--day`` the edits are stamped at noon
-UTC of D+1, and night D's writes (stamped now) fall after D+1's window: its extracts miss them and
-its syncs send them again, so keep the default for figures.
+run after the first the script waits out the longest lookback, saves one record of every object in
+every CRM unchanged and edits a tenth of ``--changed`` (the trickle), which moves the cursors on.
+The measured night then reads the edits, the trickle within the lookback and the last settling
+run's own writes (the ``rows read`` column shows how much each extract read); ``--settle 0``
+measures the first night after the initial load instead. With an older ``--day`` the edits are
+stamped at noon UTC of D+1, and night D's writes (stamped now) fall after D+1's window: its
+extracts miss them and its syncs send them again, so keep the default for figures.
 
 For each night it prints wall time; CPU time of the process (``resource.getrusage``, self and
 children, user + system), split into the simulators' share (the CRM simulators serve from threads of
@@ -76,7 +76,7 @@ from crm_pipelines.connectors import limits
 from crm_pipelines.connectors.auth import clear_token_cache
 from crm_pipelines.connectors.spec import available_systems, load_system
 from crm_pipelines_sandbox.data import SandboxLayout
-from crm_pipelines_sandbox.edits import edit_contacts
+from crm_pipelines_sandbox.edits import edit_contacts, touch_every_object
 from crm_pipelines_sandbox.run import Sandbox
 from crm_pipelines_sandbox.simulators.base import SimulatorServer
 
@@ -378,8 +378,13 @@ def trickle(box: Sandbox, share: float, *, seed: int) -> None:
     quiet = longest_lookback() + 5
     print(f"\nwaiting {quiet}s (the longest lookback and 5s), then a trickle of edits", flush=True)
     time.sleep(quiet)
-    edited = edit_contacts(box.layout, share, dt.datetime.now(dt.UTC), seed=seed)
-    print(f"trickle: edited {sum(edited.values()):,} contacts ({share:.2%} of each CRM's)")
+    now = dt.datetime.now(dt.UTC)
+    touched = touch_every_object(box.layout, now)
+    edited = edit_contacts(box.layout, share, now, seed=seed)
+    print(
+        f"trickle: saved {sum(touched.values()):,} records unchanged (one of each object in each CRM), "
+        f"edited {sum(edited.values()):,} contacts ({share:.2%} of each CRM's)"
+    )
 
 
 def main() -> None:

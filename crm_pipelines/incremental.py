@@ -16,7 +16,8 @@ flag, because staging, identity and reconciliation read that folder as a snapsho
 3. :class:`SnapshotBuild` writes a full read straight into the raw folder, or an incremental read
    into ``increment/<source>/<dataset>/dt=D/`` and merges it onto the base (newest row per key wins;
    keys missing from a keys-only read of the source stay, flagged deleted), then
-   :meth:`SnapshotBuild.finish` writes the marker with the cursor reached.
+   :meth:`SnapshotBuild.finish` writes the marker with the cursor reached and removes the increment
+   and the kept earlier run.
 
 The raw load advances ``ops.watermark`` from that marker in the transaction that commits the rows
 (:mod:`crm_pipelines.warehouse.watermarks`), so a run that fails before then leaves the watermark where
@@ -325,7 +326,10 @@ class SnapshotBuild:
             source=self.source, dataset=self.dataset, since=since, reached=reached, kind=kind
         )
         write_pending(self.raw, pending)
-        remove_tree(self.kept)  # the night's earlier run this one built on, if it was
+        # What the snapshot was built from goes: the night's earlier run, if this one built on it,
+        # and the increment, a second copy of the changed records (personal data among them).
+        remove_tree(self.kept)
+        remove_tree(self.increment)
         return pending
 
 
@@ -350,7 +354,9 @@ def merge_snapshot(
     Args:
         previous: The earlier snapshot (a folder of Parquet files, or one file).
         increment: The changes (a folder or a file). A key repeats within it only across passes
-            (live, then deleted): the row extracted last is the newer state.
+            (live, then deleted): the row extracted last is the newer state. A deletion of a key
+            the earlier snapshot does not hold (created and deleted in between, or gone before a
+            full read) leaves no row: a full read would not have it either.
         output: Parquet file to write (appears atomically).
         primary_key: Columns identifying a record.
         columns: Output columns in order; a column the earlier snapshot lacks (a newly declared
@@ -390,7 +396,9 @@ def merge_snapshot(
                 SELECT * FROM {_scan(previous)} AS p
                 WHERE NOT EXISTS (SELECT 1 FROM increment AS i WHERE {same_key})
                 UNION ALL BY NAME
-                SELECT * FROM increment
+                SELECT * FROM increment AS i
+                WHERE NOT coalesce(i.{deleted}, false)
+                   OR EXISTS (SELECT 1 FROM {_scan(previous)} AS p WHERE {same_key})
             ) AS m
             {keys_join}
         ) TO {quote_literal(str(tmp))} (FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE 122880)

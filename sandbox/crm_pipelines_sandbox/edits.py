@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import random
+from collections.abc import Callable, Collection, Mapping
 from contextlib import closing
 from datetime import datetime
 from typing import Any
@@ -22,7 +23,7 @@ from crm_pipelines_sandbox.data import SandboxLayout
 from crm_pipelines_sandbox.simulators import records, store
 from crm_pipelines_sandbox.systems import sandbox_crm, sandbox_crms
 
-__all__ = ["CONTACT_TITLES", "edit_contacts"]
+__all__ = ["CONTACT_TITLES", "edit_contacts", "edit_these_contacts", "touch_every_object"]
 
 # The job title field of a contact in each CRM's store (the mapping's ``title`` source). Zendesk keeps it
 # in the user's custom fields (``user_fields.job_title``).
@@ -65,6 +66,37 @@ def edit_contacts(layout: SandboxLayout, fraction: float, at: datetime, *, seed:
         Contacts edited, by system.
     """
     rng = random.Random(seed)
+    return _edit(layout, at, rng, lambda _, keys: _pick(keys, fraction, rng))
+
+
+def edit_these_contacts(
+    layout: SandboxLayout, ids: Mapping[str, Collection[str]], at: datetime, *, seed: int = 1
+) -> dict[str, int]:
+    """Give the named live contacts a new job title, edited at ``at``.
+
+    Args:
+        layout: The generated sandbox.
+        ids: Record ids as text, by system.
+        at: When the users made the edits.
+        seed: Which new titles.
+
+    Returns:
+        Contacts edited, by system.
+    """
+    return _edit(
+        layout,
+        at,
+        random.Random(seed),
+        lambda system, keys: [k for k in keys if str(k) in ids.get(system, ())],
+    )
+
+
+def _edit(
+    layout: SandboxLayout,
+    at: datetime,
+    rng: random.Random,
+    choose: Callable[[str, list[Any]], list[Any]],
+) -> dict[str, int]:
     edited: dict[str, int] = {}
     for system, path, table, key, live in (
         ("salesforce", layout.salesforce_store, "Contact", "Id", '"IsDeleted" = 0'),
@@ -76,7 +108,7 @@ def edit_contacts(layout: SandboxLayout, fraction: float, at: datetime, *, seed:
                 f'SELECT "{key}", "{column}" FROM "{table}" WHERE {live} ORDER BY rowid'
             ).fetchall()
         old = dict(rows)
-        chosen = _pick([r[0] for r in rows], fraction, rng)
+        chosen = choose(system, [r[0] for r in rows])
         # One touch per new title: each call is one transaction over its records.
         by_title: dict[str, list[str | int]] = {}
         for record_id in chosen:
@@ -96,7 +128,7 @@ def edit_contacts(layout: SandboxLayout, fraction: float, at: datetime, *, seed:
             ).fetchall()
             old = dict(rows)
             count = 0
-            for record_id in _pick([r[0] for r in rows], fraction, rng):
+            for record_id in choose(system, [r[0] for r in rows]):
                 value: object
                 if system == "zendesk":
                     fields = json.loads(str(old[record_id] or "{}"))
@@ -107,3 +139,50 @@ def edit_contacts(layout: SandboxLayout, fraction: float, at: datetime, *, seed:
                 count += records.update_rows(conn, info, table, [record_id], at=at, changes={column: value})
             edited[system] = count
     return edited
+
+
+def touch_every_object(layout: SandboxLayout, at: datetime) -> dict[str, int]:
+    """Save one live record of every object in every CRM at ``at``, values unchanged.
+
+    What a working day leaves in each object: its modified stamp moves on, so an incremental read of
+    the next night starts from there rather than from the last night's write-back.
+
+    Returns:
+        Records touched, by system.
+    """
+    touched: dict[str, int] = {}
+    for system, path, key, live in (
+        ("salesforce", layout.salesforce_store, "Id", '"IsDeleted" = 0'),
+        ("hubspot", layout.hubspot_store, "id", "archived = 0"),
+    ):
+        with closing(store.open_store(path, readonly=True)) as conn:
+            tables = [
+                name
+                for (name,) in conn.execute(
+                    "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE '\\_%' ESCAPE '\\' "
+                    "ORDER BY name"
+                )
+            ]
+            last = {
+                table: conn.execute(
+                    f'SELECT "{key}" FROM "{table}" WHERE {live} ORDER BY rowid DESC LIMIT 1'
+                ).fetchone()
+                for table in tables
+            }
+        touched[system] = sum(store.touch_records(path, t, [row[0]], at) for t, row in last.items() if row)
+    for system in sandbox_crms():
+        with closing(records.open_store(layout.crm_store(system))) as conn, conn:
+            info = records.store_info(conn)
+            count = 0
+            for name, obj in info.objects.items():
+                # A field set to its own value: an object without a modified field (SAP Business One
+                # stamps UpdateDate and UpdateTime itself) still moves its change stamps.
+                field = next(f.name for f in obj.fields if f.name != obj.key)
+                row = conn.execute(
+                    f'SELECT "{obj.key}", "{field}" FROM "{name}" WHERE _deleted_at IS NULL '
+                    "ORDER BY rowid DESC LIMIT 1"
+                ).fetchone()
+                if row:
+                    count += records.update_rows(conn, info, name, [row[0]], at=at, changes={field: row[1]})
+            touched[system] = count
+    return touched

@@ -1,5 +1,6 @@
 """Erasure on request: nothing of the person remains anywhere, and the next night keeps them out."""
 
+import datetime as dt
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -13,8 +14,13 @@ from psycopg import sql
 
 from crm_pipelines.cli import main
 from crm_pipelines.mapping.spec import load_mappings
+from crm_pipelines.partitions import partition_window
 from crm_pipelines.privacy.scrub import raw_key
+from crm_pipelines.settings import current_timezone
+from crm_pipelines_sandbox.edits import edit_these_contacts
 from crm_pipelines_sandbox.postgres_server import PostgresServer
+from crm_pipelines_sandbox.run import Sandbox
+from tests.crm_pipelines.privacy.conftest import DAY
 
 Connect = Callable[[], duckdb.DuckDBPyConnection]
 
@@ -226,7 +232,16 @@ def test_the_next_night_does_not_bring_them_back(
     run_nightly: Callable[[], dg.ExecuteInProcessResult],
     erased: Someone,
     warehouse_server: PostgresServer,
+    sandbox: Sandbox,
 ) -> None:
+    # The sources still hold them, and edit them late in the day: every record of theirs arrives.
+    assert sandbox.layout is not None
+    _, end = partition_window(DAY.isoformat(), current_timezone())
+    ids: dict[str, set[str]] = {}
+    for _, source, source_id in erased.records:
+        ids.setdefault(source, set()).add(source_id)
+    edited = edit_these_contacts(sandbox.layout, ids, end - dt.timedelta(minutes=1))
+    assert sum(edited.values()) == len(erased.records)
     night = run_nightly()
     assert night.success
     assert server_traces(warehouse_server, erased) == []
