@@ -20,7 +20,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from crm_pipelines.lake import DELETED, LakePath, connect, parquet_glob, scan_parquet, write_text
+from crm_pipelines.lake import DELETED, LakePath, parquet_glob, reader, scan_parquet, write_text
 from crm_pipelines.sql import quote_ident
 
 __all__ = ["DeleteGuardTripped", "Deletions", "check_deletions", "confirm_deletions", "confirmation_file"]
@@ -69,8 +69,7 @@ def count_deletions(*, previous: LakePath, new: LakePath, primary_key: Sequence[
     keys = ", ".join(quote_ident(k) for k in primary_key)
     deleted = quote_ident(DELETED)
     prev = scan_parquet(parquet_glob(previous) if previous.is_dir() else previous)
-    con = connect()
-    try:
+    with reader() as con:
         new_names = {d[0] for d in con.execute(f"SELECT * FROM {scan_parquet(new)} LIMIT 0").description}
         prev_names = {d[0] for d in con.execute(f"SELECT * FROM {prev} LIMIT 0").description}
         live_prev = f"WHERE NOT coalesce({deleted}, false)" if DELETED in prev_names else ""
@@ -83,8 +82,6 @@ def count_deletions(*, previous: LakePath, new: LakePath, primary_key: Sequence[
                    (SELECT count(*) FROM before ANTI JOIN after USING ({keys}))
             """
         ).fetchone()
-    finally:
-        con.close()
     assert row is not None
     return Deletions(live_before=int(row[0]), gone=int(row[1]))
 

@@ -48,6 +48,7 @@ from crm_pipelines.lake import (
     parquet_glob,
     partition_dir,
     publish,
+    reader,
     remove_tree,
     reset_dir,
     scan_parquet,
@@ -421,21 +422,15 @@ def merge_snapshot(
 
 
 def _has_column(path: LakePath, column: str) -> bool:
-    con = connect()
-    try:
+    with reader() as con:
         names = [d[0] for d in con.execute(f"SELECT * FROM {_scan(path)} LIMIT 0").description]
-    finally:
-        con.close()
     return column in names
 
 
 def live_rows(folder: LakePath) -> int:
     """Rows of a snapshot not flagged deleted."""
-    con = connect()
-    try:
+    with reader() as con:
         row = con.execute(
             f"SELECT count(*) FILTER (WHERE NOT coalesce({quote_ident(DELETED)}, false)) FROM {_scan(folder)}"
         ).fetchone()
-    finally:
-        con.close()
     return int(row[0]) if row else 0

@@ -118,6 +118,28 @@ def connect(database: str = ":memory:", **kwargs: Any) -> duckdb.DuckDBPyConnect
     return register_lake(duckdb.connect(database, **kwargs))
 
 
+_READERS = threading.local()
+
+
+@contextmanager
+def reader() -> Iterator[duckdb.DuckDBPyConnection]:
+    """A connection for a query over the lake (or registered Arrow data) that creates nothing and sets nothing.
+
+    A new DuckDB database costs about 12 ms of CPU, more than a count over a snapshot does, and a
+    night asks hundreds of these. Each thread keeps one in-memory database; every reader is a cursor
+    on it: its own connection, transaction and registered views, but the catalog and the settings
+    are the database's. So a caller that creates tables or changes a setting uses :func:`connect`.
+    """
+    base: duckdb.DuckDBPyConnection | None = getattr(_READERS, "con", None)
+    if base is None:
+        base = _READERS.con = duckdb.connect()
+    cursor = register_lake(base.cursor())
+    try:
+        yield cursor
+    finally:
+        cursor.close()
+
+
 def partition_dir(lake_dir: LakePath, layer: str, source: str, dataset: str, partition: str) -> LakePath:
     """Folder of one dataset's partition, e.g. ``lake/raw/salesforce/contacts/dt=2026-11-25``."""
     return lake_dir / layer / source / dataset / f"dt={partition}"

@@ -26,7 +26,7 @@ from crm_pipelines.incremental import (
     SnapshotBuild,
     plan_read,
 )
-from crm_pipelines.lake import DELETED, LakePath, connect, read_schema, scan_parquet
+from crm_pipelines.lake import DELETED, LakePath, read_schema, reader, scan_parquet
 from crm_pipelines.sources import Dataset, Incremental
 from crm_pipelines.sql import quote_ident
 
@@ -79,13 +79,10 @@ def _cursor_text(value: object, kind: str) -> str | None:
 
 def _max_cursor(file: LakePath, incremental: Incremental) -> str | None:
     """The highest cursor in a Parquet file, as stored in ops.watermark."""
-    con = connect()
-    try:
+    with reader() as con:
         row = con.execute(
             f"SELECT max({quote_ident(incremental.cursor)}) FROM {scan_parquet(file)}"
         ).fetchone()
-    finally:
-        con.close()
     return _cursor_text(row[0] if row else None, incremental.kind)
 
 

@@ -44,6 +44,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from crm_pipelines.canonical import ENTITIES, QUARANTINE
+from crm_pipelines.lake import reader
 from crm_pipelines.quality.rules import (
     RAW_COLUMN,
     RawValue,
@@ -701,16 +702,14 @@ class ValidationRun:
                 f"coalesce(list({ROW_INDEX} ORDER BY {ROW_INDEX}) FILTER (WHERE u{i}), [])"
             )
         rows = pa.table(arrays)
-        con = duckdb.connect()
-        try:
-            con.register(RULE_ROWS, rows)
-            ((*values,),) = con.execute(
-                f"SELECT {', '.join(counts)} FROM (SELECT {ROW_INDEX}, {', '.join(columns)} FROM {RULE_ROWS})"
-            ).fetchall()
-        except duckdb.Error as exc:
-            raise QualityError(f"{self.entity}: the rules' SQL could not be evaluated: {exc}") from exc
-        finally:
-            con.close()
+        with reader() as con:
+            try:
+                con.register(RULE_ROWS, rows)
+                ((*values,),) = con.execute(
+                    f"SELECT {', '.join(counts)} FROM (SELECT {ROW_INDEX}, {', '.join(columns)} FROM {RULE_ROWS})"
+                ).fetchall()
+            except duckdb.Error as exc:
+                raise QualityError(f"{self.entity}: the rules' SQL could not be evaluated: {exc}") from exc
         results = []
         positions: dict[str, np.ndarray] = {}
         for i, compiled in enumerate(self._sql):

@@ -20,10 +20,10 @@ import duckdb
 from crm_pipelines.lake import (
     DELETED,
     LakePath,
-    connect,
     has_parquet,
     parquet_glob,
     partition_dir,
+    reader,
     scan_parquet,
 )
 from crm_pipelines.quality.monitoring import VolumePolicy
@@ -60,7 +60,7 @@ def lake_live_rows(lake_dir: LakePath, *, source: str, dataset: str, partition: 
     folder = partition_dir(lake_dir, "raw", source, dataset, partition)
     if not has_parquet(folder):
         return None
-    with connect() as con:
+    with reader() as con:
         return live_rows(con, parquet_glob(folder))
 
 

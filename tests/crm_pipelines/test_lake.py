@@ -6,8 +6,10 @@ import os
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import duckdb
 import pyarrow as pa
 import pytest
 
@@ -64,6 +66,33 @@ def test_a_sink_appears_whole_and_duckdb_reads_it(root: LakePath) -> None:
     assert lake.read_table(folder / "part-0.parquet").num_rows == 3
     assert lake.read_schema(folder / "part-0.parquet").names == ["id", "name"]
     assert leftovers() == before
+
+
+def test_readers_read_the_lake_and_keep_their_views_to_themselves(root: LakePath) -> None:
+    folder = lake.partition_dir(root, "raw", "crm", "contacts", "2026-11-25")
+    lake.write_table(
+        folder / "part-0.parquet", pa.table({"id": [1, 2], "name": ["Ada", "Grace"]}, schema=SCHEMA)
+    )
+    count = f"SELECT count(*) FROM {lake.scan_parquet(lake.parquet_glob(folder))}"
+    with lake.reader() as first:
+        first.register("mine", pa.table({"id": [7]}))
+        with lake.reader() as second:
+            assert second.execute(count).fetchall() == [(2,)]
+            with pytest.raises(duckdb.CatalogException):
+                second.execute("SELECT * FROM mine")
+        assert first.execute("SELECT id FROM mine").fetchall() == [(7,)]
+    with lake.reader() as later, pytest.raises(duckdb.CatalogException):
+        later.execute("SELECT * FROM mine")
+    # Each thread has its own database: readers in threads at once all answer.
+    with ThreadPoolExecutor(4) as pool:
+        assert list(pool.map(lambda _: _count(count), range(8))) == [2] * 8
+
+
+def _count(sql: str) -> int:
+    with lake.reader() as con:
+        row = con.execute(sql).fetchone()
+    assert row is not None
+    return int(row[0])
 
 
 def test_a_failed_write_leaves_nothing(root: LakePath) -> None:
