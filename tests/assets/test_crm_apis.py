@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any, cast
 
@@ -231,6 +231,21 @@ def test_incremental_runs_build_the_snapshot_with_soft_deletes_and_survive_a_fai
             [deleted_sf],
         ).fetchone()
     assert deleted == (2,)
+
+    # Day 2 run again after one more edit: it builds on its own last run and reads since what that
+    # run reached (less the lookback), not the whole day since day 1.
+    later = EDIT + timedelta(hours=2)
+    touch_records(
+        store_hs, "contacts", [cast("str | int", live_hs[2]["id"])], later, {"jobtitle": "Late Editor"}
+    )
+    again = env.run(DAY2)
+    assert again.success
+    meta_hs = _metadata(again, "hubspot")
+    assert (meta_hs["mode"], meta_hs["base_partition"]) == ("incremental", DAY2.isoformat())
+    assert meta_hs["read_since"] == (EDIT - timedelta(seconds=60)).isoformat()
+    assert _rows(env.snapshot("hubspot", DAY2), "id") == _expected(env, "hubspot", "id", {archived_hs}, until)
+    assert _metadata(again, "salesforce")["base_partition"] == DAY2.isoformat()
+    assert _rows(env.snapshot("salesforce", DAY2), "Id") == _rows(snapshot_sf, "Id")
 
 
 # --- every other CRM the catalog reads: the same guarantees through the assets ----------------------
