@@ -8,6 +8,7 @@ into PostgreSQL).
 
 from __future__ import annotations
 
+import re
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -191,18 +192,58 @@ def open_warehouse(url: str, *, lock_timeout: float = 1800.0) -> Warehouse:
     return factory(url, lock_timeout=lock_timeout)
 
 
-def ensure_schemas(con: duckdb.DuckDBPyConnection) -> None:
+# Columns added after a warehouse was first created: (table, column, type).
+_ADDED_COLUMNS = (
+    ("ops.reconciliation", "deleted", "BIGINT DEFAULT 0"),
+    ("ops.file_ingest", "new_columns", "VARCHAR[]"),
+)
+
+
+def _ops_ddl() -> list[str]:
     from crm_pipelines.quality.volume import DDL as VOLUME_DDL
     from crm_pipelines.warehouse.watermarks import DDL as WATERMARK_DDL
 
+    return [OPS_DDL, WATERMARK_DDL, VOLUME_DDL]
+
+
+def ensure_schemas(con: duckdb.DuckDBPyConnection) -> None:
+    """Create the schemas and the ``ops`` tables every write expects, unless they are all there.
+
+    Every write connection calls this. Looking the objects up in the catalog is one query; creating
+    them "if not exists" is a dozen statements, each its own commit, which cost more than the open.
+    """
+    if _schemas_ready(con):
+        return
     for schema in SCHEMAS:
         con.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
-    con.execute(OPS_DDL)
-    con.execute(WATERMARK_DDL)
-    con.execute(VOLUME_DDL)
-    # Columns added after a warehouse was first created.
-    con.execute("ALTER TABLE ops.reconciliation ADD COLUMN IF NOT EXISTS deleted BIGINT DEFAULT 0")
-    con.execute("ALTER TABLE ops.file_ingest ADD COLUMN IF NOT EXISTS new_columns VARCHAR[]")
+    for ddl in _ops_ddl():
+        con.execute(ddl)
+    for table, column, kind in _ADDED_COLUMNS:
+        con.execute(f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {column} {kind}")
+
+
+def _schemas_ready(con: duckdb.DuckDBPyConnection) -> bool:
+    tables = sorted(
+        {f"{schema}.{name}" for ddl in _ops_ddl() for schema, name in _CREATED_TABLE.findall(ddl)}
+    )
+    columns = [f"{table}.{column}" for table, column, _ in _ADDED_COLUMNS]
+    row = con.execute(
+        """
+        SELECT
+            (SELECT count(*) FROM duckdb_schemas()
+             WHERE database_name = current_database() AND list_contains($schemas, schema_name)),
+            (SELECT count(*) FROM duckdb_tables()
+             WHERE database_name = current_database() AND list_contains($tables, schema_name || '.' || table_name)),
+            (SELECT count(*) FROM duckdb_columns()
+             WHERE database_name = current_database()
+               AND list_contains($columns, schema_name || '.' || table_name || '.' || column_name))
+        """,
+        {"schemas": list(SCHEMAS), "tables": tables, "columns": columns},
+    ).fetchone()
+    return row == (len(SCHEMAS), len(tables), len(columns))
+
+
+_CREATED_TABLE = re.compile(r"CREATE TABLE IF NOT EXISTS (\w+)\.(\w+)", re.IGNORECASE)
 
 
 def table_exists(con: duckdb.DuckDBPyConnection, schema: str, table: str) -> bool:
