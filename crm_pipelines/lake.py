@@ -103,11 +103,15 @@ def _protocols(fs: AbstractFileSystem) -> tuple[str, ...]:
     return (protocol,) if isinstance(protocol, str) else tuple(protocol)
 
 
+def _lake_filesystems() -> list[AbstractFileSystem]:
+    """The filesystems of the lake roots this process opened, the newest per protocol."""
+    with _FILESYSTEMS_LOCK:
+        return list({id(fs): fs for fs in _FILESYSTEMS.values()}.values())
+
+
 def register_lake(con: duckdb.DuckDBPyConnection) -> duckdb.DuckDBPyConnection:
     """Let ``con`` read and write the buckets of the lake roots this process opened (fsspec)."""
-    with _FILESYSTEMS_LOCK:
-        filesystems = {id(fs): fs for fs in _FILESYSTEMS.values()}
-    for fs in filesystems.values():
+    for fs in _lake_filesystems():
         if not con.filesystem_is_registered(_protocols(fs)[0]):
             con.register_filesystem(fs)
     return con
@@ -130,10 +134,17 @@ def reader() -> Iterator[duckdb.DuckDBPyConnection]:
     on it: its own connection, transaction and registered views, but the catalog and the settings
     are the database's. So a caller that creates tables or changes a setting uses :func:`connect`.
     """
+    # Filesystems register with the database, by protocol: when the lake's change (another bucket
+    # endpoint or key opened a new one), the thread starts a new database rather than keep the old.
+    filesystems = _lake_filesystems()
     base: duckdb.DuckDBPyConnection | None = getattr(_READERS, "con", None)
-    if base is None:
-        base = _READERS.con = duckdb.connect()
-    cursor = register_lake(base.cursor())
+    held: list[AbstractFileSystem] = getattr(_READERS, "filesystems", [])
+    if base is None or [id(fs) for fs in held] != [id(fs) for fs in filesystems]:  # held keeps them alive
+        if base is not None:
+            base.close()
+        base = _READERS.con = register_lake(duckdb.connect())
+        _READERS.filesystems = filesystems
+    cursor = base.cursor()
     try:
         yield cursor
     finally:

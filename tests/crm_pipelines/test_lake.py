@@ -88,6 +88,27 @@ def test_readers_read_the_lake_and_keep_their_views_to_themselves(root: LakePath
         assert list(pool.map(lambda _: _count(count), range(8))) == [2] * 8
 
 
+def test_a_reader_reads_through_the_bucket_settings_opened_last(
+    request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    endpoint: S3Endpoint = request.getfixturevalue("s3")
+    url = f"s3://{endpoint.bucket}/{tmp_path.name}"
+    # The lake was opened with other settings first (an endpoint that is gone), and read through them.
+    for name in endpoint.environment():
+        monkeypatch.setenv(name, "http://127.0.0.1:9" if "ENDPOINT" in name else "stale")
+    lake.lake_root(url)
+    with lake.reader() as con:
+        assert con.execute("SELECT 1").fetchall() == [(1,)]
+    for name, value in endpoint.environment().items():
+        monkeypatch.setenv(name, value)
+    root = lake.lake_root(url)
+    folder = lake.partition_dir(root, "raw", "crm", "contacts", "2026-11-25")
+    lake.write_table(
+        folder / "part-0.parquet", pa.table({"id": [1, 2], "name": ["Ada", "Grace"]}, schema=SCHEMA)
+    )
+    assert _count(f"SELECT count(*) FROM {lake.scan_parquet(lake.parquet_glob(folder))}") == 2
+
+
 def _count(sql: str) -> int:
     with lake.reader() as con:
         row = con.execute(sql).fetchone()
