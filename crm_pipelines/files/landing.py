@@ -550,7 +550,8 @@ def archive_committed_files(
             actions.append({"path": path, "action": "error", "to": moved})
         elif declared.after_load == "move":
             moved = session.move(path, declared.remote_folder(remote_folder, "processed"))
-            actions.append({"path": path, "action": "processed", "to": moved})
+            if moved:  # else another run moved it meanwhile
+                actions.append({"path": path, "action": "processed", "to": moved})
         else:
             actions.append({"path": path, "action": "left"})
     return actions

@@ -160,7 +160,12 @@ class SFTPSession:
         while self.exists(target):
             target = posixpath.join(folder, f"{stem}.{n}{dot}{suffix}")
             n += 1
-        self.sftp.rename(remote_path, target)
+        try:
+            self.sftp.rename(remote_path, target)
+        except FileNotFoundError:
+            if self.exists(remote_path):
+                raise
+            return ""  # another run moved it between the check and the rename
         return target
 
     def makedirs(self, folder: str) -> None:
