@@ -134,8 +134,8 @@ def reader() -> Iterator[duckdb.DuckDBPyConnection]:
     on it: its own connection, transaction and registered views, but the catalog and the settings
     are the database's. So a caller that creates tables or changes a setting uses :func:`connect`.
     """
-    # Filesystems register with the database, by protocol: when the lake's change (another bucket
-    # endpoint or key opened a new one), the thread starts a new database rather than keep the old.
+    # Filesystems register with the database, by protocol: when the lake's filesystems change
+    # (another bucket endpoint or key opened a new one), the thread starts a new database.
     filesystems = _lake_filesystems()
     base: duckdb.DuckDBPyConnection | None = getattr(_READERS, "con", None)
     held: list[AbstractFileSystem] = getattr(_READERS, "filesystems", [])

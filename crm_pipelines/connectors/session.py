@@ -323,6 +323,7 @@ def tls_context(verify: bool | str) -> ssl.SSLContext | bool:
 
 @functools.lru_cache(maxsize=16)
 def _context(path: str | None, cert_file: str | None, cert_dir: str | None, stamp: int) -> ssl.SSLContext:
+    """The context for a CA source; the environment's CA variables and the file's stamp key the cache."""
     if path is None:
         return httpx.create_ssl_context(verify=True)  # certifi, or SSL_CERT_FILE / SSL_CERT_DIR
     if os.path.isdir(path):

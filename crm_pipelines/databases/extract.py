@@ -134,7 +134,7 @@ def extract_table(
     build = SnapshotBuild(lake_dir=lake_dir, source=source_name, dataset=dataset, partition=partition)
     kind: CursorKind | None = incremental.kind if incremental is not None else None
     plan = plan_read(
-        base=build.base(),
+        base=build.base() if kind is not None else None,  # a table without a cursor is read whole
         committed=watermark,
         kind=kind,
         lookback_seconds=incremental.lookback_seconds if incremental is not None else 0,

@@ -547,7 +547,8 @@ def archive_committed_files(
             moved = move_to_error(
                 session, path, declared.remote_folder(remote_folder, "error"), str(manifest["rejected"])
             )
-            actions.append({"path": path, "action": "error", "to": moved})
+            if moved:  # else another run moved it meanwhile
+                actions.append({"path": path, "action": "error", "to": moved})
         elif declared.after_load == "move":
             moved = session.move(path, declared.remote_folder(remote_folder, "processed"))
             if moved:  # else another run moved it meanwhile
