@@ -103,7 +103,7 @@ def _protocols(fs: AbstractFileSystem) -> tuple[str, ...]:
     return (protocol,) if isinstance(protocol, str) else tuple(protocol)
 
 
-def _lake_filesystems() -> list[AbstractFileSystem]:
+def lake_filesystems() -> list[AbstractFileSystem]:
     """The filesystems of the lake roots this process opened, the newest per protocol."""
     with _FILESYSTEMS_LOCK:
         return list({id(fs): fs for fs in _FILESYSTEMS.values()}.values())
@@ -111,7 +111,7 @@ def _lake_filesystems() -> list[AbstractFileSystem]:
 
 def register_lake(con: duckdb.DuckDBPyConnection) -> duckdb.DuckDBPyConnection:
     """Let ``con`` read and write the buckets of the lake roots this process opened (fsspec)."""
-    for fs in _lake_filesystems():
+    for fs in lake_filesystems():
         if not con.filesystem_is_registered(_protocols(fs)[0]):
             con.register_filesystem(fs)
     return con
@@ -123,6 +123,7 @@ def connect(database: str = ":memory:", **kwargs: Any) -> duckdb.DuckDBPyConnect
 
 
 _READERS = threading.local()
+_INHERITED: list[duckdb.DuckDBPyConnection] = []  # a forked child never closes nor frees its parent's
 
 
 @contextmanager
@@ -136,7 +137,10 @@ def reader() -> Iterator[duckdb.DuckDBPyConnection]:
     """
     # Filesystems register with the database, by protocol: when the lake's filesystems change
     # (another bucket endpoint or key opened a new one), the thread starts a new database.
-    filesystems = _lake_filesystems()
+    filesystems = lake_filesystems()
+    if getattr(_READERS, "pid", None) != os.getpid():  # forked: the parent's database is not ours
+        _INHERITED.extend(c for c in [getattr(_READERS, "con", None)] if c is not None)
+        _READERS.con, _READERS.pid = None, os.getpid()
     base: duckdb.DuckDBPyConnection | None = getattr(_READERS, "con", None)
     held: list[AbstractFileSystem] = getattr(_READERS, "filesystems", [])
     if base is None or [id(fs) for fs in held] != [id(fs) for fs in filesystems]:  # held keeps them alive

@@ -19,6 +19,7 @@ import duckdb
 
 from crm_pipelines.lake import register_lake
 from crm_pipelines.settings import duckdb_path_from_url
+from crm_pipelines.warehouse.attach import attached
 from crm_pipelines.warehouse.locks import WriterLock, lock_url, open_lock
 
 SCHEMAS = ("raw", "staging", "core", "marts", "ops")
@@ -132,11 +133,10 @@ class Warehouse:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with self.writer_lock:
             if read_only and not self.path.exists():
-                con = duckdb.connect()  # nothing loaded yet: an empty database answers every read
+                opened = _empty()  # nothing loaded yet: an empty database answers every read
             else:
-                con = duckdb.connect(str(self.path), read_only=read_only)
-            try:
-                register_lake(con)  # the raw and core loads read the lake's Parquet, wherever it is
+                opened = attached(self.path, read_only=read_only)
+            with opened as con:
                 con.execute("SET TimeZone = 'UTC'")
                 if not read_only:
                     ensure_schemas(con)
@@ -144,8 +144,6 @@ class Warehouse:
                 yield con
                 if not read_only:
                     self.after_write(con)
-            finally:
-                con.close()
 
     @contextmanager
     def transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:
@@ -158,6 +156,15 @@ class Warehouse:
                 con.execute("ROLLBACK")
                 raise
             con.execute("COMMIT")
+
+
+@contextmanager
+def _empty() -> Iterator[duckdb.DuckDBPyConnection]:
+    con = register_lake(duckdb.connect())
+    try:
+        yield con
+    finally:
+        con.close()
 
 
 class _Rows(Protocol):
