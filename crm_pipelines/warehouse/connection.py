@@ -120,6 +120,10 @@ class Warehouse:
     def after_write(self, con: duckdb.DuckDBPyConnection) -> None:
         """Called under the lock after a write connection's work committed; backends publish here."""
 
+    def end_write(self, con: duckdb.DuckDBPyConnection) -> None:
+        """Called last on a write connection, whether its work succeeded or not: the database it runs in
+        outlives it (:mod:`crm_pipelines.warehouse.attach`), so what ``before_write`` turned on goes off."""
+
     @contextmanager
     def read(self) -> Iterator[Reader]:
         """A connection to the tables analysts query, for ``execute(sql, params).fetchall()`` with ``?``
@@ -138,12 +142,16 @@ class Warehouse:
                 opened = attached(self.path, read_only=read_only)
             with opened as con:
                 con.execute("SET TimeZone = 'UTC'")
-                if not read_only:
-                    ensure_schemas(con)
-                    self.before_write(con)
-                yield con
-                if not read_only:
+                if read_only:
+                    yield con
+                    return
+                ensure_schemas(con)
+                self.before_write(con)
+                try:
+                    yield con
                     self.after_write(con)
+                finally:
+                    self.end_write(con)
 
     @contextmanager
     def transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:

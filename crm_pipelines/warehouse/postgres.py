@@ -287,6 +287,9 @@ class PostgresWarehouse(Warehouse):
         publish(con, self.conninfo, scratch=scratch, only=only)
         self._unpublished.unlink(missing_ok=True)
 
+    def end_write(self, con: duckdb.DuckDBPyConnection) -> None:
+        written.disable(con)
+
     @contextmanager
     def read(self) -> Iterator[Reader]:
         with psycopg.connect(self.conninfo, autocommit=True) as pg:

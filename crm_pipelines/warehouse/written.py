@@ -52,6 +52,12 @@ def enable(con: duckdb.DuckDBPyConnection) -> None:
     con.execute("CALL truncate_duckdb_logs()")
 
 
+def disable(con: duckdb.DuckDBPyConnection) -> None:
+    """Stop logging and drop the log: logging is the database's, and the database outlives the connection."""
+    con.execute("CALL disable_logging()")
+    con.execute("CALL truncate_duckdb_logs()")
+
+
 def written_tables(con: duckdb.DuckDBPyConnection) -> set[str] | None:
     """``schema.table`` of every table or view the logged statements wrote, or ``None`` if one is unknown."""
     messages = con.execute("SELECT message FROM duckdb_logs WHERE type = 'QueryLog'").fetchall()

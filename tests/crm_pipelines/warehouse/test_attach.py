@@ -135,3 +135,13 @@ def test_a_forked_child_writes_without_its_parents_database(tmp_path: Path) -> N
     assert child.exitcode == 0
     with Warehouse(url).read() as reader:
         assert reader.execute("SELECT id FROM core.thing ORDER BY id").fetchall() == [(1,), (2,)]
+
+
+def test_a_file_whose_path_has_quotes_and_spaces(tmp_path: Path) -> None:
+    path = tmp_path / "o'neil's warehouse" / 'wh "x".duckdb'
+    warehouse = Warehouse(f"duckdb:///{path}")
+    with warehouse.transaction() as con:
+        con.execute("CREATE TABLE core.thing AS SELECT 1 AS id")
+    with warehouse.read() as reader:
+        assert reader.execute("SELECT id FROM core.thing").fetchall() == [(1,)]
+    assert _open_elsewhere(warehouse.path, "SELECT count(*) FROM core.thing") == "[(1,)]"

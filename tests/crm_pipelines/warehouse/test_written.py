@@ -66,3 +66,16 @@ def test_a_connection_reports_the_tables_it_wrote_however_it_wrote_them() -> Non
     assert written.written_tables(con) is None  # unknown: every table is checked
     written.enable(con)  # a new load starts with a clean log
     assert written.written_tables(con) == set()
+
+
+def test_logging_stops_with_the_write_it_served() -> None:
+    con = duckdb.connect()
+    con.execute("CREATE SCHEMA core; CREATE TABLE core.a (x INT)")
+    written.enable(con)
+    con.execute("INSERT INTO core.a VALUES (1)")
+    written.disable(con)
+    con.execute("INSERT INTO core.a VALUES (2)")  # a later connection's statement on the same database
+    assert con.execute("SELECT count(*) FROM duckdb_logs").fetchone() == (0,)
+    written.enable(con)
+    con.execute("INSERT INTO core.a VALUES (3)")
+    assert written.written_tables(con) == {"core.a"}
