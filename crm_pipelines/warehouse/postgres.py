@@ -32,7 +32,7 @@ import re
 import shutil
 import uuid
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -288,7 +288,10 @@ class PostgresWarehouse(Warehouse):
         self._unpublished.unlink(missing_ok=True)
 
     def end_write(self, con: duckdb.DuckDBPyConnection) -> None:
-        written.disable(con)
+        # After a failure the connection may refuse statements until it is closed: the error the
+        # caller sees is the failure's, and the next write's enable() empties the log anyway.
+        with suppress(duckdb.Error):
+            written.disable(con)
 
     @contextmanager
     def read(self) -> Iterator[Reader]:

@@ -191,3 +191,24 @@ def test_a_load_whose_publish_failed_is_published_by_the_next_write(
         con.execute("CREATE TABLE marts.other AS SELECT 3 AS x")
     assert rows(warehouse_database, "SELECT x FROM core.t") == [(2,)]
     assert rows(warehouse_database, "SELECT x FROM marts.other") == [(3,)]
+
+
+def _fail_inside_a_transaction(warehouse: PostgresWarehouse) -> None:
+    with warehouse.connect() as con:
+        con.execute("BEGIN TRANSACTION")
+        con.execute("CREATE TABLE core.half_done AS SELECT 1 AS id")
+        con.execute("SELECT * FROM core.no_such_table")
+
+
+def test_a_failed_write_reports_its_own_error_and_the_next_write_is_published(
+    warehouse: PostgresWarehouse, warehouse_database: PostgresServer
+) -> None:
+    with pytest.raises(duckdb.CatalogException, match="no_such_table"):
+        _fail_inside_a_transaction(warehouse)
+    with warehouse.transaction() as con:
+        con.execute("CREATE TABLE core.after_failure AS SELECT 2 AS id")
+    assert rows(warehouse_database, "SELECT id FROM core.after_failure") == [(2,)]
+    assert rows(
+        warehouse_database,
+        "SELECT count(*) FROM information_schema.tables WHERE table_schema = 'core' AND table_name = 'half_done'",
+    ) == [(0,)]
