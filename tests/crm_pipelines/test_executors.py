@@ -245,8 +245,10 @@ def test_a_step_whose_worker_is_killed_runs_again_on_the_other_worker_once(
     # One row: the killed attempt wrote none, and nothing ran twice.
     assert killed.landed == [(second,)]
     assert killed.step_successes == 1
-    # Handed on once the visibility timeout had passed, not after Celery's default hour.
-    assert VISIBILITY_TIMEOUT_SECONDS <= second_at - killed.killed_at < VISIBILITY_TIMEOUT_SECONDS + 20
+    # Handed on once the visibility timeout had passed, not at once and not after Celery's default hour.
+    # The timeout runs from when the worker reserved the task, a moment before the step started (and
+    # so before the kill): CI saw the hand-on 9.6 s after the kill with a 10 s timeout.
+    assert VISIBILITY_TIMEOUT_SECONDS - 3 <= second_at - killed.killed_at < VISIBILITY_TIMEOUT_SECONDS + 20
 
 
 def test_a_step_whose_pool_process_is_killed_is_requeued_at_once(
