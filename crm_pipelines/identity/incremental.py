@@ -11,16 +11,24 @@ the weights), and the next run resolves incrementally when it can:
    row, the values the syncs last wrote into it (echoes), the review decisions on it and, for a
    contact, the golden id of its account, so anything that can change its features, its pairs or its
    golden values changes it. **Deleted records** (``D``): in last night's records, not tonight's.
-2. **The records to resolve** (``A``): ``C``; every record sharing a comparable block with one of
-   them (the records a changed one can pair with); every member of last night's clusters of those and
-   of ``D``; and the review partners of all of these (a join refused last night may be allowed once
-   the cluster that refused it changed) with their clusters.
+2. **The records to resolve** (``A``): ``C``; their *partners*, the records a changed one scores
+   with as a possible match (at or above ``review_at``, not settled apart;
+   :func:`~crm_pipelines.identity.scoring.scored_partners` scores each changed record against its
+   blocks in the whole population); the changed records' pairs in last night's review queue; every
+   member of last night's clusters of all of those and of ``D``; and, until none leads out of ``A``,
+   the joins the clustering refused last night from a record in ``A`` (a refused join may go through
+   once a cluster around it changed), with their clusters. A record that only shares a block with a
+   changed one, at a lower score, can neither join its cluster nor be reviewed with it: its cluster
+   is not resolved again. The work grows with the change and the blocks it sits in, not with the
+   population.
 3. ``A`` is resolved as a full run would: candidates, levels, clustering under the guard, golden ids
    (kept, merged, split or created against the previous ids), survivorship. Block sizes and value
    frequencies count the whole population; the weights are the last full run's (a trained model
    scoring new records, as Splink's incremental linking does).
 4. Every other cluster is untouched: its golden record, crosswalk rows, field sources and review rows
-   are last night's, carried over. The outputs are whole, as a full run writes them.
+   are last night's, carried over. So is a review pair of last night between a resolved record and
+   one outside ``A``: both are unchanged and it is not a refused join, so its outcome is the same.
+   The outputs are whole, as a full run writes them.
 
 A run is **full** (weights estimated again) when there is no previous state, the match rules or the
 field ownership changed, the entity is matched by rules rather than scoring, the warehouse's
@@ -49,7 +57,7 @@ import duckdb
 from crm_pipelines.identity.golden_ids import PREVIOUS_XREF_INPUT
 from crm_pipelines.identity.outputs import IdentityFiles, identity_files
 from crm_pipelines.identity.rules import Entity, EntityRules, MatchRules
-from crm_pipelines.identity.scoring import ScoringParams, blocking_neighbours
+from crm_pipelines.identity.scoring import REFUSED, ScoringParams, scored_partners
 from crm_pipelines.lake import LakePath, children, scan_parquet, write_text
 from crm_pipelines.ownership import Ownership
 from crm_pipelines.sql import quote_ident, quote_literal
@@ -222,6 +230,46 @@ def _count(cur: duckdb.DuckDBPyConnection, sql: str, params: list[object] | None
     return int(row[0]) if row and row[0] is not None else 0
 
 
+def _close_over_refused(
+    cur: duckdb.DuckDBPyConnection, *, scope: str, review: str, entity: Entity, fingerprints: str, prev: str
+) -> None:
+    """Grow ``scope`` until no join the clustering refused last night leads out of it.
+
+    A refused join is the one review pair whose outcome depends on the clusters around it: once a
+    cluster in the scope changes, the join may go through. So its other record, with its cluster,
+    is resolved too, and so on from the records that brings in. Every other review pair of last
+    night between a resolved record and one outside depends on the two records alone; it is carried
+    over as it was (:func:`crm_pipelines.identity.resolve._carry_over`).
+    """
+    cur.execute(
+        f"CREATE OR REPLACE TEMP TABLE identity_refused AS SELECT record_id_a AS a, record_id_b AS b "
+        f"FROM {review} WHERE entity = ? AND reason = ?",
+        [entity, REFUSED],
+    )
+    size = _count(cur, f"SELECT count(*) FROM {scope}")
+    while True:
+        cur.execute(
+            f"""
+            INSERT INTO {scope}
+            WITH inside AS (SELECT record_id FROM {fingerprints} WHERE rid IN (SELECT rid FROM {scope})),
+            partners AS (
+                SELECT b AS record_id FROM identity_refused WHERE a IN (SELECT record_id FROM inside)
+                UNION SELECT a FROM identity_refused WHERE b IN (SELECT record_id FROM inside)
+            ),
+            clusters AS (SELECT golden_id FROM {prev} WHERE record_id IN (SELECT record_id FROM partners))
+            SELECT f.rid FROM {fingerprints} AS f
+            WHERE f.rid NOT IN (SELECT rid FROM {scope})
+              AND (f.record_id IN (SELECT record_id FROM partners)
+                   OR f.record_id IN (SELECT record_id FROM {prev} WHERE golden_id IN (SELECT golden_id FROM clusters)))
+            """
+        )
+        grown = _count(cur, f"SELECT count(*) FROM {scope}")
+        if grown == size:
+            break
+        size = grown
+    cur.execute("DROP TABLE identity_refused")
+
+
 def choose_scope(
     cur: duckdb.DuckDBPyConnection,
     *,
@@ -308,16 +356,16 @@ def choose_scope(
             changed=changed,
             deleted=deleted,
         )
-    neighbours = blocking_neighbours(
-        cur, scoring, population=feat, seeds=changed_table, limit=entity_rules.max_block_size
+    partners = scored_partners(
+        cur, scoring, population=feat, seeds=changed_table, limit=entity_rules.max_block_size, params=params
     )
     scope = table("scope")
-    # Last night's clusters of the changed records, their neighbours and the deleted records: all of
+    # Last night's clusters of the changed records, their partners and the deleted records: all of
     # their members are resolved again.
     cur.execute(
         f"""
         CREATE OR REPLACE TEMP TABLE {scope} AS
-        WITH seeds AS (SELECT rid FROM {changed_table} UNION SELECT rid FROM {neighbours}),
+        WITH seeds AS (SELECT rid FROM {changed_table} UNION SELECT rid FROM {partners}),
         touched AS (
             SELECT p.golden_id FROM {prev} AS p JOIN {fingerprints} AS f USING (record_id)
             WHERE f.rid IN (SELECT rid FROM seeds)
@@ -332,18 +380,15 @@ def choose_scope(
     )
     review_file = files.review
     if review_file.exists():
-        # Review partners: a join refused or held for review last night may go through now.
+        # A changed record's review partners: the pair is scored again, so both records are resolved.
         cur.execute(
             f"""
             INSERT INTO {scope}
-            WITH inside AS (
-                SELECT f.record_id FROM {fingerprints} AS f WHERE f.rid IN (SELECT rid FROM {scope})
-                UNION SELECT record_id FROM {prev} ANTI JOIN {fingerprints} USING (record_id)
-            ),
+            WITH changed AS (SELECT record_id FROM {fingerprints} WHERE rid IN (SELECT rid FROM {changed_table})),
             review AS (SELECT record_id_a, record_id_b FROM {scan_parquet(str(review_file))} WHERE entity = ?),
             partners AS (
-                SELECT record_id_b AS record_id FROM review WHERE record_id_a IN (SELECT record_id FROM inside)
-                UNION SELECT record_id_a FROM review WHERE record_id_b IN (SELECT record_id FROM inside)
+                SELECT record_id_b AS record_id FROM review WHERE record_id_a IN (SELECT record_id FROM changed)
+                UNION SELECT record_id_a FROM review WHERE record_id_b IN (SELECT record_id FROM changed)
             ),
             clusters AS (SELECT golden_id FROM {prev} WHERE record_id IN (SELECT record_id FROM partners))
             SELECT f.rid FROM {fingerprints} AS f
@@ -353,8 +398,16 @@ def choose_scope(
             [entity],
         )
         cur.execute(f"CREATE OR REPLACE TEMP TABLE {scope} AS SELECT DISTINCT rid FROM {scope}")
+        _close_over_refused(
+            cur,
+            scope=scope,
+            review=scan_parquet(str(review_file)),
+            entity=entity,
+            fingerprints=fingerprints,
+            prev=prev,
+        )
     resolved = _count(cur, f"SELECT count(*) FROM {scope}")
-    for name in (changed_table, neighbours):
+    for name in (changed_table, partners):
         cur.execute(f"DROP TABLE IF EXISTS {name}")
     return Scope(
         True,

@@ -1100,10 +1100,12 @@ def _carry_over(cur: duckdb.DuckDBPyConnection, *, entity: Entity, t: _Tables, f
         ANTI JOIN {t.touched} AS t USING (golden_id)
         """,
     )
-    gone = (
-        f"(SELECT record_id FROM {t.src} UNION ALL "
-        f"SELECT record_id FROM {t.prev} WHERE record_id NOT IN (SELECT record_id FROM {t.src_all}))"
-    )
+    # A review pair of last night stays unless tonight scored it again (both records resolved) or a
+    # record of it is gone. A pair with one record resolved and one not is two unchanged records (a
+    # changed record's review partners are resolved with it): its score is last night's, and it is
+    # not a refused join (the scope holds both records of those).
+    resolved = f"(SELECT record_id FROM {t.src})"
+    gone = f"(SELECT record_id FROM {t.prev} WHERE record_id NOT IN (SELECT record_id FROM {t.src_all}))"
     if files.review.exists():
         _run(
             cur,
@@ -1111,6 +1113,7 @@ def _carry_over(cur: duckdb.DuckDBPyConnection, *, entity: Entity, t: _Tables, f
             INSERT INTO {t.review_out} BY NAME
             SELECT * FROM {scan_parquet(str(files.review))}
             WHERE entity = {entity_sql}
+              AND NOT (record_id_a IN {resolved} AND record_id_b IN {resolved})
               AND record_id_a NOT IN {gone} AND record_id_b NOT IN {gone}
             """,
         )

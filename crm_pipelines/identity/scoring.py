@@ -45,9 +45,21 @@ import pyarrow as pa
 from crm_pipelines.identity.rules import Comparison, KeyPart, Scoring
 from crm_pipelines.sql import quote_ident, quote_literal
 
-__all__ = ["SCORED_RULE", "ScoringStats", "features_read", "nickname_pairs", "score_and_cluster"]
+__all__ = [
+    "REFUSED",
+    "SCORED_RULE",
+    "ScoringParams",
+    "ScoringStats",
+    "features_read",
+    "nickname_pairs",
+    "score_and_cluster",
+    "scored_partners",
+]
 
 SCORED_RULE = "match_score"  # what the crosswalk names a scored link by
+#: The review reason of a link the clustering refused: the only review pairs whose outcome depends on
+#: the clusters around them, not on the pair's own score.
+REFUSED = "refused: the clusters hold a pair scored as different people"
 
 _RANDOM_SAMPLE = 900  # records per side of the random pairs that estimate u (405,000 pairs)
 _EM_ROUNDS = 40
@@ -428,39 +440,89 @@ def _block_sql(key: list[KeyPart], *, carry: str = "") -> str:
     """
 
 
-def blocking_neighbours(
-    cur: duckdb.DuckDBPyConnection, scoring: Scoring, *, population: str, seeds: str, limit: int
+def scored_partners(
+    cur: duckdb.DuckDBPyConnection,
+    scoring: Scoring,
+    *,
+    population: str,
+    seeds: str,
+    limit: int,
+    params: ScoringParams,
 ) -> str:
-    """Every record that shares a comparable block with a seed record: the records a seed can pair with.
+    """Every record that a seed record scores with as a possible match: the records whose clusters a
+    change to the seeds can move.
+
+    The seeds' candidate pairs with the whole population are found per blocking key (a block of more
+    than ``limit`` records is skipped, as :func:`score_and_cluster` skips it) and scored with
+    ``params``, each value weighed by its frequency in the population. A partner is a record whose pair
+    with a seed scores at or above ``review_at`` and is not settled apart: a link or a pair for review.
+    A record a seed merely shares a block with, at a lower score, can neither join a seed's cluster
+    nor go to review with it, so its cluster stays as it was. The work grows with the seeds and the
+    blocks they sit in, not with the population.
 
     Args:
         cur: The identity run's cursor (macros created).
         scoring: The entity's declared scoring.
         population: Features table of every record (``rid`` and the features).
         seeds: Table with the seed records' ``rid``.
-        limit: Blocks with more records are skipped, as :func:`score_and_cluster` skips them.
+        limit: ``max_block_size``.
+        params: The weights to score with (the last full run's).
 
     Returns:
-        The name of a temporary table of ``rid`` (seeds not included unless they share a block).
+        The name of a temporary table of ``rid`` (seeds not included unless they are a partner).
         ``identity_keyed`` (the population with its phonetic codes) is left for
         :func:`score_and_cluster` (``keyed=True``), so the codes are worked out once.
     """
     _keyed(cur, scoring, feat=population)
-    found = "identity_neighbours"
-    cur.execute(f"CREATE OR REPLACE TEMP TABLE {found} (rid BIGINT)")
+    _create_nicknames(cur)
+    settled_sql, carried = _settled_early_sql(scoring) or ("false", [])
+    carry = "".join(f", {quote_ident(c)}" for c in carried)
+    pairs, gammas = "identity_seed_pairs", "identity_seed_gammas"
+    cur.execute(f"CREATE OR REPLACE TEMP TABLE {pairs} (a BIGINT, b BIGINT, settled BOOLEAN)")
     for key in scoring.blocking:
-        keys = ", ".join(f"k{i}" for i in range(len(key)))
+        keys = [f"k{i}" for i in range(len(key))]
+        # l is a seed; r any other record of its block. Each pair is kept as (a < b).
         cur.execute(
             f"""
-            INSERT INTO {found}
-            WITH block AS ({_block_sql(key)})
-            SELECT b.rid FROM block AS b
-            SEMI JOIN (SELECT DISTINCT {keys} FROM block WHERE n <= ? AND rid IN (SELECT rid FROM {seeds})) AS s
-              USING ({keys})
+            INSERT INTO {pairs}
+            WITH block AS ({_block_sql(key, carry=carry)})
+            SELECT least(l.rid, r.rid), greatest(l.rid, r.rid), {settled_sql}
+            FROM (SELECT * FROM block WHERE n <= ? AND rid IN (SELECT rid FROM {seeds})) AS l
+            JOIN block AS r ON {" AND ".join(f"l.{k} = r.{k}" for k in keys)} AND l.rid <> r.rid
             """,
             [limit],
         )
-    cur.execute(f"CREATE OR REPLACE TEMP TABLE {found} AS SELECT DISTINCT rid FROM {found}")
+    cur.execute(
+        f"CREATE OR REPLACE TEMP TABLE {pairs} AS SELECT a, b, bool_or(settled) AS settled FROM {pairs} GROUP BY a, b"
+    )
+    cur.execute(
+        f"""
+        CREATE OR REPLACE TEMP TABLE identity_seed_feat AS
+        SELECT * FROM {population} WHERE rid IN (SELECT a FROM {pairs} WHERE NOT settled UNION SELECT b FROM {pairs} WHERE NOT settled)
+        """
+    )
+    tf_columns = _gammas(
+        cur, scoring, feat="identity_seed_feat", counted=population, pairs=pairs, gammas=gammas
+    )
+    _weigh(cur, scoring, gammas=gammas, counted=population, tf_columns=tf_columns, params=params)
+    found = "identity_partners"
+    cur.execute(
+        f"""
+        CREATE OR REPLACE TEMP TABLE {found} AS
+        WITH possible AS (SELECT a, b FROM identity_scores WHERE p >= ? AND NOT settled)
+        SELECT a AS rid FROM possible UNION SELECT b FROM possible
+        """,
+        [min(scoring.review_at, scoring.merge_at)],
+    )
+    for table in (
+        pairs,
+        gammas,
+        "identity_seed_feat",
+        "identity_scored_feat",
+        "identity_scores",
+        "identity_nicknames",
+    ):
+        cur.execute(f"DROP TABLE IF EXISTS {table}")
     return found
 
 
@@ -668,65 +730,27 @@ def _estimate(
     return m, u, prior
 
 
-def score_and_cluster(
-    cur: duckdb.DuckDBPyConnection,
-    scoring: Scoring,
-    *,
-    feat: str,
-    edges: str,
-    review: str,
-    rule_index: int,
-    max_block_size: int,
-    decisions: Iterable[tuple[int, int, str]] = (),
-    population: str | None = None,
-    params: ScoringParams | None = None,
-    keyed: bool = False,
-) -> ScoringStats:
-    """Score candidate pairs of ``feat`` (rid + features) and insert the accepted links into ``edges``.
-
-    Args:
-        cur: The identity run's cursor (macros created).
-        scoring: The entity's declared scoring.
-        feat: Features table (``rid`` and every feature the scoring reads).
-        edges: Table (a, b, rule_index) receiving the links that build clusters.
-        review: Table created with the pairs for review (a, b, probability, reason, levels as JSON).
-        rule_index: The index the crosswalk names these links by.
-        max_block_size: Blocks with more records are skipped (and counted).
-        decisions: (rid, rid, 'must_link' | 'cannot_link') a person decided; honoured over scores.
-        population: Features of every record when ``feat`` holds only the records to resolve
-            (an incremental run): block sizes and value frequencies count the whole population.
-        params: Weights to score with instead of estimating them (a full run's, reused).
-        keyed: ``identity_keyed`` already holds the population with its phonetic codes
-            (:func:`blocking_neighbours` left it).
-
-    Returns:
-        Candidate pairs (per key, skipped blocks), merges, refused joins, review size, the weights.
-    """
-    stats = ScoringStats()
+def _create_nicknames(cur: duckdb.DuckDBPyConnection) -> None:
+    """``identity_nicknames`` (a, b): the name pairs the given-name levels read."""
     cur.register(
         "identity_nickname_input",
         pa.table({"a": [a for a, _ in nickname_pairs()], "b": [b for _, b in nickname_pairs()]}),
     )
     cur.execute("CREATE OR REPLACE TEMP TABLE identity_nicknames AS SELECT * FROM identity_nickname_input")
     cur.unregister("identity_nickname_input")
+
+
+def _gammas(
+    cur: duckdb.DuckDBPyConnection, scoring: Scoring, *, feat: str, counted: str, pairs: str, gammas: str
+) -> dict[int, str]:
+    """The comparison levels of every unsettled pair of ``pairs`` into ``gammas``.
+
+    Leaves ``identity_scored_feat``: per record of ``feat``, only what the levels read (the compared
+    features, their helper columns, and how many records of ``counted`` share the value of each
+    frequency-weighted level, counted once per record, not per pair). Returns the frequency-weighted
+    comparisons and the column each counts.
+    """
     helpers = {helper for c in scoring.comparisons for helper in _HELPERS.get(c.kind, ())}
-    pairs, gammas = "identity_pairs", "identity_gammas"
-    early = _settled_early_sql(scoring)
-    _candidates(
-        cur,
-        scoring,
-        feat=feat,
-        pairs=pairs,
-        limit=max_block_size,
-        stats=stats,
-        early=early,
-        population=population,
-        keyed=keyed,
-    )
-    counted = population or feat
-    # Only what the levels read travels with each pair: the compared features, their helper
-    # columns, and how many records share the value of each frequency-weighted level (counted once
-    # per record, not per pair).
     source_of = dict(helpers)
     tf_columns = {
         i: source_of.get(tf_level[1] or c.feature, tf_level[1] or c.feature)
@@ -748,29 +772,29 @@ def score_and_cluster(
         FROM {feat} AS f{counts}
         """
     )
-    feat = "identity_scored_feat"
     cur.execute(
         f"""
         CREATE OR REPLACE TEMP TABLE {gammas} AS
         SELECT p.a, p.b, {_gamma_select(scoring)}{"".join(f", l.__tfc{i} AS tfc{i}" for i in tf_columns)}
-        FROM {pairs} AS p JOIN {feat} AS l ON l.rid = p.a JOIN {feat} AS r ON r.rid = p.b
+        FROM {pairs} AS p JOIN identity_scored_feat AS l ON l.rid = p.a JOIN identity_scored_feat AS r ON r.rid = p.b
         WHERE NOT p.settled
         """
     )
-    if params is None:
-        m, u, prior = _estimate(
-            cur, scoring, feat=feat, gammas=gammas, pair_keys=f"{pairs}_keys", stats=stats
-        )
-    else:
-        m, u, prior = params.m, params.u, params.prior
-        stats.prior = prior
-        stats.m = {
-            f"{c.feature}:{c.kind}": [round(v, 6) for v in m[i]] for i, c in enumerate(scoring.comparisons)
-        }
-        stats.u = {
-            f"{c.feature}:{c.kind}": [round(v, 6) for v in u[i]] for i, c in enumerate(scoring.comparisons)
-        }
-    stats.params = ScoringParams(m=m, u=u, prior=prior)
+    return tf_columns
+
+
+def _weigh(
+    cur: duckdb.DuckDBPyConnection,
+    scoring: Scoring,
+    *,
+    gammas: str,
+    counted: str,
+    tf_columns: dict[int, str],
+    params: ScoringParams,
+) -> None:
+    """``identity_scores``: each pair of ``gammas`` with its weight ``w``, probability ``p``, levels,
+    how many comparisons it could make, and whether an apart rule holds it apart."""
+    m, u, prior = params.m, params.u, params.prior
     # The weight of each level (log2 m/u), and the frequency-weighted exact values.
     terms = []
     for i, c in enumerate(scoring.comparisons):
@@ -800,6 +824,74 @@ def score_and_cluster(
         FROM (SELECT g.a, g.b, {g_cols}, {_double(prior_weight)} + {" + ".join(terms)} AS w FROM {gammas} AS g)
         """
     )
+
+
+def score_and_cluster(
+    cur: duckdb.DuckDBPyConnection,
+    scoring: Scoring,
+    *,
+    feat: str,
+    edges: str,
+    review: str,
+    rule_index: int,
+    max_block_size: int,
+    decisions: Iterable[tuple[int, int, str]] = (),
+    population: str | None = None,
+    params: ScoringParams | None = None,
+    keyed: bool = False,
+) -> ScoringStats:
+    """Score candidate pairs of ``feat`` (rid + features) and insert the accepted links into ``edges``.
+
+    Args:
+        cur: The identity run's cursor (macros created).
+        scoring: The entity's declared scoring.
+        feat: Features table (``rid`` and every feature the scoring reads).
+        edges: Table (a, b, rule_index) receiving the links that build clusters.
+        review: Table created with the pairs for review (a, b, probability, reason, levels as JSON).
+        rule_index: The index the crosswalk names these links by.
+        max_block_size: Blocks with more records are skipped (and counted).
+        decisions: (rid, rid, 'must_link' | 'cannot_link') a person decided; honoured over scores.
+        population: Features of every record when ``feat`` holds only the records to resolve
+            (an incremental run): block sizes and value frequencies count the whole population.
+        params: Weights to score with instead of estimating them (a full run's, reused).
+        keyed: ``identity_keyed`` already holds the population with its phonetic codes
+            (:func:`scored_partners` left it).
+
+    Returns:
+        Candidate pairs (per key, skipped blocks), merges, refused joins, review size, the weights.
+    """
+    stats = ScoringStats()
+    _create_nicknames(cur)
+    pairs, gammas = "identity_pairs", "identity_gammas"
+    _candidates(
+        cur,
+        scoring,
+        feat=feat,
+        pairs=pairs,
+        limit=max_block_size,
+        stats=stats,
+        early=_settled_early_sql(scoring),
+        population=population,
+        keyed=keyed,
+    )
+    counted = population or feat
+    tf_columns = _gammas(cur, scoring, feat=feat, counted=counted, pairs=pairs, gammas=gammas)
+    feat = "identity_scored_feat"
+    if params is None:
+        m, u, prior = _estimate(
+            cur, scoring, feat=feat, gammas=gammas, pair_keys=f"{pairs}_keys", stats=stats
+        )
+    else:
+        m, u, prior = params.m, params.u, params.prior
+        stats.prior = prior
+        stats.m = {
+            f"{c.feature}:{c.kind}": [round(v, 6) for v in m[i]] for i, c in enumerate(scoring.comparisons)
+        }
+        stats.u = {
+            f"{c.feature}:{c.kind}": [round(v, 6) for v in u[i]] for i, c in enumerate(scoring.comparisons)
+        }
+    stats.params = ScoringParams(m=m, u=u, prior=prior)
+    _weigh(cur, scoring, gammas=gammas, counted=counted, tf_columns=tf_columns, params=stats.params)
     for band, low, high in (
         ("merge", scoring.merge_at, 2.0),
         ("review", scoring.review_at, scoring.merge_at),
@@ -837,7 +929,7 @@ def score_and_cluster(
         f"""
         CREATE OR REPLACE TEMP TABLE {review} AS
         SELECT s.a, s.b, s.p AS probability,
-               CASE WHEN f.a IS NOT NULL THEN 'refused: the clusters hold a pair scored as different people'
+               CASE WHEN f.a IS NOT NULL THEN {quote_literal(REFUSED)}
                     WHEN s.apart THEN 'scores as a match, but a field says two people'
                     WHEN s.p >= ? THEN 'too little compared to merge on its own'
                     ELSE 'between review_at and merge_at' END AS reason,

@@ -16,6 +16,7 @@ from crm_pipelines.identity.incremental import MAX_CHANGED_SHARE, find_previous_
 from crm_pipelines.identity.outputs import IdentityFiles, identity_files
 from crm_pipelines.identity.resolve import ResolutionStats, resolve_entities
 from crm_pipelines.identity.rules import MatchRules, load_match_rules
+from crm_pipelines.identity.scoring import REFUSED
 from crm_pipelines.lake import LakePath
 from crm_pipelines_sandbox.people import generate_people
 
@@ -249,3 +250,62 @@ def test_a_run_that_fails_while_writing_leaves_no_state_to_start_from(
     # Two of the night's files were replaced, the others are last run's: no base for the next run.
     assert not IdentityFiles(identity_files(lake, D1).folder).state.exists()
     assert find_previous_run(lake, D2) is None
+
+
+def _pairs(path: LakePath) -> set[tuple[str, str, str]]:
+    """The review queue's pairs and reasons, whichever way round a run wrote each pair."""
+    return {
+        (min(r["record_id_a"], r["record_id_b"]), max(r["record_id_a"], r["record_id_b"]), r["reason"])
+        for r in pq.read_table(str(path), columns=["record_id_a", "record_id_b", "reason"]).to_pylist()
+    }
+
+
+def test_a_change_resolves_its_cluster_and_partners_and_keeps_the_review_pairs_around_them(
+    tmp_path: Path, people: tuple[pa.Table, pa.Table], lake: Path
+) -> None:
+    accounts, contacts = people
+    first = IdentityFiles(identity_files(lake, D1).folder)
+    # A contact in a cluster of several whose cluster-mate is queued for review with a record of
+    # another cluster: the edit resolves the cluster again, the queued pair's other record is not.
+    con = duckdb.connect()
+    picked = con.execute(
+        f"""
+        WITH xref AS (SELECT record_id, golden_id FROM read_parquet('{first.xref}') WHERE entity = 'contact'),
+        review AS (
+            SELECT record_id_a AS mate, record_id_b AS other FROM read_parquet('{first.review}')
+            WHERE entity = 'contact' AND reason <> ?
+            UNION ALL
+            SELECT record_id_b, record_id_a FROM read_parquet('{first.review}') WHERE entity = 'contact' AND reason <> ?
+        )
+        SELECT x.record_id, r.mate, r.other FROM review AS r
+        JOIN xref AS m ON m.record_id = r.mate
+        JOIN xref AS o ON o.record_id = r.other AND o.golden_id <> m.golden_id
+        JOIN xref AS x ON x.golden_id = m.golden_id AND x.record_id NOT IN (r.mate, r.other)
+        ORDER BY ALL LIMIT 1
+        """,
+        [REFUSED, REFUSED],
+    ).fetchall()
+    assert picked
+    edited_id, mate, other = picked[0]
+    con.register("c", contacts)
+    edited = con.sql(
+        "SELECT * REPLACE (CASE WHEN record_id = $id THEN 'Chief Testing Officer' ELSE title END AS title) FROM c",
+        params={"id": edited_id},
+    ).to_arrow_table()
+    _stage(lake, D2, accounts, edited.cast(contacts.schema))
+    previous = _loaded(first.folder)
+
+    incremental = _night(lake, D2, previous=previous)
+    reference = _night(lake, D2, out=tmp_path / "full", previous=previous, incremental=False, since=D1)
+
+    contact = incremental.contact
+    assert (contact.mode, contact.records_changed) == ("incremental", 1)
+    assert reference.contact.mode == "full"
+    # The edited record's cluster and the records it could match, not every record of its blocks.
+    assert contact.records_resolved < 20
+    inc, full = _files(identity_files(lake, D2).folder), _files(tmp_path / "full")
+    for name in EXACT:
+        assert _rows(inc[name]) == _rows(full[name]), name
+    queued = _pairs(inc["review"])
+    assert queued == _pairs(full["review"])
+    assert any({mate, other} == {a, b} for a, b, _ in queued)
