@@ -108,7 +108,6 @@ def load_golden_history(
                 changed=changed[history.entity],
                 supplied=supplied,
                 params=params,
-                partition=partition,
             )
         opened, closed = record_versions(
             con,
@@ -190,13 +189,14 @@ def _candidates(
     changed: str,
     supplied: str,
     params: list[object],
-    partition: str,
 ) -> str | None:
     """The temporary table of the golden ids whose versions tonight may touch, or ``None`` for all.
 
     The history and the golden table are written in one transaction, so a golden row the load did not
-    write is the row its open version holds, unless its supplying records changed (``supplied_by``)
-    or this night was loaded before (a re-run: the ids it versioned or closed may go back).
+    write is the row its version holds, unless its supplying records changed (``supplied_by``). That
+    holds for a re-run of the night too: a golden row the earlier run versioned and the re-run leaves
+    as it is keeps that version; one that goes back, or an id that comes back, is written, so
+    compared.
     """
     target = qualified("core", table)
     if not table_exists(con, "core", table):
@@ -204,18 +204,15 @@ def _candidates(
     columns = {str(row[0]) for row in con.execute(f"DESCRIBE {target}").fetchall()}
     if "supplied_by" not in columns:
         return None
-    night = dt.date.fromisoformat(partition)
     con.execute(
         f"""
         CREATE OR REPLACE TEMP TABLE _history_candidates AS
         SELECT golden_id FROM {changed}
         UNION
-        SELECT golden_id FROM {target} WHERE valid_from = ?::DATE OR valid_to = ?::DATE
-        UNION
         SELECT h.golden_id FROM {target} AS h LEFT JOIN ({supplied}) AS s USING (golden_id)
         WHERE h.valid_to IS NULL AND h.supplied_by IS DISTINCT FROM s.supplied_by
         """,
-        [night, night, *params],
+        params,
     )
     return "_history_candidates"
 
@@ -238,9 +235,10 @@ def record_versions(
     changes no row. A re-run of the same night redoes only that night's changes, keeping every version
     it would write again as it is (its run_id and loaded_at included): the table ends as it was.
 
-    With ``only`` (a table with a ``golden_id`` column) just those ids are compared: the caller knows
-    every other id's snapshot row is the one its open version holds and that the night touched none
-    of their versions, so the result is the one comparing every id gives.
+    With ``only`` (a table with a ``golden_id`` column) just those ids are compared and only their
+    versions are written: the caller knows every other id's snapshot row is the one its current
+    version holds (opened before the night, or by an earlier run of this night), so the result is
+    the one comparing every id gives.
 
     Raises:
         ValueError: the history holds a later night (core only ever moves forward).
@@ -287,7 +285,7 @@ def record_versions(
     # Each statement runs only when it has rows to write: a night that changes no version writes nothing.
     stale = f"""
         FROM {target} AS h
-        WHERE h.valid_from = $night
+        WHERE h.valid_from = $night AND {in_scope}
           AND NOT EXISTS (SELECT 1 FROM _opened AS o WHERE o.{key} = h.{key} AND o.row_hash = h.row_hash)
     """
     if _any(con, stale, {"night": night}):

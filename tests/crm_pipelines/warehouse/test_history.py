@@ -227,6 +227,7 @@ def test_a_rerun_of_the_same_night_changes_nothing(nights: Nights) -> None:
 
 def test_a_rerun_with_other_data_replaces_that_nights_changes(nights: Nights) -> None:
     acme = nights.golden_of("erp:K1")
+    before = nights.history()
     nights.run("2026-03-03", [ACME_RENAMED, ACME_SF, BETA, GAMMA], [PAT_3])
     assert len(nights.versions(acme)) == 2
 
@@ -239,6 +240,9 @@ def test_a_rerun_with_other_data_replaces_that_nights_changes(nights: Nights) ->
     assert nights.query(
         "SELECT count(*) FROM core.golden_account_history WHERE valid_from = DATE '2026-03-03'"
     ) == [(0,)]
+    # Every version the mistaken run closed is open again: the history is the one before it, run ids
+    # and load times included.
+    assert nights.history() == before
 
 
 def test_the_history_never_takes_an_earlier_night_after_a_later_one(nights: Nights) -> None:
