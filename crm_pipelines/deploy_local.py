@@ -34,7 +34,9 @@ import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 from crm_pipelines.instance import instance_file
 
@@ -211,8 +213,6 @@ def running_s3(folder: Path, *, log_dir: Path | None = None, bucket: str = "lake
     """
     import json
 
-    import s3fs
-
     folder.mkdir(parents=True, exist_ok=True)
     config = folder / "s3.json"
     if config.exists():
@@ -225,6 +225,64 @@ def running_s3(folder: Path, *, log_dir: Path | None = None, bucket: str = "lake
         config.touch(mode=0o600)
         config.write_text(json.dumps({"identities": [identity]}), encoding="utf-8")
     (folder / "data").mkdir(exist_ok=True)
+    logs = log_dir or folder
+    for attempt in range(1, _PORT_ATTEMPTS + 1):
+        # Free ports are picked before weed binds them: another process may take one in between, and
+        # weed then exits at once saying so. New ports, and another try.
+        log = logs / "s3.log"
+        logged = log.stat().st_size if log.exists() else 0
+        service, endpoint, fs = _start_weed(folder, config, access_key, secret_key, bucket, log_dir=logs)
+        try:
+            _wait_until(
+                partial(_bucket_ready, fs, bucket),
+                service=service,
+                what="the S3 server takes a write",
+                timeout=90,
+            )
+        except RuntimeError:
+            stop_service(service, timeout=5.0)
+            if attempt < _PORT_ATTEMPTS and _PORT_TAKEN in _log_since(log, logged):
+                continue
+            raise
+        except BaseException:
+            stop_service(service, timeout=5.0)
+            raise
+        break
+    try:
+        yield endpoint
+    finally:
+        # weed takes 10-30 s to leave on SIGTERM; a few seconds of grace, then SIGKILL (its volumes
+        # are append-only files, and nothing is written once the deployment stops).
+        stop_service(service, timeout=5.0)
+
+
+_PORT_ATTEMPTS = 3
+_PORT_TAKEN = "address already in use"
+
+
+def _bucket_ready(fs: Any, bucket: str) -> bool:
+    """Whether the S3 server takes a write into ``bucket`` (created when missing)."""
+    try:
+        if not fs.exists(bucket):
+            fs.mkdir(bucket)
+        fs.pipe_file(f"{bucket}/_ready", b"")
+        return True
+    except Exception:  # not serving yet: connection refused, 5xx while the volumes start
+        return False
+
+
+def _log_since(log: Path, offset: int) -> str:
+    with log.open("rb") as f:
+        f.seek(offset)
+        return f.read().decode("utf-8", "replace")
+
+
+def _start_weed(
+    folder: Path, config: Path, access_key: str, secret_key: str, bucket: str, *, log_dir: Path
+) -> tuple[Service, S3Endpoint, Any]:
+    """Start ``weed server`` on newly picked free ports; its endpoint and an S3 filesystem on it."""
+    import s3fs
+
     ports = {name: free_port() for name in ("master", "volume", "filer", "s3")}
     grpc = {name: free_port() for name in ports}
     argv = [weed_binary(), "server", f"-dir={folder / 'data'}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1"]
@@ -232,7 +290,7 @@ def running_s3(folder: Path, *, log_dir: Path | None = None, bucket: str = "lake
     argv += [f"-{name}.port.grpc={port}" for name, port in grpc.items()]
     argv += ["-filer", "-s3", f"-s3.config={config}", "-s3.port.lance=0", "-s3.port.iceberg=0"]
     argv += ["-master.volumeSizeLimitMB=256", "-volume.max=0", f"-metricsPort={free_port()}"]
-    service = start_service("s3", argv, log_dir=log_dir or folder, env={**os.environ, "HOME": str(folder)})
+    service = start_service("s3", argv, log_dir=log_dir, env={**os.environ, "HOME": str(folder)})
     endpoint = S3Endpoint(f"http://127.0.0.1:{ports['s3']}", access_key, secret_key, bucket)
     fs = s3fs.S3FileSystem(
         key=access_key,
@@ -242,23 +300,7 @@ def running_s3(folder: Path, *, log_dir: Path | None = None, bucket: str = "lake
         use_listings_cache=False,
         config_kwargs={"retries": {"max_attempts": 1}, "connect_timeout": 2, "read_timeout": 10},
     )
-
-    def bucket_ready() -> bool:
-        try:
-            if not fs.exists(bucket):
-                fs.mkdir(bucket)
-            fs.pipe_file(f"{bucket}/_ready", b"")
-            return True
-        except Exception:  # not serving yet: connection refused, 5xx while the volumes start
-            return False
-
-    try:
-        _wait_until(bucket_ready, service=service, what="the S3 server takes a write", timeout=90)
-        yield endpoint
-    finally:
-        # weed takes 10-30 s to leave on SIGTERM; a few seconds of grace, then SIGKILL (its volumes
-        # are append-only files, and nothing is written once the deployment stops).
-        stop_service(service, timeout=5.0)
+    return service, endpoint, fs
 
 
 def celery_worker_argv(name: str, *, concurrency: int, preload: bool) -> list[str]:

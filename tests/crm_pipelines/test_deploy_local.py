@@ -10,6 +10,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -180,3 +181,25 @@ def _wait_for(done: Any, process: subprocess.Popen[bytes], output: Path, *, time
         assert process.poll() is None, f"deploy-local exited ({process.returncode}):\n{output.read_text()}"
         assert time.monotonic() < deadline, f"not within {timeout} s:\n{output.read_text()}"
         time.sleep(1)
+
+
+def test_the_s3_server_starts_on_other_ports_when_one_it_picked_was_taken(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from crm_pipelines import deploy_local
+
+    # Another process takes the master port between the pick and weed's bind.
+    taken = socket.create_server(("127.0.0.1", 0))
+    picks = iter([taken.getsockname()[1]])
+    monkeypatch.setattr(deploy_local, "free_port", lambda: next(picks, None) or free_port())
+    try:
+        with deploy_local.running_s3(tmp_path / "s3") as endpoint:
+            fs = s3fs.S3FileSystem(
+                key=endpoint.access_key, secret=endpoint.secret_key, endpoint_url=endpoint.url
+            )
+            fs.pipe_file(f"{endpoint.bucket}/hello.txt", b"hello")
+            assert fs.cat_file(f"{endpoint.bucket}/hello.txt") == b"hello"
+    finally:
+        taken.close()
+    log = (tmp_path / "s3" / "s3.log").read_text(encoding="utf-8")
+    assert "address already in use" in log
