@@ -11,7 +11,11 @@ the batch, for checks GX cannot express on one column:
 - ``raw_value``: the value of one of ``keys`` in the ``_raw`` source JSON (the first occurrence in
   the text; empty strings and nulls count as absent), so a rule can tell "the source gave a value
   the mapping could not convert" from "the source gave none". Found with a vectorised regex, not a
-  JSON parse per row; a key nested deeper in the JSON matches too.
+  JSON parse per row; a key nested deeper in the JSON matches too;
+- ``first_present``: the first of several columns that holds a value, so a rule can ask for any one
+  of them (an e-mail or a family name) over every row.
+
+Each kind is a declared model with its own ``derive``; a new kind is one more model in ``Derived``.
 
 A rule may also carry ``when``: conditions (ANDed) that select the rows it applies to; they become
 GX ``row_condition`` objects.
@@ -28,12 +32,13 @@ from __future__ import annotations
 import functools
 import re
 import string
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -134,6 +139,10 @@ class Condition(_Model):
         return self
 
 
+#: Reads one column of the batch, cast to its canonical type.
+ColumnReader = Callable[[str], pa.ChunkedArray]
+
+
 class SumGap(_Model):
     """Derived column ``abs(total - sum(parts))``, null when any input is null."""
 
@@ -146,9 +155,24 @@ class SumGap(_Model):
     def inputs(self) -> tuple[str, ...]:
         return (self.total, *self.parts)
 
+    @property
+    def arrow_type(self) -> pa.DataType:
+        return pa.decimal128(38, 2)
+
+    def derive(self, table: pa.Table, column: ColumnReader) -> pa.ChunkedArray:
+        parts = [column(part) for part in self.parts]
+        acc = parts[0]
+        for part in parts[1:]:
+            acc = pc.add(acc, part)
+        # Exact decimal arithmetic: a float gap of 0.01 can come out as 0.010000000000000009.
+        return pc.abs(pc.subtract(column(self.total), acc))
+
 
 class RawValue(_Model):
-    """Derived column: the (non-empty) value of one of ``keys`` in the ``_raw`` JSON, else null."""
+    """Derived column: the (non-empty) value of one of ``keys`` in the ``_raw`` JSON, else null.
+
+    The value is the JSON-escaped text (``\\u00d6sterreich``); a quarantine row shows it unescaped.
+    """
 
     kind: Literal["raw_value"]
     name: str = Field(pattern=_DERIVED_NAME)
@@ -159,8 +183,62 @@ class RawValue(_Model):
         # _raw is optional: without it the column is all null and rules reading it never fire.
         return ()
 
+    @property
+    def arrow_type(self) -> pa.DataType:
+        return pa.string()
 
-Derived = Annotated[SumGap | RawValue, Field(discriminator="kind")]
+    def derive(self, table: pa.Table, column: ColumnReader) -> pa.ChunkedArray:
+        if RAW_COLUMN not in table.column_names:
+            return pa.chunked_array([pa.nulls(table.num_rows, pa.string())])
+        raw = table.column(RAW_COLUMN)
+        if not pa.types.is_string(raw.type) and not pa.types.is_large_string(raw.type):
+            raw = raw.cast(pa.string())
+        alternatives = "|".join(self.keys)  # keys are [A-Za-z0-9_]+, nothing to escape
+        # A non-empty JSON string (escapes kept) or a bare number / boolean after "key":
+        pattern = (
+            rf'"(?:{alternatives})"\s*:\s*'
+            r'(?:"(?P<s>(?:[^"\\]|\\.)+)"|(?P<n>-?[0-9][0-9.eE+-]*|true|false))'
+        )
+        matches = pc.extract_regex(raw, pattern=pattern)
+        text = pc.struct_field(matches, "s")
+        bare = pc.struct_field(matches, "n")
+        return pc.if_else(pc.equal(text, ""), bare, text)
+
+
+class FirstPresent(_Model):
+    """Derived column: the first of ``columns`` that holds a value (not null, not blank), as text;
+    null when none does.
+
+    A rule on it asks for any one of several columns (an e-mail or at least a family name) over every
+    row. The same rule written as ``not_null(last_name) when email is null`` is judged over the rows
+    without an e-mail only, so its share moves with every e-mail filled in elsewhere, and a handful of
+    rows decides it.
+    """
+
+    kind: Literal["first_present"]
+    name: str = Field(pattern=_DERIVED_NAME)
+    columns: list[str] = Field(min_length=2)
+
+    @property
+    def inputs(self) -> tuple[str, ...]:
+        return tuple(self.columns)
+
+    @property
+    def arrow_type(self) -> pa.DataType:
+        return pa.string()
+
+    def derive(self, table: pa.Table, column: ColumnReader) -> pa.ChunkedArray:
+        present = []
+        for name in self.columns:
+            text = column(name).cast(pa.string())
+            present.append(
+                pc.if_else(pc.equal(pc.utf8_trim_whitespace(text), ""), pa.scalar(None, pa.string()), text)
+            )
+        return pc.coalesce(*present)
+
+
+Derived = Annotated[SumGap | RawValue | FirstPresent, Field(discriminator="kind")]
+DerivedColumn = SumGap | RawValue | FirstPresent
 
 
 class Rule(_Model):
@@ -292,7 +370,7 @@ class RuleSet(_Model):
         """
         return [*self.common, *self._entity(entity).rules]
 
-    def derived_for(self, entity: str) -> list[SumGap | RawValue]:
+    def derived_for(self, entity: str) -> list[DerivedColumn]:
         """Derived columns the entity's rules may read.
 
         Args:
@@ -352,7 +430,7 @@ def _entity_problems(entity: str, schema: pa.Schema, spec: EntityRules, common: 
                 problems.append(f"{where}.derived {derived.name}: unknown column {column!r}")
             elif isinstance(derived, SumGap) and not pa.types.is_decimal(types[column]):
                 problems.append(f"{where}.derived {derived.name}: column {column!r} is not a decimal")
-        types[derived.name] = pa.decimal128(38, 2) if isinstance(derived, SumGap) else pa.string()
+        types[derived.name] = derived.arrow_type
     seen: set[str] = set()
     for rule in [*common, *spec.rules]:
         at = f"{where} rule {rule.name}"

@@ -26,6 +26,7 @@ One ephemeral GX context serves the whole process (see :func:`gx_context`); suit
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import re
@@ -50,7 +51,6 @@ from crm_pipelines.quality.rules import (
     RawValue,
     Rule,
     RuleSet,
-    SumGap,
     load_rules,
     template_fields,
 )
@@ -304,19 +304,6 @@ def _unescape_json_string(text: str) -> str:
     return decoded if isinstance(decoded, str) else text
 
 
-def _raw_value_pattern(keys: Iterable[str]) -> str:
-    alternatives = "|".join(keys)  # keys are [A-Za-z0-9_]+, nothing to escape
-    # A non-empty JSON string (escapes kept) or a bare number / boolean after "key":
-    return (
-        rf'"(?:{alternatives})"\s*:\s*'
-        r'(?:"(?P<s>(?:[^"\\]|\\.)+)"|(?P<n>-?[0-9][0-9.eE+-]*|true|false))'
-    )
-
-
-def _derived_type(spec: SumGap | RawValue) -> pa.DataType:
-    return pa.decimal128(38, 2) if isinstance(spec, SumGap) else pa.string()
-
-
 def _regex_search(column: pa.ChunkedArray | pa.Array, regex: str, re2: str | None = None) -> pa.Array:
     """GX's pandas regex check, ``re.search`` on each value; null stays null.
 
@@ -425,7 +412,7 @@ class ValidationRun:
         # The suite as SQL predicates when every rule compiles (else GX validates pandas frames).
         frame_types = {
             **{f.name: f.type for f in self._schema},
-            **{d.name: _derived_type(d) for d in self._derived},
+            **{d.name: d.arrow_type for d in self._derived},
         }
         frame_types = {
             name: pa.float64() if pa.types.is_decimal(dtype) else dtype for name, dtype in frame_types.items()
@@ -545,28 +532,10 @@ class ValidationRun:
             ) from exc
 
     def _derive(self, table: pa.Table) -> dict[str, pa.ChunkedArray]:
-        derived: dict[str, pa.ChunkedArray] = {}
-        for spec in self._derived:
-            if isinstance(spec, SumGap):
-                total = self._typed_column(table, spec.total)
-                parts = [self._typed_column(table, part) for part in spec.parts]
-                acc = parts[0]
-                for part in parts[1:]:
-                    acc = pc.add(acc, part)
-                # Exact decimal arithmetic: a float gap of 0.01 can come out as 0.010000000000000009.
-                derived[spec.name] = pc.abs(pc.subtract(total, acc))
-            elif isinstance(spec, RawValue):
-                if RAW_COLUMN not in table.column_names:
-                    derived[spec.name] = pa.chunked_array([pa.nulls(table.num_rows, pa.string())])
-                    continue
-                raw = table.column(RAW_COLUMN)
-                if not pa.types.is_string(raw.type) and not pa.types.is_large_string(raw.type):
-                    raw = raw.cast(pa.string())
-                matches = pc.extract_regex(raw, pattern=_raw_value_pattern(spec.keys))
-                text = pc.struct_field(matches, "s")
-                bare = pc.struct_field(matches, "n")
-                derived[spec.name] = pc.if_else(pc.equal(text, ""), bare, text)
-        return derived
+        return {
+            spec.name: spec.derive(table, functools.partial(self._typed_column, table))
+            for spec in self._derived
+        }
 
     def _frame_arrays(
         self, table: pa.Table, derived: dict[str, pa.ChunkedArray]

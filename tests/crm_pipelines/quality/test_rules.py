@@ -91,6 +91,22 @@ def _rules_text(rule: str, *, entity: str = "account", extra: str = "") -> str:
             id="unknown-column",
         ),
         pytest.param(
+            _rules_text(_GOOD_RULE).replace(
+                "    rules:",
+                "    derived:\n      - {kind: first_present, name: _named, columns: [name, nmae]}\n    rules:",
+            ),
+            "entities.account.derived _named: unknown column 'nmae'",
+            id="first-present-unknown-column",
+        ),
+        pytest.param(
+            _rules_text(_GOOD_RULE).replace(
+                "    rules:",
+                "    derived:\n      - {kind: first_present, name: _named, columns: [name]}\n    rules:",
+            ),
+            "entities.account.derived.0.first_present.columns",
+            id="first-present-one-column",
+        ),
+        pytest.param(
             _rules_text(
                 _GOOD_RULE.replace("expect_column_values_to_not_be_null", "expect_column_to_be_pretty")
             ),
