@@ -309,3 +309,42 @@ def test_a_change_resolves_its_cluster_and_partners_and_keeps_the_review_pairs_a
     queued = _pairs(inc["review"])
     assert queued == _pairs(full["review"])
     assert any({mate, other} == {a, b} for a, b, _ in queued)
+
+
+def test_refused_joins_are_followed_from_the_scope_until_none_leads_out(tmp_path: Path) -> None:
+    from crm_pipelines.identity.incremental import _close_over_refused
+
+    # Clusters G1 {a}, G2 {b, c}, G3 {d, e}, G4 {f}, G5 {g}. Last night refused a-b and c-d; b-f was
+    # held for review between the thresholds (its outcome is the pair's own); g is unrelated.
+    review = tmp_path / "match_review.parquet"
+    pq.write_table(
+        pa.table(
+            {
+                "entity": ["contact"] * 3 + ["account"],
+                "record_id_a": ["a", "c", "b", "g"],
+                "record_id_b": ["b", "d", "f", "a"],
+                "reason": [REFUSED, REFUSED, "between review_at and merge_at", REFUSED],
+            }
+        ),
+        review,
+    )
+    con = duckdb.connect()
+    ids = ["a", "b", "c", "d", "e", "f", "g"]
+    con.register("f_in", pa.table({"rid": list(range(len(ids))), "record_id": ids}))
+    con.register(
+        "p_in", pa.table({"record_id": ids, "golden_id": ["G1", "G2", "G2", "G3", "G3", "G4", "G5"]})
+    )
+    con.execute("CREATE TEMP TABLE fp AS SELECT * FROM f_in; CREATE TEMP TABLE prev AS SELECT * FROM p_in")
+    con.execute("CREATE TEMP TABLE scope AS SELECT 0::BIGINT AS rid")  # a changed
+
+    _close_over_refused(
+        con,
+        scope="scope",
+        review=f"read_parquet('{review}')",
+        entity="contact",
+        fingerprints="fp",
+        prev="prev",
+    )
+
+    scoped = {ids[rid] for (rid,) in con.execute("SELECT rid FROM scope").fetchall()}
+    assert scoped == {"a", "b", "c", "d", "e"}
