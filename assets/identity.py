@@ -76,7 +76,7 @@ def identity_resolution(
             **{
                 f"golden_{entity}_ids_{outcome}": dg.MetadataValue.int(getattr(ids, outcome))
                 for entity, ids in (("account", stats.account.ids), ("contact", stats.contact.ids))
-                for outcome in ("kept", "created", "merged", "split")
+                for outcome in ("kept", "created", "merged", "split", "returned")
             },
             **{
                 f"{entity}_{name}": value

@@ -12,7 +12,10 @@ tonight's load) and every id ever recorded (``core.golden_id_history``), in Duck
    (ties: the first seen, then the smallest id), so an id survives growth; the other ids homed there
    are **merged** into it;
 3. a cluster home to no previous id gets a new id: a **split** from the id most of its members
-   carried (whose anchor went elsewhere), or **created** when none carried one;
+   carried (whose anchor went elsewhere), or **created** when none carried one; unless none of its
+   members carried an id and it holds the anchor of an id no record carries any more and that was
+   never merged into another (its records were deleted, or left the source): that id **returned**
+   with its record, as a record deleted by mistake and restored keeps its golden id and its history;
 4. a new id is the entity's prefix plus the first 16 hex digits of md5(smallest record_id), as on the
    first night; when that id is taken (kept tonight or ever recorded) it is md5(record_id || '#' || n)
    for the smallest free n, so an id never comes back with another meaning.
@@ -48,13 +51,15 @@ __all__ = [
 
 #: Record -> golden id of the previous run, per entity.
 PREVIOUS_XREF = pa.schema([("entity", pa.string()), ("record_id", pa.string()), ("golden_id", pa.string())])
-#: Every golden id ever recorded: the record it was made from and the partition it first appeared in.
+#: Every golden id ever recorded: the record it was made from, the partition it first appeared in
+#: and whether it was ever merged into another (such an id never comes back on its own).
 KNOWN_IDS = pa.schema(
     [
         ("entity", pa.string()),
         ("golden_id", pa.string()),
         ("anchor_record_id", pa.string()),
         ("first_seen", pa.string()),
+        ("merged", pa.bool_()),
     ]
 )
 #: One run's changes of golden ids (``golden_id_history.parquet``).
@@ -72,9 +77,9 @@ HISTORY_DDL = """
 CREATE TABLE IF NOT EXISTS core.golden_id_history (
     entity VARCHAR,            -- account | contact
     golden_id VARCHAR,         -- the id the event is about
-    event VARCHAR,             -- created | split | merged
+    event VARCHAR,             -- created | split | merged | returned
     related_id VARCHAR,        -- split: the id it split from; merged: the id it was merged into
-    anchor_record_id VARCHAR,  -- created, split: the record the id was made from (it stays with that record)
+    anchor_record_id VARCHAR,  -- created, split, returned: the record the id was made from (it stays with that record)
     partition VARCHAR,         -- the night whose identity run recorded it
     run_id VARCHAR,
     recorded_at TIMESTAMPTZ
@@ -109,6 +114,7 @@ class GoldenIdStats:
     created: int
     merged: int
     split: int
+    returned: int = 0
 
 
 def previous_ids(con: duckdb.DuckDBPyConnection) -> PreviousIds:
@@ -132,7 +138,8 @@ def previous_ids(con: duckdb.DuckDBPyConnection) -> PreviousIds:
             """
             SELECT entity, golden_id,
                    any_value(anchor_record_id) FILTER (WHERE event IN ('created', 'split')) AS anchor_record_id,
-                   min(partition) AS first_seen
+                   min(partition) AS first_seen,
+                   bool_or(event = 'merged') AS merged
             FROM core.golden_id_history
             GROUP BY entity, golden_id
             """,
@@ -171,7 +178,7 @@ def assign_golden_ids(
         Ids kept, created, merged and split. Leaves ``table('ids')`` (``cluster``, ``golden_id``, one
         row per cluster) and ``table('id_events')`` (schema ``EVENTS``).
     """
-    members, clusters, prev, anchors, carried, homes, pending, taken, fresh = (
+    members, clusters, prev, anchors, carried, homes, pending, returned, taken, fresh = (
         table(f"ids_{purpose}")
         for purpose in (
             "members",
@@ -181,6 +188,7 @@ def assign_golden_ids(
             "carried",
             "homes",
             "pending",
+            "returned",
             "taken",
             "fresh",
         )
@@ -280,6 +288,33 @@ def assign_golden_ids(
         WHERE cl.cluster NOT IN (SELECT cluster FROM {ids})
         """
     )
+    # A cluster none of whose members carried an id, holding the anchor of an id that no record
+    # carries now and that was never merged: that id comes back (the newest such id of the anchor).
+    run(
+        f"""
+        CREATE OR REPLACE TEMP TABLE {returned} AS
+        SELECT p.cluster, k.golden_id, k.anchor_record_id
+        FROM {pending} AS p
+        JOIN {members} AS m USING (cluster)
+        JOIN (
+            SELECT golden_id, anchor_record_id, first_seen FROM {_KNOWN_INPUT}
+            WHERE entity = $entity AND NOT coalesce(merged, false) AND anchor_record_id IS NOT NULL
+              AND golden_id NOT IN (SELECT golden_id FROM {prev})
+        ) AS k ON k.anchor_record_id = m.record_id
+        WHERE p.split_from IS NULL
+        QUALIFY row_number() OVER (PARTITION BY p.cluster ORDER BY k.first_seen DESC NULLS LAST, k.golden_id DESC) = 1
+        """,
+        {"entity": entity},
+    )
+    run(f"INSERT INTO {ids} SELECT cluster, golden_id FROM {returned}")
+    run(
+        f"""
+        INSERT INTO {events}
+        SELECT $entity, golden_id, 'returned', NULL, anchor_record_id FROM {returned}
+        """,
+        {"entity": entity},
+    )
+    run(f"DELETE FROM {pending} WHERE cluster IN (SELECT cluster FROM {returned})")
     run(
         f"""
         CREATE OR REPLACE TEMP TABLE {taken} AS
@@ -334,9 +369,10 @@ def assign_golden_ids(
         cur,
         f"SELECT count(*) FILTER (WHERE split_from IS NULL), count(*) FILTER (WHERE split_from IS NOT NULL) FROM {pending}",
     )
-    for name in (members, clusters, prev, anchors, carried, homes, pending, taken, fresh):
+    came_back = _count(cur, f"SELECT count(*) FROM {returned}")
+    for name in (members, clusters, prev, anchors, carried, homes, pending, returned, taken, fresh):
         run(f"DROP TABLE {name}")
-    return GoldenIdStats(kept=kept, created=created, merged=merged, split=split)
+    return GoldenIdStats(kept=kept, created=created, merged=merged, split=split, returned=came_back)
 
 
 def _row(cur: duckdb.DuckDBPyConnection, sql: str) -> tuple[int, int]:

@@ -233,6 +233,29 @@ def test_a_taken_id_is_never_given_again(tmp_path: Path) -> None:
     assert nights.history("split") == [(md5_id("A-", "crm:a#1"), "split", kept, "crm:a", "2026-01-04")]
 
 
+def test_a_record_deleted_and_restored_gets_its_id_back_and_a_merged_one_does_not(tmp_path: Path) -> None:
+    nights = Nights(tmp_path)
+    nights.run("2026-01-01", [account("a", "V1"), account("b", "V2"), account("e", "V3")])
+    a, b, e = nights.golden_of("crm:a"), nights.golden_of("crm:b"), nights.golden_of("crm:e")
+    # crm:a is deleted in its CRM; crm:b merges into crm:e's id (same VAT number; the tie goes to the
+    # smaller id, crm:e's).
+    nights.run("2026-01-02", [account("b", "V3"), account("e", "V3")])
+    assert nights.current(b) == e
+
+    # Both come back on their own: crm:a was restored, crm:b split off again.
+    stats = nights.run("2026-01-03", [account("a", "V1"), account("b", "V2"), account("e", "V3")])
+
+    assert nights.golden_of("crm:a") == a
+    assert nights.history("returned") == [(a, "returned", None, "crm:a", "2026-01-03")]
+    # crm:b's old id means "merged into crm:e's" now: it gets another one.
+    assert nights.golden_of("crm:b") == md5_id("A-", "crm:b#1")
+    assert nights.golden_of("crm:e") == e
+    assert (stats.account.ids.returned, stats.account.ids.split) == (1, 1)
+    # An unchanged night after that keeps every id and records nothing.
+    nights.run("2026-01-04", [account("a", "V1"), account("b", "V2"), account("e", "V3")])
+    assert [row for row in nights.history() if row[4] == "2026-01-04"] == []
+
+
 def test_running_a_night_again_keeps_every_id_and_records_nothing(tmp_path: Path) -> None:
     nights = Nights(tmp_path)
     first = [account("a", "V1"), account("b", "V2"), account("c", "V2")]

@@ -84,7 +84,7 @@ def _loaded(*folders: LakePath) -> PreviousIds:
     con.register("events", pa.concat_tables(pq.read_table(f.history).cast(EVENTS) for f in files))
     known = con.sql(
         "SELECT entity, golden_id, any_value(anchor_record_id) FILTER (WHERE event IN ('created', 'split')) "
-        "AS anchor_record_id, '2026-11-30' AS first_seen FROM events GROUP BY ALL"
+        "AS anchor_record_id, '2026-11-30' AS first_seen, bool_or(event = 'merged') AS merged FROM events GROUP BY ALL"
     ).to_arrow_table()
     return PreviousIds(xref=xref, known=known.cast(KNOWN_IDS))
 

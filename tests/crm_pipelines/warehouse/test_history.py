@@ -245,6 +245,29 @@ def test_a_rerun_with_other_data_replaces_that_nights_changes(nights: Nights) ->
     assert nights.history() == before
 
 
+def test_a_company_deleted_and_restored_keeps_its_id_and_its_history(nights: Nights) -> None:
+    gamma = nights.golden_of("salesforce:S3")
+    nights.run("2026-03-02", NIGHT_1, [PAT])
+    nights.run("2026-03-03", [ACME_ERP, ACME_SF, BETA], [PAT])  # Gamma deleted in Salesforce
+    assert nights.versions(gamma, "name") == [
+        (date(2026, 3, 1), date(2026, 3, 3), False, "Gamma KG", "run-1")
+    ]
+
+    nights.run("2026-03-05", NIGHT_1, [PAT])  # restored two nights later
+
+    assert nights.golden_of("salesforce:S3") == gamma
+    assert nights.versions(gamma, "name") == [
+        (date(2026, 3, 1), date(2026, 3, 3), False, "Gamma KG", "run-1"),
+        (date(2026, 3, 5), None, True, "Gamma KG", "run-4"),
+    ]
+    # The README's "as of" query: there on the 2nd, gone on the 4th, back on the 5th.
+    assert [nights.query(AS_OF, {"id": gamma, "day": date(2026, 3, d)}) for d in (2, 4, 5)] == [
+        [("Gamma KG",)],
+        [],
+        [("Gamma KG",)],
+    ]
+
+
 def test_the_history_never_takes_an_earlier_night_after_a_later_one(nights: Nights) -> None:
     nights.run("2026-03-03", NIGHT_3, [PAT_3])
     before = nights.history()
