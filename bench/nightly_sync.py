@@ -21,7 +21,8 @@ write-back again, where nights a day apart start from the day's last edit. So be
 run after the first the script waits out the longest lookback, saves one record of every object in
 every CRM unchanged and edits a tenth of ``--changed`` (the trickle), which moves the cursors on.
 The measured night then reads the edits, the trickle within the lookback and the last settling
-run's own writes (the ``rows read`` column shows how much each extract read); ``--settle 0``
+run's own writes (the ``rows read`` column shows how much each extract read; for a reverse sync,
+both row columns show the records it sent, created or updated); ``--settle 0``
 measures the first night after the initial load instead. With an older ``--day`` the edits are
 stamped at noon UTC of D+1, and night D's writes (stamped now) fall after D+1's window: its
 extracts miss them and its syncs send them again, so keep the default for figures.
@@ -157,6 +158,7 @@ class Step:
     waits: float = 0.0
     rows: int | None = None
     rows_read: int | None = None
+    sent: int | None = None  # a reverse sync's records created or updated in its target
     mode: str = ""
     started: float = 0.0
 
@@ -220,6 +222,9 @@ def watch_steps(instance: dg.DagsterInstance, steps: dict[str, Step]) -> None:
                     step.rows_read = (step.rows_read or 0) + int(metadata["rows_read"].value)  # type: ignore[arg-type]
                 if "mode" in metadata:
                     step.mode = str(metadata["mode"].value)
+                if "created" in metadata and "updated" in metadata:
+                    for name in ("created", "updated"):
+                        step.sent = (step.sent or 0) + int(metadata[name].value)  # type: ignore[arg-type]
         store_event(event)
 
     setattr(storage, "store_event", watched)  # noqa: B010 (the instance's own, for this benchmark)
@@ -295,7 +300,13 @@ def report_night(label: str, night: Night, contacts: int) -> None:
 def _rows(step: Step | None, *, read: bool) -> str:
     if step is None:
         return ""
-    n = step.rows_read if read and step.rows_read is not None else step.rows
+    n = (
+        step.sent
+        if step.sent is not None
+        else step.rows_read
+        if read and step.rows_read is not None
+        else step.rows
+    )
     return "" if n is None else f"{n:,}"
 
 
