@@ -8,8 +8,8 @@ rows (lake ``staging``) and quarantined rows with rule and reason (lake ``quaran
 Incremental by changed keys. The raw folder of a night is the whole object, and a record's staged
 outcome depends only on its source rows (the source SELECT's row, joins included, which ``_raw``
 holds) and on the declarations. So staging runs the cheap source SELECT over every row
-(:attr:`~crm_pipelines.mapping.build.PlannedMapping.source_sql`), fingerprints each record (md5 of
-its rows' JSON), compares with the state of the newest earlier night that can serve as a base
+(:attr:`~crm_pipelines.mapping.build.PlannedMapping.source_sql`), fingerprints each record (DuckDB's
+64-bit hash of its rows, whatever the query joined included), compares with the state of the newest earlier night that can serve as a base
 (:func:`crm_pipelines.mapping.state.find_base`: complete, unchanged since written, same
 declarations) and maps, deduplicates, logs deletes and validates only the records that are new or
 changed and those without a key; the others' valid row, quarantine rows and delete entry are copied
@@ -52,8 +52,8 @@ from crm_pipelines.lake import (
 )
 from crm_pipelines.mapping.build import (
     KEY_HAS_KEY,
-    KEY_RAW,
     KEY_RECORD_ID,
+    KEY_ROW,
     PlannedMapping,
     mapping_connection,
     plan_entity,
@@ -72,7 +72,7 @@ from crm_pipelines.mapping.state import (
 )
 from crm_pipelines.privacy.suppression import suppress_raw_partition
 from crm_pipelines.progress import ProgressLog
-from crm_pipelines.quality.rules import RuleSet, load_rules
+from crm_pipelines.quality.rules import RAW_COLUMN, RuleSet, load_rules
 from crm_pipelines.quality.validate import RuleStats, ValidationSummary, validate_batches
 from crm_pipelines.sql import quote_literal
 from crm_pipelines.warehouse.deletes import deleted_folder
@@ -249,13 +249,15 @@ class _SourceStager:
     def stage(self, *, incremental: bool) -> SourceStaging:
         assert self.planned.source_sql is not None
         try:
-            # The source SELECT over every row (pure SQL): each record's fingerprint is the md5 of its
-            # rows' JSON, so it changes with anything the query joined; keyless rows have none.
+            # The source SELECT over every row (pure SQL): each record's fingerprint is the hash of its
+            # rows (the query's row struct, so it changes with anything the query joined); keyless rows
+            # have none. DuckDB's hash of the row costs a third of an md5 of its JSON, and an edit that
+            # leaves a record's 64-bit hash as it was has a chance of 2^-64; a new DuckDB version
+            # changes the declarations digest (:mod:`crm_pipelines.mapping.state`), so it restages all.
             self._sql(
                 f"CREATE OR REPLACE TEMP TABLE records AS SELECT {KEY_RECORD_ID} AS record_id, "
-                f"CASE WHEN bool_and({KEY_HAS_KEY}) THEN "
-                f"md5(array_to_string(list_sort(list(md5({KEY_RAW}))), ',')) END AS fingerprint, "
-                f"count(*) AS n FROM ({self.planned.source_sql}) GROUP BY {KEY_RECORD_ID}"
+                f"CASE WHEN bool_and({KEY_HAS_KEY}) THEN hash(list_sort(list(hash({KEY_ROW})))) END "
+                f"AS fingerprint, count(*) AS n FROM ({self.planned.source_sql}) GROUP BY {KEY_RECORD_ID}"
             )
             base, reason = self._base(incremental)
             try:
@@ -353,7 +355,10 @@ class _SourceStager:
                     f" UNION ALL SELECT record_id, source, source_id, entity FROM {base_rows['deleted']}"
                 )
             self._sql(f"COPY ({deleted}) TO {quote_literal(str(files['deleted']))} (FORMAT parquet)")
-            state = f"SELECT * FROM {new_rows}"
+            # The state keeps the source JSON only when a rule derives a column from it: elsewhere it
+            # was two thirds of the file, copied forward every night.
+            raw = "" if self.rules.reads_raw(entity) else f" EXCLUDE ({RAW_COLUMN})"
+            state = f"SELECT *{raw} FROM {new_rows}"
             if base is not None:
                 state += f" UNION ALL BY NAME SELECT * FROM {base_rows['state']}"
             self._sql(f"COPY ({state}) TO {quote_literal(str(files['state']))} (FORMAT parquet)")

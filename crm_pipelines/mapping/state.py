@@ -5,10 +5,11 @@ Next to its outputs (``staging/canonical``, ``quarantine/quality``, ``staging/de
 writes per (entity, source) and night:
 
 - ``staging/state/<entity>/dt=D/<source>.parquet``: one row per record (``record_id``), the record's
-  mapped row as the quality suite saw it (the newest row of its key, ``_raw`` and ``_deleted``
-  included) and ``_fingerprint``, the md5 of its source rows' JSON (``_raw`` is ``to_json`` of the
-  source SELECT's row, so it holds whatever the mapping's query joined: a contact's account too).
-  Rows without a source key have no fingerprint: they never count as unchanged.
+  mapped row as the quality suite saw it (the newest row of its key, ``_deleted`` included; ``_raw``,
+  the source row's JSON, only when a rule of the entity derives a column from it) and
+  ``_fingerprint``, DuckDB's hash of its source rows (the source SELECT's rows, so it covers whatever
+  the mapping's query joined: a contact's account too). Rows without a source key have no
+  fingerprint: they never count as unchanged.
 - ``staging/state/<entity>/dt=D/<source>.json``, the marker, written last: the declarations digest
   (:func:`declarations_digest`), the sha256 of the four output files and the quality rules' counts
   over the night's rows. A night without a marker (a crashed run) is never a base, nor one whose

@@ -35,7 +35,7 @@ import string
 from collections.abc import Callable, Iterable, Mapping
 from importlib import resources
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -150,6 +150,7 @@ class SumGap(_Model):
     name: str = Field(pattern=_DERIVED_NAME)
     total: str
     parts: list[str] = Field(min_length=1)
+    reads_raw: ClassVar[bool] = False  # whether it reads the source row's JSON (``_raw``)
 
     @property
     def inputs(self) -> tuple[str, ...]:
@@ -177,6 +178,7 @@ class RawValue(_Model):
     kind: Literal["raw_value"]
     name: str = Field(pattern=_DERIVED_NAME)
     keys: list[Annotated[str, Field(pattern=r"^[A-Za-z0-9_]+$")]] = Field(min_length=1)
+    reads_raw: ClassVar[bool] = True
 
     @property
     def inputs(self) -> tuple[str, ...]:
@@ -218,6 +220,7 @@ class FirstPresent(_Model):
     kind: Literal["first_present"]
     name: str = Field(pattern=_DERIVED_NAME)
     columns: list[str] = Field(min_length=2)
+    reads_raw: ClassVar[bool] = False
 
     @property
     def inputs(self) -> tuple[str, ...]:
@@ -380,6 +383,10 @@ class RuleSet(_Model):
             The derived column specs, in declaration order.
         """
         return list(self._entity(entity).derived)
+
+    def reads_raw(self, entity: str) -> bool:
+        """Whether a derived column of ``entity`` reads the source row's JSON (``_raw``)."""
+        return any(derived.reads_raw for derived in self.derived_for(entity))
 
     def _entity(self, entity: str) -> EntityRules:
         if entity not in self.entities:

@@ -374,3 +374,38 @@ def test_the_staging_asset_shows_what_was_restaged(lake: Path, tmp_path: Path) -
     (check,) = result.get_asset_check_evaluations()
     assert not check.passed
     assert "contact_country_iso2" in (check.description or "")
+
+
+def test_the_state_keeps_the_source_json_only_where_a_rule_reads_it(
+    lake: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The contact rules derive the source's country from ``_raw``, so night D's state holds it; rules
+    that read no JSON leave it out of the state, and the nights built on that state stay exact."""
+    assert "_raw" in pq.read_schema(night_files(lake, "contact", D, "salesforce")["state"]).names
+    rules = load_rules().model_copy(deep=True)
+    contact_rules = rules.entities["contact"]
+    from_json = {d.name for d in contact_rules.derived if d.reads_raw}
+    assert from_json  # what this test takes away
+    rules.entities["contact"] = contact_rules.model_copy(
+        update={
+            "derived": [d for d in contact_rules.derived if not d.reads_raw],
+            "rules": [r for r in contact_rules.rules if not any(n in r.model_dump_json() for n in from_json)],
+        }
+    )
+    monkeypatch.setattr(stage_module, "load_rules", lambda: rules)
+    assert stage(lake, D1).mode == "full"  # the rules changed
+    state = night_files(lake, "contact", D1, "salesforce")["state"]
+    assert "_raw" not in pq.read_schema(state).names
+
+    contacts, accounts = night_d1()
+    contacts[31] = contact(31, D2)
+    contacts[30] = contact(30, D2, Email="broken again")  # fails a rule that reads no JSON
+    write_night(lake, D2, contacts, accounts)
+    full, full_files = full_recompute(lake, tmp_path, D2)
+    outcome = stage(lake, D2)
+    assert (outcome.mode, outcome.base_partition, outcome.records_restaged) == ("incremental", D1, 3)
+    assert outputs(lake, D2) == full_files
+    assert night_view(outcome) == night_view(full)
+    assert ("salesforce:C30", "contact_email_format") in {
+        (r["record_id"], r["rule"]) for r in full_files["quarantine"]
+    }
