@@ -183,7 +183,7 @@ def plan_mapping(
     source_sql = (
         f"WITH src AS ({source_select})\n"
         f"SELECT {record_id} AS {KEY_RECORD_ID}, {source_id} IS NOT NULL AS {KEY_HAS_KEY}, "
-        f"{deleted} AS {KEY_DELETED}, to_json(src) AS {KEY_RAW}, src AS {KEY_ROW}\nFROM src"
+        f"{deleted} AS {KEY_DELETED}, src AS {KEY_ROW}\nFROM src"
     )
     inner = [
         f"{KEY_RECORD_ID} AS record_id",
@@ -222,7 +222,8 @@ def plan_mapping(
     outer.extend([DELETED, "_raw"])
     # The source row's columns by their own names again, beside the keyed columns.
     template = (
-        f"WITH src_rows AS (SELECT {KEY_RECORD_ID}, {KEY_DELETED}, {KEY_RAW}, {KEY_ROW}.* FROM {{{KEYED}}}),\n"
+        f"WITH src_rows AS (SELECT {KEY_RECORD_ID}, {KEY_DELETED}, to_json({KEY_ROW}) AS {KEY_RAW}, "
+        f"{KEY_ROW}.* FROM {{{KEYED}}}),\n"
         f"mapped AS (SELECT {', '.join(inner)}\nFROM src_rows)\n"
         f"SELECT {', '.join(outer)}\nFROM mapped"
     )

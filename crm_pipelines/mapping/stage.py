@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
+import pyarrow as pa
 
 from crm_pipelines.canonical import ENTITIES, QUARANTINE
 from crm_pipelines.lake import (
@@ -355,10 +356,7 @@ class _SourceStager:
                     f" UNION ALL SELECT record_id, source, source_id, entity FROM {base_rows['deleted']}"
                 )
             self._sql(f"COPY ({deleted}) TO {quote_literal(str(files['deleted']))} (FORMAT parquet)")
-            # The state keeps the source JSON only when a rule derives a column from it: elsewhere it
-            # was two thirds of the file, copied forward every night.
-            raw = "" if self.rules.reads_raw(entity) else f" EXCLUDE ({RAW_COLUMN})"
-            state = f"SELECT *{raw} FROM {new_rows}"
+            state = self._state_rows(new_rows, scratch)
             if base is not None:
                 state += f" UNION ALL BY NAME SELECT * FROM {base_rows['state']}"
             self._sql(f"COPY ({state}) TO {quote_literal(str(files['state']))} (FORMAT parquet)")
@@ -427,6 +425,32 @@ class _SourceStager:
             suite_success=summary.success,
             failed_rules=summary.failed_rules,
             quality=summary.to_dict(),
+        )
+
+    def _state_rows(self, new_rows: str, scratch: Path) -> str:
+        """The state's rows of the restaged records: as the suite saw them, but for the source JSON.
+
+        The JSON (``_raw``) was two thirds of a contact state file, copied forward every night, and is
+        read back only by the derived columns that take a value from it; their values take its place,
+        derived here as the suite derives them (the suite reads them as they are).
+        """
+        from_raw = self.rules.derived_from_raw(self.entity)
+        if not from_raw:
+            return f"SELECT * EXCLUDE ({RAW_COLUMN}) FROM {new_rows}"
+        values = scratch / "raw_values.parquet"
+        schema = pa.schema([("record_id", pa.string()), *((d.name, d.arrow_type) for d in from_raw)])
+        with ParquetSink(values, schema) as sink:
+            reader = self.con.sql(f"SELECT record_id, {RAW_COLUMN} FROM {new_rows}").to_arrow_reader(
+                BATCH_ROWS
+            )
+            for batch in reader:
+                table = pa.Table.from_batches([batch])
+                derived = {d.name: d.derive(table, table.column) for d in from_raw}
+                sink.write(pa.table({"record_id": table.column("record_id"), **derived}, schema=schema))
+        # Restaged rows are one per record_id (deduplicated above).
+        return (
+            f"SELECT n.* EXCLUDE ({RAW_COLUMN}), v.* EXCLUDE (record_id) FROM {new_rows} n "
+            f"JOIN {scan_parquet(values)} v ON v.record_id = n.record_id"
         )
 
     def _night_summary(

@@ -5,8 +5,9 @@ Next to its outputs (``staging/canonical``, ``quarantine/quality``, ``staging/de
 writes per (entity, source) and night:
 
 - ``staging/state/<entity>/dt=D/<source>.parquet``: one row per record (``record_id``), the record's
-  mapped row as the quality suite saw it (the newest row of its key, ``_deleted`` included; ``_raw``,
-  the source row's JSON, only when a rule of the entity derives a column from it) and
+  mapped row as the quality suite saw it (the newest row of its key, ``_deleted`` included), with the
+  values of the derived columns that read the source row's JSON (``_source_country``) in place of
+  the JSON (``_raw``), and
   ``_fingerprint``, DuckDB's hash of its source rows (the source SELECT's rows, so it covers whatever
   the mapping's query joined: a contact's account too). Rows without a source key have no
   fingerprint: they never count as unchanged.

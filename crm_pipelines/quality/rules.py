@@ -190,6 +190,9 @@ class RawValue(_Model):
         return pa.string()
 
     def derive(self, table: pa.Table, column: ColumnReader) -> pa.ChunkedArray:
+        if self.name in table.column_names:
+            # Derived before and kept in its place of the JSON (staging's state: mapping/state.py).
+            return table.column(self.name).cast(pa.string())
         if RAW_COLUMN not in table.column_names:
             return pa.chunked_array([pa.nulls(table.num_rows, pa.string())])
         raw = table.column(RAW_COLUMN)
@@ -384,9 +387,9 @@ class RuleSet(_Model):
         """
         return list(self._entity(entity).derived)
 
-    def reads_raw(self, entity: str) -> bool:
-        """Whether a derived column of ``entity`` reads the source row's JSON (``_raw``)."""
-        return any(derived.reads_raw for derived in self.derived_for(entity))
+    def derived_from_raw(self, entity: str) -> list[DerivedColumn]:
+        """The derived columns of ``entity`` that read the source row's JSON (``_raw``)."""
+        return [derived for derived in self.derived_for(entity) if derived.reads_raw]
 
     def _entity(self, entity: str) -> EntityRules:
         if entity not in self.entities:

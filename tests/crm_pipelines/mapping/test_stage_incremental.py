@@ -376,26 +376,39 @@ def test_the_staging_asset_shows_what_was_restaged(lake: Path, tmp_path: Path) -
     assert "contact_country_iso2" in (check.description or "")
 
 
-def test_the_state_keeps_the_source_json_only_where_a_rule_reads_it(
+def test_the_state_keeps_what_rules_derive_from_the_source_json_not_the_json(
     lake: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The contact rules derive the source's country from ``_raw``, so night D's state holds it; rules
-    that read no JSON leave it out of the state, and the nights built on that state stay exact."""
-    assert "_raw" in pq.read_schema(night_files(lake, "contact", D, "salesforce")["state"]).names
-    rules = load_rules().model_copy(deep=True)
-    contact_rules = rules.entities["contact"]
-    from_json = {d.name for d in contact_rules.derived if d.reads_raw}
-    assert from_json  # what this test takes away
-    rules.entities["contact"] = contact_rules.model_copy(
+    """The contact rules derive the source's country and birth date from ``_raw``: the state keeps those
+    values, not the JSON (two thirds of the file); without such rules it keeps neither. The nights
+    built on either state equal a full recompute (the suite reads the kept values as they are)."""
+    rules = load_rules()
+    from_json = [d.name for d in rules.derived_from_raw("contact")]
+    assert from_json == ["_source_country", "_source_birth_date"]
+    names = pq.read_schema(night_files(lake, "contact", D, "salesforce")["state"]).names
+    assert "_raw" not in names
+    assert set(from_json) <= set(names)
+    state = {
+        r["record_id"]: r
+        for r in pq.read_table(night_files(lake, "contact", D, "salesforce")["state"]).to_pylist()
+    }
+    assert state["salesforce:C29"]["_source_country"] == "Atlantis"
+    assert state["salesforce:C11"]["_source_country"] is None  # no country of its own
+    assert state["salesforce:C37"]["_source_birth_date"] == "someday"
+
+    without = rules.model_copy(deep=True)
+    contact_rules = without.entities["contact"]
+    without.entities["contact"] = contact_rules.model_copy(
         update={
             "derived": [d for d in contact_rules.derived if not d.reads_raw],
             "rules": [r for r in contact_rules.rules if not any(n in r.model_dump_json() for n in from_json)],
         }
     )
-    monkeypatch.setattr(stage_module, "load_rules", lambda: rules)
+    monkeypatch.setattr(stage_module, "load_rules", lambda: without)
     assert stage(lake, D1).mode == "full"  # the rules changed
-    state = night_files(lake, "contact", D1, "salesforce")["state"]
-    assert "_raw" not in pq.read_schema(state).names
+    names = pq.read_schema(night_files(lake, "contact", D1, "salesforce")["state"]).names
+    assert "_raw" not in names
+    assert not set(from_json) & set(names)
 
     contacts, accounts = night_d1()
     contacts[31] = contact(31, D2)
