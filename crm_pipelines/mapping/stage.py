@@ -9,13 +9,13 @@ Incremental by changed keys. The raw folder of a night is the whole object, and 
 outcome depends only on its source rows (the source SELECT's row, joins included, which ``_raw``
 holds) and on the declarations. So staging runs the cheap source SELECT over every row
 (:attr:`~crm_pipelines.mapping.build.PlannedMapping.source_sql`), fingerprints each record (DuckDB's
-64-bit hash of its rows, whatever the query joined included), compares with the state of the newest earlier night that can serve as a base
-(:func:`crm_pipelines.mapping.state.find_base`: complete, unchanged since written, same
-declarations) and maps, deduplicates, logs deletes and validates only the records that are new or
-changed and those without a key; the others' valid row, quarantine rows and delete entry are copied
-from the base night's files by ``record_id``, and ids gone from the source simply are not copied. The
-night's files hold what a full run writes (row order aside). Without a base, or when more than
-:data:`MAX_RESTAGED_SHARE` of the records changed, staging is full.
+64-bit hash of its rows, whatever the query joined included), compares with the state of the newest
+earlier night that can serve as a base (:func:`crm_pipelines.mapping.state.find_base`: complete,
+unchanged since written, same declarations) and maps, deduplicates, logs deletes and validates
+only the records that are new or changed and those without a key; the others' valid row, quarantine
+rows and delete entry are copied from the base night's files by ``record_id``, and ids gone from the
+source simply are not copied. The night's files hold what a full run writes (row order aside).
+Without a base, or when more than :data:`MAX_RESTAGED_SHARE` of the records changed, staging is full.
 
 The quality suite's ``mostly`` verdict stays the whole night's: each rule's counts (rows evaluated,
 rows failing) are the base night's, minus those of the base's versions of the changed and removed

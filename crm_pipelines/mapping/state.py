@@ -7,10 +7,9 @@ writes per (entity, source) and night:
 - ``staging/state/<entity>/dt=D/<source>.parquet``: one row per record (``record_id``), the record's
   mapped row as the quality suite saw it (the newest row of its key, ``_deleted`` included), with the
   values of the derived columns that read the source row's JSON (``_source_country``) in place of
-  the JSON (``_raw``), and
-  ``_fingerprint``, DuckDB's hash of its source rows (the source SELECT's rows, so it covers whatever
-  the mapping's query joined: a contact's account too). Rows without a source key have no
-  fingerprint: they never count as unchanged.
+  the JSON (``_raw``), and ``_fingerprint``, DuckDB's hash of its source rows (the source SELECT's
+  rows, so it covers whatever the mapping's query joined: a contact's account too). Rows without a
+  source key have no fingerprint: they never count as unchanged.
 - ``staging/state/<entity>/dt=D/<source>.json``, the marker, written last: the declarations digest
   (:func:`declarations_digest`), the sha256 of the four output files and the quality rules' counts
   over the night's rows. A night without a marker (a crashed run) is never a base, nor one whose

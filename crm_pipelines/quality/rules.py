@@ -43,6 +43,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from crm_pipelines.canonical import ENTITIES
+from crm_pipelines.lake import DELETED
 from crm_pipelines.yamlfile import problems, safe_load
 
 RAW_COLUMN = "_raw"
@@ -433,7 +434,8 @@ def _entity_problems(entity: str, schema: pa.Schema, spec: EntityRules, common: 
     where = f"entities.{entity}"
     types: dict[str, pa.DataType] = {field.name: field.type for field in schema}
     for derived in spec.derived:
-        if derived.name in types:
+        # The source JSON and the deleted flag travel beside the canonical columns of a staged row.
+        if derived.name in types or derived.name in (RAW_COLUMN, DELETED):
             problems.append(f"{where}.derived {derived.name}: name is already a column")
         for column in derived.inputs:
             if column not in schema.names:

@@ -107,6 +107,22 @@ def _rules_text(rule: str, *, entity: str = "account", extra: str = "") -> str:
             id="first-present-one-column",
         ),
         pytest.param(
+            _rules_text(_GOOD_RULE).replace(
+                "    rules:",
+                "    derived:\n      - {kind: raw_value, name: _raw, keys: [country]}\n    rules:",
+            ),
+            "entities.account.derived _raw: name is already a column",
+            id="derived-named-like-the-source-json",
+        ),
+        pytest.param(
+            _rules_text(_GOOD_RULE).replace(
+                "    rules:",
+                "    derived:\n      - {kind: first_present, name: _deleted, columns: [name, city]}\n    rules:",
+            ),
+            "entities.account.derived _deleted: name is already a column",
+            id="derived-named-like-the-deleted-flag",
+        ),
+        pytest.param(
             _rules_text(
                 _GOOD_RULE.replace("expect_column_values_to_not_be_null", "expect_column_to_be_pretty")
             ),
