@@ -24,6 +24,8 @@ import time
 from pathlib import Path
 from types import TracebackType
 
+from crm_pipelines_sandbox.ports import PortTaken, address_in_use, on_a_free_port
+
 SSHD = Path("/usr/sbin/sshd")
 SSH_KEYGEN = "ssh-keygen"
 SFTP_USER = "crmpipelines-sftp"
@@ -48,13 +50,6 @@ def chroot_unavailable_reason() -> str | None:
     if shutil.which("useradd") is None:
         return "useradd is missing"
     return None
-
-
-def free_port() -> int:
-    """A TCP port on loopback that is free right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((LOOPBACK, 0))
-        return int(sock.getsockname()[1])
 
 
 def _ensure_sftp_user() -> None:
@@ -154,10 +149,14 @@ class OpenSSHServer:
             authorized_keys = self.work_dir / "authorized_keys"
         shutil.copyfile(self.authorized_key, authorized_keys)
         authorized_keys.chmod(0o644)
-        self.port = free_port()
+        self.port = on_a_free_port(lambda port: self._listen(port, authorized_keys))
+        return self.port
+
+    def _listen(self, port: int, authorized_keys: Path) -> int:
+        """Start sshd on ``port`` and wait until it greets a client (a port taken meanwhile: :class:`PortTaken`)."""
         config = self.work_dir / "sshd_config"
         lines = [
-            f"Port {self.port}",
+            f"Port {port}",
             f"ListenAddress {LOOPBACK}",
             f"HostKey {self.host_key_path}",
             "PidFile none",
@@ -179,6 +178,7 @@ class OpenSSHServer:
         if self.chroot:
             lines += [f"Match User {self.username}", f"    ChrootDirectory {self.root}"]
         config.write_text("\n".join(lines) + "\n")
+        seen = self.log_path.stat().st_size if self.log_path.exists() else 0
         log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child, closed in stop()
         self._process = subprocess.Popen(
             [str(SSHD), "-D", "-e", "-f", str(config)], stdout=log, stderr=log, start_new_session=True
@@ -187,12 +187,21 @@ class OpenSSHServer:
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             if self._process.poll() is not None:
-                raise RuntimeError(f"sshd exited at start: {self.log_path.read_text()[-2000:]}")
-            with contextlib.suppress(OSError), socket.create_connection((LOOPBACK, self.port), timeout=0.2):
-                return self.port
+                self._process = None
+                written = self.log_path.read_bytes()[seen:].decode(errors="replace")
+                if address_in_use(written):
+                    raise PortTaken(f"port {port} was taken before sshd bound it")
+                raise RuntimeError(f"sshd exited at start: {written[-2000:]}")
+            # Its banner, not just a connection: a process that took the port would accept one too.
+            with (
+                contextlib.suppress(OSError),
+                socket.create_connection((LOOPBACK, port), timeout=0.2) as sock,
+            ):
+                if sock.recv(4) == b"SSH-":
+                    return port
             time.sleep(0.05)
         self.stop()
-        raise RuntimeError(f"sshd did not listen on {self.port}: {self.log_path.read_text()[-2000:]}")
+        raise RuntimeError(f"sshd did not listen on {port}: {self.log_path.read_text()[-2000:]}")
 
     def session_pids(self) -> list[int]:
         """Process ids serving client connections: every descendant of the listening sshd.

@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
-import socket
 import subprocess
 import tempfile
 from collections.abc import Iterator
@@ -21,6 +20,7 @@ from pathlib import Path
 import psycopg
 
 from crm_pipelines.sql import quote_ident
+from crm_pipelines_sandbox.ports import PortTaken, address_in_use, on_a_free_port
 
 # The server never outlives its test or benchmark, so crash safety buys nothing and costs seconds.
 _FAST_SETTINGS = ("fsync=off", "synchronous_commit=off", "full_page_writes=off")
@@ -67,13 +67,6 @@ class PostgresServer:
             f"DRIVER={{{driver}}};SERVER={self.host};PORT={self.port};DATABASE={self.database};"
             f"UID={self.user};PWD={self.password};UseDeclareFetch=1;Fetch=10000"
         )
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _as_server_user(argv: list[str]) -> list[str]:
@@ -126,33 +119,35 @@ def running_postgres(*, database: str = "erp", settings: tuple[str, ...] = ()) -
             ],
             cwd=root,
         )
-        port = free_port()
-        options = " ".join(
-            f"-c {s}"
-            for s in (
-                "listen_addresses=127.0.0.1",
-                f"port={port}",
-                f"unix_socket_directories={root}",
-                *_FAST_SETTINGS,
-                *settings,
+
+        def start(port: int) -> int:
+            options = " ".join(
+                f"-c {s}"
+                for s in (
+                    "listen_addresses=127.0.0.1",
+                    f"port={port}",
+                    f"unix_socket_directories={root}",
+                    *_FAST_SETTINGS,
+                    *settings,
+                )
             )
-        )
-        _run(
-            [
-                "pg_ctl",
-                "start",
-                "-w",
-                "-t",
-                "60",
-                "-D",
-                str(data_dir),
-                "-l",
-                str(root / "log"),
-                "-o",
-                options,
-            ],
-            cwd=root,
-        )
+            log = root / "log"
+            seen = log.stat().st_size if log.exists() else 0
+            try:
+                _run(
+                    ["pg_ctl", "start", "-w", "-t", "60", "-D", str(data_dir), "-l", str(log), "-o", options],
+                    cwd=root,
+                )
+            except RuntimeError as exc:
+                if log.exists():
+                    with log.open(errors="replace") as text:
+                        text.seek(seen)
+                        if address_in_use(text.read()):
+                            raise PortTaken(f"port {port} was taken before PostgreSQL bound it") from exc
+                raise
+            return port
+
+        port = on_a_free_port(start)
         started = True
         server = PostgresServer("127.0.0.1", port, user, password, database, data_dir)
         with psycopg.connect(
