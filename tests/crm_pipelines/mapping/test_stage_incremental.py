@@ -196,6 +196,17 @@ def full_recompute(
     return outcome, outputs(copied, night)
 
 
+def staged_as_a_full_recompute(
+    lake: Path, tmp_path: Path, night: str
+) -> tuple[SourceStaging, dict[str, list[dict[str, Any]]]]:
+    """Stage ``night`` (incrementally when a base allows) and check it wrote what a full run writes."""
+    full, full_files = full_recompute(lake, tmp_path, night)
+    outcome = stage(lake, night)
+    assert outputs(lake, night) == full_files
+    assert night_view(outcome) == night_view(full)
+    return outcome, full_files
+
+
 @pytest.fixture
 def lake(tmp_path: Path) -> Path:
     lake = tmp_path / "lake"
@@ -244,11 +255,8 @@ def test_a_night_after_an_incremental_night_equals_a_full_recompute(lake: Path, 
     contacts[31] = contact(31, D2)  # back from Atlantis: the verdict passes again
     contacts[37] = contact(37, D2)  # the birth date warning goes
     write_night(lake, D2, contacts, accounts)
-    full, full_files = full_recompute(lake, tmp_path, D2)
-    outcome = stage(lake, D2)
+    outcome, _ = staged_as_a_full_recompute(lake, tmp_path, D2)
     assert (outcome.mode, outcome.base_partition, outcome.records_restaged) == ("incremental", D1, 3)
-    assert outputs(lake, D2) == full_files
-    assert night_view(outcome) == night_view(full)
     assert outcome.suite_success
     assert outcome.quality["warnings"] == {"contact_phone_parsable": 2, "contact_birth_date_unparseable": 0}
 
@@ -281,11 +289,8 @@ def test_a_night_run_again_after_more_edits_builds_on_its_last_run(lake: Path, t
     contacts[34] = contact(34, D1, Title="Chief Operating Officer")  # edited again since the first run
     contacts[20] = contact(20, D1, MailingCountry="Atlantis")  # newly failing
     write_night(lake, D1, contacts, accounts)
-    full, full_files = full_recompute(lake, tmp_path, D1)
-    again = stage(lake, D1)
+    again, _ = staged_as_a_full_recompute(lake, tmp_path, D1)
     assert (again.mode, again.base_partition, again.records_restaged) == ("incremental", D1, 3)
-    assert outputs(lake, D1) == full_files
-    assert night_view(again) == night_view(full)
     assert {r["record_id"]: r["title"] for r in outputs(lake, D1)["staging"]}["salesforce:C34"] == (
         "Chief Operating Officer"
     )
@@ -414,11 +419,8 @@ def test_the_state_keeps_what_rules_derive_from_the_source_json_not_the_json(
     contacts[31] = contact(31, D2)
     contacts[30] = contact(30, D2, Email="broken again")  # fails a rule that reads no JSON
     write_night(lake, D2, contacts, accounts)
-    full, full_files = full_recompute(lake, tmp_path, D2)
-    outcome = stage(lake, D2)
+    outcome, full_files = staged_as_a_full_recompute(lake, tmp_path, D2)
     assert (outcome.mode, outcome.base_partition, outcome.records_restaged) == ("incremental", D1, 3)
-    assert outputs(lake, D2) == full_files
-    assert night_view(outcome) == night_view(full)
     assert ("salesforce:C30", "contact_email_format") in {
         (r["record_id"], r["rule"]) for r in full_files["quarantine"]
     }
