@@ -26,7 +26,6 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -39,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from crm_pipelines.instance import instance_file
+from crm_pipelines.local_ports import PortTaken, address_in_use, free_port, log_since, retry_when_port_taken
 
 __all__ = [
     "DAGSTER_PG_URL",
@@ -60,13 +60,6 @@ DEPLOY_INSTANCE = instance_file("deploy", "dagster.yaml")
 CODE_LOCATION = "crm_pipelines"
 # Long enough for a code location to load on a busy machine (~6 s of CPU for the definitions).
 START_TIMEOUT_SECONDS = 180.0
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass
@@ -226,10 +219,11 @@ def running_s3(folder: Path, *, log_dir: Path | None = None, bucket: str = "lake
         config.write_text(json.dumps({"identities": [identity]}), encoding="utf-8")
     (folder / "data").mkdir(exist_ok=True)
     logs = log_dir or folder
-    for attempt in range(1, _PORT_ATTEMPTS + 1):
+    log = logs / "s3.log"
+
+    def start() -> tuple[Service, S3Endpoint]:
         # Free ports are picked before weed binds them: another process may take one in between, and
         # weed then exits at once saying so. New ports, and another try.
-        log = logs / "s3.log"
         logged = log.stat().st_size if log.exists() else 0
         service, endpoint, fs = _start_weed(folder, config, access_key, secret_key, bucket, log_dir=logs)
         try:
@@ -239,25 +233,23 @@ def running_s3(folder: Path, *, log_dir: Path | None = None, bucket: str = "lake
                 what="the S3 server takes a write",
                 timeout=90,
             )
-        except RuntimeError:
+        except RuntimeError as exc:
             stop_service(service, timeout=5.0)
-            if attempt < _PORT_ATTEMPTS and _PORT_TAKEN in _log_since(log, logged):
-                continue
+            if address_in_use(log_since(log, logged)):
+                raise PortTaken("a port was taken before weed bound it") from exc
             raise
         except BaseException:
             stop_service(service, timeout=5.0)
             raise
-        break
+        return service, endpoint
+
+    service, endpoint = retry_when_port_taken(start)
     try:
         yield endpoint
     finally:
         # weed takes 10-30 s to leave on SIGTERM; a few seconds of grace, then SIGKILL (its volumes
         # are append-only files, and nothing is written once the deployment stops).
         stop_service(service, timeout=5.0)
-
-
-_PORT_ATTEMPTS = 3
-_PORT_TAKEN = "address already in use"
 
 
 def _bucket_ready(fs: Any, bucket: str) -> bool:
@@ -269,12 +261,6 @@ def _bucket_ready(fs: Any, bucket: str) -> bool:
         return True
     except Exception:  # not serving yet: connection refused, 5xx while the volumes start
         return False
-
-
-def _log_since(log: Path, offset: int) -> str:
-    with log.open("rb") as f:
-        f.seek(offset)
-        return f.read().decode("utf-8", "replace")
 
 
 def _start_weed(

@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 from types import TracebackType
 
-from crm_pipelines_sandbox.ports import PortTaken, address_in_use, on_a_free_port
+from crm_pipelines.local_ports import PortTaken, address_in_use, log_since, on_a_free_port
 
 SSHD = Path("/usr/sbin/sshd")
 SSH_KEYGEN = "ssh-keygen"
@@ -188,7 +188,7 @@ class OpenSSHServer:
         while time.monotonic() < deadline:
             if self._process.poll() is not None:
                 self._process = None
-                written = self.log_path.read_bytes()[seen:].decode(errors="replace")
+                written = log_since(self.log_path, seen)
                 if address_in_use(written):
                     raise PortTaken(f"port {port} was taken before sshd bound it")
                 raise RuntimeError(f"sshd exited at start: {written[-2000:]}")

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import psycopg
 
+from crm_pipelines.local_ports import PortTaken, address_in_use, log_since, on_a_free_port
 from crm_pipelines.sql import quote_ident
-from crm_pipelines_sandbox.ports import PortTaken, address_in_use, on_a_free_port
 
 # The server never outlives its test or benchmark, so crash safety buys nothing and costs seconds.
 _FAST_SETTINGS = ("fsync=off", "synchronous_commit=off", "full_page_writes=off")
@@ -139,11 +139,8 @@ def running_postgres(*, database: str = "erp", settings: tuple[str, ...] = ()) -
                     cwd=root,
                 )
             except RuntimeError as exc:
-                if log.exists():
-                    with log.open(errors="replace") as text:
-                        text.seek(seen)
-                        if address_in_use(text.read()):
-                            raise PortTaken(f"port {port} was taken before PostgreSQL bound it") from exc
+                if address_in_use(log_since(log, seen)):
+                    raise PortTaken(f"port {port} was taken before PostgreSQL bound it") from exc
                 raise
             return port
 

@@ -2,7 +2,7 @@
 
 The password goes in a config file, not on the command line where ``ps`` shows it. A port another
 process took between picking and binding gets the server started again on a new one
-(:func:`crm_pipelines_sandbox.ports.on_a_free_port`).
+(:func:`crm_pipelines.local_ports.on_a_free_port`).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from pathlib import Path
 
 import redis
 
-from crm_pipelines_sandbox.ports import LOOPBACK, PortTaken, address_in_use, on_a_free_port
+from crm_pipelines.local_ports import LOOPBACK, PortTaken, address_in_use, log_since, on_a_free_port
 
 __all__ = ["RedisServer", "redis_unavailable_reason", "running_redis"]
 
@@ -69,7 +69,7 @@ def running_redis(folder: Path) -> Iterator[RedisServer]:
                     if process.poll() is not None or time.monotonic() > deadline:
                         process.terminate()
                         process.wait(timeout=10)
-                        written = log.read_bytes()[seen:].decode(errors="replace") if log.exists() else ""
+                        written = log_since(log, seen)
                         if address_in_use(written):
                             raise PortTaken(f"port {port} was taken before redis-server bound it") from None
                         raise RuntimeError(f"redis-server did not start: {written[-2000:]}") from None

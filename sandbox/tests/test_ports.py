@@ -15,9 +15,9 @@ import psycopg
 import pytest
 import redis
 
-from crm_pipelines_sandbox import ports
+from crm_pipelines import local_ports as ports
+from crm_pipelines.local_ports import PortTaken, on_a_free_port
 from crm_pipelines_sandbox.openssh_server import OpenSSHServer, sshd_unavailable_reason
-from crm_pipelines_sandbox.ports import PortTaken, on_a_free_port
 from crm_pipelines_sandbox.postgres_server import running_postgres
 from crm_pipelines_sandbox.redis_server import redis_unavailable_reason, running_redis
 
