@@ -2,6 +2,7 @@
 
 import datetime as dt
 import json
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -197,13 +198,19 @@ def test_the_audit_says_what_was_touched_without_personal_data(connect: Connect,
     assert any(p.startswith("lake:raw/") for p in places)
     assert any(p.startswith("lake:staging/") for p in places)
     assert audit["rows_erased"] == sum(p["erased"] for p in places.values()) > 0
-    # The request's random id and its time are left out: a short numeric source id can occur in them
-    # by chance (a uuid's hex, a timestamp's microseconds).
-    said = {k: v for k, v in audit.items() if k not in ("request_id", "requested_at")}
+    # The request's random id and its times are left out: a short numeric source id can occur in them
+    # by chance (a uuid's hex, a timestamp's microseconds: CI once found Sage CRM's person 862 in an
+    # audit whose only field varying from run to run is finished_at). A numeric id counts where it
+    # stands as a number of its own, not inside another.
+    said = {k: v for k, v in audit.items() if k not in ("request_id", "requested_at", "finished_at")}
     text = json.dumps(said, default=str).lower()
     secrets = [*erased.emails, erased.golden_id, erased.first_name, erased.last_name]
     secrets += [r for r, _, _ in erased.records] + [i for _, _, i in erased.records]
-    assert not [s for s in secrets if s.lower() in text]
+    assert not [
+        s
+        for s in secrets
+        if (re.search(rf"(?<![0-9]){re.escape(s)}(?![0-9])", text) if s.isdigit() else s.lower() in text)
+    ]
 
 
 def test_a_second_erasure_finds_nothing(
